@@ -1,0 +1,243 @@
+//! The etcd backend: an etcd v3 cluster through the `etcd-client` crate. Revisions, compares,
+//! watches and compaction map one to one onto etcd's own.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, CompactionOptions, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType,
+    GetOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
+};
+use futures::StreamExt;
+
+use crate::{
+    Event, EventKind, KeyRange, KeyValue, Op, RangeResult, Result, Revision, Store, StoreError,
+    Txn, TxnOutcome, WatchStream,
+};
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+}
+
+/// How often a request that never reached any member is retried before giving up.
+const ATTEMPTS: usize = 5;
+
+impl EtcdStore {
+    /// Connects to `endpoints` (`host:port`), balancing over them; a member that dies is
+    /// routed around.
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let client = Client::connect(&endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot reach etcd at {endpoints:?}: {e}"))
+            })?;
+        Ok(EtcdStore { client })
+    }
+
+    /// Parses `etcd://host:port,host:port`.
+    pub fn parse_url(url: &str) -> Option<Vec<String>> {
+        let hosts = url.strip_prefix("etcd://")?;
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(String::from)
+            .collect();
+        (!endpoints.is_empty()).then_some(endpoints)
+    }
+}
+
+fn map_error(e: etcd_client::Error) -> StoreError {
+    classify(&e)
+}
+
+/// Maps an etcd error onto the store's: revisions out of range, or no member answering.
+fn classify(e: &etcd_client::Error) -> StoreError {
+    let text = e.to_string();
+    if text.contains("required revision has been compacted") {
+        // The exact compacted revision is not in the message; callers only need the fact.
+        return StoreError::Compacted {
+            requested: 0,
+            compacted: 0,
+        };
+    }
+    if text.contains("required revision is a future revision") {
+        return StoreError::FutureRevision {
+            requested: 0,
+            current: 0,
+        };
+    }
+    match e {
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) =>
+        {
+            StoreError::Unavailable(text)
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            StoreError::Unavailable(text)
+        }
+        _ => StoreError::Internal(text),
+    }
+}
+
+/// True when the request surely reached no member, so that retrying cannot apply it twice.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string().to_lowercase();
+    text.contains("connection refused")
+        || text.contains("tcp connect error")
+        || text.contains("connect error")
+}
+
+fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key().to_vec(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
+    async fn range(
+        &self,
+        range: &KeyRange,
+        at: Option<Revision>,
+        limit: usize,
+    ) -> Result<RangeResult> {
+        let mut options = GetOptions::new().with_limit(limit as i64);
+        options = match &range.end {
+            Some(end) => options.with_range(end.clone()),
+            None => options.with_from_key(),
+        };
+        if let Some(rev) = at.filter(|r| *r > 0) {
+            options = options.with_revision(rev);
+        }
+        let mut attempt = 0;
+        loop {
+            let mut kv = self.client.kv_client();
+            match kv.get(range.start.clone(), Some(options.clone())).await {
+                Ok(response) => {
+                    let revision = response.header().map_or(0, |h| h.revision());
+                    return Ok(RangeResult {
+                        kvs: response.kvs().iter().map(convert_kv).collect(),
+                        more: response.more(),
+                        revision: at.filter(|r| *r > 0).unwrap_or(revision),
+                    });
+                }
+                // Reads are safe to retry whatever happened.
+                Err(e)
+                    if attempt + 1 < ATTEMPTS
+                        && matches!(classify(&e), StoreError::Unavailable(_)) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                }
+                Err(e) => return Err(map_error(e)),
+            }
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        let compares: Vec<EtcdCompare> = txn
+            .compares
+            .iter()
+            .map(|c| EtcdCompare::mod_revision(c.key.clone(), CompareOp::Equal, c.mod_revision))
+            .collect();
+        let ops: Vec<TxnOp> = txn
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value } => TxnOp::put(key.clone(), value.clone(), None),
+                Op::Delete { key } => TxnOp::delete(key.clone(), None),
+            })
+            .collect();
+        let request = EtcdTxn::new().when(compares).and_then(ops);
+        let mut attempt = 0;
+        loop {
+            let mut kv = self.client.kv_client();
+            match kv.txn(request.clone()).await {
+                Ok(response) if response.succeeded() => {
+                    let revision = response.header().map_or(0, |h| h.revision());
+                    return Ok(TxnOutcome::Committed { revision });
+                }
+                Ok(_) => return Ok(TxnOutcome::Conflict),
+                Err(e) if attempt + 1 < ATTEMPTS && never_sent(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                }
+                Err(e) => return Err(map_error(e)),
+            }
+        }
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let mut kv = self.client.kv_client();
+        kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream> {
+        let mut options = WatchOptions::new()
+            .with_start_revision(from.max(1))
+            .with_prev_key();
+        options = match &range.end {
+            Some(end) => options.with_range(end.clone()),
+            None => options.with_from_key(),
+        };
+        let mut client = self.client.watch_client();
+        let stream = client
+            .watch(range.start.clone(), Some(options))
+            .await
+            .map_err(map_error)?;
+        Ok(Box::pin(async_stream::stream! {
+            let mut stream = stream;
+            while let Some(response) = stream.next().await {
+                let response = match response {
+                    Ok(r) => r,
+                    Err(e) => { yield Err(map_error(e)); return; }
+                };
+                if response.compact_revision() > 0 {
+                    yield Err(StoreError::Compacted { requested: from, compacted: response.compact_revision() });
+                    return;
+                }
+                if response.canceled() {
+                    yield Err(StoreError::Unavailable(format!("etcd cancelled the watch: {}", response.cancel_reason())));
+                    return;
+                }
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let kind = match event.event_type() {
+                        EventType::Put => EventKind::Put,
+                        EventType::Delete => EventKind::Delete,
+                    };
+                    yield Ok(Event { kind, kv: convert_kv(kv), prev: event.prev_kv().map(convert_kv) });
+                }
+            }
+            yield Err(StoreError::Unavailable("the etcd watch stream ended".into()));
+        }))
+    }
+}

@@ -1,0 +1,265 @@
+//! The revisioned key-value store under every Dialtone object, with etcd's semantics: one
+//! global revision that every committed change increments; get and range at a revision;
+//! transactions guarded by compare-and-swap on a key's mod revision; watch from a revision
+//! with ordered, gap-free, exactly-once events; compaction of old revisions.
+//!
+//! Two backends implement [`Store`]: [`embedded::EmbeddedStore`] (redb in a data directory,
+//! the default) and [`etcd::EtcdStore`] (an etcd v3 cluster). [`conformance`] is the one
+//! suite both must pass. Above the key-value layer, [`registry`] stores typed objects: it is
+//! the only code that encodes objects for storage.
+//!
+//! This crate knows nothing of HTTP, authentication or controllers.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod embedded;
+pub mod etcd;
+pub mod registry;
+
+pub use embedded::EmbeddedStore;
+pub use etcd::EtcdStore;
+
+/// A store revision. Revisions start at 1 and grow by one per committed change.
+pub type Revision = i64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The revision that created the key (since its last deletion).
+    pub create_revision: Revision,
+    /// The revision of the last change to the key.
+    pub mod_revision: Revision,
+    /// How many times the key was written since it was created.
+    pub version: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change, as a watcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// For a delete: the key, an empty value, and the revision of the delete as mod revision.
+    pub kv: KeyValue,
+    /// The key as it was before this change, if it existed.
+    pub prev: Option<KeyValue>,
+}
+
+impl Event {
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
+}
+
+/// The keys from `start` (inclusive) to `end` (exclusive; `None` means to the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Exactly one key.
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        let start = key.into();
+        let mut end = start.clone();
+        end.push(0);
+        KeyRange {
+            start,
+            end: Some(end),
+        }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        let start = prefix.into();
+        KeyRange {
+            end: prefix_end(&start),
+            start,
+        }
+    }
+
+    /// The same range, starting at `start` instead (for pagination).
+    pub fn starting_at(&self, start: Vec<u8>) -> Self {
+        KeyRange {
+            start,
+            end: self.end.clone(),
+        }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
+/// The smallest key greater than every key with this prefix, as etcd computes it.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The result of a range read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    /// Whether the limit cut off more keys.
+    pub more: bool,
+    /// The revision the read saw.
+    pub revision: Revision,
+}
+
+/// A guard of a transaction: the key's mod revision must equal `mod_revision`
+/// (0 means the key must not exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub mod_revision: Revision,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+impl Op {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// If every compare holds, apply every op atomically at one new revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn when(mut self, key: impl Into<Vec<u8>>, mod_revision: Revision) -> Self {
+        self.compares.push(Compare {
+            key: key.into(),
+            mod_revision,
+        });
+        self
+    }
+    pub fn put(mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+    pub fn delete(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.ops.push(Op::Delete { key: key.into() });
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Applied; `revision` is the store revision after it (unchanged if it changed nothing).
+    Committed { revision: Revision },
+    /// A compare failed; nothing was applied.
+    Conflict,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("revision {requested} has been compacted; the oldest readable revision is {compacted}")]
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    #[error("revision {requested} is in the future; the store is at revision {current}")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store failed: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Events in revision order, each exactly once; ends with an error if the watcher fell
+/// behind a compaction.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+
+/// The store every backend implements; see the crate documentation for its semantics.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `embedded` or `etcd`.
+    fn backend(&self) -> &'static str;
+
+    /// The keys in `range` at revision `at` (the latest if `None`), in key order, at most
+    /// `limit` of them (0 means no limit).
+    async fn range(
+        &self,
+        range: &KeyRange,
+        at: Option<Revision>,
+        limit: usize,
+    ) -> Result<RangeResult>;
+
+    /// Applies `txn` if its compares hold. Returns only once the change is durable.
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome>;
+
+    /// Every change to keys in `range` from revision `from` on (inclusive).
+    async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream>;
+
+    /// Forgets history before `revision`: reads and watches before it fail with `Compacted`.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// The latest revision.
+    async fn revision(&self) -> Result<Revision> {
+        Ok(self
+            .range(&KeyRange::key(b"\0".to_vec()), None, 1)
+            .await?
+            .revision)
+    }
+
+    /// One key at the latest revision.
+    async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        Ok(self
+            .range(&KeyRange::key(key.to_vec()), None, 1)
+            .await?
+            .kvs
+            .pop())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let p = KeyRange::prefix(b"/o/".to_vec());
+        assert!(p.contains(b"/o/a"));
+        assert!(!p.contains(b"/p"));
+        assert_eq!(p.end.as_deref(), Some(&b"/o0"[..]));
+        assert_eq!(prefix_end(&[0x61, 0xff]), Some(vec![0x62]));
+        assert_eq!(prefix_end(&[0xff]), None);
+        let k = KeyRange::key(b"a".to_vec());
+        assert!(k.contains(b"a") && !k.contains(b"a\0") && !k.contains(b"ab"));
+    }
+}

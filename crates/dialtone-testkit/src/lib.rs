@@ -1,0 +1,34 @@
+//! What tests and benchmarks need to run Dialtone for real on one machine: a real etcd
+//! cluster (Debian's `etcd-server`) on loopback ports, and the real `dialtone` binary as a
+//! dev server. Everything started here is stopped when its handle drops.
+//!
+//! Depends on no Dialtone crate, so that any of them can use it in tests.
+
+mod etcd;
+mod server;
+
+pub use etcd::EtcdCluster;
+pub use server::DevServer;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

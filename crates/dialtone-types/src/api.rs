@@ -1,0 +1,143 @@
+//! The one error shape of the API, after Kubernetes' `Status`: machine-readable `reason` and
+//! `code`, a message for people, and the causes (one per bad field).
+
+use serde::{Deserialize, Serialize};
+
+use crate::validation::{FieldError, FieldErrors};
+
+/// Machine-readable reason for a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    BadRequest,
+    Invalid,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    AlreadyExists,
+    Conflict,
+    Gone,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+    InternalError,
+    ServiceUnavailable,
+}
+
+impl Reason {
+    pub fn http_code(self) -> u16 {
+        match self {
+            Reason::BadRequest => 400,
+            Reason::Unauthorized => 401,
+            Reason::Forbidden => 403,
+            Reason::NotFound => 404,
+            Reason::MethodNotAllowed => 405,
+            Reason::AlreadyExists | Reason::Conflict => 409,
+            Reason::Gone => 410,
+            Reason::RequestEntityTooLarge => 413,
+            Reason::UnsupportedMediaType => 415,
+            Reason::Invalid => 422,
+            Reason::InternalError => 500,
+            Reason::ServiceUnavailable => 503,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCause {
+    pub field: String,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusDetails {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<StatusCause>,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub api_version: String,
+    pub kind: String,
+    /// Always `Failure`.
+    pub status: String,
+    pub reason: Reason,
+    pub code: u16,
+    pub message: String,
+    #[serde(default)]
+    pub details: StatusDetails,
+}
+
+/// An error as the API reports it. Built by the server, decoded by the client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub reason: Reason,
+    pub message: String,
+    pub causes: Vec<StatusCause>,
+}
+
+impl ApiError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        ApiError {
+            reason,
+            message: message.into(),
+            causes: Vec::new(),
+        }
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(Reason::NotFound, format!("{what} not found"))
+    }
+
+    pub fn invalid(errors: FieldErrors) -> Self {
+        let causes = errors
+            .0
+            .iter()
+            .map(
+                |FieldError {
+                     field,
+                     reason,
+                     message,
+                 }| StatusCause {
+                    field: field.clone(),
+                    reason: format!("{reason:?}"),
+                    message: message.clone(),
+                },
+            )
+            .collect();
+        ApiError {
+            reason: Reason::Invalid,
+            message: format!("invalid request: {errors}"),
+            causes,
+        }
+    }
+
+    pub fn code(&self) -> u16 {
+        self.reason.http_code()
+    }
+
+    pub fn to_status(&self) -> Status {
+        Status {
+            api_version: "v1".into(),
+            kind: "Status".into(),
+            status: "Failure".into(),
+            reason: self.reason,
+            code: self.code(),
+            message: self.message.clone(),
+            details: StatusDetails {
+                causes: self.causes.clone(),
+            },
+        }
+    }
+
+    pub fn from_status(status: Status) -> Self {
+        ApiError {
+            reason: status.reason,
+            message: status.message,
+            causes: status.details.causes,
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The kinds of the resource tree. Each kind has a static [`KindInfo`] (names, place in the
+//! tree) and a spec type implementing [`Kind`]; routes, storage keys and the OpenAPI document
+//! are all derived from these, so adding a kind means adding it here.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::validation::{FieldErrors, validate_text};
+
+/// Where a kind sits in the tree and what it is called.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct KindInfo {
+    /// `Project`
+    pub kind: &'static str,
+    /// `projects`: the path segment of its collection.
+    pub plural: &'static str,
+    /// `project`: the CLI noun and the route parameter.
+    pub singular: &'static str,
+    /// The kind of its parent node; `None` for the root of the tree.
+    pub parent: Option<&'static KindInfo>,
+}
+
+impl KindInfo {
+    /// How many kinds sit above this one: 0 for orgs.
+    pub fn depth(&self) -> usize {
+        self.parent.map_or(0, |p| p.depth() + 1)
+    }
+
+    /// The kinds whose parent is this kind.
+    pub fn children(&'static self) -> impl Iterator<Item = &'static KindInfo> {
+        KINDS
+            .iter()
+            .copied()
+            .filter(move |k| k.parent.is_some_and(|p| std::ptr::eq(p, self)))
+    }
+
+    pub fn by_plural(plural: &str) -> Option<&'static KindInfo> {
+        KINDS.iter().copied().find(|k| k.plural == plural)
+    }
+
+    pub fn by_kind(kind: &str) -> Option<&'static KindInfo> {
+        KINDS.iter().copied().find(|k| k.kind == kind)
+    }
+}
+
+pub static ORG: KindInfo = KindInfo {
+    kind: "Org",
+    plural: "orgs",
+    singular: "org",
+    parent: None,
+};
+pub static FOLDER: KindInfo = KindInfo {
+    kind: "Folder",
+    plural: "folders",
+    singular: "folder",
+    parent: Some(&ORG),
+};
+pub static PROJECT: KindInfo = KindInfo {
+    kind: "Project",
+    plural: "projects",
+    singular: "project",
+    parent: Some(&FOLDER),
+};
+pub static IDENTITY: KindInfo = KindInfo {
+    kind: "Identity",
+    plural: "identities",
+    singular: "identity",
+    parent: Some(&ORG),
+};
+
+/// Every kind, parents before children.
+pub static KINDS: &[&KindInfo] = &[&ORG, &FOLDER, &PROJECT, &IDENTITY];
+
+/// The spec type of a kind.
+pub trait Kind:
+    Serialize + DeserializeOwned + JsonSchema + Clone + Default + PartialEq + Send + Sync + 'static
+{
+    const INFO: &'static KindInfo;
+
+    /// Adds an error for every bad field of the spec; field paths start with `spec.`.
+    fn validate(&self, errors: &mut FieldErrors);
+}
+
+/// An isolated tenant: nothing crosses org boundaries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Org {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A logical container under an org, global in scope.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Folder {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A logical container under a folder, global in scope; clusters live in projects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// Someone (or something) that authenticates with API tokens. Identities belong to an org.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// A platform admin operates the whole installation: creates orgs and sees all of them.
+    /// Only a platform admin can make another.
+    #[serde(default)]
+    pub platform_admin: bool,
+}
+
+fn validate_display(display_name: &str, description: &str, errors: &mut FieldErrors) {
+    validate_text("spec.displayName", display_name, 256, errors);
+    validate_text("spec.description", description, 4096, errors);
+}
+
+impl Kind for Org {
+    const INFO: &'static KindInfo = &ORG;
+    fn validate(&self, errors: &mut FieldErrors) {
+        validate_display(&self.display_name, &self.description, errors);
+    }
+}
+
+impl Kind for Folder {
+    const INFO: &'static KindInfo = &FOLDER;
+    fn validate(&self, errors: &mut FieldErrors) {
+        validate_display(&self.display_name, &self.description, errors);
+    }
+}
+
+impl Kind for Project {
+    const INFO: &'static KindInfo = &PROJECT;
+    fn validate(&self, errors: &mut FieldErrors) {
+        validate_display(&self.display_name, &self.description, errors);
+    }
+}
+
+impl Kind for Identity {
+    const INFO: &'static KindInfo = &IDENTITY;
+    fn validate(&self, errors: &mut FieldErrors) {
+        validate_text("spec.displayName", &self.display_name, 256, errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_shape() {
+        assert_eq!(PROJECT.depth(), 2);
+        let org_children: Vec<_> = ORG.children().map(|k| k.plural).collect();
+        assert_eq!(org_children, ["folders", "identities"]);
+        assert_eq!(PROJECT.children().count(), 0);
+        assert_eq!(KindInfo::by_plural("folders"), Some(&FOLDER));
+    }
+}

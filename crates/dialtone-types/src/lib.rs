@@ -1,0 +1,22 @@
+//! The resource model of Dialtone: objects shaped after the Kubernetes API conventions
+//! (`apiVersion`, `kind`, `metadata`, `spec`, `status`), the resource tree
+//! (org → folder → project), paths into that tree, validation that reports every bad field
+//! at once, label selectors, and the machine-readable error returned by the API.
+//!
+//! This crate is pure: no IO, no async, no clock. Everything that reads the time or the
+//! store takes what it needs as an argument. Every other crate depends on it; it depends on
+//! none of them.
+
+pub mod api;
+pub mod kinds;
+pub mod meta;
+pub mod path;
+pub mod selector;
+pub mod validation;
+
+pub use api::{ApiError, Reason, Status, StatusCause};
+pub use kinds::{Folder, Identity, KINDS, Kind, KindInfo, Org, Project};
+pub use meta::{API_VERSION, Condition, ConditionStatus, Object, ObjectMeta, ObjectStatus};
+pub use path::ResourcePath;
+pub use selector::LabelSelector;
+pub use validation::{FieldError, FieldErrors};

@@ -1,0 +1,113 @@
+//! Object metadata and status, after the Kubernetes API conventions.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The `apiVersion` of every Dialtone object.
+pub const API_VERSION: &str = "dialtone.dev/v1";
+
+/// Metadata common to every object. Fields marked server-managed are set by the server
+/// and ignored on create.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// A DNS-1123 label, unique among the object's siblings of the same kind.
+    pub name: String,
+    /// Server-managed: unique over time; a re-created object gets a new uid.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// Server-managed: the path of the parent node, for example `orgs/acme/folders/eng`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parent: String,
+    /// Server-managed: the store revision of the last change. Send it back on update for
+    /// optimistic concurrency.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+    /// Server-managed: incremented on every change of the spec.
+    #[serde(default)]
+    pub generation: i64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Server-managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<Timestamp>,
+    /// Server-managed: set when deletion was asked for and finalizers remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<Timestamp>,
+    /// The object is removed once this list is empty after deletion was asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+    /// Server-managed: the region whose control plane owns the object.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub home_region: String,
+}
+
+/// The status every object carries; kinds with more to report embed it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    /// The generation of the spec that the status describes.
+    #[serde(default)]
+    pub observed_generation: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+/// One observation about an object, as in Kubernetes' `metav1.Condition`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// CamelCase, for example `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: ConditionStatus,
+    /// CamelCase, machine-readable.
+    pub reason: String,
+    /// For people: what happened and what to do about it.
+    #[serde(default)]
+    pub message: String,
+    pub last_transition_time: Timestamp,
+}
+
+/// An object of kind `S::KIND`: the envelope shared by every resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Object<S: Default> {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: S,
+    #[serde(default)]
+    pub status: ObjectStatus,
+}
+
+impl<S: crate::Kind> Object<S> {
+    /// A new object with the given name and spec, ready to be sent to the API.
+    pub fn new(name: impl Into<String>, spec: S) -> Self {
+        Object {
+            api_version: API_VERSION.to_string(),
+            kind: S::INFO.kind.to_string(),
+            metadata: ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            },
+            spec,
+            status: ObjectStatus::default(),
+        }
+    }
+}
