@@ -1,1 +1,818 @@
+//! Typed objects over the key-value store: the semantics of create, get, list, update,
+//! delete and watch that the API exposes, and the only place objects are encoded for storage.
+//!
+//! Keys: `/o/{plural}/{names from the org down}` for objects (so the objects of one kind
+//! under one parent share a prefix), `/m/{path}` for each node's children marker, `/tokens/`
+//! and `/audit/{org}/` for tokens and audit records.
+//!
+//! The children marker closes a race: creating a child rewrites its parent's marker, and
+//! deleting the parent compares the marker's revision, so a child can never be created under
+//! a parent that is being removed, and the tree never holds an orphan.
 
+use std::sync::Arc;
+
+use base64::Engine;
+use dialtone_types::auth::{AuditRecord, TokenInfo};
+use dialtone_types::validation::{FieldReason, decode_strict, validate_meta};
+use dialtone_types::{
+    API_VERSION, FieldErrors, Kind, KindInfo, LabelSelector, Object, ObjectMeta, ResourcePath,
+};
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{EventKind, KeyRange, KeyValue, Revision, Store, StoreError, Txn, TxnOutcome};
+
+/// The finalizer that holds a node whose children are still being deleted.
+pub const CHILDREN_FINALIZER: &str = "dialtone.dev/children";
+
+/// An object whose spec this layer does not interpret.
+pub type RawObject = Object<serde_json::Value>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(FieldErrors),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deletion {
+    /// The object is gone.
+    Deleted,
+    /// Finalizers (or children) remain; the object now carries a deletion timestamp.
+    Pending(RawObject),
+}
+
+/// Options of a list call.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub selector: LabelSelector,
+    /// 0: everything.
+    pub limit: usize,
+    pub continue_token: Option<String>,
+}
+
+/// One page of objects.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+}
+
+/// A change to an object, as a watcher sees it.
+#[derive(Debug)]
+pub enum Change {
+    Added(RawObject),
+    Modified(RawObject),
+    Deleted(RawObject),
+}
+
+#[derive(Serialize, Deserialize)]
+struct ContinueToken {
+    revision: Revision,
+    start: String,
+}
+
+/// A stored API token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredToken {
+    pub info: TokenInfo,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_sha256: String,
+}
+
+/// The object layer. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+    region: String,
+    clock: fn() -> Timestamp,
+}
+
+pub fn object_key(path: &ResourcePath) -> String {
+    format!(
+        "/o/{}/{}",
+        path.kind().plural,
+        path.names().collect::<Vec<_>>().join("/")
+    )
+}
+
+fn marker_key(path: &ResourcePath) -> String {
+    format!("/m/{path}")
+}
+
+/// The prefix of every object of `kind` under `parent`.
+pub fn collection_prefix(kind: &'static KindInfo, parent: Option<&ResourcePath>) -> String {
+    match parent {
+        None => format!("/o/{}/", kind.plural),
+        Some(p) => format!(
+            "/o/{}/{}/",
+            kind.plural,
+            p.names().collect::<Vec<_>>().join("/")
+        ),
+    }
+}
+
+/// The path of the object stored under `key`.
+pub fn path_of_key(key: &[u8]) -> Option<ResourcePath> {
+    let key = std::str::from_utf8(key).ok()?.strip_prefix("/o/")?;
+    let mut parts = key.split('/');
+    let kind = KindInfo::by_plural(parts.next()?)?;
+    let names: Vec<String> = parts.map(String::from).collect();
+    ResourcePath::from_names(kind, &names).ok()
+}
+
+fn decode_raw(kv: &KeyValue) -> Result<RawObject> {
+    let mut object: RawObject = serde_json::from_slice(&kv.value).map_err(|e| {
+        StoreError::Internal(format!(
+            "corrupt object at {}: {e}",
+            String::from_utf8_lossy(&kv.key)
+        ))
+    })?;
+    object.metadata.resource_version = kv.mod_revision.to_string();
+    Ok(object)
+}
+
+fn encode_raw(object: &RawObject) -> Result<Vec<u8>> {
+    let mut stored = object.clone();
+    // The store's mod revision is the resource version; storing it would be stale at once.
+    stored.metadata.resource_version.clear();
+    serde_json::to_vec(&stored).map_err(|e| StoreError::Internal(e.to_string()).into())
+}
+
+/// Converts between the raw and the typed form of an object.
+pub fn to_raw<K: Kind>(object: &Object<K>) -> Result<RawObject> {
+    let value = serde_json::to_value(object).map_err(|e| StoreError::Internal(e.to_string()))?;
+    serde_json::from_value(value).map_err(|e| StoreError::Internal(e.to_string()).into())
+}
+
+pub fn from_raw<K: Kind>(object: RawObject) -> Result<Object<K>> {
+    let value = serde_json::to_value(object).map_err(|e| StoreError::Internal(e.to_string()))?;
+    serde_json::from_value(value)
+        .map_err(|e| StoreError::Internal(format!("stored object does not decode: {e}")).into())
+}
+
+fn parse_resource_version(rv: &str) -> Result<Option<Revision>> {
+    if rv.is_empty() {
+        return Ok(None);
+    }
+    rv.parse::<Revision>().map(Some).map_err(|_| {
+        let mut errors = FieldErrors::default();
+        errors.push(
+            "metadata.resourceVersion",
+            FieldReason::FieldValueInvalid,
+            format!("`{rv}` is not a resource version"),
+        );
+        RegistryError::Invalid(errors)
+    })
+}
+
+fn conflict_stale(path: &ResourcePath) -> RegistryError {
+    RegistryError::Conflict(format!(
+        "{path} was changed since you read it (stale resourceVersion); get it again and retry"
+    ))
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, region: impl Into<String>, clock: fn() -> Timestamp) -> Self {
+        Registry {
+            store,
+            region: region.into(),
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn get_kv(&self, path: &ResourcePath) -> Result<(KeyValue, RawObject)> {
+        let kv = self
+            .store
+            .get(object_key(path).as_bytes())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(path.to_string()))?;
+        let object = decode_raw(&kv)?;
+        Ok((kv, object))
+    }
+
+    pub async fn get_raw(&self, path: &ResourcePath) -> Result<RawObject> {
+        Ok(self.get_kv(path).await?.1)
+    }
+
+    pub async fn get<K: Kind>(&self, path: &ResourcePath) -> Result<Object<K>> {
+        from_raw(self.get_raw(path).await?)
+    }
+
+    pub async fn exists(&self, path: &ResourcePath) -> Result<bool> {
+        Ok(self.store.get(object_key(path).as_bytes()).await?.is_some())
+    }
+
+    /// Decodes a request body for kind `K`, naming every unknown or bad field.
+    pub fn decode_body<K: Kind>(body: &[u8]) -> Result<Object<K>> {
+        let object: Object<K> = decode_strict(body).map_err(RegistryError::Invalid)?;
+        let mut errors = FieldErrors::default();
+        if !object.kind.is_empty() && object.kind != K::INFO.kind {
+            errors.push(
+                "kind",
+                FieldReason::FieldValueInvalid,
+                format!("expected `{}`, got `{}`", K::INFO.kind, object.kind),
+            );
+        }
+        if !object.api_version.is_empty() && object.api_version != API_VERSION {
+            errors.push(
+                "apiVersion",
+                FieldReason::FieldValueInvalid,
+                format!("expected `{API_VERSION}`, got `{}`", object.api_version),
+            );
+        }
+        errors.into_result().map_err(RegistryError::Invalid)?;
+        Ok(object)
+    }
+
+    /// Creates `object` under `parent`. The server sets every server-managed field.
+    pub async fn create<K: Kind>(
+        &self,
+        parent: Option<&ResourcePath>,
+        object: Object<K>,
+    ) -> Result<Object<K>> {
+        let mut errors = FieldErrors::default();
+        validate_meta(&object.metadata, &mut errors);
+        object.spec.validate(&mut errors);
+        errors.into_result().map_err(RegistryError::Invalid)?;
+        let path = match parent {
+            None => ResourcePath::org(&object.metadata.name),
+            Some(p) => p.child(K::INFO, &object.metadata.name),
+        };
+        let now = (self.clock)();
+        let mut stored = Object {
+            api_version: API_VERSION.to_string(),
+            kind: K::INFO.kind.to_string(),
+            metadata: ObjectMeta {
+                name: object.metadata.name.clone(),
+                uid: uuid::Uuid::new_v4().to_string(),
+                parent: parent.map(|p| p.to_string()).unwrap_or_default(),
+                resource_version: String::new(),
+                generation: 1,
+                labels: object.metadata.labels,
+                annotations: object.metadata.annotations,
+                creation_timestamp: Some(now),
+                deletion_timestamp: None,
+                finalizers: object.metadata.finalizers,
+                home_region: self.region.clone(),
+            },
+            spec: object.spec,
+            status: Default::default(),
+        };
+        let raw = to_raw(&stored)?;
+        let key = object_key(&path);
+        loop {
+            let mut txn = Txn::default()
+                .when(key.clone(), 0)
+                .put(key.clone(), encode_raw(&raw)?);
+            if let Some(parent) = parent {
+                let (parent_kv, parent_object) =
+                    self.get_kv(parent).await.map_err(|e| match e {
+                        RegistryError::NotFound(p) => {
+                            RegistryError::NotFound(format!("parent {p}"))
+                        }
+                        other => other,
+                    })?;
+                if parent_object.metadata.deletion_timestamp.is_some() {
+                    return Err(RegistryError::Conflict(format!(
+                        "{parent} is being deleted; nothing can be created in it"
+                    )));
+                }
+                txn = txn
+                    .when(object_key(parent), parent_kv.mod_revision)
+                    .put(marker_key(parent), Vec::new());
+            }
+            match self.store.txn(txn).await? {
+                TxnOutcome::Committed { revision } => {
+                    stored.metadata.resource_version = revision.to_string();
+                    return Ok(stored);
+                }
+                TxnOutcome::Conflict => {
+                    if self.exists(&path).await? {
+                        return Err(RegistryError::AlreadyExists(path.to_string()));
+                    }
+                    // The parent changed under us: look at it again.
+                }
+            }
+        }
+    }
+
+    /// Replaces labels, annotations, finalizers and spec. `resourceVersion`, when given, must
+    /// be current. Removing the last finalizer of an object being deleted removes it.
+    pub async fn update<K: Kind>(
+        &self,
+        path: &ResourcePath,
+        object: Object<K>,
+    ) -> Result<Option<Object<K>>> {
+        let mut errors = FieldErrors::default();
+        validate_meta(&object.metadata, &mut errors);
+        object.spec.validate(&mut errors);
+        if object.metadata.name != path.name() {
+            errors.push(
+                "metadata.name",
+                FieldReason::FieldValueImmutable,
+                format!("the name is `{}` and cannot change", path.name()),
+            );
+        }
+        errors.into_result().map_err(RegistryError::Invalid)?;
+        let expected = parse_resource_version(&object.metadata.resource_version)?;
+        let (kv, current) = self.get_kv(path).await?;
+        if expected.is_some_and(|rv| rv != kv.mod_revision) {
+            return Err(conflict_stale(path));
+        }
+        let mut updated: Object<K> = from_raw(current.clone())?;
+        if current.metadata.deletion_timestamp.is_some() {
+            if let Some(added) = object
+                .metadata
+                .finalizers
+                .iter()
+                .find(|f| !current.metadata.finalizers.contains(f))
+            {
+                let mut errors = FieldErrors::default();
+                errors.push(
+                    "metadata.finalizers",
+                    FieldReason::FieldValueForbidden,
+                    format!("cannot add `{added}` while {path} is being deleted"),
+                );
+                return Err(RegistryError::Invalid(errors));
+            }
+        }
+        if updated.spec != object.spec {
+            updated.metadata.generation += 1;
+        }
+        updated.spec = object.spec;
+        updated.metadata.labels = object.metadata.labels;
+        updated.metadata.annotations = object.metadata.annotations;
+        updated.metadata.finalizers = object.metadata.finalizers;
+        let raw = to_raw(&updated)?;
+        if raw.metadata.deletion_timestamp.is_some() && raw.metadata.finalizers.is_empty() {
+            self.remove(path, kv.mod_revision).await?;
+            return Ok(None);
+        }
+        self.write(path, kv.mod_revision, &raw)
+            .await
+            .map(|o| from_raw(o).map(Some))?
+    }
+
+    /// Replaces the status only.
+    pub async fn update_status<K: Kind>(
+        &self,
+        path: &ResourcePath,
+        object: Object<K>,
+    ) -> Result<Object<K>> {
+        let expected = parse_resource_version(&object.metadata.resource_version)?;
+        let (kv, current) = self.get_kv(path).await?;
+        if expected.is_some_and(|rv| rv != kv.mod_revision) {
+            return Err(conflict_stale(path));
+        }
+        let mut raw = current;
+        raw.status = object.status;
+        from_raw(self.write(path, kv.mod_revision, &raw).await?)
+    }
+
+    async fn write(
+        &self,
+        path: &ResourcePath,
+        revision: Revision,
+        raw: &RawObject,
+    ) -> Result<RawObject> {
+        let key = object_key(path);
+        match self
+            .store
+            .txn(
+                Txn::default()
+                    .when(key.clone(), revision)
+                    .put(key, encode_raw(raw)?),
+            )
+            .await?
+        {
+            TxnOutcome::Committed { revision } => {
+                let mut written = raw.clone();
+                written.metadata.resource_version = revision.to_string();
+                Ok(written)
+            }
+            TxnOutcome::Conflict => Err(conflict_stale(path)),
+        }
+    }
+
+    /// Removes the object for good, if it has no children and is at `revision`.
+    async fn remove(&self, path: &ResourcePath, revision: Revision) -> Result<()> {
+        let marker = self.store.get(marker_key(path).as_bytes()).await?;
+        if self.first_child(path).await?.is_some() {
+            return Err(RegistryError::Conflict(format!(
+                "{path} still has children"
+            )));
+        }
+        let key = object_key(path);
+        let txn = Txn::default()
+            .when(key.clone(), revision)
+            .when(marker_key(path), marker.map_or(0, |m| m.mod_revision))
+            .delete(key)
+            .delete(marker_key(path));
+        match self.store.txn(txn).await? {
+            TxnOutcome::Committed { .. } => Ok(()),
+            TxnOutcome::Conflict => Err(conflict_stale(path)),
+        }
+    }
+
+    async fn first_child(&self, path: &ResourcePath) -> Result<Option<ResourcePath>> {
+        for kind in path.kind().children() {
+            let range = KeyRange::prefix(collection_prefix(kind, Some(path)));
+            if let Some(kv) = self.store.range(&range, None, 1).await?.kvs.first() {
+                return Ok(path_of_key(&kv.key));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn children(&self, path: &ResourcePath) -> Result<Vec<ResourcePath>> {
+        let mut children = Vec::new();
+        for kind in path.kind().children() {
+            let range = KeyRange::prefix(collection_prefix(kind, Some(path)));
+            for kv in self.store.range(&range, None, 0).await?.kvs {
+                children.extend(path_of_key(&kv.key));
+            }
+        }
+        Ok(children)
+    }
+
+    /// Deletes the object. Without `cascade`, a node with children is refused. With it, the
+    /// whole subtree goes; nodes held by finalizers stay, marked as being deleted, until
+    /// their finalizers are removed, and their ancestors wait for them.
+    pub async fn delete(&self, path: &ResourcePath, cascade: bool) -> Result<Deletion> {
+        loop {
+            let (kv, mut object) = self.get_kv(path).await?;
+            let has_children = self.first_child(path).await?.is_some();
+            if has_children && !cascade {
+                return Err(RegistryError::Conflict(format!(
+                    "{path} has children; delete them first or delete with cascade"
+                )));
+            }
+            if !has_children && object.metadata.finalizers.is_empty() {
+                match self.remove(path, kv.mod_revision).await {
+                    Ok(()) => return Ok(Deletion::Deleted),
+                    Err(RegistryError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut changed = false;
+            if object.metadata.deletion_timestamp.is_none() {
+                object.metadata.deletion_timestamp = Some((self.clock)());
+                object.metadata.generation += 1;
+                changed = true;
+            }
+            if has_children
+                && !object
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .any(|f| f == CHILDREN_FINALIZER)
+            {
+                object
+                    .metadata
+                    .finalizers
+                    .push(CHILDREN_FINALIZER.to_string());
+                changed = true;
+            }
+            if changed {
+                match self.write(path, kv.mod_revision, &object).await {
+                    Ok(_) => {}
+                    Err(RegistryError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if has_children {
+                for child in self.children(path).await? {
+                    match Box::pin(self.delete(&child, true)).await {
+                        Ok(_) | Err(RegistryError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            return self.finish_deletion(path).await;
+        }
+    }
+
+    /// Completes the deletion of a node marked as being deleted once its children are gone:
+    /// drops the children finalizer, and the node itself if no other finalizer holds it.
+    pub async fn finish_deletion(&self, path: &ResourcePath) -> Result<Deletion> {
+        loop {
+            let (kv, mut object) = match self.get_kv(path).await {
+                Ok(found) => found,
+                Err(RegistryError::NotFound(_)) => return Ok(Deletion::Deleted),
+                Err(e) => return Err(e),
+            };
+            if object.metadata.deletion_timestamp.is_none()
+                || self.first_child(path).await?.is_some()
+            {
+                return Ok(Deletion::Pending(object));
+            }
+            let before = object.metadata.finalizers.len();
+            object
+                .metadata
+                .finalizers
+                .retain(|f| f != CHILDREN_FINALIZER);
+            let outcome = if object.metadata.finalizers.is_empty() {
+                self.remove(path, kv.mod_revision)
+                    .await
+                    .map(|()| Deletion::Deleted)
+            } else if object.metadata.finalizers.len() != before {
+                self.write(path, kv.mod_revision, &object)
+                    .await
+                    .map(Deletion::Pending)
+            } else {
+                return Ok(Deletion::Pending(object));
+            };
+            match outcome {
+                Err(RegistryError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Every object of any kind that is marked as being deleted.
+    pub async fn deleting(&self) -> Result<Vec<ResourcePath>> {
+        let all = self.store.range(&KeyRange::prefix("/o/"), None, 0).await?;
+        let mut paths = Vec::new();
+        for kv in &all.kvs {
+            if decode_raw(kv)?.metadata.deletion_timestamp.is_some() {
+                paths.extend(path_of_key(&kv.key));
+            }
+        }
+        Ok(paths)
+    }
+
+    /// One page of the objects of `kind` under `parent` (every org when `parent` is `None`),
+    /// keeping those that match the selector and that `visible` lets through. All pages of
+    /// one listing are read at the revision of the first.
+    pub async fn list_raw(
+        &self,
+        kind: &'static KindInfo,
+        parent: Option<&ResourcePath>,
+        options: &ListOptions,
+        visible: &(dyn Fn(&ResourcePath) -> bool + Send + Sync),
+    ) -> Result<Page<RawObject>> {
+        let range = KeyRange::prefix(collection_prefix(kind, parent));
+        let (mut revision, mut start) = match &options.continue_token {
+            None => (None, range.start.clone()),
+            Some(token) => {
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(token)
+                    .map_err(|_| {
+                        RegistryError::BadRequest("the continue token is malformed".into())
+                    })?;
+                let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| {
+                    RegistryError::BadRequest("the continue token is malformed".into())
+                })?;
+                if !range.contains(token.start.as_bytes()) {
+                    return Err(RegistryError::BadRequest(
+                        "the continue token belongs to another list".into(),
+                    ));
+                }
+                (Some(token.revision), token.start.into_bytes())
+            }
+        };
+        let limit = if options.limit == 0 {
+            usize::MAX
+        } else {
+            options.limit
+        };
+        let chunk = options.limit.clamp(1, 500).max(64);
+        let mut items = Vec::new();
+        loop {
+            let result = match self
+                .store
+                .range(&range.starting_at(start.clone()), revision, chunk)
+                .await
+            {
+                Err(StoreError::Compacted { .. }) => {
+                    return Err(RegistryError::Gone(
+                        "the list has changed too much since the first page; list again from the start".into(),
+                    ));
+                }
+                other => other?,
+            };
+            revision = Some(result.revision);
+            let count = result.kvs.len();
+            for (i, kv) in result.kvs.iter().enumerate() {
+                if items.len() == limit {
+                    let token = continue_token(result.revision, &kv.key);
+                    return Ok(Page {
+                        items,
+                        revision: result.revision,
+                        continue_token: Some(token),
+                    });
+                }
+                let object = decode_raw(kv)?;
+                let path = path_of_key(&kv.key);
+                if options.selector.matches(&object.metadata.labels)
+                    && path.is_some_and(|p| visible(&p))
+                {
+                    items.push(object);
+                }
+                if i + 1 == count {
+                    let mut next = kv.key.clone();
+                    next.push(0);
+                    start = next;
+                }
+            }
+            if !result.more {
+                return Ok(Page {
+                    items,
+                    revision: result.revision,
+                    continue_token: None,
+                });
+            }
+        }
+    }
+
+    /// Changes to the objects of `kind` under `parent` after revision `after`.
+    pub async fn watch(
+        &self,
+        kind: &'static KindInfo,
+        parent: Option<&ResourcePath>,
+        after: Revision,
+    ) -> Result<impl futures::Stream<Item = Result<Change>> + Send + use<>> {
+        let range = KeyRange::prefix(collection_prefix(kind, parent));
+        let stream = self.store.watch(range, after + 1).await?;
+        Ok(stream.map(|event| {
+            let event = event?;
+            Ok(match event.kind {
+                EventKind::Put => {
+                    let object = decode_raw(&event.kv)?;
+                    if event.prev.is_none() {
+                        Change::Added(object)
+                    } else {
+                        Change::Modified(object)
+                    }
+                }
+                EventKind::Delete => {
+                    let prev = event.prev.as_ref().ok_or_else(|| {
+                        StoreError::Internal("a delete event without the deleted value".into())
+                    })?;
+                    let mut object = decode_raw(prev)?;
+                    object.metadata.resource_version = event.kv.mod_revision.to_string();
+                    Change::Deleted(object)
+                }
+            })
+        }))
+    }
+
+    // Tokens.
+
+    pub async fn put_token(&self, token: &StoredToken) -> Result<()> {
+        let key = format!("/tokens/{}", token.info.id);
+        let value = serde_json::to_vec(token).map_err(|e| StoreError::Internal(e.to_string()))?;
+        match self
+            .store
+            .txn(Txn::default().when(key.clone(), 0).put(key, value))
+            .await?
+        {
+            TxnOutcome::Committed { .. } => Ok(()),
+            TxnOutcome::Conflict => Err(RegistryError::AlreadyExists(format!(
+                "token {}",
+                token.info.id
+            ))),
+        }
+    }
+
+    pub async fn get_token(&self, id: &str) -> Result<Option<StoredToken>> {
+        let Some(kv) = self.store.get(format!("/tokens/{id}").as_bytes()).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&kv.value)
+            .map(Some)
+            .map_err(|e| StoreError::Internal(format!("corrupt token {id}: {e}")).into())
+    }
+
+    pub async fn list_tokens(&self, org: &str) -> Result<Vec<TokenInfo>> {
+        let all = self
+            .store
+            .range(&KeyRange::prefix("/tokens/"), None, 0)
+            .await?;
+        let mut tokens = Vec::new();
+        for kv in all.kvs {
+            let token: StoredToken = serde_json::from_slice(&kv.value)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            if token.info.org == org {
+                tokens.push(token.info);
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// Deletes the token `id` if it belongs to `org`; true if it did.
+    pub async fn delete_token(&self, org: &str, id: &str) -> Result<bool> {
+        let key = format!("/tokens/{id}");
+        let Some(kv) = self.store.get(key.as_bytes()).await? else {
+            return Ok(false);
+        };
+        let token: StoredToken =
+            serde_json::from_slice(&kv.value).map_err(|e| StoreError::Internal(e.to_string()))?;
+        if token.info.org != org {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.store
+                .txn(
+                    Txn::default()
+                        .when(key.clone(), kv.mod_revision)
+                        .delete(key)
+                )
+                .await?,
+            TxnOutcome::Committed { .. }
+        ))
+    }
+
+    // Audit log.
+
+    pub async fn append_audit(&self, org: &str, record: &AuditRecord) -> Result<()> {
+        let key = format!(
+            "/audit/{org}/{:020}-{}",
+            record.time.as_nanosecond(),
+            record.request_id
+        );
+        let value = serde_json::to_vec(record).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.store.txn(Txn::default().put(key, value)).await?;
+        Ok(())
+    }
+
+    /// The audit records of `org`, oldest first.
+    pub async fn list_audit(
+        &self,
+        org: &str,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<Page<AuditRecord>> {
+        let range = KeyRange::prefix(format!("/audit/{org}/"));
+        let start = match continue_token {
+            None => range.start.clone(),
+            Some(t) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .filter(|s| range.contains(s))
+                .ok_or_else(|| {
+                    RegistryError::BadRequest("the continue token is malformed".into())
+                })?,
+        };
+        let result = self
+            .store
+            .range(&range.starting_at(start), None, limit)
+            .await?;
+        let mut items = Vec::new();
+        for kv in &result.kvs {
+            items.push(
+                serde_json::from_slice(&kv.value)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            );
+        }
+        let continue_token = result.more.then(|| {
+            let mut next = result
+                .kvs
+                .last()
+                .map(|kv| kv.key.clone())
+                .unwrap_or_default();
+            next.push(0);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(next)
+        });
+        Ok(Page {
+            items,
+            revision: result.revision,
+            continue_token,
+        })
+    }
+}
+
+fn continue_token(revision: Revision, next_key: &[u8]) -> String {
+    let token = ContinueToken {
+        revision,
+        start: String::from_utf8_lossy(next_key).into_owned(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&token).expect("serializable"))
+}

@@ -1,12 +1,13 @@
 //! The one error shape of the API, after Kubernetes' `Status`: machine-readable `reason` and
 //! `code`, a message for people, and the causes (one per bad field).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::validation::{FieldError, FieldErrors};
 
 /// Machine-readable reason for a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Reason {
     BadRequest,
     Invalid,
@@ -24,6 +25,24 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason an HTTP status code stands for, for errors that carry no body of ours.
+    pub fn from_http_code(code: u16) -> Reason {
+        match code {
+            400 => Reason::BadRequest,
+            401 => Reason::Unauthorized,
+            403 => Reason::Forbidden,
+            404 => Reason::NotFound,
+            405 => Reason::MethodNotAllowed,
+            409 => Reason::Conflict,
+            410 => Reason::Gone,
+            413 => Reason::RequestEntityTooLarge,
+            415 => Reason::UnsupportedMediaType,
+            422 => Reason::Invalid,
+            503 => Reason::ServiceUnavailable,
+            _ => Reason::InternalError,
+        }
+    }
+
     pub fn http_code(self) -> u16 {
         match self {
             Reason::BadRequest => 400,
@@ -42,21 +61,21 @@ impl Reason {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusCause {
     pub field: String,
     pub reason: String,
     pub message: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusDetails {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<StatusCause>,
 }
 
 /// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub api_version: String,

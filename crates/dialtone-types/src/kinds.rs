@@ -79,6 +79,11 @@ pub trait Kind:
 
     /// Adds an error for every bad field of the spec; field paths start with `spec.`.
     fn validate(&self, errors: &mut FieldErrors);
+
+    /// Whether creating or updating an object with this spec takes installation-wide powers.
+    fn requires_platform_admin(&self) -> bool {
+        false
+    }
 }
 
 /// An isolated tenant: nothing crosses org boundaries.
@@ -153,6 +158,10 @@ impl Kind for Identity {
     const INFO: &'static KindInfo = &IDENTITY;
     fn validate(&self, errors: &mut FieldErrors) {
         validate_text("spec.displayName", &self.display_name, 256, errors);
+    }
+
+    fn requires_platform_admin(&self) -> bool {
+        self.platform_admin
     }
 }
 

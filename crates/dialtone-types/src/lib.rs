@@ -8,6 +8,7 @@
 //! none of them.
 
 pub mod api;
+pub mod auth;
 pub mod kinds;
 pub mod meta;
 pub mod path;
@@ -16,7 +17,10 @@ pub mod validation;
 
 pub use api::{ApiError, Reason, Status, StatusCause};
 pub use kinds::{Folder, Identity, KINDS, Kind, KindInfo, Org, Project};
-pub use meta::{API_VERSION, Condition, ConditionStatus, Object, ObjectMeta, ObjectStatus};
+pub use meta::{
+    API_VERSION, Condition, ConditionStatus, List, ListMeta, Object, ObjectMeta, ObjectStatus,
+    WatchEvent, WatchEventType,
+};
 pub use path::ResourcePath;
 pub use selector::LabelSelector;
 pub use validation::{FieldError, FieldErrors};

@@ -111,3 +111,42 @@ impl<S: crate::Kind> Object<S> {
         }
     }
 }
+
+/// Metadata of a list: the revision it was read at, and where the next page starts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMeta {
+    pub resource_version: String,
+    /// Pass as `continue` to get the next page; absent on the last page.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct List<T> {
+    pub api_version: String,
+    /// `FolderList`, `AuditRecordList`, …
+    pub kind: String,
+    pub metadata: ListMeta,
+    pub items: Vec<T>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WatchEventType {
+    Added,
+    Modified,
+    Deleted,
+    /// The watch ends; `object` is a `Status` (410 Gone when it fell behind a compaction).
+    Error,
+}
+
+/// One line of a watch stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WatchEvent<T> {
+    #[serde(rename = "type")]
+    pub type_: WatchEventType,
+    pub object: T,
+}

@@ -1,0 +1,118 @@
+//! Tokens and `whoami`: what an identity needs to manage its own access.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use dialtone_types::auth::{TokenRequest, WhoAmI};
+use dialtone_types::kinds::{IDENTITY, ORG};
+use dialtone_types::validation::decode_strict;
+use dialtone_types::{API_VERSION, ApiError, List, ListMeta};
+
+use crate::App;
+use crate::auth::{Principal, Target, Verb, enforce, mint_token};
+use crate::error::HttpResult;
+use crate::resources::{check_query, object_path, to_json};
+
+/// `POST /v1/orgs/{org}/identities/{identity}/tokens`
+pub async fn create_token(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let identity = object_path(&IDENTITY, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::Create, Target::Object(&identity)),
+        &identity,
+    )?;
+    let request: TokenRequest = if body.is_empty() {
+        TokenRequest::default()
+    } else {
+        decode_strict(&body).map_err(ApiError::invalid)?
+    };
+    if !app.registry.exists(&identity).await? {
+        return Err(ApiError::not_found(&identity).into());
+    }
+    let token = mint_token(
+        &app.registry,
+        identity.org_name(),
+        identity.name(),
+        &request.description,
+        request.ttl_seconds,
+        (app.clock)(),
+    )
+    .await?;
+    Ok(to_json(StatusCode::CREATED, &token))
+}
+
+/// `GET /v1/orgs/{org}/tokens`
+pub async fn list_tokens(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    check_query(&query, &[])?;
+    let org = object_path(&ORG, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::List, Target::Object(&org)),
+        &org,
+    )?;
+    if !app.registry.exists(&org).await? {
+        return Err(ApiError::not_found(&org).into());
+    }
+    let items = app.registry.list_tokens(org.org_name()).await?;
+    let revision = app.registry.store().revision().await?;
+    Ok(to_json(
+        StatusCode::OK,
+        &List {
+            api_version: API_VERSION.into(),
+            kind: "TokenList".into(),
+            metadata: ListMeta {
+                resource_version: revision.to_string(),
+                continue_token: None,
+            },
+            items,
+        },
+    ))
+}
+
+/// `DELETE /v1/orgs/{org}/tokens/{id}`: revokes a token at once.
+pub async fn revoke_token(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path((org, id)): Path<(String, String)>,
+) -> HttpResult<Response> {
+    let org_path = object_path(&ORG, &[("org".into(), org)])?;
+    let missing = format!("token {id}");
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::Delete, Target::Object(&org_path)),
+        &missing,
+    )?;
+    if !app.registry.delete_token(org_path.org_name(), &id).await? {
+        return Err(ApiError::not_found(missing).into());
+    }
+    Ok(to_json(
+        StatusCode::OK,
+        &serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200, "message": format!("token {id} revoked")}),
+    ))
+}
+
+/// `GET /v1/whoami`
+pub async fn whoami(Extension(principal): Extension<Principal>) -> Response {
+    to_json(
+        StatusCode::OK,
+        &WhoAmI {
+            org: principal.org,
+            identity: principal.identity,
+            platform_admin: principal.platform_admin,
+        },
+    )
+}

@@ -1,0 +1,238 @@
+//! Authentication by bearer token, and the authorization hook.
+//!
+//! Tokens look like `dt_<id>_<secret>`: the id is public and names the stored record, the
+//! secret is 256 random bits of which only a SHA-256 hash is stored. A hash of a secret with
+//! that much entropy cannot be reversed or guessed, so a fast hash is the right one.
+//!
+//! Every authorization decision goes through one [`Authorizer`]; handlers never check
+//! access themselves. The foundation's [`OrgTenancy`] keeps orgs apart; the access-policy
+//! engine replaces it.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+use dialtone_store::registry::{Registry, StoredToken};
+use dialtone_types::auth::{NewToken, TokenInfo};
+use dialtone_types::{ApiError, Identity, KindInfo, Object, Reason, ResourcePath};
+use jiff::{SignedDuration, Timestamp};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::App;
+use crate::error::HttpError;
+
+/// The authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub org: String,
+    pub identity: String,
+    pub platform_admin: bool,
+}
+
+impl Principal {
+    pub fn actor(&self) -> String {
+        format!("{}@{}", self.identity, self.org)
+    }
+
+    pub fn identity_path(&self) -> ResourcePath {
+        ResourcePath::org(&self.org).child(&dialtone_types::kinds::IDENTITY, &self.identity)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Create,
+    Get,
+    List,
+    Watch,
+    Update,
+    UpdateStatus,
+    Delete,
+}
+
+/// What a request touches.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// One object.
+    Object(&'a ResourcePath),
+    /// The objects of `kind` under `parent` (every org when `parent` is `None`).
+    Collection {
+        kind: &'static KindInfo,
+        parent: Option<&'a ResourcePath>,
+    },
+    /// Installation-wide powers: making platform admins, reading server metrics.
+    Platform,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// 403, with a message saying what is missing.
+    Forbid(String),
+    /// 404, exactly as if the target did not exist.
+    Hide,
+}
+
+/// The one place that decides who may do what.
+pub trait Authorizer: Send + Sync + 'static {
+    fn authorize(&self, principal: &Principal, verb: Verb, target: Target<'_>) -> Decision;
+}
+
+/// Orgs are isolated tenants; inside its org an identity may do anything; platform admins
+/// operate the whole installation.
+pub struct OrgTenancy;
+
+impl Authorizer for OrgTenancy {
+    fn authorize(&self, principal: &Principal, verb: Verb, target: Target<'_>) -> Decision {
+        if principal.platform_admin {
+            return Decision::Allow;
+        }
+        let same_org = |path: &ResourcePath| {
+            if path.org_name() == principal.org {
+                Decision::Allow
+            } else {
+                Decision::Hide
+            }
+        };
+        match target {
+            Target::Object(path) => same_org(path),
+            Target::Collection {
+                parent: Some(parent),
+                ..
+            } => same_org(parent),
+            // Listing orgs shows each caller its own; creating one is an operator's job.
+            Target::Collection { parent: None, .. } => match verb {
+                Verb::List | Verb::Watch | Verb::Get => Decision::Allow,
+                _ => Decision::Forbid("only platform admins can create orgs".into()),
+            },
+            Target::Platform => Decision::Forbid("only platform admins can do this".into()),
+        }
+    }
+}
+
+/// Turns a decision into the error a client sees. `missing` is the message a missing
+/// target gets, so that a hidden one gets the very same.
+pub fn enforce(decision: Decision, missing: impl std::fmt::Display) -> Result<(), HttpError> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Forbid(message) => Err(ApiError::new(Reason::Forbidden, message).into()),
+        Decision::Hide => Err(ApiError::not_found(missing).into()),
+    }
+}
+
+const DEFAULT_TTL: SignedDuration = SignedDuration::from_hours(90 * 24);
+const MAX_TTL_SECONDS: u64 = 400 * 24 * 3600;
+
+fn hash_secret(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Mints a token for `identity` in `org` and stores its hash.
+pub async fn mint_token(
+    registry: &Registry,
+    org: &str,
+    identity: &str,
+    description: &str,
+    ttl_seconds: Option<u64>,
+    now: Timestamp,
+) -> Result<NewToken, HttpError> {
+    let ttl = match ttl_seconds {
+        None => DEFAULT_TTL,
+        Some(s) if (60..=MAX_TTL_SECONDS).contains(&s) => SignedDuration::from_secs(s as i64),
+        Some(s) => {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("ttlSeconds {s} is out of range: use 60 to {MAX_TTL_SECONDS}"),
+            )
+            .into());
+        }
+    };
+    let (mut id_bytes, mut secret_bytes) = ([0u8; 8], [0u8; 32]);
+    {
+        // The thread-local generator must not be held across an await.
+        let mut rng = rand::rng();
+        rng.fill_bytes(&mut id_bytes);
+        rng.fill_bytes(&mut secret_bytes);
+    }
+    let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
+    let info = TokenInfo {
+        id: id.clone(),
+        org: org.to_string(),
+        identity: identity.to_string(),
+        description: description.to_string(),
+        created_at: now,
+        expires_at: now
+            .checked_add(ttl)
+            .map_err(|_| ApiError::new(Reason::BadRequest, "ttl too large"))?,
+    };
+    registry
+        .put_token(&StoredToken {
+            info: info.clone(),
+            secret_sha256: hash_secret(&secret),
+        })
+        .await?;
+    Ok(NewToken {
+        token: format!("dt_{id}_{secret}"),
+        info,
+    })
+}
+
+fn unauthorized(message: &str) -> HttpError {
+    ApiError::new(Reason::Unauthorized, message).into()
+}
+
+/// Resolves a bearer token to a principal.
+pub async fn authenticate(app: &App, header_value: Option<&str>) -> Result<Principal, HttpError> {
+    let header_value = header_value
+        .ok_or_else(|| unauthorized("missing bearer token: send `Authorization: Bearer dt_…`"))?;
+    let token = header_value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    let (id, secret) = token
+        .strip_prefix("dt_")
+        .and_then(|rest| rest.split_once('_'))
+        .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| unauthorized("malformed token"))?;
+    let invalid = || unauthorized("invalid, expired or revoked token");
+    let stored = app.registry.get_token(id).await?.ok_or_else(invalid)?;
+    // Comparing hashes of a 256-bit secret leaks nothing useful through timing.
+    if stored.secret_sha256 != hash_secret(secret) || stored.info.expires_at <= (app.clock)() {
+        return Err(invalid());
+    }
+    let path = ResourcePath::org(&stored.info.org)
+        .child(&dialtone_types::kinds::IDENTITY, &stored.info.identity);
+    let identity: Object<Identity> = match app.registry.get(&path).await {
+        Ok(identity) => identity,
+        Err(dialtone_store::registry::RegistryError::NotFound(_)) => return Err(invalid()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Principal {
+        org: stored.info.org,
+        identity: stored.info.identity,
+        platform_admin: identity.spec.platform_admin,
+    })
+}
+
+/// Middleware: every request but the health checks carries a valid token.
+pub async fn require_authentication(
+    State(app): State<App>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let header_value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match authenticate(&app, header_value.as_deref()).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
+}

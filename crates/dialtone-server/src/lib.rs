@@ -1,0 +1,340 @@
+//! The Dialtone API server: an HTTPS REST API whose routes, handlers and OpenAPI document are
+//! derived from the kinds of the resource tree; bearer-token authentication; one
+//! authorization hook ([`auth::Authorizer`]); the audit log; watch streams; Prometheus
+//! metrics. It also starts the controllers.
+//!
+//! It reaches the store only through [`dialtone_store::registry::Registry`], never encodes
+//! objects itself, and holds no state of its own beyond caches it can rebuild.
+
+pub mod account;
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod resources;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
+use dialtone_store::registry::{ListOptions, Registry, RegistryError};
+use dialtone_store::{EmbeddedStore, EtcdStore, Store};
+use dialtone_types::auth::NewToken;
+use dialtone_types::kinds::ORG;
+use dialtone_types::{
+    ApiError, Folder, Identity, Kind, Object, Org, Project, Reason, ResourcePath,
+};
+use jiff::Timestamp;
+
+use crate::auth::{Authorizer, OrgTenancy, Principal, Target, Verb, enforce};
+use crate::error::HttpResult;
+use crate::metrics::{MeteredStore, Metrics};
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub registry: Registry,
+    pub authorizer: Arc<dyn Authorizer>,
+    pub metrics: Arc<Metrics>,
+    pub clock: fn() -> Timestamp,
+}
+
+/// The API of one kind: its routes and its part of the OpenAPI document.
+struct KindApi {
+    routes: fn() -> Router<App>,
+    describe: fn(&mut openapi::Document),
+}
+
+impl KindApi {
+    const fn of<K: Kind>() -> Self {
+        KindApi {
+            routes: resources::routes::<K>,
+            describe: openapi::Document::describe_kind::<K>,
+        }
+    }
+}
+
+/// Every kind served by the API. Adding a kind to the tree means adding it here.
+const KIND_APIS: [KindApi; 4] = [
+    KindApi::of::<Org>(),
+    KindApi::of::<Folder>(),
+    KindApi::of::<Project>(),
+    KindApi::of::<Identity>(),
+];
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn openapi_document() -> serde_json::Value {
+    let mut document = openapi::Document::new();
+    for kind in &KIND_APIS {
+        (kind.describe)(&mut document);
+    }
+    document.finish()
+}
+
+async fn serve_openapi() -> Response {
+    static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
+    let body = DOCUMENT
+        .get_or_init(|| serde_json::to_vec_pretty(&openapi_document()).expect("serializable"));
+    error::json_response(StatusCode::OK, body.clone())
+}
+
+async fn serve_metrics(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+) -> HttpResult<Response> {
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::Get, Target::Platform),
+        "metrics",
+    )?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    match app.registry.store().revision().await {
+        Ok(_) => "ok\n".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn no_such_path() -> HttpResult<Response> {
+    Err(ApiError::new(Reason::NotFound, "no such path; see /openapi.json").into())
+}
+
+/// The whole HTTP API.
+pub fn router(app: App) -> Router {
+    let mut api = Router::new();
+    for kind in &KIND_APIS {
+        api = api.merge((kind.routes)());
+    }
+    let api = api
+        .route(
+            "/v1/orgs/{org}/identities/{identity}/tokens",
+            post(account::create_token),
+        )
+        .route("/v1/orgs/{org}/tokens", get(account::list_tokens))
+        .route("/v1/orgs/{org}/tokens/{id}", delete(account::revoke_token))
+        .route("/v1/orgs/{org}/audit", get(audit::list_audit))
+        .route("/v1/whoami", get(account::whoami))
+        .route("/openapi.json", get(serve_openapi))
+        .route("/metrics", get(serve_metrics))
+        .fallback(no_such_path)
+        .layer(from_fn_with_state(app.clone(), audit::record_mutations))
+        .layer(from_fn_with_state(
+            app.clone(),
+            auth::require_authentication,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn_with_state(app.clone(), metrics::record_requests))
+        .layer(from_fn(error::normalize_errors))
+        .with_state(app)
+}
+
+/// Where the server keeps its state.
+#[derive(Clone, Debug)]
+pub enum StoreLocation {
+    /// The embedded store, in this file.
+    Embedded(PathBuf),
+    /// An etcd cluster at these `host:port` endpoints.
+    Etcd(Vec<String>),
+}
+
+impl StoreLocation {
+    /// `embedded` (in `data_dir`) or `etcd://host:port,host:port`.
+    pub fn parse(spec: &str, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        if spec == "embedded" {
+            return Ok(StoreLocation::Embedded(data_dir.join("store.redb")));
+        }
+        EtcdStore::parse_url(spec)
+            .map(StoreLocation::Etcd)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--store must be `embedded` or `etcd://host:port[,host:port…]`, not `{spec}`"
+                )
+            })
+    }
+
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self {
+            StoreLocation::Embedded(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                Arc::new(EmbeddedStore::open(path)?)
+            }
+            StoreLocation::Etcd(endpoints) => Arc::new(EtcdStore::connect(endpoints).await?),
+        })
+    }
+}
+
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub store: StoreLocation,
+    pub data_dir: PathBuf,
+    /// The region this control plane owns; recorded on every object it creates.
+    pub region: String,
+    /// Certificate files; generated under `data_dir/tls` when absent.
+    pub tls: Option<tls::TlsFiles>,
+    /// More names for the generated server certificate.
+    pub tls_names: Vec<String>,
+    /// On an empty store: the org and the platform-admin identity to create.
+    pub bootstrap_org: String,
+    pub bootstrap_identity: String,
+    /// Mint a fresh admin token on every start (dev mode), not only on the first.
+    pub mint_admin_token: bool,
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub ca_cert: PathBuf,
+    pub store_backend: &'static str,
+    /// Set when the server minted a token for the bootstrap admin.
+    pub admin_token: Option<NewToken>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Serves until the process ends.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// Creates the bootstrap org and platform admin if the store holds no org yet; returns a
+/// token for the admin when one is due.
+async fn bootstrap(
+    registry: &Registry,
+    options: &ServerOptions,
+) -> anyhow::Result<Option<NewToken>> {
+    let everyone = |_: &ResourcePath| true;
+    let orgs = registry
+        .list_raw(
+            &ORG,
+            None,
+            &ListOptions {
+                limit: 1,
+                ..Default::default()
+            },
+            &everyone,
+        )
+        .await?;
+    let first_start = orgs.items.is_empty();
+    if first_start {
+        let org = Object::new(
+            &options.bootstrap_org,
+            Org {
+                display_name: "Bootstrap org".into(),
+                ..Default::default()
+            },
+        );
+        match registry.create(None, org).await {
+            Ok(_) | Err(RegistryError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let admin = Object::new(
+            &options.bootstrap_identity,
+            Identity {
+                display_name: "Platform admin".into(),
+                platform_admin: true,
+            },
+        );
+        match registry
+            .create(Some(&ResourcePath::org(&options.bootstrap_org)), admin)
+            .await
+        {
+            Ok(_) | Err(RegistryError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !(first_start || options.mint_admin_token) {
+        return Ok(None);
+    }
+    let token = auth::mint_token(
+        registry,
+        &options.bootstrap_org,
+        &options.bootstrap_identity,
+        "bootstrap admin",
+        None,
+        now(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot mint the admin token: {}", e.0))?;
+    Ok(Some(token))
+}
+
+/// Opens the store, bootstraps it, binds the listener and starts serving and the controllers.
+pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Arc::new(Metrics::default());
+    let raw_store = options.store.open().await?;
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(raw_store, metrics.clone()));
+    let registry = Registry::new(store.clone(), &options.region, now);
+    let admin_token = bootstrap(&registry, &options).await?;
+    let tls_files = match &options.tls {
+        Some(files) => files.clone(),
+        None => tls::ensure_certificates(&options.data_dir.join("tls"), &options.tls_names)?,
+    };
+    let tls_config = tls::server_config(&tls_files)?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let addr = listener.local_addr()?;
+    let app = App {
+        registry: registry.clone(),
+        authorizer: Arc::new(OrgTenancy),
+        metrics,
+        clock: now,
+    };
+    tokio::spawn(dialtone_controllers::run_deletion_controller(
+        registry,
+        Duration::from_secs(30),
+    ));
+    tokio::spawn(dialtone_controllers::run_compactor(
+        store.clone(),
+        Duration::from_secs(300),
+    ));
+    let task = tokio::spawn(tls::serve(listener, tls_config, router(app)));
+    Ok(RunningServer {
+        addr,
+        ca_cert: tls_files.ca_cert,
+        store_backend: store.backend(),
+        admin_token,
+        task,
+    })
+}

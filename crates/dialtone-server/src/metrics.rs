@@ -1,0 +1,201 @@
+//! Prometheus metrics: request counts and latencies by route, store latencies by operation,
+//! open watches. The store is measured by wrapping it, so no backend knows about metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use dialtone_store::{KeyRange, RangeResult, Revision, Store, Txn, TxnOutcome, WatchStream};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::App;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    backend: String,
+    operation: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 1.6 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    store_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
+    watches: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("dialtone");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let store_seconds =
+            Family::<StoreLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let watches = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "store_operation_duration_seconds",
+            "Store operation latency",
+            store_seconds.clone(),
+        );
+        registry.register("watches", "Open watch streams", watches.clone());
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            store_seconds,
+            watches,
+        }
+    }
+}
+
+/// Decrements the open-watch gauge when the watch ends.
+pub struct WatchGuard(Gauge<i64, std::sync::atomic::AtomicI64>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn watch_started(&self) -> WatchGuard {
+        self.watches.inc();
+        WatchGuard(self.watches.clone())
+    }
+
+    fn observe_store(&self, backend: &str, operation: &str, started: Instant) {
+        self.store_seconds
+            .get_or_create(&StoreLabels {
+                backend: backend.into(),
+                operation: operation.into(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Middleware: counts and times every request by its route pattern (never the raw path, so
+/// that label values stay few).
+pub async fn record_requests(State(app): State<App>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let code = response.status().as_u16();
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            code,
+        })
+        .inc();
+    app.metrics
+        .request_seconds
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A store that records the latency of every operation of the store it wraps.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        MeteredStore { inner, metrics }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MeteredStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn range(
+        &self,
+        range: &KeyRange,
+        at: Option<Revision>,
+        limit: usize,
+    ) -> dialtone_store::Result<RangeResult> {
+        let started = Instant::now();
+        let result = self.inner.range(range, at, limit).await;
+        self.metrics.observe_store(self.backend(), "range", started);
+        result
+    }
+
+    async fn txn(&self, txn: Txn) -> dialtone_store::Result<TxnOutcome> {
+        let started = Instant::now();
+        let result = self.inner.txn(txn).await;
+        self.metrics.observe_store(self.backend(), "txn", started);
+        result
+    }
+
+    async fn watch(&self, range: KeyRange, from: Revision) -> dialtone_store::Result<WatchStream> {
+        self.inner.watch(range, from).await
+    }
+
+    async fn compact(&self, revision: Revision) -> dialtone_store::Result<()> {
+        let started = Instant::now();
+        let result = self.inner.compact(revision).await;
+        self.metrics
+            .observe_store(self.backend(), "compact", started);
+        result
+    }
+
+    async fn revision(&self) -> dialtone_store::Result<Revision> {
+        self.inner.revision().await
+    }
+}

@@ -1,0 +1,189 @@
+//! The OpenAPI 3 document, generated from the same kind list and types that build the
+//! routes, so that it cannot drift from the code. `docs/openapi.json` is its committed copy.
+
+use dialtone_types::auth::{AuditRecord, NewToken, TokenInfo, TokenRequest, WhoAmI};
+use dialtone_types::{Kind, List, Object, Status};
+use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
+use serde_json::{Map, Value, json};
+
+use crate::resources::route_paths;
+
+pub struct Document {
+    generator: SchemaGenerator,
+    paths: Map<String, Value>,
+}
+
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+impl Document {
+    pub fn new() -> Self {
+        Document {
+            generator: SchemaSettings::openapi3().into_generator(),
+            paths: Map::new(),
+        }
+    }
+
+    fn schema<T: JsonSchema>(&mut self) -> Value {
+        self.generator.subschema_for::<T>().to_value()
+    }
+
+    fn errors(&mut self) -> Value {
+        let status = self.schema::<Status>();
+        json!({"default": {"description": "An error, as a Status", "content": {"application/json": {"schema": status}}}})
+    }
+
+    fn respond(&mut self, code: &str, description: &str, schema: Value) -> Value {
+        let mut responses = self.errors();
+        responses[code] = json!({"description": description, "content": {"application/json": {"schema": schema}}});
+        responses
+    }
+
+    fn operation(&mut self, path: &str, method: &str, operation: Value) {
+        let entry = self
+            .paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({"parameters": path_parameters(path)}));
+        entry[method] = operation;
+    }
+
+    /// The operations of one kind of the tree.
+    pub fn describe_kind<K: Kind>(&mut self) {
+        let info = K::INFO;
+        let (collection, item) = route_paths(info);
+        let object = self.schema::<Object<K>>();
+        let list = self.schema::<List<Object<K>>>();
+        let tags = json!([info.kind]);
+        let list_params = json!([
+            query(
+                "labelSelector",
+                "Only objects whose labels match, e.g. `tier=web,env!=dev`",
+                json!({"type": "string"})
+            ),
+            query(
+                "limit",
+                "At most this many objects; the rest through `continue`",
+                json!({"type": "integer", "minimum": 0})
+            ),
+            query(
+                "continue",
+                "The token from the previous page",
+                json!({"type": "string"})
+            ),
+            query(
+                "watch",
+                "Stream changes as newline-delimited JSON WatchEvents instead",
+                json!({"type": "boolean"})
+            ),
+            query(
+                "resourceVersion",
+                "With watch: stream changes after this revision (410 if compacted)",
+                json!({"type": "string"})
+            ),
+        ]);
+        let responses = self.respond(
+            "200",
+            "One page of objects (or, with watch, a stream of events)",
+            list,
+        );
+        self.operation(&collection, "get", json!({"operationId": format!("list{}", info.kind), "tags": tags, "parameters": list_params, "responses": responses}));
+        let responses = self.respond("201", "Created", object.clone());
+        self.operation(&collection, "post", json!({"operationId": format!("create{}", info.kind), "tags": tags, "requestBody": {"required": true, "content": {"application/json": {"schema": object}}}, "responses": responses}));
+        let responses = self.respond("200", "The object", object.clone());
+        self.operation(&item, "get", json!({"operationId": format!("get{}", info.kind), "tags": tags, "responses": responses}));
+        let responses = self.respond("200", "Updated", object.clone());
+        self.operation(&item, "put", json!({"operationId": format!("update{}", info.kind), "tags": tags, "description": "Replaces labels, annotations, finalizers and spec; a stale metadata.resourceVersion gets 409.", "requestBody": {"required": true, "content": {"application/json": {"schema": object}}}, "responses": responses}));
+        let mut responses = self.respond(
+            "202",
+            "Deletion pending on finalizers; the object with its deletionTimestamp",
+            object.clone(),
+        );
+        responses["200"] = json!({"description": "Deleted"});
+        self.operation(&item, "delete", json!({"operationId": format!("delete{}", info.kind), "tags": tags, "parameters": [query("cascade", "Delete the whole subtree; without it a node with children gets 409", json!({"type": "boolean"}))], "responses": responses}));
+        let status_path = format!("{item}/status");
+        let responses = self.respond("200", "The object", object.clone());
+        self.operation(&status_path, "get", json!({"operationId": format!("get{}Status", info.kind), "tags": tags, "responses": responses}));
+        let responses = self.respond("200", "Updated", object.clone());
+        self.operation(&status_path, "put", json!({"operationId": format!("update{}Status", info.kind), "tags": tags, "requestBody": {"required": true, "content": {"application/json": {"schema": object}}}, "responses": responses}));
+    }
+
+    fn describe_account(&mut self) {
+        let (request, token, tokens, whoami, audit) = (
+            self.schema::<TokenRequest>(),
+            self.schema::<NewToken>(),
+            self.schema::<List<TokenInfo>>(),
+            self.schema::<WhoAmI>(),
+            self.schema::<List<AuditRecord>>(),
+        );
+        let tags = json!(["Access"]);
+        let responses = self.respond("201", "The new token; its secret is shown only here", token);
+        self.operation("/v1/orgs/{org}/identities/{identity}/tokens", "post", json!({"operationId": "createToken", "tags": tags, "requestBody": {"required": false, "content": {"application/json": {"schema": request}}}, "responses": responses}));
+        let responses = self.respond("200", "The org's tokens, without secrets", tokens);
+        self.operation(
+            "/v1/orgs/{org}/tokens",
+            "get",
+            json!({"operationId": "listTokens", "tags": tags, "responses": responses}),
+        );
+        let mut responses = self.errors();
+        responses["200"] = json!({"description": "Revoked"});
+        self.operation(
+            "/v1/orgs/{org}/tokens/{id}",
+            "delete",
+            json!({"operationId": "revokeToken", "tags": tags, "responses": responses}),
+        );
+        let responses = self.respond("200", "The caller", whoami);
+        self.operation(
+            "/v1/whoami",
+            "get",
+            json!({"operationId": "whoami", "tags": tags, "responses": responses}),
+        );
+        let responses = self.respond("200", "Audit records, oldest first", audit);
+        self.operation("/v1/orgs/{org}/audit", "get", json!({"operationId": "listAudit", "tags": ["Audit"], "parameters": [query("limit", "At most this many records", json!({"type": "integer", "minimum": 0})), query("continue", "The token from the previous page", json!({"type": "string"}))], "responses": responses}));
+        let text =
+            json!({"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}});
+        for (path, id, security) in [
+            ("/healthz", "healthz", false),
+            ("/readyz", "readyz", false),
+            ("/metrics", "metrics", true),
+        ] {
+            let mut operation = json!({"operationId": id, "tags": ["Operations"], "responses": {"200": text.clone()}});
+            if !security {
+                operation["security"] = json!([]);
+            }
+            self.operation(path, "get", operation);
+        }
+    }
+
+    pub fn finish(mut self) -> Value {
+        self.describe_account();
+        let schemas = self.generator.take_definitions(true);
+        json!({
+            "openapi": "3.0.3",
+            "info": {
+                "title": "Dialtone API",
+                "version": env!("CARGO_PKG_VERSION"),
+                "description": "Kubernetes clusters as a policy-defined service. Every request but /healthz and /readyz needs `Authorization: Bearer <token>`. Errors are Status objects."
+            },
+            "security": [{"bearer": []}],
+            "paths": self.paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            }
+        })
+    }
+}
+
+impl Default for Document {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,472 @@
+//! The REST handlers of every kind of the tree, written once and instantiated per kind:
+//! create, get, list (label selectors, pagination), watch, update, status, delete.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use dialtone_store::registry::{Change, Deletion, ListOptions, RawObject, Registry};
+use dialtone_store::{KeyRange, StoreError};
+use dialtone_types::validation::is_dns1123_label;
+use dialtone_types::{
+    API_VERSION, ApiError, Kind, KindInfo, LabelSelector, List, ListMeta, Object, Reason,
+    ResourcePath, WatchEvent, WatchEventType,
+};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::App;
+use crate::auth::{Principal, Target, Verb, enforce};
+use crate::error::{HttpError, HttpResult, json_response};
+
+/// `/v1/orgs/{org}/folders` and `/v1/orgs/{org}/folders/{folder}` for folders.
+pub fn route_paths(kind: &'static KindInfo) -> (String, String) {
+    let mut chain = vec![kind];
+    while let Some(parent) = chain.last().and_then(|k| k.parent) {
+        chain.push(parent);
+    }
+    chain.reverse();
+    let mut collection = String::from("/v1");
+    for (i, k) in chain.iter().enumerate() {
+        collection.push('/');
+        collection.push_str(k.plural);
+        if i + 1 < chain.len() {
+            collection.push_str(&format!("/{{{}}}", k.singular));
+        }
+    }
+    let item = format!("{collection}/{{{}}}", kind.singular);
+    (collection, item)
+}
+
+pub fn routes<K: Kind>() -> Router<App> {
+    let (collection, item) = route_paths(K::INFO);
+    Router::new()
+        .route(&collection, get(list::<K>).post(create::<K>))
+        .route(
+            &item,
+            get(get_one::<K>).put(update::<K>).delete(delete::<K>),
+        )
+        .route(
+            &format!("{item}/status"),
+            get(get_one::<K>).put(update_status::<K>),
+        )
+}
+
+pub fn to_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    json_response(
+        status,
+        serde_json::to_vec(value).expect("API types always serialize"),
+    )
+}
+
+fn names(params: &[(String, String)]) -> Vec<String> {
+    params.iter().map(|(_, v)| v.clone()).collect()
+}
+
+/// The path of an object named in the URL. A name that is not a DNS-1123 label cannot
+/// exist, so it is reported as not found before anything is looked up.
+pub fn object_path(
+    kind: &'static KindInfo,
+    params: &[(String, String)],
+) -> HttpResult<ResourcePath> {
+    let names = names(params);
+    let path = ResourcePath::from_names(kind, &names)
+        .map_err(|e| ApiError::new(Reason::NotFound, e.to_string()))?;
+    if let Some(bad) = names.iter().find(|n| !is_dns1123_label(n)) {
+        return Err(ApiError::not_found(format!("`{bad}`")).into());
+    }
+    Ok(path)
+}
+
+/// The parent of a collection named in the URL; `None` for orgs.
+fn parent_path(
+    kind: &'static KindInfo,
+    params: &[(String, String)],
+) -> HttpResult<Option<ResourcePath>> {
+    match kind.parent {
+        None => Ok(None),
+        Some(parent_kind) => object_path(parent_kind, params).map(Some),
+    }
+}
+
+fn missing_parent(parent: &Option<ResourcePath>) -> String {
+    parent
+        .as_ref()
+        .map_or_else(|| "parent".to_string(), |p| format!("parent {p}"))
+}
+
+async fn create<K: Kind>(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let parent = parent_path(K::INFO, &params)?;
+    let decision = app.authorizer.authorize(
+        &principal,
+        Verb::Create,
+        Target::Collection {
+            kind: K::INFO,
+            parent: parent.as_ref(),
+        },
+    );
+    enforce(decision, missing_parent(&parent))?;
+    let object = Registry::decode_body::<K>(&body)?;
+    if object.spec.requires_platform_admin() {
+        enforce(
+            app.authorizer
+                .authorize(&principal, Verb::Create, Target::Platform),
+            "",
+        )?;
+    }
+    let created = app.registry.create(parent.as_ref(), object).await?;
+    Ok(to_json(StatusCode::CREATED, &created))
+}
+
+async fn get_one<K: Kind>(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+) -> HttpResult<Response> {
+    let path = object_path(K::INFO, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::Get, Target::Object(&path)),
+        &path,
+    )?;
+    let object: Object<K> = app.registry.get(&path).await?;
+    Ok(to_json(StatusCode::OK, &object))
+}
+
+async fn update<K: Kind>(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let path = object_path(K::INFO, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::Update, Target::Object(&path)),
+        &path,
+    )?;
+    let object = Registry::decode_body::<K>(&body)?;
+    if object.spec.requires_platform_admin() {
+        enforce(
+            app.authorizer
+                .authorize(&principal, Verb::Update, Target::Platform),
+            "",
+        )?;
+    }
+    match app.registry.update(&path, object).await? {
+        Some(updated) => Ok(to_json(StatusCode::OK, &updated)),
+        None => Ok(success(format!(
+            "{path} deleted: its last finalizer was removed"
+        ))),
+    }
+}
+
+async fn update_status<K: Kind>(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let path = object_path(K::INFO, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::UpdateStatus, Target::Object(&path)),
+        &path,
+    )?;
+    let object = Registry::decode_body::<K>(&body)?;
+    let updated = app.registry.update_status(&path, object).await?;
+    Ok(to_json(StatusCode::OK, &updated))
+}
+
+fn success(message: String) -> Response {
+    to_json(
+        StatusCode::OK,
+        &serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200, "message": message}),
+    )
+}
+
+async fn delete<K: Kind>(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    let path = object_path(K::INFO, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::Delete, Target::Object(&path)),
+        &path,
+    )?;
+    check_query(&query, &["cascade"])?;
+    let cascade = parse_bool(&query, "cascade")?;
+    match app.registry.delete(&path, cascade).await? {
+        Deletion::Deleted => Ok(success(format!("{path} deleted"))),
+        Deletion::Pending(object) => Ok(to_json(StatusCode::ACCEPTED, &object)),
+    }
+}
+
+/// Rejects query parameters the endpoint does not know, naming them.
+pub fn check_query(query: &HashMap<String, String>, known: &[&str]) -> HttpResult<()> {
+    let mut unknown: Vec<&str> = query
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    Err(ApiError::new(
+        Reason::BadRequest,
+        format!(
+            "unknown query parameter(s): {}; known: {}",
+            unknown.join(", "),
+            known.join(", ")
+        ),
+    )
+    .into())
+}
+
+fn parse_bool(query: &HashMap<String, String>, name: &str) -> HttpResult<bool> {
+    match query.get(name).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            Reason::BadRequest,
+            format!("{name} must be true or false, not `{other}`"),
+        )
+        .into()),
+    }
+}
+
+pub fn parse_limit(query: &HashMap<String, String>) -> HttpResult<usize> {
+    match query.get("limit") {
+        None => Ok(0),
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                Reason::BadRequest,
+                format!("limit must be a whole number, not `{v}`"),
+            )
+            .into()
+        }),
+    }
+}
+
+async fn list<K: Kind>(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    check_query(
+        &query,
+        &[
+            "labelSelector",
+            "limit",
+            "continue",
+            "watch",
+            "resourceVersion",
+        ],
+    )?;
+    let parent = parent_path(K::INFO, &params)?;
+    let watch = parse_bool(&query, "watch")?;
+    let verb = if watch { Verb::Watch } else { Verb::List };
+    let target = Target::Collection {
+        kind: K::INFO,
+        parent: parent.as_ref(),
+    };
+    enforce(
+        app.authorizer.authorize(&principal, verb, target),
+        missing_parent(&parent),
+    )?;
+    if let Some(parent) = &parent {
+        if !app.registry.exists(parent).await? {
+            return Err(ApiError::not_found(format!("parent {parent}")).into());
+        }
+    }
+    let selector = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
+    let visible = visibility(&app, &principal);
+    if watch {
+        let from = match query.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => None,
+            Some(rv) => Some(rv.parse::<i64>().map_err(|_| {
+                ApiError::new(
+                    Reason::BadRequest,
+                    format!("resourceVersion `{rv}` is not a number"),
+                )
+            })?),
+        };
+        return watch_response(app, K::INFO, parent, from, selector, visible).await;
+    }
+    let options = ListOptions {
+        selector,
+        limit: parse_limit(&query)?,
+        continue_token: query.get("continue").cloned(),
+    };
+    let page = app
+        .registry
+        .list_raw(K::INFO, parent.as_ref(), &options, &*visible)
+        .await?;
+    let list = List {
+        api_version: API_VERSION.to_string(),
+        kind: format!("{}List", K::INFO.kind),
+        metadata: ListMeta {
+            resource_version: page.revision.to_string(),
+            continue_token: page.continue_token,
+        },
+        items: page.items,
+    };
+    Ok(to_json(StatusCode::OK, &list))
+}
+
+type Visibility = std::sync::Arc<dyn Fn(&ResourcePath) -> bool + Send + Sync>;
+
+/// Which objects the caller may see, as the authorizer decides.
+fn visibility(app: &App, principal: &Principal) -> Visibility {
+    let authorizer = app.authorizer.clone();
+    let principal = principal.clone();
+    std::sync::Arc::new(move |path: &ResourcePath| {
+        authorizer.authorize(&principal, Verb::Get, Target::Object(path))
+            == crate::auth::Decision::Allow
+    })
+}
+
+/// A newline-delimited JSON stream of watch events: the current objects as `ADDED` first
+/// when no resourceVersion is given, then every change after it.
+async fn watch_response(
+    app: App,
+    kind: &'static KindInfo,
+    parent: Option<ResourcePath>,
+    from: Option<i64>,
+    selector: LabelSelector,
+    visible: Visibility,
+) -> HttpResult<Response> {
+    let (initial, after) = match from {
+        Some(rv) => {
+            // Reading at the revision fails exactly when it was compacted or is in the future.
+            app.registry
+                .store()
+                .range(&KeyRange::key("/"), Some(rv), 1)
+                .await?;
+            (Vec::new(), rv)
+        }
+        None => {
+            let options = ListOptions {
+                selector: selector.clone(),
+                ..Default::default()
+            };
+            let page = app
+                .registry
+                .list_raw(kind, parent.as_ref(), &options, &*visible)
+                .await?;
+            (page.items, page.revision)
+        }
+    };
+    let changes = app.registry.watch(kind, parent.as_ref(), after).await?;
+    let guard = app.metrics.watch_started();
+    let keep = move |object: &RawObject| {
+        selector.matches(&object.metadata.labels)
+            && path_of_object(kind, object).is_some_and(|p| visible(&p))
+    };
+    let initial = futures::stream::iter(
+        initial
+            .into_iter()
+            .map(|o| Ok(line(WatchEventType::Added, &o))),
+    );
+    let live = changes
+        .filter_map(move |change| {
+            let out = match change {
+                Ok(Change::Added(o)) => keep(&o).then(|| line(WatchEventType::Added, &o)),
+                Ok(Change::Modified(o)) => keep(&o).then(|| line(WatchEventType::Modified, &o)),
+                Ok(Change::Deleted(o)) => keep(&o).then(|| line(WatchEventType::Deleted, &o)),
+                Err(e) => Some(error_line(e)),
+            };
+            futures::future::ready(out.map(Ok::<_, std::convert::Infallible>))
+        })
+        .scan(false, |ended, line: Result<Bytes, _>| {
+            // Stop right after an ERROR line.
+            if *ended {
+                return futures::future::ready(None);
+            }
+            *ended = line
+                .as_ref()
+                .is_ok_and(|l| l.starts_with(b"{\"type\":\"ERROR\""));
+            futures::future::ready(Some(line))
+        });
+    let body = initial.chain(live).map(move |line| {
+        let _ = &guard;
+        line
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+fn path_of_object(kind: &'static KindInfo, object: &RawObject) -> Option<ResourcePath> {
+    if object.metadata.parent.is_empty() {
+        return Some(ResourcePath::org(&object.metadata.name));
+    }
+    ResourcePath::parse(&object.metadata.parent)
+        .ok()
+        .map(|p| p.child(kind, &object.metadata.name))
+}
+
+fn line(type_: WatchEventType, object: &RawObject) -> Bytes {
+    let mut bytes = serde_json::to_vec(&WatchEvent { type_, object }).expect("serializable");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+fn error_line(error: dialtone_store::registry::RegistryError) -> Bytes {
+    let api = match error {
+        dialtone_store::registry::RegistryError::Store(StoreError::Compacted { .. }) => {
+            ApiError::new(
+                Reason::Gone,
+                "the watch fell behind a compaction; list again and watch from the new resourceVersion",
+            )
+        }
+        other => HttpError::from(other).0,
+    };
+    let mut bytes = serde_json::to_vec(&WatchEvent {
+        type_: WatchEventType::Error,
+        object: api.to_status(),
+    })
+    .expect("serializable");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dialtone_types::kinds::{ORG, PROJECT};
+
+    #[test]
+    fn paths_follow_the_tree() {
+        assert_eq!(
+            route_paths(&ORG),
+            ("/v1/orgs".into(), "/v1/orgs/{org}".into())
+        );
+        assert_eq!(
+            route_paths(&PROJECT),
+            (
+                "/v1/orgs/{org}/folders/{folder}/projects".into(),
+                "/v1/orgs/{org}/folders/{folder}/projects/{project}".into()
+            )
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! TLS on every endpoint: a CA and a server certificate generated into the data directory on
+//! first start (or files given by the operator), and the accept loop that serves the router
+//! over rustls with HTTP/1.1 and HTTP/2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+/// Where the server's certificate, its key and the CA that signed it live.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut file, contents.as_bytes())?;
+    Ok(())
+}
+
+/// The CA and server certificate in `dir`, generated on first use, valid for loopback and
+/// for `extra_names` (DNS names or IP addresses).
+pub fn ensure_certificates(dir: &Path, extra_names: &[String]) -> anyhow::Result<TlsFiles> {
+    let files = TlsFiles {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server-key.pem"),
+    };
+    if files.ca_cert.exists() && files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Dialtone CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.extend(extra_names.iter().cloned());
+    let mut server_params = CertificateParams::new(names)?;
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "dialtone server");
+    let server_key = KeyPair::generate()?;
+    let server_cert = server_params.signed_by(&server_key, &ca)?;
+    write_private(&dir.join("ca-key.pem"), &ca_key_pem)?;
+    std::fs::write(&files.ca_cert, ca.pem())?;
+    std::fs::write(&files.cert, server_cert.pem())?;
+    write_private(&files.key, &server_key.serialize_pem())?;
+    Ok(files)
+}
+
+pub fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("cannot read {}", files.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("cannot read {}", files.key.display()))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves `router` over TLS on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: Router) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    loop {
+        let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

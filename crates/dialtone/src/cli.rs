@@ -1,0 +1,242 @@
+//! The command line, declared with clap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "dialtone",
+    version,
+    about = "Kubernetes clusters as a policy-defined dial-tone service"
+)]
+pub struct Cli {
+    /// The context of the CLI configuration to use (default: the current one).
+    #[arg(long, global = true, env = "DIALTONE_CONTEXT")]
+    pub context: Option<String>,
+    /// The CLI configuration file.
+    #[arg(long, global = true, env = "DIALTONE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane.
+    Server(ServerArgs),
+    /// Orgs: isolated tenants.
+    #[command(subcommand)]
+    Org(NounCommand),
+    /// Folders: containers under an org.
+    #[command(subcommand)]
+    Folder(NounCommand),
+    /// Projects: containers under a folder, where clusters live.
+    #[command(subcommand)]
+    Project(NounCommand),
+    /// Identities: who can hold tokens, in an org.
+    #[command(subcommand)]
+    Identity(NounCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log of an org.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Who the current token belongs to.
+    Whoami,
+    /// Contexts of the CLI configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the OpenAPI document of the API.
+    Openapi,
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Everything on this machine: embedded store, generated certificates, a bootstrap
+    /// admin, and a CLI context ready to use.
+    #[arg(long)]
+    pub dev: bool,
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    pub listen: SocketAddr,
+    /// Where the embedded store, certificates and state live
+    /// (default: ~/.local/share/dialtone/dev or …/server).
+    #[arg(long, env = "DIALTONE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `embedded`, or `etcd://host:port,host:port,host:port`.
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+    /// The region this control plane owns.
+    #[arg(long, default_value = "local")]
+    pub region: String,
+    /// Serve this certificate (PEM) instead of generating one; needs --tls-key and --tls-ca.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signed --tls-cert, handed to CLI users.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Another DNS name or IP for the generated certificate (repeatable).
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
+    /// On an empty store, the org of the bootstrap platform admin.
+    #[arg(long, default_value = "demo")]
+    pub bootstrap_org: String,
+    /// With --dev: the name of the CLI context to write.
+    #[arg(long, default_value = "dev")]
+    pub context_name: String,
+}
+
+/// The verbs of every tree noun.
+#[derive(Subcommand)]
+pub enum NounCommand {
+    /// Create one.
+    Create(CreateArgs),
+    /// Show one.
+    Get(ObjectArgs),
+    /// Show one in detail, with its children.
+    Describe(ObjectArgs),
+    /// List them, or watch them change.
+    List(ListArgs),
+    /// Delete one.
+    Delete(DeleteArgs),
+}
+
+/// Where an object sits: each missing ancestor comes from these flags or the context.
+#[derive(Args, Clone, Default)]
+pub struct Placement {
+    #[arg(long)]
+    pub org: Option<String>,
+    #[arg(long)]
+    pub folder: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ObjectArgs {
+    /// A name, or a full path of names such as `acme/eng/web`.
+    pub name: String,
+    #[command(flatten)]
+    pub placement: Placement,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// A name, or a full path of names such as `acme/eng/web`.
+    pub name: String,
+    #[command(flatten)]
+    pub placement: Placement,
+    #[arg(long)]
+    pub display_name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A label, `key=value` (repeatable).
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// Identities only: make it a platform admin.
+    #[arg(long)]
+    pub platform_admin: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// The parent, as a path of names (default: from flags and the context).
+    pub parent: Option<String>,
+    #[command(flatten)]
+    pub placement: Placement,
+    /// Only objects whose labels match, e.g. `tier=web,env!=dev`.
+    #[arg(long, short = 's')]
+    pub selector: Option<String>,
+    /// Keep printing changes as they happen.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    /// With --watch: only changes after this resourceVersion.
+    #[arg(long)]
+    pub resource_version: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub object: ObjectArgs,
+    /// Delete everything under it too.
+    #[arg(long)]
+    pub cascade: bool,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is shown once.
+    Create {
+        /// For this identity (default: yourself).
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Lifetime, e.g. `12h`, `30d` (default 90d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List the org's tokens (never their secrets).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke a token at once.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// The org's audit records, oldest first.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+        /// Only the last N records.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Make a context the current one.
+    UseContext { name: String },
+    /// List the contexts.
+    GetContexts,
+    /// Print the current context's name.
+    CurrentContext,
+    /// Set the default org, folder and project of a context (default: the current one).
+    SetContext {
+        name: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        folder: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+}

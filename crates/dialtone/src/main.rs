@@ -1,0 +1,321 @@
+//! The `dialtone` binary: the control plane (`dialtone server`) and the CLI.
+
+mod cli;
+mod output;
+mod server;
+mod tree;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{CommandFactory, Parser};
+use dialtone_client::{CliConfig, Client, ClientError};
+use dialtone_types::ResourcePath;
+use dialtone_types::auth::{NewToken, TokenRequest, WhoAmI};
+use dialtone_types::kinds::{FOLDER, IDENTITY, ORG, PROJECT};
+use serde_json::Value;
+
+use crate::cli::{AuditCommand, Cli, Command, ConfigCommand, Output, TokenCommand};
+use crate::output::{print_table, print_value};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let is_server = matches!(cli.command, Command::Server(_));
+    let default_level = if is_server { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error for people: the message, then one line per bad field.
+fn report(error: &anyhow::Error) {
+    match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Api(api)) => {
+            eprintln!("error: {} ({:?})", api.message, api.reason);
+            for cause in &api.causes {
+                eprintln!("  {}: {}", cause.field, cause.message);
+            }
+        }
+        _ => eprintln!("error: {error:#}"),
+    }
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config.clone().unwrap_or_else(CliConfig::default_path)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_path = config_path(&cli);
+    let output = cli.output;
+    match cli.command {
+        Command::Server(args) => server::run(args, config_path).await,
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "dialtone",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&dialtone_server::openapi_document())?
+            );
+            Ok(())
+        }
+        Command::Config(command) => config(command, &config_path),
+        command => {
+            let config = CliConfig::load(&config_path)?;
+            let context = config.context(cli.context.as_deref())?.clone();
+            let client = Client::from_context(&context)?;
+            match command {
+                Command::Org(c) => tree::run(&ORG, c, &client, &context, output).await,
+                Command::Folder(c) => tree::run(&FOLDER, c, &client, &context, output).await,
+                Command::Project(c) => tree::run(&PROJECT, c, &client, &context, output).await,
+                Command::Identity(c) => tree::run(&IDENTITY, c, &client, &context, output).await,
+                Command::Token(c) => token(c, &client, &context, output).await,
+                Command::Audit(c) => audit(c, &client, &context, output).await,
+                Command::Whoami => {
+                    let me: WhoAmI = client.get("/v1/whoami", &[]).await?;
+                    match output {
+                        Output::Table => println!(
+                            "{}@{}{} at {}",
+                            me.identity,
+                            me.org,
+                            if me.platform_admin {
+                                " (platform admin)"
+                            } else {
+                                ""
+                            },
+                            client.endpoint()
+                        ),
+                        _ => print_value(output, &serde_json::to_value(me)?)?,
+                    }
+                    Ok(())
+                }
+                _ => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+fn org_of(flag: Option<String>, context: &dialtone_client::Context) -> anyhow::Result<String> {
+    match flag.or_else(|| (!context.org.is_empty()).then(|| context.org.clone())) {
+        Some(org) => Ok(org),
+        None => bail!(
+            "which org? pass --org NAME or set a default with `dialtone config set-context --org NAME`"
+        ),
+    }
+}
+
+/// `30d`, `12h`, `45m`, `90s` in seconds.
+fn parse_ttl(ttl: &str) -> anyhow::Result<u64> {
+    let (number, unit) = ttl.split_at(ttl.find(|c: char| !c.is_ascii_digit()).unwrap_or(ttl.len()));
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("--ttl `{ttl}`: expected a number and a unit, like 30d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("--ttl `{ttl}`: the unit must be s, m, h or d"),
+    };
+    Ok(n * factor)
+}
+
+async fn token(
+    command: TokenCommand,
+    client: &Client,
+    context: &dialtone_client::Context,
+    output: Output,
+) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            identity,
+            org,
+            description,
+            ttl,
+        } => {
+            let me: WhoAmI = client.get("/v1/whoami", &[]).await?;
+            let org = org.unwrap_or(me.org);
+            let identity = identity.unwrap_or(me.identity);
+            let request = TokenRequest {
+                description,
+                ttl_seconds: ttl.as_deref().map(parse_ttl).transpose()?,
+            };
+            let path = ResourcePath::org(&org).child(&IDENTITY, &identity);
+            let token: NewToken = client
+                .post(&format!("{}/tokens", tree::api_path(&path)), &request)
+                .await?;
+            match output {
+                Output::Table => {
+                    println!("{}", token.token);
+                    eprintln!(
+                        "token {} for {identity}@{org}, expires {}; store it now, it is not shown again",
+                        token.info.id, token.info.expires_at
+                    );
+                }
+                _ => print_value(output, &serde_json::to_value(token)?)?,
+            }
+        }
+        TokenCommand::List { org } => {
+            let org = org_of(org, context)?;
+            let list: Value = client.get(&format!("/v1/orgs/{org}/tokens"), &[]).await?;
+            match output {
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = list["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| {
+                            ["id", "identity", "description", "createdAt", "expiresAt"]
+                                .iter()
+                                .map(|f| t[*f].as_str().unwrap_or_default().to_string())
+                                .collect()
+                        })
+                        .collect();
+                    print_table(
+                        &["ID", "IDENTITY", "DESCRIPTION", "CREATED", "EXPIRES"],
+                        &rows,
+                    );
+                }
+                _ => print_value(output, &list["items"])?,
+            }
+        }
+        TokenCommand::Revoke { id, org } => {
+            let org = org_of(org, context)?;
+            client
+                .delete(&format!("/v1/orgs/{org}/tokens/{id}"), &[])
+                .await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn audit(
+    command: AuditCommand,
+    client: &Client,
+    context: &dialtone_client::Context,
+    output: Output,
+) -> anyhow::Result<()> {
+    let AuditCommand::List { org, tail } = command;
+    let org = org_of(org, context)?;
+    let mut records = client
+        .list_all(&format!("/v1/orgs/{org}/audit"), &[])
+        .await?;
+    if let Some(n) = tail {
+        records = records.split_off(records.len().saturating_sub(n));
+    }
+    match output {
+        Output::Table => {
+            let rows: Vec<Vec<String>> = records
+                .iter()
+                .map(|r| {
+                    vec![
+                        r["time"].as_str().unwrap_or_default().to_string(),
+                        r["actor"].as_str().unwrap_or_default().to_string(),
+                        r["method"].as_str().unwrap_or_default().to_string(),
+                        r["path"].as_str().unwrap_or_default().to_string(),
+                        r["status"].to_string(),
+                        r["outcome"].as_str().unwrap_or_default().to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["TIME", "ACTOR", "METHOD", "PATH", "STATUS", "OUTCOME"],
+                &rows,
+            );
+        }
+        _ => print_value(output, &Value::Array(records))?,
+    }
+    Ok(())
+}
+
+fn config(command: ConfigCommand, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut config = CliConfig::load(path)?;
+    match command {
+        ConfigCommand::UseContext { name } => {
+            config.context(Some(&name))?;
+            config.current_context = name.clone();
+            config.save(path)?;
+            println!("switched to context \"{name}\"");
+        }
+        ConfigCommand::GetContexts => {
+            let rows: Vec<Vec<String>> = config
+                .contexts
+                .iter()
+                .map(|c| {
+                    let current = if c.name == config.current_context {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    vec![
+                        current.into(),
+                        c.name.clone(),
+                        c.server.clone(),
+                        c.org.clone(),
+                        c.folder.clone(),
+                        c.project.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["CURRENT", "NAME", "SERVER", "ORG", "FOLDER", "PROJECT"],
+                &rows,
+            );
+        }
+        ConfigCommand::CurrentContext => println!("{}", config.context(None)?.name),
+        ConfigCommand::SetContext {
+            name,
+            org,
+            folder,
+            project,
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => config.context(None)?.name.clone(),
+            };
+            let context = config
+                .context_mut(&name)
+                .with_context(|| format!("no context named `{name}`"))?;
+            if let Some(org) = org {
+                context.org = org;
+            }
+            if let Some(folder) = folder {
+                context.folder = folder;
+            }
+            if let Some(project) = project {
+                context.project = project;
+            }
+            let summary = format!(
+                "org={} folder={} project={}",
+                context.org, context.folder, context.project
+            );
+            config.save(path)?;
+            println!("context \"{name}\" defaults: {summary}");
+        }
+    }
+    Ok(())
+}

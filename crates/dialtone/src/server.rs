@@ -1,0 +1,98 @@
+//! `dialtone server`: starts the control plane; with `--dev`, also everything a newcomer needs.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use dialtone_client::{CliConfig, Context};
+use dialtone_server::{ServerOptions, StoreLocation, tls::TlsFiles};
+
+use crate::cli::ServerArgs;
+
+fn default_data_dir(dev: bool) -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+        });
+    base.join("dialtone")
+        .join(if dev { "dev" } else { "server" })
+}
+
+pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir(args.dev));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let store = StoreLocation::parse(&args.store, &data_dir)?;
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+            ca_cert: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let running = dialtone_server::start(ServerOptions {
+        listen: args.listen,
+        store,
+        data_dir: data_dir.clone(),
+        region: args.region.clone(),
+        tls,
+        tls_names: args.tls_names.clone(),
+        bootstrap_org: args.bootstrap_org.clone(),
+        bootstrap_identity: "admin".into(),
+        mint_admin_token: args.dev,
+    })
+    .await?;
+    let endpoint = format!("https://{}", running.addr);
+    let ca_pem = std::fs::read_to_string(&running.ca_cert)
+        .with_context(|| format!("cannot read {}", running.ca_cert.display()))?;
+    if args.dev {
+        let token = running
+            .admin_token
+            .as_ref()
+            .context("the dev server minted no admin token")?;
+        let mut config = CliConfig::load(&config_path)?;
+        config.upsert(Context {
+            name: args.context_name.clone(),
+            server: endpoint.clone(),
+            certificate_authority_data: ca_pem,
+            token: token.token.clone(),
+            org: args.bootstrap_org.clone(),
+            ..Default::default()
+        });
+        config.current_context = args.context_name.clone();
+        config.save(&config_path)?;
+        println!(
+            "\nDialtone dev server is running.\n\n  API:        {endpoint}\n  Store:      {} ({})\n  Data dir:   {}\n  CA:         {}\n  Region:     {}\n  Signed in:  admin@{} (platform admin)\n  CLI config: {} (context \"{}\", now current)\n\nTry, in another terminal:\n  dialtone whoami\n  dialtone folder create eng\n  dialtone project create web --folder eng --label tier=web\n  dialtone project list --folder eng\n  dialtone folder describe eng\n\nThe state persists in the data dir; stop with Ctrl-C.\n",
+            running.store_backend,
+            args.store,
+            data_dir.display(),
+            running.ca_cert.display(),
+            args.region,
+            args.bootstrap_org,
+            config_path.display(),
+            args.context_name,
+        );
+    } else {
+        println!(
+            "dialtone server listening on {endpoint} (store: {}, region: {})",
+            running.store_backend, args.region
+        );
+        if let Some(token) = &running.admin_token {
+            println!(
+                "\nBootstrap: created org `{}` and platform admin `admin`. Their token, shown only now:\n\n  {}\n\nCA certificate for clients: {}\n",
+                args.bootstrap_org,
+                token.token,
+                running.ca_cert.display()
+            );
+        }
+    }
+    tokio::select! {
+        _ = running.wait() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+    }
+    Ok(())
+}
