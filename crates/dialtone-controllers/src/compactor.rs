@@ -26,3 +26,42 @@ pub async fn run_compactor(store: std::sync::Arc<dyn Store>, every: Duration) {
         previous = Some(current);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dialtone_store::{EmbeddedStore, KeyRange, Store, StoreError, Txn};
+
+    #[tokio::test]
+    async fn old_revisions_are_compacted_one_period_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        for i in 0..5 {
+            store
+                .txn(Txn::default().put(format!("/k/{i}"), "v"))
+                .await
+                .unwrap();
+        }
+        let compactor = tokio::spawn(super::run_compactor(
+            store.clone(),
+            std::time::Duration::from_millis(20),
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        store.txn(Txn::default().put("/k/late", "v")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        compactor.abort();
+        let old = store.range(&KeyRange::prefix("/k/"), Some(1), 0).await;
+        assert!(matches!(old, Err(StoreError::Compacted { .. })), "{old:?}");
+        assert_eq!(
+            store
+                .range(&KeyRange::prefix("/k/"), None, 0)
+                .await
+                .unwrap()
+                .kvs
+                .len(),
+            6
+        );
+    }
+}

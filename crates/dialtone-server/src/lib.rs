@@ -214,6 +214,8 @@ pub struct ServerOptions {
     pub bootstrap_identity: String,
     /// Mint a fresh admin token on every start (dev mode), not only on the first.
     pub mint_admin_token: bool,
+    /// How often old store revisions are compacted away.
+    pub compaction_interval: Duration,
 }
 
 pub struct RunningServer {
@@ -327,7 +329,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     ));
     tokio::spawn(dialtone_controllers::run_compactor(
         store.clone(),
-        Duration::from_secs(300),
+        options.compaction_interval,
     ));
     let task = tokio::spawn(tls::serve(listener, tls_config, router(app)));
     Ok(RunningServer {

@@ -230,7 +230,13 @@ impl Registry {
 
     /// Decodes a request body for kind `K`, naming every unknown or bad field.
     pub fn decode_body<K: Kind>(body: &[u8]) -> Result<Object<K>> {
-        let object: Object<K> = decode_strict(body).map_err(RegistryError::Invalid)?;
+        let object: Object<K> = decode_strict(body).map_err(|errors| {
+            match errors.0.iter().find(|e| e.field == "body") {
+                // Not JSON of this shape at all: a bad request, not a bad field.
+                Some(malformed) => RegistryError::BadRequest(malformed.message.clone()),
+                None => RegistryError::Invalid(errors),
+            }
+        })?;
         let mut errors = FieldErrors::default();
         if !object.kind.is_empty() && object.kind != K::INFO.kind {
             errors.push(

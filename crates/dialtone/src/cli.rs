@@ -100,6 +100,10 @@ pub struct ServerArgs {
     /// On an empty store, the org of the bootstrap platform admin.
     #[arg(long, default_value = "demo")]
     pub bootstrap_org: String,
+    /// Seconds between compactions of old store revisions; watches and paginated lists can
+    /// resume within one interval.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub compaction_interval: u64,
     /// With --dev: the name of the CLI context to write.
     #[arg(long, default_value = "dev")]
     pub context_name: String,

@@ -44,6 +44,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         bootstrap_org: args.bootstrap_org.clone(),
         bootstrap_identity: "admin".into(),
         mint_admin_token: args.dev,
+        compaction_interval: std::time::Duration::from_secs(args.compaction_interval),
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

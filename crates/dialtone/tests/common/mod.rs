@@ -1,0 +1,183 @@
+//! Raw HTTPS access to a dev server started from the real binary.
+#![allow(dead_code)]
+
+use dialtone_testkit::DevServer;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+pub fn start() -> DevServer {
+    start_with(&[])
+}
+
+pub fn start_with(args: &[&str]) -> DevServer {
+    DevServer::start(env!("CARGO_BIN_EXE_dialtone").as_ref(), args).expect("dev server starts")
+}
+
+/// One caller of the API.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(server: &DevServer, token: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap();
+        Api {
+            http,
+            base: server.endpoint(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn admin(server: &DevServer) -> Self {
+        Api::new(server, &server.admin_token())
+    }
+
+    pub fn with_token(&self, token: &str) -> Self {
+        Api {
+            token: token.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a request with any body and any Authorization header (None: no header).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        auth: Option<String>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+        self.send(method, path, body, Some(format!("Bearer {}", self.token)))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("PUT", path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call("DELETE", path, None).await
+    }
+
+    /// Creates `name` in the collection at `path`, expecting success.
+    pub async fn create(&self, path: &str, name: &str, labels: Value) -> Value {
+        let (status, body) = self
+            .post(path, json!({"metadata": {"name": name, "labels": labels}}))
+            .await;
+        assert_eq!(status, 201, "create {path}/{name}: {body}");
+        body
+    }
+
+    /// Names of the items of a list.
+    pub async fn names(&self, path: &str) -> Vec<String> {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "list {path}: {body}");
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// As the platform admin: an org with an identity `owner`, and an Api acting as it.
+    pub async fn tenant(&self, org: &str) -> Api {
+        self.create("/v1/orgs", org, json!({})).await;
+        self.create(&format!("/v1/orgs/{org}/identities"), "owner", json!({}))
+            .await;
+        let (status, token) = self
+            .post(
+                &format!("/v1/orgs/{org}/identities/owner/tokens"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 201, "{token}");
+        self.with_token(token["token"].as_str().unwrap())
+    }
+
+    /// Opens a watch and returns a receiver of its events.
+    pub async fn watch(&self, path: &str) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut buffer = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                buffer.extend_from_slice(&chunk);
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    if tx.send(serde_json::from_slice(&line).unwrap()).is_err() {
+                        return;
+                    }
+                }
+            }
+            // An error answer is one JSON body without a newline.
+            if let Ok(last) = serde_json::from_slice(&buffer) {
+                let _ = tx.send(last);
+            }
+        });
+        (status, rx)
+    }
+}
+
+/// The next watch event, failing the test after five seconds.
+pub async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a watch event in time")
+        .expect("the watch is open")
+}
+
+/// (type, name) of an event.
+pub fn event(e: &Value) -> (String, String) {
+    (
+        e["type"].as_str().unwrap().to_string(),
+        e["object"]["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
