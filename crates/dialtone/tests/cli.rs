@@ -1,0 +1,200 @@
+//! The CLI against the real server: short paths from contexts, output formats, watch,
+//! tokens, contexts and completions.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::start;
+use serde_json::Value;
+
+fn ok(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn fails(output: std::process::Output) -> String {
+    assert!(
+        !output.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn the_tree_with_short_paths_contexts_and_formats() {
+    let server = start();
+    let cli = |args: &[&str]| server.cli(args);
+    assert!(ok(cli(&["whoami"])).contains("admin@demo (platform admin)"));
+    assert!(
+        ok(cli(&[
+            "folder",
+            "create",
+            "eng",
+            "--display-name",
+            "Engineering"
+        ]))
+        .contains("orgs/demo/folders/eng created")
+    );
+    ok(cli(&[
+        "project", "create", "web", "--folder", "eng", "-l", "tier=web",
+    ]));
+    ok(cli(&["project", "create", "demo/eng/api"]));
+    let error = fails(cli(&["project", "list"]));
+    assert!(
+        error.contains("--folder"),
+        "a missing default says how to give it: {error}"
+    );
+    ok(cli(&["config", "set-context", "--folder", "eng"]));
+    let table = ok(cli(&["project", "list"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("web") && table.contains("tier=web") && table.contains("api"),
+        "{table}"
+    );
+    let selected = ok(cli(&["project", "list", "-s", "tier=web", "-o", "json"]));
+    let selected: Value = serde_json::from_str(&selected).unwrap();
+    assert_eq!(selected.as_array().unwrap().len(), 1);
+    let json: Value =
+        serde_json::from_str(&ok(cli(&["project", "get", "web", "-o", "json"]))).unwrap();
+    assert_eq!(json["metadata"]["labels"]["tier"], "web");
+    let yaml = ok(cli(&["folder", "get", "eng", "-o", "yaml"]));
+    let yaml: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(yaml["spec"]["displayName"], "Engineering");
+    let described = ok(cli(&["folder", "describe", "eng"]));
+    assert!(
+        described.contains("Path:") && described.contains("orgs/demo/folders/eng"),
+        "{described}"
+    );
+    assert!(described.contains("2 projects"), "{described}");
+
+    let error = fails(cli(&["folder", "delete", "eng"]));
+    assert!(
+        error.contains("cascade") && error.contains("Conflict"),
+        "{error}"
+    );
+    let error = fails(cli(&["folder", "create", "Bad_Name"]));
+    assert!(
+        error.contains("metadata.name") && error.contains("DNS-1123"),
+        "every bad field is shown: {error}"
+    );
+    ok(cli(&["folder", "delete", "eng", "--cascade"]));
+    let error = fails(cli(&["project", "get", "web"]));
+    assert!(error.contains("not found"), "{error}");
+    let orgs: Value = serde_json::from_str(&ok(cli(&["org", "list", "-o", "json"]))).unwrap();
+    assert_eq!(orgs[0]["metadata"]["name"], "demo");
+    let audit = ok(cli(&["audit", "list", "--tail", "2"]));
+    assert!(
+        audit.contains("DELETE") && audit.contains("/v1/orgs/demo/folders/eng"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn tokens_and_contexts() {
+    let server = start();
+    let cli = |args: &[&str]| server.cli(args);
+    ok(cli(&["identity", "create", "bob"]));
+    let error = fails(cli(&["folder", "create", "x", "--platform-admin"]));
+    assert!(error.contains("identities only"), "{error}");
+    let token = ok(cli(&[
+        "token",
+        "create",
+        "--identity",
+        "bob",
+        "--ttl",
+        "2h",
+        "--description",
+        "ci",
+    ]))
+    .trim()
+    .to_string();
+    assert!(token.starts_with("dt_"), "{token}");
+    let listed = ok(cli(&["token", "list"]));
+    assert!(
+        listed.contains("bob")
+            && listed.contains("ci")
+            && !listed.contains(token.rsplit('_').next().unwrap()),
+        "{listed}"
+    );
+
+    // A second context for bob, next to the dev one.
+    let path = server.config_path();
+    let mut config: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut bob = config["contexts"][0].clone();
+    bob["name"] = "bob".into();
+    bob["token"] = token.clone().into();
+    config["contexts"].as_array_mut().unwrap().push(bob);
+    std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    assert!(ok(cli(&["--context", "bob", "whoami"])).starts_with("bob@demo"));
+    assert!(ok(cli(&["config", "get-contexts"])).contains("bob"));
+    ok(cli(&["config", "use-context", "bob"]));
+    assert_eq!(ok(cli(&["config", "current-context"])).trim(), "bob");
+    let error = fails(cli(&["config", "use-context", "nosuch"]));
+    assert!(error.contains("nosuch"), "{error}");
+    ok(cli(&["config", "use-context", "dev"]));
+
+    let id = token
+        .trim_start_matches("dt_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(ok(cli(&["token", "revoke", &id])).contains("revoked"));
+    let error = fails(cli(&["--context", "bob", "whoami"]));
+    assert!(
+        error.contains("Unauthorized"),
+        "a revoked token stops working at once: {error}"
+    );
+}
+
+#[test]
+fn list_watch_prints_changes_as_they_happen() {
+    let server = start();
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .args(["folder", "list", "--watch", "-o", "json"])
+        .env("DIALTONE_CONFIG", server.config_path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    ok(server.cli(&["folder", "create", "eng"]));
+    let event: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (
+            event["type"].as_str(),
+            event["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("eng"))
+    );
+    ok(server.cli(&["folder", "delete", "eng"]));
+    let event: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(event["type"], "DELETED");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
+fn completions_and_the_openapi_document() {
+    let server = start();
+    let bash = ok(server.cli(&["completion", "bash"]));
+    assert!(bash.contains("_dialtone") && bash.contains("use-context"));
+    let generated = ok(server.cli(&["openapi"]));
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/openapi.json"
+    ))
+    .unwrap_or_default();
+    assert!(
+        generated.trim() == committed.trim(),
+        "docs/openapi.json is stale: regenerate it with `cargo run -q -p dialtone -- openapi > docs/openapi.json`"
+    );
+}
