@@ -94,6 +94,40 @@ fn parent_path(
     }
 }
 
+/// The path of the object named in the URL, once the caller may `verb` it.
+fn authorized_path(
+    app: &App,
+    principal: &Principal,
+    kind: &'static KindInfo,
+    params: &[(String, String)],
+    verb: Verb,
+) -> HttpResult<ResourcePath> {
+    let path = object_path(kind, params)?;
+    enforce(
+        app.authorizer
+            .authorize(principal, verb, Target::Object(&path)),
+        &path,
+    )?;
+    Ok(path)
+}
+
+/// Decodes a body of kind `K`, and checks the caller may grant what the spec asks for.
+fn authorized_body<K: Kind>(
+    app: &App,
+    principal: &Principal,
+    body: &[u8],
+    verb: Verb,
+) -> HttpResult<Object<K>> {
+    let object = Registry::decode_body::<K>(body)?;
+    if object.spec.requires_platform_admin() {
+        enforce(
+            app.authorizer.authorize(principal, verb, Target::Platform),
+            "",
+        )?;
+    }
+    Ok(object)
+}
+
 fn missing_parent(parent: &Option<ResourcePath>) -> String {
     parent
         .as_ref()
@@ -116,14 +150,7 @@ async fn create<K: Kind>(
         },
     );
     enforce(decision, missing_parent(&parent))?;
-    let object = Registry::decode_body::<K>(&body)?;
-    if object.spec.requires_platform_admin() {
-        enforce(
-            app.authorizer
-                .authorize(&principal, Verb::Create, Target::Platform),
-            "",
-        )?;
-    }
+    let object = authorized_body::<K>(&app, &principal, &body, Verb::Create)?;
     let created = app.registry.create(parent.as_ref(), object).await?;
     Ok(to_json(StatusCode::CREATED, &created))
 }
@@ -133,12 +160,7 @@ async fn get_one<K: Kind>(
     Extension(principal): Extension<Principal>,
     Path(params): Path<Vec<(String, String)>>,
 ) -> HttpResult<Response> {
-    let path = object_path(K::INFO, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Get, Target::Object(&path)),
-        &path,
-    )?;
+    let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Get)?;
     let object: Object<K> = app.registry.get(&path).await?;
     Ok(to_json(StatusCode::OK, &object))
 }
@@ -149,20 +171,8 @@ async fn update<K: Kind>(
     Path(params): Path<Vec<(String, String)>>,
     body: Bytes,
 ) -> HttpResult<Response> {
-    let path = object_path(K::INFO, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Update, Target::Object(&path)),
-        &path,
-    )?;
-    let object = Registry::decode_body::<K>(&body)?;
-    if object.spec.requires_platform_admin() {
-        enforce(
-            app.authorizer
-                .authorize(&principal, Verb::Update, Target::Platform),
-            "",
-        )?;
-    }
+    let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Update)?;
+    let object = authorized_body::<K>(&app, &principal, &body, Verb::Update)?;
     match app.registry.update(&path, object).await? {
         Some(updated) => Ok(to_json(StatusCode::OK, &updated)),
         None => Ok(success(format!(
@@ -177,12 +187,7 @@ async fn update_status<K: Kind>(
     Path(params): Path<Vec<(String, String)>>,
     body: Bytes,
 ) -> HttpResult<Response> {
-    let path = object_path(K::INFO, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::UpdateStatus, Target::Object(&path)),
-        &path,
-    )?;
+    let path = authorized_path(&app, &principal, K::INFO, &params, Verb::UpdateStatus)?;
     let object = Registry::decode_body::<K>(&body)?;
     let updated = app.registry.update_status(&path, object).await?;
     Ok(to_json(StatusCode::OK, &updated))
@@ -201,12 +206,7 @@ async fn delete<K: Kind>(
     Path(params): Path<Vec<(String, String)>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> HttpResult<Response> {
-    let path = object_path(K::INFO, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Delete, Target::Object(&path)),
-        &path,
-    )?;
+    let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Delete)?;
     check_query(&query, &["cascade"])?;
     let cascade = parse_bool(&query, "cascade")?;
     match app.registry.delete(&path, cascade).await? {
