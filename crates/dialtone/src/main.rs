@@ -47,8 +47,12 @@ fn main() -> std::process::ExitCode {
 /// Prints an error for people: the message, then one line per bad field.
 fn report(error: &anyhow::Error) {
     match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Api(api)) if api.causes.is_empty() => {
+            eprintln!("error: {} ({:?})", api.message, api.reason)
+        }
+        // The message repeats the causes; one line per field reads better.
         Some(ClientError::Api(api)) => {
-            eprintln!("error: {} ({:?})", api.message, api.reason);
+            eprintln!("error: the request is invalid ({:?}):", api.reason);
             for cause in &api.causes {
                 eprintln!("  {}: {}", cause.field, cause.message);
             }
