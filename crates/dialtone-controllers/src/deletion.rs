@@ -67,11 +67,10 @@ pub async fn run_deletion_controller(registry: Registry, resync_every: Duration)
                 _ = &mut deadline => break,
                 event = events.next() => match event {
                     Some(Ok(event)) if event.kind == EventKind::Delete => {
-                        if let Some(parent) = path_of_key(&event.kv.key).and_then(|p| p.parent()) {
-                            if let Err(e) = reconcile_deletion(&registry, &parent).await {
+                        if let Some(parent) = path_of_key(&event.kv.key).and_then(|p| p.parent())
+                            && let Err(e) = reconcile_deletion(&registry, &parent).await {
                                 tracing::warn!(object = %parent, error = %e, "deletion not finished yet");
                             }
-                        }
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => { tracing::warn!(error = %e, "deletion controller watch ended"); break; }

@@ -289,10 +289,10 @@ async fn list<K: Kind>(
         app.authorizer.authorize(&principal, verb, target),
         missing_parent(&parent),
     )?;
-    if let Some(parent) = &parent {
-        if !app.registry.exists(parent).await? {
-            return Err(ApiError::not_found(format!("parent {parent}")).into());
-        }
+    if let Some(parent) = &parent
+        && !app.registry.exists(parent).await?
+    {
+        return Err(ApiError::not_found(format!("parent {parent}")).into());
     }
     let selector = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
         .map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;

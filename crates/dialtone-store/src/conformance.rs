@@ -20,13 +20,12 @@ async fn commit(store: &dyn Store, txn: Txn) -> i64 {
     }
 }
 
+type Case = fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, ()>;
+
 /// Runs every case against `store`, which may hold other keys but must not be used by
 /// anything else meanwhile.
 pub async fn run_all(store: Arc<dyn Store>) {
-    let cases: [(
-        &str,
-        fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, ()>,
-    ); 8] = [
+    let cases: [(&str, Case); 8] = [
         ("revisions_and_versions", |s| {
             Box::pin(revisions_and_versions(s))
         }),

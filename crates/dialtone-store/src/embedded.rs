@@ -181,14 +181,14 @@ impl EmbeddedStore {
             for entry in iter {
                 let (k, v) = entry.map_err(internal)?;
                 let (key, revision) = k.value();
-                if current.as_ref().is_some_and(|(ck, _)| ck.as_slice() != key) {
-                    if let Some((ck, Some(record))) = current.take() {
-                        if kvs.len() == limit {
-                            more = true;
-                            break;
-                        }
-                        kvs.push(record.into_kv(ck));
+                if current.as_ref().is_some_and(|(ck, _)| ck.as_slice() != key)
+                    && let Some((ck, Some(record))) = current.take()
+                {
+                    if kvs.len() == limit {
+                        more = true;
+                        break;
                     }
+                    kvs.push(record.into_kv(ck));
                 }
                 if revision <= at {
                     current = Some((key.to_vec(), decode::<Option<Record>>(v.value())?));
@@ -196,13 +196,11 @@ impl EmbeddedStore {
                     current = Some((key.to_vec(), None));
                 }
             }
-            if !more {
-                if let Some((ck, Some(record))) = current {
-                    if kvs.len() == limit {
-                        more = true;
-                    } else {
-                        kvs.push(record.into_kv(ck));
-                    }
+            if !more && let Some((ck, Some(record))) = current {
+                if kvs.len() == limit {
+                    more = true;
+                } else {
+                    kvs.push(record.into_kv(ck));
                 }
             }
         }
@@ -224,11 +222,11 @@ impl EmbeddedStore {
         }
         {
             let recent = self.shared.recent.read().expect("lock poisoned");
-            if let Some((first, _)) = recent.front() {
-                if *first <= next {
-                    let skip = (next - first) as usize;
-                    return Ok(recent.iter().skip(skip).take(max).cloned().collect());
-                }
+            if let Some((first, _)) = recent.front()
+                && *first <= next
+            {
+                let skip = (next - first) as usize;
+                return Ok(recent.iter().skip(skip).take(max).cloned().collect());
             }
         }
         let rtx = self.shared.db.begin_read().map_err(internal)?;
@@ -360,7 +358,9 @@ fn commit_group(
     txns: Vec<(Txn, oneshot::Sender<Result<TxnOutcome>>)>,
     head: Revision,
 ) -> Revision {
-    let applied = (|| -> Result<(Vec<Option<(Revision, Vec<Event>)>>, Revision)> {
+    // Per transaction: its revision and events, or `None` when a compare failed.
+    type Applied = (Vec<Option<(Revision, Vec<Event>)>>, Revision);
+    let applied = (|| -> Result<Applied> {
         let wtx = shared.db.begin_write().map_err(internal)?;
         let mut revision = head;
         let mut outcomes = Vec::with_capacity(txns.len());
@@ -531,12 +531,12 @@ fn compact(shared: &Shared, revision: Revision, head: Revision) -> Result<()> {
                 continue;
             }
             let tombstone = decode::<Option<Record>>(v.value())?.is_none();
-            if let Some((kk, kr, kt)) = kept.take() {
-                if kk.as_slice() == key {
-                    doomed.push((kk, kr));
-                } else if kt {
-                    doomed.push((kk, kr));
-                }
+            // The previous entry goes if this one supersedes it, or if it was its key's last
+            // and a tombstone.
+            if let Some((kk, kr, kt)) = kept.take()
+                && (kk.as_slice() == key || kt)
+            {
+                doomed.push((kk, kr));
             }
             kept = Some((key.to_vec(), rev, tombstone));
         }

@@ -55,7 +55,7 @@ pub enum Deletion {
     /// The object is gone.
     Deleted,
     /// Finalizers (or children) remain; the object now carries a deletion timestamp.
-    Pending(RawObject),
+    Pending(Box<RawObject>),
 }
 
 /// Options of a list call.
@@ -352,21 +352,20 @@ impl Registry {
             return Err(conflict_stale(path));
         }
         let mut updated: Object<K> = from_raw(current.clone())?;
-        if current.metadata.deletion_timestamp.is_some() {
-            if let Some(added) = object
+        if current.metadata.deletion_timestamp.is_some()
+            && let Some(added) = object
                 .metadata
                 .finalizers
                 .iter()
                 .find(|f| !current.metadata.finalizers.contains(f))
-            {
-                let mut errors = FieldErrors::default();
-                errors.push(
-                    "metadata.finalizers",
-                    FieldReason::FieldValueForbidden,
-                    format!("cannot add `{added}` while {path} is being deleted"),
-                );
-                return Err(RegistryError::Invalid(errors));
-            }
+        {
+            let mut errors = FieldErrors::default();
+            errors.push(
+                "metadata.finalizers",
+                FieldReason::FieldValueForbidden,
+                format!("cannot add `{added}` while {path} is being deleted"),
+            );
+            return Err(RegistryError::Invalid(errors));
         }
         if updated.spec != object.spec {
             updated.metadata.generation += 1;
@@ -536,7 +535,7 @@ impl Registry {
             if object.metadata.deletion_timestamp.is_none()
                 || self.first_child(path).await?.is_some()
             {
-                return Ok(Deletion::Pending(object));
+                return Ok(Deletion::Pending(Box::new(object)));
             }
             let before = object.metadata.finalizers.len();
             object
@@ -550,9 +549,9 @@ impl Registry {
             } else if object.metadata.finalizers.len() != before {
                 self.write(path, kv.mod_revision, &object)
                     .await
-                    .map(Deletion::Pending)
+                    .map(|o| Deletion::Pending(Box::new(o)))
             } else {
-                return Ok(Deletion::Pending(object));
+                return Ok(Deletion::Pending(Box::new(object)));
             };
             match outcome {
                 Err(RegistryError::Conflict(_)) => continue,

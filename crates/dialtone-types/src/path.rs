@@ -65,7 +65,7 @@ impl ResourcePath {
             reason: reason.to_string(),
         };
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if parts.len() % 2 != 0 || parts.is_empty() {
+        if !parts.len().is_multiple_of(2) || parts.is_empty() {
             return Err(err("expected pairs of kind and name"));
         }
         let mut segments: Vec<(&'static KindInfo, String)> = Vec::new();
