@@ -9,6 +9,7 @@
 pub mod account;
 pub mod audit;
 pub mod auth;
+pub mod cluster_types;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -143,6 +144,11 @@ pub fn router(app: App) -> Router {
         .route("/v1/orgs/{org}/tokens/{id}", delete(account::revoke_token))
         .route("/v1/orgs/{org}/audit", get(audit::list_audit))
         .route("/v1/whoami", get(account::whoami))
+        .route("/v1/clustertypes", get(cluster_types::list_cluster_types))
+        .route(
+            "/v1/clustertypes/{type}",
+            get(cluster_types::get_cluster_type),
+        )
         .route("/openapi.json", get(serve_openapi))
         .route("/metrics", get(serve_metrics))
         .fallback(no_such_path)

@@ -2,6 +2,7 @@
 //! routes, so that it cannot drift from the code. `docs/openapi.json` is its committed copy.
 
 use dialtone_types::auth::{AuditRecord, NewToken, TokenInfo, TokenRequest, WhoAmI};
+use dialtone_types::cluster_types::ClusterTypeInfo;
 use dialtone_types::{Kind, List, Object, Status};
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -147,6 +148,18 @@ impl Document {
         );
         let responses = self.respond("200", "Audit records, oldest first", audit);
         self.operation("/v1/orgs/{org}/audit", "get", json!({"operationId": "listAudit", "tags": ["Audit"], "parameters": [query("limit", "At most this many records", json!({"type": "integer", "minimum": 0})), query("continue", "The token from the previous page", json!({"type": "string"}))], "responses": responses}));
+        let (types, one_type) = (
+            self.schema::<List<ClusterTypeInfo>>(),
+            self.schema::<ClusterTypeInfo>(),
+        );
+        let responses = self.respond("200", "Every Smart Cluster type with its decisions", types);
+        self.operation("/v1/clustertypes", "get", json!({"operationId": "listClusterTypes", "tags": ["ClusterType"], "responses": responses}));
+        let responses = self.respond(
+            "200",
+            "One type's decisions, each with its value and reason",
+            one_type,
+        );
+        self.operation("/v1/clustertypes/{type}", "get", json!({"operationId": "getClusterType", "tags": ["ClusterType"], "responses": responses}));
         let text =
             json!({"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}});
         for (path, id, security) in [

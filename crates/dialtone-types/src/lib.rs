@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster_types;
 pub mod kinds;
 pub mod meta;
 pub mod path;

@@ -48,6 +48,9 @@ pub enum Command {
     /// Identities: who can hold tokens, in an org.
     #[command(subcommand)]
     Identity(NounCommand),
+    /// Smart Cluster types and the decisions each makes.
+    #[command(subcommand)]
+    ClusterTypes(ClusterTypesCommand),
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -210,6 +213,17 @@ pub enum TokenCommand {
         id: String,
         #[arg(long)]
         org: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterTypesCommand {
+    /// The types.
+    List,
+    /// Every decision of one type, with its value and the reason for it.
+    Describe {
+        /// `developer` or `production`.
+        name: String,
     },
 }
 

@@ -16,12 +16,22 @@ use dialtone_types::auth::{NewToken, TokenRequest, WhoAmI};
 use dialtone_types::kinds::{FOLDER, IDENTITY, ORG, PROJECT};
 use serde_json::Value;
 
-use crate::cli::{AuditCommand, Cli, Command, ConfigCommand, Output, TokenCommand};
+use crate::cli::{
+    AuditCommand, Cli, ClusterTypesCommand, Command, ConfigCommand, Output, TokenCommand,
+};
 use crate::output::{print_table, print_value};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let is_server = matches!(cli.command, Command::Server(_));
+    if !is_server {
+        // A CLI whose output is piped into `head` should end quietly when the reader goes,
+        // as Unix tools do, not panic on the write. The server keeps ignoring SIGPIPE.
+        // SAFETY: called before any thread starts; restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let default_level = if is_server { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -96,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Folder(c) => tree::run(&FOLDER, c, &client, &context, output).await,
                 Command::Project(c) => tree::run(&PROJECT, c, &client, &context, output).await,
                 Command::Identity(c) => tree::run(&IDENTITY, c, &client, &context, output).await,
+                Command::ClusterTypes(c) => cluster_types(c, &client, output).await,
                 Command::Token(c) => token(c, &client, &context, output).await,
                 Command::Audit(c) => audit(c, &client, &context, output).await,
                 Command::Whoami => {
@@ -212,6 +223,51 @@ async fn token(
                 .delete(&format!("/v1/orgs/{org}/tokens/{id}"), &[])
                 .await?;
             println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn cluster_types(
+    command: ClusterTypesCommand,
+    client: &Client,
+    output: Output,
+) -> anyhow::Result<()> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match command {
+        ClusterTypesCommand::List => {
+            let list: Value = client.get("/v1/clustertypes", &[]).await?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            match output {
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = items
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                text(&t["name"]),
+                                t["decisions"].as_array().map_or(0, Vec::len).to_string(),
+                                text(&t["description"]),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["NAME", "DECISIONS", "DESCRIPTION"], &rows);
+                }
+                _ => print_value(output, &Value::Array(items))?,
+            }
+        }
+        ClusterTypesCommand::Describe { name } => {
+            let info: Value = client.get(&format!("/v1/clustertypes/{name}"), &[]).await?;
+            if output != Output::Table {
+                return print_value(output, &info);
+            }
+            println!("{}: {}\n", text(&info["name"]), text(&info["description"]));
+            let rows: Vec<Vec<String>> = info["decisions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| vec![text(&d["key"]), text(&d["value"]), text(&d["reason"])])
+                .collect();
+            print_table(&["DECISION", "VALUE", "WHY"], &rows);
         }
     }
     Ok(())

@@ -198,3 +198,68 @@ fn completions_and_the_openapi_document() {
         "docs/openapi.json is stale: regenerate it with `cargo run -q -p dialtone -- openapi > docs/openapi.json`"
     );
 }
+
+#[test]
+fn cluster_types_show_every_decision_with_its_reason() {
+    let server = start();
+    let list = ok(server.cli(&["cluster-types", "list"]));
+    assert!(
+        list.contains("developer") && list.contains("production"),
+        "{list}"
+    );
+    let production: Value = serde_json::from_str(&ok(server.cli(&[
+        "cluster-types",
+        "describe",
+        "production",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let decisions = production["decisions"].as_array().unwrap();
+    assert!(decisions.len() > 50, "{} decisions", decisions.len());
+    assert!(
+        decisions
+            .iter()
+            .all(|d| !d["reason"].as_str().unwrap().is_empty())
+    );
+    let nodes = decisions
+        .iter()
+        .find(|d| d["key"] == "controlPlane.nodes")
+        .unwrap();
+    assert_eq!(nodes["value"], "3");
+    let table = ok(server.cli(&["cluster-types", "describe", "developer"]));
+    assert!(
+        table.contains("network.vpc")
+            && table.contains("shared by the project's developer clusters"),
+        "{table}"
+    );
+    let error = fails(server.cli(&["cluster-types", "describe", "staging"]));
+    assert!(
+        error.contains("valid types: developer, production"),
+        "{error}"
+    );
+}
+
+#[test]
+fn piping_into_a_reader_that_stops_early_is_not_a_crash() {
+    let server = start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .args(["cluster-types", "describe", "production"])
+        .env("DIALTONE_CONFIG", server.config_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the CLI has its answer from the server, as with `| true`.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "ends by SIGPIPE, quietly: {:?}",
+        output.status
+    );
+}

@@ -1,0 +1,18 @@
+//! Smart Cluster planning. A cluster *type* (developer or production) is a named bundle of
+//! decisions; [`DECISIONS`] is the one table of them, each with its value per type and a
+//! one-line reason. [`plan`] turns a request and the facts around it (the region, the
+//! catalogue, the org's address plan) into a concrete [`ClusterPlan`].
+//!
+//! Pure and deterministic: the same inputs always give the same plan. No IO, no clock, no
+//! randomness; the controllers that apply plans live elsewhere.
+
+mod decisions;
+mod network;
+mod plan;
+
+pub use decisions::{ClusterType, DECISIONS, Decision, Rule, Value};
+pub use network::AddressPlan;
+pub use plan::{
+    ClusterPlan, ClusterRequest, ControlPlanePlan, NetworkPlan, NodeSlot, PlanContext, PlanError,
+    Problem, SUPPORTED_VERSIONS, Subnet, WorkerPlan, plan,
+};

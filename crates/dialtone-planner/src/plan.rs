@@ -1,0 +1,444 @@
+//! From a request to a concrete plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dialtone_cloud::{InstanceCatalog, InstanceType, Region};
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::decisions::{ClusterType, DECISIONS, Decision, Rule};
+use crate::network::AddressPlan;
+
+/// Supported Kubernetes minors, oldest first; new clusters default to the last.
+pub const SUPPORTED_VERSIONS: &[&str] = &["1.32", "1.33", "1.34"];
+
+/// What the planner reads of a cluster's spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterRequest {
+    pub name: String,
+    pub cluster_type: ClusterType,
+    pub region: String,
+    pub kubernetes_version: Option<String>,
+    pub min_nodes: Option<u32>,
+    pub max_nodes: Option<u32>,
+    /// Only these instance families, if any are given.
+    pub allowed_families: Vec<String>,
+    pub excluded_families: Vec<String>,
+}
+
+/// The facts around a request.
+pub struct PlanContext<'a> {
+    pub catalog: &'a InstanceCatalog,
+    pub address_plan: &'a AddressPlan,
+    /// The VPC the project's developer clusters already share in the region, if any.
+    pub shared_developer_vpc: Option<Ipv4Net>,
+}
+
+/// One thing wrong with a request, naming the spec field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Every problem of a request that cannot be planned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanError(pub Vec<Problem>);
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSlot {
+    pub zone: String,
+    pub instance_type: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlanePlan {
+    pub nodes: Vec<NodeSlot>,
+    pub root_disk_gib: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subnet {
+    pub zone: String,
+    pub cidr: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPlan {
+    pub vpc_cidr: Ipv4Net,
+    /// Whether the VPC is shared with the project's other developer clusters in the region.
+    pub shared_vpc: bool,
+    pub subnets: Vec<Subnet>,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPlan {
+    pub min_nodes: u32,
+    pub max_nodes: u32,
+    pub zones: Vec<String>,
+    /// Instance families right-sizing may choose from.
+    pub families: Vec<String>,
+    /// The workers to start with.
+    pub initial: Vec<NodeSlot>,
+    pub max_pods_per_node: u32,
+}
+
+/// Everything decided for one cluster.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPlan {
+    pub cluster_type: ClusterType,
+    pub region: String,
+    pub kubernetes_version: String,
+    pub control_plane: ControlPlanePlan,
+    pub network: NetworkPlan,
+    pub workers: WorkerPlan,
+    /// Every decision of the table with its concrete value for this cluster.
+    pub decisions: BTreeMap<&'static str, String>,
+}
+
+impl ClusterPlan {
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.decisions.get(key).map(String::as_str)
+    }
+}
+
+struct Bounds {
+    min_default: u32,
+    min_floor: u32,
+    max_default: u32,
+    max_ceiling: u32,
+}
+
+fn bounds(cluster_type: ClusterType) -> Bounds {
+    match cluster_type {
+        ClusterType::Developer => Bounds {
+            min_default: 1,
+            min_floor: 1,
+            max_default: 10,
+            max_ceiling: 50,
+        },
+        ClusterType::Production => Bounds {
+            min_default: 3,
+            min_floor: 3,
+            max_default: 100,
+            max_ceiling: 1000,
+        },
+    }
+}
+
+fn control_plane_instance(cluster_type: ClusterType, max_workers: u32) -> &'static str {
+    match cluster_type {
+        ClusterType::Developer if max_workers <= 10 => "t3.medium",
+        ClusterType::Developer => "t3.large",
+        ClusterType::Production if max_workers <= 10 => "m7i.large",
+        ClusterType::Production if max_workers <= 100 => "m7i.xlarge",
+        ClusterType::Production if max_workers <= 500 => "m7i.2xlarge",
+        ClusterType::Production => "m7i.4xlarge",
+    }
+}
+
+/// A stable spread of developer clusters over a region's zones, by name (FNV-1a).
+fn zone_index(name: &str, zones: usize) -> usize {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % zones as u64) as usize
+}
+
+fn offered_in(instance: &InstanceType, zones: &[String]) -> bool {
+    zones.iter().all(|z| {
+        z.chars()
+            .last()
+            .is_some_and(|s| instance.zone_suffixes.contains(&s))
+    })
+}
+
+/// Plans `request`, or says everything that is wrong with it.
+pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<ClusterPlan, PlanError> {
+    let cluster_type = request.cluster_type;
+    let mut problems = Vec::new();
+    let mut problem =
+        |field: &'static str, message: String| problems.push(Problem { field, message });
+
+    let region = Region::find(&request.region);
+    if region.is_none() {
+        problem(
+            "spec.region",
+            format!(
+                "unknown region `{}`; valid regions: {}",
+                request.region,
+                Region::names().join(", ")
+            ),
+        );
+    }
+    let version = request
+        .kubernetes_version
+        .clone()
+        .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string());
+    if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
+        problem(
+            "spec.kubernetesVersion",
+            format!(
+                "unsupported version `{version}`; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        );
+    }
+    let b = bounds(cluster_type);
+    let min_nodes = request.min_nodes.unwrap_or(b.min_default);
+    let max_nodes = request.max_nodes.unwrap_or(b.max_default.max(min_nodes));
+    if min_nodes < b.min_floor {
+        problem(
+            "spec.minNodes",
+            format!(
+                "a {cluster_type} cluster needs at least {} workers",
+                b.min_floor
+            ),
+        );
+    }
+    if max_nodes > b.max_ceiling {
+        problem(
+            "spec.maxNodes",
+            format!(
+                "a {cluster_type} cluster has at most {} workers",
+                b.max_ceiling
+            ),
+        );
+    }
+    if min_nodes > max_nodes {
+        problem(
+            "spec.maxNodes",
+            format!("maxNodes ({max_nodes}) is below minNodes ({min_nodes})"),
+        );
+    }
+    let zone_count = if cluster_type == ClusterType::Production {
+        3
+    } else {
+        1
+    };
+    let zones: Vec<String> = match region {
+        Some(r) if r.zones().len() < zone_count => {
+            problem(
+                "spec.region",
+                format!(
+                    "{} has {} zones; a {cluster_type} cluster needs {zone_count}",
+                    r.name,
+                    r.zones().len()
+                ),
+            );
+            Vec::new()
+        }
+        Some(r) if cluster_type == ClusterType::Production => {
+            r.zones().into_iter().take(3).collect()
+        }
+        Some(r) => {
+            let all = r.zones();
+            vec![all[zone_index(&request.name, all.len())].clone()]
+        }
+        None => Vec::new(),
+    };
+
+    // Instance families right-sizing may use.
+    let known: BTreeSet<&str> = context.catalog.iter().map(|t| t.family.as_str()).collect();
+    for (field, families) in [
+        ("spec.allowedFamilies", &request.allowed_families),
+        ("spec.excludedFamilies", &request.excluded_families),
+    ] {
+        for family in families.iter().filter(|f| !known.contains(f.as_str())) {
+            problem(field, format!("unknown instance family `{family}`"));
+        }
+    }
+    let eligible = |t: &&InstanceType| {
+        t.current_generation
+            && t.gpus == 0
+            && !t.bare_metal
+            && (cluster_type == ClusterType::Developer || !t.burstable)
+            && (request.allowed_families.is_empty() || request.allowed_families.contains(&t.family))
+            && !request.excluded_families.contains(&t.family)
+            && offered_in(t, &zones)
+    };
+    let families: Vec<String> = context
+        .catalog
+        .iter()
+        .filter(eligible)
+        .map(|t| t.family.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let min_memory_mib = if cluster_type == ClusterType::Production {
+        8192
+    } else {
+        4096
+    };
+    let initial_type = context
+        .catalog
+        .iter()
+        .filter(eligible)
+        .filter(|t| t.vcpus >= 2 && t.memory_mib >= min_memory_mib)
+        .min_by(|a, b| {
+            a.usd_per_hour
+                .total_cmp(&b.usd_per_hour)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+    if initial_type.is_none() && !zones.is_empty() {
+        problem(
+            "spec.allowedFamilies",
+            format!(
+                "no instance type of the allowed families fits a {cluster_type} worker in {}",
+                zones.join(", ")
+            ),
+        );
+    }
+
+    // Network.
+    let vpc_cidr = match (cluster_type, context.shared_developer_vpc) {
+        (ClusterType::Developer, Some(shared)) => Some(shared),
+        _ => context.address_plan.next_free(16),
+    };
+    if vpc_cidr.is_none() {
+        problem(
+            "org.addressPlan",
+            format!(
+                "the address plan {} has no free /16 left",
+                context.address_plan.pool
+            ),
+        );
+    }
+
+    if !problems.is_empty() {
+        return Err(PlanError(problems));
+    }
+    let (vpc_cidr, initial_type) = (vpc_cidr.expect("checked"), initial_type.expect("checked"));
+    let subnet_of_zone = |zone: &String| {
+        let region = region.expect("checked");
+        let index = region
+            .zones()
+            .iter()
+            .position(|z| z == zone)
+            .expect("a zone of the region");
+        vpc_cidr
+            .subnets(20)
+            .expect("a /16 holds /20s")
+            .nth(index)
+            .expect("at most 16 zones")
+    };
+    let subnets = zones
+        .iter()
+        .map(|z| Subnet {
+            zone: z.clone(),
+            cidr: subnet_of_zone(z),
+        })
+        .collect();
+    let cp_type = control_plane_instance(cluster_type, max_nodes);
+    let control_plane = ControlPlanePlan {
+        nodes: zones
+            .iter()
+            .map(|z| NodeSlot {
+                zone: z.clone(),
+                instance_type: cp_type.to_string(),
+            })
+            .collect(),
+        root_disk_gib: if cluster_type == ClusterType::Production {
+            100
+        } else {
+            50
+        },
+    };
+    let initial = (0..min_nodes as usize)
+        .map(|i| NodeSlot {
+            zone: zones[i % zones.len()].clone(),
+            instance_type: initial_type.name.clone(),
+        })
+        .collect();
+    let max_pods = initial_type.max_pods.min(110);
+    let fixed_cidr = |key: &str| match Decision::find(key).map(|d| d.rule(cluster_type)) {
+        Some(Rule::Fixed(v)) => v
+            .to_string()
+            .parse::<Ipv4Net>()
+            .expect("the table holds a valid CIDR"),
+        _ => unreachable!("{key} is a fixed CIDR of the table"),
+    };
+    let (pod_cidr, service_cidr) = (
+        fixed_cidr("network.podCidr"),
+        fixed_cidr("network.serviceCidr"),
+    );
+    let network = NetworkPlan {
+        vpc_cidr,
+        shared_vpc: cluster_type == ClusterType::Developer,
+        subnets,
+        pod_cidr,
+        service_cidr,
+    };
+    let workers = WorkerPlan {
+        min_nodes,
+        max_nodes,
+        zones: zones.clone(),
+        families,
+        initial,
+        max_pods_per_node: max_pods,
+    };
+
+    // The concrete value of every decision, for users and for the record.
+    let computed = |key: &str| -> String {
+        match key {
+            "controlPlane.instanceType" => cp_type.to_string(),
+            "controlPlane.apiServerReplicas" => control_plane.nodes.len().to_string(),
+            "network.vpcCidr" => vpc_cidr.to_string(),
+            "network.subnets" => network
+                .subnets
+                .iter()
+                .map(|s| format!("{}={}", s.zone, s.cidr))
+                .collect::<Vec<_>>()
+                .join(","),
+            "network.apiAllowedCidrs" => context.address_plan.pool.to_string(),
+            "workers.minNodes" => min_nodes.to_string(),
+            "workers.maxNodes" => max_nodes.to_string(),
+            "workers.maxPodsPerNode" => max_pods.to_string(),
+            "workers.instanceFamilies" => workers.families.join(","),
+            "workers.initialInstanceType" => initial_type.name.clone(),
+            "workers.nodeImage" => format!("dialtone-node-{version}"),
+            "kubernetes.version" => version.clone(),
+            other => unreachable!("no computation for {other}"),
+        }
+    };
+    let decisions = DECISIONS
+        .iter()
+        .map(|d| {
+            let value = match d.rule(cluster_type) {
+                Rule::Fixed(v) => v.to_string(),
+                Rule::Computed(_) => computed(d.key),
+            };
+            (d.key, value)
+        })
+        .collect();
+    Ok(ClusterPlan {
+        cluster_type,
+        region: request.region.clone(),
+        kubernetes_version: version,
+        control_plane,
+        network,
+        workers,
+        decisions,
+    })
+}

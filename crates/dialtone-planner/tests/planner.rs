@@ -1,0 +1,412 @@
+//! The decision table and the plans made from it.
+
+use std::collections::BTreeSet;
+
+use dialtone_cloud::InstanceCatalog;
+use dialtone_planner::{
+    AddressPlan, ClusterPlan, ClusterRequest, ClusterType, DECISIONS, PlanContext, PlanError, Rule,
+    SUPPORTED_VERSIONS, plan,
+};
+use ipnet::Ipv4Net;
+use proptest::prelude::*;
+
+fn request(cluster_type: ClusterType) -> ClusterRequest {
+    ClusterRequest {
+        name: "web".into(),
+        cluster_type,
+        region: "us-east-1".into(),
+        kubernetes_version: None,
+        min_nodes: None,
+        max_nodes: None,
+        allowed_families: vec![],
+        excluded_families: vec![],
+    }
+}
+
+fn plan_with(
+    request: &ClusterRequest,
+    address_plan: &AddressPlan,
+    shared: Option<Ipv4Net>,
+) -> Result<ClusterPlan, PlanError> {
+    let context = PlanContext {
+        catalog: InstanceCatalog::builtin(),
+        address_plan,
+        shared_developer_vpc: shared,
+    };
+    plan(request, &context)
+}
+
+fn plan_of(request: &ClusterRequest) -> ClusterPlan {
+    plan_with(request, &AddressPlan::default_pool(), None).expect("a valid request plans")
+}
+
+fn fields(error: PlanError) -> Vec<&'static str> {
+    error.0.iter().map(|p| p.field).collect()
+}
+
+#[test]
+fn the_table_has_over_fifty_decisions_each_with_a_reason() {
+    assert!(DECISIONS.len() > 50, "{} decisions", DECISIONS.len());
+    let keys: BTreeSet<_> = DECISIONS.iter().map(|d| d.key).collect();
+    assert_eq!(keys.len(), DECISIONS.len(), "keys are unique");
+    for d in DECISIONS {
+        assert!(
+            d.reason.len() > 20 && d.reason.ends_with('.'),
+            "{}: a one-line reason",
+            d.key
+        );
+        assert!(d.key.contains('.'), "{}: area.name", d.key);
+    }
+}
+
+/// Every fixed decision, for each type, is what the plan records.
+#[test]
+fn every_fixed_decision_is_applied() {
+    for cluster_type in ClusterType::ALL {
+        let planned = plan_of(&request(cluster_type));
+        assert_eq!(
+            planned.decisions.len(),
+            DECISIONS.len(),
+            "a plan records every decision"
+        );
+        for d in DECISIONS {
+            if let Rule::Fixed(value) = d.rule(cluster_type) {
+                assert_eq!(
+                    planned.value(d.key),
+                    Some(value.to_string().as_str()),
+                    "{cluster_type} {}",
+                    d.key
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn control_plane_nodes_and_zones() {
+    let dev = plan_of(&request(ClusterType::Developer));
+    assert_eq!(dev.control_plane.nodes.len(), 1);
+    let prod = plan_of(&request(ClusterType::Production));
+    let zones: BTreeSet<_> = prod
+        .control_plane
+        .nodes
+        .iter()
+        .map(|n| n.zone.as_str())
+        .collect();
+    assert_eq!(
+        (prod.control_plane.nodes.len(), zones.len()),
+        (3, 3),
+        "three nodes in three distinct zones"
+    );
+    assert_eq!(prod.value("controlPlane.apiServerReplicas"), Some("3"));
+}
+
+#[test]
+fn control_plane_instance_type_follows_the_worker_bound() {
+    let sized = |cluster_type, max| {
+        let mut r = request(cluster_type);
+        r.max_nodes = Some(max);
+        plan_of(&r).control_plane.nodes[0].instance_type.clone()
+    };
+    assert_eq!(sized(ClusterType::Developer, 10), "t3.medium");
+    assert_eq!(sized(ClusterType::Developer, 11), "t3.large");
+    assert_eq!(sized(ClusterType::Production, 10), "m7i.large");
+    assert_eq!(sized(ClusterType::Production, 100), "m7i.xlarge");
+    assert_eq!(sized(ClusterType::Production, 500), "m7i.2xlarge");
+    assert_eq!(sized(ClusterType::Production, 1000), "m7i.4xlarge");
+    for name in [
+        "t3.medium",
+        "t3.large",
+        "m7i.large",
+        "m7i.xlarge",
+        "m7i.2xlarge",
+        "m7i.4xlarge",
+    ] {
+        assert!(
+            InstanceCatalog::builtin().get(name).is_some(),
+            "{name} is in the catalogue"
+        );
+    }
+}
+
+#[test]
+fn production_vpcs_come_from_the_address_plan_without_overlap() {
+    let mut address_plan = AddressPlan {
+        pool: "10.0.0.0/8".parse().unwrap(),
+        allocated: vec![
+            "10.0.0.0/16".parse().unwrap(),
+            "10.1.4.0/24".parse().unwrap(),
+        ],
+    };
+    let first = plan_with(&request(ClusterType::Production), &address_plan, None).unwrap();
+    assert_eq!(first.network.vpc_cidr.to_string(), "10.2.0.0/16");
+    assert!(!first.network.shared_vpc);
+    address_plan.allocated.push(first.network.vpc_cidr);
+    let second = plan_with(&request(ClusterType::Production), &address_plan, None).unwrap();
+    assert_eq!(second.network.vpc_cidr.to_string(), "10.3.0.0/16");
+    assert_eq!(second.value("network.apiAllowedCidrs"), Some("10.0.0.0/8"));
+    let full = AddressPlan {
+        pool: "10.0.0.0/16".parse().unwrap(),
+        allocated: vec!["10.0.0.0/16".parse().unwrap()],
+    };
+    assert_eq!(
+        fields(plan_with(&request(ClusterType::Production), &full, None).unwrap_err()),
+        ["org.addressPlan"]
+    );
+}
+
+#[test]
+fn developer_clusters_share_the_project_vpc() {
+    let shared: Ipv4Net = "10.9.0.0/16".parse().unwrap();
+    let dev = plan_with(
+        &request(ClusterType::Developer),
+        &AddressPlan::default_pool(),
+        Some(shared),
+    )
+    .unwrap();
+    assert_eq!(dev.network.vpc_cidr, shared);
+    assert!(dev.network.shared_vpc);
+    let first_in_project = plan_of(&request(ClusterType::Developer));
+    assert_eq!(
+        first_in_project.network.vpc_cidr.to_string(),
+        "10.0.0.0/16",
+        "the first allocates it"
+    );
+    let prod = plan_with(
+        &request(ClusterType::Production),
+        &AddressPlan::default_pool(),
+        Some(shared),
+    )
+    .unwrap();
+    assert_ne!(prod.network.vpc_cidr, shared, "production never shares");
+}
+
+#[test]
+fn subnets_one_per_zone_inside_the_vpc() {
+    for cluster_type in ClusterType::ALL {
+        let p = plan_of(&request(cluster_type));
+        let zones: Vec<_> = p.network.subnets.iter().map(|s| s.zone.clone()).collect();
+        assert_eq!(zones, p.workers.zones);
+        for (i, a) in p.network.subnets.iter().enumerate() {
+            assert!(p.network.vpc_cidr.contains(&a.cidr) && a.cidr.prefix_len() == 20);
+            for b in &p.network.subnets[i + 1..] {
+                assert!(
+                    !a.cidr.contains(&b.cidr.network()) && !b.cidr.contains(&a.cidr.network()),
+                    "disjoint"
+                );
+            }
+        }
+        assert!(!p.network.vpc_cidr.contains(&p.network.pod_cidr.network()));
+        assert!(
+            !p.network
+                .vpc_cidr
+                .contains(&p.network.service_cidr.network())
+        );
+    }
+}
+
+#[test]
+fn worker_bounds_defaults_floors_and_ceilings() {
+    let dev = plan_of(&request(ClusterType::Developer));
+    assert_eq!(
+        (
+            dev.workers.min_nodes,
+            dev.workers.max_nodes,
+            dev.workers.initial.len()
+        ),
+        (1, 10, 1)
+    );
+    let prod = plan_of(&request(ClusterType::Production));
+    assert_eq!((prod.workers.min_nodes, prod.workers.max_nodes), (3, 100));
+    let per_zone: BTreeSet<_> = prod
+        .workers
+        .initial
+        .iter()
+        .map(|n| n.zone.as_str())
+        .collect();
+    assert_eq!(per_zone.len(), 3, "a worker in every zone");
+    let mut r = request(ClusterType::Production);
+    r.min_nodes = Some(2);
+    r.max_nodes = Some(2000);
+    assert_eq!(
+        fields(plan_with(&r, &AddressPlan::default_pool(), None).unwrap_err()),
+        ["spec.minNodes", "spec.maxNodes"]
+    );
+    let mut r = request(ClusterType::Developer);
+    r.min_nodes = Some(5);
+    r.max_nodes = Some(4);
+    let error = plan_with(&r, &AddressPlan::default_pool(), None).unwrap_err();
+    assert!(error.to_string().contains("below minNodes"), "{error}");
+    let mut r = request(ClusterType::Developer);
+    r.min_nodes = Some(20);
+    assert_eq!(
+        plan_of(&r).workers.max_nodes,
+        20,
+        "the default bound rises to the minimum"
+    );
+}
+
+#[test]
+fn instance_families_and_the_initial_worker_type() {
+    let catalog = InstanceCatalog::builtin();
+    let prod = plan_of(&request(ClusterType::Production));
+    assert!(
+        prod.workers
+            .families
+            .iter()
+            .all(|f| !catalog.iter().any(|t| &t.family == f && t.burstable)),
+        "no burstable family in production"
+    );
+    let dev = plan_of(&request(ClusterType::Developer));
+    assert!(dev.workers.families.contains(&"t3".to_string()));
+    // The initial type is the cheapest eligible one.
+    let chosen = catalog.get(&prod.workers.initial[0].instance_type).unwrap();
+    let cheaper = catalog
+        .iter()
+        .filter(|t| {
+            prod.workers.families.contains(&t.family)
+                && t.vcpus >= 2
+                && t.memory_mib >= 8192
+                && t.usd_per_hour < chosen.usd_per_hour
+        })
+        .count();
+    assert_eq!(cheaper, 0, "{} is the cheapest fit", chosen.name);
+    assert_eq!(prod.workers.max_pods_per_node, chosen.max_pods.min(110));
+    let mut r = request(ClusterType::Production);
+    r.allowed_families = vec!["m7i".into(), "c7i".into()];
+    r.excluded_families = vec!["c7i".into()];
+    assert_eq!(plan_of(&r).workers.families, ["m7i"]);
+    r.allowed_families = vec!["nosuch".into()];
+    assert_eq!(
+        fields(plan_with(&r, &AddressPlan::default_pool(), None).unwrap_err()),
+        ["spec.allowedFamilies", "spec.allowedFamilies"]
+    );
+    r.allowed_families = vec!["t3".into()];
+    let error = plan_with(&r, &AddressPlan::default_pool(), None).unwrap_err();
+    assert!(
+        error.to_string().contains("no instance type"),
+        "burstable only: {error}"
+    );
+}
+
+#[test]
+fn versions_images_and_every_problem_at_once() {
+    let p = plan_of(&request(ClusterType::Developer));
+    assert_eq!(p.kubernetes_version, *SUPPORTED_VERSIONS.last().unwrap());
+    assert_eq!(
+        p.value("workers.nodeImage"),
+        Some(format!("dialtone-node-{}", p.kubernetes_version).as_str())
+    );
+    assert!(SUPPORTED_VERSIONS.len() >= 3);
+    let mut r = request(ClusterType::Production);
+    r.region = "mars-1".into();
+    r.kubernetes_version = Some("1.20".into());
+    r.min_nodes = Some(9);
+    r.max_nodes = Some(4);
+    let error = plan_with(&r, &AddressPlan::default_pool(), None).unwrap_err();
+    assert_eq!(
+        fields(error.clone()),
+        ["spec.region", "spec.kubernetesVersion", "spec.maxNodes"]
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("us-east-1, us-west-2, eu-west-1") && text.contains("1.32, 1.33, 1.34"),
+        "the valid values are listed: {text}"
+    );
+}
+
+#[test]
+fn plans_are_deterministic_and_spread_developer_clusters() {
+    assert_eq!(
+        plan_of(&request(ClusterType::Production)),
+        plan_of(&request(ClusterType::Production))
+    );
+    let zones: BTreeSet<String> = (0..40)
+        .map(|i| {
+            let mut r = request(ClusterType::Developer);
+            r.name = format!("dev-{i}");
+            plan_of(&r).workers.zones[0].clone()
+        })
+        .collect();
+    assert!(
+        zones.len() >= 4,
+        "developer clusters spread over the region's zones: {zones:?}"
+    );
+}
+
+fn any_request() -> impl Strategy<Value = (ClusterRequest, Vec<u8>)> {
+    (
+        prop::sample::select(vec![ClusterType::Developer, ClusterType::Production]),
+        prop::sample::select(vec!["us-east-1", "us-west-2", "eu-west-1"]),
+        prop::sample::select(SUPPORTED_VERSIONS.to_vec()),
+        "[a-z][a-z0-9-]{0,20}",
+        0u32..40,
+        0u32..200,
+        prop::collection::vec(0u8..255, 0..20),
+    )
+        .prop_map(
+            |(cluster_type, region, version, name, extra_min, extra_max, taken)| {
+                let floor = if cluster_type == ClusterType::Production {
+                    3
+                } else {
+                    1
+                };
+                let ceiling = if cluster_type == ClusterType::Production {
+                    1000
+                } else {
+                    50
+                };
+                let min = (floor + extra_min).min(ceiling);
+                let max = (min + extra_max).min(ceiling);
+                let request = ClusterRequest {
+                    name,
+                    cluster_type,
+                    region: region.into(),
+                    kubernetes_version: Some(version.into()),
+                    min_nodes: Some(min),
+                    max_nodes: Some(max),
+                    allowed_families: vec![],
+                    excluded_families: vec![],
+                };
+                (request, taken)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Every plan of a valid request keeps its type's promises.
+    #[test]
+    fn every_plan_satisfies_its_type(input in any_request()) {
+        let (request, taken) = input;
+        let allocated: Vec<Ipv4Net> = taken.iter().map(|b| format!("10.{b}.0.0/16").parse().unwrap()).collect();
+        let address_plan = AddressPlan { pool: "10.0.0.0/8".parse().unwrap(), allocated: allocated.clone() };
+        let p = plan_with(&request, &address_plan, None).unwrap();
+        let cp_zones: BTreeSet<_> = p.control_plane.nodes.iter().map(|n| n.zone.clone()).collect();
+        let worker_zones: BTreeSet<_> = p.workers.initial.iter().map(|n| n.zone.clone()).collect();
+        match request.cluster_type {
+            ClusterType::Production => {
+                prop_assert_eq!(p.control_plane.nodes.len(), 3);
+                prop_assert_eq!(cp_zones.len(), 3);
+                prop_assert_eq!(&worker_zones, &cp_zones);
+                prop_assert!(p.workers.min_nodes >= 3);
+            }
+            ClusterType::Developer => {
+                prop_assert_eq!(p.control_plane.nodes.len(), 1);
+                prop_assert_eq!(worker_zones.len(), 1);
+            }
+        }
+        prop_assert!(p.workers.min_nodes <= p.workers.max_nodes);
+        prop_assert_eq!(p.workers.initial.len() as u32, p.workers.min_nodes);
+        prop_assert!(address_plan.pool.contains(&p.network.vpc_cidr));
+        for taken in &allocated {
+            prop_assert!(!taken.contains(&p.network.vpc_cidr.network()) && !p.network.vpc_cidr.contains(&taken.network()));
+        }
+        for subnet in &p.network.subnets {
+            prop_assert!(p.network.vpc_cidr.contains(&subnet.cidr));
+        }
+        prop_assert!(p.workers.max_pods_per_node <= 110);
+        prop_assert_eq!(&plan_with(&request, &address_plan, None).unwrap(), &p, "deterministic");
+    }
+}

@@ -1,0 +1,22 @@
+//! API shape of the Smart Cluster types and their decision tables.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One decision of a cluster type: what it is for this type, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecisionInfo {
+    /// `area.name`, e.g. `controlPlane.nodes`.
+    pub key: String,
+    /// The value, or how it is computed for each cluster.
+    pub value: String,
+    pub reason: String,
+}
+
+/// A Smart Cluster type: a named bundle of decisions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterTypeInfo {
+    pub name: String,
+    pub description: String,
+    pub decisions: Vec<DecisionInfo>,
+}
