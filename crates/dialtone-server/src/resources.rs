@@ -404,6 +404,7 @@ async fn watch_response(
                 .is_ok_and(|l| l.starts_with(b"{\"type\":\"ERROR\""));
             futures::future::ready(Some(line))
         });
+    // The stream owns the guard, so the open-watch gauge drops when the client goes away.
     let body = initial.chain(live).map(move |line| {
         let _ = &guard;
         line
