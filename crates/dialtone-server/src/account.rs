@@ -10,12 +10,14 @@ use axum::response::Response;
 use dialtone_types::auth::{TokenRequest, WhoAmI};
 use dialtone_types::kinds::{IDENTITY, ORG};
 use dialtone_types::validation::decode_strict;
-use dialtone_types::{API_VERSION, ApiError, List, ListMeta};
+use dialtone_types::{ApiError, List, ListMeta};
 
 use crate::App;
 use crate::auth::{Principal, Target, Verb, enforce, mint_token};
 use crate::error::HttpResult;
-use crate::resources::{check_query, object_path, to_json};
+use crate::resources::{
+    authorized_existing_path, authorized_path, check_query, object_path, success, to_json,
+};
 
 /// `POST /v1/orgs/{org}/identities/{identity}/tokens`
 pub async fn create_token(
@@ -24,12 +26,7 @@ pub async fn create_token(
     Path(params): Path<Vec<(String, String)>>,
     body: Bytes,
 ) -> HttpResult<Response> {
-    let identity = object_path(&IDENTITY, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Create, Target::Object(&identity)),
-        &identity,
-    )?;
+    let identity = authorized_path(&app, &principal, &IDENTITY, &params, Verb::Create)?;
     let request: TokenRequest = if body.is_empty() {
         TokenRequest::default()
     } else {
@@ -58,28 +55,19 @@ pub async fn list_tokens(
     Query(query): Query<HashMap<String, String>>,
 ) -> HttpResult<Response> {
     check_query(&query, &[])?;
-    let org = object_path(&ORG, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::List, Target::Object(&org)),
-        &org,
-    )?;
-    if !app.registry.exists(&org).await? {
-        return Err(ApiError::not_found(&org).into());
-    }
+    let org = authorized_existing_path(&app, &principal, &ORG, &params, Verb::List).await?;
     let items = app.registry.list_tokens(org.org_name()).await?;
     let revision = app.registry.store().revision().await?;
     Ok(to_json(
         StatusCode::OK,
-        &List {
-            api_version: API_VERSION.into(),
-            kind: "TokenList".into(),
-            metadata: ListMeta {
+        &List::new(
+            "Token",
+            ListMeta {
                 resource_version: revision.to_string(),
                 continue_token: None,
             },
             items,
-        },
+        ),
     ))
 }
 
@@ -99,10 +87,7 @@ pub async fn revoke_token(
     if !app.registry.delete_token(org_path.org_name(), &id).await? {
         return Err(ApiError::not_found(missing).into());
     }
-    Ok(to_json(
-        StatusCode::OK,
-        &serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200, "message": format!("token {id} revoked")}),
-    ))
+    Ok(success(format!("token {id} revoked")))
 }
 
 /// `GET /v1/whoami`

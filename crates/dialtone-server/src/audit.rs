@@ -10,12 +10,12 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use dialtone_types::auth::AuditRecord;
-use dialtone_types::{API_VERSION, List, ListMeta, Reason, ResourcePath};
+use dialtone_types::{List, ListMeta, Reason, ResourcePath};
 
 use crate::App;
-use crate::auth::{Decision, Principal, Target, Verb, enforce};
+use crate::auth::{Decision, Principal, Target, Verb};
 use crate::error::HttpResult;
-use crate::resources::{check_query, object_path, parse_limit, to_json};
+use crate::resources::{authorized_existing_path, check_query, parse_limit, to_json};
 
 fn is_mutating(method: &Method) -> bool {
     matches!(
@@ -81,15 +81,14 @@ pub async fn list_audit(
     Query(query): Query<HashMap<String, String>>,
 ) -> HttpResult<Response> {
     check_query(&query, &["limit", "continue"])?;
-    let org = object_path(&dialtone_types::kinds::ORG, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Get, Target::Object(&org)),
-        &org,
-    )?;
-    if !app.registry.exists(&org).await? {
-        return Err(dialtone_types::ApiError::not_found(&org).into());
-    }
+    let org = authorized_existing_path(
+        &app,
+        &principal,
+        &dialtone_types::kinds::ORG,
+        &params,
+        Verb::Get,
+    )
+    .await?;
     let page = app
         .registry
         .list_audit(
@@ -100,14 +99,13 @@ pub async fn list_audit(
         .await?;
     Ok(to_json(
         StatusCode::OK,
-        &List {
-            api_version: API_VERSION.into(),
-            kind: "AuditRecordList".into(),
-            metadata: ListMeta {
+        &List::new(
+            "AuditRecord",
+            ListMeta {
                 resource_version: page.revision.to_string(),
                 continue_token: page.continue_token,
             },
-            items: page.items,
-        },
+            page.items,
+        ),
     ))
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use dialtone_planner::{ClusterType, DECISIONS};
 use dialtone_types::cluster_types::{ClusterTypeInfo, DecisionInfo};
-use dialtone_types::{API_VERSION, ApiError, List, ListMeta};
+use dialtone_types::{ApiError, List, ListMeta};
 
 use crate::error::HttpResult;
 use crate::resources::to_json;
@@ -27,12 +27,11 @@ fn info(cluster_type: ClusterType) -> ClusterTypeInfo {
 }
 
 pub async fn list_cluster_types() -> Response {
-    let list = List {
-        api_version: API_VERSION.into(),
-        kind: "ClusterTypeList".into(),
-        metadata: ListMeta::default(),
-        items: ClusterType::ALL.into_iter().map(info).collect::<Vec<_>>(),
-    };
+    let list = List::new(
+        "ClusterType",
+        ListMeta::default(),
+        ClusterType::ALL.into_iter().map(info).collect::<Vec<_>>(),
+    );
     to_json(StatusCode::OK, &list)
 }
 

@@ -10,12 +10,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use dialtone_store::registry::{Change, Deletion, ListOptions, RawObject, Registry};
+use dialtone_store::registry::{Change, ChangeKind, Deletion, ListOptions, RawObject, Registry};
 use dialtone_store::{KeyRange, StoreError};
 use dialtone_types::validation::is_dns1123_label;
 use dialtone_types::{
-    API_VERSION, ApiError, Kind, KindInfo, LabelSelector, List, ListMeta, Object, Reason,
-    ResourcePath, WatchEvent, WatchEventType,
+    ApiError, Kind, KindInfo, LabelSelector, List, ListMeta, Object, Reason, ResourcePath,
+    WatchEvent, WatchEventType,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -95,7 +95,7 @@ fn parent_path(
 }
 
 /// The path of the object named in the URL, once the caller may `verb` it.
-fn authorized_path(
+pub(crate) fn authorized_path(
     app: &App,
     principal: &Principal,
     kind: &'static KindInfo,
@@ -108,6 +108,22 @@ fn authorized_path(
             .authorize(principal, verb, Target::Object(&path)),
         &path,
     )?;
+    Ok(path)
+}
+
+/// Like [`authorized_path`], and the object must exist: a missing one gets the same 404
+/// as one the caller may not see.
+pub(crate) async fn authorized_existing_path(
+    app: &App,
+    principal: &Principal,
+    kind: &'static KindInfo,
+    params: &[(String, String)],
+    verb: Verb,
+) -> HttpResult<ResourcePath> {
+    let path = authorized_path(app, principal, kind, params, verb)?;
+    if !app.registry.exists(&path).await? {
+        return Err(ApiError::not_found(&path).into());
+    }
     Ok(path)
 }
 
@@ -193,7 +209,7 @@ async fn update_status<K: Kind>(
     Ok(to_json(StatusCode::OK, &updated))
 }
 
-fn success(message: String) -> Response {
+pub(crate) fn success(message: String) -> Response {
     to_json(
         StatusCode::OK,
         &serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200, "message": message}),
@@ -318,15 +334,14 @@ async fn list<K: Kind>(
         .registry
         .list_raw(K::INFO, parent.as_ref(), &options, &*visible)
         .await?;
-    let list = List {
-        api_version: API_VERSION.to_string(),
-        kind: format!("{}List", K::INFO.kind),
-        metadata: ListMeta {
+    let list = List::new(
+        K::INFO.kind,
+        ListMeta {
             resource_version: page.revision.to_string(),
             continue_token: page.continue_token,
         },
-        items: page.items,
-    };
+        page.items,
+    );
     Ok(to_json(StatusCode::OK, &list))
 }
 
@@ -375,9 +390,8 @@ async fn watch_response(
     };
     let changes = app.registry.watch(kind, parent.as_ref(), after).await?;
     let guard = app.metrics.watch_started();
-    let keep = move |object: &RawObject| {
-        selector.matches(&object.metadata.labels)
-            && path_of_object(kind, object).is_some_and(|p| visible(&p))
+    let keep = move |change: &Change| {
+        selector.matches(&change.object.metadata.labels) && visible(&change.path)
     };
     let initial = futures::stream::iter(
         initial
@@ -387,9 +401,14 @@ async fn watch_response(
     let live = changes
         .filter_map(move |change| {
             let out = match change {
-                Ok(Change::Added(o)) => keep(&o).then(|| line(WatchEventType::Added, &o)),
-                Ok(Change::Modified(o)) => keep(&o).then(|| line(WatchEventType::Modified, &o)),
-                Ok(Change::Deleted(o)) => keep(&o).then(|| line(WatchEventType::Deleted, &o)),
+                Ok(change) => keep(&change).then(|| {
+                    let type_ = match change.kind {
+                        ChangeKind::Added => WatchEventType::Added,
+                        ChangeKind::Modified => WatchEventType::Modified,
+                        ChangeKind::Deleted => WatchEventType::Deleted,
+                    };
+                    line(type_, &change.object)
+                }),
                 Err(e) => Some(error_line(e)),
             };
             futures::future::ready(out.map(Ok::<_, std::convert::Infallible>))
@@ -415,15 +434,6 @@ async fn watch_response(
         axum::http::HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
-}
-
-fn path_of_object(kind: &'static KindInfo, object: &RawObject) -> Option<ResourcePath> {
-    if object.metadata.parent.is_empty() {
-        return Some(ResourcePath::org(&object.metadata.name));
-    }
-    ResourcePath::parse(&object.metadata.parent)
-        .ok()
-        .map(|p| p.child(kind, &object.metadata.name))
 }
 
 fn line(type_: WatchEventType, object: &RawObject) -> Bytes {

@@ -90,6 +90,37 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Internal(format!("corrupt record: {e}")))
 }
 
+impl Shared {
+    /// The events of revisions `next` onwards, at most `max` revisions of them.
+    fn events_from(&self, next: Revision, max: usize) -> Result<Vec<(Revision, Arc<[Event]>)>> {
+        let compacted = self.compacted.load(Ordering::Acquire);
+        if next < compacted {
+            return Err(StoreError::Compacted {
+                requested: next,
+                compacted,
+            });
+        }
+        {
+            let recent = self.recent.read().expect("lock poisoned");
+            if let Some((first, _)) = recent.front()
+                && *first <= next
+            {
+                let skip = (next - first) as usize;
+                return Ok(recent.iter().skip(skip).take(max).cloned().collect());
+            }
+        }
+        let rtx = self.db.begin_read().map_err(internal)?;
+        let log = rtx.open_table(LOG).map_err(internal)?;
+        let mut out = Vec::new();
+        for entry in log.range(next..).map_err(internal)?.take(max) {
+            let (rev, events) = entry.map_err(internal)?;
+            let events: Vec<Event> = decode(events.value())?;
+            out.push((rev.value(), Arc::from(events)));
+        }
+        Ok(out)
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `path`, a file. Only one process can hold it open.
     pub fn open(path: &Path) -> Result<Self> {
@@ -211,35 +242,6 @@ impl EmbeddedStore {
         })
     }
 
-    /// The events of revisions `next` onwards, at most `max` revisions of them.
-    fn events_from(&self, next: Revision, max: usize) -> Result<Vec<(Revision, Arc<[Event]>)>> {
-        let compacted = self.shared.compacted.load(Ordering::Acquire);
-        if next < compacted {
-            return Err(StoreError::Compacted {
-                requested: next,
-                compacted,
-            });
-        }
-        {
-            let recent = self.shared.recent.read().expect("lock poisoned");
-            if let Some((first, _)) = recent.front()
-                && *first <= next
-            {
-                let skip = (next - first) as usize;
-                return Ok(recent.iter().skip(skip).take(max).cloned().collect());
-            }
-        }
-        let rtx = self.shared.db.begin_read().map_err(internal)?;
-        let log = rtx.open_table(LOG).map_err(internal)?;
-        let mut out = Vec::new();
-        for entry in log.range(next..).map_err(internal)?.take(max) {
-            let (rev, events) = entry.map_err(internal)?;
-            let events: Vec<Event> = decode(events.value())?;
-            out.push((rev.value(), Arc::from(events)));
-        }
-        Ok(out)
-    }
-
     async fn send(&self, request: WriteRequest) -> Result<()> {
         self.writer
             .send(request)
@@ -292,16 +294,14 @@ impl Store for EmbeddedStore {
             });
         }
         let mut head = self.shared.head.subscribe();
-        let reader = EmbeddedStore {
-            shared: self.shared.clone(),
-            writer: self.writer.clone(),
-        };
+        // Watchers hold the shared state only, so they never keep the writer thread alive.
+        let shared = self.shared.clone();
         Ok(Box::pin(async_stream::stream! {
             let mut next = from.max(1);
             loop {
                 let latest = *head.borrow_and_update();
                 while next <= latest {
-                    let batch = match reader.events_from(next, 256) {
+                    let batch = match shared.events_from(next, 256) {
                         Ok(batch) => batch,
                         Err(e) => { yield Err(e); return; }
                     };

@@ -75,12 +75,21 @@ pub struct Page<T> {
     pub continue_token: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
 /// A change to an object, as a watcher sees it.
 #[derive(Debug)]
-pub enum Change {
-    Added(RawObject),
-    Modified(RawObject),
-    Deleted(RawObject),
+pub struct Change {
+    pub kind: ChangeKind,
+    /// Where the object is, from its key.
+    pub path: ResourcePath,
+    /// The object after the change; for a deletion, as it was, at the deletion's revision.
+    pub object: RawObject,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -183,6 +192,25 @@ fn parse_resource_version(rv: &str) -> Result<Option<Revision>> {
     })
 }
 
+/// Every bad field of the client-settable parts of an object.
+fn validate<K: Kind>(object: &Object<K>) -> FieldErrors {
+    let mut errors = FieldErrors::default();
+    validate_meta(&object.metadata, &mut errors);
+    object.spec.validate(&mut errors);
+    errors
+}
+
+/// Decodes a stored record (token, audit entry), naming its key if it is corrupt.
+fn decode_record<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T> {
+    serde_json::from_slice(&kv.value).map_err(|e| {
+        StoreError::Internal(format!(
+            "corrupt record at {}: {e}",
+            String::from_utf8_lossy(&kv.key)
+        ))
+        .into()
+    })
+}
+
 fn conflict_stale(path: &ResourcePath) -> RegistryError {
     RegistryError::Conflict(format!(
         "{path} was changed since you read it (stale resourceVersion); get it again and retry"
@@ -214,6 +242,20 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(path.to_string()))?;
         let object = decode_raw(&kv)?;
         Ok((kv, object))
+    }
+
+    /// The object, if it is still at `resource_version` (any version when that is empty).
+    async fn get_expecting(
+        &self,
+        path: &ResourcePath,
+        resource_version: &str,
+    ) -> Result<(KeyValue, RawObject)> {
+        let expected = parse_resource_version(resource_version)?;
+        let (kv, current) = self.get_kv(path).await?;
+        if expected.is_some_and(|rv| rv != kv.mod_revision) {
+            return Err(conflict_stale(path));
+        }
+        Ok((kv, current))
     }
 
     pub async fn get_raw(&self, path: &ResourcePath) -> Result<RawObject> {
@@ -262,10 +304,9 @@ impl Registry {
         parent: Option<&ResourcePath>,
         object: Object<K>,
     ) -> Result<Object<K>> {
-        let mut errors = FieldErrors::default();
-        validate_meta(&object.metadata, &mut errors);
-        object.spec.validate(&mut errors);
-        errors.into_result().map_err(RegistryError::Invalid)?;
+        validate(&object)
+            .into_result()
+            .map_err(RegistryError::Invalid)?;
         let path = match parent {
             None => ResourcePath::org(&object.metadata.name),
             Some(p) => p.child(K::INFO, &object.metadata.name),
@@ -290,12 +331,12 @@ impl Registry {
             spec: object.spec,
             status: Default::default(),
         };
-        let raw = to_raw(&stored)?;
+        let value = encode_raw(&to_raw(&stored)?)?;
         let key = object_key(&path);
         loop {
             let mut txn = Txn::default()
                 .when(key.clone(), 0)
-                .put(key.clone(), encode_raw(&raw)?);
+                .put(key.clone(), value.clone());
             if let Some(parent) = parent {
                 let (parent_kv, parent_object) =
                     self.get_kv(parent).await.map_err(|e| match e {
@@ -335,9 +376,7 @@ impl Registry {
         path: &ResourcePath,
         object: Object<K>,
     ) -> Result<Option<Object<K>>> {
-        let mut errors = FieldErrors::default();
-        validate_meta(&object.metadata, &mut errors);
-        object.spec.validate(&mut errors);
+        let mut errors = validate(&object);
         if object.metadata.name != path.name() {
             errors.push(
                 "metadata.name",
@@ -346,11 +385,9 @@ impl Registry {
             );
         }
         errors.into_result().map_err(RegistryError::Invalid)?;
-        let expected = parse_resource_version(&object.metadata.resource_version)?;
-        let (kv, current) = self.get_kv(path).await?;
-        if expected.is_some_and(|rv| rv != kv.mod_revision) {
-            return Err(conflict_stale(path));
-        }
+        let (kv, current) = self
+            .get_expecting(path, &object.metadata.resource_version)
+            .await?;
         let mut updated: Object<K> = from_raw(current.clone())?;
         if current.metadata.deletion_timestamp.is_some()
             && let Some(added) = object
@@ -390,11 +427,9 @@ impl Registry {
         path: &ResourcePath,
         object: Object<K>,
     ) -> Result<Object<K>> {
-        let expected = parse_resource_version(&object.metadata.resource_version)?;
-        let (kv, current) = self.get_kv(path).await?;
-        if expected.is_some_and(|rv| rv != kv.mod_revision) {
-            return Err(conflict_stale(path));
-        }
+        let (kv, current) = self
+            .get_expecting(path, &object.metadata.resource_version)
+            .await?;
         let mut raw = current;
         raw.status = object.status;
         from_raw(self.write(path, kv.mod_revision, &raw).await?)
@@ -667,14 +702,20 @@ impl Registry {
         let stream = self.store.watch(range, after + 1).await?;
         Ok(stream.map(|event| {
             let event = event?;
-            Ok(match event.kind {
+            let path = path_of_key(&event.kv.key).ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "no object path in key {}",
+                    String::from_utf8_lossy(&event.kv.key)
+                ))
+            })?;
+            let (kind, object) = match event.kind {
                 EventKind::Put => {
-                    let object = decode_raw(&event.kv)?;
-                    if event.prev.is_none() {
-                        Change::Added(object)
+                    let kind = if event.prev.is_none() {
+                        ChangeKind::Added
                     } else {
-                        Change::Modified(object)
-                    }
+                        ChangeKind::Modified
+                    };
+                    (kind, decode_raw(&event.kv)?)
                 }
                 EventKind::Delete => {
                     let prev = event.prev.as_ref().ok_or_else(|| {
@@ -682,9 +723,10 @@ impl Registry {
                     })?;
                     let mut object = decode_raw(prev)?;
                     object.metadata.resource_version = event.kv.mod_revision.to_string();
-                    Change::Deleted(object)
+                    (ChangeKind::Deleted, object)
                 }
-            })
+            };
+            Ok(Change { kind, path, object })
         }))
     }
 
@@ -710,9 +752,7 @@ impl Registry {
         let Some(kv) = self.store.get(format!("/tokens/{id}").as_bytes()).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&kv.value)
-            .map(Some)
-            .map_err(|e| StoreError::Internal(format!("corrupt token {id}: {e}")).into())
+        decode_record(&kv).map(Some)
     }
 
     pub async fn list_tokens(&self, org: &str) -> Result<Vec<TokenInfo>> {
@@ -722,8 +762,7 @@ impl Registry {
             .await?;
         let mut tokens = Vec::new();
         for kv in all.kvs {
-            let token: StoredToken = serde_json::from_slice(&kv.value)
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let token: StoredToken = decode_record(&kv)?;
             if token.info.org == org {
                 tokens.push(token.info);
             }
@@ -737,8 +776,7 @@ impl Registry {
         let Some(kv) = self.store.get(key.as_bytes()).await? else {
             return Ok(false);
         };
-        let token: StoredToken =
-            serde_json::from_slice(&kv.value).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let token: StoredToken = decode_record(&kv)?;
         if token.info.org != org {
             return Ok(false);
         }
@@ -789,13 +827,11 @@ impl Registry {
             .store
             .range(&range.starting_at(start), None, limit)
             .await?;
-        let mut items = Vec::new();
-        for kv in &result.kvs {
-            items.push(
-                serde_json::from_slice(&kv.value)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?,
-            );
-        }
+        let items = result
+            .kvs
+            .iter()
+            .map(decode_record)
+            .collect::<Result<Vec<_>>>()?;
         let continue_token = result.more.then(|| {
             let mut next = result
                 .kvs

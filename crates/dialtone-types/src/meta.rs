@@ -133,6 +133,18 @@ pub struct List<T> {
     pub items: Vec<T>,
 }
 
+impl<T> List<T> {
+    /// A list of kind `{item_kind}List`.
+    pub fn new(item_kind: &str, metadata: ListMeta, items: Vec<T>) -> Self {
+        List {
+            api_version: API_VERSION.to_string(),
+            kind: format!("{item_kind}List"),
+            metadata,
+            items,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum WatchEventType {

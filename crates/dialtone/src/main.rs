@@ -134,12 +134,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn org_of(flag: Option<String>, context: &dialtone_client::Context) -> anyhow::Result<String> {
-    match flag.or_else(|| (!context.org.is_empty()).then(|| context.org.clone())) {
-        Some(org) => Ok(org),
-        None => bail!(
-            "which org? pass --org NAME or set a default with `dialtone config set-context --org NAME`"
-        ),
-    }
+    let placement = cli::Placement {
+        org: flag,
+        folder: None,
+    };
+    tree::default_for(&ORG, &placement, context)
 }
 
 /// `30d`, `12h`, `45m`, `90s` in seconds.

@@ -21,7 +21,8 @@ fn ancestors(kind: &'static KindInfo) -> Vec<&'static KindInfo> {
     chain
 }
 
-fn default_for(
+/// The name of the `kind` ancestor: from its flag, else from the context's default.
+pub(crate) fn default_for(
     kind: &KindInfo,
     placement: &Placement,
     context: &Context,
@@ -37,7 +38,7 @@ fn default_for(
     {
         Some(name) => Ok(name),
         None => bail!(
-            "which {0}? pass --{0} NAME, a full path, or set a default with `dialtone config set-context --{0} NAME`",
+            "which {0}? pass --{0} NAME (or a full path in place of a name), or set a default with `dialtone config set-context --{0} NAME`",
             kind.singular
         ),
     }
