@@ -237,6 +237,7 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
         bootstrap_identity: "admin".into(),
         mint_admin_token: true,
         compaction_interval: Duration::from_secs(3600),
+        sim_time_scale: 0.0,
     })
     .await?;
     let token = running.admin_token.clone().context("no admin token")?.token;

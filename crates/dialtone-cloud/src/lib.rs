@@ -1,10 +1,15 @@
 //! What Dialtone knows of the clouds under its clusters: the instance catalogue (the real EC2
-//! catalogue, shipped in `data/`) and the regions with their zones. Pure data and lookups:
-//! no IO beyond parsing the embedded file, no async. The provider trait and its `sim` and
-//! `aws` implementations build on this crate.
+//! catalogue, shipped in `data/`), the regions with their zones, and [`Provider`], the trait
+//! every cloud implements (`dialtone-sim` is the built-in one). No IO here beyond parsing the
+//! embedded file.
 
 mod catalog;
+pub mod provider;
 mod regions;
 
 pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
+pub use provider::{
+    CloudError, CloudResource, CloudResult, CreateRequest, Filter, IngressRule, Provider,
+    ResourceKind, ResourceSpec, ResourceState, Tags,
+};
 pub use regions::{REGIONS, Region};

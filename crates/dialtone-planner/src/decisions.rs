@@ -2,53 +2,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
-/// The kinds of Smart Cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClusterType {
-    Developer,
-    Production,
-}
-
-impl ClusterType {
-    pub const ALL: [ClusterType; 2] = [ClusterType::Developer, ClusterType::Production];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ClusterType::Developer => "developer",
-            ClusterType::Production => "production",
-        }
-    }
-
-    pub fn description(self) -> &'static str {
-        match self {
-            ClusterType::Developer => {
-                "One control-plane node in one zone, a VPC shared with the project's other developer clusters in the region; cheap and quick for development and tests."
-            }
-            ClusterType::Production => {
-                "Three control-plane nodes in three zones, workers in every zone, its own VPC from the org's address plan, private API, strict security and a maintenance window."
-            }
-        }
-    }
-
-    /// Parses a type name; the error lists the valid ones.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        ClusterType::ALL
-            .into_iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| {
-                format!("unknown cluster type `{name}`; valid types: developer, production")
-            })
-    }
-}
-
-impl fmt::Display for ClusterType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use dialtone_types::ClusterType;
 
 /// A fixed value of a decision.
 #[derive(Clone, Copy, Debug, PartialEq)]

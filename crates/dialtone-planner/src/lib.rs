@@ -11,8 +11,8 @@ mod network;
 mod plan;
 
 pub use decisions::{ClusterType, DECISIONS, Decision, Rule, Value};
-pub use network::AddressPlan;
-pub use plan::{
-    ClusterPlan, ClusterRequest, ControlPlanePlan, NetworkPlan, NodeSlot, PlanContext, PlanError,
-    Problem, SUPPORTED_VERSIONS, Subnet, WorkerPlan, plan,
+pub use dialtone_types::cluster::{
+    ClusterPlan, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
 };
+pub use network::AddressPlan;
+pub use plan::{ClusterRequest, PlanContext, PlanError, Problem, SUPPORTED_VERSIONS, plan};

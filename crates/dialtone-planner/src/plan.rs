@@ -1,12 +1,16 @@
 //! From a request to a concrete plan.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use dialtone_cloud::{InstanceCatalog, InstanceType, Region};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::decisions::{ClusterType, DECISIONS, Decision, Rule};
+use dialtone_types::cluster::{
+    ClusterPlan, ClusterType, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
+};
+
+use crate::decisions::{DECISIONS, Decision, Rule};
 use crate::network::AddressPlan;
 
 /// Supported Kubernetes minors, oldest first; new clusters default to the last.
@@ -30,8 +34,10 @@ pub struct ClusterRequest {
 pub struct PlanContext<'a> {
     pub catalog: &'a InstanceCatalog,
     pub address_plan: &'a AddressPlan,
-    /// The VPC the project's developer clusters already share in the region, if any.
-    pub shared_developer_vpc: Option<Ipv4Net>,
+    /// The VPC the cluster already has (when it is planned again after a spec change), or
+    /// the one the project's developer clusters share in the region; `None` allocates a new
+    /// one from the address plan.
+    pub existing_vpc: Option<Ipv4Net>,
 }
 
 /// One thing wrong with a request, naming the spec field.
@@ -57,71 +63,6 @@ impl std::fmt::Display for PlanError {
 }
 
 impl std::error::Error for PlanError {}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeSlot {
-    pub zone: String,
-    pub instance_type: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ControlPlanePlan {
-    pub nodes: Vec<NodeSlot>,
-    pub root_disk_gib: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Subnet {
-    pub zone: String,
-    pub cidr: Ipv4Net,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkPlan {
-    pub vpc_cidr: Ipv4Net,
-    /// Whether the VPC is shared with the project's other developer clusters in the region.
-    pub shared_vpc: bool,
-    pub subnets: Vec<Subnet>,
-    pub pod_cidr: Ipv4Net,
-    pub service_cidr: Ipv4Net,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerPlan {
-    pub min_nodes: u32,
-    pub max_nodes: u32,
-    pub zones: Vec<String>,
-    /// Instance families right-sizing may choose from.
-    pub families: Vec<String>,
-    /// The workers to start with.
-    pub initial: Vec<NodeSlot>,
-    pub max_pods_per_node: u32,
-}
-
-/// Everything decided for one cluster.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterPlan {
-    pub cluster_type: ClusterType,
-    pub region: String,
-    pub kubernetes_version: String,
-    pub control_plane: ControlPlanePlan,
-    pub network: NetworkPlan,
-    pub workers: WorkerPlan,
-    /// Every decision of the table with its concrete value for this cluster.
-    pub decisions: BTreeMap<&'static str, String>,
-}
-
-impl ClusterPlan {
-    pub fn value(&self, key: &str) -> Option<&str> {
-        self.decisions.get(key).map(String::as_str)
-    }
-}
 
 struct Bounds {
     min_default: u32,
@@ -312,10 +253,9 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
     }
 
     // Network.
-    let vpc_cidr = match (cluster_type, context.shared_developer_vpc) {
-        (ClusterType::Developer, Some(shared)) => Some(shared),
-        _ => context.address_plan.next_free(16),
-    };
+    let vpc_cidr = context
+        .existing_vpc
+        .or_else(|| context.address_plan.next_free(16));
     if vpc_cidr.is_none() {
         problem(
             "org.addressPlan",
@@ -429,7 +369,7 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
                 Rule::Fixed(v) => v.to_string(),
                 Rule::Computed(_) => computed(d.key),
             };
-            (d.key, value)
+            (d.key.to_string(), value)
         })
         .collect();
     Ok(ClusterPlan {

@@ -31,7 +31,7 @@ fn plan_with(
     let context = PlanContext {
         catalog: InstanceCatalog::builtin(),
         address_plan,
-        shared_developer_vpc: shared,
+        existing_vpc: shared,
     };
     plan(request, &context)
 }
@@ -172,13 +172,24 @@ fn developer_clusters_share_the_project_vpc() {
         "10.0.0.0/16",
         "the first allocates it"
     );
-    let prod = plan_with(
-        &request(ClusterType::Production),
+    let prod = plan_of(&request(ClusterType::Production));
+    assert!(!prod.network.shared_vpc, "production never shares");
+    let mut grown = request(ClusterType::Production);
+    grown.max_nodes = Some(400);
+    let replanned = plan_with(
+        &grown,
         &AddressPlan::default_pool(),
-        Some(shared),
+        Some(prod.network.vpc_cidr),
     )
     .unwrap();
-    assert_ne!(prod.network.vpc_cidr, shared, "production never shares");
+    assert_eq!(
+        replanned.network.vpc_cidr, prod.network.vpc_cidr,
+        "planning again keeps the VPC"
+    );
+    assert_ne!(
+        replanned.control_plane.nodes[0].instance_type, prod.control_plane.nodes[0].instance_type,
+        "and resizes the control plane"
+    );
 }
 
 #[test]

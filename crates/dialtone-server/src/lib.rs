@@ -7,6 +7,7 @@
 //! objects itself, and holds no state of its own beyond caches it can rebuild.
 
 pub mod account;
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod cluster_types;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod resources;
+pub mod sim_api;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -28,15 +30,19 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
+use dialtone_cloud::Provider;
+use dialtone_controllers::{Lifecycle, LifecycleOptions};
+use dialtone_sim::{Sim, SimOptions};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError};
 use dialtone_store::{EmbeddedStore, EtcdStore, Store};
 use dialtone_types::auth::NewToken;
 use dialtone_types::kinds::ORG;
 use dialtone_types::{
-    ApiError, Folder, Identity, Kind, Object, Org, Project, Reason, ResourcePath,
+    ApiError, Cluster, Folder, Identity, Object, Org, Project, Reason, ResourcePath,
 };
 use jiff::Timestamp;
 
+use crate::admission::Admission;
 use crate::auth::{Authorizer, OrgTenancy, Principal, Target, Verb, enforce};
 use crate::error::HttpResult;
 use crate::metrics::{MeteredStore, Metrics};
@@ -48,6 +54,12 @@ pub struct App {
     pub authorizer: Arc<dyn Authorizer>,
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
+    /// The cloud clusters are provisioned in.
+    pub provider: Arc<dyn Provider>,
+    /// The same cloud, when it is the built-in `sim`, for its failure-injection API.
+    pub sim: Option<Arc<Sim>>,
+    /// Held while a cluster's network is allocated and stored (see `admission`).
+    pub allocation: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -57,7 +69,7 @@ struct KindApi {
 }
 
 impl KindApi {
-    const fn of<K: Kind>() -> Self {
+    const fn of<K: Admission>() -> Self {
         KindApi {
             routes: resources::routes::<K>,
             describe: openapi::Document::describe_kind::<K>,
@@ -66,10 +78,11 @@ impl KindApi {
 }
 
 /// Every kind served by the API. Adding a kind to the tree means adding it here.
-const KIND_APIS: [KindApi; 4] = [
+const KIND_APIS: [KindApi; 5] = [
     KindApi::of::<Org>(),
     KindApi::of::<Folder>(),
     KindApi::of::<Project>(),
+    KindApi::of::<Cluster>(),
     KindApi::of::<Identity>(),
 ];
 
@@ -149,6 +162,19 @@ pub fn router(app: App) -> Router {
             "/v1/clustertypes/{type}",
             get(cluster_types::get_cluster_type),
         )
+        .route("/v1/sim/resources", get(sim_api::list_resources))
+        .route(
+            "/v1/sim/faults",
+            get(sim_api::list_faults)
+                .post(sim_api::add_fault)
+                .delete(sim_api::clear_faults),
+        )
+        .route("/v1/sim/faults/{id}", delete(sim_api::remove_fault))
+        .route("/v1/sim/instances/{id}/kill", post(sim_api::kill_instance))
+        .route(
+            "/v1/sim/regions/{region}/quotas",
+            get(sim_api::get_quotas).put(sim_api::set_quotas),
+        )
         .route("/openapi.json", get(serve_openapi))
         .route("/metrics", get(serve_metrics))
         .fallback(no_such_path)
@@ -222,6 +248,8 @@ pub struct ServerOptions {
     pub mint_admin_token: bool,
     /// How often old store revisions are compacted away.
     pub compaction_interval: Duration,
+    /// The `sim` cloud's latencies relative to a real cloud's: 1 realistic, 0 instant.
+    pub sim_time_scale: f64,
 }
 
 pub struct RunningServer {
@@ -323,12 +351,37 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
+    let sim = Arc::new(
+        Sim::open(
+            &options.data_dir.join("sim.redb"),
+            SimOptions {
+                time_scale: options.sim_time_scale,
+                seed: 0,
+            },
+        )
+        .context("cannot open the sim cloud")?,
+    );
+    let provider: Arc<dyn Provider> = sim.clone();
     let app = App {
         registry: registry.clone(),
         authorizer: Arc::new(OrgTenancy),
         metrics,
         clock: now,
+        provider: provider.clone(),
+        sim: Some(sim),
+        allocation: Arc::default(),
     };
+    let lifecycle = Lifecycle::new(
+        registry.clone(),
+        provider,
+        LifecycleOptions::for_time_scale(options.sim_time_scale),
+        now,
+    );
+    tokio::spawn(dialtone_controllers::run_cluster_controller(
+        Arc::new(lifecycle),
+        16,
+        Duration::from_secs(60),
+    ));
     tokio::spawn(dialtone_controllers::run_deletion_controller(
         registry,
         Duration::from_secs(30),

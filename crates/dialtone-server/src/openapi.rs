@@ -60,8 +60,8 @@ impl Document {
     pub fn describe_kind<K: Kind>(&mut self) {
         let info = K::INFO;
         let (collection, item) = route_paths(info);
-        let object = self.schema::<Object<K>>();
-        let list = self.schema::<List<Object<K>>>();
+        let object = self.schema::<Object<K, K::Status>>();
+        let list = self.schema::<List<Object<K, K::Status>>>();
         let tags = json!([info.kind]);
         let list_params = json!([
             query(

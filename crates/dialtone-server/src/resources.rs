@@ -21,6 +21,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::App;
+use crate::admission::Admission;
 use crate::auth::{Principal, Target, Verb, enforce};
 use crate::error::{HttpError, HttpResult, json_response};
 
@@ -43,7 +44,7 @@ pub fn route_paths(kind: &'static KindInfo) -> (String, String) {
     (collection, item)
 }
 
-pub fn routes<K: Kind>() -> Router<App> {
+pub fn routes<K: Admission>() -> Router<App> {
     let (collection, item) = route_paths(K::INFO);
     Router::new()
         .route(&collection, get(list::<K>).post(create::<K>))
@@ -133,7 +134,7 @@ fn authorized_body<K: Kind>(
     principal: &Principal,
     body: &[u8],
     verb: Verb,
-) -> HttpResult<Object<K>> {
+) -> HttpResult<Object<K, K::Status>> {
     let object = Registry::decode_body::<K>(body)?;
     if object.spec.requires_platform_admin() {
         enforce(
@@ -150,7 +151,7 @@ fn missing_parent(parent: &Option<ResourcePath>) -> String {
         .map_or_else(|| "parent".to_string(), |p| format!("parent {p}"))
 }
 
-async fn create<K: Kind>(
+async fn create<K: Admission>(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     Path(params): Path<Vec<(String, String)>>,
@@ -166,7 +167,14 @@ async fn create<K: Kind>(
         },
     );
     enforce(decision, missing_parent(&parent))?;
-    let object = authorized_body::<K>(&app, &principal, &body, Verb::Create)?;
+    let mut object = authorized_body::<K>(&app, &principal, &body, Verb::Create)?;
+    // The status is the server's to say.
+    object.status = Default::default();
+    let _allocating = match K::ALLOCATES {
+        true => Some(app.allocation.lock().await),
+        false => None,
+    };
+    K::admit_create(&app, parent.as_ref(), &mut object).await?;
     let created = app.registry.create(parent.as_ref(), object).await?;
     Ok(to_json(StatusCode::CREATED, &created))
 }
@@ -177,18 +185,19 @@ async fn get_one<K: Kind>(
     Path(params): Path<Vec<(String, String)>>,
 ) -> HttpResult<Response> {
     let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Get)?;
-    let object: Object<K> = app.registry.get(&path).await?;
+    let object: Object<K, K::Status> = app.registry.get(&path).await?;
     Ok(to_json(StatusCode::OK, &object))
 }
 
-async fn update<K: Kind>(
+async fn update<K: Admission>(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     Path(params): Path<Vec<(String, String)>>,
     body: Bytes,
 ) -> HttpResult<Response> {
     let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Update)?;
-    let object = authorized_body::<K>(&app, &principal, &body, Verb::Update)?;
+    let mut object = authorized_body::<K>(&app, &principal, &body, Verb::Update)?;
+    K::admit_update(&app, &path, &mut object).await?;
     match app.registry.update(&path, object).await? {
         Some(updated) => Ok(to_json(StatusCode::OK, &updated)),
         None => Ok(success(format!(
@@ -197,13 +206,23 @@ async fn update<K: Kind>(
     }
 }
 
-async fn update_status<K: Kind>(
+async fn update_status<K: Admission>(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     Path(params): Path<Vec<(String, String)>>,
     body: Bytes,
 ) -> HttpResult<Response> {
     let path = authorized_path(&app, &principal, K::INFO, &params, Verb::UpdateStatus)?;
+    if !K::CLIENT_STATUS {
+        return Err(ApiError::new(
+            Reason::MethodNotAllowed,
+            format!(
+                "the status of a {} is written by the control plane only",
+                K::INFO.singular
+            ),
+        )
+        .into());
+    }
     let object = Registry::decode_body::<K>(&body)?;
     let updated = app.registry.update_status(&path, object).await?;
     Ok(to_json(StatusCode::OK, &updated))

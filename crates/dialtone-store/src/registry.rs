@@ -27,7 +27,7 @@ use crate::{EventKind, KeyRange, KeyValue, Revision, Store, StoreError, Txn, Txn
 pub const CHILDREN_FINALIZER: &str = "dialtone.dev/children";
 
 /// An object whose spec this layer does not interpret.
-pub type RawObject = Object<serde_json::Value>;
+pub type RawObject = Object<serde_json::Value, serde_json::Value>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -166,12 +166,12 @@ fn encode_raw(object: &RawObject) -> Result<Vec<u8>> {
 }
 
 /// Converts between the raw and the typed form of an object.
-pub fn to_raw<K: Kind>(object: &Object<K>) -> Result<RawObject> {
+pub fn to_raw<K: Kind>(object: &Object<K, K::Status>) -> Result<RawObject> {
     let value = serde_json::to_value(object).map_err(|e| StoreError::Internal(e.to_string()))?;
     serde_json::from_value(value).map_err(|e| StoreError::Internal(e.to_string()).into())
 }
 
-pub fn from_raw<K: Kind>(object: RawObject) -> Result<Object<K>> {
+pub fn from_raw<K: Kind>(object: RawObject) -> Result<Object<K, K::Status>> {
     let value = serde_json::to_value(object).map_err(|e| StoreError::Internal(e.to_string()))?;
     serde_json::from_value(value)
         .map_err(|e| StoreError::Internal(format!("stored object does not decode: {e}")).into())
@@ -193,7 +193,7 @@ fn parse_resource_version(rv: &str) -> Result<Option<Revision>> {
 }
 
 /// Every bad field of the client-settable parts of an object.
-fn validate<K: Kind>(object: &Object<K>) -> FieldErrors {
+pub fn validate<K: Kind>(object: &Object<K, K::Status>) -> FieldErrors {
     let mut errors = FieldErrors::default();
     validate_meta(&object.metadata, &mut errors);
     object.spec.validate(&mut errors);
@@ -262,7 +262,7 @@ impl Registry {
         Ok(self.get_kv(path).await?.1)
     }
 
-    pub async fn get<K: Kind>(&self, path: &ResourcePath) -> Result<Object<K>> {
+    pub async fn get<K: Kind>(&self, path: &ResourcePath) -> Result<Object<K, K::Status>> {
         from_raw(self.get_raw(path).await?)
     }
 
@@ -271,8 +271,8 @@ impl Registry {
     }
 
     /// Decodes a request body for kind `K`, naming every unknown or bad field.
-    pub fn decode_body<K: Kind>(body: &[u8]) -> Result<Object<K>> {
-        let object: Object<K> = decode_strict(body).map_err(|errors| {
+    pub fn decode_body<K: Kind>(body: &[u8]) -> Result<Object<K, K::Status>> {
+        let object: Object<K, K::Status> = decode_strict(body).map_err(|errors| {
             match errors.0.iter().find(|e| e.field == "body") {
                 // Not JSON of this shape at all: a bad request, not a bad field.
                 Some(malformed) => RegistryError::BadRequest(malformed.message.clone()),
@@ -302,8 +302,8 @@ impl Registry {
     pub async fn create<K: Kind>(
         &self,
         parent: Option<&ResourcePath>,
-        object: Object<K>,
-    ) -> Result<Object<K>> {
+        object: Object<K, K::Status>,
+    ) -> Result<Object<K, K::Status>> {
         validate(&object)
             .into_result()
             .map_err(RegistryError::Invalid)?;
@@ -329,7 +329,8 @@ impl Registry {
                 home_region: self.region.clone(),
             },
             spec: object.spec,
-            status: Default::default(),
+            // Callers that admit the object may have said something about it already.
+            status: object.status,
         };
         let value = encode_raw(&to_raw(&stored)?)?;
         let key = object_key(&path);
@@ -374,8 +375,8 @@ impl Registry {
     pub async fn update<K: Kind>(
         &self,
         path: &ResourcePath,
-        object: Object<K>,
-    ) -> Result<Option<Object<K>>> {
+        object: Object<K, K::Status>,
+    ) -> Result<Option<Object<K, K::Status>>> {
         let mut errors = validate(&object);
         if object.metadata.name != path.name() {
             errors.push(
@@ -388,7 +389,7 @@ impl Registry {
         let (kv, current) = self
             .get_expecting(path, &object.metadata.resource_version)
             .await?;
-        let mut updated: Object<K> = from_raw(current.clone())?;
+        let mut updated: Object<K, K::Status> = from_raw(current.clone())?;
         if current.metadata.deletion_timestamp.is_some()
             && let Some(added) = object
                 .metadata
@@ -425,13 +426,14 @@ impl Registry {
     pub async fn update_status<K: Kind>(
         &self,
         path: &ResourcePath,
-        object: Object<K>,
-    ) -> Result<Object<K>> {
+        object: Object<K, K::Status>,
+    ) -> Result<Object<K, K::Status>> {
         let (kv, current) = self
             .get_expecting(path, &object.metadata.resource_version)
             .await?;
         let mut raw = current;
-        raw.status = object.status;
+        raw.status = serde_json::to_value(&object.status)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         from_raw(self.write(path, kv.mod_revision, &raw).await?)
     }
 

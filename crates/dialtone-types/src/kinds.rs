@@ -5,7 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::validation::{FieldErrors, validate_text};
+use crate::meta::ObjectStatus;
+use crate::validation::{FieldErrors, FieldReason, validate_text};
 
 /// Where a kind sits in the tree and what it is called.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -61,6 +62,12 @@ pub static PROJECT: KindInfo = KindInfo {
     singular: "project",
     parent: Some(&FOLDER),
 };
+pub static CLUSTER: KindInfo = KindInfo {
+    kind: "Cluster",
+    plural: "clusters",
+    singular: "cluster",
+    parent: Some(&PROJECT),
+};
 pub static IDENTITY: KindInfo = KindInfo {
     kind: "Identity",
     plural: "identities",
@@ -69,13 +76,25 @@ pub static IDENTITY: KindInfo = KindInfo {
 };
 
 /// Every kind, parents before children.
-pub static KINDS: &[&KindInfo] = &[&ORG, &FOLDER, &PROJECT, &IDENTITY];
+pub static KINDS: &[&KindInfo] = &[&ORG, &FOLDER, &PROJECT, &CLUSTER, &IDENTITY];
 
 /// The spec type of a kind.
 pub trait Kind:
     Serialize + DeserializeOwned + JsonSchema + Clone + Default + PartialEq + Send + Sync + 'static
 {
     const INFO: &'static KindInfo;
+
+    /// What the server and controllers report about an object of this kind.
+    type Status: Serialize
+        + DeserializeOwned
+        + JsonSchema
+        + Clone
+        + Default
+        + PartialEq
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static;
 
     /// Adds an error for every bad field of the spec; field paths start with `spec.`.
     fn validate(&self, errors: &mut FieldErrors);
@@ -94,6 +113,24 @@ pub struct Org {
     pub display_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The IPv4 range the org's cluster networks are allocated from, as a CIDR of at most
+    /// /16 (each production cluster, and each project's shared developer network per
+    /// region, takes a /16). Default: `10.0.0.0/8`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address_plan: String,
+}
+
+impl Org {
+    /// The default address plan of an org that names none.
+    pub const DEFAULT_ADDRESS_PLAN: &str = "10.0.0.0/8";
+
+    pub fn address_plan(&self) -> &str {
+        if self.address_plan.is_empty() {
+            Self::DEFAULT_ADDRESS_PLAN
+        } else {
+            &self.address_plan
+        }
+    }
 }
 
 /// A logical container under an org, global in scope.
@@ -135,13 +172,20 @@ fn validate_display(display_name: &str, description: &str, errors: &mut FieldErr
 
 impl Kind for Org {
     const INFO: &'static KindInfo = &ORG;
+    type Status = ObjectStatus;
     fn validate(&self, errors: &mut FieldErrors) {
         validate_display(&self.display_name, &self.description, errors);
+        if !self.address_plan.is_empty()
+            && let Err(message) = crate::cluster::parse_address_pool(&self.address_plan)
+        {
+            errors.push("spec.addressPlan", FieldReason::FieldValueInvalid, message);
+        }
     }
 }
 
 impl Kind for Folder {
     const INFO: &'static KindInfo = &FOLDER;
+    type Status = ObjectStatus;
     fn validate(&self, errors: &mut FieldErrors) {
         validate_display(&self.display_name, &self.description, errors);
     }
@@ -149,6 +193,7 @@ impl Kind for Folder {
 
 impl Kind for Project {
     const INFO: &'static KindInfo = &PROJECT;
+    type Status = ObjectStatus;
     fn validate(&self, errors: &mut FieldErrors) {
         validate_display(&self.display_name, &self.description, errors);
     }
@@ -156,6 +201,7 @@ impl Kind for Project {
 
 impl Kind for Identity {
     const INFO: &'static KindInfo = &IDENTITY;
+    type Status = ObjectStatus;
     fn validate(&self, errors: &mut FieldErrors) {
         validate_text("spec.displayName", &self.display_name, 256, errors);
     }
@@ -174,7 +220,8 @@ mod tests {
         assert_eq!(PROJECT.depth(), 2);
         let org_children: Vec<_> = ORG.children().map(|k| k.plural).collect();
         assert_eq!(org_children, ["folders", "identities"]);
-        assert_eq!(PROJECT.children().count(), 0);
+        let project_children: Vec<_> = PROJECT.children().map(|k| k.plural).collect();
+        assert_eq!(project_children, ["clusters"]);
         assert_eq!(KindInfo::by_plural("folders"), Some(&FOLDER));
     }
 }

@@ -81,10 +81,11 @@ pub struct Condition {
     pub last_transition_time: Timestamp,
 }
 
-/// An object of kind `S::KIND`: the envelope shared by every resource.
+/// An object with spec `S` and status `T`: the envelope shared by every resource. Kinds
+/// with nothing more to report than conditions use [`ObjectStatus`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Object<S: Default> {
+pub struct Object<S: Default, T: Default = ObjectStatus> {
     #[serde(default)]
     pub api_version: String,
     #[serde(default)]
@@ -93,10 +94,10 @@ pub struct Object<S: Default> {
     #[serde(default)]
     pub spec: S,
     #[serde(default)]
-    pub status: ObjectStatus,
+    pub status: T,
 }
 
-impl<S: crate::Kind> Object<S> {
+impl<S: crate::Kind> Object<S, S::Status> {
     /// A new object with the given name and spec, ready to be sent to the API.
     pub fn new(name: impl Into<String>, spec: S) -> Self {
         Object {
@@ -107,7 +108,7 @@ impl<S: crate::Kind> Object<S> {
                 ..Default::default()
             },
             spec,
-            status: ObjectStatus::default(),
+            status: Default::default(),
         }
     }
 }

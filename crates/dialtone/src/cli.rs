@@ -45,9 +45,15 @@ pub enum Command {
     /// Projects: containers under a folder, where clusters live.
     #[command(subcommand)]
     Project(NounCommand),
+    /// Smart Clusters: Kubernetes clusters of a type, in a region, in a project.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Identities: who can hold tokens, in an org.
     #[command(subcommand)]
     Identity(NounCommand),
+    /// The built-in simulated cloud: its resources, failure injection and quotas.
+    #[command(subcommand)]
+    Sim(SimCommand),
     /// Smart Cluster types and the decisions each makes.
     #[command(subcommand)]
     ClusterTypes(ClusterTypesCommand),
@@ -107,6 +113,10 @@ pub struct ServerArgs {
     /// resume within one interval.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub compaction_interval: u64,
+    /// The sim cloud's latencies relative to a real cloud's: 1 looks like a cloud (instances
+    /// boot in about 30 s), 0.1 is ten times faster, 0 is instant.
+    #[arg(long, default_value_t = 1.0)]
+    pub sim_time_scale: f64,
     /// With --dev: the name of the CLI context to write.
     #[arg(long, default_value = "dev")]
     pub context_name: String,
@@ -134,6 +144,8 @@ pub struct Placement {
     pub org: Option<String>,
     #[arg(long)]
     pub folder: Option<String>,
+    #[arg(long)]
+    pub project: Option<String>,
 }
 
 #[derive(Args)]
@@ -256,5 +268,126 @@ pub enum ConfigCommand {
         folder: Option<String>,
         #[arg(long)]
         project: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Create a cluster; it is planned at once and provisioned in the background.
+    Create(ClusterCreateArgs),
+    /// Show one.
+    Get(ObjectArgs),
+    /// Show one in detail: plan, nodes by zone, conditions and events.
+    Describe(ObjectArgs),
+    /// List them, or watch them change.
+    List(ListArgs),
+    /// Change a cluster's worker bounds.
+    Update(ClusterUpdateArgs),
+    /// Delete one, and everything it has in the cloud.
+    Delete {
+        #[command(flatten)]
+        object: ObjectArgs,
+        /// Wait until every cloud resource of the cluster is gone.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ClusterCreateArgs {
+    /// A name, or a full path `org/folder/project/name`.
+    pub name: String,
+    #[command(flatten)]
+    pub placement: Placement,
+    /// `developer` or `production`.
+    #[arg(long = "type")]
+    pub cluster_type: String,
+    /// For example `us-east-1`.
+    #[arg(long)]
+    pub region: String,
+    /// A supported Kubernetes minor (default: the newest).
+    #[arg(long = "kubernetes-version")]
+    pub kubernetes_version: Option<String>,
+    #[arg(long)]
+    pub min_nodes: Option<u32>,
+    #[arg(long)]
+    pub max_nodes: Option<u32>,
+    /// Only these instance families for workers (repeatable).
+    #[arg(long = "allow-family")]
+    pub allowed_families: Vec<String>,
+    /// Never these instance families for workers (repeatable).
+    #[arg(long = "exclude-family")]
+    pub excluded_families: Vec<String>,
+    /// A label, `key=value` (repeatable).
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// Wait until the cluster is Ready.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args)]
+pub struct ClusterUpdateArgs {
+    #[command(flatten)]
+    pub object: ObjectArgs,
+    #[arg(long)]
+    pub min_nodes: Option<u32>,
+    #[arg(long)]
+    pub max_nodes: Option<u32>,
+    /// Wait until the cluster is Ready with the new bounds.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SimCommand {
+    /// The sim cloud's resources.
+    Resources {
+        #[arg(long)]
+        region: Option<String>,
+        /// Only resources with this tag, `key=value`.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Injected faults.
+    #[command(subcommand)]
+    Fault(FaultCommand),
+    /// Kill a running instance, as a host failure would.
+    Kill { instance: String },
+    /// Show a region's quotas, or set them.
+    Quotas {
+        region: String,
+        #[arg(long)]
+        vcpus: Option<u64>,
+        #[arg(long)]
+        vpcs: Option<u64>,
+        #[arg(long)]
+        load_balancers: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FaultCommand {
+    /// Inject a fault: boot-failure, zone-outage, throttling or timeout-after-success.
+    Add {
+        kind: String,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        /// Remove it after it fired this many times (default: until removed).
+        #[arg(long)]
+        count: Option<u32>,
+        /// The chance that a matching call is hit (default 1).
+        #[arg(long)]
+        probability: Option<f64>,
+    },
+    /// The faults in force.
+    List,
+    /// Remove one fault, or all.
+    Remove {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 }

@@ -1,6 +1,7 @@
 //! The `dialtone` binary: the control plane (`dialtone server`) and the CLI.
 
 mod cli;
+mod cluster;
 mod output;
 mod server;
 mod tree;
@@ -106,6 +107,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Folder(c) => tree::run(&FOLDER, c, &client, &context, output).await,
                 Command::Project(c) => tree::run(&PROJECT, c, &client, &context, output).await,
                 Command::Identity(c) => tree::run(&IDENTITY, c, &client, &context, output).await,
+                Command::Cluster(c) => cluster::run(c, &client, &context, output).await,
+                Command::Sim(c) => cluster::sim(c, &client, output).await,
                 Command::ClusterTypes(c) => cluster_types(c, &client, output).await,
                 Command::Token(c) => token(c, &client, &context, output).await,
                 Command::Audit(c) => audit(c, &client, &context, output).await,
@@ -136,7 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn org_of(flag: Option<String>, context: &dialtone_client::Context) -> anyhow::Result<String> {
     let placement = cli::Placement {
         org: flag,
-        folder: None,
+        ..Default::default()
     };
     tree::default_for(&ORG, &placement, context)
 }

@@ -45,6 +45,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         bootstrap_identity: "admin".into(),
         mint_admin_token: args.dev,
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval),
+        sim_time_scale: args.sim_time_scale,
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

@@ -30,7 +30,7 @@ pub(crate) fn default_for(
     let (flag, default) = match kind.singular {
         "org" => (&placement.org, &context.org),
         "folder" => (&placement.folder, &context.folder),
-        _ => (&None, &context.project),
+        _ => (&placement.project, &context.project),
     };
     match flag
         .clone()
@@ -98,7 +98,7 @@ pub fn api_path(path: &ResourcePath) -> String {
     format!("/v1/{path}")
 }
 
-fn collection_path(kind: &KindInfo, parent: Option<&ResourcePath>) -> String {
+pub(crate) fn collection_path(kind: &KindInfo, parent: Option<&ResourcePath>) -> String {
     match parent {
         None => format!("/v1/{}", kind.plural),
         Some(p) => format!("/v1/{p}/{}", kind.plural),
@@ -350,8 +350,8 @@ mod tests {
             ..Default::default()
         };
         let flags = Placement {
-            org: None,
             folder: Some("ops".into()),
+            ..Default::default()
         };
         assert_eq!(
             resolve(&PROJECT, "web", &flags, &context)

@@ -1,0 +1,281 @@
+//! The seam between Dialtone and a cloud. Every cloud resource a cluster needs — networks,
+//! subnets, route tables, security groups, the API load balancer, instances, VPC peerings —
+//! is created with an idempotency token and tags naming its owner, found again by those tags,
+//! and deleted by id. The lifecycle controller needs nothing else, which is what makes it
+//! safe to crash anywhere: whatever it did before, it can find.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{InstanceCatalog, Region};
+
+/// Tags on a cloud resource: how Dialtone finds what it owns.
+pub type Tags = BTreeMap<String, String>;
+
+/// What to create. Ids of other resources are the provider's ids.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ResourceSpec {
+    Vpc {
+        cidr: Ipv4Net,
+    },
+    Subnet {
+        vpc_id: String,
+        zone: String,
+        cidr: Ipv4Net,
+    },
+    RouteTable {
+        vpc_id: String,
+        subnet_ids: Vec<String>,
+    },
+    SecurityGroup {
+        vpc_id: String,
+        /// Ports open to these sources; everything else is closed.
+        ingress: Vec<IngressRule>,
+    },
+    /// The cluster's Kubernetes API endpoint.
+    LoadBalancer {
+        subnet_ids: Vec<String>,
+        port: u16,
+        /// Reachable from the internet, or only from inside the VPC and its peers.
+        public: bool,
+    },
+    Instance {
+        instance_type: String,
+        zone: String,
+        subnet_id: String,
+        security_group_id: String,
+        image: String,
+        root_disk_gib: u32,
+    },
+    VpcPeering {
+        vpc_id: String,
+        peer_vpc_id: String,
+        peer_cidr: Ipv4Net,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressRule {
+    pub port: u16,
+    pub source: Ipv4Net,
+}
+
+/// The kinds of resource, for filters and messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ResourceKind {
+    Vpc,
+    Subnet,
+    RouteTable,
+    SecurityGroup,
+    LoadBalancer,
+    Instance,
+    VpcPeering,
+}
+
+impl ResourceSpec {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            ResourceSpec::Vpc { .. } => ResourceKind::Vpc,
+            ResourceSpec::Subnet { .. } => ResourceKind::Subnet,
+            ResourceSpec::RouteTable { .. } => ResourceKind::RouteTable,
+            ResourceSpec::SecurityGroup { .. } => ResourceKind::SecurityGroup,
+            ResourceSpec::LoadBalancer { .. } => ResourceKind::LoadBalancer,
+            ResourceSpec::Instance { .. } => ResourceKind::Instance,
+            ResourceSpec::VpcPeering { .. } => ResourceKind::VpcPeering,
+        }
+    }
+
+    /// The resources this one lives in: it cannot be created without them, and they cannot
+    /// be deleted while it exists.
+    pub fn dependencies(&self) -> Vec<&str> {
+        match self {
+            ResourceSpec::Vpc { .. } => vec![],
+            ResourceSpec::Subnet { vpc_id, .. }
+            | ResourceSpec::SecurityGroup { vpc_id, .. }
+            | ResourceSpec::VpcPeering { vpc_id, .. } => vec![vpc_id],
+            ResourceSpec::RouteTable { vpc_id, subnet_ids } => std::iter::once(vpc_id.as_str())
+                .chain(subnet_ids.iter().map(String::as_str))
+                .collect(),
+            ResourceSpec::LoadBalancer { subnet_ids, .. } => {
+                subnet_ids.iter().map(String::as_str).collect()
+            }
+            ResourceSpec::Instance {
+                subnet_id,
+                security_group_id,
+                ..
+            } => vec![subnet_id, security_group_id],
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResourceKind::Vpc => "vpc",
+            ResourceKind::Subnet => "subnet",
+            ResourceKind::RouteTable => "route table",
+            ResourceKind::SecurityGroup => "security group",
+            ResourceKind::LoadBalancer => "load balancer",
+            ResourceKind::Instance => "instance",
+            ResourceKind::VpcPeering => "vpc peering",
+        })
+    }
+}
+
+/// Where a resource is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum ResourceState {
+    /// Being created: an instance booting, a load balancer provisioning.
+    Pending,
+    /// Ready for use: an instance running, a load balancer active.
+    Available,
+    /// Exists but does not work, for example an instance in a zone that is down.
+    Impaired { reason: String },
+    /// Being deleted.
+    Deleting,
+    /// Gone on its own (an instance that failed to boot or died); still listed so that its
+    /// owner learns why, until the owner deletes it.
+    Terminated { reason: String },
+}
+
+impl ResourceState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ResourceState::Pending => "pending",
+            ResourceState::Available => "available",
+            ResourceState::Impaired { .. } => "impaired",
+            ResourceState::Deleting => "deleting",
+            ResourceState::Terminated { .. } => "terminated",
+        }
+    }
+}
+
+/// A resource as the cloud reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudResource {
+    pub id: String,
+    pub region: String,
+    pub spec: ResourceSpec,
+    pub tags: Tags,
+    #[serde(flatten)]
+    pub state: ResourceState,
+    /// An instance's private address, a load balancer's DNS name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    pub created_at: Timestamp,
+}
+
+/// A create call. The same `client_token` always names the same resource: repeating a
+/// call whose answer was lost creates nothing new.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    pub client_token: String,
+    pub spec: ResourceSpec,
+    pub tags: Tags,
+}
+
+/// Which resources to describe: all of `tags` must match, and the kind if given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    pub kind: Option<ResourceKind>,
+    pub tags: Tags,
+}
+
+impl Filter {
+    pub fn tagged(key: &str, value: &str) -> Self {
+        Filter {
+            kind: None,
+            tags: Tags::from([(key.to_string(), value.to_string())]),
+        }
+    }
+
+    pub fn kind(mut self, kind: ResourceKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    pub fn matches(&self, resource: &CloudResource) -> bool {
+        self.kind.is_none_or(|k| k == resource.spec.kind())
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| resource.tags.get(k) == Some(v))
+    }
+}
+
+/// Why a cloud call failed. Every variant but `Invalid` and `DependencyViolation` may go
+/// away on its own; the controller retries them with backoff.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "error", rename_all = "camelCase")]
+pub enum CloudError {
+    #[error("the cloud throttled the request; retry later")]
+    Throttled,
+    /// The call may or may not have taken effect.
+    #[error("the request timed out; it may have been applied")]
+    Timeout,
+    #[error("quota exceeded: {message}")]
+    QuotaExceeded { message: String },
+    #[error("no capacity for {instance_type} in {zone}")]
+    InsufficientCapacity { zone: String, instance_type: String },
+    #[error("{id} does not exist")]
+    NotFound { id: String },
+    #[error("{message}")]
+    DependencyViolation { message: String },
+    #[error("{message}")]
+    Invalid { message: String },
+    #[error("the cloud is unavailable: {message}")]
+    Unavailable { message: String },
+}
+
+impl CloudError {
+    /// A short CamelCase word for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CloudError::Throttled => "CloudThrottled",
+            CloudError::Timeout => "CloudTimeout",
+            CloudError::QuotaExceeded { .. } => "QuotaExceeded",
+            CloudError::InsufficientCapacity { .. } => "InsufficientCapacity",
+            CloudError::NotFound { .. } => "NotFound",
+            CloudError::DependencyViolation { .. } => "DependencyViolation",
+            CloudError::Invalid { .. } => "InvalidRequest",
+            CloudError::Unavailable { .. } => "CloudUnavailable",
+        }
+    }
+}
+
+pub type CloudResult<T> = Result<T, CloudError>;
+
+/// A cloud that can host Smart Clusters.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// `sim` or `aws`.
+    fn name(&self) -> &'static str;
+
+    /// The regions, with their zones and price factors.
+    fn regions(&self) -> &'static [Region];
+
+    /// The instance types (prices for us-east-1; see [`Region::price_factor`]).
+    fn catalog(&self) -> &InstanceCatalog;
+
+    /// Creates a resource, or returns the one an earlier call with the same token created.
+    async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource>;
+
+    /// The resources matching `filter`, including ones being deleted or terminated.
+    async fn describe(&self, region: &str, filter: &Filter) -> CloudResult<Vec<CloudResource>>;
+
+    /// Deletes a resource (for an instance: terminates it). `NotFound` once it is gone.
+    async fn delete(&self, region: &str, id: &str) -> CloudResult<()>;
+}

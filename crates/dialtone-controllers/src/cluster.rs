@@ -1,0 +1,1187 @@
+//! The Smart Cluster lifecycle: network → API endpoint → control plane → workers → Ready,
+//! worker-bound changes, repair of dead instances, and deletion through a finalizer until
+//! nothing of the cluster is left in the cloud.
+//!
+//! Level-triggered and crash-safe: every pass reads the cluster from the store and the
+//! cloud's resources by their tags, and makes one toward the other. Every create carries an
+//! idempotency token derived from the cluster's uid and the resource's part (and, for an
+//! instance, the slot's attempt), so a pass that dies after a create succeeded finds, on the
+//! next pass, the resource it made instead of making another. The controller keeps no state
+//! of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_cloud::{
+    CloudError, CloudResource, CreateRequest, Filter, IngressRule, Provider, ResourceKind,
+    ResourceSpec, ResourceState, Tags,
+};
+use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
+use dialtone_store::registry::{ListOptions, Registry, RegistryError, from_raw};
+use dialtone_types::cluster::{
+    ClusterEvent, ClusterNode, ClusterPlan, ClusterStatus, NodeCount, NodeRole, parse_address_pool,
+};
+use dialtone_types::kinds::{CLUSTER, PROJECT};
+use dialtone_types::{Cluster, ClusterType, Condition, ConditionStatus, Object, Org, ResourcePath};
+use futures::StreamExt;
+use jiff::Timestamp;
+
+/// Holds a cluster until its cloud resources are gone.
+pub const CLUSTER_FINALIZER: &str = "dialtone.dev/cloud-resources";
+/// The uid of the cluster that owns a resource.
+pub const TAG_CLUSTER: &str = "dialtone.dev/cluster";
+/// The network a resource belongs to: a production cluster's uid, or a project and region
+/// for the network its developer clusters share.
+pub const TAG_NETWORK: &str = "dialtone.dev/network";
+/// Which part of its owner a resource is: `vpc`, `subnet-us-east-1a`, `api`, `cp-0`, …
+pub const TAG_PART: &str = "dialtone.dev/part";
+/// The instance's attempt for its slot.
+pub const TAG_ATTEMPT: &str = "dialtone.dev/attempt";
+/// The owner's path, for people reading the cloud console.
+pub const TAG_OWNER: &str = "dialtone.dev/owner";
+
+const KUBERNETES_API_PORT: u16 = 6443;
+const KUBELET_PORT: u16 = 10250;
+const EVENTS_KEPT: usize = 30;
+
+/// What the controller waits for between passes.
+#[derive(Clone, Debug)]
+pub struct LifecycleOptions {
+    /// While something is being created or deleted.
+    pub poll: Duration,
+    /// How often a settled cluster is checked against the cloud, to repair what broke.
+    pub health_check: Duration,
+}
+
+impl LifecycleOptions {
+    /// Waits that suit a cloud whose latencies are `time_scale` times a real one's.
+    pub fn for_time_scale(time_scale: f64) -> Self {
+        let scaled =
+            |ms: f64, floor: u64| Duration::from_millis(((ms * time_scale) as u64).max(floor));
+        LifecycleOptions {
+            poll: scaled(2_000.0, 20),
+            health_check: scaled(10_000.0, 1_000),
+        }
+    }
+}
+
+/// The lifecycle controller's logic, one cluster at a time.
+pub struct Lifecycle {
+    registry: Registry,
+    provider: Arc<dyn Provider>,
+    options: LifecycleOptions,
+    clock: fn() -> Timestamp,
+}
+
+/// When to look at the cluster again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing to do until it changes (it is gone, or its spec cannot be planned).
+    Done,
+    After(Duration),
+}
+
+/// Why a pass stopped before the cluster was in its planned state.
+#[derive(Debug)]
+enum Blocked {
+    /// Waiting for the cloud: a reason and a message for the conditions.
+    Waiting(&'static str, String),
+    Cloud(CloudError),
+}
+
+impl From<CloudError> for Blocked {
+    fn from(e: CloudError) -> Self {
+        Blocked::Cloud(e)
+    }
+}
+
+type Pass<T = ()> = Result<T, Blocked>;
+
+/// One node slot of the plan.
+#[derive(Clone, Debug)]
+struct Slot {
+    name: String,
+    role: NodeRole,
+    zone: String,
+    instance_type: String,
+    attempt: u32,
+}
+
+fn part_of(resource: &CloudResource) -> &str {
+    resource.tags.get(TAG_PART).map_or("", String::as_str)
+}
+
+fn attempt_of(resource: &CloudResource) -> u32 {
+    resource
+        .tags
+        .get(TAG_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+fn is_going(resource: &CloudResource) -> bool {
+    matches!(
+        resource.state,
+        ResourceState::Deleting | ResourceState::Terminated { .. }
+    )
+}
+
+fn subnet_part(zone: &str) -> String {
+    format!("subnet-{zone}")
+}
+
+/// The network a cluster lives in: its own, or its project's shared one in the region.
+pub fn network_key(path: &ResourcePath, uid: &str, plan: &ClusterPlan) -> String {
+    if plan.network.shared_vpc {
+        let project = path.parent().map(|p| p.to_string()).unwrap_or_default();
+        format!("{project}@{}", plan.region)
+    } else {
+        uid.to_string()
+    }
+}
+
+/// The node slots a plan asks for, carrying over each slot's attempt from `previous`.
+fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode]) -> Vec<Slot> {
+    let attempt = |name: &str| {
+        previous
+            .iter()
+            .find(|n| n.name == name)
+            .map_or(0, |n| n.attempt)
+    };
+    let mut slots: Vec<Slot> = plan
+        .control_plane
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let name = format!("cp-{i}");
+            Slot {
+                attempt: attempt(&name),
+                name,
+                role: NodeRole::ControlPlane,
+                zone: node.zone.clone(),
+                instance_type: node.instance_type.clone(),
+            }
+        })
+        .collect();
+    // Until right-sizing chooses, the worker count stays where it is, within the bounds.
+    let current = previous
+        .iter()
+        .filter(|n| n.role == NodeRole::Worker)
+        .count() as u32;
+    let count = if previous.is_empty() {
+        plan.workers.initial.len() as u32
+    } else {
+        current
+    }
+    .clamp(plan.workers.min_nodes, plan.workers.max_nodes);
+    let default_type = plan
+        .workers
+        .initial
+        .first()
+        .map(|s| s.instance_type.clone())
+        .unwrap_or_else(|| {
+            plan.value("workers.initialInstanceType")
+                .unwrap_or("")
+                .to_string()
+        });
+    for i in 0..count as usize {
+        let name = format!("worker-{i}");
+        let (zone, instance_type) = match plan.workers.initial.get(i) {
+            Some(slot) => (slot.zone.clone(), slot.instance_type.clone()),
+            None => (
+                plan.workers.zones[i % plan.workers.zones.len()].clone(),
+                default_type.clone(),
+            ),
+        };
+        slots.push(Slot {
+            attempt: attempt(&name),
+            name,
+            role: NodeRole::Worker,
+            zone,
+            instance_type,
+        });
+    }
+    slots
+}
+
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+            }
+            c.status = status;
+            c.reason = reason.to_string();
+            c.message = message;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message,
+            last_transition_time: now,
+        }),
+    }
+}
+
+fn condition<'a>(status: &'a ClusterStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn record_event(
+    status: &mut ClusterStatus,
+    now: Timestamp,
+    warning: bool,
+    reason: &str,
+    message: String,
+) {
+    if status
+        .events
+        .last()
+        .is_some_and(|e| e.reason == reason && e.message == message)
+    {
+        return;
+    }
+    status.events.push(ClusterEvent {
+        time: now,
+        type_: if warning { "Warning" } else { "Normal" }.to_string(),
+        reason: reason.to_string(),
+        message,
+    });
+    if status.events.len() > EVENTS_KEPT {
+        status.events.remove(0);
+    }
+}
+
+impl Lifecycle {
+    pub fn new(
+        registry: Registry,
+        provider: Arc<dyn Provider>,
+        options: LifecycleOptions,
+        clock: fn() -> Timestamp,
+    ) -> Self {
+        Lifecycle {
+            registry,
+            provider,
+            options,
+            clock,
+        }
+    }
+
+    pub fn options(&self) -> &LifecycleOptions {
+        &self.options
+    }
+
+    /// Moves the cluster at `path` one pass toward its plan (or, being deleted, toward
+    /// nothing) and records what it saw in its status.
+    pub async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
+        let mut cluster: Object<Cluster, ClusterStatus> = match self.registry.get(path).await {
+            Ok(c) => c,
+            Err(RegistryError::NotFound(_)) => return Ok(Next::Done),
+            Err(e) => return Err(e),
+        };
+        if cluster.metadata.deletion_timestamp.is_some() {
+            return self.tear_down(path, cluster).await;
+        }
+        if !cluster
+            .metadata
+            .finalizers
+            .iter()
+            .any(|f| f == CLUSTER_FINALIZER)
+        {
+            cluster
+                .metadata
+                .finalizers
+                .push(CLUSTER_FINALIZER.to_string());
+            match self.registry.update(path, cluster).await? {
+                Some(updated) => cluster = updated,
+                None => return Ok(Next::Done),
+            }
+        }
+        let now = (self.clock)();
+        let mut status = cluster.status.clone();
+        let plan = match &status.plan {
+            Some(plan) if status.observed_generation == cluster.metadata.generation => plan.clone(),
+            _ => match self.replan(&cluster).await? {
+                Ok(plan) => plan,
+                Err(message) => {
+                    set_condition(
+                        &mut status.conditions,
+                        "Ready",
+                        ConditionStatus::False,
+                        "InvalidSpec",
+                        message.clone(),
+                        now,
+                    );
+                    record_event(&mut status, now, true, "InvalidSpec", message);
+                    status.observed_generation = cluster.metadata.generation;
+                    self.write_status(path, &cluster, status).await?;
+                    return Ok(Next::Done);
+                }
+            },
+        };
+        if status.plan.as_ref() != Some(&plan) {
+            record_event(
+                &mut status,
+                now,
+                false,
+                "Planned",
+                format!(
+                    "{} cluster in {}: {} control-plane node(s), {}–{} workers, network {}",
+                    plan.cluster_type,
+                    plan.region,
+                    plan.control_plane.nodes.len(),
+                    plan.workers.min_nodes,
+                    plan.workers.max_nodes,
+                    plan.network.vpc_cidr
+                ),
+            );
+        }
+        status.plan = Some(plan.clone());
+        status.observed_generation = cluster.metadata.generation;
+
+        let network = network_key(path, &cluster.metadata.uid, &plan);
+        let blocked = self
+            .provision(path, &cluster.metadata.uid, &network, &plan, &mut status)
+            .await
+            .err();
+        let observed = self
+            .provider
+            .describe(
+                &plan.region,
+                &Filter::tagged(TAG_CLUSTER, &cluster.metadata.uid),
+            )
+            .await;
+        let next = match observed {
+            Ok(resources) => {
+                let slots = desired_slots(&plan, &status.nodes);
+                self.observe(&mut status, &slots, &resources, blocked.as_ref(), now)
+            }
+            // The cloud did not answer; report what the pass ran into and try again soon.
+            Err(e) => {
+                if let Some(Blocked::Cloud(first)) = &blocked {
+                    tracing::debug!(cluster = %path, error = %first, "provisioning blocked");
+                }
+                tracing::debug!(cluster = %path, error = %e, "cannot observe the cluster");
+                Next::After(self.options.poll)
+            }
+        };
+        self.write_status(path, &cluster, status).await?;
+        Ok(next)
+    }
+
+    async fn write_status(
+        &self,
+        path: &ResourcePath,
+        cluster: &Object<Cluster, ClusterStatus>,
+        status: ClusterStatus,
+    ) -> Result<(), RegistryError> {
+        if status == cluster.status {
+            return Ok(());
+        }
+        let mut updated = cluster.clone();
+        updated.status = status;
+        self.registry.update_status(path, updated).await.map(|_| ())
+    }
+
+    /// Plans the cluster again after its spec changed, keeping its network.
+    async fn replan(
+        &self,
+        cluster: &Object<Cluster, ClusterStatus>,
+    ) -> Result<Result<ClusterPlan, String>, RegistryError> {
+        let spec = &cluster.spec;
+        let cluster_type = match ClusterType::parse(&spec.cluster_type) {
+            Ok(t) => t,
+            Err(message) => return Ok(Err(message)),
+        };
+        let org_path = ResourcePath::org(cluster.metadata.parent.split('/').nth(1).unwrap_or(""));
+        let org: Object<Org> = self.registry.get(&org_path).await?;
+        let pool = match parse_address_pool(org.spec.address_plan()) {
+            Ok(pool) => pool,
+            Err(message) => return Ok(Err(message)),
+        };
+        let Some(existing_vpc) = cluster.status.plan.as_ref().map(|p| p.network.vpc_cidr) else {
+            return Ok(Err(
+                "the cluster has no network allocated; delete and create it again".to_string(),
+            ));
+        };
+        let request = ClusterRequest {
+            name: cluster.metadata.name.clone(),
+            cluster_type,
+            region: spec.region.clone(),
+            kubernetes_version: Some(spec.kubernetes_version.clone()).filter(|v| !v.is_empty()),
+            min_nodes: spec.min_nodes,
+            max_nodes: spec.max_nodes,
+            allowed_families: spec.allowed_families.clone(),
+            excluded_families: spec.excluded_families.clone(),
+        };
+        let context = PlanContext {
+            catalog: self.provider.catalog(),
+            address_plan: &AddressPlan {
+                pool,
+                allocated: Vec::new(),
+            },
+            existing_vpc: Some(existing_vpc),
+        };
+        Ok(plan(&request, &context).map_err(|e| e.to_string()))
+    }
+
+    /// Finds the resource for `part` among `existing`, or creates it.
+    async fn ensure(
+        &self,
+        region: &str,
+        existing: &[CloudResource],
+        part: &str,
+        token: String,
+        spec: ResourceSpec,
+        tags: Tags,
+    ) -> Pass<CloudResource> {
+        if let Some(found) = existing.iter().find(|r| part_of(r) == part) {
+            if found.state == ResourceState::Deleting {
+                return Err(Blocked::Waiting(
+                    "WaitingForCloud",
+                    format!("{} {} is still being deleted", found.spec.kind(), found.id),
+                ));
+            }
+            return Ok(found.clone());
+        }
+        let request = CreateRequest {
+            client_token: token,
+            spec,
+            tags,
+        };
+        Ok(self.provider.create(region, request).await?)
+    }
+
+    async fn provision(
+        &self,
+        path: &ResourcePath,
+        uid: &str,
+        network: &str,
+        plan: &ClusterPlan,
+        status: &mut ClusterStatus,
+    ) -> Pass {
+        let region = plan.region.as_str();
+        let network_tags = Tags::from([
+            (TAG_NETWORK.to_string(), network.to_string()),
+            (TAG_OWNER.to_string(), network.to_string()),
+        ]);
+        let tagged = |base: &Tags, part: &str| {
+            let mut tags = base.clone();
+            tags.insert(TAG_PART.to_string(), part.to_string());
+            tags
+        };
+
+        // The network: VPC, a subnet and a route table per zone.
+        let net = self
+            .provider
+            .describe(region, &Filter::tagged(TAG_NETWORK, network))
+            .await?;
+        let vpc = self
+            .ensure(
+                region,
+                &net,
+                "vpc",
+                format!("{network}/vpc"),
+                ResourceSpec::Vpc {
+                    cidr: plan.network.vpc_cidr,
+                },
+                tagged(&network_tags, "vpc"),
+            )
+            .await?;
+        if vpc.state != ResourceState::Available {
+            return Err(Blocked::Waiting(
+                "CreatingNetwork",
+                format!("creating VPC {} ({})", vpc.id, plan.network.vpc_cidr),
+            ));
+        }
+        let mut subnet_ids = Vec::new();
+        for subnet in &plan.network.subnets {
+            let part = subnet_part(&subnet.zone);
+            let created = self
+                .ensure(
+                    region,
+                    &net,
+                    &part,
+                    format!("{network}/{part}"),
+                    ResourceSpec::Subnet {
+                        vpc_id: vpc.id.clone(),
+                        zone: subnet.zone.clone(),
+                        cidr: subnet.cidr,
+                    },
+                    tagged(&network_tags, &part),
+                )
+                .await?;
+            let rtb = format!("rtb-{}", subnet.zone);
+            self.ensure(
+                region,
+                &net,
+                &rtb,
+                format!("{network}/{rtb}"),
+                ResourceSpec::RouteTable {
+                    vpc_id: vpc.id.clone(),
+                    subnet_ids: vec![created.id.clone()],
+                },
+                tagged(&network_tags, &rtb),
+            )
+            .await?;
+            subnet_ids.push((subnet.zone.clone(), created));
+        }
+        if let Some((_, pending)) = subnet_ids
+            .iter()
+            .find(|(_, s)| s.state != ResourceState::Available)
+        {
+            return Err(Blocked::Waiting(
+                "CreatingNetwork",
+                format!("creating subnet {}", pending.id),
+            ));
+        }
+
+        // The cluster's own parts: its security group, API endpoint and nodes.
+        let cluster_tags = Tags::from([
+            (TAG_CLUSTER.to_string(), uid.to_string()),
+            (TAG_OWNER.to_string(), path.to_string()),
+        ]);
+        let own = self
+            .provider
+            .describe(region, &Filter::tagged(TAG_CLUSTER, uid))
+            .await?;
+        let api_sources = plan
+            .value("network.apiAllowedCidrs")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(plan.network.vpc_cidr);
+        let sg = self
+            .ensure(
+                region,
+                &own,
+                "sg",
+                format!("{uid}/sg"),
+                ResourceSpec::SecurityGroup {
+                    vpc_id: vpc.id.clone(),
+                    ingress: vec![
+                        IngressRule {
+                            port: KUBERNETES_API_PORT,
+                            source: api_sources,
+                        },
+                        IngressRule {
+                            port: KUBELET_PORT,
+                            source: plan.network.vpc_cidr,
+                        },
+                    ],
+                },
+                tagged(&cluster_tags, "sg"),
+            )
+            .await?;
+        let lb = self
+            .ensure(
+                region,
+                &own,
+                "api",
+                format!("{uid}/api"),
+                ResourceSpec::LoadBalancer {
+                    subnet_ids: subnet_ids.iter().map(|(_, s)| s.id.clone()).collect(),
+                    port: KUBERNETES_API_PORT,
+                    public: plan.value("network.apiEndpoint") == Some("public"),
+                },
+                tagged(&cluster_tags, "api"),
+            )
+            .await?;
+
+        let slots = desired_slots(plan, &status.nodes);
+        let mut waiting: Option<(&'static str, String)> = None;
+        for slot in &slots {
+            let instances: Vec<&CloudResource> = own
+                .iter()
+                .filter(|r| r.spec.kind() == ResourceKind::Instance && part_of(r) == slot.name)
+                .collect();
+            // Instances of earlier attempts are replaced ones: terminate what is left of them.
+            for old in instances.iter().filter(|r| attempt_of(r) < slot.attempt) {
+                if old.state != ResourceState::Deleting {
+                    self.delete(region, &old.id).await?;
+                }
+            }
+            let current = instances.iter().find(|r| attempt_of(r) == slot.attempt);
+            match current {
+                Some(instance) if is_going(instance) => {
+                    // Record the next attempt before launching it, so that a crash between
+                    // the two can neither launch it twice nor reuse the dead one's token.
+                    let reason = match &instance.state {
+                        ResourceState::Terminated { reason } => reason.clone(),
+                        _ => "it is being deleted".to_string(),
+                    };
+                    record_event(
+                        status,
+                        (self.clock)(),
+                        true,
+                        "ReplacingNode",
+                        format!(
+                            "{} ({}) is gone: {reason}; launching a replacement",
+                            slot.name, instance.id
+                        ),
+                    );
+                    bump_attempt(status, slot);
+                    return Err(Blocked::Waiting(
+                        "ReplacingNode",
+                        format!("replacing {}", slot.name),
+                    ));
+                }
+                Some(instance) => {
+                    if instance.state == ResourceState::Pending && waiting.is_none() {
+                        waiting = Some((
+                            "LaunchingNodes",
+                            format!("waiting for {} ({}) to boot", slot.name, instance.id),
+                        ));
+                    }
+                }
+                None => {
+                    let subnet = subnet_ids
+                        .iter()
+                        .find(|(zone, _)| *zone == slot.zone)
+                        .map(|(_, s)| s.id.clone())
+                        .unwrap_or_default();
+                    let mut tags = tagged(&cluster_tags, &slot.name);
+                    tags.insert(TAG_ATTEMPT.to_string(), slot.attempt.to_string());
+                    let request = CreateRequest {
+                        client_token: format!("{uid}/{}/{}", slot.name, slot.attempt),
+                        spec: ResourceSpec::Instance {
+                            instance_type: slot.instance_type.clone(),
+                            zone: slot.zone.clone(),
+                            subnet_id: subnet,
+                            security_group_id: sg.id.clone(),
+                            image: plan
+                                .value("workers.nodeImage")
+                                .unwrap_or("dialtone-node")
+                                .to_string(),
+                            root_disk_gib: match slot.role {
+                                NodeRole::ControlPlane => plan.control_plane.root_disk_gib,
+                                NodeRole::Worker => plan
+                                    .value("workers.rootDiskGiB")
+                                    .and_then(|v| v.parse().ok())
+                                    .unwrap_or(100),
+                            },
+                        },
+                        tags,
+                    };
+                    self.provider.create(region, request).await?;
+                    if waiting.is_none() {
+                        waiting = Some((
+                            "LaunchingNodes",
+                            format!("launched {} in {}", slot.name, slot.zone),
+                        ));
+                    }
+                }
+            }
+        }
+        // Instances no slot wants any more (fewer workers, a smaller plan).
+        for surplus in own.iter().filter(|r| {
+            r.spec.kind() == ResourceKind::Instance
+                && r.state != ResourceState::Deleting
+                && !slots.iter().any(|s| s.name == part_of(r))
+        }) {
+            self.delete(region, &surplus.id).await?;
+        }
+        if lb.state == ResourceState::Pending {
+            return Err(Blocked::Waiting(
+                "CreatingEndpoint",
+                format!("provisioning the API load balancer {}", lb.id),
+            ));
+        }
+        match waiting {
+            Some((reason, message)) => Err(Blocked::Waiting(reason, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a resource; one already gone is fine.
+    async fn delete(&self, region: &str, id: &str) -> Pass {
+        match self.provider.delete(region, id).await {
+            Ok(()) | Err(CloudError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fills nodes, counts, endpoint, conditions, phase and events from what the cloud
+    /// holds, and says when to look again.
+    fn observe(
+        &self,
+        status: &mut ClusterStatus,
+        slots: &[Slot],
+        resources: &[CloudResource],
+        blocked: Option<&Blocked>,
+        now: Timestamp,
+    ) -> Next {
+        let instance_of = |slot: &Slot| {
+            resources.iter().find(|r| {
+                r.spec.kind() == ResourceKind::Instance
+                    && part_of(r) == slot.name
+                    && attempt_of(r) == slot.attempt
+            })
+        };
+        status.nodes = slots
+            .iter()
+            .map(|slot| {
+                let instance = instance_of(slot);
+                ClusterNode {
+                    name: slot.name.clone(),
+                    role: slot.role,
+                    zone: slot.zone.clone(),
+                    instance_type: slot.instance_type.clone(),
+                    instance_id: instance.map(|i| i.id.clone()).unwrap_or_default(),
+                    state: instance
+                        .map_or("absent", |i| match i.state {
+                            ResourceState::Available => "running",
+                            ref other => other.name(),
+                        })
+                        .to_string(),
+                    attempt: slot.attempt,
+                }
+            })
+            .collect();
+        let mut counts: Vec<NodeCount> = Vec::new();
+        for node in &status.nodes {
+            let ready = (node.state == "running") as u32;
+            match counts
+                .iter_mut()
+                .find(|c| c.role == node.role && c.zone == node.zone)
+            {
+                Some(c) => {
+                    c.total += 1;
+                    c.ready += ready;
+                }
+                None => counts.push(NodeCount {
+                    role: node.role,
+                    zone: node.zone.clone(),
+                    ready,
+                    total: 1,
+                }),
+            }
+        }
+        counts.sort_by(|a, b| (a.role, &a.zone).cmp(&(b.role, &b.zone)));
+        status.node_counts = counts;
+        let lb = resources
+            .iter()
+            .find(|r| r.spec.kind() == ResourceKind::LoadBalancer);
+        status.endpoint = lb
+            .filter(|lb| lb.state == ResourceState::Available)
+            .map(|lb| format!("https://{}:{KUBERNETES_API_PORT}", lb.address))
+            .unwrap_or_default();
+
+        let ready_of = |role: NodeRole| {
+            status
+                .nodes
+                .iter()
+                .filter(|n| n.role == role)
+                .fold((0, 0), |(ready, total), n| {
+                    (ready + (n.state == "running") as usize, total + 1)
+                })
+        };
+        let (cp_ready, cp_total) = ready_of(NodeRole::ControlPlane);
+        let (workers_ready, workers_total) = ready_of(NodeRole::Worker);
+        let endpoint_up = !status.endpoint.is_empty();
+        let everything = blocked.is_none()
+            && endpoint_up
+            && cp_ready == cp_total
+            && workers_ready == workers_total;
+        let serving =
+            endpoint_up && cp_ready * 2 > cp_total && (workers_ready > 0 || workers_total == 0);
+        let provisioned_before =
+            condition(status, "Provisioning").is_some_and(|c| c.status == ConditionStatus::False);
+        let (reason, message, warning) = match blocked {
+            Some(Blocked::Waiting(reason, message)) => (*reason, message.clone(), false),
+            Some(Blocked::Cloud(e)) => (
+                e.reason(),
+                e.to_string(),
+                !matches!(e, CloudError::Throttled | CloudError::Timeout),
+            ),
+            None => ("", String::new(), false),
+        };
+        let impaired = status
+            .nodes
+            .iter()
+            .find(|n| n.state == "impaired")
+            .map(|n| n.zone.clone());
+        let nodes_summary = format!(
+            "{cp_ready}/{cp_total} control-plane and {workers_ready}/{workers_total} worker nodes running"
+        );
+        let was_ready =
+            condition(status, "Ready").is_some_and(|c| c.status == ConditionStatus::True);
+        let was_degraded =
+            condition(status, "Degraded").is_some_and(|c| c.status == ConditionStatus::True);
+        use ConditionStatus::{False, True};
+        if everything {
+            set_condition(
+                &mut status.conditions,
+                "Provisioning",
+                False,
+                "Provisioned",
+                "every planned resource exists".into(),
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                True,
+                "ClusterReady",
+                format!("{nodes_summary}; API at {}", status.endpoint),
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Degraded",
+                False,
+                "AllNodesRunning",
+                nodes_summary.clone(),
+                now,
+            );
+            status.phase = "Ready".into();
+        } else if !provisioned_before {
+            let (reason, message) = if reason.is_empty() {
+                ("Provisioning", nodes_summary.clone())
+            } else {
+                (reason, message.clone())
+            };
+            let step_changed = condition(status, "Provisioning").is_none_or(|c| c.reason != reason);
+            if step_changed && !warning {
+                record_event(status, now, false, reason, message.clone());
+            }
+            set_condition(
+                &mut status.conditions,
+                "Provisioning",
+                True,
+                reason,
+                message.clone(),
+                now,
+            );
+            set_condition(&mut status.conditions, "Ready", False, reason, message, now);
+            status.phase = "Provisioning".into();
+        } else {
+            let (degraded_reason, degraded_message) = match (&impaired, reason) {
+                (Some(zone), _) => (
+                    "ZoneOutage",
+                    format!("zone {zone} is down; {nodes_summary}"),
+                ),
+                (None, "") => ("NodesNotRunning", nodes_summary.clone()),
+                (None, reason) => (reason, format!("{message}; {nodes_summary}")),
+            };
+            set_condition(
+                &mut status.conditions,
+                "Degraded",
+                True,
+                degraded_reason,
+                degraded_message.clone(),
+                now,
+            );
+            if serving {
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    True,
+                    "ClusterReady",
+                    format!("serving with {nodes_summary}"),
+                    now,
+                );
+                status.phase = "Degraded".into();
+            } else {
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    False,
+                    "ControlPlaneUnavailable",
+                    degraded_message,
+                    now,
+                );
+                status.phase = "Unavailable".into();
+            }
+        }
+        let is_ready =
+            condition(status, "Ready").is_some_and(|c| c.status == ConditionStatus::True);
+        let is_degraded =
+            condition(status, "Degraded").is_some_and(|c| c.status == ConditionStatus::True);
+        if is_ready && !was_ready {
+            record_event(
+                status,
+                now,
+                false,
+                "Ready",
+                format!(
+                    "the cluster is ready: {nodes_summary}; API at {}",
+                    status.endpoint
+                ),
+            );
+        }
+        if is_degraded && !was_degraded {
+            let message = condition(status, "Degraded")
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            record_event(status, now, true, "Degraded", message);
+        }
+        if !is_degraded && was_degraded {
+            record_event(status, now, false, "Recovered", nodes_summary.clone());
+        }
+        if !reason.is_empty() && warning {
+            record_event(status, now, true, reason, message);
+        }
+        match blocked {
+            None if everything => Next::After(self.options.health_check),
+            Some(Blocked::Waiting("ReplacingNode", _)) => Next::After(Duration::ZERO),
+            _ => Next::After(self.options.poll),
+        }
+    }
+
+    /// Deletes every cloud resource of the cluster, then lets the object go.
+    async fn tear_down(
+        &self,
+        path: &ResourcePath,
+        cluster: Object<Cluster, ClusterStatus>,
+    ) -> Result<Next, RegistryError> {
+        if !cluster
+            .metadata
+            .finalizers
+            .iter()
+            .any(|f| f == CLUSTER_FINALIZER)
+        {
+            return Ok(Next::Done);
+        }
+        let now = (self.clock)();
+        let mut status = cluster.status.clone();
+        let outcome = match &status.plan {
+            Some(plan) => self.remove_resources(path, &cluster, plan).await,
+            None => Ok(()),
+        };
+        match outcome {
+            Ok(()) => {
+                let mut done = cluster;
+                done.metadata.finalizers.retain(|f| f != CLUSTER_FINALIZER);
+                self.registry.update(path, done).await?;
+                Ok(Next::Done)
+            }
+            Err(blocked) => {
+                let (reason, message) = match blocked {
+                    Blocked::Waiting(reason, message) => (reason, message),
+                    Blocked::Cloud(e) => (e.reason(), e.to_string()),
+                };
+                if status.phase != "Deleting" {
+                    record_event(
+                        &mut status,
+                        now,
+                        false,
+                        "Deleting",
+                        "deleting every cloud resource of the cluster".into(),
+                    );
+                }
+                status.phase = "Deleting".into();
+                set_condition(
+                    &mut status.conditions,
+                    "Deleting",
+                    ConditionStatus::True,
+                    reason,
+                    message,
+                    now,
+                );
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    ConditionStatus::False,
+                    "Deleting",
+                    "the cluster is being deleted".into(),
+                    now,
+                );
+                self.write_status(path, &cluster, status).await?;
+                Ok(Next::After(self.options.poll))
+            }
+        }
+    }
+
+    async fn remove_resources(
+        &self,
+        path: &ResourcePath,
+        cluster: &Object<Cluster, ClusterStatus>,
+        plan: &ClusterPlan,
+    ) -> Pass {
+        let region = plan.region.as_str();
+        let uid = &cluster.metadata.uid;
+        let own = self
+            .provider
+            .describe(region, &Filter::tagged(TAG_CLUSTER, uid))
+            .await?;
+        // Instances and the endpoint first, then what they stood in.
+        let mut left = 0;
+        for r in &own {
+            if matches!(
+                r.spec.kind(),
+                ResourceKind::Instance | ResourceKind::LoadBalancer
+            ) {
+                left += 1;
+                if r.state != ResourceState::Deleting {
+                    self.delete(region, &r.id).await?;
+                }
+            }
+        }
+        if left > 0 {
+            return Err(Blocked::Waiting(
+                "TerminatingInstances",
+                format!("waiting for {left} instance(s) and the API endpoint to go"),
+            ));
+        }
+        for r in own.iter().filter(|r| r.state != ResourceState::Deleting) {
+            self.delete(region, &r.id).await?;
+        }
+        let network = network_key(path, uid, plan);
+        if plan.network.shared_vpc && self.network_still_used(path, uid, plan).await? {
+            return Ok(());
+        }
+        let net = self
+            .provider
+            .describe(region, &Filter::tagged(TAG_NETWORK, &network))
+            .await?;
+        // Route tables, then subnets, then the VPC: each waits for what depends on it.
+        for kind in [
+            ResourceKind::RouteTable,
+            ResourceKind::Subnet,
+            ResourceKind::Vpc,
+        ] {
+            let of_kind: Vec<&CloudResource> =
+                net.iter().filter(|r| r.spec.kind() == kind).collect();
+            for r in &of_kind {
+                if r.state != ResourceState::Deleting {
+                    self.delete(region, &r.id).await?;
+                }
+            }
+            if !of_kind.is_empty() {
+                return Err(Blocked::Waiting(
+                    "DeletingNetwork",
+                    format!("deleting the network's {kind}s"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether another cluster of the project still lives in the shared network.
+    async fn network_still_used(
+        &self,
+        path: &ResourcePath,
+        uid: &str,
+        plan: &ClusterPlan,
+    ) -> Pass<bool> {
+        let project = path.parent().filter(|p| std::ptr::eq(p.kind(), &PROJECT));
+        let listed = self
+            .registry
+            .list_raw(&CLUSTER, project.as_ref(), &ListOptions::default(), &|_| {
+                true
+            })
+            .await;
+        let page = listed.map_err(|e| {
+            Blocked::Waiting(
+                "WaitingForStore",
+                format!("cannot list the project's clusters: {e}"),
+            )
+        })?;
+        Ok(page.items.into_iter().any(|raw| {
+            from_raw::<Cluster>(raw).is_ok_and(|other| {
+                other.metadata.uid != uid
+                    && other
+                        .status
+                        .plan
+                        .as_ref()
+                        .is_some_and(|p| p.network.shared_vpc && p.region == plan.region)
+            })
+        }))
+    }
+}
+
+fn bump_attempt(status: &mut ClusterStatus, slot: &Slot) {
+    match status.nodes.iter_mut().find(|n| n.name == slot.name) {
+        Some(node) => node.attempt = slot.attempt + 1,
+        None => status.nodes.push(ClusterNode {
+            name: slot.name.clone(),
+            role: slot.role,
+            zone: slot.zone.clone(),
+            instance_type: slot.instance_type.clone(),
+            instance_id: String::new(),
+            state: String::new(),
+            attempt: slot.attempt + 1,
+        }),
+    }
+}
+
+/// Runs the lifecycle controller until the task is dropped: `workers` clusters at a time,
+/// woken by every change of a cluster, by the waits each pass asks for, and by a full
+/// resync every `resync`.
+pub async fn run_cluster_controller(lifecycle: Arc<Lifecycle>, workers: usize, resync: Duration) {
+    let queue = crate::queue::WorkQueue::default();
+    for _ in 0..workers.max(1) {
+        let (queue, lifecycle) = (queue.clone(), lifecycle.clone());
+        tokio::spawn(async move {
+            loop {
+                let path = queue.next().await;
+                match lifecycle.reconcile(&path).await {
+                    Ok(Next::Done) => {}
+                    Ok(Next::After(delay)) => queue.add_after(path.clone(), delay),
+                    Err(e) => {
+                        tracing::warn!(cluster = %path, error = %e, "cluster pass failed; retrying");
+                        queue.add_after(
+                            path.clone(),
+                            lifecycle.options.poll.max(Duration::from_millis(200)),
+                        );
+                    }
+                }
+                queue.done(&path);
+            }
+        });
+    }
+    let registry = lifecycle.registry.clone();
+    loop {
+        let page = match registry
+            .list_raw(&CLUSTER, None, &ListOptions::default(), &|_| true)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster controller cannot list clusters");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for raw in &page.items {
+            if let Ok(path) = cluster_path(&raw.metadata.parent, &raw.metadata.name) {
+                queue.add(path);
+            }
+        }
+        let mut changes = match registry.watch(&CLUSTER, None, page.revision).await {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster controller cannot watch clusters");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let deadline = tokio::time::sleep(resync);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                change = changes.next() => match change {
+                    Some(Ok(change)) => queue.add(change.path),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "cluster watch ended; listing again");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+fn cluster_path(parent: &str, name: &str) -> Result<ResourcePath, dialtone_types::path::PathError> {
+    Ok(ResourcePath::parse(parent)?.child(&CLUSTER, name))
+}

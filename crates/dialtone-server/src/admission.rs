@@ -1,0 +1,230 @@
+//! What a kind checks and completes before it is stored, beyond its own fields: the
+//! admission step. Most kinds need nothing; a cluster is planned here, so that everything
+//! wrong with it is a 4xx before anything is provisioned, and its network is allocated from
+//! the org's address plan.
+
+use dialtone_controllers::cluster::CLUSTER_FINALIZER;
+use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, PlanError};
+use dialtone_store::registry::{ListOptions, from_raw, validate};
+use dialtone_types::cluster::{ClusterPlan, ClusterStatus, parse_address_pool};
+use dialtone_types::kinds::CLUSTER;
+use dialtone_types::validation::FieldReason;
+use dialtone_types::{
+    ApiError, Cluster, ClusterType, Condition, ConditionStatus, FieldErrors, Folder, Identity,
+    Kind, Object, Org, Project, ResourcePath,
+};
+
+use crate::App;
+use crate::error::HttpResult;
+
+#[async_trait::async_trait]
+pub trait Admission: Kind {
+    /// Creates of this kind allocate from a pool shared across the org (cluster networks),
+    /// so they take the server's allocation lock until the object is stored.
+    const ALLOCATES: bool = false;
+
+    /// Whether clients may write the status; when not, only controllers do.
+    const CLIENT_STATUS: bool = true;
+
+    /// Completes and checks a new object under `parent` before it is stored.
+    async fn admit_create(
+        _app: &App,
+        _parent: Option<&ResourcePath>,
+        _object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        Ok(())
+    }
+
+    /// Checks a new spec for the object at `path` before it replaces the current one.
+    async fn admit_update(
+        _app: &App,
+        _path: &ResourcePath,
+        _object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        Ok(())
+    }
+}
+
+impl Admission for Org {}
+impl Admission for Folder {}
+impl Admission for Project {}
+impl Admission for Identity {}
+
+/// Every problem of the object: its own fields first, then what the planner found.
+fn all_problems(object: &Object<Cluster, ClusterStatus>, planned: Option<PlanError>) -> ApiError {
+    let mut errors = validate(object);
+    for problem in planned.into_iter().flat_map(|e| e.0) {
+        errors.push(
+            problem.field,
+            FieldReason::FieldValueInvalid,
+            problem.message,
+        );
+    }
+    ApiError::invalid(errors)
+}
+
+/// Plans the cluster, or says everything wrong with it at once. With an unknown type, the
+/// rest of the spec is still checked, against the developer type's rules.
+fn plan_or_problems(
+    object: &Object<Cluster, ClusterStatus>,
+    context: &PlanContext<'_>,
+) -> Result<ClusterPlan, ApiError> {
+    let known_type = ClusterType::parse(&object.spec.cluster_type).is_ok();
+    let request = request_of(&object.metadata.name, &object.spec);
+    match dialtone_planner::plan(&request, context) {
+        Ok(plan) if known_type && validate(object).is_empty() => Ok(plan),
+        Ok(_) => Err(all_problems(object, None)),
+        Err(problems) if known_type => Err(all_problems(object, Some(problems))),
+        Err(PlanError(problems)) => {
+            let type_independent = problems
+                .into_iter()
+                .filter(|p| !matches!(p.field, "spec.minNodes" | "spec.maxNodes"))
+                .collect();
+            Err(all_problems(object, Some(PlanError(type_independent))))
+        }
+    }
+}
+
+fn request_of(name: &str, spec: &Cluster) -> ClusterRequest {
+    let cluster_type = ClusterType::parse(&spec.cluster_type).unwrap_or(ClusterType::Developer);
+    ClusterRequest {
+        name: name.to_string(),
+        cluster_type,
+        region: spec.region.clone(),
+        kubernetes_version: Some(spec.kubernetes_version.clone()).filter(|v| !v.is_empty()),
+        min_nodes: spec.min_nodes,
+        max_nodes: spec.max_nodes,
+        allowed_families: spec.allowed_families.clone(),
+        excluded_families: spec.excluded_families.clone(),
+    }
+}
+
+async fn org_pool(app: &App, org: &str) -> HttpResult<ipnet::Ipv4Net> {
+    let org: Object<Org> = app.registry.get(&ResourcePath::org(org)).await?;
+    parse_address_pool(org.spec.address_plan()).map_err(|message| {
+        let mut errors = FieldErrors::default();
+        errors.push(
+            "org.spec.addressPlan",
+            FieldReason::FieldValueInvalid,
+            message,
+        );
+        ApiError::invalid(errors).into()
+    })
+}
+
+/// The plans of every cluster of the org, with their parents.
+async fn org_plans(app: &App, org: &str) -> HttpResult<Vec<(String, ClusterPlan)>> {
+    // Cluster keys start with the org's name, so the org's clusters are one range.
+    let page = app
+        .registry
+        .list_raw(
+            &CLUSTER,
+            Some(&ResourcePath::org(org)),
+            &ListOptions::default(),
+            &|_| true,
+        )
+        .await?;
+    Ok(page
+        .items
+        .into_iter()
+        .filter_map(|raw| from_raw::<Cluster>(raw).ok())
+        .filter_map(|c| c.status.plan.map(|plan| (c.metadata.parent, plan)))
+        .collect())
+}
+
+fn pin_spec(spec: &mut Cluster, plan: &ClusterPlan) {
+    // Defaults become explicit, as Kubernetes does, so that later plans read the same spec.
+    spec.kubernetes_version = plan.kubernetes_version.clone();
+    spec.min_nodes = Some(plan.workers.min_nodes);
+    spec.max_nodes = Some(plan.workers.max_nodes);
+}
+
+#[async_trait::async_trait]
+impl Admission for Cluster {
+    const ALLOCATES: bool = true;
+    const CLIENT_STATUS: bool = false;
+
+    async fn admit_create(
+        app: &App,
+        parent: Option<&ResourcePath>,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        let parent = parent.expect("clusters live in projects");
+        let request = request_of(&object.metadata.name, &object.spec);
+        // The caller holds the allocation lock until the cluster, which records its network,
+        // is stored: two clusters never get the same network.
+        let org = parent.org_name().to_string();
+        let pool = org_pool(app, &org).await?;
+        let plans = org_plans(app, &org).await?;
+        let parent_text = parent.to_string();
+        let shared = (request.cluster_type == ClusterType::Developer)
+            .then(|| {
+                plans.iter().find(|(p, plan)| {
+                    *p == parent_text && plan.network.shared_vpc && plan.region == request.region
+                })
+            })
+            .flatten()
+            .map(|(_, plan)| plan.network.vpc_cidr);
+        let mut allocated: Vec<_> = plans.iter().map(|(_, p)| p.network.vpc_cidr).collect();
+        allocated.dedup();
+        let context = PlanContext {
+            catalog: app.provider.catalog(),
+            address_plan: &AddressPlan { pool, allocated },
+            existing_vpc: shared,
+        };
+        let plan = plan_or_problems(object, &context)?;
+        pin_spec(&mut object.spec, &plan);
+        let now = (app.clock)();
+        object.status = ClusterStatus {
+            observed_generation: 1,
+            phase: "Provisioning".into(),
+            conditions: vec![Condition {
+                type_: "Provisioning".into(),
+                status: ConditionStatus::True,
+                reason: "Planned".into(),
+                message: "planned; provisioning starts shortly".into(),
+                last_transition_time: now,
+            }],
+            plan: Some(plan),
+            ..Default::default()
+        };
+        if !object
+            .metadata
+            .finalizers
+            .iter()
+            .any(|f| f == CLUSTER_FINALIZER)
+        {
+            object
+                .metadata
+                .finalizers
+                .push(CLUSTER_FINALIZER.to_string());
+        }
+        Ok(())
+    }
+
+    async fn admit_update(
+        app: &App,
+        path: &ResourcePath,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        let current: Object<Cluster, ClusterStatus> = app.registry.get(path).await?;
+        if object.spec.kubernetes_version.is_empty() {
+            object.spec.kubernetes_version = current.spec.kubernetes_version.clone();
+        }
+        let mut errors = FieldErrors::default();
+        current.spec.immutable_changes(&object.spec, &mut errors);
+        errors.into_result().map_err(ApiError::invalid)?;
+        let pool = org_pool(app, path.org_name()).await?;
+        let context = PlanContext {
+            catalog: app.provider.catalog(),
+            address_plan: &AddressPlan {
+                pool,
+                allocated: Vec::new(),
+            },
+            existing_vpc: current.status.plan.as_ref().map(|p| p.network.vpc_cidr),
+        };
+        let plan = plan_or_problems(object, &context)?;
+        pin_spec(&mut object.spec, &plan);
+        Ok(())
+    }
+}

@@ -1,0 +1,801 @@
+//! `sim`, the built-in cloud. It has the regions us-east-1, us-west-2 and eu-west-1 with
+//! their zones, the real EC2 instance catalogue, latencies that look like a cloud's (or none,
+//! in fast mode), quotas, and failure injection: boot failures, instance deaths, zone
+//! outages, throttling and timeouts after a call succeeded. Its state is a redb file, so it
+//! outlives restarts exactly as a cloud outlives its clients.
+//!
+//! Readiness is a function of time: a resource records when it becomes available, and every
+//! call observes the state at that moment. Nothing runs in the background.
+
+mod faults;
+mod persist;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dialtone_cloud::{
+    CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, Provider,
+    REGIONS, Region, ResourceKind, ResourceSpec, ResourceState,
+};
+use jiff::{SignedDuration, Timestamp};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+pub use faults::{Fault, FaultKind, FaultSpec};
+use persist::{Persister, Table, Write};
+
+/// How the sim behaves in time.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Multiplies every latency: 1 looks like a real cloud, 0 is fast mode (everything is
+    /// ready at once), 0.1 is ten times faster than a cloud.
+    pub time_scale: f64,
+    /// Seeds the draws of probabilistic faults, for replayable runs.
+    pub seed: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            time_scale: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// How long things take in a real cloud, before [`SimOptions::time_scale`]: roughly what
+/// EC2 and ELB take in us-east-1.
+mod latency {
+    pub const CALL_MS: u64 = 60;
+    pub fn ready_ms(kind: super::ResourceKind) -> u64 {
+        use super::ResourceKind::*;
+        match kind {
+            Vpc => 2_000,
+            Subnet | RouteTable | SecurityGroup => 1_000,
+            VpcPeering => 10_000,
+            Instance => 30_000,
+            LoadBalancer => 45_000,
+        }
+    }
+    pub fn delete_ms(kind: super::ResourceKind) -> u64 {
+        use super::ResourceKind::*;
+        match kind {
+            Instance => 20_000,
+            LoadBalancer => 15_000,
+            _ => 0,
+        }
+    }
+}
+
+/// Per-region limits, like a cloud account's service quotas.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quotas {
+    /// vCPUs of running and pending instances.
+    pub vcpus: u64,
+    pub vpcs: u64,
+    pub load_balancers: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            vcpus: 100_000,
+            vpcs: 1_000,
+            load_balancers: 5_000,
+        }
+    }
+}
+
+/// A resource and what decides its state over time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    resource: CloudResource,
+    client_token: String,
+    ready_at: Timestamp,
+    /// Set when it was asked to go; it is gone at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gone_at: Option<Timestamp>,
+    /// Why an instance will fail to boot, decided at launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_failure: Option<String>,
+    /// Why an instance died after it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    died: Option<String>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counters {
+    next_resource: u64,
+    next_fault: u64,
+}
+
+struct State {
+    records: BTreeMap<String, Record>,
+    /// `(region, client token)` → resource id.
+    tokens: HashMap<(String, String), String>,
+    faults: Vec<Fault>,
+    quotas: BTreeMap<String, Quotas>,
+    counters: Counters,
+    rng: StdRng,
+}
+
+/// The simulated cloud. Cheap to share behind an `Arc`.
+pub struct Sim {
+    state: Mutex<State>,
+    persister: Persister,
+    options: SimOptions,
+}
+
+type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the sim's state file: {0}")]
+pub struct SimError(String);
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("sim state always serializes")
+}
+
+fn id_prefix(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::Vpc => "vpc",
+        ResourceKind::Subnet => "subnet",
+        ResourceKind::RouteTable => "rtb",
+        ResourceKind::SecurityGroup => "sg",
+        ResourceKind::LoadBalancer => "lb",
+        ResourceKind::Instance => "i",
+        ResourceKind::VpcPeering => "pcx",
+    }
+}
+
+fn after(now: Timestamp, ms: u64, scale: f64) -> Timestamp {
+    let scaled = (ms as f64 * scale).round() as i64;
+    now.checked_add(SignedDuration::from_millis(scaled))
+        .unwrap_or(now)
+}
+
+impl State {
+    fn down_zones(&self, region: &str) -> Vec<&str> {
+        self.faults
+            .iter()
+            .filter(|f| {
+                f.spec.kind == FaultKind::ZoneOutage
+                    && f.spec.region.as_deref().is_none_or(|r| r == region)
+            })
+            .filter_map(|f| f.spec.zone.as_deref())
+            .collect()
+    }
+
+    /// The resource as a caller sees it now; `None` once it is gone.
+    fn observe(&self, record: &Record, now: Timestamp) -> Option<CloudResource> {
+        let mut resource = record.resource.clone();
+        resource.state = match (&record.gone_at, &record.died) {
+            (Some(gone_at), _) if *gone_at <= now => return None,
+            (Some(_), _) => ResourceState::Deleting,
+            (None, Some(reason)) => ResourceState::Terminated {
+                reason: reason.clone(),
+            },
+            (None, None) if now < record.ready_at => ResourceState::Pending,
+            (None, None) => match (&record.boot_failure, zone_of(&resource.spec)) {
+                (Some(reason), _) => ResourceState::Terminated {
+                    reason: reason.clone(),
+                },
+                (None, Some(zone)) if self.down_zones(&resource.region).contains(&zone) => {
+                    ResourceState::Impaired {
+                        reason: format!("zone {zone} is down"),
+                    }
+                }
+                _ => ResourceState::Available,
+            },
+        };
+        Some(resource)
+    }
+
+    /// Forgets resources whose deletion has finished.
+    fn purge(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
+        let gone: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.gone_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            let record = self.records.remove(&id).expect("listed above");
+            self.tokens
+                .remove(&(record.resource.region.clone(), record.client_token));
+            writes.push(Write {
+                table: Table::Resources,
+                key: id,
+                value: None,
+            });
+        }
+    }
+
+    fn live_in<'a>(&'a self, region: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
+        self.records.values().filter(move |r| {
+            r.resource.region == region
+                && r.gone_at.is_none()
+                && r.died.is_none()
+                && r.boot_failure.is_none()
+        })
+    }
+
+    fn check_quota(
+        &self,
+        region: &str,
+        spec: &ResourceSpec,
+        catalog: &InstanceCatalog,
+    ) -> CloudResult<()> {
+        let quotas = self.quotas.get(region).cloned().unwrap_or_default();
+        let count = |kind: ResourceKind| {
+            self.live_in(region)
+                .filter(|r| r.resource.spec.kind() == kind)
+                .count() as u64
+        };
+        let exceeded = |what: &str, limit: u64| {
+            Err(CloudError::QuotaExceeded {
+                message: format!("{region} allows {limit} {what}; raise the quota or free some"),
+            })
+        };
+        match spec {
+            ResourceSpec::Vpc { .. } if count(ResourceKind::Vpc) >= quotas.vpcs => {
+                exceeded("VPCs", quotas.vpcs)
+            }
+            ResourceSpec::LoadBalancer { .. }
+                if count(ResourceKind::LoadBalancer) >= quotas.load_balancers =>
+            {
+                exceeded("load balancers", quotas.load_balancers)
+            }
+            ResourceSpec::Instance { instance_type, .. } => {
+                let vcpus_of = |name: &str| catalog.get(name).map_or(0, |t| t.vcpus as u64);
+                let used: u64 = self
+                    .live_in(region)
+                    .filter_map(|r| match &r.resource.spec {
+                        ResourceSpec::Instance { instance_type, .. } => {
+                            Some(vcpus_of(instance_type))
+                        }
+                        _ => None,
+                    })
+                    .sum();
+                if used + vcpus_of(instance_type) > quotas.vcpus {
+                    exceeded("vCPUs", quotas.vcpus)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn zone_of(spec: &ResourceSpec) -> Option<&str> {
+    match spec {
+        ResourceSpec::Instance { zone, .. } | ResourceSpec::Subnet { zone, .. } => Some(zone),
+        _ => None,
+    }
+}
+
+fn invalid(message: String) -> CloudError {
+    CloudError::Invalid { message }
+}
+
+/// Checks a create request against the region and the catalogue.
+fn check_spec(region: &Region, spec: &ResourceSpec, catalog: &InstanceCatalog) -> CloudResult<()> {
+    let zones = region.zones();
+    if let Some(zone) = zone_of(spec)
+        && !zones.iter().any(|z| z == zone)
+    {
+        return Err(invalid(format!(
+            "zone `{zone}` is not in {}; its zones: {}",
+            region.name,
+            zones.join(", ")
+        )));
+    }
+    if let ResourceSpec::Instance {
+        instance_type,
+        zone,
+        ..
+    } = spec
+    {
+        let Some(offered) = catalog.get(instance_type) else {
+            return Err(invalid(format!("unknown instance type `{instance_type}`")));
+        };
+        let suffix = zone.chars().last().unwrap_or(' ');
+        if !offered.zone_suffixes.contains(&suffix) {
+            return Err(CloudError::InsufficientCapacity {
+                zone: zone.clone(),
+                instance_type: instance_type.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Sim {
+    /// Opens (or creates) the sim whose state is the file `path`.
+    pub fn open(path: &Path, options: SimOptions) -> Result<Sim, SimError> {
+        let (persister, loaded) = Persister::open(path).map_err(SimError)?;
+        let mut state = State {
+            records: BTreeMap::new(),
+            tokens: HashMap::new(),
+            faults: Vec::new(),
+            quotas: BTreeMap::new(),
+            counters: Counters::default(),
+            rng: StdRng::seed_from_u64(options.seed),
+        };
+        for bytes in loaded.resources {
+            let record: Record = serde_json::from_slice(&bytes)
+                .map_err(|e| SimError(format!("a corrupt resource record: {e}")))?;
+            state.tokens.insert(
+                (record.resource.region.clone(), record.client_token.clone()),
+                record.resource.id.clone(),
+            );
+            state.records.insert(record.resource.id.clone(), record);
+        }
+        for (key, bytes) in loaded.meta {
+            let corrupt = |e: serde_json::Error| SimError(format!("corrupt `{key}`: {e}"));
+            match key.as_str() {
+                "faults" => state.faults = serde_json::from_slice(&bytes).map_err(corrupt)?,
+                "quotas" => state.quotas = serde_json::from_slice(&bytes).map_err(corrupt)?,
+                "counters" => state.counters = serde_json::from_slice(&bytes).map_err(corrupt)?,
+                _ => {}
+            }
+        }
+        Ok(Sim {
+            state: Mutex::new(state),
+            persister,
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &SimOptions {
+        &self.options
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping would; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `writes` (call it under the state lock, so the file sees changes in order).
+    fn queue(&self, writes: Vec<Write>) -> Option<Durable> {
+        (!writes.is_empty()).then(|| self.persister.queue(writes))
+    }
+
+    /// Waits until queued writes are durable.
+    async fn persist(&self, queued: Option<Durable>) -> CloudResult<()> {
+        let Some(receiver) = queued else {
+            return Ok(());
+        };
+        match receiver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(CloudError::Unavailable { message }),
+            Err(_) => Err(CloudError::Unavailable {
+                message: "the sim's persister stopped".to_string(),
+            }),
+        }
+    }
+
+    async fn call_latency(&self) {
+        if self.options.time_scale > 0.0 {
+            let ms = (latency::CALL_MS as f64 * self.options.time_scale) as u64;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    fn region(&self, name: &str) -> CloudResult<&'static Region> {
+        Region::find(name).ok_or_else(|| {
+            invalid(format!(
+                "unknown region `{name}`; valid regions: {}",
+                Region::names().join(", ")
+            ))
+        })
+    }
+
+    fn meta_write(key: &str, bytes: Vec<u8>) -> Write {
+        Write {
+            table: Table::Meta,
+            key: key.to_string(),
+            value: Some(bytes),
+        }
+    }
+
+    /// Whether a fault of `kind` hits this call; persists the fault list when one fires.
+    fn fault_fires(
+        state: &mut State,
+        kind: FaultKind,
+        region: &str,
+        zone: Option<&str>,
+        writes: &mut Vec<Write>,
+    ) -> bool {
+        let State { faults, rng, .. } = state;
+        let fired = faults::fire(faults, rng, kind, region, zone);
+        if fired {
+            writes.push(Self::meta_write("faults", json(&state.faults)));
+        }
+        fired
+    }
+
+    /// Every resource in every region, as it is now.
+    pub fn resources(&self) -> Vec<CloudResource> {
+        let now = Timestamp::now();
+        let state = self.lock();
+        state
+            .records
+            .values()
+            .filter_map(|r| state.observe(r, now))
+            .collect()
+    }
+
+    pub fn faults(&self) -> Vec<Fault> {
+        self.lock().faults.clone()
+    }
+
+    /// Adds a fault; the error says everything wrong with the spec.
+    pub async fn add_fault(&self, spec: FaultSpec) -> Result<Fault, String> {
+        spec.check(REGIONS)?;
+        let (fault, receiver) = {
+            let mut state = self.lock();
+            state.counters.next_fault += 1;
+            let fault = Fault {
+                id: format!("fault-{}", state.counters.next_fault),
+                spec,
+                fired: 0,
+            };
+            state.faults.push(fault.clone());
+            let writes = vec![
+                Self::meta_write("faults", json(&state.faults)),
+                Self::meta_write("counters", json(&state.counters)),
+            ];
+            (fault, self.queue(writes))
+        };
+        self.persist(receiver).await.map_err(|e| e.to_string())?;
+        Ok(fault)
+    }
+
+    /// Removes one fault (`Some(id)`) or all; returns how many were removed.
+    pub async fn remove_faults(&self, id: Option<&str>) -> Result<usize, String> {
+        let (removed, receiver) = {
+            let mut state = self.lock();
+            let before = state.faults.len();
+            state.faults.retain(|f| id.is_some_and(|id| f.id != id));
+            let removed = before - state.faults.len();
+            let writes = vec![Self::meta_write("faults", json(&state.faults))];
+            (removed, self.queue(writes))
+        };
+        self.persist(receiver).await.map_err(|e| e.to_string())?;
+        Ok(removed)
+    }
+
+    /// Kills a running instance, as a hardware failure would. `NotFound` for anything else.
+    pub async fn kill_instance(&self, id: &str) -> CloudResult<CloudResource> {
+        let now = Timestamp::now();
+        let (killed, receiver) = {
+            let mut state = self.lock();
+            let observed = state.records.get(id).and_then(|r| state.observe(r, now));
+            match observed {
+                Some(resource)
+                    if resource.spec.kind() == ResourceKind::Instance
+                        && matches!(
+                            resource.state,
+                            ResourceState::Available
+                                | ResourceState::Pending
+                                | ResourceState::Impaired { .. }
+                        ) => {}
+                _ => return Err(CloudError::NotFound { id: id.to_string() }),
+            }
+            let record = state.records.get_mut(id).expect("observed above");
+            record.died = Some("the instance's host failed (simulated)".to_string());
+            let bytes = json(&*record);
+            let killed = state
+                .observe(&state.records[id], now)
+                .expect("still listed");
+            let writes = vec![Write {
+                table: Table::Resources,
+                key: id.to_string(),
+                value: Some(bytes),
+            }];
+            (killed, self.queue(writes))
+        };
+        self.persist(receiver).await?;
+        Ok(killed)
+    }
+
+    pub fn quotas(&self, region: &str) -> CloudResult<Quotas> {
+        self.region(region)?;
+        Ok(self.lock().quotas.get(region).cloned().unwrap_or_default())
+    }
+
+    pub async fn set_quotas(&self, region: &str, quotas: Quotas) -> CloudResult<()> {
+        self.region(region)?;
+        let receiver = {
+            let mut state = self.lock();
+            state.quotas.insert(region.to_string(), quotas);
+            let writes = vec![Self::meta_write("quotas", json(&state.quotas))];
+            self.queue(writes)
+        };
+        self.persist(receiver).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Sim {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn regions(&self) -> &'static [Region] {
+        REGIONS
+    }
+
+    fn catalog(&self) -> &InstanceCatalog {
+        InstanceCatalog::builtin()
+    }
+
+    async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource> {
+        let region_info = self.region(region)?;
+        self.call_latency().await;
+        let now = Timestamp::now();
+        let catalog = self.catalog();
+        let (outcome, queued) = {
+            let mut state = self.lock();
+            let mut writes = Vec::new();
+            state.purge(now, &mut writes);
+            let outcome = if Self::fault_fires(
+                &mut state,
+                FaultKind::Throttling,
+                region,
+                None,
+                &mut writes,
+            ) {
+                Err(CloudError::Throttled)
+            } else {
+                let token_key = (region.to_string(), request.client_token.clone());
+                match state.tokens.get(&token_key).cloned() {
+                    // The same token names the same resource, even if the spec differs (as
+                    // in EC2); only a new creation can time out after it succeeded.
+                    Some(id) => state
+                        .observe(&state.records[&id], now)
+                        .ok_or(CloudError::NotFound { id }),
+                    None => self
+                        .launch(&mut state, region_info, request, now, catalog, &mut writes)
+                        .and_then(|created| {
+                            if Self::fault_fires(
+                                &mut state,
+                                FaultKind::TimeoutAfterSuccess,
+                                region,
+                                None,
+                                &mut writes,
+                            ) {
+                                Err(CloudError::Timeout)
+                            } else {
+                                Ok(created)
+                            }
+                        }),
+                }
+            };
+            (outcome, self.queue(writes))
+        };
+        self.persist(queued).await?;
+        outcome
+    }
+
+    async fn describe(&self, region: &str, filter: &Filter) -> CloudResult<Vec<CloudResource>> {
+        self.region(region)?;
+        self.call_latency().await;
+        let now = Timestamp::now();
+        let (outcome, queued) = {
+            let mut state = self.lock();
+            let mut writes = Vec::new();
+            let outcome = if Self::fault_fires(
+                &mut state,
+                FaultKind::Throttling,
+                region,
+                None,
+                &mut writes,
+            ) {
+                Err(CloudError::Throttled)
+            } else {
+                Ok(state
+                    .records
+                    .values()
+                    .filter(|r| r.resource.region == region)
+                    .filter_map(|r| state.observe(r, now))
+                    .filter(|r| filter.matches(r))
+                    .collect())
+            };
+            (outcome, self.queue(writes))
+        };
+        self.persist(queued).await?;
+        outcome
+    }
+
+    async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
+        self.region(region)?;
+        self.call_latency().await;
+        let now = Timestamp::now();
+        let (outcome, queued) = {
+            let mut state = self.lock();
+            let mut writes = Vec::new();
+            state.purge(now, &mut writes);
+            let outcome = if Self::fault_fires(
+                &mut state,
+                FaultKind::Throttling,
+                region,
+                None,
+                &mut writes,
+            ) {
+                Err(CloudError::Throttled)
+            } else {
+                self.remove(&mut state, region, id, now, &mut writes)
+                    .and_then(|()| {
+                        if Self::fault_fires(
+                            &mut state,
+                            FaultKind::TimeoutAfterSuccess,
+                            region,
+                            None,
+                            &mut writes,
+                        ) {
+                            Err(CloudError::Timeout)
+                        } else {
+                            Ok(())
+                        }
+                    })
+            };
+            (outcome, self.queue(writes))
+        };
+        self.persist(queued).await?;
+        outcome
+    }
+}
+
+impl Sim {
+    fn launch(
+        &self,
+        state: &mut State,
+        region: &Region,
+        request: CreateRequest,
+        now: Timestamp,
+        catalog: &InstanceCatalog,
+        writes: &mut Vec<Write>,
+    ) -> CloudResult<CloudResource> {
+        check_spec(region, &request.spec, catalog)?;
+        for dependency in request.spec.dependencies() {
+            let usable = state
+                .records
+                .get(dependency)
+                .and_then(|r| state.observe(r, now))
+                .is_some_and(|r| {
+                    r.region == region.name
+                        && !matches!(
+                            r.state,
+                            ResourceState::Deleting | ResourceState::Terminated { .. }
+                        )
+                });
+            if !usable {
+                return Err(invalid(format!(
+                    "{dependency} does not exist in {}",
+                    region.name
+                )));
+            }
+        }
+        let zone = zone_of(&request.spec).map(str::to_string);
+        if let (ResourceSpec::Instance { instance_type, .. }, Some(zone)) = (&request.spec, &zone)
+            && state.down_zones(region.name).contains(&zone.as_str())
+        {
+            return Err(CloudError::InsufficientCapacity {
+                zone: zone.clone(),
+                instance_type: instance_type.clone(),
+            });
+        }
+        state.check_quota(region.name, &request.spec, catalog)?;
+        let boot_failure = (request.spec.kind() == ResourceKind::Instance
+            && Self::fault_fires(
+                state,
+                FaultKind::BootFailure,
+                region.name,
+                zone.as_deref(),
+                writes,
+            ))
+        .then(|| "Server.InternalError: the instance failed to boot (simulated)".to_string());
+        state.counters.next_resource += 1;
+        let serial = state.counters.next_resource;
+        let kind = request.spec.kind();
+        let id = format!("{}-{serial:017x}", id_prefix(kind));
+        let address = match &request.spec {
+            ResourceSpec::Instance { subnet_id, .. } => state
+                .records
+                .get(subnet_id)
+                .and_then(|s| match &s.resource.spec {
+                    ResourceSpec::Subnet { cidr, .. } => {
+                        let hosts = cidr.hosts().count().max(6) as u64 - 5;
+                        cidr.hosts().nth(4 + (serial % hosts) as usize)
+                    }
+                    _ => None,
+                })
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            ResourceSpec::LoadBalancer { .. } => {
+                format!("{id}.elb.{}.sim.dialtone.dev", region.name)
+            }
+            _ => String::new(),
+        };
+        let record = Record {
+            resource: CloudResource {
+                id: id.clone(),
+                region: region.name.to_string(),
+                spec: request.spec,
+                tags: request.tags,
+                state: ResourceState::Pending,
+                address,
+                created_at: now,
+            },
+            client_token: request.client_token.clone(),
+            ready_at: after(now, latency::ready_ms(kind), self.options.time_scale),
+            gone_at: None,
+            boot_failure,
+            died: None,
+        };
+        writes.push(Write {
+            table: Table::Resources,
+            key: id.clone(),
+            value: Some(json(&record)),
+        });
+        writes.push(Self::meta_write("counters", json(&state.counters)));
+        state
+            .tokens
+            .insert((region.name.to_string(), request.client_token), id.clone());
+        state.records.insert(id.clone(), record);
+        Ok(state
+            .observe(&state.records[&id], now)
+            .expect("just created"))
+    }
+
+    fn remove(
+        &self,
+        state: &mut State,
+        region: &str,
+        id: &str,
+        now: Timestamp,
+        writes: &mut Vec<Write>,
+    ) -> CloudResult<()> {
+        let not_found = || CloudError::NotFound { id: id.to_string() };
+        let record = state.records.get(id).ok_or_else(not_found)?;
+        if record.resource.region != region {
+            return Err(not_found());
+        }
+        if record.gone_at.is_some() {
+            return Ok(());
+        }
+        let dependents: Vec<&str> = state
+            .records
+            .values()
+            .filter(|r| r.gone_at.is_none() && r.resource.spec.dependencies().contains(&id))
+            .map(|r| r.resource.id.as_str())
+            .collect();
+        if !dependents.is_empty() {
+            return Err(CloudError::DependencyViolation {
+                message: format!("{id} has dependent resources: {}", dependents.join(", ")),
+            });
+        }
+        let kind = record.resource.spec.kind();
+        let record = state.records.get_mut(id).expect("found above");
+        record.gone_at = Some(after(
+            now,
+            latency::delete_ms(kind),
+            self.options.time_scale,
+        ));
+        writes.push(Write {
+            table: Table::Resources,
+            key: id.to_string(),
+            value: Some(json(&*record)),
+        });
+        Ok(())
+    }
+}

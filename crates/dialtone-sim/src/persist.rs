@@ -1,0 +1,117 @@
+//! Durable sim state: one redb file, written by one thread that commits whatever has queued
+//! up in one transaction (group commit), so many concurrent calls share one fsync.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+/// Resources by id, as JSON records.
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+/// Faults, quotas and the id counter, as JSON.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub enum Table {
+    Resources,
+    Meta,
+}
+
+/// One change to persist; `None` deletes the key.
+pub struct Write {
+    pub table: Table,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+type Batch = (Vec<Write>, oneshot::Sender<Result<(), String>>);
+
+pub struct Persister {
+    queue: mpsc::Sender<Batch>,
+}
+
+/// Everything the file holds.
+pub struct Loaded {
+    pub resources: Vec<Vec<u8>>,
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+impl Persister {
+    pub fn open(path: &Path) -> Result<(Self, Loaded), String> {
+        let db =
+            Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let wtx = db.begin_write().map_err(|e| e.to_string())?;
+        wtx.open_table(RESOURCES).map_err(|e| e.to_string())?;
+        wtx.open_table(META).map_err(|e| e.to_string())?;
+        wtx.commit().map_err(|e| e.to_string())?;
+        let loaded = {
+            let rtx = db.begin_read().map_err(|e| e.to_string())?;
+            let resources = rtx.open_table(RESOURCES).map_err(|e| e.to_string())?;
+            let meta = rtx.open_table(META).map_err(|e| e.to_string())?;
+            let mut loaded = Loaded {
+                resources: Vec::new(),
+                meta: Vec::new(),
+            };
+            for entry in resources.iter().map_err(|e| e.to_string())? {
+                let (_, value) = entry.map_err(|e| e.to_string())?;
+                loaded.resources.push(value.value().to_vec());
+            }
+            for entry in meta.iter().map_err(|e| e.to_string())? {
+                let (key, value) = entry.map_err(|e| e.to_string())?;
+                loaded
+                    .meta
+                    .push((key.value().to_string(), value.value().to_vec()));
+            }
+            loaded
+        };
+        let (queue, batches) = mpsc::channel::<Batch>();
+        std::thread::Builder::new()
+            .name("sim-persister".into())
+            .spawn(move || {
+                while let Ok(first) = batches.recv() {
+                    let mut group = vec![first];
+                    group.extend(batches.try_iter());
+                    let result = commit(&db, &group).map_err(|e| e.to_string());
+                    for (_, done) in group {
+                        let _ = done.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok((Persister { queue }, loaded))
+    }
+
+    /// Queues `writes`; the receiver answers once they are durable. Queue in the order the
+    /// state changed (under the state's lock) and the file follows the same order.
+    pub fn queue(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>> {
+        let (done, receiver) = oneshot::channel();
+        if let Err(mpsc::SendError((_, done))) = self.queue.send((writes, done)) {
+            let _ = done.send(Err("the sim's persister stopped".into()));
+        }
+        receiver
+    }
+}
+
+fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
+    let wtx = db.begin_write()?;
+    {
+        let mut resources = wtx.open_table(RESOURCES)?;
+        let mut meta = wtx.open_table(META)?;
+        for write in group.iter().flat_map(|(writes, _)| writes) {
+            let table = match write.table {
+                Table::Resources => &mut resources,
+                Table::Meta => &mut meta,
+            };
+            match &write.value {
+                Some(value) => {
+                    table.insert(write.key.as_str(), value.as_slice())?;
+                }
+                None => {
+                    table.remove(write.key.as_str())?;
+                }
+            }
+        }
+    }
+    wtx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! The Smart Cluster: what a user asks for (`Cluster`), what the control plane reports
+//! (`ClusterStatus`), and the plan the planner makes for it (`ClusterPlan`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ipnet::Ipv4Net;
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::{CLUSTER, Kind, KindInfo};
+use crate::meta::Condition;
+use crate::validation::{FieldErrors, FieldReason};
+
+/// The kinds of Smart Cluster.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterType {
+    Developer,
+    Production,
+}
+
+impl ClusterType {
+    pub const ALL: [ClusterType; 2] = [ClusterType::Developer, ClusterType::Production];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterType::Developer => "developer",
+            ClusterType::Production => "production",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            ClusterType::Developer => {
+                "One control-plane node in one zone, a VPC shared with the project's other developer clusters in the region; cheap and quick for development and tests."
+            }
+            ClusterType::Production => {
+                "Three control-plane nodes in three zones, workers in every zone, its own VPC from the org's address plan, private API, strict security and a maintenance window."
+            }
+        }
+    }
+
+    /// Parses a type name; the error lists the valid ones.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        ClusterType::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                format!("unknown cluster type `{name}`; valid types: developer, production")
+            })
+    }
+}
+
+impl fmt::Display for ClusterType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A Kubernetes cluster of a type, in a region, that the control plane provisions and keeps
+/// in the state its plan says.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    /// `developer` or `production`. Cannot change.
+    #[serde(rename = "type")]
+    pub cluster_type: String,
+    /// Where the cluster runs, for example `us-east-1`. Cannot change.
+    pub region: String,
+    /// A supported Kubernetes minor such as `1.34`; the newest when omitted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kubernetes_version: String,
+    /// The fewest workers; the type's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_nodes: Option<u32>,
+    /// The most workers; the type's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_nodes: Option<u32>,
+    /// Instance families workers may use; any eligible family when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_families: Vec<String>,
+    /// Instance families workers must not use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_families: Vec<String>,
+}
+
+impl Cluster {
+    /// Every change from `self` to `new` that cannot be applied to a running cluster.
+    pub fn immutable_changes(&self, new: &Cluster, errors: &mut FieldErrors) {
+        for (field, old_value, new_value) in [
+            ("spec.type", &self.cluster_type, &new.cluster_type),
+            ("spec.region", &self.region, &new.region),
+            (
+                "spec.kubernetesVersion",
+                &self.kubernetes_version,
+                &new.kubernetes_version,
+            ),
+        ] {
+            if old_value != new_value {
+                errors.push(
+                    field,
+                    FieldReason::FieldValueImmutable,
+                    format!(
+                        "is `{old_value}` and cannot change in place; create a new cluster instead"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Kind for Cluster {
+    const INFO: &'static KindInfo = &CLUSTER;
+    type Status = ClusterStatus;
+
+    fn validate(&self, errors: &mut FieldErrors) {
+        if self.cluster_type.is_empty() {
+            errors.push(
+                "spec.type",
+                FieldReason::FieldValueRequired,
+                "required; valid types: developer, production",
+            );
+        } else if let Err(message) = ClusterType::parse(&self.cluster_type) {
+            errors.push("spec.type", FieldReason::FieldValueInvalid, message);
+        }
+        if self.region.is_empty() {
+            errors.push("spec.region", FieldReason::FieldValueRequired, "required");
+        }
+    }
+}
+
+/// Parses an org's address plan: an IPv4 network of at most /16.
+pub fn parse_address_pool(text: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IPv4 CIDR such as 10.0.0.0/8"))?;
+    if net.prefix_len() > 16 {
+        return Err(format!(
+            "`{text}` is smaller than a /16, the size of one cluster network"
+        ));
+    }
+    if net.trunc() != net {
+        return Err(format!(
+            "`{text}` has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// What the control plane reports about a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The generation of the spec that this status describes.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// `Ready`, `Provisioning`, `Degraded` and `Deleting`, with reasons to act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One word for lists: `Provisioning`, `Ready`, `Degraded`, `Failed` or `Deleting`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// The Kubernetes API endpoint, once its load balancer exists.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
+    /// The plan in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<ClusterPlan>,
+    /// Every node slot of the plan and the instance that fills it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<ClusterNode>,
+    /// Nodes by role and zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_counts: Vec<NodeCount>,
+    /// The latest events, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ClusterEvent>,
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeRole {
+    ControlPlane,
+    Worker,
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeRole::ControlPlane => "control-plane",
+            NodeRole::Worker => "worker",
+        })
+    }
+}
+
+/// A node slot of the plan and the instance filling it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNode {
+    /// The slot, for example `cp-0` or `worker-2`; the node's name in the cluster.
+    pub name: String,
+    pub role: NodeRole,
+    pub zone: String,
+    pub instance_type: String,
+    /// The provider's instance id, once launched.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_id: String,
+    /// The instance's state: `pending`, `running`, `impaired`, …
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    /// How many instances this slot has had; a replacement gets the next number, so that
+    /// its idempotency token differs from the one it replaces.
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCount {
+    pub role: NodeRole,
+    pub zone: String,
+    pub ready: u32,
+    pub total: u32,
+}
+
+/// Something that happened to a cluster, as in Kubernetes' events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEvent {
+    pub time: Timestamp,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// One node of a plan: where it runs and on what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSlot {
+    pub zone: String,
+    pub instance_type: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlanePlan {
+    pub nodes: Vec<NodeSlot>,
+    pub root_disk_gib: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Subnet {
+    pub zone: String,
+    #[schemars(with = "String")]
+    pub cidr: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPlan {
+    #[schemars(with = "String")]
+    pub vpc_cidr: Ipv4Net,
+    /// Whether the VPC is shared with the project's other developer clusters in the region.
+    pub shared_vpc: bool,
+    pub subnets: Vec<Subnet>,
+    #[schemars(with = "String")]
+    pub pod_cidr: Ipv4Net,
+    #[schemars(with = "String")]
+    pub service_cidr: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPlan {
+    pub min_nodes: u32,
+    pub max_nodes: u32,
+    pub zones: Vec<String>,
+    /// Instance families right-sizing may choose from.
+    pub families: Vec<String>,
+    /// The workers to start with.
+    pub initial: Vec<NodeSlot>,
+    pub max_pods_per_node: u32,
+}
+
+/// Everything decided for one cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPlan {
+    #[serde(rename = "type")]
+    pub cluster_type: ClusterType,
+    pub region: String,
+    pub kubernetes_version: String,
+    pub control_plane: ControlPlanePlan,
+    pub network: NetworkPlan,
+    pub workers: WorkerPlan,
+    /// Every decision of the type's table with its concrete value for this cluster.
+    pub decisions: BTreeMap<String, String>,
+}
+
+impl ClusterPlan {
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.decisions.get(key).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_pools_must_hold_a_cluster_network() {
+        assert!(parse_address_pool("10.0.0.0/8").is_ok());
+        assert!(parse_address_pool("172.16.0.0/12").is_ok());
+        assert!(
+            parse_address_pool("10.0.0.0/20")
+                .unwrap_err()
+                .contains("/16")
+        );
+        assert!(
+            parse_address_pool("10.1.0.0/8")
+                .unwrap_err()
+                .contains("10.0.0.0/8")
+        );
+        assert!(parse_address_pool("ten").is_err());
+    }
+
+    #[test]
+    fn type_region_and_version_cannot_change() {
+        let old = Cluster {
+            cluster_type: "developer".into(),
+            region: "us-east-1".into(),
+            kubernetes_version: "1.34".into(),
+            ..Default::default()
+        };
+        let mut errors = FieldErrors::default();
+        old.immutable_changes(
+            &Cluster {
+                max_nodes: Some(5),
+                ..old.clone()
+            },
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "worker bounds can change");
+        old.immutable_changes(
+            &Cluster {
+                cluster_type: "production".into(),
+                region: "eu-west-1".into(),
+                ..old.clone()
+            },
+            &mut errors,
+        );
+        let fields: Vec<_> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["spec.type", "spec.region"]);
+    }
+}

@@ -1,0 +1,548 @@
+//! `dialtone cluster …` and `dialtone sim …`.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use dialtone_client::{Client, ClientError, Context};
+use dialtone_types::kinds::CLUSTER;
+use dialtone_types::{Reason, ResourcePath};
+use serde_json::{Value, json};
+
+use crate::cli::{
+    ClusterCommand, ClusterCreateArgs, FaultCommand, ListArgs, NounCommand, ObjectArgs, Output,
+    SimCommand,
+};
+use crate::output::{age, labels, print_table, print_value};
+use crate::tree::{self, api_path, resolve};
+
+const WAIT_POLL: Duration = Duration::from_millis(500);
+
+fn labels_of(args: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut labels = serde_json::Map::new();
+    for label in args {
+        let (k, v) = label
+            .split_once('=')
+            .with_context(|| format!("--label `{label}` must be key=value"))?;
+        labels.insert(k.to_string(), json!(v));
+    }
+    Ok(labels)
+}
+
+fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
+    let mut spec = json!({"type": args.cluster_type, "region": args.region});
+    if let Some(v) = &args.kubernetes_version {
+        spec["kubernetesVersion"] = json!(v);
+    }
+    if let Some(n) = args.min_nodes {
+        spec["minNodes"] = json!(n);
+    }
+    if let Some(n) = args.max_nodes {
+        spec["maxNodes"] = json!(n);
+    }
+    if !args.allowed_families.is_empty() {
+        spec["allowedFamilies"] = json!(args.allowed_families);
+    }
+    if !args.excluded_families.is_empty() {
+        spec["excludedFamilies"] = json!(args.excluded_families);
+    }
+    let name = args.name.rsplit('/').next().unwrap_or_default();
+    Ok(json!({
+        "apiVersion": dialtone_types::API_VERSION,
+        "kind": "Cluster",
+        "metadata": {"name": name, "labels": labels_of(&args.labels)?},
+        "spec": spec,
+    }))
+}
+
+fn condition<'a>(cluster: &'a Value, type_: &str) -> Option<&'a Value> {
+    cluster["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn is_true(cluster: &Value, type_: &str) -> bool {
+    condition(cluster, type_).is_some_and(|c| c["status"] == "True")
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// `4/4` running nodes.
+fn nodes_summary(cluster: &Value) -> String {
+    let nodes = cluster["status"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let running = nodes.iter().filter(|n| n["state"] == "running").count();
+    format!("{running}/{}", nodes.len())
+}
+
+/// Polls until the cluster is Ready at its current generation, printing each new step.
+async fn wait_ready(client: &Client, path: &ResourcePath) -> anyhow::Result<Value> {
+    let mut last = String::new();
+    loop {
+        let cluster: Value = client.get(&api_path(path), &[]).await?;
+        let generation = cluster["metadata"]["generation"].as_i64();
+        let observed = cluster["status"]["observedGeneration"].as_i64();
+        let step = condition(&cluster, "Ready")
+            .map(|c| format!("{}: {}", text(&c["reason"]), text(&c["message"])))
+            .unwrap_or_default();
+        if !step.is_empty() && step != last {
+            eprintln!("  {}  {step}", text(&cluster["status"]["phase"]));
+            last = step;
+        }
+        if generation == observed && is_true(&cluster, "Ready") && !is_true(&cluster, "Degraded") {
+            return Ok(cluster);
+        }
+        if condition(&cluster, "Ready").is_some_and(|c| c["reason"] == "InvalidSpec") {
+            bail!("the cluster cannot be planned: {last}");
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+async fn wait_gone(client: &Client, path: &ResourcePath) -> anyhow::Result<()> {
+    let mut last = String::new();
+    loop {
+        match client.get::<Value>(&api_path(path), &[]).await {
+            Ok(cluster) => {
+                let step = condition(&cluster, "Deleting")
+                    .map(|c| format!("{}: {}", text(&c["reason"]), text(&c["message"])))
+                    .unwrap_or_default();
+                if !step.is_empty() && step != last {
+                    eprintln!("  Deleting  {step}");
+                    last = step;
+                }
+            }
+            Err(ClientError::Api(e)) if e.reason == Reason::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+const HEADERS: [&str; 8] = [
+    "NAME", "TYPE", "REGION", "VERSION", "PHASE", "NODES", "ENDPOINT", "AGE",
+];
+
+fn row(cluster: &Value) -> Vec<String> {
+    vec![
+        text(&cluster["metadata"]["name"]).to_string(),
+        text(&cluster["spec"]["type"]).to_string(),
+        text(&cluster["spec"]["region"]).to_string(),
+        text(&cluster["spec"]["kubernetesVersion"]).to_string(),
+        text(&cluster["status"]["phase"]).to_string(),
+        nodes_summary(cluster),
+        text(&cluster["status"]["endpoint"]).to_string(),
+        age(&cluster["metadata"]["creationTimestamp"]),
+    ]
+}
+
+pub async fn run(
+    command: ClusterCommand,
+    client: &Client,
+    context: &Context,
+    output: Output,
+) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Create(args) => {
+            let path = resolve(&CLUSTER, &args.name, &args.placement, context)?;
+            let body = create_body(&args)?;
+            let collection = tree::collection_path(&CLUSTER, path.parent().as_ref());
+            let mut created: Value = client.post(&collection, &body).await?;
+            if output == Output::Table {
+                let plan = &created["status"]["plan"];
+                println!(
+                    "cluster {path} created: {} in {}, Kubernetes {}, {} control-plane node(s), network {}",
+                    text(&created["spec"]["type"]),
+                    text(&created["spec"]["region"]),
+                    text(&created["spec"]["kubernetesVersion"]),
+                    plan["controlPlane"]["nodes"].as_array().map_or(0, Vec::len),
+                    text(&plan["network"]["vpcCidr"]),
+                );
+            }
+            if args.wait {
+                created = wait_ready(client, &path).await?;
+                if output == Output::Table {
+                    println!(
+                        "cluster {path} is Ready: {} nodes running, API at {}",
+                        nodes_summary(&created),
+                        text(&created["status"]["endpoint"])
+                    );
+                }
+            }
+            if output != Output::Table {
+                print_value(output, &created)?;
+            }
+        }
+        ClusterCommand::Get(ObjectArgs { name, placement }) => {
+            let path = resolve(&CLUSTER, &name, &placement, context)?;
+            let cluster: Value = client.get(&api_path(&path), &[]).await?;
+            match output {
+                Output::Table => print_table(&HEADERS, &[row(&cluster)]),
+                _ => print_value(output, &cluster)?,
+            }
+        }
+        ClusterCommand::List(args) if args.watch || output != Output::Table => {
+            tree::run(&CLUSTER, NounCommand::List(args), client, context, output).await?;
+        }
+        ClusterCommand::List(args) => list(args, client, context).await?,
+        ClusterCommand::Describe(ObjectArgs { name, placement }) => {
+            let path = resolve(&CLUSTER, &name, &placement, context)?;
+            let cluster: Value = client.get(&api_path(&path), &[]).await?;
+            match output {
+                Output::Table => describe(&path, &cluster),
+                _ => print_value(output, &cluster)?,
+            }
+        }
+        ClusterCommand::Update(args) => {
+            let path = resolve(&CLUSTER, &args.object.name, &args.object.placement, context)?;
+            if args.min_nodes.is_none() && args.max_nodes.is_none() {
+                bail!("nothing to change: pass --min-nodes and/or --max-nodes");
+            }
+            let mut cluster: Value = client.get(&api_path(&path), &[]).await?;
+            if let Some(n) = args.min_nodes {
+                cluster["spec"]["minNodes"] = json!(n);
+            }
+            if let Some(n) = args.max_nodes {
+                cluster["spec"]["maxNodes"] = json!(n);
+            }
+            let mut updated: Value = client.put(&api_path(&path), &cluster).await?;
+            if args.wait {
+                updated = wait_ready(client, &path).await?;
+            }
+            match output {
+                Output::Table => println!(
+                    "cluster {path} updated: {}–{} workers ({} nodes running)",
+                    updated["spec"]["minNodes"],
+                    updated["spec"]["maxNodes"],
+                    nodes_summary(&updated)
+                ),
+                _ => print_value(output, &updated)?,
+            }
+        }
+        ClusterCommand::Delete { object, wait } => {
+            let path = resolve(&CLUSTER, &object.name, &object.placement, context)?;
+            let (code, body) = client.delete(&api_path(&path), &[]).await?;
+            if wait {
+                wait_gone(client, &path).await?;
+            }
+            match (output, code, wait) {
+                (Output::Table, _, true) => {
+                    println!("cluster {path} deleted, and everything it had in the cloud")
+                }
+                (Output::Table, 202, false) => println!(
+                    "cluster {path} is being deleted; its cloud resources go first (see `dialtone cluster describe`)"
+                ),
+                (Output::Table, _, false) => println!("cluster {path} deleted"),
+                _ => print_value(output, &body)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn list(args: ListArgs, client: &Client, context: &Context) -> anyhow::Result<()> {
+    let project = match &args.parent {
+        Some(p) => resolve(&dialtone_types::kinds::PROJECT, p, &args.placement, context)?,
+        None => resolve(
+            &dialtone_types::kinds::PROJECT,
+            &tree::default_for(&dialtone_types::kinds::PROJECT, &args.placement, context)?,
+            &args.placement,
+            context,
+        )?,
+    };
+    let mut query = Vec::new();
+    if let Some(s) = &args.selector {
+        query.push(("labelSelector", s.clone()));
+    }
+    let items = client
+        .list_all(&tree::collection_path(&CLUSTER, Some(&project)), &query)
+        .await?;
+    if items.is_empty() {
+        eprintln!("no clusters in {project}");
+    } else {
+        print_table(&HEADERS, &items.iter().map(row).collect::<Vec<_>>());
+    }
+    Ok(())
+}
+
+fn describe(path: &ResourcePath, cluster: &Value) {
+    let meta = &cluster["metadata"];
+    let spec = &cluster["spec"];
+    let status = &cluster["status"];
+    let plan = &status["plan"];
+    let field = |label: &str, value: String| println!("{:<16}{}", format!("{label}:"), value);
+    field("Name", text(&meta["name"]).into());
+    field("Path", path.to_string());
+    field("UID", text(&meta["uid"]).into());
+    field("Type", text(&spec["type"]).into());
+    field("Region", text(&spec["region"]).into());
+    field("Kubernetes", text(&spec["kubernetesVersion"]).into());
+    field(
+        "Workers",
+        format!("{}–{}", spec["minNodes"], spec["maxNodes"]),
+    );
+    field("Labels", labels(&meta["labels"]));
+    field(
+        "Created",
+        format!(
+            "{} ({} ago)",
+            text(&meta["creationTimestamp"]),
+            age(&meta["creationTimestamp"])
+        ),
+    );
+    if let Some(deleting) = meta["deletionTimestamp"].as_str() {
+        field("Deleting", format!("since {deleting}"));
+    }
+    field("Phase", text(&status["phase"]).into());
+    field(
+        "Endpoint",
+        match text(&status["endpoint"]) {
+            "" => "<not yet>".into(),
+            e => e.into(),
+        },
+    );
+    if !plan.is_null() {
+        println!("Plan:");
+        println!(
+            "  network        {} ({}), pods {}, services {}",
+            text(&plan["network"]["vpcCidr"]),
+            if plan["network"]["sharedVpc"] == true {
+                "shared with the project's developer clusters in the region"
+            } else {
+                "its own"
+            },
+            text(&plan["network"]["podCidr"]),
+            text(&plan["network"]["serviceCidr"]),
+        );
+        for subnet in plan["network"]["subnets"].as_array().into_iter().flatten() {
+            println!(
+                "  subnet         {} {}",
+                text(&subnet["zone"]),
+                text(&subnet["cidr"])
+            );
+        }
+        let cp = plan["controlPlane"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        println!(
+            "  control plane  {} × {} in {}",
+            cp.len(),
+            cp.first().map_or("", |n| text(&n["instanceType"])),
+            cp.iter()
+                .map(|n| text(&n["zone"]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  workers        {}–{} in {}, families {}",
+            plan["workers"]["minNodes"],
+            plan["workers"]["maxNodes"],
+            plan["workers"]["zones"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan["workers"]["families"].as_array().map_or(0, Vec::len)
+        );
+        println!(
+            "  decisions      {} (see `dialtone cluster describe -o yaml` or `dialtone cluster-types describe {}`)",
+            plan["decisions"].as_object().map_or(0, |d| d.len()),
+            text(&spec["type"])
+        );
+    }
+    let counts = status["nodeCounts"].as_array().cloned().unwrap_or_default();
+    if !counts.is_empty() {
+        println!("Nodes by zone:");
+        for c in &counts {
+            println!(
+                "  {:<14} {:<12} {}/{} running",
+                text(&c["role"]),
+                text(&c["zone"]),
+                c["ready"],
+                c["total"]
+            );
+        }
+    }
+    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+    if !nodes.is_empty() {
+        println!("Nodes:");
+        let rows: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    format!("  {}", text(&n["name"])),
+                    text(&n["zone"]).to_string(),
+                    text(&n["instanceType"]).to_string(),
+                    text(&n["instanceId"]).to_string(),
+                    text(&n["state"]).to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["  NAME", "ZONE", "TYPE", "INSTANCE", "STATE"], &rows);
+    }
+    println!("Conditions:");
+    for c in status["conditions"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<13} {:<6} {:<22} {}",
+            text(&c["type"]),
+            text(&c["status"]),
+            text(&c["reason"]),
+            text(&c["message"])
+        );
+    }
+    println!("Events:");
+    for e in status["events"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>5} ago  {:<8} {:<16} {}",
+            age(&e["time"]),
+            text(&e["type"]),
+            text(&e["reason"]),
+            text(&e["message"])
+        );
+    }
+}
+
+pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow::Result<()> {
+    match command {
+        SimCommand::Resources { region, tag } => {
+            let mut query = Vec::new();
+            if let Some(r) = region {
+                query.push(("region", r));
+            }
+            if let Some(t) = tag {
+                query.push(("tag", t));
+            }
+            let list: Value = client.get("/v1/sim/resources", &query).await?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            if output != Output::Table {
+                return print_value(output, &Value::Array(items));
+            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|r| {
+                    vec![
+                        text(&r["id"]).to_string(),
+                        text(&r["spec"]["kind"]).to_string(),
+                        text(&r["region"]).to_string(),
+                        text(&r["state"]).to_string(),
+                        text(&r["tags"]["dialtone.dev/owner"]).to_string(),
+                        text(&r["tags"]["dialtone.dev/part"]).to_string(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                eprintln!("the sim cloud holds no resources");
+            } else {
+                print_table(&["ID", "KIND", "REGION", "STATE", "OWNER", "PART"], &rows);
+            }
+        }
+        SimCommand::Fault(FaultCommand::Add {
+            kind,
+            region,
+            zone,
+            count,
+            probability,
+        }) => {
+            let mut body = json!({"kind": kind});
+            for (key, value) in [
+                ("region", region.map(Value::from)),
+                ("zone", zone.map(Value::from)),
+                ("count", count.map(Value::from)),
+                ("probability", probability.map(Value::from)),
+            ] {
+                if let Some(v) = value {
+                    body[key] = v;
+                }
+            }
+            let fault: Value = client.post("/v1/sim/faults", &body).await?;
+            match output {
+                Output::Table => println!("fault {} injected", text(&fault["id"])),
+                _ => print_value(output, &fault)?,
+            }
+        }
+        SimCommand::Fault(FaultCommand::List) => {
+            let list: Value = client.get("/v1/sim/faults", &[]).await?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            if output != Output::Table {
+                return print_value(output, &Value::Array(items));
+            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|f| {
+                    let or_any = |v: &Value| v.as_str().unwrap_or("any").to_string();
+                    vec![
+                        text(&f["id"]).to_string(),
+                        text(&f["kind"]).to_string(),
+                        or_any(&f["region"]),
+                        or_any(&f["zone"]),
+                        f["count"]
+                            .as_u64()
+                            .map_or("until removed".into(), |c| format!("{c} time(s)")),
+                        f["fired"].to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "KIND", "REGION", "ZONE", "FOR", "FIRED"], &rows);
+        }
+        SimCommand::Fault(FaultCommand::Remove { id, all }) => {
+            let path = match (id, all) {
+                (Some(id), false) => format!("/v1/sim/faults/{id}"),
+                (None, true) => "/v1/sim/faults".to_string(),
+                _ => bail!("name a fault to remove, or pass --all"),
+            };
+            let (_, body) = client.delete(&path, &[]).await?;
+            match output {
+                Output::Table => println!("{}", text(&body["message"])),
+                _ => print_value(output, &body)?,
+            }
+        }
+        SimCommand::Kill { instance } => {
+            let killed: Value = client
+                .post(&format!("/v1/sim/instances/{instance}/kill"), &json!({}))
+                .await?;
+            match output {
+                Output::Table => {
+                    println!("instance {instance} killed: {}", text(&killed["reason"]))
+                }
+                _ => print_value(output, &killed)?,
+            }
+        }
+        SimCommand::Quotas {
+            region,
+            vcpus,
+            vpcs,
+            load_balancers,
+        } => {
+            let path = format!("/v1/sim/regions/{region}/quotas");
+            let mut quotas: Value = client.get(&path, &[]).await?;
+            if vcpus.is_some() || vpcs.is_some() || load_balancers.is_some() {
+                for (key, value) in [
+                    ("vcpus", vcpus),
+                    ("vpcs", vpcs),
+                    ("loadBalancers", load_balancers),
+                ] {
+                    if let Some(v) = value {
+                        quotas[key] = json!(v);
+                    }
+                }
+                quotas = client.put(&path, &quotas).await?;
+            }
+            print_value(
+                if output == Output::Table {
+                    Output::Yaml
+                } else {
+                    output
+                },
+                &quotas,
+            )?;
+        }
+    }
+    Ok(())
+}
