@@ -470,9 +470,14 @@ impl Lifecycle {
         status: &mut ClusterStatus,
     ) -> Pass {
         let region = plan.region.as_str();
+        let network_owner = if plan.network.shared_vpc {
+            network.to_string()
+        } else {
+            path.to_string()
+        };
         let network_tags = Tags::from([
             (TAG_NETWORK.to_string(), network.to_string()),
-            (TAG_OWNER.to_string(), network.to_string()),
+            (TAG_OWNER.to_string(), network_owner),
         ]);
         let tagged = |base: &Tags, part: &str| {
             let mut tags = base.clone();
@@ -1065,7 +1070,7 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Whether another cluster of the project still lives in the shared network.
+    /// Whether another live cluster of the project uses the shared network.
     async fn network_still_used(
         &self,
         path: &ResourcePath,
@@ -1087,7 +1092,10 @@ impl Lifecycle {
         })?;
         Ok(page.items.into_iter().any(|raw| {
             from_raw::<Cluster>(raw).is_ok_and(|other| {
+                // A sibling being deleted does not hold the network: if it did, two siblings
+                // deleted together would each wait for the other and leak it.
                 other.metadata.uid != uid
+                    && other.metadata.deletion_timestamp.is_none()
                     && other
                         .status
                         .plan

@@ -17,8 +17,7 @@ use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
 use dialtone_sim::{FaultKind, FaultSpec, Sim, SimOptions};
 use dialtone_store::registry::Registry;
 use dialtone_store::{
-    EmbeddedStore, KeyRange, RangeResult, Revision, Store, StoreError, Txn, TxnOutcome,
-    WatchStream,
+    EmbeddedStore, KeyRange, RangeResult, Revision, Store, StoreError, Txn, TxnOutcome, WatchStream,
 };
 use dialtone_types::cluster::ClusterStatus;
 use dialtone_types::kinds::{CLUSTER, FOLDER, PROJECT};
@@ -299,7 +298,8 @@ impl World {
     /// Several lives, each ended by a crash at a random effect, then one without.
     async fn survive(&self, rng: &mut StdRng, lives: usize) {
         for _ in 0..lives {
-            self.crash.arm(rng.random_range(1..30), rng.random_bool(0.5));
+            self.crash
+                .arm(rng.random_range(1..30), rng.random_bool(0.5));
             self.live(200).await;
         }
         self.crash.disarm();
@@ -342,7 +342,12 @@ async fn exactly_planned(world: &World) -> Result<(), String> {
         .sim
         .resources()
         .into_iter()
-        .filter(|r| !matches!(r.state, ResourceState::Deleting | ResourceState::Terminated { .. }))
+        .filter(|r| {
+            !matches!(
+                r.state,
+                ResourceState::Deleting | ResourceState::Terminated { .. }
+            )
+        })
         .collect();
     let mut expected_total = 0;
     let mut networks = BTreeMap::new();
@@ -383,7 +388,9 @@ async fn exactly_planned(world: &World) -> Result<(), String> {
             .iter()
             .filter(|r| r.tags.get(TAG_NETWORK) == Some(network))
             .collect();
-        let by_part = count_by(parts.iter().copied(), |r| r.tags["dialtone.dev/part"].clone());
+        let by_part = count_by(parts.iter().copied(), |r| {
+            r.tags["dialtone.dev/part"].clone()
+        });
         let expected = 1 + 2 * zones.len();
         if parts.len() != expected || by_part.values().any(|n| *n != 1) {
             return Err(format!(
@@ -412,7 +419,9 @@ async fn run_seed(seed: u64) -> Result<(), String> {
     // Create, dying again and again on the way.
     world.survive(&mut rng, 6).await;
     world.converge().await?;
-    exactly_planned(&world).await.map_err(|e| format!("after create: {e}"))?;
+    exactly_planned(&world)
+        .await
+        .map_err(|e| format!("after create: {e}"))?;
 
     // An instance dies; the repair crashes too.
     let victim = world
@@ -421,10 +430,16 @@ async fn run_seed(seed: u64) -> Result<(), String> {
         .into_iter()
         .find(|r| r.spec.kind() == ResourceKind::Instance && r.state == ResourceState::Available)
         .ok_or("no running instance")?;
-    world.sim.kill_instance(&victim.id).await.map_err(|e| e.to_string())?;
+    world
+        .sim
+        .kill_instance(&victim.id)
+        .await
+        .map_err(|e| e.to_string())?;
     world.survive(&mut rng, 3).await;
     world.converge().await?;
-    exactly_planned(&world).await.map_err(|e| format!("after repair: {e}"))?;
+    exactly_planned(&world)
+        .await
+        .map_err(|e| format!("after repair: {e}"))?;
 
     // Delete everything, dying on the way.
     for path in &world.clusters {
@@ -439,14 +454,23 @@ async fn run_seed(seed: u64) -> Result<(), String> {
         world.live(1).await;
         let mut left = 0;
         for path in &world.clusters {
-            left += world.registry.exists(path).await.map_err(|e| e.to_string())? as usize;
+            left += world
+                .registry
+                .exists(path)
+                .await
+                .map_err(|e| e.to_string())? as usize;
         }
         if left == 0 {
             break;
         }
     }
     for path in &world.clusters {
-        if world.registry.exists(path).await.map_err(|e| e.to_string())? {
+        if world
+            .registry
+            .exists(path)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return Err(format!("{path} was never deleted"));
         }
     }

@@ -1,0 +1,303 @@
+//! Smart Clusters end to end, on the real binary with the `sim` cloud in fast mode.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Api, start_with};
+use serde_json::{Value, json};
+
+const PROJECT: &str = "/v1/orgs/demo/folders/eng/projects/web";
+
+async fn tree(api: &Api) {
+    api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
+    api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
+        .await;
+}
+
+fn cluster(name: &str, cluster_type: &str, region: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"type": cluster_type, "region": region}})
+}
+
+async fn create(api: &Api, project: &str, body: Value) -> Value {
+    let (status, created) = api.post(&format!("{project}/clusters"), body).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+/// Polls the cluster until `done` holds, failing after 60 s with its last state.
+async fn wait_for(api: &Api, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, cluster) = api.get(path).await;
+        if (status == 200 && done(&cluster)) || (status == 404 && what == "gone") {
+            return cluster;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{path} never became {what}: {status} {cluster:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn ready(api: &Api, path: &str) -> Value {
+    wait_for(api, path, "Ready", |c| c["status"]["phase"] == "Ready").await
+}
+
+fn nodes<'a>(cluster: &'a Value, role: &str) -> Vec<&'a Value> {
+    cluster["status"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == role)
+        .collect()
+}
+
+async fn sim_resources(api: &Api, tag: Option<&str>) -> Vec<Value> {
+    let path = match tag {
+        Some(tag) => format!("/v1/sim/resources?tag={tag}"),
+        None => "/v1/sim/resources".to_string(),
+    };
+    let (status, list) = api.get(&path).await;
+    assert_eq!(status, 200, "{list}");
+    list["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind() {
+    let server = start_with(&["--sim-time-scale", "0"]);
+    let api = Api::admin(&server);
+    tree(&api).await;
+    create(&api, PROJECT, cluster("dev-a", "developer", "us-east-1")).await;
+    create(&api, PROJECT, cluster("dev-b", "developer", "us-east-1")).await;
+    create(&api, PROJECT, cluster("prod", "production", "us-east-1")).await;
+    let dev_a = ready(&api, &format!("{PROJECT}/clusters/dev-a")).await;
+    let dev_b = ready(&api, &format!("{PROJECT}/clusters/dev-b")).await;
+    let prod = ready(&api, &format!("{PROJECT}/clusters/prod")).await;
+
+    // Production: three control-plane nodes in three zones, its own network.
+    let cp = nodes(&prod, "controlPlane");
+    let mut zones: Vec<&str> = cp.iter().map(|n| n["zone"].as_str().unwrap()).collect();
+    zones.dedup();
+    assert_eq!(zones.len(), 3, "{cp:?}");
+    assert!(cp.iter().all(|n| n["state"] == "running"));
+    assert!(nodes(&prod, "worker").len() >= 3);
+    assert!(
+        prod["status"]["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://")
+    );
+    let network = |c: &Value| c["status"]["plan"]["network"].clone();
+    assert_eq!(network(&prod)["sharedVpc"], false);
+
+    // Developer: one control-plane node; the project's two share a VPC in the region.
+    assert_eq!(nodes(&dev_a, "controlPlane").len(), 1);
+    assert_eq!(network(&dev_a)["vpcCidr"], network(&dev_b)["vpcCidr"]);
+    assert_ne!(
+        network(&prod)["vpcCidr"],
+        network(&dev_a)["vpcCidr"],
+        "production's /16 overlaps no other network of the org"
+    );
+    let vpcs: Vec<Value> = sim_resources(&api, None)
+        .await
+        .into_iter()
+        .filter(|r| r["spec"]["kind"] == "vpc")
+        .collect();
+    assert_eq!(
+        vpcs.len(),
+        2,
+        "one shared developer VPC and production's: {vpcs:#?}"
+    );
+
+    // An instance dies: the controller replaces it and the cluster is Ready again.
+    let victim = nodes(&prod, "worker")[0]["instanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, killed) = api
+        .post(&format!("/v1/sim/instances/{victim}/kill"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{killed}");
+    let repaired = wait_for(&api, &format!("{PROJECT}/clusters/prod"), "repaired", |c| {
+        c["status"]["phase"] == "Ready" && nodes(c, "worker")[0]["instanceId"] != victim.as_str()
+    })
+    .await;
+    let reasons: Vec<&str> = repaired["status"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"ReplacingNode"), "{reasons:?}");
+
+    // Worker bounds change in place.
+    let mut grown = dev_a.clone();
+    grown["spec"]["minNodes"] = json!(3);
+    let (status, body) = api.put(&format!("{PROJECT}/clusters/dev-a"), grown).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        &api,
+        &format!("{PROJECT}/clusters/dev-a"),
+        "3 workers",
+        |c| c["status"]["phase"] == "Ready" && nodes(c, "worker").len() == 3,
+    )
+    .await;
+
+    // Delete: nothing of any cluster remains in the cloud.
+    for name in ["dev-a", "dev-b", "prod"] {
+        let (status, body) = api.delete(&format!("{PROJECT}/clusters/{name}")).await;
+        assert_eq!(status, 202, "held by its cloud resources: {body}");
+    }
+    for name in ["dev-a", "dev-b", "prod"] {
+        wait_for(&api, &format!("{PROJECT}/clusters/{name}"), "gone", |_| {
+            false
+        })
+        .await;
+    }
+    let left = sim_resources(&api, None).await;
+    assert!(left.is_empty(), "left in the cloud: {left:#?}");
+}
+
+#[tokio::test]
+async fn bad_cluster_requests_are_clear_4xx_and_provision_nothing() {
+    let server = start_with(&["--sim-time-scale", "0"]);
+    let api = Api::admin(&server);
+    tree(&api).await;
+    let clusters = format!("{PROJECT}/clusters");
+    let message = |body: &Value| body.to_string();
+
+    let (status, body) = api
+        .post(&clusters, json!({"metadata": {"name": "x"}, "spec": {"type": "huge", "region": "mars-1", "kubernetesVersion": "1.20"}}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let text = message(&body);
+    for expected in [
+        "developer, production",
+        "us-east-1, us-west-2, eu-west-1",
+        "1.32, 1.33, 1.34",
+    ] {
+        assert!(
+            text.contains(expected),
+            "lists the valid values ({expected}): {text}"
+        );
+    }
+    let (status, body) = api
+        .post(&clusters, json!({"metadata": {"name": "x"}, "spec": {"type": "developer", "region": "us-east-1", "minNodes": 5, "maxNodes": 2}}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(message(&body).contains("below minNodes"), "{body}");
+
+    create(&api, PROJECT, cluster("dup", "developer", "us-west-2")).await;
+    let (status, body) = api
+        .post(&clusters, cluster("dup", "developer", "us-west-2"))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (_, mut existing) = api.get(&format!("{clusters}/dup")).await;
+    existing["spec"]["type"] = json!("production");
+    existing["spec"]["region"] = json!("eu-west-1");
+    let (status, body) = api.put(&format!("{clusters}/dup"), existing).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(message(&body).contains("cannot change in place"), "{body}");
+    let (status, body) = api
+        .put(
+            &format!("{clusters}/dup/status"),
+            json!({"metadata": {"name": "dup"}}),
+        )
+        .await;
+    assert_eq!(
+        status, 405,
+        "only the control plane writes a cluster's status: {body}"
+    );
+
+    // An org whose address plan holds one /16 has room for one production cluster.
+    let (status, body) = api
+        .post(
+            "/v1/orgs",
+            json!({"metadata": {"name": "tiny"}, "spec": {"addressPlan": "10.42.0.0/16"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    api.create("/v1/orgs/tiny/folders", "f", json!({})).await;
+    api.create("/v1/orgs/tiny/folders/f/projects", "p", json!({}))
+        .await;
+    let tiny = "/v1/orgs/tiny/folders/f/projects/p";
+    let first = create(&api, tiny, cluster("one", "production", "eu-west-1")).await;
+    assert_eq!(
+        first["status"]["plan"]["network"]["vpcCidr"],
+        "10.42.0.0/16"
+    );
+    let (status, body) = api
+        .post(
+            &format!("{tiny}/clusters"),
+            cluster("two", "production", "eu-west-1"),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(message(&body).contains("no free /16"), "{body}");
+    let (status, _) = api.get(&format!("{tiny}/clusters/two")).await;
+    assert_eq!(status, 404, "a rejected cluster is not stored");
+    let (status, body) = api
+        .post(
+            "/v1/orgs",
+            json!({"metadata": {"name": "odd"}, "spec": {"addressPlan": "10.0.0.0/24"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "an address plan smaller than a /16: {body}");
+
+    // Another tenant cannot see that clusters exist.
+    let other = api.tenant("other").await;
+    let (status, _) = other.get(&format!("{clusters}/dup")).await;
+    assert_eq!(status, 404);
+    let (status, _) = other.get("/v1/sim/resources").await;
+    assert_eq!(status, 403, "the sim's own API is for platform admins");
+
+    // Nothing but the two accepted clusters was provisioned.
+    let owners: std::collections::BTreeSet<String> = sim_resources(&api, None)
+        .await
+        .iter()
+        .filter_map(|r| r["tags"]["dialtone.dev/owner"].as_str().map(String::from))
+        .collect();
+    let expected = [
+        "orgs/demo/folders/eng/projects/web/clusters/dup",
+        "orgs/demo/folders/eng/projects/web@us-west-2",
+        "orgs/tiny/folders/f/projects/p/clusters/one",
+    ];
+    assert_eq!(owners, expected.map(String::from).into(), "{owners:?}");
+}
+
+#[tokio::test]
+async fn provisioning_finishes_after_the_server_is_killed_midway() {
+    // Cloud latencies at a twentieth of a real cloud's: the kill lands mid-provisioning.
+    let mut server = start_with(&["--sim-time-scale", "0.05"]);
+    let api = Api::admin(&server);
+    tree(&api).await;
+    create(&api, PROJECT, cluster("prod", "production", "us-west-2")).await;
+    wait_for(
+        &api,
+        &format!("{PROJECT}/clusters/prod"),
+        "launching",
+        |c| {
+            c["status"]["nodes"]
+                .as_array()
+                .is_some_and(|n| !n.is_empty())
+        },
+    )
+    .await;
+    server.kill9();
+    server.start_again().expect("the server starts again");
+    let api = Api::admin(&server);
+    let prod = ready(&api, &format!("{PROJECT}/clusters/prod")).await;
+    let uid = prod["metadata"]["uid"].as_str().unwrap();
+    let instances: Vec<Value> = sim_resources(&api, Some(&format!("dialtone.dev/cluster={uid}")))
+        .await
+        .into_iter()
+        .filter(|r| r["spec"]["kind"] == "instance")
+        .collect();
+    assert_eq!(
+        instances.len(),
+        prod["status"]["nodes"].as_array().unwrap().len(),
+        "one instance per planned node, none duplicated: {instances:#?}"
+    );
+}
