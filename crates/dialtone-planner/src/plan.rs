@@ -178,24 +178,32 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
     } else {
         1
     };
+    // Only zones that offer the control plane's instance type can host it.
+    let cp_type = control_plane_instance(cluster_type, max_nodes);
+    let cp_offered = |zone: &String| {
+        context
+            .catalog
+            .get(cp_type)
+            .is_some_and(|t| offered_in(t, std::slice::from_ref(zone)))
+    };
     let zones: Vec<String> = match region {
-        Some(r) if r.zones().len() < zone_count => {
-            problem(
-                "spec.region",
-                format!(
-                    "{} has {} zones; a {cluster_type} cluster needs {zone_count}",
-                    r.name,
-                    r.zones().len()
-                ),
-            );
-            Vec::new()
-        }
-        Some(r) if cluster_type == ClusterType::Production => {
-            r.zones().into_iter().take(3).collect()
-        }
         Some(r) => {
-            let all = r.zones();
-            vec![all[zone_index(&request.name, all.len())].clone()]
+            let usable: Vec<String> = r.zones().into_iter().filter(cp_offered).collect();
+            if usable.len() < zone_count {
+                problem(
+                    "spec.region",
+                    format!(
+                        "{} has {} zones offering {cp_type}; a {cluster_type} cluster needs {zone_count}",
+                        r.name,
+                        usable.len()
+                    ),
+                );
+                Vec::new()
+            } else if cluster_type == ClusterType::Production {
+                usable.into_iter().take(3).collect()
+            } else {
+                vec![usable[zone_index(&request.name, usable.len())].clone()]
+            }
         }
         None => Vec::new(),
     };
@@ -290,7 +298,6 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
             cidr: subnet_of_zone(z),
         })
         .collect();
-    let cp_type = control_plane_instance(cluster_type, max_nodes);
     let control_plane = ControlPlanePlan {
         nodes: zones
             .iter()

@@ -418,6 +418,11 @@ proptest! {
             prop_assert!(p.network.vpc_cidr.contains(&subnet.cidr));
         }
         prop_assert!(p.workers.max_pods_per_node <= 110);
+        // Every node's instance type is offered in its zone, so it can launch.
+        for node in p.control_plane.nodes.iter().chain(&p.workers.initial) {
+            let offered = &InstanceCatalog::builtin().get(&node.instance_type).unwrap().zone_suffixes;
+            prop_assert!(offered.contains(&node.zone.chars().last().unwrap()), "{} in {}", node.instance_type, node.zone);
+        }
         prop_assert_eq!(&plan_with(&request, &address_plan, None).unwrap(), &p, "deterministic");
     }
 }

@@ -86,6 +86,11 @@ impl DevServer {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn endpoint(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }

@@ -1,0 +1,201 @@
+//! `fleet`: creates a fleet of developer clusters against the real `dialtone` binary with the
+//! sim cloud in fast mode, and prints clusters per second to Ready and the control plane's
+//! CPU time per cluster (read from /proc for the server process alone).
+//!
+//! `cargo build --release -p dialtone && cargo run --release -p dialtone-bench --bin fleet`
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use dialtone_testkit::DevServer;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Provision a fleet of Smart Clusters in the fast sim and time it")]
+struct Args {
+    #[arg(long, default_value_t = 1000)]
+    clusters: usize,
+    /// Workers per cluster.
+    #[arg(long, default_value_t = 3)]
+    workers: u32,
+    /// Projects the clusters are spread over (each project shares one developer VPC).
+    #[arg(long, default_value_t = 20)]
+    projects: usize,
+    /// Concurrent create requests.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The dialtone binary (default: target/release/dialtone).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+}
+
+/// User plus system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("a /proc stat line")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {value}");
+        }
+        Ok(value)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let binary = args
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/release/dialtone"));
+    if !binary.exists() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p dialtone",
+            binary.display()
+        );
+    }
+    let server = DevServer::start(&binary, &["--sim-time-scale", "0"])?;
+    let pid = server.pid().context("the server runs")?;
+    let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes())?;
+    let api = Arc::new(Api {
+        http: reqwest::Client::builder().tls_certs_only([ca]).build()?,
+        base: server.endpoint(),
+        token: server.admin_token(),
+    });
+    let post = reqwest::Method::POST;
+    api.call(
+        post.clone(),
+        "/v1/orgs/demo/folders",
+        Some(json!({"metadata": {"name": "fleet"}})),
+    )
+    .await?;
+    for p in 0..args.projects {
+        api.call(
+            post.clone(),
+            "/v1/orgs/demo/folders/fleet/projects",
+            Some(json!({"metadata": {"name": format!("p{p}")}})),
+        )
+        .await?;
+    }
+    let cpu_before = cpu_seconds(pid)?;
+    let start = Instant::now();
+    let creates = futures::stream::iter(0..args.clusters)
+        .map(|i| {
+            let api = api.clone();
+            let project = i % args.projects;
+            let workers = args.workers;
+            async move {
+                api.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/orgs/demo/folders/fleet/projects/p{project}/clusters"),
+                    Some(json!({
+                        "metadata": {"name": format!("c{i}")},
+                        "spec": {"type": "developer", "region": "us-east-1", "minNodes": workers, "maxNodes": workers.max(10)},
+                    })),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    for created in creates {
+        created?;
+    }
+    let created_in = start.elapsed();
+    let mut ready = 0;
+    while ready < args.clusters {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        ready = 0;
+        for p in 0..args.projects {
+            let list = api
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/orgs/demo/folders/fleet/projects/p{p}/clusters"),
+                    None,
+                )
+                .await?;
+            ready += list["items"].as_array().map_or(0, |items| {
+                items
+                    .iter()
+                    .filter(|c| c["status"]["phase"] == "Ready")
+                    .count()
+            });
+        }
+        eprint!("\r  {ready}/{} Ready", args.clusters);
+        if start.elapsed() > Duration::from_secs(1800) {
+            bail!(
+                "only {ready} of {} clusters Ready after 30 minutes",
+                args.clusters
+            );
+        }
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    let resources = api
+        .call(reqwest::Method::GET, "/v1/sim/resources", None)
+        .await?["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let n = args.clusters as f64;
+    println!(
+        "fleet: {} developer clusters × {} workers over {} projects, sim in fast mode, 2-core machine",
+        args.clusters, args.workers, args.projects
+    );
+    println!(
+        "  all created (API)          {:>8.1} s   {:>8.1} clusters/s",
+        created_in.as_secs_f64(),
+        n / created_in.as_secs_f64()
+    );
+    println!(
+        "  all Ready                  {:>8.1} s   {:>8.1} clusters/s",
+        elapsed.as_secs_f64(),
+        n / elapsed.as_secs_f64()
+    );
+    println!(
+        "  control-plane CPU          {cpu:>8.1} s   {:>8.1} ms per cluster",
+        cpu * 1000.0 / n
+    );
+    println!(
+        "  cloud resources            {resources:>8}     {:>8.1} per cluster",
+        resources as f64 / n
+    );
+    Ok(())
+}
