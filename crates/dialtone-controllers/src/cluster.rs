@@ -276,10 +276,6 @@ impl Lifecycle {
         }
     }
 
-    pub fn options(&self) -> &LifecycleOptions {
-        &self.options
-    }
-
     /// Moves the cluster at `path` one pass toward its plan (or, being deleted, toward
     /// nothing) and records what it saw in its status.
     pub async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
@@ -310,7 +306,7 @@ impl Lifecycle {
         let mut status = cluster.status.clone();
         let plan = match &status.plan {
             Some(plan) if status.observed_generation == cluster.metadata.generation => plan.clone(),
-            _ => match self.replan(&cluster).await? {
+            _ => match self.replan(path, &cluster).await? {
                 Ok(plan) => plan,
                 Err(message) => {
                     set_condition(
@@ -395,6 +391,7 @@ impl Lifecycle {
     /// Plans the cluster again after its spec changed, keeping its network.
     async fn replan(
         &self,
+        path: &ResourcePath,
         cluster: &Object<Cluster, ClusterStatus>,
     ) -> Result<Result<ClusterPlan, String>, RegistryError> {
         let spec = &cluster.spec;
@@ -402,8 +399,10 @@ impl Lifecycle {
             Ok(t) => t,
             Err(message) => return Ok(Err(message)),
         };
-        let org_path = ResourcePath::org(cluster.metadata.parent.split('/').nth(1).unwrap_or(""));
-        let org: Object<Org> = self.registry.get(&org_path).await?;
+        let org: Object<Org> = self
+            .registry
+            .get(&ResourcePath::org(path.org_name()))
+            .await?;
         let pool = match parse_address_pool(org.spec.address_plan()) {
             Ok(pool) => pool,
             Err(message) => return Ok(Err(message)),
@@ -413,16 +412,7 @@ impl Lifecycle {
                 "the cluster has no network allocated; delete and create it again".to_string(),
             ));
         };
-        let request = ClusterRequest {
-            name: cluster.metadata.name.clone(),
-            cluster_type,
-            region: spec.region.clone(),
-            kubernetes_version: Some(spec.kubernetes_version.clone()).filter(|v| !v.is_empty()),
-            min_nodes: spec.min_nodes,
-            max_nodes: spec.max_nodes,
-            allowed_families: spec.allowed_families.clone(),
-            excluded_families: spec.excluded_families.clone(),
-        };
+        let request = ClusterRequest::from_spec(&cluster.metadata.name, cluster_type, spec);
         let context = PlanContext {
             catalog: self.provider.catalog(),
             address_plan: &AddressPlan {

@@ -6,6 +6,7 @@ use dialtone_cloud::{InstanceCatalog, InstanceType, Region};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use dialtone_types::Cluster;
 use dialtone_types::cluster::{
     ClusterPlan, ClusterType, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
 };
@@ -28,6 +29,22 @@ pub struct ClusterRequest {
     /// Only these instance families, if any are given.
     pub allowed_families: Vec<String>,
     pub excluded_families: Vec<String>,
+}
+
+impl ClusterRequest {
+    /// What the planner reads of a cluster's spec, for a type already parsed from it.
+    pub fn from_spec(name: &str, cluster_type: ClusterType, spec: &Cluster) -> Self {
+        ClusterRequest {
+            name: name.to_string(),
+            cluster_type,
+            region: spec.region.clone(),
+            kubernetes_version: Some(spec.kubernetes_version.clone()).filter(|v| !v.is_empty()),
+            min_nodes: spec.min_nodes,
+            max_nodes: spec.max_nodes,
+            allowed_families: spec.allowed_families.clone(),
+            excluded_families: spec.excluded_families.clone(),
+        }
+    }
 }
 
 /// The facts around a request.

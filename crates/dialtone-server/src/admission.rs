@@ -85,18 +85,11 @@ fn plan_or_problems(
     }
 }
 
+/// The planner's request; an unknown type is checked as developer so the rest of the spec
+/// still gets checked.
 fn request_of(name: &str, spec: &Cluster) -> ClusterRequest {
     let cluster_type = ClusterType::parse(&spec.cluster_type).unwrap_or(ClusterType::Developer);
-    ClusterRequest {
-        name: name.to_string(),
-        cluster_type,
-        region: spec.region.clone(),
-        kubernetes_version: Some(spec.kubernetes_version.clone()).filter(|v| !v.is_empty()),
-        min_nodes: spec.min_nodes,
-        max_nodes: spec.max_nodes,
-        allowed_families: spec.allowed_families.clone(),
-        excluded_families: spec.excluded_families.clone(),
-    }
+    ClusterRequest::from_spec(name, cluster_type, spec)
 }
 
 async fn org_pool(app: &App, org: &str) -> HttpResult<ipnet::Ipv4Net> {

@@ -353,10 +353,6 @@ impl Sim {
         })
     }
 
-    pub fn options(&self) -> &SimOptions {
-        &self.options
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than stopping would; keep serving.
