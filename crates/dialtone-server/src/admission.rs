@@ -5,7 +5,7 @@
 
 use dialtone_controllers::cluster::CLUSTER_FINALIZER;
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, PlanError};
-use dialtone_store::registry::{ListOptions, from_raw, validate};
+use dialtone_store::registry::validate;
 use dialtone_types::cluster::{ClusterPlan, ClusterStatus, parse_address_pool};
 use dialtone_types::kinds::CLUSTER;
 use dialtone_types::validation::FieldReason;
@@ -20,7 +20,7 @@ use crate::error::HttpResult;
 #[async_trait::async_trait]
 pub trait Admission: Kind {
     /// Creates of this kind allocate from a pool shared across the org (cluster networks),
-    /// so they take the server's allocation lock until the object is stored.
+    /// so they hold the network index's allocation lock until the object is stored.
     const ALLOCATES: bool = false;
 
     /// Whether clients may write the status; when not, only controllers do.
@@ -34,6 +34,9 @@ pub trait Admission: Kind {
     ) -> HttpResult<()> {
         Ok(())
     }
+
+    /// Called with the object just created, while the allocation lock is still held.
+    fn stored(_app: &App, _object: &Object<Self, Self::Status>) {}
 
     /// Checks a new spec for the object at `path` before it replaces the current one.
     async fn admit_update(
@@ -105,26 +108,6 @@ async fn org_pool(app: &App, org: &str) -> HttpResult<ipnet::Ipv4Net> {
     })
 }
 
-/// The plans of every cluster of the org, with their parents.
-async fn org_plans(app: &App, org: &str) -> HttpResult<Vec<(String, ClusterPlan)>> {
-    // Cluster keys start with the org's name, so the org's clusters are one range.
-    let page = app
-        .registry
-        .list_raw(
-            &CLUSTER,
-            Some(&ResourcePath::org(org)),
-            &ListOptions::default(),
-            &|_| true,
-        )
-        .await?;
-    Ok(page
-        .items
-        .into_iter()
-        .filter_map(|raw| from_raw::<Cluster>(raw).ok())
-        .filter_map(|c| c.status.plan.map(|plan| (c.metadata.parent, plan)))
-        .collect())
-}
-
 fn pin_spec(spec: &mut Cluster, plan: &ClusterPlan) {
     // Defaults become explicit, as Kubernetes does, so that later plans read the same spec.
     spec.kubernetes_version = plan.kubernetes_version.clone();
@@ -148,17 +131,18 @@ impl Admission for Cluster {
         // is stored: two clusters never get the same network.
         let org = parent.org_name().to_string();
         let pool = org_pool(app, &org).await?;
-        let plans = org_plans(app, &org).await?;
+        let networks = app.networks.of_org(&org);
         let parent_text = parent.to_string();
         let shared = (request.cluster_type == ClusterType::Developer)
             .then(|| {
-                plans.iter().find(|(p, plan)| {
-                    *p == parent_text && plan.network.shared_vpc && plan.region == request.region
-                })
+                networks
+                    .iter()
+                    .find(|n| n.parent == parent_text && n.shared && n.region == request.region)
             })
             .flatten()
-            .map(|(_, plan)| plan.network.vpc_cidr);
-        let mut allocated: Vec<_> = plans.iter().map(|(_, p)| p.network.vpc_cidr).collect();
+            .map(|n| n.vpc_cidr);
+        let mut allocated: Vec<_> = networks.iter().map(|n| n.vpc_cidr).collect();
+        allocated.sort();
         allocated.dedup();
         let context = PlanContext {
             catalog: app.provider.catalog(),
@@ -193,6 +177,16 @@ impl Admission for Cluster {
                 .push(CLUSTER_FINALIZER.to_string());
         }
         Ok(())
+    }
+
+    fn stored(app: &App, object: &Object<Self, Self::Status>) {
+        let Some(plan) = &object.status.plan else {
+            return;
+        };
+        if let Ok(project) = ResourcePath::parse(&object.metadata.parent) {
+            app.networks
+                .record(&project.child(&CLUSTER, &object.metadata.name), plan);
+        }
     }
 
     async fn admit_update(

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cluster_types;
 pub mod error;
 pub mod metrics;
+pub mod networks;
 pub mod openapi;
 pub mod resources;
 pub mod sim_api;
@@ -46,6 +47,7 @@ use crate::admission::Admission;
 use crate::auth::{Authorizer, OrgTenancy, Principal, Target, Verb, enforce};
 use crate::error::HttpResult;
 use crate::metrics::{MeteredStore, Metrics};
+use crate::networks::NetworkIndex;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
@@ -58,8 +60,8 @@ pub struct App {
     pub provider: Arc<dyn Provider>,
     /// The same cloud, when it is the built-in `sim`, for its failure-injection API.
     pub sim: Option<Arc<Sim>>,
-    /// Held while a cluster's network is allocated and stored (see `admission`).
-    pub allocation: Arc<tokio::sync::Mutex<()>>,
+    /// Every cluster's network, for planning new ones (see `admission`).
+    pub networks: Arc<NetworkIndex>,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -362,6 +364,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         .context("cannot open the sim cloud")?,
     );
     let provider: Arc<dyn Provider> = sim.clone();
+    let networks = NetworkIndex::start(registry.clone()).await?;
     let app = App {
         registry: registry.clone(),
         authorizer: Arc::new(OrgTenancy),
@@ -369,7 +372,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         clock: now,
         provider: provider.clone(),
         sim: Some(sim),
-        allocation: Arc::default(),
+        networks,
     };
     let lifecycle = Lifecycle::new(
         registry.clone(),

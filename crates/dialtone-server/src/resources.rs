@@ -171,11 +171,12 @@ async fn create<K: Admission>(
     // The status is the server's to say.
     object.status = Default::default();
     let _allocating = match K::ALLOCATES {
-        true => Some(app.allocation.lock().await),
+        true => Some(app.networks.allocating().await),
         false => None,
     };
     K::admit_create(&app, parent.as_ref(), &mut object).await?;
     let created = app.registry.create(parent.as_ref(), object).await?;
+    K::stored(&app, &created);
     Ok(to_json(StatusCode::CREATED, &created))
 }
 

@@ -10,7 +10,7 @@
 mod faults;
 mod persist;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -114,10 +114,32 @@ struct Counters {
     next_fault: u64,
 }
 
+/// The live resources of a region that quotas limit.
+#[derive(Default)]
+struct Usage {
+    vpcs: u64,
+    load_balancers: u64,
+    /// Instance type → live instances of it.
+    instances: HashMap<String, u64>,
+}
+
+impl Record {
+    /// Whether it still counts against quotas: not deleted, not dead, not failed to boot.
+    fn is_live(&self) -> bool {
+        self.gone_at.is_none() && self.died.is_none() && self.boot_failure.is_none()
+    }
+}
+
 struct State {
     records: BTreeMap<String, Record>,
     /// `(region, client token)` → resource id.
     tokens: HashMap<(String, String), String>,
+    /// `(tag key, tag value)` → ids: describing a cluster's resources reads only them, not
+    /// the whole fleet's.
+    tagged: HashMap<(String, String), BTreeSet<String>>,
+    /// What counts against each region's quotas, kept as records come and go so that a
+    /// create does not recount the fleet.
+    usage: HashMap<String, Usage>,
     faults: Vec<Fault>,
     quotas: BTreeMap<String, Quotas>,
     counters: Counters,
@@ -160,6 +182,86 @@ fn after(now: Timestamp, ms: u64, scale: f64) -> Timestamp {
 }
 
 impl State {
+    fn account(&mut self, record_id: &str, live_before: bool) {
+        let record = &self.records[record_id];
+        let delta: i64 = match (live_before, record.is_live()) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => return,
+        };
+        let usage = self
+            .usage
+            .entry(record.resource.region.clone())
+            .or_default();
+        let counter = match &record.resource.spec {
+            ResourceSpec::Vpc { .. } => &mut usage.vpcs,
+            ResourceSpec::LoadBalancer { .. } => &mut usage.load_balancers,
+            ResourceSpec::Instance { instance_type, .. } => {
+                usage.instances.entry(instance_type.clone()).or_default()
+            }
+            _ => return,
+        };
+        *counter = counter.saturating_add_signed(delta);
+    }
+
+    /// Changes a record, keeping quota usage true.
+    fn modify(&mut self, id: &str, change: impl FnOnce(&mut Record)) -> Option<&Record> {
+        let record = self.records.get_mut(id)?;
+        let live_before = record.is_live();
+        change(record);
+        self.account(id, live_before);
+        self.records.get(id)
+    }
+
+    fn insert(&mut self, record: Record) {
+        let id = record.resource.id.clone();
+        self.tokens.insert(
+            (record.resource.region.clone(), record.client_token.clone()),
+            id.clone(),
+        );
+        for (key, value) in &record.resource.tags {
+            self.tagged
+                .entry((key.clone(), value.clone()))
+                .or_default()
+                .insert(id.clone());
+        }
+        self.records.insert(id.clone(), record);
+        self.account(&id, false);
+    }
+
+    fn forget(&mut self, id: &str) -> Option<Record> {
+        self.modify(id, |record| {
+            record.gone_at.get_or_insert(Timestamp::UNIX_EPOCH);
+        });
+        let record = self.records.remove(id)?;
+        self.tokens
+            .remove(&(record.resource.region.clone(), record.client_token.clone()));
+        for tag in &record.resource.tags {
+            let key = (tag.0.clone(), tag.1.clone());
+            if let Some(ids) = self.tagged.get_mut(&key) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.tagged.remove(&key);
+                }
+            }
+        }
+        Some(record)
+    }
+
+    /// The records that may match `filter`: those carrying its rarest tag, or all.
+    fn candidates<'a>(&'a self, filter: &Filter) -> Box<dyn Iterator<Item = &'a Record> + 'a> {
+        let narrowest = filter
+            .tags
+            .iter()
+            .map(|(k, v)| self.tagged.get(&(k.clone(), v.clone())))
+            .min_by_key(|ids| ids.map_or(0, |ids| ids.len()));
+        match narrowest {
+            None => Box::new(self.records.values()),
+            Some(None) => Box::new(std::iter::empty()),
+            Some(Some(ids)) => Box::new(ids.iter().filter_map(|id| self.records.get(id))),
+        }
+    }
+
     fn down_zones(&self, region: &str) -> Vec<&str> {
         self.faults
             .iter()
@@ -205,24 +307,13 @@ impl State {
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
-            let record = self.records.remove(&id).expect("listed above");
-            self.tokens
-                .remove(&(record.resource.region.clone(), record.client_token));
+            self.forget(&id);
             writes.push(Write {
                 table: Table::Resources,
                 key: id,
                 value: None,
             });
         }
-    }
-
-    fn live_in<'a>(&'a self, region: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
-        self.records.values().filter(move |r| {
-            r.resource.region == region
-                && r.gone_at.is_none()
-                && r.died.is_none()
-                && r.boot_failure.is_none()
-        })
     }
 
     fn check_quota(
@@ -232,35 +323,24 @@ impl State {
         catalog: &InstanceCatalog,
     ) -> CloudResult<()> {
         let quotas = self.quotas.get(region).cloned().unwrap_or_default();
-        let count = |kind: ResourceKind| {
-            self.live_in(region)
-                .filter(|r| r.resource.spec.kind() == kind)
-                .count() as u64
-        };
+        let empty = Usage::default();
+        let usage = self.usage.get(region).unwrap_or(&empty);
         let exceeded = |what: &str, limit: u64| {
             Err(CloudError::QuotaExceeded {
                 message: format!("{region} allows {limit} {what}; raise the quota or free some"),
             })
         };
         match spec {
-            ResourceSpec::Vpc { .. } if count(ResourceKind::Vpc) >= quotas.vpcs => {
-                exceeded("VPCs", quotas.vpcs)
-            }
-            ResourceSpec::LoadBalancer { .. }
-                if count(ResourceKind::LoadBalancer) >= quotas.load_balancers =>
-            {
+            ResourceSpec::Vpc { .. } if usage.vpcs >= quotas.vpcs => exceeded("VPCs", quotas.vpcs),
+            ResourceSpec::LoadBalancer { .. } if usage.load_balancers >= quotas.load_balancers => {
                 exceeded("load balancers", quotas.load_balancers)
             }
             ResourceSpec::Instance { instance_type, .. } => {
                 let vcpus_of = |name: &str| catalog.get(name).map_or(0, |t| t.vcpus as u64);
-                let used: u64 = self
-                    .live_in(region)
-                    .filter_map(|r| match &r.resource.spec {
-                        ResourceSpec::Instance { instance_type, .. } => {
-                            Some(vcpus_of(instance_type))
-                        }
-                        _ => None,
-                    })
+                let used: u64 = usage
+                    .instances
+                    .iter()
+                    .map(|(name, count)| vcpus_of(name) * count)
                     .sum();
                 if used + vcpus_of(instance_type) > quotas.vcpus {
                     exceeded("vCPUs", quotas.vcpus)
@@ -323,6 +403,8 @@ impl Sim {
         let mut state = State {
             records: BTreeMap::new(),
             tokens: HashMap::new(),
+            tagged: HashMap::new(),
+            usage: HashMap::new(),
             faults: Vec::new(),
             quotas: BTreeMap::new(),
             counters: Counters::default(),
@@ -331,11 +413,7 @@ impl Sim {
         for bytes in loaded.resources {
             let record: Record = serde_json::from_slice(&bytes)
                 .map_err(|e| SimError(format!("a corrupt resource record: {e}")))?;
-            state.tokens.insert(
-                (record.resource.region.clone(), record.client_token.clone()),
-                record.resource.id.clone(),
-            );
-            state.records.insert(record.resource.id.clone(), record);
+            state.insert(record);
         }
         for (key, bytes) in loaded.meta {
             let corrupt = |e: serde_json::Error| SimError(format!("corrupt `{key}`: {e}"));
@@ -486,9 +564,12 @@ impl Sim {
                         ) => {}
                 _ => return Err(CloudError::NotFound { id: id.to_string() }),
             }
-            let record = state.records.get_mut(id).expect("observed above");
-            record.died = Some("the instance's host failed (simulated)".to_string());
-            let bytes = json(&*record);
+            let record = state
+                .modify(id, |record| {
+                    record.died = Some("the instance's host failed (simulated)".to_string());
+                })
+                .expect("observed above");
+            let bytes = json(record);
             let killed = state
                 .observe(&state.records[id], now)
                 .expect("still listed");
@@ -598,12 +679,11 @@ impl Provider for Sim {
             ) {
                 Err(CloudError::Throttled)
             } else {
+                // Tags and kind are fixed at creation, so they filter before observing.
                 Ok(state
-                    .records
-                    .values()
-                    .filter(|r| r.resource.region == region)
+                    .candidates(filter)
+                    .filter(|r| r.resource.region == region && filter.matches(&r.resource))
                     .filter_map(|r| state.observe(r, now))
-                    .filter(|r| filter.matches(r))
                     .collect())
             };
             (outcome, self.queue(writes))
@@ -744,10 +824,7 @@ impl Sim {
             value: Some(json(&record)),
         });
         writes.push(Self::meta_write("counters", json(&state.counters)));
-        state
-            .tokens
-            .insert((region.name.to_string(), request.client_token), id.clone());
-        state.records.insert(id.clone(), record);
+        state.insert(record);
         Ok(state
             .observe(&state.records[&id], now)
             .expect("just created"))
@@ -781,16 +858,14 @@ impl Sim {
             });
         }
         let kind = record.resource.spec.kind();
-        let record = state.records.get_mut(id).expect("found above");
-        record.gone_at = Some(after(
-            now,
-            latency::delete_ms(kind),
-            self.options.time_scale,
-        ));
+        let gone_at = after(now, latency::delete_ms(kind), self.options.time_scale);
+        let record = state
+            .modify(id, |record| record.gone_at = Some(gone_at))
+            .expect("found above");
         writes.push(Write {
             table: Table::Resources,
             key: id.to_string(),
-            value: Some(json(&*record)),
+            value: Some(json(record)),
         });
         Ok(())
     }

@@ -27,7 +27,9 @@ pub struct Write {
 type Batch = (Vec<Write>, oneshot::Sender<Result<(), String>>);
 
 pub struct Persister {
-    queue: mpsc::Sender<Batch>,
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<Batch>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Everything the file holds.
@@ -65,7 +67,7 @@ impl Persister {
             loaded
         };
         let (queue, batches) = mpsc::channel::<Batch>();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("sim-persister".into())
             .spawn(move || {
                 while let Ok(first) = batches.recv() {
@@ -78,17 +80,34 @@ impl Persister {
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok((Persister { queue }, loaded))
+        Ok((
+            Persister {
+                queue: Some(queue),
+                writer: Some(writer),
+            },
+            loaded,
+        ))
     }
 
     /// Queues `writes`; the receiver answers once they are durable. Queue in the order the
     /// state changed (under the state's lock) and the file follows the same order.
     pub fn queue(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>> {
         let (done, receiver) = oneshot::channel();
-        if let Err(mpsc::SendError((_, done))) = self.queue.send((writes, done)) {
+        let queue = self.queue.as_ref().expect("set until drop");
+        if let Err(mpsc::SendError((_, done))) = queue.send((writes, done)) {
             let _ = done.send(Err("the sim's persister stopped".into()));
         }
         receiver
+    }
+}
+
+impl Drop for Persister {
+    /// Finishes the queued writes and closes the file, so that it can be opened again.
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 

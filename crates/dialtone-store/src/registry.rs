@@ -263,7 +263,17 @@ impl Registry {
     }
 
     pub async fn get<K: Kind>(&self, path: &ResourcePath) -> Result<Object<K, K::Status>> {
-        from_raw(self.get_raw(path).await?)
+        let kv = self
+            .store
+            .get(object_key(path).as_bytes())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(path.to_string()))?;
+        // Straight from the stored bytes: controllers read objects on every pass.
+        let mut object: Object<K, K::Status> = serde_json::from_slice(&kv.value).map_err(|e| {
+            StoreError::Internal(format!("stored object {path} does not decode: {e}"))
+        })?;
+        object.metadata.resource_version = kv.mod_revision.to_string();
+        Ok(object)
     }
 
     pub async fn exists(&self, path: &ResourcePath) -> Result<bool> {

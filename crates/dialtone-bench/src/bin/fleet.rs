@@ -1,6 +1,8 @@
 //! `fleet`: creates a fleet of developer clusters against the real `dialtone` binary with the
 //! sim cloud in fast mode, and prints clusters per second to Ready and the control plane's
-//! CPU time per cluster (read from /proc for the server process alone).
+//! CPU time per cluster (read from /proc for the server process alone). A fleet a tenth the
+//! size runs first on a fresh server, so that the ratio of CPU per cluster between the two
+//! shows whether the control plane's cost per cluster grows with the fleet.
 //!
 //! `cargo build --release -p dialtone && cargo run --release -p dialtone-bench --bin fleet`
 
@@ -77,21 +79,66 @@ impl Api {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse();
-    let binary = args
-        .binary
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/release/dialtone"));
-    if !binary.exists() {
-        bail!(
-            "{} not found; build it first: cargo build --release -p dialtone",
-            binary.display()
+/// How often the lifecycle controller re-checks a Ready cluster at time scale 0.
+const HEALTH_CHECK_SECONDS: f64 = 1.0;
+
+/// How long the steady state is measured for.
+const STEADY_WINDOW: Duration = Duration::from_secs(5);
+
+/// What one fleet run measured.
+struct Figures {
+    clusters: usize,
+    created_in: Duration,
+    ready_in: Duration,
+    cpu_seconds: f64,
+    resources: usize,
+    /// CPU seconds per second once every cluster is Ready: the periodic health checks.
+    steady_cpu_per_second: f64,
+}
+
+impl Figures {
+    fn cpu_ms_per_cluster(&self) -> f64 {
+        self.cpu_seconds * 1000.0 / self.clusters as f64
+    }
+
+    fn print(&self) {
+        let n = self.clusters as f64;
+        println!("  {} clusters", self.clusters);
+        println!(
+            "    all created (API)        {:>8.1} s   {:>8.1} clusters/s",
+            self.created_in.as_secs_f64(),
+            n / self.created_in.as_secs_f64()
+        );
+        println!(
+            "    all Ready                {:>8.1} s   {:>8.1} clusters/s",
+            self.ready_in.as_secs_f64(),
+            n / self.ready_in.as_secs_f64()
+        );
+        println!(
+            "    control-plane CPU        {:>8.1} s   {:>8.1} ms per cluster",
+            self.cpu_seconds,
+            self.cpu_ms_per_cluster()
+        );
+        println!(
+            "    cloud resources          {:>8}     {:>8.1} per cluster",
+            self.resources,
+            self.resources as f64 / n
+        );
+        println!(
+            "    steady state             {:>8.1} % of a core, {:.0} µs per cluster per health check (every {HEALTH_CHECK_SECONDS} s in fast mode)",
+            self.steady_cpu_per_second * 100.0,
+            self.steady_cpu_per_second * HEALTH_CHECK_SECONDS * 1e6 / n
         );
     }
-    let server = DevServer::start(&binary, &["--sim-time-scale", "0"])?;
+}
+
+/// Starts a fresh server, creates `clusters` developer clusters and waits until all are Ready.
+async fn run_fleet(
+    binary: &std::path::Path,
+    args: &Args,
+    clusters: usize,
+) -> anyhow::Result<Figures> {
+    let server = DevServer::start(binary, &["--sim-time-scale", "0"])?;
     let pid = server.pid().context("the server runs")?;
     let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes())?;
     let api = Arc::new(Api {
@@ -116,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let cpu_before = cpu_seconds(pid)?;
     let start = Instant::now();
-    let creates = futures::stream::iter(0..args.clusters)
+    let creates = futures::stream::iter(0..clusters)
         .map(|i| {
             let api = api.clone();
             let project = i % args.projects;
@@ -141,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let created_in = start.elapsed();
     let mut ready = 0;
-    while ready < args.clusters {
+    while ready < clusters {
         tokio::time::sleep(Duration::from_millis(250)).await;
         ready = 0;
         for p in 0..args.projects {
@@ -159,43 +206,61 @@ async fn main() -> anyhow::Result<()> {
                     .count()
             });
         }
-        eprint!("\r  {ready}/{} Ready", args.clusters);
+        eprint!("\r  {ready}/{clusters} Ready");
         if start.elapsed() > Duration::from_secs(1800) {
-            bail!(
-                "only {ready} of {} clusters Ready after 30 minutes",
-                args.clusters
-            );
+            bail!("only {ready} of {clusters} clusters Ready after 30 minutes");
         }
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu_seconds(pid)? - cpu_before;
+    eprint!("\r{:30}\r", "");
+    let ready_in = start.elapsed();
+    let cpu_ready = cpu_seconds(pid)?;
+    tokio::time::sleep(STEADY_WINDOW).await;
+    let steady_cpu_per_second = (cpu_seconds(pid)? - cpu_ready) / STEADY_WINDOW.as_secs_f64();
     let resources = api
         .call(reqwest::Method::GET, "/v1/sim/resources", None)
         .await?["items"]
         .as_array()
         .map_or(0, Vec::len);
-    let n = args.clusters as f64;
+    Ok(Figures {
+        clusters,
+        created_in,
+        ready_in,
+        cpu_seconds: cpu_ready - cpu_before,
+        resources,
+        steady_cpu_per_second,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let binary = args
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/release/dialtone"));
+    if !binary.exists() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p dialtone",
+            binary.display()
+        );
+    }
     println!(
-        "fleet: {} developer clusters × {} workers over {} projects, sim in fast mode, 2-core machine",
-        args.clusters, args.workers, args.projects
+        "fleet: developer clusters × {} workers over {} projects, sim in fast mode, {} cores",
+        args.workers,
+        args.projects,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    let small = run_fleet(&binary, &args, (args.clusters / 10).max(args.projects)).await?;
+    small.print();
+    let full = run_fleet(&binary, &args, args.clusters).await?;
+    full.print();
     println!(
-        "  all created (API)          {:>8.1} s   {:>8.1} clusters/s",
-        created_in.as_secs_f64(),
-        n / created_in.as_secs_f64()
-    );
-    println!(
-        "  all Ready                  {:>8.1} s   {:>8.1} clusters/s",
-        elapsed.as_secs_f64(),
-        n / elapsed.as_secs_f64()
-    );
-    println!(
-        "  control-plane CPU          {cpu:>8.1} s   {:>8.1} ms per cluster",
-        cpu * 1000.0 / n
-    );
-    println!(
-        "  cloud resources            {resources:>8}     {:>8.1} per cluster",
-        resources as f64 / n
+        "  CPU per cluster to Ready, {} vs {} clusters: {:.2}× (1.00×: independent of the fleet; above it, \
+         the health checks of clusters already Ready while the rest provision)",
+        full.clusters,
+        small.clusters,
+        full.cpu_ms_per_cluster() / small.cpu_ms_per_cluster()
     );
     Ok(())
 }

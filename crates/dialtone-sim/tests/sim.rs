@@ -1,0 +1,341 @@
+//! The simulated cloud as a provider's caller sees it: idempotent creates, tag filters,
+//! quotas that follow resources as they come and go, failure injection, and state that
+//! survives a restart.
+
+use dialtone_cloud::{CloudError, CreateRequest, Filter, Provider, ResourceSpec, ResourceState};
+use dialtone_sim::{FaultKind, FaultSpec, Quotas, Sim, SimOptions};
+
+const REGION: &str = "us-east-1";
+
+fn fast(dir: &tempfile::TempDir) -> Sim {
+    Sim::open(
+        &dir.path().join("sim.redb"),
+        SimOptions {
+            time_scale: 0.0,
+            seed: 7,
+        },
+    )
+    .expect("the sim opens")
+}
+
+fn request(token: &str, spec: ResourceSpec, owner: &str) -> CreateRequest {
+    CreateRequest {
+        client_token: token.to_string(),
+        spec,
+        tags: [("owner".to_string(), owner.to_string())].into(),
+    }
+}
+
+fn vpc(cidr: &str) -> ResourceSpec {
+    ResourceSpec::Vpc {
+        cidr: cidr.parse().unwrap(),
+    }
+}
+
+/// A VPC, a subnet in us-east-1a and a security group: what an instance needs.
+async fn network(sim: &Sim, owner: &str) -> (String, String) {
+    let vpc = sim
+        .create(
+            REGION,
+            request(&format!("{owner}/vpc"), vpc("10.1.0.0/16"), owner),
+        )
+        .await
+        .unwrap();
+    let subnet = sim
+        .create(
+            REGION,
+            request(
+                &format!("{owner}/subnet"),
+                ResourceSpec::Subnet {
+                    vpc_id: vpc.id.clone(),
+                    zone: "us-east-1a".into(),
+                    cidr: "10.1.0.0/20".parse().unwrap(),
+                },
+                owner,
+            ),
+        )
+        .await
+        .unwrap();
+    let sg = sim
+        .create(
+            REGION,
+            request(
+                &format!("{owner}/sg"),
+                ResourceSpec::SecurityGroup {
+                    vpc_id: vpc.id,
+                    ingress: Vec::new(),
+                },
+                owner,
+            ),
+        )
+        .await
+        .unwrap();
+    (subnet.id, sg.id)
+}
+
+fn instance(instance_type: &str, subnet: &str, sg: &str) -> ResourceSpec {
+    ResourceSpec::Instance {
+        instance_type: instance_type.into(),
+        zone: "us-east-1a".into(),
+        subnet_id: subnet.into(),
+        security_group_id: sg.into(),
+        image: "dialtone-node-1.31".into(),
+        root_disk_gib: 50,
+    }
+}
+
+#[tokio::test]
+async fn a_client_token_creates_once_and_tags_find_what_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = fast(&dir);
+    let (subnet, sg) = network(&sim, "a").await;
+    let first = sim
+        .create(
+            REGION,
+            request("a/i-1", instance("m5.large", &subnet, &sg), "a"),
+        )
+        .await
+        .unwrap();
+    let again = sim
+        .create(
+            REGION,
+            request("a/i-1", instance("m5.large", &subnet, &sg), "a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.id, again.id,
+        "a retried create returns the same instance"
+    );
+    network(&sim, "b").await;
+
+    let owned_by_a = sim
+        .describe(REGION, &Filter::tagged("owner", "a"))
+        .await
+        .unwrap();
+    assert_eq!(owned_by_a.len(), 4, "vpc, subnet, sg and one instance");
+    assert!(owned_by_a.iter().all(|r| r.tags["owner"] == "a"));
+    let instances = sim
+        .describe(
+            REGION,
+            &Filter::tagged("owner", "a").kind(dialtone_cloud::ResourceKind::Instance),
+        )
+        .await
+        .unwrap();
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0].state, ResourceState::Available);
+    let nobody = sim
+        .describe(REGION, &Filter::tagged("owner", "nobody"))
+        .await
+        .unwrap();
+    assert!(nobody.is_empty());
+    let elsewhere = sim
+        .describe("eu-west-1", &Filter::tagged("owner", "a"))
+        .await
+        .unwrap();
+    assert!(elsewhere.is_empty(), "a region sees only its own resources");
+}
+
+#[tokio::test]
+async fn quotas_count_live_resources_and_free_up_when_they_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = fast(&dir);
+    let (subnet, sg) = network(&sim, "q").await;
+    // m5.large has 2 vCPUs: room for two.
+    sim.set_quotas(
+        REGION,
+        Quotas {
+            vcpus: 4,
+            vpcs: 1,
+            load_balancers: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let one = sim
+        .create(
+            REGION,
+            request("q/1", instance("m5.large", &subnet, &sg), "q"),
+        )
+        .await
+        .unwrap();
+    sim.create(
+        REGION,
+        request("q/2", instance("m5.large", &subnet, &sg), "q"),
+    )
+    .await
+    .unwrap();
+    let third = sim
+        .create(
+            REGION,
+            request("q/3", instance("m5.large", &subnet, &sg), "q"),
+        )
+        .await;
+    assert!(
+        matches!(third, Err(CloudError::QuotaExceeded { .. })),
+        "{third:?}"
+    );
+    let second_vpc = sim
+        .create(REGION, request("q/vpc2", vpc("10.2.0.0/16"), "q"))
+        .await;
+    assert!(matches!(second_vpc, Err(CloudError::QuotaExceeded { .. })));
+
+    // A dead instance no longer counts, nor does one being deleted.
+    sim.kill_instance(&one.id).await.unwrap();
+    let three = sim
+        .create(
+            REGION,
+            request("q/3", instance("m5.large", &subnet, &sg), "q"),
+        )
+        .await
+        .unwrap();
+    sim.delete(REGION, &three.id).await.unwrap();
+    sim.create(
+        REGION,
+        request("q/4", instance("m5.large", &subnet, &sg), "q"),
+    )
+    .await
+    .unwrap();
+
+    // Usage is rebuilt from the state file after a restart.
+    drop(sim);
+    let sim = fast(&dir);
+    let fifth = sim
+        .create(
+            REGION,
+            request("q/5", instance("m5.large", &subnet, &sg), "q"),
+        )
+        .await;
+    assert!(
+        matches!(fifth, Err(CloudError::QuotaExceeded { .. })),
+        "{fifth:?}"
+    );
+}
+
+#[tokio::test]
+async fn faults_fire_as_injected() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = fast(&dir);
+    let (subnet, sg) = network(&sim, "f").await;
+
+    let fault = |kind, count| FaultSpec {
+        kind,
+        region: Some(REGION.into()),
+        zone: None,
+        count: Some(count),
+        probability: None,
+    };
+    sim.add_fault(fault(FaultKind::TimeoutAfterSuccess, 1))
+        .await
+        .unwrap();
+    let timed_out = sim
+        .create(
+            REGION,
+            request("f/1", instance("m5.large", &subnet, &sg), "f"),
+        )
+        .await;
+    assert!(
+        matches!(timed_out, Err(CloudError::Timeout)),
+        "{timed_out:?}"
+    );
+    let retried = sim
+        .create(
+            REGION,
+            request("f/1", instance("m5.large", &subnet, &sg), "f"),
+        )
+        .await
+        .unwrap();
+    let instances = |sim: &Sim| {
+        sim.resources()
+            .into_iter()
+            .filter(|r| r.spec.kind() == dialtone_cloud::ResourceKind::Instance)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        instances(&sim).len(),
+        1,
+        "the timed-out create took effect once"
+    );
+
+    sim.add_fault(fault(FaultKind::Throttling, 1))
+        .await
+        .unwrap();
+    let throttled = sim.describe(REGION, &Filter::default()).await;
+    assert!(matches!(throttled, Err(CloudError::Throttled)));
+    assert!(sim.describe(REGION, &Filter::default()).await.is_ok());
+
+    sim.add_fault(fault(FaultKind::BootFailure, 1))
+        .await
+        .unwrap();
+    let doomed = sim
+        .create(
+            REGION,
+            request("f/2", instance("m5.large", &subnet, &sg), "f"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(doomed.state, ResourceState::Terminated { .. }));
+
+    sim.add_fault(FaultSpec {
+        zone: Some("us-east-1a".into()),
+        count: None,
+        ..fault(FaultKind::ZoneOutage, 0)
+    })
+    .await
+    .unwrap();
+    let refused = sim
+        .create(
+            REGION,
+            request("f/3", instance("m5.large", &subnet, &sg), "f"),
+        )
+        .await;
+    assert!(matches!(
+        refused,
+        Err(CloudError::InsufficientCapacity { .. })
+    ));
+    let impaired = sim
+        .describe(REGION, &Filter::tagged("owner", "f"))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == retried.id)
+        .unwrap();
+    assert!(matches!(impaired.state, ResourceState::Impaired { .. }));
+    sim.remove_faults(None).await.unwrap();
+    let healthy = sim
+        .describe(REGION, &Filter::tagged("owner", "f"))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == retried.id)
+        .unwrap();
+    assert_eq!(healthy.state, ResourceState::Available);
+}
+
+#[tokio::test]
+async fn a_resource_with_dependents_cannot_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = fast(&dir);
+    let (subnet, sg) = network(&sim, "d").await;
+    let node = sim
+        .create(
+            REGION,
+            request("d/1", instance("m5.large", &subnet, &sg), "d"),
+        )
+        .await
+        .unwrap();
+    let refused = sim.delete(REGION, &subnet).await;
+    assert!(
+        matches!(refused, Err(CloudError::DependencyViolation { .. })),
+        "{refused:?}"
+    );
+    sim.delete(REGION, &node.id).await.unwrap();
+    // Fast mode: the instance is gone at once, so its subnet can go too.
+    tokio::task::yield_now().await;
+    sim.delete(REGION, &subnet).await.unwrap();
+    let left = sim
+        .describe(REGION, &Filter::tagged("owner", "d"))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2, "the vpc and the security group remain");
+}
