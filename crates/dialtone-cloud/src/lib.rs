@@ -10,6 +10,6 @@ mod regions;
 pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
 pub use provider::{
     CloudError, CloudResource, CloudResult, CreateRequest, Filter, IngressRule, Provider,
-    ResourceKind, ResourceSpec, ResourceState, Tags,
+    ResourceKind, ResourceSpec, ResourceState, Tags, tags,
 };
 pub use regions::{REGIONS, Region};

@@ -15,6 +15,22 @@ use crate::{InstanceCatalog, Region};
 /// Tags on a cloud resource: how Dialtone finds what it owns.
 pub type Tags = BTreeMap<String, String>;
 
+/// The tags Dialtone puts on everything it creates, by which it, and the sim's clusters,
+/// find a cluster's resources again.
+pub mod tags {
+    /// The uid of the cluster that owns a resource.
+    pub const TAG_CLUSTER: &str = "dialtone.dev/cluster";
+    /// The network a resource belongs to: a production cluster's uid, or a project and region
+    /// for the network its developer clusters share.
+    pub const TAG_NETWORK: &str = "dialtone.dev/network";
+    /// Which part of its owner a resource is: `vpc`, `subnet-us-east-1a`, `api`, `cp-0`, …
+    pub const TAG_PART: &str = "dialtone.dev/part";
+    /// The instance's attempt for its slot.
+    pub const TAG_ATTEMPT: &str = "dialtone.dev/attempt";
+    /// The owner's path, for people reading the cloud console.
+    pub const TAG_OWNER: &str = "dialtone.dev/owner";
+}
+
 /// What to create. Ids of other resources are the provider's ids.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(

@@ -28,17 +28,7 @@ use jiff::Timestamp;
 
 /// Holds a cluster until its cloud resources are gone.
 pub const CLUSTER_FINALIZER: &str = "dialtone.dev/cloud-resources";
-/// The uid of the cluster that owns a resource.
-pub const TAG_CLUSTER: &str = "dialtone.dev/cluster";
-/// The network a resource belongs to: a production cluster's uid, or a project and region
-/// for the network its developer clusters share.
-pub const TAG_NETWORK: &str = "dialtone.dev/network";
-/// Which part of its owner a resource is: `vpc`, `subnet-us-east-1a`, `api`, `cp-0`, …
-pub const TAG_PART: &str = "dialtone.dev/part";
-/// The instance's attempt for its slot.
-pub const TAG_ATTEMPT: &str = "dialtone.dev/attempt";
-/// The owner's path, for people reading the cloud console.
-pub const TAG_OWNER: &str = "dialtone.dev/owner";
+pub use dialtone_cloud::tags::{TAG_ATTEMPT, TAG_CLUSTER, TAG_NETWORK, TAG_OWNER, TAG_PART};
 
 const KUBERNETES_API_PORT: u16 = 6443;
 const KUBELET_PORT: u16 = 10250;

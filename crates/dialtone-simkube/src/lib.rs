@@ -1,0 +1,364 @@
+//! The Kubernetes API of sim clusters. The sim cloud's instances are the clusters' nodes;
+//! this crate makes each cluster whose API load balancer and control plane are up answer the
+//! Kubernetes API over HTTPS, as a cluster of a real cloud would.
+//!
+//! One listener serves every cluster: the TLS server name the client sends (the address of
+//! the cluster's load balancer, which kubeconfigs name in `tls-server-name`) picks the
+//! cluster, and the handshake presents that cluster's own certificate, signed by the
+//! cluster's own CA. Requests carry bearer tokens, which the embedding server checks
+//! through [`Authenticator`], as a webhook token authenticator would.
+
+pub mod cluster;
+mod defaults;
+mod patch;
+mod pki;
+pub mod quantity;
+pub mod rbac;
+pub mod resources;
+pub mod selectors;
+pub mod status;
+pub mod store;
+mod table;
+pub mod webhooks;
+pub mod workloads;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::{Request, Response};
+use dialtone_cloud::tags::{TAG_CLUSTER, TAG_PART};
+use dialtone_cloud::{Arch, CloudResource, Provider, ResourceSpec, ResourceState};
+use dialtone_sim::Sim;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub use cluster::ClusterApi;
+pub use rbac::UserInfo;
+pub use workloads::NodeFacts;
+
+/// Checks the bearer tokens that clients present to a cluster.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync {
+    /// Who holds `token`, if it is valid for the cluster with this uid.
+    async fn authenticate(&self, cluster_uid: &str, token: &str) -> Option<UserInfo>;
+}
+
+/// How to reach one cluster's API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    /// `https://127.0.0.1:6443`.
+    pub server: String,
+    /// The name the cluster's certificate carries; clients send it as the TLS server name.
+    pub tls_server_name: String,
+    pub ca_pem: String,
+}
+
+struct Hosted {
+    api: Arc<ClusterApi>,
+    tls: Arc<rustls::ServerConfig>,
+    endpoint: Endpoint,
+    controllers: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Hosted {
+    fn drop(&mut self) {
+        self.controllers.abort();
+    }
+}
+
+pub struct SimKube {
+    sim: Arc<Sim>,
+    dir: PathBuf,
+    addr: SocketAddr,
+    authenticator: Arc<dyn Authenticator>,
+    caller: webhooks::Caller,
+    /// Cluster uid → what serves it.
+    clusters: RwLock<HashMap<String, Arc<Hosted>>>,
+}
+
+/// How often the sim's instances are read into Node objects.
+const NODE_SYNC: Duration = Duration::from_millis(500);
+
+/// `ip-10-0-16-5.us-east-1.compute.internal`, as EC2 names nodes.
+fn node_name(address: &str, region: &str) -> String {
+    format!("ip-{}.{region}.compute.internal", address.replace('.', "-"))
+}
+
+impl SimKube {
+    /// Serves the clusters of `sim` on `listener`, keeping each cluster's CA under `dir`.
+    pub fn start(
+        sim: Arc<Sim>,
+        dir: PathBuf,
+        listener: TcpListener,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> std::io::Result<Arc<SimKube>> {
+        let addr = listener.local_addr()?;
+        let host = Arc::new(SimKube {
+            sim,
+            dir,
+            addr,
+            authenticator,
+            caller: webhooks::Caller,
+            clusters: RwLock::default(),
+        });
+        tokio::spawn(host.clone().accept_loop(listener));
+        tokio::spawn(host.clone().sync_loop());
+        Ok(host)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the cluster answers, once its API is up.
+    pub fn endpoint(&self, cluster_uid: &str) -> Option<Endpoint> {
+        self.hosted(cluster_uid).map(|h| h.endpoint.clone())
+    }
+
+    /// The cluster's API, for the embedding server's own checks.
+    pub fn cluster(&self, cluster_uid: &str) -> Option<Arc<ClusterApi>> {
+        self.hosted(cluster_uid).map(|h| h.api.clone())
+    }
+
+    fn hosted(&self, uid: &str) -> Option<Arc<Hosted>> {
+        self.clusters.read().expect("lock").get(uid).cloned()
+    }
+
+    fn by_server_name(&self, name: &str) -> Option<Arc<Hosted>> {
+        self.clusters
+            .read()
+            .expect("lock")
+            .values()
+            .find(|h| h.endpoint.tls_server_name == name)
+            .cloned()
+    }
+
+    async fn sync_loop(self: Arc<Self>) {
+        loop {
+            self.sync();
+            tokio::time::sleep(NODE_SYNC).await;
+        }
+    }
+
+    /// Hosts the clusters whose API is up, drops those whose API is gone, and brings every
+    /// hosted cluster's nodes in line with its instances.
+    pub fn sync(&self) {
+        let mut by_cluster: HashMap<String, Vec<CloudResource>> = HashMap::new();
+        for resource in self.sim.resources() {
+            if let Some(uid) = resource.tags.get(TAG_CLUSTER) {
+                by_cluster.entry(uid.clone()).or_default().push(resource);
+            }
+        }
+        let mut live = Vec::new();
+        for (uid, resources) in &by_cluster {
+            let api_up = resources.iter().any(|r| {
+                matches!(r.spec, ResourceSpec::LoadBalancer { .. }) && r.state == ResourceState::Available
+            });
+            let control_plane: Vec<&CloudResource> = resources
+                .iter()
+                .filter(|r| {
+                    r.tags.get(TAG_PART).is_some_and(|p| p.starts_with("cp-"))
+                        && r.state == ResourceState::Available
+                })
+                .collect();
+            if !api_up || control_plane.is_empty() {
+                continue;
+            }
+            live.push(uid.clone());
+            let hosted = match self.hosted(uid) {
+                Some(hosted) => hosted,
+                None => match self.host(uid, resources, control_plane[0]) {
+                    Ok(hosted) => hosted,
+                    Err(e) => {
+                        tracing::warn!(cluster = %uid, error = %e, "cannot serve the cluster's API");
+                        continue;
+                    }
+                },
+            };
+            let facts = self.node_facts(resources);
+            workloads::sync_nodes(&hosted.api, &facts);
+            hosted.api.wake.notify_one();
+        }
+        self.clusters
+            .write()
+            .expect("lock")
+            .retain(|uid, _| live.contains(uid));
+    }
+
+    fn node_facts(&self, resources: &[CloudResource]) -> Vec<NodeFacts> {
+        let catalog = self.sim.catalog();
+        resources
+            .iter()
+            .filter_map(|r| {
+                let ResourceSpec::Instance { instance_type, zone, .. } = &r.spec else {
+                    return None;
+                };
+                let healthy = match &r.state {
+                    ResourceState::Available => true,
+                    ResourceState::Impaired { .. } => false,
+                    // Not booted yet, or gone: no node.
+                    _ => return None,
+                };
+                let facts = catalog.get(instance_type)?;
+                Some(NodeFacts {
+                    name: node_name(&r.address, &r.region),
+                    instance_id: r.id.clone(),
+                    control_plane: r.tags.get(TAG_PART).is_some_and(|p| p.starts_with("cp-")),
+                    region: r.region.clone(),
+                    zone: zone.clone(),
+                    instance_type: instance_type.clone(),
+                    arch: match facts.archs.first() {
+                        Some(Arch::Arm64) => "arm64",
+                        _ => "amd64",
+                    }
+                    .to_string(),
+                    vcpus: facts.vcpus,
+                    memory_mib: facts.memory_mib,
+                    max_pods: facts.max_pods,
+                    address: r.address.clone(),
+                    healthy,
+                })
+            })
+            .collect()
+    }
+
+    fn host(
+        &self,
+        uid: &str,
+        resources: &[CloudResource],
+        control_plane: &CloudResource,
+    ) -> anyhow_lite::Result<Arc<Hosted>> {
+        let lb = resources
+            .iter()
+            .find(|r| matches!(r.spec, ResourceSpec::LoadBalancer { .. }))
+            .expect("checked above");
+        let version = match &control_plane.spec {
+            ResourceSpec::Instance { image, .. } => image
+                .rsplit('-')
+                .next()
+                .filter(|v| v.contains('.'))
+                .unwrap_or("1.34")
+                .to_string(),
+            _ => "1.34".to_string(),
+        };
+        let pki = pki::ClusterPki::load_or_create(&self.dir.join(uid), &lb.address)?;
+        let api = Arc::new(ClusterApi::new(uid, &version));
+        let controllers = tokio::spawn({
+            let api = api.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = api.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    workloads::reconcile(&api);
+                }
+            }
+        });
+        let hosted = Arc::new(Hosted {
+            api,
+            tls: Arc::new(pki.server_config()?),
+            endpoint: Endpoint {
+                server: format!("https://{}", self.addr),
+                tls_server_name: lb.address.clone(),
+                ca_pem: pki.ca_pem.clone(),
+            },
+            controllers,
+        });
+        self.clusters
+            .write()
+            .expect("lock")
+            .insert(uid.to_string(), hosted.clone());
+        Ok(hosted)
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster API accept failed");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let host = self.clone();
+            tokio::spawn(async move {
+                let acceptor =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                let Ok(start) = acceptor.await else { return };
+                let server_name = start.client_hello().server_name().unwrap_or("").to_string();
+                // An unknown name gets no certificate: the handshake fails, as with a load
+                // balancer that does not exist.
+                let Some(hosted) = host.by_server_name(&server_name) else {
+                    return;
+                };
+                let Ok(tls) = start.into_stream(hosted.tls.clone()).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |request| {
+                    let (host, hosted) = (host.clone(), hosted.clone());
+                    async move { Ok::<_, std::convert::Infallible>(host.serve(&hosted, request).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn serve(
+        &self,
+        hosted: &Hosted,
+        request: Request<hyper::body::Incoming>,
+    ) -> Response<axum::body::Body> {
+        let (parts, body) = request.into_parts();
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let user = match token {
+            Some(token) => match self.authenticator.authenticate(&hosted.api.uid, token).await {
+                Some(user) => user,
+                None => return axum::response::IntoResponse::into_response(status::KubeError::unauthorized()),
+            },
+            None => UserInfo {
+                name: "system:anonymous".into(),
+                groups: vec!["system:unauthenticated".into()],
+            },
+        };
+        let body = match http_body_util::Limited::new(body, 3 * 1024 * 1024).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return axum::response::IntoResponse::into_response(status::KubeError::new(
+                    http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    "the request body is larger than 3 MiB",
+                ));
+            }
+        };
+        hosted
+            .api
+            .handle(
+                user,
+                parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                &parts.headers,
+                body,
+                &self.caller,
+            )
+            .await
+    }
+}
+
+/// A small error type for hosting, so the crate needs no `anyhow`.
+mod anyhow_lite {
+    pub type Result<T> = std::result::Result<T, String>;
+}

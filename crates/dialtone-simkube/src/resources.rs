@@ -1,0 +1,218 @@
+//! The part of the Kubernetes API that sim clusters serve: every resource with its group,
+//! version, kind, scope and verbs, for discovery, routing and validation. Objects are checked
+//! by decoding them into the upstream types of `k8s-openapi`, so a field of the wrong type or
+//! a malformed quantity is refused as upstream refuses it.
+
+use serde_json::Value;
+
+#[derive(Debug)]
+pub struct ResourceType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    pub short_names: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    /// Decodes the object into its upstream type.
+    pub decode: fn(&Value) -> Result<(), String>,
+}
+
+impl ResourceType {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Review resources are created and answered, never stored.
+    pub fn is_review(&self) -> bool {
+        self.group == "authorization.k8s.io"
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
+    serde_json::from_value::<T>(value.clone())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+const CRUD: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+use k8s_openapi::api::admissionregistration::v1 as admission;
+use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::authorization::v1 as authz;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::rbac::v1 as rbac;
+
+pub static RESOURCES: &[ResourceType] = &[
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        namespaced: false,
+        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        short_names: &["ns"],
+        subresources: &["status"],
+        decode: decode::<core::Namespace>,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        singular: "node",
+        namespaced: false,
+        verbs: &["get", "list", "patch", "update", "watch"],
+        short_names: &["no"],
+        subresources: &["status"],
+        decode: decode::<core::Node>,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        singular: "pod",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["po"],
+        subresources: &["status"],
+        decode: decode::<core::Pod>,
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        singular: "deployment",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["deploy"],
+        subresources: &["status", "scale"],
+        decode: decode::<apps::Deployment>,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        singular: "role",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<rbac::Role>,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        namespaced: false,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<rbac::ClusterRole>,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<rbac::RoleBinding>,
+    },
+    ResourceType {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        namespaced: false,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<rbac::ClusterRoleBinding>,
+    },
+    ResourceType {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        namespaced: false,
+        verbs: &["create"],
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<authz::SelfSubjectAccessReview>,
+    },
+    ResourceType {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        namespaced: false,
+        verbs: &["create"],
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<authz::SubjectAccessReview>,
+    },
+    ResourceType {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        kind: "ValidatingWebhookConfiguration",
+        plural: "validatingwebhookconfigurations",
+        singular: "validatingwebhookconfiguration",
+        namespaced: false,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<admission::ValidatingWebhookConfiguration>,
+    },
+];
+
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+pub fn by_plural(plural: &str) -> &'static ResourceType {
+    RESOURCES
+        .iter()
+        .find(|r| r.plural == plural)
+        .expect("a served resource")
+}
+
+/// Every group with its one version, core first.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !groups.contains(&(r.group, r.version)) {
+            groups.push((r.group, r.version));
+        }
+    }
+    groups
+}
