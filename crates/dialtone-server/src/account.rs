@@ -41,6 +41,7 @@ pub async fn create_token(
         identity.name(),
         &request.description,
         request.ttl_seconds,
+        None,
         (app.clock)(),
     )
     .await?;

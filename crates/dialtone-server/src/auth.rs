@@ -137,6 +137,7 @@ pub async fn mint_token(
     identity: &str,
     description: &str,
     ttl_seconds: Option<u64>,
+    cluster: Option<(&str, &str)>,
     now: Timestamp,
 ) -> Result<NewToken, HttpError> {
     let ttl = match ttl_seconds {
@@ -168,6 +169,10 @@ pub async fn mint_token(
         expires_at: now
             .checked_add(ttl)
             .map_err(|_| ApiError::new(Reason::BadRequest, "ttl too large"))?,
+        cluster: cluster
+            .map(|(path, _)| path.to_string())
+            .unwrap_or_default(),
+        cluster_uid: cluster.map(|(_, uid)| uid.to_string()).unwrap_or_default(),
     };
     registry
         .put_token(&StoredToken {
@@ -185,6 +190,29 @@ fn unauthorized(message: &str) -> HttpError {
     ApiError::new(Reason::Unauthorized, message).into()
 }
 
+/// The stored token a bearer token names, if its secret matches and it has not expired.
+pub async fn verify_token(
+    registry: &Registry,
+    token: &str,
+    now: Timestamp,
+) -> Result<Option<StoredToken>, HttpError> {
+    let Some((id, secret)) = token
+        .strip_prefix("dt_")
+        .and_then(|rest| rest.split_once('_'))
+        .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return Ok(None);
+    };
+    let Some(stored) = registry.get_token(id).await? else {
+        return Ok(None);
+    };
+    // Comparing hashes of a 256-bit secret leaks nothing useful through timing.
+    Ok(
+        (stored.secret_sha256 == hash_secret(secret) && stored.info.expires_at > now)
+            .then_some(stored),
+    )
+}
+
 /// Resolves a bearer token to a principal.
 pub async fn authenticate(app: &App, header_value: Option<&str>) -> Result<Principal, HttpError> {
     let header_value = header_value
@@ -192,15 +220,17 @@ pub async fn authenticate(app: &App, header_value: Option<&str>) -> Result<Princ
     let token = header_value
         .strip_prefix("Bearer ")
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-    let (id, secret) = token
+    let (_id, _secret) = token
         .strip_prefix("dt_")
         .and_then(|rest| rest.split_once('_'))
         .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| unauthorized("malformed token"))?;
     let invalid = || unauthorized("invalid, expired or revoked token");
-    let stored = app.registry.get_token(id).await?.ok_or_else(invalid)?;
-    // Comparing hashes of a 256-bit secret leaks nothing useful through timing.
-    if stored.secret_sha256 != hash_secret(secret) || stored.info.expires_at <= (app.clock)() {
+    let stored = verify_token(&app.registry, token, (app.clock)())
+        .await?
+        .ok_or_else(invalid)?;
+    // A cluster credential opens its cluster, not Dialtone's API.
+    if !stored.info.cluster_uid.is_empty() {
         return Err(invalid());
     }
     let path = ResourcePath::org(&stored.info.org)

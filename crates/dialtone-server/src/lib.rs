@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod cluster_types;
 pub mod error;
+pub mod kube_access;
 pub mod metrics;
 pub mod networks;
 pub mod openapi;
@@ -62,6 +63,8 @@ pub struct App {
     pub sim: Option<Arc<Sim>>,
     /// Every cluster's network, for planning new ones (see `admission`).
     pub networks: Arc<NetworkIndex>,
+    /// The Kubernetes API of the sim's clusters.
+    pub kube: kube_access::SharedKube,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -159,6 +162,13 @@ pub fn router(app: App) -> Router {
         .route("/v1/orgs/{org}/tokens/{id}", delete(account::revoke_token))
         .route("/v1/orgs/{org}/audit", get(audit::list_audit))
         .route("/v1/whoami", get(account::whoami))
+        .route(
+            &format!(
+                "{}/credentials",
+                resources::route_paths(&dialtone_types::kinds::CLUSTER).1
+            ),
+            post(kube_access::create_credentials),
+        )
         .route("/v1/clustertypes", get(cluster_types::list_cluster_types))
         .route(
             "/v1/clustertypes/{type}",
@@ -252,6 +262,8 @@ pub struct ServerOptions {
     pub compaction_interval: Duration,
     /// The `sim` cloud's latencies relative to a real cloud's: 1 realistic, 0 instant.
     pub sim_time_scale: f64,
+    /// Where the sim's clusters serve the Kubernetes API.
+    pub kube_listen: SocketAddr,
 }
 
 pub struct RunningServer {
@@ -329,6 +341,7 @@ async fn bootstrap(
         &options.bootstrap_identity,
         "bootstrap admin",
         None,
+        None,
         now(),
     )
     .await
@@ -365,6 +378,18 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     );
     let provider: Arc<dyn Provider> = sim.clone();
     let networks = NetworkIndex::start(registry.clone()).await?;
+    let kube_listener = tokio::net::TcpListener::bind(options.kube_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for cluster APIs", options.kube_listen))?;
+    let kube = dialtone_simkube::SimKube::start(
+        sim.clone(),
+        options.data_dir.join("clusters"),
+        kube_listener,
+        Arc::new(kube_access::TokenAuthenticator {
+            registry: registry.clone(),
+            clock: now,
+        }),
+    )?;
     let app = App {
         registry: registry.clone(),
         authorizer: Arc::new(OrgTenancy),
@@ -373,6 +398,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         provider: provider.clone(),
         sim: Some(sim),
         networks,
+        kube: Some(kube),
     };
     let lifecycle = Lifecycle::new(
         registry.clone(),

@@ -88,7 +88,10 @@ fn version_of(cluster_version: &str) -> Value {
 
 fn resource_list(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         list.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind, "verbs": r.verbs, "shortNames": r.short_names,
@@ -137,7 +140,9 @@ fn route(path: &str) -> KubeResult<Route> {
         _ => return Ok(Route::NonResource(path.to_string())),
     };
     let (namespace, rest) = match rest {
-        ["namespaces", ns, tail @ ..] if !tail.is_empty() && !matches!(tail, ["status" | "finalize"]) => {
+        ["namespaces", ns, tail @ ..]
+            if !tail.is_empty() && !matches!(tail, ["status" | "finalize"]) =>
+        {
             (ns.to_string(), tail)
         }
         _ => (String::new(), rest),
@@ -162,7 +167,13 @@ fn route(path: &str) -> KubeResult<Route> {
             "the server could not find the requested resource",
         ));
     }
-    if resource.namespaced != !namespace.is_empty() && !(resource.namespaced && name.is_empty()) {
+    // Namespaced objects are named within a namespace; only their lists span all of them.
+    let misplaced = if resource.namespaced {
+        namespace.is_empty() && !name.is_empty()
+    } else {
+        !namespace.is_empty()
+    };
+    if misplaced {
         return Err(KubeError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -301,7 +312,10 @@ fn wants_table(headers: &HeaderMap) -> bool {
 }
 
 pub fn now() -> String {
-    Timestamp::now().round(jiff::Unit::Second).unwrap_or(Timestamp::now()).to_string()
+    Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or(Timestamp::now())
+        .to_string()
 }
 
 impl ClusterApi {
@@ -314,7 +328,10 @@ impl ClusterApi {
         };
         for (resource, object) in crate::defaults::objects() {
             let r = resources::by_plural(resource);
-            let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let stamped = stamp_new(object, r, "");
             let _ = cluster.objects.create(key(r.plural, "", &name), stamped);
         }
@@ -326,6 +343,7 @@ impl ClusterApi {
     }
 
     /// Serves one request from an authenticated user.
+    #[allow(clippy::too_many_arguments)]
     pub async fn handle(
         self: &Arc<Self>,
         user: UserInfo,
@@ -346,7 +364,10 @@ impl ClusterApi {
     }
 
     fn impersonate(&self, user: UserInfo, headers: &HeaderMap) -> KubeResult<UserInfo> {
-        let Some(target) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
+        let Some(target) = headers
+            .get("impersonate-user")
+            .and_then(|v| v.to_str().ok())
+        else {
             return Ok(user);
         };
         let groups: Vec<String> = headers
@@ -398,6 +419,18 @@ impl ClusterApi {
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Response> {
         let user = self.impersonate(user, headers)?;
+        let protobuf = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/vnd.kubernetes.protobuf"));
+        let body = if protobuf {
+            let object = crate::proto::decode(&body).map_err(|e| {
+                KubeError::bad_request(format!("the protobuf body does not decode: {e}"))
+            })?;
+            Bytes::from(serde_json::to_vec(&object).unwrap_or_default())
+        } else {
+            body
+        };
         let query = parse_query(raw_query)?;
         let info = match route(path)? {
             Route::NonResource(path) => {
@@ -434,9 +467,9 @@ impl ClusterApi {
             matches!(verb, "get" | "update" | "patch")
         };
         if !allowed_verb {
-            return Err(KubeError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            )));
+            return Err(KubeError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
         }
         let table = wants_table(headers);
         match verb {
@@ -445,11 +478,13 @@ impl ClusterApi {
             "watch" => self.watch(&info, &query, table),
             "create" => {
                 let object = parse_body(&body)?;
-                self.create(&user, &info, object, &query, webhook_client).await
+                self.create(&user, &info, object, &query, webhook_client)
+                    .await
             }
             "update" => {
                 let object = parse_body(&body)?;
-                self.update(&user, &info, object, &query, webhook_client).await
+                self.update(&user, &info, object, &query, webhook_client)
+                    .await
             }
             "patch" => {
                 let content_type = headers
@@ -457,10 +492,14 @@ impl ClusterApi {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 let patch = parse_body(&body)?;
-                self.patch(&user, &info, content_type, patch, &query, webhook_client).await
+                self.patch(&user, &info, content_type, patch, &query, webhook_client)
+                    .await
             }
             "delete" => self.delete(&user, &info, &query, webhook_client).await,
-            "deletecollection" => self.delete_collection(&user, &info, &query, webhook_client).await,
+            "deletecollection" => {
+                self.delete_collection(&user, &info, &query, webhook_client)
+                    .await
+            }
             _ => Err(KubeError::method_not_allowed("unsupported method")),
         }
     }
@@ -485,7 +524,9 @@ impl ClusterApi {
                 let parts: Vec<&str> = other.trim_matches('/').split('/').collect();
                 match parts.as_slice() {
                     ["apis", group, version]
-                        if RESOURCES.iter().any(|r| r.group == *group && r.version == *version) =>
+                        if RESOURCES
+                            .iter()
+                            .any(|r| r.group == *group && r.version == *version) =>
                     {
                         resource_list(group, version)
                     }
@@ -510,7 +551,9 @@ impl ClusterApi {
     fn current(&self, info: &RequestInfo) -> KubeResult<Arc<Value>> {
         self.objects
             .get(&key(info.resource.plural, &info.namespace, &info.name))
-            .ok_or_else(|| KubeError::not_found(info.resource.group, info.resource.plural, &info.name))
+            .ok_or_else(|| {
+                KubeError::not_found(info.resource.group, info.resource.plural, &info.name)
+            })
     }
 
     fn get(&self, info: &RequestInfo, as_table: bool) -> KubeResult<Response> {
@@ -519,7 +562,11 @@ impl ClusterApi {
             return Ok(json_response(StatusCode::OK, &scale_of(&object)));
         }
         let body = if as_table {
-            table::render(info.resource, &[object.clone()], self.objects.revision())
+            table::render(
+                info.resource,
+                std::slice::from_ref(&object),
+                self.objects.revision(),
+            )
         } else {
             (*object).clone()
         };
@@ -531,7 +578,9 @@ impl ClusterApi {
         let (items, revision) = self.objects.list(info.resource.plural, namespace);
         let items = items
             .into_iter()
-            .filter(|o| query.label_selector.matches_labels(o) && query.field_selector.matches_fields(o))
+            .filter(|o| {
+                query.label_selector.matches_labels(o) && query.field_selector.matches_fields(o)
+            })
             .collect();
         (items, revision)
     }
@@ -551,7 +600,12 @@ impl ClusterApi {
         Ok(json_response(StatusCode::OK, &body))
     }
 
-    fn watch(self: &Arc<Self>, info: &RequestInfo, query: &Query, as_table: bool) -> KubeResult<Response> {
+    fn watch(
+        self: &Arc<Self>,
+        info: &RequestInfo,
+        query: &Query,
+        as_table: bool,
+    ) -> KubeResult<Response> {
         let resource = info.resource;
         let namespace = info.namespace.clone();
         let (initial, backlog, receiver) = match query.resource_version {
@@ -602,8 +656,8 @@ impl ClusterApi {
             )
             .collect();
         let last_sent = backlog.last().map_or(0, |c| c.revision);
-        let live = tokio_stream::wrappers::BroadcastStream::new(receiver)
-            .filter_map(move |change| {
+        let live =
+            tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(move |change| {
                 let out = match change {
                     Ok(change) if change.revision > last_sent && relevant(&change) => {
                         Some(encode(change.kind, &change.object))
@@ -648,7 +702,11 @@ impl ClusterApi {
                 }
                 _ => object["metadata"]["namespace"] = json!(info.namespace),
             }
-            if self.objects.get(&key("namespaces", "", &info.namespace)).is_none() {
+            if self
+                .objects
+                .get(&key("namespaces", "", &info.namespace))
+                .is_none()
+            {
                 return Err(KubeError::not_found("", "namespaces", &info.namespace));
             }
         }
@@ -657,10 +715,22 @@ impl ClusterApi {
         {
             object["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
         }
-        let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let object = stamp_new(object, r, &info.namespace);
         let object = self.admit(user, r, &info.namespace, &name, object, None)?;
-        webhooks::validate(webhook_client, &self.objects, user, r, "CREATE", &object, None).await?;
+        webhooks::validate(
+            webhook_client,
+            &self.objects,
+            user,
+            r,
+            "CREATE",
+            &object,
+            None,
+        )
+        .await?;
         if query.dry_run {
             return Ok(json_response(StatusCode::CREATED, &object));
         }
@@ -723,7 +793,11 @@ impl ClusterApi {
         };
         let wanted = match r.plural {
             "roles" | "clusterroles" => {
-                if holds("escalate", r.plural, object["metadata"]["name"].as_str().unwrap_or("")) {
+                if holds(
+                    "escalate",
+                    r.plural,
+                    object["metadata"]["name"].as_str().unwrap_or(""),
+                ) {
                     return Ok(());
                 }
                 serde_json::from_value(object["rules"].clone()).unwrap_or_default()
@@ -732,7 +806,11 @@ impl ClusterApi {
                 let role_ref: k8s_openapi::api::rbac::v1::RoleRef =
                     serde_json::from_value(object["roleRef"].clone())
                         .map_err(|e| KubeError::bad_request(e.to_string()))?;
-                let role_resource = if role_ref.kind == "ClusterRole" { "clusterroles" } else { "roles" };
+                let role_resource = if role_ref.kind == "ClusterRole" {
+                    "clusterroles"
+                } else {
+                    "roles"
+                };
                 if holds("bind", role_resource, &role_ref.name) {
                     return Ok(());
                 }
@@ -745,7 +823,10 @@ impl ClusterApi {
                             "{} \"{}\" is forbidden: user \"{}\" (groups={:?}) is attempting to grant RBAC permissions not currently held: {} \"{}\" not found",
                             qualified(r.group, r.plural),
                             object["metadata"]["name"].as_str().unwrap_or(""),
-                            user.name, user.groups, role_ref.kind, role_ref.name
+                            user.name,
+                            user.groups,
+                            role_ref.kind,
+                            role_ref.name
                         )));
                     }
                 }
@@ -785,7 +866,9 @@ impl ClusterApi {
             if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
                 next["metadata"]["resourceVersion"] = json!(rv);
             }
-            let stored = self.store_update(user, info, next, &current, query, webhook_client).await?;
+            let stored = self
+                .store_update(user, info, next, &current, query, webhook_client)
+                .await?;
             return Ok(json_response(StatusCode::OK, &scale_of(&stored)));
         }
         check_kind(info.resource, &object)?;
@@ -810,7 +893,9 @@ impl ClusterApi {
             }
             next
         };
-        let stored = self.store_update(user, info, next, &current, query, webhook_client).await?;
+        let stored = self
+            .store_update(user, info, next, &current, query, webhook_client)
+            .await?;
         Ok(json_response(StatusCode::OK, &stored))
     }
 
@@ -830,7 +915,9 @@ impl ClusterApi {
         }
         next["metadata"]["namespace"] = current["metadata"]["namespace"].clone();
         if next["metadata"]["namespace"].is_null() {
-            next["metadata"].as_object_mut().map(|m| m.remove("namespace"));
+            next["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("namespace"));
         }
         if next["metadata"]["resourceVersion"].is_null() {
             next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
@@ -842,7 +929,16 @@ impl ClusterApi {
             next["metadata"]["generation"] = json!(generation);
         }
         let next = self.admit(user, r, &info.namespace, &info.name, next, Some(current))?;
-        webhooks::validate(webhook_client, &self.objects, user, r, "UPDATE", &next, Some(current)).await?;
+        webhooks::validate(
+            webhook_client,
+            &self.objects,
+            user,
+            r,
+            "UPDATE",
+            &next,
+            Some(current),
+        )
+        .await?;
         if query.dry_run {
             return Ok(Arc::new(next));
         }
@@ -878,12 +974,18 @@ impl ClusterApi {
                 crate::patch::json_merge(&mut target, &patch);
                 Ok(())
             }
-            "application/strategic-merge-patch+json" => crate::patch::strategic_merge(&mut target, &patch),
+            "application/strategic-merge-patch+json" => {
+                crate::patch::strategic_merge(&mut target, &patch)
+            }
             "application/json-patch+json" => crate::patch::json_patch(&mut target, &patch),
             other => return Err(KubeError::unsupported_media_type(other)),
         };
         applied.map_err(|e| {
-            KubeError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("the patch does not apply: {e}"))
+            KubeError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("the patch does not apply: {e}"),
+            )
         })?;
         if info.subresource == "scale" {
             return self.update(user, info, target, query, webhook_client).await;
@@ -895,7 +997,9 @@ impl ClusterApi {
         } else if info.resource.subresources.contains(&"status") {
             target["status"] = current["status"].clone();
         }
-        let stored = self.store_update(user, info, target, &current, query, webhook_client).await?;
+        let stored = self
+            .store_update(user, info, target, &current, query, webhook_client)
+            .await?;
         Ok(json_response(StatusCode::OK, &stored))
     }
 
@@ -908,7 +1012,16 @@ impl ClusterApi {
     ) -> KubeResult<Response> {
         let r = info.resource;
         let current = self.current(info)?;
-        webhooks::validate(webhook_client, &self.objects, user, r, "DELETE", &current, Some(&current)).await?;
+        webhooks::validate(
+            webhook_client,
+            &self.objects,
+            user,
+            r,
+            "DELETE",
+            &current,
+            Some(&current),
+        )
+        .await?;
         if query.dry_run {
             return Ok(json_response(StatusCode::OK, &current));
         }
@@ -939,7 +1052,16 @@ impl ClusterApi {
         let r = info.resource;
         let (items, revision) = self.selected(info, query);
         for object in &items {
-            webhooks::validate(webhook_client, &self.objects, user, r, "DELETE", object, Some(object)).await?;
+            webhooks::validate(
+                webhook_client,
+                &self.objects,
+                user,
+                r,
+                "DELETE",
+                object,
+                Some(object),
+            )
+            .await?;
         }
         if !query.dry_run {
             for object in &items {
@@ -976,7 +1098,8 @@ impl ClusterApi {
             }
         };
         let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-        let request = if let Some(attrs) = spec.get("resourceAttributes").filter(|a| a.is_object()) {
+        let request = if let Some(attrs) = spec.get("resourceAttributes").filter(|a| a.is_object())
+        {
             rbac::Request::Resource {
                 verb: text(&attrs["verb"]),
                 namespace: text(&attrs["namespace"]),
@@ -1016,13 +1139,17 @@ fn parse_body(body: &[u8]) -> KubeResult<Value> {
                 .map_err(|e| e.to_string())
                 .and_then(|t| serde_json::from_str(t.trim()).map_err(|e| e.to_string()))
         })
-        .map_err(|e| KubeError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+        .map_err(|e| {
+            KubeError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })
 }
 
 fn check_kind(r: &ResourceType, object: &Value) -> KubeResult<()> {
     let api_version = object["apiVersion"].as_str().unwrap_or("");
     let kind = object["kind"].as_str().unwrap_or("");
-    if (!api_version.is_empty() && api_version != r.api_version()) || (!kind.is_empty() && kind != r.kind) {
+    if (!api_version.is_empty() && api_version != r.api_version())
+        || (!kind.is_empty() && kind != r.kind)
+    {
         return Err(KubeError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
             r.api_version()
@@ -1065,13 +1192,19 @@ pub fn stamp_new(mut object: Value, r: &ResourceType, namespace: &str) -> Value 
 
 fn validate_name(r: &ResourceType, name: &str, causes: &mut Vec<(String, String)>) {
     if name.is_empty() {
-        causes.push(("metadata.name".into(), "Required value: name or generateName is required".into()));
+        causes.push((
+            "metadata.name".into(),
+            "Required value: name or generateName is required".into(),
+        ));
         return;
     }
     // RBAC objects allow path-segment names (`system:discovery`); the rest are DNS subdomains.
     if r.group == "rbac.authorization.k8s.io" {
         if name.contains('/') || name.contains('%') || name == "." || name == ".." {
-            causes.push(("metadata.name".into(), format!("Invalid value: \"{name}\": may not contain '/' or '%'")));
+            causes.push((
+                "metadata.name".into(),
+                format!("Invalid value: \"{name}\": may not contain '/' or '%'"),
+            ));
         }
         return;
     }
@@ -1079,16 +1212,22 @@ fn validate_name(r: &ResourceType, name: &str, causes: &mut Vec<(String, String)
     let valid = name.len() <= if label { 63 } else { 253 }
         && name.split('.').all(|part| {
             !part.is_empty()
-                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
         && !(label && name.contains('.'));
     if !valid {
         let message = if label {
-            format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+            format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            )
         } else {
-            format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+            format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            )
         };
         causes.push(("metadata.name".into(), message));
     }
@@ -1103,11 +1242,25 @@ fn pod_spec_of(object: &Value) -> Option<(&Value, &'static str)> {
 }
 
 fn validate_quantities(object: &Value, causes: &mut Vec<(String, String)>) {
-    let Some((spec, prefix)) = pod_spec_of(object) else { return };
-    for (i, container) in spec["containers"].as_array().into_iter().flatten().enumerate() {
+    let Some((spec, prefix)) = pod_spec_of(object) else {
+        return;
+    };
+    for (i, container) in spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         for kind in ["requests", "limits"] {
-            for (resource, value) in container["resources"][kind].as_object().into_iter().flatten() {
-                let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            for (resource, value) in container["resources"][kind]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let text = value
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| value.to_string());
                 if quantity::parse(&text).is_none_or(|q| q < 0.0) {
                     causes.push((
                         format!("{prefix}.containers[{i}].resources.{kind}[{resource}]"),
@@ -1128,10 +1281,8 @@ fn defaults(r: &ResourceType, object: &mut Value) {
                 object["status"] = json!({"phase": "Active"});
             }
         }
-        "pods" => {
-            if object["status"]["phase"].is_null() {
-                object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-            }
+        "pods" if object["status"]["phase"].is_null() => {
+            object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         "deployments" => {
             let spec = &mut object["spec"];
@@ -1152,32 +1303,61 @@ fn defaults(r: &ResourceType, object: &mut Value) {
     }
 }
 
-fn validate_kind(r: &ResourceType, object: &Value, old: Option<&Value>, causes: &mut Vec<(String, String)>) {
+fn validate_kind(
+    r: &ResourceType,
+    object: &Value,
+    old: Option<&Value>,
+    causes: &mut Vec<(String, String)>,
+) {
     match r.plural {
         "deployments" => {
             let spec = &object["spec"];
             if spec["selector"].is_null() {
                 causes.push(("spec.selector".into(), "Required value".into()));
-            } else if !crate::selectors::label_selector_matches(&spec["selector"], &spec["template"]["metadata"]["labels"]) {
+            } else if !crate::selectors::label_selector_matches(
+                &spec["selector"],
+                &spec["template"]["metadata"]["labels"],
+            ) {
                 causes.push((
                     "spec.template.metadata.labels".into(),
-                    format!("Invalid value: {}: `selector` does not match template `labels`", spec["template"]["metadata"]["labels"]),
+                    format!(
+                        "Invalid value: {}: `selector` does not match template `labels`",
+                        spec["template"]["metadata"]["labels"]
+                    ),
                 ));
             }
             if spec["replicas"].as_i64().is_some_and(|n| n < 0) {
-                causes.push(("spec.replicas".into(), format!("Invalid value: {}: must be greater than or equal to 0", spec["replicas"])));
+                causes.push((
+                    "spec.replicas".into(),
+                    format!(
+                        "Invalid value: {}: must be greater than or equal to 0",
+                        spec["replicas"]
+                    ),
+                ));
             }
-            if spec["template"]["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
-                causes.push(("spec.template.spec.containers".into(), "Required value".into()));
+            if spec["template"]["spec"]["containers"]
+                .as_array()
+                .is_none_or(|c| c.is_empty())
+            {
+                causes.push((
+                    "spec.template.spec.containers".into(),
+                    "Required value".into(),
+                ));
             }
             if let Some(old) = old
                 && old["spec"]["selector"] != spec["selector"]
             {
-                causes.push(("spec.selector".into(), format!("Invalid value: {}: field is immutable", spec["selector"])));
+                causes.push((
+                    "spec.selector".into(),
+                    format!("Invalid value: {}: field is immutable", spec["selector"]),
+                ));
             }
         }
         "pods" => {
-            if object["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) {
+            if object["spec"]["containers"]
+                .as_array()
+                .is_none_or(|c| c.is_empty())
+            {
                 causes.push(("spec.containers".into(), "Required value".into()));
             }
             if let Some(old) = old {
@@ -1191,7 +1371,13 @@ fn validate_kind(r: &ResourceType, object: &Value, old: Option<&Value>, causes: 
             if let Some(old) = old
                 && old["roleRef"] != object["roleRef"]
             {
-                causes.push(("roleRef".into(), format!("Invalid value: {}: cannot change roleRef", object["roleRef"])));
+                causes.push((
+                    "roleRef".into(),
+                    format!(
+                        "Invalid value: {}: cannot change roleRef",
+                        object["roleRef"]
+                    ),
+                ));
             }
         }
         _ => {}

@@ -19,26 +19,65 @@ fn view_rules() -> Vec<Value> {
         rule(
             &[""],
             &[
-                "configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status",
-                "pods", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts",
-                "services", "services/status", "bindings", "events", "limitranges",
-                "namespaces/status", "pods/log", "pods/status", "replicationcontrollers/status",
-                "resourcequotas", "resourcequotas/status", "namespaces",
+                "configmaps",
+                "endpoints",
+                "persistentvolumeclaims",
+                "persistentvolumeclaims/status",
+                "pods",
+                "replicationcontrollers",
+                "replicationcontrollers/scale",
+                "serviceaccounts",
+                "services",
+                "services/status",
+                "bindings",
+                "events",
+                "limitranges",
+                "namespaces/status",
+                "pods/log",
+                "pods/status",
+                "replicationcontrollers/status",
+                "resourcequotas",
+                "resourcequotas/status",
+                "namespaces",
             ],
             &READ,
         ),
         rule(
             &["apps"],
             &[
-                "controllerrevisions", "daemonsets", "daemonsets/status", "deployments",
-                "deployments/scale", "deployments/status", "replicasets", "replicasets/scale",
-                "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status",
+                "controllerrevisions",
+                "daemonsets",
+                "daemonsets/status",
+                "deployments",
+                "deployments/scale",
+                "deployments/status",
+                "replicasets",
+                "replicasets/scale",
+                "replicasets/status",
+                "statefulsets",
+                "statefulsets/scale",
+                "statefulsets/status",
             ],
             &READ,
         ),
-        rule(&["autoscaling"], &["horizontalpodautoscalers", "horizontalpodautoscalers/status"], &READ),
-        rule(&["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"], &READ),
-        rule(&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], &READ),
+        rule(
+            &["autoscaling"],
+            &[
+                "horizontalpodautoscalers",
+                "horizontalpodautoscalers/status",
+            ],
+            &READ,
+        ),
+        rule(
+            &["batch"],
+            &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
+            &READ,
+        ),
+        rule(
+            &["policy"],
+            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+            &READ,
+        ),
         rule(
             &["networking.k8s.io"],
             &["ingresses", "ingresses/status", "networkpolicies"],
@@ -54,9 +93,19 @@ fn edit_rules() -> Vec<Value> {
         rule(
             &[""],
             &[
-                "pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy",
-                "configmaps", "endpoints", "persistentvolumeclaims", "replicationcontrollers",
-                "replicationcontrollers/scale", "secrets", "serviceaccounts", "services",
+                "pods",
+                "pods/attach",
+                "pods/exec",
+                "pods/portforward",
+                "pods/proxy",
+                "configmaps",
+                "endpoints",
+                "persistentvolumeclaims",
+                "replicationcontrollers",
+                "replicationcontrollers/scale",
+                "secrets",
+                "serviceaccounts",
+                "services",
                 "services/proxy",
             ],
             &WRITE,
@@ -67,15 +116,25 @@ fn edit_rules() -> Vec<Value> {
         rule(
             &["apps"],
             &[
-                "daemonsets", "deployments", "deployments/rollback", "deployments/scale",
-                "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale",
+                "daemonsets",
+                "deployments",
+                "deployments/rollback",
+                "deployments/scale",
+                "replicasets",
+                "replicasets/scale",
+                "statefulsets",
+                "statefulsets/scale",
             ],
             &WRITE,
         ),
         rule(&["autoscaling"], &["horizontalpodautoscalers"], &WRITE),
         rule(&["batch"], &["cronjobs", "jobs"], &WRITE),
         rule(&["policy"], &["poddisruptionbudgets"], &WRITE),
-        rule(&["networking.k8s.io"], &["ingresses", "networkpolicies"], &WRITE),
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "networkpolicies"],
+            &WRITE,
+        ),
         rule(&["discovery.k8s.io"], &["endpointslices"], &WRITE),
     ]);
     rules
@@ -84,11 +143,24 @@ fn edit_rules() -> Vec<Value> {
 fn admin_rules() -> Vec<Value> {
     let mut rules = edit_rules();
     rules.extend([
-        rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews"],
+            &["create"],
+        ),
         rule(
             &["rbac.authorization.k8s.io"],
             &["rolebindings", "roles"],
-            &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
         ),
     ]);
     rules
@@ -167,11 +239,33 @@ pub fn objects() -> Vec<(&'static str, Value)> {
     }
     for (name, role, group) in [
         ("cluster-admin", "cluster-admin", "system:masters"),
-        ("system:discovery", "system:discovery", "system:authenticated"),
-        ("system:basic-user", "system:basic-user", "system:authenticated"),
-        ("system:public-info-viewer", "system:public-info-viewer", "system:authenticated"),
+        (
+            "system:discovery",
+            "system:discovery",
+            "system:authenticated",
+        ),
+        (
+            "system:basic-user",
+            "system:basic-user",
+            "system:authenticated",
+        ),
+        (
+            "system:public-info-viewer",
+            "system:public-info-viewer",
+            "system:authenticated",
+        ),
+        // Dialtone's: until access policies are cast into RBAC, the cluster's org members
+        // administer it.
+        (
+            "dialtone:org-members",
+            "cluster-admin",
+            "dialtone:org-members",
+        ),
     ] {
-        objects.push(("clusterrolebindings", cluster_role_binding(name, role, group)));
+        objects.push((
+            "clusterrolebindings",
+            cluster_role_binding(name, role, group),
+        ));
     }
     objects
 }

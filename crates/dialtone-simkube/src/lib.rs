@@ -12,6 +12,7 @@ pub mod cluster;
 mod defaults;
 mod patch;
 mod pki;
+mod proto;
 pub mod quantity;
 pub mod rbac;
 pub mod resources;
@@ -156,7 +157,8 @@ impl SimKube {
         let mut live = Vec::new();
         for (uid, resources) in &by_cluster {
             let api_up = resources.iter().any(|r| {
-                matches!(r.spec, ResourceSpec::LoadBalancer { .. }) && r.state == ResourceState::Available
+                matches!(r.spec, ResourceSpec::LoadBalancer { .. })
+                    && r.state == ResourceState::Available
             });
             let control_plane: Vec<&CloudResource> = resources
                 .iter()
@@ -194,7 +196,12 @@ impl SimKube {
         resources
             .iter()
             .filter_map(|r| {
-                let ResourceSpec::Instance { instance_type, zone, .. } = &r.spec else {
+                let ResourceSpec::Instance {
+                    instance_type,
+                    zone,
+                    ..
+                } = &r.spec
+                else {
                     return None;
                 };
                 let healthy = match &r.state {
@@ -324,16 +331,27 @@ impl SimKube {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let user = match token {
-            Some(token) => match self.authenticator.authenticate(&hosted.api.uid, token).await {
+            Some(token) => match self
+                .authenticator
+                .authenticate(&hosted.api.uid, token)
+                .await
+            {
                 Some(user) => user,
-                None => return axum::response::IntoResponse::into_response(status::KubeError::unauthorized()),
+                None => {
+                    return axum::response::IntoResponse::into_response(
+                        status::KubeError::unauthorized(),
+                    );
+                }
             },
             None => UserInfo {
                 name: "system:anonymous".into(),
                 groups: vec!["system:unauthenticated".into()],
             },
         };
-        let body = match http_body_util::Limited::new(body, 3 * 1024 * 1024).collect().await {
+        let body = match http_body_util::Limited::new(body, 3 * 1024 * 1024)
+            .collect()
+            .await
+        {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
                 return axum::response::IntoResponse::into_response(status::KubeError::new(

@@ -9,8 +9,13 @@ use serde_json::{Map, Value};
 /// The merge key of each list field that upstream types mark `patchStrategy: merge`.
 fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => "name",
         "ports" => "containerPort",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
@@ -98,7 +103,9 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
     }
     for (key, value) in patch {
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            let doomed = value.as_array().ok_or("`$deleteFromPrimitiveList` must be a list")?;
+            let doomed = value
+                .as_array()
+                .ok_or("`$deleteFromPrimitiveList` must be a list")?;
             if let Some(Value::Array(items)) = target.get_mut(field) {
                 items.retain(|item| !doomed.contains(item));
             }

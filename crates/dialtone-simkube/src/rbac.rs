@@ -135,7 +135,11 @@ fn describe_subject(subject: &Subject) -> String {
 
 /// Every grant that applies to `user` in `namespace` (cluster-wide grants only when it is
 /// empty): the rules with the binding that grants them.
-pub fn grants(source: &dyn RbacSource, user: &UserInfo, namespace: &str) -> Vec<(PolicyRule, String)> {
+pub fn grants(
+    source: &dyn RbacSource,
+    user: &UserInfo,
+    namespace: &str,
+) -> Vec<(PolicyRule, String)> {
     let mut grants = Vec::new();
     for binding in source.cluster_role_bindings() {
         let Some(subject) = binding
@@ -173,8 +177,12 @@ pub fn grants(source: &dyn RbacSource, user: &UserInfo, namespace: &str) -> Vec<
         };
         let name = binding.metadata.name.clone().unwrap_or_default();
         let rules = match binding.role_ref.kind.as_str() {
-            "ClusterRole" => source.cluster_role(&binding.role_ref.name).and_then(|r| r.rules),
-            "Role" => source.role(namespace, &binding.role_ref.name).and_then(|r| r.rules),
+            "ClusterRole" => source
+                .cluster_role(&binding.role_ref.name)
+                .and_then(|r| r.rules),
+            "Role" => source
+                .role(namespace, &binding.role_ref.name)
+                .and_then(|r| r.rules),
             _ => None,
         };
         let why = format!(
@@ -220,7 +228,9 @@ pub fn uncovered(owner: &[PolicyRule], wanted: &[PolicyRule]) -> Vec<PolicyRule>
                 let covered = owner.iter().any(|o| {
                     has(&o.verbs, verb)
                         && o.non_resource_urls.iter().flatten().any(|u| {
-                            u == "*" || u == url || (u.ends_with('*') && url.starts_with(u.trim_end_matches('*')))
+                            u == "*"
+                                || u == url
+                                || (u.ends_with('*') && url.starts_with(u.trim_end_matches('*')))
                         })
                 });
                 if !covered {
@@ -272,10 +282,18 @@ pub fn uncovered(owner: &[PolicyRule], wanted: &[PolicyRule]) -> Vec<PolicyRule>
 }
 
 /// The rules a role reference stands for, in `namespace` for a Role.
-pub fn role_rules(source: &dyn RbacSource, namespace: &str, role_ref: &RoleRef) -> Option<Vec<PolicyRule>> {
+pub fn role_rules(
+    source: &dyn RbacSource,
+    namespace: &str,
+    role_ref: &RoleRef,
+) -> Option<Vec<PolicyRule>> {
     match role_ref.kind.as_str() {
-        "ClusterRole" => source.cluster_role(&role_ref.name).map(|r| r.rules.unwrap_or_default()),
-        "Role" => source.role(namespace, &role_ref.name).map(|r| r.rules.unwrap_or_default()),
+        "ClusterRole" => source
+            .cluster_role(&role_ref.name)
+            .map(|r| r.rules.unwrap_or_default()),
+        "Role" => source
+            .role(namespace, &role_ref.name)
+            .map(|r| r.rules.unwrap_or_default()),
         _ => None,
     }
 }

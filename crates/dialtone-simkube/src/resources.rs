@@ -66,7 +66,9 @@ pub static RESOURCES: &[ResourceType] = &[
         plural: "namespaces",
         singular: "namespace",
         namespaced: false,
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
         short_names: &["ns"],
         subresources: &["status"],
         decode: decode::<core::Namespace>,

@@ -33,7 +33,11 @@ fn terms(text: &str) -> Vec<&str> {
         }
     }
     terms.push(&text[start..]);
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn set(values: &str) -> Result<Vec<String>, String> {
@@ -61,7 +65,10 @@ impl Selector {
                 Requirement::In(key.trim().into(), set(values)?)
             } else if let Some(key) = term.strip_prefix('!') {
                 Requirement::NotExists(key.trim().into())
-            } else if term.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if term
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Requirement::Exists(term.into())
             } else {
                 return Err(format!("unable to parse requirement: `{term}`"));
@@ -112,8 +119,13 @@ impl Selector {
                 Requirement::Equals(k, _) | Requirement::NotEquals(k, _) => k,
                 _ => return Err("field selectors support only =, == and !=".into()),
             };
-            if !["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"]
-                .contains(&key.as_str())
+            if ![
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "status.phase",
+            ]
+            .contains(&key.as_str())
             {
                 return Err(format!("field label not supported: {key}"));
             }

@@ -59,6 +59,9 @@ struct Inner {
     log: VecDeque<Arc<Change>>,
 }
 
+/// Changes from some revision on.
+pub type Subscription = broadcast::Receiver<Arc<Change>>;
+
 pub struct Objects {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<Arc<Change>>,
@@ -115,7 +118,12 @@ impl Objects {
         (items, inner.revision)
     }
 
-    fn commit(inner: &mut Inner, kind: EventType, key: ObjectKey, object: Arc<Value>) -> Arc<Change> {
+    fn commit(
+        inner: &mut Inner,
+        kind: EventType,
+        key: ObjectKey,
+        object: Arc<Value>,
+    ) -> Arc<Change> {
         let change = Arc::new(Change {
             revision: inner.revision,
             kind,
@@ -185,10 +193,7 @@ impl Objects {
 
     /// The logged changes after `revision` and a receiver for those that follow, taken
     /// together so that none falls between them.
-    pub fn watch(
-        &self,
-        after: u64,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), StoreError> {
+    pub fn watch(&self, after: u64) -> Result<(Vec<Arc<Change>>, Subscription), StoreError> {
         let inner = self.lock();
         let receiver = self.changes.subscribe();
         let oldest_kept = inner.log.front().map_or(inner.revision, |c| c.revision);
@@ -250,9 +255,6 @@ mod tests {
             .iter()
             .map(|c| (c.kind, c.key.name.as_str()))
             .collect();
-        assert_eq!(
-            seen,
-            [(EventType::Added, "b"), (EventType::Deleted, "a")]
-        );
+        assert_eq!(seen, [(EventType::Added, "b"), (EventType::Deleted, "a")]);
     }
 }

@@ -125,7 +125,11 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             vec![
                 name,
                 json!(status),
-                json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+                json!(if roles.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    roles.join(",")
+                }),
                 age,
                 json!(text(&o["status"]["nodeInfo"]["kubeletVersion"])),
                 json!(address),
@@ -147,7 +151,11 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
         "namespaces" => vec![name, json!(text(&o["status"]["phase"])), age],
         "rolebindings" | "clusterrolebindings" => vec![
             name,
-            json!(format!("{}/{}", text(&o["roleRef"]["kind"]), text(&o["roleRef"]["name"]))),
+            json!(format!(
+                "{}/{}",
+                text(&o["roleRef"]["kind"]),
+                text(&o["roleRef"]["name"])
+            )),
             age,
         ],
         _ => vec![name, age],

@@ -21,7 +21,11 @@ use crate::store::{ObjectKey, Objects};
 pub struct Caller;
 
 impl Caller {
-    fn client(&self, ca_bundle: Option<&str>, timeout: Duration) -> Result<reqwest::Client, String> {
+    fn client(
+        &self,
+        ca_bundle: Option<&str>,
+        timeout: Duration,
+    ) -> Result<reqwest::Client, String> {
         let mut builder = reqwest::Client::builder().timeout(timeout);
         if let Some(bundle) = ca_bundle {
             let pem = base64::engine::general_purpose::STANDARD
@@ -94,7 +98,10 @@ pub async fn validate(
                     || webhook["namespaceSelector"].is_null()
                     || label_selector_matches(&webhook["namespaceSelector"], &namespace_labels))
                 && (webhook["objectSelector"].is_null()
-                    || label_selector_matches(&webhook["objectSelector"], &object["metadata"]["labels"]));
+                    || label_selector_matches(
+                        &webhook["objectSelector"],
+                        &object["metadata"]["labels"],
+                    ));
             if applies {
                 call(caller, webhook, user, r, operation, object, old).await?;
             }
@@ -114,7 +121,12 @@ async fn call(
 ) -> KubeResult<()> {
     let name = webhook["name"].as_str().unwrap_or("");
     let fail_open = webhook["failurePolicy"].as_str() == Some("Ignore");
-    let timeout = Duration::from_secs(webhook["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30));
+    let timeout = Duration::from_secs(
+        webhook["timeoutSeconds"]
+            .as_u64()
+            .unwrap_or(10)
+            .clamp(1, 30),
+    );
     let uid = uuid::Uuid::new_v4().to_string();
     let review = json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -135,9 +147,9 @@ async fn call(
         },
     });
     let outcome: Result<Value, String> = async {
-        let url = webhook["clientConfig"]["url"]
-            .as_str()
-            .ok_or("the webhook has no clientConfig.url (services are not served by sim clusters)")?;
+        let url = webhook["clientConfig"]["url"].as_str().ok_or(
+            "the webhook has no clientConfig.url (services are not served by sim clusters)",
+        )?;
         let client = caller.client(webhook["clientConfig"]["caBundle"].as_str(), timeout)?;
         let response = client
             .post(url)
@@ -146,7 +158,10 @@ async fn call(
             .await
             .map_err(|e| format!("failed to call webhook: Post \"{url}\": {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("received status {} from the webhook", response.status()));
+            return Err(format!(
+                "received status {} from the webhook",
+                response.status()
+            ));
         }
         let answer: Value = response
             .json()
@@ -161,7 +176,11 @@ async fn call(
     let answer = match outcome {
         Ok(answer) => answer,
         Err(_) if fail_open => return Ok(()),
-        Err(e) => return Err(KubeError::internal(format!("failed calling webhook \"{name}\": {e}"))),
+        Err(e) => {
+            return Err(KubeError::internal(format!(
+                "failed calling webhook \"{name}\": {e}"
+            )));
+        }
     };
     let response = &answer["response"];
     if response["allowed"] == true {
@@ -176,7 +195,11 @@ async fn call(
     let message = status["message"].as_str().unwrap_or("without explanation");
     Err(KubeError::new(
         code,
-        if code == StatusCode::FORBIDDEN { "Forbidden" } else { "BadRequest" },
+        if code == StatusCode::FORBIDDEN {
+            "Forbidden"
+        } else {
+            "BadRequest"
+        },
         format!("admission webhook \"{name}\" denied the request: {message}"),
     ))
 }

@@ -55,7 +55,8 @@ pub fn reserved_memory_mib(max_pods: u32) -> u64 {
 }
 
 fn node_object(facts: &NodeFacts, version: &str, existing: Option<&Value>) -> Value {
-    let allocatable_cpu = (facts.vcpus as u64 * 1000).saturating_sub(reserved_millicores(facts.vcpus));
+    let allocatable_cpu =
+        (facts.vcpus as u64 * 1000).saturating_sub(reserved_millicores(facts.vcpus));
     let allocatable_memory = facts
         .memory_mib
         .saturating_sub(reserved_memory_mib(facts.max_pods));
@@ -73,7 +74,8 @@ fn node_object(facts: &NodeFacts, version: &str, existing: Option<&Value>) -> Va
     let mut taints = Vec::new();
     if facts.control_plane {
         labels["node-role.kubernetes.io/control-plane"] = json!("");
-        taints.push(json!({"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}));
+        taints
+            .push(json!({"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}));
     }
     // A condition keeps its transition time while its status holds.
     let status = if facts.healthy { "True" } else { "Unknown" };
@@ -152,15 +154,20 @@ pub fn sync_nodes(cluster: &ClusterApi, facts: &[NodeFacts]) {
         }
     }
     for facts in facts {
-        let current = existing.iter().find(|n| n["metadata"]["name"] == facts.name.as_str());
+        let current = existing
+            .iter()
+            .find(|n| n["metadata"]["name"] == facts.name.as_str());
         match current {
             None => {
                 let object = stamp_new(node_object(facts, &cluster.version, None), nodes, "");
-                let _ = cluster.objects.create(key("nodes", "", &facts.name), object);
+                let _ = cluster
+                    .objects
+                    .create(key("nodes", "", &facts.name), object);
             }
             Some(current) => {
                 let mut object = node_object(facts, &cluster.version, Some(current));
-                object["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+                object["metadata"]["resourceVersion"] =
+                    current["metadata"]["resourceVersion"].clone();
                 // Labels and taints users add stay.
                 if let Some(extra) = current["metadata"]["labels"].as_object() {
                     for (k, v) in extra {
@@ -170,7 +177,9 @@ pub fn sync_nodes(cluster: &ClusterApi, facts: &[NodeFacts]) {
                     }
                 }
                 if object != **current {
-                    let _ = cluster.objects.update(&key("nodes", "", &facts.name), object);
+                    let _ = cluster
+                        .objects
+                        .update(&key("nodes", "", &facts.name), object);
                 }
             }
         }
@@ -237,7 +246,9 @@ fn tolerates(pod: &Value, taint: &Value) -> bool {
             };
             let value_matches = t["operator"] == "Exists"
                 || t["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("");
-            let effect_matches = t["effect"].as_str().is_none_or(|e| e.is_empty() || e == effect);
+            let effect_matches = t["effect"]
+                .as_str()
+                .is_none_or(|e| e.is_empty() || e == effect);
             key_matches && value_matches && effect_matches
         })
 }
@@ -249,7 +260,11 @@ fn template_hash(template: &Value) -> String {
         .map(|b| format!("{:x}", b % 16))
         .collect::<String>()
         .chars()
-        .chain(digest[5..10].iter().map(|b| char::from(b"bcdfghjklmnpqrstvwxz2456789"[*b as usize % 27])))
+        .chain(
+            digest[5..10]
+                .iter()
+                .map(|b| char::from(b"bcdfghjklmnpqrstvwxz2456789"[*b as usize % 27])),
+        )
         .collect()
 }
 
@@ -262,7 +277,10 @@ fn owner_uid(pod: &Value) -> Option<&str> {
 }
 
 fn pod_terminated(pod: &Value) -> bool {
-    matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// One pass of the controllers that run in the cluster.
@@ -279,7 +297,10 @@ pub fn reconcile(cluster: &Arc<ClusterApi>) {
 
 fn collect_garbage(cluster: &ClusterApi) {
     let (nodes, _) = cluster.objects.list("nodes", None);
-    let node_names: Vec<&str> = nodes.iter().filter_map(|n| n["metadata"]["name"].as_str()).collect();
+    let node_names: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
     let deployment_uids: Vec<String> = cluster
         .objects
         .list("deployments", None)
@@ -290,8 +311,9 @@ fn collect_garbage(cluster: &ClusterApi) {
     for pod in cluster.objects.list("pods", None).0 {
         let node_gone = pod["spec"]["nodeName"]
             .as_str()
-            .is_some_and(|n| !node_names.contains(&n));
-        let owner_gone = owner_uid(&pod).is_some_and(|uid| !deployment_uids.iter().any(|d| d == uid));
+            .is_some_and(|n| !n.is_empty() && !node_names.contains(&n));
+        let owner_gone =
+            owner_uid(&pod).is_some_and(|uid| !deployment_uids.iter().any(|d| d == uid));
         if node_gone || owner_gone {
             let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
             let name = pod["metadata"]["name"].as_str().unwrap_or("");
@@ -323,9 +345,11 @@ fn sync_deployment(cluster: &ClusterApi, deployment: &Value) {
         .into_iter()
         .partition(|p| p["metadata"]["labels"]["pod-template-hash"] == hash.as_str());
     for pod in &old {
-        let _ = cluster
-            .objects
-            .delete(&key("pods", ns, pod["metadata"]["name"].as_str().unwrap_or("")));
+        let _ = cluster.objects.delete(&key(
+            "pods",
+            ns,
+            pod["metadata"]["name"].as_str().unwrap_or(""),
+        ));
     }
     if current.len() > replicas {
         // Pending pods go first, then the newest.
@@ -333,13 +357,20 @@ fn sync_deployment(cluster: &ClusterApi, deployment: &Value) {
         doomed.sort_by_key(|p| {
             (
                 p["spec"]["nodeName"].is_string(),
-                std::cmp::Reverse(p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string()),
+                std::cmp::Reverse(
+                    p["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
             )
         });
         for pod in doomed.iter().take(current.len() - replicas) {
-            let _ = cluster
-                .objects
-                .delete(&key("pods", ns, pod["metadata"]["name"].as_str().unwrap_or("")));
+            let _ = cluster.objects.delete(&key(
+                "pods",
+                ns,
+                pod["metadata"]["name"].as_str().unwrap_or(""),
+            ));
         }
     }
     let pods = by_plural("pods");
@@ -372,7 +403,10 @@ fn update_deployment_status(cluster: &ClusterApi, deployment: &Value) {
     let name = deployment["metadata"]["name"].as_str().unwrap_or("");
     let hash = template_hash(&deployment["spec"]["template"]);
     let pods = owned_pods(cluster, deployment);
-    let ready = pods.iter().filter(|p| p["status"]["phase"] == "Running").count();
+    let ready = pods
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .count();
     let updated = pods
         .iter()
         .filter(|p| p["metadata"]["labels"]["pod-template-hash"] == hash.as_str())
@@ -408,7 +442,7 @@ fn schedule(cluster: &ClusterApi) {
     let pods = cluster.objects.list("pods", None).0;
     let mut used: BTreeMap<String, Resources> = BTreeMap::new();
     for pod in pods.iter().filter(|p| !pod_terminated(p)) {
-        if let Some(node) = pod["spec"]["nodeName"].as_str() {
+        if let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             let r = requests_of(pod);
             let u = used.entry(node.to_string()).or_default();
             u.millicores += r.millicores;
@@ -418,11 +452,14 @@ fn schedule(cluster: &ClusterApi) {
     }
     let mut pending: Vec<&Arc<Value>> = pods
         .iter()
-        .filter(|p| p["spec"]["nodeName"].is_null() && !pod_terminated(p))
+        .filter(|p| p["spec"]["nodeName"].as_str().unwrap_or("").is_empty() && !pod_terminated(p))
         .collect();
     pending.sort_by_key(|p| {
         (
-            p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string(),
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
             p["metadata"]["name"].as_str().unwrap_or("").to_string(),
         )
     });
@@ -465,8 +502,12 @@ fn schedule(cluster: &ClusterApi) {
                 } else if u.memory_bytes + wanted.memory_bytes > capacity.memory_bytes {
                     Some("Insufficient memory".to_string())
                 } else {
-                    let score = ((u.millicores + wanted.millicores) as f64 / capacity.millicores.max(1) as f64)
-                        .max((u.memory_bytes + wanted.memory_bytes) as f64 / capacity.memory_bytes.max(1) as f64);
+                    let score = ((u.millicores + wanted.millicores) as f64
+                        / capacity.millicores.max(1) as f64)
+                        .max(
+                            (u.memory_bytes + wanted.memory_bytes) as f64
+                                / capacity.memory_bytes.max(1) as f64,
+                        );
                     if best.is_none_or(|(s, _)| score < s) {
                         best = Some((score, node));
                     }
@@ -495,13 +536,16 @@ fn schedule(cluster: &ClusterApi) {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|c| json!({
-                        "name": c["name"], "image": c["image"], "imageID": "", "ready": true,
-                        "started": true, "restartCount": 0,
-                        "state": {"running": {"startedAt": started}},
-                    }))
+                    .map(|c| {
+                        json!({
+                            "name": c["name"], "image": c["image"], "imageID": "", "ready": true,
+                            "started": true, "restartCount": 0,
+                            "state": {"running": {"startedAt": started}},
+                        })
+                    })
                     .collect();
-                let condition = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": started});
+                let condition =
+                    |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": started});
                 next["status"] = json!({
                     "phase": "Running",
                     "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
@@ -553,5 +597,70 @@ mod tests {
         assert_eq!(reserved_millicores(4), 80);
         assert_eq!(reserved_millicores(8), 90);
         assert_eq!(reserved_memory_mib(29), 255 + 319 + 100);
+    }
+}
+
+#[cfg(test)]
+mod scheduling {
+    use super::*;
+
+    fn facts(name: &str, control_plane: bool) -> NodeFacts {
+        NodeFacts {
+            name: name.into(),
+            instance_id: format!("i-{name}"),
+            control_plane,
+            region: "us-east-1".into(),
+            zone: "us-east-1a".into(),
+            instance_type: "t3.medium".into(),
+            arch: "amd64".into(),
+            vcpus: 2,
+            memory_mib: 4096,
+            max_pods: 17,
+            address: "10.0.0.1".into(),
+            healthy: true,
+        }
+    }
+
+    #[test]
+    fn pods_fit_on_allocatable_and_the_rest_are_unschedulable() {
+        let cluster = Arc::new(ClusterApi::new("u", "1.34"));
+        sync_nodes(&cluster, &[facts("cp", true), facts("w", false)]);
+        let pods = by_plural("pods");
+        for i in 0..5 {
+            let pod = json!({"metadata": {"name": format!("p{i}")}, "spec": {"containers": [
+                {"name": "c", "image": "nginx", "resources": {"requests": {"cpu": "500m"}}}]}});
+            cluster
+                .objects
+                .create(
+                    key("pods", "default", &format!("p{i}")),
+                    stamp_new(pod, pods, "default"),
+                )
+                .unwrap();
+        }
+        reconcile(&cluster);
+        let (pods, _) = cluster.objects.list("pods", Some("default"));
+        let running = pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        // 1930m allocatable on the one worker: three pods of 500m; the control plane is tainted.
+        assert_eq!(running, 3, "{pods:#?}");
+        let pending = pods
+            .iter()
+            .find(|p| p["status"]["phase"] == "Pending")
+            .unwrap();
+        assert_eq!(
+            pending["status"]["conditions"][0]["reason"],
+            "Unschedulable"
+        );
+        let message = pending["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap();
+        assert!(
+            message.starts_with(
+                "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint"
+            ),
+            "{message}"
+        );
     }
 }

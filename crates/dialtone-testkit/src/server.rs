@@ -52,6 +52,8 @@ impl DevServer {
             .args([
                 "server",
                 "--dev",
+                "--kube-listen",
+                "127.0.0.1:0",
                 "--listen",
                 &format!("127.0.0.1:{}", self.port),
             ])

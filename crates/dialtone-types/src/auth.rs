@@ -16,6 +16,13 @@ pub struct TokenInfo {
     pub description: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// For a cluster credential, the cluster it opens (its path); such a token is refused
+    /// by Dialtone's own API.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    /// The uid of that cluster, which the cluster checks.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_uid: String,
 }
 
 /// Asks for a new token.

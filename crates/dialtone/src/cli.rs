@@ -117,6 +117,10 @@ pub struct ServerArgs {
     /// boot in about 30 s), 0.1 is ten times faster, 0 is instant.
     #[arg(long, default_value_t = 1.0)]
     pub sim_time_scale: f64,
+    /// Where the sim's clusters serve the Kubernetes API (one port for all; the TLS server
+    /// name picks the cluster).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub kube_listen: std::net::SocketAddr,
     /// With --dev: the name of the CLI context to write.
     #[arg(long, default_value = "dev")]
     pub context_name: String,
@@ -290,6 +294,18 @@ pub enum ClusterCommand {
         /// Wait until every cloud resource of the cluster is gone.
         #[arg(long)]
         wait: bool,
+    },
+    /// Write a kubeconfig context for the cluster, with a credential of your own that
+    /// expires (revoke it early with `dialtone token revoke`).
+    Credentials {
+        #[command(flatten)]
+        object: ObjectArgs,
+        /// The kubeconfig to merge into (default: the first of $KUBECONFIG, or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// How long the credential lasts, in seconds (default 12 hours).
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
     },
 }
 

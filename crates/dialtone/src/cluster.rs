@@ -223,6 +223,39 @@ pub async fn run(
                 _ => print_value(output, &updated)?,
             }
         }
+        ClusterCommand::Credentials {
+            object,
+            kubeconfig,
+            ttl_seconds,
+        } => {
+            let path = resolve(&CLUSTER, &object.name, &object.placement, context)?;
+            let body = match ttl_seconds {
+                Some(ttl) => json!({"ttlSeconds": ttl}),
+                None => json!({}),
+            };
+            let credentials: Value = client
+                .post(&format!("{}/credentials", api_path(&path)), &body)
+                .await?;
+            let file = kubeconfig.unwrap_or_else(default_kubeconfig);
+            let context_name = format!("dialtone_{}", path.names().collect::<Vec<_>>().join("_"));
+            crate::kubeconfig::merge(&file, &context_name, &credentials)?;
+            match output {
+                Output::Table => println!(
+                    "kubeconfig context {context_name} written to {} (current context; expires {})\ntry: kubectl get nodes",
+                    file.display(),
+                    credentials["expiresAt"].as_str().unwrap_or("")
+                ),
+                _ => print_value(
+                    output,
+                    &json!({
+                        "context": context_name,
+                        "kubeconfig": file,
+                        "expiresAt": credentials["expiresAt"],
+                        "tokenId": credentials["tokenId"],
+                    }),
+                )?,
+            }
+        }
         ClusterCommand::Delete { object, wait } => {
             let path = resolve(&CLUSTER, &object.name, &object.placement, context)?;
             let (code, body) = client.delete(&api_path(&path), &[]).await?;
@@ -545,4 +578,15 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
         }
     }
     Ok(())
+}
+
+/// The kubeconfig kubectl reads first.
+fn default_kubeconfig() -> std::path::PathBuf {
+    if let Some(first) = std::env::var_os("KUBECONFIG")
+        .and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()))
+    {
+        return first;
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    std::path::Path::new(&home).join(".kube").join("config")
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod kubeconfig;
 mod output;
 mod server;
 mod tree;

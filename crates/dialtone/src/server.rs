@@ -46,6 +46,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         mint_admin_token: args.dev,
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval),
         sim_time_scale: args.sim_time_scale,
+        kube_listen: args.kube_listen,
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

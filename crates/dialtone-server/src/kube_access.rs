@@ -1,0 +1,139 @@
+//! Access to the Kubernetes API of clusters: credentials per identity (`POST
+//! …/clusters/{cluster}/credentials`, like `gcloud container clusters get-credentials`) and
+//! the authenticator that sim clusters ask about the tokens they are shown.
+//!
+//! A credential is a Dialtone token scoped to one cluster: stored as a hash, expiring, listed
+//! and revoked with the org's other tokens, and refused by Dialtone's own API. Inside the
+//! cluster its holder is the user named after the identity. Until access policies are cast
+//! into RBAC, every member of the org is in the `dialtone:org-members` group, which the
+//! cluster binds to cluster-admin, as the API's org tenancy makes every member admin of
+//! the org's tree.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use dialtone_simkube::{Authenticator, UserInfo};
+use dialtone_store::registry::Registry;
+use dialtone_types::kinds::CLUSTER;
+use dialtone_types::{ApiError, Cluster, ClusterStatus, Object, Reason};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::App;
+use crate::auth::{Principal, Verb, mint_token, verify_token};
+use crate::error::HttpResult;
+use crate::resources::{authorized_path, to_json};
+
+/// The group every org member has inside the org's clusters, bound to cluster-admin.
+pub const ORG_MEMBERS_GROUP: &str = "dialtone:org-members";
+
+pub struct TokenAuthenticator {
+    pub registry: Registry,
+    pub clock: fn() -> Timestamp,
+}
+
+#[async_trait::async_trait]
+impl Authenticator for TokenAuthenticator {
+    async fn authenticate(&self, cluster_uid: &str, token: &str) -> Option<UserInfo> {
+        let stored = verify_token(&self.registry, token, (self.clock)())
+            .await
+            .ok()??;
+        if stored.info.cluster_uid != cluster_uid {
+            return None;
+        }
+        let identity = dialtone_types::ResourcePath::org(&stored.info.org)
+            .child(&dialtone_types::kinds::IDENTITY, &stored.info.identity);
+        // A deleted identity's credentials die with it.
+        if !self.registry.exists(&identity).await.ok()? {
+            return None;
+        }
+        Some(UserInfo {
+            name: stored.info.identity,
+            groups: vec![
+                ORG_MEMBERS_GROUP.to_string(),
+                format!("dialtone:org:{}", stored.info.org),
+                "system:authenticated".to_string(),
+            ],
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsRequest {
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Everything a kubeconfig needs.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCredentials {
+    pub cluster: String,
+    pub server: String,
+    pub tls_server_name: String,
+    pub certificate_authority: String,
+    pub user: String,
+    pub token: String,
+    pub token_id: String,
+    pub expires_at: Timestamp,
+}
+
+/// `POST /v1/orgs/{org}/folders/{folder}/projects/{project}/clusters/{cluster}/credentials`
+pub async fn create_credentials(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    body: bytes::Bytes,
+) -> HttpResult<Response> {
+    let path = authorized_path(&app, &principal, &CLUSTER, &params, Verb::Get)?;
+    let request: CredentialsRequest = if body.is_empty() {
+        CredentialsRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(Reason::BadRequest, format!("malformed request: {e}")))?
+    };
+    let cluster: Object<Cluster, ClusterStatus> = app.registry.get(&path).await?;
+    let endpoint = app
+        .kube
+        .as_ref()
+        .and_then(|kube| kube.endpoint(&cluster.metadata.uid))
+        .ok_or_else(|| {
+            ApiError::new(
+                Reason::Conflict,
+                format!(
+                    "{path} does not serve its Kubernetes API yet (phase {}); try again when it is Ready",
+                    if cluster.status.phase.is_empty() { "Provisioning" } else { &cluster.status.phase }
+                ),
+            )
+        })?;
+    let token = mint_token(
+        &app.registry,
+        &principal.org,
+        &principal.identity,
+        &format!("kubeconfig for {path}"),
+        // Kubeconfig credentials are short-lived by default, like a cloud's.
+        Some(request.ttl_seconds.unwrap_or(12 * 3600)),
+        Some((&path.to_string(), &cluster.metadata.uid)),
+        (app.clock)(),
+    )
+    .await?;
+    Ok(to_json(
+        StatusCode::CREATED,
+        &ClusterCredentials {
+            cluster: path.to_string(),
+            server: endpoint.server,
+            tls_server_name: endpoint.tls_server_name,
+            certificate_authority: endpoint.ca_pem,
+            user: principal.identity.clone(),
+            token: token.token,
+            token_id: token.info.id,
+            expires_at: token.info.expires_at,
+        },
+    ))
+}
+
+pub type SharedKube = Option<Arc<dialtone_simkube::SimKube>>;

@@ -1,0 +1,376 @@
+//! Reading the Kubernetes protobuf encoding that kubectl's typed clients send (`kubectl create
+//! deployment|namespace|role…`, `kubectl auth can-i`): the `k8s\0` envelope around a
+//! `runtime.Unknown`, and the fields of the kinds served here, by their numbers in upstream's
+//! `generated.proto`. Answers are always JSON, which those clients also accept.
+
+use serde_json::{Map, Value, json};
+
+#[derive(Clone, Copy)]
+enum Field {
+    Str,
+    Int,
+    Bool,
+    Msg(&'static [(u32, &'static str, Field)]),
+    Strs,
+    Msgs(&'static [(u32, &'static str, Field)]),
+    StrMap,
+    /// `map<string, Quantity>`.
+    QuantityMap,
+    IntOrString,
+    /// Timestamps and anything else the server sets: skipped.
+    Skip,
+}
+use Field::*;
+
+const LABEL_SELECTOR: &[(u32, &str, Field)] = &[
+    (1, "matchLabels", StrMap),
+    (
+        2,
+        "matchExpressions",
+        Msgs(&[(1, "key", Str), (2, "operator", Str), (3, "values", Strs)]),
+    ),
+];
+const OBJECT_META: &[(u32, &str, Field)] = &[
+    (1, "name", Str),
+    (2, "generateName", Str),
+    (3, "namespace", Str),
+    (6, "resourceVersion", Str),
+    (11, "labels", StrMap),
+    (12, "annotations", StrMap),
+    (14, "finalizers", Strs),
+];
+const CONTAINER: &[(u32, &str, Field)] = &[
+    (1, "name", Str),
+    (2, "image", Str),
+    (3, "command", Strs),
+    (4, "args", Strs),
+    (5, "workingDir", Str),
+    (
+        6,
+        "ports",
+        Msgs(&[
+            (1, "name", Str),
+            (2, "hostPort", Int),
+            (3, "containerPort", Int),
+            (4, "protocol", Str),
+        ]),
+    ),
+    (7, "env", Msgs(&[(1, "name", Str), (2, "value", Str)])),
+    (
+        8,
+        "resources",
+        Msg(&[(1, "limits", QuantityMap), (2, "requests", QuantityMap)]),
+    ),
+    (13, "terminationMessagePath", Str),
+    (14, "imagePullPolicy", Str),
+];
+const TOLERATION: &[(u32, &str, Field)] = &[
+    (1, "key", Str),
+    (2, "operator", Str),
+    (3, "value", Str),
+    (4, "effect", Str),
+    (5, "tolerationSeconds", Int),
+];
+const POD_SPEC: &[(u32, &str, Field)] = &[
+    (2, "containers", Msgs(CONTAINER)),
+    (3, "restartPolicy", Str),
+    (4, "terminationGracePeriodSeconds", Int),
+    (6, "dnsPolicy", Str),
+    (7, "nodeSelector", StrMap),
+    (8, "serviceAccountName", Str),
+    (10, "nodeName", Str),
+    (19, "schedulerName", Str),
+    (20, "initContainers", Msgs(CONTAINER)),
+    (22, "tolerations", Msgs(TOLERATION)),
+];
+const POD_TEMPLATE: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (2, "spec", Msg(POD_SPEC)),
+];
+const DEPLOYMENT: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Msg(&[
+            (1, "replicas", Int),
+            (2, "selector", Msg(LABEL_SELECTOR)),
+            (3, "template", Msg(POD_TEMPLATE)),
+            (
+                4,
+                "strategy",
+                Msg(&[
+                    (1, "type", Str),
+                    (
+                        2,
+                        "rollingUpdate",
+                        Msg(&[
+                            (1, "maxUnavailable", IntOrString),
+                            (2, "maxSurge", IntOrString),
+                        ]),
+                    ),
+                ]),
+            ),
+            (5, "minReadySeconds", Int),
+            (6, "revisionHistoryLimit", Int),
+            (7, "paused", Bool),
+            (9, "progressDeadlineSeconds", Int),
+        ]),
+    ),
+    (3, "status", Skip),
+];
+const POD: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (2, "spec", Msg(POD_SPEC)),
+    (3, "status", Skip),
+];
+const NAMESPACE: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (2, "spec", Skip),
+    (3, "status", Skip),
+];
+const RESOURCE_ATTRIBUTES: &[(u32, &str, Field)] = &[
+    (1, "namespace", Str),
+    (2, "verb", Str),
+    (3, "group", Str),
+    (4, "version", Str),
+    (5, "resource", Str),
+    (6, "subresource", Str),
+    (7, "name", Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[(u32, &str, Field)] = &[(1, "path", Str), (2, "verb", Str)];
+const SELF_REVIEW: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Msg(&[
+            (1, "resourceAttributes", Msg(RESOURCE_ATTRIBUTES)),
+            (2, "nonResourceAttributes", Msg(NON_RESOURCE_ATTRIBUTES)),
+        ]),
+    ),
+];
+const REVIEW: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Msg(&[
+            (1, "resourceAttributes", Msg(RESOURCE_ATTRIBUTES)),
+            (2, "nonResourceAttributes", Msg(NON_RESOURCE_ATTRIBUTES)),
+            (3, "user", Str),
+            (4, "groups", Strs),
+            (6, "uid", Str),
+        ]),
+    ),
+];
+const POLICY_RULE: &[(u32, &str, Field)] = &[
+    (1, "verbs", Strs),
+    (2, "apiGroups", Strs),
+    (3, "resources", Strs),
+    (4, "resourceNames", Strs),
+    (5, "nonResourceURLs", Strs),
+];
+const ROLE: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (2, "rules", Msgs(POLICY_RULE)),
+];
+const BINDING: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "subjects",
+        Msgs(&[
+            (1, "kind", Str),
+            (2, "apiGroup", Str),
+            (3, "name", Str),
+            (4, "namespace", Str),
+        ]),
+    ),
+    (
+        3,
+        "roleRef",
+        Msg(&[(1, "apiGroup", Str), (2, "kind", Str), (3, "name", Str)]),
+    ),
+];
+
+fn schema_of(kind: &str) -> Option<&'static [(u32, &'static str, Field)]> {
+    Some(match kind {
+        "Deployment" => DEPLOYMENT,
+        "Pod" => POD,
+        "Namespace" => NAMESPACE,
+        "SelfSubjectAccessReview" => SELF_REVIEW,
+        "SubjectAccessReview" => REVIEW,
+        "Role" | "ClusterRole" => ROLE,
+        "RoleBinding" | "ClusterRoleBinding" => BINDING,
+        _ => return None,
+    })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.at).ok_or("truncated varint")?;
+            self.at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long".into())
+    }
+
+    fn chunk(&mut self) -> Result<&'a [u8], String> {
+        let len = self.varint()? as usize;
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or("truncated field")?;
+        let chunk = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(chunk)
+    }
+
+    /// Every field as `(number, varint or bytes)`.
+    fn fields(mut self) -> Result<Vec<(u32, Wire<'a>)>, String> {
+        let mut fields = Vec::new();
+        while self.at < self.bytes.len() {
+            let tag = self.varint()?;
+            let (number, wire) = ((tag >> 3) as u32, tag & 7);
+            let value = match wire {
+                0 => Wire::Varint(self.varint()?),
+                2 => Wire::Bytes(self.chunk()?),
+                1 => {
+                    self.at += 8;
+                    continue;
+                }
+                5 => {
+                    self.at += 4;
+                    continue;
+                }
+                other => return Err(format!("unsupported wire type {other}")),
+            };
+            fields.push((number, value));
+        }
+        Ok(fields)
+    }
+}
+
+enum Wire<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn text(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
+}
+
+fn message(bytes: &[u8], schema: &[(u32, &str, Field)]) -> Result<Value, String> {
+    let mut object = Map::new();
+    for (number, wire) in (Reader { bytes, at: 0 }).fields()? {
+        let Some((_, name, field)) = schema.iter().find(|(n, _, _)| *n == number) else {
+            continue;
+        };
+        let name = name.to_string();
+        match (field, wire) {
+            // Go's JSON omits empty strings; its protobuf sends them.
+            (Str, Wire::Bytes([])) => {}
+            (Str, Wire::Bytes(b)) => {
+                object.insert(name, json!(text(b)?));
+            }
+            (Int, Wire::Varint(v)) => {
+                object.insert(name, json!(v as i64));
+            }
+            (Bool, Wire::Varint(v)) => {
+                object.insert(name, json!(v != 0));
+            }
+            (Msg(inner), Wire::Bytes(b)) => {
+                object.insert(name, message(b, inner)?);
+            }
+            (Strs, Wire::Bytes(b)) => {
+                let list = object.entry(name).or_insert_with(|| json!([]));
+                list.as_array_mut().expect("a list").push(json!(text(b)?));
+            }
+            (Msgs(inner), Wire::Bytes(b)) => {
+                let item = message(b, inner)?;
+                let list = object.entry(name).or_insert_with(|| json!([]));
+                list.as_array_mut().expect("a list").push(item);
+            }
+            (StrMap, Wire::Bytes(b)) => {
+                let entry = message(b, &[(1, "key", Str), (2, "value", Str)])?;
+                let map = object.entry(name).or_insert_with(|| json!({}));
+                map[entry["key"].as_str().unwrap_or("")] =
+                    json!(entry["value"].as_str().unwrap_or(""));
+            }
+            (QuantityMap, Wire::Bytes(b)) => {
+                let entry = message(
+                    b,
+                    &[(1, "key", Str), (2, "value", Msg(&[(1, "string", Str)]))],
+                )?;
+                let map = object.entry(name).or_insert_with(|| json!({}));
+                map[entry["key"].as_str().unwrap_or("")] = entry["value"]["string"].clone();
+            }
+            (IntOrString, Wire::Bytes(b)) => {
+                let v = message(
+                    b,
+                    &[(1, "type", Int), (2, "intVal", Int), (3, "strVal", Str)],
+                )?;
+                let value = if v["type"] == 1 {
+                    v["strVal"].clone()
+                } else {
+                    v["intVal"].clone()
+                };
+                object.insert(name, value);
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(object))
+}
+
+/// The object in a protobuf request body, as JSON.
+pub fn decode(body: &[u8]) -> Result<Value, String> {
+    let envelope = body
+        .strip_prefix(b"k8s\0")
+        .ok_or("not a Kubernetes protobuf envelope")?;
+    let unknown = message(
+        envelope,
+        &[
+            (
+                1,
+                "typeMeta",
+                Msg(&[(1, "apiVersion", Str), (2, "kind", Str)]),
+            ),
+            (4, "contentType", Str),
+        ],
+    )?;
+    let fields = (Reader {
+        bytes: envelope,
+        at: 0,
+    })
+    .fields()?;
+    let raw = fields
+        .into_iter()
+        .find_map(|(n, w)| match (n, w) {
+            (2, Wire::Bytes(b)) => Some(b),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let kind = unknown["typeMeta"]["kind"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let schema = schema_of(&kind)
+        .ok_or_else(|| format!("no protobuf decoding for kind `{kind}`; send JSON"))?;
+    let mut object = message(raw, schema)?;
+    object["apiVersion"] = unknown["typeMeta"]["apiVersion"].clone();
+    object["kind"] = json!(kind);
+    Ok(object)
+}
