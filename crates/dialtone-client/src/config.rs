@@ -7,6 +7,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
 
+/// Replaces `path` with `text`, readable by its owner only: written beside it and renamed
+/// over it, so a crash midway leaves the old file whole. For files that hold credentials.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+    temp_name.push(".tmp");
+    let temp = path.with_file_name(temp_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    std::fs::rename(&temp, path)
+}
+
 /// One server and how to talk to it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,25 +89,10 @@ impl CliConfig {
 
     /// Writes the file, readable by its owner only.
     pub fn save(&self, path: &Path) -> Result<(), ClientError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let fail = |e: std::io::Error| {
-            ClientError::Config(format!("cannot write {}: {e}", path.display()))
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
         let text =
             serde_yaml_ng::to_string(self).map_err(|e| ClientError::Config(e.to_string()))?;
-        let temp = path.with_extension("yaml.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(fail)?;
-        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(fail)?;
-        std::fs::rename(&temp, path).map_err(fail)
+        write_private(path, &text)
+            .map_err(|e| ClientError::Config(format!("cannot write {}: {e}", path.display())))
     }
 
     /// The named context, or the current one.

@@ -190,17 +190,21 @@ fn unauthorized(message: &str) -> HttpError {
     ApiError::new(Reason::Unauthorized, message).into()
 }
 
+/// The id and secret of a well-formed token.
+fn token_parts(token: &str) -> Option<(&str, &str)> {
+    token
+        .strip_prefix("dt_")
+        .and_then(|rest| rest.split_once('_'))
+        .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The stored token a bearer token names, if its secret matches and it has not expired.
 pub async fn verify_token(
     registry: &Registry,
     token: &str,
     now: Timestamp,
 ) -> Result<Option<StoredToken>, HttpError> {
-    let Some((id, secret)) = token
-        .strip_prefix("dt_")
-        .and_then(|rest| rest.split_once('_'))
-        .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-    else {
+    let Some((id, secret)) = token_parts(token) else {
         return Ok(None);
     };
     let Some(stored) = registry.get_token(id).await? else {
@@ -220,11 +224,9 @@ pub async fn authenticate(app: &App, header_value: Option<&str>) -> Result<Princ
     let token = header_value
         .strip_prefix("Bearer ")
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-    let (_id, _secret) = token
-        .strip_prefix("dt_")
-        .and_then(|rest| rest.split_once('_'))
-        .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| unauthorized("malformed token"))?;
+    if token_parts(token).is_none() {
+        return Err(unauthorized("malformed token"));
+    }
     let invalid = || unauthorized("invalid, expired or revoked token");
     let stored = verify_token(&app.registry, token, (app.clock)())
         .await?

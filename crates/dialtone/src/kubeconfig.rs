@@ -68,18 +68,8 @@ pub fn merge(file: &Path, context: &str, credentials: &Value) -> anyhow::Result<
         named(context, "context", Yaml::Mapping(context_body)),
     );
     config.insert("current-context".into(), context.into());
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
     // The file holds a credential: readable by its owner alone.
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(file)
+    dialtone_client::config::write_private(file, &serde_yaml_ng::to_string(&config)?)
         .with_context(|| format!("cannot write {}", file.display()))?;
-    std::io::Write::write_all(&mut out, serde_yaml_ng::to_string(&config)?.as_bytes())?;
     Ok(())
 }
