@@ -214,8 +214,8 @@ struct Query {
 
 fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
     let mut query = Query::default();
-    for (k, v) in form_urlencoded_pairs(raw.unwrap_or("")) {
-        match k.as_str() {
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
             "watch" => query.watch = v == "true" || v == "1",
             "labelSelector" => {
                 query.label_selector = Selector::parse(&v).map_err(KubeError::bad_request)?
@@ -236,48 +236,6 @@ fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
         }
     }
     Ok(query)
-}
-
-fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn forbidden_message(user: &UserInfo, verb: &str, info: &RequestInfo) -> String {
@@ -1132,16 +1090,9 @@ impl ClusterApi {
 }
 
 fn parse_body(body: &[u8]) -> KubeResult<Value> {
-    serde_json::from_slice(body)
-        .or_else(|_| {
-            // kubectl sends JSON, but a hand-written request may be YAML-free JSON only.
-            std::str::from_utf8(body)
-                .map_err(|e| e.to_string())
-                .and_then(|t| serde_json::from_str(t.trim()).map_err(|e| e.to_string()))
-        })
-        .map_err(|e| {
-            KubeError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-        })
+    serde_json::from_slice(body).map_err(|e| {
+        KubeError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })
 }
 
 fn check_kind(r: &ResourceType, object: &Value) -> KubeResult<()> {
@@ -1158,11 +1109,8 @@ fn check_kind(r: &ResourceType, object: &Value) -> KubeResult<()> {
     Ok(())
 }
 
-pub fn random_suffix_pub() -> String {
-    random_suffix()
-}
-
-fn random_suffix() -> String {
+/// Five characters as upstream's generated names end with.
+pub fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();

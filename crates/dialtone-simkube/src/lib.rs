@@ -238,7 +238,7 @@ impl SimKube {
         uid: &str,
         resources: &[CloudResource],
         control_plane: &CloudResource,
-    ) -> anyhow_lite::Result<Arc<Hosted>> {
+    ) -> Result<Arc<Hosted>, String> {
         let lb = resources
             .iter()
             .find(|r| matches!(r.spec, ResourceSpec::LoadBalancer { .. }))
@@ -374,9 +374,4 @@ impl SimKube {
             )
             .await
     }
-}
-
-/// A small error type for hosting, so the crate needs no `anyhow`.
-mod anyhow_lite {
-    pub type Result<T> = std::result::Result<T, String>;
 }

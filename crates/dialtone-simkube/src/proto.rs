@@ -340,37 +340,27 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let envelope = body
         .strip_prefix(b"k8s\0")
         .ok_or("not a Kubernetes protobuf envelope")?;
-    let unknown = message(
-        envelope,
-        &[
-            (
-                1,
-                "typeMeta",
-                Msg(&[(1, "apiVersion", Str), (2, "kind", Str)]),
-            ),
-            (4, "contentType", Str),
-        ],
-    )?;
-    let fields = (Reader {
+    // `runtime.Unknown`: 1 the type, 2 the object's own encoding.
+    let (mut type_meta, mut raw) = (Value::Null, &[][..]);
+    for (number, wire) in (Reader {
         bytes: envelope,
         at: 0,
     })
-    .fields()?;
-    let raw = fields
-        .into_iter()
-        .find_map(|(n, w)| match (n, w) {
-            (2, Wire::Bytes(b)) => Some(b),
-            _ => None,
-        })
-        .unwrap_or_default();
-    let kind = unknown["typeMeta"]["kind"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    .fields()?
+    {
+        match (number, wire) {
+            (1, Wire::Bytes(b)) => {
+                type_meta = message(b, &[(1, "apiVersion", Str), (2, "kind", Str)])?
+            }
+            (2, Wire::Bytes(b)) => raw = b,
+            _ => {}
+        }
+    }
+    let kind = type_meta["kind"].as_str().unwrap_or("").to_string();
     let schema = schema_of(&kind)
         .ok_or_else(|| format!("no protobuf decoding for kind `{kind}`; send JSON"))?;
     let mut object = message(raw, schema)?;
-    object["apiVersion"] = unknown["typeMeta"]["apiVersion"].clone();
+    object["apiVersion"] = type_meta["apiVersion"].clone();
     object["kind"] = json!(kind);
     Ok(object)
 }

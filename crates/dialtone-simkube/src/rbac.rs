@@ -75,12 +75,11 @@ fn resource_matches(rule: &PolicyRule, resource: &str, subresource: &str) -> boo
     })
 }
 
+/// Upstream's `NonResourceURLMatches`: a trailing `*` (or several) makes a prefix.
 fn url_matches(rule_url: &str, path: &str) -> bool {
     rule_url == "*"
         || rule_url == path
-        || rule_url
-            .strip_suffix('*')
-            .is_some_and(|prefix| path.starts_with(prefix))
+        || (rule_url.ends_with('*') && path.starts_with(rule_url.trim_end_matches('*')))
 }
 
 /// Whether one rule allows the request.
@@ -221,19 +220,23 @@ pub fn authorize(source: &dyn RbacSource, user: &UserInfo, request: &Request) ->
 /// name or URL) of every wanted rule must be in some owner rule; a wanted `*` needs an owner
 /// `*`, as upstream's `Covers` requires.
 pub fn uncovered(owner: &[PolicyRule], wanted: &[PolicyRule]) -> Vec<PolicyRule> {
+    // Each atom is checked with the authorizer's own matching; a literal `*` in the wanted
+    // rule only matches an owner's `*`, since `has` and `resource_matches` compare names.
+    let covered = |atom: &Request, unnamed: bool| {
+        owner.iter().any(|o| {
+            rule_allows(o, atom)
+                && (!unnamed || o.resource_names.as_deref().is_none_or(<[String]>::is_empty))
+        })
+    };
     let mut missing = Vec::new();
     for rule in wanted {
         for verb in &rule.verbs {
             for url in rule.non_resource_urls.iter().flatten() {
-                let covered = owner.iter().any(|o| {
-                    has(&o.verbs, verb)
-                        && o.non_resource_urls.iter().flatten().any(|u| {
-                            u == "*"
-                                || u == url
-                                || (u.ends_with('*') && url.starts_with(u.trim_end_matches('*')))
-                        })
-                });
-                if !covered {
+                let atom = Request::NonResource {
+                    verb: verb.clone(),
+                    path: url.clone(),
+                };
+                if !covered(&atom, false) {
                     missing.push(PolicyRule {
                         verbs: vec![verb.clone()],
                         non_resource_urls: Some(vec![url.clone()]),
@@ -247,24 +250,17 @@ pub fn uncovered(owner: &[PolicyRule], wanted: &[PolicyRule]) -> Vec<PolicyRule>
                         None | Some([]) => vec![None],
                         Some(names) => names.iter().map(Some).collect(),
                     };
+                    let (plural, subresource) = resource.split_once('/').unwrap_or((resource, ""));
                     for name in names {
-                        let covered = owner.iter().any(|o| {
-                            has(&o.verbs, verb)
-                                && has(o.api_groups.as_deref().unwrap_or_default(), group)
-                                && o.resources.iter().flatten().any(|r| {
-                                    r == "*"
-                                        || r == resource
-                                        || resource.split_once('/').is_some_and(|(_, sub)| {
-                                            r.strip_prefix("*/") == Some(sub)
-                                        })
-                                })
-                                && match (o.resource_names.as_deref(), name) {
-                                    (None | Some([]), _) => true,
-                                    (Some(names), Some(name)) => names.contains(name),
-                                    (Some(_), None) => false,
-                                }
-                        });
-                        if !covered {
+                        let atom = Request::Resource {
+                            verb: verb.clone(),
+                            namespace: String::new(),
+                            api_group: group.clone(),
+                            resource: plural.to_string(),
+                            subresource: subresource.to_string(),
+                            name: name.cloned().unwrap_or_default(),
+                        };
+                        if !covered(&atom, name.is_none()) {
                             missing.push(PolicyRule {
                                 verbs: vec![verb.clone()],
                                 api_groups: Some(vec![group.clone()]),
@@ -325,4 +321,63 @@ pub fn escalation_message(user: &UserInfo, missing: &[PolicyRule]) -> String {
         user.groups,
         rules.join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> PolicyRule {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        PolicyRule {
+            verbs: strings(verbs),
+            api_groups: Some(strings(groups)),
+            resources: Some(strings(resources)),
+            resource_names: (!names.is_empty()).then(|| strings(names)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_role_is_covered_only_by_rules_that_hold_each_of_its_atoms() {
+        let owner = [
+            rule(&["get", "list"], &[""], &["pods"], &[]),
+            rule(&["update"], &["apps"], &["*/scale"], &[]),
+            rule(&["delete"], &[""], &["secrets"], &["db"]),
+            PolicyRule {
+                verbs: vec!["get".into()],
+                non_resource_urls: Some(vec!["/healthz*".into()]),
+                ..Default::default()
+            },
+        ];
+        assert!(uncovered(&owner, &[rule(&["get"], &[""], &["pods"], &["web"])]).is_empty());
+        assert!(
+            uncovered(
+                &owner,
+                &[rule(&["update"], &["apps"], &["deployments/scale"], &[])]
+            )
+            .is_empty()
+        );
+        assert!(uncovered(&owner, &[rule(&["delete"], &[""], &["secrets"], &["db"])]).is_empty());
+        // A named grant does not cover every name, and `*` is only covered by `*`.
+        assert_eq!(
+            uncovered(&owner, &[rule(&["delete"], &[""], &["secrets"], &[])]).len(),
+            1
+        );
+        assert_eq!(
+            uncovered(&owner, &[rule(&["*"], &[""], &["pods"], &[])]).len(),
+            1
+        );
+        assert_eq!(
+            uncovered(&owner, &[rule(&["get", "watch"], &[""], &["pods"], &[])]).len(),
+            1
+        );
+        let url = |path: &str| PolicyRule {
+            verbs: vec!["get".into()],
+            non_resource_urls: Some(vec![path.into()]),
+            ..Default::default()
+        };
+        assert!(uncovered(&owner, &[url("/healthz/etcd")]).is_empty());
+        assert_eq!(uncovered(&owner, &[url("/metrics")]).len(), 1);
+    }
 }

@@ -41,7 +41,8 @@ fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-const CRUD: &[&str] = &[
+/// Every verb of a stored resource.
+pub const CRUD: &[&str] = &[
     "create",
     "delete",
     "deletecollection",

@@ -380,7 +380,7 @@ fn sync_deployment(cluster: &ClusterApi, deployment: &Value) {
             metadata = json!({});
         }
         metadata["labels"]["pod-template-hash"] = json!(hash);
-        let pod_name = format!("{name}-{hash}-{}", crate::cluster::random_suffix_pub());
+        let pod_name = format!("{name}-{hash}-{}", crate::cluster::random_suffix());
         metadata["name"] = json!(pod_name);
         metadata["namespace"] = json!(ns);
         metadata["ownerReferences"] = json!([{
