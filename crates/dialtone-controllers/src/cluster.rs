@@ -7,9 +7,15 @@
 //! idempotency token derived from the cluster's uid and the resource's part (and, for an
 //! instance, the slot's attempt), so a pass that dies after a create succeeded finds, on the
 //! next pass, the resource it made instead of making another. The controller keeps no state
-//! of its own.
+//! of its own beyond caches: which clusters it has bootstrapped since it started (bootstrap
+//! is idempotent) and their Kubernetes clients.
+//!
+//! Once the cloud holds everything, the pass talks to the cluster itself through
+//! [`dialtone_kube`]: the cluster is Ready only when its API answers, Dialtone's bootstrap
+//! objects are in it and every running instance has registered as a Ready node.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dialtone_cloud::{
@@ -61,6 +67,9 @@ pub struct Lifecycle {
     provider: Arc<dyn Provider>,
     options: LifecycleOptions,
     clock: fn() -> Timestamp,
+    /// Dialtone's clients into clusters; without them the lifecycle stops at the cloud.
+    kube: Option<Arc<dialtone_kube::Clients>>,
+    bootstrapped: Mutex<HashSet<String>>,
 }
 
 /// When to look at the cluster again.
@@ -263,7 +272,63 @@ impl Lifecycle {
             provider,
             options,
             clock,
+            kube: None,
+            bootstrapped: Mutex::default(),
         }
+    }
+
+    /// Checks and bootstraps clusters through their Kubernetes API as well.
+    pub fn with_kube(mut self, clients: Arc<dialtone_kube::Clients>) -> Self {
+        self.kube = Some(clients);
+        self
+    }
+
+    /// Asks the cluster's API whether every running instance is a Ready node, bootstrapping
+    /// the cluster on the first answer.
+    async fn check_api(&self, uid: &str, resources: &[CloudResource]) -> Pass {
+        let Some(clients) = &self.kube else {
+            return Ok(());
+        };
+        let waiting = |reason, message: String| Err(Blocked::Waiting(reason, message));
+        let client = match clients.client(uid) {
+            Ok(client) => client,
+            Err(e) => return waiting("WaitingForAPI", e.to_string()),
+        };
+        let bootstrapped = self.bootstrapped.lock().expect("lock").contains(uid);
+        if !bootstrapped {
+            if let Err(e) = dialtone_kube::bootstrap(&client).await {
+                return waiting("WaitingForAPI", format!("cannot bootstrap the cluster: {e}"));
+            }
+            self.bootstrapped
+                .lock()
+                .expect("lock")
+                .insert(uid.to_string());
+        }
+        let health = match dialtone_kube::node_health(&client).await {
+            Ok(health) => health,
+            Err(e) => {
+                return waiting(
+                    "WaitingForAPI",
+                    format!("the Kubernetes API does not answer: {e}"),
+                );
+            }
+        };
+        let running = resources
+            .iter()
+            .filter(|r| {
+                r.spec.kind() == ResourceKind::Instance && r.state == ResourceState::Available
+            })
+            .count();
+        if health.ready < running {
+            return waiting(
+                "WaitingForNodes",
+                format!(
+                    "{} of {running} running instances are Ready nodes",
+                    health.ready
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// Moves the cluster at `path` one pass toward its plan (or, being deleted, toward
@@ -348,6 +413,13 @@ impl Lifecycle {
             .await;
         let next = match observed {
             Ok(resources) => {
+                let blocked = match blocked {
+                    None => self
+                        .check_api(&cluster.metadata.uid, &resources)
+                        .await
+                        .err(),
+                    blocked => blocked,
+                };
                 let slots = desired_slots(&plan, &status.nodes);
                 self.observe(&mut status, &slots, &resources, blocked.as_ref(), now)
             }
@@ -934,6 +1006,11 @@ impl Lifecycle {
             .any(|f| f == CLUSTER_FINALIZER)
         {
             return Ok(Next::Done);
+        }
+        let uid = &cluster.metadata.uid;
+        self.bootstrapped.lock().expect("lock").remove(uid);
+        if let Some(clients) = &self.kube {
+            clients.forget(uid);
         }
         let now = (self.clock)();
         let mut status = cluster.status.clone();

@@ -27,8 +27,7 @@ use crate::auth::{Principal, Verb, mint_token, verify_token};
 use crate::error::HttpResult;
 use crate::resources::{authorized_path, to_json};
 
-/// The group every org member has inside the org's clusters, bound to cluster-admin.
-pub const ORG_MEMBERS_GROUP: &str = "dialtone:org-members";
+pub use dialtone_kube::ORG_MEMBERS_GROUP;
 
 pub struct TokenAuthenticator {
     pub registry: Registry,

@@ -398,14 +398,15 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         provider: provider.clone(),
         sim: Some(sim),
         networks,
-        kube: Some(kube),
+        kube: Some(kube.clone()),
     };
     let lifecycle = Lifecycle::new(
         registry.clone(),
         provider,
         LifecycleOptions::for_time_scale(options.sim_time_scale),
         now,
-    );
+    )
+    .with_kube(Arc::new(dialtone_kube::Clients::new(kube.clone())));
     tokio::spawn(dialtone_controllers::run_cluster_controller(
         Arc::new(lifecycle),
         16,

@@ -245,13 +245,6 @@ pub fn objects() -> Vec<(&'static str, Value)> {
             "system:public-info-viewer",
             "system:authenticated",
         ),
-        // Dialtone's: until access policies are cast into RBAC, the cluster's org members
-        // administer it.
-        (
-            "dialtone:org-members",
-            "cluster-admin",
-            "dialtone:org-members",
-        ),
     ] {
         objects.push((
             "clusterrolebindings",

@@ -5,8 +5,9 @@
 //! One listener serves every cluster: the TLS server name the client sends (the address of
 //! the cluster's load balancer, which kubeconfigs name in `tls-server-name`) picks the
 //! cluster, and the handshake presents that cluster's own certificate, signed by the
-//! cluster's own CA. Requests carry bearer tokens, which the embedding server checks
-//! through [`Authenticator`], as a webhook token authenticator would.
+//! cluster's own CA. Clients prove who they are with a client certificate signed by that CA
+//! (Dialtone's own calls, through [`dialtone_kube`]) or a bearer token, which the embedding
+//! server checks through [`Authenticator`], as a webhook token authenticator would.
 
 pub mod cluster;
 mod defaults;
@@ -48,20 +49,14 @@ pub trait Authenticator: Send + Sync {
     async fn authenticate(&self, cluster_uid: &str, token: &str) -> Option<UserInfo>;
 }
 
-/// How to reach one cluster's API.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    /// `https://127.0.0.1:6443`.
-    pub server: String,
-    /// The name the cluster's certificate carries; clients send it as the TLS server name.
-    pub tls_server_name: String,
-    pub ca_pem: String,
-}
+pub use dialtone_kube::Endpoint;
 
 struct Hosted {
     api: Arc<ClusterApi>,
     tls: Arc<rustls::ServerConfig>,
     endpoint: Endpoint,
+    /// Dialtone's own client certificate for the cluster.
+    control_plane: dialtone_kube::Credential,
     controllers: tokio::task::JoinHandle<()>,
 }
 
@@ -253,6 +248,8 @@ impl SimKube {
             _ => "1.34".to_string(),
         };
         let pki = pki::ClusterPki::load_or_create(&self.dir.join(uid), &lb.address)?;
+        let (cert_pem, key_pem) =
+            pki.client_certificate(dialtone_kube::CONTROL_PLANE_USER, &["system:masters"])?;
         let api = Arc::new(ClusterApi::new(uid, &version));
         let controllers = tokio::spawn({
             let api = api.clone();
@@ -274,6 +271,7 @@ impl SimKube {
                 tls_server_name: lb.address.clone(),
                 ca_pem: pki.ca_pem.clone(),
             },
+            control_plane: dialtone_kube::Credential::ClientCertificate { cert_pem, key_pem },
             controllers,
         });
         self.clusters
@@ -307,9 +305,19 @@ impl SimKube {
                 let Ok(tls) = start.into_stream(hosted.tls.clone()).await else {
                     return;
                 };
+                // The handshake verified any certificate against the cluster's CA.
+                let certificate_user = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| pki::certificate_user(leaf));
                 let service = hyper::service::service_fn(move |request| {
-                    let (host, hosted) = (host.clone(), hosted.clone());
-                    async move { Ok::<_, std::convert::Infallible>(host.serve(&hosted, request).await) }
+                    let (host, hosted, user) =
+                        (host.clone(), hosted.clone(), certificate_user.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(host.serve(&hosted, user, request).await)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
@@ -321,6 +329,7 @@ impl SimKube {
     async fn serve(
         &self,
         hosted: &Hosted,
+        certificate_user: Option<UserInfo>,
         request: Request<hyper::body::Incoming>,
     ) -> Response<axum::body::Body> {
         let (parts, body) = request.into_parts();
@@ -330,8 +339,9 @@ impl SimKube {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let user = match token {
-            Some(token) => match self
+        let user = match (certificate_user, token) {
+            (Some(user), _) => user,
+            (None, Some(token)) => match self
                 .authenticator
                 .authenticate(&hosted.api.uid, token)
                 .await
@@ -343,7 +353,7 @@ impl SimKube {
                     );
                 }
             },
-            None => UserInfo {
+            (None, None) => UserInfo {
                 name: "system:anonymous".into(),
                 groups: vec!["system:unauthenticated".into()],
             },
@@ -373,5 +383,15 @@ impl SimKube {
                 &self.caller,
             )
             .await
+    }
+}
+
+impl dialtone_kube::ClusterAccess for SimKube {
+    fn connection(&self, cluster_uid: &str) -> Option<dialtone_kube::Connection> {
+        let hosted = self.hosted(cluster_uid)?;
+        Some(dialtone_kube::Connection {
+            endpoint: hosted.endpoint.clone(),
+            credential: hosted.control_plane.clone(),
+        })
     }
 }

@@ -3,6 +3,7 @@
 //! server alone), and a serving certificate for the cluster's API endpoint signed by it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
@@ -58,10 +59,38 @@ impl ClusterPki {
         })
     }
 
-    /// TLS for the cluster's API: a fresh serving certificate for its endpoint.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, String> {
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, String> {
         let ca_key = KeyPair::from_pem(&self.ca_key_pem).map_err(|e| e.to_string())?;
-        let issuer = Issuer::new(ca_params()?, ca_key);
+        Ok(Issuer::new(ca_params()?, ca_key))
+    }
+
+    /// A client certificate for `user` in `groups` (subject CN and O, as the API server reads
+    /// them), signed by the cluster's CA: (certificate PEM, key PEM).
+    pub fn client_certificate(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<(String, String), String> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        for group in groups {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *group);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = params
+            .signed_by(&key, &self.issuer()?)
+            .map_err(|e| e.to_string())?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// TLS for the cluster's API: a fresh serving certificate for its endpoint; client
+    /// certificates signed by the cluster's CA are checked, and clients without one may
+    /// still present a bearer token.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, String> {
+        let issuer = self.issuer()?;
         let mut params = CertificateParams::new(vec![
             self.endpoint_name.clone(),
             "kubernetes".into(),
@@ -78,11 +107,32 @@ impl ClusterPki {
         let chain = vec![CertificateDer::from(cert.der().to_vec())];
         let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
             .map_err(|e| e.to_string())?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(ca.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        }
+        let clients = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| e.to_string())?;
         let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
+            .with_client_cert_verifier(clients)
             .with_single_cert(chain, key)
             .map_err(|e| e.to_string())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
+}
+
+/// The user a verified client certificate names: CN is the user, each O a group.
+pub fn certificate_user(der: &[u8]) -> Option<crate::UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(crate::UserInfo { name, groups })
 }

@@ -1,0 +1,236 @@
+//! Dialtone's one Kubernetes client. Every call the control plane makes into a cluster goes
+//! through a kube-rs [`kube::Client`] built here from a [`Connection`], so that what runs
+//! against the sim provider's clusters is exactly the code that runs against a real cloud's:
+//! only the [`ClusterAccess`] that hands out connections differs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, PostParams};
+
+/// The label that marks the objects Dialtone owns inside a cluster.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "dialtone");
+
+/// The user Dialtone's own calls run as inside every cluster, in `system:masters`, as
+/// kubeadm's `admin.conf` is.
+pub const CONTROL_PLANE_USER: &str = "dialtone:control-plane";
+
+/// The group every org member has inside the org's clusters. Until access policies are cast
+/// into RBAC, the bootstrap binds it to cluster-admin, as the API's org tenancy makes every
+/// member admin of the org's tree.
+pub const ORG_MEMBERS_GROUP: &str = "dialtone:org-members";
+
+/// Where one cluster's API answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    /// `https://127.0.0.1:6443`.
+    pub server: String,
+    /// The name the cluster's certificate carries; clients send it as the TLS server name.
+    pub tls_server_name: String,
+    pub ca_pem: String,
+}
+
+/// How Dialtone proves who it is to a cluster.
+#[derive(Clone, PartialEq)]
+pub enum Credential {
+    /// A client certificate signed by the cluster's CA.
+    ClientCertificate { cert_pem: String, key_pem: String },
+    /// A bearer token (a cloud's IAM token, for instance).
+    BearerToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::ClientCertificate { .. } => "ClientCertificate(..)",
+            Credential::BearerToken(_) => "BearerToken(..)",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Connection {
+    pub endpoint: Endpoint,
+    pub credential: Credential,
+}
+
+/// Hands out connections to clusters; one implementation per provider.
+pub trait ClusterAccess: Send + Sync {
+    /// How Dialtone reaches the cluster with this uid; `None` while its API is not up.
+    fn connection(&self, cluster_uid: &str) -> Option<Connection>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("the cluster's Kubernetes API is not up yet")]
+    NotServing,
+    #[error("cannot configure a client for the cluster: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+/// One kube-rs client per cluster, kept while its connection stays the same so that calls
+/// reuse their TLS connections.
+pub struct Clients {
+    access: Arc<dyn ClusterAccess>,
+    cache: Mutex<HashMap<String, (Connection, kube::Client)>>,
+}
+
+/// Calls that take longer than this fail, so one stuck cluster cannot hold a controller.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Clients {
+    pub fn new(access: Arc<dyn ClusterAccess>) -> Self {
+        Clients {
+            access,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// A client for the cluster with this uid.
+    pub fn client(&self, cluster_uid: &str) -> Result<kube::Client, KubeError> {
+        let connection = self
+            .access
+            .connection(cluster_uid)
+            .ok_or(KubeError::NotServing)?;
+        let mut cache = self.cache.lock().expect("lock");
+        if let Some((cached, client)) = cache.get(cluster_uid)
+            && *cached == connection
+        {
+            return Ok(client.clone());
+        }
+        let client = build(&connection)?;
+        cache.insert(cluster_uid.to_string(), (connection, client.clone()));
+        Ok(client)
+    }
+
+    /// Forgets the client of a cluster that is gone.
+    pub fn forget(&self, cluster_uid: &str) {
+        self.cache.lock().expect("lock").remove(cluster_uid);
+    }
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A kube-rs client for `connection`, as a kubeconfig with the same fields would make one.
+pub fn build(connection: &Connection) -> Result<kube::Client, KubeError> {
+    let invalid = |e: String| KubeError::Config(e);
+    let url = connection
+        .endpoint
+        .server
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+    let mut config = kube::Config::new(url);
+    let roots = pem_certificates(&connection.endpoint.ca_pem).map_err(invalid)?;
+    config.root_cert = Some(roots);
+    config.tls_server_name = Some(connection.endpoint.tls_server_name.clone());
+    config.connect_timeout = Some(TIMEOUT);
+    config.read_timeout = Some(TIMEOUT);
+    config.write_timeout = Some(TIMEOUT);
+    match &connection.credential {
+        Credential::ClientCertificate { cert_pem, key_pem } => {
+            config.auth_info.client_certificate_data = Some(base64(cert_pem));
+            config.auth_info.client_key_data = Some(base64(key_pem).into());
+        }
+        Credential::BearerToken(token) => config.auth_info.token = Some(token.clone().into()),
+    }
+    kube::Client::try_from(config).map_err(|e| invalid(e.to_string()))
+}
+
+/// The DER certificates of a PEM bundle.
+fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the cluster CA is not valid PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("the cluster CA holds no certificate".into());
+    }
+    Ok(certificates)
+}
+
+/// The nodes a cluster has registered, and how many of them are Ready.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NodeHealth {
+    pub registered: usize,
+    pub ready: usize,
+}
+
+/// Reads the cluster's nodes: the health check every controller pass makes of the API.
+pub async fn node_health(client: &kube::Client) -> Result<NodeHealth, KubeError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes.list(&ListParams::default()).await?;
+    let ready = list
+        .items
+        .iter()
+        .filter(|node| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|conditions| {
+                    conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        })
+        .count();
+    Ok(NodeHealth {
+        registered: list.items.len(),
+        ready,
+    })
+}
+
+/// Creates what Dialtone needs in every cluster, once it answers: the binding of the org's
+/// members to cluster-admin. Creating what already exists is success.
+pub async fn bootstrap(client: &kube::Client) -> Result<(), KubeError> {
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(ORG_MEMBERS_GROUP.to_string()),
+            labels: Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "cluster-admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Group".into(),
+            name: ORG_MEMBERS_GROUP.into(),
+            namespace: None,
+        }]),
+    };
+    match bindings.create(&PostParams::default(), &binding).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_bundles_decode_every_certificate() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\nAwQF\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            pem_certificates(pem).unwrap(),
+            vec![vec![0, 1, 2], vec![3, 4, 5]]
+        );
+        assert!(pem_certificates("no certificate here").is_err());
+    }
+}
