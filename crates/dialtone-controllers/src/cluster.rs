@@ -297,7 +297,10 @@ impl Lifecycle {
         let bootstrapped = self.bootstrapped.lock().expect("lock").contains(uid);
         if !bootstrapped {
             if let Err(e) = dialtone_kube::bootstrap(&client).await {
-                return waiting("WaitingForAPI", format!("cannot bootstrap the cluster: {e}"));
+                return waiting(
+                    "WaitingForAPI",
+                    format!("cannot bootstrap the cluster: {e}"),
+                );
             }
             self.bootstrapped
                 .lock()

@@ -109,7 +109,9 @@ impl ClusterPki {
             .map_err(|e| e.to_string())?;
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(ca.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            roots
+                .add(ca.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         }
         let clients = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
             .allow_unauthenticated()
@@ -128,7 +130,12 @@ impl ClusterPki {
 pub fn certificate_user(der: &[u8]) -> Option<crate::UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let mut groups: Vec<String> = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
