@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -276,6 +277,14 @@ pub fn now() -> String {
         .to_string()
 }
 
+fn not_found_path() -> KubeError {
+    KubeError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
 impl ClusterApi {
     pub fn new(uid: &str, version: &str) -> Self {
         let cluster = ClusterApi {
@@ -471,6 +480,7 @@ impl ClusterApi {
             }),
             "/api/v1" => resource_list("", "v1"),
             "/apis" => group_list(),
+            "/openapi/v3" => crate::openapi::root(&self.version),
             "/healthz" | "/livez" | "/readyz" => {
                 return Ok(Response::builder()
                     .status(StatusCode::OK)
@@ -488,18 +498,18 @@ impl ClusterApi {
                     {
                         resource_list(group, version)
                     }
+                    ["openapi", "v3", "api", version] => {
+                        crate::openapi::group_version("", version).ok_or_else(not_found_path)?
+                    }
+                    ["openapi", "v3", "apis", group, version] => {
+                        crate::openapi::group_version(group, version).ok_or_else(not_found_path)?
+                    }
                     ["apis", group] if RESOURCES.iter().any(|r| r.group == *group) => {
                         let r = RESOURCES.iter().find(|r| r.group == *group).expect("found");
                         let gv = json!({"groupVersion": format!("{group}/{}", r.version), "version": r.version});
                         json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv})
                     }
-                    _ => {
-                        return Err(KubeError::new(
-                            StatusCode::NOT_FOUND,
-                            "NotFound",
-                            "the server could not find the requested resource",
-                        ));
-                    }
+                    _ => return Err(not_found_path()),
                 }
             }
         };
@@ -1245,6 +1255,21 @@ fn defaults(r: &ResourceType, object: &mut Value) {
             }
             if spec["progressDeadlineSeconds"].is_null() {
                 spec["progressDeadlineSeconds"] = json!(600);
+            }
+        }
+        // stringData is write-only: its entries become base64 data, as upstream stores them.
+        "secrets" => {
+            if let Some(Value::Object(plain)) =
+                object.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
+                for (key, value) in plain {
+                    let encoded = base64::engine::general_purpose::STANDARD
+                        .encode(value.as_str().unwrap_or(""));
+                    object["data"][key] = json!(encoded);
+                }
+            }
+            if object["type"].is_null() {
+                object["type"] = json!("Opaque");
             }
         }
         _ => {}

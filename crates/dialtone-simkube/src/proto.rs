@@ -14,6 +14,8 @@ enum Field {
     Strs,
     Msgs(&'static [(u32, &'static str, Field)]),
     StrMap,
+    /// `map<string, bytes>`, base64 in JSON.
+    BytesMap,
     /// `map<string, Quantity>`.
     QuantityMap,
     IntOrString,
@@ -194,11 +196,32 @@ const BINDING: &[(u32, &str, Field)] = &[
     ),
 ];
 
+const CONFIG_MAP: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (2, "data", StrMap),
+    (3, "binaryData", BytesMap),
+    (4, "immutable", Bool),
+];
+const SECRET: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (2, "data", BytesMap),
+    (3, "type", Str),
+    (4, "stringData", StrMap),
+    (5, "immutable", Bool),
+];
+const SERVICE_ACCOUNT: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (4, "automountServiceAccountToken", Bool),
+];
+
 fn schema_of(kind: &str) -> Option<&'static [(u32, &'static str, Field)]> {
     Some(match kind {
         "Deployment" => DEPLOYMENT,
         "Pod" => POD,
         "Namespace" => NAMESPACE,
+        "ConfigMap" => CONFIG_MAP,
+        "Secret" => SECRET,
+        "ServiceAccount" => SERVICE_ACCOUNT,
         "SelfSubjectAccessReview" => SELF_REVIEW,
         "SubjectAccessReview" => REVIEW,
         "Role" | "ClusterRole" => ROLE,
@@ -308,6 +331,20 @@ fn message(bytes: &[u8], schema: &[(u32, &str, Field)]) -> Result<Value, String>
                 let map = object.entry(name).or_insert_with(|| json!({}));
                 map[entry["key"].as_str().unwrap_or("")] =
                     json!(entry["value"].as_str().unwrap_or(""));
+            }
+            (BytesMap, Wire::Bytes(b)) => {
+                let mut key = String::new();
+                let mut value: &[u8] = &[];
+                for (number, wire) in (Reader { bytes: b, at: 0 }).fields()? {
+                    match (number, wire) {
+                        (1, Wire::Bytes(k)) => key = text(k)?,
+                        (2, Wire::Bytes(v)) => value = v,
+                        _ => {}
+                    }
+                }
+                use base64::Engine;
+                let map = object.entry(name).or_insert_with(|| json!({}));
+                map[key] = json!(base64::engine::general_purpose::STANDARD.encode(value));
             }
             (QuantityMap, Wire::Bytes(b)) => {
                 let entry = message(

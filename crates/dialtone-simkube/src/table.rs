@@ -69,6 +69,17 @@ fn columns(r: &ResourceType) -> Vec<Value> {
             column("Role", "string", 0),
             column("Age", "string", 0),
         ],
+        "configmaps" => vec![
+            column("Name", "string", 0),
+            column("Data", "integer", 0),
+            column("Age", "string", 0),
+        ],
+        "secrets" => vec![
+            column("Name", "string", 0),
+            column("Type", "string", 0),
+            column("Data", "integer", 0),
+            column("Age", "string", 0),
+        ],
         _ => vec![column("Name", "string", 0), column("Age", "string", 0)],
     }
 }
@@ -156,6 +167,16 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
                 text(&o["roleRef"]["kind"]),
                 text(&o["roleRef"]["name"])
             )),
+            age,
+        ],
+        "configmaps" => {
+            let entries = |field: &str| o[field].as_object().map_or(0, |m| m.len());
+            vec![name, json!(entries("data") + entries("binaryData")), age]
+        }
+        "secrets" => vec![
+            name,
+            json!(o["type"].as_str().unwrap_or("Opaque")),
+            json!(o["data"].as_object().map_or(0, |m| m.len())),
             age,
         ],
         _ => vec![name, age],

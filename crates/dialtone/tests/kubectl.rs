@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Api, start_with};
+use dialtone_testkit::DevServer;
 use serde_json::{Value, json};
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
@@ -56,13 +57,15 @@ fn phases_when(kubeconfig: &Path, done: impl Fn(usize, usize) -> bool) -> (usize
     }
 }
 
-#[tokio::test]
-async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
+/// A developer cluster with `workers` workers in a fresh dev server, and a kubeconfig for it
+/// written by `dialtone cluster credentials`.
+async fn sim_cluster(workers: u32) -> (DevServer, tempfile::TempDir, PathBuf) {
     let server = start_with(&["--sim-time-scale", "0"]);
     let api = Api::admin(&server);
     api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
     api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
         .await;
+    let workers = workers.to_string();
     let out = server.cli(&[
         "cluster",
         "create",
@@ -76,7 +79,7 @@ async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
         "--region",
         "us-east-1",
         "--min-nodes",
-        "2",
+        &workers,
         "--wait",
     ]);
     assert!(
@@ -84,34 +87,31 @@ async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
-    let kubeconfig_arg = kubeconfig.to_str().unwrap();
-    // The API comes up with the load balancer; the credential waits for it.
-    let start = Instant::now();
-    loop {
-        let out = server.cli(&[
-            "cluster",
-            "credentials",
-            "dev-1",
-            "--folder",
-            "eng",
-            "--project",
-            "web",
-            "--kubeconfig",
-            kubeconfig_arg,
-        ]);
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // A Ready cluster's API answers, so its credentials can be written at once.
+    let out = server.cli(&[
+        "cluster",
+        "credentials",
+        "dev-1",
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (server, dir, kubeconfig)
+}
+
+#[tokio::test]
+async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
+    let (_server, _dir, kubeconfig) = sim_cluster(2).await;
 
     // One node per instance: a tainted control plane and two workers.
     let start = Instant::now();
@@ -200,4 +200,461 @@ async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
 
     ok(&kubeconfig, &["delete", "deployment", "web"]);
     phases_when(&kubeconfig, |r, p| r + p == 0);
+}
+
+/// A namespace, a deployment and the RBAC that lets bob read its pods.
+fn shop_manifest(replicas: u32, reader_verbs: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: shop
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: api}}
+  template:
+    metadata:
+      labels: {{app: api}}
+    spec:
+      containers:
+      - name: api
+        image: nginx
+        resources:
+          requests: {{cpu: 100m, memory: 64Mi}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: pod-reader
+  namespace: shop
+rules:
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [{reader_verbs}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: bob-reads-pods
+  namespace: shop
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: pod-reader
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: bob
+"#
+    )
+}
+
+fn apply(kubeconfig: &Path, dir: &Path, manifest: &str) -> String {
+    let file = dir.join("manifest.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    ok(kubeconfig, &["apply", "-f", file.to_str().unwrap()])
+}
+
+fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
+    let (_, answer) = kubectl(kubeconfig, &[&["auth", "can-i"], args].concat());
+    match answer.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl auth can-i {args:?}: {other}"),
+    }
+}
+
+/// Lines a running `kubectl … -w` printed, read until `done` holds (within 20 s).
+fn watch_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the watch printed only:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn kubectl_applies_watches_and_meets_webhooks() {
+    let (_server, dir, kubeconfig) = sim_cluster(2).await;
+
+    // Dialtone bootstrapped the cluster through its API, and marked what it owns.
+    let binding = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "clusterrolebinding",
+            "dialtone:org-members",
+            "-o",
+            "json",
+        ],
+    );
+    let binding: Value = serde_json::from_str(&binding).unwrap();
+    assert_eq!(
+        binding["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "dialtone"
+    );
+    assert_eq!(binding["roleRef"]["name"], "cluster-admin");
+
+    // A watch sees pods come and go.
+    let mut watch = Command::new("/usr/bin/kubectl")
+        .args(["get", "pods", "-n", "shop", "-w", "--output-watch-events"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    // Applied, applied again (nothing changes), then changed.
+    let out = apply(&kubeconfig, dir.path(), &shop_manifest(2, "get, list"));
+    for object in [
+        "namespace/shop created",
+        "deployment.apps/api created",
+        "role.rbac.authorization.k8s.io/pod-reader created",
+        "rolebinding.rbac.authorization.k8s.io/bob-reads-pods created",
+    ] {
+        assert!(out.contains(object), "{out}");
+    }
+    let mut seen = Vec::new();
+    watch_until(&lines, &mut seen, |seen| {
+        seen.iter()
+            .filter(|l| l.starts_with("ADDED") && l.contains("api-"))
+            .count()
+            >= 2
+    });
+    let out = apply(&kubeconfig, dir.path(), &shop_manifest(2, "get, list"));
+    assert_eq!(out.matches("unchanged").count(), 4, "{out}");
+    let rv_before = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ],
+    );
+    let out = apply(
+        &kubeconfig,
+        dir.path(),
+        &shop_manifest(3, "get, list, watch"),
+    );
+    assert!(out.contains("deployment.apps/api configured"), "{out}");
+    assert!(
+        out.contains("role.rbac.authorization.k8s.io/pod-reader configured"),
+        "{out}"
+    );
+    assert!(out.contains("namespace/shop unchanged"), "{out}");
+    let replicas = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas, "3");
+    watch_until(&lines, &mut seen, |seen| {
+        seen.iter()
+            .filter(|l| l.starts_with("ADDED") && l.contains("api-"))
+            .count()
+            >= 3
+    });
+
+    // can-i agrees with the RBAC just applied.
+    assert!(can_i(
+        &kubeconfig,
+        &["watch", "pods", "-n", "shop", "--as", "bob"]
+    ));
+    assert!(can_i(
+        &kubeconfig,
+        &["get", "pods/web", "-n", "shop", "--as", "bob"]
+    ));
+    assert!(!can_i(
+        &kubeconfig,
+        &["delete", "pods", "-n", "shop", "--as", "bob"]
+    ));
+    assert!(!can_i(
+        &kubeconfig,
+        &["get", "pods", "-n", "default", "--as", "bob"]
+    ));
+    assert!(!can_i(
+        &kubeconfig,
+        &["get", "secrets", "-n", "shop", "--as", "bob"]
+    ));
+    // Bob himself, impersonated, sees the pods and is refused the rest.
+    let pods = ok(&kubeconfig, &["get", "pods", "-n", "shop", "--as", "bob"]);
+    assert!(pods.contains("api-"), "{pods}");
+    let (allowed, error) = kubectl(
+        &kubeconfig,
+        &["get", "secrets", "-n", "shop", "--as", "bob"],
+    );
+    assert!(!allowed && error.contains("forbidden"), "{error}");
+
+    // Bad input: upstream-shaped errors, nothing half-applied.
+    let (replaced, error) = kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            &format!(
+                r#"{{"metadata":{{"resourceVersion":"{rv_before}"}},"spec":{{"replicas":9}}}}"#
+            ),
+        ],
+    );
+    assert!(
+        !replaced && error.contains("the object has been modified"),
+        "{error}"
+    );
+    let (patched, error) = kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/nothing/here","value":1}]"#,
+        ],
+    );
+    assert!(
+        !patched && error.contains("the patch does not apply"),
+        "{error}"
+    );
+    let (patched, error) = kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "deployment",
+            "api",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"api","image":"nginx","resources":{"requests":{"cpu":"lots"}}}]}}}}"#,
+        ],
+    );
+    assert!(
+        !patched && error.contains("quantities must match"),
+        "{error}"
+    );
+    let (applied, error) = kubectl(&kubeconfig, &["apply", "-f", "-"]);
+    assert!(!applied, "{error}");
+    let unknown = dir.path().join("unknown.yaml");
+    std::fs::write(
+        &unknown,
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: g\n",
+    )
+    .unwrap();
+    // Without server-side schemas for kinds it does not serve, kubectl is told to skip its own
+    // validation; the server then refuses the kind and the version it does not know.
+    let (applied, error) = kubectl(
+        &kubeconfig,
+        &["apply", "--validate=false", "-f", unknown.to_str().unwrap()],
+    );
+    assert!(
+        !applied && error.contains(r#"no matches for kind "Gadget" in version "example.com/v1""#),
+        "{error}"
+    );
+    let (found, error) = kubectl(&kubeconfig, &["get", "--raw", "/apis/apps/v2/deployments"]);
+    assert!(!found && error.contains("NotFound"), "{error}");
+    let deployment: Value = serde_json::from_str(&ok(
+        &kubeconfig,
+        &["get", "deployment", "api", "-n", "shop", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "100m"
+    );
+
+    // Secrets keep their data base64-encoded, as upstream stores it, whether sent as
+    // protobuf bytes (`create secret`) or as stringData.
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "-n",
+            "shop",
+            "--from-literal=password=s3cret",
+        ],
+    );
+    let password = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "secret",
+            "db",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    );
+    assert_eq!(password, "czNjcmV0");
+    let secret = dir.path().join("secret.yaml");
+    std::fs::write(&secret, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api-key\n  namespace: shop\nstringData:\n  key: s3cret\n").unwrap();
+    ok(&kubeconfig, &["apply", "-f", secret.to_str().unwrap()]);
+    let key = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "secret",
+            "api-key",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.data.key}",
+        ],
+    );
+    assert_eq!(key, "czNjcmV0");
+
+    // A validating webhook denies what it should; when it is down, failurePolicy decides.
+    let webhook = dialtone_testkit::AdmissionWebhook::start(|request| {
+        match request["object"]["data"].get("forbidden") {
+            Some(_) => Err("configmaps may not carry the key \"forbidden\"".into()),
+            None => Ok(()),
+        }
+    })
+    .unwrap();
+    let registration = |policy: &str| {
+        format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: configmap-guard
+webhooks:
+- name: configmaps.guard.example.com
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: {policy}
+  timeoutSeconds: 2
+  clientConfig:
+    url: {}
+    caBundle: {}
+  rules:
+  - operations: [CREATE, UPDATE]
+    apiGroups: [""]
+    apiVersions: [v1]
+    resources: [configmaps]
+"#,
+            webhook.url(),
+            webhook.ca_bundle()
+        )
+    };
+    apply(&kubeconfig, dir.path(), &registration("Fail"));
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "fine",
+            "-n",
+            "shop",
+            "--from-literal=a=b",
+        ],
+    );
+    let (created, error) = kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "bad",
+            "-n",
+            "shop",
+            "--from-literal=forbidden=x",
+        ],
+    );
+    assert!(
+        !created
+            && error
+                .contains("admission webhook \"configmaps.guard.example.com\" denied the request")
+            && error.contains("may not carry the key"),
+        "{error}"
+    );
+    let (found, _) = kubectl(&kubeconfig, &["get", "configmap", "bad", "-n", "shop"]);
+    assert!(!found, "a denied configmap was stored");
+    let registration_ignore = registration("Ignore");
+    drop(webhook);
+    let (created, error) = kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "while-down",
+            "-n",
+            "shop",
+            "--from-literal=a=b",
+        ],
+    );
+    assert!(
+        !created && error.contains("failed calling webhook"),
+        "failurePolicy Fail with the webhook down: {error}"
+    );
+    apply(&kubeconfig, dir.path(), &registration_ignore);
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "while-down",
+            "-n",
+            "shop",
+            "--from-literal=a=b",
+        ],
+    );
+
+    // Deleting the namespace takes its pods with it, and the watch sees them go.
+    ok(&kubeconfig, &["delete", "namespace", "shop"]);
+    watch_until(&lines, &mut seen, |seen| {
+        seen.iter()
+            .filter(|l| l.starts_with("DELETED") && l.contains("api-"))
+            .count()
+            >= 3
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
 }
