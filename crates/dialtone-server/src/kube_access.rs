@@ -60,9 +60,10 @@ impl Authenticator for TokenAuthenticator {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsRequest {
+    /// How long the credential lasts; 12 hours if not given.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
 }

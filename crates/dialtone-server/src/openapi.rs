@@ -160,6 +160,16 @@ impl Document {
             one_type,
         );
         self.operation("/v1/clustertypes/{type}", "get", json!({"operationId": "getClusterType", "tags": ["ClusterType"], "responses": responses}));
+        let (request, credentials) = (
+            self.schema::<crate::kube_access::CredentialsRequest>(),
+            self.schema::<crate::kube_access::ClusterCredentials>(),
+        );
+        let responses = self.respond(
+            "201",
+            "A kubeconfig's worth: the cluster's endpoint, its CA and a token for the caller, scoped to the cluster",
+            credentials,
+        );
+        self.operation("/v1/orgs/{org}/folders/{folder}/projects/{project}/clusters/{cluster}/credentials", "post", json!({"operationId": "createClusterCredentials", "tags": ["Cluster"], "requestBody": {"required": false, "content": {"application/json": {"schema": request}}}, "responses": responses}));
         let text =
             json!({"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}});
         for (path, id, security) in [

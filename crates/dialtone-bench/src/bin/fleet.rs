@@ -1,6 +1,7 @@
 //! `fleet`: creates a fleet of developer clusters against the real `dialtone` binary with the
-//! sim cloud in fast mode, and prints clusters per second to Ready and the control plane's
-//! CPU time per cluster (read from /proc for the server process alone). A fleet a tenth the
+//! sim cloud in fast mode, and prints clusters per second to Ready, the control plane's CPU
+//! time per cluster and its memory per cluster (read from /proc for the server process
+//! alone; every Ready cluster is also serving its Kubernetes API from that process). A fleet a tenth the
 //! size runs first on a fresh server, so that the ratio of CPU per cluster between the two
 //! shows whether the control plane's cost per cluster grows with the fleet.
 //!
@@ -49,6 +50,20 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
+/// Resident memory of a process, in bytes.
+fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS in /proc status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024.0)
+}
+
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -92,6 +107,8 @@ struct Figures {
     ready_in: Duration,
     cpu_seconds: f64,
     resources: usize,
+    /// Growth of the server's resident memory from before the first create to all Ready.
+    memory_bytes: f64,
     /// CPU seconds per second once every cluster is Ready: the periodic health checks.
     steady_cpu_per_second: f64,
 }
@@ -123,6 +140,11 @@ impl Figures {
             "    cloud resources          {:>8}     {:>8.1} per cluster",
             self.resources,
             self.resources as f64 / n
+        );
+        println!(
+            "    server memory growth     {:>8.1} MiB {:>8.0} KiB per cluster (store, sim, hosted Kubernetes API)",
+            self.memory_bytes / 1048576.0,
+            self.memory_bytes / 1024.0 / n
         );
         println!(
             "    steady state             {:>8.1} % of a core, {:.0} µs per cluster per health check (every {HEALTH_CHECK_SECONDS} s in fast mode)",
@@ -162,6 +184,7 @@ async fn run_fleet(
         .await?;
     }
     let cpu_before = cpu_seconds(pid)?;
+    let rss_before = rss_bytes(pid)?;
     let start = Instant::now();
     let creates = futures::stream::iter(0..clusters)
         .map(|i| {
@@ -215,6 +238,8 @@ async fn run_fleet(
     let ready_in = start.elapsed();
     let cpu_ready = cpu_seconds(pid)?;
     tokio::time::sleep(STEADY_WINDOW).await;
+    // After the steady window, so that every Ready cluster's API is hosted.
+    let memory_bytes = rss_bytes(pid)? - rss_before;
     let steady_cpu_per_second = (cpu_seconds(pid)? - cpu_ready) / STEADY_WINDOW.as_secs_f64();
     let resources = api
         .call(reqwest::Method::GET, "/v1/sim/resources", None)
@@ -227,6 +252,7 @@ async fn run_fleet(
         ready_in,
         cpu_seconds: cpu_ready - cpu_before,
         resources,
+        memory_bytes,
         steady_cpu_per_second,
     })
 }

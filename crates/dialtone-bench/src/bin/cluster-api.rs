@@ -1,0 +1,332 @@
+//! `cluster-api`: how fast one sim cluster's Kubernetes API answers, and whether hosting many
+//! clusters in the same server slows it. Against the real `dialtone` binary (fast sim), a
+//! kube-rs client holding a `dialtone cluster credentials` token measures requests per
+//! second for typical calls on one cluster while the server hosts that cluster alone, then
+//! again once it hosts `--clusters` of them, and prints the two side by side with their ratio.
+//!
+//! `cargo build --release -p dialtone && cargo run --release -p dialtone-bench --bin cluster-api`
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use dialtone_kube::{Connection, Credential, Endpoint};
+use dialtone_testkit::DevServer;
+use futures::StreamExt;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Requests per second on one sim cluster's Kubernetes API")]
+struct Args {
+    /// Clusters hosted in the second round.
+    #[arg(long, default_value_t = 100)]
+    clusters: usize,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long each call is measured for.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// The dialtone binary (default: target/release/dialtone).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+}
+
+struct Dialtone {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Dialtone {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    async fn create_cluster(&self, name: &str) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/orgs/demo/folders/bench/projects/api/clusters",
+            json!({"metadata": {"name": name},
+                   "spec": {"type": "developer", "region": "us-east-1", "minNodes": 3}}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn wait_ready(&self, count: usize) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let list = self
+                .call(
+                    reqwest::Method::GET,
+                    "/v1/orgs/demo/folders/bench/projects/api/clusters",
+                    Value::Null,
+                )
+                .await?;
+            let ready = list["items"].as_array().map_or(0, |items| {
+                items
+                    .iter()
+                    .filter(|c| c["status"]["phase"] == "Ready")
+                    .count()
+            });
+            if ready >= count {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                bail!("only {ready} of {count} clusters Ready after 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Calls `call` from `concurrency` tasks for `window`; requests per second.
+async fn rate<F, Fut>(concurrency: usize, window: Duration, call: F) -> anyhow::Result<f64>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let tasks = (0..concurrency as u64).map(|task| {
+        let call = call.clone();
+        tokio::spawn(async move {
+            let mut requests = 0;
+            let mut i = 0;
+            while start.elapsed() < window {
+                requests += call(task * 1_000_000 + i).await?;
+                i += 1;
+            }
+            anyhow::Ok(requests)
+        })
+    });
+    let mut total = 0;
+    for task in futures::future::join_all(tasks).await {
+        total += task??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+const NAMESPACE: &str = "bench";
+const CONFIGMAPS: usize = 100;
+
+/// The calls measured, by name, in order.
+async fn measure(client: &kube::Client, args: &Args) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let window = Duration::from_secs(args.seconds);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut figures = Vec::new();
+
+    let api = configmaps.clone();
+    let get = rate(args.concurrency, window, move |i| {
+        let api = api.clone();
+        async move {
+            api.get(&format!("cm-{}", i % CONFIGMAPS as u64)).await?;
+            Ok(1)
+        }
+    })
+    .await?;
+    figures.push(("get a configmap", get));
+
+    let api = configmaps.clone();
+    let list = rate(args.concurrency, window, move |_| {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await?;
+            anyhow::ensure!(list.items.len() >= CONFIGMAPS, "the list is short");
+            Ok(1)
+        }
+    })
+    .await?;
+    figures.push(("list 100 configmaps", list));
+
+    let api = configmaps.clone();
+    let writes = rate(args.concurrency, window, move |i| {
+        let api = api.clone();
+        async move {
+            let name = format!("w-{i}");
+            api.create(&PostParams::default(), &configmap(&name))
+                .await?;
+            api.delete(&name, &DeleteParams::default()).await?;
+            Ok(2)
+        }
+    })
+    .await?;
+    figures.push(("create or delete a configmap", writes));
+
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = rate(args.concurrency, window, move |_| {
+        let reviews = reviews.clone();
+        async move {
+            let asked = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some("delete".into()),
+                        resource: Some("pods".into()),
+                        namespace: Some(NAMESPACE.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            reviews.create(&PostParams::default(), &asked).await?;
+            Ok(1)
+        }
+    })
+    .await?;
+    figures.push(("access review (can-i)", review));
+    Ok(figures)
+}
+
+fn configmap(name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some([("key".to_string(), "value".to_string())].into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let binary = args
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/release/dialtone"));
+    if !binary.exists() {
+        bail!(
+            "{} not found; build it first: cargo build --release -p dialtone",
+            binary.display()
+        );
+    }
+    let server = DevServer::start(&binary, &["--sim-time-scale", "0"])?;
+    let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes())?;
+    let dialtone = Arc::new(Dialtone {
+        http: reqwest::Client::builder().tls_certs_only([ca]).build()?,
+        base: server.endpoint(),
+        token: server.admin_token(),
+    });
+    let post = reqwest::Method::POST;
+    dialtone
+        .call(
+            post.clone(),
+            "/v1/orgs/demo/folders",
+            json!({"metadata": {"name": "bench"}}),
+        )
+        .await?;
+    dialtone
+        .call(
+            post.clone(),
+            "/v1/orgs/demo/folders/bench/projects",
+            json!({"metadata": {"name": "api"}}),
+        )
+        .await?;
+    dialtone.create_cluster("c0").await?;
+    dialtone.wait_ready(1).await?;
+    let credentials = dialtone
+        .call(
+            post,
+            "/v1/orgs/demo/folders/bench/projects/api/clusters/c0/credentials",
+            json!({}),
+        )
+        .await?;
+    let text = |field: &str| {
+        credentials[field]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("credentials without {field}"))
+    };
+    let client = dialtone_kube::build(&Connection {
+        endpoint: Endpoint {
+            server: text("server")?,
+            tls_server_name: text("tlsServerName")?,
+            ca_pem: text("certificateAuthority")?,
+        },
+        credential: Credential::BearerToken(text("token")?),
+    })?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+    for i in 0..CONFIGMAPS {
+        configmaps
+            .create(&PostParams::default(), &configmap(&format!("cm-{i}")))
+            .await?;
+    }
+
+    println!(
+        "cluster-api: one developer cluster's Kubernetes API, kube-rs client with a cluster token, \
+         {} concurrent requests, {} s per call, {} cores",
+        args.concurrency,
+        args.seconds,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let alone = measure(&client, &args).await?;
+
+    eprintln!("hosting {} clusters…", args.clusters);
+    futures::stream::iter(1..args.clusters)
+        .map(|i| {
+            let dialtone = dialtone.clone();
+            async move { dialtone.create_cluster(&format!("c{i}")).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    dialtone.wait_ready(args.clusters).await?;
+    let crowded = measure(&client, &args).await?;
+
+    println!(
+        "  {:<30} {:>14} {:>18} {:>8}",
+        "call",
+        "1 cluster",
+        format!("{} clusters", args.clusters),
+        "ratio"
+    );
+    for ((name, one), (_, many)) in alone.iter().zip(&crowded) {
+        println!(
+            "  {name:<30} {one:>10.0} /s {many:>14.0} /s {:>7.2}×",
+            many / one
+        );
+    }
+    Ok(())
+}
