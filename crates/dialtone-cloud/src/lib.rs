@@ -6,6 +6,7 @@
 mod catalog;
 pub mod provider;
 mod regions;
+pub mod reserve;
 
 pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
 pub use provider::{

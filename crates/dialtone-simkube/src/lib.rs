@@ -214,11 +214,12 @@ impl SimKube {
                     region: r.region.clone(),
                     zone: zone.clone(),
                     instance_type: instance_type.clone(),
-                    arch: match facts.archs.first() {
-                        Some(Arch::Arm64) => "arm64",
-                        _ => "amd64",
-                    }
-                    .to_string(),
+                    arch: facts
+                        .archs
+                        .first()
+                        .unwrap_or(&Arch::X86_64)
+                        .label()
+                        .to_string(),
                     vcpus: facts.vcpus,
                     memory_mib: facts.memory_mib,
                     max_pods: facts.max_pods,

@@ -33,33 +33,10 @@ pub struct NodeFacts {
     pub healthy: bool,
 }
 
-/// CPU kept for the system (GKE's table): 6 % of the first core, 1 % of the second,
-/// 0.5 % of the third and fourth, 0.25 % of every core above four.
-pub fn reserved_millicores(vcpus: u32) -> u64 {
-    let mut reserved = 0.0;
-    for core in 1..=vcpus {
-        reserved += match core {
-            1 => 60.0,
-            2 => 10.0,
-            3 | 4 => 5.0,
-            _ => 2.5,
-        };
-    }
-    reserved as u64
-}
-
-/// Memory kept for the system (EKS's formula): 255 MiB plus 11 MiB per pod the node can
-/// run, plus the 100 MiB hard eviction threshold.
-pub fn reserved_memory_mib(max_pods: u32) -> u64 {
-    255 + 11 * max_pods as u64 + 100
-}
-
 fn node_object(facts: &NodeFacts, version: &str, existing: Option<&Value>) -> Value {
-    let allocatable_cpu =
-        (facts.vcpus as u64 * 1000).saturating_sub(reserved_millicores(facts.vcpus));
-    let allocatable_memory = facts
-        .memory_mib
-        .saturating_sub(reserved_memory_mib(facts.max_pods));
+    // The system reserve is documented with its formula in dialtone-cloud.
+    let (allocatable_cpu, allocatable_memory, _) =
+        dialtone_cloud::reserve::allocatable(facts.vcpus, facts.memory_mib, facts.max_pods);
     let mut labels = json!({
         "kubernetes.io/hostname": facts.name,
         "kubernetes.io/os": "linux",
@@ -583,20 +560,6 @@ fn schedule(cluster: &ClusterApi) {
             }
         }
         let _ = cluster.objects.update(&key("pods", ns, pod_name), next);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn system_reserve_follows_the_documented_tables() {
-        assert_eq!(reserved_millicores(1), 60);
-        assert_eq!(reserved_millicores(2), 70);
-        assert_eq!(reserved_millicores(4), 80);
-        assert_eq!(reserved_millicores(8), 90);
-        assert_eq!(reserved_memory_mib(29), 255 + 319 + 100);
     }
 }
 

@@ -1,0 +1,221 @@
+//! Right-sizing: which nodes a cluster should add so that every pending pod runs, at the least
+//! cost per hour. Pure functions over a [`Snapshot`] (pending pods, the nodes that exist, the
+//! instance types allowed); no IO.
+//!
+//! - [`plan`] is Dialtone's scale-up: pods first fill the free room of existing nodes; the
+//!   rest are packed, per placement constraint, by repeatedly opening the instance type whose
+//!   greedy fill buys the most pod value per dollar, where a pod's value comes from the dual
+//!   prices of the lower bound's linear program; each node is then shrunk to the cheapest
+//!   type that still holds its pods.
+//! - [`karpenter::plan`] is a faithful re-implementation of Karpenter's provisioning, the
+//!   baseline the benchmark compares against.
+//! - [`bound::lower_bound`] is a proven lower bound on the cost of any placement of the same
+//!   pods: the linear-programming relaxation of the packing by resources (CPU, memory, pod
+//!   slots), per placement constraint.
+
+pub mod bound;
+pub mod karpenter;
+pub mod lp;
+mod pack;
+
+use std::collections::BTreeMap;
+
+use dialtone_cloud::{Arch, InstanceType};
+use serde::{Deserialize, Serialize};
+
+pub use pack::plan;
+
+/// CPU in millicores, memory in MiB, and pod slots.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct Resources {
+    pub millicores: u64,
+    pub memory_mib: u64,
+    pub pods: u32,
+}
+
+impl Resources {
+    pub fn fits_in(&self, room: &Resources) -> bool {
+        self.millicores <= room.millicores
+            && self.memory_mib <= room.memory_mib
+            && self.pods <= room.pods
+    }
+
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            millicores: self.millicores.saturating_sub(other.millicores),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+            pods: self.pods.saturating_sub(other.pods),
+        }
+    }
+
+    pub fn add(&self, other: &Resources) -> Resources {
+        Resources {
+            millicores: self.millicores + other.millicores,
+            memory_mib: self.memory_mib + other.memory_mib,
+            pods: self.pods + other.pods,
+        }
+    }
+
+    /// How many of `self` fit in `room`.
+    pub fn times_in(&self, room: &Resources) -> u64 {
+        let ratio = |want: u64, have: u64| have.checked_div(want).unwrap_or(u64::MAX);
+        ratio(self.millicores, room.millicores)
+            .min(ratio(self.memory_mib, room.memory_mib))
+            .min(ratio(self.pods as u64, room.pods as u64))
+    }
+}
+
+/// Where a pod may run, from its nodeSelector: an architecture and a zone, each optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Arch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+impl Placement {
+    pub fn allows(&self, arch: Arch, zone: &str) -> bool {
+        self.arch.is_none_or(|a| a == arch) && self.zone.as_deref().is_none_or(|z| z == zone)
+    }
+}
+
+/// Pods of one shape: what each requests, where they may run, and how many there are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PodGroup {
+    pub name: String,
+    /// Per pod; `pods` is always 1.
+    pub requests: Resources,
+    #[serde(default)]
+    pub placement: Placement,
+    pub count: u32,
+}
+
+/// An instance type as a node of this cluster would offer it: allocatable after the system
+/// reserve and the daemonsets every node runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeType {
+    pub name: String,
+    pub family: String,
+    pub arch: Arch,
+    pub room: Resources,
+    pub usd_per_hour: f64,
+    pub zones: Vec<String>,
+}
+
+/// A node that exists, with the room its pods leave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExistingNode {
+    pub name: String,
+    pub instance_type: String,
+    pub arch: Arch,
+    pub zone: String,
+    pub free: Resources,
+}
+
+/// Everything a scale-up decision reads.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub pending: Vec<PodGroup>,
+    pub existing: Vec<ExistingNode>,
+    pub types: Vec<NodeType>,
+    /// The cluster's zones; production clusters spread new nodes over them.
+    pub zones: Vec<String>,
+    pub spread_zones: bool,
+    /// How many nodes may be added (the cluster's maxNodes less its nodes).
+    pub max_new_nodes: usize,
+}
+
+/// Node types for a cluster: the catalogue's allowed types in the cluster's zones, less the
+/// system reserve and the daemonsets' requests; types with no room left are dropped.
+pub fn node_types(
+    catalog: impl IntoIterator<Item = InstanceType>,
+    region_zones: &[String],
+    daemonsets: Resources,
+) -> Vec<NodeType> {
+    catalog
+        .into_iter()
+        .filter_map(|t| {
+            let (millicores, memory_mib, pods) = t.allocatable();
+            let allocatable = Resources {
+                millicores,
+                memory_mib,
+                pods,
+            };
+            if !daemonsets.fits_in(&allocatable) {
+                return None;
+            }
+            let zones: Vec<String> = region_zones
+                .iter()
+                .filter(|z| {
+                    z.chars()
+                        .last()
+                        .is_some_and(|s| t.zone_suffixes.contains(&s))
+                })
+                .cloned()
+                .collect();
+            if zones.is_empty() {
+                return None;
+            }
+            Some(NodeType {
+                room: allocatable.saturating_sub(&daemonsets),
+                name: t.name,
+                family: t.family,
+                arch: *t.archs.first()?,
+                usd_per_hour: t.usd_per_hour,
+                zones,
+            })
+        })
+        .collect()
+}
+
+/// A node to add and the pods it is for (group index → count).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NewNode {
+    pub instance_type: String,
+    pub zone: String,
+    pub usd_per_hour: f64,
+    pub pods: BTreeMap<usize, u32>,
+}
+
+/// Pods that no allowed type can hold, with the reason.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Unplaceable {
+    pub group: usize,
+    pub count: u32,
+    pub reason: String,
+}
+
+/// A scale-up decision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub new_nodes: Vec<NewNode>,
+    /// Pods placed on existing nodes: (group index, node index, count).
+    pub on_existing: Vec<(usize, usize, u32)>,
+    pub unplaceable: Vec<Unplaceable>,
+}
+
+impl Plan {
+    /// What the added nodes cost per hour.
+    pub fn usd_per_hour(&self) -> f64 {
+        self.new_nodes.iter().map(|n| n.usd_per_hour).sum()
+    }
+
+    /// Counts of new nodes by type, for explanations: `3 × m7g.large`.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for node in &self.new_nodes {
+            *counts.entry(&node.instance_type).or_default() += 1;
+        }
+        if counts.is_empty() {
+            return "no new nodes".into();
+        }
+        counts
+            .iter()
+            .map(|(t, n)| format!("{n} × {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

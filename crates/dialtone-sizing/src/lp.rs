@@ -1,0 +1,201 @@
+//! A small dense simplex for the lower bound: minimize `c·x` subject to `A x ≥ b`, `x ≥ 0`,
+//! with `b ≥ 0`. Two phases (artificial variables first), Bland's rule so it cannot cycle.
+//! The bound's programs have a handful of rows and a few thousand columns, which a tableau
+//! handles in microseconds.
+
+const EPS: f64 = 1e-9;
+
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// The minimum of `c·x`, and each row's dual price: what one more unit of its demand
+    /// would cost at the optimum.
+    Optimal { value: f64, duals: Vec<f64> },
+    /// No `x ≥ 0` covers `b`.
+    Infeasible,
+}
+
+/// Minimizes `costs · x` over `x ≥ 0` with `Σ_j columns[j][i] x_j ≥ demand[i]` for every row.
+pub fn minimize(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Outcome {
+    let (m, n) = (demand.len(), costs.len());
+    if m == 0 {
+        return Outcome::Optimal {
+            value: 0.0,
+            duals: Vec::new(),
+        };
+    }
+    // Variables: n structural, m surplus, m artificial; then the right-hand side.
+    let width = n + 2 * m + 1;
+    let rhs = width - 1;
+    let mut tableau = vec![vec![0.0; width]; m];
+    for (i, row) in tableau.iter_mut().enumerate() {
+        // Rows scaled to a demand of 1 keep CPU, memory and pod counts comparable.
+        let scale = if demand[i] > EPS {
+            1.0 / demand[i]
+        } else {
+            1.0
+        };
+        for (j, column) in columns.iter().enumerate() {
+            row[j] = column[i] * scale;
+        }
+        row[n + i] = -1.0;
+        row[n + m + i] = 1.0;
+        row[rhs] = demand[i].max(0.0) * scale;
+    }
+    let mut basis: Vec<usize> = (n + m..n + 2 * m).collect();
+
+    // Phase one: drive the artificials out.
+    let mut phase_one = vec![0.0; width - 1];
+    for cost in &mut phase_one[n + m..] {
+        *cost = 1.0;
+    }
+    run(&mut tableau, &mut basis, &phase_one, n + 2 * m);
+    let infeasibility: f64 = basis
+        .iter()
+        .zip(&tableau)
+        .filter(|(b, _)| **b >= n + m)
+        .map(|(_, row)| row[rhs])
+        .sum();
+    if infeasibility > 1e-7 {
+        return Outcome::Infeasible;
+    }
+    // Artificials left in the basis sit at zero; swap each for any real variable in its row
+    // so that phase two cannot raise them. A row with none is redundant.
+    for i in 0..m {
+        if basis[i] >= n + m
+            && let Some(j) = (0..n + m).find(|&j| tableau[i][j].abs() > EPS)
+        {
+            pivot(&mut tableau, &mut basis, i, j);
+        }
+    }
+    // Phase two over structural and surplus variables only.
+    let mut phase_two = vec![0.0; width - 1];
+    phase_two[..n].copy_from_slice(costs);
+    for cost in &mut phase_two[n + m..] {
+        *cost = f64::INFINITY;
+    }
+    run(&mut tableau, &mut basis, &phase_two, n + m);
+    let value = basis
+        .iter()
+        .zip(&tableau)
+        .filter(|(b, _)| **b < n)
+        .map(|(b, row)| costs[*b] * row[rhs])
+        .sum();
+    // The reduced cost of row i's surplus column is the row's dual, in scaled units.
+    let cost_of = |j: usize| if j < n { costs[j] } else { 0.0 };
+    let duals = (0..m)
+        .map(|i| {
+            let scaled: f64 = basis
+                .iter()
+                .zip(&tableau)
+                .map(|(b, row)| -cost_of(*b) * row[n + i])
+                .sum();
+            if demand[i] > EPS {
+                scaled / demand[i]
+            } else {
+                scaled
+            }
+        })
+        .collect();
+    Outcome::Optimal { value, duals }
+}
+
+/// Pivots until no variable below `entering_limit` has a negative reduced cost.
+fn run(tableau: &mut [Vec<f64>], basis: &mut [usize], costs: &[f64], entering_limit: usize) {
+    let rhs = tableau[0].len() - 1;
+    let cost_of = |j: usize| if costs[j].is_finite() { costs[j] } else { 0.0 };
+    for _ in 0..100_000 {
+        // Duals from the basis: reduced cost of j is c_j − Σ_i c_B(i) a_ij.
+        let entering = (0..entering_limit).find(|&j| {
+            if basis.contains(&j) {
+                return false;
+            }
+            let reduced = cost_of(j)
+                - basis
+                    .iter()
+                    .zip(tableau.iter())
+                    .map(|(b, row)| cost_of(*b) * row[j])
+                    .sum::<f64>();
+            reduced < -EPS
+        });
+        let Some(entering) = entering else { return };
+        // Ratio test, ties to the smallest basic index (Bland).
+        let mut leaving: Option<(usize, f64)> = None;
+        for (i, row) in tableau.iter().enumerate() {
+            if row[entering] > EPS {
+                let ratio = row[rhs] / row[entering];
+                let better = match leaving {
+                    None => true,
+                    Some((l, best)) => {
+                        ratio < best - EPS || (ratio < best + EPS && basis[i] < basis[l])
+                    }
+                };
+                if better {
+                    leaving = Some((i, ratio));
+                }
+            }
+        }
+        // Unbounded below cannot happen with non-negative costs; stop if it seems to.
+        let Some((pivot_row, _)) = leaving else {
+            return;
+        };
+        pivot(tableau, basis, pivot_row, entering);
+    }
+}
+
+fn pivot(tableau: &mut [Vec<f64>], basis: &mut [usize], pivot_row: usize, entering: usize) {
+    let pivot = tableau[pivot_row][entering];
+    for value in tableau[pivot_row].iter_mut() {
+        *value /= pivot;
+    }
+    let pivot_values = tableau[pivot_row].clone();
+    for (i, row) in tableau.iter_mut().enumerate() {
+        if i != pivot_row && row[entering].abs() > EPS {
+            let factor = row[entering];
+            for (value, p) in row.iter_mut().zip(&pivot_values) {
+                *value -= factor * p;
+            }
+        }
+    }
+    basis[pivot_row] = entering;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn optimal(outcome: Outcome) -> f64 {
+        match outcome {
+            Outcome::Optimal { value, .. } => value,
+            Outcome::Infeasible => panic!("infeasible"),
+        }
+    }
+
+    #[test]
+    fn duals_price_each_row() {
+        // One type of size 4 at 3: a unit of demand costs 3/4.
+        let Outcome::Optimal { duals, .. } = minimize(&[3.0], &[vec![4.0]], &[10.0]) else {
+            panic!()
+        };
+        assert!((duals[0] - 0.75).abs() < 1e-9, "{duals:?}");
+    }
+
+    #[test]
+    fn solves_small_covering_programs() {
+        // Cover 10 units with items of size 4 at 3 or size 3 at 2: 3 per 4 vs 2 per 3.
+        let value = optimal(minimize(&[3.0, 2.0], &[vec![4.0], vec![3.0]], &[10.0]));
+        assert!((value - 20.0 / 3.0).abs() < 1e-6, "{value}");
+        // Two resources: a CPU-heavy and a memory-heavy type, demand on both.
+        let value = optimal(minimize(
+            &[1.0, 1.0, 3.0],
+            &[vec![4.0, 1.0], vec![1.0, 4.0], vec![4.0, 4.0]],
+            &[8.0, 8.0],
+        ));
+        // x1 = x2 = 1.6 covers both: cost 3.2.
+        assert!((value - 3.2).abs() < 1e-6, "{value}");
+        assert_eq!(
+            minimize(&[1.0], &[vec![0.0, 1.0]], &[1.0, 1.0]),
+            Outcome::Infeasible
+        );
+        assert_eq!(optimal(minimize(&[1.0], &[vec![1.0]], &[0.0])), 0.0);
+    }
+}

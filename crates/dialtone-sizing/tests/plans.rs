@@ -1,0 +1,277 @@
+//! Properties of every plan, Dialtone's and the Karpenter-style baseline's, over random
+//! snapshots drawn from the real catalogue: each pod is placed once or reported, fits its
+//! node and its node's placement, existing nodes are not overfilled, bounds hold, the cost
+//! is never below the lower bound, and the same input gives the same plan.
+
+use dialtone_cloud::{Arch, InstanceCatalog};
+use dialtone_sizing::{
+    ExistingNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound, karpenter,
+    node_types,
+};
+use proptest::prelude::*;
+
+const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+fn catalogue_types(picks: &[usize]) -> Vec<NodeType> {
+    let usable: Vec<_> = InstanceCatalog::builtin()
+        .iter()
+        .filter(|t| t.current_generation && t.gpus == 0 && !t.bare_metal && t.vcpus <= 64)
+        .cloned()
+        .collect();
+    let chosen = picks.iter().map(|&i| usable[i % usable.len()].clone());
+    let zones: Vec<String> = ZONES.iter().map(|z| z.to_string()).collect();
+    let daemonsets = Resources {
+        millicores: 100,
+        memory_mib: 128,
+        pods: 2,
+    };
+    let mut types = node_types(chosen, &zones, daemonsets);
+    types.sort_by(|a, b| a.name.cmp(&b.name));
+    types.dedup_by(|a, b| a.name == b.name);
+    types
+}
+
+fn placement() -> impl Strategy<Value = Placement> {
+    (0..6u8, 0..6u8).prop_map(|(a, z)| Placement {
+        arch: match a {
+            0 => Some(Arch::Arm64),
+            1 => Some(Arch::X86_64),
+            _ => None,
+        },
+        zone: (z < 3).then(|| ZONES[z as usize].to_string()),
+    })
+}
+
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    let groups = prop::collection::vec((50u64..6_000, 32u64..24_000, 1u32..60, placement()), 1..7);
+    let existing = prop::collection::vec(
+        (0u64..4_000, 0u64..8_000, 0u32..20, any::<bool>(), 0usize..3),
+        0..5,
+    );
+    (
+        prop::collection::vec(any::<usize>(), 5..40),
+        groups,
+        existing,
+        any::<bool>(),
+        1usize..400,
+    )
+        .prop_map(
+            |(picks, groups, existing, spread, max_new_nodes)| Snapshot {
+                types: catalogue_types(&picks),
+                pending: groups
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (millicores, memory_mib, count, placement))| PodGroup {
+                        name: format!("g{i}"),
+                        requests: Resources {
+                            millicores,
+                            memory_mib,
+                            pods: 1,
+                        },
+                        placement,
+                        count,
+                    })
+                    .collect(),
+                existing: existing
+                    .into_iter()
+                    .enumerate()
+                    .map(
+                        |(i, (millicores, memory_mib, pods, arm, zone))| ExistingNode {
+                            name: format!("n{i}"),
+                            instance_type: "m7i.large".into(),
+                            arch: if arm { Arch::Arm64 } else { Arch::X86_64 },
+                            zone: ZONES[zone].to_string(),
+                            free: Resources {
+                                millicores,
+                                memory_mib,
+                                pods,
+                            },
+                        },
+                    )
+                    .collect(),
+                zones: ZONES.iter().map(|z| z.to_string()).collect(),
+                spread_zones: spread,
+                max_new_nodes,
+            },
+        )
+}
+
+/// Every structural property of a plan; a message per violation.
+fn violations(snapshot: &Snapshot, plan: &Plan) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut placed = vec![0u32; snapshot.pending.len()];
+    let mut existing_used = vec![Resources::default(); snapshot.existing.len()];
+    for &(g, n, k) in &plan.on_existing {
+        placed[g] += k;
+        let node = &snapshot.existing[n];
+        if !snapshot.pending[g].placement.allows(node.arch, &node.zone) {
+            found.push(format!("group {g} on existing {n} breaks its placement"));
+        }
+        for _ in 0..k {
+            existing_used[n] = existing_used[n].add(&snapshot.pending[g].requests);
+        }
+    }
+    for (n, used) in existing_used.iter().enumerate() {
+        if !used.fits_in(&snapshot.existing[n].free) {
+            found.push(format!("existing node {n} overfilled: {used:?}"));
+        }
+    }
+    if plan.new_nodes.len() > snapshot.max_new_nodes {
+        found.push(format!(
+            "{} new nodes > {}",
+            plan.new_nodes.len(),
+            snapshot.max_new_nodes
+        ));
+    }
+    for node in &plan.new_nodes {
+        let Some(t) = snapshot.types.iter().find(|t| t.name == node.instance_type) else {
+            found.push(format!("unknown type {}", node.instance_type));
+            continue;
+        };
+        if !t.zones.contains(&node.zone) {
+            found.push(format!("{} is not offered in {}", t.name, node.zone));
+        }
+        if (t.usd_per_hour - node.usd_per_hour).abs() > 1e-12 {
+            found.push(format!("{} priced wrong", t.name));
+        }
+        let mut used = Resources::default();
+        for (&g, &k) in &node.pods {
+            placed[g] += k;
+            if !snapshot.pending[g].placement.allows(t.arch, &node.zone) {
+                found.push(format!(
+                    "group {g} on a {} in {} breaks its placement",
+                    t.name, node.zone
+                ));
+            }
+            for _ in 0..k {
+                used = used.add(&snapshot.pending[g].requests);
+            }
+        }
+        if !used.fits_in(&t.room) {
+            found.push(format!("{} overfilled: {used:?} > {:?}", t.name, t.room));
+        }
+    }
+    for u in &plan.unplaceable {
+        placed[u.group] += u.count;
+        if u.reason.is_empty() {
+            found.push(format!("group {} unplaced without a reason", u.group));
+        }
+    }
+    for (g, group) in snapshot.pending.iter().enumerate() {
+        if placed[g] != group.count {
+            found.push(format!(
+                "group {g}: {} of {} pods accounted for",
+                placed[g], group.count
+            ));
+        }
+    }
+    found
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn plans_are_sound_and_never_beat_the_bound(snapshot in snapshot()) {
+        let bound = bound::lower_bound(&snapshot);
+        for (name, plan) in [
+            ("dialtone", dialtone_sizing::plan(&snapshot)),
+            ("karpenter", karpenter::plan(&snapshot)),
+        ] {
+            let problems = violations(&snapshot, &plan);
+            prop_assert!(problems.is_empty(), "{name}: {problems:#?}");
+            // The bound covers the pods some type can hold; with every such pod placed,
+            // no plan costs less.
+            let capped = plan.unplaceable.iter().any(|u| u.reason.contains("maxNodes"));
+            if !capped && plan.unplaceable.is_empty() {
+                prop_assert!(
+                    plan.usd_per_hour() >= bound - 1e-6,
+                    "{name} costs {} below the bound {bound}", plan.usd_per_hour()
+                );
+            }
+        }
+        prop_assert_eq!(dialtone_sizing::plan(&snapshot), dialtone_sizing::plan(&snapshot));
+    }
+}
+
+#[test]
+fn a_pod_no_type_can_hold_is_reported_and_the_rest_placed() {
+    let types = catalogue_types(&(0..30).collect::<Vec<_>>());
+    let snapshot = Snapshot {
+        pending: vec![
+            PodGroup {
+                name: "huge".into(),
+                requests: Resources {
+                    millicores: 500_000,
+                    memory_mib: 1024,
+                    pods: 1,
+                },
+                placement: Placement::default(),
+                count: 2,
+            },
+            PodGroup {
+                name: "web".into(),
+                requests: Resources {
+                    millicores: 250,
+                    memory_mib: 256,
+                    pods: 1,
+                },
+                placement: Placement::default(),
+                count: 10,
+            },
+        ],
+        existing: Vec::new(),
+        types,
+        zones: ZONES.iter().map(|z| z.to_string()).collect(),
+        spread_zones: false,
+        max_new_nodes: 100,
+    };
+    let plan = dialtone_sizing::plan(&snapshot);
+    assert_eq!(plan.unplaceable.len(), 1);
+    assert_eq!(
+        (plan.unplaceable[0].group, plan.unplaceable[0].count),
+        (0, 2)
+    );
+    assert!(
+        plan.unplaceable[0].reason.contains("500000m CPU"),
+        "{}",
+        plan.unplaceable[0].reason
+    );
+    let placed: u32 = plan.new_nodes.iter().flat_map(|n| n.pods.values()).sum();
+    assert_eq!(placed, 10);
+}
+
+#[test]
+fn pods_fill_existing_room_before_any_node_is_added() {
+    let snapshot = Snapshot {
+        pending: vec![PodGroup {
+            name: "web".into(),
+            requests: Resources {
+                millicores: 500,
+                memory_mib: 512,
+                pods: 1,
+            },
+            placement: Placement::default(),
+            count: 4,
+        }],
+        existing: vec![ExistingNode {
+            name: "n0".into(),
+            instance_type: "m7i.large".into(),
+            arch: Arch::X86_64,
+            zone: ZONES[0].into(),
+            free: Resources {
+                millicores: 2_000,
+                memory_mib: 4_096,
+                pods: 10,
+            },
+        }],
+        types: catalogue_types(&(0..30).collect::<Vec<_>>()),
+        zones: ZONES.iter().map(|z| z.to_string()).collect(),
+        spread_zones: false,
+        max_new_nodes: 10,
+    };
+    let plan = dialtone_sizing::plan(&snapshot);
+    assert!(plan.new_nodes.is_empty(), "{plan:?}");
+    assert_eq!(plan.on_existing, vec![(0, 0, 4)]);
+    assert_eq!(bound::lower_bound(&snapshot), 0.0);
+}
