@@ -29,6 +29,7 @@ pub use pack::plan;
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
+#[serde(rename_all = "camelCase")]
 pub struct Resources {
     pub millicores: u64,
     pub memory_mib: u64,
@@ -69,6 +70,7 @@ impl Resources {
 
 /// Where a pod may run, from its nodeSelector: an architecture and a zone, each optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<Arch>,
@@ -84,6 +86,7 @@ impl Placement {
 
 /// Pods of one shape: what each requests, where they may run, and how many there are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PodGroup {
     pub name: String,
     /// Per pod; `pods` is always 1.
@@ -107,6 +110,7 @@ pub struct NodeType {
 
 /// A node that exists, with the room its pods leave.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ExistingNode {
     pub name: String,
     pub instance_type: String,
@@ -173,6 +177,7 @@ pub fn node_types(
 
 /// A node to add and the pods it is for (group index → count).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NewNode {
     pub instance_type: String,
     pub zone: String,
@@ -182,6 +187,7 @@ pub struct NewNode {
 
 /// Pods that no allowed type can hold, with the reason.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Unplaceable {
     pub group: usize,
     pub count: u32,
@@ -190,6 +196,7 @@ pub struct Unplaceable {
 
 /// A scale-up decision.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub new_nodes: Vec<NewNode>,
     /// Pods placed on existing nodes: (group index, node index, count).

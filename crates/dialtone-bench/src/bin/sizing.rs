@@ -1,0 +1,471 @@
+//! `sizing`: right-sizing decisions on workload files. For each workload it prints the hourly
+//! cost of Dialtone's plan, of the Karpenter-style baseline's, the proven lower bound, their
+//! ratios, and the decision latency (p50/p99 over repeated runs on one core).
+//!
+//! `cargo run --release -p dialtone-bench --bin sizing` runs every file in
+//! `crates/dialtone-bench/workloads/`; `… --bin sizing -- generate` writes those files again
+//! from their generators (deterministic seeds).
+//!
+//! A workload file is JSON:
+//! `{"catalog": {"filter": "general-purpose"} | {"types": ["m7i.large", …]},
+//!   "daemonsets": {"millicores", "memoryMib", "pods"}, "zones": [...], "spreadZones": bool,
+//!   "maxNewNodes": n, "existing": [{"instanceType", "zone", "free": {…}, "count"}],
+//!   "pods": [{"name", "requests": {"millicores", "memoryMib", "pods": 1}, "placement":
+//!   {"arch", "zone"}, "count"}]}`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use dialtone_cloud::{Arch, InstanceCatalog, InstanceType};
+use dialtone_sizing::{
+    ExistingNode, Placement, PodGroup, Resources, Snapshot, bound, karpenter, node_types,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser)]
+#[command(about = "Right-sizing decisions against a Karpenter-style baseline and a lower bound")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Workload files (default: every file in crates/dialtone-bench/workloads).
+    files: Vec<PathBuf>,
+    /// Decisions timed per workload.
+    #[arg(long, default_value_t = 11)]
+    runs: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes the shipped workload files from their generators.
+    Generate {
+        #[arg(long, default_value = "crates/dialtone-bench/workloads")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+enum CatalogChoice {
+    /// `general-purpose`: current-generation types without GPUs or other accelerators,
+    /// not bare metal.
+    Filter(String),
+    Types(Vec<String>),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExistingGroup {
+    instance_type: String,
+    zone: String,
+    free: Resources,
+    count: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Workload {
+    description: String,
+    catalog: CatalogChoice,
+    daemonsets: Resources,
+    zones: Vec<String>,
+    spread_zones: bool,
+    max_new_nodes: usize,
+    existing: Vec<ExistingGroup>,
+    pods: Vec<PodGroup>,
+}
+
+/// Families with accelerators the catalogue does not count as GPUs.
+const ACCELERATED: &[&str] = &["inf", "trn", "dl", "vt", "f", "g", "gr", "p"];
+
+fn general_purpose(t: &InstanceType) -> bool {
+    let prefix: String = t
+        .family
+        .chars()
+        .take_while(|c| c.is_ascii_lowercase())
+        .collect();
+    t.current_generation && t.gpus == 0 && !t.bare_metal && !ACCELERATED.contains(&prefix.as_str())
+}
+
+impl Workload {
+    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        let catalog = InstanceCatalog::builtin();
+        let chosen: Vec<InstanceType> = match &self.catalog {
+            CatalogChoice::Filter(f) if f == "general-purpose" => catalog
+                .iter()
+                .filter(|t| general_purpose(t))
+                .cloned()
+                .collect(),
+            CatalogChoice::Filter(other) => {
+                bail!("unknown catalogue filter {other:?}; the filter is general-purpose")
+            }
+            CatalogChoice::Types(names) => names
+                .iter()
+                .map(|n| {
+                    catalog
+                        .get(n)
+                        .cloned()
+                        .with_context(|| format!("no instance type {n:?} in the catalogue"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        let types = node_types(chosen, &self.zones, self.daemonsets);
+        if types.is_empty() {
+            bail!(
+                "no instance type is left after the catalogue filter, the zones and the daemonsets"
+            );
+        }
+        let mut existing = Vec::new();
+        for group in &self.existing {
+            let t = catalog.get(&group.instance_type).with_context(|| {
+                format!("existing nodes of unknown type {:?}", group.instance_type)
+            })?;
+            for i in 0..group.count {
+                existing.push(ExistingNode {
+                    name: format!("{}-{}-{i}", group.instance_type, group.zone),
+                    instance_type: group.instance_type.clone(),
+                    arch: *t.archs.first().unwrap_or(&Arch::X86_64),
+                    zone: group.zone.clone(),
+                    free: group.free,
+                });
+            }
+        }
+        for pod in &self.pods {
+            if pod.requests.pods != 1 {
+                bail!(
+                    "pod group {:?}: requests.pods must be 1 (one slot per pod)",
+                    pod.name
+                );
+            }
+        }
+        Ok(Snapshot {
+            pending: self.pods.clone(),
+            existing,
+            types,
+            zones: self.zones.clone(),
+            spread_zones: self.spread_zones,
+            max_new_nodes: self.max_new_nodes,
+        })
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn run(files: &[PathBuf], runs: usize) -> anyhow::Result<()> {
+    println!(
+        "{:<34} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+        "workload",
+        "pods",
+        "dialtone",
+        "karpenter",
+        "bound",
+        "d/bound",
+        "k/bound",
+        "d/k",
+        "p50 ms",
+        "p99 ms",
+        "karp. ms"
+    );
+    let mut ratios = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+        let workload: Workload = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a workload file", file.display()))?;
+        let snapshot = workload
+            .snapshot()
+            .with_context(|| format!("{}", file.display()))?;
+        let mut times = Vec::new();
+        let mut plan = None;
+        for _ in 0..runs {
+            let start = Instant::now();
+            plan = Some(dialtone_sizing::plan(&snapshot));
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        let plan = plan.context("at least one run")?;
+        times.sort_by(f64::total_cmp);
+        let start = Instant::now();
+        let baseline = karpenter::plan(&snapshot);
+        let karpenter_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let bound = bound::lower_bound(&snapshot);
+        let pods: u32 = snapshot.pending.iter().map(|g| g.count).sum();
+        let (d, k) = (plan.usd_per_hour(), baseline.usd_per_hour());
+        let unplaced: u32 = plan.unplaceable.iter().map(|u| u.count).sum();
+        let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+        println!(
+            "{:<34} {:>6} {:>10.2} {:>10.2} {:>10.2} {:>8.3} {:>8.3} {:>9.3} {:>8.1} {:>8.1} {:>9.1}{}",
+            name,
+            pods,
+            d,
+            k,
+            bound,
+            if bound > 0.0 { d / bound } else { 1.0 },
+            if bound > 0.0 { k / bound } else { 1.0 },
+            if k > 0.0 { d / k } else { 1.0 },
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            karpenter_ms,
+            if unplaced > 0 {
+                format!("  ({unplaced} pods unplaceable)")
+            } else {
+                String::new()
+            }
+        );
+        if bound > 0.0 {
+            ratios.push(d / bound);
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    if !ratios.is_empty() {
+        println!(
+            "median Dialtone / lower bound: {:.3}; worst: {:.3} ({} workloads, {} types in the general-purpose catalogue)",
+            percentile(&ratios, 0.5),
+            ratios[ratios.len() - 1],
+            ratios.len(),
+            InstanceCatalog::builtin()
+                .iter()
+                .filter(|t| general_purpose(t))
+                .count()
+        );
+    }
+    Ok(())
+}
+
+// --- Generators -------------------------------------------------------------------------
+
+const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+fn group(name: String, millicores: u64, memory_mib: u64, count: u32) -> PodGroup {
+    PodGroup {
+        name,
+        requests: Resources {
+            millicores,
+            memory_mib,
+            pods: 1,
+        },
+        placement: Placement::default(),
+        count,
+    }
+}
+
+/// Pods drawn one by one from the distributions given, merged by shape.
+fn sample(rng: &mut StdRng, count: u32, cpu: &[u64], memory: &[u64]) -> Vec<PodGroup> {
+    let mut shapes: std::collections::BTreeMap<(u64, u64), u32> = Default::default();
+    for _ in 0..count {
+        let c = cpu[rng.random_range(0..cpu.len())];
+        let m = memory[rng.random_range(0..memory.len())];
+        *shapes.entry((c, m)).or_default() += 1;
+    }
+    shapes
+        .into_iter()
+        .map(|((c, m), n)| group(format!("{c}m-{m}Mi"), c, m, n))
+        .collect()
+}
+
+/// 2,000 nodes a cluster already runs, with some room left on each.
+fn existing_fleet(rng: &mut StdRng) -> Vec<ExistingGroup> {
+    let mut groups = Vec::new();
+    for (t, share) in [
+        ("m7i.xlarge", 800),
+        ("c7i.2xlarge", 500),
+        ("r7i.xlarge", 400),
+        ("m7g.2xlarge", 300),
+    ] {
+        for zone in ZONES {
+            let per_zone = share / 3 + u32::from(zone == ZONES[0]) * (share % 3);
+            // A few room profiles per type: from nearly full to a quarter free.
+            for (i, part) in [
+                per_zone / 2,
+                per_zone / 4,
+                per_zone - per_zone / 2 - per_zone / 4,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let millicores = [150, 400, 900][i] + rng.random_range(0..50);
+                let memory_mib = [256, 1024, 3072][i] + rng.random_range(0..128);
+                groups.push(ExistingGroup {
+                    instance_type: t.into(),
+                    zone: zone.into(),
+                    free: Resources {
+                        millicores,
+                        memory_mib,
+                        pods: [2, 6, 12][i],
+                    },
+                    count: part,
+                });
+            }
+        }
+    }
+    groups
+}
+
+fn generate(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let light_daemonsets = Resources {
+        millicores: 150,
+        memory_mib: 300,
+        pods: 3,
+    };
+    let mut workloads: Vec<(&str, String, Resources, Vec<PodGroup>)> = Vec::new();
+    let mut rng = StdRng::seed_from_u64(1);
+    // Karpenter's scheduling benchmark draws CPU and memory independently from these
+    // (makeGenericPods); a fifth of its pods spread over zones, pinned here to each zone.
+    let mut diverse = sample(
+        &mut rng,
+        8_000,
+        &[100, 250, 500, 1000, 1500],
+        &[100, 256, 512, 1024, 2048, 4096],
+    );
+    for zone in ZONES {
+        for mut g in sample(
+            &mut rng,
+            667,
+            &[100, 250, 500, 1000, 1500],
+            &[100, 256, 512, 1024, 2048, 4096],
+        ) {
+            g.name = format!("{}-{zone}", g.name);
+            g.placement.zone = Some(zone.into());
+            diverse.push(g);
+        }
+    }
+    workloads.push((
+        "karpenter-diverse",
+        "Karpenter's diverse-pods distribution, 10,000 pods".into(),
+        light_daemonsets,
+        diverse,
+    ));
+    // 50 deployment shapes, 10,000 pods: requests as teams set them, counts skewed.
+    let mut deployments = Vec::new();
+    let cpus = [100, 200, 250, 500, 750, 1000, 1500, 2000, 4000];
+    let gib_per_cpu = [1, 2, 4, 8];
+    let weights: Vec<f64> = (1..=50).map(|i| 1.0 / i as f64).collect();
+    let total: f64 = weights.iter().sum();
+    for (i, w) in weights.iter().enumerate() {
+        let cpu = cpus[rng.random_range(0..cpus.len())];
+        let memory = cpu * gib_per_cpu[rng.random_range(0..gib_per_cpu.len())] * 1024 / 1000;
+        let mut d = group(
+            format!("deploy-{i}"),
+            cpu,
+            memory.max(64),
+            ((w / total) * 10_000.0).round().max(1.0) as u32,
+        );
+        if i % 10 == 3 {
+            d.placement.arch = Some(Arch::Arm64);
+        }
+        deployments.push(d);
+    }
+    workloads.push((
+        "deployments-50",
+        "50 deployment shapes, about 10,000 pods, a tenth arm64-only".into(),
+        light_daemonsets,
+        deployments,
+    ));
+    workloads.push((
+        "memory-heavy",
+        "10,000 pods of 250m–1 CPU with 4–16 GiB".into(),
+        light_daemonsets,
+        sample(
+            &mut rng,
+            10_000,
+            &[250, 500, 1000],
+            &[4096, 8192, 12288, 16384],
+        ),
+    ));
+    workloads.push((
+        "cpu-heavy",
+        "10,000 pods of 2–8 CPU with 0.5–2 GiB".into(),
+        light_daemonsets,
+        sample(&mut rng, 10_000, &[2000, 4000, 8000], &[512, 1024, 2048]),
+    ));
+    workloads.push((
+        "bimodal",
+        "5,000 tiny and 5,000 large pods".into(),
+        light_daemonsets,
+        vec![
+            group("tiny".into(), 100, 128, 5_000),
+            group("large".into(), 8_000, 32_768, 5_000),
+        ],
+    ));
+    workloads.push((
+        "tiny-max-pods",
+        "10,000 pods of 10m / 16 MiB: max pods per node binds".into(),
+        light_daemonsets,
+        vec![group("tiny".into(), 10, 16, 10_000)],
+    ));
+    workloads.push((
+        "heavy-daemonsets",
+        "Karpenter's distribution under 1 CPU / 2 GiB / 6 pods of daemonsets per node".into(),
+        Resources {
+            millicores: 1000,
+            memory_mib: 2048,
+            pods: 6,
+        },
+        sample(
+            &mut rng,
+            10_000,
+            &[100, 250, 500, 1000, 1500],
+            &[100, 256, 512, 1024, 2048, 4096],
+        ),
+    ));
+    for (name, description, daemonsets, pods) in workloads {
+        for with_existing in [false, true] {
+            let workload = Workload {
+                description: if with_existing {
+                    format!("{description}; 2,000 existing nodes with room left")
+                } else {
+                    description.clone()
+                },
+                catalog: CatalogChoice::Filter("general-purpose".into()),
+                daemonsets,
+                zones: ZONES.iter().map(|z| z.to_string()).collect(),
+                spread_zones: false,
+                max_new_nodes: 5_000,
+                existing: if with_existing {
+                    existing_fleet(&mut rng)
+                } else {
+                    Vec::new()
+                },
+                pods: pods.clone(),
+            };
+            let file = out.join(format!(
+                "{name}{}.json",
+                if with_existing { "-2000-nodes" } else { "" }
+            ));
+            std::fs::write(&file, serde_json::to_string_pretty(&workload)?)?;
+            println!("wrote {}", file.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match &args.command {
+        Some(Command::Generate { out }) => generate(out),
+        None => {
+            let files = if args.files.is_empty() {
+                let dir = Path::new("crates/dialtone-bench/workloads");
+                let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .with_context(|| {
+                        format!(
+                            "{}: run from the repository root, or name files",
+                            dir.display()
+                        )
+                    })?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                    .collect();
+                files.sort();
+                files
+            } else {
+                args.files.clone()
+            };
+            run(&files, args.runs.max(1))
+        }
+    }
+}
