@@ -207,7 +207,10 @@ pub struct Plan {
 impl Plan {
     /// What the added nodes cost per hour.
     pub fn usd_per_hour(&self) -> f64 {
-        self.new_nodes.iter().map(|n| n.usd_per_hour).sum()
+        // A fold from +0.0: an empty f64 sum is -0.0.
+        self.new_nodes
+            .iter()
+            .fold(0.0, |sum, n| sum + n.usd_per_hour)
     }
 
     /// Counts of new nodes by type, for explanations: `3 × m7g.large`.

@@ -202,23 +202,18 @@ fn pack_class(
     if candidates.is_empty() || members.iter().all(|&g| remaining[g] == 0) {
         return Vec::new();
     }
-    // A pod's value: its resources at the bound's dual prices, plus a sliver of its size so
-    // that resources the optimum does not price still count.
+    // A pod's value: its price in the class's own bound, plus a sliver of its size so that
+    // pods the optimum does not price still count.
     let class = Class {
         placement: placement.clone(),
         groups: members.iter().map(|&g| (g, remaining[g])).collect(),
     };
-    let prices = bound::dual_prices(snapshot, &class, &candidates);
+    let duals = bound::pod_values(snapshot, &class, &candidates);
     let value: Vec<f64> = snapshot
         .pending
         .iter()
-        .map(|g| {
-            let r = &g.requests;
-            prices[0] * r.millicores as f64
-                + prices[1] * r.memory_mib as f64
-                + prices[2] * r.pods as f64
-                + 1e-9 * size_key(r) as f64
-        })
+        .zip(&duals)
+        .map(|(g, dual)| dual + 1e-9 * size_key(&g.requests) as f64)
         .collect();
     // With few nodes to spare, a node's own cost weighs more, which favours larger types.
     let median_price = {

@@ -36,6 +36,9 @@ struct Args {
     /// Decisions timed per workload.
     #[arg(long, default_value_t = 11)]
     runs: usize,
+    /// Also print the nodes each plan adds.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Subcommand)]
@@ -156,7 +159,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn run(files: &[PathBuf], runs: usize) -> anyhow::Result<()> {
+fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
     println!(
         "{:<34} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
         "workload",
@@ -215,6 +218,10 @@ fn run(files: &[PathBuf], runs: usize) -> anyhow::Result<()> {
                 String::new()
             }
         );
+        if explain {
+            println!("    dialtone:  {}", plan.summary());
+            println!("    karpenter: {}", baseline.summary());
+        }
         if bound > 0.0 {
             ratios.push(d / bound);
         }
@@ -465,7 +472,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 args.files.clone()
             };
-            run(&files, args.runs.max(1))
+            run(&files, args.runs.max(1), args.explain)
         }
     }
 }
