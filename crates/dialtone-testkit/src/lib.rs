@@ -15,6 +15,19 @@ pub use webhook::AdmissionWebhook;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+/// The release build of `dialtone` that benchmarks run: `explicit` if given, else
+/// `target/release/dialtone`, with the command that builds it when it is missing.
+pub fn release_binary(explicit: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    let binary = explicit.unwrap_or_else(|| "target/release/dialtone".into());
+    if !binary.exists() {
+        anyhow::bail!(
+            "{} not found; build it first: cargo build --release -p dialtone",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

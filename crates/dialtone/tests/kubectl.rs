@@ -424,59 +424,36 @@ async fn kubectl_applies_watches_and_meets_webhooks() {
     assert!(!allowed && error.contains("forbidden"), "{error}");
 
     // Bad input: upstream-shaped errors, nothing half-applied.
-    let (replaced, error) = kubectl(
-        &kubeconfig,
-        &[
-            "patch",
-            "deployment",
-            "api",
-            "-n",
-            "shop",
-            "--type=merge",
-            "-p",
-            &format!(
-                r#"{{"metadata":{{"resourceVersion":"{rv_before}"}},"spec":{{"replicas":9}}}}"#
-            ),
-        ],
-    );
-    assert!(
-        !replaced && error.contains("the object has been modified"),
-        "{error}"
-    );
-    let (patched, error) = kubectl(
-        &kubeconfig,
-        &[
-            "patch",
-            "deployment",
-            "api",
-            "-n",
-            "shop",
-            "--type=json",
-            "-p",
+    let stale =
+        format!(r#"{{"metadata":{{"resourceVersion":"{rv_before}"}},"spec":{{"replicas":9}}}}"#);
+    for (patch_type, patch, expected) in [
+        ("merge", stale.as_str(), "the object has been modified"),
+        (
+            "json",
             r#"[{"op":"replace","path":"/spec/nothing/here","value":1}]"#,
-        ],
-    );
-    assert!(
-        !patched && error.contains("the patch does not apply"),
-        "{error}"
-    );
-    let (patched, error) = kubectl(
-        &kubeconfig,
-        &[
-            "patch",
-            "deployment",
-            "api",
-            "-n",
-            "shop",
-            "--type=merge",
-            "-p",
+            "the patch does not apply",
+        ),
+        (
+            "merge",
             r#"{"spec":{"template":{"spec":{"containers":[{"name":"api","image":"nginx","resources":{"requests":{"cpu":"lots"}}}]}}}}"#,
-        ],
-    );
-    assert!(
-        !patched && error.contains("quantities must match"),
-        "{error}"
-    );
+            "quantities must match",
+        ),
+    ] {
+        let (patched, error) = kubectl(
+            &kubeconfig,
+            &[
+                "patch",
+                "deployment",
+                "api",
+                "-n",
+                "shop",
+                &format!("--type={patch_type}"),
+                "-p",
+                patch,
+            ],
+        );
+        assert!(!patched && error.contains(expected), "{patch}: {error}");
+    }
     let (applied, error) = kubectl(&kubeconfig, &["apply", "-f", "-"]);
     assert!(!applied, "{error}");
     let unknown = dir.path().join("unknown.yaml");

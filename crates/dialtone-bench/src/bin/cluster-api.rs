@@ -219,16 +219,7 @@ fn configmap(name: &str) -> ConfigMap {
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    let binary = args
-        .binary
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/release/dialtone"));
-    if !binary.exists() {
-        bail!(
-            "{} not found; build it first: cargo build --release -p dialtone",
-            binary.display()
-        );
-    }
+    let binary = dialtone_testkit::release_binary(args.binary.clone())?;
     let server = DevServer::start(&binary, &["--sim-time-scale", "0"])?;
     let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes())?;
     let dialtone = Arc::new(Dialtone {

@@ -261,16 +261,7 @@ async fn run_fleet(
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    let binary = args
-        .binary
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("target/release/dialtone"));
-    if !binary.exists() {
-        bail!(
-            "{} not found; build it first: cargo build --release -p dialtone",
-            binary.display()
-        );
-    }
+    let binary = dialtone_testkit::release_binary(args.binary.clone())?;
     println!(
         "fleet: developer clusters × {} workers over {} projects, sim in fast mode, {} cores",
         args.workers,
