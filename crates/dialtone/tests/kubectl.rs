@@ -350,18 +350,21 @@ async fn kubectl_applies_watches_and_meets_webhooks() {
     });
     let out = apply(&kubeconfig, dir.path(), &shop_manifest(2, "get, list"));
     assert_eq!(out.matches("unchanged").count(), 4, "{out}");
-    let rv_before = ok(
-        &kubeconfig,
-        &[
-            "get",
-            "deployment",
-            "api",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ],
-    );
+    let deployment_field = |path: &str| {
+        ok(
+            &kubeconfig,
+            &[
+                "get",
+                "deployment",
+                "api",
+                "-n",
+                "shop",
+                "-o",
+                &format!("jsonpath={{{path}}}"),
+            ],
+        )
+    };
+    let rv_before = deployment_field(".metadata.resourceVersion");
     let out = apply(
         &kubeconfig,
         dir.path(),
@@ -373,19 +376,7 @@ async fn kubectl_applies_watches_and_meets_webhooks() {
         "{out}"
     );
     assert!(out.contains("namespace/shop unchanged"), "{out}");
-    let replicas = ok(
-        &kubeconfig,
-        &[
-            "get",
-            "deployment",
-            "api",
-            "-n",
-            "shop",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    );
-    assert_eq!(replicas, "3");
+    assert_eq!(deployment_field(".spec.replicas"), "3");
     watch_until(&lines, &mut seen, |seen| {
         seen.iter()
             .filter(|l| l.starts_with("ADDED") && l.contains("api-"))
