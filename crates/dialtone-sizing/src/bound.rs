@@ -16,6 +16,10 @@
 //! `Σ_{room_t ≥ s} room_t · y_t ≥ (their total request)` and `Σ_t ⌊room_t / s⌋ · y_t ≥ (their
 //! count)` hold for every placement too. Without them, a cheap node too small for any pod
 //! would count as capacity.
+//!
+//! The value reported is certified by weak duality from the solver's dual prices (see
+//! `Program::certified`), so floating-point trouble in the simplex can only weaken the
+//! bound, never make it wrong.
 
 use crate::lp::{self, Outcome};
 use crate::{Placement, Resources, Snapshot};
@@ -164,13 +168,34 @@ fn program<'a>(
 }
 
 impl Program<'_> {
-    fn solve(&self, snapshot: &Snapshot) -> Outcome {
-        let costs: Vec<f64> = self
-            .columns
+    fn costs(&self, snapshot: &Snapshot) -> Vec<f64> {
+        self.columns
             .iter()
             .map(|&(t, _)| snapshot.types[t].usd_per_hour)
-            .collect();
-        lp::minimize(&costs, &self.matrix, &self.demand)
+            .collect()
+    }
+
+    fn solve(&self, snapshot: &Snapshot) -> Outcome {
+        lp::minimize(&self.costs(snapshot), &self.matrix, &self.demand)
+    }
+
+    /// A bound certified by weak duality, whatever the solver's numerics: any dual prices
+    /// `u ≥ 0`, scaled down until no column's rows are worth more than its cost, bound the
+    /// optimum from below by `demand · u`.
+    fn certified(&self, snapshot: &Snapshot, duals: &[f64]) -> f64 {
+        let u: Vec<f64> = duals.iter().map(|d| d.max(0.0)).collect();
+        let mut scale: f64 = 1.0;
+        for (column, cost) in self.matrix.iter().zip(self.costs(snapshot)) {
+            let worth: f64 = column.iter().zip(&u).map(|(a, u)| a * u).sum();
+            if worth > 0.0 {
+                if cost <= 0.0 {
+                    return 0.0;
+                }
+                scale = scale.max(worth / cost);
+            }
+        }
+        let value: f64 = self.demand.iter().zip(&u).map(|(d, u)| d * u).sum();
+        value / scale
     }
 }
 
@@ -187,9 +212,11 @@ pub fn lower_bound(snapshot: &Snapshot) -> f64 {
         })
         .map(|g| (g, snapshot.pending[g].count))
         .collect();
-    let types: Vec<usize> = (0..snapshot.types.len()).collect();
-    match program(snapshot, &holdable, &types, true).solve(snapshot) {
-        Outcome::Optimal { value, .. } => value.max(0.0),
+    // A dominated type never lowers the optimum: its dominator covers every row as well.
+    let types = crate::undominated(&snapshot.types);
+    let program = program(snapshot, &holdable, &types, true);
+    match program.solve(snapshot) {
+        Outcome::Optimal { duals, .. } => program.certified(snapshot, &duals).max(0.0),
         // Cannot happen for holdable pods; a bound of zero is still a bound.
         Outcome::Infeasible => 0.0,
     }
@@ -235,4 +262,72 @@ pub fn pod_values(snapshot: &Snapshot, class: &Class, candidates: &[usize]) -> V
             .sum();
     }
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NodeType, PodGroup};
+    use dialtone_cloud::Arch;
+
+    fn snapshot() -> Snapshot {
+        let node = |name: &str, millicores, memory_mib, pods, usd_per_hour| NodeType {
+            name: name.into(),
+            family: "m".into(),
+            arch: Arch::X86_64,
+            room: Resources {
+                millicores,
+                memory_mib,
+                pods,
+            },
+            usd_per_hour,
+            zones: vec!["a".into()],
+        };
+        Snapshot {
+            pending: vec![PodGroup {
+                name: "web".into(),
+                requests: Resources {
+                    millicores: 1500,
+                    memory_mib: 1024,
+                    pods: 1,
+                },
+                placement: Placement::default(),
+                count: 10,
+            }],
+            existing: Vec::new(),
+            // The small type is the cheapest per millicore but holds one pod at most.
+            types: vec![
+                node("small", 1900, 8000, 20, 0.05),
+                node("large", 7800, 30000, 50, 0.4),
+            ],
+            zones: vec!["a".into()],
+            spread_zones: false,
+            max_new_nodes: 100,
+        }
+    }
+
+    #[test]
+    fn the_bound_is_certified_by_any_dual_prices() {
+        let snapshot = snapshot();
+        let groups = [(0, 10)];
+        let types = [0, 1];
+        let program = program(&snapshot, &groups, &types, false);
+        let Outcome::Optimal { value, duals } = program.solve(&snapshot) else {
+            panic!("infeasible")
+        };
+        assert!((program.certified(&snapshot, &duals) - value).abs() < 1e-9);
+        // Prices that are wrong, too high or negative, still give a valid bound.
+        let wrong: Vec<f64> = duals
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d * 3.0 - i as f64)
+            .collect();
+        assert!(program.certified(&snapshot, &wrong) <= value + 1e-9);
+        // Ten pods of 1.5 CPU: one per small node (10 × 0.05) beats five per large node.
+        assert!(
+            (lower_bound(&snapshot) - 0.5).abs() < 1e-9,
+            "{}",
+            lower_bound(&snapshot)
+        );
+    }
 }

@@ -175,6 +175,25 @@ pub fn node_types(
         .collect()
 }
 
+/// The types no other type beats: one with the same arch, at least the room in every
+/// resource, every zone, and no higher price makes a type useless to any packing and to
+/// the bound (of two equal types, the first stays). Indices into `types`.
+pub fn undominated(types: &[NodeType]) -> Vec<usize> {
+    let beats = |a: &NodeType, b: &NodeType| {
+        a.arch == b.arch
+            && b.room.fits_in(&a.room)
+            && a.usd_per_hour <= b.usd_per_hour
+            && b.zones.iter().all(|z| a.zones.contains(z))
+    };
+    (0..types.len())
+        .filter(|&i| {
+            !(0..types.len()).any(|j| {
+                j != i && beats(&types[j], &types[i]) && (j < i || !beats(&types[i], &types[j]))
+            })
+        })
+        .collect()
+}
+
 /// A node to add and the pods it is for (group index → count).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -99,25 +99,39 @@ pub fn minimize(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Outcome 
     Outcome::Optimal { value, duals }
 }
 
-/// Pivots until no variable below `entering_limit` has a negative reduced cost.
+/// Pivots until no variable below `entering_limit` has a negative reduced cost, or a cap on
+/// pivots is reached (the bound does not rely on convergence: see `bound::certified`).
+/// Dantzig's rule (the most negative reduced cost) for speed; after a run of degenerate
+/// pivots, Bland's rule (the first), which cannot cycle.
 fn run(tableau: &mut [Vec<f64>], basis: &mut [usize], costs: &[f64], entering_limit: usize) {
     let rhs = tableau[0].len() - 1;
     let cost_of = |j: usize| if costs[j].is_finite() { costs[j] } else { 0.0 };
-    for _ in 0..100_000 {
-        // Duals from the basis: reduced cost of j is c_j − Σ_i c_B(i) a_ij.
-        let entering = (0..entering_limit).find(|&j| {
-            if basis.contains(&j) {
-                return false;
-            }
+    let mut degenerate_run = 0;
+    let mut in_basis = vec![false; tableau[0].len()];
+    for &b in basis.iter() {
+        in_basis[b] = true;
+    }
+    for _ in 0..MAX_PIVOTS {
+        let bland = degenerate_run > 20;
+        // Reduced cost of j: c_j − Σ_i c_B(i) a_ij.
+        let mut entering: Option<(usize, f64)> = None;
+        for j in (0..entering_limit).filter(|&j| !in_basis[j]) {
             let reduced = cost_of(j)
                 - basis
                     .iter()
                     .zip(tableau.iter())
                     .map(|(b, row)| cost_of(*b) * row[j])
                     .sum::<f64>();
-            reduced < -EPS
-        });
-        let Some(entering) = entering else { return };
+            if reduced < -EPS && entering.is_none_or(|(_, best)| reduced < best) {
+                entering = Some((j, reduced));
+                if bland {
+                    break;
+                }
+            }
+        }
+        let Some((entering, _)) = entering else {
+            return;
+        };
         // Ratio test, ties to the smallest basic index (Bland).
         let mut leaving: Option<(usize, f64)> = None;
         for (i, row) in tableau.iter().enumerate() {
@@ -135,12 +149,18 @@ fn run(tableau: &mut [Vec<f64>], basis: &mut [usize], costs: &[f64], entering_li
             }
         }
         // Unbounded below cannot happen with non-negative costs; stop if it seems to.
-        let Some((pivot_row, _)) = leaving else {
+        let Some((pivot_row, ratio)) = leaving else {
             return;
         };
+        degenerate_run = if ratio < EPS { degenerate_run + 1 } else { 0 };
+        in_basis[basis[pivot_row]] = false;
+        in_basis[entering] = true;
         pivot(tableau, basis, pivot_row, entering);
     }
 }
+
+/// Enough for the programs here many times over; a cap so that no input can spin forever.
+const MAX_PIVOTS: usize = 20_000;
 
 fn pivot(tableau: &mut [Vec<f64>], basis: &mut [usize], pivot_row: usize, entering: usize) {
     let pivot = tableau[pivot_row][entering];

@@ -79,6 +79,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
     });
     classes.dedup();
 
+    let usable = crate::undominated(&snapshot.types);
     let mut opened: Vec<Opened> = Vec::new();
     let mut zone_load: BTreeMap<String, usize> =
         snapshot.zones.iter().map(|z| (z.clone(), 0)).collect();
@@ -113,6 +114,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             &members,
             &remaining,
             budget,
+            &usable,
             &mut zone_load,
         );
         for node in &packed {
@@ -191,9 +193,12 @@ fn pack_class(
     members: &[usize],
     remaining: &[u32],
     budget: usize,
+    usable: &[usize],
     zone_load: &mut BTreeMap<String, usize>,
 ) -> Vec<Opened> {
-    let candidates: Vec<usize> = (0..snapshot.types.len())
+    let candidates: Vec<usize> = usable
+        .iter()
+        .copied()
         .filter(|&t| {
             let t = &snapshot.types[t];
             t.zones.iter().any(|z| placement.allows(t.arch, z))
