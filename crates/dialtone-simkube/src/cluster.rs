@@ -154,19 +154,9 @@ fn route(path: &str) -> KubeResult<Route> {
         [plural, name, sub] => (*plural, *name, *sub),
         _ => return Err(KubeError::not_found(group, path, "")),
     };
-    let resource = resources::find(group, version, plural).ok_or_else(|| {
-        KubeError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    })?;
+    let resource = resources::find(group, version, plural).ok_or_else(KubeError::no_such_path)?;
     if !subresource.is_empty() && !resource.subresources.contains(&subresource) {
-        return Err(KubeError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return Err(KubeError::no_such_path());
     }
     // Namespaced objects are named within a namespace; only their lists span all of them.
     let misplaced = if resource.namespaced {
@@ -175,11 +165,7 @@ fn route(path: &str) -> KubeResult<Route> {
         !namespace.is_empty()
     };
     if misplaced {
-        return Err(KubeError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        ));
+        return Err(KubeError::no_such_path());
     }
     Ok(Route::Resource(RequestInfo {
         resource,
@@ -275,14 +261,6 @@ pub fn now() -> String {
         .round(jiff::Unit::Second)
         .unwrap_or(Timestamp::now())
         .to_string()
-}
-
-fn not_found_path() -> KubeError {
-    KubeError::new(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        "the server could not find the requested resource",
-    )
 }
 
 impl ClusterApi {
@@ -498,18 +476,18 @@ impl ClusterApi {
                     {
                         resource_list(group, version)
                     }
-                    ["openapi", "v3", "api", version] => {
-                        crate::openapi::group_version("", version).ok_or_else(not_found_path)?
-                    }
+                    ["openapi", "v3", "api", version] => crate::openapi::group_version("", version)
+                        .ok_or_else(KubeError::no_such_path)?,
                     ["openapi", "v3", "apis", group, version] => {
-                        crate::openapi::group_version(group, version).ok_or_else(not_found_path)?
+                        crate::openapi::group_version(group, version)
+                            .ok_or_else(KubeError::no_such_path)?
                     }
                     ["apis", group] if RESOURCES.iter().any(|r| r.group == *group) => {
                         let r = RESOURCES.iter().find(|r| r.group == *group).expect("found");
                         let gv = json!({"groupVersion": format!("{group}/{}", r.version), "version": r.version});
                         json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv})
                     }
-                    _ => return Err(not_found_path()),
+                    _ => return Err(KubeError::no_such_path()),
                 }
             }
         };

@@ -40,6 +40,15 @@ impl KubeError {
         .with_details(group, resource, name)
     }
 
+    /// A path the server serves nothing at, worded as upstream words it.
+    pub fn no_such_path() -> Self {
+        KubeError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
         let qualified = qualified(group, resource);
         Self::new(
