@@ -42,6 +42,9 @@ fn most_room(snapshot: &Snapshot, types: &[usize]) -> Resources {
     })
 }
 
+const NO_ROOM: &str = "no instance type or node can hold it";
+const CAPPED: &str = "the cluster's maxNodes is reached";
+
 pub fn plan(snapshot: &Snapshot) -> Plan {
     let groups = &snapshot.pending;
     let mut order: Vec<usize> = (0..groups.len()).collect();
@@ -53,7 +56,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
     let mut free: Vec<Resources> = snapshot.existing.iter().map(|n| n.free).collect();
     let mut flights: Vec<InFlight> = Vec::new();
     let mut on_existing: BTreeMap<(usize, usize), u32> = BTreeMap::new();
-    let mut unplaceable: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut unplaceable: BTreeMap<(usize, &str), u32> = BTreeMap::new();
     for &g in &order {
         let group = &groups[g];
         let pod = group.requests;
@@ -103,7 +106,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                 continue 'pods;
             }
             if flights.len() >= snapshot.max_new_nodes {
-                *unplaceable.entry(g).or_default() += 1;
+                *unplaceable.entry((g, CAPPED)).or_default() += 1;
                 continue;
             }
             let types: Vec<usize> = (0..snapshot.types.len())
@@ -117,7 +120,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                 })
                 .collect();
             if types.is_empty() {
-                *unplaceable.entry(g).or_default() += 1;
+                *unplaceable.entry((g, NO_ROOM)).or_default() += 1;
                 continue;
             }
             flights.push(InFlight {
@@ -136,10 +139,10 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         .collect();
     plan.unplaceable = unplaceable
         .into_iter()
-        .map(|(group, count)| Unplaceable {
+        .map(|((group, reason), count)| Unplaceable {
             group,
             count,
-            reason: "no instance type or node can hold it".into(),
+            reason: reason.into(),
         })
         .collect();
     plan.new_nodes = flights
