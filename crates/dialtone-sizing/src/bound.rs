@@ -24,12 +24,6 @@
 use crate::lp::{self, Outcome};
 use crate::{Placement, Resources, Snapshot};
 
-/// Pods of one placement: (group index, count).
-pub struct Class {
-    pub placement: Placement,
-    pub groups: Vec<(usize, u32)>,
-}
-
 fn resource(r: &Resources, i: usize) -> f64 {
     match i {
         0 => r.millicores as f64,
@@ -243,16 +237,16 @@ fn thresholds(snapshot: &Snapshot, groups: &[(usize, u32)]) -> Vec<(f64, usize)>
     chosen
 }
 
-/// What one pod of each group is worth at the optimum of the class's own program over the
-/// `candidates` types (its dual prices applied to the pod's rows): the price at which new
-/// nodes can supply it. Groups outside the class are worth nothing.
-pub fn pod_values(snapshot: &Snapshot, class: &Class, candidates: &[usize]) -> Vec<f64> {
-    let program = program(snapshot, &class.groups, candidates, false);
+/// What one pod of each of `groups` (group index, count) is worth at the optimum of their
+/// own program over the `candidates` types (its dual prices applied to the pod's rows): the
+/// price at which new nodes can supply it. Other groups are worth nothing.
+pub fn pod_values(snapshot: &Snapshot, groups: &[(usize, u32)], candidates: &[usize]) -> Vec<f64> {
+    let program = program(snapshot, groups, candidates, false);
     let Outcome::Optimal { duals, .. } = program.solve(snapshot) else {
         return vec![0.0; snapshot.pending.len()];
     };
     let mut values = vec![0.0; snapshot.pending.len()];
-    for &(g, _) in &class.groups {
+    for &(g, _) in groups {
         let group = &snapshot.pending[g];
         values[g] = program
             .rows

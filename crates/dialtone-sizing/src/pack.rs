@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::bound::{self, Class};
+use crate::bound;
 use crate::{NewNode, NodeType, Placement, Plan, Resources, Snapshot, Unplaceable};
 
 /// Pods one node takes: (group, count).
@@ -209,10 +209,7 @@ fn pack_class(
     }
     // A pod's value: its price in the class's own bound, plus a sliver of its size so that
     // pods the optimum does not price still count.
-    let class = Class {
-        placement: placement.clone(),
-        groups: members.iter().map(|&g| (g, remaining[g])).collect(),
-    };
+    let class: Vec<(usize, u32)> = members.iter().map(|&g| (g, remaining[g])).collect();
     let duals = bound::pod_values(snapshot, &class, &candidates);
     let value: Vec<f64> = snapshot
         .pending
