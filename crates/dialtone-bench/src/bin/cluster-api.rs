@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use dialtone_bench::DialtoneApi;
 use dialtone_kube::{Connection, Credential, Endpoint};
 use dialtone_testkit::DevServer;
 use futures::StreamExt;
@@ -21,7 +22,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(about = "Requests per second on one sim cluster's Kubernetes API")]
@@ -40,69 +41,41 @@ struct Args {
     binary: Option<PathBuf>,
 }
 
-struct Dialtone {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Dialtone {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: HTTP {status}: {value}");
-        }
-        Ok(value)
-    }
-
-    async fn create_cluster(&self, name: &str) -> anyhow::Result<()> {
-        self.call(
+async fn create_cluster(dialtone: &DialtoneApi, name: &str) -> anyhow::Result<()> {
+    dialtone
+        .call(
             reqwest::Method::POST,
             "/v1/orgs/demo/folders/bench/projects/api/clusters",
-            json!({"metadata": {"name": name},
-                   "spec": {"type": "developer", "region": "us-east-1", "minNodes": 3}}),
+            Some(json!({"metadata": {"name": name},
+                   "spec": {"type": "developer", "region": "us-east-1", "minNodes": 3}})),
         )
         .await
         .map(|_| ())
-    }
+}
 
-    async fn wait_ready(&self, count: usize) -> anyhow::Result<()> {
-        let start = Instant::now();
-        loop {
-            let list = self
-                .call(
-                    reqwest::Method::GET,
-                    "/v1/orgs/demo/folders/bench/projects/api/clusters",
-                    Value::Null,
-                )
-                .await?;
-            let ready = list["items"].as_array().map_or(0, |items| {
-                items
-                    .iter()
-                    .filter(|c| c["status"]["phase"] == "Ready")
-                    .count()
-            });
-            if ready >= count {
-                return Ok(());
-            }
-            if start.elapsed() > Duration::from_secs(600) {
-                bail!("only {ready} of {count} clusters Ready after 10 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+async fn wait_ready(dialtone: &DialtoneApi, count: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let list = dialtone
+            .call(
+                reqwest::Method::GET,
+                "/v1/orgs/demo/folders/bench/projects/api/clusters",
+                None,
+            )
+            .await?;
+        let ready = list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|c| c["status"]["phase"] == "Ready")
+                .count()
+        });
+        if ready >= count {
+            return Ok(());
         }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("only {ready} of {count} clusters Ready after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -221,34 +194,29 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let binary = dialtone_testkit::release_binary(args.binary.clone())?;
     let server = DevServer::start(&binary, &["--sim-time-scale", "0"])?;
-    let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes())?;
-    let dialtone = Arc::new(Dialtone {
-        http: reqwest::Client::builder().tls_certs_only([ca]).build()?,
-        base: server.endpoint(),
-        token: server.admin_token(),
-    });
+    let dialtone = Arc::new(DialtoneApi::admin(&server)?);
     let post = reqwest::Method::POST;
     dialtone
         .call(
             post.clone(),
             "/v1/orgs/demo/folders",
-            json!({"metadata": {"name": "bench"}}),
+            Some(json!({"metadata": {"name": "bench"}})),
         )
         .await?;
     dialtone
         .call(
             post.clone(),
             "/v1/orgs/demo/folders/bench/projects",
-            json!({"metadata": {"name": "api"}}),
+            Some(json!({"metadata": {"name": "api"}})),
         )
         .await?;
-    dialtone.create_cluster("c0").await?;
-    dialtone.wait_ready(1).await?;
+    create_cluster(&dialtone, "c0").await?;
+    wait_ready(&dialtone, 1).await?;
     let credentials = dialtone
         .call(
             post,
             "/v1/orgs/demo/folders/bench/projects/api/clusters/c0/credentials",
-            json!({}),
+            Some(json!({})),
         )
         .await?;
     let text = |field: &str| {
@@ -296,14 +264,14 @@ async fn main() -> anyhow::Result<()> {
     futures::stream::iter(1..args.clusters)
         .map(|i| {
             let dialtone = dialtone.clone();
-            async move { dialtone.create_cluster(&format!("c{i}")).await }
+            async move { create_cluster(&dialtone, &format!("c{i}")).await }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
-    dialtone.wait_ready(args.clusters).await?;
+    wait_ready(&dialtone, args.clusters).await?;
     let crowded = measure(&client, &args).await?;
 
     println!(

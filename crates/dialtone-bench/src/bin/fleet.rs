@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use dialtone_bench::DialtoneApi;
 use dialtone_testkit::DevServer;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(about = "Provision a fleet of Smart Clusters in the fast sim and time it")]
@@ -62,36 +63,6 @@ fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
         .trim()
         .parse()?;
     Ok(kib * 1024.0)
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: HTTP {status}: {value}");
-        }
-        Ok(value)
-    }
 }
 
 /// How often the lifecycle controller re-checks a Ready cluster at time scale 0.
@@ -162,12 +133,7 @@ async fn run_fleet(
 ) -> anyhow::Result<Figures> {
     let server = DevServer::start(binary, &["--sim-time-scale", "0"])?;
     let pid = server.pid().context("the server runs")?;
-    let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes())?;
-    let api = Arc::new(Api {
-        http: reqwest::Client::builder().tls_certs_only([ca]).build()?,
-        base: server.endpoint(),
-        token: server.admin_token(),
-    });
+    let api = Arc::new(DialtoneApi::admin(&server)?);
     let post = reqwest::Method::POST;
     api.call(
         post.clone(),

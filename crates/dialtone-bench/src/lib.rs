@@ -1,0 +1,46 @@
+//! What the benchmark binaries share: a caller of Dialtone's API as the dev server's admin.
+
+use anyhow::bail;
+use dialtone_testkit::DevServer;
+use serde_json::Value;
+
+pub struct DialtoneApi {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl DialtoneApi {
+    /// The API of `server`, called with its admin token and trusting its CA.
+    pub fn admin(server: &DevServer) -> anyhow::Result<Self> {
+        let ca = reqwest::Certificate::from_pem(server.ca_pem().as_bytes())?;
+        Ok(DialtoneApi {
+            http: reqwest::Client::builder().tls_certs_only([ca]).build()?,
+            base: server.endpoint(),
+            token: server.admin_token(),
+        })
+    }
+
+    /// Sends one request; any answer but a success is an error carrying its status.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {value}");
+        }
+        Ok(value)
+    }
+}
