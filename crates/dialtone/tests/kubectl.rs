@@ -587,33 +587,21 @@ webhooks:
     assert!(!found, "a denied configmap was stored");
     let registration_ignore = registration("Ignore");
     drop(webhook);
-    let (created, error) = kubectl(
-        &kubeconfig,
-        &[
-            "create",
-            "configmap",
-            "while-down",
-            "-n",
-            "shop",
-            "--from-literal=a=b",
-        ],
-    );
+    let create_while_down = [
+        "create",
+        "configmap",
+        "while-down",
+        "-n",
+        "shop",
+        "--from-literal=a=b",
+    ];
+    let (created, error) = kubectl(&kubeconfig, &create_while_down);
     assert!(
         !created && error.contains("failed calling webhook"),
         "failurePolicy Fail with the webhook down: {error}"
     );
     apply(&kubeconfig, dir.path(), &registration_ignore);
-    ok(
-        &kubeconfig,
-        &[
-            "create",
-            "configmap",
-            "while-down",
-            "-n",
-            "shop",
-            "--from-literal=a=b",
-        ],
-    );
+    ok(&kubeconfig, &create_while_down);
 
     // Deleting the namespace takes its pods with it, and the watch sees them go.
     ok(&kubeconfig, &["delete", "namespace", "shop"]);
