@@ -27,7 +27,7 @@ use crate::auth::{Principal, Verb, mint_token, verify_token};
 use crate::error::HttpResult;
 use crate::resources::{authorized_path, to_json};
 
-pub use dialtone_kube::ORG_MEMBERS_GROUP;
+use dialtone_kube::ORG_MEMBERS_GROUP;
 
 pub struct TokenAuthenticator {
     pub registry: Registry,
