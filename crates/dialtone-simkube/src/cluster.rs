@@ -100,6 +100,7 @@ fn resource_list(group: &str, version: &str) -> Value {
         for sub in r.subresources {
             let (kind, verbs) = match *sub {
                 "scale" => ("Scale", vec!["get", "patch", "update"]),
+                "eviction" => ("Eviction", vec!["create"]),
                 _ => (r.kind, vec!["get", "patch", "update"]),
             };
             let mut entry = json!({
@@ -108,6 +109,10 @@ fn resource_list(group: &str, version: &str) -> Value {
             });
             if *sub == "scale" {
                 entry["group"] = json!("autoscaling");
+                entry["version"] = json!("v1");
+            }
+            if *sub == "eviction" {
+                entry["group"] = json!("policy");
                 entry["version"] = json!("v1");
             }
             list.push(entry);
@@ -408,6 +413,8 @@ impl ClusterApi {
         }
         let allowed_verb = if info.subresource.is_empty() {
             info.resource.verbs.contains(&verb)
+        } else if info.subresource == "eviction" {
+            verb == "create"
         } else {
             matches!(verb, "get" | "update" | "patch")
         };
@@ -421,6 +428,13 @@ impl ClusterApi {
             "get" => self.get(&info, table),
             "list" => self.list(&info, &query, table),
             "watch" => self.watch(&info, &query, table),
+            "create" if info.subresource == "eviction" => {
+                let eviction = parse_body(&body)?;
+                let status =
+                    crate::disruption::evict(self, &info.namespace, &info.name, &eviction)?;
+                self.wake.notify_one();
+                Ok(json_response(StatusCode::CREATED, &status))
+            }
             "create" => {
                 let object = parse_body(&body)?;
                 self.create(&user, &info, object, &query, webhook_client)

@@ -11,6 +11,7 @@
 
 pub mod cluster;
 mod defaults;
+mod disruption;
 mod openapi;
 mod patch;
 mod pki;

@@ -57,6 +57,7 @@ use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::authorization::v1 as authz;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
 
 pub static RESOURCES: &[ResourceType] = &[
@@ -95,7 +96,7 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: true,
         verbs: CRUD,
         short_names: &["po"],
-        subresources: &["status"],
+        subresources: &["status", "eviction"],
         decode: decode::<core::Pod>,
     },
     ResourceType {
@@ -145,6 +146,18 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["deploy"],
         subresources: &["status", "scale"],
         decode: decode::<apps::Deployment>,
+    },
+    ResourceType {
+        group: "policy",
+        version: "v1",
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["pdb"],
+        subresources: &["status"],
+        decode: decode::<policy::PodDisruptionBudget>,
     },
     ResourceType {
         group: "rbac.authorization.k8s.io",

@@ -69,6 +69,13 @@ fn columns(r: &ResourceType) -> Vec<Value> {
             column("Role", "string", 0),
             column("Age", "string", 0),
         ],
+        "poddisruptionbudgets" => vec![
+            column("Name", "string", 0),
+            column("Min Available", "string", 0),
+            column("Max Unavailable", "string", 0),
+            column("Allowed Disruptions", "integer", 0),
+            column("Age", "string", 0),
+        ],
         "configmaps" => vec![
             column("Name", "string", 0),
             column("Data", "integer", 0),
@@ -169,6 +176,19 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             )),
             age,
         ],
+        "poddisruptionbudgets" => {
+            let bound = |field: &str| match &o["spec"][field] {
+                Value::Null => json!("N/A"),
+                v => json!(v.as_str().map_or_else(|| v.to_string(), str::to_string)),
+            };
+            vec![
+                name,
+                bound("minAvailable"),
+                bound("maxUnavailable"),
+                json!(o["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
+                age,
+            ]
+        }
         "configmaps" => {
             let entries = |field: &str| o[field].as_object().map_or(0, |m| m.len());
             vec![name, json!(entries("data") + entries("binaryData")), age]

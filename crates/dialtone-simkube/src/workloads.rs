@@ -245,7 +245,7 @@ fn template_hash(template: &Value) -> String {
         .collect()
 }
 
-fn owner_uid(pod: &Value) -> Option<&str> {
+pub(crate) fn owner_uid(pod: &Value) -> Option<&str> {
     pod["metadata"]["ownerReferences"]
         .as_array()?
         .iter()
@@ -267,6 +267,7 @@ pub fn reconcile(cluster: &Arc<ClusterApi>) {
         sync_deployment(cluster, &deployment);
     }
     schedule(cluster);
+    crate::disruption::sync_budgets(cluster);
     for deployment in cluster.objects.list("deployments", None).0 {
         update_deployment_status(cluster, &deployment);
     }

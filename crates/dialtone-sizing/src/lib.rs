@@ -9,14 +9,18 @@
 //!   type that still holds its pods.
 //! - [`karpenter::plan`] is a faithful re-implementation of Karpenter's provisioning, the
 //!   baseline the benchmark compares against.
+//! - [`consolidate::consolidate`] removes nodes whose pods fit elsewhere and replaces nodes
+//!   by cheaper ones (one by several, if several cost less).
 //! - [`bound::lower_bound`] is a proven lower bound on the cost of any placement of the same
 //!   pods: the linear-programming relaxation of the packing by resources (CPU, memory, pod
 //!   slots), per placement constraint.
 
 pub mod bound;
+pub mod consolidate;
 pub mod karpenter;
 pub mod lp;
 mod pack;
+pub mod simulation;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,265 @@
+//! Consolidation: which running nodes to remove, or replace by cheaper ones, when their pods
+//! fit more cheaply elsewhere.
+//!
+//! Each candidate node (most wasted dollars first) is tried two ways: **delete**, when its
+//! pods fit in the room the other nodes leave, placed as the scheduler places them (on the
+//! least allocated node that holds each pod, biggest pods first), so that what the plan
+//! promises the scheduler can keep; and **replace**, when Dialtone's scale-up packs its pods
+//! into the other nodes' room plus new nodes costing at least `min_saving` less than it
+//! (several small nodes may replace one big one). A node being disrupted is no longer
+//! room for the next candidate, so the actions of one decision never count on each other.
+//!
+//! Hysteresis comes from the rules, not from timers alone: every action strictly lowers the
+//! cost per hour (a replacement by at least `min_saving` of the node's price), so a steady
+//! workload converges and then causes no action at all; nodes younger than the
+//! stabilization window and nodes whose pods a budget protects are not candidates.
+
+use crate::{ExistingNode, NewNode, NodeType, Placement, PodGroup, Resources, Snapshot};
+use dialtone_cloud::Arch;
+use serde::Serialize;
+
+/// A pod that runs on a node and would move if the node went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningPod {
+    pub requests: Resources,
+    pub placement: Placement,
+}
+
+/// A worker as consolidation sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningNode {
+    pub name: String,
+    pub instance_type: String,
+    pub arch: Arch,
+    pub zone: String,
+    pub usd_per_hour: f64,
+    /// Allocatable less the daemonsets.
+    pub room: Resources,
+    pub pods: Vec<RunningPod>,
+    /// Why the node may not be disrupted now, if it may not (too young, a pod a budget
+    /// protects, a pod no controller would recreate).
+    pub keep: Option<String>,
+    /// Being drained by an earlier decision: neither room nor candidate.
+    pub draining: bool,
+}
+
+impl RunningNode {
+    fn used(&self) -> Resources {
+        self.pods
+            .iter()
+            .fold(Resources::default(), |sum, p| sum.add(&p.requests))
+    }
+
+    /// The larger of its CPU and memory shares in use.
+    pub fn utilization(&self) -> f64 {
+        let used = self.used();
+        let share = |u: u64, r: u64| if r == 0 { 1.0 } else { u as f64 / r as f64 };
+        share(used.millicores, self.room.millicores)
+            .max(share(used.memory_mib, self.room.memory_mib))
+    }
+}
+
+/// Everything a consolidation decision reads.
+#[derive(Clone, Debug)]
+pub struct Cluster<'a> {
+    pub nodes: &'a [RunningNode],
+    pub types: &'a [NodeType],
+    pub zones: &'a [String],
+    pub spread_zones: bool,
+    pub min_nodes: usize,
+    pub max_nodes: usize,
+    /// How many nodes may be disrupted by this decision.
+    pub budget: usize,
+    /// The share of a node's price a replacement must save, for example 0.1.
+    pub min_saving: f64,
+}
+
+/// One disruption.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum Action {
+    /// The node's pods fit on the other nodes.
+    Delete {
+        node: String,
+        saves_usd_per_hour: f64,
+    },
+    /// The node's pods fit on the other nodes plus these new, cheaper ones.
+    Replace {
+        node: String,
+        with: Vec<NewNode>,
+        saves_usd_per_hour: f64,
+    },
+}
+
+impl Action {
+    pub fn node(&self) -> &str {
+        match self {
+            Action::Delete { node, .. } | Action::Replace { node, .. } => node,
+        }
+    }
+
+    pub fn saves_usd_per_hour(&self) -> f64 {
+        match self {
+            Action::Delete {
+                saves_usd_per_hour, ..
+            }
+            | Action::Replace {
+                saves_usd_per_hour, ..
+            } => *saves_usd_per_hour,
+        }
+    }
+}
+
+/// The scheduler's placement of `pods` on `free` (indices into `nodes`, `None` for nodes
+/// that are not room): least allocated first, biggest pods first. Commits to `free` only
+/// if every pod fits.
+fn fits_elsewhere(
+    pods: &[RunningPod],
+    nodes: &[RunningNode],
+    free: &mut [Option<Resources>],
+) -> bool {
+    let mut trial = free.to_vec();
+    let mut order: Vec<&RunningPod> = pods.iter().collect();
+    order.sort_by_key(|p| std::cmp::Reverse(p.requests.millicores * 4 + p.requests.memory_mib));
+    for pod in order {
+        let share = |room: &Resources, n: &RunningNode| {
+            let left = room.saturating_sub(&pod.requests);
+            let used = |l: u64, r: u64| 1.0 - l as f64 / r.max(1) as f64;
+            used(left.millicores, n.room.millicores).max(used(left.memory_mib, n.room.memory_mib))
+        };
+        let best = (0..nodes.len())
+            .filter_map(|i| trial[i].map(|room| (i, room)))
+            .filter(|(i, room)| {
+                pod.requests.fits_in(room) && pod.placement.allows(nodes[*i].arch, &nodes[*i].zone)
+            })
+            .min_by(|(a, ra), (b, rb)| {
+                share(ra, &nodes[*a])
+                    .total_cmp(&share(rb, &nodes[*b]))
+                    .then(a.cmp(b))
+            });
+        match best {
+            Some((i, room)) => trial[i] = Some(room.saturating_sub(&pod.requests)),
+            None => return false,
+        }
+    }
+    free.copy_from_slice(&trial);
+    true
+}
+
+/// Pods grouped by shape, as scale-up takes them.
+fn groups_of(pods: &[RunningPod]) -> Vec<PodGroup> {
+    let mut groups: Vec<PodGroup> = Vec::new();
+    for pod in pods {
+        match groups
+            .iter_mut()
+            .find(|g| g.requests == pod.requests && g.placement == pod.placement)
+        {
+            Some(g) => g.count += 1,
+            None => groups.push(PodGroup {
+                name: format!("group-{}", groups.len()),
+                requests: pod.requests,
+                placement: pod.placement.clone(),
+                count: 1,
+            }),
+        }
+    }
+    groups
+}
+
+/// The disruptions worth making now, at most `budget` of them, the biggest saving first.
+pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
+    let nodes = cluster.nodes;
+    let mut free: Vec<Option<Resources>> = nodes
+        .iter()
+        .map(|n| (!n.draining).then(|| n.room.saturating_sub(&n.used())))
+        .collect();
+    let mut candidates: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].keep.is_none() && !nodes[i].draining)
+        .collect();
+    let wasted = |n: &RunningNode| n.usd_per_hour * (1.0 - n.utilization().min(1.0));
+    candidates.sort_by(|&a, &b| {
+        wasted(&nodes[b])
+            .total_cmp(&wasted(&nodes[a]))
+            .then_with(|| nodes[a].name.cmp(&nodes[b].name))
+    });
+    // The nodes the cluster will have once the actions so far are done.
+    let mut count = free.iter().filter(|f| f.is_some()).count();
+    let mut actions = Vec::new();
+    for c in candidates {
+        if actions.len() >= cluster.budget {
+            break;
+        }
+        let node = &nodes[c];
+        let own = free[c].take();
+        if count > cluster.min_nodes && fits_elsewhere(&node.pods, nodes, &mut free) {
+            count -= 1;
+            actions.push(Action::Delete {
+                node: node.name.clone(),
+                saves_usd_per_hour: node.usd_per_hour,
+            });
+            continue;
+        }
+        if let Some(action) = replacement(cluster, c, &mut free, count) {
+            if let Action::Replace { with, .. } = &action {
+                count = count - 1 + with.len();
+            }
+            actions.push(action);
+            continue;
+        }
+        free[c] = own;
+    }
+    actions
+}
+
+fn replacement(
+    cluster: &Cluster,
+    c: usize,
+    free: &mut [Option<Resources>],
+    nodes_now: usize,
+) -> Option<Action> {
+    let nodes = cluster.nodes;
+    let node = &nodes[c];
+    let room: Vec<usize> = (0..nodes.len()).filter(|&i| free[i].is_some()).collect();
+    let snapshot = Snapshot {
+        pending: groups_of(&node.pods),
+        existing: room
+            .iter()
+            .map(|&i| ExistingNode {
+                name: nodes[i].name.clone(),
+                instance_type: nodes[i].instance_type.clone(),
+                arch: nodes[i].arch,
+                zone: nodes[i].zone.clone(),
+                free: free[i].expect("room"),
+            })
+            .collect(),
+        types: cluster.types.to_vec(),
+        zones: cluster.zones.to_vec(),
+        spread_zones: cluster.spread_zones,
+        // The node itself goes, so its slot is free.
+        max_new_nodes: (cluster.max_nodes + 1).saturating_sub(nodes_now),
+    };
+    let plan = crate::plan(&snapshot);
+    let cost = plan.usd_per_hour();
+    let worth_it = plan.unplaceable.is_empty()
+        && !plan.new_nodes.is_empty()
+        && cost <= node.usd_per_hour * (1.0 - cluster.min_saving)
+        && nodes_now - 1 + plan.new_nodes.len() >= cluster.min_nodes;
+    if !worth_it {
+        return None;
+    }
+    for &(g, existing, k) in &plan.on_existing {
+        let i = room[existing];
+        let requests = snapshot.pending[g].requests;
+        let taken = Resources {
+            millicores: requests.millicores * k as u64,
+            memory_mib: requests.memory_mib * k as u64,
+            pods: requests.pods * k,
+        };
+        free[i] = free[i].map(|f| f.saturating_sub(&taken));
+    }
+    Some(Action::Replace {
+        node: node.name.clone(),
+        saves_usd_per_hour: node.usd_per_hour - cost,
+        with: plan.new_nodes,
+    })
+}

@@ -1,0 +1,241 @@
+//! A cluster in miniature, for property tests and the replay benchmark: nodes holding pods,
+//! placed as the scheduler places them, grown by [`crate::plan`] and shrunk by
+//! [`crate::consolidate::consolidate`], the way the controller applies them to a real
+//! cluster (new nodes first, then the disrupted nodes' pods move).
+
+use crate::consolidate::{Action, Cluster, RunningNode, RunningPod, consolidate};
+use crate::{ExistingNode, NodeType, Plan, PodGroup, Resources, Snapshot};
+
+/// What one step of the controller did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Step {
+    pub launched: usize,
+    pub removed: usize,
+    pub unplaceable: u32,
+}
+
+impl Step {
+    pub fn actions(&self) -> usize {
+        self.launched + self.removed
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimCluster {
+    pub nodes: Vec<RunningNode>,
+    /// When each node was launched, in steps.
+    pub launched_at: Vec<u64>,
+    pub pending: Vec<RunningPod>,
+    pub types: Vec<NodeType>,
+    pub zones: Vec<String>,
+    pub spread_zones: bool,
+    pub min_nodes: usize,
+    pub max_nodes: usize,
+    pub budget: usize,
+    pub min_saving: f64,
+    /// Steps a node must have run before consolidation may touch it.
+    pub stabilization: u64,
+    pub now: u64,
+    next_name: usize,
+}
+
+impl SimCluster {
+    pub fn new(types: Vec<NodeType>, zones: Vec<String>, max_nodes: usize) -> Self {
+        SimCluster {
+            nodes: Vec::new(),
+            launched_at: Vec::new(),
+            pending: Vec::new(),
+            types,
+            zones,
+            spread_zones: false,
+            min_nodes: 0,
+            max_nodes,
+            budget: 1,
+            min_saving: 0.1,
+            stabilization: 0,
+            now: 0,
+            next_name: 0,
+        }
+    }
+
+    pub fn usd_per_hour(&self) -> f64 {
+        self.nodes.iter().fold(0.0, |sum, n| sum + n.usd_per_hour)
+    }
+
+    pub fn running_pods(&self) -> usize {
+        self.nodes.iter().map(|n| n.pods.len()).sum()
+    }
+
+    fn free(&self, i: usize) -> Resources {
+        let n = &self.nodes[i];
+        let used = n
+            .pods
+            .iter()
+            .fold(Resources::default(), |s, p| s.add(&p.requests));
+        n.room.saturating_sub(&used)
+    }
+
+    /// Places pending pods, oldest first, each on the least allocated node that holds it.
+    pub fn schedule(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for pod in pending {
+            let best = (0..self.nodes.len())
+                .filter(|&i| !self.nodes[i].draining)
+                .filter(|&i| {
+                    let n = &self.nodes[i];
+                    pod.requests.fits_in(&self.free(i)) && pod.placement.allows(n.arch, &n.zone)
+                })
+                .min_by(|&a, &b| {
+                    self.nodes[a]
+                        .utilization()
+                        .total_cmp(&self.nodes[b].utilization())
+                        .then(a.cmp(&b))
+                });
+            match best {
+                Some(i) => self.nodes[i].pods.push(pod),
+                None => self.pending.push(pod),
+            }
+        }
+    }
+
+    /// Adds pods of one shape; they wait for the scheduler.
+    pub fn add_pods(&mut self, pod: &RunningPod, count: usize) {
+        self.pending.extend(std::iter::repeat_n(pod.clone(), count));
+    }
+
+    /// Removes `count` pods of this shape, pending ones first, then the newest placed.
+    pub fn remove_pods(&mut self, pod: &RunningPod, mut count: usize) {
+        while count > 0 {
+            if let Some(i) = self.pending.iter().rposition(|p| p == pod) {
+                self.pending.remove(i);
+            } else if let Some((n, i)) = self
+                .nodes
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(n, node)| node.pods.iter().rposition(|p| p == pod).map(|i| (n, i)))
+            {
+                self.nodes[n].pods.remove(i);
+            } else {
+                return;
+            }
+            count -= 1;
+        }
+    }
+
+    fn launch(&mut self, instance_type: &str, zone: &str) {
+        let t = self
+            .types
+            .iter()
+            .find(|t| t.name == instance_type)
+            .expect("a planned type");
+        self.nodes.push(RunningNode {
+            name: format!("node-{}", self.next_name),
+            instance_type: t.name.clone(),
+            arch: t.arch,
+            zone: zone.to_string(),
+            usd_per_hour: t.usd_per_hour,
+            room: t.room,
+            pods: Vec::new(),
+            keep: None,
+            draining: false,
+        });
+        self.launched_at.push(self.now);
+        self.next_name += 1;
+    }
+
+    /// The scale-up decision for the pending pods.
+    pub fn scale_up_plan(&self) -> (Snapshot, Plan) {
+        let mut groups: Vec<PodGroup> = Vec::new();
+        for pod in &self.pending {
+            match groups
+                .iter_mut()
+                .find(|g| g.requests == pod.requests && g.placement == pod.placement)
+            {
+                Some(g) => g.count += 1,
+                None => groups.push(PodGroup {
+                    name: format!("group-{}", groups.len()),
+                    requests: pod.requests,
+                    placement: pod.placement.clone(),
+                    count: 1,
+                }),
+            }
+        }
+        let snapshot = Snapshot {
+            pending: groups,
+            existing: (0..self.nodes.len())
+                .filter(|&i| !self.nodes[i].draining)
+                .map(|i| ExistingNode {
+                    name: self.nodes[i].name.clone(),
+                    instance_type: self.nodes[i].instance_type.clone(),
+                    arch: self.nodes[i].arch,
+                    zone: self.nodes[i].zone.clone(),
+                    free: self.free(i),
+                })
+                .collect(),
+            types: self.types.clone(),
+            zones: self.zones.clone(),
+            spread_zones: self.spread_zones,
+            max_new_nodes: self.max_nodes.saturating_sub(self.nodes.len()),
+        };
+        let plan = crate::plan(&snapshot);
+        (snapshot, plan)
+    }
+
+    /// One controller step: schedule, add nodes for what stays pending, or else
+    /// consolidate; then let the scheduler place what moved.
+    pub fn step(&mut self) -> Step {
+        self.now += 1;
+        self.schedule();
+        let mut step = Step::default();
+        if !self.pending.is_empty() {
+            let (_, plan) = self.scale_up_plan();
+            for node in &plan.new_nodes {
+                self.launch(&node.instance_type, &node.zone);
+            }
+            step.launched = plan.new_nodes.len();
+            step.unplaceable = plan.unplaceable.iter().map(|u| u.count).sum();
+            self.schedule();
+            return step;
+        }
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            node.keep = (self.now - self.launched_at[i] < self.stabilization)
+                .then(|| "launched within the stabilization window".to_string());
+        }
+        let actions = consolidate(&Cluster {
+            nodes: &self.nodes,
+            types: &self.types,
+            zones: &self.zones,
+            spread_zones: self.spread_zones,
+            min_nodes: self.min_nodes,
+            max_nodes: self.max_nodes,
+            budget: self.budget,
+            min_saving: self.min_saving,
+        });
+        for action in &actions {
+            if let Action::Replace { with, .. } = action {
+                for node in with {
+                    self.launch(&node.instance_type, &node.zone);
+                }
+                step.launched += with.len();
+            }
+            let i = self
+                .nodes
+                .iter()
+                .position(|n| n.name == action.node())
+                .expect("a node of the cluster");
+            self.nodes[i].draining = true;
+        }
+        // Drain: the disrupted nodes' pods go back to the scheduler, then the nodes go.
+        for i in (0..self.nodes.len()).rev() {
+            if self.nodes[i].draining {
+                let node = self.nodes.remove(i);
+                self.launched_at.remove(i);
+                self.pending.extend(node.pods);
+                step.removed += 1;
+            }
+        }
+        self.schedule();
+        step
+    }
+}
