@@ -32,6 +32,8 @@ use dialtone_types::{Cluster, ClusterType, Condition, ConditionStatus, Object, O
 use futures::StreamExt;
 use jiff::Timestamp;
 
+use crate::sizing::{self, SizingOptions, worker_index};
+
 /// Holds a cluster until its cloud resources are gone.
 pub const CLUSTER_FINALIZER: &str = "dialtone.dev/cloud-resources";
 pub use dialtone_cloud::tags::{TAG_ATTEMPT, TAG_CLUSTER, TAG_NETWORK, TAG_OWNER, TAG_PART};
@@ -47,6 +49,7 @@ pub struct LifecycleOptions {
     pub poll: Duration,
     /// How often a settled cluster is checked against the cloud, to repair what broke.
     pub health_check: Duration,
+    pub sizing: SizingOptions,
 }
 
 impl LifecycleOptions {
@@ -57,6 +60,13 @@ impl LifecycleOptions {
         LifecycleOptions {
             poll: scaled(2_000.0, 20),
             health_check: scaled(10_000.0, 1_000),
+            sizing: SizingOptions {
+                // Karpenter's consolidateAfter is commonly set to minutes; five keeps a
+                // node that just came up for a burst from going at once.
+                stabilization: scaled(300_000.0, 0),
+                budget: 1,
+                min_saving: 0.1,
+            },
         }
     }
 }
@@ -140,7 +150,7 @@ pub fn network_key(path: &ResourcePath, uid: &str, plan: &ClusterPlan) -> String
 }
 
 /// The node slots a plan asks for, carrying over each slot's attempt from `previous`.
-fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode]) -> Vec<Slot> {
+fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32) -> Vec<Slot> {
     let attempt = |name: &str| {
         previous
             .iter()
@@ -163,17 +173,34 @@ fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode]) -> Vec<Slot> {
             }
         })
         .collect();
-    // Until right-sizing chooses, the worker count stays where it is, within the bounds.
-    let current = previous
-        .iter()
-        .filter(|n| n.role == NodeRole::Worker)
-        .count() as u32;
-    let count = if previous.is_empty() {
-        plan.workers.initial.len() as u32
+    // Workers are what right-sizing last chose (the plan's initial ones at first), topped
+    // up to minNodes and cut to maxNodes.
+    let mut workers: Vec<Slot> = if previous.is_empty() {
+        plan.workers
+            .initial
+            .iter()
+            .enumerate()
+            .map(|(i, node)| Slot {
+                name: format!("worker-{i}"),
+                role: NodeRole::Worker,
+                zone: node.zone.clone(),
+                instance_type: node.instance_type.clone(),
+                attempt: 0,
+            })
+            .collect()
     } else {
-        current
-    }
-    .clamp(plan.workers.min_nodes, plan.workers.max_nodes);
+        previous
+            .iter()
+            .filter(|n| n.role == NodeRole::Worker)
+            .map(|n| Slot {
+                name: n.name.clone(),
+                role: NodeRole::Worker,
+                zone: n.zone.clone(),
+                instance_type: n.instance_type.clone(),
+                attempt: n.attempt,
+            })
+            .collect()
+    };
     let default_type = plan
         .workers
         .initial
@@ -184,24 +211,30 @@ fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode]) -> Vec<Slot> {
                 .unwrap_or("")
                 .to_string()
         });
-    for i in 0..count as usize {
-        let name = format!("worker-{i}");
-        let (zone, instance_type) = match plan.workers.initial.get(i) {
-            Some(slot) => (slot.zone.clone(), slot.instance_type.clone()),
-            None => (
-                plan.workers.zones[i % plan.workers.zones.len()].clone(),
-                default_type.clone(),
-            ),
-        };
-        slots.push(Slot {
-            attempt: attempt(&name),
-            name,
+    let mut next = workers
+        .iter()
+        .filter_map(|w| worker_index(&w.name))
+        .max()
+        .map_or(0, |i| i + 1)
+        .max(next_worker);
+    while workers.len() < plan.workers.min_nodes as usize {
+        let zone = plan.workers.zones[workers.len() % plan.workers.zones.len()].clone();
+        workers.push(Slot {
+            name: format!("worker-{next}"),
             role: NodeRole::Worker,
             zone,
-            instance_type,
+            instance_type: default_type.clone(),
+            attempt: 0,
         });
+        next += 1;
     }
+    workers.truncate(plan.workers.max_nodes as usize);
+    slots.extend(workers);
     slots
+}
+
+fn next_worker(status: &ClusterStatus) -> u32 {
+    status.sizing.as_ref().map_or(0, |s| s.next_worker)
 }
 
 fn set_condition(
@@ -235,7 +268,7 @@ fn condition<'a>(status: &'a ClusterStatus, type_: &str) -> Option<&'a Condition
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
-fn record_event(
+pub(crate) fn record_event(
     status: &mut ClusterStatus,
     now: Timestamp,
     warning: bool,
@@ -334,6 +367,31 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Right-sizes a settled cluster through its API; whether work is under way.
+    async fn right_size(
+        &self,
+        uid: &str,
+        plan: &ClusterPlan,
+        status: &mut ClusterStatus,
+        now: Timestamp,
+    ) -> bool {
+        let Some(clients) = &self.kube else {
+            return false;
+        };
+        let client = match clients.client(uid) {
+            Ok(client) => client,
+            Err(_) => return false,
+        };
+        let catalog = self.provider.catalog();
+        match sizing::pass(&client, plan, catalog, &self.options.sizing, status, now).await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::debug!(cluster = uid, error = %e, "right-sizing stopped");
+                true
+            }
+        }
+    }
+
     /// Moves the cluster at `path` one pass toward its plan (or, being deleted, toward
     /// nothing) and records what it saw in its status.
     pub async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
@@ -423,8 +481,21 @@ impl Lifecycle {
                         .err(),
                     blocked => blocked,
                 };
-                let slots = desired_slots(&plan, &status.nodes);
-                self.observe(&mut status, &slots, &resources, blocked.as_ref(), now)
+                let slots = desired_slots(&plan, &status.nodes, next_worker(&status));
+                let next = self.observe(&mut status, &slots, &resources, blocked.as_ref(), now);
+                let settled = blocked.is_none() && next == Next::After(self.options.health_check);
+                let sizing = if settled {
+                    self.right_size(&cluster.metadata.uid, &plan, &mut status, now)
+                        .await
+                } else {
+                    false
+                };
+                sizing::account(&mut status, self.provider.catalog());
+                if sizing {
+                    Next::After(self.options.poll)
+                } else {
+                    next
+                }
             }
             // The cloud did not answer; report what the pass ran into and try again soon.
             Err(e) => {
@@ -655,7 +726,7 @@ impl Lifecycle {
             )
             .await?;
 
-        let slots = desired_slots(plan, &status.nodes);
+        let slots = desired_slots(plan, &status.nodes, next_worker(status));
         let mut waiting: Option<(&'static str, String)> = None;
         for slot in &slots {
             let instances: Vec<&CloudResource> = own
@@ -868,6 +939,15 @@ impl Lifecycle {
             .iter()
             .find(|n| n.state == "impaired")
             .map(|n| n.zone.clone());
+        let scaling = matches!(
+            blocked,
+            Some(Blocked::Waiting("LaunchingNodes" | "WaitingForNodes", _))
+        ) && cp_ready == cp_total
+            && status
+                .nodes
+                .iter()
+                .filter(|n| n.state != "running")
+                .all(|n| n.role == NodeRole::Worker && n.attempt == 0 && n.state != "impaired");
         let nodes_summary = format!(
             "{cp_ready}/{cp_total} control-plane and {workers_ready}/{workers_total} worker nodes running"
         );
@@ -899,6 +979,25 @@ impl Lifecycle {
                 False,
                 "AllNodesRunning",
                 nodes_summary.clone(),
+                now,
+            );
+            status.phase = "Ready".into();
+        } else if provisioned_before && scaling {
+            // New workers right-sizing asked for are on their way: nothing is broken.
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                True,
+                "ClusterReady",
+                format!("serving with {nodes_summary}; {message}"),
+                now,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Degraded",
+                False,
+                "Scaling",
+                message.clone(),
                 now,
             );
             status.phase = "Ready".into();

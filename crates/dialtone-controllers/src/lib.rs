@@ -7,7 +7,9 @@ pub mod cluster;
 mod compactor;
 mod deletion;
 mod queue;
+mod sizing;
 
 pub use cluster::{Lifecycle, LifecycleOptions, Next, run_cluster_controller};
 pub use compactor::run_compactor;
 pub use deletion::{reconcile_deletion, run_deletion_controller};
+pub use sizing::SizingOptions;

@@ -12,6 +12,11 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 
+/// A connection to one cluster's API (kube-rs's).
+pub use kube::Client;
+pub mod quantity;
+pub mod workload;
+
 /// The label that marks the objects Dialtone owns inside a cluster.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "dialtone");
 

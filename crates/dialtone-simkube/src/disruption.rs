@@ -54,6 +54,12 @@ fn budget_status(budget: &Value, pods: &[&Value], expected: u64) -> Value {
         expected
     };
     let allowed = healthy.saturating_sub(desired);
+    let condition = if allowed > 0 { "True" } else { "False" };
+    let previous = &budget["status"]["conditions"][0];
+    let since = match previous["lastTransitionTime"].as_str() {
+        Some(time) if previous["status"] == condition => json!(time),
+        _ => json!(crate::cluster::now()),
+    };
     json!({
         "observedGeneration": budget["metadata"]["generation"],
         "expectedPods": expected,
@@ -62,12 +68,10 @@ fn budget_status(budget: &Value, pods: &[&Value], expected: u64) -> Value {
         "disruptionsAllowed": allowed,
         "conditions": [{
             "type": "DisruptionAllowed",
-            "status": if allowed > 0 { "True" } else { "False" },
+            "status": condition,
             "reason": if allowed > 0 { "SufficientPods" } else { "InsufficientPods" },
             "message": "",
-            "lastTransitionTime": budget["status"]["conditions"][0]["lastTransitionTime"]
-                .as_str()
-                .map_or_else(|| json!(crate::cluster::now()), |t| json!(t)),
+            "lastTransitionTime": since,
         }],
     })
 }
@@ -108,12 +112,9 @@ pub fn sync_budgets(cluster: &ClusterApi) {
             }
         }
         let status = budget_status(&budget, &covered, expected.max(covered.len() as u64));
-        let unchanged = ["expectedPods", "currentHealthy", "desiredHealthy"]
-            .iter()
-            .all(|f| budget["status"][f] == status[f])
-            && budget["status"]["observedGeneration"] == status["observedGeneration"];
-        // An eviction spends an allowed disruption; only a change in the pods gives it back.
-        if unchanged {
+        // The evicted pod is deleted by its eviction, so counting again from the pods
+        // gives back no disruption that was spent.
+        if budget["status"] == status {
             continue;
         }
         let mut next = (*budget).clone();
@@ -136,10 +137,10 @@ fn too_many_requests(message: String, cause: Option<String>) -> KubeError {
 
 /// `POST pods/{name}/eviction`: deletes the pod if no budget forbids it.
 pub fn evict(cluster: &ClusterApi, namespace: &str, name: &str, body: &Value) -> KubeResult<Value> {
-    if body["kind"] != "Eviction" {
+    // The kind may be left out, as the subresource says what it is.
+    if let Some(kind) = body["kind"].as_str().filter(|k| *k != "Eviction") {
         return Err(KubeError::bad_request(format!(
-            "the body of an eviction must be a policy/v1 Eviction, not {}",
-            body["kind"].as_str().unwrap_or("an object without a kind")
+            "the body of an eviction must be a policy/v1 Eviction, not a {kind}"
         )));
     }
     if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {

@@ -16,7 +16,7 @@ mod openapi;
 mod patch;
 mod pki;
 mod proto;
-pub mod quantity;
+pub use dialtone_kube::quantity;
 pub mod rbac;
 pub mod resources;
 pub mod selectors;

@@ -153,6 +153,14 @@ pub fn sync_nodes(cluster: &ClusterApi, facts: &[NodeFacts]) {
                         }
                     }
                 }
+                for taint in current["spec"]["taints"].as_array().into_iter().flatten() {
+                    let taints = object["spec"]["taints"]
+                        .as_array_mut()
+                        .expect("node_object sets taints");
+                    if !taints.iter().any(|t| t["key"] == taint["key"]) {
+                        taints.push(taint.clone());
+                    }
+                }
                 if object != **current {
                     let _ = cluster
                         .objects

@@ -180,6 +180,55 @@ pub struct ClusterStatus {
     /// The latest events, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<ClusterEvent>,
+    /// Right-sizing: its latest decisions, each explained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<SizingStatus>,
+}
+
+/// What right-sizing has decided for a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SizingStatus {
+    /// The number the next new worker gets, so that no worker's name (and with it its
+    /// instance's idempotency token) is ever reused.
+    #[serde(default)]
+    pub next_worker: u32,
+    /// What the workers cost per hour now.
+    #[serde(default)]
+    pub usd_per_hour: f64,
+    /// The latest decisions, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<SizingDecision>,
+}
+
+/// One right-sizing decision and its explanation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SizingDecision {
+    pub time: Timestamp,
+    /// `ScaleUp`, `Delete`, `Replace` or `Upgrade`.
+    pub action: String,
+    /// The pods the decision is for.
+    pub pods: u32,
+    /// Workers added, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<ClusterNode>,
+    /// Workers to drain and remove, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// For a scale-up, what the added nodes cost per hour; for a disruption, what the
+    /// nodes that replace the removed ones cost.
+    pub usd_per_hour: f64,
+    /// A proven lower bound on the cost per hour of any nodes that hold the same pods
+    /// (scale-up only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_bound_usd_per_hour: Option<f64>,
+    /// For a disruption, what it saves per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saves_usd_per_hour: Option<f64>,
+    /// How long deciding took.
+    pub millis: f64,
+    pub message: String,
 }
 
 #[derive(

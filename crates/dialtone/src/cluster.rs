@@ -420,6 +420,31 @@ fn describe(path: &ResourcePath, cluster: &Value) {
             .collect();
         print_table(&["  NAME", "ZONE", "TYPE", "INSTANCE", "STATE"], &rows);
     }
+    let sizing = &status["sizing"];
+    if sizing.is_object() {
+        println!(
+            "Right-sizing:   workers cost ${:.4}/h",
+            sizing["usdPerHour"].as_f64().unwrap_or(0.0)
+        );
+        for d in sizing["decisions"].as_array().into_iter().flatten() {
+            let bound = match d["lowerBoundUsdPerHour"].as_f64() {
+                Some(bound) => format!("bound ${bound:.4}/h"),
+                None => format!(
+                    "saves ${:.4}/h",
+                    d["savesUsdPerHour"].as_f64().unwrap_or(0.0)
+                ),
+            };
+            println!(
+                "  {:>5} ago  {:<8} {:>4} pods  ${:.4}/h  {bound}  {:.1} ms",
+                age(&d["time"]),
+                text(&d["action"]),
+                d["pods"],
+                d["usdPerHour"].as_f64().unwrap_or(0.0),
+                d["millis"].as_f64().unwrap_or(0.0),
+            );
+            println!("         {}", text(&d["message"]));
+        }
+    }
     println!("Conditions:");
     for c in status["conditions"].as_array().into_iter().flatten() {
         println!(

@@ -31,41 +31,53 @@ fn ok(kubeconfig: &Path, args: &[&str]) -> String {
     text
 }
 
+/// Pod phases, counted: (running, pending).
+fn phases(kubeconfig: &Path) -> (usize, usize) {
+    let pods: Value =
+        serde_json::from_str(&ok(kubeconfig, &["get", "pods", "-o", "json"])).unwrap();
+    let items = pods["items"].as_array().unwrap();
+    let count = |phase: &str| {
+        items
+            .iter()
+            .filter(|p| p["status"]["phase"] == phase)
+            .count()
+    };
+    (count("Running"), count("Pending"))
+}
+
 /// Pod phases, counted, once `done` holds (within 30 s).
 fn phases_when(kubeconfig: &Path, done: impl Fn(usize, usize) -> bool) -> (usize, usize) {
+    phases_when_within(kubeconfig, Duration::from_secs(30), done)
+}
+
+fn phases_when_within(
+    kubeconfig: &Path,
+    limit: Duration,
+    done: impl Fn(usize, usize) -> bool,
+) -> (usize, usize) {
     let start = Instant::now();
     loop {
-        let pods: Value =
-            serde_json::from_str(&ok(kubeconfig, &["get", "pods", "-o", "json"])).unwrap();
-        let items = pods["items"].as_array().unwrap();
-        let running = items
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running")
-            .count();
-        let pending = items
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Pending")
-            .count();
+        let (running, pending) = phases(kubeconfig);
         if done(running, pending) {
             return (running, pending);
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < limit,
             "pods: {running} running, {pending} pending"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-/// A developer cluster with `workers` workers in a fresh dev server, and a kubeconfig for it
-/// written by `dialtone cluster credentials`.
-async fn sim_cluster(workers: u32) -> (DevServer, tempfile::TempDir, PathBuf) {
+/// A developer cluster of `min_nodes` to `max_nodes` workers in a fresh dev server, and a
+/// kubeconfig for it written by `dialtone cluster credentials`.
+async fn sim_cluster(min_nodes: u32, max_nodes: u32) -> (DevServer, tempfile::TempDir, PathBuf) {
     let server = start_with(&["--sim-time-scale", "0"]);
     let api = Api::admin(&server);
     api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
     api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
         .await;
-    let workers = workers.to_string();
+    let (min_nodes, max_nodes) = (min_nodes.to_string(), max_nodes.to_string());
     let out = server.cli(&[
         "cluster",
         "create",
@@ -79,7 +91,9 @@ async fn sim_cluster(workers: u32) -> (DevServer, tempfile::TempDir, PathBuf) {
         "--region",
         "us-east-1",
         "--min-nodes",
-        &workers,
+        &min_nodes,
+        "--max-nodes",
+        &max_nodes,
         "--wait",
     ]);
     assert!(
@@ -111,7 +125,7 @@ async fn sim_cluster(workers: u32) -> (DevServer, tempfile::TempDir, PathBuf) {
 
 #[tokio::test]
 async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
-    let (_server, _dir, kubeconfig) = sim_cluster(2).await;
+    let (_server, _dir, kubeconfig) = sim_cluster(2, 2).await;
 
     // One node per instance: a tainted control plane and two workers.
     let start = Instant::now();
@@ -137,7 +151,8 @@ async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
     );
     assert!(ok(&kubeconfig, &["get", "nodes"]).contains("Ready"));
 
-    // 20 replicas of 500m: the two workers (1930m allocatable each) hold three each.
+    // 20 replicas of 500m: the two workers (1930m allocatable each) hold three each, and
+    // maxNodes leaves right-sizing no room to add more.
     ok(
         &kubeconfig,
         &[
@@ -289,7 +304,7 @@ fn watch_until(
 
 #[tokio::test]
 async fn kubectl_applies_watches_and_meets_webhooks() {
-    let (_server, dir, kubeconfig) = sim_cluster(2).await;
+    let (_server, dir, kubeconfig) = sim_cluster(2, 2).await;
 
     // Dialtone bootstrapped the cluster through its API, and marked what it owns.
     let binding = ok(
@@ -613,4 +628,156 @@ webhooks:
     });
     let _ = watch.kill();
     let _ = watch.wait();
+}
+
+/// The cluster's right-sizing status, read through the Dialtone API.
+async fn sizing_of(api: &Api) -> Value {
+    let (_, cluster) = api
+        .get("/v1/orgs/demo/folders/eng/projects/web/clusters/dev-1")
+        .await;
+    cluster["status"].clone()
+}
+
+fn workers(status: &Value) -> Vec<String> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "worker")
+        .map(|n| format!("{} {}", n["name"], n["instanceType"]))
+        .collect()
+}
+
+#[tokio::test]
+async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
+    let (server, dir, kubeconfig) = sim_cluster(1, 30).await;
+    let api = Api::admin(&server);
+    let start_cost = sizing_of(&api).await["sizing"]["usdPerHour"]
+        .as_f64()
+        .unwrap();
+
+    // 200 pods of 250m and 512 MiB: far more than the one worker holds.
+    let manifest = dir.path().join("web.json");
+    std::fs::write(
+        &manifest,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 200,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{
+                        "name": "web", "image": "nginx",
+                        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
+                    }]},
+                },
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    ok(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
+    phases_when_within(&kubeconfig, Duration::from_secs(90), |r, p| {
+        r == 200 && p == 0
+    });
+    let grown = sizing_of(&api).await;
+    let decisions = grown["sizing"]["decisions"].as_array().unwrap();
+    let scale_up = decisions
+        .iter()
+        .find(|d| d["action"] == "ScaleUp")
+        .expect("a scale-up decision");
+    let (cost, bound) = (
+        scale_up["usdPerHour"].as_f64().unwrap(),
+        scale_up["lowerBoundUsdPerHour"].as_f64().unwrap(),
+    );
+    assert!(bound > 0.0 && cost >= bound - 1e-9, "{scale_up:#}");
+    assert!(
+        scale_up["added"].as_array().unwrap().len() > 1,
+        "{scale_up:#}"
+    );
+    let peak_cost = grown["sizing"]["usdPerHour"].as_f64().unwrap();
+    assert!(peak_cost > start_cost);
+    let describe = server.cli(&[
+        "cluster",
+        "describe",
+        "dev-1",
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+    ]);
+    let text = String::from_utf8_lossy(&describe.stdout);
+    assert!(
+        text.contains("Right-sizing:") && text.contains("ScaleUp") && text.contains("lower bound"),
+        "{text}"
+    );
+
+    // A budget keeps 19 of the pods up while the cluster shrinks to fit 20.
+    let budget = dir.path().join("budget.json");
+    std::fs::write(
+        &budget,
+        json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"minAvailable": 19, "selector": {"matchLabels": {"app": "web"}}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    ok(&kubeconfig, &["apply", "-f", budget.to_str().unwrap()]);
+    ok(
+        &kubeconfig,
+        &["scale", "deployment", "web", "--replicas=20"],
+    );
+    let started = Instant::now();
+    let mut fewest_running = usize::MAX;
+    let shrunk = loop {
+        let status = sizing_of(&api).await;
+        let (running, pending) = phases(&kubeconfig);
+        if started.elapsed() > Duration::from_secs(3) {
+            fewest_running = fewest_running.min(running);
+        }
+        let cost = status["sizing"]["usdPerHour"].as_f64().unwrap();
+        let draining = ok(&kubeconfig, &["get", "nodes"]).contains("SchedulingDisabled");
+        if running == 20 && pending == 0 && cost < peak_cost / 2.0 && !draining {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{running} running, {pending} pending, ${cost}/h: {:?}\n{:#}",
+            workers(&status),
+            status["events"]
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        fewest_running >= 19,
+        "the budget held: {fewest_running} running at worst"
+    );
+    let actions: Vec<&str> = shrunk["sizing"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["action"].as_str())
+        .collect();
+    assert!(
+        actions.iter().any(|a| *a == "Delete" || *a == "Replace"),
+        "{actions:?}"
+    );
+    let events = shrunk["events"].to_string();
+    assert!(!events.contains("PodsUnplaceable"), "{events}");
+
+    // Steady: the same pods for a while, and right-sizing leaves the cluster alone.
+    let settled = workers(&sizing_of(&api).await);
+    let decided = shrunk["sizing"]["decisions"].as_array().unwrap().len();
+    std::thread::sleep(Duration::from_secs(8));
+    let later = sizing_of(&api).await;
+    assert_eq!(workers(&later), settled, "no worker came or went");
+    assert_eq!(
+        later["sizing"]["decisions"].as_array().unwrap().len(),
+        decided
+    );
+    assert_eq!(phases(&kubeconfig), (20, 0));
 }

@@ -1,0 +1,554 @@
+//! Right-sizing a Ready cluster, one pass at a time, from what its Kubernetes API says
+//! (the decisions themselves are `dialtone-sizing`'s pure functions):
+//!
+//! 1. **Drain** the workers an earlier decision disrupted (Dialtone's taint is on the node,
+//!    so a restarted server picks up where it stopped): once every worker slot is a Ready
+//!    node, evict their pods through `pods/eviction` (a budget may refuse; the next pass
+//!    tries again), and drop the slot of a node left with nothing to move; the lifecycle
+//!    then terminates its instance.
+//! 2. **Scale up** for pods the scheduler could not place: new worker slots of the types
+//!    and zones the plan chooses, which the lifecycle launches.
+//! 3. Otherwise **consolidate**: remove or replace workers whose pods fit more cheaply
+//!    elsewhere, at most the disruption budget at a time, never a node younger than the
+//!    stabilization window or whose pods a budget protects. A replaced node is tainted at
+//!    once (nothing new lands on it) and drained once its replacements are Ready.
+//!
+//! Each decision is recorded in the cluster's status, with the nodes chosen, their cost,
+//! a lower bound for the same pods and the time taken, and as an event.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use dialtone_cloud::{Arch, InstanceCatalog};
+use dialtone_kube::KubeError;
+use dialtone_kube::workload::{self, Evicted, NodeView, PodView, Workload};
+use dialtone_sizing::consolidate::{self, Action, RunningNode, RunningPod};
+use dialtone_sizing::{ExistingNode, NodeType, Placement, PodGroup, Resources, Snapshot};
+use dialtone_types::cluster::{
+    ClusterNode, ClusterPlan, ClusterStatus, NodeRole, SizingDecision, SizingStatus,
+};
+use jiff::Timestamp;
+
+use crate::cluster::record_event;
+
+const DECISIONS_KEPT: usize = 10;
+
+/// How right-sizing paces its disruptions.
+#[derive(Clone, Debug)]
+pub struct SizingOptions {
+    /// A node must have run this long before consolidation may remove it.
+    pub stabilization: Duration,
+    /// Nodes disrupted at a time.
+    pub budget: usize,
+    /// The share of a node's price a replacement must save.
+    pub min_saving: f64,
+}
+
+/// The index in a worker's name, `worker-12` → 12.
+pub(crate) fn worker_index(name: &str) -> Option<u32> {
+    name.strip_prefix("worker-")?.parse().ok()
+}
+
+/// The instance types a cluster's workers may use, as nodes offer them.
+fn node_types(plan: &ClusterPlan, catalog: &InstanceCatalog) -> Vec<NodeType> {
+    let allowed = catalog
+        .iter()
+        .filter(|t| plan.workers.families.contains(&t.family))
+        .filter(|t| t.max_pods.min(plan.workers.max_pods_per_node) > 0)
+        .cloned();
+    dialtone_sizing::node_types(allowed, &plan.workers.zones, Resources::default())
+}
+
+/// Where a pod may run, from its nodeSelector; `Err` names a selector no new node can meet.
+fn placement(pod: &PodView) -> Result<Placement, String> {
+    let mut placement = Placement::default();
+    for (key, value) in &pod.node_selector {
+        match key.as_str() {
+            "kubernetes.io/arch" => {
+                placement.arch = Some(match value.as_str() {
+                    "amd64" => Arch::X86_64,
+                    "arm64" => Arch::Arm64,
+                    other => return Err(format!("no instance type has arch `{other}`")),
+                })
+            }
+            "topology.kubernetes.io/zone" => placement.zone = Some(value.clone()),
+            "kubernetes.io/os" if value == "linux" => {}
+            _ => {
+                return Err(format!(
+                    "nodeSelector {key}={value} is not a label Dialtone gives new nodes"
+                ));
+            }
+        }
+    }
+    Ok(placement)
+}
+
+fn requests(pod: &PodView) -> Resources {
+    Resources {
+        millicores: pod.millicores,
+        memory_mib: pod.memory_mib,
+        pods: 1,
+    }
+}
+
+fn is_daemon(pod: &PodView) -> bool {
+    pod.controller.as_deref() == Some("DaemonSet")
+}
+
+fn new_slot(status: &mut ClusterStatus, instance_type: &str, zone: &str) -> ClusterNode {
+    let sizing = status.sizing.get_or_insert_with(SizingStatus::default);
+    let name = format!("worker-{}", sizing.next_worker);
+    sizing.next_worker += 1;
+    let node = ClusterNode {
+        name,
+        role: NodeRole::Worker,
+        zone: zone.to_string(),
+        instance_type: instance_type.to_string(),
+        instance_id: String::new(),
+        state: "absent".into(),
+        attempt: 0,
+    };
+    status.nodes.push(node.clone());
+    node
+}
+
+fn record_decision(status: &mut ClusterStatus, decision: SizingDecision, warning: bool) {
+    record_event(
+        status,
+        decision.time,
+        warning,
+        &decision.action,
+        decision.message.clone(),
+    );
+    let sizing = status.sizing.get_or_insert_with(SizingStatus::default);
+    sizing.decisions.push(decision);
+    if sizing.decisions.len() > DECISIONS_KEPT {
+        sizing.decisions.remove(0);
+    }
+}
+
+fn usd(value: f64) -> String {
+    format!("${value:.4}/h")
+}
+
+/// Keeps `status.sizing.usdPerHour` and the next worker number current.
+pub(crate) fn account(status: &mut ClusterStatus, catalog: &InstanceCatalog) {
+    let workers = status.nodes.iter().filter(|n| n.role == NodeRole::Worker);
+    let cost = workers.clone().fold(0.0, |sum, n| {
+        sum + catalog
+            .get(&n.instance_type)
+            .map_or(0.0, |t| t.usd_per_hour)
+    });
+    let next = workers
+        .filter_map(|n| worker_index(&n.name))
+        .max()
+        .map_or(0, |i| i + 1);
+    let sizing = status.sizing.get_or_insert_with(SizingStatus::default);
+    sizing.usd_per_hour = (cost * 10_000.0).round() / 10_000.0;
+    sizing.next_worker = sizing.next_worker.max(next);
+}
+
+/// One right-sizing pass over a Ready cluster. Returns whether work is under way (look
+/// again soon).
+pub(crate) async fn pass(
+    client: &dialtone_kube::Client,
+    plan: &ClusterPlan,
+    catalog: &InstanceCatalog,
+    options: &SizingOptions,
+    status: &mut ClusterStatus,
+    now: Timestamp,
+) -> Result<bool, KubeError> {
+    let observed = workload::observe(client).await?;
+    let workers: Vec<&ClusterNode> = status
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Worker)
+        .collect();
+    let all_ready = workers
+        .iter()
+        .all(|w| node_of(&observed, w).is_some_and(|n| n.ready));
+    let draining: Vec<(String, String)> = workers
+        .iter()
+        .filter_map(|w| {
+            let node = node_of(&observed, w).filter(|n| n.disrupted)?;
+            Some((w.name.clone(), node.name.clone()))
+        })
+        .collect();
+    if !draining.is_empty() {
+        if all_ready {
+            drain(client, &observed, &draining, status, now).await?;
+        }
+        return Ok(true);
+    }
+    if scale_up(&observed, plan, catalog, status, now) {
+        return Ok(true);
+    }
+    // While pods wait for a node, nothing is taken away.
+    if observed.pods.iter().any(|p| p.node.is_none()) {
+        return Ok(false);
+    }
+    consolidate(client, &observed, plan, catalog, options, status, now).await
+}
+
+/// The node a worker slot's instance registered as.
+fn node_of<'a>(observed: &'a Workload, slot: &ClusterNode) -> Option<&'a NodeView> {
+    observed
+        .nodes
+        .iter()
+        .find(|n| !slot.instance_id.is_empty() && n.instance_id == slot.instance_id)
+}
+
+/// Drains the disrupted workers, (slot, node name) pairs.
+async fn drain(
+    client: &dialtone_kube::Client,
+    observed: &Workload,
+    draining: &[(String, String)],
+    status: &mut ClusterStatus,
+    now: Timestamp,
+) -> Result<(), KubeError> {
+    for (slot, node) in draining {
+        let pods: Vec<&PodView> = observed
+            .pods
+            .iter()
+            .filter(|p| p.node.as_deref() == Some(node) && !is_daemon(p))
+            .collect();
+        if pods.is_empty() {
+            status.nodes.retain(|n| n.name != *slot);
+            record_event(
+                status,
+                now,
+                false,
+                "NodeRemoved",
+                format!("{slot} ({node}) is drained; terminating its instance"),
+            );
+            continue;
+        }
+        for pod in pods {
+            if let Evicted::Refused(message) =
+                workload::evict(client, &pod.namespace, &pod.name).await?
+            {
+                record_event(
+                    status,
+                    now,
+                    false,
+                    "EvictionRefused",
+                    format!(
+                        "draining {slot}: {}/{}: {message}; trying again",
+                        pod.namespace, pod.name
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds workers for the pods the scheduler could not place. Returns whether it did.
+fn scale_up(
+    observed: &Workload,
+    plan: &ClusterPlan,
+    catalog: &InstanceCatalog,
+    status: &mut ClusterStatus,
+    now: Timestamp,
+) -> bool {
+    let waiting: Vec<&PodView> = observed
+        .pods
+        .iter()
+        .filter(|p| p.node.is_none() && p.unschedulable)
+        .collect();
+    if waiting.is_empty() {
+        return false;
+    }
+    let started = Instant::now();
+    let mut groups: Vec<PodGroup> = Vec::new();
+    let mut refused: BTreeMap<String, u32> = BTreeMap::new();
+    for pod in &waiting {
+        let placement = match placement(pod) {
+            Ok(p) => p,
+            Err(reason) => {
+                *refused.entry(reason).or_default() += 1;
+                continue;
+            }
+        };
+        let requests = requests(pod);
+        match groups
+            .iter_mut()
+            .find(|g| g.requests == requests && g.placement == placement)
+        {
+            Some(g) => g.count += 1,
+            None => groups.push(PodGroup {
+                name: format!("{}/{}", pod.namespace, pod.name),
+                requests,
+                placement,
+                count: 1,
+            }),
+        }
+    }
+    let types = node_types(plan, catalog);
+    let workers = status
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Worker)
+        .count();
+    let snapshot = Snapshot {
+        pending: groups,
+        existing: schedulable_workers(observed, status, catalog)
+            .iter()
+            .map(Worker::existing)
+            .collect(),
+        types,
+        zones: plan.workers.zones.clone(),
+        spread_zones: plan.workers.zones.len() > 1,
+        max_new_nodes: (plan.workers.max_nodes as usize).saturating_sub(workers),
+    };
+    let decided = dialtone_sizing::plan(&snapshot);
+    let bound = dialtone_sizing::bound::lower_bound(&snapshot);
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    for unplaceable in &decided.unplaceable {
+        let group = &snapshot.pending[unplaceable.group];
+        *refused
+            .entry(format!(
+                "{} ({}m CPU, {} MiB): {}",
+                group.name,
+                group.requests.millicores,
+                group.requests.memory_mib,
+                unplaceable.reason
+            ))
+            .or_default() += unplaceable.count;
+    }
+    if !refused.is_empty() {
+        let message = refused
+            .iter()
+            .map(|(reason, count)| format!("{count} pod(s): {reason}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        record_event(status, now, true, "PodsUnplaceable", message);
+    }
+    if decided.new_nodes.is_empty() {
+        return false;
+    }
+    let added: Vec<ClusterNode> = decided
+        .new_nodes
+        .iter()
+        .map(|n| new_slot(status, &n.instance_type, &n.zone))
+        .collect();
+    let cost = decided.usd_per_hour();
+    let pods: u32 = snapshot.pending.iter().map(|g| g.count).sum();
+    let ratio = if bound > 0.0 { cost / bound } else { 1.0 };
+    record_decision(
+        status,
+        SizingDecision {
+            time: now,
+            action: "ScaleUp".into(),
+            pods,
+            message: format!(
+                "{pods} pod(s) waiting: adding {} for {}; lower bound {} ({ratio:.2}×); decided in {millis:.1} ms",
+                decided.summary(),
+                usd(cost),
+                usd(bound),
+            ),
+            added,
+            removed: Vec::new(),
+            usd_per_hour: cost,
+            lower_bound_usd_per_hour: Some(bound),
+            saves_usd_per_hour: None,
+            millis,
+        },
+        false,
+    );
+    true
+}
+
+/// A Ready, schedulable worker: its slot, its node and the pods on it.
+struct Worker<'a> {
+    slot: &'a ClusterNode,
+    arch: Arch,
+    allocatable: Resources,
+    pods: Vec<&'a PodView>,
+}
+
+impl Worker<'_> {
+    fn used(&self, which: impl Fn(&PodView) -> bool) -> Resources {
+        self.pods
+            .iter()
+            .filter(|p| which(p))
+            .fold(Resources::default(), |sum, p| sum.add(&requests(p)))
+    }
+
+    /// The worker as room for pending pods.
+    fn existing(&self) -> ExistingNode {
+        ExistingNode {
+            name: self.slot.name.clone(),
+            instance_type: self.slot.instance_type.clone(),
+            arch: self.arch,
+            zone: self.slot.zone.clone(),
+            free: self.allocatable.saturating_sub(&self.used(|_| true)),
+        }
+    }
+}
+
+fn schedulable_workers<'a>(
+    observed: &'a Workload,
+    status: &'a ClusterStatus,
+    catalog: &InstanceCatalog,
+) -> Vec<Worker<'a>> {
+    status
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Worker)
+        .filter_map(|slot| {
+            let node = node_of(observed, slot).filter(|n| n.ready && !n.disrupted)?;
+            Some(Worker {
+                slot,
+                arch: catalog
+                    .get(&slot.instance_type)
+                    .and_then(|t| t.archs.first().copied())?,
+                allocatable: Resources {
+                    millicores: node.millicores,
+                    memory_mib: node.memory_mib,
+                    pods: node.pods,
+                },
+                pods: observed
+                    .pods
+                    .iter()
+                    .filter(|p| p.node.as_deref() == Some(&node.name))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+async fn consolidate(
+    client: &dialtone_kube::Client,
+    observed: &Workload,
+    plan: &ClusterPlan,
+    catalog: &InstanceCatalog,
+    options: &SizingOptions,
+    status: &mut ClusterStatus,
+    now: Timestamp,
+) -> Result<bool, KubeError> {
+    let started = Instant::now();
+    let nodes: Vec<RunningNode> = schedulable_workers(observed, status, catalog)
+        .into_iter()
+        .map(|worker| {
+            let movable: Vec<&PodView> = worker
+                .pods
+                .iter()
+                .copied()
+                .filter(|p| !is_daemon(p))
+                .collect();
+            let young = node_of(observed, worker.slot)
+                .is_some_and(|n| !workload::older_than(n, now, options.stabilization));
+            let keep = if young {
+                Some("it joined within the stabilization window".to_string())
+            } else if let Some(pod) = movable.iter().find(|p| p.controller.is_none()) {
+                Some(format!(
+                    "{}/{} has no controller to recreate it",
+                    pod.namespace, pod.name
+                ))
+            } else {
+                movable.iter().find_map(|pod| {
+                    observed
+                        .budgets
+                        .iter()
+                        .find(|b| b.covers(pod) && b.disruptions_allowed <= 0)
+                        .map(|b| {
+                            format!(
+                                "disruption budget {}/{} allows no eviction",
+                                b.namespace, b.name
+                            )
+                        })
+                })
+            };
+            RunningNode {
+                name: worker.slot.name.clone(),
+                instance_type: worker.slot.instance_type.clone(),
+                arch: worker.arch,
+                zone: worker.slot.zone.clone(),
+                usd_per_hour: catalog
+                    .get(&worker.slot.instance_type)
+                    .map_or(0.0, |t| t.usd_per_hour),
+                room: worker.allocatable.saturating_sub(&worker.used(is_daemon)),
+                pods: movable
+                    .iter()
+                    .map(|p| RunningPod {
+                        requests: requests(p),
+                        placement: placement(p).unwrap_or_default(),
+                    })
+                    .collect(),
+                keep,
+                draining: false,
+            }
+        })
+        .collect();
+    let types = node_types(plan, catalog);
+    let actions = consolidate::consolidate(&consolidate::Cluster {
+        nodes: &nodes,
+        types: &types,
+        zones: &plan.workers.zones,
+        spread_zones: plan.workers.zones.len() > 1,
+        min_nodes: plan.workers.min_nodes as usize,
+        max_nodes: plan.workers.max_nodes as usize,
+        budget: options.budget,
+        min_saving: options.min_saving,
+    });
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    for action in &actions {
+        let node = nodes
+            .iter()
+            .find(|n| n.name == action.node())
+            .expect("a node of the decision");
+        let slot = status
+            .nodes
+            .iter()
+            .find(|n| n.name == node.name)
+            .expect("a worker of the decision");
+        let Some(view) = node_of(observed, slot) else {
+            continue;
+        };
+        workload::mark_disrupted(client, &view.name).await?;
+        let (verb, added, cost) = match action {
+            Action::Delete { .. } => ("Delete", Vec::new(), 0.0),
+            Action::Replace { with, .. } => (
+                "Replace",
+                with.iter()
+                    .map(|n| new_slot(status, &n.instance_type, &n.zone))
+                    .collect(),
+                with.iter().fold(0.0, |s, n| s + n.usd_per_hour),
+            ),
+        };
+        let instead = if added.is_empty() {
+            "its pods fit on the other nodes".to_string()
+        } else {
+            let names: Vec<String> = added
+                .iter()
+                .map(|n| format!("{} ({}, {})", n.name, n.instance_type, n.zone))
+                .collect();
+            format!("replacing it with {} for {}", names.join(", "), usd(cost))
+        };
+        record_decision(
+            status,
+            SizingDecision {
+                time: now,
+                action: verb.into(),
+                pods: node.pods.len() as u32,
+                message: format!(
+                    "{} ({}, {}, {:.0} % used) is removed: {instead}; saves {}; decided in {millis:.1} ms",
+                    node.name,
+                    node.instance_type,
+                    usd(node.usd_per_hour),
+                    node.utilization() * 100.0,
+                    usd(action.saves_usd_per_hour()),
+                ),
+                added,
+                removed: vec![node.name.clone()],
+                usd_per_hour: cost,
+                lower_bound_usd_per_hour: None,
+                saves_usd_per_hour: Some(action.saves_usd_per_hour()),
+                millis,
+            },
+            false,
+        );
+    }
+    Ok(!actions.is_empty())
+}

@@ -1,0 +1,257 @@
+//! What right-sizing reads of a cluster, and the disruptions it makes, through the API:
+//! nodes with their allocatable and whether Dialtone is draining them, pods with their
+//! requests and whether the scheduler found no node for them, disruption budgets; marking
+//! a node for disruption (cordon and taint, as Karpenter does) and evicting a pod through
+//! `pods/eviction`, so that every PodDisruptionBudget holds.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
+
+use crate::{KubeError, quantity};
+
+/// The taint on a node Dialtone is draining: nothing new lands there.
+pub const DISRUPTED_TAINT: &str = "dialtone.dev/disrupted";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeView {
+    pub name: String,
+    /// The cloud's instance id, the last segment of the node's providerID.
+    pub instance_id: String,
+    pub ready: bool,
+    pub control_plane: bool,
+    /// Carries [`DISRUPTED_TAINT`]: Dialtone is draining it.
+    pub disrupted: bool,
+    pub millicores: u64,
+    pub memory_mib: u64,
+    pub pods: u32,
+    pub created: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    pub node: Option<String>,
+    /// The scheduler tried and found no node.
+    pub unschedulable: bool,
+    pub millicores: u64,
+    pub memory_mib: u64,
+    pub node_selector: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// The kind of its controller (`Deployment`, `ReplicaSet`, `DaemonSet`, …), if any.
+    pub controller: Option<String>,
+    /// Succeeded or Failed: it holds no resources.
+    pub finished: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetView {
+    pub namespace: String,
+    pub name: String,
+    pub selector: Option<LabelSelector>,
+    pub disruptions_allowed: i32,
+}
+
+impl BudgetView {
+    /// Whether the budget covers the pod, by upstream's label-selector rules.
+    pub fn covers(&self, pod: &PodView) -> bool {
+        let Some(selector) = &self.selector else {
+            return false;
+        };
+        if pod.namespace != self.namespace {
+            return false;
+        }
+        let by_value = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| pod.labels.get(k) == Some(v));
+        let by_expression = selector.match_expressions.iter().flatten().all(|e| {
+            let value = pod.labels.get(&e.key);
+            let values = e.values.as_deref().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        });
+        by_value && by_expression
+    }
+}
+
+/// A cluster's nodes, pods and disruption budgets, as right-sizing reads them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Workload {
+    pub nodes: Vec<NodeView>,
+    pub pods: Vec<PodView>,
+    pub budgets: Vec<BudgetView>,
+}
+
+fn name_of(meta: &ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+fn amount(
+    values: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    key: &str,
+) -> f64 {
+    values
+        .and_then(|v| v.get(key))
+        .and_then(|q| quantity::parse(&q.0))
+        .unwrap_or(0.0)
+}
+
+fn node_view(node: Node) -> NodeView {
+    let status = node.status.unwrap_or_default();
+    let spec = node.spec.unwrap_or_default();
+    let allocatable = status.allocatable.as_ref();
+    NodeView {
+        ready: status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        control_plane: node
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane")),
+        disrupted: spec
+            .taints
+            .iter()
+            .flatten()
+            .any(|t| t.key == DISRUPTED_TAINT),
+        millicores: (amount(allocatable, "cpu") * 1000.0).round() as u64,
+        memory_mib: (amount(allocatable, "memory") / 1024.0 / 1024.0) as u64,
+        pods: amount(allocatable, "pods") as u32,
+        created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        instance_id: spec
+            .provider_id
+            .as_deref()
+            .and_then(|id| id.rsplit('/').next())
+            .unwrap_or_default()
+            .to_string(),
+        name: name_of(&node.metadata),
+    }
+}
+
+fn pod_view(pod: Pod) -> PodView {
+    let spec = pod.spec.unwrap_or_default();
+    let status = pod.status.unwrap_or_default();
+    let (mut millicores, mut memory) = (0.0, 0.0);
+    for container in &spec.containers {
+        let requests = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref());
+        millicores += amount(requests, "cpu") * 1000.0;
+        memory += amount(requests, "memory");
+    }
+    PodView {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: name_of(&pod.metadata),
+        node: spec.node_name.filter(|n| !n.is_empty()),
+        unschedulable: status.conditions.iter().flatten().any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        }),
+        millicores: millicores.ceil() as u64,
+        memory_mib: (memory / 1024.0 / 1024.0).ceil() as u64,
+        node_selector: spec.node_selector.unwrap_or_default(),
+        labels: pod.metadata.labels.unwrap_or_default(),
+        controller: pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.kind.clone()),
+        finished: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
+    }
+}
+
+/// Reads what right-sizing decides on.
+pub async fn observe(client: &kube::Client) -> Result<Workload, KubeError> {
+    let all = ListParams::default();
+    let nodes = Api::<Node>::all(client.clone()).list(&all).await?;
+    let pods = Api::<Pod>::all(client.clone()).list(&all).await?;
+    let budgets = Api::<PodDisruptionBudget>::all(client.clone())
+        .list(&all)
+        .await?;
+    Ok(Workload {
+        nodes: nodes.items.into_iter().map(node_view).collect(),
+        pods: pods
+            .items
+            .into_iter()
+            .map(pod_view)
+            .filter(|p| !p.finished)
+            .collect(),
+        budgets: budgets
+            .items
+            .into_iter()
+            .map(|b| BudgetView {
+                namespace: b.metadata.namespace.clone().unwrap_or_default(),
+                name: name_of(&b.metadata),
+                selector: b.spec.and_then(|s| s.selector),
+                disruptions_allowed: b.status.map_or(0, |s| s.disruptions_allowed),
+            })
+            .collect(),
+    })
+}
+
+/// Cordons the node and taints it [`DISRUPTED_TAINT`], keeping the taints it has.
+pub async fn mark_disrupted(client: &kube::Client, node: &str) -> Result<(), KubeError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let current = nodes.get(node).await?;
+    let mut taints = current.spec.and_then(|s| s.taints).unwrap_or_default();
+    if !taints.iter().any(|t| t.key == DISRUPTED_TAINT) {
+        taints.push(k8s_openapi::api::core::v1::Taint {
+            key: DISRUPTED_TAINT.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+    }
+    let patch = serde_json::json!({"spec": {"unschedulable": true, "taints": taints}});
+    nodes
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// What an eviction came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Evicted {
+    Yes,
+    /// A disruption budget refused it for now (429), with upstream's message.
+    Refused(String),
+}
+
+/// Evicts the pod through `pods/eviction`; one already gone counts as evicted.
+pub async fn evict(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Evicted, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match pods.evict(name, &EvictParams::default()).await {
+        Ok(_) => Ok(Evicted::Yes),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Evicted::Yes),
+        Err(kube::Error::Api(status)) if status.code == 429 => Ok(Evicted::Refused(status.message)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a node was made before `now - age`.
+pub fn older_than(node: &NodeView, now: Timestamp, age: std::time::Duration) -> bool {
+    let age = jiff::SignedDuration::try_from(age).unwrap_or(jiff::SignedDuration::MAX);
+    node.created
+        .is_none_or(|created| now.duration_since(created) >= age)
+}
