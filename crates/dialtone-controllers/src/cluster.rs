@@ -64,7 +64,8 @@ impl LifecycleOptions {
                 // Karpenter's consolidateAfter is commonly set to minutes; five keeps a
                 // node that just came up for a burst from going at once.
                 stabilization: scaled(300_000.0, 0),
-                budget: 1,
+                // Karpenter's default disruption budget.
+                budget_percent: 10,
                 min_saving: 0.1,
             },
         }

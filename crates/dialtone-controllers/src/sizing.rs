@@ -38,8 +38,8 @@ const DECISIONS_KEPT: usize = 10;
 pub struct SizingOptions {
     /// A node must have run this long before consolidation may remove it.
     pub stabilization: Duration,
-    /// Nodes disrupted at a time.
-    pub budget: usize,
+    /// The share of the workers disrupted at a time, in percent (at least one node).
+    pub budget_percent: usize,
     /// The share of a node's price a replacement must save.
     pub min_saving: f64,
 }
@@ -489,7 +489,7 @@ async fn consolidate(
         spread_zones: plan.workers.zones.len() > 1,
         min_nodes: plan.workers.min_nodes as usize,
         max_nodes: plan.workers.max_nodes as usize,
-        budget: options.budget,
+        budget: (nodes.len() * options.budget_percent / 100).max(1),
         min_saving: options.min_saving,
     });
     let millis = started.elapsed().as_secs_f64() * 1000.0;

@@ -35,6 +35,10 @@ pub struct SimCluster {
     pub min_saving: f64,
     /// Steps a node must have run before consolidation may touch it.
     pub stabilization: u64,
+    /// How new nodes are chosen: [`crate::plan`], or a baseline.
+    pub planner: fn(&Snapshot) -> Plan,
+    /// Consolidation only removes empty nodes (the baseline's `WhenEmpty`).
+    pub empty_only: bool,
     pub now: u64,
     next_name: usize,
 }
@@ -53,6 +57,8 @@ impl SimCluster {
             budget: 1,
             min_saving: 0.1,
             stabilization: 0,
+            planner: crate::plan,
+            empty_only: false,
             now: 0,
             next_name: 0,
         }
@@ -178,7 +184,7 @@ impl SimCluster {
             spread_zones: self.spread_zones,
             max_new_nodes: self.max_nodes.saturating_sub(self.nodes.len()),
         };
-        let plan = crate::plan(&snapshot);
+        let plan = (self.planner)(&snapshot);
         (snapshot, plan)
     }
 
@@ -201,6 +207,20 @@ impl SimCluster {
         for (i, node) in self.nodes.iter_mut().enumerate() {
             node.keep = (self.now - self.launched_at[i] < self.stabilization)
                 .then(|| "launched within the stabilization window".to_string());
+        }
+        if self.empty_only {
+            let before = self.nodes.len();
+            let mut i = 0;
+            while i < self.nodes.len() {
+                if self.nodes[i].pods.is_empty() && self.nodes.len() > self.min_nodes {
+                    self.nodes.remove(i);
+                    self.launched_at.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            step.removed = before - self.nodes.len();
+            return step;
         }
         let actions = consolidate(&Cluster {
             nodes: &self.nodes,

@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p dialtone-bench --bin sizing` runs every file in
 //! `crates/dialtone-bench/workloads/`; `… --bin sizing -- generate` writes those files again
-//! from their generators (deterministic seeds).
+//! from their generators (deterministic seeds); `… --bin sizing -- replay` replays a day of a
+//! varying workload and prints actions and cost hour by hour.
 //!
 //! A workload file is JSON:
 //! `{"catalog": {"filter": "general-purpose"} | {"types": ["m7i.large", …]},
@@ -19,6 +20,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dialtone_cloud::{Arch, InstanceCatalog, InstanceType};
+use dialtone_sizing::consolidate::RunningPod;
+use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{
     ExistingNode, Placement, PodGroup, Resources, Snapshot, bound, karpenter, node_types,
 };
@@ -47,6 +50,19 @@ enum Command {
     Generate {
         #[arg(long, default_value = "crates/dialtone-bench/workloads")]
         out: PathBuf,
+    },
+    /// Replays a day of a varying workload on a cluster in miniature, a decision every
+    /// `step-minutes`, and prints actions and cost hour by hour.
+    Replay {
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+        #[arg(long, default_value_t = 1)]
+        step_minutes: u64,
+        /// Hours at the end during which the workload holds still.
+        #[arg(long, default_value_t = 3)]
+        steady_hours: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -450,10 +466,142 @@ fn generate(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One deployment of the replay: its pods, and replicas that follow the day.
+struct Deployment {
+    pod: RunningPod,
+    base: f64,
+    amplitude: f64,
+    peak_hour: f64,
+}
+
+impl Deployment {
+    fn replicas(&self, hour: f64, rng: &mut StdRng) -> usize {
+        let phase = (hour - self.peak_hour) / 24.0 * std::f64::consts::TAU;
+        let noise = rng.random_range(0.95..1.05);
+        (self.base * (1.0 + self.amplitude * phase.cos()) * noise)
+            .round()
+            .max(0.0) as usize
+    }
+}
+
+/// A day of about 50 deployments whose replicas rise and fall with the day (peaks spread
+/// over the afternoon, ±5 % noise a step), on a developer-sized catalogue in one zone: the
+/// cluster as Dialtone's controller runs it (scale-up, consolidation disrupting a tenth of
+/// the nodes at a time, a five-minute stabilization window) against the Karpenter-style baseline
+/// (provisioning, and removal of empty nodes only).
+fn replay(hours: u64, step_minutes: u64, steady_hours: u64, seed: u64) -> anyhow::Result<()> {
+    let zones = vec!["us-east-1a".to_string()];
+    let catalog = InstanceCatalog::builtin()
+        .iter()
+        .filter(|t| general_purpose(t))
+        .cloned();
+    let types = node_types(catalog, &zones, Resources::default());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let deployments: Vec<Deployment> = (0..50)
+        .map(|_| Deployment {
+            pod: RunningPod {
+                requests: Resources {
+                    millicores: [100, 250, 500, 1000, 2000][rng.random_range(0..5)],
+                    memory_mib: [128, 256, 512, 1024, 2048, 4096][rng.random_range(0..6)],
+                    pods: 1,
+                },
+                placement: Placement::default(),
+            },
+            base: rng.random_range(2.0..30.0),
+            amplitude: rng.random_range(0.2..0.9),
+            peak_hour: rng.random_range(12.0..18.0),
+        })
+        .collect();
+    let steps_per_hour = (60 / step_minutes).max(1);
+    let mut dialtone = SimCluster::new(types.clone(), zones.clone(), 1_000);
+    dialtone.stabilization = (5 / step_minutes).max(1);
+    let mut baseline = SimCluster::new(types.clone(), zones.clone(), 1_000);
+    baseline.planner = karpenter::plan;
+    baseline.empty_only = true;
+    let mut current = vec![0usize; deployments.len()];
+    println!(
+        "{:>4}  {:>5}  {:>8}  {:>10}  {:>8}  {:>10}  {:>10}  {:>6}",
+        "hour", "pods", "nodes", "dialtone", "actions", "baseline", "bound", "ratio"
+    );
+    let (mut dialtone_usd, mut baseline_usd, mut bound_usd) = (0.0, 0.0, 0.0);
+    let mut actions_per_hour = Vec::new();
+    let mut steady_actions = 0;
+    for hour in 0..hours + steady_hours {
+        let mut actions = 0;
+        for step in 0..steps_per_hour {
+            let steady = hour >= hours;
+            if !steady {
+                let time = hour as f64 + step as f64 / steps_per_hour as f64;
+                for (i, d) in deployments.iter().enumerate() {
+                    let want = d.replicas(time, &mut rng);
+                    for sim in [&mut dialtone, &mut baseline] {
+                        if want > current[i] {
+                            sim.add_pods(&d.pod, want - current[i]);
+                        } else {
+                            sim.remove_pods(&d.pod, current[i] - want);
+                        }
+                    }
+                    current[i] = want;
+                }
+            }
+            // Karpenter's default disruption budget: a tenth of the nodes at a time.
+            dialtone.budget = (dialtone.nodes.len() / 10).max(1);
+            let step_actions = dialtone.step().actions();
+            baseline.step();
+            actions += step_actions;
+            if steady {
+                steady_actions += step_actions;
+            }
+            let hours_per_step = 1.0 / steps_per_hour as f64;
+            dialtone_usd += dialtone.usd_per_hour() * hours_per_step;
+            baseline_usd += baseline.usd_per_hour() * hours_per_step;
+        }
+        // The bound for the hour's last pods, placed from scratch.
+        let mut everything = SimCluster::new(types.clone(), zones.clone(), 1_000);
+        for node in &dialtone.nodes {
+            for pod in &node.pods {
+                everything.add_pods(pod, 1);
+            }
+        }
+        let (snapshot, _) = everything.scale_up_plan();
+        let bound = bound::lower_bound(&snapshot);
+        bound_usd += bound;
+        actions_per_hour.push(actions);
+        println!(
+            "{:>4}  {:>5}  {:>8}  {:>8.2}/h  {:>8}  {:>8.2}/h  {:>8.2}/h  {:>6.2}",
+            hour,
+            dialtone.running_pods() + dialtone.pending.len(),
+            dialtone.nodes.len(),
+            dialtone.usd_per_hour(),
+            actions,
+            baseline.usd_per_hour(),
+            bound,
+            dialtone.usd_per_hour() / bound.max(1e-9),
+        );
+    }
+    let moving = &actions_per_hour[..hours as usize];
+    println!(
+        "\nover {hours} h: Dialtone ${dialtone_usd:.2}, baseline ${baseline_usd:.2} ({:.2}×), sum of hourly bounds ${bound_usd:.2}",
+        dialtone_usd / baseline_usd.max(1e-9)
+    );
+    println!(
+        "actions per hour: mean {:.1}, most {}; while the workload held still for {steady_hours} h: {steady_actions}",
+        moving.iter().sum::<usize>() as f64 / moving.len().max(1) as f64,
+        moving.iter().max().unwrap_or(&0)
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match &args.command {
         Some(Command::Generate { out }) => generate(out),
+        Some(Command::Replay {
+            hours,
+            step_minutes,
+            steady_hours,
+            seed,
+        }) => replay(*hours, (*step_minutes).max(1), *steady_hours, *seed),
         None => {
             let files = if args.files.is_empty() {
                 let dir = Path::new("crates/dialtone-bench/workloads");
