@@ -147,7 +147,7 @@ fn fits_elsewhere(
 }
 
 /// Pods grouped by shape, as scale-up takes them.
-fn groups_of(pods: &[RunningPod]) -> Vec<PodGroup> {
+pub fn groups_of<'a>(pods: impl IntoIterator<Item = &'a RunningPod>) -> Vec<PodGroup> {
     let mut groups: Vec<PodGroup> = Vec::new();
     for pod in pods {
         match groups

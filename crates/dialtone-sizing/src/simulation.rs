@@ -3,8 +3,8 @@
 //! [`crate::consolidate::consolidate`], the way the controller applies them to a real
 //! cluster (new nodes first, then the disrupted nodes' pods move).
 
-use crate::consolidate::{Action, Cluster, RunningNode, RunningPod, consolidate};
-use crate::{ExistingNode, NodeType, Plan, PodGroup, Resources, Snapshot};
+use crate::consolidate::{Action, Cluster, RunningNode, RunningPod, consolidate, groups_of};
+use crate::{ExistingNode, NodeType, Plan, Resources, Snapshot};
 
 /// What one step of the controller did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -152,23 +152,8 @@ impl SimCluster {
 
     /// The scale-up decision for the pending pods.
     pub fn scale_up_plan(&self) -> (Snapshot, Plan) {
-        let mut groups: Vec<PodGroup> = Vec::new();
-        for pod in &self.pending {
-            match groups
-                .iter_mut()
-                .find(|g| g.requests == pod.requests && g.placement == pod.placement)
-            {
-                Some(g) => g.count += 1,
-                None => groups.push(PodGroup {
-                    name: format!("group-{}", groups.len()),
-                    requests: pod.requests,
-                    placement: pod.placement.clone(),
-                    count: 1,
-                }),
-            }
-        }
         let snapshot = Snapshot {
-            pending: groups,
+            pending: groups_of(&self.pending),
             existing: (0..self.nodes.len())
                 .filter(|&i| !self.nodes[i].draining)
                 .map(|i| ExistingNode {

@@ -206,7 +206,7 @@ pub struct SizingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct SizingDecision {
     pub time: Timestamp,
-    /// `ScaleUp`, `Delete`, `Replace` or `Upgrade`.
+    /// `ScaleUp`, `Delete` or `Replace`.
     pub action: String,
     /// The pods the decision is for.
     pub pods: u32,
