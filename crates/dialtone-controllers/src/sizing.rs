@@ -54,7 +54,6 @@ fn node_types(plan: &ClusterPlan, catalog: &InstanceCatalog) -> Vec<NodeType> {
     let allowed = catalog
         .iter()
         .filter(|t| plan.workers.families.contains(&t.family))
-        .filter(|t| t.max_pods.min(plan.workers.max_pods_per_node) > 0)
         .cloned();
     dialtone_sizing::node_types(allowed, &plan.workers.zones, Resources::default())
 }
@@ -362,6 +361,7 @@ fn scale_up(
 /// A Ready, schedulable worker: its slot, its node and the pods on it.
 struct Worker<'a> {
     slot: &'a ClusterNode,
+    node: &'a NodeView,
     arch: Arch,
     allocatable: Resources,
     pods: Vec<&'a PodView>,
@@ -400,6 +400,7 @@ fn schedulable_workers<'a>(
             let node = node_of(observed, slot).filter(|n| n.ready && !n.disrupted)?;
             Some(Worker {
                 slot,
+                node,
                 arch: catalog
                     .get(&slot.instance_type)
                     .and_then(|t| t.archs.first().copied())?,
@@ -428,8 +429,9 @@ async fn consolidate(
     now: Timestamp,
 ) -> Result<bool, KubeError> {
     let started = Instant::now();
-    let nodes: Vec<RunningNode> = schedulable_workers(observed, status, catalog)
-        .into_iter()
+    let workers = schedulable_workers(observed, status, catalog);
+    let nodes: Vec<RunningNode> = workers
+        .iter()
         .map(|worker| {
             let movable: Vec<&PodView> = worker
                 .pods
@@ -437,8 +439,7 @@ async fn consolidate(
                 .copied()
                 .filter(|p| !is_daemon(p))
                 .collect();
-            let young = node_of(observed, worker.slot)
-                .is_some_and(|n| !workload::older_than(n, now, options.stabilization));
+            let young = !workload::older_than(worker.node, now, options.stabilization);
             let keep = if young {
                 Some("it joined within the stabilization window".to_string())
             } else if let Some(pod) = movable.iter().find(|p| p.controller.is_none()) {
@@ -481,6 +482,8 @@ async fn consolidate(
             }
         })
         .collect();
+    // The cluster's names of the nodes, for the disruptions.
+    let node_names: Vec<String> = workers.iter().map(|w| w.node.name.clone()).collect();
     let types = node_types(plan, catalog);
     let actions = consolidate::consolidate(&consolidate::Cluster {
         nodes: &nodes,
@@ -494,19 +497,12 @@ async fn consolidate(
     });
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for action in &actions {
-        let node = nodes
+        let i = nodes
             .iter()
-            .find(|n| n.name == action.node())
+            .position(|n| n.name == action.node())
             .expect("a node of the decision");
-        let slot = status
-            .nodes
-            .iter()
-            .find(|n| n.name == node.name)
-            .expect("a worker of the decision");
-        let Some(view) = node_of(observed, slot) else {
-            continue;
-        };
-        workload::mark_disrupted(client, &view.name).await?;
+        let node = &nodes[i];
+        workload::mark_disrupted(client, &node_names[i]).await?;
         let (verb, added, cost) = match action {
             Action::Delete { .. } => ("Delete", Vec::new(), 0.0),
             Action::Replace { with, .. } => (
