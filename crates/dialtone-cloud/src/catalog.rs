@@ -47,6 +47,19 @@ pub struct InstanceType {
     pub zone_suffixes: Vec<char>,
 }
 
+impl InstanceType {
+    /// The family's processor (see [`crate::performance`]).
+    pub fn processor(&self) -> crate::Processor {
+        crate::Processor::of_family(&self.family)
+    }
+
+    /// Dollars per hour per unit of performance: per vCPU, scaled by how fast the family's
+    /// vCPU is.
+    pub fn usd_per_performance(&self) -> f64 {
+        self.usd_per_hour / (self.vcpus.max(1) as f64 * self.processor().performance())
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("catalogue line {line}: {reason}")]
 pub struct CatalogError {

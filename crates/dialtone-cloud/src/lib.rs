@@ -1,14 +1,16 @@
 //! What Dialtone knows of the clouds under its clusters: the instance catalogue (the real EC2
-//! catalogue, shipped in `data/`), the regions with their zones, and [`Provider`], the trait
+//! catalogue, shipped in `data/`) with each family's performance per vCPU, the regions with their zones, and [`Provider`], the trait
 //! every cloud implements (`dialtone-sim` is the built-in one). No IO here beyond parsing the
 //! embedded file.
 
 mod catalog;
+pub mod performance;
 pub mod provider;
 mod regions;
 pub mod reserve;
 
 pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
+pub use performance::Processor;
 pub use provider::{
     CloudError, CloudResource, CloudResult, CreateRequest, Filter, IngressRule, Provider,
     ResourceKind, ResourceSpec, ResourceState, Tags, tags,

@@ -136,6 +136,35 @@ fn is_going(resource: &CloudResource) -> bool {
     )
 }
 
+/// The image an instance boots, which names its Kubernetes version.
+fn image_of(resource: &CloudResource) -> Option<&str> {
+    match &resource.spec {
+        ResourceSpec::Instance { image, .. } => Some(image),
+        _ => None,
+    }
+}
+
+/// The Kubernetes version of a node image, `dialtone-node-1.34` → `1.34`.
+fn version_of_image(image: &str) -> &str {
+    image.strip_prefix("dialtone-node-").unwrap_or("")
+}
+
+/// Whether every control-plane slot runs exactly one healthy instance of its current
+/// attempt: no replacement is under way.
+fn control_plane_settled(own: &[CloudResource], slots: &[Slot]) -> bool {
+    slots
+        .iter()
+        .filter(|s| s.role == NodeRole::ControlPlane)
+        .all(|slot| {
+            let mut instances = own.iter().filter(|r| {
+                r.spec.kind() == ResourceKind::Instance && part_of(r) == slot.name && !is_going(r)
+            });
+            instances.next().is_some_and(|r| {
+                attempt_of(r) == slot.attempt && r.state == ResourceState::Available
+            }) && instances.next().is_none()
+        })
+}
+
 fn subnet_part(zone: &str) -> String {
     format!("subnet-{zone}")
 }
@@ -557,6 +586,13 @@ impl Lifecycle {
                 allocated: Vec::new(),
             },
             existing_vpc: Some(existing_vpc),
+            // A cluster keeps its families until it is upgraded.
+            kept_families: cluster
+                .status
+                .plan
+                .as_ref()
+                .filter(|p| p.kubernetes_version == spec.kubernetes_version)
+                .map(|p| p.workers.families.as_slice()),
         };
         Ok(plan(&request, &context).map_err(|e| e.to_string()))
     }
@@ -728,19 +764,55 @@ impl Lifecycle {
             .await?;
 
         let slots = desired_slots(plan, &status.nodes, next_worker(status));
+        let image = plan.value("workers.nodeImage").unwrap_or("dialtone-node");
         let mut waiting: Option<(&'static str, String)> = None;
         for slot in &slots {
             let instances: Vec<&CloudResource> = own
                 .iter()
                 .filter(|r| r.spec.kind() == ResourceKind::Instance && part_of(r) == slot.name)
                 .collect();
-            // Instances of earlier attempts are replaced ones: terminate what is left of them.
+            let current = instances.iter().find(|r| attempt_of(r) == slot.attempt);
+            let replacement_up = current.is_some_and(|c| c.state == ResourceState::Available);
+            // Instances of earlier attempts are replaced ones: terminate what is left of them,
+            // except a healthy one whose replacement is not up yet (an upgrade surges).
             for old in instances.iter().filter(|r| attempt_of(r) < slot.attempt) {
-                if old.state != ResourceState::Deleting {
+                let surging = old.state == ResourceState::Available && !replacement_up;
+                if surging {
+                    waiting = Some((
+                        "Upgrading",
+                        format!(
+                            "{} ({}) waits for its replacement to boot",
+                            slot.name, old.id
+                        ),
+                    ));
+                } else if old.state != ResourceState::Deleting {
                     self.delete(region, &old.id).await?;
                 }
             }
-            let current = instances.iter().find(|r| attempt_of(r) == slot.attempt);
+            if let Some(instance) = current
+                && slot.role == NodeRole::ControlPlane
+                && instance.state == ResourceState::Available
+                && image_of(instance) != Some(image)
+                && waiting.is_none()
+                && control_plane_settled(&own, &slots)
+            {
+                // One control-plane node at a time, so that the others keep quorum.
+                record_event(
+                    status,
+                    (self.clock)(),
+                    false,
+                    "Upgrading",
+                    format!(
+                        "replacing {} ({}) with a Kubernetes {} node",
+                        slot.name, instance.id, plan.kubernetes_version
+                    ),
+                );
+                bump_attempt(status, slot);
+                return Err(Blocked::Waiting(
+                    "Upgrading",
+                    format!("upgrading {}", slot.name),
+                ));
+            }
             match current {
                 Some(instance) if is_going(instance) => {
                     // Record the next attempt before launching it, so that a crash between
@@ -788,10 +860,7 @@ impl Lifecycle {
                             zone: slot.zone.clone(),
                             subnet_id: subnet,
                             security_group_id: sg.id.clone(),
-                            image: plan
-                                .value("workers.nodeImage")
-                                .unwrap_or("dialtone-node")
-                                .to_string(),
+                            image: image.to_string(),
                             root_disk_gib: match slot.role {
                                 NodeRole::ControlPlane => plan.control_plane.root_disk_gib,
                                 NodeRole::Worker => plan
@@ -874,6 +943,11 @@ impl Lifecycle {
                         })
                         .to_string(),
                     attempt: slot.attempt,
+                    kubernetes_version: instance
+                        .and_then(image_of)
+                        .map(version_of_image)
+                        .unwrap_or_default()
+                        .to_string(),
                 }
             })
             .collect();
@@ -949,6 +1023,7 @@ impl Lifecycle {
                 .iter()
                 .filter(|n| n.state != "running")
                 .all(|n| n.role == NodeRole::Worker && n.attempt == 0 && n.state != "impaired");
+        let upgrading = matches!(blocked, Some(Blocked::Waiting("Upgrading", _)));
         let nodes_summary = format!(
             "{cp_ready}/{cp_total} control-plane and {workers_ready}/{workers_total} worker nodes running"
         );
@@ -983,8 +1058,9 @@ impl Lifecycle {
                 now,
             );
             status.phase = "Ready".into();
-        } else if provisioned_before && scaling {
-            // New workers right-sizing asked for are on their way: nothing is broken.
+        } else if provisioned_before && (scaling || upgrading) {
+            // New workers right-sizing asked for, or a control-plane node replaced by one of
+            // the new version, are on their way: nothing is broken.
             set_condition(
                 &mut status.conditions,
                 "Ready",
@@ -997,7 +1073,7 @@ impl Lifecycle {
                 &mut status.conditions,
                 "Degraded",
                 False,
-                "Scaling",
+                if upgrading { "Upgrading" } else { "Scaling" },
                 message.clone(),
                 now,
             );
@@ -1277,6 +1353,7 @@ fn bump_attempt(status: &mut ClusterStatus, slot: &Slot) {
             instance_id: String::new(),
             state: String::new(),
             attempt: slot.attempt + 1,
+            kubernetes_version: String::new(),
         }),
     }
 }

@@ -11,7 +11,9 @@
 //! 3. Otherwise **consolidate**: remove or replace workers whose pods fit more cheaply
 //!    elsewhere, at most the disruption budget at a time, never a node younger than the
 //!    stabilization window or whose pods a budget protects. A replaced node is tainted at
-//!    once (nothing new lands on it) and drained once its replacements are Ready.
+//!    once (nothing new lands on it) and drained once its replacements are Ready. Workers
+//!    of an older Kubernetes version than the cluster's go first, whatever it costs: that
+//!    is how an upgrade reaches them, and how they move to the families it chose.
 //!
 //! Each decision is recorded in the cluster's status, with the nodes chosen, their cost,
 //! a lower bound for the same pods and the time taken, and as an event.
@@ -106,6 +108,7 @@ fn new_slot(status: &mut ClusterStatus, instance_type: &str, zone: &str) -> Clus
         instance_id: String::new(),
         state: "absent".into(),
         attempt: 0,
+        kubernetes_version: String::new(),
     };
     status.nodes.push(node.clone());
     node
@@ -419,6 +422,15 @@ fn schedulable_workers<'a>(
         .collect()
 }
 
+fn worker_version(status: &ClusterStatus, name: &str) -> String {
+    status
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .map(|n| n.kubernetes_version.clone())
+        .unwrap_or_default()
+}
+
 async fn consolidate(
     client: &dialtone_kube::Client,
     observed: &Workload,
@@ -439,7 +451,10 @@ async fn consolidate(
                 .copied()
                 .filter(|p| !is_daemon(p))
                 .collect();
-            let young = !workload::older_than(worker.node, now, options.stabilization);
+            let outdated = !worker.slot.kubernetes_version.is_empty()
+                && worker.slot.kubernetes_version != plan.kubernetes_version;
+            // An upgrade does not wait for a node to settle; budgets it does respect.
+            let young = !outdated && !workload::older_than(worker.node, now, options.stabilization);
             let keep = if young {
                 Some("it joined within the stabilization window".to_string())
             } else if let Some(pod) = movable.iter().find(|p| p.controller.is_none()) {
@@ -479,6 +494,7 @@ async fn consolidate(
                     .collect(),
                 keep,
                 draining: false,
+                outdated,
             }
         })
         .collect();
@@ -503,15 +519,24 @@ async fn consolidate(
             .expect("a node of the decision");
         let node = &nodes[i];
         workload::mark_disrupted(client, &node_names[i]).await?;
-        let (verb, added, cost) = match action {
-            Action::Delete { .. } => ("Delete", Vec::new(), 0.0),
-            Action::Replace { with, .. } => (
-                "Replace",
-                with.iter()
-                    .map(|n| new_slot(status, &n.instance_type, &n.zone))
-                    .collect(),
-                with.iter().fold(0.0, |s, n| s + n.usd_per_hour),
+        let verb = match action {
+            Action::Delete { .. } => "Delete",
+            Action::Replace { .. } => "Replace",
+            Action::Upgrade { .. } => "Upgrade",
+        };
+        let with = action.new_nodes();
+        let added: Vec<ClusterNode> = with
+            .iter()
+            .map(|n| new_slot(status, &n.instance_type, &n.zone))
+            .collect();
+        let cost = with.iter().fold(0.0, |s, n| s + n.usd_per_hour);
+        let why = match action {
+            Action::Upgrade { .. } => format!(
+                "it runs Kubernetes {}, the cluster {}",
+                worker_version(status, &node.name),
+                plan.kubernetes_version
             ),
+            _ => format!("{:.0} % used", node.utilization() * 100.0),
         };
         let instead = if added.is_empty() {
             "its pods fit on the other nodes".to_string()
@@ -529,12 +554,14 @@ async fn consolidate(
                 action: verb.into(),
                 pods: node.pods.len() as u32,
                 message: format!(
-                    "{} ({}, {}, {:.0} % used) is removed: {instead}; saves {}; decided in {millis:.1} ms",
+                    "{} ({}, {}, {why}) is removed: {instead}; {}; decided in {millis:.1} ms",
                     node.name,
                     node.instance_type,
                     usd(node.usd_per_hour),
-                    node.utilization() * 100.0,
-                    usd(action.saves_usd_per_hour()),
+                    match action.saves_usd_per_hour() {
+                        saves if saves < 0.0 => format!("costs {} more", usd(-saves)),
+                        saves => format!("saves {}", usd(saves)),
+                    }
                 ),
                 added,
                 removed: vec![node.name.clone()],

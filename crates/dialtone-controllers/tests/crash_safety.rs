@@ -229,6 +229,7 @@ async fn world(seed: u64) -> World {
             } else {
                 None
             },
+            kept_families: None,
         };
         let planned = plan(&request, &context).unwrap();
         if cluster_type == ClusterType::Developer {

@@ -270,17 +270,21 @@ pub static DECISIONS: &[Decision] = &[
     d(
         "workers.instanceFamilies",
         Computed(
-            "current-generation, non-GPU, non-metal families, burstable included, filtered by the request",
+            "per class and architecture, the family with the best price per unit of performance among current-generation, non-GPU, non-metal ones, burstable included, filtered by the request",
         ),
         Computed(
-            "current-generation, non-GPU, non-metal, non-burstable families, filtered by the request",
+            "per class and architecture, the family with the best price per unit of performance among current-generation, non-GPU, non-metal, non-burstable ones, filtered by the request",
         ),
-        "Burstable credits run out under steady production load.",
+        "Newer processors do more per dollar; a cluster keeps its families until its next version upgrade, so nodes move once, with the upgrade. Burstable credits run out under steady production load.",
     ),
     d(
         "workers.initialInstanceType",
-        Computed("the cheapest allowed type with at least 2 vCPU and 4 GiB offered in the zones"),
-        Computed("the cheapest allowed type with at least 2 vCPU and 8 GiB offered in every zone"),
+        Computed(
+            "the cheapest type of the families with at least 2 vCPU and 4 GiB offered in the zones",
+        ),
+        Computed(
+            "the cheapest type of the families with at least 2 vCPU and 8 GiB offered in every zone",
+        ),
         "A starting point; right-sizing replaces it with the cheapest mix for the pods.",
     ),
     d(

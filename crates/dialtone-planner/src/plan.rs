@@ -1,8 +1,9 @@
 //! From a request to a concrete plan.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use dialtone_cloud::{InstanceCatalog, InstanceType, Region};
+use dialtone_cloud::performance::class_of;
+use dialtone_cloud::{Arch, InstanceCatalog, InstanceType, Region};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
@@ -55,6 +56,32 @@ pub struct PlanContext<'a> {
     /// the one the project's developer clusters share in the region; `None` allocates a new
     /// one from the address plan.
     pub existing_vpc: Option<Ipv4Net>,
+    /// The instance families the cluster's workers use now: a cluster keeps them (those
+    /// still allowed) until its next version upgrade, when it moves to the best ones.
+    pub kept_families: Option<&'a [String]>,
+}
+
+/// One family per node pool (class and architecture): the one with the lowest price per
+/// unit of performance among `types`, sorted by name.
+fn node_pool_families<'a>(types: impl Iterator<Item = &'a InstanceType>) -> Vec<String> {
+    let mut best: BTreeMap<(&str, Option<Arch>), (f64, &str)> = BTreeMap::new();
+    for t in types {
+        let pool = (class_of(&t.family), t.archs.first().copied());
+        let score = (t.usd_per_performance(), t.family.as_str());
+        match best.get(&pool) {
+            Some(current)
+                if current
+                    .0
+                    .total_cmp(&score.0)
+                    .then(current.1.cmp(score.1))
+                    .is_le() => {}
+            _ => {
+                best.insert(pool, score);
+            }
+        }
+    }
+    let families: BTreeSet<&str> = best.values().map(|(_, f)| *f).collect();
+    families.into_iter().map(str::to_string).collect()
 }
 
 /// One thing wrong with a request, naming the spec field.
@@ -244,14 +271,24 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
             && !request.excluded_families.contains(&t.family)
             && offered_in(t, &zones)
     };
-    let families: Vec<String> = context
+    let eligible_families: BTreeSet<&str> = context
         .catalog
         .iter()
         .filter(eligible)
-        .map(|t| t.family.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .map(|t| t.family.as_str())
         .collect();
+    let kept: Vec<String> = context
+        .kept_families
+        .unwrap_or_default()
+        .iter()
+        .filter(|f| eligible_families.contains(f.as_str()))
+        .cloned()
+        .collect();
+    let families = if kept.is_empty() {
+        node_pool_families(context.catalog.iter().filter(eligible))
+    } else {
+        kept
+    };
     let min_memory_mib = if cluster_type == ClusterType::Production {
         8192
     } else {
@@ -261,6 +298,7 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
         .catalog
         .iter()
         .filter(eligible)
+        .filter(|t| families.contains(&t.family))
         .filter(|t| t.vcpus >= 2 && t.memory_mib >= min_memory_mib)
         .min_by(|a, b| {
             a.usd_per_hour

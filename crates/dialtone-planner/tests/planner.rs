@@ -32,6 +32,7 @@ fn plan_with(
         catalog: InstanceCatalog::builtin(),
         address_plan,
         existing_vpc: shared,
+        kept_families: None,
     };
     plan(request, &context)
 }
@@ -425,4 +426,77 @@ proptest! {
         }
         prop_assert_eq!(&plan_with(&request, &address_plan, None).unwrap(), &p, "deterministic");
     }
+}
+
+#[test]
+fn node_pools_use_the_family_with_the_best_price_per_performance() {
+    let catalog = InstanceCatalog::builtin();
+    let prod = plan_of(&request(ClusterType::Production));
+    let families = &prod.workers.families;
+    // One family per class and architecture, none beaten by another of its pool.
+    for family in families {
+        let types: Vec<_> = catalog.iter().filter(|t| &t.family == family).collect();
+        let pool = |t: &&dialtone_cloud::InstanceType| {
+            (
+                dialtone_cloud::performance::class_of(&t.family).to_string(),
+                t.archs[0],
+            )
+        };
+        let (class, arch) = pool(&types[0]);
+        let rivals = families.iter().filter(|f| f != &family).filter(|f| {
+            catalog
+                .iter()
+                .any(|t| &&t.family == f && pool(&t) == (class.clone(), arch))
+        });
+        assert_eq!(rivals.count(), 0, "{family} shares its pool");
+        let best = |f: &str| {
+            catalog
+                .iter()
+                .filter(|t| t.family == f && t.current_generation && !t.bare_metal)
+                .map(|t| t.usd_per_performance())
+                .fold(f64::INFINITY, f64::min)
+        };
+        for other in ["m6i", "m7i", "c6g", "c7g", "r6a", "r7a"] {
+            if (
+                dialtone_cloud::performance::class_of(other),
+                catalog.iter().find(|t| t.family == other).unwrap().archs[0],
+            ) == (class.as_str(), arch)
+            {
+                assert!(
+                    best(family) <= best(other),
+                    "{family} is no worse than {other}"
+                );
+            }
+        }
+    }
+    // The newest processors win their pools.
+    for family in ["m8g", "c8g", "r8g"] {
+        assert!(families.contains(&family.to_string()), "{families:?}");
+    }
+}
+
+#[test]
+fn a_cluster_keeps_its_families_until_it_is_upgraded() {
+    let pool = AddressPlan::default_pool();
+    let mut r = request(ClusterType::Production);
+    let kept = vec!["m7g".to_string(), "c7i".to_string(), "nosuch".to_string()];
+    let replan = |r: &ClusterRequest, kept: Option<&[String]>| {
+        plan(
+            r,
+            &PlanContext {
+                catalog: InstanceCatalog::builtin(),
+                address_plan: &pool,
+                existing_vpc: None,
+                kept_families: kept,
+            },
+        )
+        .unwrap()
+    };
+    // Kept families stay, less those no longer allowed or offered.
+    assert_eq!(replan(&r, Some(&kept)).workers.families, ["m7g", "c7i"]);
+    r.excluded_families = vec!["c7i".into()];
+    assert_eq!(replan(&r, Some(&kept)).workers.families, ["m7g"]);
+    // At an upgrade (nothing kept) the pools move to the best families.
+    let upgraded = replan(&r, None).workers.families;
+    assert!(upgraded.contains(&"m8g".to_string()) && !upgraded.contains(&"m7g".to_string()));
 }

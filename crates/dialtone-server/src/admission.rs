@@ -95,6 +95,15 @@ fn request_of(name: &str, spec: &Cluster) -> ClusterRequest {
     ClusterRequest::from_spec(name, cluster_type, spec)
 }
 
+/// The families a cluster keeps when planned again: its own, unless the change upgrades it.
+fn kept_families<'a>(
+    current: &'a Object<Cluster, ClusterStatus>,
+    new: &Cluster,
+) -> Option<&'a [String]> {
+    let plan = current.status.plan.as_ref()?;
+    (plan.kubernetes_version == new.kubernetes_version).then_some(plan.workers.families.as_slice())
+}
+
 async fn org_pool(app: &App, org: &str) -> HttpResult<ipnet::Ipv4Net> {
     let org: Object<Org> = app.registry.get(&ResourcePath::org(org)).await?;
     parse_address_pool(org.spec.address_plan()).map_err(|message| {
@@ -148,6 +157,7 @@ impl Admission for Cluster {
             catalog: app.provider.catalog(),
             address_plan: &AddressPlan { pool, allocated },
             existing_vpc: shared,
+            kept_families: None,
         };
         let plan = plan_or_problems(object, &context)?;
         pin_spec(&mut object.spec, &plan);
@@ -209,6 +219,7 @@ impl Admission for Cluster {
                 allocated: Vec::new(),
             },
             existing_vpc: current.status.plan.as_ref().map(|p| p.network.vpc_cidr),
+            kept_families: kept_families(&current, &object.spec),
         };
         let plan = plan_or_problems(object, &context)?;
         pin_spec(&mut object.spec, &plan);

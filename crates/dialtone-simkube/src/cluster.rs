@@ -25,8 +25,8 @@ use crate::{quantity, table, webhooks};
 
 pub struct ClusterApi {
     pub uid: String,
-    /// `1.34`.
-    pub version: String,
+    /// `1.34`: the oldest control-plane node's, as upstream's skew policy would have it.
+    version: std::sync::RwLock<String>,
     pub objects: Objects,
     /// Wakes the cluster's controllers (scheduler, deployments, nodes).
     pub wake: Notify,
@@ -269,10 +269,22 @@ pub fn now() -> String {
 }
 
 impl ClusterApi {
+    pub fn version(&self) -> String {
+        self.version.read().expect("lock").clone()
+    }
+
+    /// Follows the control plane through an upgrade.
+    pub fn set_version(&self, version: &str) {
+        let mut current = self.version.write().expect("lock");
+        if *current != version {
+            *current = version.to_string();
+        }
+    }
+
     pub fn new(uid: &str, version: &str) -> Self {
         let cluster = ClusterApi {
             uid: uid.to_string(),
-            version: version.to_string(),
+            version: std::sync::RwLock::new(version.to_string()),
             objects: Objects::default(),
             wake: Notify::new(),
         };
@@ -465,14 +477,14 @@ impl ClusterApi {
 
     fn non_resource(&self, path: &str) -> KubeResult<Response> {
         let body = match path.trim_end_matches('/') {
-            "/version" => version_of(&self.version),
+            "/version" => version_of(&self.version()),
             "/api" => json!({
                 "kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
             }),
             "/api/v1" => resource_list("", "v1"),
             "/apis" => group_list(),
-            "/openapi/v3" => crate::openapi::root(&self.version),
+            "/openapi/v3" => crate::openapi::root(&self.version()),
             "/healthz" | "/livez" | "/readyz" => {
                 return Ok(Response::builder()
                     .status(StatusCode::OK)

@@ -168,9 +168,15 @@ impl SimKube {
                 continue;
             }
             live.push(uid.clone());
+            // Upstream's skew policy: the cluster is as old as its oldest API server.
+            let version = control_plane
+                .iter()
+                .map(|r| version_of(r))
+                .min_by_key(|v| minor(v))
+                .unwrap_or_default();
             let hosted = match self.hosted(uid) {
                 Some(hosted) => hosted,
-                None => match self.host(uid, resources, control_plane[0]) {
+                None => match self.host(uid, resources, &version) {
                     Ok(hosted) => hosted,
                     Err(e) => {
                         tracing::warn!(cluster = %uid, error = %e, "cannot serve the cluster's API");
@@ -178,6 +184,7 @@ impl SimKube {
                     }
                 },
             };
+            hosted.api.set_version(&version);
             let facts = self.node_facts(resources);
             workloads::sync_nodes(&hosted.api, &facts);
             hosted.api.wake.notify_one();
@@ -209,6 +216,7 @@ impl SimKube {
                 };
                 let facts = catalog.get(instance_type)?;
                 Some(NodeFacts {
+                    version: version_of(r),
                     name: node_name(&r.address, &r.region),
                     instance_id: r.id.clone(),
                     control_plane: r.tags.get(TAG_PART).is_some_and(|p| p.starts_with("cp-")),
@@ -235,25 +243,16 @@ impl SimKube {
         &self,
         uid: &str,
         resources: &[CloudResource],
-        control_plane: &CloudResource,
+        version: &str,
     ) -> Result<Arc<Hosted>, String> {
         let lb = resources
             .iter()
             .find(|r| matches!(r.spec, ResourceSpec::LoadBalancer { .. }))
             .expect("checked above");
-        let version = match &control_plane.spec {
-            ResourceSpec::Instance { image, .. } => image
-                .rsplit('-')
-                .next()
-                .filter(|v| v.contains('.'))
-                .unwrap_or("1.34")
-                .to_string(),
-            _ => "1.34".to_string(),
-        };
         let pki = pki::ClusterPki::load_or_create(&self.dir.join(uid), &lb.address)?;
         let (cert_pem, key_pem) =
             pki.client_certificate(dialtone_kube::CONTROL_PLANE_USER, &["system:masters"])?;
-        let api = Arc::new(ClusterApi::new(uid, &version));
+        let api = Arc::new(ClusterApi::new(uid, version));
         let controllers = tokio::spawn({
             let api = api.clone();
             async move {
@@ -397,4 +396,25 @@ impl dialtone_kube::ClusterAccess for SimKube {
             credential: hosted.control_plane.clone(),
         })
     }
+}
+
+/// The Kubernetes version an instance's image carries, `dialtone-node-1.34` → `1.34`.
+fn version_of(instance: &CloudResource) -> String {
+    match &instance.spec {
+        ResourceSpec::Instance { image, .. } => image
+            .rsplit('-')
+            .next()
+            .filter(|v| v.contains('.'))
+            .unwrap_or("1.34")
+            .to_string(),
+        _ => "1.34".to_string(),
+    }
+}
+
+fn minor(version: &str) -> u32 {
+    version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
 }

@@ -29,11 +29,14 @@ pub struct NodeFacts {
     pub memory_mib: u64,
     pub max_pods: u32,
     pub address: String,
+    /// The Kubernetes version of the node's image, `1.34`.
+    pub version: String,
     /// `None` while the instance is impaired: the node stops reporting.
     pub healthy: bool,
 }
 
-fn node_object(facts: &NodeFacts, version: &str, existing: Option<&Value>) -> Value {
+fn node_object(facts: &NodeFacts, existing: Option<&Value>) -> Value {
+    let version = &facts.version;
     // The system reserve is documented with its formula in dialtone-cloud.
     let (allocatable_cpu, allocatable_memory, _) =
         dialtone_cloud::reserve::allocatable(facts.vcpus, facts.memory_mib, facts.max_pods);
@@ -136,13 +139,13 @@ pub fn sync_nodes(cluster: &ClusterApi, facts: &[NodeFacts]) {
             .find(|n| n["metadata"]["name"] == facts.name.as_str());
         match current {
             None => {
-                let object = stamp_new(node_object(facts, &cluster.version, None), nodes, "");
+                let object = stamp_new(node_object(facts, None), nodes, "");
                 let _ = cluster
                     .objects
                     .create(key("nodes", "", &facts.name), object);
             }
             Some(current) => {
-                let mut object = node_object(facts, &cluster.version, Some(current));
+                let mut object = node_object(facts, Some(current));
                 object["metadata"]["resourceVersion"] =
                     current["metadata"]["resourceVersion"].clone();
                 // Labels and taints users add stay.

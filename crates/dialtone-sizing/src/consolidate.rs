@@ -41,6 +41,9 @@ pub struct RunningNode {
     pub keep: Option<String>,
     /// Being drained by an earlier decision: neither room nor candidate.
     pub draining: bool,
+    /// Runs an older Kubernetes version than the cluster's: it must go, whatever it costs,
+    /// and is no room for pods that move.
+    pub outdated: bool,
 }
 
 impl RunningNode {
@@ -89,12 +92,29 @@ pub enum Action {
         with: Vec<NewNode>,
         saves_usd_per_hour: f64,
     },
+    /// The node runs an older version: its pods go to the other up-to-date nodes plus these
+    /// new ones (of the families the upgrade chose), cheaper or not.
+    Upgrade {
+        node: String,
+        with: Vec<NewNode>,
+        saves_usd_per_hour: f64,
+    },
 }
 
 impl Action {
     pub fn node(&self) -> &str {
         match self {
-            Action::Delete { node, .. } | Action::Replace { node, .. } => node,
+            Action::Delete { node, .. }
+            | Action::Replace { node, .. }
+            | Action::Upgrade { node, .. } => node,
+        }
+    }
+
+    /// The new nodes the action launches.
+    pub fn new_nodes(&self) -> &[NewNode] {
+        match self {
+            Action::Delete { .. } => &[],
+            Action::Replace { with, .. } | Action::Upgrade { with, .. } => with,
         }
     }
 
@@ -104,6 +124,9 @@ impl Action {
                 saves_usd_per_hour, ..
             }
             | Action::Replace {
+                saves_usd_per_hour, ..
+            }
+            | Action::Upgrade {
                 saves_usd_per_hour, ..
             } => *saves_usd_per_hour,
         }
@@ -166,24 +189,28 @@ pub fn groups_of<'a>(pods: impl IntoIterator<Item = &'a RunningPod>) -> Vec<PodG
     groups
 }
 
-/// The disruptions worth making now, at most `budget` of them, the biggest saving first.
+/// The disruptions worth making now, at most `budget` of them: outdated nodes first (an
+/// upgrade), then the biggest saving first.
 pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
     let nodes = cluster.nodes;
+    // Outdated nodes are no room: a pod moved onto one would only move again.
     let mut free: Vec<Option<Resources>> = nodes
         .iter()
-        .map(|n| (!n.draining).then(|| n.room.saturating_sub(&n.used())))
+        .map(|n| (!n.draining && !n.outdated).then(|| n.room.saturating_sub(&n.used())))
         .collect();
     let mut candidates: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].keep.is_none() && !nodes[i].draining)
         .collect();
     let wasted = |n: &RunningNode| n.usd_per_hour * (1.0 - n.utilization().min(1.0));
     candidates.sort_by(|&a, &b| {
-        wasted(&nodes[b])
-            .total_cmp(&wasted(&nodes[a]))
+        nodes[b]
+            .outdated
+            .cmp(&nodes[a].outdated)
+            .then_with(|| wasted(&nodes[b]).total_cmp(&wasted(&nodes[a])))
             .then_with(|| nodes[a].name.cmp(&nodes[b].name))
     });
     // The nodes the cluster will have once the actions so far are done.
-    let mut count = free.iter().filter(|f| f.is_some()).count();
+    let mut count = nodes.iter().filter(|n| !n.draining).count();
     let mut actions = Vec::new();
     for c in candidates {
         if actions.len() >= cluster.budget {
@@ -200,9 +227,7 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
             continue;
         }
         if let Some(action) = replacement(cluster, c, &mut free, count) {
-            if let Action::Replace { with, .. } = &action {
-                count = count - 1 + with.len();
-            }
+            count = count - 1 + action.new_nodes().len();
             actions.push(action);
             continue;
         }
@@ -238,11 +263,16 @@ fn replacement(
         // The node itself goes, so its slot is free.
         max_new_nodes: (cluster.max_nodes + 1).saturating_sub(nodes_now),
     };
-    let plan = crate::plan(&snapshot);
+    let mut plan = crate::plan(&snapshot);
     let cost = plan.usd_per_hour();
+    let floor = cluster.min_nodes.saturating_sub(nodes_now - 1);
+    if node.outdated && plan.unplaceable.is_empty() && plan.new_nodes.len() < floor {
+        // Its pods fit on the others, but the cluster must keep minNodes.
+        plan.new_nodes.extend(cheapest_stand_in(cluster, node));
+    }
     let worth_it = plan.unplaceable.is_empty()
         && !plan.new_nodes.is_empty()
-        && cost <= node.usd_per_hour * (1.0 - cluster.min_saving)
+        && (node.outdated || cost <= node.usd_per_hour * (1.0 - cluster.min_saving))
         && nodes_now - 1 + plan.new_nodes.len() >= cluster.min_nodes;
     if !worth_it {
         return None;
@@ -257,9 +287,37 @@ fn replacement(
         };
         free[i] = free[i].map(|f| f.saturating_sub(&taken));
     }
-    Some(Action::Replace {
-        node: node.name.clone(),
-        saves_usd_per_hour: node.usd_per_hour - cost,
-        with: plan.new_nodes,
+    let (node, saves_usd_per_hour) = (node.name.clone(), node.usd_per_hour - plan.usd_per_hour());
+    Some(if nodes[c].outdated {
+        Action::Upgrade {
+            node,
+            saves_usd_per_hour,
+            with: plan.new_nodes,
+        }
+    } else {
+        Action::Replace {
+            node,
+            saves_usd_per_hour,
+            with: plan.new_nodes,
+        }
     })
+}
+
+/// The cheapest type in the node's zone: a stand-in that keeps minNodes.
+fn cheapest_stand_in(cluster: &Cluster, node: &RunningNode) -> Option<NewNode> {
+    cluster
+        .types
+        .iter()
+        .filter(|t| t.zones.contains(&node.zone))
+        .min_by(|a, b| {
+            a.usd_per_hour
+                .total_cmp(&b.usd_per_hour)
+                .then(a.name.cmp(&b.name))
+        })
+        .map(|t| NewNode {
+            instance_type: t.name.clone(),
+            zone: node.zone.clone(),
+            usd_per_hour: t.usd_per_hour,
+            pods: Default::default(),
+        })
 }

@@ -3,7 +3,7 @@
 //! [`crate::consolidate::consolidate`], the way the controller applies them to a real
 //! cluster (new nodes first, then the disrupted nodes' pods move).
 
-use crate::consolidate::{Action, Cluster, RunningNode, RunningPod, consolidate, groups_of};
+use crate::consolidate::{Cluster, RunningNode, RunningPod, consolidate, groups_of};
 use crate::{ExistingNode, NodeType, Plan, Resources, Snapshot};
 
 /// What one step of the controller did.
@@ -145,6 +145,7 @@ impl SimCluster {
             pods: Vec::new(),
             keep: None,
             draining: false,
+            outdated: false,
         });
         self.launched_at.push(self.now);
         self.next_name += 1;
@@ -218,12 +219,10 @@ impl SimCluster {
             min_saving: self.min_saving,
         });
         for action in &actions {
-            if let Action::Replace { with, .. } = action {
-                for node in with {
-                    self.launch(&node.instance_type, &node.zone);
-                }
-                step.launched += with.len();
+            for node in action.new_nodes() {
+                self.launch(&node.instance_type, &node.zone);
             }
+            step.launched += action.new_nodes().len();
             let i = self
                 .nodes
                 .iter()

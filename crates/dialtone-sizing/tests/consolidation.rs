@@ -40,6 +40,7 @@ fn node_of(types: &[NodeType], type_name: &str, name: &str, pods: Vec<RunningPod
         pods,
         keep: None,
         draining: false,
+        outdated: false,
     }
 }
 
@@ -287,4 +288,41 @@ proptest! {
         });
         prop_assert_eq!(decide(), decide());
     }
+}
+
+#[test]
+fn an_upgrade_replaces_every_outdated_node_even_at_a_higher_cost() {
+    // Two old-version nodes, both cheap and well used: only the upgrade moves them, one per
+    // decision within a budget of one, onto new nodes (never onto the other old node).
+    let types = general_purpose();
+    let zones = zones();
+    let mut nodes = vec![
+        node_of(&types, "t3.medium", "old-1", vec![pod(1_500, 2_500)]),
+        node_of(&types, "t3.medium", "old-2", vec![pod(1_500, 2_500)]),
+    ];
+    for node in &mut nodes {
+        node.outdated = true;
+    }
+    let mut one_at_a_time = cluster(&nodes, &types, &zones);
+    one_at_a_time.budget = 1;
+    one_at_a_time.min_nodes = 2;
+    let actions = consolidate(&one_at_a_time);
+    let [Action::Upgrade { node, with, .. }] = actions.as_slice() else {
+        panic!("one upgrade, not {actions:?}");
+    };
+    assert_eq!(node, "old-1");
+    assert_eq!(with.len(), 1, "one new node holds the pod: {with:?}");
+    assert!(
+        with.iter().all(|n| n.pods.values().sum::<u32>() == 1),
+        "the pod goes to the new node, not to old-2"
+    );
+    // Without any consolidation for a saving, up-to-date nodes would have been left alone.
+    for node in &mut nodes {
+        node.outdated = false;
+    }
+    assert!(consolidate(&cluster(&nodes, &types, &zones)).is_empty());
+    // A node a budget protects waits, outdated or not.
+    nodes[0].outdated = true;
+    nodes[0].keep = Some("budget".into());
+    assert!(consolidate(&cluster(&nodes, &types, &zones)).is_empty());
 }

@@ -89,16 +89,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Every change from `self` to `new` that cannot be applied to a running cluster.
+    /// Every change from `self` to `new` that cannot be applied to a running cluster. The
+    /// Kubernetes version moves up one minor at a time (as upstream's skew policy allows),
+    /// never down.
     pub fn immutable_changes(&self, new: &Cluster, errors: &mut FieldErrors) {
         for (field, old_value, new_value) in [
             ("spec.type", &self.cluster_type, &new.cluster_type),
             ("spec.region", &self.region, &new.region),
-            (
-                "spec.kubernetesVersion",
-                &self.kubernetes_version,
-                &new.kubernetes_version,
-            ),
         ] {
             if old_value != new_value {
                 errors.push(
@@ -109,6 +106,23 @@ impl Cluster {
                     ),
                 );
             }
+        }
+        let (old, new) = (&self.kubernetes_version, &new.kubernetes_version);
+        let minor = |v: &str| v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
+        if old != new
+            && let (Some(from), Some(to)) = (minor(old), minor(new))
+            && to != from + 1
+        {
+            let reason = if to < from {
+                "downgrades are not supported"
+            } else {
+                "upgrade one minor version at a time"
+            };
+            errors.push(
+                "spec.kubernetesVersion",
+                FieldReason::FieldValueInvalid,
+                format!("cannot move from `{old}` to `{new}`: {reason}"),
+            );
         }
     }
 }
@@ -206,7 +220,7 @@ pub struct SizingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct SizingDecision {
     pub time: Timestamp,
-    /// `ScaleUp`, `Delete` or `Replace`.
+    /// `ScaleUp`, `Delete`, `Replace` or `Upgrade`.
     pub action: String,
     /// The pods the decision is for.
     pub pods: u32,
@@ -268,6 +282,9 @@ pub struct ClusterNode {
     /// its idempotency token differs from the one it replaces.
     #[serde(default)]
     pub attempt: u32,
+    /// The Kubernetes version of the instance's image, once launched.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kubernetes_version: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -410,5 +427,22 @@ mod tests {
         );
         let fields: Vec<_> = errors.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["spec.type", "spec.region"]);
+        let at = |version: &str| Cluster {
+            kubernetes_version: version.into(),
+            ..old.clone()
+        };
+        let mut errors = FieldErrors::default();
+        old.immutable_changes(&at("1.35"), &mut errors);
+        assert!(errors.is_empty(), "the next minor is an upgrade");
+        old.immutable_changes(&at("1.36"), &mut errors);
+        old.immutable_changes(&at("1.33"), &mut errors);
+        let messages: Vec<_> = errors.0.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "cannot move from `1.34` to `1.36`: upgrade one minor version at a time",
+                "cannot move from `1.34` to `1.33`: downgrades are not supported"
+            ]
+        );
     }
 }

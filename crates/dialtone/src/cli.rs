@@ -350,7 +350,17 @@ pub struct ClusterUpdateArgs {
     pub min_nodes: Option<u32>,
     #[arg(long)]
     pub max_nodes: Option<u32>,
-    /// Wait until the cluster is Ready with the new bounds.
+    /// Upgrade to this Kubernetes minor (the next one): nodes are replaced by nodes of the
+    /// new version, on the families with the best price per performance.
+    #[arg(long = "kubernetes-version")]
+    pub kubernetes_version: Option<String>,
+    /// Only these instance families for workers (repeatable; replaces the list).
+    #[arg(long = "allow-family")]
+    pub allowed_families: Vec<String>,
+    /// Never these instance families for workers (repeatable; replaces the list).
+    #[arg(long = "exclude-family")]
+    pub excluded_families: Vec<String>,
+    /// Wait until the cluster is Ready with the change.
     #[arg(long)]
     pub wait: bool,
 }

@@ -199,10 +199,26 @@ pub async fn run(
         }
         ClusterCommand::Update(args) => {
             let path = resolve(&CLUSTER, &args.object.name, &args.object.placement, context)?;
-            if args.min_nodes.is_none() && args.max_nodes.is_none() {
-                bail!("nothing to change: pass --min-nodes and/or --max-nodes");
+            if args.min_nodes.is_none()
+                && args.max_nodes.is_none()
+                && args.kubernetes_version.is_none()
+                && args.allowed_families.is_empty()
+                && args.excluded_families.is_empty()
+            {
+                bail!(
+                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family or --exclude-family"
+                );
             }
             let mut cluster: Value = client.get(&api_path(&path), &[]).await?;
+            if let Some(v) = &args.kubernetes_version {
+                cluster["spec"]["kubernetesVersion"] = json!(v);
+            }
+            if !args.allowed_families.is_empty() {
+                cluster["spec"]["allowedFamilies"] = json!(args.allowed_families);
+            }
+            if !args.excluded_families.is_empty() {
+                cluster["spec"]["excludedFamilies"] = json!(args.excluded_families);
+            }
             if let Some(n) = args.min_nodes {
                 cluster["spec"]["minNodes"] = json!(n);
             }
@@ -215,7 +231,8 @@ pub async fn run(
             }
             match output {
                 Output::Table => println!(
-                    "cluster {path} updated: {}–{} workers ({} nodes running)",
+                    "cluster {path} updated: Kubernetes {}, {}–{} workers ({} nodes running)",
+                    updated["spec"]["kubernetesVersion"].as_str().unwrap_or(""),
                     updated["spec"]["minNodes"],
                     updated["spec"]["maxNodes"],
                     nodes_summary(&updated)
@@ -415,10 +432,14 @@ fn describe(path: &ResourcePath, cluster: &Value) {
                     text(&n["instanceType"]).to_string(),
                     text(&n["instanceId"]).to_string(),
                     text(&n["state"]).to_string(),
+                    text(&n["kubernetesVersion"]).to_string(),
                 ]
             })
             .collect();
-        print_table(&["  NAME", "ZONE", "TYPE", "INSTANCE", "STATE"], &rows);
+        print_table(
+            &["  NAME", "ZONE", "TYPE", "INSTANCE", "STATE", "VERSION"],
+            &rows,
+        );
     }
     let sizing = &status["sizing"];
     if sizing.is_object() {

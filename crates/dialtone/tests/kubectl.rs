@@ -72,13 +72,22 @@ fn phases_when_within(
 /// A developer cluster of `min_nodes` to `max_nodes` workers in a fresh dev server, and a
 /// kubeconfig for it written by `dialtone cluster credentials`.
 async fn sim_cluster(min_nodes: u32, max_nodes: u32) -> (DevServer, tempfile::TempDir, PathBuf) {
+    sim_cluster_with(min_nodes, max_nodes, &[]).await
+}
+
+/// `sim_cluster` with more `cluster create` flags.
+async fn sim_cluster_with(
+    min_nodes: u32,
+    max_nodes: u32,
+    flags: &[&str],
+) -> (DevServer, tempfile::TempDir, PathBuf) {
     let server = start_with(&["--sim-time-scale", "0"]);
     let api = Api::admin(&server);
     api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
     api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
         .await;
     let (min_nodes, max_nodes) = (min_nodes.to_string(), max_nodes.to_string());
-    let out = server.cli(&[
+    let mut args = vec![
         "cluster",
         "create",
         "dev-1",
@@ -95,7 +104,9 @@ async fn sim_cluster(min_nodes: u32, max_nodes: u32) -> (DevServer, tempfile::Te
         "--max-nodes",
         &max_nodes,
         "--wait",
-    ]);
+    ];
+    args.extend_from_slice(flags);
+    let out = server.cli(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -780,4 +791,143 @@ async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
         decided
     );
     assert_eq!(phases(&kubeconfig), (20, 0));
+}
+
+#[tokio::test]
+async fn an_upgrade_replaces_every_node_and_moves_workers_to_the_best_families() {
+    // Created on 1.33 with only c6i allowed; c7i allowed later changes nothing until the
+    // upgrade.
+    let (server, dir, kubeconfig) = sim_cluster_with(
+        2,
+        6,
+        &["--kubernetes-version", "1.33", "--allow-family", "c6i"],
+    )
+    .await;
+    let api = Api::admin(&server);
+    let update = |args: &[&str]| {
+        let mut all = vec![
+            "cluster",
+            "update",
+            "dev-1",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+        ];
+        all.extend_from_slice(args);
+        let out = server.cli(&all);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let families = |status: &Value| status["plan"]["workers"]["families"].clone();
+    assert_eq!(families(&sizing_of(&api).await), json!(["c6i"]));
+    let (done, out) = update(&["--allow-family", "c6i", "--allow-family", "c7i"]);
+    assert!(done, "{out}");
+    // Skipping a minor, or going back, is refused and changes nothing.
+    for version in ["1.32", "1.35"] {
+        let (done, out) = update(&["--kubernetes-version", version]);
+        assert!(!done && out.contains("spec.kubernetesVersion"), "{out}");
+    }
+
+    // Ten pods, at most one of them down at a time.
+    let manifest = dir.path().join("web.json");
+    std::fs::write(
+        &manifest,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 10,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{
+                        "name": "web", "image": "nginx",
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                    }]},
+                },
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    ok(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
+    std::fs::write(
+        dir.path().join("budget.json"),
+        json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"minAvailable": 9, "selector": {"matchLabels": {"app": "web"}}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            dir.path().join("budget.json").to_str().unwrap(),
+        ],
+    );
+    phases_when(&kubeconfig, |r, p| r == 10 && p == 0);
+    let before = sizing_of(&api).await;
+    assert_eq!(families(&before), json!(["c6i"]), "kept until the upgrade");
+    assert!(
+        workers(&before).iter().all(|w| w.contains("c6i.")),
+        "{:?}",
+        workers(&before)
+    );
+
+    let (done, out) = update(&["--kubernetes-version", "1.34"]);
+    assert!(done, "{out}");
+    let started = Instant::now();
+    let mut fewest_running = usize::MAX;
+    let upgraded = loop {
+        let status = sizing_of(&api).await;
+        let (running, _) = phases(&kubeconfig);
+        fewest_running = fewest_running.min(running);
+        let nodes = status["nodes"].as_array().unwrap();
+        let all_new = nodes
+            .iter()
+            .all(|n| n["kubernetesVersion"] == "1.34" && n["state"] == "running");
+        let kubelets = ok(&kubeconfig, &["get", "nodes"]);
+        if all_new
+            && status["phase"] == "Ready"
+            && !kubelets.contains("v1.33")
+            && !kubelets.contains("SchedulingDisabled")
+            && running == 10
+        {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{running} running; nodes {nodes:#?}\n{kubelets}\n{:#}",
+            status["events"]
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        fewest_running >= 9,
+        "the budget held: {fewest_running} running at worst"
+    );
+    assert_eq!(families(&upgraded), json!(["c7i"]));
+    assert!(
+        workers(&upgraded).iter().all(|w| w.contains("c7i.")),
+        "workers moved to c7i: {:?}",
+        workers(&upgraded)
+    );
+    let server_version = ok(&kubeconfig, &["version", "-o", "json"]);
+    assert!(server_version.contains("v1.34"), "{server_version}");
+    let events = upgraded["events"].to_string();
+    assert!(
+        events.contains("Upgrading") && events.contains("Upgrade"),
+        "{events}"
+    );
 }
