@@ -592,6 +592,7 @@ mod scheduling {
             memory_mib: 4096,
             max_pods: 17,
             address: "10.0.0.1".into(),
+            version: "1.34".into(),
             healthy: true,
         }
     }

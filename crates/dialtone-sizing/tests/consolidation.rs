@@ -235,7 +235,9 @@ proptest! {
         for (pod, peak, _) in &shapes {
             sim.add_pods(pod, *peak);
         }
+        // Settled: quiet for longer than a new node takes to become a candidate.
         let settle = |sim: &mut SimCluster| {
+            let mut quiet = 0;
             for _ in 0..200 {
                 let before = sim.usd_per_hour();
                 let step = sim.step();
@@ -245,7 +247,8 @@ proptest! {
                 if step.removed > 0 && step.launched > 0 && sim.pending.is_empty() {
                     prop_assert!(sim.usd_per_hour() < before, "a replacement lowers the cost");
                 }
-                if step.actions() == 0 && sim.now > sim.stabilization * 2 {
+                quiet = if step.actions() == 0 { quiet + 1 } else { 0 };
+                if quiet > sim.stabilization && sim.now > sim.stabilization * 2 {
                     break;
                 }
             }
