@@ -253,3 +253,12 @@ pub fn objects() -> Vec<(&'static str, Value)> {
     }
     objects
 }
+
+/// The ClusterRoles every new cluster holds (cluster-admin, admin, edit, view, …).
+pub fn cluster_roles() -> Vec<k8s_openapi::api::rbac::v1::ClusterRole> {
+    objects()
+        .into_iter()
+        .filter(|(resource, _)| *resource == "clusterroles")
+        .filter_map(|(_, object)| serde_json::from_value(object).ok())
+        .collect()
+}

@@ -10,7 +10,7 @@
 //! server checks through [`Authenticator`], as a webhook token authenticator would.
 
 pub mod cluster;
-mod defaults;
+pub mod defaults;
 mod disruption;
 mod openapi;
 mod patch;

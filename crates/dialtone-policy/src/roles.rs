@@ -1,0 +1,353 @@
+//! The role catalogue: built-in roles per level, as Tanzu Mission Control and GCP name them
+//! (`org.admin|edit|view`, `folder.*`, `project.*`, `cluster.*`, `namespace.*`), and custom
+//! roles.
+//!
+//! A role of level L is bound on a node of level L or above and reaches the resources of
+//! level L and below in that node's subtree: `cluster.view` on a folder lets its subjects
+//! see every cluster under the folder, not the folder itself. Cluster and namespace access
+//! is cast into the upstream user-facing roles (cluster-admin, admin, edit, view).
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde::{Deserialize, Serialize};
+
+/// A level of the tree, top down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Org,
+    Folder,
+    Project,
+    Cluster,
+    Namespace,
+}
+
+impl Level {
+    pub const ALL: [Level; 5] = [
+        Level::Org,
+        Level::Folder,
+        Level::Project,
+        Level::Cluster,
+        Level::Namespace,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Org => "org",
+            Level::Folder => "folder",
+            Level::Project => "project",
+            Level::Cluster => "cluster",
+            Level::Namespace => "namespace",
+        }
+    }
+
+    /// The resource the nodes of this level are.
+    pub fn resource(self) -> TreeResource {
+        match self {
+            Level::Org => TreeResource::Orgs,
+            Level::Folder => TreeResource::Folders,
+            Level::Project => TreeResource::Projects,
+            Level::Cluster => TreeResource::Clusters,
+            Level::Namespace => TreeResource::Namespaces,
+        }
+    }
+}
+
+/// What Dialtone's API serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeResource {
+    Orgs,
+    Folders,
+    Projects,
+    Clusters,
+    Namespaces,
+    /// A node's access policy.
+    Policies,
+    /// Kubernetes credentials for a cluster.
+    Credentials,
+    Identities,
+    Groups,
+    Tokens,
+    Audit,
+}
+
+impl TreeResource {
+    pub const ALL: [TreeResource; 11] = [
+        TreeResource::Orgs,
+        TreeResource::Folders,
+        TreeResource::Projects,
+        TreeResource::Clusters,
+        TreeResource::Namespaces,
+        TreeResource::Policies,
+        TreeResource::Credentials,
+        TreeResource::Identities,
+        TreeResource::Groups,
+        TreeResource::Tokens,
+        TreeResource::Audit,
+    ];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeVerb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Delete,
+}
+
+impl TreeVerb {
+    pub const ALL: [TreeVerb; 6] = [
+        TreeVerb::Get,
+        TreeVerb::List,
+        TreeVerb::Watch,
+        TreeVerb::Create,
+        TreeVerb::Update,
+        TreeVerb::Delete,
+    ];
+    const READ: [TreeVerb; 3] = [TreeVerb::Get, TreeVerb::List, TreeVerb::Watch];
+    const WRITE: [TreeVerb; 3] = [TreeVerb::Create, TreeVerb::Update, TreeVerb::Delete];
+}
+
+/// One verb on one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Permission {
+    pub verb: TreeVerb,
+    pub resource: TreeResource,
+}
+
+impl Permission {
+    pub fn new(verb: TreeVerb, resource: TreeResource) -> Self {
+        Permission { verb, resource }
+    }
+
+    fn bit(self) -> u128 {
+        1 << (self.resource as u32 * TreeVerb::ALL.len() as u32 + self.verb as u32)
+    }
+}
+
+/// A set of permissions, one bit each, so a check is one AND.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Permissions(u128);
+
+impl Permissions {
+    pub fn has(self, p: Permission) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    pub fn with(mut self, p: Permission) -> Self {
+        self.0 |= p.bit();
+        self
+    }
+
+    pub fn union(self, other: Permissions) -> Self {
+        Permissions(self.0 | other.0)
+    }
+
+    pub fn contains(self, other: Permissions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        TreeResource::ALL.into_iter().flat_map(move |resource| {
+            TreeVerb::ALL
+                .into_iter()
+                .map(move |verb| Permission { verb, resource })
+                .filter(move |p| self.has(*p))
+        })
+    }
+
+    fn grant(self, verbs: &[TreeVerb], resources: &[TreeResource]) -> Self {
+        let mut set = self;
+        for &resource in resources {
+            for &verb in verbs {
+                set = set.with(Permission { verb, resource });
+            }
+        }
+        set
+    }
+}
+
+/// The Kubernetes access a role carries into clusters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KubeGrant {
+    None,
+    /// An upstream ClusterRole every cluster has: `cluster-admin`, `admin`, `edit`, `view`.
+    Upstream(&'static str),
+    /// A custom role's own rules, cast into a ClusterRole of Dialtone's.
+    Rules(Vec<PolicyRule>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Role {
+    /// `cluster.view`, or a custom role's name.
+    pub name: String,
+    pub level: Level,
+    pub permissions: Permissions,
+    /// Granted cluster-wide for roles of cluster level and above, in each namespace for
+    /// namespace roles.
+    pub kube: KubeGrant,
+    pub description: String,
+}
+
+impl Role {
+    /// Whether a binding of this role may sit on a node of `level`.
+    pub fn bindable_at(&self, level: Level) -> bool {
+        level <= self.level
+    }
+}
+
+/// The tree resources at `level` and below.
+fn tree_below(level: Level) -> Vec<TreeResource> {
+    Level::ALL
+        .into_iter()
+        .filter(|l| *l >= level && *l != Level::Org)
+        .map(Level::resource)
+        .collect()
+}
+
+fn builtin(level: Level, strength: &str) -> Role {
+    let below = tree_below(level);
+    let mut read = below.clone();
+    read.push(TreeResource::Policies);
+    if level == Level::Org {
+        read.extend([
+            TreeResource::Orgs,
+            TreeResource::Identities,
+            TreeResource::Groups,
+        ]);
+    }
+    let mut permissions = Permissions::default().grant(&TreeVerb::READ, &read);
+    if level <= Level::Cluster {
+        // Seeing a cluster includes reaching its Kubernetes API, as its RBAC allows.
+        permissions =
+            permissions.with(Permission::new(TreeVerb::Create, TreeResource::Credentials));
+    }
+    if strength != "view" {
+        permissions = permissions.grant(&TreeVerb::WRITE, &below);
+    }
+    if strength == "admin" {
+        permissions = permissions.with(Permission::new(TreeVerb::Update, TreeResource::Policies));
+        if level == Level::Org {
+            let people = [
+                TreeResource::Identities,
+                TreeResource::Groups,
+                TreeResource::Tokens,
+            ];
+            permissions = permissions
+                .grant(&TreeVerb::ALL, &people)
+                .grant(&TreeVerb::READ, &[TreeResource::Audit])
+                .with(Permission::new(TreeVerb::Update, TreeResource::Orgs));
+        }
+    }
+    let kube = match (level, strength) {
+        (Level::Namespace, upstream) => KubeGrant::Upstream(match upstream {
+            "admin" => "admin",
+            "edit" => "edit",
+            _ => "view",
+        }),
+        (_, "admin") => KubeGrant::Upstream("cluster-admin"),
+        (_, "edit") => KubeGrant::Upstream("edit"),
+        _ => KubeGrant::Upstream("view"),
+    };
+    let reach = match level {
+        Level::Namespace => "its namespaces",
+        Level::Cluster => "its clusters and their namespaces",
+        _ => "everything under it",
+    };
+    let description = match strength {
+        "admin" => format!("everything on {reach}, including its access policies"),
+        "edit" => format!("create, change and delete {reach}"),
+        _ => format!("see {reach}"),
+    };
+    Role {
+        name: format!("{}.{strength}", level.name()),
+        level,
+        permissions,
+        kube,
+        description,
+    }
+}
+
+/// The roles bindings may name: the built-in ones, then custom ones.
+#[derive(Clone, Debug)]
+pub struct Catalogue {
+    roles: Vec<Role>,
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        let roles = Level::ALL
+            .into_iter()
+            .flat_map(|level| ["admin", "edit", "view"].map(|s| builtin(level, s)))
+            .collect();
+        Catalogue { roles }
+    }
+}
+
+impl Catalogue {
+    /// Adds a custom role; its name must not be taken (built-in names have a dot, so a
+    /// custom name without one never is).
+    pub fn add(&mut self, role: Role) -> Result<(), String> {
+        if self.get(&role.name).is_some() {
+            return Err(format!("role `{}` already exists", role.name));
+        }
+        self.roles.push(role);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.roles.iter().position(|r| r.name == name)
+    }
+
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_roles_reach_their_level_and_below() {
+        let catalogue = Catalogue::default();
+        assert_eq!(catalogue.roles().len(), 15);
+        let view = catalogue.get("cluster.view").unwrap();
+        let get = |r| Permission::new(TreeVerb::Get, r);
+        assert!(view.permissions.has(get(TreeResource::Clusters)));
+        assert!(view.permissions.has(get(TreeResource::Namespaces)));
+        assert!(!view.permissions.has(get(TreeResource::Projects)));
+        assert!(
+            !view
+                .permissions
+                .has(Permission::new(TreeVerb::Delete, TreeResource::Clusters))
+        );
+        assert_eq!(view.kube, KubeGrant::Upstream("view"));
+        let admin = catalogue.get("org.admin").unwrap();
+        assert!(admin.permissions.contains(view.permissions));
+        assert!(
+            admin
+                .permissions
+                .has(Permission::new(TreeVerb::Update, TreeResource::Policies))
+        );
+        assert!(
+            !catalogue
+                .get("project.edit")
+                .unwrap()
+                .permissions
+                .has(Permission::new(TreeVerb::Update, TreeResource::Policies))
+        );
+        assert_eq!(
+            catalogue.get("namespace.admin").unwrap().kube,
+            KubeGrant::Upstream("admin")
+        );
+        assert!(view.bindable_at(Level::Folder) && !view.bindable_at(Level::Namespace));
+    }
+}

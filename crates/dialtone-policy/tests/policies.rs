@@ -1,0 +1,565 @@
+//! Random trees, bindings, groups and edit sequences, checked against models that know
+//! nothing of the index: (a) the authorization check equals a reference oracle over the
+//! bindings as written; (b) upstream RBAC semantics over each cluster's projected objects
+//! grant exactly the Kubernetes access the tree grants; (c) projecting only the clusters an
+//! edit touches keeps every cluster's objects equal to a projection from scratch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use dialtone_policy::projection::{Desired, Managed, changes, project};
+use dialtone_policy::{
+    Binding, Catalogue, KubeGrant, Level, NodeId, Permission, Policies, Subject, TreeResource,
+    TreeVerb,
+};
+use dialtone_simkube::rbac::{self, RbacSource, Request, UserInfo};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use proptest::prelude::*;
+
+const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+const GROUPS: [&str; 3] = ["eng", "ops", "audit"];
+
+/// The tree's shape: folders, projects per folder, clusters per project, namespaces per
+/// cluster.
+#[derive(Clone, Debug)]
+struct Shape(Vec<Vec<Vec<usize>>>);
+
+#[derive(Clone, Debug)]
+enum Edit {
+    /// Set the bindings of the node at this index (modulo the live nodes).
+    Bind(usize, Vec<(usize, usize)>),
+    /// Set a group's members (bit i = USERS[i]).
+    Members(usize, u8),
+    /// Add a namespace to the cluster at this index.
+    AddNamespace(usize),
+    /// Remove the namespace or cluster at this index.
+    Remove(usize),
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop::collection::vec(
+        prop::collection::vec(prop::collection::vec(0usize..3, 1..3), 1..3),
+        1..3,
+    )
+    .prop_map(Shape)
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        4 => (0usize..64, prop::collection::vec((0usize..64, 0usize..7), 0..3))
+            .prop_map(|(n, b)| Edit::Bind(n, b)),
+        2 => (0usize..GROUPS.len(), any::<u8>()).prop_map(|(g, m)| Edit::Members(g, m)),
+        1 => (0usize..64).prop_map(Edit::AddNamespace),
+        1 => (0usize..64).prop_map(Edit::Remove),
+    ]
+}
+
+/// The world as the test writes it, independent of the index.
+struct Model {
+    policies: Policies,
+    catalogue: Catalogue,
+    bindings: BTreeMap<String, Vec<Binding>>,
+    members: BTreeMap<String, BTreeSet<String>>,
+    next_namespace: usize,
+}
+
+fn subject(i: usize) -> Subject {
+    if i < USERS.len() {
+        Subject::User(USERS[i].to_string())
+    } else {
+        Subject::Group(GROUPS[(i - USERS.len()) % GROUPS.len()].to_string())
+    }
+}
+
+impl Model {
+    fn new(shape: &Shape) -> Model {
+        let mut policies = Policies::new(Catalogue::default());
+        let org = policies.add_node(None, "acme", Level::Org).unwrap();
+        for (f, projects) in shape.0.iter().enumerate() {
+            let folder = policies
+                .add_node(Some(org), &format!("f{f}"), Level::Folder)
+                .unwrap();
+            for (p, clusters) in projects.iter().enumerate() {
+                let project = policies
+                    .add_node(Some(folder), &format!("p{p}"), Level::Project)
+                    .unwrap();
+                for (c, &namespaces) in clusters.iter().enumerate() {
+                    let cluster = policies
+                        .add_node(Some(project), &format!("c{c}"), Level::Cluster)
+                        .unwrap();
+                    for n in 0..namespaces {
+                        policies
+                            .add_node(Some(cluster), &format!("ns{n}"), Level::Namespace)
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        for user in USERS {
+            policies.add_user(user);
+        }
+        for group in GROUPS {
+            policies.add_group(group);
+        }
+        Model {
+            policies,
+            catalogue: Catalogue::default(),
+            bindings: BTreeMap::new(),
+            members: BTreeMap::new(),
+            next_namespace: 100,
+        }
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.policies.nodes().collect()
+    }
+
+    fn of_level(&self, level: Level) -> Vec<NodeId> {
+        self.nodes()
+            .into_iter()
+            .filter(|&n| self.policies.level(n) == level)
+            .collect()
+    }
+
+    /// Applies an edit; returns the clusters whose projection it may change.
+    fn apply(&mut self, edit: &Edit) -> Vec<NodeId> {
+        let catalogue = self.catalogue.clone();
+        match edit {
+            Edit::Bind(n, wanted) => {
+                let nodes = self.nodes();
+                let node = nodes[n % nodes.len()];
+                let level = self.policies.level(node);
+                let bindable: Vec<&str> = catalogue
+                    .roles()
+                    .iter()
+                    .filter(|r| r.bindable_at(level))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                let bindings: Vec<Binding> = wanted
+                    .iter()
+                    .map(|&(r, s)| Binding {
+                        role: bindable[r % bindable.len()].to_string(),
+                        subject: subject(s),
+                    })
+                    .collect();
+                self.policies.set_bindings(node, &bindings).unwrap();
+                self.bindings
+                    .insert(self.policies.path(node).to_string(), bindings);
+                self.policies.clusters_under(node)
+            }
+            Edit::Members(g, mask) => {
+                let users: Vec<String> = USERS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, u)| u.to_string())
+                    .collect();
+                // The clusters reached before the change, and after: both may change.
+                let mut touched = self.policies.clusters_reached_by(GROUPS[*g]);
+                self.policies.set_members(GROUPS[*g], &users).unwrap();
+                touched.extend(self.policies.clusters_reached_by(GROUPS[*g]));
+                self.members
+                    .insert(GROUPS[*g].to_string(), users.into_iter().collect());
+                touched
+            }
+            Edit::AddNamespace(c) => {
+                let clusters = self.of_level(Level::Cluster);
+                if clusters.is_empty() {
+                    return Vec::new();
+                }
+                let cluster = clusters[c % clusters.len()];
+                self.next_namespace += 1;
+                let ns = self
+                    .policies
+                    .add_node(
+                        Some(cluster),
+                        &format!("ns{}", self.next_namespace),
+                        Level::Namespace,
+                    )
+                    .unwrap();
+                self.policies.clusters_under(ns)
+            }
+            Edit::Remove(i) => {
+                let removable: Vec<NodeId> = self
+                    .nodes()
+                    .into_iter()
+                    .filter(|&n| self.policies.level(n) >= Level::Cluster)
+                    .collect();
+                if removable.is_empty() {
+                    return Vec::new();
+                }
+                let node = removable[i % removable.len()];
+                let touched = self.policies.clusters_under(node);
+                let path = self.policies.path(node).to_string();
+                self.bindings
+                    .retain(|p, _| p != &path && !p.starts_with(&format!("{path}/")));
+                self.policies.remove_node(node);
+                // A removed cluster has nothing to project.
+                touched
+                    .into_iter()
+                    .filter(|&c| self.policies.nodes().any(|n| n == c))
+                    .collect()
+            }
+        }
+    }
+
+    fn is_member(&self, user: &str, group: &str) -> bool {
+        self.members.get(group).is_some_and(|m| m.contains(user))
+    }
+
+    fn names(&self, subject: &Subject, user: &str) -> bool {
+        match subject {
+            Subject::User(u) => u == user,
+            Subject::Group(g) => self.is_member(user, g),
+        }
+    }
+
+    /// The bindings as written that apply at `path` (its own and its ancestors') to `user`.
+    fn applicable(&self, user: &str, path: &str) -> Vec<(&str, &Binding)> {
+        self.bindings
+            .iter()
+            .filter(|(at, _)| path == at.as_str() || path.starts_with(&format!("{at}/")))
+            .flat_map(|(at, bindings)| bindings.iter().map(move |b| (at.as_str(), b)))
+            .filter(|(_, b)| self.names(&b.subject, user))
+            .collect()
+    }
+
+    /// The reference oracle: a scan of every binding as written.
+    fn allowed(&self, user: &str, permission: Permission, path: &str) -> bool {
+        self.applicable(user, path).iter().any(|(_, b)| {
+            self.catalogue
+                .get(&b.role)
+                .unwrap()
+                .permissions
+                .has(permission)
+        })
+    }
+}
+
+fn permissions() -> Vec<Permission> {
+    TreeResource::ALL
+        .into_iter()
+        .flat_map(|r| {
+            TreeVerb::ALL
+                .into_iter()
+                .map(move |v| Permission::new(v, r))
+        })
+        .collect()
+}
+
+/// A cluster's RBAC as upstream evaluates it: its default roles and the projected objects.
+struct Rbac {
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    role_bindings: Vec<RoleBinding>,
+}
+
+impl Rbac {
+    fn new(projected: &[Desired]) -> Rbac {
+        let mut rbac = Rbac {
+            cluster_roles: dialtone_simkube::defaults::cluster_roles(),
+            cluster_role_bindings: Vec::new(),
+            role_bindings: Vec::new(),
+        };
+        for object in projected {
+            match object.to_object() {
+                Managed::ClusterRole(o) => rbac.cluster_roles.push(o),
+                Managed::ClusterRoleBinding(o) => rbac.cluster_role_bindings.push(o),
+                Managed::RoleBinding(o) => rbac.role_bindings.push(o),
+            }
+        }
+        rbac
+    }
+}
+
+impl RbacSource for Rbac {
+    fn cluster_role_bindings(&self) -> Vec<ClusterRoleBinding> {
+        self.cluster_role_bindings.clone()
+    }
+    fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding> {
+        self.role_bindings
+            .iter()
+            .filter(|b| b.metadata.namespace.as_deref() == Some(namespace))
+            .cloned()
+            .collect()
+    }
+    fn cluster_role(&self, name: &str) -> Option<ClusterRole> {
+        self.cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .cloned()
+    }
+    fn role(&self, _namespace: &str, _name: &str) -> Option<Role> {
+        None
+    }
+}
+
+/// Kubernetes requests worth asking: reads and writes of namespaced and cluster-wide
+/// resources, in each of the cluster's namespaces and one the tree does not know.
+fn kube_requests(namespaces: &[String]) -> Vec<Request> {
+    let mut requests = Vec::new();
+    let resources = [
+        ("", "pods", true),
+        ("apps", "deployments", true),
+        ("", "secrets", true),
+        ("rbac.authorization.k8s.io", "rolebindings", true),
+        ("", "nodes", false),
+        ("", "namespaces", false),
+    ];
+    let mut scopes: Vec<String> = namespaces.to_vec();
+    scopes.push("default".into());
+    for verb in ["get", "list", "create", "delete"] {
+        for (group, resource, namespaced) in resources {
+            let in_scopes: Vec<String> = if namespaced {
+                scopes.clone()
+            } else {
+                vec![String::new()]
+            };
+            for namespace in in_scopes {
+                requests.push(Request::Resource {
+                    verb: verb.into(),
+                    namespace,
+                    api_group: group.into(),
+                    resource: resource.into(),
+                    subresource: String::new(),
+                    name: String::new(),
+                });
+            }
+        }
+    }
+    requests
+}
+
+/// The Kubernetes access the tree grants, from the bindings as written: cluster-level roles
+/// on the cluster or above reach everywhere in it; namespace roles above a namespace reach
+/// every namespace of the cluster; bindings on a namespace, that namespace.
+fn tree_grants(model: &Model, cluster: NodeId, user: &str, request: &Request) -> bool {
+    static DEFAULTS: OnceLock<Vec<ClusterRole>> = OnceLock::new();
+    let defaults = DEFAULTS.get_or_init(dialtone_simkube::defaults::cluster_roles);
+    let catalogue = &model.catalogue;
+    let cluster_path = model.policies.path(cluster).to_string();
+    let Request::Resource { namespace, .. } = request else {
+        return false;
+    };
+    let namespaces: Vec<String> = model
+        .policies
+        .subtree(cluster, Level::Namespace)
+        .into_iter()
+        .map(|n| {
+            model
+                .policies
+                .path(n)
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut paths = vec![cluster_path.clone()];
+    if !namespace.is_empty() && namespaces.contains(namespace) {
+        paths.push(format!("{cluster_path}/{namespace}"));
+    }
+    paths.iter().any(|path| {
+        model.applicable(user, path).iter().any(|(at, binding)| {
+            let role = catalogue.get(&binding.role).unwrap();
+            let reaches = if role.level <= Level::Cluster {
+                true
+            } else {
+                // A namespace role: only for requests inside a namespace of the tree.
+                !namespace.is_empty() && namespaces.contains(namespace) && {
+                    let bound_on_namespace = at.len() > cluster_path.len();
+                    !bound_on_namespace || *at == format!("{cluster_path}/{namespace}")
+                }
+            };
+            let KubeGrant::Upstream(upstream) = role.kube else {
+                return false;
+            };
+            let rules = defaults
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(upstream))
+                .and_then(|r| r.rules.clone())
+                .unwrap_or_default();
+            reaches && rules.iter().any(|rule| rbac::rule_allows(rule, request))
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn the_check_the_projection_and_incremental_projection_agree_with_their_models(
+        shape in shape(),
+        edits in prop::collection::vec(edit(), 1..24),
+    ) {
+        let mut model = Model::new(&shape);
+        let mut cache: HashMap<NodeId, Vec<Desired>> = model
+            .of_level(Level::Cluster)
+            .into_iter()
+            .map(|c| (c, project(&model.policies, c)))
+            .collect();
+        for (step, edit) in edits.iter().enumerate() {
+            for cluster in model.apply(edit) {
+                cache.insert(cluster, project(&model.policies, cluster));
+            }
+            let clusters = model.of_level(Level::Cluster);
+            cache.retain(|c, _| clusters.contains(c));
+
+            // (a) The check equals the oracle, for every user, node and permission.
+            for node in model.nodes() {
+                let path = model.policies.path(node).to_string();
+                for user in USERS {
+                    for permission in permissions() {
+                        prop_assert_eq!(
+                            model.policies.allowed(user, permission, node),
+                            model.allowed(user, permission, &path),
+                            "{} {:?} on {}", user, permission, path
+                        );
+                    }
+                }
+            }
+            for &cluster in &clusters {
+                // (c) Incremental projection equals projection from scratch.
+                let fresh = project(&model.policies, cluster);
+                prop_assert_eq!(cache.get(&cluster), Some(&fresh), "{}", model.policies.path(cluster));
+                // What a cluster holds reads back as what was projected: nothing to change.
+                let read_back: Vec<Desired> = fresh
+                    .iter()
+                    .filter_map(|d| Desired::from_object(&d.to_object()))
+                    .collect();
+                prop_assert!(changes(&read_back, &fresh).is_empty());
+
+                // (b) Upstream RBAC over the projection grants what the tree grants: every
+                // few edits, and at the end.
+                if step % 4 != 3 && step + 1 != edits.len() {
+                    continue;
+                }
+                let rbac = Rbac::new(&fresh);
+                let namespaces: Vec<String> = model
+                    .policies
+                    .subtree(cluster, Level::Namespace)
+                    .into_iter()
+                    .map(|n| model.policies.path(n).rsplit('/').next().unwrap().to_string())
+                    .collect();
+                for user in USERS {
+                    let info = UserInfo { name: user.to_string(), groups: Vec::new() };
+                    for request in kube_requests(&namespaces) {
+                        prop_assert_eq!(
+                            rbac::authorize(&rbac, &info, &request).allowed,
+                            tree_grants(&model, cluster, user, &request),
+                            "{} {:?} in {}", user, request, model.policies.path(cluster)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_bindings_are_refused_whole() {
+    let mut model = Model::new(&Shape(vec![vec![vec![1]]]));
+    let folder = model.policies.node("acme/f0").unwrap();
+    model
+        .policies
+        .set_bindings(
+            folder,
+            &[Binding {
+                role: "cluster.view".into(),
+                subject: Subject::User("alice".into()),
+            }],
+        )
+        .unwrap();
+    let problems = model
+        .policies
+        .set_bindings(
+            folder,
+            &[
+                Binding {
+                    role: "cluster.edit".into(),
+                    subject: Subject::User("alice".into()),
+                },
+                Binding {
+                    role: "nosuch.role".into(),
+                    subject: Subject::User("alice".into()),
+                },
+                Binding {
+                    role: "org.view".into(),
+                    subject: Subject::User("mallory".into()),
+                },
+            ],
+        )
+        .unwrap_err();
+    assert_eq!(
+        problems,
+        [
+            "bindings[1].role: unknown role `nosuch.role`",
+            "bindings[2].role: `org.view` reaches orgs and cannot be bound on a folder",
+            "bindings[2].subject: unknown subject `user:mallory`",
+        ]
+    );
+    // Nothing changed.
+    assert_eq!(
+        model.policies.bindings(folder),
+        [Binding {
+            role: "cluster.view".into(),
+            subject: Subject::User("alice".into()),
+        }]
+    );
+    let cluster = model.policies.node("acme/f0/p0/c0").unwrap();
+    let get_pods_cluster = Permission::new(TreeVerb::Get, TreeResource::Clusters);
+    let grants = model.policies.explain("alice", get_pods_cluster, cluster);
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].node, "acme/f0");
+    assert_eq!(grants[0].role, "cluster.view");
+    assert!(
+        model
+            .policies
+            .explain(
+                "alice",
+                Permission::new(TreeVerb::Get, TreeResource::Folders),
+                folder
+            )
+            .is_empty(),
+        "cluster.view does not show the folder itself"
+    );
+}
+
+#[test]
+fn a_changed_role_is_created_before_the_old_binding_goes() {
+    let mut model = Model::new(&Shape(vec![vec![vec![2]]]));
+    let folder = model.policies.node("acme/f0").unwrap();
+    let cluster = model.policies.node("acme/f0/p0/c0").unwrap();
+    let bind = |model: &mut Model, role: &str| {
+        let binding = Binding {
+            role: role.into(),
+            subject: Subject::User("alice".into()),
+        };
+        model.policies.set_bindings(folder, &[binding]).unwrap();
+        project(&model.policies, cluster)
+    };
+    let before = bind(&mut model, "cluster.view");
+    let after = bind(&mut model, "cluster.edit");
+    let plan = changes(&before, &after);
+    let names =
+        |list: &[Desired]| -> Vec<String> { list.iter().map(|d| d.key.name.to_string()).collect() };
+    assert_eq!(names(&plan.create), ["dialtone:cluster.edit@acme:f0"]);
+    assert_eq!(
+        plan.delete
+            .iter()
+            .map(|k| k.name.to_string())
+            .collect::<Vec<_>>(),
+        ["dialtone:cluster.view@acme:f0"]
+    );
+    assert!(plan.update.is_empty() && plan.replace.is_empty());
+    let Managed::ClusterRoleBinding(crb) = after[0].to_object() else {
+        panic!("a ClusterRoleBinding: {after:?}");
+    };
+    assert_eq!(crb.role_ref.name, "edit");
+    let annotations = crb.metadata.annotations.unwrap();
+    assert_eq!(annotations["dialtone.dev/granted-on"], "acme/f0");
+    // Namespace roles on the folder: a RoleBinding in each of the cluster's namespaces.
+    let namespaced = bind(&mut model, "namespace.view");
+    let namespaces: Vec<&str> = namespaced.iter().map(|d| &*d.key.namespace).collect();
+    assert_eq!(namespaces, ["ns0", "ns1"]);
+}
