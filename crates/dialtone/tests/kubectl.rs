@@ -659,6 +659,53 @@ fn workers(status: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Applies a `web` deployment in `default`: `replicas` pods requesting `cpu` and `memory`.
+fn apply_web(kubeconfig: &Path, dir: &Path, replicas: u32, cpu: &str, memory: &str) {
+    apply_json(
+        kubeconfig,
+        dir,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{
+                        "name": "web", "image": "nginx",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                    }]},
+                },
+            },
+        }),
+    );
+}
+
+/// Applies a PodDisruptionBudget keeping `min_available` of the `web` pods up.
+fn apply_web_budget(kubeconfig: &Path, dir: &Path, min_available: u32) {
+    apply_json(
+        kubeconfig,
+        dir,
+        json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": "web"}}},
+        }),
+    );
+}
+
+/// `kubectl apply -f` of one object, written to a file in `dir`.
+fn apply_json(kubeconfig: &Path, dir: &Path, object: Value) {
+    let file = dir.join(format!(
+        "{}-{}.json",
+        object["kind"].as_str().unwrap(),
+        object["metadata"]["name"].as_str().unwrap()
+    ));
+    std::fs::write(&file, object.to_string()).unwrap();
+    ok(kubeconfig, &["apply", "-f", file.to_str().unwrap()]);
+}
+
 #[tokio::test]
 async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
     let (server, dir, kubeconfig) = sim_cluster(1, 30).await;
@@ -668,28 +715,7 @@ async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
         .unwrap();
 
     // 200 pods of 250m and 512 MiB: far more than the one worker holds.
-    let manifest = dir.path().join("web.json");
-    std::fs::write(
-        &manifest,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "replicas": 200,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{
-                        "name": "web", "image": "nginx",
-                        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
-                    }]},
-                },
-            },
-        })
-        .to_string(),
-    )
-    .unwrap();
-    ok(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
+    apply_web(&kubeconfig, dir.path(), 200, "250m", "512Mi");
     phases_when_within(&kubeconfig, Duration::from_secs(90), |r, p| {
         r == 200 && p == 0
     });
@@ -726,18 +752,7 @@ async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
     );
 
     // A budget keeps 19 of the pods up while the cluster shrinks to fit 20.
-    let budget = dir.path().join("budget.json");
-    std::fs::write(
-        &budget,
-        json!({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"minAvailable": 19, "selector": {"matchLabels": {"app": "web"}}},
-        })
-        .to_string(),
-    )
-    .unwrap();
-    ok(&kubeconfig, &["apply", "-f", budget.to_str().unwrap()]);
+    apply_web_budget(&kubeconfig, dir.path(), 19);
     ok(
         &kubeconfig,
         &["scale", "deployment", "web", "--replicas=20"],
@@ -836,46 +851,8 @@ async fn an_upgrade_replaces_every_node_and_moves_workers_to_the_best_families()
     }
 
     // Ten pods, at most one of them down at a time.
-    let manifest = dir.path().join("web.json");
-    std::fs::write(
-        &manifest,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {
-                "replicas": 10,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{
-                        "name": "web", "image": "nginx",
-                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-                    }]},
-                },
-            },
-        })
-        .to_string(),
-    )
-    .unwrap();
-    ok(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
-    std::fs::write(
-        dir.path().join("budget.json"),
-        json!({
-            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"minAvailable": 9, "selector": {"matchLabels": {"app": "web"}}},
-        })
-        .to_string(),
-    )
-    .unwrap();
-    ok(
-        &kubeconfig,
-        &[
-            "apply",
-            "-f",
-            dir.path().join("budget.json").to_str().unwrap(),
-        ],
-    );
+    apply_web(&kubeconfig, dir.path(), 10, "100m", "256Mi");
+    apply_web_budget(&kubeconfig, dir.path(), 9);
     phases_when(&kubeconfig, |r, p| r == 10 && p == 0);
     let before = sizing_of(&api).await;
     assert_eq!(families(&before), json!(["c6i"]), "kept until the upgrade");
