@@ -512,6 +512,41 @@ impl Policies {
             .collect()
     }
 
+    /// What `user` lacks to grant `role` on `id`, if anything: nobody grants more than
+    /// they hold there (upstream RBAC's escalation rule, applied to the tree). Dialtone
+    /// permissions must all be held; Kubernetes access must be held at least as strongly
+    /// (a custom role's rules only by a cluster admin).
+    pub fn escalation(&self, user: &str, id: NodeId, role: &Role) -> Option<String> {
+        let grants = self.grants_on(user, id);
+        let held = grants.iter().fold(Permissions::default(), |all, (_, r)| {
+            all.union(r.permissions)
+        });
+        let missing: Vec<String> = role
+            .permissions
+            .iter()
+            .filter(|p| !held.has(*p))
+            .map(|p| format!("{:?} {:?}", p.verb, p.resource).to_lowercase())
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "granting `{}` needs what it grants; you lack: {}",
+                role.name,
+                missing.join(", ")
+            ));
+        }
+        let strongest = grants
+            .iter()
+            .map(|(_, r)| kube_strength(r))
+            .max()
+            .unwrap_or(0);
+        (kube_strength(role) > strongest).then(|| {
+            format!(
+                "granting `{}` needs Kubernetes access at least as strong as it gives",
+                role.name
+            )
+        })
+    }
+
     /// Everything `user` may do on `id`.
     pub fn effective(&self, user: &str, id: NodeId) -> Permissions {
         self.grants_on(user, id)
@@ -581,5 +616,23 @@ impl Policies {
         clusters.sort_unstable();
         clusters.dedup();
         clusters
+    }
+}
+
+/// How much Kubernetes access a role gives: a cluster-wide grant outranks a namespace one
+/// of the same upstream role, and custom rules rank with cluster-admin.
+fn kube_strength(role: &Role) -> u8 {
+    use crate::roles::KubeGrant;
+    let base = match &role.kube {
+        KubeGrant::None => return 0,
+        KubeGrant::Upstream("view") => 1,
+        KubeGrant::Upstream("edit") => 3,
+        KubeGrant::Upstream("admin") => 5,
+        KubeGrant::Upstream(_) | KubeGrant::Rules(_) => return 8,
+    };
+    if role.level == Level::Namespace {
+        base
+    } else {
+        base + 1
     }
 }

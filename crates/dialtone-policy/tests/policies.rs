@@ -563,3 +563,55 @@ fn a_changed_role_is_created_before_the_old_binding_goes() {
     let namespaces: Vec<&str> = namespaced.iter().map(|d| &*d.key.namespace).collect();
     assert_eq!(namespaces, ["ns0", "ns1"]);
 }
+
+#[test]
+fn nobody_grants_more_than_they_hold() {
+    let mut model = Model::new(&Shape(vec![vec![vec![1]]]));
+    let project = model.policies.node("acme/f0/p0").unwrap();
+    let cluster = model.policies.node("acme/f0/p0/c0").unwrap();
+    let bind = |role: &str, user: &str| Binding {
+        role: role.into(),
+        subject: Subject::User(user.into()),
+    };
+    model
+        .policies
+        .set_bindings(
+            project,
+            &[bind("project.admin", "alice"), bind("cluster.edit", "bob")],
+        )
+        .unwrap();
+    let catalogue = Catalogue::default();
+    let role = |name: &str| catalogue.get(name).unwrap();
+    // A project admin may grant anything up to project.admin on the project and below.
+    for granted in ["project.view", "cluster.admin", "namespace.edit"] {
+        assert_eq!(
+            model.policies.escalation("alice", cluster, role(granted)),
+            None,
+            "{granted}"
+        );
+    }
+    // But not folder roles (they reach the folder, which alice cannot touch).
+    let refused = model
+        .policies
+        .escalation("alice", project, role("folder.view"));
+    assert!(refused.unwrap().contains("get folders"));
+    // A cluster editor may hand out cluster.view, not cluster.admin's cluster-admin.
+    assert_eq!(
+        model
+            .policies
+            .escalation("bob", cluster, role("cluster.view")),
+        None
+    );
+    assert!(
+        model
+            .policies
+            .escalation("bob", cluster, role("cluster.admin"))
+            .is_some()
+    );
+    assert!(
+        model
+            .policies
+            .escalation("carol", cluster, role("namespace.view"))
+            .is_some()
+    );
+}
