@@ -13,6 +13,6 @@ pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
 pub use performance::Processor;
 pub use provider::{
     CloudError, CloudResource, CloudResult, CreateRequest, Filter, IngressRule, Provider,
-    ResourceKind, ResourceSpec, ResourceState, Tags, tags,
+    ResourceKind, ResourceSpec, ResourceState, Tags, node_image, node_image_version, tags,
 };
 pub use regions::{REGIONS, Region};

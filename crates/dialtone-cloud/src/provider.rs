@@ -98,7 +98,27 @@ pub enum ResourceKind {
     VpcPeering,
 }
 
+/// Dialtone's node image for a Kubernetes version: one image per version, `dialtone-node-1.34`.
+pub fn node_image(kubernetes_version: &str) -> String {
+    format!("dialtone-node-{kubernetes_version}")
+}
+
+/// The Kubernetes version a node image of [`node_image`] carries.
+pub fn node_image_version(image: &str) -> Option<&str> {
+    image
+        .strip_prefix("dialtone-node-")
+        .filter(|v| v.contains('.'))
+}
+
 impl ResourceSpec {
+    /// The Kubernetes version of an instance's node image; `None` for other resources.
+    pub fn node_version(&self) -> Option<&str> {
+        match self {
+            ResourceSpec::Instance { image, .. } => node_image_version(image),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ResourceKind {
         match self {
             ResourceSpec::Vpc { .. } => ResourceKind::Vpc,

@@ -136,19 +136,6 @@ fn is_going(resource: &CloudResource) -> bool {
     )
 }
 
-/// The image an instance boots, which names its Kubernetes version.
-fn image_of(resource: &CloudResource) -> Option<&str> {
-    match &resource.spec {
-        ResourceSpec::Instance { image, .. } => Some(image),
-        _ => None,
-    }
-}
-
-/// The Kubernetes version of a node image, `dialtone-node-1.34` → `1.34`.
-fn version_of_image(image: &str) -> &str {
-    image.strip_prefix("dialtone-node-").unwrap_or("")
-}
-
 /// Whether every control-plane slot runs exactly one healthy instance of its current
 /// attempt: no replacement is under way.
 fn control_plane_settled(own: &[CloudResource], slots: &[Slot]) -> bool {
@@ -586,13 +573,10 @@ impl Lifecycle {
                 allocated: Vec::new(),
             },
             existing_vpc: Some(existing_vpc),
-            // A cluster keeps its families until it is upgraded.
-            kept_families: cluster
-                .status
-                .plan
-                .as_ref()
-                .filter(|p| p.kubernetes_version == spec.kubernetes_version)
-                .map(|p| p.workers.families.as_slice()),
+            kept_families: dialtone_planner::kept_families(
+                cluster.status.plan.as_ref(),
+                &spec.kubernetes_version,
+            ),
         };
         Ok(plan(&request, &context).map_err(|e| e.to_string()))
     }
@@ -792,7 +776,7 @@ impl Lifecycle {
             if let Some(instance) = current
                 && slot.role == NodeRole::ControlPlane
                 && instance.state == ResourceState::Available
-                && image_of(instance) != Some(image)
+                && instance.spec.node_version() != Some(plan.kubernetes_version.as_str())
                 && waiting.is_none()
                 && control_plane_settled(&own, &slots)
             {
@@ -944,8 +928,7 @@ impl Lifecycle {
                         .to_string(),
                     attempt: slot.attempt,
                     kubernetes_version: instance
-                        .and_then(image_of)
-                        .map(version_of_image)
+                        .and_then(|i| i.spec.node_version())
                         .unwrap_or_default()
                         .to_string(),
                 }

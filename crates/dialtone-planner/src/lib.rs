@@ -15,4 +15,6 @@ pub use dialtone_types::cluster::{
     ClusterPlan, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
 };
 pub use network::AddressPlan;
-pub use plan::{ClusterRequest, PlanContext, PlanError, Problem, SUPPORTED_VERSIONS, plan};
+pub use plan::{
+    ClusterRequest, PlanContext, PlanError, Problem, SUPPORTED_VERSIONS, kept_families, plan,
+};

@@ -61,6 +61,17 @@ pub struct PlanContext<'a> {
     pub kept_families: Option<&'a [String]>,
 }
 
+/// The families a cluster planned as `current` keeps when planned again at
+/// `kubernetes_version`: its own, unless the version changes (an upgrade moves them).
+pub fn kept_families<'a>(
+    current: Option<&'a ClusterPlan>,
+    kubernetes_version: &str,
+) -> Option<&'a [String]> {
+    current
+        .filter(|p| p.kubernetes_version == kubernetes_version)
+        .map(|p| p.workers.families.as_slice())
+}
+
 /// One family per node pool (class and architecture): the one with the lowest price per
 /// unit of performance among `types`, sorted by name.
 fn node_pool_families<'a>(types: impl Iterator<Item = &'a InstanceType>) -> Vec<String> {
@@ -419,7 +430,7 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
             "workers.maxPodsPerNode" => max_pods.to_string(),
             "workers.instanceFamilies" => workers.families.join(","),
             "workers.initialInstanceType" => initial_type.name.clone(),
-            "workers.nodeImage" => format!("dialtone-node-{version}"),
+            "workers.nodeImage" => dialtone_cloud::node_image(&version),
             "kubernetes.version" => version.clone(),
             other => unreachable!("no computation for {other}"),
         }

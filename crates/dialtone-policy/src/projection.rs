@@ -197,15 +197,14 @@ fn role_ref(role: &Role) -> Option<Arc<str>> {
 
 /// The RBAC objects cluster `cluster` must hold, sorted by key.
 pub fn project(policies: &Policies, cluster: NodeId) -> Vec<Desired> {
-    let namespaces: Vec<Arc<str>> = policies
-        .subtree(cluster, Level::Namespace)
-        .into_iter()
-        .map(|ns| namespace_name(policies, ns).into())
+    let namespace_nodes = policies.subtree(cluster, Level::Namespace);
+    let namespaces: Vec<Arc<str>> = namespace_nodes
+        .iter()
+        .map(|&ns| namespace_name(policies, ns).into())
         .collect();
     let mut objects: Vec<Desired> = Vec::new();
     let mut custom: BTreeMap<String, &Role> = BTreeMap::new();
     let ancestry: Vec<NodeId> = policies.ancestry(cluster).collect();
-    let namespace_nodes = policies.subtree(cluster, Level::Namespace);
     for &node in ancestry.iter().rev().chain(&namespace_nodes) {
         let path: Arc<str> = policies.path(node).into();
         for (role, users) in policies.users_by_role(node) {

@@ -102,8 +102,6 @@ pub struct Policies {
     subjects: Vec<Subject>,
     /// Each subject's name, shared by every projected binding that names it.
     names: Vec<Arc<str>>,
-    /// Each subject's own id, to borrow a one-element slice of.
-    subject_ids_of: Vec<SubjectId>,
     subject_ids: HashMap<Subject, SubjectId>,
     /// Users by name, so that a check looks its caller up without building a `Subject`.
     user_ids: HashMap<String, SubjectId>,
@@ -123,7 +121,6 @@ impl Policies {
             by_path: HashMap::new(),
             subjects: Vec::new(),
             names: Vec::new(),
-            subject_ids_of: Vec::new(),
             subject_ids: HashMap::new(),
             user_ids: HashMap::new(),
             groups_of: HashMap::new(),
@@ -269,7 +266,6 @@ impl Policies {
             self.user_ids.insert(name.clone(), id);
         }
         self.names.push(name.as_str().into());
-        self.subject_ids_of.push(id);
         self.subjects.push(subject.clone());
         self.subject_ids.insert(subject, id);
         id
@@ -328,9 +324,7 @@ impl Policies {
             .get(&g)
             .into_iter()
             .flatten()
-            .map(|&u| match &self.subjects[u as usize] {
-                Subject::User(name) | Subject::Group(name) => name.clone(),
-            })
+            .map(|&u| self.names[u as usize].to_string())
             .collect();
         users.sort();
         users
@@ -560,14 +554,14 @@ impl Policies {
     /// in catalogue order, users sorted; roles that reach nobody are left out.
     pub(crate) fn users_by_role(&self, id: NodeId) -> Vec<(&Role, Vec<Arc<str>>)> {
         let mut by_role: Vec<(RoleId, Vec<SubjectId>)> = Vec::new();
-        for &(s, r) in &self.hot[id as usize].bindings {
-            let users: &[SubjectId] = match &self.subjects[s as usize] {
-                Subject::User(_) => std::slice::from_ref(&self.subject_ids_of[s as usize]),
-                Subject::Group(_) => self.members_of.get(&s).map_or(&[], Vec::as_slice),
+        for (s, r) in &self.hot[id as usize].bindings {
+            let users: &[SubjectId] = match &self.subjects[*s as usize] {
+                Subject::User(_) => std::slice::from_ref(s),
+                Subject::Group(_) => self.members_of.get(s).map_or(&[], Vec::as_slice),
             };
-            match by_role.iter_mut().find(|(role, _)| *role == r) {
+            match by_role.iter_mut().find(|(role, _)| role == r) {
                 Some((_, ids)) => ids.extend_from_slice(users),
-                None => by_role.push((r, users.to_vec())),
+                None => by_role.push((*r, users.to_vec())),
             }
         }
         by_role.sort_by_key(|(r, _)| *r);

@@ -12,8 +12,8 @@ use dialtone_policy::{
     Binding, Catalogue, KubeGrant, Level, NodeId, Permission, Policies, Subject, TreeResource,
     TreeVerb,
 };
-use dialtone_simkube::rbac::{self, RbacSource, Request, UserInfo};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use dialtone_simkube::rbac::{self, Listed, Request, UserInfo};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use proptest::prelude::*;
 
 const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -248,50 +248,19 @@ fn permissions() -> Vec<Permission> {
 }
 
 /// A cluster's RBAC as upstream evaluates it: its default roles and the projected objects.
-struct Rbac {
-    cluster_roles: Vec<ClusterRole>,
-    cluster_role_bindings: Vec<ClusterRoleBinding>,
-    role_bindings: Vec<RoleBinding>,
-}
-
-impl Rbac {
-    fn new(projected: &[Desired]) -> Rbac {
-        let mut rbac = Rbac {
-            cluster_roles: dialtone_simkube::defaults::cluster_roles(),
-            cluster_role_bindings: Vec::new(),
-            role_bindings: Vec::new(),
-        };
-        for object in projected {
-            match object.to_object() {
-                Managed::ClusterRole(o) => rbac.cluster_roles.push(o),
-                Managed::ClusterRoleBinding(o) => rbac.cluster_role_bindings.push(o),
-                Managed::RoleBinding(o) => rbac.role_bindings.push(o),
-            }
+fn cluster_rbac(projected: &[Desired]) -> Listed {
+    let mut rbac = Listed {
+        cluster_roles: dialtone_simkube::defaults::cluster_roles(),
+        ..Listed::default()
+    };
+    for object in projected {
+        match object.to_object() {
+            Managed::ClusterRole(o) => rbac.cluster_roles.push(o),
+            Managed::ClusterRoleBinding(o) => rbac.cluster_role_bindings.push(o),
+            Managed::RoleBinding(o) => rbac.role_bindings.push(o),
         }
-        rbac
     }
-}
-
-impl RbacSource for Rbac {
-    fn cluster_role_bindings(&self) -> Vec<ClusterRoleBinding> {
-        self.cluster_role_bindings.clone()
-    }
-    fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding> {
-        self.role_bindings
-            .iter()
-            .filter(|b| b.metadata.namespace.as_deref() == Some(namespace))
-            .cloned()
-            .collect()
-    }
-    fn cluster_role(&self, name: &str) -> Option<ClusterRole> {
-        self.cluster_roles
-            .iter()
-            .find(|r| r.metadata.name.as_deref() == Some(name))
-            .cloned()
-    }
-    fn role(&self, _namespace: &str, _name: &str) -> Option<Role> {
-        None
-    }
+    rbac
 }
 
 /// Kubernetes requests worth asking: reads and writes of namespaced and cluster-wide
@@ -434,7 +403,7 @@ proptest! {
                 if step % 4 != 3 && step + 1 != edits.len() {
                     continue;
                 }
-                let rbac = Rbac::new(&fresh);
+                let rbac = cluster_rbac(&fresh);
                 let namespaces: Vec<String> = model
                     .policies
                     .subtree(cluster, Level::Namespace)

@@ -95,15 +95,6 @@ fn request_of(name: &str, spec: &Cluster) -> ClusterRequest {
     ClusterRequest::from_spec(name, cluster_type, spec)
 }
 
-/// The families a cluster keeps when planned again: its own, unless the change upgrades it.
-fn kept_families<'a>(
-    current: &'a Object<Cluster, ClusterStatus>,
-    new: &Cluster,
-) -> Option<&'a [String]> {
-    let plan = current.status.plan.as_ref()?;
-    (plan.kubernetes_version == new.kubernetes_version).then_some(plan.workers.families.as_slice())
-}
-
 async fn org_pool(app: &App, org: &str) -> HttpResult<ipnet::Ipv4Net> {
     let org: Object<Org> = app.registry.get(&ResourcePath::org(org)).await?;
     parse_address_pool(org.spec.address_plan()).map_err(|message| {
@@ -219,7 +210,10 @@ impl Admission for Cluster {
                 allocated: Vec::new(),
             },
             existing_vpc: current.status.plan.as_ref().map(|p| p.network.vpc_cidr),
-            kept_families: kept_families(&current, &object.spec),
+            kept_families: dialtone_planner::kept_families(
+                current.status.plan.as_ref(),
+                &object.spec.kubernetes_version,
+            ),
         };
         let plan = plan_or_problems(object, &context)?;
         pin_spec(&mut object.spec, &plan);

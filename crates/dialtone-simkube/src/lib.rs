@@ -398,17 +398,10 @@ impl dialtone_kube::ClusterAccess for SimKube {
     }
 }
 
-/// The Kubernetes version an instance's image carries, `dialtone-node-1.34` → `1.34`.
+/// The Kubernetes version an instance's image carries (the newest for an image that says
+/// none).
 fn version_of(instance: &CloudResource) -> String {
-    match &instance.spec {
-        ResourceSpec::Instance { image, .. } => image
-            .rsplit('-')
-            .next()
-            .filter(|v| v.contains('.'))
-            .unwrap_or("1.34")
-            .to_string(),
-        _ => "1.34".to_string(),
-    }
+    instance.spec.node_version().unwrap_or("1.34").to_string()
 }
 
 fn minor(version: &str) -> u32 {

@@ -50,6 +50,43 @@ pub trait RbacSource {
     fn role(&self, namespace: &str, name: &str) -> Option<Role>;
 }
 
+/// Roles and bindings held in lists, for evaluating RBAC outside a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Listed {
+    pub cluster_roles: Vec<ClusterRole>,
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub roles: Vec<Role>,
+    pub role_bindings: Vec<RoleBinding>,
+}
+
+impl RbacSource for Listed {
+    fn cluster_role_bindings(&self) -> Vec<ClusterRoleBinding> {
+        self.cluster_role_bindings.clone()
+    }
+    fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding> {
+        self.role_bindings
+            .iter()
+            .filter(|b| b.metadata.namespace.as_deref() == Some(namespace))
+            .cloned()
+            .collect()
+    }
+    fn cluster_role(&self, name: &str) -> Option<ClusterRole> {
+        self.cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .cloned()
+    }
+    fn role(&self, namespace: &str, name: &str) -> Option<Role> {
+        self.roles
+            .iter()
+            .find(|r| {
+                r.metadata.namespace.as_deref() == Some(namespace)
+                    && r.metadata.name.as_deref() == Some(name)
+            })
+            .cloned()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,

@@ -110,7 +110,7 @@ fn node_object(facts: &NodeFacts, existing: Option<&Value>) -> Value {
                 "kubeletVersion": format!("v{version}.0"),
                 "kubeProxyVersion": format!("v{version}.0"),
                 "containerRuntimeVersion": "containerd://2.0.0",
-                "osImage": format!("dialtone-node-{version}"),
+                "osImage": dialtone_cloud::node_image(version),
                 "operatingSystem": "linux",
                 "architecture": facts.arch,
                 "kernelVersion": "6.12.0",

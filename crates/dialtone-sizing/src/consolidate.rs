@@ -287,18 +287,20 @@ fn replacement(
         };
         free[i] = free[i].map(|f| f.saturating_sub(&taken));
     }
-    let (node, saves_usd_per_hour) = (node.name.clone(), node.usd_per_hour - plan.usd_per_hour());
-    Some(if nodes[c].outdated {
+    // The plan's cost again: a stand-in may have joined it since `cost`.
+    let saves_usd_per_hour = node.usd_per_hour - plan.usd_per_hour();
+    let (name, with) = (node.name.clone(), plan.new_nodes);
+    Some(if node.outdated {
         Action::Upgrade {
-            node,
+            node: name,
             saves_usd_per_hour,
-            with: plan.new_nodes,
+            with,
         }
     } else {
         Action::Replace {
-            node,
+            node: name,
             saves_usd_per_hour,
-            with: plan.new_nodes,
+            with,
         }
     })
 }

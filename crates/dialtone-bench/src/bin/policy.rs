@@ -11,8 +11,7 @@ use dialtone_policy::projection::{Managed, project};
 use dialtone_policy::{
     Binding, Catalogue, Level, NodeId, Permission, Policies, Subject, TreeResource, TreeVerb,
 };
-use dialtone_simkube::rbac::{self, RbacSource, Request, UserInfo};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use dialtone_simkube::rbac::{self, Listed, Request, UserInfo};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -36,30 +35,6 @@ fn micros(d: Duration) -> String {
 
 fn millis(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
-struct Projected(Vec<ClusterRole>, Vec<ClusterRoleBinding>, Vec<RoleBinding>);
-
-impl RbacSource for Projected {
-    fn cluster_role_bindings(&self) -> Vec<ClusterRoleBinding> {
-        self.1.clone()
-    }
-    fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding> {
-        self.2
-            .iter()
-            .filter(|b| b.metadata.namespace.as_deref() == Some(namespace))
-            .cloned()
-            .collect()
-    }
-    fn cluster_role(&self, name: &str) -> Option<ClusterRole> {
-        self.0
-            .iter()
-            .find(|r| r.metadata.name.as_deref() == Some(name))
-            .cloned()
-    }
-    fn role(&self, _: &str, _: &str) -> Option<Role> {
-        None
-    }
 }
 
 fn main() {
@@ -217,16 +192,15 @@ fn main() {
     // Upstream RBAC semantics over one cluster's projected objects (a sim cluster's
     // authorizer), for the same kind of question inside a cluster.
     let cluster = clusters[rng.random_range(0..clusters.len())];
-    let mut projected = Projected(
-        dialtone_simkube::defaults::cluster_roles(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let mut projected = Listed {
+        cluster_roles: dialtone_simkube::defaults::cluster_roles(),
+        ..Listed::default()
+    };
     for object in project(&policies, cluster) {
         match object.to_object() {
-            Managed::ClusterRole(o) => projected.0.push(o),
-            Managed::ClusterRoleBinding(o) => projected.1.push(o),
-            Managed::RoleBinding(o) => projected.2.push(o),
+            Managed::ClusterRole(o) => projected.cluster_roles.push(o),
+            Managed::ClusterRoleBinding(o) => projected.cluster_role_bindings.push(o),
+            Managed::RoleBinding(o) => projected.role_bindings.push(o),
         }
     }
     let mut rbac_samples = Vec::new();
@@ -268,7 +242,7 @@ fn main() {
     );
     println!(
         "  upstream RBAC semantics over one cluster's {} projected bindings: p50 {}, p99 {} ({:.1}× the check's p99)",
-        projected.1.len() + projected.2.len(),
+        projected.cluster_role_bindings.len() + projected.role_bindings.len(),
         micros(rbac_p50),
         micros(rbac_p99),
         rbac_p99.as_secs_f64() / p99.as_secs_f64()
