@@ -7,15 +7,14 @@
 //! idempotency token derived from the cluster's uid and the resource's part (and, for an
 //! instance, the slot's attempt), so a pass that dies after a create succeeded finds, on the
 //! next pass, the resource it made instead of making another. The controller keeps no state
-//! of its own beyond caches: which clusters it has bootstrapped since it started (bootstrap
-//! is idempotent) and their Kubernetes clients.
+//! of its own beyond caches: the clusters' Kubernetes clients.
 //!
 //! Once the cloud holds everything, the pass talks to the cluster itself through
-//! [`dialtone_kube`]: the cluster is Ready only when its API answers, Dialtone's bootstrap
-//! objects are in it and every running instance has registered as a Ready node.
+//! [`dialtone_kube`]: the cluster is Ready only when its API answers and every running
+//! instance has registered as a Ready node. Access inside the cluster is the RBAC
+//! projection controller's (`rbac`).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_cloud::{
@@ -80,7 +79,6 @@ pub struct Lifecycle {
     clock: fn() -> Timestamp,
     /// Dialtone's clients into clusters; without them the lifecycle stops at the cloud.
     kube: Option<Arc<dialtone_kube::Clients>>,
-    bootstrapped: Mutex<HashSet<String>>,
 }
 
 /// When to look at the cluster again.
@@ -323,7 +321,6 @@ impl Lifecycle {
             options,
             clock,
             kube: None,
-            bootstrapped: Mutex::default(),
         }
     }
 
@@ -333,8 +330,7 @@ impl Lifecycle {
         self
     }
 
-    /// Asks the cluster's API whether every running instance is a Ready node, bootstrapping
-    /// the cluster on the first answer.
+    /// Asks the cluster's API whether every running instance is a Ready node.
     async fn check_api(&self, uid: &str, resources: &[CloudResource]) -> Pass {
         let Some(clients) = &self.kube else {
             return Ok(());
@@ -344,19 +340,6 @@ impl Lifecycle {
             Ok(client) => client,
             Err(e) => return waiting("WaitingForAPI", e.to_string()),
         };
-        let bootstrapped = self.bootstrapped.lock().expect("lock").contains(uid);
-        if !bootstrapped {
-            if let Err(e) = dialtone_kube::bootstrap(&client).await {
-                return waiting(
-                    "WaitingForAPI",
-                    format!("cannot bootstrap the cluster: {e}"),
-                );
-            }
-            self.bootstrapped
-                .lock()
-                .expect("lock")
-                .insert(uid.to_string());
-        }
         let health = match dialtone_kube::node_health(&client).await {
             Ok(health) => health,
             Err(e) => {
@@ -1170,7 +1153,6 @@ impl Lifecycle {
             return Ok(Next::Done);
         }
         let uid = &cluster.metadata.uid;
-        self.bootstrapped.lock().expect("lock").remove(uid);
         if let Some(clients) = &self.kube {
             clients.forget(uid);
         }

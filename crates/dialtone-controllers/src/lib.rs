@@ -3,13 +3,16 @@
 //! converges one key at a time. Controllers change the world only through the store and the
 //! provider trait; they never call the HTTP API.
 
+pub mod access;
 pub mod cluster;
 mod compactor;
 mod deletion;
 mod queue;
+pub mod rbac;
 mod sizing;
 
 pub use cluster::{Lifecycle, LifecycleOptions, Next, run_cluster_controller};
 pub use compactor::run_compactor;
 pub use deletion::{reconcile_deletion, run_deletion_controller};
+pub use rbac::{Projection, run_projection_controller};
 pub use sizing::SizingOptions;

@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 
 /// A connection to one cluster's API (kube-rs's).
 pub use kube::Client;
+pub mod access;
 pub mod quantity;
 pub mod workload;
 
@@ -23,11 +22,6 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "dialtone"
 /// The user Dialtone's own calls run as inside every cluster, in `system:masters`, as
 /// kubeadm's `admin.conf` is.
 pub const CONTROL_PLANE_USER: &str = "dialtone:control-plane";
-
-/// The group every org member has inside the org's clusters. Until access policies are cast
-/// into RBAC, the bootstrap binds it to cluster-admin, as the API's org tenancy makes every
-/// member admin of the org's tree.
-pub const ORG_MEMBERS_GROUP: &str = "dialtone:org-members";
 
 /// Where one cluster's API answers.
 #[derive(Clone, Debug, PartialEq)]
@@ -193,35 +187,6 @@ pub async fn node_health(client: &kube::Client) -> Result<NodeHealth, KubeError>
         registered: list.items.len(),
         ready,
     })
-}
-
-/// Creates what Dialtone needs in every cluster, once it answers: the binding of the org's
-/// members to cluster-admin. Creating what already exists is success.
-pub async fn bootstrap(client: &kube::Client) -> Result<(), KubeError> {
-    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(ORG_MEMBERS_GROUP.to_string()),
-            labels: Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: "cluster-admin".into(),
-        },
-        subjects: Some(vec![Subject {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Group".into(),
-            name: ORG_MEMBERS_GROUP.into(),
-            namespace: None,
-        }]),
-    };
-    match bindings.create(&PostParams::default(), &binding).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[cfg(test)]

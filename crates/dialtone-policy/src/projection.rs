@@ -35,6 +35,21 @@ pub struct Key {
     pub name: Arc<str>,
 }
 
+/// `Kind/name` or `Kind/namespace/name`, as previews and logs show an object.
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            ObjectKind::ClusterRole => "ClusterRole",
+            ObjectKind::ClusterRoleBinding => "ClusterRoleBinding",
+            ObjectKind::RoleBinding => "RoleBinding",
+        };
+        match self.namespace.is_empty() {
+            true => write!(f, "{kind}/{}", self.name),
+            false => write!(f, "{kind}/{}/{}", self.namespace, self.name),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
     ClusterRole,

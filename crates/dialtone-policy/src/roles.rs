@@ -85,6 +85,26 @@ impl TreeResource {
         TreeResource::Tokens,
         TreeResource::Audit,
     ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TreeResource::Orgs => "orgs",
+            TreeResource::Folders => "folders",
+            TreeResource::Projects => "projects",
+            TreeResource::Clusters => "clusters",
+            TreeResource::Namespaces => "namespaces",
+            TreeResource::Policies => "policies",
+            TreeResource::Credentials => "credentials",
+            TreeResource::Identities => "identities",
+            TreeResource::Groups => "groups",
+            TreeResource::Tokens => "tokens",
+            TreeResource::Audit => "audit",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TreeResource> {
+        TreeResource::ALL.into_iter().find(|r| r.name() == name)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,6 +127,21 @@ impl TreeVerb {
         TreeVerb::Update,
         TreeVerb::Delete,
     ];
+    pub fn name(self) -> &'static str {
+        match self {
+            TreeVerb::Get => "get",
+            TreeVerb::List => "list",
+            TreeVerb::Watch => "watch",
+            TreeVerb::Create => "create",
+            TreeVerb::Update => "update",
+            TreeVerb::Delete => "delete",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TreeVerb> {
+        TreeVerb::ALL.into_iter().find(|v| v.name() == name)
+    }
+
     const READ: [TreeVerb; 3] = [TreeVerb::Get, TreeVerb::List, TreeVerb::Watch];
     const WRITE: [TreeVerb; 3] = [TreeVerb::Create, TreeVerb::Update, TreeVerb::Delete];
 }

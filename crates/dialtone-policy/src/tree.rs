@@ -283,6 +283,16 @@ impl Policies {
         self.subject_ids.contains_key(subject)
     }
 
+    /// Replaces a group's members as stored: members are known as users from then on.
+    pub fn restore_members(&mut self, group: &str, users: &[String]) {
+        self.add_group(group);
+        for user in users {
+            self.add_user(user);
+        }
+        self.set_members(group, users)
+            .expect("the group and its members were just added");
+    }
+
     /// Replaces a group's members (users Dialtone knows; the caller checks).
     pub fn set_members(&mut self, group: &str, users: &[String]) -> Result<(), String> {
         let g = *self
@@ -390,6 +400,26 @@ impl Policies {
         entries.dedup();
         self.hot[id as usize].bindings = entries.into();
         Ok(())
+    }
+
+    /// Replaces a node's own bindings as they were stored: subjects that no longer exist
+    /// are kept by name (a re-created identity gets them back, as upstream RBAC binds by
+    /// name), and roles no longer in the catalogue grant nothing. The server checks
+    /// bindings with [`Policies::set_bindings`]'s rules before storing them.
+    pub fn restore_bindings(&mut self, id: NodeId, bindings: &[Binding]) {
+        if self.live(id).is_none() {
+            return;
+        }
+        let mut entries: Vec<(SubjectId, RoleId)> = bindings
+            .iter()
+            .filter_map(|b| {
+                let role = self.catalogue.index(&b.role)?;
+                Some((self.intern(b.subject.clone()), role as RoleId))
+            })
+            .collect();
+        entries.sort_unstable();
+        entries.dedup();
+        self.hot[id as usize].bindings = entries.into();
     }
 
     /// A node's own bindings, in a stable order.

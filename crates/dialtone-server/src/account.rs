@@ -13,11 +13,9 @@ use dialtone_types::validation::decode_strict;
 use dialtone_types::{ApiError, List, ListMeta};
 
 use crate::App;
-use crate::auth::{Principal, Target, Verb, enforce, mint_token};
+use crate::auth::{Part, Principal, Target, Verb, enforce, mint_token};
 use crate::error::HttpResult;
-use crate::resources::{
-    authorized_existing_path, authorized_path, check_query, object_path, success, to_json,
-};
+use crate::resources::{check_query, object_path, success, to_json};
 
 /// `POST /v1/orgs/{org}/identities/{identity}/tokens`
 pub async fn create_token(
@@ -26,7 +24,15 @@ pub async fn create_token(
     Path(params): Path<Vec<(String, String)>>,
     body: Bytes,
 ) -> HttpResult<Response> {
-    let identity = authorized_path(&app, &principal, &IDENTITY, &params, Verb::Create)?;
+    let identity = object_path(&IDENTITY, &params)?;
+    enforce(
+        app.authorizer.authorize(
+            &principal,
+            Verb::Create,
+            Target::Part(&identity, Part::Tokens),
+        ),
+        &identity,
+    )?;
     let request: TokenRequest = if body.is_empty() {
         TokenRequest::default()
     } else {
@@ -56,7 +62,15 @@ pub async fn list_tokens(
     Query(query): Query<HashMap<String, String>>,
 ) -> HttpResult<Response> {
     check_query(&query, &[])?;
-    let org = authorized_existing_path(&app, &principal, &ORG, &params, Verb::List).await?;
+    let org = object_path(&ORG, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::List, Target::Part(&org, Part::Tokens)),
+        &org,
+    )?;
+    if !app.registry.exists(&org).await? {
+        return Err(ApiError::not_found(&org).into());
+    }
     let items = app.registry.list_tokens(org.org_name()).await?;
     let revision = app.registry.store().revision().await?;
     Ok(to_json(
@@ -80,9 +94,16 @@ pub async fn revoke_token(
 ) -> HttpResult<Response> {
     let org_path = object_path(&ORG, &[("org".into(), org)])?;
     let missing = format!("token {id}");
+    // A token is its owner's to revoke, or the org's token administrators'.
+    let owner = match app.registry.get_token(&id).await? {
+        Some(token) if token.info.org == org_path.org_name() => {
+            org_path.child(&IDENTITY, &token.info.identity)
+        }
+        _ => org_path.child(&IDENTITY, &principal.identity),
+    };
     enforce(
         app.authorizer
-            .authorize(&principal, Verb::Delete, Target::Object(&org_path)),
+            .authorize(&principal, Verb::Delete, Target::Part(&owner, Part::Tokens)),
         &missing,
     )?;
     if !app.registry.delete_token(org_path.org_name(), &id).await? {

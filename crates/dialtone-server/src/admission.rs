@@ -5,13 +5,14 @@
 
 use dialtone_controllers::cluster::CLUSTER_FINALIZER;
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, PlanError};
+use dialtone_store::registry::ListOptions;
 use dialtone_store::registry::validate;
 use dialtone_types::cluster::{ClusterPlan, ClusterStatus, parse_address_pool};
-use dialtone_types::kinds::CLUSTER;
+use dialtone_types::kinds::{CLUSTER, IDENTITY};
 use dialtone_types::validation::FieldReason;
 use dialtone_types::{
-    ApiError, Cluster, ClusterType, Condition, ConditionStatus, FieldErrors, Folder, Identity,
-    Kind, Object, Org, Project, ResourcePath,
+    ApiError, Cluster, ClusterType, Condition, ConditionStatus, FieldErrors, Folder, Group,
+    Identity, Kind, Namespace, Object, Org, Project, ResourcePath,
 };
 
 use crate::App;
@@ -52,6 +53,75 @@ impl Admission for Org {}
 impl Admission for Folder {}
 impl Admission for Project {}
 impl Admission for Identity {}
+
+/// Names Kubernetes keeps for itself.
+#[async_trait::async_trait]
+impl Admission for Namespace {
+    async fn admit_create(
+        _app: &App,
+        _parent: Option<&ResourcePath>,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        if object.metadata.name.starts_with("kube-") {
+            let mut errors = FieldErrors::default();
+            errors.push(
+                "metadata.name",
+                FieldReason::FieldValueForbidden,
+                "names starting with `kube-` are Kubernetes' own",
+            );
+            return Err(ApiError::invalid(errors).into());
+        }
+        Ok(())
+    }
+}
+
+/// A group's members are identities of its org.
+#[async_trait::async_trait]
+impl Admission for Group {
+    async fn admit_create(
+        app: &App,
+        parent: Option<&ResourcePath>,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        match parent {
+            Some(org) => check_members(app, org, &object.spec).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn admit_update(
+        app: &App,
+        path: &ResourcePath,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        check_members(app, &ResourcePath::org(path.org_name()), &object.spec).await
+    }
+}
+
+async fn check_members(app: &App, org: &ResourcePath, group: &Group) -> HttpResult<()> {
+    let identities = app
+        .registry
+        .list_raw(&IDENTITY, Some(org), &ListOptions::default(), &|_| true)
+        .await?;
+    let known: std::collections::HashSet<&str> = identities
+        .items
+        .iter()
+        .map(|i| i.metadata.name.as_str())
+        .collect();
+    let mut errors = FieldErrors::default();
+    for (i, member) in group.members.iter().enumerate() {
+        if !known.contains(member.as_str()) {
+            errors.push(
+                &format!("spec.members[{i}]"),
+                FieldReason::FieldValueInvalid,
+                format!("no identity `{member}` in {org}"),
+            );
+        }
+    }
+    errors
+        .into_result()
+        .map_err(|e| ApiError::invalid(e).into())
+}
 
 /// Every problem of the object: its own fields first, then what the planner found.
 fn all_problems(object: &Object<Cluster, ClusterStatus>, planned: Option<PlanError>) -> ApiError {

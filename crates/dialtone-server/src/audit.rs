@@ -13,9 +13,11 @@ use dialtone_types::auth::AuditRecord;
 use dialtone_types::{List, ListMeta, Reason, ResourcePath};
 
 use crate::App;
-use crate::auth::{Decision, Principal, Target, Verb};
+use dialtone_types::ApiError;
+
+use crate::auth::{Decision, Part, Principal, Target, Verb, enforce};
 use crate::error::HttpResult;
-use crate::resources::{authorized_existing_path, check_query, parse_limit, to_json};
+use crate::resources::{check_query, object_path, parse_limit, to_json};
 
 fn is_mutating(method: &Method) -> bool {
     matches!(
@@ -54,7 +56,7 @@ pub async fn record_mutations(State(app): State<App>, request: Request, next: Ne
         .map(ResourcePath::org)
         .filter(|org| {
             app.authorizer
-                .authorize(&principal, Verb::Get, Target::Object(org))
+                .authorize(&principal, Verb::Get, Target::Tenant(org))
                 == Decision::Allow
         })
         .map_or_else(|| principal.org.clone(), |org| org.org_name().to_string());
@@ -81,14 +83,15 @@ pub async fn list_audit(
     Query(query): Query<HashMap<String, String>>,
 ) -> HttpResult<Response> {
     check_query(&query, &["limit", "continue"])?;
-    let org = authorized_existing_path(
-        &app,
-        &principal,
-        &dialtone_types::kinds::ORG,
-        &params,
-        Verb::Get,
-    )
-    .await?;
+    let org = object_path(&dialtone_types::kinds::ORG, &params)?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::List, Target::Part(&org, Part::Audit)),
+        &org,
+    )?;
+    if !app.registry.exists(&org).await? {
+        return Err(ApiError::not_found(&org).into());
+    }
     let page = app
         .registry
         .list_audit(

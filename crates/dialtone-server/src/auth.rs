@@ -5,8 +5,7 @@
 //! that much entropy cannot be reversed or guessed, so a fast hash is the right one.
 //!
 //! Every authorization decision goes through one [`Authorizer`]; handlers never check
-//! access themselves. The foundation's [`OrgTenancy`] keeps orgs apart; the access-policy
-//! engine replaces it.
+//! access themselves. The access policies of the tree decide (`crate::access`).
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -62,8 +61,25 @@ pub enum Target<'a> {
         kind: &'static KindInfo,
         parent: Option<&'a ResourcePath>,
     },
+    /// Something of an object other than the object itself.
+    Part(&'a ResourcePath, Part),
+    /// The org as a tenant: whether the caller belongs to it (the audit log's placement).
+    Tenant(&'a ResourcePath),
     /// Installation-wide powers: making platform admins, reading server metrics.
     Platform,
+}
+
+/// What a [`Target::Part`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A tree node's access policy, and explanations and previews of it.
+    Policy,
+    /// Kubernetes credentials for a cluster.
+    Credentials,
+    /// An identity's API tokens.
+    Tokens,
+    /// An org's audit log.
+    Audit,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,38 +94,6 @@ pub enum Decision {
 /// The one place that decides who may do what.
 pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, principal: &Principal, verb: Verb, target: Target<'_>) -> Decision;
-}
-
-/// Orgs are isolated tenants; inside its org an identity may do anything; platform admins
-/// operate the whole installation.
-pub struct OrgTenancy;
-
-impl Authorizer for OrgTenancy {
-    fn authorize(&self, principal: &Principal, verb: Verb, target: Target<'_>) -> Decision {
-        if principal.platform_admin {
-            return Decision::Allow;
-        }
-        let same_org = |path: &ResourcePath| {
-            if path.org_name() == principal.org {
-                Decision::Allow
-            } else {
-                Decision::Hide
-            }
-        };
-        match target {
-            Target::Object(path) => same_org(path),
-            Target::Collection {
-                parent: Some(parent),
-                ..
-            } => same_org(parent),
-            // Listing orgs shows each caller its own; creating one is an operator's job.
-            Target::Collection { parent: None, .. } => match verb {
-                Verb::List | Verb::Watch | Verb::Get => Decision::Allow,
-                _ => Decision::Forbid("only platform admins can create orgs".into()),
-            },
-            Target::Platform => Decision::Forbid("only platform admins can do this".into()),
-        }
-    }
 }
 
 /// Turns a decision into the error a client sees. `missing` is the message a missing

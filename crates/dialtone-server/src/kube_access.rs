@@ -4,10 +4,8 @@
 //!
 //! A credential is a Dialtone token scoped to one cluster: stored as a hash, expiring, listed
 //! and revoked with the org's other tokens, and refused by Dialtone's own API. Inside the
-//! cluster its holder is the user named after the identity. Until access policies are cast
-//! into RBAC, every member of the org is in the `dialtone:org-members` group, which the
-//! cluster binds to cluster-admin, as the API's org tenancy makes every member admin of
-//! the org's tree.
+//! cluster its holder is the user named after the identity, and may do what the access
+//! policies cast into the cluster's RBAC let it.
 
 use std::sync::Arc;
 
@@ -23,11 +21,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::App;
-use crate::auth::{Principal, Verb, mint_token, verify_token};
+use crate::auth::{Part, Principal, Target, Verb, enforce, mint_token, verify_token};
 use crate::error::HttpResult;
-use crate::resources::{authorized_path, to_json};
-
-use dialtone_kube::ORG_MEMBERS_GROUP;
+use crate::resources::{object_path, to_json};
 
 pub struct TokenAuthenticator {
     pub registry: Registry,
@@ -51,8 +47,9 @@ impl Authenticator for TokenAuthenticator {
         }
         Some(UserInfo {
             name: stored.info.identity,
+            // What the holder may do is in the RBAC the access policies are cast into,
+            // which names identities: groups are expanded there.
             groups: vec![
-                ORG_MEMBERS_GROUP.to_string(),
                 format!("dialtone:org:{}", stored.info.org),
                 "system:authenticated".to_string(),
             ],
@@ -89,7 +86,15 @@ pub async fn create_credentials(
     Path(params): Path<Vec<(String, String)>>,
     body: bytes::Bytes,
 ) -> HttpResult<Response> {
-    let path = authorized_path(&app, &principal, &CLUSTER, &params, Verb::Get)?;
+    let path = object_path(&CLUSTER, &params)?;
+    enforce(
+        app.authorizer.authorize(
+            &principal,
+            Verb::Create,
+            Target::Part(&path, Part::Credentials),
+        ),
+        &path,
+    )?;
     let request: CredentialsRequest = if body.is_empty() {
         CredentialsRequest::default()
     } else {

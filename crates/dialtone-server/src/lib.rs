@@ -6,6 +6,7 @@
 //! It reaches the store only through [`dialtone_store::registry::Registry`], never encodes
 //! objects itself, and holds no state of its own beyond caches it can rebuild.
 
+pub mod access;
 pub mod account;
 pub mod admission;
 pub mod audit;
@@ -40,12 +41,13 @@ use dialtone_store::{EmbeddedStore, EtcdStore, Store};
 use dialtone_types::auth::NewToken;
 use dialtone_types::kinds::ORG;
 use dialtone_types::{
-    ApiError, Cluster, Folder, Identity, Object, Org, Project, Reason, ResourcePath,
+    ApiError, Cluster, Folder, Group, Identity, Namespace, Object, Org, Project, Reason,
+    ResourcePath,
 };
 use jiff::Timestamp;
 
 use crate::admission::Admission;
-use crate::auth::{Authorizer, OrgTenancy, Principal, Target, Verb, enforce};
+use crate::auth::{Authorizer, Principal, Target, Verb, enforce};
 use crate::error::HttpResult;
 use crate::metrics::{MeteredStore, Metrics};
 use crate::networks::NetworkIndex;
@@ -55,6 +57,8 @@ use crate::networks::NetworkIndex;
 pub struct App {
     pub registry: Registry,
     pub authorizer: Arc<dyn Authorizer>,
+    /// Every org's tree, groups and policies, as the authorizer reads them.
+    pub access: Arc<dialtone_controllers::access::AccessIndex>,
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
     /// The cloud clusters are provisioned in.
@@ -83,12 +87,14 @@ impl KindApi {
 }
 
 /// Every kind served by the API. Adding a kind to the tree means adding it here.
-const KIND_APIS: [KindApi; 5] = [
+const KIND_APIS: [KindApi; 7] = [
     KindApi::of::<Org>(),
     KindApi::of::<Folder>(),
     KindApi::of::<Project>(),
     KindApi::of::<Cluster>(),
+    KindApi::of::<Namespace>(),
     KindApi::of::<Identity>(),
+    KindApi::of::<Group>(),
 ];
 
 /// The largest request body accepted.
@@ -154,6 +160,13 @@ pub fn router(app: App) -> Router {
         api = api.merge((kind.routes)());
     }
     let api = api
+        .merge(access::policy_routes::<Org>())
+        .merge(access::policy_routes::<Folder>())
+        .merge(access::policy_routes::<Project>())
+        .merge(access::policy_routes::<Cluster>())
+        .merge(access::policy_routes::<Namespace>())
+        .route("/v1/orgs/{org}/explain", get(access::explain))
+        .route("/v1/orgs/{org}/whatif", post(access::what_if))
         .route(
             "/v1/orgs/{org}/identities/{identity}/tokens",
             post(account::create_token),
@@ -190,6 +203,7 @@ pub fn router(app: App) -> Router {
         .route("/openapi.json", get(serve_openapi))
         .route("/metrics", get(serve_metrics))
         .fallback(no_such_path)
+        .layer(from_fn_with_state(app.clone(), access::read_your_writes))
         .layer(from_fn_with_state(app.clone(), audit::record_mutations))
         .layer(from_fn_with_state(
             app.clone(),
@@ -198,6 +212,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/admission/rbac-guard", post(access::rbac_guard))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn_with_state(app.clone(), metrics::record_requests))
@@ -279,6 +294,15 @@ impl RunningServer {
     /// Serves until the process ends.
     pub async fn wait(self) {
         let _ = self.task.await;
+    }
+}
+
+/// The address clusters call Dialtone at: the listening one, with a wildcard made loopback
+/// (the sim's clusters run in this process).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip().is_unspecified() {
+        true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
+        false => addr,
     }
 }
 
@@ -390,9 +414,13 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             clock: now,
         }),
     )?;
+    let access = dialtone_controllers::access::AccessIndex::start(registry.clone()).await?;
     let app = App {
         registry: registry.clone(),
-        authorizer: Arc::new(OrgTenancy),
+        authorizer: Arc::new(access::PolicyAuthorizer {
+            index: access.clone(),
+        }),
+        access: access.clone(),
         metrics,
         clock: now,
         provider: provider.clone(),
@@ -407,6 +435,20 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         now,
     )
     .with_kube(Arc::new(dialtone_kube::Clients::new(kube.clone())));
+    let guard = dialtone_kube::access::GuardEndpoint {
+        url: format!("https://{}/v1/admission/rbac-guard", reachable(addr)),
+        ca_pem: std::fs::read_to_string(&tls_files.ca_cert)
+            .with_context(|| format!("cannot read {}", tls_files.ca_cert.display()))?,
+    };
+    tokio::spawn(dialtone_controllers::run_projection_controller(
+        Arc::new(dialtone_controllers::Projection {
+            registry: registry.clone(),
+            index: access,
+            clients: Arc::new(dialtone_kube::Clients::new(kube.clone())),
+            guard,
+        }),
+        Duration::from_secs(30),
+    ));
     tokio::spawn(dialtone_controllers::run_cluster_controller(
         Arc::new(lifecycle),
         16,

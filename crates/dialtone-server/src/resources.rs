@@ -112,22 +112,6 @@ pub(crate) fn authorized_path(
     Ok(path)
 }
 
-/// Like [`authorized_path`], and the object must exist: a missing one gets the same 404
-/// as one the caller may not see.
-pub(crate) async fn authorized_existing_path(
-    app: &App,
-    principal: &Principal,
-    kind: &'static KindInfo,
-    params: &[(String, String)],
-    verb: Verb,
-) -> HttpResult<ResourcePath> {
-    let path = authorized_path(app, principal, kind, params, verb)?;
-    if !app.registry.exists(&path).await? {
-        return Err(ApiError::not_found(&path).into());
-    }
-    Ok(path)
-}
-
 /// Decodes a body of kind `K`, and checks the caller may grant what the spec asks for.
 fn authorized_body<K: Kind>(
     app: &App,

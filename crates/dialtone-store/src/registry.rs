@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use dialtone_types::auth::{AuditRecord, TokenInfo};
+use dialtone_types::policy::PolicyBinding;
 use dialtone_types::validation::{FieldReason, decode_strict, validate_meta};
 use dialtone_types::{
     API_VERSION, FieldErrors, Kind, KindInfo, LabelSelector, Object, ObjectMeta, ResourcePath,
@@ -92,6 +93,29 @@ pub struct Change {
     pub object: RawObject,
 }
 
+/// What access control reads of the store: the tree's nodes, identities, groups with their
+/// members, and each node's policy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccessRecord {
+    /// An object of any kind but a group: only that it exists matters.
+    Object(ResourcePath),
+    Group {
+        path: ResourcePath,
+        members: Vec<String>,
+    },
+    Policy {
+        node: ResourcePath,
+        bindings: Vec<PolicyBinding>,
+    },
+}
+
+/// A change of an [`AccessRecord`]: put (created or changed) or removed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccessChange {
+    Put(AccessRecord),
+    Removed(AccessRecord),
+}
+
 #[derive(Serialize, Deserialize)]
 struct ContinueToken {
     revision: Revision,
@@ -124,6 +148,21 @@ pub fn object_key(path: &ResourcePath) -> String {
 
 fn marker_key(path: &ResourcePath) -> String {
     format!("/m/{path}")
+}
+
+/// Where a node's access policy is kept: beside its object, removed in the same
+/// transaction as the node, so a node re-created under the same name starts with none.
+fn policy_key(path: &ResourcePath) -> String {
+    format!("/p{}", object_key(path))
+}
+
+/// Objects (`/o/`) and policies (`/p/`): everything access control reads, as one range so
+/// that one watch sees it in revision order.
+fn access_range() -> KeyRange {
+    KeyRange {
+        start: b"/o/".to_vec(),
+        end: Some(b"/p0".to_vec()),
+    }
 }
 
 /// The prefix of every object of `kind` under `parent`.
@@ -209,6 +248,41 @@ fn decode_record<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T> {
         ))
         .into()
     })
+}
+
+fn policy_etag(revision: Revision, node: &RawObject) -> String {
+    format!("{revision}-{}", node.metadata.uid)
+}
+
+/// The access record of the key `at.key` holding `value`'s value; `None` for keys that are
+/// none (no path).
+fn access_record(at: &KeyValue, value: &KeyValue) -> Result<Option<AccessRecord>> {
+    let key = at.key.as_slice();
+    if let Some(object_key) = key.strip_prefix(b"/p") {
+        let Some(node) = path_of_key(object_key) else {
+            return Ok(None);
+        };
+        let bindings = if value.value.is_empty() {
+            Vec::new()
+        } else {
+            decode_record(value)?
+        };
+        return Ok(Some(AccessRecord::Policy { node, bindings }));
+    }
+    let Some(path) = path_of_key(key) else {
+        return Ok(None);
+    };
+    if std::ptr::eq(path.kind(), &dialtone_types::kinds::GROUP) {
+        let group: Object<dialtone_types::Group> =
+            serde_json::from_slice(&value.value).map_err(|e| {
+                StoreError::Internal(format!("stored group {path} does not decode: {e}"))
+            })?;
+        return Ok(Some(AccessRecord::Group {
+            path,
+            members: group.spec.members,
+        }));
+    }
+    Ok(Some(AccessRecord::Object(path)))
 }
 
 fn conflict_stale(path: &ResourcePath) -> RegistryError {
@@ -485,7 +559,8 @@ impl Registry {
             .when(key.clone(), revision)
             .when(marker_key(path), marker.map_or(0, |m| m.mod_revision))
             .delete(key)
-            .delete(marker_key(path));
+            .delete(marker_key(path))
+            .delete(policy_key(path));
         match self.store.txn(txn).await? {
             TxnOutcome::Committed { .. } => Ok(()),
             TxnOutcome::Conflict => Err(conflict_stale(path)),
@@ -739,6 +814,102 @@ impl Registry {
                 }
             };
             Ok(Change { kind, path, object })
+        }))
+    }
+
+    // Access policies.
+
+    /// A node's policy and its etag. The etag names the node's uid too, so that it never
+    /// matches the policy of a node re-created under the same name.
+    pub async fn get_policy(&self, node: &ResourcePath) -> Result<(Vec<PolicyBinding>, String)> {
+        let (_, object) = self.get_kv(node).await?;
+        let stored = self.store.get(policy_key(node).as_bytes()).await?;
+        let bindings = match &stored {
+            Some(kv) => decode_record(kv)?,
+            None => Vec::new(),
+        };
+        let etag = policy_etag(stored.map_or(0, |kv| kv.mod_revision), &object);
+        Ok((bindings, etag))
+    }
+
+    /// Replaces a node's policy if its etag is still `etag` (any, when empty); returns the
+    /// new etag. The caller has checked the bindings.
+    pub async fn set_policy(
+        &self,
+        node: &ResourcePath,
+        bindings: &[PolicyBinding],
+        etag: &str,
+    ) -> Result<String> {
+        let value =
+            serde_json::to_vec(bindings).map_err(|e| StoreError::Internal(e.to_string()))?;
+        loop {
+            let (kv, object) = self.get_kv(node).await?;
+            if object.metadata.deletion_timestamp.is_some() {
+                return Err(RegistryError::Conflict(format!(
+                    "{node} is being deleted; its policy cannot change"
+                )));
+            }
+            let key = policy_key(node);
+            let stored = self.store.get(key.as_bytes()).await?;
+            let revision = stored.map_or(0, |kv| kv.mod_revision);
+            if !etag.is_empty() && etag != policy_etag(revision, &object) {
+                return Err(RegistryError::Conflict(format!(
+                    "the policy of {node} changed since it was read (stale etag); get it again and retry"
+                )));
+            }
+            let txn = Txn::default()
+                .when(object_key(node), kv.mod_revision)
+                .when(key.clone(), revision)
+                .put(key, value.clone());
+            match self.store.txn(txn).await? {
+                TxnOutcome::Committed { revision } => return Ok(policy_etag(revision, &object)),
+                // The node's status or the policy moved: look again (the etag decides).
+                TxnOutcome::Conflict => continue,
+            }
+        }
+    }
+
+    /// Every access record at one revision, parents before children.
+    pub async fn access_records(&self) -> Result<(Vec<AccessRecord>, Revision)> {
+        let all = self.store.range(&access_range(), None, 0).await?;
+        let mut records = Vec::with_capacity(all.kvs.len());
+        for kv in &all.kvs {
+            records.extend(access_record(kv, kv)?);
+        }
+        records.sort_by_key(|r| match r {
+            AccessRecord::Object(p) | AccessRecord::Group { path: p, .. } => (0, p.kind().depth()),
+            AccessRecord::Policy { .. } => (1, 0),
+        });
+        Ok((records, all.revision))
+    }
+
+    /// Changes of access records after revision `after`, each with its revision. Changes of
+    /// an object that do not alter what access control reads (a cluster's status) are left
+    /// out.
+    pub async fn watch_access(
+        &self,
+        after: Revision,
+    ) -> Result<impl futures::Stream<Item = Result<(Revision, Option<AccessChange>)>> + Send + use<>>
+    {
+        let stream = self.store.watch(access_range(), after + 1).await?;
+        Ok(stream.map(|event| {
+            let event = event?;
+            let revision = event.kv.mod_revision;
+            let is_object = event.kv.key.starts_with(b"/o/");
+            let change = match (event.kind, &event.prev) {
+                (EventKind::Delete, Some(prev)) => {
+                    access_record(&event.kv, prev)?.map(AccessChange::Removed)
+                }
+                (EventKind::Delete, None) => None,
+                // Only a group's members change what access control knows of an object.
+                (EventKind::Put, Some(_))
+                    if is_object && !event.kv.key.starts_with(b"/o/groups/") =>
+                {
+                    None
+                }
+                (EventKind::Put, _) => access_record(&event.kv, &event.kv)?.map(AccessChange::Put),
+            };
+            Ok((revision, change))
         }))
     }
 

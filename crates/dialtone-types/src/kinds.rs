@@ -68,6 +68,12 @@ pub static CLUSTER: KindInfo = KindInfo {
     singular: "cluster",
     parent: Some(&PROJECT),
 };
+pub static NAMESPACE: KindInfo = KindInfo {
+    kind: "Namespace",
+    plural: "namespaces",
+    singular: "namespace",
+    parent: Some(&CLUSTER),
+};
 pub static IDENTITY: KindInfo = KindInfo {
     kind: "Identity",
     plural: "identities",
@@ -75,8 +81,20 @@ pub static IDENTITY: KindInfo = KindInfo {
     parent: Some(&ORG),
 };
 
+pub static GROUP: KindInfo = KindInfo {
+    kind: "Group",
+    plural: "groups",
+    singular: "group",
+    parent: Some(&ORG),
+};
+
 /// Every kind, parents before children.
-pub static KINDS: &[&KindInfo] = &[&ORG, &FOLDER, &PROJECT, &CLUSTER, &IDENTITY];
+pub static KINDS: &[&KindInfo] = &[
+    &ORG, &FOLDER, &PROJECT, &CLUSTER, &NAMESPACE, &IDENTITY, &GROUP,
+];
+
+/// The kinds that are nodes of the access tree, top down: policies are set on them.
+pub static TREE_KINDS: &[&KindInfo] = &[&ORG, &FOLDER, &PROJECT, &CLUSTER, &NAMESPACE];
 
 /// The spec type of a kind.
 pub trait Kind:
@@ -165,6 +183,32 @@ pub struct Identity {
     pub platform_admin: bool,
 }
 
+/// A Kubernetes namespace of a cluster, as a node of the tree: creating one creates the
+/// namespace in the cluster, and policies bound on it become RoleBindings there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Namespace {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A set of identities of the org, named as one subject in access policies. Its members
+/// are managed in Dialtone (the group source every installation has).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// Names of identities of the org.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// The most members a group holds.
+pub const MAX_GROUP_MEMBERS: usize = 10_000;
+
 fn validate_display(display_name: &str, description: &str, errors: &mut FieldErrors) {
     validate_text("spec.displayName", display_name, 256, errors);
     validate_text("spec.description", description, 4096, errors);
@@ -199,6 +243,32 @@ impl Kind for Project {
     }
 }
 
+impl Kind for Namespace {
+    const INFO: &'static KindInfo = &NAMESPACE;
+    type Status = ObjectStatus;
+    fn validate(&self, errors: &mut FieldErrors) {
+        validate_display(&self.display_name, &self.description, errors);
+    }
+}
+
+impl Kind for Group {
+    const INFO: &'static KindInfo = &GROUP;
+    type Status = ObjectStatus;
+    fn validate(&self, errors: &mut FieldErrors) {
+        validate_text("spec.displayName", &self.display_name, 256, errors);
+        if self.members.len() > MAX_GROUP_MEMBERS {
+            errors.push(
+                "spec.members",
+                FieldReason::FieldValueTooLong,
+                format!("a group holds at most {MAX_GROUP_MEMBERS} members"),
+            );
+        }
+        for (i, member) in self.members.iter().enumerate() {
+            crate::validation::validate_name(&format!("spec.members[{i}]"), member, errors);
+        }
+    }
+}
+
 impl Kind for Identity {
     const INFO: &'static KindInfo = &IDENTITY;
     type Status = ObjectStatus;
@@ -219,7 +289,7 @@ mod tests {
     fn tree_shape() {
         assert_eq!(PROJECT.depth(), 2);
         let org_children: Vec<_> = ORG.children().map(|k| k.plural).collect();
-        assert_eq!(org_children, ["folders", "identities"]);
+        assert_eq!(org_children, ["folders", "identities", "groups"]);
         let project_children: Vec<_> = PROJECT.children().map(|k| k.plural).collect();
         assert_eq!(project_children, ["clusters"]);
         assert_eq!(KindInfo::by_plural("folders"), Some(&FOLDER));

@@ -1,6 +1,6 @@
 //! The resource model of Dialtone: objects shaped after the Kubernetes API conventions
 //! (`apiVersion`, `kind`, `metadata`, `spec`, `status`), the resource tree
-//! (org → folder → project → cluster), paths into that tree, validation that reports every bad field
+//! (org → folder → project → cluster → namespace), access policies, paths into that tree, validation that reports every bad field
 //! at once, label selectors, and the machine-readable error returned by the API.
 //!
 //! This crate is pure: no IO, no async, no clock. Everything that reads the time or the
@@ -14,12 +14,13 @@ pub mod cluster_types;
 pub mod kinds;
 pub mod meta;
 pub mod path;
+pub mod policy;
 pub mod selector;
 pub mod validation;
 
 pub use api::{ApiError, Reason, Status, StatusCause};
 pub use cluster::{Cluster, ClusterStatus, ClusterType};
-pub use kinds::{Folder, Identity, KINDS, Kind, KindInfo, Org, Project};
+pub use kinds::{Folder, Group, Identity, KINDS, Kind, KindInfo, Namespace, Org, Project};
 pub use meta::{
     API_VERSION, Condition, ConditionStatus, List, ListMeta, Object, ObjectMeta, ObjectStatus,
     WatchEvent, WatchEventType,

@@ -128,6 +128,13 @@ impl Api {
             )
             .await;
         assert_eq!(status, 201, "{token}");
+        let (status, policy) = self
+            .put(
+                &format!("/v1/orgs/{org}/policy"),
+                json!({"bindings": [{"role": "org.admin", "subjects": ["user:owner"]}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{policy}");
         self.with_token(token["token"].as_str().unwrap())
     }
 

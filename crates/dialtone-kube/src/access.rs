@@ -1,0 +1,234 @@
+//! Access inside a cluster: the namespaces of the tree, the RBAC objects Dialtone's
+//! projection manages, and the drift guard, a validating webhook that refuses changes to
+//! managed RBAC by anyone but Dialtone.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+use dialtone_policy::projection::{Changes, Desired, Key, Managed, ObjectKind};
+
+use crate::{KubeError, MANAGED_BY};
+
+/// The name of the drift guard's webhook configuration in every cluster.
+pub const GUARD_NAME: &str = "dialtone-rbac-guard";
+
+/// Where the drift guard answers: Dialtone's own endpoint and the CA that signed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuardEndpoint {
+    pub url: String,
+    pub ca_pem: String,
+}
+
+fn managed() -> ListParams {
+    ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
+}
+
+fn managed_meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        labels: Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+fn ignore(status: u16, result: Result<(), kube::Error>) -> Result<(), KubeError> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == status => Ok(()),
+        other => other.map_err(Into::into),
+    }
+}
+
+/// Registers (or corrects) the drift guard: every create, update or delete of an RBAC
+/// object labelled as Dialtone's goes to `endpoint` first, and fails if it cannot be asked.
+pub async fn ensure_guard(
+    client: &kube::Client,
+    endpoint: &GuardEndpoint,
+) -> Result<(), KubeError> {
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let wanted = ValidatingWebhookConfiguration {
+        metadata: managed_meta(GUARD_NAME),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "rbac-guard.dialtone.dev".into(),
+            admission_review_versions: vec!["v1".into()],
+            side_effects: "None".into(),
+            failure_policy: Some("Fail".into()),
+            timeout_seconds: Some(5),
+            client_config: WebhookClientConfig {
+                url: Some(endpoint.url.clone()),
+                ca_bundle: Some(ByteString(endpoint.ca_pem.as_bytes().to_vec())),
+                service: None,
+            },
+            object_selector: Some(LabelSelector {
+                match_labels: Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()),
+                match_expressions: None,
+            }),
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
+                api_versions: Some(vec!["v1".into()]),
+                operations: Some(vec!["CREATE".into(), "UPDATE".into(), "DELETE".into()]),
+                resources: Some(vec![
+                    "clusterroles".into(),
+                    "clusterrolebindings".into(),
+                    "roles".into(),
+                    "rolebindings".into(),
+                ]),
+                scope: Some("*".into()),
+            }]),
+            ..Default::default()
+        }]),
+    };
+    match api.get_opt(GUARD_NAME).await? {
+        None => ignore(
+            409,
+            api.create(&PostParams::default(), &wanted).await.map(drop),
+        ),
+        Some(current) if current.webhooks == wanted.webhooks => Ok(()),
+        Some(current) => {
+            let mut replacement = wanted;
+            replacement.metadata.resource_version = current.metadata.resource_version;
+            api.replace(GUARD_NAME, &PostParams::default(), &replacement)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Makes the cluster's Dialtone namespaces exactly `wanted`: creates the missing ones and
+/// deletes those Dialtone created that the tree no longer holds. A namespace that exists
+/// but was not created by Dialtone is left as it is.
+pub async fn sync_namespaces(
+    client: &kube::Client,
+    wanted: &BTreeSet<String>,
+) -> Result<(), KubeError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let existing = api.list(&ListParams::default()).await?;
+    let mut present = BTreeSet::new();
+    for namespace in &existing.items {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let ours = namespace
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1));
+        if ours && !wanted.contains(&name) && namespace.metadata.deletion_timestamp.is_none() {
+            ignore(
+                404,
+                api.delete(&name, &DeleteParams::default()).await.map(drop),
+            )?;
+        }
+        present.insert(name);
+    }
+    for name in wanted.difference(&present) {
+        let namespace = Namespace {
+            metadata: managed_meta(name),
+            ..Default::default()
+        };
+        ignore(
+            409,
+            api.create(&PostParams::default(), &namespace)
+                .await
+                .map(drop),
+        )?;
+    }
+    Ok(())
+}
+
+/// The RBAC objects Dialtone manages in the cluster, as the projection describes them.
+pub async fn managed_rbac(client: &kube::Client) -> Result<Vec<Desired>, KubeError> {
+    let mut found = Vec::new();
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    for o in roles.list(&managed()).await?.items {
+        found.extend(Desired::from_object(&Managed::ClusterRole(o)));
+    }
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for o in cluster_bindings.list(&managed()).await?.items {
+        found.extend(Desired::from_object(&Managed::ClusterRoleBinding(o)));
+    }
+    let bindings: Api<RoleBinding> = Api::all(client.clone());
+    for o in bindings.list(&managed()).await?.items {
+        found.extend(Desired::from_object(&Managed::RoleBinding(o)));
+    }
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(found)
+}
+
+async fn create(client: &kube::Client, object: &Desired) -> Result<(), KubeError> {
+    let params = PostParams::default();
+    let result = match object.to_object() {
+        Managed::ClusterRole(o) => Api::all(client.clone()).create(&params, &o).await.map(drop),
+        Managed::ClusterRoleBinding(o) => {
+            Api::all(client.clone()).create(&params, &o).await.map(drop)
+        }
+        Managed::RoleBinding(o) => Api::namespaced(client.clone(), &object.key.namespace)
+            .create(&params, &o)
+            .await
+            .map(drop),
+    };
+    ignore(409, result)
+}
+
+async fn replace(client: &kube::Client, object: &Desired) -> Result<(), KubeError> {
+    let params = PostParams::default();
+    let name = &object.key.name;
+    match object.to_object() {
+        Managed::ClusterRole(o) => Api::all(client.clone())
+            .replace(name, &params, &o)
+            .await
+            .map(drop)?,
+        Managed::ClusterRoleBinding(o) => Api::all(client.clone())
+            .replace(name, &params, &o)
+            .await
+            .map(drop)?,
+        Managed::RoleBinding(o) => Api::namespaced(client.clone(), &object.key.namespace)
+            .replace(name, &params, &o)
+            .await
+            .map(drop)?,
+    };
+    Ok(())
+}
+
+async fn delete(client: &kube::Client, key: &Key) -> Result<(), KubeError> {
+    let params = DeleteParams::default();
+    let result = match key.kind {
+        ObjectKind::ClusterRole => Api::<ClusterRole>::all(client.clone())
+            .delete(&key.name, &params)
+            .await
+            .map(drop),
+        ObjectKind::ClusterRoleBinding => Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&key.name, &params)
+            .await
+            .map(drop),
+        ObjectKind::RoleBinding => Api::<RoleBinding>::namespaced(client.clone(), &key.namespace)
+            .delete(&key.name, &params)
+            .await
+            .map(drop),
+    };
+    ignore(404, result)
+}
+
+/// Applies `changes` in their order: creations, updates, replacements (a roleRef cannot
+/// change, so the old object goes and the new one comes), deletions last.
+pub async fn apply(client: &kube::Client, changes: &Changes) -> Result<(), KubeError> {
+    for object in &changes.create {
+        create(client, object).await?;
+    }
+    for object in &changes.update {
+        replace(client, object).await?;
+    }
+    for object in &changes.replace {
+        delete(client, &object.key).await?;
+        create(client, object).await?;
+    }
+    for key in &changes.delete {
+        delete(client, key).await?;
+    }
+    Ok(())
+}
