@@ -364,7 +364,18 @@ impl Lifecycle {
                 ),
             );
         }
-        Ok(())
+        // Ready means ready for its users: their access is in the cluster's RBAC.
+        match dialtone_kube::access::projected(&client).await {
+            Ok(true) => Ok(()),
+            Ok(false) => waiting(
+                "WaitingForAccess",
+                "the access policies are not cast into the cluster's RBAC yet".into(),
+            ),
+            Err(e) => waiting(
+                "WaitingForAPI",
+                format!("the Kubernetes API does not answer: {e}"),
+            ),
+        }
     }
 
     /// Right-sizes a settled cluster through its API; whether work is under way.

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_kube::access::{GuardEndpoint, apply, ensure_guard, managed_rbac, sync_namespaces};
+use dialtone_kube::access::{
+    GuardEndpoint, apply, ensure_guard, managed_rbac, mark_projected, sync_namespaces,
+};
 use dialtone_kube::{Clients, KubeError};
 use dialtone_policy::Level;
 use dialtone_policy::projection::{changes, namespace_name, project};
@@ -80,7 +82,8 @@ impl Projection {
                     "projecting access policy"
                 );
             }
-            apply(&client, &todo).await
+            apply(&client, &todo).await?;
+            mark_projected(&client).await
         }
         .await;
         match applied {
@@ -92,7 +95,8 @@ impl Projection {
 
 /// Runs the projection controller until the process ends.
 pub async fn run_projection_controller(projection: Arc<Projection>, resync: Duration) {
-    const RETRY: Duration = Duration::from_secs(2);
+    // A cluster is not Ready before its first projection, so a new one is looked at often.
+    const RETRY: Duration = Duration::from_millis(500);
     let mut resync_tick = tokio::time::interval(resync);
     let mut retry_tick = tokio::time::interval(RETRY);
     let mut retry: BTreeSet<DirtyCluster> = BTreeSet::new();

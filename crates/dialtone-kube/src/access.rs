@@ -8,7 +8,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -19,6 +19,29 @@ use crate::{KubeError, MANAGED_BY};
 
 /// The name of the drift guard's webhook configuration in every cluster.
 pub const GUARD_NAME: &str = "dialtone-rbac-guard";
+
+/// The ConfigMap (in `kube-system`) whose presence says the cluster's RBAC has been
+/// projected at least once: a cluster is not Ready for its users before.
+pub const PROJECTED_MARKER: &str = "dialtone-access";
+
+/// Records that the cluster holds its projected RBAC.
+pub async fn mark_projected(client: &kube::Client) -> Result<(), KubeError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let marker = ConfigMap {
+        metadata: managed_meta(PROJECTED_MARKER),
+        ..Default::default()
+    };
+    ignore(
+        409,
+        api.create(&PostParams::default(), &marker).await.map(drop),
+    )
+}
+
+/// Whether the cluster's RBAC has been projected at least once.
+pub async fn projected(client: &kube::Client) -> Result<bool, KubeError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    Ok(api.get_opt(PROJECTED_MARKER).await?.is_some())
+}
 
 /// Where the drift guard answers: Dialtone's own endpoint and the CA that signed it.
 #[derive(Clone, Debug, PartialEq)]

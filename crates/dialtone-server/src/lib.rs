@@ -355,6 +355,13 @@ async fn bootstrap(
             Ok(_) | Err(RegistryError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        // The first admin administers the first org, inside its clusters too.
+        let org = ResourcePath::org(&options.bootstrap_org);
+        let owner = dialtone_types::policy::PolicyBinding {
+            role: "org.admin".into(),
+            subjects: vec![format!("user:{}", options.bootstrap_identity)],
+        };
+        registry.set_policy(&org, &[owner], "").await?;
     }
     if !(first_start || options.mint_admin_token) {
         return Ok(None);

@@ -48,9 +48,18 @@ pub enum Command {
     /// Smart Clusters: Kubernetes clusters of a type, in a region, in a project.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Namespaces: a cluster's Kubernetes namespaces, as nodes of the tree.
+    #[command(subcommand)]
+    Namespace(NounCommand),
     /// Identities: who can hold tokens, in an org.
     #[command(subcommand)]
     Identity(NounCommand),
+    /// Groups of identities, named as one subject in access policies.
+    #[command(subcommand)]
+    Group(NounCommand),
+    /// Access policies: role bindings on any node of the tree.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The built-in simulated cloud: its resources, failure injection and quotas.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -150,6 +159,8 @@ pub struct Placement {
     pub folder: Option<String>,
     #[arg(long)]
     pub project: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 #[derive(Args)]
@@ -176,6 +187,9 @@ pub struct CreateArgs {
     /// Identities only: make it a platform admin.
     #[arg(long)]
     pub platform_admin: bool,
+    /// Groups only: an identity in the group (repeatable).
+    #[arg(long = "member")]
+    pub members: Vec<String>,
 }
 
 #[derive(Args)]
@@ -229,6 +243,64 @@ pub enum TokenCommand {
         id: String,
         #[arg(long)]
         org: Option<String>,
+    },
+}
+
+/// A role granted to a subject: `--role cluster.view --subject group:devs`.
+#[derive(Args, Clone)]
+pub struct BindingArgs {
+    /// A node of the tree, as a path of names: `acme`, `acme/eng`, `acme/eng/web/prod-1/payments`.
+    pub node: String,
+    #[arg(long)]
+    pub role: String,
+    /// `user:<identity>` or `group:<group>`.
+    #[arg(long)]
+    pub subject: String,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// A node's own role bindings and its etag.
+    Get {
+        /// A node of the tree, as a path of names.
+        node: String,
+    },
+    /// Replace a node's policy with the one in a file (JSON or YAML, as `get -o yaml`
+    /// prints it); its etag, if any, must still be current.
+    Set {
+        node: String,
+        #[arg(long, short = 'f')]
+        file: std::path::PathBuf,
+    },
+    /// Grant a role to a subject on a node.
+    Add(BindingArgs),
+    /// Take a role back from a subject on a node.
+    Remove(BindingArgs),
+    /// Whether an identity may do something on a node, and the bindings that grant it.
+    Explain {
+        /// The identity (default: yourself).
+        #[arg(long = "as")]
+        identity: Option<String>,
+        #[arg(long)]
+        verb: String,
+        /// One of Dialtone's (clusters, policies, credentials, …) or a Kubernetes resource
+        /// (pods, deployments, …) on a cluster or namespace.
+        #[arg(long)]
+        resource: String,
+        /// The node, as a path of names.
+        #[arg(long)]
+        on: String,
+    },
+    /// The RBAC objects a policy change would add, change and remove in each cluster,
+    /// without applying it.
+    WhatIf {
+        node: String,
+        /// Grant `ROLE=SUBJECT` (repeatable).
+        #[arg(long)]
+        add: Vec<String>,
+        /// Take back `ROLE=SUBJECT` (repeatable).
+        #[arg(long)]
+        remove: Vec<String>,
     },
 }
 

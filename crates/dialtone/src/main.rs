@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 mod kubeconfig;
 mod output;
+mod policy;
 mod server;
 mod tree;
 
@@ -15,7 +16,7 @@ use clap::{CommandFactory, Parser};
 use dialtone_client::{CliConfig, Client, ClientError};
 use dialtone_types::ResourcePath;
 use dialtone_types::auth::{NewToken, TokenRequest, WhoAmI};
-use dialtone_types::kinds::{FOLDER, IDENTITY, ORG, PROJECT};
+use dialtone_types::kinds::{FOLDER, GROUP, IDENTITY, NAMESPACE, ORG, PROJECT};
 use serde_json::Value;
 
 use crate::cli::{
@@ -112,7 +113,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Org(c) => tree::run(&ORG, c, &client, &context, output).await,
                 Command::Folder(c) => tree::run(&FOLDER, c, &client, &context, output).await,
                 Command::Project(c) => tree::run(&PROJECT, c, &client, &context, output).await,
+                Command::Namespace(c) => tree::run(&NAMESPACE, c, &client, &context, output).await,
                 Command::Identity(c) => tree::run(&IDENTITY, c, &client, &context, output).await,
+                Command::Group(c) => tree::run(&GROUP, c, &client, &context, output).await,
+                Command::Policy(c) => policy::run(c, &client, output).await,
                 Command::Cluster(c) => cluster::run(c, &client, &context, output).await,
                 Command::Sim(c) => cluster::sim(c, &client, output).await,
                 Command::ClusterTypes(c) => cluster_types(c, &client, output).await,

@@ -27,10 +27,12 @@ pub(crate) fn default_for(
     placement: &Placement,
     context: &Context,
 ) -> anyhow::Result<String> {
+    let none = String::new();
     let (flag, default) = match kind.singular {
         "org" => (&placement.org, &context.org),
         "folder" => (&placement.folder, &context.folder),
-        _ => (&placement.project, &context.project),
+        "project" => (&placement.project, &context.project),
+        _ => (&placement.cluster, &none),
     };
     match flag
         .clone()
@@ -125,6 +127,12 @@ fn create_body(kind: &'static KindInfo, args: &CreateArgs) -> anyhow::Result<Val
             bail!("--platform-admin applies to identities only");
         }
         spec.insert("platformAdmin".into(), json!(true));
+    }
+    if !args.members.is_empty() {
+        if kind.singular != "group" {
+            bail!("--member applies to groups only");
+        }
+        spec.insert("members".into(), json!(args.members));
     }
     let name = args.name.rsplit('/').next().unwrap_or_default();
     Ok(

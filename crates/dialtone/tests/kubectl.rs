@@ -317,13 +317,13 @@ fn watch_until(
 async fn kubectl_applies_watches_and_meets_webhooks() {
     let (_server, dir, kubeconfig) = sim_cluster(2, 2).await;
 
-    // Dialtone bootstrapped the cluster through its API, and marked what it owns.
+    // The bootstrap admin's org.admin is cast into the cluster's RBAC, marked as Dialtone's.
     let binding = ok(
         &kubeconfig,
         &[
             "get",
             "clusterrolebinding",
-            "dialtone:org-members",
+            "dialtone:org.admin@demo",
             "-o",
             "json",
         ],
@@ -907,4 +907,240 @@ async fn an_upgrade_replaces_every_node_and_moves_workers_to_the_best_families()
         events.contains("Upgrading") && events.contains("Upgrade"),
         "{events}"
     );
+}
+
+/// A kubeconfig for `identity`'s credentials to a cluster, as `dialtone cluster
+/// credentials` writes one, from the API's answer.
+async fn kubeconfig_for(as_identity: &Api, cluster: &str, file: &Path) {
+    let (status, credentials) = as_identity
+        .post(&format!("/v1/{cluster}/credentials"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{credentials}");
+    let field = |name: &str| credentials[name].as_str().unwrap().to_string();
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(field("certificateAuthority"));
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    tls-server-name: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
+        field("server"),
+        field("tlsServerName"),
+        field("token"),
+    );
+    std::fs::write(file, config).unwrap();
+}
+
+/// Runs `kubectl` until it succeeds or fails as `want` says (within 20 s); its output.
+fn kubectl_until(kubeconfig: &Path, args: &[&str], want: bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (success, text) = kubectl(kubeconfig, args);
+        if success == want {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {args:?} still {}: {text}",
+            if success { "succeeds" } else { "fails" }
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
+    let (server, dir, admin_kubeconfig) = sim_cluster(1, 1).await;
+    let admin = Api::admin(&server);
+    // A second project with a cluster, and alice, who is in the group `devs`.
+    admin
+        .create("/v1/orgs/demo/folders/eng/projects", "api", json!({}))
+        .await;
+    admin
+        .create("/v1/orgs/demo/identities", "alice", json!({}))
+        .await;
+    let (status, group) = admin
+        .post(
+            "/v1/orgs/demo/groups",
+            json!({"metadata": {"name": "devs"}, "spec": {"members": ["alice"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let (_, token) = admin
+        .post("/v1/orgs/demo/identities/alice/tokens", json!({}))
+        .await;
+    let alice = admin.with_token(token["token"].as_str().unwrap());
+    let dev_1 = "orgs/demo/folders/eng/projects/web/clusters/dev-1";
+    let (status, _) = alice
+        .post(&format!("/v1/{dev_1}/credentials"), json!({}))
+        .await;
+    assert_eq!(
+        status, 404,
+        "without a binding, alice cannot even see the cluster"
+    );
+
+    // cluster.view on the folder, for the group.
+    let out = server.cli(&[
+        "policy",
+        "add",
+        "demo/eng",
+        "--role",
+        "cluster.view",
+        "--subject",
+        "group:devs",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alice_dev_1 = dir.path().join("alice-dev-1");
+    kubeconfig_for(&alice, dev_1, &alice_dev_1).await;
+    ok(&admin_kubeconfig, &["create", "namespace", "shop"]);
+    ok(
+        &admin_kubeconfig,
+        &["run", "web", "--image", "nginx", "-n", "shop"],
+    );
+    let pods = kubectl_until(&alice_dev_1, &["get", "pods", "-n", "shop"], true);
+    assert!(pods.contains("web"), "{pods}");
+    let (deleted, denial) = kubectl(&alice_dev_1, &["delete", "pod", "web", "-n", "shop"]);
+    assert!(
+        !deleted && denial.contains("forbidden"),
+        "view is not edit: {denial}"
+    );
+
+    // A cluster created afterwards under the folder is reached too.
+    let out = server.cli(&[
+        "cluster",
+        "create",
+        "dev-2",
+        "--folder",
+        "eng",
+        "--project",
+        "api",
+        "--type",
+        "developer",
+        "--region",
+        "us-east-1",
+        "--min-nodes",
+        "1",
+        "--max-nodes",
+        "1",
+        "--wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alice_dev_2 = dir.path().join("alice-dev-2");
+    kubeconfig_for(
+        &alice,
+        "orgs/demo/folders/eng/projects/api/clusters/dev-2",
+        &alice_dev_2,
+    )
+    .await;
+    // Ready means the policy is in: no waiting.
+    ok(&alice_dev_2, &["get", "pods", "-A"]);
+    let explain = server.cli(&[
+        "policy",
+        "explain",
+        "--as",
+        "alice",
+        "--verb",
+        "get",
+        "--resource",
+        "pods",
+        "--on",
+        "demo/eng/api/dev-2",
+    ]);
+    let explain = String::from_utf8_lossy(&explain.stdout).to_string();
+    assert!(
+        explain.contains("ALLOWED")
+            && explain.contains("demo/eng")
+            && explain.contains("group:devs"),
+        "{explain}"
+    );
+
+    // A namespace of the tree, with its own binding: a managed RoleBinding.
+    let out = server.cli(&["namespace", "create", "demo/eng/web/dev-1/payments"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.cli(&[
+        "policy",
+        "add",
+        "demo/eng/web/dev-1/payments",
+        "--role",
+        "namespace.edit",
+        "--subject",
+        "user:alice",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let binding = "dialtone:namespace.edit@demo:eng:web:dev-1:payments";
+    kubectl_until(
+        &admin_kubeconfig,
+        &["get", "rolebinding", binding, "-n", "payments"],
+        true,
+    );
+    kubectl_until(
+        &alice_dev_1,
+        &["run", "api", "--image", "nginx", "-n", "payments"],
+        true,
+    );
+
+    // Even a cluster admin cannot change what Dialtone manages in place.
+    let (edited, denial) = kubectl(
+        &admin_kubeconfig,
+        &[
+            "label",
+            "rolebinding",
+            binding,
+            "-n",
+            "payments",
+            "owner=me",
+            "--overwrite",
+        ],
+    );
+    assert!(!edited, "{denial}");
+    assert!(
+        denial.contains("managed by Dialtone") && denial.contains("demo/eng/web/dev-1/payments"),
+        "the denial names Dialtone and the node to change: {denial}"
+    );
+    let (deleted, denial) = kubectl(
+        &admin_kubeconfig,
+        &[
+            "delete",
+            "clusterrolebinding",
+            "dialtone:cluster.view@demo:eng",
+        ],
+    );
+    assert!(
+        !deleted && denial.contains("managed by Dialtone"),
+        "{denial}"
+    );
+
+    // Taking the binding back revokes access within seconds.
+    let out = server.cli(&[
+        "policy",
+        "remove",
+        "demo/eng",
+        "--role",
+        "cluster.view",
+        "--subject",
+        "group:devs",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let denial = kubectl_until(&alice_dev_2, &["get", "pods", "-A"], false);
+    assert!(denial.contains("forbidden"), "{denial}");
+    kubectl_until(&alice_dev_1, &["get", "pods", "-n", "shop"], false);
+    // The namespace binding on payments stays.
+    ok(&alice_dev_1, &["get", "pods", "-n", "payments"]);
 }
