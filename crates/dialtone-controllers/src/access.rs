@@ -130,21 +130,8 @@ impl AccessIndex {
     }
 
     /// Every cluster the index holds, to resync.
-    pub fn clusters(&self) -> Vec<DirtyCluster> {
-        let state = self.state.read().expect("access index lock");
-        state
-            .orgs
-            .iter()
-            .flat_map(|(org, policies)| {
-                let root = policies.node(org);
-                root.into_iter().flat_map(move |root| {
-                    policies
-                        .subtree(root, Level::Cluster)
-                        .into_iter()
-                        .map(move |c| (org.clone(), policies.path(c).to_string()))
-                })
-            })
-            .collect()
+    pub fn clusters(&self) -> BTreeSet<DirtyCluster> {
+        all_clusters(&self.state.read().expect("access index lock").orgs)
     }
 
     async fn reload(&self, registry: &Registry) -> dialtone_store::registry::Result<Revision> {
@@ -202,10 +189,10 @@ impl AccessIndex {
 fn all_clusters(orgs: &HashMap<String, Policies>) -> BTreeSet<DirtyCluster> {
     orgs.iter()
         .flat_map(|(org, policies)| {
-            policies.nodes().filter_map(move |n| {
-                (policies.level(n) == Level::Cluster)
-                    .then(|| (org.clone(), policies.path(n).to_string()))
-            })
+            policies
+                .nodes()
+                .filter(|&n| policies.level(n) == Level::Cluster)
+                .map(move |n| (org.clone(), policies.path(n).to_string()))
         })
         .collect()
 }

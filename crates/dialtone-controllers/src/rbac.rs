@@ -103,7 +103,7 @@ pub async fn run_projection_controller(projection: Arc<Projection>, resync: Dura
     loop {
         let mut todo = tokio::select! {
             _ = projection.index.dirty_changed.notified() => projection.index.take_dirty(),
-            _ = resync_tick.tick() => projection.index.clusters().into_iter().collect(),
+            _ = resync_tick.tick() => projection.index.clusters(),
             _ = retry_tick.tick() => std::mem::take(&mut retry),
         };
         todo.extend(projection.index.take_dirty());

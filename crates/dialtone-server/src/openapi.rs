@@ -170,6 +170,7 @@ impl Document {
             credentials,
         );
         self.operation("/v1/orgs/{org}/folders/{folder}/projects/{project}/clusters/{cluster}/credentials", "post", json!({"operationId": "createClusterCredentials", "tags": ["Cluster"], "requestBody": {"required": false, "content": {"application/json": {"schema": request}}}, "responses": responses}));
+        self.describe_access();
         let text =
             json!({"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}});
         for (path, id, security) in [
@@ -183,6 +184,40 @@ impl Document {
             }
             self.operation(path, "get", operation);
         }
+    }
+
+    /// Policies on every tree node, explain and what-if.
+    fn describe_access(&mut self) {
+        use dialtone_types::policy::{AccessPolicy, Explanation, WhatIf, WhatIfRequest};
+        let tags = json!(["Policy"]);
+        for kind in dialtone_types::kinds::TREE_KINDS {
+            let (_, item) = crate::resources::route_paths(kind);
+            let path = format!("{item}/policy");
+            let policy = self.schema::<AccessPolicy>();
+            let responses = self.respond(
+                "200",
+                "The node's own bindings and their etag",
+                policy.clone(),
+            );
+            self.operation(&path, "get", json!({"operationId": format!("get{}Policy", kind.kind), "tags": tags, "responses": responses}));
+            let responses = self.respond("200", "The policy as set, with its new etag; 409 if the etag sent is stale, 403 if it grants more than the caller holds", policy.clone());
+            self.operation(&path, "put", json!({"operationId": format!("set{}Policy", kind.kind), "tags": tags, "requestBody": {"required": true, "content": {"application/json": {"schema": policy}}}, "responses": responses}));
+        }
+        let explanation = self.schema::<Explanation>();
+        let responses = self.respond(
+            "200",
+            "Allowed or denied, and the bindings that grant it",
+            explanation,
+        );
+        self.operation("/v1/orgs/{org}/explain", "get", json!({"operationId": "explain", "tags": tags, "parameters": [
+            query("identity", "Whose access (default: the caller)", json!({"type": "string"})),
+            query("verb", "get, list, watch, create, update, delete (or a Kubernetes verb)", json!({"type": "string"})),
+            query("resource", "One of Dialtone's resources (clusters, policies, …) or a Kubernetes resource (pods, …)", json!({"type": "string"})),
+            query("node", "The tree node, as org/folder/project/cluster/namespace names", json!({"type": "string"})),
+        ], "responses": responses}));
+        let (request, preview) = (self.schema::<WhatIfRequest>(), self.schema::<WhatIf>());
+        let responses = self.respond("200", "Per cluster, the RBAC objects the policy would add, change and remove; nothing is applied", preview);
+        self.operation("/v1/orgs/{org}/whatif", "post", json!({"operationId": "whatIf", "tags": tags, "requestBody": {"required": true, "content": {"application/json": {"schema": request}}}, "responses": responses}));
     }
 
     pub fn finish(mut self) -> Value {
