@@ -97,11 +97,12 @@ pub async fn validate(
                 && (!r.namespaced && r.plural != "namespaces"
                     || webhook["namespaceSelector"].is_null()
                     || label_selector_matches(&webhook["namespaceSelector"], &namespace_labels))
+                // Upstream matches the selector against the old object or the new one, so
+                // that removing a label cannot slip past the webhook it selects.
                 && (webhook["objectSelector"].is_null()
-                    || label_selector_matches(
-                        &webhook["objectSelector"],
-                        &object["metadata"]["labels"],
-                    ));
+                    || std::iter::once(object).chain(old).any(|o| {
+                        label_selector_matches(&webhook["objectSelector"], &o["metadata"]["labels"])
+                    }));
             if applies {
                 call(caller, webhook, user, r, operation, object, old).await?;
             }

@@ -1110,6 +1110,21 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
         denial.contains("managed by Dialtone") && denial.contains("demo/eng/web/dev-1/payments"),
         "the denial names Dialtone and the node to change: {denial}"
     );
+    let (unlabelled, denial) = kubectl(
+        &admin_kubeconfig,
+        &[
+            "label",
+            "rolebinding",
+            binding,
+            "-n",
+            "payments",
+            "app.kubernetes.io/managed-by-",
+        ],
+    );
+    assert!(
+        !unlabelled && denial.contains("managed by Dialtone"),
+        "removing the label is a change too: {denial}"
+    );
     let (deleted, denial) = kubectl(
         &admin_kubeconfig,
         &[
