@@ -15,7 +15,7 @@ use dialtone_types::{ApiError, List, ListMeta};
 use crate::App;
 use crate::auth::{Part, Principal, Target, Verb, enforce, mint_token};
 use crate::error::HttpResult;
-use crate::resources::{check_query, object_path, success, to_json};
+use crate::resources::{authorized_part, check_query, object_path, success, to_json};
 
 /// `POST /v1/orgs/{org}/identities/{identity}/tokens`
 pub async fn create_token(
@@ -63,14 +63,7 @@ pub async fn list_tokens(
 ) -> HttpResult<Response> {
     check_query(&query, &[])?;
     let org = object_path(&ORG, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::List, Target::Part(&org, Part::Tokens)),
-        &org,
-    )?;
-    if !app.registry.exists(&org).await? {
-        return Err(ApiError::not_found(&org).into());
-    }
+    authorized_part(&app, &principal, &org, Verb::List, Part::Tokens).await?;
     let items = app.registry.list_tokens(org.org_name()).await?;
     let revision = app.registry.store().revision().await?;
     Ok(to_json(

@@ -13,11 +13,9 @@ use dialtone_types::auth::AuditRecord;
 use dialtone_types::{List, ListMeta, Reason, ResourcePath};
 
 use crate::App;
-use dialtone_types::ApiError;
-
-use crate::auth::{Decision, Part, Principal, Target, Verb, enforce};
+use crate::auth::{Decision, Part, Principal, Target, Verb};
 use crate::error::HttpResult;
-use crate::resources::{check_query, object_path, parse_limit, to_json};
+use crate::resources::{authorized_part, check_query, object_path, parse_limit, to_json};
 
 fn is_mutating(method: &Method) -> bool {
     matches!(
@@ -84,14 +82,7 @@ pub async fn list_audit(
 ) -> HttpResult<Response> {
     check_query(&query, &["limit", "continue"])?;
     let org = object_path(&dialtone_types::kinds::ORG, &params)?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::List, Target::Part(&org, Part::Audit)),
-        &org,
-    )?;
-    if !app.registry.exists(&org).await? {
-        return Err(ApiError::not_found(&org).into());
-    }
+    authorized_part(&app, &principal, &org, Verb::List, Part::Audit).await?;
     let page = app
         .registry
         .list_audit(

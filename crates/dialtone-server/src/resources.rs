@@ -112,6 +112,26 @@ pub(crate) fn authorized_path(
     Ok(path)
 }
 
+/// Checks the caller may `verb` a part of the object at `path` (its policy, tokens, audit
+/// log …), and that the object exists: a missing one gets the same 404 as a hidden one.
+pub(crate) async fn authorized_part(
+    app: &App,
+    principal: &Principal,
+    path: &ResourcePath,
+    verb: Verb,
+    part: crate::auth::Part,
+) -> HttpResult<()> {
+    enforce(
+        app.authorizer
+            .authorize(principal, verb, Target::Part(path, part)),
+        path,
+    )?;
+    if !app.registry.exists(path).await? {
+        return Err(ApiError::not_found(path).into());
+    }
+    Ok(())
+}
+
 /// Decodes a body of kind `K`, and checks the caller may grant what the spec asks for.
 fn authorized_body<K: Kind>(
     app: &App,

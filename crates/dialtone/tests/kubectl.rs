@@ -928,6 +928,17 @@ async fn kubeconfig_for(as_identity: &Api, cluster: &str, file: &Path) {
     std::fs::write(file, config).unwrap();
 }
 
+/// Runs the CLI against the dev server, expecting success; its standard output.
+fn cli_ok(server: &DevServer, args: &[&str]) -> String {
+    let out = server.cli(args);
+    assert!(
+        out.status.success(),
+        "dialtone {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Runs `kubectl` until it succeeds or fails as `want` says (within 20 s); its output.
 fn kubectl_until(kubeconfig: &Path, args: &[&str], want: bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -977,19 +988,17 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     );
 
     // cluster.view on the folder, for the group.
-    let out = server.cli(&[
-        "policy",
-        "add",
-        "demo/eng",
-        "--role",
-        "cluster.view",
-        "--subject",
-        "group:devs",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_ok(
+        &server,
+        &[
+            "policy",
+            "add",
+            "demo/eng",
+            "--role",
+            "cluster.view",
+            "--subject",
+            "group:devs",
+        ],
     );
     let alice_dev_1 = dir.path().join("alice-dev-1");
     kubeconfig_for(&alice, dev_1, &alice_dev_1).await;
@@ -1007,28 +1016,26 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     );
 
     // A cluster created afterwards under the folder is reached too.
-    let out = server.cli(&[
-        "cluster",
-        "create",
-        "dev-2",
-        "--folder",
-        "eng",
-        "--project",
-        "api",
-        "--type",
-        "developer",
-        "--region",
-        "us-east-1",
-        "--min-nodes",
-        "1",
-        "--max-nodes",
-        "1",
-        "--wait",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_ok(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "dev-2",
+            "--folder",
+            "eng",
+            "--project",
+            "api",
+            "--type",
+            "developer",
+            "--region",
+            "us-east-1",
+            "--min-nodes",
+            "1",
+            "--max-nodes",
+            "1",
+            "--wait",
+        ],
     );
     let alice_dev_2 = dir.path().join("alice-dev-2");
     kubeconfig_for(
@@ -1039,19 +1046,21 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     .await;
     // Ready means the policy is in: no waiting.
     ok(&alice_dev_2, &["get", "pods", "-A"]);
-    let explain = server.cli(&[
-        "policy",
-        "explain",
-        "--as",
-        "alice",
-        "--verb",
-        "get",
-        "--resource",
-        "pods",
-        "--on",
-        "demo/eng/api/dev-2",
-    ]);
-    let explain = String::from_utf8_lossy(&explain.stdout).to_string();
+    let explain = cli_ok(
+        &server,
+        &[
+            "policy",
+            "explain",
+            "--as",
+            "alice",
+            "--verb",
+            "get",
+            "--resource",
+            "pods",
+            "--on",
+            "demo/eng/api/dev-2",
+        ],
+    );
     assert!(
         explain.contains("ALLOWED")
             && explain.contains("demo/eng")
@@ -1060,25 +1069,21 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     );
 
     // A namespace of the tree, with its own binding: a managed RoleBinding.
-    let out = server.cli(&["namespace", "create", "demo/eng/web/dev-1/payments"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_ok(
+        &server,
+        &["namespace", "create", "demo/eng/web/dev-1/payments"],
     );
-    let out = server.cli(&[
-        "policy",
-        "add",
-        "demo/eng/web/dev-1/payments",
-        "--role",
-        "namespace.edit",
-        "--subject",
-        "user:alice",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_ok(
+        &server,
+        &[
+            "policy",
+            "add",
+            "demo/eng/web/dev-1/payments",
+            "--role",
+            "namespace.edit",
+            "--subject",
+            "user:alice",
+        ],
     );
     let binding = "dialtone:namespace.edit@demo:eng:web:dev-1:payments";
     kubectl_until(
@@ -1139,19 +1144,17 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     );
 
     // Taking the binding back revokes access within seconds.
-    let out = server.cli(&[
-        "policy",
-        "remove",
-        "demo/eng",
-        "--role",
-        "cluster.view",
-        "--subject",
-        "group:devs",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli_ok(
+        &server,
+        &[
+            "policy",
+            "remove",
+            "demo/eng",
+            "--role",
+            "cluster.view",
+            "--subject",
+            "group:devs",
+        ],
     );
     let denial = kubectl_until(&alice_dev_2, &["get", "pods", "-A"], false);
     assert!(denial.contains("forbidden"), "{denial}");
