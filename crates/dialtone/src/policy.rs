@@ -80,6 +80,22 @@ fn print_policy(node: &str, policy: &AccessPolicy, output: Output) -> anyhow::Re
     Ok(())
 }
 
+/// Reads a node's policy, changes it, and writes it back with the etag read, so that a
+/// concurrent change is a 409 rather than lost.
+async fn edit(
+    client: &Client,
+    node: &str,
+    output: Output,
+    change: impl FnOnce(&mut AccessPolicy) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let url = policy_url(node)?;
+    let mut policy: AccessPolicy = client.get(&url, &[]).await?;
+    let done = change(&mut policy)?;
+    let set: AccessPolicy = client.put(&url, &policy).await?;
+    eprintln!("{done}");
+    print_policy(node, &set, output)
+}
+
 pub async fn run(command: PolicyCommand, client: &Client, output: Output) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Get { node } => {
@@ -99,29 +115,24 @@ pub async fn run(command: PolicyCommand, client: &Client, output: Output) -> any
             role,
             subject,
         }) => {
-            let url = policy_url(&node)?;
-            // Read, change, write back with the etag read: a concurrent change is a 409.
-            let mut policy: AccessPolicy = client.get(&url, &[]).await?;
-            grant(&mut policy, &role, &subject);
-            let set: AccessPolicy = client.put(&url, &policy).await?;
-            eprintln!("{role} granted to {subject} on {node}");
-            print_policy(&node, &set, output)?;
+            edit(client, &node, output, |policy| {
+                grant(policy, &role, &subject);
+                Ok(format!("{role} granted to {subject} on {node}"))
+            })
+            .await?;
         }
         PolicyCommand::Remove(BindingArgs {
             node,
             role,
             subject,
         }) => {
-            let url = policy_url(&node)?;
-            let mut policy: AccessPolicy = client.get(&url, &[]).await?;
-            if !revoke(&mut policy, &role, &subject) {
-                bail!(
-                    "{subject} has no {role} binding on {node} itself (it may inherit one: see `dialtone policy explain`)"
-                );
-            }
-            let set: AccessPolicy = client.put(&url, &policy).await?;
-            eprintln!("{role} taken back from {subject} on {node}");
-            print_policy(&node, &set, output)?;
+            edit(client, &node, output, |policy| {
+                if !revoke(policy, &role, &subject) {
+                    bail!("{subject} has no {role} binding on {node} itself (it may inherit one: see `dialtone policy explain`)");
+                }
+                Ok(format!("{role} taken back from {subject} on {node}"))
+            })
+            .await?;
         }
         PolicyCommand::Explain {
             identity,
