@@ -15,6 +15,6 @@ pub mod roles;
 pub mod tree;
 
 pub use roles::{
-    Catalogue, KubeGrant, Level, Permission, Permissions, Role, TreeResource, TreeVerb,
+    Catalogue, KubeGrant, Level, Permission, Permissions, Role, TreeResource, TreeVerb, Unbindable,
 };
 pub use tree::{Binding, Caller, Grant, NodeId, Policies, Subject};

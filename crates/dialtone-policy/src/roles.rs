@@ -306,6 +306,37 @@ fn builtin(level: Level, strength: &str) -> Role {
     }
 }
 
+/// Why a binding cannot name a role on a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unbindable {
+    /// No role of that name.
+    Unknown(String),
+    /// The role reaches a lower level than the node's.
+    WrongLevel {
+        role: String,
+        reaches: Level,
+        node: Level,
+    },
+}
+
+impl std::fmt::Display for Unbindable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unbindable::Unknown(name) => write!(f, "unknown role `{name}`"),
+            Unbindable::WrongLevel {
+                role,
+                reaches,
+                node,
+            } => write!(
+                f,
+                "`{role}` reaches {}s and cannot be bound on a {}",
+                reaches.name(),
+                node.name()
+            ),
+        }
+    }
+}
+
 /// The roles bindings may name: the built-in ones, then custom ones.
 #[derive(Clone, Debug)]
 pub struct Catalogue {
@@ -323,6 +354,22 @@ impl Default for Catalogue {
 }
 
 impl Catalogue {
+    /// The role `name` and its index, if a binding on a node of `level` may name it.
+    pub fn bindable(&self, name: &str, level: Level) -> Result<(usize, &Role), Unbindable> {
+        let index = self
+            .index(name)
+            .ok_or_else(|| Unbindable::Unknown(name.to_string()))?;
+        let role = &self.roles[index];
+        match role.bindable_at(level) {
+            true => Ok((index, role)),
+            false => Err(Unbindable::WrongLevel {
+                role: role.name.clone(),
+                reaches: role.level,
+                node: level,
+            }),
+        }
+    }
+
     /// Adds a custom role; its name must not be taken (built-in names have a dot, so a
     /// custom name without one never is).
     pub fn add(&mut self, role: Role) -> Result<(), String> {

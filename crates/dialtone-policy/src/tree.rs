@@ -368,20 +368,13 @@ impl Policies {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
         for (i, binding) in bindings.iter().enumerate() {
-            let role = self.catalogue.index(&binding.role);
-            match role.map(|r| &self.catalogue.roles()[r]) {
-                None => problems.push(format!(
-                    "bindings[{i}].role: unknown role `{}`",
-                    binding.role
-                )),
-                Some(role) if !role.bindable_at(level) => problems.push(format!(
-                    "bindings[{i}].role: `{}` reaches {}s and cannot be bound on a {}",
-                    role.name,
-                    role.level.name(),
-                    level.name()
-                )),
-                Some(_) => {}
-            }
+            let role = match self.catalogue.bindable(&binding.role, level) {
+                Ok((index, _)) => Some(index),
+                Err(why) => {
+                    problems.push(format!("bindings[{i}].role: {why}"));
+                    None
+                }
+            };
             let subject = self.subject_ids.get(&binding.subject);
             if subject.is_none() {
                 problems.push(format!(

@@ -18,7 +18,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use dialtone_controllers::access::{AccessIndex, flatten, grouped, level_of, node_name};
 use dialtone_policy::projection::{changes, project};
-use dialtone_policy::{Level, Permission, Policies, Role, Subject, TreeResource, TreeVerb};
+use dialtone_policy::{
+    Level, Permission, Policies, Role, Subject, TreeResource, TreeVerb, Unbindable,
+};
 use dialtone_simkube::rbac::{Request as KubeRequest, rule_allows};
 use dialtone_types::kinds::{GROUP, IDENTITY, KindInfo};
 use dialtone_types::policy::{
@@ -266,13 +268,10 @@ async fn check_bindings(
     let org = ResourcePath::org(node.org_name());
     let mut errors = FieldErrors::default();
     for (i, binding) in policy.bindings.iter().enumerate() {
-        match catalogue.get(&binding.role) {
-            None => errors.push(
-                &format!("bindings[{i}].role"),
-                FieldReason::FieldValueInvalid,
-                format!(
-                    "unknown role `{}`; roles: {}",
-                    binding.role,
+        if let Err(why) = catalogue.bindable(&binding.role, level) {
+            let message = match why {
+                Unbindable::Unknown(_) => format!(
+                    "{why}; roles: {}",
                     catalogue
                         .roles()
                         .iter()
@@ -280,18 +279,13 @@ async fn check_bindings(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            ),
-            Some(role) if !role.bindable_at(level) => errors.push(
+                Unbindable::WrongLevel { .. } => why.to_string(),
+            };
+            errors.push(
                 &format!("bindings[{i}].role"),
                 FieldReason::FieldValueInvalid,
-                format!(
-                    "`{}` reaches {}s and cannot be bound on a {}",
-                    role.name,
-                    role.level.name(),
-                    level.name()
-                ),
-            ),
-            Some(_) => {}
+                message,
+            );
         }
         for (j, subject) in binding.subjects.iter().enumerate() {
             let field = format!("bindings[{i}].subjects[{j}]");
@@ -372,20 +366,10 @@ fn check_escalation(
 
 /// The tree node a policy path (`acme/eng/web/prod-1/payments`) names.
 fn node_path(org: &str, node: &str) -> Option<ResourcePath> {
-    let names: Vec<String> = node
-        .trim_matches('/')
-        .split('/')
-        .map(String::from)
-        .collect();
-    if names.first().map(String::as_str) != Some(org)
-        || names
-            .iter()
-            .any(|n| !dialtone_types::validation::is_dns1123_label(n))
-    {
-        return None;
-    }
-    let kind = dialtone_types::kinds::TREE_KINDS.get(names.len().checked_sub(1)?)?;
-    ResourcePath::from_names(kind, &names).ok()
+    let path = ResourcePath::tree_node(node).ok()?;
+    let mut errors = FieldErrors::default();
+    path.validate(&mut errors);
+    (path.org_name() == org && errors.is_empty()).then_some(path)
 }
 
 fn bad_request(message: impl Into<String>) -> HttpError {
@@ -594,18 +578,16 @@ pub async fn what_if(
                 .into_iter()
                 .filter_map(|cluster| {
                     let todo = changes(&project(policies, cluster), &project(&after, cluster));
-                    let show = |keys: Vec<String>| keys;
                     let preview = ClusterRbacChanges {
                         cluster: policies.path(cluster).to_string(),
-                        add: show(todo.create.iter().map(|d| d.key.to_string()).collect()),
-                        change: show(
-                            todo.update
-                                .iter()
-                                .chain(&todo.replace)
-                                .map(|d| d.key.to_string())
-                                .collect(),
-                        ),
-                        remove: show(todo.delete.iter().map(|k| k.to_string()).collect()),
+                        add: todo.create.iter().map(|d| d.key.to_string()).collect(),
+                        change: todo
+                            .update
+                            .iter()
+                            .chain(&todo.replace)
+                            .map(|d| d.key.to_string())
+                            .collect(),
+                        remove: todo.delete.iter().map(|k| k.to_string()).collect(),
                     };
                     (!todo.is_empty()).then_some(preview)
                 })

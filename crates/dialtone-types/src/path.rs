@@ -58,6 +58,24 @@ impl ResourcePath {
         })
     }
 
+    /// The node of the access tree named by its names from the org down, as policies name
+    /// it: `acme/eng/web/prod-1/payments` is a namespace.
+    pub fn tree_node(names: &str) -> Result<Self, PathError> {
+        let names: Vec<String> = names
+            .trim_matches('/')
+            .split('/')
+            .map(String::from)
+            .collect();
+        let kind = crate::kinds::TREE_KINDS
+            .get(names.len().wrapping_sub(1))
+            .ok_or_else(|| PathError {
+                path: names.join("/"),
+                reason: "a node is named by org/folder/project/cluster/namespace names, top first"
+                    .into(),
+            })?;
+        Self::from_names(kind, &names)
+    }
+
     /// Parses `orgs/acme/folders/eng`.
     pub fn parse(path: &str) -> Result<Self, PathError> {
         let err = |reason: &str| PathError {
@@ -160,6 +178,20 @@ mod tests {
         assert!(ResourcePath::parse("orgs/acme/projects/web").is_err());
         assert!(ResourcePath::parse("orgs/acme/folders").is_err());
         assert!(ResourcePath::parse("orgs/acme/widgets/x").is_err());
+    }
+
+    #[test]
+    fn tree_nodes_are_named_from_the_org_down() {
+        let node = ResourcePath::tree_node("acme/eng/web/prod-1/payments").unwrap();
+        assert_eq!(
+            node.to_string(),
+            "orgs/acme/folders/eng/projects/web/clusters/prod-1/namespaces/payments"
+        );
+        assert_eq!(
+            ResourcePath::tree_node("/acme/").unwrap(),
+            ResourcePath::org("acme")
+        );
+        assert!(ResourcePath::tree_node("a/b/c/d/e/f").is_err());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use anyhow::{Context as _, bail};
 use dialtone_client::Client;
 use dialtone_types::ResourcePath;
-use dialtone_types::kinds::TREE_KINDS;
 use dialtone_types::policy::{AccessPolicy, Explanation, PolicyBinding, WhatIf, WhatIfRequest};
 
 use crate::cli::{BindingArgs, Output, PolicyCommand};
@@ -12,19 +11,7 @@ use crate::tree::api_path;
 
 /// The tree node a path of names (`acme/eng/web`) stands for.
 fn node(path: &str) -> anyhow::Result<ResourcePath> {
-    let names: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(String::from)
-        .collect();
-    let kind = TREE_KINDS
-        .get(names.len().wrapping_sub(1))
-        .with_context(|| {
-            format!(
-                "`{path}` is not a node: use org/folder/project/cluster/namespace names, top first"
-            )
-        })?;
-    Ok(ResourcePath::from_names(kind, &names)?)
+    Ok(ResourcePath::tree_node(path)?)
 }
 
 fn policy_url(path: &str) -> anyhow::Result<String> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Api, start_with};
+use common::{Api, error_fields, start_with};
 use serde_json::{Value, json};
 
 /// An identity of `org` without any binding, and an Api acting as it.
@@ -298,12 +298,7 @@ async fn lists_show_what_policies_grant_and_policy_edits_are_checked() {
         )
         .await;
     assert_eq!(status, 422, "{error}");
-    let fields: Vec<&str> = error["details"]["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&error);
     assert_eq!(
         fields,
         [

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Api, event, next_event, start, start_with};
+use common::{Api, error_fields, event, next_event, start, start_with};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -646,12 +646,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let (status, error) =
         post(br#"{"metadata":{"name":"ok","colour":"red"},"spec":{"size":3}}"#.to_vec()).await;
     assert_eq!(status, 422, "{error}");
-    let fields: Vec<&str> = error["details"]["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&error);
     assert_eq!(
         fields,
         ["metadata.colour", "spec.size"],
@@ -660,12 +655,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     let (status, error) = post(serde_json::to_vec(&json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "-bad"}}, "spec": {"displayName": "x".repeat(300)}})).unwrap()).await;
     assert_eq!(status, 422, "{error}");
-    let fields: Vec<&str> = error["details"]["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&error);
     assert_eq!(
         fields,
         ["metadata.name", "metadata.labels.ok", "spec.displayName"],

@@ -170,6 +170,16 @@ impl Api {
     }
 }
 
+/// The fields a 422's causes name, in order.
+pub fn error_fields(error: &Value) -> Vec<&str> {
+    error["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect()
+}
+
 /// The next watch event, failing the test after five seconds.
 pub async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
     tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
