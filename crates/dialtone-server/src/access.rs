@@ -614,7 +614,9 @@ const RBAC_WRITERS: &[&str] = &[
 /// caller could not read in the object itself, so it needs no token.
 pub async fn rbac_guard(body: Bytes) -> HttpResult<Response> {
     let review: Value = serde_json::from_slice(&body)
-        .map_err(|e| bad_request(format!("not an AdmissionReview: {e}")))?;
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| bad_request("not an AdmissionReview: the body must be a JSON object"))?;
     let request = &review["request"];
     let uid = request["uid"]
         .as_str()

@@ -98,8 +98,7 @@ pub async fn create_credentials(
     let request: CredentialsRequest = if body.is_empty() {
         CredentialsRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(Reason::BadRequest, format!("malformed request: {e}")))?
+        dialtone_types::validation::decode_strict(&body).map_err(ApiError::invalid)?
     };
     let cluster: Object<Cluster, ClusterStatus> = app.registry.get(&path).await?;
     let endpoint = app

@@ -33,9 +33,7 @@ fn sim<'a>(app: &'a App, principal: &Principal, verb: Verb) -> HttpResult<&'a Si
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> HttpResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(Reason::BadRequest, format!("the body is not valid: {e}")).into()
-    })
+    dialtone_types::validation::decode_strict(body).map_err(|e| ApiError::invalid(e).into())
 }
 
 fn cloud_error(e: CloudError) -> ApiError {

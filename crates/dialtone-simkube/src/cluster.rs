@@ -12,10 +12,13 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::autoscaling::v1::Scale;
+use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::decode::{FieldValidation, Typed, Undecodable};
 use crate::rbac::{self, Decision, RbacSource, UserInfo};
 use crate::resources::{self, RESOURCES, ResourceType};
 use crate::selectors::Selector;
@@ -202,6 +205,7 @@ struct Query {
     resource_version: Option<u64>,
     timeout_seconds: Option<u64>,
     dry_run: bool,
+    field_validation: FieldValidation,
 }
 
 fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
@@ -224,6 +228,10 @@ fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
             }
             "timeoutSeconds" => query.timeout_seconds = v.parse().ok(),
             "dryRun" => query.dry_run = v == "All",
+            "fieldValidation" => {
+                query.field_validation =
+                    FieldValidation::parse(&v).map_err(KubeError::bad_request)?
+            }
             _ => {}
         }
     }
@@ -441,7 +449,12 @@ impl ClusterApi {
             "list" => self.list(&info, &query, table),
             "watch" => self.watch(&info, &query, table),
             "create" if info.subresource == "eviction" => {
-                let eviction = parse_body(&body)?;
+                let (eviction, _) = decode_as::<Eviction>(
+                    "Eviction",
+                    "v1",
+                    &parse_body(&body)?,
+                    query.field_validation,
+                )?;
                 let status =
                     crate::disruption::evict(self, &info.namespace, &info.name, &eviction)?;
                 self.wake.notify_one();
@@ -660,11 +673,11 @@ impl ClusterApi {
     ) -> KubeResult<Response> {
         let r = info.resource;
         check_kind(r, &object)?;
+        let (mut object, warnings) = decode_request(r, &object, query.field_validation)?;
         if r.is_review() {
             let review = self.review(user, r, object)?;
             return Ok(json_response(StatusCode::CREATED, &review));
         }
-        let mut object = object;
         if !info.namespace.is_empty() {
             match object["metadata"]["namespace"].as_str() {
                 Some(ns) if !ns.is_empty() && ns != info.namespace => {
@@ -704,14 +717,20 @@ impl ClusterApi {
         )
         .await?;
         if query.dry_run {
-            return Ok(json_response(StatusCode::CREATED, &object));
+            return Ok(with_warnings(
+                json_response(StatusCode::CREATED, &object),
+                &warnings,
+            ));
         }
         let created = self
             .objects
             .create(key(r.plural, &info.namespace, &name), object)
             .map_err(|_| KubeError::already_exists(r.group, r.plural, &name))?;
         self.wake.notify_one();
-        Ok(json_response(StatusCode::CREATED, &created))
+        Ok(with_warnings(
+            json_response(StatusCode::CREATED, &created),
+            &warnings,
+        ))
     }
 
     /// Defaults, validation and the checks that depend on other objects.
@@ -732,12 +751,8 @@ impl ClusterApi {
         if !causes.is_empty() {
             return Err(KubeError::invalid(r.group, r.kind, name, causes));
         }
-        (r.decode)(&object).map_err(|e| {
-            KubeError::bad_request(format!(
-                "{} in version \"{}\" cannot be handled as a {}: {e}",
-                r.kind, r.version, r.kind
-            ))
-        })?;
+        // Defaults must leave a well-formed object; this checks they did.
+        decode_request(r, &object, FieldValidation::Ignore)?;
         self.prevent_escalation(user, r, namespace, &object)?;
         Ok(object)
     }
@@ -832,6 +847,7 @@ impl ClusterApi {
     ) -> KubeResult<Response> {
         let current = self.current(info)?;
         if info.subresource == "scale" {
+            let (object, _) = decode_as::<Scale>("Scale", "v1", &object, query.field_validation)?;
             let replicas = object["spec"]["replicas"].clone();
             let mut next = (*current).clone();
             next["spec"]["replicas"] = replicas;
@@ -844,6 +860,7 @@ impl ClusterApi {
             return Ok(json_response(StatusCode::OK, &scale_of(&stored)));
         }
         check_kind(info.resource, &object)?;
+        let (object, warnings) = decode_request(info.resource, &object, query.field_validation)?;
         let name = object["metadata"]["name"].as_str().unwrap_or("");
         if name != info.name {
             return Err(KubeError::bad_request(format!(
@@ -868,7 +885,10 @@ impl ClusterApi {
         let stored = self
             .store_update(user, info, next, &current, query, webhook_client)
             .await?;
-        Ok(json_response(StatusCode::OK, &stored))
+        Ok(with_warnings(
+            json_response(StatusCode::OK, &stored),
+            &warnings,
+        ))
     }
 
     async fn store_update(
@@ -883,7 +903,12 @@ impl ClusterApi {
         let r = info.resource;
         // What the server owns stays the server's.
         for field in ["uid", "creationTimestamp", "generation"] {
-            next["metadata"][field] = current["metadata"][field].clone();
+            match current["metadata"].get(field) {
+                Some(value) => next["metadata"][field] = value.clone(),
+                None => {
+                    next["metadata"].as_object_mut().map(|m| m.remove(field));
+                }
+            }
         }
         next["metadata"]["namespace"] = current["metadata"]["namespace"].clone();
         if next["metadata"]["namespace"].is_null() {
@@ -962,6 +987,9 @@ impl ClusterApi {
         if info.subresource == "scale" {
             return self.update(user, info, target, query, webhook_client).await;
         }
+        // The patched object is decoded as a body would be: a patch can change its shape.
+        let (mut target, warnings) =
+            decode_request(info.resource, &target, query.field_validation)?;
         if info.subresource == "status" {
             let mut next = (*current).clone();
             next["status"] = target["status"].clone();
@@ -972,7 +1000,10 @@ impl ClusterApi {
         let stored = self
             .store_update(user, info, target, &current, query, webhook_client)
             .await?;
-        Ok(json_response(StatusCode::OK, &stored))
+        Ok(with_warnings(
+            json_response(StatusCode::OK, &stored),
+            &warnings,
+        ))
     }
 
     async fn delete(
@@ -1107,6 +1138,76 @@ fn parse_body(body: &[u8]) -> KubeResult<Value> {
     serde_json::from_slice(body).map_err(|e| {
         KubeError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
     })
+}
+
+/// Decodes a request's object into its kind's type before anything else touches it
+/// (`decode`): the typed form, and the warnings for the response.
+fn decode_request(
+    r: &ResourceType,
+    object: &Value,
+    validation: FieldValidation,
+) -> KubeResult<(Value, Vec<String>)> {
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    let typed = (r.decode)(object).map_err(|e| undecodable(r.kind, r.version, r.group, name, e))?;
+    unknown_fields(typed, validation)
+}
+
+fn decode_as<T: serde::de::DeserializeOwned + serde::Serialize>(
+    kind: &str,
+    version: &str,
+    object: &Value,
+    validation: FieldValidation,
+) -> KubeResult<(Value, Vec<String>)> {
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    let typed =
+        crate::decode::typed::<T>(object).map_err(|e| undecodable(kind, version, "", name, e))?;
+    unknown_fields(typed, validation)
+}
+
+fn undecodable(kind: &str, version: &str, group: &str, name: &str, e: Undecodable) -> KubeError {
+    match e {
+        Undecodable::Missing { field } => {
+            KubeError::invalid(group, kind, name, vec![(field, "Required value".into())])
+        }
+        Undecodable::Invalid { field, message } => {
+            let at = if field.is_empty() {
+                String::new()
+            } else {
+                format!("{field}: ")
+            };
+            KubeError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {at}{message}"
+            ))
+        }
+    }
+}
+
+/// Upstream's answer to unknown fields: refused under `Strict`, a warning under `Warn`.
+fn unknown_fields(typed: Typed, validation: FieldValidation) -> KubeResult<(Value, Vec<String>)> {
+    let named: Vec<String> = typed
+        .unknown
+        .iter()
+        .map(|field| format!("unknown field \"{field}\""))
+        .collect();
+    match validation {
+        FieldValidation::Strict if !named.is_empty() => Err(KubeError::bad_request(format!(
+            "strict decoding error: {}",
+            named.join(", ")
+        ))),
+        FieldValidation::Warn => Ok((typed.object, named)),
+        _ => Ok((typed.object, Vec::new())),
+    }
+}
+
+/// `Warning: 299 - "…"` headers, which kubectl prints as `Warning: …`.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let text = format!("299 - {}", serde_json::Value::String(warning.clone()));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
 }
 
 fn check_kind(r: &ResourceType, object: &Value) -> KubeResult<()> {
@@ -1289,7 +1390,13 @@ fn validate_kind(
     match r.plural {
         "deployments" => {
             let spec = &object["spec"];
-            if spec["selector"].is_null() {
+            // Decoded as Go decodes, an absent selector is an empty one.
+            if spec["selector"].as_object().is_none_or(|s| {
+                s.values().all(|v| {
+                    v.as_object().is_some_and(|m| m.is_empty())
+                        || v.as_array().is_some_and(|a| a.is_empty())
+                })
+            }) {
                 causes.push(("spec.selector".into(), "Required value".into()));
             } else if !crate::selectors::label_selector_matches(
                 &spec["selector"],

@@ -10,6 +10,7 @@
 //! server checks through [`Authenticator`], as a webhook token authenticator would.
 
 pub mod cluster;
+mod decode;
 pub mod defaults;
 mod disruption;
 mod openapi;

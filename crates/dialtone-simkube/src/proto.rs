@@ -151,6 +151,8 @@ const SELF_REVIEW: &[(u32, &str, Field)] = &[
             (2, "nonResourceAttributes", Msg(NON_RESOURCE_ATTRIBUTES)),
         ]),
     ),
+    // The answer, which the server writes.
+    (3, "status", Skip),
 ];
 const REVIEW: &[(u32, &str, Field)] = &[
     (1, "metadata", Msg(OBJECT_META)),
@@ -165,6 +167,7 @@ const REVIEW: &[(u32, &str, Field)] = &[
             (6, "uid", Str),
         ]),
     ),
+    (3, "status", Skip),
 ];
 const POLICY_RULE: &[(u32, &str, Field)] = &[
     (1, "verbs", Strs),
@@ -295,11 +298,21 @@ fn text(bytes: &[u8]) -> Result<String, String> {
     String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
 }
 
-fn message(bytes: &[u8], schema: &[(u32, &str, Field)]) -> Result<Value, String> {
+/// Decodes one message; `at` names it in errors (`spec.template.spec.containers[]`).
+fn message(bytes: &[u8], schema: &[(u32, &str, Field)], at: &str) -> Result<Value, String> {
     let mut object = Map::new();
     for (number, wire) in (Reader { bytes, at: 0 }).fields()? {
         let Some((_, name, field)) = schema.iter().find(|(n, _, _)| *n == number) else {
-            continue;
+            // Go's encoder writes every non-pointer field, set or not: a zero or an empty
+            // message says nothing. Anything else would be lost, so it is refused, as
+            // strict decoding refuses an unknown JSON field.
+            if carries_nothing(&wire) {
+                continue;
+            }
+            return Err(format!(
+                "field number {number} of {} is not known to this server's protobuf decoder; send the object as JSON",
+                if at.is_empty() { "the object" } else { at }
+            ));
         };
         let name = name.to_string();
         match (field, wire) {
@@ -315,19 +328,19 @@ fn message(bytes: &[u8], schema: &[(u32, &str, Field)]) -> Result<Value, String>
                 object.insert(name, json!(v != 0));
             }
             (Msg(inner), Wire::Bytes(b)) => {
-                object.insert(name, message(b, inner)?);
+                object.insert(name.clone(), message(b, inner, &join(at, &name))?);
             }
             (Strs, Wire::Bytes(b)) => {
                 let list = object.entry(name).or_insert_with(|| json!([]));
                 list.as_array_mut().expect("a list").push(json!(text(b)?));
             }
             (Msgs(inner), Wire::Bytes(b)) => {
-                let item = message(b, inner)?;
+                let item = message(b, inner, &format!("{}[]", join(at, &name)))?;
                 let list = object.entry(name).or_insert_with(|| json!([]));
                 list.as_array_mut().expect("a list").push(item);
             }
             (StrMap, Wire::Bytes(b)) => {
-                let entry = message(b, &[(1, "key", Str), (2, "value", Str)])?;
+                let entry = message(b, &[(1, "key", Str), (2, "value", Str)], &join(at, &name))?;
                 let map = object.entry(name).or_insert_with(|| json!({}));
                 map[entry["key"].as_str().unwrap_or("")] =
                     json!(entry["value"].as_str().unwrap_or(""));
@@ -350,6 +363,7 @@ fn message(bytes: &[u8], schema: &[(u32, &str, Field)]) -> Result<Value, String>
                 let entry = message(
                     b,
                     &[(1, "key", Str), (2, "value", Msg(&[(1, "string", Str)]))],
+                    &join(at, &name),
                 )?;
                 let map = object.entry(name).or_insert_with(|| json!({}));
                 map[entry["key"].as_str().unwrap_or("")] = entry["value"]["string"].clone();
@@ -358,6 +372,7 @@ fn message(bytes: &[u8], schema: &[(u32, &str, Field)]) -> Result<Value, String>
                 let v = message(
                     b,
                     &[(1, "type", Int), (2, "intVal", Int), (3, "strVal", Str)],
+                    &join(at, &name),
                 )?;
                 let value = if v["type"] == 1 {
                     v["strVal"].clone()
@@ -366,10 +381,34 @@ fn message(bytes: &[u8], schema: &[(u32, &str, Field)]) -> Result<Value, String>
                 };
                 object.insert(name, value);
             }
-            _ => {}
+            (Skip, _) => {}
+            (_, wire) if carries_nothing(&wire) => {}
+            _ => return Err(format!("field {name} has the wrong wire type")),
         }
     }
     Ok(Value::Object(object))
+}
+
+fn join(at: &str, name: &str) -> String {
+    if at.is_empty() {
+        name.to_string()
+    } else {
+        format!("{at}.{name}")
+    }
+}
+
+/// A zero, an empty string, or a message of nothing but those: what Go writes for a field
+/// left unset.
+fn carries_nothing(wire: &Wire) -> bool {
+    match wire {
+        Wire::Varint(v) => *v == 0,
+        Wire::Bytes(bytes) => {
+            bytes.is_empty()
+                || (Reader { bytes, at: 0 })
+                    .fields()
+                    .is_ok_and(|fields| fields.iter().all(|(_, w)| carries_nothing(w)))
+        }
+    }
 }
 
 /// The object in a protobuf request body, as JSON.
@@ -387,7 +426,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     {
         match (number, wire) {
             (1, Wire::Bytes(b)) => {
-                type_meta = message(b, &[(1, "apiVersion", Str), (2, "kind", Str)])?
+                type_meta = message(b, &[(1, "apiVersion", Str), (2, "kind", Str)], "typeMeta")?
             }
             (2, Wire::Bytes(b)) => raw = b,
             _ => {}
@@ -396,8 +435,57 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let kind = type_meta["kind"].as_str().unwrap_or("").to_string();
     let schema = schema_of(&kind)
         .ok_or_else(|| format!("no protobuf decoding for kind `{kind}`; send JSON"))?;
-    let mut object = message(raw, schema)?;
+    let mut object = message(raw, schema, "")?;
     object["apiVersion"] = type_meta["apiVersion"].clone();
     object["kind"] = json!(kind);
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_field(number: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![((number << 3) | 2) as u8, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    fn varint_field(number: u32, value: u8) -> Vec<u8> {
+        vec![(number << 3) as u8, value]
+    }
+
+    fn envelope(kind: &str, object: &[u8]) -> Vec<u8> {
+        let type_meta = [bytes_field(1, b"apps/v1"), bytes_field(2, kind.as_bytes())].concat();
+        let unknown = [bytes_field(1, &type_meta), bytes_field(2, object)].concat();
+        [b"k8s\0".to_vec(), unknown].concat()
+    }
+
+    #[test]
+    fn unset_fields_are_skipped_and_set_unknown_ones_refused() {
+        let metadata = bytes_field(1, &bytes_field(1, b"web"));
+        // Field 15 of a Deployment is not in the schema: unset (Go writes zeros and empty
+        // messages for non-pointer fields) it says nothing; set, it would be lost.
+        let unset = [
+            metadata.clone(),
+            varint_field(15, 0),
+            bytes_field(15, &varint_field(1, 0)),
+        ]
+        .concat();
+        let decoded = decode(&envelope("Deployment", &unset)).unwrap();
+        assert_eq!(decoded["metadata"]["name"], "web");
+        let set = [metadata.clone(), varint_field(15, 7)].concat();
+        let error = decode(&envelope("Deployment", &set)).unwrap_err();
+        assert!(error.contains("field number 15 of the object"), "{error}");
+        let nested = [
+            metadata,
+            bytes_field(2, &bytes_field(3, &bytes_field(2, &varint_field(14, 1)))),
+        ]
+        .concat();
+        let error = decode(&envelope("Deployment", &nested)).unwrap_err();
+        assert!(
+            error.contains("field number 14 of spec.template.spec"),
+            "{error}"
+        );
+    }
 }

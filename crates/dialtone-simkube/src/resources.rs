@@ -1,7 +1,7 @@
 //! The part of the Kubernetes API that sim clusters serve: every resource with its group,
 //! version, kind, scope and verbs, for discovery, routing and validation. Objects are checked
 //! by decoding them into the upstream types of `k8s-openapi`, so a field of the wrong type or
-//! a malformed quantity is refused as upstream refuses it.
+//! a malformed quantity is refused as upstream refuses it (see `decode`).
 
 use serde_json::Value;
 
@@ -16,8 +16,8 @@ pub struct ResourceType {
     pub verbs: &'static [&'static str],
     pub short_names: &'static [&'static str],
     pub subresources: &'static [&'static str],
-    /// Decodes the object into its upstream type.
-    pub decode: fn(&Value) -> Result<(), String>,
+    /// Decodes the object into its upstream type and writes it back.
+    pub decode: fn(&Value) -> Result<Typed, Undecodable>,
 }
 
 impl ResourceType {
@@ -35,11 +35,7 @@ impl ResourceType {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<(), String> {
-    serde_json::from_value::<T>(value.clone())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
+use crate::decode::{Typed, Undecodable, typed as decode};
 
 /// Every verb of a stored resource.
 pub const CRUD: &[&str] = &[

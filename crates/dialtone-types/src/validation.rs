@@ -200,7 +200,19 @@ pub fn validate_meta(meta: &ObjectMeta, errors: &mut FieldErrors) {
 }
 
 /// Decodes JSON, rejecting unknown fields and naming every one of them, not just the first.
+/// The body must be a JSON object: serde would otherwise read an array as a struct's fields
+/// in order.
 pub fn decode_strict<T: DeserializeOwned>(json: &[u8]) -> Result<T, FieldErrors> {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let mut errors = FieldErrors::default();
+        errors.push(
+            "body",
+            FieldReason::FieldValueInvalid,
+            "the body must be a JSON object",
+        );
+        return Err(errors);
+    }
     let mut unknown = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let decoded: Result<T, _> =

@@ -491,6 +491,88 @@ async fn kubectl_applies_watches_and_meets_webhooks() {
     );
     let (found, error) = kubectl(&kubeconfig, &["get", "--raw", "/apis/apps/v2/deployments"]);
     assert!(!found && error.contains("NotFound"), "{error}");
+
+    // A typo in a manifest: kubectl asks for strict field validation, and the server refuses
+    // the field by name; under `--validate=warn` it is dropped with a warning, as upstream.
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo\n  namespace: shop\nspec:\n  replicaz: 2\n  selector:\n    matchLabels: {app: typo}\n  template:\n    metadata:\n      labels: {app: typo}\n    spec:\n      containers:\n      - name: typo\n        image: nginx\n        imagee: nginx\n",
+    )
+    .unwrap();
+    let (applied, error) = kubectl(&kubeconfig, &["apply", "-f", typo.to_str().unwrap()]);
+    assert!(
+        !applied
+            && error.contains(r#"unknown field "spec.replicaz""#)
+            && error.contains(r#"unknown field "spec.template.spec.containers[0].imagee""#),
+        "{error}"
+    );
+    let (found, _) = kubectl(&kubeconfig, &["get", "deployment", "typo", "-n", "shop"]);
+    assert!(!found, "nothing of a refused manifest is stored");
+    let warned = ok(
+        &kubeconfig,
+        &["apply", "--validate=warn", "-f", typo.to_str().unwrap()],
+    );
+    assert!(
+        warned.contains(r#"Warning: unknown field "spec.replicaz""#),
+        "{warned}"
+    );
+    let stored: Value = serde_json::from_str(&ok(
+        &kubeconfig,
+        &["get", "deployment", "typo", "-n", "shop", "-o", "json"],
+    ))
+    .unwrap();
+    let spec = stored["spec"].to_string();
+    assert!(
+        !spec.contains("replicaz") && !spec.contains("imagee"),
+        "{spec}"
+    );
+    // kubectl patch asks for no field validation: the server's default warns, as upstream's.
+    let patched = ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "deployment",
+            "typo",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicaz":3}}"#,
+        ],
+    );
+    assert!(
+        patched.contains("(no change)")
+            && patched.contains(r#"Warning: unknown field "spec.replicaz""#),
+        "{patched}"
+    );
+    ok(&kubeconfig, &["delete", "deployment", "typo", "-n", "shop"]);
+
+    // Valid JSON of the wrong shape is a 400 naming what is wrong, never a dropped
+    // connection; the connection and the server carry on.
+    for (body, expected) in [
+        ("[]", "expected an object, got an array"),
+        (r#"{"metadata":"x"}"#, "metadata"),
+        (r#"{"data":{"k":5}}"#, "data"),
+        ("5", "expected an object"),
+    ] {
+        let file = dir.path().join("body.json");
+        std::fs::write(&file, body).unwrap();
+        let (created, error) = kubectl(
+            &kubeconfig,
+            &[
+                "create",
+                "--raw",
+                "/api/v1/namespaces/shop/configmaps",
+                "-f",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            !created && error.contains("BadRequest") && error.contains(expected),
+            "{body}: {error}"
+        );
+    }
     let deployment: Value = serde_json::from_str(&ok(
         &kubeconfig,
         &["get", "deployment", "api", "-n", "shop", "-o", "json"],
