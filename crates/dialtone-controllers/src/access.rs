@@ -20,6 +20,8 @@ use dialtone_types::{KindInfo, ResourcePath};
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
+use crate::backoff::Backoff;
+
 /// The level of the tree a kind's nodes sit at; `None` for kinds that are not tree nodes.
 pub fn level_of(kind: &'static KindInfo) -> Option<Level> {
     [
@@ -169,8 +171,12 @@ impl AccessIndex {
                 }
                 Err(e) => tracing::warn!(error = %e, "access index cannot watch the store"),
             }
-            // The watch ended (compaction, store restart): load everything again.
-            loop {
+            // The watch ended (compaction, a store member gone): load everything again.
+            let backoff = Backoff {
+                base: Duration::from_millis(50),
+                cap: Duration::from_secs(5),
+            };
+            for failures in 1.. {
                 match self.reload(&registry).await {
                     Ok(loaded) => {
                         revision = loaded;
@@ -178,7 +184,7 @@ impl AccessIndex {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "access index cannot load the store");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::sleep(backoff.delay(failures)).await;
                     }
                 }
             }

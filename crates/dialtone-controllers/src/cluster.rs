@@ -22,15 +22,17 @@ use dialtone_cloud::{
     ResourceSpec, ResourceState, Tags,
 };
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
-use dialtone_store::registry::{ListOptions, Registry, RegistryError, from_raw};
+use dialtone_store::registry::{ChangeKind, ListOptions, Registry, RegistryError, from_raw};
 use dialtone_types::cluster::{
-    ClusterEvent, ClusterNode, ClusterPlan, ClusterStatus, NodeCount, NodeRole, parse_address_pool,
+    ClusterEvent, ClusterNode, ClusterPlan, ClusterStatus, LaunchBackoff, NodeCount, NodeRole,
+    parse_address_pool,
 };
 use dialtone_types::kinds::{CLUSTER, PROJECT};
 use dialtone_types::{Cluster, ClusterType, Condition, ConditionStatus, Object, Org, ResourcePath};
 use futures::StreamExt;
 use jiff::Timestamp;
 
+use crate::backoff::Backoff;
 use crate::sizing::{self, SizingOptions, worker_index};
 
 /// Holds a cluster until its cloud resources are gone.
@@ -49,6 +51,9 @@ pub struct LifecycleOptions {
     /// How often a settled cluster is checked against the cloud, to repair what broke.
     pub health_check: Duration,
     pub sizing: SizingOptions,
+    /// Between launches of a node that keeps failing, and between passes that the cloud
+    /// or the cluster's API refuses.
+    pub retry: Backoff,
 }
 
 impl LifecycleOptions {
@@ -59,6 +64,11 @@ impl LifecycleOptions {
         LifecycleOptions {
             poll: scaled(2_000.0, 20),
             health_check: scaled(10_000.0, 1_000),
+            // A real cloud's launch failures are retried from 10 s up to 5 min apart.
+            retry: Backoff {
+                base: scaled(10_000.0, 50),
+                cap: scaled(300_000.0, 1_000),
+            },
             sizing: SizingOptions {
                 // Karpenter's consolidateAfter is commonly set to minutes; five keeps a
                 // node that just came up for a burst from going at once.
@@ -79,6 +89,9 @@ pub struct Lifecycle {
     clock: fn() -> Timestamp,
     /// Dialtone's clients into clusters; without them the lifecycle stops at the cloud.
     kube: Option<Arc<dialtone_kube::Clients>>,
+    /// Passes in a row that the cloud or the cluster's API refused, by cluster uid: the
+    /// next pass backs off by them.
+    refused: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// When to look at the cluster again.
@@ -113,6 +126,7 @@ struct Slot {
     zone: String,
     instance_type: String,
     attempt: u32,
+    launch_backoff: Option<LaunchBackoff>,
 }
 
 fn part_of(resource: &CloudResource) -> &str {
@@ -164,13 +178,20 @@ pub fn network_key(path: &ResourcePath, uid: &str, plan: &ClusterPlan) -> String
     }
 }
 
-/// The node slots a plan asks for, carrying over each slot's attempt from `previous`.
+/// The node slots a plan asks for, carrying over each slot's attempt and launch backoff
+/// from `previous`.
 fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32) -> Vec<Slot> {
     let attempt = |name: &str| {
         previous
             .iter()
             .find(|n| n.name == name)
             .map_or(0, |n| n.attempt)
+    };
+    let launch_backoff = |name: &str| {
+        previous
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.launch_backoff.clone())
     };
     let mut slots: Vec<Slot> = plan
         .control_plane
@@ -181,6 +202,7 @@ fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32)
             let name = format!("cp-{i}");
             Slot {
                 attempt: attempt(&name),
+                launch_backoff: launch_backoff(&name),
                 name,
                 role: NodeRole::ControlPlane,
                 zone: node.zone.clone(),
@@ -201,6 +223,7 @@ fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32)
                 zone: node.zone.clone(),
                 instance_type: node.instance_type.clone(),
                 attempt: 0,
+                launch_backoff: None,
             })
             .collect()
     } else {
@@ -213,6 +236,7 @@ fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32)
                 zone: n.zone.clone(),
                 instance_type: n.instance_type.clone(),
                 attempt: n.attempt,
+                launch_backoff: n.launch_backoff.clone(),
             })
             .collect()
     };
@@ -240,6 +264,7 @@ fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32)
             zone,
             instance_type: default_type.clone(),
             attempt: 0,
+            launch_backoff: None,
         });
         next += 1;
     }
@@ -321,6 +346,7 @@ impl Lifecycle {
             options,
             clock,
             kube: None,
+            refused: Default::default(),
         }
     }
 
@@ -468,6 +494,12 @@ impl Lifecycle {
                 ),
             );
         }
+        if status.observed_generation != cluster.metadata.generation {
+            // A changed spec is a new try: nodes whose launches kept failing go at once.
+            for node in &mut status.nodes {
+                node.launch_backoff = None;
+            }
+        }
         status.plan = Some(plan.clone());
         status.observed_generation = cluster.metadata.generation;
 
@@ -483,6 +515,7 @@ impl Lifecycle {
                 &Filter::tagged(TAG_CLUSTER, &cluster.metadata.uid),
             )
             .await;
+        let mut refused = true;
         let next = match observed {
             Ok(resources) => {
                 let blocked = match blocked {
@@ -492,8 +525,23 @@ impl Lifecycle {
                         .err(),
                     blocked => blocked,
                 };
+                refused = matches!(
+                    blocked,
+                    Some(Blocked::Cloud(_) | Blocked::Waiting("WaitingForAPI", _))
+                );
                 let slots = desired_slots(&plan, &status.nodes, next_worker(&status));
-                let next = self.observe(&mut status, &slots, &resources, blocked.as_ref(), now);
+                let max_launch_attempts = plan
+                    .value("repair.maxLaunchAttempts")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(3);
+                let next = self.observe(
+                    &mut status,
+                    &slots,
+                    &resources,
+                    blocked.as_ref(),
+                    max_launch_attempts,
+                    now,
+                );
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);
                 let sizing = if settled {
                     self.right_size(&cluster.metadata.uid, &plan, &mut status, now)
@@ -518,7 +566,24 @@ impl Lifecycle {
             }
         };
         self.write_status(path, &cluster, status).await?;
-        Ok(next)
+        Ok(self.back_off(&cluster.metadata.uid, refused, next))
+    }
+
+    /// Stretches the wait after passes that the cloud or the cluster's API refused, more
+    /// with each one in a row, so that a throttled cloud or a dead endpoint is not hammered.
+    fn back_off(&self, uid: &str, refused: bool, next: Next) -> Next {
+        let mut counts = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if !refused {
+            counts.remove(uid);
+            return next;
+        }
+        let count = counts.entry(uid.to_string()).or_default();
+        *count += 1;
+        let delay = self.options.retry.delay(*count);
+        match next {
+            Next::After(wait) => Next::After(wait.max(delay)),
+            Next::Done => Next::Done,
+        }
     }
 
     async fn write_status(
@@ -785,7 +850,7 @@ impl Lifecycle {
                         slot.name, instance.id, plan.kubernetes_version
                     ),
                 );
-                bump_attempt(status, slot);
+                bump_attempt(status, slot, None);
                 return Err(Blocked::Waiting(
                     "Upgrading",
                     format!("upgrading {}", slot.name),
@@ -799,17 +864,47 @@ impl Lifecycle {
                         ResourceState::Terminated { reason } => reason.clone(),
                         _ => "it is being deleted".to_string(),
                     };
-                    record_event(
-                        status,
-                        (self.clock)(),
-                        true,
-                        "ReplacingNode",
-                        format!(
-                            "{} ({}) is gone: {reason}; launching a replacement",
-                            slot.name, instance.id
-                        ),
-                    );
-                    bump_attempt(status, slot);
+                    let now = (self.clock)();
+                    // The last pass saw this attempt running, or it never came up: a node
+                    // that died is replaced at once, a launch that failed backs off.
+                    let ran = status
+                        .nodes
+                        .iter()
+                        .any(|n| n.name == slot.name && n.state == "running");
+                    let backoff = if ran {
+                        record_event(
+                            status,
+                            now,
+                            true,
+                            "ReplacingNode",
+                            format!(
+                                "{} ({}) is gone: {reason}; launching a replacement",
+                                slot.name, instance.id
+                            ),
+                        );
+                        None
+                    } else {
+                        let failures = slot.launch_backoff.as_ref().map_or(0, |b| b.failures) + 1;
+                        let delay = self.options.retry.delay(failures);
+                        record_event(
+                            status,
+                            now,
+                            true,
+                            "LaunchFailed",
+                            format!(
+                                "{} ({}) failed to launch: {reason}; {failures} failed in a row, next launch in {}",
+                                slot.name,
+                                instance.id,
+                                seconds(delay)
+                            ),
+                        );
+                        Some(LaunchBackoff {
+                            failures,
+                            last_error: reason,
+                            retry_after: now.checked_add(delay).unwrap_or(now),
+                        })
+                    };
+                    bump_attempt(status, slot, backoff);
                     return Err(Blocked::Waiting(
                         "ReplacingNode",
                         format!("replacing {}", slot.name),
@@ -820,6 +915,25 @@ impl Lifecycle {
                         waiting = Some((
                             "LaunchingNodes",
                             format!("waiting for {} ({}) to boot", slot.name, instance.id),
+                        ));
+                    }
+                }
+                None if slot
+                    .launch_backoff
+                    .as_ref()
+                    .is_some_and(|b| b.retry_after > (self.clock)()) =>
+                {
+                    let backoff = slot.launch_backoff.as_ref().expect("checked");
+                    if waiting.is_none() {
+                        waiting = Some((
+                            "BackingOff",
+                            format!(
+                                "{} failed to launch {} times in a row ({}); next launch at {}",
+                                slot.name,
+                                backoff.failures,
+                                backoff.last_error,
+                                backoff.retry_after.strftime("%H:%M:%S")
+                            ),
                         ));
                     }
                 }
@@ -895,6 +1009,7 @@ impl Lifecycle {
         slots: &[Slot],
         resources: &[CloudResource],
         blocked: Option<&Blocked>,
+        max_launch_attempts: u32,
         now: Timestamp,
     ) -> Next {
         let instance_of = |slot: &Slot| {
@@ -908,6 +1023,7 @@ impl Lifecycle {
             .iter()
             .map(|slot| {
                 let instance = instance_of(slot);
+                let running = instance.is_some_and(|i| i.state == ResourceState::Available);
                 ClusterNode {
                     name: slot.name.clone(),
                     role: slot.role,
@@ -925,6 +1041,12 @@ impl Lifecycle {
                         .and_then(|i| i.spec.node_version())
                         .unwrap_or_default()
                         .to_string(),
+                    // A node that came up ends its launches' backoff.
+                    launch_backoff: if running {
+                        None
+                    } else {
+                        slot.launch_backoff.clone()
+                    },
                 }
             })
             .collect();
@@ -1008,8 +1130,45 @@ impl Lifecycle {
             condition(status, "Ready").is_some_and(|c| c.status == ConditionStatus::True);
         let was_degraded =
             condition(status, "Degraded").is_some_and(|c| c.status == ConditionStatus::True);
+        // A node whose launches failed the type's number of times in a row, on a cluster
+        // that cannot serve without it, has failed: say so, and what to do.
+        let exhausted = status.nodes.iter().find_map(|n| {
+            n.launch_backoff
+                .as_ref()
+                .filter(|b| b.failures >= max_launch_attempts)
+                .map(|b| (n.name.clone(), b.clone()))
+        });
         use ConditionStatus::{False, True};
-        if everything {
+        if let Some((node, backoff)) = exhausted.filter(|_| !provisioned_before || !serving) {
+            let message = format!(
+                "{node} failed to launch {} times in a row (last: {}). Dialtone keeps retrying, every {} at most; if the cloud is out of capacity or failing there, wait, or change the cluster (for example `dialtone cluster update … --exclude-family`). `dialtone cluster describe` lists the attempts.",
+                backoff.failures,
+                backoff.last_error,
+                seconds(self.options.retry.cap)
+            );
+            if condition(status, "Ready").is_none_or(|c| c.reason != "LaunchFailed") {
+                record_event(status, now, true, "Failed", message.clone());
+            }
+            if !provisioned_before {
+                set_condition(
+                    &mut status.conditions,
+                    "Provisioning",
+                    True,
+                    "LaunchFailed",
+                    message.clone(),
+                    now,
+                );
+            }
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                False,
+                "LaunchFailed",
+                message,
+                now,
+            );
+            status.phase = "Failed".into();
+        } else if everything {
             set_condition(
                 &mut status.conditions,
                 "Provisioning",
@@ -1318,9 +1477,13 @@ impl Lifecycle {
     }
 }
 
-fn bump_attempt(status: &mut ClusterStatus, slot: &Slot) {
+/// Moves the slot to its next attempt, with the backoff its launches are under.
+fn bump_attempt(status: &mut ClusterStatus, slot: &Slot, launch_backoff: Option<LaunchBackoff>) {
     match status.nodes.iter_mut().find(|n| n.name == slot.name) {
-        Some(node) => node.attempt = slot.attempt + 1,
+        Some(node) => {
+            node.attempt = slot.attempt + 1;
+            node.launch_backoff = launch_backoff;
+        }
         None => status.nodes.push(ClusterNode {
             name: slot.name.clone(),
             role: slot.role,
@@ -1330,13 +1493,25 @@ fn bump_attempt(status: &mut ClusterStatus, slot: &Slot) {
             state: String::new(),
             attempt: slot.attempt + 1,
             kubernetes_version: String::new(),
+            launch_backoff,
         }),
     }
 }
 
+/// `12s`, `1.5s`: a wait as the events print it.
+fn seconds(delay: Duration) -> String {
+    let secs = delay.as_secs_f64();
+    if secs >= 10.0 {
+        format!("{secs:.0}s")
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
 /// Runs the lifecycle controller until the task is dropped: `workers` clusters at a time,
-/// woken by every change of a cluster, by the waits each pass asks for, and by a full
-/// resync every `resync`.
+/// woken by every change of a cluster but its status, by the waits each pass asks for, and
+/// by a full resync every `resync`. A status write (the controller's own, every pass) wakes
+/// nothing, so the waits a pass asks for, backoffs included, are the waits it gets.
 pub async fn run_cluster_controller(lifecycle: Arc<Lifecycle>, workers: usize, resync: Duration) {
     let queue = crate::queue::WorkQueue::default();
     for _ in 0..workers.max(1) {
@@ -1372,8 +1547,10 @@ pub async fn run_cluster_controller(lifecycle: Arc<Lifecycle>, workers: usize, r
                 continue;
             }
         };
+        let mut seen = std::collections::HashMap::new();
         for raw in &page.items {
             if let Ok(path) = cluster_path(&raw.metadata.parent, &raw.metadata.name) {
+                seen.insert(path.clone(), wakes(&raw.metadata));
                 queue.add(path);
             }
         }
@@ -1391,7 +1568,18 @@ pub async fn run_cluster_controller(lifecycle: Arc<Lifecycle>, workers: usize, r
             tokio::select! {
                 _ = &mut deadline => break,
                 change = changes.next() => match change {
-                    Some(Ok(change)) => queue.add(change.path),
+                    Some(Ok(change)) => {
+                        let now = wakes(&change.object.metadata);
+                        let changed = if change.kind == ChangeKind::Deleted {
+                            seen.remove(&change.path);
+                            true
+                        } else {
+                            seen.insert(change.path.clone(), now.clone()).as_ref() != Some(&now)
+                        };
+                        if changed {
+                            queue.add(change.path);
+                        }
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "cluster watch ended; listing again");
                         break;
@@ -1401,6 +1589,16 @@ pub async fn run_cluster_controller(lifecycle: Arc<Lifecycle>, workers: usize, r
             }
         }
     }
+}
+
+/// What of a cluster's metadata wakes the controller when it changes: its spec (by
+/// generation), a delete, its finalizers.
+fn wakes(meta: &dialtone_types::ObjectMeta) -> (i64, bool, Vec<String>) {
+    (
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        meta.finalizers.clone(),
+    )
 }
 
 fn cluster_path(parent: &str, name: &str) -> Result<ResourcePath, dialtone_types::path::PathError> {

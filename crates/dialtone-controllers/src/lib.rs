@@ -4,6 +4,7 @@
 //! provider trait; they never call the HTTP API.
 
 pub mod access;
+pub mod backoff;
 pub mod cluster;
 mod compactor;
 mod deletion;

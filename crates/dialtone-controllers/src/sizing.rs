@@ -109,6 +109,7 @@ fn new_slot(status: &mut ClusterStatus, instance_type: &str, zone: &str) -> Clus
         state: "absent".into(),
         attempt: 0,
         kubernetes_version: String::new(),
+        launch_backoff: None,
     };
     status.nodes.push(node.clone());
     node

@@ -388,7 +388,7 @@ pub static DECISIONS: &[Decision] = &[
         "security.deletionProtection",
         Fixed(Bool(false)),
         Fixed(Bool(true)),
-        "Deleting a production cluster takes an explicit confirmation.",
+        "A production cluster is deleted only once its protection is turned off.",
     ),
     // Operations.
     d(
@@ -432,6 +432,12 @@ pub static DECISIONS: &[Decision] = &[
         Fixed(Bool(true)),
         Fixed(Bool(true)),
         "Failed nodes are replaced without anyone paging.",
+    ),
+    d(
+        "repair.maxLaunchAttempts",
+        Fixed(Int(3)),
+        Fixed(Int(5)),
+        "After this many failed launches of a node in a row the cluster reports Failed and what to do; retries go on at the longest backoff.",
     ),
     d(
         "repair.unhealthyAfterSeconds",

@@ -183,6 +183,48 @@ fn pin_spec(spec: &mut Cluster, plan: &ClusterPlan) {
     spec.kubernetes_version = plan.kubernetes_version.clone();
     spec.min_nodes = Some(plan.workers.min_nodes);
     spec.max_nodes = Some(plan.workers.max_nodes);
+    spec.deletion_protection
+        .get_or_insert(plan.value(DELETION_PROTECTION) == Some("true"));
+}
+
+/// The decision whose value is each new cluster's default deletion protection.
+const DELETION_PROTECTION: &str = "security.deletionProtection";
+
+/// Refuses a delete that would remove a cluster whose deletion protection is on: the
+/// cluster itself, or with `cascade`, any cluster below the node.
+pub async fn check_deletion_protection(
+    app: &App,
+    path: &ResourcePath,
+    cascade: bool,
+) -> HttpResult<()> {
+    let is_cluster = path.kind().plural == CLUSTER.plural;
+    let clusters: Vec<Object<Cluster, ClusterStatus>> = if is_cluster {
+        vec![app.registry.get(path).await?]
+    } else if cascade && path.kind().depth() < CLUSTER.depth() {
+        app.registry.list_under::<Cluster>(path).await?
+    } else {
+        return Ok(());
+    };
+    let Some(protected) = clusters
+        .iter()
+        .find(|c| c.spec.deletion_protection == Some(true))
+    else {
+        return Ok(());
+    };
+    let name = &protected.metadata.name;
+    let cluster = ResourcePath::parse(&protected.metadata.parent)
+        .map(|p| p.child(&CLUSTER, name).to_string())
+        .unwrap_or_else(|_| name.clone());
+    let message = if is_cluster {
+        format!(
+            "cluster {cluster} has deletion protection on ({DELETION_PROTECTION}); turn it off first: `dialtone cluster update {cluster} --deletion-protection=false`"
+        )
+    } else {
+        format!(
+            "{path} holds cluster {cluster}, which has deletion protection on ({DELETION_PROTECTION}); turn it off first: `dialtone cluster update {cluster} --deletion-protection=false`"
+        )
+    };
+    Err(ApiError::new(dialtone_types::Reason::Conflict, message).into())
 }
 
 #[async_trait::async_trait]
@@ -268,6 +310,9 @@ impl Admission for Cluster {
         let current: Object<Cluster, ClusterStatus> = app.registry.get(path).await?;
         if object.spec.kubernetes_version.is_empty() {
             object.spec.kubernetes_version = current.spec.kubernetes_version.clone();
+        }
+        if object.spec.deletion_protection.is_none() {
+            object.spec.deletion_protection = current.spec.deletion_protection;
         }
         let mut errors = FieldErrors::default();
         current.spec.immutable_changes(&object.spec, &mut errors);

@@ -249,6 +249,7 @@ async fn delete<K: Kind>(
     let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Delete)?;
     check_query(&query, &["cascade"])?;
     let cascade = parse_bool(&query, "cascade")?;
+    crate::admission::check_deletion_protection(&app, &path, cascade).await?;
     match app.registry.delete(&path, cascade).await? {
         Deletion::Deleted => Ok(success(format!("{path} deleted"))),
         Deletion::Pending(object) => Ok(to_json(StatusCode::ACCEPTED, &object)),

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 
 /// Where the server's certificate, its key and the CA that signed it live.
@@ -36,27 +35,72 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the generated CA is valid (kubeadm's CA lifetime).
+pub const CA_LIFETIME: Duration = Duration::days(3650);
+/// How long the generated server certificate is valid (kubeadm's serving certificates').
+pub const SERVER_LIFETIME: Duration = Duration::days(365);
+/// A server certificate this close to expiry is issued again at start.
+pub const RENEW_BEFORE: Duration = Duration::days(30);
+
+/// Valid from a few minutes ago (for clocks a little behind) for `lifetime`.
+fn valid_for(params: &mut CertificateParams, lifetime: Duration) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + lifetime;
+}
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Dialtone CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+/// When the first certificate in a PEM file expires.
+pub fn not_after(pem_file: &Path) -> anyhow::Result<OffsetDateTime> {
+    let der = CertificateDer::pem_file_iter(pem_file)
+        .with_context(|| format!("cannot read {}", pem_file.display()))?
+        .next()
+        .with_context(|| format!("{} holds no certificate", pem_file.display()))??;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", pem_file.display()))?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
 /// The CA and server certificate in `dir`, generated on first use, valid for loopback and
-/// for `extra_names` (DNS names or IP addresses).
+/// for `extra_names` (DNS names or IP addresses). A server certificate within
+/// [`RENEW_BEFORE`] of expiry is issued again by the same CA, so clients keep trusting it.
 pub fn ensure_certificates(dir: &Path, extra_names: &[String]) -> anyhow::Result<TlsFiles> {
     let files = TlsFiles {
         ca_cert: dir.join("ca.pem"),
         cert: dir.join("server.pem"),
         key: dir.join("server-key.pem"),
     };
-    if files.ca_cert.exists() && files.cert.exists() && files.key.exists() {
+    let ca_key_path = dir.join("ca-key.pem");
+    let have_ca = files.ca_cert.exists() && ca_key_path.exists();
+    if have_ca
+        && files.cert.exists()
+        && files.key.exists()
+        && not_after(&files.cert)? > OffsetDateTime::now_utc() + RENEW_BEFORE
+    {
         return Ok(files);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Dialtone CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate()?;
-    let ca_key_pem = ca_key.serialize_pem();
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    let ca_key = if have_ca {
+        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)?
+    } else {
+        let mut params = ca_params()?;
+        valid_for(&mut params, CA_LIFETIME);
+        let ca_key = KeyPair::generate()?;
+        write_private(&ca_key_path, &ca_key.serialize_pem())?;
+        std::fs::write(&files.ca_cert, params.self_signed(&ca_key)?.pem())?;
+        ca_key
+    };
+    // An issuer is its name, key usages and key: the same parameters sign as the CA did.
+    let ca = Issuer::new(ca_params()?, ca_key);
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -67,10 +111,9 @@ pub fn ensure_certificates(dir: &Path, extra_names: &[String]) -> anyhow::Result
     server_params
         .distinguished_name
         .push(DnType::CommonName, "dialtone server");
+    valid_for(&mut server_params, SERVER_LIFETIME);
     let server_key = KeyPair::generate()?;
     let server_cert = server_params.signed_by(&server_key, &ca)?;
-    write_private(&dir.join("ca-key.pem"), &ca_key_pem)?;
-    std::fs::write(&files.ca_cert, ca.pem())?;
     std::fs::write(&files.cert, server_cert.pem())?;
     write_private(&files.key, &server_key.serialize_pem())?;
     Ok(files)

@@ -1,6 +1,8 @@
 //! Each sim cluster's own PKI, as kubeadm lays it out: a CA generated with the cluster and
 //! kept on its control plane's disk (here the cluster's directory, key readable by the
 //! server alone), and a serving certificate for the cluster's API endpoint signed by it.
+//! Lifetimes are kubeadm's: the CA ten years, the serving and control-plane client
+//! certificates one year, issued afresh each time the server hosts the cluster.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +10,19 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+/// How long a cluster's CA is valid, as kubeadm's.
+pub const CA_LIFETIME: Duration = Duration::days(3650);
+/// How long serving and control-plane client certificates are valid, as kubeadm's.
+pub const LEAF_LIFETIME: Duration = Duration::days(365);
+
+/// Valid from a few minutes ago (for clocks a little behind) for `lifetime`.
+fn valid_for(params: &mut CertificateParams, lifetime: Duration) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + lifetime;
+}
 
 pub struct ClusterPki {
     pub ca_pem: String,
@@ -48,7 +63,9 @@ impl ClusterPki {
         if !(cert_path.exists() && key_path.exists()) {
             std::fs::create_dir_all(dir).map_err(io)?;
             let key = KeyPair::generate().map_err(|e| e.to_string())?;
-            let cert = ca_params()?.self_signed(&key).map_err(|e| e.to_string())?;
+            let mut params = ca_params()?;
+            valid_for(&mut params, CA_LIFETIME);
+            let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
             write_private(&key_path, &key.serialize_pem()).map_err(io)?;
             std::fs::write(&cert_path, cert.pem()).map_err(io)?;
         }
@@ -79,6 +96,7 @@ impl ClusterPki {
                 .push(DnType::OrganizationName, *group);
         }
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        valid_for(&mut params, LEAF_LIFETIME);
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let cert = params
             .signed_by(&key, &self.issuer()?)
@@ -102,6 +120,7 @@ impl ClusterPki {
         params
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
+        valid_for(&mut params, LEAF_LIFETIME);
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
         let chain = vec![CertificateDer::from(cert.der().to_vec())];

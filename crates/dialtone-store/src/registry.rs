@@ -186,6 +186,19 @@ pub fn path_of_key(key: &[u8]) -> Option<ResourcePath> {
     ResourcePath::from_names(kind, &names).ok()
 }
 
+/// A stored object of kind `K`, straight from its bytes: controllers read objects on every
+/// pass.
+fn decode_typed<K: Kind>(kv: &KeyValue) -> Result<Object<K, K::Status>> {
+    let mut object: Object<K, K::Status> = serde_json::from_slice(&kv.value).map_err(|e| {
+        StoreError::Internal(format!(
+            "stored object {} does not decode: {e}",
+            String::from_utf8_lossy(&kv.key)
+        ))
+    })?;
+    object.metadata.resource_version = kv.mod_revision.to_string();
+    Ok(object)
+}
+
 fn decode_raw(kv: &KeyValue) -> Result<RawObject> {
     let mut object: RawObject = serde_json::from_slice(&kv.value).map_err(|e| {
         StoreError::Internal(format!(
@@ -342,12 +355,17 @@ impl Registry {
             .get(object_key(path).as_bytes())
             .await?
             .ok_or_else(|| RegistryError::NotFound(path.to_string()))?;
-        // Straight from the stored bytes: controllers read objects on every pass.
-        let mut object: Object<K, K::Status> = serde_json::from_slice(&kv.value).map_err(|e| {
-            StoreError::Internal(format!("stored object {path} does not decode: {e}"))
-        })?;
-        object.metadata.resource_version = kv.mod_revision.to_string();
-        Ok(object)
+        decode_typed(&kv)
+    }
+
+    /// Every object of `K` anywhere below `ancestor`, unpaginated: for checks over a subtree.
+    pub async fn list_under<K: Kind>(
+        &self,
+        ancestor: &ResourcePath,
+    ) -> Result<Vec<Object<K, K::Status>>> {
+        let range = KeyRange::prefix(collection_prefix(K::INFO, Some(ancestor)));
+        let all = self.store.range(&range, None, 0).await?;
+        all.kvs.iter().map(decode_typed).collect()
     }
 
     pub async fn exists(&self, path: &ResourcePath) -> Result<bool> {
@@ -883,18 +901,23 @@ impl Registry {
         Ok((records, all.revision))
     }
 
-    /// Changes of access records after revision `after`, each with its revision. Changes of
-    /// an object that do not alter what access control reads (a cluster's status) are left
-    /// out.
+    /// Every change after revision `after`, each with its revision and what it changed of the
+    /// access records: `None` for a change that alters nothing access control reads (a
+    /// cluster's status, a token, an audit record). Every key is watched, not just the access
+    /// records, so that a follower's revision reaches any write's, whatever it wrote.
     pub async fn watch_access(
         &self,
         after: Revision,
     ) -> Result<impl futures::Stream<Item = Result<(Revision, Option<AccessChange>)>> + Send + use<>>
     {
-        let stream = self.store.watch(access_range(), after + 1).await?;
-        Ok(stream.map(|event| {
+        let stream = self.store.watch(KeyRange::prefix(b"/"), after + 1).await?;
+        let access = access_range();
+        Ok(stream.map(move |event| {
             let event = event?;
             let revision = event.kv.mod_revision;
+            if !access.contains(&event.kv.key) {
+                return Ok((revision, None));
+            }
             let is_object = event.kv.key.starts_with(b"/o/");
             let change = match (event.kind, &event.prev) {
                 (EventKind::Delete, Some(prev)) => {

@@ -86,6 +86,10 @@ pub struct Cluster {
     /// Instance families workers must not use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_families: Vec<String>,
+    /// Whether a delete is refused until this is turned off; the type's default when
+    /// omitted (`security.deletionProtection`: on for production).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_protection: Option<bool>,
 }
 
 impl Cluster {
@@ -285,6 +289,19 @@ pub struct ClusterNode {
     /// The Kubernetes version of the instance's image, once launched.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kubernetes_version: String,
+    /// Launches of this node that failed in a row, while they keep failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_backoff: Option<LaunchBackoff>,
+}
+
+/// A node whose launches keep failing: how often, why the last one did, and when the next
+/// may start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchBackoff {
+    pub failures: u32,
+    pub last_error: String,
+    pub retry_after: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

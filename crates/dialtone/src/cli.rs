@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -230,8 +231,8 @@ pub enum TokenCommand {
         #[arg(long, default_value = "")]
         description: String,
         /// Lifetime, e.g. `12h`, `30d` (default 90d).
-        #[arg(long)]
-        ttl: Option<String>,
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
     /// List the org's tokens (never their secrets).
     List {
@@ -357,15 +358,22 @@ pub enum ClusterCommand {
     Describe(ObjectArgs),
     /// List them, or watch them change.
     List(ListArgs),
-    /// Change a cluster's worker bounds.
+    /// Change a cluster's worker bounds, version, families or deletion protection.
     Update(ClusterUpdateArgs),
-    /// Delete one, and everything it has in the cloud.
+    /// Delete one, and everything it has in the cloud. Asks first unless --yes; refused
+    /// while the cluster's deletion protection is on.
     Delete {
         #[command(flatten)]
         object: ObjectArgs,
         /// Wait until every cloud resource of the cluster is gone.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up after this long, e.g. `10m` (default: no limit).
+        #[arg(long, value_parser = parse_duration, requires = "wait")]
+        timeout: Option<Duration>,
+        /// Delete without asking (needed when standard input is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Write a kubeconfig context for the cluster, with a credential of your own that
     /// expires (revoke it early with `dialtone token revoke`).
@@ -375,9 +383,9 @@ pub enum ClusterCommand {
         /// The kubeconfig to merge into (default: the first of $KUBECONFIG, or ~/.kube/config).
         #[arg(long)]
         kubeconfig: Option<std::path::PathBuf>,
-        /// How long the credential lasts, in seconds (default 12 hours).
-        #[arg(long)]
-        ttl_seconds: Option<u64>,
+        /// How long the credential lasts, e.g. `1h` (default 12h).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
 }
 
@@ -406,12 +414,18 @@ pub struct ClusterCreateArgs {
     /// Never these instance families for workers (repeatable).
     #[arg(long = "exclude-family")]
     pub excluded_families: Vec<String>,
+    /// Refuse deletes until turned off (default: the type's; on for production).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub deletion_protection: Option<bool>,
     /// A label, `key=value` (repeatable).
     #[arg(long = "label", short = 'l')]
     pub labels: Vec<String>,
     /// Wait until the cluster is Ready.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: give up after this long, e.g. `10m` (default: no limit).
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -432,9 +446,15 @@ pub struct ClusterUpdateArgs {
     /// Never these instance families for workers (repeatable; replaces the list).
     #[arg(long = "exclude-family")]
     pub excluded_families: Vec<String>,
+    /// Turn deletion protection on or off (`--deletion-protection=false`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub deletion_protection: Option<bool>,
     /// Wait until the cluster is Ready with the change.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: give up after this long, e.g. `10m` (default: no limit).
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Subcommand)]
@@ -488,4 +508,55 @@ pub enum FaultCommand {
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
+}
+
+/// The one duration syntax of every flag: a positive whole number and a unit, `90s`, `45m`,
+/// `12h`, `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        format!(
+            "`{text}` is not a duration: expected a number and a unit, like 90s, 45m, 12h or 30d"
+        )
+    })?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    if n == 0 {
+        return Err(format!("`{text}`: a duration must be longer than zero"));
+    }
+    n.checked_mul(factor)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        for bad in [
+            "",
+            "0s",
+            "-5m",
+            "5",
+            "5w",
+            "1.5h",
+            "m",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

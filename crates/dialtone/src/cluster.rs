@@ -45,6 +45,9 @@ fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
     if !args.excluded_families.is_empty() {
         spec["excludedFamilies"] = json!(args.excluded_families);
     }
+    if let Some(on) = args.deletion_protection {
+        spec["deletionProtection"] = json!(on);
+    }
     let name = args.name.rsplit('/').next().unwrap_or_default();
     Ok(json!({
         "apiVersion": dialtone_types::API_VERSION,
@@ -79,47 +82,99 @@ fn nodes_summary(cluster: &Value) -> String {
     format!("{running}/{}", nodes.len())
 }
 
-/// Polls until the cluster is Ready at its current generation, printing each new step.
-async fn wait_ready(client: &Client, path: &ResourcePath) -> anyhow::Result<Value> {
-    let mut last = String::new();
+/// How long `--wait` may take: each step it reports is stamped with the time.
+struct Waiting {
+    deadline: Option<tokio::time::Instant>,
+    timeout: Option<Duration>,
+    last: String,
+}
+
+impl Waiting {
+    fn new(timeout: Option<Duration>) -> Self {
+        Waiting {
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+            timeout,
+            last: String::new(),
+        }
+    }
+
+    /// Prints a step once, with the time it was seen.
+    fn step(&mut self, phase: &str, step: String) {
+        if !step.is_empty() && step != self.last {
+            let now = jiff::Timestamp::now().strftime("%H:%M:%SZ");
+            eprintln!("  {now}  {phase}  {step}");
+            self.last = step;
+        }
+    }
+
+    /// Sleeps until the next poll, or fails once the timeout has passed.
+    async fn poll(&self, what: &str) -> anyhow::Result<()> {
+        if let (Some(deadline), Some(timeout)) = (self.deadline, self.timeout)
+            && tokio::time::Instant::now() + WAIT_POLL > deadline
+        {
+            bail!(
+                "timed out after {}s waiting for {what}; it goes on without waiting (see `dialtone cluster describe`)",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+        Ok(())
+    }
+}
+
+/// Polls until the cluster is Ready at its current generation, printing each new step;
+/// fails when the cluster has Failed, cannot be planned, or the timeout passes.
+async fn wait_ready(
+    client: &Client,
+    path: &ResourcePath,
+    timeout: Option<Duration>,
+) -> anyhow::Result<Value> {
+    let mut waiting = Waiting::new(timeout);
     loop {
         let cluster: Value = client.get(&api_path(path), &[]).await?;
         let generation = cluster["metadata"]["generation"].as_i64();
         let observed = cluster["status"]["observedGeneration"].as_i64();
-        let step = condition(&cluster, "Ready")
+        let ready = condition(&cluster, "Ready");
+        let step = ready
             .map(|c| format!("{}: {}", text(&c["reason"]), text(&c["message"])))
             .unwrap_or_default();
-        if !step.is_empty() && step != last {
-            eprintln!("  {}  {step}", text(&cluster["status"]["phase"]));
-            last = step;
-        }
+        waiting.step(text(&cluster["status"]["phase"]), step);
         if generation == observed && is_true(&cluster, "Ready") && !is_true(&cluster, "Degraded") {
             return Ok(cluster);
         }
-        if condition(&cluster, "Ready").is_some_and(|c| c["reason"] == "InvalidSpec") {
-            bail!("the cluster cannot be planned: {last}");
+        if ready.is_some_and(|c| c["reason"] == "InvalidSpec") {
+            bail!("the cluster cannot be planned: {}", waiting.last);
         }
-        tokio::time::sleep(WAIT_POLL).await;
+        if generation == observed && cluster["status"]["phase"] == "Failed" {
+            bail!(
+                "cluster {path} has failed: {}",
+                ready.map_or("", |c| text(&c["message"]))
+            );
+        }
+        waiting.poll(&format!("cluster {path} to be Ready")).await?;
     }
 }
 
-async fn wait_gone(client: &Client, path: &ResourcePath) -> anyhow::Result<()> {
-    let mut last = String::new();
+async fn wait_gone(
+    client: &Client,
+    path: &ResourcePath,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let mut waiting = Waiting::new(timeout);
     loop {
         match client.get::<Value>(&api_path(path), &[]).await {
             Ok(cluster) => {
                 let step = condition(&cluster, "Deleting")
                     .map(|c| format!("{}: {}", text(&c["reason"]), text(&c["message"])))
                     .unwrap_or_default();
-                if !step.is_empty() && step != last {
-                    eprintln!("  Deleting  {step}");
-                    last = step;
-                }
+                waiting.step("Deleting", step);
             }
             Err(ClientError::Api(e)) if e.reason == Reason::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        tokio::time::sleep(WAIT_POLL).await;
+        waiting
+            .poll(&format!("cluster {path} to be deleted"))
+            .await?;
     }
 }
 
@@ -164,7 +219,7 @@ pub async fn run(
                 );
             }
             if args.wait {
-                created = wait_ready(client, &path).await?;
+                created = wait_ready(client, &path, args.timeout).await?;
                 if output == Output::Table {
                     println!(
                         "cluster {path} is Ready: {} nodes running, API at {}",
@@ -204,9 +259,10 @@ pub async fn run(
                 && args.kubernetes_version.is_none()
                 && args.allowed_families.is_empty()
                 && args.excluded_families.is_empty()
+                && args.deletion_protection.is_none()
             {
                 bail!(
-                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family or --exclude-family"
+                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family or --deletion-protection"
                 );
             }
             let mut cluster: Value = client.get(&api_path(&path), &[]).await?;
@@ -225,17 +281,25 @@ pub async fn run(
             if let Some(n) = args.max_nodes {
                 cluster["spec"]["maxNodes"] = json!(n);
             }
+            if let Some(on) = args.deletion_protection {
+                cluster["spec"]["deletionProtection"] = json!(on);
+            }
             let mut updated: Value = client.put(&api_path(&path), &cluster).await?;
             if args.wait {
-                updated = wait_ready(client, &path).await?;
+                updated = wait_ready(client, &path, args.timeout).await?;
             }
             match output {
                 Output::Table => println!(
-                    "cluster {path} updated: Kubernetes {}, {}–{} workers ({} nodes running)",
+                    "cluster {path} updated: Kubernetes {}, {}–{} workers ({} nodes running), deletion protection {}",
                     updated["spec"]["kubernetesVersion"].as_str().unwrap_or(""),
                     updated["spec"]["minNodes"],
                     updated["spec"]["maxNodes"],
-                    nodes_summary(&updated)
+                    nodes_summary(&updated),
+                    if updated["spec"]["deletionProtection"] == true {
+                        "on"
+                    } else {
+                        "off"
+                    }
                 ),
                 _ => print_value(output, &updated)?,
             }
@@ -243,11 +307,11 @@ pub async fn run(
         ClusterCommand::Credentials {
             object,
             kubeconfig,
-            ttl_seconds,
+            ttl,
         } => {
             let path = resolve(&CLUSTER, &object.name, &object.placement, context)?;
-            let body = match ttl_seconds {
-                Some(ttl) => json!({"ttlSeconds": ttl}),
+            let body = match ttl {
+                Some(ttl) => json!({"ttlSeconds": ttl.as_secs()}),
                 None => json!({}),
             };
             let credentials: Value = client
@@ -273,11 +337,21 @@ pub async fn run(
                 )?,
             }
         }
-        ClusterCommand::Delete { object, wait } => {
+        ClusterCommand::Delete {
+            object,
+            wait,
+            timeout,
+            yes,
+        } => {
             let path = resolve(&CLUSTER, &object.name, &object.placement, context)?;
+            if !yes {
+                confirm(&format!(
+                    "Delete cluster {path} and everything it has in the cloud?"
+                ))?;
+            }
             let (code, body) = client.delete(&api_path(&path), &[]).await?;
             if wait {
-                wait_gone(client, &path).await?;
+                wait_gone(client, &path, timeout).await?;
             }
             match (output, code, wait) {
                 (Output::Table, _, true) => {
@@ -292,6 +366,24 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Asks on the terminal; without one, refuses, since nobody could have said yes.
+fn confirm(question: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("{question} Not without confirmation: pass --yes to delete without being asked");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!("nothing deleted")
+    }
 }
 
 async fn list(args: ListArgs, client: &Client, context: &Context) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@ mod tree;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{CommandFactory, Parser};
 use dialtone_client::{CliConfig, Client, ClientError};
 use dialtone_types::ResourcePath;
@@ -154,22 +154,6 @@ fn org_of(flag: Option<String>, context: &dialtone_client::Context) -> anyhow::R
     tree::default_for(&ORG, &placement, context)
 }
 
-/// `30d`, `12h`, `45m`, `90s` in seconds.
-fn parse_ttl(ttl: &str) -> anyhow::Result<u64> {
-    let (number, unit) = ttl.split_at(ttl.find(|c: char| !c.is_ascii_digit()).unwrap_or(ttl.len()));
-    let n: u64 = number
-        .parse()
-        .with_context(|| format!("--ttl `{ttl}`: expected a number and a unit, like 30d"))?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("--ttl `{ttl}`: the unit must be s, m, h or d"),
-    };
-    Ok(n * factor)
-}
-
 async fn token(
     command: TokenCommand,
     client: &Client,
@@ -188,7 +172,7 @@ async fn token(
             let identity = identity.unwrap_or(me.identity);
             let request = TokenRequest {
                 description,
-                ttl_seconds: ttl.as_deref().map(parse_ttl).transpose()?,
+                ttl_seconds: ttl.map(|ttl| ttl.as_secs()),
             };
             let path = ResourcePath::org(&org).child(&IDENTITY, &identity);
             let token: NewToken = client

@@ -76,6 +76,28 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
     let dev_b = ready(&api, &format!("{PROJECT}/clusters/dev-b")).await;
     let prod = ready(&api, &format!("{PROJECT}/clusters/prod")).await;
 
+    // Credentials and tokens answer at once: a write the access index does not follow (a
+    // token) must not hold its answer until the index catches up (it did, for 5 s).
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (status, body) = api
+            .post(&format!("{PROJECT}/clusters/dev-a/credentials"), json!({}))
+            .await;
+        let credentials = started.elapsed();
+        assert_eq!(status, 201, "{body}");
+        let started = Instant::now();
+        let (status, body) = api
+            .post("/v1/orgs/demo/identities/admin/tokens", json!({}))
+            .await;
+        let token = started.elapsed();
+        assert_eq!(status, 201, "{body}");
+        println!("credentials in {credentials:?}, a token in {token:?}");
+        assert!(
+            credentials < Duration::from_secs(1) && token < Duration::from_secs(1),
+            "credentials in {credentials:?}, a token in {token:?}"
+        );
+    }
+
     // Production: three control-plane nodes in three zones, its own network.
     let cp = nodes(&prod, "controlPlane");
     let mut zones: Vec<&str> = cp.iter().map(|n| n["zone"].as_str().unwrap()).collect();
@@ -144,6 +166,45 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
         |c| c["status"]["phase"] == "Ready" && nodes(c, "worker").len() == 3,
     )
     .await;
+
+    // A production cluster is protected from deletion, and from a cascade above it, until
+    // its protection is turned off; a refused delete changes nothing.
+    let prod_path = format!("{PROJECT}/clusters/prod");
+    let (_, prod) = api.get(&prod_path).await;
+    assert_eq!(prod["spec"]["deletionProtection"], true, "{prod}");
+    let (status, body) = api.delete(&prod_path).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("security.deletionProtection")
+            && body["message"]
+                .as_str()
+                .unwrap()
+                .contains("--deletion-protection=false"),
+        "names the setting and how to turn it off: {body}"
+    );
+    let (status, body) = api.delete("/v1/orgs/demo/folders/eng?cascade=true").await;
+    assert_eq!(
+        status, 409,
+        "a cascade stops at a protected cluster: {body}"
+    );
+    let (status, still) = api.get(&prod_path).await;
+    assert_eq!(status, 200, "{still}");
+    assert!(still["metadata"]["deletionTimestamp"].is_null(), "{still}");
+    let (_, dev_b) = api.get(&format!("{PROJECT}/clusters/dev-b")).await;
+    assert!(dev_b["metadata"]["deletionTimestamp"].is_null(), "{dev_b}");
+    // The controller writes the status as it goes: read, change, write until it sticks.
+    loop {
+        let (_, mut unprotected) = api.get(&prod_path).await;
+        unprotected["spec"]["deletionProtection"] = json!(false);
+        match api.put(&prod_path, unprotected).await {
+            (200, _) => break,
+            (409, _) => continue,
+            (status, body) => panic!("{status} {body}"),
+        }
+    }
 
     // Delete: nothing of any cluster remains in the cloud.
     for name in ["dev-a", "dev-b", "prod"] {
@@ -299,5 +360,112 @@ async fn provisioning_finishes_after_the_server_is_killed_midway() {
         instances.len(),
         prod["status"]["nodes"].as_array().unwrap().len(),
         "one instance per planned node, none duplicated: {instances:#?}"
+    );
+}
+
+/// How many launches the sim's faults have failed so far.
+async fn fired(api: &Api) -> u64 {
+    let (status, faults) = api.get("/v1/sim/faults").await;
+    assert_eq!(status, 200, "{faults}");
+    faults["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["fired"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn launches_that_keep_failing_back_off_then_fail_the_cluster_until_the_fault_clears() {
+    let server = start_with(&["--sim-time-scale", "0"]);
+    let api = Api::admin(&server);
+    tree(&api).await;
+    let (status, fault) = api
+        .post(
+            "/v1/sim/faults",
+            json!({"kind": "boot-failure", "region": "us-east-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{fault}");
+
+    // `--wait` reports each step with its time and exits non-zero once the cluster has
+    // failed: the type's three launches in a row.
+    let out = server.cli(&[
+        "cluster",
+        "create",
+        "bf",
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+        "--type",
+        "developer",
+        "--region",
+        "us-east-1",
+        "--wait",
+        "--timeout",
+        "2m",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("has failed") && stderr.contains("times in a row"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.trim_start().chars().take(8).filter(|c| *c == ':').count() == 2),
+        "every step is stamped with its time: {stderr}"
+    );
+    let path = format!("{PROJECT}/clusters/bf");
+    let (_, failed) = api.get(&path).await;
+    assert_eq!(failed["status"]["phase"], "Failed", "{failed:#}");
+    let ready = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["reason"], "LaunchFailed", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("--exclude-family"),
+        "says what to do: {ready}"
+    );
+    let events: Vec<&str> = failed["status"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.contains(&"LaunchFailed") && events.contains(&"Failed"),
+        "{events:?}"
+    );
+
+    // Backing off: in the fast sim retries start 50 ms apart and double up to a second, so
+    // a few seconds see a handful of launches, not one per 20 ms poll.
+    let before = fired(&api).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = fired(&api).await - before;
+    println!("launches in 3 s while failing: {during}");
+    assert!((1..=12).contains(&during), "{during} launches in 3 s");
+
+    // The fault clears: the next retry launches, and the cluster becomes Ready.
+    let id = fault["id"].as_str().unwrap();
+    let (status, body) = api.delete(&format!("/v1/sim/faults/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let recovered = wait_for(&api, &path, "Ready", |c| c["status"]["phase"] == "Ready").await;
+    assert!(
+        recovered["status"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.get("launchBackoff").is_none()),
+        "{recovered:#}"
     );
 }
