@@ -141,6 +141,21 @@ impl Client {
         Self::decode(self.send(self.http.put(self.url(path)).json(body)).await?).await
     }
 
+    /// Changes the fields `patch` names (a JSON merge patch; `null` removes a field),
+    /// leaving whatever else changed meanwhile as it is.
+    pub async fn merge_patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        patch: &serde_json::Value,
+    ) -> Result<T> {
+        let request = self
+            .http
+            .patch(self.url(path))
+            .header("content-type", "application/merge-patch+json")
+            .body(patch.to_string());
+        Self::decode(self.send(request).await?).await
+    }
+
     /// Returns the HTTP status (200 deleted, 202 pending) and the body.
     pub async fn delete(
         &self,

@@ -20,7 +20,7 @@ use dialtone_types::{KindInfo, ResourcePath};
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
-use crate::backoff::Backoff;
+use crate::backoff;
 
 /// The level of the tree a kind's nodes sit at; `None` for kinds that are not tree nodes.
 pub fn level_of(kind: &'static KindInfo) -> Option<Level> {
@@ -95,15 +95,14 @@ pub struct AccessIndex {
 }
 
 impl AccessIndex {
-    /// Loads everything, then follows changes in the background.
-    pub async fn start(registry: Registry) -> dialtone_store::registry::Result<Arc<Self>> {
+    /// Loads everything; [`AccessIndex::follow`] keeps it current.
+    pub async fn load(registry: &Registry) -> dialtone_store::registry::Result<Arc<Self>> {
         let index = Arc::new(AccessIndex {
             state: RwLock::default(),
             applied: watch::channel(0).0,
             dirty_changed: Notify::new(),
         });
-        let revision = index.reload(&registry).await?;
-        tokio::spawn(index.clone().follow(registry, revision));
+        index.reload(registry).await?;
         Ok(index)
     }
 
@@ -150,7 +149,15 @@ impl AccessIndex {
         Ok(revision)
     }
 
-    async fn follow(self: Arc<Self>, registry: Registry, mut revision: Revision) {
+    /// Follows the store's changes for as long as it runs: a supervised task. Run 0 goes
+    /// on from the load; a restarted run loads everything again first, since the run
+    /// before it may have died halfway through a change.
+    pub async fn follow(self: Arc<Self>, registry: Registry, run: u32) {
+        let mut revision = if run == 0 {
+            self.revision()
+        } else {
+            self.reload_until_loaded(&registry).await
+        };
         loop {
             match registry.watch_access(revision).await {
                 Ok(mut changes) => {
@@ -172,23 +179,15 @@ impl AccessIndex {
                 Err(e) => tracing::warn!(error = %e, "access index cannot watch the store"),
             }
             // The watch ended (compaction, a store member gone): load everything again.
-            let backoff = Backoff {
-                base: Duration::from_millis(50),
-                cap: Duration::from_secs(5),
-            };
-            for failures in 1.. {
-                match self.reload(&registry).await {
-                    Ok(loaded) => {
-                        revision = loaded;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "access index cannot load the store");
-                        tokio::time::sleep(backoff.delay(failures)).await;
-                    }
-                }
-            }
+            revision = self.reload_until_loaded(&registry).await;
         }
+    }
+
+    async fn reload_until_loaded(&self, registry: &Registry) -> Revision {
+        backoff::until_ok("loading the access index", backoff::RELOAD, || {
+            self.reload(registry)
+        })
+        .await
     }
 }
 

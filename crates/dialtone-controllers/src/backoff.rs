@@ -31,6 +31,34 @@ impl Backoff {
     }
 }
 
+/// Calls `attempt` until it succeeds, logging each failure as `what` and backing off.
+pub async fn until_ok<T, E: std::fmt::Display, Fut>(
+    what: &str,
+    backoff: Backoff,
+    mut attempt: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut failures = 0;
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "{what} failed; retrying");
+                tokio::time::sleep(backoff.delay(failures)).await;
+            }
+        }
+    }
+}
+
+/// For reloading what a watch follows, after the watch ended.
+pub const RELOAD: Backoff = Backoff {
+    base: Duration::from_millis(50),
+    cap: Duration::from_secs(5),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,11 @@ mod deletion;
 mod queue;
 pub mod rbac;
 mod sizing;
+pub mod supervisor;
 
 pub use cluster::{Lifecycle, LifecycleOptions, Next, run_cluster_controller};
 pub use compactor::run_compactor;
 pub use deletion::{reconcile_deletion, run_deletion_controller};
 pub use rbac::{Projection, run_projection_controller};
 pub use sizing::SizingOptions;
+pub use supervisor::{Supervisor, TaskStatus};

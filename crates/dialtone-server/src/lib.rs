@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use dialtone_cloud::Provider;
-use dialtone_controllers::{Lifecycle, LifecycleOptions};
+use dialtone_controllers::{Lifecycle, LifecycleOptions, Supervisor};
 use dialtone_sim::{Sim, SimOptions};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError};
 use dialtone_store::{EmbeddedStore, EtcdStore, Store};
@@ -69,6 +69,8 @@ pub struct App {
     pub networks: Arc<NetworkIndex>,
     /// The Kubernetes API of the sim's clusters.
     pub kube: kube_access::SharedKube,
+    /// The background tasks, for `/readyz?verbose` and `/metrics`.
+    pub tasks: Arc<Supervisor>,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -124,29 +126,69 @@ async fn serve_metrics(
             .authorize(&principal, Verb::Get, Target::Platform),
         "metrics",
     )?;
+    app.metrics.record_tasks(&app.tasks.statuses());
     Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.encode(),
     )
         .into_response())
+}
+
+/// `GET /version`: what is serving, for clients and operators (needs no token, as
+/// Kubernetes' `/version`).
+async fn version(State(app): State<App>) -> Response {
+    resources::to_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "apiVersion": dialtone_types::API_VERSION,
+            "region": app.registry.region(),
+            "store": app.registry.store().backend(),
+        }),
+    )
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(app): State<App>) -> Response {
-    match app.registry.store().revision().await {
-        Ok(_) => "ok\n".into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}\n"),
-        )
-            .into_response(),
+/// Ready while the store answers. `?verbose` lists each check as the Kubernetes API server
+/// does (`[+]name ok`), the background tasks among them: a task waiting to be restarted is
+/// reported, with why it stopped, but does not make the server unready, since the API
+/// still serves.
+async fn readyz(
+    State(app): State<App>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let store = app.registry.store().revision().await;
+    let ready = store.is_ok();
+    let mut lines = vec![match &store {
+        Ok(_) => "[+]store ok".to_string(),
+        Err(e) => format!("[-]store failed: {e}"),
+    }];
+    for task in app.tasks.statuses() {
+        let restarts = match &task.last_failure {
+            Some((at, why)) => format!(" ({} restarts; last at {at}: {why})", task.restarts),
+            None => String::new(),
+        };
+        let state = if task.running { "ok" } else { "restarting" };
+        let sign = if task.running { '+' } else { '-' };
+        lines.push(format!("[{sign}]task {} {state}{restarts}", task.name));
     }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = if query.contains_key("verbose") {
+        let verdict = if ready { "passed" } else { "failed" };
+        format!("{}\nreadyz check {verdict}\n", lines.join("\n"))
+    } else if ready {
+        "ok\n".to_string()
+    } else {
+        format!("{}\n", lines[0])
+    };
+    (code, body).into_response()
 }
 
 async fn no_such_path() -> HttpResult<Response> {
@@ -212,6 +254,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/version", get(version))
         .route("/v1/admission/rbac-guard", post(access::rbac_guard))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -279,6 +322,8 @@ pub struct ServerOptions {
     pub sim_time_scale: f64,
     /// Where the sim's clusters serve the Kubernetes API.
     pub kube_listen: SocketAddr,
+    /// Background tasks to make panic once, to show they are restarted (tests only).
+    pub fault_panic_tasks: Vec<String>,
 }
 
 pub struct RunningServer {
@@ -408,20 +453,41 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         .context("cannot open the sim cloud")?,
     );
     let provider: Arc<dyn Provider> = sim.clone();
-    let networks = NetworkIndex::start(registry.clone()).await?;
-    let kube_listener = tokio::net::TcpListener::bind(options.kube_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for cluster APIs", options.kube_listen))?;
-    let kube = dialtone_simkube::SimKube::start(
+    let tasks = Supervisor::with_injected_panics(options.fault_panic_tasks.clone());
+    let (networks, listed) = NetworkIndex::load(&registry).await?;
+    tasks.spawn("network-index", {
+        let (networks, registry) = (networks.clone(), registry.clone());
+        move |run| networks.clone().follow(registry.clone(), listed, run)
+    });
+    let kube_listener = Arc::new(
+        tokio::net::TcpListener::bind(options.kube_listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} for cluster APIs", options.kube_listen)
+            })?,
+    );
+    let kube = dialtone_simkube::SimKube::new(
         sim.clone(),
         options.data_dir.join("clusters"),
-        kube_listener,
+        &kube_listener,
         Arc::new(kube_access::TokenAuthenticator {
             registry: registry.clone(),
             clock: now,
         }),
     )?;
-    let access = dialtone_controllers::access::AccessIndex::start(registry.clone()).await?;
+    tasks.spawn("cluster-apis", {
+        let kube = kube.clone();
+        move |_| kube.clone().accept_loop(kube_listener.clone())
+    });
+    tasks.spawn("cluster-nodes", {
+        let kube = kube.clone();
+        move |_| kube.clone().sync_loop()
+    });
+    let access = dialtone_controllers::access::AccessIndex::load(&registry).await?;
+    tasks.spawn("access-index", {
+        let (access, registry) = (access.clone(), registry.clone());
+        move |run| access.clone().follow(registry.clone(), run)
+    });
     let app = App {
         registry: registry.clone(),
         authorizer: Arc::new(access::PolicyAuthorizer {
@@ -434,6 +500,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         sim: Some(sim),
         networks,
         kube: Some(kube.clone()),
+        tasks: tasks.clone(),
     };
     let lifecycle = Lifecycle::new(
         registry.clone(),
@@ -447,28 +514,27 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         ca_pem: std::fs::read_to_string(&tls_files.ca_cert)
             .with_context(|| format!("cannot read {}", tls_files.ca_cert.display()))?,
     };
-    tokio::spawn(dialtone_controllers::run_projection_controller(
-        Arc::new(dialtone_controllers::Projection {
-            registry: registry.clone(),
-            index: access,
-            clients: Arc::new(dialtone_kube::Clients::new(kube.clone())),
-            guard,
-        }),
-        Duration::from_secs(30),
-    ));
-    tokio::spawn(dialtone_controllers::run_cluster_controller(
-        Arc::new(lifecycle),
-        16,
-        Duration::from_secs(60),
-    ));
-    tokio::spawn(dialtone_controllers::run_deletion_controller(
-        registry,
-        Duration::from_secs(30),
-    ));
-    tokio::spawn(dialtone_controllers::run_compactor(
-        store.clone(),
-        options.compaction_interval,
-    ));
+    let projection = Arc::new(dialtone_controllers::Projection {
+        registry: registry.clone(),
+        index: access,
+        clients: Arc::new(dialtone_kube::Clients::new(kube.clone())),
+        guard,
+    });
+    tasks.spawn("rbac-projection", move |_| {
+        dialtone_controllers::run_projection_controller(projection.clone(), Duration::from_secs(30))
+    });
+    let lifecycle = Arc::new(lifecycle);
+    tasks.spawn("cluster-lifecycle", move |_| {
+        dialtone_controllers::run_cluster_controller(lifecycle.clone(), 16, Duration::from_secs(60))
+    });
+    tasks.spawn("deletion", move |_| {
+        dialtone_controllers::run_deletion_controller(registry.clone(), Duration::from_secs(30))
+    });
+    let compaction_interval = options.compaction_interval;
+    tasks.spawn("compactor", {
+        let store = store.clone();
+        move |_| dialtone_controllers::run_compactor(store.clone(), compaction_interval)
+    });
     let task = tokio::spawn(tls::serve(listener, tls_config, router(app)));
     Ok(RunningServer {
         addr,

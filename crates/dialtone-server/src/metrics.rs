@@ -36,6 +36,11 @@ struct StoreLabels {
     operation: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -47,6 +52,8 @@ pub struct Metrics {
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     store_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
     watches: Gauge<i64, std::sync::atomic::AtomicI64>,
+    task_running: Family<TaskLabels, Gauge>,
+    task_restarts: Family<TaskLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,12 +85,26 @@ impl Default for Metrics {
             store_seconds.clone(),
         );
         registry.register("watches", "Open watch streams", watches.clone());
+        let task_running = Family::<TaskLabels, Gauge>::default();
+        registry.register(
+            "task_running",
+            "Whether a background task runs (1) or waits to be restarted (0)",
+            task_running.clone(),
+        );
+        let task_restarts = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_restarts",
+            "Times a background task ended or panicked and was started again",
+            task_restarts.clone(),
+        );
         Metrics {
             registry,
             requests,
             request_seconds,
             store_seconds,
             watches,
+            task_running,
+            task_restarts,
         }
     }
 }
@@ -97,7 +118,24 @@ impl Drop for WatchGuard {
     }
 }
 
+/// What `/metrics` is written in: OpenMetrics text, as prometheus-client writes it.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 impl Metrics {
+    /// Brings the background tasks' series up to date, before a scrape.
+    pub fn record_tasks(&self, tasks: &[dialtone_controllers::TaskStatus]) {
+        for task in tasks {
+            let labels = TaskLabels {
+                task: task.name.to_string(),
+            };
+            self.task_running
+                .get_or_create(&labels)
+                .set(i64::from(task.running));
+            let restarts = self.task_restarts.get_or_create(&labels);
+            restarts.inc_by(u64::from(task.restarts).saturating_sub(restarts.get()));
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use dialtone_controllers::backoff;
 use dialtone_store::Revision;
 use dialtone_store::registry::{Change, ChangeKind, ListOptions, RawObject, Registry, Result};
 use dialtone_types::ResourcePath;
@@ -63,15 +63,15 @@ fn network_of(raw: &RawObject) -> Option<(String, String, ClusterNetwork)> {
 }
 
 impl NetworkIndex {
-    /// Lists every cluster, then follows their changes in the background.
-    pub async fn start(registry: Registry) -> Result<Arc<Self>> {
+    /// Lists every cluster; [`NetworkIndex::follow`] keeps the index current. The
+    /// revision listed is where following starts.
+    pub async fn load(registry: &Registry) -> Result<(Arc<Self>, Revision)> {
         let index = Arc::new(NetworkIndex {
             networks: Mutex::default(),
             allocation: tokio::sync::Mutex::new(()),
         });
-        let revision = index.relist(&registry).await?;
-        tokio::spawn(index.clone().follow(registry, revision));
-        Ok(index)
+        let revision = index.relist(registry).await?;
+        Ok((index, revision))
     }
 
     /// Held while a network is chosen and its cluster stored.
@@ -112,7 +112,14 @@ impl NetworkIndex {
         Ok(page.revision)
     }
 
-    async fn follow(self: Arc<Self>, registry: Registry, mut revision: Revision) {
+    /// Follows the clusters' changes for as long as it runs: a supervised task. Run 0
+    /// starts at `listed`; a restarted run lists again first.
+    pub async fn follow(self: Arc<Self>, registry: Registry, listed: Revision, run: u32) {
+        let mut revision = if run == 0 {
+            listed
+        } else {
+            self.relist_until_listed(&registry).await
+        };
         loop {
             match registry.watch(&CLUSTER, None, revision).await {
                 Ok(mut changes) => {
@@ -124,19 +131,15 @@ impl NetworkIndex {
                 Err(e) => tracing::warn!(error = %e, "network index cannot watch clusters"),
             }
             // The watch ended (compaction, store restart): start again from a fresh list.
-            loop {
-                match self.relist(&registry).await {
-                    Ok(listed) => {
-                        revision = listed;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "network index cannot list clusters");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
+            revision = self.relist_until_listed(&registry).await;
         }
+    }
+
+    async fn relist_until_listed(&self, registry: &Registry) -> Revision {
+        backoff::until_ok("listing clusters' networks", backoff::RELOAD, || {
+            self.relist(registry)
+        })
+        .await
     }
 
     fn apply(&self, change: &Change) {

@@ -100,6 +100,8 @@ impl Document {
         self.operation(&collection, "post", json!({"operationId": format!("create{}", info.kind), "tags": tags, "requestBody": {"required": true, "content": {"application/json": {"schema": object}}}, "responses": responses}));
         let responses = self.respond("200", "The object", object.clone());
         self.operation(&item, "get", json!({"operationId": format!("get{}", info.kind), "tags": tags, "responses": responses}));
+        let responses = self.respond("200", "Patched", object.clone());
+        self.operation(&item, "patch", json!({"operationId": format!("patch{}", info.kind), "tags": tags, "description": "A JSON merge patch (RFC 7386): the fields it names change, null removes one; with metadata.resourceVersion it applies only to that version.", "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}}}, "responses": responses}));
         let responses = self.respond("200", "Updated", object.clone());
         self.operation(&item, "put", json!({"operationId": format!("update{}", info.kind), "tags": tags, "description": "Replaces labels, annotations, finalizers and spec; a stale metadata.resourceVersion gets 409.", "requestBody": {"required": true, "content": {"application/json": {"schema": object}}}, "responses": responses}));
         let mut responses = self.respond(
@@ -173,12 +175,17 @@ impl Document {
         self.describe_access();
         let text =
             json!({"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}});
-        for (path, id, security) in [
-            ("/healthz", "healthz", false),
-            ("/readyz", "readyz", false),
-            ("/metrics", "metrics", true),
+        let metrics = json!({"description": "OK", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}});
+        let version = json!({"description": "What is serving", "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "version": {"type": "string"}, "apiVersion": {"type": "string"}, "region": {"type": "string"}, "store": {"type": "string"}}}}}});
+        for (path, id, security, answer) in [
+            ("/healthz", "healthz", false, &text),
+            ("/readyz", "readyz", false, &text),
+            ("/version", "version", false, &version),
+            ("/metrics", "metrics", true, &metrics),
         ] {
-            let mut operation = json!({"operationId": id, "tags": ["Operations"], "responses": {"200": text.clone()}});
+            let mut operation =
+                json!({"operationId": id, "tags": ["Operations"], "responses": {"200": answer}});
             if !security {
                 operation["security"] = json!([]);
             }
@@ -228,7 +235,7 @@ impl Document {
             "info": {
                 "title": "Dialtone API",
                 "version": env!("CARGO_PKG_VERSION"),
-                "description": "Kubernetes clusters as a policy-defined service. Every request but /healthz and /readyz needs `Authorization: Bearer <token>`. Errors are Status objects."
+                "description": "Kubernetes clusters as a policy-defined service. Every request but /healthz, /readyz and /version needs `Authorization: Bearer <token>`. Errors are Status objects."
             },
             "security": [{"bearer": []}],
             "paths": self.paths,

@@ -50,7 +50,10 @@ pub fn routes<K: Admission>() -> Router<App> {
         .route(&collection, get(list::<K>).post(create::<K>))
         .route(
             &item,
-            get(get_one::<K>).put(update::<K>).delete(delete::<K>),
+            get(get_one::<K>)
+                .put(update::<K>)
+                .patch(patch::<K>)
+                .delete(delete::<K>),
         )
         .route(
             &format!("{item}/status"),
@@ -201,15 +204,79 @@ async fn update<K: Admission>(
     body: Bytes,
 ) -> HttpResult<Response> {
     let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Update)?;
-    let mut object = authorized_body::<K>(&app, &principal, &body, Verb::Update)?;
-    K::admit_update(&app, &path, &mut object).await?;
-    match app.registry.update(&path, object).await? {
+    replace::<K>(&app, &principal, &path, &body).await
+}
+
+/// An update with the object in `body`, whether a client sent it whole or a patch made it.
+async fn replace<K: Admission>(
+    app: &App,
+    principal: &Principal,
+    path: &ResourcePath,
+    body: &[u8],
+) -> HttpResult<Response> {
+    let mut object = authorized_body::<K>(app, principal, body, Verb::Update)?;
+    K::admit_update(app, path, &mut object).await?;
+    match app.registry.update(path, object).await? {
         Some(updated) => Ok(to_json(StatusCode::OK, &updated)),
         None => Ok(success(format!(
             "{path} deleted: its last finalizer was removed"
         ))),
     }
 }
+
+/// `PATCH` with a JSON merge patch (RFC 7386), as `kubectl patch --type=merge` sends:
+/// applied to the object as it is, then checked and stored as an update would be. A patch
+/// that names `metadata.resourceVersion` applies only to that version (409 otherwise).
+async fn patch<K: Admission>(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Update)?;
+    let media = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim();
+    if media != MERGE_PATCH {
+        return Err(ApiError::new(
+            Reason::UnsupportedMediaType,
+            format!("PATCH takes a JSON merge patch ({MERGE_PATCH}), not `{media}`"),
+        )
+        .into());
+    }
+    let patch: serde_json::Value = serde_json::from_slice(&body)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .ok_or_else(|| {
+            ApiError::new(
+                Reason::BadRequest,
+                "a merge patch is a JSON object of the fields to change (null removes one)",
+            )
+        })?;
+    let pinned = !patch["metadata"]["resourceVersion"].is_null();
+    let mut tries = 0;
+    loop {
+        // Merged into the object as read, and stored only if it is still as read: a
+        // concurrent change (the controllers write statuses) means merging again.
+        let current: Object<K, K::Status> = app.registry.get(&path).await?;
+        let mut patched = serde_json::to_value(&current).expect("API types always serialize");
+        json_patch::merge(&mut patched, &patch);
+        let body = serde_json::to_vec(&patched).expect("JSON always serializes");
+        match replace::<K>(&app, &principal, &path, &body).await {
+            Err(HttpError(e)) if e.reason == Reason::Conflict && !pinned && tries < 5 => {
+                tries += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The one patch format the API takes.
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
 
 async fn update_status<K: Admission>(
     State(app): State<App>,

@@ -139,7 +139,9 @@ pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: 
         let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
+                // Out of file descriptors, say: wait for some to close.
                 tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };

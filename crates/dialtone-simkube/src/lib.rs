@@ -88,25 +88,23 @@ fn node_name(address: &str, region: &str) -> String {
 }
 
 impl SimKube {
-    /// Serves the clusters of `sim` on `listener`, keeping each cluster's CA under `dir`.
-    pub fn start(
+    /// The clusters of `sim`, to be served on `listener` by [`SimKube::accept_loop`] and
+    /// kept in line with the sim by [`SimKube::sync_loop`] (the embedding server runs both
+    /// under its supervisor); each cluster's CA is kept under `dir`.
+    pub fn new(
         sim: Arc<Sim>,
         dir: PathBuf,
-        listener: TcpListener,
+        listener: &TcpListener,
         authenticator: Arc<dyn Authenticator>,
     ) -> std::io::Result<Arc<SimKube>> {
-        let addr = listener.local_addr()?;
-        let host = Arc::new(SimKube {
+        Ok(Arc::new(SimKube {
             sim,
             dir,
-            addr,
+            addr: listener.local_addr()?,
             authenticator,
             caller: webhooks::Caller,
             clusters: RwLock::default(),
-        });
-        tokio::spawn(host.clone().accept_loop(listener));
-        tokio::spawn(host.clone().sync_loop());
-        Ok(host)
+        }))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -136,7 +134,8 @@ impl SimKube {
             .cloned()
     }
 
-    async fn sync_loop(self: Arc<Self>) {
+    /// Hosts, drops and updates clusters as the sim's resources change, forever.
+    pub async fn sync_loop(self: Arc<Self>) {
         loop {
             self.sync();
             tokio::time::sleep(NODE_SYNC).await;
@@ -262,7 +261,14 @@ impl SimKube {
                         _ = api.wake.notified() => {}
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
-                    workloads::reconcile(&api);
+                    // A pass that panics is logged and the next one runs a second later:
+                    // the cluster's controllers never stop for good.
+                    let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        workloads::reconcile(&api)
+                    }));
+                    if pass.is_err() {
+                        tracing::error!(cluster = %api.uid, "a workload controller pass panicked");
+                    }
                 }
             }
         });
@@ -284,12 +290,15 @@ impl SimKube {
         Ok(hosted)
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+    /// Serves every hosted cluster's API on `listener`, forever.
+    pub async fn accept_loop(self: Arc<Self>, listener: Arc<TcpListener>) {
         loop {
             let (tcp, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of file descriptors, say: wait for some to close.
                     tracing::warn!(error = %e, "cluster API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };

@@ -65,6 +65,7 @@ impl fmt::Display for ClusterType {
 /// in the state its plan says.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ClusterSpec")]
 pub struct Cluster {
     /// `developer` or `production`. Cannot change.
     #[serde(rename = "type")]

@@ -126,6 +126,7 @@ pub trait Kind:
 /// An isolated tenant: nothing crosses org boundaries.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "OrgSpec")]
 pub struct Org {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
@@ -154,6 +155,7 @@ impl Org {
 /// A logical container under an org, global in scope.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "FolderSpec")]
 pub struct Folder {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
@@ -164,6 +166,7 @@ pub struct Folder {
 /// A logical container under a folder, global in scope; clusters live in projects.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "ProjectSpec")]
 pub struct Project {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
@@ -174,6 +177,7 @@ pub struct Project {
 /// Someone (or something) that authenticates with API tokens. Identities belong to an org.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "IdentitySpec")]
 pub struct Identity {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
@@ -187,6 +191,7 @@ pub struct Identity {
 /// namespace in the cluster, and policies bound on it become RoleBindings there.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "NamespaceSpec")]
 pub struct Namespace {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
@@ -198,6 +203,7 @@ pub struct Namespace {
 /// are managed in Dialtone (the group source every installation has).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "GroupSpec")]
 pub struct Group {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,

@@ -83,7 +83,7 @@ pub struct Condition {
 
 /// An object with spec `S` and status `T`: the envelope shared by every resource. Kinds
 /// with nothing more to report than conditions use [`ObjectStatus`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Object<S: Default, T: Default = ObjectStatus> {
     #[serde(default)]
@@ -95,6 +95,42 @@ pub struct Object<S: Default, T: Default = ObjectStatus> {
     pub spec: S,
     #[serde(default)]
     pub status: T,
+}
+
+/// The schema of [`Object`], field for field; only its name differs (see below).
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ObjectSchema<S: Default, T: Default> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: S,
+    #[serde(default)]
+    status: T,
+}
+
+/// An object is named after its kind in the OpenAPI document (`Cluster`, with its spec
+/// `ClusterSpec` and status `ClusterStatus`), as Kubernetes names its schemas.
+impl<S: Default + JsonSchema, T: Default + JsonSchema> JsonSchema for Object<S, T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        let spec = S::schema_name();
+        match spec.strip_suffix("Spec") {
+            Some(kind) => kind.to_string().into(),
+            None => format!("{spec}Object").into(),
+        }
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        format!("dialtone::Object<{}, {}>", S::schema_id(), T::schema_id()).into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ObjectSchema::<S, T>::json_schema(generator)
+    }
 }
 
 impl<S: crate::Kind> Object<S, S::Status> {
@@ -126,6 +162,7 @@ pub struct ListMeta {
 /// One page of a list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "{T}List")]
 pub struct List<T> {
     pub api_version: String,
     /// `FolderList`, `AuditRecordList`, …

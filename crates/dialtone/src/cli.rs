@@ -134,6 +134,9 @@ pub struct ServerArgs {
     /// With --dev: the name of the CLI context to write.
     #[arg(long, default_value = "dev")]
     pub context_name: String,
+    /// Fault injection for tests: make this background task panic once (repeatable).
+    #[arg(long, hide = true)]
+    pub fault_panic_task: Vec<String>,
 }
 
 /// The verbs of every tree noun.

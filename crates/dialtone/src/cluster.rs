@@ -265,26 +265,30 @@ pub async fn run(
                     "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family or --deletion-protection"
                 );
             }
-            let mut cluster: Value = client.get(&api_path(&path), &[]).await?;
+            // A merge patch of the fields asked for: the controller writes the status all
+            // the time, so a read-then-replace would meet 409s.
+            let mut spec = serde_json::Map::new();
             if let Some(v) = &args.kubernetes_version {
-                cluster["spec"]["kubernetesVersion"] = json!(v);
+                spec.insert("kubernetesVersion".into(), json!(v));
             }
             if !args.allowed_families.is_empty() {
-                cluster["spec"]["allowedFamilies"] = json!(args.allowed_families);
+                spec.insert("allowedFamilies".into(), json!(args.allowed_families));
             }
             if !args.excluded_families.is_empty() {
-                cluster["spec"]["excludedFamilies"] = json!(args.excluded_families);
+                spec.insert("excludedFamilies".into(), json!(args.excluded_families));
             }
             if let Some(n) = args.min_nodes {
-                cluster["spec"]["minNodes"] = json!(n);
+                spec.insert("minNodes".into(), json!(n));
             }
             if let Some(n) = args.max_nodes {
-                cluster["spec"]["maxNodes"] = json!(n);
+                spec.insert("maxNodes".into(), json!(n));
             }
             if let Some(on) = args.deletion_protection {
-                cluster["spec"]["deletionProtection"] = json!(on);
+                spec.insert("deletionProtection".into(), json!(on));
             }
-            let mut updated: Value = client.put(&api_path(&path), &cluster).await?;
+            let mut updated: Value = client
+                .merge_patch(&api_path(&path), &json!({ "spec": spec }))
+                .await?;
             if args.wait {
                 updated = wait_ready(client, &path, args.timeout).await?;
             }

@@ -736,9 +736,88 @@ async fn health_metrics_and_openapi() {
         text.contains("route=\"/v1/orgs/{org}/identities\""),
         "requests are labelled by route, not raw path"
     );
-    let (status, openapi) = acme.get("/openapi.json").await;
+    let (status, version) = admin.send("GET", "/version", None, None).await;
+    assert_eq!(status, 200, "/version needs no token: {version}");
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(version["store"], "embedded");
+    let (status, content_type, _) = admin.get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        openapi["paths"]["/v1/orgs/{org}/folders/{folder}/projects/{project}"]["put"].is_object()
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
     );
+    let (status, openapi) = acme.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let project = &openapi["paths"]["/v1/orgs/{org}/folders/{folder}/projects/{project}"];
+    assert!(project["put"].is_object() && project["patch"].is_object());
+    // Schemas are named after their kinds, as Kubernetes names them.
+    let schemas = &openapi["components"]["schemas"];
+    for name in [
+        "Cluster",
+        "ClusterSpec",
+        "ClusterStatus",
+        "ClusterList",
+        "Project",
+        "ProjectList",
+    ] {
+        assert!(schemas[name].is_object(), "no schema {name}");
+    }
+    assert_eq!(
+        project["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Project"
+    );
+}
+
+#[tokio::test]
+async fn merge_patches_change_only_what_they_name() {
+    let server = start();
+    let api = Api::admin(&server);
+    api.create(
+        "/v1/orgs/demo/folders",
+        "eng",
+        json!({"team": "core", "tier": "1"}),
+    )
+    .await;
+    let folder = "/v1/orgs/demo/folders/eng";
+    let patch = |body: &str, content_type: &'static str| {
+        api.send_as("PATCH", folder, body.as_bytes().to_vec(), content_type)
+    };
+    let (status, patched) = patch(
+        r#"{"metadata": {"labels": {"tier": "2", "team": null}}, "spec": {"displayName": "Engineering"}}"#,
+        "application/merge-patch+json",
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["metadata"]["labels"], json!({"tier": "2"}));
+    assert_eq!(patched["spec"]["displayName"], "Engineering");
+
+    // Bad patches: a clear error each, and the folder as it was.
+    let stale = r#"{"metadata": {"resourceVersion": "1"}, "spec": {"displayName": "X"}}"#;
+    for (body, content_type, code, says) in [
+        (
+            r#"{"spec": {"displayNme": "X"}}"#,
+            "application/merge-patch+json",
+            422,
+            "displayNme",
+        ),
+        ("[]", "application/merge-patch+json", 400, "merge patch"),
+        ("{", "application/merge-patch+json", 400, "merge patch"),
+        (
+            r#"{"spec": {}}"#,
+            "application/json-patch+json",
+            415,
+            "merge-patch",
+        ),
+        (stale, "application/merge-patch+json", 409, "changed since"),
+    ] {
+        let (status, error) = patch(body, content_type).await;
+        assert_eq!(status, code, "{body}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(says),
+            "{body}: {error}"
+        );
+    }
+    let (_, after) = api.get(folder).await;
+    assert_eq!(after["spec"], patched["spec"]);
+    assert_eq!(after["metadata"]["labels"], patched["metadata"]["labels"]);
 }

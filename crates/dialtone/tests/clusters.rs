@@ -469,3 +469,52 @@ async fn launches_that_keep_failing_back_off_then_fail_the_cluster_until_the_fau
         "{recovered:#}"
     );
 }
+
+#[tokio::test]
+async fn background_tasks_that_panic_are_restarted_and_reported() {
+    let server = start_with(&[
+        "--sim-time-scale",
+        "0",
+        "--fault-panic-task",
+        "cluster-lifecycle",
+        "--fault-panic-task",
+        "access-index",
+    ]);
+    let api = Api::admin(&server);
+    // The lifecycle controller and the access index each died once at start; a cluster is
+    // still provisioned and made Ready, so both run again.
+    tree(&api).await;
+    create(&api, PROJECT, cluster("dev", "developer", "us-east-1")).await;
+    ready(&api, &format!("{PROJECT}/clusters/dev")).await;
+
+    let (status, _, readyz) = api.get_text("/readyz?verbose").await;
+    assert_eq!(status, 200, "{readyz}");
+    for task in ["cluster-lifecycle", "access-index"] {
+        let line = readyz
+            .lines()
+            .find(|l| l.starts_with(&format!("[+]task {task} ok")))
+            .unwrap_or_else(|| panic!("{task} is not reported running:\n{readyz}"));
+        assert!(
+            line.contains("1 restarts") && line.contains("injected panic"),
+            "{line}"
+        );
+    }
+    assert!(readyz.contains("[+]task compactor ok\n"), "{readyz}");
+    let (status, content_type, metrics) = api.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(
+        metrics.contains(r#"dialtone_task_restarts_total{task="cluster-lifecycle"} 1"#)
+            && metrics.contains(r#"dialtone_task_running{task="cluster-lifecycle"} 1"#)
+            && metrics.contains(r#"dialtone_task_restarts_total{task="compactor"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        server.log().contains("background task stopped"),
+        "{}",
+        server.log()
+    );
+}

@@ -1,0 +1,162 @@
+//! Every background task of the server runs under one supervisor, as omicron's background
+//! tasks do: registered by name, restarted with backoff when it ends or panics, and its
+//! state (running, restarts, last failure) readable for `/readyz?verbose` and `/metrics`.
+//! A task that dies no longer stops for good while the API keeps serving.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::backoff::Backoff;
+
+/// What a task is doing, for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskStatus {
+    pub name: &'static str,
+    pub running: bool,
+    /// How many times it ended or panicked and was started again.
+    pub restarts: u32,
+    /// Why it last stopped, and when.
+    pub last_failure: Option<(Timestamp, String)>,
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+#[derive(Default)]
+pub struct Supervisor {
+    tasks: Mutex<BTreeMap<&'static str, TaskStatus>>,
+    /// Tasks told to panic on their first run, to show that supervision works
+    /// (`dialtone server --fault-panic-task`).
+    panic_once: Mutex<Vec<String>>,
+}
+
+impl Supervisor {
+    /// A supervisor whose tasks named in `panic_once` panic on their first run.
+    pub fn with_injected_panics(panic_once: Vec<String>) -> Arc<Self> {
+        Arc::new(Supervisor {
+            panic_once: Mutex::new(panic_once),
+            ..Default::default()
+        })
+    }
+
+    /// Runs the task `make` builds until the process ends. `make` is given the run's
+    /// number (0 first), so that a restarted task can rebuild what a dead one left.
+    pub fn spawn<F, Fut>(self: &Arc<Self>, name: &'static str, make: F)
+    where
+        F: Fn(u32) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.lock().insert(
+            name,
+            TaskStatus {
+                name,
+                running: true,
+                restarts: 0,
+                last_failure: None,
+            },
+        );
+        let supervisor = self.clone();
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(30),
+        };
+        tokio::spawn(async move {
+            for run in 0u32.. {
+                let injected = supervisor.take_injected(name);
+                let task: TaskFuture = Box::pin(make(run));
+                let outcome = tokio::spawn(async move {
+                    if injected {
+                        panic!("injected panic in background task {name}");
+                    }
+                    task.await
+                })
+                .await;
+                let why = match outcome {
+                    Ok(()) => "it ended".to_string(),
+                    Err(e) if e.is_panic() => {
+                        let payload = e.into_panic();
+                        let message = payload
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        format!("it panicked: {message}")
+                    }
+                    Err(e) => format!("it was cancelled: {e}"),
+                };
+                let restarts = {
+                    let mut tasks = supervisor.lock();
+                    let status = tasks.get_mut(name).expect("registered");
+                    status.running = false;
+                    status.restarts += 1;
+                    status.last_failure = Some((Timestamp::now(), why.clone()));
+                    status.restarts
+                };
+                let delay = backoff.delay(restarts);
+                tracing::error!(
+                    task = name,
+                    restarts,
+                    "background task stopped: {why}; restarting in {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+                supervisor.lock().get_mut(name).expect("registered").running = true;
+            }
+        });
+    }
+
+    /// Every task's status, by name.
+    pub fn statuses(&self) -> Vec<TaskStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, TaskStatus>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_injected(&self, name: &str) -> bool {
+        let mut names = self.panic_once.lock().unwrap_or_else(|e| e.into_inner());
+        let before = names.len();
+        names.retain(|n| n != name);
+        names.len() != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_task_that_panics_or_ends_is_started_again_and_reported() {
+        let supervisor = Supervisor::with_injected_panics(vec!["flaky".into()]);
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        supervisor.spawn("flaky", move |run| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if run < 2 {
+                    return; // ends: restarted too
+                }
+                std::future::pending::<()>().await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "never restarted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = &supervisor.statuses()[0];
+        // Run 0 panicked (injected) before its body ran, run 1 ended, run 2 runs on.
+        assert_eq!(status.restarts, 2, "{status:?}");
+        assert!(status.running, "{status:?}");
+        assert!(
+            status.last_failure.as_ref().unwrap().1.contains("ended"),
+            "{status:?}"
+        );
+    }
+}
