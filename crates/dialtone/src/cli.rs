@@ -378,15 +378,30 @@ pub enum ClusterCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
-    /// Write a kubeconfig context for the cluster, with a credential of your own that
-    /// expires (revoke it early with `dialtone token revoke`).
+    /// Write a kubeconfig context for the cluster. kubectl gets short-lived credentials of
+    /// your own through `dialtone cluster token` (an exec plugin) for as long as your CLI
+    /// sign-in lasts; `--static` writes one credential that expires instead.
     Credentials {
         #[command(flatten)]
         object: ObjectArgs,
         /// The kubeconfig to merge into (default: the first of $KUBECONFIG, or ~/.kube/config).
         #[arg(long)]
         kubeconfig: Option<std::path::PathBuf>,
-        /// How long the credential lasts, e.g. `1h` (default 12h).
+        /// Write a token into the kubeconfig instead of the exec plugin; it stops working
+        /// when it expires.
+        #[arg(long = "static")]
+        static_token: bool,
+        /// How long each credential lasts, e.g. `1h` (default: 1h through the exec plugin,
+        /// 12h with --static).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Print a client-go ExecCredential for the cluster: the kubeconfig's exec plugin,
+    /// which kubectl runs whenever it needs a fresh credential.
+    Token {
+        /// The cluster's full path, `org/folder/project/cluster`.
+        cluster: String,
+        /// How long the credential lasts (default 1h).
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },

@@ -12,6 +12,8 @@ use crate::cli::{
     ClusterCommand, ClusterCreateArgs, FaultCommand, ListArgs, NounCommand, ObjectArgs, Output,
     SimCommand,
 };
+use crate::exec_credential;
+use crate::kubeconfig::Auth;
 use crate::output::{age, labels, print_table, print_value};
 use crate::tree::{self, api_path, resolve};
 
@@ -199,6 +201,7 @@ pub async fn run(
     command: ClusterCommand,
     client: &Client,
     context: &Context,
+    config_path: &std::path::Path,
     output: Output,
 ) -> anyhow::Result<()> {
     match command {
@@ -311,24 +314,51 @@ pub async fn run(
         ClusterCommand::Credentials {
             object,
             kubeconfig,
+            static_token,
             ttl,
         } => {
             let path = resolve(&CLUSTER, &object.name, &object.placement, context)?;
-            let body = match ttl {
-                Some(ttl) => json!({"ttlSeconds": ttl.as_secs()}),
-                None => json!({}),
+            let default_ttl = if static_token {
+                Duration::from_secs(12 * 3600)
+            } else {
+                exec_credential::DEFAULT_TTL
             };
-            let credentials: Value = client
-                .post(&format!("{}/credentials", api_path(&path)), &body)
-                .await?;
+            let ttl = ttl.unwrap_or(default_ttl);
+            let credentials = exec_credential::mint(client, &api_path(&path), ttl).await?;
+            let cluster = path.names().collect::<Vec<_>>().join("/");
+            let auth = if static_token {
+                Auth::Token(text(&credentials["token"]).to_string())
+            } else {
+                // The credential just minted is the plugin's first.
+                exec_credential::remember(context, &cluster, &credentials)?;
+                let mut args = vec!["cluster".to_string(), "token".into(), cluster.clone()];
+                if ttl != exec_credential::DEFAULT_TTL {
+                    args.extend(["--ttl".to_string(), format!("{}s", ttl.as_secs())]);
+                }
+                Auth::Exec {
+                    command: std::env::current_exe()
+                        .context("cannot find the dialtone binary for the exec plugin")?
+                        .display()
+                        .to_string(),
+                    args,
+                    env: vec![
+                        ("DIALTONE_CONFIG".into(), config_path.display().to_string()),
+                        ("DIALTONE_CONTEXT".into(), context.name.clone()),
+                    ],
+                }
+            };
             let file = kubeconfig.unwrap_or_else(default_kubeconfig);
             let context_name = format!("dialtone_{}", path.names().collect::<Vec<_>>().join("_"));
-            crate::kubeconfig::merge(&file, &context_name, &credentials)?;
+            crate::kubeconfig::merge(&file, &context_name, &credentials, &auth)?;
+            let lasts = if static_token {
+                format!("its credential expires {}", text(&credentials["expiresAt"]))
+            } else {
+                "credentials renew through `dialtone cluster token`".to_string()
+            };
             match output {
                 Output::Table => println!(
-                    "kubeconfig context {context_name} written to {} (current context; expires {})\ntry: kubectl get nodes",
+                    "kubeconfig context {context_name} written to {} (current context; {lasts})\ntry: kubectl get nodes",
                     file.display(),
-                    credentials["expiresAt"].as_str().unwrap_or("")
                 ),
                 _ => print_value(
                     output,
@@ -337,9 +367,27 @@ pub async fn run(
                         "kubeconfig": file,
                         "expiresAt": credentials["expiresAt"],
                         "tokenId": credentials["tokenId"],
+                        "static": static_token,
                     }),
                 )?,
             }
+        }
+        ClusterCommand::Token { cluster, ttl } => {
+            let path = ResourcePath::tree_node(&cluster)
+                .ok()
+                .filter(|p| p.kind().plural == CLUSTER.plural)
+                .with_context(|| {
+                    format!("`{cluster}` is not a cluster's full path, org/folder/project/cluster")
+                })?;
+            let credential = exec_credential::exec_credential(
+                client,
+                context,
+                &cluster,
+                &api_path(&path),
+                ttl.unwrap_or(exec_credential::DEFAULT_TTL),
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&credential)?);
         }
         ClusterCommand::Delete {
             object,

@@ -29,7 +29,60 @@ fn upsert(config: &mut Mapping, list: &str, entry: Yaml) {
     items.push(entry);
 }
 
-pub fn merge(file: &Path, context: &str, credentials: &Value) -> anyhow::Result<()> {
+/// How kubectl authenticates to the cluster.
+pub enum Auth {
+    /// A token written into the file, good until it expires (`--static`).
+    Token(String),
+    /// A client-go exec credential plugin: this command, run with these arguments and
+    /// environment, prints an `ExecCredential` whenever kubectl needs one.
+    Exec {
+        command: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+}
+
+impl Auth {
+    fn user(&self) -> Mapping {
+        let mut user = Mapping::new();
+        match self {
+            Auth::Token(token) => {
+                user.insert("token".into(), token.as_str().into());
+            }
+            Auth::Exec { command, args, env } => {
+                let mut exec = Mapping::new();
+                exec.insert(
+                    "apiVersion".into(),
+                    "client.authentication.k8s.io/v1".into(),
+                );
+                exec.insert("command".into(), command.as_str().into());
+                exec.insert(
+                    "args".into(),
+                    Yaml::Sequence(args.iter().map(|a| a.as_str().into()).collect()),
+                );
+                let env = env
+                    .iter()
+                    .map(|(name, value)| {
+                        let mut entry = Mapping::new();
+                        entry.insert("name".into(), name.as_str().into());
+                        entry.insert("value".into(), value.as_str().into());
+                        Yaml::Mapping(entry)
+                    })
+                    .collect();
+                exec.insert("env".into(), Yaml::Sequence(env));
+                exec.insert("interactiveMode".into(), "Never".into());
+                exec.insert(
+                    "installHint".into(),
+                    "dialtone is the CLI that wrote this kubeconfig; install it, or run `dialtone cluster credentials --static` for a kubeconfig that needs nothing".into(),
+                );
+                user.insert("exec".into(), Yaml::Mapping(exec));
+            }
+        }
+        user
+    }
+}
+
+pub fn merge(file: &Path, context: &str, credentials: &Value, auth: &Auth) -> anyhow::Result<()> {
     let mut config: Mapping = match std::fs::read_to_string(file) {
         Ok(text) if !text.trim().is_empty() => serde_yaml_ng::from_str(&text)
             .with_context(|| format!("{} is not a kubeconfig", file.display()))?,
@@ -47,8 +100,7 @@ pub fn merge(file: &Path, context: &str, credentials: &Value) -> anyhow::Result<
             .encode(text("certificateAuthority"))
             .into(),
     );
-    let mut user = Mapping::new();
-    user.insert("token".into(), text("token").into());
+    let user = auth.user();
     let mut context_body = Mapping::new();
     context_body.insert("cluster".into(), context.into());
     context_body.insert("user".into(), context.into());

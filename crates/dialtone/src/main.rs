@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod exec_credential;
 mod kubeconfig;
 mod output;
 mod policy;
@@ -117,7 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Identity(c) => tree::run(&IDENTITY, c, &client, &context, output).await,
                 Command::Group(c) => tree::run(&GROUP, c, &client, &context, output).await,
                 Command::Policy(c) => policy::run(c, &client, output).await,
-                Command::Cluster(c) => cluster::run(c, &client, &context, output).await,
+                Command::Cluster(c) => {
+                    cluster::run(c, &client, &context, &config_path, output).await
+                }
                 Command::Sim(c) => cluster::sim(c, &client, output).await,
                 Command::ClusterTypes(c) => cluster_types(c, &client, output).await,
                 Command::Token(c) => token(c, &client, &context, output).await,

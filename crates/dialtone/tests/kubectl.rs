@@ -1244,3 +1244,118 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     // The namespace binding on payments stays.
     ok(&alice_dev_1, &["get", "pods", "-n", "payments"]);
 }
+
+/// The ids of the org's tokens.
+async fn token_ids(api: &Api) -> Vec<String> {
+    let (status, tokens) = api.get("/v1/orgs/demo/tokens").await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Runs a command with its own credential cache.
+fn with_cache(
+    program: &str,
+    cache: &Path,
+    kubeconfig: &Path,
+    server: &DevServer,
+    args: &[&str],
+) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env("KUBECONFIG", kubeconfig)
+        .env("DIALTONE_CONFIG", server.config_path())
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn kubeconfigs_renew_expiring_credentials_through_the_exec_plugin() {
+    let (server, dir, _) = sim_cluster(1, 1).await;
+    let api = Api::admin(&server);
+    let cache = dir.path().join("cache");
+    let kubeconfig = dir.path().join("exec");
+    let dialtone = |args: &[&str]| {
+        with_cache(
+            env!("CARGO_BIN_EXE_dialtone"),
+            &cache,
+            &kubeconfig,
+            &server,
+            args,
+        )
+    };
+    let kubectl =
+        |args: &[&str]| with_cache("/usr/bin/kubectl", &cache, &kubeconfig, &server, args);
+    let before = token_ids(&api).await;
+    // Credentials of the shortest lifetime the API gives, a minute, so that the test sees
+    // one expire.
+    let (written, out) = dialtone(&[
+        "cluster",
+        "credentials",
+        "demo/eng/web/dev-1",
+        "--ttl",
+        "60s",
+    ]);
+    assert!(written, "{out}");
+    let file = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        file.contains("client.authentication.k8s.io/v1") && !file.contains("token:"),
+        "no credential in the file, only the plugin:\n{file}"
+    );
+    for args in [&["get", "nodes"][..], &["get", "namespaces"]] {
+        let (done, out) = kubectl(args);
+        assert!(done, "{out}");
+    }
+    let minted = |ids: Vec<String>| -> Vec<String> {
+        ids.into_iter().filter(|id| !before.contains(id)).collect()
+    };
+    assert_eq!(
+        minted(token_ids(&api).await).len(),
+        1,
+        "kubectl commands share a cached credential"
+    );
+    let (_, first) = dialtone(&["cluster", "token", "demo/eng/web/dev-1", "--ttl", "60s"]);
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["kind"], "ExecCredential");
+    let first_token = first["status"]["token"].as_str().unwrap().to_string();
+
+    // A minute on, that credential has expired and kubectl goes on working with the one
+    // the plugin minted once three quarters of its life had passed.
+    std::thread::sleep(Duration::from_secs(61));
+    let (done, out) = kubectl(&["get", "nodes"]);
+    assert!(done, "{out}");
+    assert_eq!(
+        minted(token_ids(&api).await).len(),
+        2,
+        "one more credential, minted on expiry"
+    );
+    let (done, out) = kubectl(&["get", "nodes", "--token", &first_token]);
+    assert!(
+        !done && out.contains("Unauthorized"),
+        "the first credential expired: {out}"
+    );
+
+    // Revoking the CLI's own token stops new credentials: once the cached one is due,
+    // the plugin fails and says why, and so does kubectl.
+    let cli_token_id = server.admin_token().split('_').nth(1).unwrap().to_string();
+    let (status, body) = api
+        .delete(&format!("/v1/orgs/demo/tokens/{cli_token_id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    std::fs::remove_dir_all(&cache).unwrap();
+    let (done, out) = dialtone(&["cluster", "token", "demo/eng/web/dev-1"]);
+    assert!(!done && out.contains("Unauthorized"), "{out}");
+    let (done, out) = kubectl(&["get", "nodes"]);
+    assert!(!done && out.contains("dialtone"), "{out}");
+}
