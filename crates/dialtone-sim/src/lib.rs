@@ -151,6 +151,8 @@ pub struct Sim {
     state: Mutex<State>,
     persister: Persister,
     options: SimOptions,
+    /// The clusters that have stored objects, so that finding a gone one costs no scan.
+    object_clusters: Mutex<std::collections::BTreeSet<String>>,
 }
 
 type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
@@ -424,10 +426,17 @@ impl Sim {
                 _ => {}
             }
         }
+        let object_clusters = persister
+            .cluster_objects("")
+            .map_err(SimError)?
+            .into_iter()
+            .filter_map(|(key, _)| key.split_once('/').map(|(uid, _)| uid.to_string()))
+            .collect();
         Ok(Sim {
             state: Mutex::new(state),
             persister,
             options,
+            object_clusters: Mutex::new(object_clusters),
         })
     }
 
@@ -435,6 +444,66 @@ impl Sim {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than stopping would; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stored Kubernetes objects of the cluster with this uid: each with its key under
+    /// the cluster (`{resource}/{namespace}/{name}`, or a key of the cluster's own).
+    pub fn cluster_objects(&self, cluster_uid: &str) -> Result<Vec<(String, Vec<u8>)>, SimError> {
+        let prefix = format!("{cluster_uid}/");
+        Ok(self
+            .persister
+            .cluster_objects(&prefix)
+            .map_err(SimError)?
+            .into_iter()
+            .map(|(key, value)| (key[prefix.len()..].to_string(), value))
+            .collect())
+    }
+
+    /// Queues changes to a cluster's stored objects (`None` deletes), in the order given;
+    /// the receiver answers once they, and everything queued before, are durable.
+    pub fn record_cluster_objects(
+        &self,
+        cluster_uid: &str,
+        changes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Durable {
+        if changes.iter().any(|(_, value)| value.is_some()) {
+            self.object_clusters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(cluster_uid.to_string());
+        }
+        self.persister.queue(
+            changes
+                .into_iter()
+                .map(|(key, value)| Write {
+                    table: Table::ClusterObjects,
+                    key: format!("{cluster_uid}/{key}"),
+                    value,
+                })
+                .collect(),
+        )
+    }
+
+    /// Forgets every stored object of a cluster that is gone.
+    pub fn forget_cluster_objects(&self, cluster_uid: &str) -> Result<(), SimError> {
+        let keys = self.cluster_objects(cluster_uid)?;
+        self.object_clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(cluster_uid);
+        let _ = self.record_cluster_objects(
+            cluster_uid,
+            keys.into_iter().map(|(key, _)| (key, None)).collect(),
+        );
+        Ok(())
+    }
+
+    /// The uids of the clusters that have stored objects.
+    pub fn clusters_with_objects(&self) -> std::collections::BTreeSet<String> {
+        self.object_clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Queues `writes` (call it under the state lock, so the file sees changes in order).

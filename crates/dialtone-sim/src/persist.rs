@@ -2,7 +2,7 @@
 //! up in one transaction (group commit), so many concurrent calls share one fsync.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
@@ -11,10 +11,14 @@ use tokio::sync::oneshot;
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 /// Faults, quotas and the id counter, as JSON.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The Kubernetes objects of the sim's clusters, by `{cluster uid}/…`: read one cluster at
+/// a time, when its API comes up, not at open.
+const CLUSTER_OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster_objects");
 
 pub enum Table {
     Resources,
     Meta,
+    ClusterObjects,
 }
 
 /// One change to persist; `None` deletes the key.
@@ -27,6 +31,7 @@ pub struct Write {
 type Batch = (Vec<Write>, oneshot::Sender<Result<(), String>>);
 
 pub struct Persister {
+    db: Arc<Database>,
     /// `None` only while dropping.
     queue: Option<mpsc::Sender<Batch>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -40,11 +45,13 @@ pub struct Loaded {
 
 impl Persister {
     pub fn open(path: &Path) -> Result<(Self, Loaded), String> {
-        let db =
-            Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let db = Arc::new(
+            Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        );
         let wtx = db.begin_write().map_err(|e| e.to_string())?;
         wtx.open_table(RESOURCES).map_err(|e| e.to_string())?;
         wtx.open_table(META).map_err(|e| e.to_string())?;
+        wtx.open_table(CLUSTER_OBJECTS).map_err(|e| e.to_string())?;
         wtx.commit().map_err(|e| e.to_string())?;
         let loaded = {
             let rtx = db.begin_read().map_err(|e| e.to_string())?;
@@ -67,9 +74,11 @@ impl Persister {
             loaded
         };
         let (queue, batches) = mpsc::channel::<Batch>();
+        let writing = db.clone();
         let writer = std::thread::Builder::new()
             .name("sim-persister".into())
             .spawn(move || {
+                let db = writing;
                 while let Ok(first) = batches.recv() {
                     let mut group = vec![first];
                     group.extend(batches.try_iter());
@@ -82,6 +91,7 @@ impl Persister {
             .map_err(|e| e.to_string())?;
         Ok((
             Persister {
+                db,
                 queue: Some(queue),
                 writer: Some(writer),
             },
@@ -101,6 +111,23 @@ impl Persister {
     }
 }
 
+impl Persister {
+    /// The cluster objects whose keys start with `prefix`, as committed so far.
+    pub fn cluster_objects(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let rtx = self.db.begin_read().map_err(|e| e.to_string())?;
+        let table = rtx.open_table(CLUSTER_OBJECTS).map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for entry in table.range(prefix..).map_err(|e| e.to_string())? {
+            let (key, value) = entry.map_err(|e| e.to_string())?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            found.push((key.value().to_string(), value.value().to_vec()));
+        }
+        Ok(found)
+    }
+}
+
 impl Drop for Persister {
     /// Finishes the queued writes and closes the file, so that it can be opened again.
     fn drop(&mut self) {
@@ -116,10 +143,12 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
     {
         let mut resources = wtx.open_table(RESOURCES)?;
         let mut meta = wtx.open_table(META)?;
+        let mut cluster_objects = wtx.open_table(CLUSTER_OBJECTS)?;
         for write in group.iter().flat_map(|(writes, _)| writes) {
             let table = match write.table {
                 Table::Resources => &mut resources,
                 Table::Meta => &mut meta,
+                Table::ClusterObjects => &mut cluster_objects,
             };
             match &write.value {
                 Some(value) => {

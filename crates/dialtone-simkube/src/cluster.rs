@@ -289,11 +289,41 @@ impl ClusterApi {
         }
     }
 
+    /// A new cluster's API, holding what a new cluster holds, in memory only.
     pub fn new(uid: &str, version: &str) -> Self {
+        Self::seeded(uid, version, Objects::default())
+    }
+
+    /// The cluster's API with its objects kept in `journal`: those it holds (`stored`),
+    /// or, for a cluster it holds nothing of, what a new cluster holds.
+    pub fn open(
+        uid: &str,
+        version: &str,
+        journal: Arc<dyn crate::store::Journal>,
+        stored: Vec<(String, Vec<u8>)>,
+    ) -> Result<Self, String> {
+        let (objects, restored) = Objects::restore(journal, stored, |plural| {
+            RESOURCES
+                .iter()
+                .find(|r| r.plural == plural)
+                .map(|r| r.plural)
+        })?;
+        if restored {
+            return Ok(ClusterApi {
+                uid: uid.to_string(),
+                version: std::sync::RwLock::new(version.to_string()),
+                objects,
+                wake: Notify::new(),
+            });
+        }
+        Ok(Self::seeded(uid, version, objects))
+    }
+
+    fn seeded(uid: &str, version: &str, objects: Objects) -> Self {
         let cluster = ClusterApi {
             uid: uid.to_string(),
             version: std::sync::RwLock::new(version.to_string()),
-            objects: Objects::default(),
+            objects,
             wake: Notify::new(),
         };
         for (resource, object) in crate::defaults::objects() {
@@ -444,6 +474,40 @@ impl ClusterApi {
             ));
         }
         let table = wants_table(headers);
+        let answer = self
+            .answer(
+                verb,
+                &user,
+                &info,
+                &query,
+                headers,
+                body,
+                table,
+                webhook_client,
+            )
+            .await;
+        if !matches!(verb, "get" | "list" | "watch") {
+            // Answered only once what it changed is durable.
+            self.objects
+                .synced()
+                .await
+                .map_err(|e| KubeError::internal(format!("cannot store the change: {e}")))?;
+        }
+        answer
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        self: &Arc<Self>,
+        verb: &str,
+        user: &UserInfo,
+        info: &RequestInfo,
+        query: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+        table: bool,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
         match verb {
             "get" => self.get(&info, table),
             "list" => self.list(&info, &query, table),

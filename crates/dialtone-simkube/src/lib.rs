@@ -69,6 +69,18 @@ impl Drop for Hosted {
     }
 }
 
+/// A cluster's objects kept in the sim's own state file, beside its instances.
+struct SimJournal {
+    sim: Arc<Sim>,
+    uid: String,
+}
+
+impl store::Journal for SimJournal {
+    fn record(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> store::Durable {
+        self.sim.record_cluster_objects(&self.uid, changes)
+    }
+}
+
 pub struct SimKube {
     sim: Arc<Sim>,
     dir: PathBuf,
@@ -193,6 +205,15 @@ impl SimKube {
             .write()
             .expect("lock")
             .retain(|uid, _| live.contains(uid));
+        // A cluster is gone once the cloud holds nothing of it: so are its objects. (One
+        // whose API is only down, its control plane being replaced, keeps them.)
+        for uid in self.sim.clusters_with_objects() {
+            if !by_cluster.contains_key(&uid)
+                && let Err(e) = self.sim.forget_cluster_objects(&uid)
+            {
+                tracing::warn!(cluster = %uid, error = %e, "cannot forget a gone cluster's objects");
+            }
+        }
     }
 
     fn node_facts(&self, resources: &[CloudResource]) -> Vec<NodeFacts> {
@@ -252,7 +273,12 @@ impl SimKube {
         let pki = pki::ClusterPki::load_or_create(&self.dir.join(uid), &lb.address)?;
         let (cert_pem, key_pem) =
             pki.client_certificate(dialtone_kube::CONTROL_PLANE_USER, &["system:masters"])?;
-        let api = Arc::new(ClusterApi::new(uid, version));
+        let journal = Arc::new(SimJournal {
+            sim: self.sim.clone(),
+            uid: uid.to_string(),
+        });
+        let stored = self.sim.cluster_objects(uid).map_err(|e| e.to_string())?;
+        let api = Arc::new(ClusterApi::open(uid, version, journal, stored)?);
         let controllers = tokio::spawn({
             let api = api.clone();
             async move {

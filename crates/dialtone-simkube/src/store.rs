@@ -1,6 +1,12 @@
 //! One cluster's objects, keyed by resource, namespace and name and versioned by one counter
 //! per cluster (the `resourceVersion`), with a bounded log of changes so that a watch can
 //! start from any recent version, as etcd lets kube-apiserver do.
+//!
+//! Every change is also queued to a [`Journal`] in revision order, and a request is answered
+//! only once the journal holds its change ([`Objects::synced`]): what a client was told is
+//! stored survives a crash, and the objects come back at the same resourceVersions, the
+//! counter going on upward. The change log starts empty after a restart, so a watch from
+//! an older version gets 410 Gone and lists again, as after an etcd compaction.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -59,12 +65,29 @@ struct Inner {
     log: VecDeque<Arc<Change>>,
 }
 
+/// Where a cluster's objects are kept durably.
+pub trait Journal: Send + Sync {
+    /// Queues changes by key (`None` deletes) after every change queued before; the
+    /// receiver answers once they are durable.
+    fn record(&self, changes: Vec<(String, Option<Vec<u8>>)>) -> Durable;
+}
+
+pub type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+/// The journal's key of the cluster's revision counter.
+const REVISION_KEY: &str = "~revision";
+
+fn journal_key(key: &ObjectKey) -> String {
+    format!("{}/{}/{}", key.resource, key.namespace, key.name)
+}
+
 /// Changes from some revision on.
 pub type Subscription = broadcast::Receiver<Arc<Change>>;
 
 pub struct Objects {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<Arc<Change>>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Default for Objects {
@@ -76,6 +99,7 @@ impl Default for Objects {
                 log: VecDeque::new(),
             }),
             changes: broadcast::channel(4096).0,
+            journal: None,
         }
     }
 }
@@ -87,6 +111,64 @@ fn resource_version(object: &Value) -> Option<u64> {
 }
 
 impl Objects {
+    /// Objects kept in `journal`, starting from what it holds (`stored`, as the journal's
+    /// keys and values); `None` when it holds nothing for the cluster.
+    pub fn restore(
+        journal: Arc<dyn Journal>,
+        stored: Vec<(String, Vec<u8>)>,
+        resource_of: impl Fn(&str) -> Option<&'static str>,
+    ) -> Result<(Self, bool), String> {
+        let mut objects = Objects {
+            journal: Some(journal),
+            ..Objects::default()
+        };
+        let restored = !stored.is_empty();
+        let inner = objects.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (key, value) in stored {
+            if key == REVISION_KEY {
+                let bytes: [u8; 8] = value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "a corrupt revision counter".to_string())?;
+                inner.revision = inner.revision.max(u64::from_be_bytes(bytes));
+                continue;
+            }
+            let mut parts = key.splitn(3, '/');
+            let (Some(resource), Some(namespace), Some(name)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!("a corrupt object key `{key}`"));
+            };
+            let resource =
+                resource_of(resource).ok_or_else(|| format!("an unknown resource in `{key}`"))?;
+            let object: Value = serde_json::from_slice(&value)
+                .map_err(|e| format!("a corrupt object at `{key}`: {e}"))?;
+            if let Some(rv) = resource_version(&object) {
+                inner.revision = inner.revision.max(rv);
+            }
+            inner.objects.insert(
+                ObjectKey {
+                    resource,
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                },
+                Arc::new(object),
+            );
+        }
+        Ok((objects, restored))
+    }
+
+    /// Waits until every change made so far is durable (at once without a journal).
+    pub async fn synced(&self) -> Result<(), String> {
+        match &self.journal {
+            Some(journal) => journal
+                .record(Vec::new())
+                .await
+                .map_err(|_| "the journal stopped".to_string())?,
+            None => Ok(()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -119,11 +201,26 @@ impl Objects {
     }
 
     fn commit(
+        &self,
         inner: &mut Inner,
         kind: EventType,
         key: ObjectKey,
         object: Arc<Value>,
     ) -> Arc<Change> {
+        if let Some(journal) = &self.journal {
+            // Queued under the lock, so the journal sees changes in revision order.
+            let value = match kind {
+                EventType::Deleted => None,
+                _ => Some(serde_json::to_vec(&*object).expect("JSON always serializes")),
+            };
+            let _ = journal.record(vec![
+                (journal_key(&key), value),
+                (
+                    REVISION_KEY.to_string(),
+                    Some(inner.revision.to_be_bytes().to_vec()),
+                ),
+            ]);
+        }
         let change = Arc::new(Change {
             revision: inner.revision,
             kind,
@@ -151,7 +248,7 @@ impl Objects {
             Self::stamp(&mut inner, &mut object);
             let object = Arc::new(object);
             inner.objects.insert(key.clone(), object.clone());
-            Self::commit(&mut inner, EventType::Added, key, object)
+            self.commit(&mut inner, EventType::Added, key, object)
         };
         let _ = self.changes.send(change.clone());
         Ok(change.object.clone())
@@ -173,7 +270,7 @@ impl Objects {
             Self::stamp(&mut inner, &mut object);
             let object = Arc::new(object);
             inner.objects.insert(key.clone(), object.clone());
-            Self::commit(&mut inner, EventType::Modified, key.clone(), object)
+            self.commit(&mut inner, EventType::Modified, key.clone(), object)
         };
         let _ = self.changes.send(change.clone());
         Ok(change.object.clone())
@@ -185,7 +282,7 @@ impl Objects {
             let removed = inner.objects.remove(key).ok_or(StoreError::NotFound)?;
             let mut last = (*removed).clone();
             Self::stamp(&mut inner, &mut last);
-            Self::commit(&mut inner, EventType::Deleted, key.clone(), Arc::new(last))
+            self.commit(&mut inner, EventType::Deleted, key.clone(), Arc::new(last))
         };
         let _ = self.changes.send(change.clone());
         Ok(change.object.clone())

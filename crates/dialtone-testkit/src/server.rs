@@ -14,6 +14,9 @@ pub struct DevServer {
     binary: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
+    /// Where the sim's clusters answer, the same across restarts, as a load balancer's
+    /// address is.
+    kube_port: u16,
     extra_args: Vec<String>,
     child: Option<Child>,
 }
@@ -25,6 +28,7 @@ impl DevServer {
             binary: binary.to_path_buf(),
             dir: tempfile::tempdir()?,
             port: free_port(),
+            kube_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
@@ -53,7 +57,7 @@ impl DevServer {
                 "server",
                 "--dev",
                 "--kube-listen",
-                "127.0.0.1:0",
+                &format!("127.0.0.1:{}", self.kube_port),
                 "--listen",
                 &format!("127.0.0.1:{}", self.port),
             ])

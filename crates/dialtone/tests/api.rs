@@ -689,9 +689,17 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let (status, error) = acme.get("/v1/no/such/path").await;
     assert_eq!((status, error["kind"].as_str()), (404, Some("Status")));
     let (status, error) = acme
-        .call("PATCH", "/v1/orgs/acme/folders/eng", Some(json!({})))
+        .call("PUT", "/v1/orgs/acme/folders", Some(json!({})))
         .await;
     assert_eq!((status, error["kind"].as_str()), (405, Some("Status")));
+    let (status, error) = acme
+        .call("PATCH", "/v1/orgs/acme/folders/eng", Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, error["reason"].as_str()),
+        (415, Some("UnsupportedMediaType")),
+        "a PATCH must say it is a merge patch: {error}"
+    );
     let (status, _) = acme.get("/v1/orgs/acme/folders/Not_A_Name").await;
     assert_eq!(status, 404);
 

@@ -280,11 +280,7 @@ fn every_route_that_takes_a_body_refuses_bad_ones_with_a_4xx_status() {
                         .send()
                         .await
                         .expect("the cluster's API answers");
-                    let status = response.status().as_u16();
-                    let bytes = response.bytes().await.unwrap();
-                    let value = serde_json::from_slice(&bytes)
-                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-                    (status, value)
+                    common::answer(response).await
                 })
             },
         );

@@ -1359,3 +1359,140 @@ async fn kubeconfigs_renew_expiring_credentials_through_the_exec_plugin() {
     let (done, out) = kubectl(&["get", "nodes"]);
     assert!(!done && out.contains("dialtone"), "{out}");
 }
+
+#[tokio::test]
+async fn a_sim_cluster_loses_no_acknowledged_write_to_kill_9() {
+    let (mut server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    // Writers create config maps with kubectl until the server dies under them; each
+    // remembers the ones kubectl reported created, with their resourceVersions.
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let kubeconfig = kubeconfig.clone();
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let name = format!("cm-{w}-{i}");
+                    let (created, out) = kubectl(
+                        &kubeconfig,
+                        &[
+                            "create",
+                            "configmap",
+                            &name,
+                            "--from-literal=k=v",
+                            "-o",
+                            "jsonpath={.metadata.resourceVersion}",
+                        ],
+                    );
+                    if !created {
+                        return (acknowledged, out);
+                    }
+                    acknowledged.push((name, out.trim().parse::<u64>().unwrap()));
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    server.kill9();
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        let (written, _) = writer.join().unwrap();
+        acknowledged.extend(written);
+    }
+    assert!(
+        acknowledged.len() >= 10,
+        "the writers got going: {}",
+        acknowledged.len()
+    );
+    let newest = acknowledged.iter().map(|(_, rv)| *rv).max().unwrap();
+
+    server.start_again().unwrap();
+    // The cluster's API comes back at the same address, with the same CA and credentials.
+    let listed = kubectl_until(
+        &kubeconfig,
+        &["get", "--raw", "/api/v1/namespaces/default/configmaps"],
+        true,
+    );
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let stored: std::collections::HashMap<String, u64> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cm| {
+            (
+                cm["metadata"]["name"].as_str().unwrap().to_string(),
+                cm["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|(name, rv)| stored.get(name) != Some(rv))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+    println!(
+        "{} acknowledged writes, all there after kill -9",
+        acknowledged.len()
+    );
+
+    // Versions go on upward, and a watch from the list's version sees what follows.
+    let list_version = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut watch = Command::new("/usr/bin/kubectl")
+        .args([
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={list_version}"
+            ),
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let after = ok(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "after",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ],
+    );
+    assert!(
+        after.trim().parse::<u64>().unwrap() > newest,
+        "{after} after {newest}"
+    );
+    let mut seen = Vec::new();
+    watch_until(&lines, &mut seen, |seen| {
+        seen.iter().any(|l| l.contains(r#""name":"after""#))
+    });
+    assert!(
+        seen.iter().all(|l| !l.contains(r#""name":"cm-"#)),
+        "the watch resumed after the list, not before: {seen:?}"
+    );
+    let _ = watch.kill();
+}

@@ -13,6 +13,15 @@ pub fn start_with(args: &[&str]) -> DevServer {
     DevServer::start(env!("CARGO_BIN_EXE_dialtone").as_ref(), args).expect("dev server starts")
 }
 
+/// A response's status and its body: JSON, or else the text as a JSON string.
+pub async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
+}
+
 /// One caller of the API.
 #[derive(Clone)]
 pub struct Api {
@@ -65,12 +74,7 @@ impl Api {
                 .header("content-type", "application/json")
                 .body(body);
         }
-        let response = request.send().await.expect("the server answers");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, value)
+        answer(request.send().await.expect("the server answers")).await
     }
 
     /// Sends `body` with a content type of the caller's choosing.
@@ -91,11 +95,7 @@ impl Api {
             .send()
             .await
             .expect("the server answers");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, value)
+        answer(response).await
     }
 
     /// A GET whose answer is read as text, with its content type.
