@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -19,18 +19,68 @@ pub struct Cli {
     /// The CLI configuration file.
     #[arg(long, global = true, env = "DIALTONE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    /// Output format: wide, name, json, yaml, jsonpath=TEMPLATE or
+    /// custom-columns=HEADER:.path,… (default: a table).
+    #[arg(short, long, global = true, value_parser = parse_output, default_value = "table")]
     pub output: Output,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     Table,
+    /// The table with more columns.
+    Wide,
+    /// `kind/name`, one a line.
+    Name,
     Json,
     Yaml,
+    /// A kubectl JSONPath template (kept for the whole run of the command).
+    JsonPath(&'static str),
+    /// `HEADER:.path` pairs, comma-separated.
+    CustomColumns(&'static str),
+}
+
+impl Output {
+    /// Whether people read it: a table, plain or wide.
+    pub fn is_table(self) -> bool {
+        matches!(self, Output::Table | Output::Wide)
+    }
+}
+
+/// `-o` as kubectl takes it.
+pub fn parse_output(text: &str) -> Result<Output, String> {
+    // A CLI process prints once: keeping the template for its whole run is fine.
+    let keep = |t: &str| -> &'static str { Box::leak(t.to_string().into_boxed_str()) };
+    Ok(match text {
+        "" | "table" => Output::Table,
+        "wide" => Output::Wide,
+        "name" => Output::Name,
+        "json" => Output::Json,
+        "yaml" => Output::Yaml,
+        other => match other.split_once('=') {
+            Some(("jsonpath", template)) => {
+                crate::jsonpath::render(template, &serde_json::Value::Null)?;
+                Output::JsonPath(keep(template))
+            }
+            Some(("custom-columns", columns)) => {
+                for column in columns.split(',') {
+                    let (header, path) = column.split_once(':').filter(|(h, p)| !h.is_empty() && !p.is_empty()).ok_or_else(|| {
+                        format!("custom-columns take HEADER:.path pairs, comma-separated; `{column}` is not one")
+                    })?;
+                    let _ = header;
+                    crate::jsonpath::column(path, &serde_json::Value::Null)?;
+                }
+                Output::CustomColumns(keep(columns))
+            }
+            _ => {
+                return Err(format!(
+                    "unknown output format `{other}`; valid formats: wide, name, json, yaml, jsonpath=TEMPLATE, custom-columns=HEADER:.path,…"
+                ));
+            }
+        },
+    })
 }
 
 #[derive(Subcommand)]
@@ -203,7 +253,7 @@ pub struct ListArgs {
     #[command(flatten)]
     pub placement: Placement,
     /// Only objects whose labels match, e.g. `tier=web,env!=dev`.
-    #[arg(long, short = 's')]
+    #[arg(long, short = 'l')]
     pub selector: Option<String>,
     /// Keep printing changes as they happen.
     #[arg(long, short = 'w')]

@@ -210,7 +210,7 @@ pub async fn run(
             let body = create_body(&args)?;
             let collection = tree::collection_path(&CLUSTER, path.parent().as_ref());
             let mut created: Value = client.post(&collection, &body).await?;
-            if output == Output::Table {
+            if output.is_table() {
                 let plan = &created["status"]["plan"];
                 println!(
                     "cluster {path} created: {} in {}, Kubernetes {}, {} control-plane node(s), network {}",
@@ -223,7 +223,7 @@ pub async fn run(
             }
             if args.wait {
                 created = wait_ready(client, &path, args.timeout).await?;
-                if output == Output::Table {
+                if output.is_table() {
                     println!(
                         "cluster {path} is Ready: {} nodes running, API at {}",
                         nodes_summary(&created),
@@ -231,7 +231,7 @@ pub async fn run(
                     );
                 }
             }
-            if output != Output::Table {
+            if !output.is_table() {
                 print_value(output, &created)?;
             }
         }
@@ -240,13 +240,23 @@ pub async fn run(
             let cluster: Value = client.get(&api_path(&path), &[]).await?;
             match output {
                 Output::Table => print_table(&HEADERS, &[row(&cluster)]),
+                Output::Wide => {
+                    let (headers, rows) = crate::output::wide(
+                        HEADERS.to_vec(),
+                        vec![row(&cluster)],
+                        std::slice::from_ref(&cluster),
+                    );
+                    print_table(&headers, &rows);
+                }
                 _ => print_value(output, &cluster)?,
             }
         }
-        ClusterCommand::List(args) if args.watch || output != Output::Table => {
+        ClusterCommand::List(args)
+            if args.watch || !matches!(output, Output::Table | Output::Wide) =>
+        {
             tree::run(&CLUSTER, NounCommand::List(args), client, context, output).await?;
         }
-        ClusterCommand::List(args) => list(args, client, context).await?,
+        ClusterCommand::List(args) => list(args, client, context, output).await?,
         ClusterCommand::Describe(ObjectArgs { name, placement }) => {
             let path = resolve(&CLUSTER, &name, &placement, context)?;
             let cluster: Value = client.get(&api_path(&path), &[]).await?;
@@ -438,7 +448,12 @@ fn confirm(question: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn list(args: ListArgs, client: &Client, context: &Context) -> anyhow::Result<()> {
+async fn list(
+    args: ListArgs,
+    client: &Client,
+    context: &Context,
+    output: Output,
+) -> anyhow::Result<()> {
     let project = match &args.parent {
         Some(p) => resolve(&dialtone_types::kinds::PROJECT, p, &args.placement, context)?,
         None => resolve(
@@ -455,10 +470,14 @@ async fn list(args: ListArgs, client: &Client, context: &Context) -> anyhow::Res
     let items = client
         .list_all(&tree::collection_path(&CLUSTER, Some(&project)), &query)
         .await?;
+    let rows = items.iter().map(row).collect::<Vec<_>>();
     if items.is_empty() {
         eprintln!("no clusters in {project}");
+    } else if output == Output::Wide {
+        let (headers, rows) = crate::output::wide(HEADERS.to_vec(), rows, &items);
+        print_table(&headers, &rows);
     } else {
-        print_table(&HEADERS, &items.iter().map(row).collect::<Vec<_>>());
+        print_table(&HEADERS, &rows);
     }
     Ok(())
 }
@@ -644,8 +663,8 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
             }
             let list: Value = client.get("/v1/sim/resources", &query).await?;
             let items = list["items"].as_array().cloned().unwrap_or_default();
-            if output != Output::Table {
-                return print_value(output, &Value::Array(items));
+            if !matches!(output, Output::Table | Output::Wide) {
+                return print_value(output, &list);
             }
             let rows: Vec<Vec<String>> = items
                 .iter()
@@ -693,8 +712,8 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
         SimCommand::Fault(FaultCommand::List) => {
             let list: Value = client.get("/v1/sim/faults", &[]).await?;
             let items = list["items"].as_array().cloned().unwrap_or_default();
-            if output != Output::Table {
-                return print_value(output, &Value::Array(items));
+            if !matches!(output, Output::Table | Output::Wide) {
+                return print_value(output, &list);
             }
             let rows: Vec<Vec<String>> = items
                 .iter()
@@ -758,7 +777,7 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
                 quotas = client.put(&path, &quotas).await?;
             }
             print_value(
-                if output == Output::Table {
+                if output.is_table() {
                     Output::Yaml
                 } else {
                     output

@@ -3,6 +3,7 @@
 mod cli;
 mod cluster;
 mod exec_credential;
+mod jsonpath;
 mod kubeconfig;
 mod output;
 mod policy;
@@ -23,7 +24,7 @@ use serde_json::Value;
 use crate::cli::{
     AuditCommand, Cli, ClusterTypesCommand, Command, ConfigCommand, Output, TokenCommand,
 };
-use crate::output::{print_table, print_value};
+use crate::output::{print_list, print_table, print_value};
 
 // The control plane decodes and drops many small objects on every controller pass; mimalloc
 // keeps that cheap where glibc's allocator spends its time consolidating.
@@ -213,7 +214,11 @@ async fn token(
                         &rows,
                     );
                 }
-                _ => print_value(output, &list["items"])?,
+                _ => print_list(
+                    output,
+                    "TokenInfo",
+                    list["items"].as_array().cloned().unwrap_or_default(),
+                )?,
             }
         }
         TokenCommand::Revoke { id, org } => {
@@ -251,12 +256,12 @@ async fn cluster_types(
                         .collect();
                     print_table(&["NAME", "DECISIONS", "DESCRIPTION"], &rows);
                 }
-                _ => print_value(output, &Value::Array(items))?,
+                _ => print_list(output, "ClusterTypeInfo", items)?,
             }
         }
         ClusterTypesCommand::Describe { name } => {
             let info: Value = client.get(&format!("/v1/clustertypes/{name}"), &[]).await?;
-            if output != Output::Table {
+            if !output.is_table() {
                 return print_value(output, &info);
             }
             println!("{}: {}\n", text(&info["name"]), text(&info["description"]));
@@ -306,7 +311,7 @@ async fn audit(
                 &rows,
             );
         }
-        _ => print_value(output, &Value::Array(records))?,
+        _ => print_list(output, "AuditRecord", records)?,
     }
     Ok(())
 }

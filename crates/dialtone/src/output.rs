@@ -5,12 +5,67 @@ use serde_json::Value;
 
 use crate::cli::Output;
 
+/// Prints an object, or a list (`{"kind": "…List", "items": […]}`), in a format for
+/// programs; a table format prints JSON, for what has no table.
 pub fn print_value(format: Output, value: &Value) -> anyhow::Result<()> {
+    let items = || match value["items"].as_array() {
+        Some(items) if value["kind"].as_str().is_some_and(|k| k.ends_with("List")) => {
+            items.iter().collect()
+        }
+        _ => vec![value],
+    };
     match format {
-        Output::Json | Output::Table => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Json | Output::Table | Output::Wide => {
+            println!("{}", serde_json::to_string_pretty(value)?)
+        }
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+        Output::Name => {
+            for item in items() {
+                let kind = item["kind"].as_str().unwrap_or("object").to_lowercase();
+                println!(
+                    "{kind}/{}",
+                    item["metadata"]["name"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        Output::JsonPath(template) => {
+            println!(
+                "{}",
+                crate::jsonpath::render(template, value).map_err(anyhow::Error::msg)?
+            )
+        }
+        Output::CustomColumns(columns) => {
+            let columns: Vec<(&str, &str)> = columns
+                .split(',')
+                .filter_map(|c| c.split_once(':'))
+                .collect();
+            let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+            let rows = items()
+                .into_iter()
+                .map(|item| {
+                    columns
+                        .iter()
+                        .map(|(_, path)| crate::jsonpath::column(path, item))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            print_table(&headers, &rows);
+        }
     }
     Ok(())
+}
+
+/// Prints the items of a list of `kind` as one `{kind}List`, the way kubectl does.
+pub fn print_list(format: Output, kind: &str, items: Vec<Value>) -> anyhow::Result<()> {
+    print_value(
+        format,
+        &serde_json::json!({
+            "apiVersion": dialtone_types::API_VERSION,
+            "kind": format!("{kind}List"),
+            "items": items,
+        }),
+    )
 }
 
 /// A column-aligned table.
@@ -82,3 +137,31 @@ pub fn object_row(object: &Value) -> Vec<String> {
 }
 
 pub const OBJECT_HEADERS: [&str; 6] = ["NAME", "DISPLAY NAME", "STATE", "REGION", "AGE", "LABELS"];
+
+/// With `-o wide`: the object's full path and uid as well.
+pub fn wide(
+    mut headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    objects: &[Value],
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    headers.extend(["PATH", "UID"]);
+    let rows = rows
+        .into_iter()
+        .zip(objects)
+        .map(|(mut row, object)| {
+            let meta = &object["metadata"];
+            let parent = meta["parent"].as_str().unwrap_or_default();
+            let name = meta["name"].as_str().unwrap_or_default();
+            let plural = dialtone_types::KindInfo::by_kind(object["kind"].as_str().unwrap_or(""))
+                .map_or("objects", |k| k.plural);
+            row.push(if parent.is_empty() {
+                format!("{plural}/{name}")
+            } else {
+                format!("{parent}/{plural}/{name}")
+            });
+            row.push(meta["uid"].as_str().unwrap_or_default().to_string());
+            row
+        })
+        .collect();
+    (headers, rows)
+}

@@ -50,7 +50,7 @@ fn revoke(policy: &mut AccessPolicy, role: &str, subject: &str) -> bool {
 }
 
 fn print_policy(node: &str, policy: &AccessPolicy, output: Output) -> anyhow::Result<()> {
-    if output != Output::Table {
+    if !output.is_table() {
         return print_value(output, &serde_json::to_value(policy)?);
     }
     let rows: Vec<Vec<String>> = policy
@@ -139,7 +139,7 @@ pub async fn run(command: PolicyCommand, client: &Client, output: Output) -> any
             let answer: Explanation = client
                 .get(&format!("/v1/orgs/{org}/explain"), &query)
                 .await?;
-            if output != Output::Table {
+            if !output.is_table() {
                 return print_value(output, &serde_json::to_value(&answer)?);
             }
             println!(
@@ -183,7 +183,7 @@ pub async fn run(command: PolicyCommand, client: &Client, output: Output) -> any
             let preview: WhatIf = client
                 .post(&format!("/v1/orgs/{org}/whatif"), &request)
                 .await?;
-            if output != Output::Table {
+            if !output.is_table() {
                 return print_value(output, &serde_json::to_value(&preview)?);
             }
             let rows: Vec<Vec<String>> = preview

@@ -7,7 +7,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::cli::{CreateArgs, ListArgs, NounCommand, ObjectArgs, Output, Placement};
-use crate::output::{OBJECT_HEADERS, age, labels, object_row, print_table, print_value};
+use crate::output::{
+    OBJECT_HEADERS, age, labels, object_row, print_list, print_table, print_value, wide,
+};
 
 /// The kinds above `kind`, top first.
 fn ancestors(kind: &'static KindInfo) -> Vec<&'static KindInfo> {
@@ -170,7 +172,7 @@ pub async fn run(
         NounCommand::Describe(ObjectArgs { name, placement }) => {
             let path = resolve(kind, &name, &placement, context)?;
             let object: Value = client.get(&api_path(&path), &[]).await?;
-            if output != Output::Table {
+            if !output.is_table() {
                 return print_value(output, &object);
             }
             describe(kind, &path, &object, client).await?;
@@ -190,12 +192,19 @@ pub async fn run(
             }
             let items = client.list_all(&collection, &query).await?;
             match output {
-                Output::Table if items.is_empty() => eprintln!("no {} found", kind.plural),
+                Output::Table | Output::Wide if items.is_empty() => {
+                    eprintln!("no {} found", kind.plural)
+                }
                 Output::Table => print_table(
                     &OBJECT_HEADERS,
                     &items.iter().map(object_row).collect::<Vec<_>>(),
                 ),
-                _ => print_value(output, &Value::Array(items))?,
+                Output::Wide => {
+                    let rows = items.iter().map(object_row).collect();
+                    let (headers, rows) = wide(OBJECT_HEADERS.to_vec(), rows, &items);
+                    print_table(&headers, &rows);
+                }
+                _ => print_list(output, kind.kind, items)?,
             }
         }
         NounCommand::Delete(args) => {
@@ -312,7 +321,7 @@ async fn watch(
     output: Output,
 ) -> anyhow::Result<()> {
     let mut events = client.watch(collection, query).await?;
-    if output == Output::Table {
+    if matches!(output, Output::Table | Output::Wide) {
         println!("{:<9} {:<24} {:<10} VERSION", "EVENT", "NAME", "STATE");
     }
     while let Some(event) = events.next().await {
@@ -326,7 +335,7 @@ async fn watch(
             );
         }
         match output {
-            Output::Table => {
+            Output::Table | Output::Wide => {
                 let row = object_row(&event["object"]);
                 let rv = event["object"]["metadata"]["resourceVersion"]
                     .as_str()
@@ -340,6 +349,8 @@ async fn watch(
             }
             Output::Json => println!("{}", serde_json::to_string(&event)?),
             Output::Yaml => print!("---\n{}", serde_yaml_ng::to_string(&event)?),
+            // The rest print each changed object, as `kubectl get -w -o name` does.
+            _ => print_value(output, &event["object"])?,
         }
     }
     Ok(())

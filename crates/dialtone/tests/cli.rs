@@ -59,9 +59,57 @@ fn the_tree_with_short_paths_contexts_and_formats() {
         table.contains("web") && table.contains("tier=web") && table.contains("api"),
         "{table}"
     );
-    let selected = ok(cli(&["project", "list", "-s", "tier=web", "-o", "json"]));
+    // kubectl's conventions: -l selects, lists print as a List, and -o takes name, wide,
+    // jsonpath and custom-columns.
+    let selected = ok(cli(&["project", "list", "-l", "tier=web", "-o", "json"]));
     let selected: Value = serde_json::from_str(&selected).unwrap();
-    assert_eq!(selected.as_array().unwrap().len(), 1);
+    assert_eq!(selected["kind"], "ProjectList");
+    assert_eq!(selected["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        ok(cli(&["project", "list", "-l", "tier=web", "-o", "name"])),
+        "project/web\n"
+    );
+    assert_eq!(
+        ok(cli(&[
+            "project",
+            "list",
+            "-o",
+            "jsonpath={.items[*].metadata.name}"
+        ])),
+        "api web\n"
+    );
+    let columns = ok(cli(&[
+        "project",
+        "list",
+        "-o",
+        "custom-columns=NAME:.metadata.name,TIER:.metadata.labels.tier",
+    ]));
+    assert_eq!(
+        columns
+            .lines()
+            .map(str::split_whitespace)
+            .map(Iterator::collect::<Vec<_>>)
+            .collect::<Vec<_>>(),
+        [
+            vec!["NAME", "TIER"],
+            vec!["api", "<none>"],
+            vec!["web", "web"]
+        ],
+        "{columns}"
+    );
+    let wide = ok(cli(&["project", "list", "-o", "wide"]));
+    assert!(
+        wide.lines().next().unwrap().contains("PATH")
+            && wide.contains("orgs/demo/folders/eng/projects/web"),
+        "{wide}"
+    );
+    let error = fails(cli(&["project", "list", "-o", "table2"]));
+    assert!(
+        error.contains("valid formats: wide, name, json, yaml"),
+        "{error}"
+    );
+    let error = fails(cli(&["project", "list", "-o", "jsonpath={.items[x]}"]));
+    assert!(error.contains("not a path"), "{error}");
     let json: Value =
         serde_json::from_str(&ok(cli(&["project", "get", "web", "-o", "json"]))).unwrap();
     assert_eq!(json["metadata"]["labels"]["tier"], "web");
@@ -89,7 +137,7 @@ fn the_tree_with_short_paths_contexts_and_formats() {
     let error = fails(cli(&["project", "get", "web"]));
     assert!(error.contains("not found"), "{error}");
     let orgs: Value = serde_json::from_str(&ok(cli(&["org", "list", "-o", "json"]))).unwrap();
-    assert_eq!(orgs[0]["metadata"]["name"], "demo");
+    assert_eq!(orgs["items"][0]["metadata"]["name"], "demo");
     let audit = ok(cli(&["audit", "list", "--tail", "2"]));
     assert!(
         audit.contains("DELETE") && audit.contains("/v1/orgs/demo/folders/eng"),
