@@ -491,10 +491,11 @@ impl Sim {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(cluster_uid);
-        let _ = self.record_cluster_objects(
+        // Durable with the next write; nothing waits on a forgotten cluster.
+        drop(self.record_cluster_objects(
             cluster_uid,
             keys.into_iter().map(|(key, _)| (key, None)).collect(),
-        );
+        ));
         Ok(())
     }
 

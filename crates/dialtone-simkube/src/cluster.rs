@@ -509,9 +509,9 @@ impl ClusterApi {
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Response> {
         match verb {
-            "get" => self.get(&info, table),
-            "list" => self.list(&info, &query, table),
-            "watch" => self.watch(&info, &query, table),
+            "get" => self.get(info, table),
+            "list" => self.list(info, query, table),
+            "watch" => self.watch(info, query, table),
             "create" if info.subresource == "eviction" => {
                 let (eviction, _) = decode_as::<Eviction>(
                     "Eviction",
@@ -526,13 +526,11 @@ impl ClusterApi {
             }
             "create" => {
                 let object = parse_body(&body)?;
-                self.create(&user, &info, object, &query, webhook_client)
-                    .await
+                self.create(user, info, object, query, webhook_client).await
             }
             "update" => {
                 let object = parse_body(&body)?;
-                self.update(&user, &info, object, &query, webhook_client)
-                    .await
+                self.update(user, info, object, query, webhook_client).await
             }
             "patch" => {
                 let content_type = headers
@@ -540,12 +538,12 @@ impl ClusterApi {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 let patch = parse_body(&body)?;
-                self.patch(&user, &info, content_type, patch, &query, webhook_client)
+                self.patch(user, info, content_type, patch, query, webhook_client)
                     .await
             }
-            "delete" => self.delete(&user, &info, &query, webhook_client).await,
+            "delete" => self.delete(user, info, query, webhook_client).await,
             "deletecollection" => {
-                self.delete_collection(&user, &info, &query, webhook_client)
+                self.delete_collection(user, info, query, webhook_client)
                     .await
             }
             _ => Err(KubeError::method_not_allowed("unsupported method")),

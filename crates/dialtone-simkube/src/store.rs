@@ -213,13 +213,13 @@ impl Objects {
                 EventType::Deleted => None,
                 _ => Some(serde_json::to_vec(&*object).expect("JSON always serializes")),
             };
-            let _ = journal.record(vec![
+            drop(journal.record(vec![
                 (journal_key(&key), value),
                 (
                     REVISION_KEY.to_string(),
                     Some(inner.revision.to_be_bytes().to_vec()),
                 ),
-            ]);
+            ]));
         }
         let change = Arc::new(Change {
             revision: inner.revision,

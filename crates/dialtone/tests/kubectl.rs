@@ -721,6 +721,7 @@ webhooks:
     });
     let _ = watch.kill();
     let _ = watch.wait();
+    let _ = watch.wait();
 }
 
 /// The cluster's right-sizing status, read through the Dialtone API.
@@ -1495,4 +1496,5 @@ async fn a_sim_cluster_loses_no_acknowledged_write_to_kill_9() {
         "the watch resumed after the list, not before: {seen:?}"
     );
     let _ = watch.kill();
+    let _ = watch.wait();
 }
