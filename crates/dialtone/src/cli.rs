@@ -86,50 +86,99 @@ pub fn parse_output(text: &str) -> Result<Output, String> {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the control plane.
+    #[command(
+        after_help = "Examples:\n  dialtone server --dev\n  dialtone server --dev --sim-time-scale 0.1\n  dialtone server --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --tls-cert server.pem --tls-key server-key.pem"
+    )]
     Server(ServerArgs),
     /// Orgs: isolated tenants.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone org create acme\n  dialtone org list -o name\n  dialtone org describe acme"
+    )]
     Org(NounCommand),
     /// Folders: containers under an org.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone folder create eng --display-name Engineering\n  dialtone folder list -l team=core -o wide\n  dialtone folder delete eng --cascade"
+    )]
     Folder(NounCommand),
     /// Projects: containers under a folder, where clusters live.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone project create web --folder eng --label tier=web\n  dialtone project list -A\n  dialtone project get acme/eng/web -o yaml"
+    )]
     Project(NounCommand),
     /// Smart Clusters: Kubernetes clusters of a type, in a region, in a project.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone cluster create dev-1 --project web --type developer --region us-east-1 --wait --timeout 10m\n  dialtone cluster list -A -o wide\n  dialtone cluster describe dev-1 --project web\n  dialtone cluster credentials dev-1 --project web && kubectl get nodes\n  dialtone cluster update prod-1 --project web --kubernetes-version 1.34 --wait\n  dialtone cluster delete dev-1 --project web --wait --yes"
+    )]
     Cluster(ClusterCommand),
     /// Namespaces: a cluster's Kubernetes namespaces, as nodes of the tree.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone namespace create acme/eng/web/dev-1/payments\n  dialtone namespace list -A"
+    )]
     Namespace(NounCommand),
     /// Identities: who can hold tokens, in an org.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone identity create alice\n  dialtone identity list -o name"
+    )]
     Identity(NounCommand),
     /// Groups of identities, named as one subject in access policies.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone group create devs --member alice --member bob\n  dialtone group get devs -o yaml"
+    )]
     Group(NounCommand),
     /// Access policies: role bindings on any node of the tree.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone policy add acme/eng --role cluster.view --subject group:devs\n  dialtone policy get acme/eng\n  dialtone policy what-if acme/eng --add cluster.edit=user:alice\n  dialtone policy explain --as alice --verb get --resource pods --on acme/eng/web/dev-1"
+    )]
     Policy(PolicyCommand),
     /// The built-in simulated cloud: its resources, failure injection and quotas.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone sim resources --region us-east-1\n  dialtone sim fault add boot-failure --region us-east-1 --count 3\n  dialtone sim kill i-00000000000000006"
+    )]
     Sim(SimCommand),
     /// Smart Cluster types and the decisions each makes.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone cluster-types list\n  dialtone cluster-types describe production"
+    )]
     ClusterTypes(ClusterTypesCommand),
     /// API tokens.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone token create --identity ci --ttl 30d --description deploys\n  dialtone token list\n  dialtone token revoke 216bb8b793f3b276"
+    )]
     Token(TokenCommand),
     /// The audit log of an org.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone audit list --tail 20\n  dialtone audit list -o json"
+    )]
     Audit(AuditCommand),
     /// Who the current token belongs to.
     Whoami,
+    /// Sign in to a Dialtone server: checks the token, then saves a context for it and
+    /// makes it the current one.
+    #[command(
+        after_help = "Examples:\n  dialtone login https://dialtone.example.com:7443 --token-file ~/dialtone-token --certificate-authority ca.pem\n  DIALTONE_TOKEN=dt_… dialtone login https://10.0.0.5:7443 --certificate-authority ca.pem --name prod"
+    )]
+    Login(LoginArgs),
     /// Contexts of the CLI configuration.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone config get-contexts\n  dialtone config use-context prod\n  dialtone config set-context --folder eng --project web"
+    )]
     Config(ConfigCommand),
     /// Print a shell completion script.
     Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -143,6 +192,7 @@ pub struct ServerArgs {
     /// admin, and a CLI context ready to use.
     #[arg(long)]
     pub dev: bool,
+    /// Where the API listens, `host:port`.
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
     /// Where the embedded store, certificates and state live
@@ -158,6 +208,7 @@ pub struct ServerArgs {
     /// Serve this certificate (PEM) instead of generating one; needs --tls-key and --tls-ca.
     #[arg(long, requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
+    /// With --tls-cert: its private key (PEM).
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
     /// The CA that signed --tls-cert, handed to CLI users.
@@ -207,12 +258,16 @@ pub enum NounCommand {
 /// Where an object sits: each missing ancestor comes from these flags or the context.
 #[derive(Args, Clone, Default)]
 pub struct Placement {
+    /// The org (default: the context's).
     #[arg(long)]
     pub org: Option<String>,
+    /// The folder (default: the context's).
     #[arg(long)]
     pub folder: Option<String>,
+    /// The project (default: the context's).
     #[arg(long)]
     pub project: Option<String>,
+    /// The cluster (default: the context's).
     #[arg(long)]
     pub cluster: Option<String>,
 }
@@ -231,8 +286,10 @@ pub struct CreateArgs {
     pub name: String,
     #[command(flatten)]
     pub placement: Placement,
+    /// A name for people, e.g. `Engineering`.
     #[arg(long)]
     pub display_name: Option<String>,
+    /// What the token is for, shown by `token list`.
     #[arg(long)]
     pub description: Option<String>,
     /// A label, `key=value` (repeatable).
@@ -255,6 +312,10 @@ pub struct ListArgs {
     /// Only objects whose labels match, e.g. `tier=web,env!=dev`.
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
+    /// List across every parent in the org (every folder, project or cluster), as
+    /// kubectl's `-A` lists across namespaces.
+    #[arg(long = "all", short = 'A', conflicts_with_all = ["parent", "watch"])]
+    pub all: bool,
     /// Keep printing changes as they happen.
     #[arg(long, short = 'w')]
     pub watch: bool,
@@ -279,8 +340,10 @@ pub enum TokenCommand {
         /// For this identity (default: yourself).
         #[arg(long)]
         identity: Option<String>,
+        /// The org (default: the context's).
         #[arg(long)]
         org: Option<String>,
+        /// What the token is for, shown by `token list`.
         #[arg(long, default_value = "")]
         description: String,
         /// Lifetime, e.g. `12h`, `30d` (default 90d).
@@ -289,12 +352,14 @@ pub enum TokenCommand {
     },
     /// List the org's tokens (never their secrets).
     List {
+        /// The org (default: the context's).
         #[arg(long)]
         org: Option<String>,
     },
     /// Revoke a token at once.
     Revoke {
         id: String,
+        /// The org (default: the context's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -305,6 +370,7 @@ pub enum TokenCommand {
 pub struct BindingArgs {
     /// A node of the tree, as a path of names: `acme`, `acme/eng`, `acme/eng/web/prod-1/payments`.
     pub node: String,
+    /// The role to bind, e.g. `cluster.view`; an unknown one is refused with the list of roles.
     #[arg(long)]
     pub role: String,
     /// `user:<identity>` or `group:<group>`.
@@ -323,6 +389,7 @@ pub enum PolicyCommand {
     /// prints it); its etag, if any, must still be current.
     Set {
         node: String,
+        /// The policy, as YAML or JSON (`-` for standard input).
         #[arg(long, short = 'f')]
         file: std::path::PathBuf,
     },
@@ -335,6 +402,7 @@ pub enum PolicyCommand {
         /// The identity (default: yourself).
         #[arg(long = "as")]
         identity: Option<String>,
+        /// The verb, e.g. `get`, `create`, `delete`.
         #[arg(long)]
         verb: String,
         /// One of Dialtone's (clusters, policies, credentials, …) or a Kubernetes resource
@@ -373,12 +441,37 @@ pub enum ClusterTypesCommand {
 pub enum AuditCommand {
     /// The org's audit records, oldest first.
     List {
+        /// The org (default: the context's).
         #[arg(long)]
         org: Option<String>,
         /// Only the last N records.
         #[arg(long)]
         tail: Option<usize>,
     },
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The server, `https://host:port`.
+    pub server: String,
+    /// The token (or `DIALTONE_TOKEN`; better, `--token-file`, which keeps it out of the
+    /// shell's history).
+    #[arg(
+        long,
+        env = "DIALTONE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// The PEM file of the CA that signed the server's certificate.
+    #[arg(long)]
+    pub certificate_authority: PathBuf,
+    /// The context's name (default: the server's host).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -392,10 +485,13 @@ pub enum ConfigCommand {
     /// Set the default org, folder and project of a context (default: the current one).
     SetContext {
         name: Option<String>,
+        /// The org (default: the context's).
         #[arg(long)]
         org: Option<String>,
+        /// The folder (default: the context's).
         #[arg(long)]
         folder: Option<String>,
+        /// The project (default: the context's).
         #[arg(long)]
         project: Option<String>,
     },
@@ -472,8 +568,10 @@ pub struct ClusterCreateArgs {
     /// A supported Kubernetes minor (default: the newest).
     #[arg(long = "kubernetes-version")]
     pub kubernetes_version: Option<String>,
+    /// The fewest workers (default: the type's).
     #[arg(long)]
     pub min_nodes: Option<u32>,
+    /// The most workers (default: the type's).
     #[arg(long)]
     pub max_nodes: Option<u32>,
     /// Only these instance families for workers (repeatable).
@@ -500,8 +598,10 @@ pub struct ClusterCreateArgs {
 pub struct ClusterUpdateArgs {
     #[command(flatten)]
     pub object: ObjectArgs,
+    /// The fewest workers (default: the type's).
     #[arg(long)]
     pub min_nodes: Option<u32>,
+    /// The most workers (default: the type's).
     #[arg(long)]
     pub max_nodes: Option<u32>,
     /// Upgrade to this Kubernetes minor (the next one): nodes are replaced by nodes of the
@@ -529,6 +629,7 @@ pub struct ClusterUpdateArgs {
 pub enum SimCommand {
     /// The sim cloud's resources.
     Resources {
+        /// Only this region, e.g. `us-east-1`.
         #[arg(long)]
         region: Option<String>,
         /// Only resources with this tag, `key=value`.
@@ -543,10 +644,13 @@ pub enum SimCommand {
     /// Show a region's quotas, or set them.
     Quotas {
         region: String,
+        /// The most vCPUs the region may run.
         #[arg(long)]
         vcpus: Option<u64>,
+        /// The most VPCs the region may hold.
         #[arg(long)]
         vpcs: Option<u64>,
+        /// The most load balancers the region may hold.
         #[arg(long)]
         load_balancers: Option<u64>,
     },
@@ -557,8 +661,10 @@ pub enum FaultCommand {
     /// Inject a fault: boot-failure, zone-outage, throttling or timeout-after-success.
     Add {
         kind: String,
+        /// Only this region, e.g. `us-east-1`.
         #[arg(long)]
         region: Option<String>,
+        /// Only this zone, e.g. `us-east-1a`.
         #[arg(long)]
         zone: Option<String>,
         /// Remove it after it fired this many times (default: until removed).
@@ -573,6 +679,7 @@ pub enum FaultCommand {
     /// Remove one fault, or all.
     Remove {
         id: Option<String>,
+        /// Every one of them.
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },

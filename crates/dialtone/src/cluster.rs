@@ -454,6 +454,21 @@ async fn list(
     context: &Context,
     output: Output,
 ) -> anyhow::Result<()> {
+    if args.all {
+        let items = tree::list_everywhere(&CLUSTER, &args, client, context).await?;
+        if items.is_empty() {
+            eprintln!("no clusters found");
+            return Ok(());
+        }
+        let rows = items.iter().map(row).collect();
+        let (headers, rows) = tree::with_parents(HEADERS.to_vec(), rows, &items);
+        let (headers, rows) = match output {
+            Output::Wide => crate::output::wide(headers, rows, &items),
+            _ => (headers, rows),
+        };
+        print_table(&headers, &rows);
+        return Ok(());
+    }
     let project = match &args.parent {
         Some(p) => resolve(&dialtone_types::kinds::PROJECT, p, &args.placement, context)?,
         None => resolve(

@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(command) => config(command, &config_path),
+        Command::Login(args) => login(args, &config_path).await,
         command => {
             let config = CliConfig::load(&config_path)?;
             let context = config.context(cli.context.as_deref())?.clone();
@@ -313,6 +314,54 @@ async fn audit(
         }
         _ => print_list(output, "AuditRecord", records)?,
     }
+    Ok(())
+}
+
+/// Checks the server, its CA and the token with `whoami`, and only then saves the context.
+async fn login(args: cli::LoginArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => token.trim().to_string(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the token from {}", file.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => anyhow::bail!("no token: pass --token-file FILE, or set DIALTONE_TOKEN"),
+    };
+    let ca = std::fs::read_to_string(&args.certificate_authority).with_context(|| {
+        format!(
+            "cannot read the CA from {}",
+            args.certificate_authority.display()
+        )
+    })?;
+    let server = args.server.trim_end_matches('/').to_string();
+    let host = server
+        .strip_prefix("https://")
+        .with_context(|| format!("`{server}` is not an https:// URL; Dialtone serves TLS only"))?
+        .split([':', '/'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut context = dialtone_client::Context {
+        name: args.name.unwrap_or(host),
+        server,
+        certificate_authority_data: ca,
+        token,
+        ..Default::default()
+    };
+    let me: WhoAmI = Client::from_context(&context)?
+        .get("/v1/whoami", &[])
+        .await
+        .with_context(|| format!("cannot sign in to {}", context.server))?;
+    context.org = me.org.clone();
+    let mut config = CliConfig::load(path)?;
+    let name = context.name.clone();
+    config.upsert(context);
+    config.current_context = name.clone();
+    config.save(path)?;
+    println!(
+        "signed in to {} as {}@{}; context \"{name}\" is the current one",
+        args.server, me.identity, me.org
+    );
     Ok(())
 }
 

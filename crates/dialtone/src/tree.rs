@@ -98,6 +98,82 @@ fn resolve_parent(
     }
 }
 
+/// Every object of `kind` in the org (`-A`): each level of the tree is listed down to the
+/// kind's parents, and the selector applies to the kind itself.
+pub async fn list_everywhere(
+    kind: &'static KindInfo,
+    args: &ListArgs,
+    client: &Client,
+    context: &Context,
+) -> anyhow::Result<Vec<Value>> {
+    let org = ResourcePath::org(&default_for(
+        &dialtone_types::kinds::ORG,
+        &args.placement,
+        context,
+    )?);
+    let Some(parent) = kind.parent else {
+        return client
+            .list_all(&collection_path(kind, None), &selector(args))
+            .await
+            .map_err(Into::into);
+    };
+    let mut levels = vec![kind];
+    let mut above = parent;
+    while let Some(next) = above.parent {
+        levels.push(above);
+        above = next;
+    }
+    levels.reverse();
+    let mut parents = vec![org];
+    let mut found = Vec::new();
+    for (depth, level) in levels.iter().enumerate() {
+        let last = depth + 1 == levels.len();
+        let query = if last { selector(args) } else { Vec::new() };
+        let mut next = Vec::new();
+        for parent in &parents {
+            let items = client
+                .list_all(&collection_path(level, Some(parent)), &query)
+                .await?;
+            if last {
+                found.extend(items);
+            } else {
+                next.extend(items.iter().filter_map(|item| {
+                    item["metadata"]["name"]
+                        .as_str()
+                        .map(|name| parent.child(level, name))
+                }));
+            }
+        }
+        parents = next;
+    }
+    Ok(found)
+}
+
+fn selector(args: &ListArgs) -> Vec<(&'static str, String)> {
+    args.selector
+        .iter()
+        .map(|s| ("labelSelector", s.clone()))
+        .collect()
+}
+
+/// A PARENT column first, as kubectl's NAMESPACE column with `-A`.
+pub fn with_parents(
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    objects: &[Value],
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let headers = std::iter::once("PARENT").chain(headers).collect();
+    let rows = rows
+        .into_iter()
+        .zip(objects)
+        .map(|(row, object)| {
+            let parent = object["metadata"]["parent"].as_str().unwrap_or_default();
+            std::iter::once(parent.to_string()).chain(row).collect()
+        })
+        .collect();
+    (headers, rows)
+}
+
 pub fn api_path(path: &ResourcePath) -> String {
     format!("/v1/{path}")
 }
@@ -176,6 +252,22 @@ pub async fn run(
                 return print_value(output, &object);
             }
             describe(kind, &path, &object, client).await?;
+        }
+        NounCommand::List(args) if args.all => {
+            let items = list_everywhere(kind, &args, client, context).await?;
+            match output {
+                _ if !output.is_table() => print_list(output, kind.kind, items)?,
+                _ if items.is_empty() => eprintln!("no {} found", kind.plural),
+                _ => {
+                    let rows = items.iter().map(object_row).collect();
+                    let (headers, rows) = with_parents(OBJECT_HEADERS.to_vec(), rows, &items);
+                    let (headers, rows) = match output {
+                        Output::Wide => wide(headers, rows, &items),
+                        _ => (headers, rows),
+                    };
+                    print_table(&headers, &rows);
+                }
+            }
         }
         NounCommand::List(args) => {
             let parent = resolve_parent(kind, &args, context)?;

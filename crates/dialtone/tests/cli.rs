@@ -97,6 +97,27 @@ fn the_tree_with_short_paths_contexts_and_formats() {
         ],
         "{columns}"
     );
+    ok(cli(&["folder", "create", "ops"]));
+    ok(cli(&["project", "create", "db", "--folder", "ops"]));
+    let everywhere = ok(cli(&["project", "list", "-A"]));
+    let rows: Vec<Vec<&str>> = everywhere
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["PARENT", "NAME"],
+            vec!["orgs/demo/folders/eng", "api"],
+            vec!["orgs/demo/folders/eng", "web"],
+            vec!["orgs/demo/folders/ops", "db"]
+        ],
+        "{everywhere}"
+    );
+    let named = ok(cli(&[
+        "project", "list", "-A", "-l", "tier=web", "-o", "name",
+    ]));
+    assert_eq!(named, "project/web\n");
     let wide = ok(cli(&["project", "list", "-o", "wide"]));
     assert!(
         wide.lines().next().unwrap().contains("PATH")
@@ -172,6 +193,40 @@ fn tokens_and_contexts() {
             && !listed.contains(token.rsplit('_').next().unwrap()),
         "{listed}"
     );
+
+    // `dialtone login` checks before it saves: a wrong token changes nothing; bob's token
+    // signs in and becomes the current context.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, token_file, bad_file) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("token"),
+        dir.path().join("bad"),
+    );
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    std::fs::write(&token_file, &token).unwrap();
+    std::fs::write(&bad_file, "dt_0000000000000000_nope").unwrap();
+    let config = dir.path().join("config.yaml");
+    let login = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dialtone"))
+            .args(["login", &server.endpoint(), "--certificate-authority"])
+            .arg(&ca)
+            .arg("--token-file")
+            .arg(file)
+            .env("DIALTONE_CONFIG", &config)
+            .env_remove("DIALTONE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let error = fails(login(&bad_file));
+    assert!(error.contains("Unauthorized"), "{error}");
+    assert!(!config.exists(), "a failed login writes nothing");
+    assert!(ok(login(&token_file)).contains("as bob@demo"));
+    let whoami = std::process::Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .arg("whoami")
+        .env("DIALTONE_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(ok(whoami).starts_with("bob@demo"));
 
     // A second context for bob, next to the dev one.
     let path = server.config_path();
