@@ -437,7 +437,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         Some(files) => files.clone(),
         None => tls::ensure_certificates(&options.data_dir.join("tls"), &options.tls_names)?,
     };
-    let tls_config = tls::server_config(&tls_files)?;
+    let serving = tls::ServingCertificate::load(&tls_files)?;
+    let tls_config = tls::server_config(serving.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
@@ -534,6 +535,13 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     tasks.spawn("compactor", {
         let store = store.clone();
         move |_| dialtone_controllers::run_compactor(store.clone(), compaction_interval)
+    });
+    let generated_in = options
+        .tls
+        .is_none()
+        .then(|| (options.data_dir.join("tls"), options.tls_names.clone()));
+    tasks.spawn("certificate-renewal", move |_| {
+        tls::keep_renewed(serving.clone(), generated_in.clone())
     });
     let task = tokio::spawn(tls::serve(listener, tls_config, router(app)));
     Ok(RunningServer {

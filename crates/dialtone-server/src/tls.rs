@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 
@@ -119,17 +120,83 @@ pub fn ensure_certificates(dir: &Path, extra_names: &[String]) -> anyhow::Result
     Ok(files)
 }
 
-pub fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
+/// The server's certificate, swapped in place when it is renewed, so that a server that
+/// runs for longer than a certificate lasts keeps serving a valid one.
+#[derive(Debug)]
+pub struct ServingCertificate {
+    files: TlsFiles,
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServingCertificate {
+    pub fn load(files: &TlsFiles) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(ServingCertificate {
+            files: files.clone(),
+            current: std::sync::RwLock::new(certified_key(files)?),
+        }))
+    }
+
+    /// Reads the files again and serves what they hold from the next handshake on.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let key = certified_key(&self.files)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+
+    fn serving(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCertificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.serving())
+    }
+}
+
+fn certified_key(files: &TlsFiles) -> anyhow::Result<Arc<CertifiedKey>> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .with_context(|| format!("cannot read {}", files.cert.display()))?
         .collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .with_context(|| format!("cannot read {}", files.key.display()))?;
+    let key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", files.key.display()))?;
+    Ok(Arc::new(CertifiedKey::new(certs, key)))
+}
+
+pub fn server_config(certificate: Arc<ServingCertificate>) -> rustls::ServerConfig {
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    config
+}
+
+/// How often the serving certificate is looked at again.
+pub const RENEWAL_CHECK: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// A supervised task: twice a day, issues the server certificate again when it is within
+/// [`RENEW_BEFORE`] of expiry (when the server generated it, `generated_in`), and serves
+/// whatever the files hold then (an operator's files may have been rotated on disk).
+pub async fn keep_renewed(
+    certificate: Arc<ServingCertificate>,
+    generated_in: Option<(PathBuf, Vec<String>)>,
+) {
+    loop {
+        tokio::time::sleep(RENEWAL_CHECK).await;
+        if let Some((dir, names)) = &generated_in
+            && let Err(e) = ensure_certificates(dir, names)
+        {
+            tracing::warn!(error = %e, "cannot renew the server certificate");
+        }
+        if let Err(e) = certificate.reload() {
+            tracing::warn!(error = %e, "cannot reload the server certificate");
+        }
+    }
 }
 
 /// Serves `router` over TLS on `listener` until the process ends.
@@ -164,5 +231,55 @@ pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: 
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_near_expiry_is_issued_again_by_the_same_ca_and_served() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_certificates(dir.path(), &[]).unwrap();
+        let ca = std::fs::read_to_string(&files.ca_cert).unwrap();
+        let year = not_after(&files.cert).unwrap();
+        assert!(year > OffsetDateTime::now_utc() + Duration::days(360));
+        assert!(
+            not_after(&files.ca_cert).unwrap() > OffsetDateTime::now_utc() + Duration::days(3600)
+        );
+        let serving = ServingCertificate::load(&files).unwrap();
+        let before = serving.serving().cert[0].clone();
+        // A certificate far from expiry stays as it is.
+        ensure_certificates(dir.path(), &[]).unwrap();
+        serving.reload().unwrap();
+        assert_eq!(serving.serving().cert[0], before);
+
+        // One that expires in ten days is issued again, signed by the same CA.
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca-key.pem")).unwrap())
+                .unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        valid_for(&mut params, Duration::days(10));
+        let key = KeyPair::generate().unwrap();
+        let short = params
+            .signed_by(&key, &Issuer::new(ca_params().unwrap(), ca_key))
+            .unwrap();
+        std::fs::write(&files.cert, short.pem()).unwrap();
+        write_private(&files.key, &key.serialize_pem()).unwrap();
+        ensure_certificates(dir.path(), &[]).unwrap();
+        assert!(not_after(&files.cert).unwrap() > OffsetDateTime::now_utc() + Duration::days(360));
+        assert_eq!(
+            std::fs::read_to_string(&files.ca_cert).unwrap(),
+            ca,
+            "the same CA"
+        );
+        serving.reload().unwrap();
+        assert_ne!(
+            serving.serving().cert[0],
+            before,
+            "the renewed one is served"
+        );
     }
 }
