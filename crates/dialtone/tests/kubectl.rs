@@ -12,11 +12,14 @@ use dialtone_testkit::DevServer;
 use serde_json::{Value, json};
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("/usr/bin/kubectl")
+    run(Command::new("/usr/bin/kubectl")
         .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .expect("kubectl runs");
+        .env("KUBECONFIG", kubeconfig))
+}
+
+/// Runs a command to its end: whether it succeeded, and what it printed.
+fn run(command: &mut Command) -> (bool, String) {
+    let out = command.output().expect("the command runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -1266,19 +1269,11 @@ fn with_cache(
     server: &DevServer,
     args: &[&str],
 ) -> (bool, String) {
-    let out = Command::new(program)
+    run(Command::new(program)
         .args(args)
         .env("XDG_CACHE_HOME", cache)
         .env("KUBECONFIG", kubeconfig)
-        .env("DIALTONE_CONFIG", server.config_path())
-        .output()
-        .expect("runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .env("DIALTONE_CONFIG", server.config_path()))
 }
 
 #[tokio::test]
