@@ -560,13 +560,13 @@ pub struct ClusterCreateArgs {
     #[command(flatten)]
     pub placement: Placement,
     /// `developer` or `production`.
-    #[arg(long = "type")]
+    #[arg(long = "type", value_parser = Suggested(cluster_types))]
     pub cluster_type: String,
     /// For example `us-east-1`.
-    #[arg(long)]
+    #[arg(long, value_parser = Suggested(regions))]
     pub region: String,
     /// A supported Kubernetes minor (default: the newest).
-    #[arg(long = "kubernetes-version")]
+    #[arg(long = "kubernetes-version", value_parser = Suggested(versions))]
     pub kubernetes_version: Option<String>,
     /// The fewest workers (default: the type's).
     #[arg(long)]
@@ -606,7 +606,7 @@ pub struct ClusterUpdateArgs {
     pub max_nodes: Option<u32>,
     /// Upgrade to this Kubernetes minor (the next one): nodes are replaced by nodes of the
     /// new version, on the families with the best price per performance.
-    #[arg(long = "kubernetes-version")]
+    #[arg(long = "kubernetes-version", value_parser = Suggested(versions))]
     pub kubernetes_version: Option<String>,
     /// Only these instance families for workers (repeatable; replaces the list).
     #[arg(long = "allow-family")]
@@ -734,4 +734,47 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// A value the server checks (and whose refusal lists the valid ones), with the values this
+/// CLI knows of offered to shell completion and shown in help.
+#[derive(Clone)]
+pub struct Suggested(fn() -> Vec<&'static str>);
+
+impl clap::builder::TypedValueParser for Suggested {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            (self.0)()
+                .into_iter()
+                .map(clap::builder::PossibleValue::new),
+        ))
+    }
+}
+
+fn cluster_types() -> Vec<&'static str> {
+    dialtone_types::ClusterType::ALL
+        .iter()
+        .map(|t| t.name())
+        .collect()
+}
+
+fn regions() -> Vec<&'static str> {
+    dialtone_cloud::REGIONS.iter().map(|r| r.name).collect()
+}
+
+fn versions() -> Vec<&'static str> {
+    dialtone_planner::SUPPORTED_VERSIONS.to_vec()
 }

@@ -290,6 +290,31 @@ fn completions_and_the_openapi_document() {
     let server = start();
     let bash = ok(server.cli(&["completion", "bash"]));
     assert!(bash.contains("_dialtone") && bash.contains("use-context"));
+    // Types, regions and versions complete; the server still judges what is sent.
+    for values in [
+        "developer production",
+        "us-east-1 us-west-2 eu-west-1",
+        "1.32 1.33 1.34",
+    ] {
+        assert!(bash.contains(values), "{values} do not complete");
+    }
+    let error = fails(server.cli(&[
+        "cluster",
+        "create",
+        "x",
+        "--project",
+        "web",
+        "--folder",
+        "eng",
+        "--type",
+        "huge",
+        "--region",
+        "mars-1",
+    ]));
+    assert!(
+        error.contains("spec.type") || error.contains("not found"),
+        "{error}"
+    );
     let generated = ok(server.cli(&["openapi"]));
     let committed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
