@@ -312,7 +312,7 @@ fn completions_and_the_openapi_document() {
         "mars-1",
     ]));
     assert!(
-        !error.contains("invalid value") && error.contains("not found"),
+        !error.contains("invalid value") && error.contains("valid types: developer, production"),
         "the CLI sends it and the server answers: {error}"
     );
     let generated = ok(server.cli(&["openapi"]));
