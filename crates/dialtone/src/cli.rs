@@ -289,7 +289,7 @@ pub struct CreateArgs {
     /// A name for people, e.g. `Engineering`.
     #[arg(long)]
     pub display_name: Option<String>,
-    /// What the token is for, shown by `token list`.
+    /// What it is for, in a sentence or two.
     #[arg(long)]
     pub description: Option<String>,
     /// A label, `key=value` (repeatable).
@@ -777,4 +777,41 @@ fn regions() -> Vec<&'static str> {
 
 fn versions() -> Vec<&'static str> {
     dialtone_planner::SUPPORTED_VERSIONS.to_vec()
+}
+
+/// The command line, with each noun's placement flags that mean nothing for it (`--cluster`
+/// on a project) hidden from help and completion; given anyway, they are refused.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    use dialtone_types::kinds::{CLUSTER, FOLDER, GROUP, IDENTITY, NAMESPACE, ORG, PROJECT};
+    let flags = ["org", "folder", "project", "cluster"];
+    let mut command = Cli::command();
+    for (noun, kind) in [
+        ("org", &ORG),
+        ("folder", &FOLDER),
+        ("project", &PROJECT),
+        ("cluster", &CLUSTER),
+        ("namespace", &NAMESPACE),
+        ("identity", &IDENTITY),
+        ("group", &GROUP),
+    ] {
+        let meaningless = &flags[kind.depth().min(flags.len())..];
+        command = command.mut_subcommand(noun, |noun| {
+            let verbs: Vec<String> = noun
+                .get_subcommands()
+                .map(|v| v.get_name().to_string())
+                .collect();
+            verbs.into_iter().fold(noun, |noun, verb| {
+                noun.mut_subcommand(verb, |mut verb| {
+                    for flag in meaningless {
+                        if verb.get_arguments().any(|a| a.get_id() == *flag) {
+                            verb = verb.mut_arg(*flag, |a| a.hide(true));
+                        }
+                    }
+                    verb
+                })
+            })
+        });
+    }
+    command
 }

@@ -204,6 +204,19 @@ pub async fn run(
     config_path: &std::path::Path,
     output: Output,
 ) -> anyhow::Result<()> {
+    let placement = match &command {
+        ClusterCommand::Create(args) => Some(&args.placement),
+        ClusterCommand::Get(args) | ClusterCommand::Describe(args) => Some(&args.placement),
+        ClusterCommand::List(args) => Some(&args.placement),
+        ClusterCommand::Update(args) => Some(&args.object.placement),
+        ClusterCommand::Delete { object, .. } | ClusterCommand::Credentials { object, .. } => {
+            Some(&object.placement)
+        }
+        ClusterCommand::Token { .. } => None,
+    };
+    if let Some(placement) = placement {
+        tree::check_placement(&CLUSTER, placement)?;
+    }
     match command {
         ClusterCommand::Create(args) => {
             let path = resolve(&CLUSTER, &args.name, &args.placement, context)?;

@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 use dialtone_client::{CliConfig, Client, ClientError};
 use dialtone_types::ResourcePath;
 use dialtone_types::auth::{NewToken, TokenRequest, WhoAmI};
@@ -32,7 +32,10 @@ use crate::output::{print_list, print_table, print_value};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&cli::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let is_server = matches!(cli.command, Command::Server(_));
     if !is_server {
         // A CLI whose output is piped into `head` should end quietly when the reader goes,
@@ -93,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
+                &mut cli::command(),
                 "dialtone",
                 &mut std::io::stdout(),
             );

@@ -218,6 +218,33 @@ fn create_body(kind: &'static KindInfo, args: &CreateArgs) -> anyhow::Result<Val
     )
 }
 
+/// A placement flag naming a node at or below `kind`'s level (`--cluster` for a project)
+/// means nothing for it: refused, rather than silently ignored.
+pub fn check_placement(kind: &'static KindInfo, placement: &Placement) -> anyhow::Result<()> {
+    let flags = [
+        ("--org", &placement.org),
+        ("--folder", &placement.folder),
+        ("--project", &placement.project),
+        ("--cluster", &placement.cluster),
+    ];
+    // The flags of the levels above the kind's: none for orgs, all four for namespaces.
+    let depth = kind.depth().min(flags.len());
+    for (flag, value) in &flags[depth..] {
+        if value.is_some() {
+            bail!(
+                "{flag} means nothing for {}: they sit above that level (flags that apply: {})",
+                kind.plural,
+                flags[..depth]
+                    .iter()
+                    .map(|(f, _)| *f)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(
     kind: &'static KindInfo,
     command: NounCommand,
@@ -225,6 +252,13 @@ pub async fn run(
     context: &Context,
     output: Output,
 ) -> anyhow::Result<()> {
+    let placement = match &command {
+        NounCommand::Create(args) => &args.placement,
+        NounCommand::Get(args) | NounCommand::Describe(args) => &args.placement,
+        NounCommand::List(args) => &args.placement,
+        NounCommand::Delete(args) => &args.object.placement,
+    };
+    check_placement(kind, placement)?;
     match command {
         NounCommand::Create(args) => {
             let path = resolve(kind, &args.name, &args.placement, context)?;

@@ -124,6 +124,19 @@ fn the_tree_with_short_paths_contexts_and_formats() {
             && wide.contains("orgs/demo/folders/eng/projects/web"),
         "{wide}"
     );
+    // A flag that means nothing for a noun is refused, not ignored, and not offered.
+    let error = fails(cli(&["project", "list", "--cluster", "x"]));
+    assert!(
+        error.contains("--cluster means nothing for projects"),
+        "{error}"
+    );
+    let error = fails(cli(&["cluster", "get", "dev", "--cluster", "x"]));
+    assert!(error.contains("--org, --folder, --project"), "{error}");
+    let help = ok(cli(&["project", "list", "--help"]));
+    assert!(
+        help.contains("--folder") && !help.contains("--cluster"),
+        "{help}"
+    );
     let error = fails(cli(&["project", "list", "-o", "table2"]));
     assert!(
         error.contains("valid formats: wide, name, json, yaml"),
