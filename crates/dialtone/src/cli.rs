@@ -808,6 +808,18 @@ pub fn command() -> clap::Command {
                             verb = verb.mut_arg(*flag, |a| a.hide(true));
                         }
                     }
+                    // An existing object's name completes from the server (not a new one's).
+                    if verb.get_name() != "create"
+                        && verb.get_arguments().any(|a| a.get_id() == "name")
+                    {
+                        verb = verb.mut_arg("name", |a| {
+                            a.add(clap_complete::engine::ArgValueCompleter::new(
+                                move |current: &std::ffi::OsStr| {
+                                    crate::tree::complete_names(kind, current)
+                                },
+                            ))
+                        });
+                    }
                     verb
                 })
             })

@@ -32,6 +32,8 @@ use crate::output::{print_list, print_table, print_value};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // With COMPLETE set, the shell is asking for completions: answer and exit.
+    clap_complete::CompleteEnv::with_factory(cli::command).complete();
     let cli = match Cli::from_arg_matches(&cli::command().get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -245,6 +245,54 @@ pub fn check_placement(kind: &'static KindInfo, placement: &Placement) -> anyhow
     Ok(())
 }
 
+/// The names of the objects of `kind` under the current context's defaults that start with
+/// what was typed, for shell completion (`source <(COMPLETE=bash dialtone)`). Any trouble
+/// (no context, no server) completes nothing rather than printing an error into the shell.
+pub fn complete_names(
+    kind: &'static KindInfo,
+    current: &std::ffi::OsStr,
+) -> Vec<clap_complete::engine::CompletionCandidate> {
+    let typed = current.to_string_lossy().to_string();
+    let names = || -> anyhow::Result<Vec<String>> {
+        let config = dialtone_client::config::CliConfig::load(
+            &dialtone_client::config::CliConfig::default_path(),
+        )?;
+        let name = std::env::var("DIALTONE_CONTEXT").ok();
+        let context = config.context(name.as_deref())?.clone();
+        let parent = match kind.parent {
+            None => None,
+            Some(parent) => Some(resolve(
+                parent,
+                &default_for(parent, &Placement::default(), &context)?,
+                &Placement::default(),
+                &context,
+            )?),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let items = runtime.block_on(async {
+            let client = Client::from_context(&context)?;
+            let collection = collection_path(kind, parent.as_ref());
+            let list = client.list_all(&collection, &[]);
+            tokio::time::timeout(std::time::Duration::from_secs(3), list)
+                .await
+                .map_err(|_| anyhow::anyhow!("the server is slow"))?
+                .map_err(anyhow::Error::from)
+        })?;
+        Ok(items
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+            .collect())
+    };
+    names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with(&typed))
+        .map(clap_complete::engine::CompletionCandidate::new)
+        .collect()
+}
+
 pub async fn run(
     kind: &'static KindInfo,
     command: NounCommand,

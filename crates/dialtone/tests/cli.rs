@@ -124,6 +124,25 @@ fn the_tree_with_short_paths_contexts_and_formats() {
             && wide.contains("orgs/demo/folders/eng/projects/web"),
         "{wide}"
     );
+    // The shell completes existing objects' names from the server.
+    ok(cli(&["folder", "create", "edge"]));
+    let completed = std::process::Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .args(["--", "dialtone", "folder", "get", "e"])
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", "3")
+        .env("DIALTONE_CONFIG", server.config_path())
+        .env_remove("DIALTONE_CONTEXT")
+        .output()
+        .unwrap();
+    let completed = String::from_utf8_lossy(&completed.stdout).to_string();
+    let mut names: Vec<&str> = completed
+        .split(['\n', '\u{b}'])
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["edge", "eng"], "{completed:?}");
+    ok(cli(&["folder", "delete", "edge"]));
+
     // A flag that means nothing for a noun is refused, not ignored, and not offered.
     let error = fails(cli(&["project", "list", "--cluster", "x"]));
     assert!(
