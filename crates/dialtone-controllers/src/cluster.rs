@@ -89,9 +89,9 @@ pub struct Lifecycle {
     clock: fn() -> Timestamp,
     /// Dialtone's clients into clusters; without them the lifecycle stops at the cloud.
     kube: Option<Arc<dialtone_kube::Clients>>,
-    /// Passes in a row that the cloud or the cluster's API refused, by cluster uid: the
-    /// next pass backs off by them.
-    refused: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Passes in a row that the cloud or the cluster's API refused, by cluster: the next
+    /// pass backs off by them. A cluster's count goes with it.
+    refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
 }
 
 /// When to look at the cluster again.
@@ -181,18 +181,7 @@ pub fn network_key(path: &ResourcePath, uid: &str, plan: &ClusterPlan) -> String
 /// The node slots a plan asks for, carrying over each slot's attempt and launch backoff
 /// from `previous`.
 fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32) -> Vec<Slot> {
-    let attempt = |name: &str| {
-        previous
-            .iter()
-            .find(|n| n.name == name)
-            .map_or(0, |n| n.attempt)
-    };
-    let launch_backoff = |name: &str| {
-        previous
-            .iter()
-            .find(|n| n.name == name)
-            .and_then(|n| n.launch_backoff.clone())
-    };
+    let before = |name: &str| previous.iter().find(|n| n.name == name);
     let mut slots: Vec<Slot> = plan
         .control_plane
         .nodes
@@ -200,9 +189,10 @@ fn desired_slots(plan: &ClusterPlan, previous: &[ClusterNode], next_worker: u32)
         .enumerate()
         .map(|(i, node)| {
             let name = format!("cp-{i}");
+            let was = before(&name);
             Slot {
-                attempt: attempt(&name),
-                launch_backoff: launch_backoff(&name),
+                attempt: was.map_or(0, |n| n.attempt),
+                launch_backoff: was.and_then(|n| n.launch_backoff.clone()),
                 name,
                 role: NodeRole::ControlPlane,
                 zone: node.zone.clone(),
@@ -434,7 +424,10 @@ impl Lifecycle {
     pub async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
         let mut cluster: Object<Cluster, ClusterStatus> = match self.registry.get(path).await {
             Ok(c) => c,
-            Err(RegistryError::NotFound(_)) => return Ok(Next::Done),
+            Err(RegistryError::NotFound(_)) => {
+                self.back_off(path, false, Next::Done);
+                return Ok(Next::Done);
+            }
             Err(e) => return Err(e),
         };
         if cluster.metadata.deletion_timestamp.is_some() {
@@ -566,18 +559,18 @@ impl Lifecycle {
             }
         };
         self.write_status(path, &cluster, status).await?;
-        Ok(self.back_off(&cluster.metadata.uid, refused, next))
+        Ok(self.back_off(path, refused, next))
     }
 
     /// Stretches the wait after passes that the cloud or the cluster's API refused, more
     /// with each one in a row, so that a throttled cloud or a dead endpoint is not hammered.
-    fn back_off(&self, uid: &str, refused: bool, next: Next) -> Next {
+    fn back_off(&self, path: &ResourcePath, refused: bool, next: Next) -> Next {
         let mut counts = self.refused.lock().unwrap_or_else(|e| e.into_inner());
         if !refused {
-            counts.remove(uid);
+            counts.remove(path);
             return next;
         }
-        let count = counts.entry(uid.to_string()).or_default();
+        let count = counts.entry(path.clone()).or_default();
         *count += 1;
         let delay = self.options.retry.delay(*count);
         match next {

@@ -427,10 +427,10 @@ impl Sim {
             }
         }
         let object_clusters = persister
-            .cluster_objects("")
+            .cluster_object_keys("")
             .map_err(SimError)?
             .into_iter()
-            .filter_map(|(key, _)| key.split_once('/').map(|(uid, _)| uid.to_string()))
+            .filter_map(|key| key.split_once('/').map(|(uid, _)| uid.to_string()))
             .collect();
         Ok(Sim {
             state: Mutex::new(state),
@@ -486,16 +486,24 @@ impl Sim {
 
     /// Forgets every stored object of a cluster that is gone.
     pub fn forget_cluster_objects(&self, cluster_uid: &str) -> Result<(), SimError> {
-        let keys = self.cluster_objects(cluster_uid)?;
+        let prefix = format!("{cluster_uid}/");
+        let keys = self
+            .persister
+            .cluster_object_keys(&prefix)
+            .map_err(SimError)?;
         self.object_clusters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(cluster_uid);
         // Durable with the next write; nothing waits on a forgotten cluster.
-        drop(self.record_cluster_objects(
-            cluster_uid,
-            keys.into_iter().map(|(key, _)| (key, None)).collect(),
-        ));
+        drop(
+            self.record_cluster_objects(
+                cluster_uid,
+                keys.into_iter()
+                    .map(|key| (key[prefix.len()..].to_string(), None))
+                    .collect(),
+            ),
+        );
         Ok(())
     }
 

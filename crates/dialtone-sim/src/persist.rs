@@ -114,6 +114,19 @@ impl Persister {
 impl Persister {
     /// The cluster objects whose keys start with `prefix`, as committed so far.
     pub fn cluster_objects(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        self.scan_cluster_objects(prefix, |key, value| (key.to_string(), value.to_vec()))
+    }
+
+    /// Only the keys of those objects: what finding or forgetting a cluster needs.
+    pub fn cluster_object_keys(&self, prefix: &str) -> Result<Vec<String>, String> {
+        self.scan_cluster_objects(prefix, |key, _| key.to_string())
+    }
+
+    fn scan_cluster_objects<T>(
+        &self,
+        prefix: &str,
+        mut take: impl FnMut(&str, &[u8]) -> T,
+    ) -> Result<Vec<T>, String> {
         let rtx = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = rtx.open_table(CLUSTER_OBJECTS).map_err(|e| e.to_string())?;
         let mut found = Vec::new();
@@ -122,7 +135,7 @@ impl Persister {
             if !key.value().starts_with(prefix) {
                 break;
             }
-            found.push((key.value().to_string(), value.value().to_vec()));
+            found.push(take(key.value(), value.value()));
         }
         Ok(found)
     }

@@ -186,21 +186,14 @@ pub fn path_of_key(key: &[u8]) -> Option<ResourcePath> {
     ResourcePath::from_names(kind, &names).ok()
 }
 
-/// A stored object of kind `K`, straight from its bytes: controllers read objects on every
-/// pass.
-fn decode_typed<K: Kind>(kv: &KeyValue) -> Result<Object<K, K::Status>> {
-    let mut object: Object<K, K::Status> = serde_json::from_slice(&kv.value).map_err(|e| {
-        StoreError::Internal(format!(
-            "stored object {} does not decode: {e}",
-            String::from_utf8_lossy(&kv.key)
-        ))
-    })?;
-    object.metadata.resource_version = kv.mod_revision.to_string();
-    Ok(object)
-}
-
-fn decode_raw(kv: &KeyValue) -> Result<RawObject> {
-    let mut object: RawObject = serde_json::from_slice(&kv.value).map_err(|e| {
+/// A stored object, straight from its bytes (controllers read objects on every pass), as
+/// kind `K`'s type or as a `RawObject`.
+fn decode_stored<S, T>(kv: &KeyValue) -> Result<Object<S, T>>
+where
+    S: Default + serde::de::DeserializeOwned,
+    T: Default + serde::de::DeserializeOwned,
+{
+    let mut object: Object<S, T> = serde_json::from_slice(&kv.value).map_err(|e| {
         StoreError::Internal(format!(
             "corrupt object at {}: {e}",
             String::from_utf8_lossy(&kv.key)
@@ -208,6 +201,14 @@ fn decode_raw(kv: &KeyValue) -> Result<RawObject> {
     })?;
     object.metadata.resource_version = kv.mod_revision.to_string();
     Ok(object)
+}
+
+fn decode_typed<K: Kind>(kv: &KeyValue) -> Result<Object<K, K::Status>> {
+    decode_stored(kv)
+}
+
+fn decode_raw(kv: &KeyValue) -> Result<RawObject> {
+    decode_stored(kv)
 }
 
 fn encode_raw(object: &RawObject) -> Result<Vec<u8>> {

@@ -74,6 +74,10 @@ pub async fn mint(client: &Client, cluster_api_path: &str, ttl: Duration) -> any
 
 /// Keeps a credential just minted, for the plugin to hand out.
 pub fn remember(context: &Context, cluster: &str, credentials: &Value) -> anyhow::Result<()> {
+    keep(context, cluster, credentials).map(drop)
+}
+
+fn keep(context: &Context, cluster: &str, credentials: &Value) -> anyhow::Result<Cached> {
     let cached = Cached {
         token: credentials["token"]
             .as_str()
@@ -91,7 +95,8 @@ pub fn remember(context: &Context, cluster: &str, credentials: &Value) -> anyhow
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     dialtone_client::config::write_private(&file, &serde_json::to_string(&cached)?)
-        .with_context(|| format!("cannot write {}", file.display()))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(cached)
 }
 
 /// The `ExecCredential` kubectl asked for: the cached one while fresh, else a new one.
@@ -111,9 +116,7 @@ pub async fn exec_credential(
         return Ok(cached.exec_credential());
     }
     let credentials = mint(client, cluster_api_path, ttl).await?;
-    remember(context, cluster, &credentials)?;
-    let cached: Cached = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
-    Ok(cached.exec_credential())
+    Ok(keep(context, cluster, &credentials)?.exec_credential())
 }
 
 #[cfg(test)]

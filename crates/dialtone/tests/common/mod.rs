@@ -98,15 +98,19 @@ impl Api {
         answer(response).await
     }
 
-    /// A GET whose answer is read as text, with its content type.
-    pub async fn get_text(&self, path: &str) -> (u16, String, String) {
-        let response = self
-            .http
+    /// A GET with this caller's token, its answer not yet read.
+    async fn get_response(&self, path: &str) -> reqwest::Response {
+        self.http
             .get(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .send()
             .await
-            .expect("the server answers");
+            .expect("the server answers")
+    }
+
+    /// A GET whose answer is read as text, with its content type.
+    pub async fn get_text(&self, path: &str) -> (u16, String, String) {
+        let response = self.get_response(path).await;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -184,13 +188,7 @@ impl Api {
 
     /// Opens a watch and returns a receiver of its events.
     pub async fn watch(&self, path: &str) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Value>) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
+        let response = self.get_response(path).await;
         let status = response.status().as_u16();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
