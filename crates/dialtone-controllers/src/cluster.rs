@@ -267,7 +267,7 @@ fn next_worker(status: &ClusterStatus) -> u32 {
     status.sizing.as_ref().map_or(0, |s| s.next_worker)
 }
 
-fn set_condition(
+pub(crate) fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: ConditionStatus,

@@ -1,6 +1,7 @@
-//! Keeps the store's history bounded, as the Kubernetes API server does: every `every`, it
-//! compacts to the revision seen one period earlier, so that watches and paginated lists have
-//! at least one period to resume before they get 410 Gone.
+//! Keeps the store bounded. Its history, as the Kubernetes API server does: every `every`,
+//! it compacts to the revision seen one period earlier, so that watches and paginated lists
+//! have at least one period to resume before they get 410 Gone. And its records: expired
+//! and orphaned tokens, and deleted orgs' records once their retention has ended.
 
 use std::time::Duration;
 
@@ -24,6 +25,23 @@ pub async fn run_compactor(store: std::sync::Arc<dyn Store>, every: Duration) {
             }
         }
         previous = Some(current);
+    }
+}
+
+pub async fn run_record_sweeper(
+    registry: dialtone_store::registry::Registry,
+    every: Duration,
+    clock: fn() -> jiff::Timestamp,
+) {
+    loop {
+        match registry.sweep_records(clock()).await {
+            Ok(swept) if swept != Default::default() => {
+                tracing::info!(tokens = swept.tokens, orgs = swept.orgs, "swept records")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot sweep records"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -14,7 +14,7 @@ mod sizing;
 pub mod supervisor;
 
 pub use cluster::{Lifecycle, LifecycleOptions, Next, run_cluster_controller};
-pub use compactor::run_compactor;
+pub use compactor::{run_compactor, run_record_sweeper};
 pub use deletion::{reconcile_deletion, run_deletion_controller};
 pub use rbac::{Projection, run_projection_controller};
 pub use sizing::SizingOptions;

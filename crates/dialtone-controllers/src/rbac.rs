@@ -19,15 +19,17 @@ use dialtone_policy::Level;
 use dialtone_policy::projection::{changes, namespace_name, project};
 use dialtone_store::registry::{Registry, RegistryError};
 use dialtone_types::kinds::CLUSTER;
-use dialtone_types::{Cluster, ClusterStatus, Object, ResourcePath};
+use dialtone_types::{Cluster, ClusterStatus, ConditionStatus, Object, ResourcePath};
 
 use crate::access::{AccessIndex, DirtyCluster};
+use crate::cluster::{record_event, set_condition};
 
 pub struct Projection {
     pub registry: Registry,
     pub index: Arc<AccessIndex>,
     pub clients: Arc<Clients>,
     pub guard: GuardEndpoint,
+    pub clock: fn() -> jiff::Timestamp,
 }
 
 /// How a pass over one cluster ended.
@@ -35,6 +37,17 @@ enum Pass {
     Done,
     /// Try again soon: the API is not up, or a call failed.
     Retry(String),
+}
+
+/// The cluster condition that says whether its RBAC matches the access policies.
+const CONDITION: &str = "AccessProjected";
+
+/// What a pass tells the cluster's status.
+struct Report {
+    /// `Ok` once the cluster holds its projected RBAC; the failure otherwise.
+    outcome: Result<(), String>,
+    /// Objects that held names the projection uses, which it replaced.
+    replaced: Vec<String>,
 }
 
 impl Projection {
@@ -68,6 +81,7 @@ impl Projection {
             Err(KubeError::NotServing) => return Pass::Retry("not serving yet".into()),
             Err(e) => return Pass::Retry(e.to_string()),
         };
+        let mut replaced = Vec::new();
         let applied = async {
             ensure_guard(&client, &self.guard).await?;
             sync_namespaces(&client, &namespaces).await?;
@@ -82,13 +96,68 @@ impl Projection {
                     "projecting access policy"
                 );
             }
-            apply(&client, &todo).await?;
+            replaced = apply(&client, &todo).await?;
             mark_projected(&client).await
         }
         .await;
+        let report = Report {
+            outcome: applied.as_ref().map(drop).map_err(ToString::to_string),
+            replaced: replaced.iter().map(ToString::to_string).collect(),
+        };
+        if let Err(e) = self.report(&path, report).await {
+            tracing::warn!(cluster = %path, error = %e, "cannot report the projection");
+        }
         match applied {
             Ok(()) => Pass::Done,
             Err(e) => Pass::Retry(e.to_string()),
+        }
+    }
+
+    /// Sets the cluster's `AccessProjected` condition, and records an event for each object
+    /// the projection replaced; writes nothing when nothing changed.
+    async fn report(&self, path: &ResourcePath, report: Report) -> Result<(), RegistryError> {
+        let (status, reason, message) = match &report.outcome {
+            Ok(()) => (
+                ConditionStatus::True,
+                "Projected",
+                "the cluster's RBAC matches its access policies".to_string(),
+            ),
+            Err(why) => (
+                ConditionStatus::False,
+                "ProjectionFailed",
+                format!("cannot cast the access policies into the cluster's RBAC, retrying: {why}"),
+            ),
+        };
+        loop {
+            let mut object: Object<Cluster, ClusterStatus> = self.registry.get(path).await?;
+            let before = object.status.clone();
+            let now = (self.clock)();
+            set_condition(
+                &mut object.status.conditions,
+                CONDITION,
+                status,
+                reason,
+                message.clone(),
+                now,
+            );
+            for name in &report.replaced {
+                record_event(
+                    &mut object.status,
+                    now,
+                    true,
+                    "RbacObjectReplaced",
+                    format!(
+                        "{name} held a name Dialtone's access projection uses and was not made by Dialtone; it was replaced"
+                    ),
+                );
+            }
+            if object.status == before {
+                return Ok(());
+            }
+            match self.registry.update_status(path, object).await {
+                Err(RegistryError::Conflict(_)) => continue,
+                other => return other.map(drop),
+            }
         }
     }
 }

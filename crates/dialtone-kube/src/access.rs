@@ -10,7 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use dialtone_policy::projection::{Changes, Desired, Key, Managed, ObjectKind};
@@ -70,7 +70,9 @@ fn ignore(status: u16, result: Result<(), kube::Error>) -> Result<(), KubeError>
 }
 
 /// Registers (or corrects) the drift guard: every create, update or delete of an RBAC
-/// object labelled as Dialtone's goes to `endpoint` first, and fails if it cannot be asked.
+/// object goes to `endpoint` first, and fails if it cannot be asked. The guard refuses
+/// changes by anyone but Dialtone to objects labelled as Dialtone's or named with its
+/// `dialtone:` prefix.
 pub async fn ensure_guard(
     client: &kube::Client,
     endpoint: &GuardEndpoint,
@@ -89,10 +91,8 @@ pub async fn ensure_guard(
                 ca_bundle: Some(ByteString(endpoint.ca_pem.as_bytes().to_vec())),
                 service: None,
             },
-            object_selector: Some(LabelSelector {
-                match_labels: Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into()),
-                match_expressions: None,
-            }),
+            // No object selector: a name Dialtone will use must be guarded before anything
+            // holds it, and a label selector cannot see names.
             rules: Some(vec![RuleWithOperations {
                 api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
                 api_versions: Some(vec!["v1".into()]),
@@ -183,7 +183,21 @@ pub async fn managed_rbac(client: &kube::Client) -> Result<Vec<Desired>, KubeErr
     Ok(found)
 }
 
-async fn create(client: &kube::Client, object: &Desired) -> Result<(), KubeError> {
+/// Creates `object`. A name Dialtone's projection uses belongs to Dialtone: an object
+/// found holding it that Dialtone did not make (one created before the drift guard, say) is
+/// replaced, and reported in the returned flag.
+async fn create(client: &kube::Client, object: &Desired) -> Result<bool, KubeError> {
+    match create_once(client, object).await {
+        Err(KubeError::Api(kube::Error::Api(e))) if e.code == 409 => {
+            delete(client, &object.key).await?;
+            create_once(client, object).await?;
+            Ok(true)
+        }
+        other => other.map(|()| false),
+    }
+}
+
+async fn create_once(client: &kube::Client, object: &Desired) -> Result<(), KubeError> {
     let params = PostParams::default();
     let result = match object.to_object() {
         Managed::ClusterRole(o) => Api::all(client.clone()).create(&params, &o).await.map(drop),
@@ -195,7 +209,7 @@ async fn create(client: &kube::Client, object: &Desired) -> Result<(), KubeError
             .await
             .map(drop),
     };
-    ignore(409, result)
+    result.map_err(Into::into)
 }
 
 async fn replace(client: &kube::Client, object: &Desired) -> Result<(), KubeError> {
@@ -238,20 +252,26 @@ async fn delete(client: &kube::Client, key: &Key) -> Result<(), KubeError> {
 }
 
 /// Applies `changes` in their order: creations, updates, replacements (a roleRef cannot
-/// change, so the old object goes and the new one comes), deletions last.
-pub async fn apply(client: &kube::Client, changes: &Changes) -> Result<(), KubeError> {
+/// change, so the old object goes and the new one comes), deletions last. Returns the
+/// objects Dialtone did not make that held names it needed, which it replaced.
+pub async fn apply(client: &kube::Client, changes: &Changes) -> Result<Vec<Key>, KubeError> {
+    let mut usurpers = Vec::new();
     for object in &changes.create {
-        create(client, object).await?;
+        if create(client, object).await? {
+            usurpers.push(object.key.clone());
+        }
     }
     for object in &changes.update {
         replace(client, object).await?;
     }
     for object in &changes.replace {
         delete(client, &object.key).await?;
-        create(client, object).await?;
+        if create(client, object).await? {
+            usurpers.push(object.key.clone());
+        }
     }
     for key in &changes.delete {
         delete(client, key).await?;
     }
-    Ok(())
+    Ok(usurpers)
 }

@@ -193,13 +193,17 @@ impl Desired {
     }
 }
 
+/// How every name of an object the projection makes starts; such names are Dialtone's
+/// alone in every cluster.
+pub const NAME_PREFIX: &str = "dialtone:";
+
 /// The name of the ClusterRole a custom role is cast into.
 pub fn custom_cluster_role(role: &str) -> String {
-    format!("dialtone:role:{role}")
+    format!("{NAME_PREFIX}role:{role}")
 }
 
 fn binding_name(role: &Role, node_path: &str) -> String {
-    format!("dialtone:{}@{}", role.name, node_path.replace('/', ":"))
+    format!("{NAME_PREFIX}{}@{}", role.name, node_path.replace('/', ":"))
 }
 
 fn role_ref(role: &Role) -> Option<Arc<str>> {

@@ -167,8 +167,13 @@ impl PolicyAuthorizer {
                         Part::Policy => TreeResource::Policies,
                         Part::Credentials => TreeResource::Credentials,
                         Part::Audit => TreeResource::Audit,
-                        // Everyone manages their own tokens.
-                        Part::Tokens if path.name() == me => return Decision::Allow,
+                        // Everyone manages their own tokens: those of the identity it is,
+                        // not of any node that happens to share its name.
+                        Part::Tokens
+                            if std::ptr::eq(path.kind(), &IDENTITY) && path.name() == me =>
+                        {
+                            return Decision::Allow;
+                        }
                         Part::Tokens => TreeResource::Tokens,
                     };
                     judge(tree_verb(verb), resource, &node, visible)
@@ -622,12 +627,21 @@ pub async fn rbac_guard(body: Bytes) -> HttpResult<Response> {
         .as_str()
         .ok_or_else(|| bad_request("an AdmissionReview needs request.uid"))?;
     let user = request["userInfo"]["username"].as_str().unwrap_or_default();
-    let allowed = RBAC_WRITERS.contains(&user);
     let object = if request["object"].is_object() {
         &request["object"]
     } else {
         &request["oldObject"]
     };
+    // Dialtone's objects: those labelled as its own, before or after the change, and any
+    // name its projection uses, whoever holds it now.
+    let managed = |o: &Value| {
+        o["metadata"]["labels"][dialtone_kube::MANAGED_BY.0] == dialtone_kube::MANAGED_BY.1
+    };
+    let name = request["name"].as_str().unwrap_or_default();
+    let dialtones = name.starts_with(dialtone_policy::projection::NAME_PREFIX)
+        || managed(&request["object"])
+        || managed(&request["oldObject"]);
+    let allowed = !dialtones || RBAC_WRITERS.contains(&user);
     let annotation = |key: &str| {
         object["metadata"]["annotations"][key]
             .as_str()
@@ -638,13 +652,13 @@ pub async fn rbac_guard(body: Bytes) -> HttpResult<Response> {
     let node = annotation(dialtone_policy::projection::GRANTED_ON);
     let role = annotation(dialtone_policy::projection::ROLE);
     let kind = request["kind"]["kind"].as_str().unwrap_or("object");
-    let name = request["name"].as_str().unwrap_or_default();
     let message = match node.is_empty() {
         false => format!(
             "{kind} {name} is managed by Dialtone: it casts role `{role}` of the access policy on {node} into RBAC. Change that policy instead: `dialtone policy get {node}`"
         ),
         true => format!(
-            "{kind} {name} is managed by Dialtone; change access through Dialtone's access policies instead"
+            "{kind} {name} is managed by Dialtone (names starting with `{}` are Dialtone's); change access through Dialtone's access policies instead",
+            dialtone_policy::projection::NAME_PREFIX
         ),
     };
     let response = match allowed {

@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use dialtone_types::auth::{TokenRequest, WhoAmI};
 use dialtone_types::kinds::{IDENTITY, ORG};
-use dialtone_types::validation::decode_strict;
-use dialtone_types::{ApiError, List, ListMeta};
+use dialtone_types::validation::{decode_strict, validate_text};
+use dialtone_types::{ApiError, FieldErrors, List, ListMeta};
 
 use crate::App;
-use crate::auth::{Part, Principal, Target, Verb, enforce, mint_token};
+use crate::auth::{Decision, Part, Principal, Target, Verb, enforce, mint_token};
 use crate::error::HttpResult;
 use crate::resources::{authorized_part, check_query, object_path, success, to_json};
 
@@ -38,13 +38,12 @@ pub async fn create_token(
     } else {
         decode_strict(&body).map_err(ApiError::invalid)?
     };
-    if !app.registry.exists(&identity).await? {
-        return Err(ApiError::not_found(&identity).into());
-    }
+    let mut errors = FieldErrors::default();
+    validate_text("description", &request.description, 256, &mut errors);
+    errors.into_result().map_err(ApiError::invalid)?;
     let token = mint_token(
         &app.registry,
-        identity.org_name(),
-        identity.name(),
+        &identity,
         &request.description,
         request.ttl_seconds,
         None,
@@ -64,7 +63,12 @@ pub async fn list_tokens(
     check_query(&query, &[])?;
     let org = object_path(&ORG, &params)?;
     authorized_part(&app, &principal, &org, Verb::List, Part::Tokens).await?;
-    let items = app.registry.list_tokens(org.org_name()).await?;
+    let org_uid = app
+        .registry
+        .org_uid(org.org_name())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&org))?;
+    let items = app.registry.list_tokens(&org, &org_uid).await?;
     let revision = app.registry.store().revision().await?;
     Ok(to_json(
         StatusCode::OK,
@@ -87,19 +91,31 @@ pub async fn revoke_token(
 ) -> HttpResult<Response> {
     let org_path = object_path(&ORG, &[("org".into(), org)])?;
     let missing = format!("token {id}");
-    // A token is its owner's to revoke, or the org's token administrators'.
-    let owner = match app.registry.get_token(&id).await? {
-        Some(token) if token.info.org == org_path.org_name() => {
-            org_path.child(&IDENTITY, &token.info.identity)
-        }
-        _ => org_path.child(&IDENTITY, &principal.identity),
+    let org_uid = app.registry.org_uid(org_path.org_name()).await?;
+    // A token is its owner's to revoke (the identity, by uid, that holds it), or the org's
+    // token administrators'.
+    let token = app
+        .registry
+        .get_token(&id)
+        .await?
+        .filter(|token| Some(&token.info.org_uid) == org_uid.as_ref());
+    let own = token
+        .as_ref()
+        .is_some_and(|token| token.info.identity_uid == principal.identity_uid);
+    // Others' tokens answer as missing ones do, so that ids cannot be probed.
+    if !own
+        && app.authorizer.authorize(
+            &principal,
+            Verb::Delete,
+            Target::Part(&org_path, Part::Tokens),
+        ) != Decision::Allow
+    {
+        return Err(ApiError::not_found(missing).into());
+    }
+    let (Some(org_uid), Some(_)) = (org_uid, token) else {
+        return Err(ApiError::not_found(missing).into());
     };
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Delete, Target::Part(&owner, Part::Tokens)),
-        &missing,
-    )?;
-    if !app.registry.delete_token(org_path.org_name(), &id).await? {
+    if !app.registry.delete_token(&org_uid, &id).await? {
         return Err(ApiError::not_found(missing).into());
     }
     Ok(success(format!("token {id} revoked")))

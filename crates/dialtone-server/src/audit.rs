@@ -1,6 +1,8 @@
 //! The audit log: every mutating request, who made it, when, and how it ended, recorded in
-//! the store under the org it touched (or, when the caller may not see that org, the
-//! caller's own, so that the log never reveals another tenant).
+//! the store under the org it touched (or, when the caller may not see that org, or it is
+//! gone, the caller's own, so that the log never reveals another tenant). Records are filed
+//! by the org's uid: a deleted org's stay with it, for platform admins only
+//! (`/v1/retiredorgs`), and an org re-created under its name starts with an empty log.
 
 use std::collections::HashMap;
 
@@ -10,10 +12,10 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use dialtone_types::auth::AuditRecord;
-use dialtone_types::{List, ListMeta, Reason, ResourcePath};
+use dialtone_types::{ApiError, List, ListMeta, Reason, ResourcePath};
 
 use crate::App;
-use crate::auth::{Decision, Part, Principal, Target, Verb};
+use crate::auth::{Decision, Part, Principal, Target, Verb, enforce};
 use crate::error::HttpResult;
 use crate::resources::{authorized_part, check_query, object_path, parse_limit, to_json};
 
@@ -56,8 +58,11 @@ pub async fn record_mutations(State(app): State<App>, request: Request, next: Ne
             app.authorizer
                 .authorize(&principal, Verb::Get, Target::Tenant(org))
                 == Decision::Allow
-        })
-        .map_or_else(|| principal.org.clone(), |org| org.org_name().to_string());
+        });
+    let target_uid = match &target_org {
+        Some(org) => app.registry.org_uid(org.org_name()).await.ok().flatten(),
+        None => None,
+    };
     let record = AuditRecord {
         time: (app.clock)(),
         actor: principal.actor(),
@@ -67,8 +72,9 @@ pub async fn record_mutations(State(app): State<App>, request: Request, next: Ne
         outcome: outcome(response.status()),
         request_id,
     };
-    if let Err(e) = app.registry.append_audit(&target_org, &record).await {
-        tracing::error!(org = %target_org, error = %e, "cannot record an audit entry");
+    let org_uid = target_uid.unwrap_or(principal.org_uid);
+    if let Err(e) = app.registry.append_audit(&org_uid, &record).await {
+        tracing::error!(org = %org_uid, error = %e, "cannot record an audit entry");
     }
     response
 }
@@ -83,13 +89,28 @@ pub async fn list_audit(
     check_query(&query, &["limit", "continue"])?;
     let org = object_path(&dialtone_types::kinds::ORG, &params)?;
     authorized_part(&app, &principal, &org, Verb::List, Part::Audit).await?;
+    let org_uid = app
+        .registry
+        .org_uid(org.org_name())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&org))?;
+    audit_page(&app, &principal, &org_uid, &query).await
+}
+
+/// One page of the audit log of the org with uid `org_uid`.
+async fn audit_page(
+    app: &App,
+    principal: &Principal,
+    org_uid: &str,
+    query: &HashMap<String, String>,
+) -> HttpResult<Response> {
+    let list = format!("audit of {org_uid}");
+    let resume = app
+        .continue_tokens
+        .open_query(principal, &list, query.get("continue"))?;
     let page = app
         .registry
-        .list_audit(
-            org.org_name(),
-            parse_limit(&query)?,
-            query.get("continue").map(String::as_str),
-        )
+        .list_audit(org_uid, parse_limit(query)?, resume.as_ref())
         .await?;
     Ok(to_json(
         StatusCode::OK,
@@ -97,9 +118,85 @@ pub async fn list_audit(
             "AuditRecord",
             ListMeta {
                 resource_version: page.revision.to_string(),
-                continue_token: page.continue_token,
+                continue_token: app
+                    .continue_tokens
+                    .seal_next(principal, &list, page.next.as_ref()),
             },
             page.items,
+        ),
+    ))
+}
+
+/// `GET /v1/retiredorgs`: the deleted orgs whose records are kept (platform admins only).
+pub async fn list_retired_orgs(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+) -> HttpResult<Response> {
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::List, Target::Platform),
+        "",
+    )?;
+    let orgs = app.registry.retired_orgs().await?;
+    let revision = app.registry.store().revision().await?;
+    Ok(to_json(
+        StatusCode::OK,
+        &List::new(
+            "RetiredOrg",
+            ListMeta {
+                resource_version: revision.to_string(),
+                continue_token: None,
+            },
+            orgs,
+        ),
+    ))
+}
+
+/// The deleted org with uid `uid`, once the caller is a platform admin.
+async fn retired_org(app: &App, principal: &Principal, uid: &str) -> HttpResult<()> {
+    enforce(
+        app.authorizer
+            .authorize(principal, Verb::Get, Target::Platform),
+        "",
+    )?;
+    let known = app.registry.retired_orgs().await?;
+    match known.iter().any(|org| org.uid == uid) {
+        true => Ok(()),
+        false => Err(ApiError::not_found(format!("retired org {uid}")).into()),
+    }
+}
+
+/// `GET /v1/retiredorgs/{uid}/audit`
+pub async fn list_retired_audit(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(uid): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    check_query(&query, &["limit", "continue"])?;
+    retired_org(&app, &principal, &uid).await?;
+    audit_page(&app, &principal, &uid, &query).await
+}
+
+/// `GET /v1/retiredorgs/{uid}/tokens`: the tokens the org held, none of which
+/// authenticates any more.
+pub async fn list_retired_tokens(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(uid): Path<String>,
+) -> HttpResult<Response> {
+    retired_org(&app, &principal, &uid).await?;
+    let tokens = app.registry.retired_tokens(&uid).await?;
+    let revision = app.registry.store().revision().await?;
+    Ok(to_json(
+        StatusCode::OK,
+        &List::new(
+            "Token",
+            ListMeta {
+                resource_version: revision.to_string(),
+                continue_token: None,
+            },
+            tokens,
         ),
     ))
 }

@@ -4,6 +4,11 @@
 //! secret is 256 random bits of which only a SHA-256 hash is stored. A hash of a secret with
 //! that much entropy cannot be reversed or guessed, so a fast hash is the right one.
 //!
+//! A token names the uids of its identity and org, as a Kubernetes ServiceAccount token
+//! names its account's: it authenticates only while that very identity exists and is not
+//! being deleted, so deleting an identity or an org revokes all it holds, and re-creating
+//! the name revives nothing.
+//!
 //! Every authorization decision goes through one [`Authorizer`]; handlers never check
 //! access themselves. The access policies of the tree decide (`crate::access`).
 
@@ -12,7 +17,8 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
-use dialtone_store::registry::{Registry, StoredToken};
+use dialtone_store::records::StoredToken;
+use dialtone_store::registry::Registry;
 use dialtone_types::auth::{NewToken, TokenInfo};
 use dialtone_types::{ApiError, Identity, KindInfo, Object, Reason, ResourcePath};
 use jiff::{SignedDuration, Timestamp};
@@ -27,6 +33,8 @@ use crate::error::HttpError;
 pub struct Principal {
     pub org: String,
     pub identity: String,
+    pub org_uid: String,
+    pub identity_uid: String,
     pub platform_admin: bool,
 }
 
@@ -114,11 +122,11 @@ fn hash_secret(secret: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Mints a token for `identity` in `org` and stores its hash.
+/// Mints a token for the identity at `holder` and stores its hash; 404 if there is no such
+/// identity.
 pub async fn mint_token(
     registry: &Registry,
-    org: &str,
-    identity: &str,
+    holder: &ResourcePath,
     description: &str,
     ttl_seconds: Option<u64>,
     cluster: Option<(&str, &str)>,
@@ -135,6 +143,9 @@ pub async fn mint_token(
             .into());
         }
     };
+    let Some((identity, org_uid)) = registry.live_identity(holder).await? else {
+        return Err(ApiError::not_found(holder).into());
+    };
     let (mut id_bytes, mut secret_bytes) = ([0u8; 8], [0u8; 32]);
     {
         // The thread-local generator must not be held across an await.
@@ -146,8 +157,10 @@ pub async fn mint_token(
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes);
     let info = TokenInfo {
         id: id.clone(),
-        org: org.to_string(),
-        identity: identity.to_string(),
+        org: holder.org_name().to_string(),
+        identity: holder.name().to_string(),
+        org_uid,
+        identity_uid: identity.metadata.uid,
         description: description.to_string(),
         created_at: now,
         expires_at: now
@@ -182,12 +195,19 @@ fn token_parts(token: &str) -> Option<(&str, &str)> {
         .filter(|(id, _)| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The stored token a bearer token names, if its secret matches and it has not expired.
+/// A token that authenticates: its secret matches, it has not expired, and the identity it
+/// was minted for, by uid, exists and is not being deleted.
+pub struct LiveToken {
+    pub token: StoredToken,
+    pub identity: Object<Identity>,
+}
+
+/// The live token a bearer token names, if any.
 pub async fn verify_token(
     registry: &Registry,
     token: &str,
     now: Timestamp,
-) -> Result<Option<StoredToken>, HttpError> {
+) -> Result<Option<LiveToken>, HttpError> {
     let Some((id, secret)) = token_parts(token) else {
         return Ok(None);
     };
@@ -195,10 +215,19 @@ pub async fn verify_token(
         return Ok(None);
     };
     // Comparing hashes of a 256-bit secret leaks nothing useful through timing.
-    Ok(
-        (stored.secret_sha256 == hash_secret(secret) && stored.info.expires_at > now)
-            .then_some(stored),
-    )
+    if stored.secret_sha256 != hash_secret(secret) || stored.info.expires_at <= now {
+        return Ok(None);
+    }
+    let holder = ResourcePath::org(&stored.info.org)
+        .child(&dialtone_types::kinds::IDENTITY, &stored.info.identity);
+    let Some((identity, org_uid)) = registry.live_identity(&holder).await? else {
+        return Ok(None);
+    };
+    let same = identity.metadata.uid == stored.info.identity_uid && org_uid == stored.info.org_uid;
+    Ok(same.then_some(LiveToken {
+        token: stored,
+        identity,
+    }))
 }
 
 /// Resolves a bearer token to a principal.
@@ -212,23 +241,18 @@ pub async fn authenticate(app: &App, header_value: Option<&str>) -> Result<Princ
         return Err(unauthorized("malformed token"));
     }
     let invalid = || unauthorized("invalid, expired or revoked token");
-    let stored = verify_token(&app.registry, token, (app.clock)())
+    let LiveToken { token, identity } = verify_token(&app.registry, token, (app.clock)())
         .await?
         .ok_or_else(invalid)?;
     // A cluster credential opens its cluster, not Dialtone's API.
-    if !stored.info.cluster_uid.is_empty() {
+    if !token.info.cluster_uid.is_empty() {
         return Err(invalid());
     }
-    let path = ResourcePath::org(&stored.info.org)
-        .child(&dialtone_types::kinds::IDENTITY, &stored.info.identity);
-    let identity: Object<Identity> = match app.registry.get(&path).await {
-        Ok(identity) => identity,
-        Err(dialtone_store::registry::RegistryError::NotFound(_)) => return Err(invalid()),
-        Err(e) => return Err(e.into()),
-    };
     Ok(Principal {
-        org: stored.info.org,
-        identity: stored.info.identity,
+        org: token.info.org,
+        identity: token.info.identity,
+        org_uid: token.info.org_uid,
+        identity_uid: token.info.identity_uid,
         platform_admin: identity.spec.platform_admin,
     })
 }

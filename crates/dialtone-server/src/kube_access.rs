@@ -33,16 +33,12 @@ pub struct TokenAuthenticator {
 #[async_trait::async_trait]
 impl Authenticator for TokenAuthenticator {
     async fn authenticate(&self, cluster_uid: &str, token: &str) -> Option<UserInfo> {
+        // A deleted identity's credentials die with it (`verify_token` checks its uid).
         let stored = verify_token(&self.registry, token, (self.clock)())
             .await
-            .ok()??;
+            .ok()??
+            .token;
         if stored.info.cluster_uid != cluster_uid {
-            return None;
-        }
-        let identity = dialtone_types::ResourcePath::org(&stored.info.org)
-            .child(&dialtone_types::kinds::IDENTITY, &stored.info.identity);
-        // A deleted identity's credentials die with it.
-        if !self.registry.exists(&identity).await.ok()? {
             return None;
         }
         Some(UserInfo {
@@ -116,8 +112,7 @@ pub async fn create_credentials(
         })?;
     let token = mint_token(
         &app.registry,
-        &principal.org,
-        &principal.identity,
+        &principal.identity_path(),
         &format!("kubeconfig for {path}"),
         // Kubeconfig credentials are short-lived by default, like a cloud's.
         Some(request.ttl_seconds.unwrap_or(12 * 3600)),

@@ -17,6 +17,7 @@ pub mod kube_access;
 pub mod metrics;
 pub mod networks;
 pub mod openapi;
+pub mod paging;
 pub mod resources;
 pub mod sim_api;
 pub mod tls;
@@ -71,6 +72,8 @@ pub struct App {
     pub kube: kube_access::SharedKube,
     /// The background tasks, for `/readyz?verbose` and `/metrics`.
     pub tasks: Arc<Supervisor>,
+    /// Seals and opens lists' continue tokens.
+    pub continue_tokens: Arc<paging::ContinueTokens>,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -216,6 +219,15 @@ pub fn router(app: App) -> Router {
         .route("/v1/orgs/{org}/tokens", get(account::list_tokens))
         .route("/v1/orgs/{org}/tokens/{id}", delete(account::revoke_token))
         .route("/v1/orgs/{org}/audit", get(audit::list_audit))
+        .route("/v1/retiredorgs", get(audit::list_retired_orgs))
+        .route(
+            "/v1/retiredorgs/{uid}/audit",
+            get(audit::list_retired_audit),
+        )
+        .route(
+            "/v1/retiredorgs/{uid}/tokens",
+            get(audit::list_retired_tokens),
+        )
         .route("/v1/whoami", get(account::whoami))
         .route(
             &format!(
@@ -361,6 +373,10 @@ async fn bootstrap(
     registry: &Registry,
     options: &ServerOptions,
 ) -> anyhow::Result<Option<NewToken>> {
+    let bound = registry.bind_records_to_uids().await?;
+    if bound > 0 {
+        tracing::info!(records = bound, "filed tokens and audit records by uid");
+    }
     let everyone = |_: &ResourcePath| true;
     let orgs = registry
         .list_raw(
@@ -411,17 +427,13 @@ async fn bootstrap(
     if !(first_start || options.mint_admin_token) {
         return Ok(None);
     }
-    let token = auth::mint_token(
-        registry,
-        &options.bootstrap_org,
+    let admin = ResourcePath::org(&options.bootstrap_org).child(
+        &dialtone_types::kinds::IDENTITY,
         &options.bootstrap_identity,
-        "bootstrap admin",
-        None,
-        None,
-        now(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot mint the admin token: {}", e.0))?;
+    );
+    let token = auth::mint_token(registry, &admin, "bootstrap admin", None, None, now())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot mint the admin token: {}", e.0))?;
     Ok(Some(token))
 }
 
@@ -502,6 +514,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         networks,
         kube: Some(kube.clone()),
         tasks: tasks.clone(),
+        continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
     };
     let lifecycle = Lifecycle::new(
         registry.clone(),
@@ -519,7 +532,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         registry: registry.clone(),
         index: access,
         clients: Arc::new(dialtone_kube::Clients::new(kube.clone())),
-        guard,
+        guard: guard.clone(),
+        clock: now,
     });
     tasks.spawn("rbac-projection", move |_| {
         dialtone_controllers::run_projection_controller(projection.clone(), Duration::from_secs(30))
@@ -527,6 +541,16 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let lifecycle = Arc::new(lifecycle);
     tasks.spawn("cluster-lifecycle", move |_| {
         dialtone_controllers::run_cluster_controller(lifecycle.clone(), 16, Duration::from_secs(60))
+    });
+    tasks.spawn("record-sweeper", {
+        let registry = registry.clone();
+        move |_| {
+            dialtone_controllers::run_record_sweeper(
+                registry.clone(),
+                Duration::from_secs(600),
+                now,
+            )
+        }
     });
     tasks.spawn("deletion", move |_| {
         dialtone_controllers::run_deletion_controller(registry.clone(), Duration::from_secs(30))

@@ -417,10 +417,16 @@ async fn list<K: Kind>(
         };
         return watch_response(app, K::INFO, parent, from, selector, visible).await;
     }
+    let list_name = match &parent {
+        Some(parent) => format!("{} in {parent}", K::INFO.plural),
+        None => K::INFO.plural.to_string(),
+    };
     let options = ListOptions {
         selector,
         limit: parse_limit(&query)?,
-        continue_token: query.get("continue").cloned(),
+        resume: app
+            .continue_tokens
+            .open_query(&principal, &list_name, query.get("continue"))?,
     };
     let page = app
         .registry
@@ -430,7 +436,11 @@ async fn list<K: Kind>(
         K::INFO.kind,
         ListMeta {
             resource_version: page.revision.to_string(),
-            continue_token: page.continue_token,
+            continue_token: app.continue_tokens.seal_next(
+                &principal,
+                &list_name,
+                page.next.as_ref(),
+            ),
         },
         page.items,
     );

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
+pub mod records;
 pub mod registry;
 
 pub use embedded::EmbeddedStore;

@@ -2,8 +2,8 @@
 //! delete and watch that the API exposes, and the only place objects are encoded for storage.
 //!
 //! Keys: `/o/{plural}/{names from the org down}` for objects (so the objects of one kind
-//! under one parent share a prefix), `/m/{path}` for each node's children marker, `/tokens/`
-//! and `/audit/{org}/` for tokens and audit records.
+//! under one parent share a prefix), `/m/{path}` for each node's children marker, `/p/o/…`
+//! for each node's access policy; [`crate::records`] keeps tokens and audit records.
 //!
 //! The children marker closes a race: creating a child rewrites its parent's marker, and
 //! deleting the parent compares the marker's revision, so a child can never be created under
@@ -11,8 +11,7 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use dialtone_types::auth::{AuditRecord, TokenInfo};
+use dialtone_types::auth::RetiredOrg;
 use dialtone_types::policy::PolicyBinding;
 use dialtone_types::validation::{FieldReason, decode_strict, validate_meta};
 use dialtone_types::{
@@ -22,6 +21,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::records::{decode_record, encode_record, retired_key};
 use crate::{EventKind, KeyRange, KeyValue, Revision, Store, StoreError, Txn, TxnOutcome};
 
 /// The finalizer that holds a node whose children are still being deleted.
@@ -65,7 +65,17 @@ pub struct ListOptions {
     pub selector: LabelSelector,
     /// 0: everything.
     pub limit: usize,
-    pub continue_token: Option<String>,
+    /// Where the previous page ended.
+    pub resume: Option<Position>,
+}
+
+/// Where a paginated list goes on: the key just after the last item its caller was shown,
+/// and the revision all its pages are read at (none: the latest). The API hands it out
+/// only sealed in a continue token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub revision: Option<Revision>,
+    pub start: Vec<u8>,
 }
 
 /// One page of objects.
@@ -73,7 +83,8 @@ pub struct ListOptions {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub revision: Revision,
-    pub continue_token: Option<String>,
+    /// Set when more may follow.
+    pub next: Option<Position>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,20 +125,6 @@ pub enum AccessRecord {
 pub enum AccessChange {
     Put(AccessRecord),
     Removed(AccessRecord),
-}
-
-#[derive(Serialize, Deserialize)]
-struct ContinueToken {
-    revision: Revision,
-    start: String,
-}
-
-/// A stored API token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StoredToken {
-    pub info: TokenInfo,
-    /// Hex SHA-256 of the secret; the secret itself is never stored.
-    pub secret_sha256: String,
 }
 
 /// The object layer. Cheap to clone.
@@ -251,17 +248,6 @@ pub fn validate<K: Kind>(object: &Object<K, K::Status>) -> FieldErrors {
     validate_meta(&object.metadata, &mut errors);
     object.spec.validate(&mut errors);
     errors
-}
-
-/// Decodes a stored record (token, audit entry), naming its key if it is corrupt.
-fn decode_record<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T> {
-    serde_json::from_slice(&kv.value).map_err(|e| {
-        StoreError::Internal(format!(
-            "corrupt record at {}: {e}",
-            String::from_utf8_lossy(&kv.key)
-        ))
-        .into()
-    })
 }
 
 fn policy_etag(revision: Revision, node: &RawObject) -> String {
@@ -565,7 +551,8 @@ impl Registry {
         }
     }
 
-    /// Removes the object for good, if it has no children and is at `revision`.
+    /// Removes the object for good, if it has no children and is at `revision`. An org
+    /// leaves a retirement record, under which its audit log and tokens are kept.
     async fn remove(&self, path: &ResourcePath, revision: Revision) -> Result<()> {
         let marker = self.store.get(marker_key(path).as_bytes()).await?;
         if self.first_child(path).await?.is_some() {
@@ -574,12 +561,21 @@ impl Registry {
             )));
         }
         let key = object_key(path);
-        let txn = Txn::default()
+        let mut txn = Txn::default()
             .when(key.clone(), revision)
             .when(marker_key(path), marker.map_or(0, |m| m.mod_revision))
             .delete(key)
             .delete(marker_key(path))
             .delete(policy_key(path));
+        if std::ptr::eq(path.kind(), &dialtone_types::kinds::ORG) {
+            let (_, org) = self.get_kv(path).await?;
+            let retired = RetiredOrg {
+                uid: org.metadata.uid.clone(),
+                name: path.name().to_string(),
+                deleted_at: (self.clock)(),
+            };
+            txn = txn.put(retired_key(&retired.uid), encode_record(&retired)?);
+        }
         match self.store.txn(txn).await? {
             TxnOutcome::Committed { .. } => Ok(()),
             TxnOutcome::Conflict => Err(conflict_stale(path)),
@@ -724,23 +720,15 @@ impl Registry {
         visible: &(dyn Fn(&ResourcePath) -> bool + Send + Sync),
     ) -> Result<Page<RawObject>> {
         let range = KeyRange::prefix(collection_prefix(kind, parent));
-        let (mut revision, mut start) = match &options.continue_token {
+        let (mut revision, mut start) = match &options.resume {
             None => (None, range.start.clone()),
-            Some(token) => {
-                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(token)
-                    .map_err(|_| {
-                        RegistryError::BadRequest("the continue token is malformed".into())
-                    })?;
-                let token: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| {
-                    RegistryError::BadRequest("the continue token is malformed".into())
-                })?;
-                if !range.contains(token.start.as_bytes()) {
-                    return Err(RegistryError::BadRequest(
-                        "the continue token belongs to another list".into(),
-                    ));
-                }
-                (Some(token.revision), token.start.into_bytes())
+            Some(position) if range.contains(&position.start) => {
+                (position.revision, position.start.clone())
+            }
+            Some(_) => {
+                return Err(RegistryError::BadRequest(
+                    "the continue token belongs to another list".into(),
+                ));
             }
         };
         let limit = if options.limit == 0 {
@@ -749,7 +737,7 @@ impl Registry {
             options.limit
         };
         let chunk = options.limit.clamp(1, 500).max(64);
-        let mut items = Vec::new();
+        let (mut items, mut last_shown) = (Vec::new(), Vec::new());
         loop {
             let result = match self
                 .store
@@ -767,11 +755,17 @@ impl Registry {
             let count = result.kvs.len();
             for (i, kv) in result.kvs.iter().enumerate() {
                 if items.len() == limit {
-                    let token = continue_token(result.revision, &kv.key);
+                    // Resume just after the last item shown, never at a key the caller
+                    // may not see.
+                    let mut after_last = last_shown;
+                    after_last.push(0);
                     return Ok(Page {
                         items,
                         revision: result.revision,
-                        continue_token: Some(token),
+                        next: Some(Position {
+                            revision: Some(result.revision),
+                            start: after_last,
+                        }),
                     });
                 }
                 let object = decode_raw(kv)?;
@@ -780,6 +774,7 @@ impl Registry {
                     && path.is_some_and(|p| visible(&p))
                 {
                     items.push(object);
+                    last_shown = kv.key.clone();
                 }
                 if i + 1 == count {
                     let mut next = kv.key.clone();
@@ -791,7 +786,7 @@ impl Registry {
                 return Ok(Page {
                     items,
                     revision: result.revision,
-                    continue_token: None,
+                    next: None,
                 });
             }
         }
@@ -936,131 +931,4 @@ impl Registry {
             Ok((revision, change))
         }))
     }
-
-    // Tokens.
-
-    pub async fn put_token(&self, token: &StoredToken) -> Result<()> {
-        let key = format!("/tokens/{}", token.info.id);
-        let value = serde_json::to_vec(token).map_err(|e| StoreError::Internal(e.to_string()))?;
-        match self
-            .store
-            .txn(Txn::default().when(key.clone(), 0).put(key, value))
-            .await?
-        {
-            TxnOutcome::Committed { .. } => Ok(()),
-            TxnOutcome::Conflict => Err(RegistryError::AlreadyExists(format!(
-                "token {}",
-                token.info.id
-            ))),
-        }
-    }
-
-    pub async fn get_token(&self, id: &str) -> Result<Option<StoredToken>> {
-        let Some(kv) = self.store.get(format!("/tokens/{id}").as_bytes()).await? else {
-            return Ok(None);
-        };
-        decode_record(&kv).map(Some)
-    }
-
-    pub async fn list_tokens(&self, org: &str) -> Result<Vec<TokenInfo>> {
-        let all = self
-            .store
-            .range(&KeyRange::prefix("/tokens/"), None, 0)
-            .await?;
-        let mut tokens = Vec::new();
-        for kv in all.kvs {
-            let token: StoredToken = decode_record(&kv)?;
-            if token.info.org == org {
-                tokens.push(token.info);
-            }
-        }
-        Ok(tokens)
-    }
-
-    /// Deletes the token `id` if it belongs to `org`; true if it did.
-    pub async fn delete_token(&self, org: &str, id: &str) -> Result<bool> {
-        let key = format!("/tokens/{id}");
-        let Some(kv) = self.store.get(key.as_bytes()).await? else {
-            return Ok(false);
-        };
-        let token: StoredToken = decode_record(&kv)?;
-        if token.info.org != org {
-            return Ok(false);
-        }
-        Ok(matches!(
-            self.store
-                .txn(
-                    Txn::default()
-                        .when(key.clone(), kv.mod_revision)
-                        .delete(key)
-                )
-                .await?,
-            TxnOutcome::Committed { .. }
-        ))
-    }
-
-    // Audit log.
-
-    pub async fn append_audit(&self, org: &str, record: &AuditRecord) -> Result<()> {
-        let key = format!(
-            "/audit/{org}/{:020}-{}",
-            record.time.as_nanosecond(),
-            record.request_id
-        );
-        let value = serde_json::to_vec(record).map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.store.txn(Txn::default().put(key, value)).await?;
-        Ok(())
-    }
-
-    /// The audit records of `org`, oldest first.
-    pub async fn list_audit(
-        &self,
-        org: &str,
-        limit: usize,
-        continue_token: Option<&str>,
-    ) -> Result<Page<AuditRecord>> {
-        let range = KeyRange::prefix(format!("/audit/{org}/"));
-        let start = match continue_token {
-            None => range.start.clone(),
-            Some(t) => base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .filter(|s| range.contains(s))
-                .ok_or_else(|| {
-                    RegistryError::BadRequest("the continue token is malformed".into())
-                })?,
-        };
-        let result = self
-            .store
-            .range(&range.starting_at(start), None, limit)
-            .await?;
-        let items = result
-            .kvs
-            .iter()
-            .map(decode_record)
-            .collect::<Result<Vec<_>>>()?;
-        let continue_token = result.more.then(|| {
-            let mut next = result
-                .kvs
-                .last()
-                .map(|kv| kv.key.clone())
-                .unwrap_or_default();
-            next.push(0);
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(next)
-        });
-        Ok(Page {
-            items,
-            revision: result.revision,
-            continue_token,
-        })
-    }
-}
-
-fn continue_token(revision: Revision, next_key: &[u8]) -> String {
-    let token = ContinueToken {
-        revision,
-        start: String::from_utf8_lossy(next_key).into_owned(),
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&token).expect("serializable"))
 }

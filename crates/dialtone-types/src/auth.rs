@@ -12,6 +12,12 @@ pub struct TokenInfo {
     pub id: String,
     pub org: String,
     pub identity: String,
+    /// The uids of the org and identity the token was minted for: it authenticates only
+    /// while that very identity exists, never one re-created under its name.
+    #[serde(default)]
+    pub org_uid: String,
+    #[serde(default)]
+    pub identity_uid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     pub created_at: Timestamp,
@@ -23,6 +29,15 @@ pub struct TokenInfo {
     /// The uid of that cluster, which the cluster checks.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster_uid: String,
+}
+
+/// A deleted org whose audit log and tokens are kept, for platform admins only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredOrg {
+    pub uid: String,
+    pub name: String,
+    pub deleted_at: Timestamp,
 }
 
 /// Asks for a new token.

@@ -1,0 +1,364 @@
+//! Records kept beside the objects: API tokens, the audit log, and what is kept of a
+//! deleted org.
+//!
+//! Keys: `/tokens/{id}`; `/log/{org uid}/{time}-{request id}` for audit records;
+//! `/retired/{org uid}` for each deleted org whose records are kept. Records are filed by
+//! the org's uid, never its name, so that an org re-created under a deleted one's name
+//! starts with none of them.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use dialtone_types::auth::{AuditRecord, RetiredOrg, TokenInfo};
+use dialtone_types::kinds::{IDENTITY, ORG};
+use dialtone_types::{Identity, Object, Org, ResourcePath};
+
+use crate::registry::{Page, Position, Registry, RegistryError, Result};
+use crate::{KeyRange, KeyValue, StoreError, Txn, TxnOutcome};
+
+/// A stored API token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredToken {
+    pub info: TokenInfo,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_sha256: String,
+}
+
+/// How long the records of a deleted org are kept, for platform admins only.
+pub const RETENTION: SignedDuration = SignedDuration::from_hours(90 * 24);
+
+/// The most operations one transaction carries (etcd allows 128).
+const TXN_OPS: usize = 100;
+
+fn token_key(id: &str) -> String {
+    format!("/tokens/{id}")
+}
+
+fn log_prefix(org_uid: &str) -> String {
+    format!("/log/{org_uid}/")
+}
+
+pub(crate) fn retired_key(org_uid: &str) -> String {
+    format!("/retired/{org_uid}")
+}
+
+/// Decodes a stored record, naming its key if it is corrupt.
+pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T> {
+    serde_json::from_slice(&kv.value).map_err(|e| {
+        StoreError::Internal(format!(
+            "corrupt record at {}: {e}",
+            String::from_utf8_lossy(&kv.key)
+        ))
+        .into()
+    })
+}
+
+pub(crate) fn encode_record<T: Serialize>(record: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Internal(e.to_string()).into())
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired tokens, and tokens whose identity is gone from a live org.
+    pub tokens: usize,
+    /// Deleted orgs whose retention ended, with all their records.
+    pub orgs: usize,
+}
+
+impl Registry {
+    /// The uid of the identity at `path` and of its org, if both exist and neither is being
+    /// deleted.
+    pub async fn live_identity(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<Option<(Object<Identity>, String)>> {
+        let org = ResourcePath::org(path.org_name());
+        let (identity, org) = match (
+            self.get::<Identity>(path).await,
+            self.get::<Org>(&org).await,
+        ) {
+            (Ok(identity), Ok(org)) => (identity, org),
+            (Err(RegistryError::NotFound(_)), _) | (_, Err(RegistryError::NotFound(_))) => {
+                return Ok(None);
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let deleting = identity.metadata.deletion_timestamp.is_some()
+            || org.metadata.deletion_timestamp.is_some();
+        Ok((!deleting).then_some((identity, org.metadata.uid)))
+    }
+
+    /// The uid of the org `name`, if it exists.
+    pub async fn org_uid(&self, name: &str) -> Result<Option<String>> {
+        match self.get::<Org>(&ResourcePath::org(name)).await {
+            Ok(org) => Ok(Some(org.metadata.uid)),
+            Err(RegistryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    // Tokens.
+
+    pub async fn put_token(&self, token: &StoredToken) -> Result<()> {
+        let key = token_key(&token.info.id);
+        let txn = Txn::default()
+            .when(key.clone(), 0)
+            .put(key, encode_record(token)?);
+        match self.store().txn(txn).await? {
+            TxnOutcome::Committed { .. } => Ok(()),
+            TxnOutcome::Conflict => Err(RegistryError::AlreadyExists(format!(
+                "token {}",
+                token.info.id
+            ))),
+        }
+    }
+
+    pub async fn get_token(&self, id: &str) -> Result<Option<StoredToken>> {
+        match self.store().get(token_key(id).as_bytes()).await? {
+            Some(kv) => decode_record(&kv).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn all_tokens(&self) -> Result<Vec<(KeyValue, StoredToken)>> {
+        let all = self
+            .store()
+            .range(&KeyRange::prefix("/tokens/"), None, 0)
+            .await?;
+        all.kvs
+            .into_iter()
+            .map(|kv| decode_record(&kv).map(|token| (kv, token)))
+            .collect()
+    }
+
+    /// The tokens of the org with uid `org_uid` whose identities (by uid) still exist: a
+    /// deleted identity's tokens authenticate no more and are not listed.
+    pub async fn list_tokens(&self, org: &ResourcePath, org_uid: &str) -> Result<Vec<TokenInfo>> {
+        let holders: std::collections::HashSet<String> = self
+            .list_under::<Identity>(org)
+            .await?
+            .into_iter()
+            .map(|identity| identity.metadata.uid)
+            .collect();
+        Ok(self
+            .all_tokens()
+            .await?
+            .into_iter()
+            .map(|(_, token)| token.info)
+            .filter(|info| info.org_uid == org_uid && holders.contains(&info.identity_uid))
+            .collect())
+    }
+
+    /// The tokens of a deleted org, kept with its other records.
+    pub async fn retired_tokens(&self, org_uid: &str) -> Result<Vec<TokenInfo>> {
+        Ok(self
+            .all_tokens()
+            .await?
+            .into_iter()
+            .map(|(_, token)| token.info)
+            .filter(|info| info.org_uid == org_uid)
+            .collect())
+    }
+
+    /// Deletes the token `id` if it belongs to the org with uid `org_uid`; true if it did.
+    pub async fn delete_token(&self, org_uid: &str, id: &str) -> Result<bool> {
+        let key = token_key(id);
+        let Some(kv) = self.store().get(key.as_bytes()).await? else {
+            return Ok(false);
+        };
+        let token: StoredToken = decode_record(&kv)?;
+        if token.info.org_uid != org_uid {
+            return Ok(false);
+        }
+        let txn = Txn::default()
+            .when(key.clone(), kv.mod_revision)
+            .delete(key);
+        Ok(matches!(
+            self.store().txn(txn).await?,
+            TxnOutcome::Committed { .. }
+        ))
+    }
+
+    // The audit log.
+
+    pub async fn append_audit(&self, org_uid: &str, record: &AuditRecord) -> Result<()> {
+        let key = format!(
+            "{}{:020}-{}",
+            log_prefix(org_uid),
+            record.time.as_nanosecond(),
+            record.request_id
+        );
+        self.store()
+            .txn(Txn::default().put(key, encode_record(record)?))
+            .await?;
+        Ok(())
+    }
+
+    /// The audit records of the org with uid `org_uid`, oldest first, up to `limit` (0:
+    /// all) from `resume`.
+    pub async fn list_audit(
+        &self,
+        org_uid: &str,
+        limit: usize,
+        resume: Option<&Position>,
+    ) -> Result<Page<AuditRecord>> {
+        let range = KeyRange::prefix(log_prefix(org_uid));
+        let start = match resume {
+            None => range.start.clone(),
+            Some(position) if range.contains(&position.start) => position.start.clone(),
+            Some(_) => {
+                return Err(RegistryError::BadRequest(
+                    "the continue token belongs to another list".into(),
+                ));
+            }
+        };
+        let result = self
+            .store()
+            .range(&range.starting_at(start), None, limit)
+            .await?;
+        let items = result
+            .kvs
+            .iter()
+            .map(decode_record)
+            .collect::<Result<Vec<_>>>()?;
+        let next = result.more.then(|| {
+            let mut start = result
+                .kvs
+                .last()
+                .map(|kv| kv.key.clone())
+                .unwrap_or_default();
+            start.push(0);
+            Position {
+                revision: None,
+                start,
+            }
+        });
+        Ok(Page {
+            items,
+            revision: result.revision,
+            next,
+        })
+    }
+
+    // Deleted orgs.
+
+    /// The deleted orgs whose records are kept, oldest deletion first.
+    pub async fn retired_orgs(&self) -> Result<Vec<RetiredOrg>> {
+        let all = self
+            .store()
+            .range(&KeyRange::prefix("/retired/"), None, 0)
+            .await?;
+        let mut orgs: Vec<RetiredOrg> = all.kvs.iter().map(decode_record).collect::<Result<_>>()?;
+        orgs.sort_by_key(|org| org.deleted_at);
+        Ok(orgs)
+    }
+
+    /// Removes expired tokens, tokens whose identity is gone from a live org, and every
+    /// record of an org deleted more than [`RETENTION`] before `now`.
+    pub async fn sweep_records(&self, now: Timestamp) -> Result<Swept> {
+        let live_orgs: std::collections::HashSet<String> = self
+            .list_raw(&ORG, None, &Default::default(), &|_| true)
+            .await?
+            .items
+            .into_iter()
+            .map(|org| org.metadata.uid)
+            .collect();
+        let identities: std::collections::HashSet<String> = self
+            .store()
+            .range(
+                &KeyRange::prefix(crate::registry::collection_prefix(&IDENTITY, None)),
+                None,
+                0,
+            )
+            .await?
+            .kvs
+            .iter()
+            .map(|kv| decode_record::<Object<Identity>>(kv).map(|identity| identity.metadata.uid))
+            .collect::<Result<_>>()?;
+        let cutoff = now.checked_sub(RETENTION).unwrap_or(now);
+        let ended: Vec<RetiredOrg> = self
+            .retired_orgs()
+            .await?
+            .into_iter()
+            .filter(|org| org.deleted_at < cutoff)
+            .collect();
+        let ended_uids: std::collections::HashSet<&str> =
+            ended.iter().map(|org| org.uid.as_str()).collect();
+        let mut doomed = Vec::new();
+        for (kv, token) in self.all_tokens().await? {
+            let info = &token.info;
+            let orphan =
+                live_orgs.contains(&info.org_uid) && !identities.contains(&info.identity_uid);
+            if info.expires_at <= now || orphan || ended_uids.contains(info.org_uid.as_str()) {
+                doomed.push(kv.key);
+            }
+        }
+        let swept_tokens = doomed.len();
+        for org in &ended {
+            let log = self
+                .store()
+                .range(&KeyRange::prefix(log_prefix(&org.uid)), None, 0)
+                .await?;
+            doomed.extend(log.kvs.into_iter().map(|kv| kv.key));
+            doomed.push(retired_key(&org.uid).into_bytes());
+        }
+        for keys in doomed.chunks(TXN_OPS) {
+            let txn = keys
+                .iter()
+                .fold(Txn::default(), |txn, key| txn.delete(key.clone()));
+            self.store().txn(txn).await?;
+        }
+        Ok(Swept {
+            tokens: swept_tokens,
+            orgs: ended.len(),
+        })
+    }
+
+    /// Files records of the layout before uids (tokens naming an org and identity by name
+    /// only, audit records under `/audit/{org name}/`) under the uids of the org and identity
+    /// of that name, when they exist, and drops them otherwise. Runs at every start; a store
+    /// holding no such records costs two empty range reads.
+    pub async fn bind_records_to_uids(&self) -> Result<usize> {
+        let mut moved = 0;
+        for (kv, mut token) in self.all_tokens().await? {
+            if !token.info.identity_uid.is_empty() {
+                continue;
+            }
+            let path = ResourcePath::org(&token.info.org).child(&IDENTITY, &token.info.identity);
+            let txn = Txn::default().when(kv.key.clone(), kv.mod_revision);
+            let txn = match self.live_identity(&path).await? {
+                Some((identity, org_uid)) => {
+                    token.info.identity_uid = identity.metadata.uid;
+                    token.info.org_uid = org_uid;
+                    txn.put(kv.key, encode_record(&token)?)
+                }
+                None => txn.delete(kv.key),
+            };
+            self.store().txn(txn).await?;
+            moved += 1;
+        }
+        let legacy = self
+            .store()
+            .range(&KeyRange::prefix("/audit/"), None, 0)
+            .await?;
+        for kv in legacy.kvs {
+            let key = String::from_utf8_lossy(&kv.key).into_owned();
+            let mut parts = key.trim_start_matches("/audit/").splitn(2, '/');
+            let (org, entry) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let txn = Txn::default()
+                .when(kv.key.clone(), kv.mod_revision)
+                .delete(kv.key);
+            let txn = match self.org_uid(org).await? {
+                Some(uid) => txn.put(format!("{}{entry}", log_prefix(&uid)), kv.value),
+                None => txn,
+            };
+            self.store().txn(txn).await?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+}
