@@ -239,6 +239,7 @@ async fn set_policy<K: Kind>(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
     Path(params): Path<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> HttpResult<Response> {
     let node = object_path(K::INFO, &params)?;
@@ -247,11 +248,27 @@ async fn set_policy<K: Kind>(
             .authorize(&principal, Verb::Update, Target::Part(&node, Part::Policy)),
         &node,
     )?;
-    let policy: AccessPolicy = decode_strict(&body).map_err(ApiError::invalid)?;
+    let mut policy: AccessPolicy = decode_strict(&body).map_err(ApiError::invalid)?;
+    if policy.etag.is_empty()
+        && let Some(tag) = headers
+            .get(axum::http::header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+    {
+        policy.etag = tag.trim_matches('"').to_string();
+    }
     let (current, _) = app.registry.get_policy(&node).await?;
     let level = level_of(K::INFO).expect("policies are set on tree nodes");
     check_bindings(&app, &node, level, &policy).await?;
     check_escalation(&app, &principal, &node, &current, &policy)?;
+    // A policy replaces the node's whole policy: without the etag it was read at, a change
+    // made since would be lost without a word.
+    if policy.etag.is_empty() {
+        return Err(ApiError::new(
+            Reason::PreconditionRequired,
+            format!("replacing the policy of {node} needs the etag it was read at, in the body's `etag` or an If-Match header: get it with `dialtone policy get`, change it, and put it back"),
+        )
+        .into());
+    }
     let mut bindings = grouped(&flatten(&policy.bindings).expect("checked"));
     bindings.retain(|b| !b.subjects.is_empty());
     let etag = app
@@ -501,9 +518,28 @@ pub async fn explain(
             })
         }
     };
-    let explanation = explanation
+    let mut explanation = explanation
         .flatten()
         .ok_or_else(|| ApiError::not_found(format!("node {node}")))?;
+    // Only what the caller may read: bindings on nodes whose policy it may get, and another
+    // identity's groups only if it may get the org's groups.
+    let may_read_policy = |node: &str| {
+        node_path(&org, node).is_some_and(|path| {
+            app.authorizer
+                .authorize(&principal, Verb::Get, Target::Part(&path, Part::Policy))
+                == Decision::Allow
+        })
+    };
+    explanation.granted_by.retain(|g| may_read_policy(&g.node));
+    let groups = ResourcePath::org(&org).child(&GROUP, "any");
+    if identity != principal.identity
+        && app
+            .authorizer
+            .authorize(&principal, Verb::Get, Target::Object(&groups))
+            != Decision::Allow
+    {
+        explanation.groups.clear();
+    }
     Ok(to_json(StatusCode::OK, &explanation))
 }
 

@@ -6,6 +6,8 @@
 //! It reaches the store only through [`dialtone_store::registry::Registry`], never encodes
 //! objects itself, and holds no state of its own beyond caches it can rebuild.
 
+pub use dialtone_simkube::egress::parse_cidrs as parse_webhook_cidrs;
+
 pub mod access;
 pub mod account;
 pub mod admission;
@@ -334,6 +336,8 @@ pub struct ServerOptions {
     pub sim_time_scale: f64,
     /// Where the sim's clusters serve the Kubernetes API.
     pub kube_listen: SocketAddr,
+    /// Private or special ranges clusters' webhooks may call (see `dialtone_simkube::egress`).
+    pub webhook_allowed_cidrs: Vec<ipnet::IpNet>,
     /// Background tasks to make panic once, to show they are restarted (tests only).
     pub fault_panic_tasks: Vec<String>,
 }
@@ -479,6 +483,11 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
                 format!("cannot listen on {} for cluster APIs", options.kube_listen)
             })?,
     );
+    let guard = dialtone_kube::access::GuardEndpoint {
+        url: format!("https://{}/v1/admission/rbac-guard", reachable(addr)),
+        ca_pem: std::fs::read_to_string(&tls_files.ca_cert)
+            .with_context(|| format!("cannot read {}", tls_files.ca_cert.display()))?,
+    };
     let kube = dialtone_simkube::SimKube::new(
         sim.clone(),
         options.data_dir.join("clusters"),
@@ -487,6 +496,11 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             registry: registry.clone(),
             clock: now,
         }),
+        dialtone_simkube::egress::Egress {
+            allowed: options.webhook_allowed_cidrs.clone(),
+            own: vec![addr],
+            trusted: vec![guard.url.clone()],
+        },
     )?;
     tasks.spawn("cluster-apis", {
         let kube = kube.clone();
@@ -523,11 +537,6 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         now,
     )
     .with_kube(Arc::new(dialtone_kube::Clients::new(kube.clone())));
-    let guard = dialtone_kube::access::GuardEndpoint {
-        url: format!("https://{}/v1/admission/rbac-guard", reachable(addr)),
-        ca_pem: std::fs::read_to_string(&tls_files.ca_cert)
-            .with_context(|| format!("cannot read {}", tls_files.ca_cert.display()))?,
-    };
     let projection = Arc::new(dialtone_controllers::Projection {
         registry: registry.clone(),
         index: access,

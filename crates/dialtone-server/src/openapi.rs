@@ -1,7 +1,7 @@
 //! The OpenAPI 3 document, generated from the same kind list and types that build the
 //! routes, so that it cannot drift from the code. `docs/openapi.json` is its committed copy.
 
-use dialtone_types::auth::{AuditRecord, NewToken, TokenInfo, TokenRequest, WhoAmI};
+use dialtone_types::auth::{AuditRecord, NewToken, RetiredOrg, TokenInfo, TokenRequest, WhoAmI};
 use dialtone_types::cluster_types::ClusterTypeInfo;
 use dialtone_types::{Kind, List, Object, Status};
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
@@ -129,7 +129,7 @@ impl Document {
         let tags = json!(["Access"]);
         let responses = self.respond("201", "The new token; its secret is shown only here", token);
         self.operation("/v1/orgs/{org}/identities/{identity}/tokens", "post", json!({"operationId": "createToken", "tags": tags, "requestBody": {"required": false, "content": {"application/json": {"schema": request}}}, "responses": responses}));
-        let responses = self.respond("200", "The org's tokens, without secrets", tokens);
+        let responses = self.respond("200", "The org's tokens, without secrets", tokens.clone());
         self.operation(
             "/v1/orgs/{org}/tokens",
             "get",
@@ -148,8 +148,43 @@ impl Document {
             "get",
             json!({"operationId": "whoami", "tags": tags, "responses": responses}),
         );
-        let responses = self.respond("200", "Audit records, oldest first", audit);
-        self.operation("/v1/orgs/{org}/audit", "get", json!({"operationId": "listAudit", "tags": ["Audit"], "parameters": [query("limit", "At most this many records", json!({"type": "integer", "minimum": 0})), query("continue", "The token from the previous page", json!({"type": "string"}))], "responses": responses}));
+        let paging = json!([
+            query(
+                "limit",
+                "At most this many records",
+                json!({"type": "integer", "minimum": 0})
+            ),
+            query(
+                "continue",
+                "The token from the previous page",
+                json!({"type": "string"})
+            )
+        ]);
+        let responses = self.respond("200", "Audit records, oldest first", audit.clone());
+        self.operation("/v1/orgs/{org}/audit", "get", json!({"operationId": "listAudit", "tags": ["Audit"], "parameters": paging, "responses": responses}));
+        let retired = self.schema::<List<RetiredOrg>>();
+        let responses = self.respond(
+            "200",
+            "Deleted orgs whose records are kept (platform admins only)",
+            retired,
+        );
+        self.operation(
+            "/v1/retiredorgs",
+            "get",
+            json!({"operationId": "listRetiredOrgs", "tags": ["Audit"], "responses": responses}),
+        );
+        let responses = self.respond("200", "A deleted org's audit records, oldest first", audit);
+        self.operation("/v1/retiredorgs/{uid}/audit", "get", json!({"operationId": "listRetiredAudit", "tags": ["Audit"], "parameters": paging, "responses": responses}));
+        let responses = self.respond(
+            "200",
+            "A deleted org's tokens, none of which authenticates",
+            tokens,
+        );
+        self.operation(
+            "/v1/retiredorgs/{uid}/tokens",
+            "get",
+            json!({"operationId": "listRetiredTokens", "tags": ["Audit"], "responses": responses}),
+        );
         let (types, one_type) = (
             self.schema::<List<ClusterTypeInfo>>(),
             self.schema::<ClusterTypeInfo>(),

@@ -32,7 +32,7 @@ fn sim<'a>(app: &'a App, principal: &Principal, verb: Verb) -> HttpResult<&'a Si
     })
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> HttpResult<T> {
+fn decode<T: DeserializeOwned + schemars::JsonSchema + 'static>(body: &[u8]) -> HttpResult<T> {
     dialtone_types::validation::decode_strict(body).map_err(|e| ApiError::invalid(e).into())
 }
 

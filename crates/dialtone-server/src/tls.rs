@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -216,15 +216,20 @@ pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: 
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
+            let limit = dialtone_simkube::connections::SLOW_CLIENT_LIMIT;
+            let tls = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake too slow");
                     return;
                 }
             };
             let service = hyper_util::service::TowerToHyperService::new(router);
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            if let Err(e) = dialtone_simkube::connections::http_server()
                 .serve_connection(TokioIo::new(tls), service)
                 .await
             {

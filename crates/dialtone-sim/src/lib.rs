@@ -71,7 +71,7 @@ mod latency {
 }
 
 /// Per-region limits, like a cloud account's service quotas.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quotas {
     /// vCPUs of running and pending instances.
@@ -875,9 +875,13 @@ impl Sim {
                 })
                 .map(|ip| ip.to_string())
                 .unwrap_or_default(),
-            ResourceSpec::LoadBalancer { .. } => {
-                format!("{id}.elb.{}.sim.dialtone.dev", region.name)
-            }
+            // Random, as a cloud's load balancer names are: a counter shared by every
+            // tenant would let anyone enumerate everyone's endpoints.
+            ResourceSpec::LoadBalancer { .. } => format!(
+                "lb-{:016x}.elb.{}.sim.dialtone.dev",
+                rand::random::<u64>(),
+                region.name
+            ),
             _ => String::new(),
         };
         let record = Record {

@@ -10,9 +10,11 @@
 //! server checks through [`Authenticator`], as a webhook token authenticator would.
 
 pub mod cluster;
+pub mod connections;
 mod decode;
 pub mod defaults;
 mod disruption;
+pub mod egress;
 mod openapi;
 mod patch;
 mod pki;
@@ -38,7 +40,7 @@ use dialtone_cloud::tags::{TAG_CLUSTER, TAG_PART};
 use dialtone_cloud::{Arch, CloudResource, Provider, ResourceSpec, ResourceState};
 use dialtone_sim::Sim;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 pub use cluster::ClusterApi;
@@ -108,13 +110,16 @@ impl SimKube {
         dir: PathBuf,
         listener: &TcpListener,
         authenticator: Arc<dyn Authenticator>,
+        mut egress: egress::Egress,
     ) -> std::io::Result<Arc<SimKube>> {
+        let addr = listener.local_addr()?;
+        egress.own.push(addr);
         Ok(Arc::new(SimKube {
             sim,
             dir,
-            addr: listener.local_addr()?,
+            addr,
             authenticator,
-            caller: webhooks::Caller,
+            caller: webhooks::Caller { egress },
             clusters: RwLock::default(),
         }))
     }
@@ -331,16 +336,23 @@ impl SimKube {
             let _ = tcp.set_nodelay(true);
             let host = self.clone();
             tokio::spawn(async move {
-                let acceptor =
-                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
-                let Ok(start) = acceptor.await else { return };
-                let server_name = start.client_hello().server_name().unwrap_or("").to_string();
-                // An unknown name gets no certificate: the handshake fails, as with a load
-                // balancer that does not exist.
-                let Some(hosted) = host.by_server_name(&server_name) else {
-                    return;
+                let handshake = async {
+                    let acceptor = tokio_rustls::LazyConfigAcceptor::new(
+                        rustls::server::Acceptor::default(),
+                        tcp,
+                    );
+                    let start = acceptor.await.ok()?;
+                    let server_name = start.client_hello().server_name().unwrap_or("").to_string();
+                    // An unknown name gets no certificate: the handshake fails, as with a
+                    // load balancer that does not exist. Names are random, so this tells a
+                    // scanner nothing.
+                    let hosted = host.by_server_name(&server_name)?;
+                    let tls = start.into_stream(hosted.tls.clone()).await.ok()?;
+                    Some((hosted, tls))
                 };
-                let Ok(tls) = start.into_stream(hosted.tls.clone()).await else {
+                let Ok(Some((hosted, tls))) =
+                    tokio::time::timeout(connections::SLOW_CLIENT_LIMIT, handshake).await
+                else {
                     return;
                 };
                 // The handshake verified any certificate against the cluster's CA.
@@ -357,7 +369,7 @@ impl SimKube {
                         Ok::<_, std::convert::Infallible>(host.serve(&hosted, user, request).await)
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let _ = connections::http_server()
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
             });
@@ -396,12 +408,20 @@ impl SimKube {
                 groups: vec!["system:unauthenticated".into()],
             },
         };
-        let body = match http_body_util::Limited::new(body, 3 * 1024 * 1024)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
+        let body = http_body_util::Limited::new(body, 3 * 1024 * 1024).collect();
+        let body = match tokio::time::timeout(connections::SLOW_CLIENT_LIMIT, body).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
             Err(_) => {
+                return axum::response::IntoResponse::into_response(status::KubeError::new(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "Timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        connections::SLOW_CLIENT_LIMIT.as_secs()
+                    ),
+                ));
+            }
+            Ok(Err(_)) => {
                 return axum::response::IntoResponse::into_response(status::KubeError::new(
                     http::StatusCode::PAYLOAD_TOO_LARGE,
                     "RequestEntityTooLarge",

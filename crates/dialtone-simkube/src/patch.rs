@@ -15,7 +15,8 @@ fn merge_key(field: &str) -> Option<&'static str> {
         | "env"
         | "volumes"
         | "imagePullSecrets"
-        | "resourceClaims" => "name",
+        | "resourceClaims"
+        | "webhooks" => "name",
         "ports" => "containerPort",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",

@@ -2,7 +2,9 @@
 //! ValidatingWebhookConfiguration whose rules and selectors match the request, a POST of an
 //! `admission.k8s.io/v1` AdmissionReview over HTTPS (trusting the webhook's `caBundle`),
 //! within `timeoutSeconds` (default 10); a denial becomes the request's error, and a webhook
-//! that cannot be reached fails the request or is ignored as its `failurePolicy` says.
+//! that cannot be reached fails the request or is ignored as its `failurePolicy` says. A
+//! destination the [`Egress`] guard refuses counts as one that cannot be reached, and is
+//! logged.
 
 use std::time::Duration;
 
@@ -10,23 +12,33 @@ use axum::http::StatusCode;
 use base64::Engine;
 use serde_json::{Value, json};
 
+use crate::egress::{Destination, Egress};
 use crate::rbac::UserInfo;
 use crate::resources::ResourceType;
 use crate::selectors::label_selector_matches;
 use crate::status::{KubeError, KubeResult};
 use crate::store::{ObjectKey, Objects};
 
-/// Makes the HTTPS calls; one per server, cheap to share.
+/// Makes the HTTPS calls, to the destinations `egress` allows; one per server.
 #[derive(Clone, Default)]
-pub struct Caller;
+pub struct Caller {
+    pub egress: Egress,
+}
 
 impl Caller {
     fn client(
         &self,
+        destination: &Destination,
         ca_bundle: Option<&str>,
         timeout: Duration,
     ) -> Result<reqwest::Client, String> {
-        let mut builder = reqwest::Client::builder().timeout(timeout);
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            // A redirect would lead past the destination check.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some((host, addrs)) = &destination.pinned {
+            builder = builder.resolve_to_addrs(host, addrs);
+        }
         if let Some(bundle) = ca_bundle {
             let pem = base64::engine::general_purpose::STANDARD
                 .decode(bundle)
@@ -151,9 +163,16 @@ async fn call(
         let url = webhook["clientConfig"]["url"].as_str().ok_or(
             "the webhook has no clientConfig.url (services are not served by sim clusters)",
         )?;
-        let client = caller.client(webhook["clientConfig"]["caBundle"].as_str(), timeout)?;
+        let destination = caller.egress.check(url).await.inspect_err(|why| {
+            tracing::warn!(webhook = name, %why, "refused a webhook's destination");
+        })?;
+        let client = caller.client(
+            &destination,
+            webhook["clientConfig"]["caBundle"].as_str(),
+            timeout,
+        )?;
         let response = client
-            .post(url)
+            .post(destination.url)
             .json(&review)
             .send()
             .await

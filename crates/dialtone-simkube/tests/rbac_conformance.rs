@@ -42,7 +42,7 @@ async fn send(
             None,
             &HeaderMap::new(),
             Bytes::from(body.to_string()),
-            &Caller,
+            &Caller::default(),
         )
         .await;
     let status = response.status();

@@ -18,6 +18,8 @@ pub enum Reason {
     AlreadyExists,
     Conflict,
     Gone,
+    /// A write that must name the version it replaces did not.
+    PreconditionRequired,
     RequestEntityTooLarge,
     UnsupportedMediaType,
     InternalError,
@@ -35,6 +37,7 @@ impl Reason {
             405 => Reason::MethodNotAllowed,
             409 => Reason::Conflict,
             410 => Reason::Gone,
+            428 => Reason::PreconditionRequired,
             413 => Reason::RequestEntityTooLarge,
             415 => Reason::UnsupportedMediaType,
             422 => Reason::Invalid,
@@ -52,6 +55,7 @@ impl Reason {
             Reason::MethodNotAllowed => 405,
             Reason::AlreadyExists | Reason::Conflict => 409,
             Reason::Gone => 410,
+            Reason::PreconditionRequired => 428,
             Reason::RequestEntityTooLarge => 413,
             Reason::UnsupportedMediaType => 415,
             Reason::Invalid => 422,
@@ -111,7 +115,14 @@ impl ApiError {
         Self::new(Reason::NotFound, format!("{what} not found"))
     }
 
+    /// 422 naming every bad field; 400 when the body as a whole is not JSON of the
+    /// right shape, as for resources.
     pub fn invalid(errors: FieldErrors) -> Self {
+        if let [only] = errors.0.as_slice()
+            && only.field == "body"
+        {
+            return Self::new(Reason::BadRequest, only.message.clone());
+        }
         let causes = errors
             .0
             .iter()

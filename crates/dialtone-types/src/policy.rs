@@ -49,9 +49,11 @@ pub struct Explanation {
     pub node: String,
     /// `dialtone` for the resources of the tree, `kubernetes` for a cluster's.
     pub api: String,
-    /// The bindings that grant it, nearest first; empty when denied.
+    /// The bindings that grant it, nearest first, on the nodes whose policy the caller may
+    /// read; empty when denied.
     pub granted_by: Vec<GrantingBinding>,
-    /// The groups the identity is in, which bindings may name.
+    /// The groups the identity is in, which bindings may name; shown to the identity
+    /// itself and to those who may read the org's groups.
     pub groups: Vec<String>,
 }
 

@@ -200,9 +200,11 @@ pub fn validate_meta(meta: &ObjectMeta, errors: &mut FieldErrors) {
 }
 
 /// Decodes JSON, rejecting unknown fields and naming every one of them, not just the first.
-/// The body must be a JSON object: serde would otherwise read an array as a struct's fields
-/// in order.
-pub fn decode_strict<T: DeserializeOwned>(json: &[u8]) -> Result<T, FieldErrors> {
+/// The body, and every value the schema says is an object, must be a JSON object: serde
+/// would otherwise read an array as a struct's fields in order.
+pub fn decode_strict<T: DeserializeOwned + schemars::JsonSchema + 'static>(
+    json: &[u8],
+) -> Result<T, FieldErrors> {
     let first = json.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         let mut errors = FieldErrors::default();
@@ -212,6 +214,12 @@ pub fn decode_strict<T: DeserializeOwned>(json: &[u8]) -> Result<T, FieldErrors>
             "the body must be a JSON object",
         );
         return Err(errors);
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(json) {
+        let schema = schema_of::<T>();
+        let mut errors = FieldErrors::default();
+        check_shape(&value, &schema, &schema, "", &mut errors);
+        errors.into_result()?;
     }
     let mut unknown = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_slice(json);
@@ -244,6 +252,121 @@ pub fn decode_strict<T: DeserializeOwned>(json: &[u8]) -> Result<T, FieldErrors>
             }
             errors.into_result().map(|()| value)
         }
+    }
+}
+
+/// The JSON schema of `T`, generated once per type.
+fn schema_of<T: schemars::JsonSchema + 'static>() -> std::sync::Arc<serde_json::Value> {
+    use std::any::TypeId;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static SCHEMAS: OnceLock<Mutex<HashMap<TypeId, Arc<serde_json::Value>>>> = OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(Default::default);
+    let mut schemas = schemas.lock().unwrap_or_else(|e| e.into_inner());
+    schemas
+        .entry(TypeId::of::<T>())
+        .or_insert_with(|| Arc::new(schemars::schema_for!(T).to_value()))
+        .clone()
+}
+
+fn joined(path: &str, field: &str) -> String {
+    match path.is_empty() {
+        true => field.to_string(),
+        false => format!("{path}.{field}"),
+    }
+}
+
+/// Adds an error for every value below `path` whose JSON type is not the one `schema`
+/// wants (an array where an object belongs, above all).
+fn check_shape(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    root: &serde_json::Value,
+    path: &str,
+    errors: &mut FieldErrors,
+) {
+    use serde_json::Value;
+    if let Some(reference) = schema["$ref"].as_str() {
+        if let Some(name) = reference.strip_prefix("#/$defs/") {
+            check_shape(value, &root["$defs"][name], root, path, errors);
+        }
+        return;
+    }
+    for branch in schema["allOf"].as_array().into_iter().flatten() {
+        check_shape(value, branch, root, path, errors);
+    }
+    let alternatives = schema["anyOf"]
+        .as_array()
+        .or_else(|| schema["oneOf"].as_array());
+    if let Some(branches) = alternatives {
+        if value.is_null() {
+            return;
+        }
+        let mut first = None;
+        for branch in branches.iter().filter(|b| b["type"] != "null") {
+            let mut found = FieldErrors::default();
+            check_shape(value, branch, root, path, &mut found);
+            if found.is_empty() {
+                return;
+            }
+            first.get_or_insert(found);
+        }
+        if let Some(found) = first {
+            errors.0.extend(found.0);
+        }
+        return;
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let actual = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let fits = types.is_empty()
+        || types.contains(&actual)
+        || (actual == "integer" && types.contains(&"number"));
+    if !fits {
+        errors.push(
+            if path.is_empty() { "body" } else { path },
+            FieldReason::FieldValueInvalid,
+            format!("expected {}, not {actual}", types.join(" or ")),
+        );
+        return;
+    }
+    match value {
+        Value::Array(items) => {
+            if schema["items"].is_object() {
+                for (i, item) in items.iter().enumerate() {
+                    check_shape(
+                        item,
+                        &schema["items"],
+                        root,
+                        &format!("{path}[{i}]"),
+                        errors,
+                    );
+                }
+            }
+        }
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                let sub = match &schema["properties"][name] {
+                    Value::Null => &schema["additionalProperties"],
+                    sub => sub,
+                };
+                if sub.is_object() {
+                    check_shape(field, sub, root, &joined(path, name), errors);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

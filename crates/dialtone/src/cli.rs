@@ -232,12 +232,26 @@ pub struct ServerArgs {
     /// name picks the cluster).
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub kube_listen: std::net::SocketAddr,
+    /// Private or special address ranges that clusters' admission webhooks may call
+    /// (comma-separated CIDRs, e.g. 10.20.0.0/16). Webhooks are called over HTTPS only, and
+    /// never at loopback, link-local or private addresses outside these ranges, nor at the
+    /// control plane's own listeners.
+    #[arg(long, value_name = "CIDRS", value_parser = parse_cidrs, default_value = "")]
+    pub webhook_allowed_cidrs: Cidrs,
     /// With --dev: the name of the CLI context to write.
     #[arg(long, default_value = "dev")]
     pub context_name: String,
     /// Fault injection for tests: make this background task panic once (repeatable).
     #[arg(long, hide = true)]
     pub fault_panic_task: Vec<String>,
+}
+
+/// A list of address ranges, as `--webhook-allowed-cidrs` takes it.
+#[derive(Clone, Debug, Default)]
+pub struct Cidrs(pub Vec<ipnet::IpNet>);
+
+fn parse_cidrs(list: &str) -> Result<Cidrs, String> {
+    dialtone_server::parse_webhook_cidrs(list).map(Cidrs)
 }
 
 /// The verbs of every tree noun.

@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::cli::{
     AuditCommand, Cli, ClusterTypesCommand, Command, ConfigCommand, Output, TokenCommand,
 };
-use crate::output::{print_list, print_table, print_value};
+use crate::output::{print_list, print_table, print_value, printable};
 
 // The control plane decodes and drops many small objects on every controller pass; mimalloc
 // keeps that cheap where glibc's allocator spends its time consolidating.
@@ -73,16 +73,20 @@ fn main() -> std::process::ExitCode {
 fn report(error: &anyhow::Error) {
     match error.downcast_ref::<ClientError>() {
         Some(ClientError::Api(api)) if api.causes.is_empty() => {
-            eprintln!("error: {} ({:?})", api.message, api.reason)
+            eprintln!("error: {} ({:?})", printable(&api.message), api.reason)
         }
         // The message repeats the causes; one line per field reads better.
         Some(ClientError::Api(api)) => {
             eprintln!("error: the request is invalid ({:?}):", api.reason);
             for cause in &api.causes {
-                eprintln!("  {}: {}", cause.field, cause.message);
+                eprintln!(
+                    "  {}: {}",
+                    printable(&cause.field),
+                    printable(&cause.message)
+                );
             }
         }
-        _ => eprintln!("error: {error:#}"),
+        _ => eprintln!("error: {}", printable(&format!("{error:#}"))),
     }
 }
 

@@ -69,9 +69,33 @@ pub fn print_list(format: Output, kind: &str, items: Vec<Value>) -> anyhow::Resu
 }
 
 /// A column-aligned table.
+/// Text from the server made safe for a terminal: control characters (which could move the
+/// cursor, retitle the window or hide what follows) are shown escaped, as `\u{1b}`.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Prints rows under headers, in aligned columns; every cell is made [`printable`].
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| printable(cell).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -86,7 +110,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
 }
 

@@ -152,6 +152,9 @@ pub async fn run(command: PolicyCommand, client: &Client, output: Output) -> any
                 answer.api,
                 answer.node
             );
+            if answer.allowed && answer.granted_by.is_empty() {
+                println!("granted by bindings on nodes whose policy you may not read");
+            }
             if !answer.granted_by.is_empty() {
                 let rows: Vec<Vec<String>> = answer
                     .granted_by

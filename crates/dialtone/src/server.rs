@@ -47,6 +47,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval),
         sim_time_scale: args.sim_time_scale,
         kube_listen: args.kube_listen,
+        webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
         fault_panic_tasks: args.fault_panic_task.clone(),
     })
     .await?;

@@ -250,9 +250,9 @@ async fn lists_show_what_policies_grant_and_policy_edits_are_checked() {
 
     // project.edit on folder f: carol sees f's projects, not g's, nor the folders.
     let (status, set) = acme
-        .put(
+        .put_policy(
             "/v1/orgs/acme/folders/f/policy",
-            json!({"bindings": [{"role": "project.edit", "subjects": ["user:carol"]}]}),
+            json!([{"role": "project.edit", "subjects": ["user:carol"]}]),
         )
         .await;
     assert_eq!(status, 200, "{set}");
@@ -332,14 +332,48 @@ async fn lists_show_what_policies_grant_and_policy_edits_are_checked() {
         .await;
     assert_eq!(status, 409, "{error}");
 
+    // A policy put without its etag, or in the wrong shape, is refused and changes nothing.
+    let f = "/v1/orgs/acme/folders/f/policy";
+    let (status, error) = acme.put(f, json!({"bindings": []})).await;
+    assert_eq!(status, 428, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("etag"),
+        "{error}"
+    );
+    let (status, error) = acme.put(f, json!([])).await;
+    assert_eq!(status, 400, "{error}");
+    let (status, error) = acme
+        .put(
+            f,
+            json!({"etag": fresh["etag"], "bindings": [["org.view", ["user:carol"]]]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error_fields(&error), ["bindings[0]"], "{error}");
+    let (status, error) = acme
+        .put(
+            f,
+            json!({"etag": fresh["etag"], "bindings": [{"role": "org.view", "subjects": "user:carol"}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(acme.get(f).await.1["etag"], fresh["etag"]);
+    for path in [
+        "/v1/orgs/acme/identities/carol/tokens",
+        "/v1/orgs/acme/folders/f/projects/p/clusters/c1/credentials",
+    ] {
+        let (status, error) = acme.post(path, json!([])).await;
+        assert_eq!(status, 400, "{path}: {error}");
+    }
+
     // Escalation: namespace.admin bound on a cluster lets carol edit the cluster's policy,
     // but not grant more than she holds there (403), nor a role of the wrong level (422);
     // the policy is as it was.
     let c1 = "/v1/orgs/acme/folders/f/projects/p/clusters/c1/policy";
     let (status, _) = acme
-        .put(
+        .put_policy(
             c1,
-            json!({"bindings": [{"role": "namespace.admin", "subjects": ["user:carol"]}]}),
+            json!([{"role": "namespace.admin", "subjects": ["user:carol"]}]),
         )
         .await;
     assert_eq!(status, 200);
@@ -369,9 +403,9 @@ async fn lists_show_what_policies_grant_and_policy_edits_are_checked() {
         "{error}"
     );
     let (status, _) = carol
-        .put(
+        .put_policy(
             c1,
-            json!({"bindings": [{"role": "namespace.admin", "subjects": ["user:carol", "user:bob"]}]}),
+            json!([{"role": "namespace.admin", "subjects": ["user:carol", "user:bob"]}]),
         )
         .await;
     assert_eq!(status, 200, "what she holds she may grant");

@@ -84,7 +84,19 @@ async fn sim_cluster_with(
     max_nodes: u32,
     flags: &[&str],
 ) -> (DevServer, tempfile::TempDir, PathBuf) {
-    let server = start_with(&["--sim-time-scale", "0"]);
+    sim_cluster_on(&[], min_nodes, max_nodes, flags).await
+}
+
+/// `sim_cluster_with` on a server started with more flags.
+async fn sim_cluster_on(
+    server_flags: &[&str],
+    min_nodes: u32,
+    max_nodes: u32,
+    flags: &[&str],
+) -> (DevServer, tempfile::TempDir, PathBuf) {
+    let mut server_args = vec!["--sim-time-scale", "0"];
+    server_args.extend_from_slice(server_flags);
+    let server = start_with(&server_args);
     let api = Api::admin(&server);
     api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
     api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
@@ -318,7 +330,9 @@ fn watch_until(
 
 #[tokio::test]
 async fn kubectl_applies_watches_and_meets_webhooks() {
-    let (_server, dir, kubeconfig) = sim_cluster(2, 2).await;
+    // The operator allows webhooks on this host's loopback, where the test's webhook runs.
+    let (server, dir, kubeconfig) =
+        sim_cluster_on(&["--webhook-allowed-cidrs", "127.0.0.1/32"], 2, 2, &[]).await;
 
     // The bootstrap admin's org.admin is cast into the cluster's RBAC, marked as Dialtone's.
     let binding = ok(
@@ -696,6 +710,29 @@ webhooks:
     );
     let (found, _) = kubectl(&kubeconfig, &["get", "configmap", "bad", "-n", "shop"]);
     assert!(!found, "a denied configmap was stored");
+    // Even so, never at the control plane's own listeners, nor over plain HTTP.
+    let control_plane = format!("{}/v1/orgs", server.endpoint());
+    let plain = webhook.url().replacen("https://", "http://", 1);
+    for (url, why) in [
+        (control_plane.as_str(), "own listener"),
+        (plain.as_str(), "https"),
+    ] {
+        let hook = registration("Fail").replace(&webhook.url(), url);
+        apply(&kubeconfig, dir.path(), &hook);
+        let (created, error) = kubectl(
+            &kubeconfig,
+            &[
+                "create",
+                "configmap",
+                "refused",
+                "-n",
+                "shop",
+                "--from-literal=a=b",
+            ],
+        );
+        assert!(!created && error.contains(why), "{url}: {error}");
+    }
+    apply(&kubeconfig, dir.path(), &registration("Fail"));
     let registration_ignore = registration("Ignore");
     drop(webhook);
     let create_while_down = [
@@ -1229,6 +1266,88 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
         "{denial}"
     );
 
+    // A name Dialtone will use is Dialtone's: nobody else may take it ahead of a grant...
+    let future = "dialtone:namespace.view@demo:eng:web:dev-1:payments";
+    let squatter = dir.path().join("squatter.yaml");
+    std::fs::write(
+        &squatter,
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {future}\n  namespace: payments\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: admin\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: mallory\n"
+        ),
+    )
+    .unwrap();
+    let squat = ["create", "-f", squatter.to_str().unwrap()];
+    let (created, denial) = kubectl(&admin_kubeconfig, &squat);
+    assert!(
+        !created && denial.contains("managed by Dialtone"),
+        "{denial}"
+    );
+    // ...and one that got in while the guard was away is replaced when the grant comes.
+    let squatted = (0..5).any(|_| {
+        kubectl(
+            &admin_kubeconfig,
+            &[
+                "delete",
+                "validatingwebhookconfiguration",
+                "dialtone-rbac-guard",
+            ],
+        );
+        kubectl(&admin_kubeconfig, &squat).0
+    });
+    assert!(squatted, "the squatter got in with the guard removed");
+    cli_ok(
+        &server,
+        &[
+            "policy",
+            "add",
+            "demo/eng/web/dev-1/payments",
+            "--role",
+            "namespace.view",
+            "--subject",
+            "group:devs",
+        ],
+    );
+    let subjects = [
+        "get",
+        "rolebinding",
+        future,
+        "-n",
+        "payments",
+        "-o",
+        "jsonpath={.subjects[*].name}",
+    ];
+    let replaced = dialtone_testkit::wait_until(Duration::from_secs(30), || {
+        kubectl(&admin_kubeconfig, &subjects).1.trim() == "alice"
+    });
+    assert!(replaced, "{}", kubectl(&admin_kubeconfig, &subjects).1);
+    kubectl_until(
+        &admin_kubeconfig,
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "dialtone-rbac-guard",
+        ],
+        true,
+    );
+    let (_, cluster) = admin.get(&format!("/v1/{dev_1}")).await;
+    assert!(
+        cluster["status"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "RbacObjectReplaced"
+                && e["message"].as_str().unwrap().contains(future)),
+        "{}",
+        cluster["status"]["events"]
+    );
+    let projected = cluster["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "AccessProjected")
+        .cloned();
+    assert_eq!(projected.unwrap()["status"], "True", "{cluster}");
+
     // Taking the binding back revokes access within seconds.
     cli_ok(
         &server,
@@ -1247,6 +1366,72 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     kubectl_until(&alice_dev_1, &["get", "pods", "-n", "shop"], false);
     // The namespace binding on payments stays.
     ok(&alice_dev_1, &["get", "pods", "-n", "payments"]);
+}
+
+#[tokio::test]
+async fn webhooks_never_reach_into_the_control_plane_s_network() {
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let webhook = dialtone_testkit::AdmissionWebhook::start({
+        let calls = calls.clone();
+        move |_| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    })
+    .unwrap();
+    let registration = |url: &str, policy: &str| {
+        format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: probe
+webhooks:
+- name: probe.example.com
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: {policy}
+  timeoutSeconds: 2
+  clientConfig:
+    url: {url}
+    caBundle: {}
+  rules:
+  - operations: [CREATE]
+    apiGroups: [""]
+    apiVersions: [v1]
+    resources: [configmaps]
+"#,
+            webhook.ca_bundle()
+        )
+    };
+    // Loopback (where the webhook really listens), a private address and the cloud
+    // metadata address: refused without a connection, as an unreachable webhook fails.
+    for (url, why) in [
+        (webhook.url(), "loopback"),
+        ("https://10.1.2.3/validate".to_string(), "private"),
+        ("https://169.254.169.254/latest".to_string(), "link-local"),
+    ] {
+        apply(&kubeconfig, dir.path(), &registration(&url, "Fail"));
+        let (created, error) = kubectl(
+            &kubeconfig,
+            &["create", "configmap", "probe", "--from-literal=a=b"],
+        );
+        assert!(
+            !created && error.contains("failed calling webhook") && error.contains(why),
+            "{url}: {error}"
+        );
+    }
+    // With failurePolicy Ignore the request goes through; the webhook is still never called.
+    apply(
+        &kubeconfig,
+        dir.path(),
+        &registration(&webhook.url(), "Ignore"),
+    );
+    ok(
+        &kubeconfig,
+        &["create", "configmap", "probe", "--from-literal=a=b"],
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 /// The ids of the org's tokens.

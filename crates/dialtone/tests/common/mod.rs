@@ -139,6 +139,18 @@ impl Api {
         self.call("PUT", path, Some(body)).await
     }
 
+    /// Replaces the policy at `path` (ending `/policy`) with `bindings`, with the etag it
+    /// has now, as a client that read it first does.
+    pub async fn put_policy(&self, path: &str, bindings: Value) -> (u16, Value) {
+        let (_, current) = self.get(path).await;
+        let etag = current["etag"].as_str().unwrap_or_default().to_string();
+        self.put(
+            path,
+            serde_json::json!({"etag": etag, "bindings": bindings}),
+        )
+        .await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.call("DELETE", path, None).await
     }
@@ -177,9 +189,9 @@ impl Api {
             .await;
         assert_eq!(status, 201, "{token}");
         let (status, policy) = self
-            .put(
+            .put_policy(
                 &format!("/v1/orgs/{org}/policy"),
-                json!({"bindings": [{"role": "org.admin", "subjects": ["user:owner"]}]}),
+                json!([{"role": "org.admin", "subjects": ["user:owner"]}]),
             )
             .await;
         assert_eq!(status, 200, "{policy}");
