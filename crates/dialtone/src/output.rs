@@ -189,3 +189,15 @@ pub fn wide(
         .collect();
     (headers, rows)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_from_the_server_are_printed_escaped() {
+        assert_eq!(super::printable("plain text"), "plain text");
+        assert_eq!(
+            super::printable("a\u{1b}]0;owned\u{7}b\nc"),
+            "a\\u{1b}]0;owned\\u{7}b\\u{a}c"
+        );
+    }
+}

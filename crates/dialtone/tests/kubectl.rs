@@ -1169,6 +1169,26 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     .await;
     // Ready means the policy is in: no waiting.
     ok(&alice_dev_2, &["get", "pods", "-A"]);
+    // Endpoints carry random names, not a counter every tenant's clusters share.
+    let mut names = Vec::new();
+    for cluster in [dev_1, "orgs/demo/folders/eng/projects/api/clusters/dev-2"] {
+        let (_, object) = admin.get(&format!("/v1/{cluster}")).await;
+        let endpoint = object["status"]["endpoint"].as_str().unwrap().to_string();
+        let host = endpoint
+            .split("://")
+            .last()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap();
+        let id = host.strip_prefix("lb-").unwrap_or_default();
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{endpoint}"
+        );
+        names.push(u64::from_str_radix(id, 16).unwrap());
+    }
+    assert!(names[0].abs_diff(names[1]) > 1_000, "{names:?}");
     let explain = cli_ok(
         &server,
         &[
