@@ -362,3 +362,180 @@ impl Registry {
         Ok(moved)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dialtone_types::{Identity, Object, Org, ResourcePath};
+
+    use super::*;
+    use crate::{EmbeddedStore, Store};
+
+    fn token(id: &str, org_uid: &str, identity_uid: &str, expires_at: Timestamp) -> StoredToken {
+        StoredToken {
+            info: TokenInfo {
+                id: id.into(),
+                org: "acme".into(),
+                identity: "ops".into(),
+                org_uid: org_uid.into(),
+                identity_uid: identity_uid.into(),
+                description: String::new(),
+                created_at: Timestamp::UNIX_EPOCH,
+                expires_at,
+                cluster: String::new(),
+                cluster_uid: String::new(),
+            },
+            secret_sha256: String::new(),
+        }
+    }
+
+    async fn org_with_ops(registry: &Registry) -> (String, String) {
+        let org = registry
+            .create(None, Object::new("acme", Org::default()))
+            .await
+            .unwrap();
+        let ops = registry
+            .create(
+                Some(&ResourcePath::org("acme")),
+                Object::new("ops", Identity::default()),
+            )
+            .await
+            .unwrap();
+        (org.metadata.uid, ops.metadata.uid)
+    }
+
+    #[tokio::test]
+    async fn a_deleted_org_s_records_stay_with_its_uid_until_their_retention_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let registry = Registry::new(store, "us-east-1", Timestamp::now);
+        let now = Timestamp::now();
+        let later = now.checked_add(SignedDuration::from_hours(24)).unwrap();
+        let (old_org, old_ops) = org_with_ops(&registry).await;
+        registry
+            .put_token(&token("a", &old_org, &old_ops, later))
+            .await
+            .unwrap();
+        let record = AuditRecord {
+            time: now,
+            actor: "ops@acme".into(),
+            method: "POST".into(),
+            path: "/v1/orgs/acme/folders".into(),
+            status: 201,
+            outcome: "success".into(),
+            request_id: "r1".into(),
+        };
+        registry.append_audit(&old_org, &record).await.unwrap();
+        registry
+            .delete(&ResourcePath::org("acme"), true)
+            .await
+            .unwrap();
+        let (new_org, new_ops) = org_with_ops(&registry).await;
+        registry
+            .put_token(&token("b", &new_org, &new_ops, later))
+            .await
+            .unwrap();
+        // An expired token of the live org, and one of an identity that is gone.
+        registry
+            .put_token(&token("c", &new_org, &new_ops, now))
+            .await
+            .unwrap();
+        registry
+            .put_token(&token("d", &new_org, "gone", later))
+            .await
+            .unwrap();
+
+        let acme = ResourcePath::org("acme");
+        let ids = |tokens: Vec<TokenInfo>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(registry.list_tokens(&acme, &new_org).await.unwrap()),
+            ["b", "c"]
+        );
+        assert!(
+            registry
+                .list_audit(&new_org, 0, None)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        let retired = registry.retired_orgs().await.unwrap();
+        assert_eq!(
+            (retired[0].uid.as_str(), retired[0].name.as_str()),
+            (old_org.as_str(), "acme")
+        );
+        assert_eq!(ids(registry.retired_tokens(&old_org).await.unwrap()), ["a"]);
+
+        // A sweep takes expired and orphaned tokens at once, the old org's records only
+        // once its retention has ended.
+        let swept = registry.sweep_records(now).await.unwrap();
+        assert_eq!(swept, Swept { tokens: 2, orgs: 0 });
+        assert_eq!(
+            registry.list_audit(&old_org, 0, None).await.unwrap().items,
+            [record]
+        );
+        let after_retention = now
+            .checked_add(RETENTION)
+            .unwrap()
+            .checked_add(SignedDuration::from_hours(1))
+            .unwrap();
+        let swept = registry.sweep_records(after_retention).await.unwrap();
+        assert_eq!(
+            swept,
+            Swept { tokens: 2, orgs: 1 },
+            "a and b have expired by then"
+        );
+        assert!(registry.retired_orgs().await.unwrap().is_empty());
+        assert!(
+            registry
+                .list_audit(&old_org, 0, None)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn records_of_the_layout_before_uids_are_filed_under_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let registry = Registry::new(store.clone(), "us-east-1", Timestamp::now);
+        let (org, ops) = org_with_ops(&registry).await;
+        let later = Timestamp::now()
+            .checked_add(SignedDuration::from_hours(1))
+            .unwrap();
+        registry
+            .put_token(&token("a", "", "", later))
+            .await
+            .unwrap();
+        store
+            .txn(Txn::default().put("/audit/acme/0001-r1", b"{}".to_vec()))
+            .await
+            .unwrap();
+        store
+            .txn(Txn::default().put("/audit/gone/0001-r2", b"{}".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(registry.bind_records_to_uids().await.unwrap(), 3);
+        let bound = registry.get_token("a").await.unwrap().unwrap();
+        assert_eq!(
+            (bound.info.org_uid, bound.info.identity_uid),
+            (org.clone(), ops)
+        );
+        let moved = store
+            .get(format!("/log/{org}/0001-r1").as_bytes())
+            .await
+            .unwrap();
+        assert!(moved.is_some());
+        let legacy = store
+            .range(&KeyRange::prefix("/audit/"), None, 0)
+            .await
+            .unwrap();
+        assert!(legacy.kvs.is_empty());
+        assert_eq!(registry.bind_records_to_uids().await.unwrap(), 0);
+    }
+}

@@ -342,17 +342,10 @@ fn check_shape(
         return;
     }
     match value {
-        Value::Array(items) => {
-            if schema["items"].is_object() {
-                for (i, item) in items.iter().enumerate() {
-                    check_shape(
-                        item,
-                        &schema["items"],
-                        root,
-                        &format!("{path}[{i}]"),
-                        errors,
-                    );
-                }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("{path}[{i}]");
+                check_shape(item, &schema["items"], root, &at, errors);
             }
         }
         Value::Object(fields) => {

@@ -90,11 +90,18 @@ async fn a_server_on_etcd_survives_a_member_dying() {
     let (_, mut watch) = api.watch("/v1/orgs/demo/folders?watch=true").await;
     let before = write_until(&api, "before", Duration::from_millis(800), 2).await;
     cluster.kill(1);
-    // If the dead member led, the others elect a new leader first (about a second).
-    let after = write_until(&api, "after", Duration::from_secs(3), 2).await;
+    // If the dead member led, the others elect a new leader first (about a second, more on
+    // a loaded machine), and a client connected to it moves to another member.
+    let mut after = Vec::new();
+    for round in 0..5 {
+        after.extend(write_until(&api, &format!("after{round}-"), Duration::from_secs(3), 2).await);
+        if after.len() >= 10 {
+            break;
+        }
+    }
     assert!(
         after.len() >= 10,
-        "writes go on with one member dead ({} acknowledged)",
+        "writes go on with one member dead ({} acknowledged in 15 s)",
         after.len()
     );
     let stored = api.names("/v1/orgs/demo/folders").await;

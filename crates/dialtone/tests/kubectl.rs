@@ -1386,6 +1386,21 @@ async fn a_folder_policy_reaches_every_cluster_below_and_guards_its_rbac() {
     kubectl_until(&alice_dev_1, &["get", "pods", "-n", "shop"], false);
     // The namespace binding on payments stays.
     ok(&alice_dev_1, &["get", "pods", "-n", "payments"]);
+
+    // Deleting alice revokes her cluster credential, and a new alice (to whom the bindings
+    // naming `user:alice` apply again) does not revive it.
+    let (status, body) = admin.delete("/v1/orgs/demo/identities/alice").await;
+    assert_eq!(status, 200, "{body}");
+    let denial = kubectl_until(&alice_dev_1, &["get", "pods", "-n", "payments"], false);
+    assert!(denial.contains("Unauthorized"), "{denial}");
+    admin
+        .create("/v1/orgs/demo/identities", "alice", json!({}))
+        .await;
+    let (allowed, denial) = kubectl(&alice_dev_1, &["get", "pods", "-n", "payments"]);
+    assert!(
+        !allowed && denial.contains("Unauthorized"),
+        "the old alice's credential: {denial}"
+    );
 }
 
 #[tokio::test]
