@@ -23,7 +23,11 @@ pub async fn reconcile_deletion(
     if object.metadata.deletion_timestamp.is_none() {
         return Ok(None);
     }
-    registry.delete(path, true).await.map(Some)
+    // By uid: the object read above may be gone, and another made under its name, by now.
+    match registry.delete_uid(path, &object.metadata.uid).await {
+        Err(RegistryError::NotFound(_)) => Ok(None),
+        other => other.map(Some),
+    }
 }
 
 async fn resync(registry: &Registry) {

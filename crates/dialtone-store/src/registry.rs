@@ -592,12 +592,15 @@ impl Registry {
         Ok(None)
     }
 
-    async fn children(&self, path: &ResourcePath) -> Result<Vec<ResourcePath>> {
+    /// The node's children, each with its uid.
+    async fn children(&self, path: &ResourcePath) -> Result<Vec<(ResourcePath, String)>> {
         let mut children = Vec::new();
         for kind in path.kind().children() {
             let range = KeyRange::prefix(collection_prefix(kind, Some(path)));
             for kv in self.store.range(&range, None, 0).await?.kvs {
-                children.extend(path_of_key(&kv.key));
+                if let Some(child) = path_of_key(&kv.key) {
+                    children.push((child, decode_raw(&kv)?.metadata.uid));
+                }
             }
         }
         Ok(children)
@@ -607,8 +610,43 @@ impl Registry {
     /// whole subtree goes; nodes held by finalizers stay, marked as being deleted, until
     /// their finalizers are removed, and their ancestors wait for them.
     pub async fn delete(&self, path: &ResourcePath, cascade: bool) -> Result<Deletion> {
+        self.delete_checked(path, cascade, None).await
+    }
+
+    /// `delete`, of the object with uid `uid` only: NotFound when the name now holds
+    /// another, so that a deletion driven from a stale read never removes an object
+    /// re-created under the same name.
+    pub async fn delete_uid(&self, path: &ResourcePath, uid: &str) -> Result<Deletion> {
+        self.delete_checked(path, true, Some(uid)).await
+    }
+
+    async fn delete_checked(
+        &self,
+        path: &ResourcePath,
+        cascade: bool,
+        uid: Option<&str>,
+    ) -> Result<Deletion> {
+        // Once this call has seen the object, it deletes that object only, and finds its
+        // work done if another (the deletion controller, say) removed it meanwhile.
+        let mut target: Option<String> = uid.map(str::to_string);
+        let mut started = false;
         loop {
-            let (kv, mut object) = self.get_kv(path).await?;
+            let (kv, mut object) = match self.get_kv(path).await {
+                Ok(found) => found,
+                Err(RegistryError::NotFound(_)) if started => return Ok(Deletion::Deleted),
+                Err(e) => return Err(e),
+            };
+            match &target {
+                Some(uid) if *uid != object.metadata.uid => {
+                    return match started {
+                        true => Ok(Deletion::Deleted),
+                        false => Err(RegistryError::NotFound(path.to_string())),
+                    };
+                }
+                Some(_) => {}
+                None => target = Some(object.metadata.uid.clone()),
+            }
+            started = true;
             let has_children = self.first_child(path).await?.is_some();
             if has_children && !cascade {
                 return Err(RegistryError::Conflict(format!(
@@ -649,8 +687,8 @@ impl Registry {
                 }
             }
             if has_children {
-                for child in self.children(path).await? {
-                    match Box::pin(self.delete(&child, true)).await {
+                for (child, child_uid) in self.children(path).await? {
+                    match Box::pin(self.delete_checked(&child, true, Some(&child_uid))).await {
                         Ok(_) | Err(RegistryError::NotFound(_)) => {}
                         Err(e) => return Err(e),
                     }
@@ -930,5 +968,50 @@ impl Registry {
             };
             Ok((revision, change))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dialtone_types::{Folder, Object, Org, ResourcePath};
+
+    use super::*;
+    use crate::EmbeddedStore;
+
+    #[tokio::test]
+    async fn a_deletion_from_a_stale_read_spares_an_object_re_created_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let registry = Registry::new(store, "us-east-1", Timestamp::now);
+        let acme = ResourcePath::org("acme");
+        let old = registry
+            .create(None, Object::new("acme", Org::default()))
+            .await
+            .unwrap();
+        registry
+            .create(Some(&acme), Object::new("f", Folder::default()))
+            .await
+            .unwrap();
+        registry.delete(&acme, true).await.unwrap();
+        let new = registry
+            .create(None, Object::new("acme", Org::default()))
+            .await
+            .unwrap();
+        let stale = registry.delete_uid(&acme, &old.metadata.uid).await;
+        assert!(
+            matches!(stale, Err(RegistryError::NotFound(_))),
+            "{stale:?}"
+        );
+        assert_eq!(
+            registry.get_raw(&acme).await.unwrap().metadata.uid,
+            new.metadata.uid
+        );
+        assert!(matches!(
+            registry.delete_uid(&acme, &new.metadata.uid).await,
+            Ok(Deletion::Deleted)
+        ));
     }
 }

@@ -343,7 +343,8 @@ async fn credentials_authenticate_exactly_while_their_identity_lives() {
     let mut alive: BTreeMap<(&str, &str), bool> = BTreeMap::new();
     let mut groups: BTreeMap<&str, bool> = BTreeMap::new();
     let mut minted: Vec<Minted> = Vec::new();
-    for step in 0..60 {
+    let mut step = 0;
+    while step < 80 {
         let (org, identity) = (ORGS[rng.below(2)], IDENTITIES[rng.below(2)]);
         let org_path = format!("/v1/orgs/{org}");
         let done = match rng.below(8) {
@@ -421,6 +422,7 @@ async fn credentials_authenticate_exactly_while_their_identity_lives() {
             }
             _ => continue,
         };
+        step += 1;
         // Every credential authenticates exactly while the life of the identity that
         // minted it goes on.
         for m in &minted {
