@@ -358,6 +358,12 @@ async fn lists_show_what_policies_grant_and_policy_edits_are_checked() {
         .await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(acme.get(f).await.1["etag"], fresh["etag"]);
+    // The etag may come as an If-Match header instead; a stale one is a 409 there too.
+    let bindings = json!({"bindings": fresh["bindings"]});
+    let etag = fresh["etag"].as_str().unwrap();
+    let (status, body) = acme.put_if_match(f, bindings.clone(), etag).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(acme.put_if_match(f, bindings, etag).await.0, 409);
     for path in [
         "/v1/orgs/acme/identities/carol/tokens",
         "/v1/orgs/acme/folders/f/projects/p/clusters/c1/credentials",

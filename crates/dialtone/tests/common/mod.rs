@@ -77,6 +77,20 @@ impl Api {
         answer(request.send().await.expect("the server answers")).await
     }
 
+    /// A PUT whose precondition is in an `If-Match` header.
+    pub async fn put_if_match(&self, path: &str, body: Value, etag: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("if-match", format!("\"{etag}\""))
+            .json(&body)
+            .send()
+            .await
+            .expect("the server answers");
+        answer(response).await
+    }
+
     /// Sends `body` with a content type of the caller's choosing.
     pub async fn send_as(
         &self,
