@@ -25,7 +25,7 @@ type Case = fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, ()>;
 /// Runs every case against `store`, which may hold other keys but must not be used by
 /// anything else meanwhile.
 pub async fn run_all(store: Arc<dyn Store>) {
-    let cases: [(&str, Case); 8] = [
+    let cases: [(&str, Case); 9] = [
         ("revisions_and_versions", |s| {
             Box::pin(revisions_and_versions(s))
         }),
@@ -35,6 +35,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
         }),
         ("read_at_revision", |s| Box::pin(read_at_revision(s))),
         ("atomic_multi_op_txn", |s| Box::pin(atomic_multi_op_txn(s))),
+        ("transaction_shapes", |s| Box::pin(transaction_shapes(s))),
         ("concurrent_increments", |s| {
             Box::pin(concurrent_increments(s))
         }),
@@ -210,7 +211,7 @@ pub async fn atomic_multi_op_txn(store: Arc<dyn Store>) {
     .await;
     assert_eq!(revision, start, "one txn is one revision");
     for name in ["x", "y", "z"] {
-        let event = watch.next().await.unwrap().unwrap();
+        let event = next_event(&mut watch).await;
         assert_eq!(event.kv.key, key("/c/multi", name));
         assert_eq!(event.revision(), revision);
     }
@@ -227,6 +228,96 @@ pub async fn atomic_multi_op_txn(store: Arc<dyn Store>) {
     assert_eq!(outcome, TxnOutcome::Conflict);
     assert!(store.get(&key("/c/multi", "w")).await.unwrap().is_none());
     assert!(store.get(&key("/c/multi", "y")).await.unwrap().is_some());
+}
+
+/// How long a case waits for a watch event before it calls the event lost.
+const WATCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The next event of a watch; a lost one fails the case instead of hanging it.
+async fn next_event(watch: &mut crate::WatchStream) -> crate::Event {
+    tokio::time::timeout(WATCH_PATIENCE, watch.next())
+        .await
+        .expect("watch stalled: an event was lost")
+        .expect("watch ended")
+        .expect("watch failed")
+}
+
+/// Transactions of one to five operations, puts and deletes mixed (deletes of present and
+/// of absent keys), each against a model: the watch shows exactly each transaction's
+/// changes at its revision (a delete with the value it removed, a delete of nothing with
+/// no event), and ranges at the latest and at every earlier revision show the model's state.
+pub async fn transaction_shapes(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let prefix = KeyRange::prefix(b"/c/shapes/".to_vec());
+    let start = store.revision().await.unwrap() + 1;
+    let mut watch = store.watch(prefix.clone(), start).await.unwrap();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut snapshots = Vec::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for round in 0..40u64 {
+        let ops = 1 + (round % 5) as usize;
+        let mut keys: Vec<u64> = (0..8).collect();
+        let mut txn = Txn::default();
+        let mut expected: Vec<(EventKind, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut after = model.clone();
+        for i in 0..ops {
+            let k = key("/c/shapes", keys.remove(next(keys.len() as u64) as usize));
+            // The first op puts, so every transaction changes something.
+            if i == 0 || next(2) == 0 {
+                let value = format!("{round}-{i}").into_bytes();
+                txn = txn.put(k.clone(), value.clone());
+                after.insert(k.clone(), value.clone());
+                expected.push((EventKind::Put, k, value));
+            } else {
+                txn = txn.delete(k.clone());
+                if let Some(previous) = after.remove(&k) {
+                    expected.push((EventKind::Delete, k, previous));
+                }
+            }
+        }
+        let revision = commit(store, txn).await;
+        model = after;
+        let mut seen = Vec::new();
+        for _ in 0..expected.len() {
+            let event = next_event(&mut watch).await;
+            assert_eq!(
+                event.revision(),
+                revision,
+                "round {round}: an event of another txn"
+            );
+            let value = match event.kind {
+                EventKind::Put => event.kv.value.clone(),
+                EventKind::Delete => event.prev.expect("a delete carries what it removed").value,
+            };
+            seen.push((event.kind, event.kv.key, value));
+        }
+        seen.sort_by(|a, b| a.1.cmp(&b.1));
+        expected.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            seen, expected,
+            "round {round}: the watch shows the txn's changes"
+        );
+        snapshots.push((revision, model.clone()));
+    }
+    // Nothing more: a delete of an absent key made no event.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), watch.next())
+            .await
+            .is_err(),
+        "an event no transaction made"
+    );
+    for (revision, state) in snapshots {
+        let read = store.range(&prefix, Some(revision), 0).await.unwrap();
+        let found: BTreeMap<Vec<u8>, Vec<u8>> =
+            read.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        assert_eq!(found, state, "the range at revision {revision}");
+    }
 }
 
 pub async fn concurrent_increments(store: Arc<dyn Store>) {
@@ -362,9 +453,9 @@ pub async fn compaction(store: Arc<dyn Store>) {
     );
     let watch_old = match store.watch(KeyRange::key(k.clone()), old).await {
         Err(e) => Err(e),
-        Ok(mut stream) => stream
-            .next()
+        Ok(mut stream) => tokio::time::timeout(WATCH_PATIENCE, stream.next())
             .await
+            .expect("watch stalled")
             .expect("a compacted watch reports why it ends"),
     };
     assert!(
@@ -384,6 +475,6 @@ pub async fn compaction(store: Arc<dyn Store>) {
     );
     let later = commit(store, Txn::default().put(k.clone(), "newer")).await;
     let mut watch = store.watch(KeyRange::key(k.clone()), new).await.unwrap();
-    assert_eq!(watch.next().await.unwrap().unwrap().revision(), new);
-    assert_eq!(watch.next().await.unwrap().unwrap().revision(), later);
+    assert_eq!(next_event(&mut watch).await.revision(), new);
+    assert_eq!(next_event(&mut watch).await.revision(), later);
 }
