@@ -441,3 +441,106 @@ async fn lists_show_what_policies_grant_and_policy_edits_are_checked() {
         .await;
     assert_eq!(status, 400);
 }
+
+/// The names a watch shows before `marker` arrives: its initial listing and every change
+/// made before the marker, which the caller is known to see.
+async fn watched_until(caller: &Api, path: &str, make_marker: impl AsyncFnOnce()) -> Vec<String> {
+    let (status, mut events) = caller.watch(path).await;
+    assert_eq!(status, 200, "watch {path}");
+    make_marker().await;
+    let mut names = Vec::new();
+    loop {
+        let name = common::event(&common::next_event(&mut events).await).1;
+        if name == "marker" {
+            return names;
+        }
+        names.push(name);
+    }
+}
+
+#[tokio::test]
+async fn lists_and_watches_show_each_caller_exactly_what_it_may_get() {
+    let server = start_with(&["--sim-time-scale", "0"]);
+    let admin = Api::admin(&server);
+    let acme = admin.tenant("acme").await;
+    admin.tenant("globex").await;
+    populate(&admin, "acme").await;
+    acme.create("/v1/orgs/acme/folders", "g", json!({})).await;
+    acme.create("/v1/orgs/acme/folders/g/projects", "q", json!({}))
+        .await;
+    let nobody = identity(&admin, "acme", "nobody").await;
+    let carol = identity(&admin, "acme", "carol").await;
+    let (status, _) = acme
+        .put_policy(
+            "/v1/orgs/acme/folders/f/policy",
+            json!([{"role": "project.edit", "subjects": ["user:carol"]}]),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The orgs: a tenant's admin sees its own, an identity bound below the org or not at
+    // all sees none, however the list is paged.
+    assert_eq!(acme.names("/v1/orgs").await, ["acme"]);
+    assert_eq!(acme.names("/v1/orgs?limit=1").await, ["acme"]);
+    for caller in [&nobody, &carol] {
+        assert_eq!(caller.names("/v1/orgs").await, Vec::<String>::new());
+        assert_eq!(caller.names("/v1/orgs?limit=1").await, Vec::<String>::new());
+    }
+    // A collection mixing what carol may and may not get: f's projects are hers, g's not.
+    acme.create("/v1/orgs/acme/folders/f/projects", "p2", json!({}))
+        .await;
+    assert_eq!(
+        carol.names("/v1/orgs/acme/folders/f/projects").await,
+        ["p", "p2"]
+    );
+    for path in [
+        "/v1/orgs/acme/folders",
+        "/v1/orgs/acme/folders/g/projects",
+        "/v1/orgs/acme/identities",
+    ] {
+        let (status, body) = carol.get(path).await;
+        assert!(
+            status == 404 || body["items"] == json!([]),
+            "{path}: {status} {body}"
+        );
+    }
+
+    // Watches, from their initial listing on: an org created elsewhere never shows up.
+    let (status, mut events) = acme.watch("/v1/orgs?watch=true").await;
+    assert_eq!(status, 200);
+    admin.create("/v1/orgs", "other", json!({})).await;
+    // A change to acme, which its admin sees, closes the window.
+    acme.put(
+        "/v1/orgs/acme",
+        json!({"metadata": {"name": "acme", "labels": {"watched": "yes"}}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = common::next_event(&mut events).await;
+        seen.push(common::event(&e));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("ADDED".to_string(), "acme".to_string()),
+            ("MODIFIED".to_string(), "acme".to_string())
+        ],
+        "acme's admin watches acme alone"
+    );
+    let (status, mut events) = nobody.watch("/v1/orgs?watch=true").await;
+    assert_eq!(status, 200);
+    admin.create("/v1/orgs", "another", json!({})).await;
+    acme.create("/v1/orgs/acme/folders", "h", json!({})).await;
+    let leaked = tokio::time::timeout(std::time::Duration::from_secs(2), events.recv()).await;
+    assert!(leaked.is_err(), "an unbound identity saw {leaked:?}");
+    let projects = "/v1/orgs/acme/folders/f/projects?watch=true";
+    let names = watched_until(&carol, projects, async || {
+        acme.create("/v1/orgs/acme/folders/g/projects", "hidden", json!({}))
+            .await;
+        acme.create("/v1/orgs/acme/folders/f/projects", "marker", json!({}))
+            .await;
+    })
+    .await;
+    assert_eq!(names, ["p", "p2"], "carol's watch of f's projects");
+}
