@@ -95,6 +95,29 @@ fn node_pool_families<'a>(types: impl Iterator<Item = &'a InstanceType>) -> Vec<
     families.into_iter().map(str::to_string).collect()
 }
 
+/// The fixed value of a decision for a type. What the plan builds reads the table, so that
+/// a row is the one place its decision changes.
+fn fixed(key: &str, cluster_type: ClusterType) -> crate::decisions::Value {
+    match Decision::find(key).map(|d| d.rule(cluster_type)) {
+        Some(Rule::Fixed(value)) => value,
+        _ => unreachable!("{key} is a fixed decision of the table"),
+    }
+}
+
+fn fixed_int(key: &str, cluster_type: ClusterType) -> i64 {
+    match fixed(key, cluster_type) {
+        crate::decisions::Value::Int(n) => n,
+        other => unreachable!("{key} is a number, not {other}"),
+    }
+}
+
+fn fixed_text(key: &str, cluster_type: ClusterType) -> &'static str {
+    match fixed(key, cluster_type) {
+        crate::decisions::Value::Text(text) => text,
+        other => unreachable!("{key} is a text, not {other}"),
+    }
+}
+
 /// One thing wrong with a request, naming the spec field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -228,11 +251,8 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
             format!("maxNodes ({max_nodes}) is below minNodes ({min_nodes})"),
         );
     }
-    let zone_count = if cluster_type == ClusterType::Production {
-        3
-    } else {
-        1
-    };
+    let zone_count = fixed_int("controlPlane.zones", cluster_type) as usize;
+    let control_plane_nodes = fixed_int("controlPlane.nodes", cluster_type) as usize;
     // Only zones that offer the control plane's instance type can host it.
     let cp_type = control_plane_instance(cluster_type, max_nodes);
     let cp_offered = |zone: &String| {
@@ -254,8 +274,8 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
                     ),
                 );
                 Vec::new()
-            } else if cluster_type == ClusterType::Production {
-                usable.into_iter().take(3).collect()
+            } else if zone_count > 1 {
+                usable.into_iter().take(zone_count).collect()
             } else {
                 vec![usable[zone_index(&request.name, usable.len())].clone()]
             }
@@ -365,18 +385,13 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
         })
         .collect();
     let control_plane = ControlPlanePlan {
-        nodes: zones
-            .iter()
-            .map(|z| NodeSlot {
-                zone: z.clone(),
+        nodes: (0..control_plane_nodes)
+            .map(|i| NodeSlot {
+                zone: zones[i % zones.len()].clone(),
                 instance_type: cp_type.to_string(),
             })
             .collect(),
-        root_disk_gib: if cluster_type == ClusterType::Production {
-            100
-        } else {
-            50
-        },
+        root_disk_gib: fixed_int("controlPlane.rootDiskGiB", cluster_type) as u32,
     };
     let initial = (0..min_nodes as usize)
         .map(|i| NodeSlot {
@@ -385,12 +400,10 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
         })
         .collect();
     let max_pods = initial_type.max_pods.min(110);
-    let fixed_cidr = |key: &str| match Decision::find(key).map(|d| d.rule(cluster_type)) {
-        Some(Rule::Fixed(v)) => v
-            .to_string()
+    let fixed_cidr = |key: &str| {
+        fixed_text(key, cluster_type)
             .parse::<Ipv4Net>()
-            .expect("the table holds a valid CIDR"),
-        _ => unreachable!("{key} is a fixed CIDR of the table"),
+            .expect("the table holds a valid CIDR")
     };
     let (pod_cidr, service_cidr) = (
         fixed_cidr("network.podCidr"),
@@ -398,7 +411,7 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
     );
     let network = NetworkPlan {
         vpc_cidr,
-        shared_vpc: cluster_type == ClusterType::Developer,
+        shared_vpc: fixed_text("network.vpc", cluster_type) != "dedicated",
         subnets,
         pod_cidr,
         service_cidr,

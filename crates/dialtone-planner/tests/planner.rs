@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use dialtone_cloud::InstanceCatalog;
 use dialtone_planner::{
-    AddressPlan, ClusterPlan, ClusterRequest, ClusterType, DECISIONS, PlanContext, PlanError, Rule,
-    SUPPORTED_VERSIONS, plan,
+    AddressPlan, ClusterPlan, ClusterRequest, ClusterType, DECISIONS, Decision, PlanContext,
+    PlanError, Rule, SUPPORTED_VERSIONS, plan,
 };
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
@@ -81,6 +81,57 @@ fn every_fixed_decision_is_applied() {
             }
         }
     }
+}
+
+/// Each decision the plan builds from, against the field of the plan that implements it:
+/// a row changed in the table changes what gets built, and a plan that ignores its row
+/// fails here.
+#[test]
+fn each_enforced_decision_is_what_gets_built() {
+    for cluster_type in ClusterType::ALL {
+        let planned = plan_of(&request(cluster_type));
+        let row = |key: &str| match Decision::find(key).unwrap().rule(cluster_type) {
+            Rule::Fixed(value) => value.to_string(),
+            Rule::Computed(_) => panic!("{key} is fixed"),
+        };
+        let cp = &planned.control_plane;
+        let zones: BTreeSet<_> = cp.nodes.iter().map(|n| n.zone.as_str()).collect();
+        let built = [
+            ("controlPlane.nodes", cp.nodes.len().to_string()),
+            ("controlPlane.zones", zones.len().to_string()),
+            ("controlPlane.rootDiskGiB", cp.root_disk_gib.to_string()),
+            ("network.podCidr", planned.network.pod_cidr.to_string()),
+            (
+                "network.serviceCidr",
+                planned.network.service_cidr.to_string(),
+            ),
+            (
+                "network.vpc",
+                match planned.network.shared_vpc {
+                    true => row("network.vpc"),
+                    false => "dedicated".to_string(),
+                },
+            ),
+        ];
+        for (key, value) in built {
+            assert_eq!(value, row(key), "{cluster_type} {key}");
+        }
+        assert_eq!(
+            planned.network.shared_vpc,
+            row("network.vpc") != "dedicated",
+            "{cluster_type} network.vpc"
+        );
+    }
+}
+
+/// What each type's control plane is, as users are promised it.
+#[test]
+fn control_plane_disks() {
+    let disk = |t| plan_of(&request(t)).control_plane.root_disk_gib;
+    assert_eq!(
+        (disk(ClusterType::Developer), disk(ClusterType::Production)),
+        (50, 100)
+    );
 }
 
 #[test]
