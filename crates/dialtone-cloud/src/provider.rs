@@ -274,6 +274,10 @@ pub enum CloudError {
     Invalid { message: String },
     #[error("the cloud is unavailable: {message}")]
     Unavailable { message: String },
+    /// A create repeated a client token with other parameters (EC2's
+    /// `IdempotentParameterMismatch`): a bug of the caller, never retried as is.
+    #[error("client token {token} was used before with other parameters")]
+    IdempotentParameterMismatch { token: String },
 }
 
 impl CloudError {
@@ -288,6 +292,7 @@ impl CloudError {
             CloudError::DependencyViolation { .. } => "DependencyViolation",
             CloudError::Invalid { .. } => "InvalidRequest",
             CloudError::Unavailable { .. } => "CloudUnavailable",
+            CloudError::IdempotentParameterMismatch { .. } => "IdempotentParameterMismatch",
         }
     }
 }

@@ -2,6 +2,10 @@
 //! while the cloud times out after calls that succeeded and throttles; after recovery, exactly
 //! the planned resources exist: no duplicate, no leak. A failure prints its seed; replay one
 //! with `DIALTONE_CRASH_SEED=<seed> cargo test -p dialtone-controllers --test crash_safety`.
+//!
+//! Two clouds, so that each protection against duplicates is needed by one: EC2's (describe
+//! lags a create, tokens make creates idempotent), where a lookup can miss and the token
+//! must hold; and one that ignores tokens but describes at once, where the lookup must.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -158,7 +162,31 @@ struct World {
     clusters: Vec<ResourcePath>,
 }
 
-async fn world(seed: u64) -> World {
+/// How the cloud under a run behaves.
+#[derive(Clone, Copy)]
+struct Cloud {
+    /// Describe may miss a resource this long after its create.
+    describe_lag_ms: u64,
+    /// Creates are idempotent by client token (EC2), or not (moto).
+    honour_client_tokens: bool,
+}
+
+/// EC2: eventually consistent describe, idempotent creates. A re-launch after a crash is
+/// kept from duplicating an instance by reusing the recorded token, since the lookup
+/// before it can miss the instance.
+const EC2: Cloud = Cloud {
+    describe_lag_ms: 100,
+    honour_client_tokens: true,
+};
+
+/// A cloud that ignores client tokens but describes at once: the lookup before a launch
+/// alone keeps it from duplicating an instance.
+const TOKENLESS: Cloud = Cloud {
+    describe_lag_ms: 0,
+    honour_client_tokens: false,
+};
+
+async fn world(seed: u64, cloud: Cloud) -> World {
     let dir = tempfile::tempdir().unwrap();
     let crash = Arc::new(Crash::default());
     crash.disarm();
@@ -173,6 +201,8 @@ async fn world(seed: u64) -> World {
             SimOptions {
                 time_scale: 0.0,
                 seed,
+                describe_lag: std::time::Duration::from_millis(cloud.describe_lag_ms),
+                honour_client_tokens: cloud.honour_client_tokens,
             },
         )
         .unwrap(),
@@ -414,9 +444,9 @@ async fn exactly_planned(world: &World) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_seed(seed: u64) -> Result<(), String> {
+async fn run_seed(seed: u64, cloud: Cloud) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let world = world(seed).await;
+    let world = world(seed, cloud).await;
     // Create, dying again and again on the way.
     world.survive(&mut rng, 6).await;
     world.converge().await?;
@@ -488,15 +518,14 @@ async fn run_seed(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_anywhere_leave_exactly_the_planned_resources() {
+async fn run_seeds(cloud: Cloud, count: u64) {
     let seeds: Vec<u64> = match std::env::var("DIALTONE_CRASH_SEED") {
         Ok(seed) => vec![seed.parse().expect("DIALTONE_CRASH_SEED is a number")],
-        Err(_) => (0..40).collect(),
+        Err(_) => (0..count).collect(),
     };
     let mut failures = Vec::new();
     for seed in seeds {
-        if let Err(e) = run_seed(seed).await {
+        if let Err(e) = run_seed(seed, cloud).await {
             eprintln!("seed {seed} FAILED: {e}");
             failures.push(seed);
         }
@@ -505,4 +534,14 @@ async fn crashes_anywhere_leave_exactly_the_planned_resources() {
         failures.is_empty(),
         "failing seeds {failures:?}; replay one with DIALTONE_CRASH_SEED=<seed>"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_anywhere_leave_exactly_the_planned_resources() {
+    run_seeds(EC2, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_leave_exactly_the_planned_resources_on_a_cloud_that_ignores_tokens() {
+    run_seeds(TOKENLESS, 20).await;
 }

@@ -35,6 +35,14 @@ pub struct SimOptions {
     pub time_scale: f64,
     /// Seeds the draws of probabilistic faults, for replayable runs.
     pub seed: u64,
+    /// How long, at most, describe may miss a resource after its create succeeded: each
+    /// resource draws its lag (seeded) up to this, as EC2's eventual consistency lets
+    /// DescribeInstances miss an instance RunInstances just returned. Real time, whatever
+    /// the time scale.
+    pub describe_lag: std::time::Duration,
+    /// Whether a create's client token makes it idempotent, as in EC2; off, every create
+    /// makes a new resource, as moto's does.
+    pub honour_client_tokens: bool,
 }
 
 impl Default for SimOptions {
@@ -42,6 +50,8 @@ impl Default for SimOptions {
         SimOptions {
             time_scale: 1.0,
             seed: 0,
+            describe_lag: std::time::Duration::ZERO,
+            honour_client_tokens: true,
         }
     }
 }
@@ -106,6 +116,9 @@ struct Record {
     /// Why an instance died after it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     died: Option<String>,
+    /// Until when describe does not show it yet (eventual consistency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    listed_from: Option<Timestamp>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -712,12 +725,28 @@ impl Provider for Sim {
                 Err(CloudError::Throttled)
             } else {
                 let token_key = (region.to_string(), request.client_token.clone());
-                match state.tokens.get(&token_key).cloned() {
-                    // The same token names the same resource, even if the spec differs (as
-                    // in EC2); only a new creation can time out after it succeeded.
-                    Some(id) => state
-                        .observe(&state.records[&id], now)
-                        .ok_or(CloudError::NotFound { id }),
+                let earlier = match self.options.honour_client_tokens {
+                    true => state.tokens.get(&token_key).cloned(),
+                    false => None,
+                };
+                match earlier {
+                    // The same token with the same parameters names the same resource; with
+                    // others it is refused, as EC2 does. Only a new creation can time out
+                    // after it succeeded.
+                    Some(id) => {
+                        let record = &state.records[&id];
+                        if record.resource.spec != request.spec
+                            || record.resource.tags != request.tags
+                        {
+                            Err(CloudError::IdempotentParameterMismatch {
+                                token: request.client_token.clone(),
+                            })
+                        } else {
+                            state
+                                .observe(record, now)
+                                .ok_or(CloudError::NotFound { id })
+                        }
+                    }
                     None => self
                         .launch(&mut state, region_info, request, now, catalog, &mut writes)
                         .and_then(|created| {
@@ -761,6 +790,7 @@ impl Provider for Sim {
                 Ok(state
                     .candidates(filter)
                     .filter(|r| r.resource.region == region && filter.matches(&r.resource))
+                    .filter(|r| r.listed_from.is_none_or(|from| from <= now))
                     .filter_map(|r| state.observe(r, now))
                     .collect())
             };
@@ -858,6 +888,12 @@ impl Sim {
                 writes,
             ))
         .then(|| "Server.InternalError: the instance failed to boot (simulated)".to_string());
+        let lag_ms = self.options.describe_lag.as_millis() as u64;
+        let listed_from = (lag_ms > 0).then(|| {
+            let drawn = rand::Rng::random_range(&mut state.rng, 0..=lag_ms);
+            now.checked_add(jiff::SignedDuration::from_millis(drawn as i64))
+                .unwrap_or(now)
+        });
         state.counters.next_resource += 1;
         let serial = state.counters.next_resource;
         let kind = request.spec.kind();
@@ -899,6 +935,7 @@ impl Sim {
             gone_at: None,
             boot_failure,
             died: None,
+            listed_from,
         };
         writes.push(Write {
             table: Table::Resources,

@@ -13,6 +13,7 @@ fn fast(dir: &tempfile::TempDir) -> Sim {
         SimOptions {
             time_scale: 0.0,
             seed: 7,
+            ..Default::default()
         },
     )
     .expect("the sim opens")
@@ -134,6 +135,56 @@ async fn a_client_token_creates_once_and_tags_find_what_they_name() {
         .await
         .unwrap();
     assert!(elsewhere.is_empty(), "a region sees only its own resources");
+}
+
+#[tokio::test]
+async fn describe_may_lag_a_create_and_a_token_reused_with_other_parameters_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::open(
+        &dir.path().join("sim.redb"),
+        SimOptions {
+            time_scale: 0.0,
+            seed: 7,
+            describe_lag: std::time::Duration::from_millis(400),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (subnet, sg) = network(&sim, "a").await;
+    // Many creates: with a lag drawn up to 400 ms, some are missed at first, none for good.
+    for i in 0..10 {
+        let token = format!("a/i-{i}");
+        sim.create(
+            REGION,
+            request(&token, instance("m5.large", &subnet, &sg), "a"),
+        )
+        .await
+        .unwrap();
+    }
+    let instances = Filter::tagged("owner", "a").kind(dialtone_cloud::ResourceKind::Instance);
+    let at_once = sim.describe(REGION, &instances).await.unwrap().len();
+    assert!(at_once < 10, "describe lagged none of ten creates");
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert_eq!(sim.describe(REGION, &instances).await.unwrap().len(), 10);
+    // The same token: the same instance; with another type, refused, and nothing made.
+    let again = sim
+        .create(
+            REGION,
+            request("a/i-0", instance("m5.large", &subnet, &sg), "a"),
+        )
+        .await;
+    assert!(again.is_ok(), "{again:?}");
+    let other = sim
+        .create(
+            REGION,
+            request("a/i-0", instance("m5.xlarge", &subnet, &sg), "a"),
+        )
+        .await;
+    assert!(
+        matches!(other, Err(CloudError::IdempotentParameterMismatch { .. })),
+        "{other:?}"
+    );
+    assert_eq!(sim.describe(REGION, &instances).await.unwrap().len(), 10);
 }
 
 #[tokio::test]
