@@ -464,7 +464,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             &options.data_dir.join("sim.redb"),
             SimOptions {
                 time_scale: options.sim_time_scale,
-                seed: 0,
+                ..Default::default()
             },
         )
         .context("cannot open the sim cloud")?,
