@@ -551,3 +551,57 @@ fn a_cluster_keeps_its_families_until_it_is_upgraded() {
     let upgraded = replan(&r, None).workers.families;
     assert!(upgraded.contains(&"m8g".to_string()) && !upgraded.contains(&"m7g".to_string()));
 }
+
+/// The first workers can run a real workload: at least 2 vCPUs and 4 GiB on a developer
+/// cluster, 8 GiB on a production one.
+#[test]
+fn the_initial_worker_fits_its_type() {
+    for (cluster_type, memory_mib) in [
+        (ClusterType::Developer, 4096),
+        (ClusterType::Production, 8192),
+    ] {
+        let planned = plan_of(&request(cluster_type));
+        let name = &planned.workers.initial[0].instance_type;
+        let t = InstanceCatalog::builtin().get(name).unwrap();
+        assert!(
+            t.vcpus >= 2 && t.memory_mib >= memory_mib,
+            "{cluster_type}: {name} has {} vCPUs and {} MiB",
+            t.vcpus,
+            t.memory_mib
+        );
+    }
+}
+
+/// A cluster keeps its families when planned again at its version, and moves at an upgrade.
+#[test]
+fn families_are_kept_until_an_upgrade() {
+    let planned = plan_of(&request(ClusterType::Developer));
+    let version = planned.kubernetes_version.clone();
+    assert_eq!(
+        dialtone_planner::kept_families(Some(&planned), &version),
+        Some(planned.workers.families.as_slice())
+    );
+    assert_eq!(dialtone_planner::kept_families(Some(&planned), "0.0"), None);
+    assert_eq!(dialtone_planner::kept_families(None, &version), None);
+}
+
+/// An empty version in a spec means the default, not a version named "".
+#[test]
+fn an_empty_version_in_a_spec_is_none() {
+    let spec = dialtone_types::Cluster {
+        region: "us-east-1".into(),
+        ..Default::default()
+    };
+    let request = ClusterRequest::from_spec("web", ClusterType::Developer, &spec);
+    assert_eq!(request.kubernetes_version, None);
+}
+
+/// The table reads as users see it: a fixed value, or how it is computed.
+#[test]
+fn rules_display_their_value_or_their_computation() {
+    assert_eq!(
+        Rule::Fixed(dialtone_planner::Value::Int(3)).to_string(),
+        "3"
+    );
+    assert_eq!(Rule::Computed("by the bound").to_string(), "by the bound");
+}
