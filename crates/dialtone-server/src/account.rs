@@ -10,12 +10,12 @@ use axum::response::Response;
 use dialtone_types::auth::{TokenRequest, WhoAmI};
 use dialtone_types::kinds::{IDENTITY, ORG};
 use dialtone_types::validation::{decode_strict, validate_text};
-use dialtone_types::{ApiError, FieldErrors, List, ListMeta};
+use dialtone_types::{ApiError, FieldErrors};
 
 use crate::App;
 use crate::auth::{Decision, Part, Principal, Target, Verb, enforce, mint_token};
 use crate::error::HttpResult;
-use crate::resources::{authorized_part, check_query, object_path, success, to_json};
+use crate::resources::{authorized_part, check_query, object_path, success, to_json, whole_list};
 
 /// `POST /v1/orgs/{org}/identities/{identity}/tokens`
 pub async fn create_token(
@@ -69,18 +69,7 @@ pub async fn list_tokens(
         .await?
         .ok_or_else(|| ApiError::not_found(&org))?;
     let items = app.registry.list_tokens(&org, &org_uid).await?;
-    let revision = app.registry.store().revision().await?;
-    Ok(to_json(
-        StatusCode::OK,
-        &List::new(
-            "Token",
-            ListMeta {
-                resource_version: revision.to_string(),
-                continue_token: None,
-            },
-            items,
-        ),
-    ))
+    whole_list(&app, "Token", items).await
 }
 
 /// `DELETE /v1/orgs/{org}/tokens/{id}`: revokes a token at once.

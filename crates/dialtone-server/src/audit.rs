@@ -17,7 +17,9 @@ use dialtone_types::{ApiError, List, ListMeta, Reason, ResourcePath};
 use crate::App;
 use crate::auth::{Decision, Part, Principal, Target, Verb, enforce};
 use crate::error::HttpResult;
-use crate::resources::{authorized_part, check_query, object_path, parse_limit, to_json};
+use crate::resources::{
+    authorized_part, check_query, object_path, parse_limit, to_json, whole_list,
+};
 
 fn is_mutating(method: &Method) -> bool {
     matches!(
@@ -138,18 +140,7 @@ pub async fn list_retired_orgs(
         "",
     )?;
     let orgs = app.registry.retired_orgs().await?;
-    let revision = app.registry.store().revision().await?;
-    Ok(to_json(
-        StatusCode::OK,
-        &List::new(
-            "RetiredOrg",
-            ListMeta {
-                resource_version: revision.to_string(),
-                continue_token: None,
-            },
-            orgs,
-        ),
-    ))
+    whole_list(&app, "RetiredOrg", orgs).await
 }
 
 /// The deleted org with uid `uid`, once the caller is a platform admin.
@@ -187,16 +178,5 @@ pub async fn list_retired_tokens(
 ) -> HttpResult<Response> {
     retired_org(&app, &principal, &uid).await?;
     let tokens = app.registry.retired_tokens(&uid).await?;
-    let revision = app.registry.store().revision().await?;
-    Ok(to_json(
-        StatusCode::OK,
-        &List::new(
-            "Token",
-            ListMeta {
-                resource_version: revision.to_string(),
-                continue_token: None,
-            },
-            tokens,
-        ),
-    ))
+    whole_list(&app, "Token", tokens).await
 }

@@ -68,6 +68,20 @@ pub fn to_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     )
 }
 
+/// 200 with every item of a list that is not paged, at the store's current revision.
+pub(crate) async fn whole_list<T: Serialize>(
+    app: &App,
+    item_kind: &str,
+    items: Vec<T>,
+) -> HttpResult<Response> {
+    let revision = app.registry.store().revision().await?;
+    let meta = ListMeta {
+        resource_version: revision.to_string(),
+        continue_token: None,
+    };
+    Ok(to_json(StatusCode::OK, &List::new(item_kind, meta, items)))
+}
+
 fn names(params: &[(String, String)]) -> Vec<String> {
     params.iter().map(|(_, v)| v.clone()).collect()
 }
