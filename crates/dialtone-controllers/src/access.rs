@@ -20,7 +20,7 @@ use dialtone_types::{KindInfo, ResourcePath};
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
-use crate::backoff;
+use crate::runtime::reflector::{Changes, Event, ListWatch, list_until_listed, reflect};
 
 /// The level of the tree a kind's nodes sit at; `None` for kinds that are not tree nodes.
 pub fn level_of(kind: &'static KindInfo) -> Option<Level> {
@@ -77,8 +77,19 @@ pub fn grouped(bindings: &[Binding]) -> Vec<PolicyBinding> {
         .collect()
 }
 
-/// A cluster whose RBAC may need to change: (org, cluster path as policies name it).
-pub type DirtyCluster = (String, String);
+/// A cluster whose RBAC may need to change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirtyCluster {
+    pub org: String,
+    /// The cluster's path as policies name it: `acme/eng/web/dev`.
+    pub cluster: String,
+}
+
+impl std::fmt::Display for DirtyCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.cluster)
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -136,7 +147,12 @@ impl AccessIndex {
     }
 
     async fn reload(&self, registry: &Registry) -> dialtone_store::registry::Result<Revision> {
-        let (records, revision) = registry.access_records().await?;
+        let (records, revision) = AccessSource(registry.clone()).list().await?;
+        self.replace(records, revision);
+        Ok(revision)
+    }
+
+    fn replace(&self, records: Vec<AccessRecord>, revision: Revision) {
         let mut state = State::default();
         for record in records {
             apply(&mut state, AccessChange::Put(record));
@@ -146,48 +162,63 @@ impl AccessIndex {
         *self.state.write().expect("access index lock") = state;
         self.applied.send_replace(revision);
         self.dirty_changed.notify_one();
-        Ok(revision)
+    }
+
+    fn change(&self, change: Option<AccessChange>, revision: Revision) {
+        if let Some(change) = change {
+            let dirty = {
+                let mut state = self.state.write().expect("access index lock");
+                apply(&mut state, change);
+                !state.dirty.is_empty()
+            };
+            if dirty {
+                self.dirty_changed.notify_one();
+            }
+        }
+        self.applied.send_replace(revision);
     }
 
     /// Follows the store's changes for as long as it runs: a supervised task. Run 0 goes
     /// on from the load; a restarted run loads everything again first, since the run
     /// before it may have died halfway through a change.
     pub async fn follow(self: Arc<Self>, registry: Registry, run: u32) {
-        let mut revision = if run == 0 {
+        let source = AccessSource(registry);
+        let resume = if run == 0 {
             self.revision()
         } else {
-            self.reload_until_loaded(&registry).await
+            let (records, revision) = list_until_listed(&source).await;
+            self.replace(records, revision);
+            revision
         };
-        loop {
-            match registry.watch_access(revision).await {
-                Ok(mut changes) => {
-                    while let Some(change) = changes.next().await {
-                        let Ok((at, change)) = change else { break };
-                        if let Some(change) = change {
-                            let dirty = {
-                                let mut state = self.state.write().expect("access index lock");
-                                apply(&mut state, change);
-                                !state.dirty.is_empty()
-                            };
-                            if dirty {
-                                self.dirty_changed.notify_one();
-                            }
-                        }
-                        self.applied.send_replace(at);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "access index cannot watch the store"),
-            }
-            // The watch ended (compaction, a store member gone): load everything again.
-            revision = self.reload_until_loaded(&registry).await;
-        }
-    }
-
-    async fn reload_until_loaded(&self, registry: &Registry) -> Revision {
-        backoff::until_ok("loading the access index", backoff::RELOAD, || {
-            self.reload(registry)
+        reflect(&source, Some(resume), |event| match event {
+            Event::Listed(records, revision) => self.replace(records, revision),
+            Event::Changed(change, revision) => self.change(change, revision),
         })
         .await
+    }
+}
+
+/// What access control reads of the store, listed then watched.
+struct AccessSource(Registry);
+
+impl ListWatch for AccessSource {
+    type Item = AccessRecord;
+    /// `None` for a change access control does not care about (its revision still counts).
+    type Change = Option<AccessChange>;
+
+    fn describe(&self) -> &'static str {
+        "access index"
+    }
+
+    async fn list(&self) -> dialtone_store::registry::Result<(Vec<AccessRecord>, Revision)> {
+        self.0.access_records().await
+    }
+
+    async fn watch(
+        &self,
+        after: Revision,
+    ) -> dialtone_store::registry::Result<Changes<Option<AccessChange>>> {
+        Ok(self.0.watch_access(after).await?.boxed())
     }
 }
 
@@ -197,7 +228,10 @@ fn all_clusters(orgs: &HashMap<String, Policies>) -> BTreeSet<DirtyCluster> {
             policies
                 .nodes()
                 .filter(|&n| policies.level(n) == Level::Cluster)
-                .map(move |n| (org.clone(), policies.path(n).to_string()))
+                .map(move |n| DirtyCluster {
+                    org: org.clone(),
+                    cluster: policies.path(n).to_string(),
+                })
         })
         .collect()
 }
@@ -207,9 +241,10 @@ fn mark(state: &mut State, org: &str, clusters: Vec<NodeId>) {
         return;
     };
     for cluster in clusters {
-        state
-            .dirty
-            .insert((org.to_string(), policies.path(cluster).to_string()));
+        state.dirty.insert(DirtyCluster {
+            org: org.to_string(),
+            cluster: policies.path(cluster).to_string(),
+        });
     }
 }
 

@@ -22,17 +22,18 @@ use dialtone_cloud::{
     ResourceSpec, ResourceState, Tags,
 };
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
-use dialtone_store::registry::{ChangeKind, ListOptions, Registry, RegistryError, from_raw};
+use dialtone_store::registry::{ListOptions, Registry, RegistryError, from_raw};
 use dialtone_types::cluster::{
     ClusterEvent, ClusterNode, ClusterPlan, ClusterStatus, LaunchBackoff, NodeCount, NodeRole,
     parse_address_pool,
 };
 use dialtone_types::kinds::{CLUSTER, PROJECT};
 use dialtone_types::{Cluster, ClusterType, Condition, ConditionStatus, Object, Org, ResourcePath};
-use futures::StreamExt;
 use jiff::Timestamp;
 
-use crate::backoff::Backoff;
+use crate::runtime::backoff::Backoff;
+use crate::runtime::controller::Controller;
+use crate::runtime::{Informer, Next, Notice, Reconciler, Supervisor};
 use crate::sizing::{self, SizingOptions, worker_index};
 
 /// Holds a cluster until its cloud resources are gone.
@@ -92,14 +93,6 @@ pub struct Lifecycle {
     /// Passes in a row that the cloud or the cluster's API refused, by cluster: the next
     /// pass backs off by them. A cluster's count goes with it.
     refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
-}
-
-/// When to look at the cluster again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Nothing to do until it changes (it is gone, or its spec cannot be planned).
-    Done,
-    After(Duration),
 }
 
 /// Why a pass stopped before the cluster was in its planned state.
@@ -1501,87 +1494,75 @@ fn seconds(delay: Duration) -> String {
     }
 }
 
-/// Runs the lifecycle controller until the task is dropped: `workers` clusters at a time,
-/// woken by every change of a cluster but its status, by the waits each pass asks for, and
-/// by a full resync every `resync`. A status write (the controller's own, every pass) wakes
-/// nothing, so the waits a pass asks for, backoffs included, are the waits it gets.
-pub async fn run_cluster_controller(lifecycle: Arc<Lifecycle>, workers: usize, resync: Duration) {
-    let queue = crate::queue::WorkQueue::default();
-    for _ in 0..workers.max(1) {
-        let (queue, lifecycle) = (queue.clone(), lifecycle.clone());
-        tokio::spawn(async move {
-            loop {
-                let path = queue.next().await;
-                match lifecycle.reconcile(&path).await {
-                    Ok(Next::Done) => {}
-                    Ok(Next::After(delay)) => queue.add_after(path.clone(), delay),
-                    Err(e) => {
-                        tracing::warn!(cluster = %path, error = %e, "cluster pass failed; retrying");
-                        queue.add_after(
-                            path.clone(),
-                            lifecycle.options.poll.max(Duration::from_millis(200)),
-                        );
-                    }
-                }
-                queue.done(&path);
-            }
-        });
+impl Reconciler for Lifecycle {
+    type Key = ResourcePath;
+    type Error = RegistryError;
+
+    async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
+        Lifecycle::reconcile(self, path).await
     }
-    let registry = lifecycle.registry.clone();
-    loop {
-        let page = match registry
-            .list_raw(&CLUSTER, None, &ListOptions::default(), &|_| true)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster controller cannot list clusters");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut seen = std::collections::HashMap::new();
-        for raw in &page.items {
-            if let Ok(path) = cluster_path(&raw.metadata.parent, &raw.metadata.name) {
-                seen.insert(path.clone(), wakes(&raw.metadata));
-                queue.add(path);
+
+    /// The store refused (a conflict with another writer, a store member gone): back off
+    /// from the poll interval.
+    fn error_policy(
+        &self,
+        _path: &ResourcePath,
+        _error: &RegistryError,
+        failures: u32,
+    ) -> Duration {
+        Backoff {
+            base: self.options.poll.max(Duration::from_millis(200)),
+            cap: self.options.retry.cap,
+        }
+        .delay(failures)
+    }
+}
+
+/// Runs the lifecycle controller under `supervisor`: `workers` clusters at a time, woken by
+/// every change of a cluster but its status, by the waits each pass asks for, and by a
+/// resync of every cluster spread over each `resync`. A status write (the controller's own,
+/// every pass) wakes nothing, so the waits a pass asks for, backoffs included, are the
+/// waits it gets.
+pub fn spawn_cluster_controller(
+    supervisor: &Arc<Supervisor>,
+    clusters: &Arc<Informer>,
+    lifecycle: Arc<Lifecycle>,
+    workers: usize,
+    resync: Duration,
+) {
+    let controller = Controller::new(
+        lifecycle,
+        workers,
+        supervisor.controllers().controller("cluster-lifecycle"),
+    );
+    let queue = controller.queue().clone();
+    for path in clusters.paths() {
+        queue.add(path);
+    }
+    clusters.subscribe(move |notice| match notice {
+        Notice::Listed(all, _) => {
+            for (path, _) in all.iter() {
+                queue.add(path.clone());
             }
         }
-        let mut changes = match registry.watch(&CLUSTER, None, page.revision).await {
-            Ok(changes) => changes,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster controller cannot watch clusters");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let deadline = tokio::time::sleep(resync);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => break,
-                change = changes.next() => match change {
-                    Some(Ok(change)) => {
-                        let now = wakes(&change.object.metadata);
-                        let changed = if change.kind == ChangeKind::Deleted {
-                            seen.remove(&change.path);
-                            true
-                        } else {
-                            seen.insert(change.path.clone(), now.clone()).as_ref() != Some(&now)
-                        };
-                        if changed {
-                            queue.add(change.path);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "cluster watch ended; listing again");
-                        break;
-                    }
-                    None => break,
-                }
+        Notice::Applied { path, old, new } => {
+            if old.is_none_or(|old| wakes(&old.metadata) != wakes(&new.metadata)) {
+                queue.add((*path).clone());
             }
         }
-    }
+        Notice::Deleted { path, .. } => queue.add((*path).clone()),
+    });
+    supervisor.spawn("cluster-lifecycle", {
+        let controller = controller.clone();
+        move |_| controller.clone().run()
+    });
+    let clusters = clusters.clone();
+    supervisor.spawn("cluster-lifecycle-resync", move |_| {
+        let clusters = clusters.clone();
+        controller
+            .clone()
+            .resync(resync, move || std::future::ready(clusters.paths()))
+    });
 }
 
 /// What of a cluster's metadata wakes the controller when it changes: its spec (by
@@ -1592,8 +1573,4 @@ fn wakes(meta: &dialtone_types::ObjectMeta) -> (i64, bool, Vec<String>) {
         meta.deletion_timestamp.is_some(),
         meta.finalizers.clone(),
     )
-}
-
-fn cluster_path(parent: &str, name: &str) -> Result<ResourcePath, dialtone_types::path::PathError> {
-    Ok(ResourcePath::parse(parent)?.child(&CLUSTER, name))
 }

@@ -1,12 +1,17 @@
 //! Finishes cascading deletions: a node marked as being deleted waits for its children, held
 //! by finalizers, to go; when the last one goes, this controller removes the node.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dialtone_store::registry::{Deletion, Registry, RegistryError, path_of_key};
-use dialtone_store::{EventKind, KeyRange};
+use dialtone_store::{EventKind, KeyRange, Revision};
 use dialtone_types::ResourcePath;
 use futures::StreamExt;
+
+use crate::runtime::controller::Controller;
+use crate::runtime::reflector::{Changes, Event, ListWatch, reflect};
+use crate::runtime::{Next, Reconciler, Supervisor};
 
 /// Drives the deletion of `path` one step further, if deletion was asked for; leaves every
 /// other object alone. Idempotent: re-running the cascading delete marks nothing twice and
@@ -30,65 +35,106 @@ pub async fn reconcile_deletion(
     }
 }
 
-async fn resync(registry: &Registry) {
-    match registry.deleting().await {
-        Ok(paths) => {
-            for path in paths {
-                if let Err(e) = reconcile_deletion(registry, &path).await {
-                    tracing::warn!(object = %path, error = %e, "deletion not finished yet");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot list objects being deleted"),
+/// The objects being deleted, then the parent of every object removed.
+struct Removals(Registry);
+
+impl ListWatch for Removals {
+    type Item = ResourcePath;
+    /// The parent of an object that went.
+    type Change = Option<ResourcePath>;
+
+    fn describe(&self) -> &'static str {
+        "objects being deleted"
+    }
+
+    async fn list(&self) -> Result<(Vec<ResourcePath>, Revision), RegistryError> {
+        self.0.deleting().await
+    }
+
+    async fn watch(&self, after: Revision) -> Result<Changes<Self::Change>, RegistryError> {
+        let events = self
+            .0
+            .store()
+            .watch(KeyRange::prefix("/o/"), after + 1)
+            .await?;
+        Ok(events
+            .map(|event| {
+                let event = event?;
+                let parent = (event.kind == EventKind::Delete)
+                    .then(|| path_of_key(&event.kv.key).and_then(|p| p.parent()))
+                    .flatten();
+                Ok((event.kv.mod_revision, parent))
+            })
+            .boxed())
     }
 }
 
-/// Runs until the store stops: on every removed object, looks at its parent; every
-/// `resync`, looks at every object being deleted.
-pub async fn run_deletion_controller(registry: Registry, resync_every: Duration) {
-    loop {
-        resync(&registry).await;
-        let from = match registry.store().revision().await {
-            Ok(r) => r + 1,
-            Err(e) => {
-                tracing::warn!(error = %e, "deletion controller cannot reach the store");
-                tokio::time::sleep(resync_every).await;
-                continue;
-            }
-        };
-        let mut events = match registry.store().watch(KeyRange::prefix("/o/"), from).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(error = %e, "deletion controller cannot watch the store");
-                tokio::time::sleep(resync_every).await;
-                continue;
-            }
-        };
-        let deadline = tokio::time::sleep(resync_every);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => break,
-                event = events.next() => match event {
-                    Some(Ok(event)) if event.kind == EventKind::Delete => {
-                        if let Some(parent) = path_of_key(&event.kv.key).and_then(|p| p.parent())
-                            && let Err(e) = reconcile_deletion(&registry, &parent).await {
-                                tracing::warn!(object = %parent, error = %e, "deletion not finished yet");
-                            }
+/// Finishes deletions, one object at a time.
+struct Deletions(Registry);
+
+impl Reconciler for Deletions {
+    type Key = ResourcePath;
+    type Error = RegistryError;
+
+    /// A deletion still waiting for its children is looked at again when one goes.
+    async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
+        reconcile_deletion(&self.0, path).await.map(|_| Next::Done)
+    }
+}
+
+/// Runs the deletion controller under `supervisor`: on every removed object it looks at the
+/// object's parent, and at every object being deleted when it lists (at start, after a
+/// watch ends, and every `resync`).
+pub fn spawn_deletion_controller(
+    supervisor: &Arc<Supervisor>,
+    registry: Registry,
+    resync: Duration,
+) {
+    let controller = Controller::new(
+        Arc::new(Deletions(registry.clone())),
+        4,
+        supervisor.controllers().controller("deletion"),
+    );
+    supervisor.spawn("deletion", {
+        let controller = controller.clone();
+        move |_| controller.clone().run()
+    });
+    supervisor.spawn("deletion-triggers", {
+        let controller = controller.clone();
+        let source = Arc::new(Removals(registry.clone()));
+        move |_| {
+            let (controller, source) = (controller.clone(), source.clone());
+            async move {
+                reflect(&*source, None, |event| match event {
+                    Event::Listed(paths, _) => {
+                        paths.into_iter().for_each(|p| controller.queue().add(p))
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => { tracing::warn!(error = %e, "deletion controller watch ended"); break; }
-                    None => break,
-                }
+                    Event::Changed(Some(parent), _) => controller.queue().add(parent),
+                    Event::Changed(None, _) => {}
+                })
+                .await
             }
         }
-    }
+    });
+    supervisor.spawn("deletion-resync", move |_| {
+        let registry = registry.clone();
+        controller.clone().resync(resync, move || {
+            let registry = registry.clone();
+            async move {
+                match registry.deleting().await {
+                    Ok((paths, _)) => paths,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list objects being deleted");
+                        Vec::new()
+                    }
+                }
+            }
+        })
+    });
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use dialtone_store::EmbeddedStore;
     use dialtone_types::kinds::{FOLDER, PROJECT};
     use dialtone_types::{Folder, Object, Org, Project};

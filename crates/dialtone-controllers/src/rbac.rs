@@ -23,6 +23,9 @@ use dialtone_types::{Cluster, ClusterStatus, ConditionStatus, Object, ResourcePa
 
 use crate::access::{AccessIndex, DirtyCluster};
 use crate::cluster::{record_event, set_condition};
+use crate::runtime::backoff::Backoff;
+use crate::runtime::controller::Controller;
+use crate::runtime::{Next, Reconciler, Supervisor};
 
 pub struct Projection {
     pub registry: Registry,
@@ -32,12 +35,15 @@ pub struct Projection {
     pub clock: fn() -> jiff::Timestamp,
 }
 
-/// How a pass over one cluster ended.
-enum Pass {
-    Done,
-    /// Try again soon: the API is not up, or a call failed.
-    Retry(String),
-}
+/// While a cluster's API does not serve yet, it is looked at this often: a cluster is not
+/// Ready before its first projection.
+const NOT_SERVING_YET: Duration = Duration::from_millis(500);
+
+/// A failed projection is retried from 500 ms up to 30 s apart.
+const RETRY: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(30),
+};
 
 /// The cluster condition that says whether its RBAC matches the access policies.
 const CONDITION: &str = "AccessProjected";
@@ -52,18 +58,18 @@ struct Report {
 
 impl Projection {
     /// Projects one cluster's policy into it.
-    async fn reconcile(&self, (org, cluster): &DirtyCluster) -> Pass {
+    async fn project(&self, DirtyCluster { org, cluster }: &DirtyCluster) -> Result<Next, String> {
         let names: Vec<String> = cluster.split('/').map(String::from).collect();
         let Ok(path) = ResourcePath::from_names(&CLUSTER, &names) else {
-            return Pass::Done;
+            return Ok(Next::Done);
         };
         let object: Object<Cluster, ClusterStatus> = match self.registry.get(&path).await {
             Ok(object) => object,
-            Err(RegistryError::NotFound(_)) => return Pass::Done,
-            Err(e) => return Pass::Retry(e.to_string()),
+            Err(RegistryError::NotFound(_)) => return Ok(Next::Done),
+            Err(e) => return Err(e.to_string()),
         };
         if object.metadata.deletion_timestamp.is_some() {
-            return Pass::Done;
+            return Ok(Next::Done);
         }
         let Some(Some((desired, namespaces))) = self.index.read(org, |policies| {
             let id = policies.node(cluster)?;
@@ -74,12 +80,12 @@ impl Projection {
                 .collect();
             Some((project(policies, id), namespaces))
         }) else {
-            return Pass::Done;
+            return Ok(Next::Done);
         };
         let client = match self.clients.client(&object.metadata.uid) {
             Ok(client) => client,
-            Err(KubeError::NotServing) => return Pass::Retry("not serving yet".into()),
-            Err(e) => return Pass::Retry(e.to_string()),
+            Err(KubeError::NotServing) => return Ok(Next::After(NOT_SERVING_YET)),
+            Err(e) => return Err(e.to_string()),
         };
         let mut replaced = Vec::new();
         let applied = async {
@@ -107,10 +113,7 @@ impl Projection {
         if let Err(e) = self.report(&path, report).await {
             tracing::warn!(cluster = %path, error = %e, "cannot report the projection");
         }
-        match applied {
-            Ok(()) => Pass::Done,
-            Err(e) => Pass::Retry(e.to_string()),
-        }
+        applied.map(|()| Next::Done).map_err(|e| e.to_string())
     }
 
     /// Sets the cluster's `AccessProjected` condition, and records an event for each object
@@ -162,33 +165,56 @@ impl Projection {
     }
 }
 
-/// Runs the projection controller until the process ends.
-pub async fn run_projection_controller(projection: Arc<Projection>, resync: Duration) {
-    // A cluster is not Ready before its first projection, so a new one is looked at often.
-    const RETRY: Duration = Duration::from_millis(500);
-    let mut resync_tick = tokio::time::interval(resync);
-    let mut retry_tick = tokio::time::interval(RETRY);
-    let mut retry: BTreeSet<DirtyCluster> = BTreeSet::new();
-    loop {
-        let mut todo = tokio::select! {
-            _ = projection.index.dirty_changed.notified() => projection.index.take_dirty(),
-            _ = resync_tick.tick() => projection.index.clusters(),
-            _ = retry_tick.tick() => std::mem::take(&mut retry),
-        };
-        todo.extend(projection.index.take_dirty());
-        let outcomes = futures::future::join_all(todo.into_iter().map(|cluster| {
-            let projection = projection.clone();
+impl Reconciler for Projection {
+    type Key = DirtyCluster;
+    type Error = String;
+
+    async fn reconcile(&self, cluster: &DirtyCluster) -> Result<Next, String> {
+        self.project(cluster).await
+    }
+
+    fn error_policy(&self, _cluster: &DirtyCluster, _error: &String, failures: u32) -> Duration {
+        RETRY.delay(failures)
+    }
+}
+
+/// Runs the projection controller under `supervisor`: for the clusters each change of the
+/// access index reaches, and for every cluster, spread over each `resync`.
+pub fn spawn_projection_controller(
+    supervisor: &Arc<Supervisor>,
+    projection: Arc<Projection>,
+    resync: Duration,
+) {
+    let index = projection.index.clone();
+    let controller = Controller::new(
+        projection,
+        8,
+        supervisor.controllers().controller("rbac-projection"),
+    );
+    supervisor.spawn("rbac-projection", {
+        let controller = controller.clone();
+        move |_| controller.clone().run()
+    });
+    supervisor.spawn("rbac-projection-triggers", {
+        let (controller, index) = (controller.clone(), index.clone());
+        move |_| {
+            let (controller, index) = (controller.clone(), index.clone());
             async move {
-                let pass = projection.reconcile(&cluster).await;
-                (cluster, pass)
-            }
-        }))
-        .await;
-        for (cluster, pass) in outcomes {
-            if let Pass::Retry(why) = pass {
-                tracing::debug!(cluster = %cluster.1, %why, "projection will retry");
-                retry.insert(cluster);
+                loop {
+                    // Registered before taking, so that a change made in between wakes us.
+                    let changed = index.dirty_changed.notified();
+                    for cluster in index.take_dirty() {
+                        controller.queue().add(cluster);
+                    }
+                    changed.await;
+                }
             }
         }
-    }
+    });
+    supervisor.spawn("rbac-projection-resync", move |_| {
+        let index = index.clone();
+        controller.clone().resync(resync, move || {
+            std::future::ready(index.clusters().into_iter().collect())
+        })
+    });
 }

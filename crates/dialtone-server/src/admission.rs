@@ -297,8 +297,11 @@ impl Admission for Cluster {
             return;
         };
         if let Ok(project) = ResourcePath::parse(&object.metadata.parent) {
-            app.networks
-                .record(&project.child(&CLUSTER, &object.metadata.name), plan);
+            app.networks.record(
+                &project.child(&CLUSTER, &object.metadata.name),
+                plan,
+                object.metadata.resource_version.parse().unwrap_or(0),
+            );
         }
     }
 

@@ -37,12 +37,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use dialtone_cloud::Provider;
+use dialtone_controllers::runtime::Informer;
 use dialtone_controllers::{Lifecycle, LifecycleOptions, Supervisor};
 use dialtone_sim::{Sim, SimOptions};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError};
 use dialtone_store::{EmbeddedStore, EtcdStore, Store};
 use dialtone_types::auth::NewToken;
-use dialtone_types::kinds::ORG;
+use dialtone_types::kinds::{CLUSTER, ORG};
 use dialtone_types::{
     ApiError, Cluster, Folder, Group, Identity, Namespace, Object, Org, Project, Reason,
     ResourcePath,
@@ -132,6 +133,8 @@ async fn serve_metrics(
         "metrics",
     )?;
     app.metrics.record_tasks(&app.tasks.statuses());
+    // Reading the statuses brings the controllers' queue depths up to date.
+    app.tasks.controllers().statuses();
     Ok((
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.encode(),
@@ -160,7 +163,7 @@ async fn healthz() -> &'static str {
 /// Ready while the store answers. `?verbose` lists each check as the Kubernetes API server
 /// does (`[+]name ok`), the background tasks among them: a task waiting to be restarted is
 /// reported, with why it stopped, but does not make the server unready, since the API
-/// still serves.
+/// still serves. So are the controllers: their passes, failures and queues.
 async fn readyz(
     State(app): State<App>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
@@ -179,6 +182,23 @@ async fn readyz(
         let state = if task.running { "ok" } else { "restarting" };
         let sign = if task.running { '+' } else { '-' };
         lines.push(format!("[{sign}]task {} {state}{restarts}", task.name));
+    }
+    for controller in app.tasks.controllers().statuses() {
+        let depth = controller.depth;
+        let mut line = format!(
+            "[+]controller {} ok ({} passes, {} failed; queue: {} ready, {} running, {} waiting",
+            controller.name,
+            controller.passes,
+            controller.failures,
+            depth.ready,
+            depth.running,
+            depth.waiting
+        );
+        if let Some((at, key, why)) = &controller.last_failure {
+            line.push_str(&format!("; last failure at {at} on {key}: {why}"));
+        }
+        line.push(')');
+        lines.push(line);
     }
     let code = if ready {
         StatusCode::OK
@@ -444,7 +464,8 @@ async fn bootstrap(
 /// Opens the store, bootstraps it, binds the listener and starts serving and the controllers.
 pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let metrics = Arc::new(Metrics::default());
+    let tasks = Supervisor::with_injected_panics(options.fault_panic_tasks.clone());
+    let metrics = Arc::new(Metrics::new(tasks.controllers()));
     let raw_store = options.store.open().await?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(raw_store, metrics.clone()));
     let registry = Registry::new(store.clone(), &options.region, now);
@@ -470,12 +491,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         .context("cannot open the sim cloud")?,
     );
     let provider: Arc<dyn Provider> = sim.clone();
-    let tasks = Supervisor::with_injected_panics(options.fault_panic_tasks.clone());
-    let (networks, listed) = NetworkIndex::load(&registry).await?;
-    tasks.spawn("network-index", {
-        let (networks, registry) = (networks.clone(), registry.clone());
-        move |run| networks.clone().follow(registry.clone(), listed, run)
-    });
+    // One informer of clusters, shared by admission's network index and the lifecycle.
+    let clusters = Informer::load(&registry, &CLUSTER).await?;
+    let networks = NetworkIndex::follow(&clusters);
     let kube_listener = Arc::new(
         tokio::net::TcpListener::bind(options.kube_listen)
             .await
@@ -544,13 +562,16 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         guard: guard.clone(),
         clock: now,
     });
-    tasks.spawn("rbac-projection", move |_| {
-        dialtone_controllers::run_projection_controller(projection.clone(), Duration::from_secs(30))
-    });
-    let lifecycle = Arc::new(lifecycle);
-    tasks.spawn("cluster-lifecycle", move |_| {
-        dialtone_controllers::run_cluster_controller(lifecycle.clone(), 16, Duration::from_secs(60))
-    });
+    dialtone_controllers::spawn_projection_controller(&tasks, projection, Duration::from_secs(30));
+    dialtone_controllers::spawn_cluster_controller(
+        &tasks,
+        &clusters,
+        Arc::new(lifecycle),
+        16,
+        Duration::from_secs(60),
+    );
+    // Started once every handler is subscribed, so that none misses a change.
+    tasks.spawn("cluster-informer", move |run| clusters.clone().follow(run));
     tasks.spawn("record-sweeper", {
         let registry = registry.clone();
         move |_| {
@@ -561,9 +582,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             )
         }
     });
-    tasks.spawn("deletion", move |_| {
-        dialtone_controllers::run_deletion_controller(registry.clone(), Duration::from_secs(30))
-    });
+    dialtone_controllers::spawn_deletion_controller(&tasks, registry, Duration::from_secs(300));
     let compaction_interval = options.compaction_interval;
     tasks.spawn("compactor", {
         let store = store.clone();

@@ -56,9 +56,11 @@ pub struct Metrics {
     task_restarts: Family<TaskLabels, Counter>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The server's series, and the controllers' from `controllers`.
+    pub fn new(controllers: &dialtone_controllers::runtime::metrics::ControllerMetrics) -> Self {
         let mut registry = Registry::with_prefix("dialtone");
+        controllers.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         let request_seconds =
             Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(

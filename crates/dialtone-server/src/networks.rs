@@ -1,23 +1,21 @@
-//! The network of every cluster, kept in memory from a list and a watch of clusters (an
-//! informer), so that planning a cluster reads its org's allocations without decoding every
-//! cluster of the org: admission stays proportional to the networks, not to the clusters'
-//! stored size, and a fleet of thousands plans in constant time per cluster.
+//! The network of every cluster, kept in memory from the cluster informer, so that planning a
+//! cluster reads its org's allocations without decoding every cluster of the org: admission
+//! stays proportional to the networks, not to the clusters' stored size, and a fleet of
+//! thousands plans in constant time per cluster.
 //!
 //! Allocation is serialised by this index's lock: admission holds it from reading the
-//! allocations until the new cluster is stored and recorded, and a re-list holds it while it
-//! replaces the index, so that no admission ever plans against an index missing a stored
-//! cluster.
+//! allocations until the new cluster is stored and recorded. A cluster recorded by admission
+//! before its watch event arrives is kept through a re-list that predates it, so that no
+//! admission ever plans against an index missing a stored cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use dialtone_controllers::backoff;
+use dialtone_controllers::runtime::{Informer, Notice};
 use dialtone_store::Revision;
-use dialtone_store::registry::{Change, ChangeKind, ListOptions, RawObject, Registry, Result};
+use dialtone_store::registry::RawObject;
 use dialtone_types::ResourcePath;
 use dialtone_types::cluster::ClusterPlan;
-use dialtone_types::kinds::CLUSTER;
-use futures::StreamExt;
 use ipnet::Ipv4Net;
 use tokio::sync::MutexGuard;
 
@@ -43,35 +41,56 @@ impl ClusterNetwork {
     }
 }
 
-/// Org name → cluster path → network.
-type Networks = HashMap<String, BTreeMap<String, ClusterNetwork>>;
+fn network_of(raw: &RawObject) -> Option<ClusterNetwork> {
+    let plan: ClusterPlan = serde_json::from_value(raw.status.get("plan")?.clone()).ok()?;
+    Some(ClusterNetwork::of(&raw.metadata.parent, &plan))
+}
+
+#[derive(Default)]
+struct Networks {
+    /// Org name → cluster path → network.
+    by_org: HashMap<String, BTreeMap<String, ClusterNetwork>>,
+    /// Clusters recorded by admission whose watch event has not arrived, with the
+    /// revision they were stored at.
+    recorded: HashMap<ResourcePath, Revision>,
+}
+
+impl Networks {
+    fn insert(&mut self, path: &ResourcePath, network: ClusterNetwork) {
+        self.by_org
+            .entry(path.org_name().to_string())
+            .or_default()
+            .insert(path.to_string(), network);
+    }
+
+    fn remove(&mut self, path: &ResourcePath) {
+        if let Some(clusters) = self.by_org.get_mut(path.org_name()) {
+            clusters.remove(&path.to_string());
+        }
+    }
+}
 
 pub struct NetworkIndex {
     networks: Mutex<Networks>,
     allocation: tokio::sync::Mutex<()>,
 }
 
-fn network_of(raw: &RawObject) -> Option<(String, String, ClusterNetwork)> {
-    let plan: ClusterPlan = serde_json::from_value(raw.status.get("plan")?.clone()).ok()?;
-    let parent = ResourcePath::parse(&raw.metadata.parent).ok()?;
-    let path = parent.child(&CLUSTER, &raw.metadata.name);
-    Some((
-        parent.org_name().to_string(),
-        path.to_string(),
-        ClusterNetwork::of(&raw.metadata.parent, &plan),
-    ))
-}
-
 impl NetworkIndex {
-    /// Lists every cluster; [`NetworkIndex::follow`] keeps the index current. The
-    /// revision listed is where following starts.
-    pub async fn load(registry: &Registry) -> Result<(Arc<Self>, Revision)> {
+    /// Builds the index from the cluster informer and follows it.
+    pub fn follow(clusters: &Informer) -> Arc<Self> {
         let index = Arc::new(NetworkIndex {
             networks: Mutex::default(),
             allocation: tokio::sync::Mutex::new(()),
         });
-        let revision = index.relist(registry).await?;
-        Ok((index, revision))
+        let listed: Vec<_> = clusters
+            .paths()
+            .into_iter()
+            .filter_map(|path| Some((path.clone(), clusters.get(&path)?)))
+            .collect();
+        index.relisted(&listed, clusters.revision());
+        let handler = index.clone();
+        clusters.subscribe(move |notice| handler.apply(notice));
+        index
     }
 
     /// Held while a network is chosen and its cluster stored.
@@ -81,81 +100,65 @@ impl NetworkIndex {
 
     /// The networks of the org's clusters.
     pub fn of_org(&self, org: &str) -> Vec<ClusterNetwork> {
-        let networks = self.networks.lock().expect("index lock");
+        let networks = self.lock();
         networks
+            .by_org
             .get(org)
             .map(|clusters| clusters.values().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Records a cluster just stored, before its watch event arrives.
-    pub fn record(&self, path: &ResourcePath, plan: &ClusterPlan) {
+    /// Records a cluster just stored at `revision`, before its watch event arrives.
+    pub fn record(&self, path: &ResourcePath, plan: &ClusterPlan, revision: Revision) {
         let parent = path.parent().map(|p| p.to_string()).unwrap_or_default();
-        self.networks
-            .lock()
-            .expect("index lock")
-            .entry(path.org_name().to_string())
-            .or_default()
-            .insert(path.to_string(), ClusterNetwork::of(&parent, plan));
+        let mut networks = self.lock();
+        networks.insert(path, ClusterNetwork::of(&parent, plan));
+        networks.recorded.insert(path.clone(), revision);
     }
 
-    async fn relist(&self, registry: &Registry) -> Result<Revision> {
-        let _allocating = self.allocating().await;
-        let page = registry
-            .list_raw(&CLUSTER, None, &ListOptions::default(), &|_| true)
-            .await?;
-        let mut networks = Networks::new();
-        for (org, path, network) in page.items.iter().filter_map(network_of) {
-            networks.entry(org).or_default().insert(path, network);
-        }
-        *self.networks.lock().expect("index lock") = networks;
-        Ok(page.revision)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Networks> {
+        self.networks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Follows the clusters' changes for as long as it runs: a supervised task. Run 0
-    /// starts at `listed`; a restarted run lists again first.
-    pub async fn follow(self: Arc<Self>, registry: Registry, listed: Revision, run: u32) {
-        let mut revision = if run == 0 {
-            listed
-        } else {
-            self.relist_until_listed(&registry).await
-        };
-        loop {
-            match registry.watch(&CLUSTER, None, revision).await {
-                Ok(mut changes) => {
-                    while let Some(change) = changes.next().await {
-                        let Ok(change) = change else { break };
-                        self.apply(&change);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "network index cannot watch clusters"),
+    fn relisted(&self, listed: &[(ResourcePath, Arc<RawObject>)], revision: Revision) {
+        let mut networks = self.lock();
+        let mut fresh = Networks::default();
+        for (path, raw) in listed {
+            if let Some(network) = network_of(raw) {
+                fresh.insert(path, network);
             }
-            // The watch ended (compaction, store restart): start again from a fresh list.
-            revision = self.relist_until_listed(&registry).await;
         }
+        // What admission stored after the list was read is not in it yet: keep it.
+        for (path, stored_at) in std::mem::take(&mut networks.recorded) {
+            if stored_at > revision {
+                if let Some(network) = networks
+                    .by_org
+                    .get(path.org_name())
+                    .and_then(|clusters| clusters.get(&path.to_string()))
+                {
+                    fresh.insert(&path, network.clone());
+                }
+                fresh.recorded.insert(path, stored_at);
+            }
+        }
+        *networks = fresh;
     }
 
-    async fn relist_until_listed(&self, registry: &Registry) -> Revision {
-        backoff::until_ok("listing clusters' networks", backoff::RELOAD, || {
-            self.relist(registry)
-        })
-        .await
-    }
-
-    fn apply(&self, change: &Change) {
-        let mut networks = self.networks.lock().expect("index lock");
-        let org = change.path.org_name().to_string();
-        let key = change.path.to_string();
-        match (change.kind, network_of(&change.object)) {
-            (ChangeKind::Deleted, _) => {
-                if let Some(clusters) = networks.get_mut(&org) {
-                    clusters.remove(&key);
+    fn apply(&self, notice: &Notice) {
+        match notice {
+            Notice::Listed(listed, revision) => self.relisted(listed, *revision),
+            Notice::Applied { path, new, .. } => {
+                let mut networks = self.lock();
+                networks.recorded.remove(*path);
+                if let Some(network) = network_of(new) {
+                    networks.insert(path, network);
                 }
             }
-            (_, Some((_, _, network))) => {
-                networks.entry(org).or_default().insert(key, network);
+            Notice::Deleted { path, .. } => {
+                let mut networks = self.lock();
+                networks.recorded.remove(*path);
+                networks.remove(path);
             }
-            (_, None) => {}
         }
     }
 }

@@ -735,8 +735,8 @@ impl Registry {
         }
     }
 
-    /// Every object of any kind that is marked as being deleted.
-    pub async fn deleting(&self) -> Result<Vec<ResourcePath>> {
+    /// Every object of any kind that is marked as being deleted, and the revision read.
+    pub async fn deleting(&self) -> Result<(Vec<ResourcePath>, Revision)> {
         let all = self.store.range(&KeyRange::prefix("/o/"), None, 0).await?;
         let mut paths = Vec::new();
         for kv in &all.kvs {
@@ -744,7 +744,7 @@ impl Registry {
                 paths.extend(path_of_key(&kv.key));
             }
         }
-        Ok(paths)
+        Ok((paths, all.revision))
     }
 
     /// One page of the objects of `kind` under `parent` (every org when `parent` is `None`),

@@ -43,6 +43,7 @@ fn main() -> std::process::ExitCode {
         // A CLI whose output is piped into `head` should end quietly when the reader goes,
         // as Unix tools do, not panic on the write. The server keeps ignoring SIGPIPE.
         // SAFETY: called before any thread starts; restores the default disposition.
+        #[allow(unsafe_code)]
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }

@@ -500,6 +500,18 @@ async fn background_tasks_that_panic_are_restarted_and_reported() {
         );
     }
     assert!(readyz.contains("[+]task compactor ok\n"), "{readyz}");
+    // The controllers report their passes and queues (a pass may have lost a race with
+    // another writer of the cluster's status, so failures are not asserted).
+    for controller in ["cluster-lifecycle", "rbac-projection", "deletion"] {
+        let line = readyz
+            .lines()
+            .find(|l| l.starts_with(&format!("[+]controller {controller} ok (")))
+            .unwrap_or_else(|| panic!("{controller} is not reported:\n{readyz}"));
+        assert!(
+            line.contains(" passes, ") && line.contains(" waiting"),
+            "{line}"
+        );
+    }
     let (status, content_type, metrics) = api.get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(
@@ -510,6 +522,21 @@ async fn background_tasks_that_panic_are_restarted_and_reported() {
         metrics.contains(r#"dialtone_task_restarts_total{task="cluster-lifecycle"} 1"#)
             && metrics.contains(r#"dialtone_task_running{task="cluster-lifecycle"} 1"#)
             && metrics.contains(r#"dialtone_task_restarts_total{task="compactor"} 0"#),
+        "{metrics}"
+    );
+    let passes = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"dialtone_controller_passes_total{controller="cluster-lifecycle"} "#)
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no lifecycle passes counted:\n{metrics}"));
+    assert!(passes >= 2, "a cluster made Ready took {passes} passes");
+    assert!(
+        metrics.contains(r#"dialtone_controller_failures_total{controller="cluster-lifecycle"} "#)
+            && metrics.contains(
+                r#"dialtone_controller_queue_depth{controller="cluster-lifecycle",state="waiting"}"#
+            ),
         "{metrics}"
     );
     assert!(

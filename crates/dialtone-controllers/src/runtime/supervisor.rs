@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::backoff::Backoff;
+use super::backoff::Backoff;
+use super::controller::panic_message;
+use super::metrics::ControllerMetrics;
 
 /// What a task is doing, for operators.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +34,8 @@ pub struct Supervisor {
     /// Tasks told to panic on their first run, to show that supervision works
     /// (`dialtone server --fault-panic-task`).
     panic_once: Mutex<Vec<String>>,
+    /// What the controllers among the tasks did.
+    controllers: ControllerMetrics,
 }
 
 impl Supervisor {
@@ -78,13 +82,7 @@ impl Supervisor {
                 let why = match outcome {
                     Ok(()) => "it ended".to_string(),
                     Err(e) if e.is_panic() => {
-                        let payload = e.into_panic();
-                        let message = payload
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        format!("it panicked: {message}")
+                        format!("it panicked: {}", panic_message(&*e.into_panic()))
                     }
                     Err(e) => format!("it was cancelled: {e}"),
                 };
@@ -106,6 +104,11 @@ impl Supervisor {
                 supervisor.lock().get_mut(name).expect("registered").running = true;
             }
         });
+    }
+
+    /// The controllers' passes, failures and queues.
+    pub fn controllers(&self) -> &ControllerMetrics {
+        &self.controllers
     }
 
     /// Every task's status, by name.
