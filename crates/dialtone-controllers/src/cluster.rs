@@ -28,7 +28,10 @@ use dialtone_types::cluster::{
     parse_address_pool,
 };
 use dialtone_types::kinds::{CLUSTER, PROJECT};
-use dialtone_types::{Cluster, ClusterType, Condition, ConditionStatus, Object, Org, ResourcePath};
+use dialtone_types::{
+    Cluster, ClusterCondition, ClusterType, Condition, ConditionStatus, NodeState, Object, Org,
+    Phase, ResourcePath,
+};
 use jiff::Timestamp;
 
 use crate::runtime::backoff::Backoff;
@@ -43,6 +46,8 @@ pub use dialtone_cloud::tags::{TAG_ATTEMPT, TAG_CLUSTER, TAG_NETWORK, TAG_OWNER,
 const KUBERNETES_API_PORT: u16 = 6443;
 const KUBELET_PORT: u16 = 10250;
 const EVENTS_KEPT: usize = 30;
+/// The reason a node that keeps failing to launch gives, on the event and on `Ready`.
+const LAUNCH_FAILED: &str = "LaunchFailed";
 
 /// What the controller waits for between passes.
 #[derive(Clone, Debug)]
@@ -95,11 +100,51 @@ pub struct Lifecycle {
     refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
 }
 
+/// What a pass waits for, when it stops short of the plan; each is the reason on the
+/// conditions it sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    CreatingNetwork,
+    CreatingEndpoint,
+    LaunchingNodes,
+    WaitingForNodes,
+    WaitingForApi,
+    WaitingForAccess,
+    WaitingForCloud,
+    WaitingForStore,
+    Upgrading,
+    ReplacingNode,
+    BackingOff,
+    TerminatingInstances,
+    DeletingNetwork,
+}
+
+impl Wait {
+    /// The wire name.
+    fn as_str(self) -> &'static str {
+        match self {
+            Wait::CreatingNetwork => "CreatingNetwork",
+            Wait::CreatingEndpoint => "CreatingEndpoint",
+            Wait::LaunchingNodes => "LaunchingNodes",
+            Wait::WaitingForNodes => "WaitingForNodes",
+            Wait::WaitingForApi => "WaitingForAPI",
+            Wait::WaitingForAccess => "WaitingForAccess",
+            Wait::WaitingForCloud => "WaitingForCloud",
+            Wait::WaitingForStore => "WaitingForStore",
+            Wait::Upgrading => "Upgrading",
+            Wait::ReplacingNode => "ReplacingNode",
+            Wait::BackingOff => "BackingOff",
+            Wait::TerminatingInstances => "TerminatingInstances",
+            Wait::DeletingNetwork => "DeletingNetwork",
+        }
+    }
+}
+
 /// Why a pass stopped before the cluster was in its planned state.
 #[derive(Debug)]
 enum Blocked {
-    /// Waiting for the cloud: a reason and a message for the conditions.
-    Waiting(&'static str, String),
+    /// Waiting for the cloud or the cluster: why, and a message for the conditions.
+    Waiting(Wait, String),
     Cloud(CloudError),
 }
 
@@ -262,12 +307,13 @@ fn next_worker(status: &ClusterStatus) -> u32 {
 
 pub(crate) fn set_condition(
     conditions: &mut Vec<Condition>,
-    type_: &str,
+    type_: ClusterCondition,
     status: ConditionStatus,
     reason: &str,
     message: String,
     now: Timestamp,
 ) {
+    let type_ = type_.as_str();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != status {
@@ -287,8 +333,19 @@ pub(crate) fn set_condition(
     }
 }
 
-fn condition<'a>(status: &'a ClusterStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
+fn condition(status: &ClusterStatus, type_: ClusterCondition) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_.as_str())
+}
+
+/// What a node slot's instance is doing, from the cloud's word for it.
+fn node_state(state: &ResourceState) -> NodeState {
+    match state {
+        ResourceState::Pending => NodeState::Pending,
+        ResourceState::Available => NodeState::Running,
+        ResourceState::Impaired { .. } => NodeState::Impaired,
+        ResourceState::Deleting => NodeState::Deleting,
+        ResourceState::Terminated { .. } => NodeState::Terminated,
+    }
 }
 
 pub(crate) fn record_event(
@@ -347,13 +404,13 @@ impl Lifecycle {
         let waiting = |reason, message: String| Err(Blocked::Waiting(reason, message));
         let client = match clients.client(uid) {
             Ok(client) => client,
-            Err(e) => return waiting("WaitingForAPI", e.to_string()),
+            Err(e) => return waiting(Wait::WaitingForApi, e.to_string()),
         };
         let health = match dialtone_kube::node_health(&client).await {
             Ok(health) => health,
             Err(e) => {
                 return waiting(
-                    "WaitingForAPI",
+                    Wait::WaitingForApi,
                     format!("the Kubernetes API does not answer: {e}"),
                 );
             }
@@ -366,7 +423,7 @@ impl Lifecycle {
             .count();
         if health.ready < running {
             return waiting(
-                "WaitingForNodes",
+                Wait::WaitingForNodes,
                 format!(
                     "{} of {running} running instances are Ready nodes",
                     health.ready
@@ -377,11 +434,11 @@ impl Lifecycle {
         match dialtone_kube::access::projected(&client).await {
             Ok(true) => Ok(()),
             Ok(false) => waiting(
-                "WaitingForAccess",
+                Wait::WaitingForAccess,
                 "the access policies are not cast into the cluster's RBAC yet".into(),
             ),
             Err(e) => waiting(
-                "WaitingForAPI",
+                Wait::WaitingForApi,
                 format!("the Kubernetes API does not answer: {e}"),
             ),
         }
@@ -450,7 +507,7 @@ impl Lifecycle {
                 Err(message) => {
                     set_condition(
                         &mut status.conditions,
-                        "Ready",
+                        ClusterCondition::Ready,
                         ConditionStatus::False,
                         "InvalidSpec",
                         message.clone(),
@@ -513,7 +570,7 @@ impl Lifecycle {
                 };
                 refused = matches!(
                     blocked,
-                    Some(Blocked::Cloud(_) | Blocked::Waiting("WaitingForAPI", _))
+                    Some(Blocked::Cloud(_) | Blocked::Waiting(Wait::WaitingForApi, _))
                 );
                 let slots = desired_slots(&plan, &status.nodes, next_worker(&status));
                 let max_launch_attempts = plan
@@ -639,7 +696,7 @@ impl Lifecycle {
         if let Some(found) = existing.iter().find(|r| part_of(r) == part) {
             if found.state == ResourceState::Deleting {
                 return Err(Blocked::Waiting(
-                    "WaitingForCloud",
+                    Wait::WaitingForCloud,
                     format!("{} {} is still being deleted", found.spec.kind(), found.id),
                 ));
             }
@@ -696,7 +753,7 @@ impl Lifecycle {
             .await?;
         if vpc.state != ResourceState::Available {
             return Err(Blocked::Waiting(
-                "CreatingNetwork",
+                Wait::CreatingNetwork,
                 format!("creating VPC {} ({})", vpc.id, plan.network.vpc_cidr),
             ));
         }
@@ -737,7 +794,7 @@ impl Lifecycle {
             .find(|(_, s)| s.state != ResourceState::Available)
         {
             return Err(Blocked::Waiting(
-                "CreatingNetwork",
+                Wait::CreatingNetwork,
                 format!("creating subnet {}", pending.id),
             ));
         }
@@ -794,7 +851,7 @@ impl Lifecycle {
 
         let slots = desired_slots(plan, &status.nodes, next_worker(status));
         let image = plan.value("workers.nodeImage").unwrap_or("dialtone-node");
-        let mut waiting: Option<(&'static str, String)> = None;
+        let mut waiting: Option<(Wait, String)> = None;
         for slot in &slots {
             let instances: Vec<&CloudResource> = own
                 .iter()
@@ -808,7 +865,7 @@ impl Lifecycle {
                 let surging = old.state == ResourceState::Available && !replacement_up;
                 if surging {
                     waiting = Some((
-                        "Upgrading",
+                        Wait::Upgrading,
                         format!(
                             "{} ({}) waits for its replacement to boot",
                             slot.name, old.id
@@ -838,7 +895,7 @@ impl Lifecycle {
                 );
                 bump_attempt(status, slot, None);
                 return Err(Blocked::Waiting(
-                    "Upgrading",
+                    Wait::Upgrading,
                     format!("upgrading {}", slot.name),
                 ));
             }
@@ -856,7 +913,7 @@ impl Lifecycle {
                     let ran = status
                         .nodes
                         .iter()
-                        .any(|n| n.name == slot.name && n.state == "running");
+                        .any(|n| n.name == slot.name && n.state == NodeState::Running);
                     let backoff = if ran {
                         record_event(
                             status,
@@ -876,7 +933,7 @@ impl Lifecycle {
                             status,
                             now,
                             true,
-                            "LaunchFailed",
+                            LAUNCH_FAILED,
                             format!(
                                 "{} ({}) failed to launch: {reason}; {failures} failed in a row, next launch in {}",
                                 slot.name,
@@ -892,14 +949,14 @@ impl Lifecycle {
                     };
                     bump_attempt(status, slot, backoff);
                     return Err(Blocked::Waiting(
-                        "ReplacingNode",
+                        Wait::ReplacingNode,
                         format!("replacing {}", slot.name),
                     ));
                 }
                 Some(instance) => {
                     if instance.state == ResourceState::Pending && waiting.is_none() {
                         waiting = Some((
-                            "LaunchingNodes",
+                            Wait::LaunchingNodes,
                             format!("waiting for {} ({}) to boot", slot.name, instance.id),
                         ));
                     }
@@ -912,7 +969,7 @@ impl Lifecycle {
                     let backoff = slot.launch_backoff.as_ref().expect("checked");
                     if waiting.is_none() {
                         waiting = Some((
-                            "BackingOff",
+                            Wait::BackingOff,
                             format!(
                                 "{} failed to launch {} times in a row ({}); next launch at {}",
                                 slot.name,
@@ -952,7 +1009,7 @@ impl Lifecycle {
                     self.provider.create(region, request).await?;
                     if waiting.is_none() {
                         waiting = Some((
-                            "LaunchingNodes",
+                            Wait::LaunchingNodes,
                             format!("launched {} in {}", slot.name, slot.zone),
                         ));
                     }
@@ -969,7 +1026,7 @@ impl Lifecycle {
         }
         if lb.state == ResourceState::Pending {
             return Err(Blocked::Waiting(
-                "CreatingEndpoint",
+                Wait::CreatingEndpoint,
                 format!("provisioning the API load balancer {}", lb.id),
             ));
         }
@@ -1016,12 +1073,7 @@ impl Lifecycle {
                     zone: slot.zone.clone(),
                     instance_type: slot.instance_type.clone(),
                     instance_id: instance.map(|i| i.id.clone()).unwrap_or_default(),
-                    state: instance
-                        .map_or("absent", |i| match i.state {
-                            ResourceState::Available => "running",
-                            ref other => other.name(),
-                        })
-                        .to_string(),
+                    state: instance.map_or(NodeState::Absent, |i| node_state(&i.state)),
                     attempt: slot.attempt,
                     kubernetes_version: instance
                         .and_then(|i| i.spec.node_version())
@@ -1038,7 +1090,7 @@ impl Lifecycle {
             .collect();
         let mut counts: Vec<NodeCount> = Vec::new();
         for node in &status.nodes {
-            let ready = (node.state == "running") as u32;
+            let ready = (node.state == NodeState::Running) as u32;
             match counts
                 .iter_mut()
                 .find(|c| c.role == node.role && c.zone == node.zone)
@@ -1071,7 +1123,7 @@ impl Lifecycle {
                 .iter()
                 .filter(|n| n.role == role)
                 .fold((0, 0), |(ready, total), n| {
-                    (ready + (n.state == "running") as usize, total + 1)
+                    (ready + (n.state == NodeState::Running) as usize, total + 1)
                 })
         };
         let (cp_ready, cp_total) = ready_of(NodeRole::ControlPlane);
@@ -1083,10 +1135,10 @@ impl Lifecycle {
             && workers_ready == workers_total;
         let serving =
             endpoint_up && cp_ready * 2 > cp_total && (workers_ready > 0 || workers_total == 0);
-        let provisioned_before =
-            condition(status, "Provisioning").is_some_and(|c| c.status == ConditionStatus::False);
+        let provisioned_before = condition(status, ClusterCondition::Provisioning)
+            .is_some_and(|c| c.status == ConditionStatus::False);
         let (reason, message, warning) = match blocked {
-            Some(Blocked::Waiting(reason, message)) => (*reason, message.clone(), false),
+            Some(Blocked::Waiting(wait, message)) => (wait.as_str(), message.clone(), false),
             Some(Blocked::Cloud(e)) => (
                 e.reason(),
                 e.to_string(),
@@ -1097,25 +1149,30 @@ impl Lifecycle {
         let impaired = status
             .nodes
             .iter()
-            .find(|n| n.state == "impaired")
+            .find(|n| n.state == NodeState::Impaired)
             .map(|n| n.zone.clone());
         let scaling = matches!(
             blocked,
-            Some(Blocked::Waiting("LaunchingNodes" | "WaitingForNodes", _))
+            Some(Blocked::Waiting(
+                Wait::LaunchingNodes | Wait::WaitingForNodes,
+                _
+            ))
         ) && cp_ready == cp_total
             && status
                 .nodes
                 .iter()
-                .filter(|n| n.state != "running")
-                .all(|n| n.role == NodeRole::Worker && n.attempt == 0 && n.state != "impaired");
-        let upgrading = matches!(blocked, Some(Blocked::Waiting("Upgrading", _)));
+                .filter(|n| n.state != NodeState::Running)
+                .all(|n| {
+                    n.role == NodeRole::Worker && n.attempt == 0 && n.state != NodeState::Impaired
+                });
+        let upgrading = matches!(blocked, Some(Blocked::Waiting(Wait::Upgrading, _)));
         let nodes_summary = format!(
             "{cp_ready}/{cp_total} control-plane and {workers_ready}/{workers_total} worker nodes running"
         );
-        let was_ready =
-            condition(status, "Ready").is_some_and(|c| c.status == ConditionStatus::True);
-        let was_degraded =
-            condition(status, "Degraded").is_some_and(|c| c.status == ConditionStatus::True);
+        let was_ready = condition(status, ClusterCondition::Ready)
+            .is_some_and(|c| c.status == ConditionStatus::True);
+        let was_degraded = condition(status, ClusterCondition::Degraded)
+            .is_some_and(|c| c.status == ConditionStatus::True);
         // A node whose launches failed the type's number of times in a row, on a cluster
         // that cannot serve without it, has failed: say so, and what to do.
         let exhausted = status.nodes.iter().find_map(|n| {
@@ -1132,32 +1189,33 @@ impl Lifecycle {
                 backoff.last_error,
                 seconds(self.options.retry.cap)
             );
-            if condition(status, "Ready").is_none_or(|c| c.reason != "LaunchFailed") {
+            if condition(status, ClusterCondition::Ready).is_none_or(|c| c.reason != LAUNCH_FAILED)
+            {
                 record_event(status, now, true, "Failed", message.clone());
             }
             if !provisioned_before {
                 set_condition(
                     &mut status.conditions,
-                    "Provisioning",
+                    ClusterCondition::Provisioning,
                     True,
-                    "LaunchFailed",
+                    LAUNCH_FAILED,
                     message.clone(),
                     now,
                 );
             }
             set_condition(
                 &mut status.conditions,
-                "Ready",
+                ClusterCondition::Ready,
                 False,
-                "LaunchFailed",
+                LAUNCH_FAILED,
                 message,
                 now,
             );
-            status.phase = "Failed".into();
+            status.phase = Some(Phase::Failed);
         } else if everything {
             set_condition(
                 &mut status.conditions,
-                "Provisioning",
+                ClusterCondition::Provisioning,
                 False,
                 "Provisioned",
                 "every planned resource exists".into(),
@@ -1165,7 +1223,7 @@ impl Lifecycle {
             );
             set_condition(
                 &mut status.conditions,
-                "Ready",
+                ClusterCondition::Ready,
                 True,
                 "ClusterReady",
                 format!("{nodes_summary}; API at {}", status.endpoint),
@@ -1173,19 +1231,19 @@ impl Lifecycle {
             );
             set_condition(
                 &mut status.conditions,
-                "Degraded",
+                ClusterCondition::Degraded,
                 False,
                 "AllNodesRunning",
                 nodes_summary.clone(),
                 now,
             );
-            status.phase = "Ready".into();
+            status.phase = Some(Phase::Ready);
         } else if provisioned_before && (scaling || upgrading) {
             // New workers right-sizing asked for, or a control-plane node replaced by one of
             // the new version, are on their way: nothing is broken.
             set_condition(
                 &mut status.conditions,
-                "Ready",
+                ClusterCondition::Ready,
                 True,
                 "ClusterReady",
                 format!("serving with {nodes_summary}; {message}"),
@@ -1193,33 +1251,41 @@ impl Lifecycle {
             );
             set_condition(
                 &mut status.conditions,
-                "Degraded",
+                ClusterCondition::Degraded,
                 False,
                 if upgrading { "Upgrading" } else { "Scaling" },
                 message.clone(),
                 now,
             );
-            status.phase = "Ready".into();
+            status.phase = Some(Phase::Ready);
         } else if !provisioned_before {
             let (reason, message) = if reason.is_empty() {
                 ("Provisioning", nodes_summary.clone())
             } else {
                 (reason, message.clone())
             };
-            let step_changed = condition(status, "Provisioning").is_none_or(|c| c.reason != reason);
+            let step_changed = condition(status, ClusterCondition::Provisioning)
+                .is_none_or(|c| c.reason != reason);
             if step_changed && !warning {
                 record_event(status, now, false, reason, message.clone());
             }
             set_condition(
                 &mut status.conditions,
-                "Provisioning",
+                ClusterCondition::Provisioning,
                 True,
                 reason,
                 message.clone(),
                 now,
             );
-            set_condition(&mut status.conditions, "Ready", False, reason, message, now);
-            status.phase = "Provisioning".into();
+            set_condition(
+                &mut status.conditions,
+                ClusterCondition::Ready,
+                False,
+                reason,
+                message,
+                now,
+            );
+            status.phase = Some(Phase::Provisioning);
         } else {
             let (degraded_reason, degraded_message) = match (&impaired, reason) {
                 (Some(zone), _) => (
@@ -1231,7 +1297,7 @@ impl Lifecycle {
             };
             set_condition(
                 &mut status.conditions,
-                "Degraded",
+                ClusterCondition::Degraded,
                 True,
                 degraded_reason,
                 degraded_message.clone(),
@@ -1240,29 +1306,29 @@ impl Lifecycle {
             if serving {
                 set_condition(
                     &mut status.conditions,
-                    "Ready",
+                    ClusterCondition::Ready,
                     True,
                     "ClusterReady",
                     format!("serving with {nodes_summary}"),
                     now,
                 );
-                status.phase = "Degraded".into();
+                status.phase = Some(Phase::Degraded);
             } else {
                 set_condition(
                     &mut status.conditions,
-                    "Ready",
+                    ClusterCondition::Ready,
                     False,
                     "ControlPlaneUnavailable",
                     degraded_message,
                     now,
                 );
-                status.phase = "Unavailable".into();
+                status.phase = Some(Phase::Unavailable);
             }
         }
-        let is_ready =
-            condition(status, "Ready").is_some_and(|c| c.status == ConditionStatus::True);
-        let is_degraded =
-            condition(status, "Degraded").is_some_and(|c| c.status == ConditionStatus::True);
+        let is_ready = condition(status, ClusterCondition::Ready)
+            .is_some_and(|c| c.status == ConditionStatus::True);
+        let is_degraded = condition(status, ClusterCondition::Degraded)
+            .is_some_and(|c| c.status == ConditionStatus::True);
         if is_ready && !was_ready {
             record_event(
                 status,
@@ -1276,7 +1342,7 @@ impl Lifecycle {
             );
         }
         if is_degraded && !was_degraded {
-            let message = condition(status, "Degraded")
+            let message = condition(status, ClusterCondition::Degraded)
                 .map(|c| c.message.clone())
                 .unwrap_or_default();
             record_event(status, now, true, "Degraded", message);
@@ -1289,7 +1355,7 @@ impl Lifecycle {
         }
         match blocked {
             None if everything => Next::After(self.options.health_check),
-            Some(Blocked::Waiting("ReplacingNode", _)) => Next::After(Duration::ZERO),
+            Some(Blocked::Waiting(Wait::ReplacingNode, _)) => Next::After(Duration::ZERO),
             _ => Next::After(self.options.poll),
         }
     }
@@ -1327,10 +1393,10 @@ impl Lifecycle {
             }
             Err(blocked) => {
                 let (reason, message) = match blocked {
-                    Blocked::Waiting(reason, message) => (reason, message),
+                    Blocked::Waiting(wait, message) => (wait.as_str(), message),
                     Blocked::Cloud(e) => (e.reason(), e.to_string()),
                 };
-                if status.phase != "Deleting" {
+                if status.phase != Some(Phase::Deleting) {
                     record_event(
                         &mut status,
                         now,
@@ -1339,10 +1405,10 @@ impl Lifecycle {
                         "deleting every cloud resource of the cluster".into(),
                     );
                 }
-                status.phase = "Deleting".into();
+                status.phase = Some(Phase::Deleting);
                 set_condition(
                     &mut status.conditions,
-                    "Deleting",
+                    ClusterCondition::Deleting,
                     ConditionStatus::True,
                     reason,
                     message,
@@ -1350,7 +1416,7 @@ impl Lifecycle {
                 );
                 set_condition(
                     &mut status.conditions,
-                    "Ready",
+                    ClusterCondition::Ready,
                     ConditionStatus::False,
                     "Deleting",
                     "the cluster is being deleted".into(),
@@ -1389,7 +1455,7 @@ impl Lifecycle {
         }
         if left > 0 {
             return Err(Blocked::Waiting(
-                "TerminatingInstances",
+                Wait::TerminatingInstances,
                 format!("waiting for {left} instance(s) and the API endpoint to go"),
             ));
         }
@@ -1419,7 +1485,7 @@ impl Lifecycle {
             }
             if !of_kind.is_empty() {
                 return Err(Blocked::Waiting(
-                    "DeletingNetwork",
+                    Wait::DeletingNetwork,
                     format!("deleting the network's {kind}s"),
                 ));
             }
@@ -1443,7 +1509,7 @@ impl Lifecycle {
             .await;
         let page = listed.map_err(|e| {
             Blocked::Waiting(
-                "WaitingForStore",
+                Wait::WaitingForStore,
                 format!("cannot list the project's clusters: {e}"),
             )
         })?;
@@ -1476,7 +1542,7 @@ fn bump_attempt(status: &mut ClusterStatus, slot: &Slot, launch_backoff: Option<
             zone: slot.zone.clone(),
             instance_type: slot.instance_type.clone(),
             instance_id: String::new(),
-            state: String::new(),
+            state: NodeState::Absent,
             attempt: slot.attempt + 1,
             kubernetes_version: String::new(),
             launch_backoff,

@@ -19,7 +19,9 @@ use dialtone_policy::Level;
 use dialtone_policy::projection::{changes, namespace_name, project};
 use dialtone_store::registry::{Registry, RegistryError};
 use dialtone_types::kinds::CLUSTER;
-use dialtone_types::{Cluster, ClusterStatus, ConditionStatus, Object, ResourcePath};
+use dialtone_types::{
+    Cluster, ClusterCondition, ClusterStatus, ConditionStatus, Object, ResourcePath,
+};
 
 use crate::access::{AccessIndex, DirtyCluster};
 use crate::cluster::{record_event, set_condition};
@@ -44,9 +46,6 @@ const RETRY: Backoff = Backoff {
     base: Duration::from_millis(500),
     cap: Duration::from_secs(30),
 };
-
-/// The cluster condition that says whether its RBAC matches the access policies.
-const CONDITION: &str = "AccessProjected";
 
 /// What a pass tells the cluster's status.
 struct Report {
@@ -137,7 +136,7 @@ impl Projection {
             let now = (self.clock)();
             set_condition(
                 &mut object.status.conditions,
-                CONDITION,
+                ClusterCondition::AccessProjected,
                 status,
                 reason,
                 message.clone(),

@@ -106,7 +106,7 @@ fn new_slot(status: &mut ClusterStatus, instance_type: &str, zone: &str) -> Clus
         zone: zone.to_string(),
         instance_type: instance_type.to_string(),
         instance_id: String::new(),
-        state: "absent".into(),
+        state: dialtone_types::NodeState::Absent,
         attempt: 0,
         kubernetes_version: String::new(),
         launch_backoff: None,

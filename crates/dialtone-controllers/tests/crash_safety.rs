@@ -341,7 +341,7 @@ impl World {
             let mut settled = true;
             for path in &self.clusters {
                 match self.registry.get::<Cluster>(path).await {
-                    Ok(cluster) if cluster.status.phase == "Ready" => {}
+                    Ok(cluster) if cluster.status.phase == Some(dialtone_types::Phase::Ready) => {}
                     Err(_) => {}
                     Ok(_) => settled = false,
                 }

@@ -14,6 +14,7 @@ use dialtone_types::{
     ApiError, Cluster, ClusterType, Condition, ConditionStatus, FieldErrors, Folder, Group,
     Identity, Kind, Namespace, Object, Org, Project, ResourcePath,
 };
+use dialtone_types::{ClusterCondition, Phase};
 
 use crate::App;
 use crate::error::HttpResult;
@@ -267,9 +268,9 @@ impl Admission for Cluster {
         let now = (app.clock)();
         object.status = ClusterStatus {
             observed_generation: 1,
-            phase: "Provisioning".into(),
+            phase: Some(Phase::Provisioning),
             conditions: vec![Condition {
-                type_: "Provisioning".into(),
+                type_: ClusterCondition::Provisioning.as_str().into(),
                 status: ConditionStatus::True,
                 reason: "Planned".into(),
                 message: "planned; provisioning starts shortly".into(),

@@ -16,7 +16,7 @@ use axum::response::Response;
 use dialtone_simkube::{Authenticator, UserInfo};
 use dialtone_store::registry::Registry;
 use dialtone_types::kinds::CLUSTER;
-use dialtone_types::{ApiError, Cluster, ClusterStatus, Object, Reason};
+use dialtone_types::{ApiError, Cluster, ClusterStatus, Object, Phase, Reason};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +106,7 @@ pub async fn create_credentials(
                 Reason::Conflict,
                 format!(
                     "{path} does not serve its Kubernetes API yet (phase {}); try again when it is Ready",
-                    if cluster.status.phase.is_empty() { "Provisioning" } else { &cluster.status.phase }
+                    cluster.status.phase.unwrap_or(Phase::Provisioning)
                 ),
             )
         })?;

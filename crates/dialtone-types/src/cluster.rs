@@ -171,6 +171,114 @@ pub fn parse_address_pool(text: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
+/// Where a cluster is in its life, in one word for lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Its resources are being created; it has not been Ready yet.
+    Provisioning,
+    /// Serving, with every planned node running (or being added or upgraded).
+    Ready,
+    /// Serving, with nodes missing or broken.
+    Degraded,
+    /// Was Ready, and no longer serves: too few control-plane nodes, or no endpoint.
+    Unavailable,
+    /// A node failed to launch the type's number of times in a row; it needs a person.
+    Failed,
+    Deleting,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Provisioning,
+        Phase::Ready,
+        Phase::Degraded,
+        Phase::Unavailable,
+        Phase::Failed,
+        Phase::Deleting,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Degraded => "Degraded",
+            Phase::Unavailable => "Unavailable",
+            Phase::Failed => "Failed",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A cluster's condition types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClusterCondition {
+    /// Whether the cluster serves its users.
+    Ready,
+    /// True until every planned resource has existed once.
+    Provisioning,
+    /// Whether it serves with something missing or broken.
+    Degraded,
+    /// Set while its cloud resources are deleted.
+    Deleting,
+    /// Whether its RBAC matches its access policies.
+    AccessProjected,
+}
+
+impl ClusterCondition {
+    /// The wire name, the condition's `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterCondition::Ready => "Ready",
+            ClusterCondition::Provisioning => "Provisioning",
+            ClusterCondition::Degraded => "Degraded",
+            ClusterCondition::Deleting => "Deleting",
+            ClusterCondition::AccessProjected => "AccessProjected",
+        }
+    }
+}
+
+/// The state of the instance that fills a node slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeState {
+    /// No instance yet (or it is gone and not yet replaced).
+    #[default]
+    Absent,
+    Pending,
+    Running,
+    /// Running in a zone that is down.
+    Impaired,
+    Deleting,
+    Terminated,
+}
+
+impl NodeState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Absent => "absent",
+            NodeState::Pending => "pending",
+            NodeState::Running => "running",
+            NodeState::Impaired => "impaired",
+            NodeState::Deleting => "deleting",
+            NodeState::Terminated => "terminated",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the control plane reports about a cluster.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -181,9 +289,9 @@ pub struct ClusterStatus {
     /// `Ready`, `Provisioning`, `Degraded` and `Deleting`, with reasons to act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// One word for lists: `Provisioning`, `Ready`, `Degraded`, `Failed` or `Deleting`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub phase: String,
+    /// One word for lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
     /// The Kubernetes API endpoint, once its load balancer exists.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endpoint: String,
@@ -280,9 +388,9 @@ pub struct ClusterNode {
     /// The provider's instance id, once launched.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub instance_id: String,
-    /// The instance's state: `pending`, `running`, `impaired`, …
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub state: String,
+    /// The instance's state.
+    #[serde(default)]
+    pub state: NodeState,
     /// How many instances this slot has had; a replacement gets the next number, so that
     /// its idempotency token differs from the one it replaces.
     #[serde(default)]

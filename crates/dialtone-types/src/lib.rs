@@ -19,7 +19,7 @@ pub mod selector;
 pub mod validation;
 
 pub use api::{ApiError, Reason, Status, StatusCause};
-pub use cluster::{Cluster, ClusterStatus, ClusterType};
+pub use cluster::{Cluster, ClusterCondition, ClusterStatus, ClusterType, NodeState, Phase};
 pub use kinds::{Folder, Group, Identity, KINDS, Kind, KindInfo, Namespace, Org, Project};
 pub use meta::{
     API_VERSION, Condition, ConditionStatus, List, ListMeta, Object, ObjectMeta, ObjectStatus,
