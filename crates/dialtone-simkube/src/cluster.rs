@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::decode::{FieldValidation, Typed, Undecodable};
-use crate::rbac::{self, Decision, RbacSource, UserInfo};
+use crate::rbac::{self, Decision, RbacIndex, RbacSource, UserInfo};
 use crate::resources::{self, RESOURCES, ResourceType};
 use crate::selectors::Selector;
 use crate::status::{KubeError, KubeResult, json_response, qualified};
@@ -33,6 +33,8 @@ pub struct ClusterApi {
     pub objects: Objects,
     /// Wakes the cluster's controllers (scheduler, deployments, nodes).
     pub wake: Notify,
+    /// The RBAC index and the count of RBAC changes it was built at.
+    rbac: std::sync::RwLock<Option<(u64, Arc<RbacIndex>)>>,
 }
 
 impl RbacSource for Objects {
@@ -41,6 +43,9 @@ impl RbacSource for Objects {
     }
     fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding> {
         decode_all(self.list("rolebindings", Some(namespace)).0)
+    }
+    fn all_role_bindings(&self) -> Vec<RoleBinding> {
+        decode_all(self.list("rolebindings", None).0)
     }
     fn cluster_role(&self, name: &str) -> Option<ClusterRole> {
         self.get(&key("clusterroles", "", name))
@@ -314,6 +319,7 @@ impl ClusterApi {
                 version: std::sync::RwLock::new(version.to_string()),
                 objects,
                 wake: Notify::new(),
+                rbac: Default::default(),
             });
         }
         Ok(Self::seeded(uid, version, objects))
@@ -325,6 +331,7 @@ impl ClusterApi {
             version: std::sync::RwLock::new(version.to_string()),
             objects,
             wake: Notify::new(),
+            rbac: Default::default(),
         };
         for (resource, object) in crate::defaults::objects() {
             let r = resources::by_plural(resource);
@@ -339,7 +346,22 @@ impl ClusterApi {
     }
 
     pub fn authorize(&self, user: &UserInfo, request: &rbac::Request) -> Decision {
-        rbac::authorize(&self.objects, user, request)
+        self.rbac_index().authorize(user, request)
+    }
+
+    /// The index of the cluster's roles and bindings, rebuilt after they change.
+    fn rbac_index(&self) -> Arc<RbacIndex> {
+        let changes = self.objects.rbac_changes();
+        if let Some((built_at, index)) = &*self.rbac.read().unwrap_or_else(|e| e.into_inner())
+            && *built_at == changes
+        {
+            return index.clone();
+        }
+        // Built from objects read after the count: at worst newer than it says, and then
+        // rebuilt once more.
+        let index = Arc::new(RbacIndex::build(&self.objects));
+        *self.rbac.write().unwrap_or_else(|e| e.into_inner()) = Some((changes, index.clone()));
+        index
     }
 
     /// Serves one request from an authenticated user.

@@ -6,6 +6,9 @@
 //! may only be written by someone who holds every rule in it (or may `escalate`), and a
 //! binding only by someone who holds the bound role (or may `bind` it).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -46,6 +49,8 @@ impl Request {
 pub trait RbacSource {
     fn cluster_role_bindings(&self) -> Vec<ClusterRoleBinding>;
     fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding>;
+    /// Every namespace's RoleBindings, by namespace and name.
+    fn all_role_bindings(&self) -> Vec<RoleBinding>;
     fn cluster_role(&self, name: &str) -> Option<ClusterRole>;
     fn role(&self, namespace: &str, name: &str) -> Option<Role>;
 }
@@ -69,6 +74,14 @@ impl RbacSource for Listed {
             .filter(|b| b.metadata.namespace.as_deref() == Some(namespace))
             .cloned()
             .collect()
+    }
+    fn all_role_bindings(&self) -> Vec<RoleBinding> {
+        let mut all = self.role_bindings.clone();
+        all.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        all
     }
     fn cluster_role(&self, name: &str) -> Option<ClusterRole> {
         self.cluster_roles
@@ -253,6 +266,155 @@ pub fn authorize(source: &dyn RbacSource, user: &UserInfo, request: &Request) ->
     }
 }
 
+/// The authorizer's bindings indexed by subject, as upstream's authorizer resolves them:
+/// built once per change of the cluster's RBAC objects, so that a request looks up its
+/// user's and groups' grants instead of decoding and scanning every binding.
+#[derive(Debug, Default)]
+pub struct RbacIndex {
+    by_user: HashMap<String, Vec<Grant>>,
+    by_group: HashMap<String, Vec<Grant>>,
+}
+
+/// What one subject of one binding grants.
+#[derive(Debug)]
+struct Grant {
+    /// (binding, subject) in the order the scan meets them, so that the decision names
+    /// the same binding and subject as [`authorize`].
+    order: (usize, usize),
+    /// The RoleBinding's namespace; `None` for a ClusterRoleBinding, which grants everywhere.
+    namespace: Option<String>,
+    rules: Arc<[PolicyRule]>,
+    /// The binding, for the decision's reason, without the subject.
+    binding: Arc<str>,
+    subject: String,
+}
+
+impl RbacIndex {
+    pub fn build(source: &dyn RbacSource) -> Self {
+        let mut index = RbacIndex::default();
+        let mut order = 0;
+        for binding in source.cluster_role_bindings() {
+            order += 1;
+            if binding.role_ref.kind != "ClusterRole" {
+                continue;
+            }
+            let Some(role) = source.cluster_role(&binding.role_ref.name) else {
+                continue;
+            };
+            let name = binding.metadata.name.clone().unwrap_or_default();
+            let why: Arc<str> = format!(
+                "ClusterRoleBinding \"{name}\" of ClusterRole \"{}\"",
+                binding.role_ref.name
+            )
+            .into();
+            let rules: Arc<[PolicyRule]> = role.rules.unwrap_or_default().into();
+            index.add(&binding.subjects, "", order, None, &rules, &why);
+        }
+        for binding in source.all_role_bindings() {
+            order += 1;
+            let namespace = binding.metadata.namespace.clone().unwrap_or_default();
+            let rules = match binding.role_ref.kind.as_str() {
+                "ClusterRole" => source
+                    .cluster_role(&binding.role_ref.name)
+                    .and_then(|r| r.rules),
+                "Role" => source
+                    .role(&namespace, &binding.role_ref.name)
+                    .and_then(|r| r.rules),
+                _ => None,
+            };
+            let name = binding.metadata.name.clone().unwrap_or_default();
+            let why: Arc<str> = format!(
+                "RoleBinding \"{name}/{namespace}\" of {} \"{}\"",
+                binding.role_ref.kind, binding.role_ref.name
+            )
+            .into();
+            let rules: Arc<[PolicyRule]> = rules.unwrap_or_default().into();
+            index.add(
+                &binding.subjects,
+                &namespace,
+                order,
+                Some(&namespace),
+                &rules,
+                &why,
+            );
+        }
+        index
+    }
+
+    fn add(
+        &mut self,
+        subjects: &Option<Vec<Subject>>,
+        binding_namespace: &str,
+        order: usize,
+        namespace: Option<&str>,
+        rules: &Arc<[PolicyRule]>,
+        binding: &Arc<str>,
+    ) {
+        for (position, subject) in subjects.iter().flatten().enumerate() {
+            let (map, name) = match subject.kind.as_str() {
+                "User" => (&mut self.by_user, subject.name.clone()),
+                "Group" => (&mut self.by_group, subject.name.clone()),
+                "ServiceAccount" => {
+                    let sa_namespace = subject
+                        .namespace
+                        .as_deref()
+                        .filter(|ns| !ns.is_empty())
+                        .unwrap_or(binding_namespace);
+                    (
+                        &mut self.by_user,
+                        format!("system:serviceaccount:{sa_namespace}:{}", subject.name),
+                    )
+                }
+                _ => continue,
+            };
+            map.entry(name).or_default().push(Grant {
+                order: (order, position),
+                namespace: namespace.map(str::to_string),
+                rules: rules.clone(),
+                binding: binding.clone(),
+                subject: describe_subject(subject),
+            });
+        }
+    }
+
+    /// What [`authorize`] decides over the indexed source, with the same reason.
+    pub fn authorize(&self, user: &UserInfo, request: &Request) -> Decision {
+        let namespace = match request {
+            Request::Resource { namespace, .. } => namespace.as_str(),
+            Request::NonResource { .. } => "",
+        };
+        let grants = self
+            .by_user
+            .get(&user.name)
+            .into_iter()
+            .chain(user.groups.iter().filter_map(|g| self.by_group.get(g)))
+            .flatten()
+            .filter(|grant| match &grant.namespace {
+                None => true,
+                Some(ns) => !namespace.is_empty() && ns == namespace,
+            });
+        let mut first: Option<&Grant> = None;
+        for grant in grants {
+            if first.is_some_and(|f| f.order <= grant.order) {
+                continue;
+            }
+            if grant.rules.iter().any(|rule| rule_allows(rule, request)) {
+                first = Some(grant);
+            }
+        }
+        match first {
+            Some(grant) => Decision {
+                allowed: true,
+                reason: format!("RBAC: allowed by {} to {}", grant.binding, grant.subject),
+            },
+            None => Decision {
+                allowed: false,
+                reason: String::new(),
+            },
+        }
+    }
+}
+
 /// Whether `owner` holds everything `wanted` grants: each atom (one verb, group, resource,
 /// name or URL) of every wanted rule must be in some owner rule; a wanted `*` needs an owner
 /// `*`, as upstream's `Covers` requires.
@@ -372,6 +534,110 @@ mod tests {
             resources: Some(strings(resources)),
             resource_names: (!names.is_empty()).then(|| strings(names)),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_index_decides_as_the_scan_does_for_the_same_reason() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let namespaces = ["", "a", "b"];
+        // Few names, so that a user often matches several subjects of several bindings.
+        let names = ["ann", "ops", "builder"];
+        let rules = [
+            rule(&["get"], &[""], &["pods"], &[]),
+            rule(&["*"], &["*"], &["*"], &[]),
+            rule(&["list", "watch"], &["apps"], &["deployments"], &[]),
+            rule(&["get"], &[""], &["secrets"], &["token"]),
+        ];
+        for _ in 0..200 {
+            let mut source = Listed::default();
+            for (i, rule) in rules.iter().enumerate() {
+                source.cluster_roles.push(ClusterRole {
+                    metadata: ObjectMeta {
+                        name: Some(format!("r{i}")),
+                        ..Default::default()
+                    },
+                    rules: Some(vec![rule.clone()]),
+                    ..Default::default()
+                });
+                source.roles.push(Role {
+                    metadata: ObjectMeta {
+                        name: Some(format!("r{i}")),
+                        namespace: Some("a".into()),
+                        ..Default::default()
+                    },
+                    rules: Some(vec![rule.clone()]),
+                });
+            }
+            let subjects = |rng: &mut rand::rngs::StdRng| {
+                (0..rng.random_range(0..4))
+                    .map(|_| Subject {
+                        kind: ["User", "Group", "ServiceAccount", "Other"][rng.random_range(0..4)]
+                            .into(),
+                        name: names[rng.random_range(0..names.len())].into(),
+                        namespace: Some(namespaces[rng.random_range(0..3)].into()),
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            for i in 0..rng.random_range(0..4) {
+                source.cluster_role_bindings.push(ClusterRoleBinding {
+                    metadata: ObjectMeta {
+                        name: Some(format!("crb{i}")),
+                        ..Default::default()
+                    },
+                    role_ref: RoleRef {
+                        kind: ["ClusterRole", "Role"][rng.random_range(0..2)].into(),
+                        name: format!("r{}", rng.random_range(0..5)),
+                        api_group: "rbac.authorization.k8s.io".into(),
+                    },
+                    subjects: Some(subjects(&mut rng)),
+                });
+            }
+            for i in 0..rng.random_range(0..6) {
+                source.role_bindings.push(RoleBinding {
+                    metadata: ObjectMeta {
+                        name: Some(format!("rb{i}")),
+                        namespace: Some(namespaces[rng.random_range(1..3)].into()),
+                        ..Default::default()
+                    },
+                    role_ref: RoleRef {
+                        kind: ["ClusterRole", "Role"][rng.random_range(0..2)].into(),
+                        name: format!("r{}", rng.random_range(0..5)),
+                        api_group: "rbac.authorization.k8s.io".into(),
+                    },
+                    subjects: Some(subjects(&mut rng)),
+                });
+            }
+            let index = RbacIndex::build(&source);
+            for _ in 0..20 {
+                let user = UserInfo {
+                    name: match rng.random_range(0..3) {
+                        0 => format!(
+                            "system:serviceaccount:{}:{}",
+                            namespaces[rng.random_range(0..3)],
+                            names[rng.random_range(0..names.len())]
+                        ),
+                        _ => names[rng.random_range(0..names.len())].into(),
+                    },
+                    groups: vec![names[rng.random_range(0..names.len())].into()],
+                };
+                let request = Request::Resource {
+                    verb: ["get", "list", "delete"][rng.random_range(0..3)].into(),
+                    namespace: namespaces[rng.random_range(0..3)].into(),
+                    api_group: ["", "apps"][rng.random_range(0..2)].into(),
+                    resource: ["pods", "deployments", "secrets"][rng.random_range(0..3)].into(),
+                    subresource: String::new(),
+                    name: ["", "token"][rng.random_range(0..2)].into(),
+                };
+                assert_eq!(
+                    index.authorize(&user, &request),
+                    authorize(&source, &user, &request),
+                    "{user:?} {request:?} over {source:#?}"
+                );
+            }
         }
     }
 

@@ -62,6 +62,8 @@ pub enum StoreError {
 struct Inner {
     objects: BTreeMap<ObjectKey, Arc<Value>>,
     revision: u64,
+    /// Changes to roles and bindings so far, so that an index of them knows it is stale.
+    rbac_changes: u64,
     log: VecDeque<Arc<Change>>,
 }
 
@@ -73,6 +75,14 @@ pub trait Journal: Send + Sync {
 }
 
 pub type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+/// The resources the RBAC authorizer reads.
+const RBAC_RESOURCES: [&str; 4] = [
+    "clusterroles",
+    "clusterrolebindings",
+    "roles",
+    "rolebindings",
+];
 
 /// The journal's key of the cluster's revision counter.
 const REVISION_KEY: &str = "~revision";
@@ -96,6 +106,7 @@ impl Default for Objects {
             inner: Mutex::new(Inner {
                 objects: BTreeMap::new(),
                 revision: 1,
+                rbac_changes: 0,
                 log: VecDeque::new(),
             }),
             changes: broadcast::channel(4096).0,
@@ -177,6 +188,12 @@ impl Objects {
         self.lock().revision
     }
 
+    /// How many times a role or a binding changed: an index of them built at one count is
+    /// current while the count stays.
+    pub fn rbac_changes(&self) -> u64 {
+        self.lock().rbac_changes
+    }
+
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
         self.lock().objects.get(key).cloned()
     }
@@ -220,6 +237,9 @@ impl Objects {
                     Some(inner.revision.to_be_bytes().to_vec()),
                 ),
             ]));
+        }
+        if RBAC_RESOURCES.contains(&key.resource) {
+            inner.rbac_changes += 1;
         }
         let change = Arc::new(Change {
             revision: inner.revision,
