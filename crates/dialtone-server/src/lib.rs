@@ -75,6 +75,8 @@ pub struct App {
     pub kube: kube_access::SharedKube,
     /// The background tasks, for `/readyz?verbose` and `/metrics`.
     pub tasks: Arc<Supervisor>,
+    /// Every cluster as last seen, shared with the controllers.
+    pub clusters: Arc<Informer>,
     /// Seals and opens lists' continue tokens.
     pub continue_tokens: Arc<paging::ContinueTokens>,
 }
@@ -135,6 +137,7 @@ async fn serve_metrics(
     app.metrics.record_tasks(&app.tasks.statuses());
     // Reading the statuses brings the controllers' queue depths up to date.
     app.tasks.controllers().statuses();
+    app.metrics.record_clusters(&app.clusters);
     Ok((
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.encode(),
@@ -494,6 +497,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     // One informer of clusters, shared by admission's network index and the lifecycle.
     let clusters = Informer::load(&registry, &CLUSTER).await?;
     let networks = NetworkIndex::follow(&clusters);
+    metrics.time_clusters_to_ready(&clusters);
     let kube_listener = Arc::new(
         tokio::net::TcpListener::bind(options.kube_listen)
             .await
@@ -546,6 +550,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         networks,
         kube: Some(kube.clone()),
         tasks: tasks.clone(),
+        clusters: clusters.clone(),
         continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
     };
     let lifecycle = Lifecycle::new(

@@ -15,6 +15,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use dialtone_controllers::runtime::{Informer, Notice};
+use dialtone_store::registry::RawObject;
+use dialtone_types::{ClusterCondition, Phase};
+
 use crate::App;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +45,11 @@ struct TaskLabels {
     task: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -54,6 +63,8 @@ pub struct Metrics {
     watches: Gauge<i64, std::sync::atomic::AtomicI64>,
     task_running: Family<TaskLabels, Gauge>,
     task_restarts: Family<TaskLabels, Counter>,
+    clusters: Family<PhaseLabels, Gauge>,
+    time_to_ready: Histogram,
 }
 
 impl Metrics {
@@ -99,8 +110,23 @@ impl Metrics {
             "Times a background task ended or panicked and was started again",
             task_restarts.clone(),
         );
+        let clusters = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "clusters",
+            "Clusters by phase (`none` before the lifecycle's first pass)",
+            clusters.clone(),
+        );
+        // 1 s to about 4.5 h.
+        let time_to_ready = Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        registry.register(
+            "cluster_time_to_ready_seconds",
+            "From a cluster's creation to its first Ready, as this server saw it happen",
+            time_to_ready.clone(),
+        );
         Metrics {
             registry,
+            clusters,
+            time_to_ready,
             requests,
             request_seconds,
             store_seconds,
@@ -136,6 +162,58 @@ impl Metrics {
             let restarts = self.task_restarts.get_or_create(&labels);
             restarts.inc_by(u64::from(task.restarts).saturating_sub(restarts.get()));
         }
+    }
+
+    /// Counts the clusters by phase, from the informer's cache, before a scrape.
+    pub fn record_clusters(&self, clusters: &Informer) {
+        let mut counts: std::collections::HashMap<&str, i64> =
+            Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
+        let objects = clusters.objects();
+        for cluster in &objects {
+            let phase = cluster.status["phase"].as_str().unwrap_or("none");
+            *counts.entry(phase).or_default() += 1;
+        }
+        for (phase, count) in counts {
+            self.clusters
+                .get_or_create(&PhaseLabels {
+                    phase: phase.to_string(),
+                })
+                .set(count);
+        }
+    }
+
+    /// Times each cluster from its creation to the end of its provisioning (its first
+    /// Ready), as the cluster informer sees the change.
+    pub fn time_clusters_to_ready(self: &Arc<Self>, clusters: &Informer) {
+        let metrics = self.clone();
+        clusters.subscribe(move |notice| {
+            let Notice::Applied {
+                old: Some(old),
+                new,
+                ..
+            } = notice
+            else {
+                return;
+            };
+            let provisioning = |raw: &RawObject| {
+                raw.status["conditions"]
+                    .as_array()
+                    .is_some_and(|conditions| {
+                        conditions.iter().any(|c| {
+                            c["type"] == ClusterCondition::Provisioning.as_str()
+                                && c["status"] == "True"
+                        })
+                    })
+            };
+            if provisioning(old)
+                && !provisioning(new)
+                && new.status["phase"] == Phase::Ready.as_str()
+                && let Some(created) = new.metadata.creation_timestamp
+            {
+                let took = jiff::Timestamp::now().duration_since(created);
+                metrics.time_to_ready.observe(took.as_secs_f64().max(0.0));
+            }
+        });
     }
 
     pub fn encode(&self) -> String {

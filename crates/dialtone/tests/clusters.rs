@@ -533,6 +533,12 @@ async fn background_tasks_that_panic_are_restarted_and_reported() {
         .unwrap_or_else(|| panic!("no lifecycle passes counted:\n{metrics}"));
     assert!(passes >= 2, "a cluster made Ready took {passes} passes");
     assert!(
+        metrics.contains(r#"dialtone_clusters{phase="Ready"} 1"#)
+            && metrics.contains(r#"dialtone_clusters{phase="Provisioning"} 0"#)
+            && metrics.contains("dialtone_cluster_time_to_ready_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains(r#"dialtone_controller_failures_total{controller="cluster-lifecycle"} "#)
             && metrics.contains(
                 r#"dialtone_controller_queue_depth{controller="cluster-lifecycle",state="waiting"}"#
