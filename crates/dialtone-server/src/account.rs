@@ -104,7 +104,10 @@ pub async fn revoke_token(
     let (Some(org_uid), Some(_)) = (org_uid, token) else {
         return Err(ApiError::not_found(missing).into());
     };
-    if !app.registry.delete_token(&org_uid, &id).await? {
+    let deleted = app.registry.delete_token(&org_uid, &id).await?;
+    // At once on this server; other servers forget it when they see the delete.
+    app.tokens.forget(&id);
+    if !deleted {
         return Err(ApiError::not_found(missing).into());
     }
     Ok(success(format!("token {id} revoked")))

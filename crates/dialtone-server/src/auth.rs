@@ -117,7 +117,7 @@ pub fn enforce(decision: Decision, missing: impl std::fmt::Display) -> Result<()
 const DEFAULT_TTL: SignedDuration = SignedDuration::from_hours(90 * 24);
 const MAX_TTL_SECONDS: u64 = 400 * 24 * 3600;
 
-fn hash_secret(secret: &str) -> String {
+pub(crate) fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -188,7 +188,7 @@ fn unauthorized(message: &str) -> HttpError {
 }
 
 /// The id and secret of a well-formed token.
-fn token_parts(token: &str) -> Option<(&str, &str)> {
+pub(crate) fn token_parts(token: &str) -> Option<(&str, &str)> {
     token
         .strip_prefix("dt_")
         .and_then(|rest| rest.split_once('_'))
@@ -241,18 +241,21 @@ pub async fn authenticate(app: &App, header_value: Option<&str>) -> Result<Princ
         return Err(unauthorized("malformed token"));
     }
     let invalid = || unauthorized("invalid, expired or revoked token");
-    let LiveToken { token, identity } = verify_token(&app.registry, token, (app.clock)())
+    let live = app
+        .tokens
+        .verify(&app.registry, token, (app.clock)())
         .await?
         .ok_or_else(invalid)?;
+    let LiveToken { token, identity } = &*live;
     // A cluster credential opens its cluster, not Dialtone's API.
     if !token.info.cluster_uid.is_empty() {
         return Err(invalid());
     }
     Ok(Principal {
-        org: token.info.org,
-        identity: token.info.identity,
-        org_uid: token.info.org_uid,
-        identity_uid: token.info.identity_uid,
+        org: token.info.org.clone(),
+        identity: token.info.identity.clone(),
+        org_uid: token.info.org_uid.clone(),
+        identity_uid: token.info.identity_uid.clone(),
         platform_admin: identity.spec.platform_admin,
     })
 }

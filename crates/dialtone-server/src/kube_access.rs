@@ -21,12 +21,14 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::App;
-use crate::auth::{Part, Principal, Target, Verb, enforce, mint_token, verify_token};
+use crate::auth::{Part, Principal, Target, Verb, enforce, mint_token};
 use crate::error::HttpResult;
 use crate::resources::{object_path, to_json};
+use crate::token_cache::VerifiedTokens;
 
 pub struct TokenAuthenticator {
     pub registry: Registry,
+    pub tokens: Arc<VerifiedTokens>,
     pub clock: fn() -> Timestamp,
 }
 
@@ -34,15 +36,17 @@ pub struct TokenAuthenticator {
 impl Authenticator for TokenAuthenticator {
     async fn authenticate(&self, cluster_uid: &str, token: &str) -> Option<UserInfo> {
         // A deleted identity's credentials die with it (`verify_token` checks its uid).
-        let stored = verify_token(&self.registry, token, (self.clock)())
+        let live = self
+            .tokens
+            .verify(&self.registry, token, (self.clock)())
             .await
-            .ok()??
-            .token;
+            .ok()??;
+        let stored = &live.token;
         if stored.info.cluster_uid != cluster_uid {
             return None;
         }
         Some(UserInfo {
-            name: stored.info.identity,
+            name: stored.info.identity.clone(),
             // What the holder may do is in the RBAC the access policies are cast into,
             // which names identities: groups are expanded there.
             groups: vec![

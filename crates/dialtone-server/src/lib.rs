@@ -23,6 +23,7 @@ pub mod paging;
 pub mod resources;
 pub mod sim_api;
 pub mod tls;
+pub mod token_cache;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +78,8 @@ pub struct App {
     pub tasks: Arc<Supervisor>,
     /// Every cluster as last seen, shared with the controllers.
     pub clusters: Arc<Informer>,
+    /// Tokens verified before, so that authenticating reads no store.
+    pub tokens: Arc<token_cache::VerifiedTokens>,
     /// Seals and opens lists' continue tokens.
     pub continue_tokens: Arc<paging::ContinueTokens>,
 }
@@ -497,6 +500,11 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     // One informer of clusters, shared by admission's network index and the lifecycle.
     let clusters = Informer::load(&registry, &CLUSTER).await?;
     let networks = NetworkIndex::follow(&clusters);
+    let tokens = Arc::new(token_cache::VerifiedTokens::default());
+    tasks.spawn("verified-tokens", {
+        let (tokens, registry) = (tokens.clone(), registry.clone());
+        move |_| tokens.clone().follow(registry.clone())
+    });
     metrics.time_clusters_to_ready(&clusters);
     let kube_listener = Arc::new(
         tokio::net::TcpListener::bind(options.kube_listen)
@@ -516,6 +524,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         &kube_listener,
         Arc::new(kube_access::TokenAuthenticator {
             registry: registry.clone(),
+            tokens: tokens.clone(),
             clock: now,
         }),
         dialtone_simkube::egress::Egress {
@@ -551,6 +560,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         kube: Some(kube.clone()),
         tasks: tasks.clone(),
         clusters: clusters.clone(),
+        tokens,
         continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
     };
     let lifecycle = Lifecycle::new(

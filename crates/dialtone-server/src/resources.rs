@@ -12,6 +12,7 @@ use axum::response::Response;
 use axum::routing::get;
 use dialtone_store::registry::{Change, ChangeKind, Deletion, ListOptions, RawObject, Registry};
 use dialtone_store::{KeyRange, StoreError};
+use dialtone_types::kinds::{IDENTITY, ORG};
 use dialtone_types::validation::is_dns1123_label;
 use dialtone_types::{
     ApiError, Kind, KindInfo, LabelSelector, List, ListMeta, Object, Reason, ResourcePath,
@@ -230,7 +231,9 @@ async fn replace<K: Admission>(
 ) -> HttpResult<Response> {
     let mut object = authorized_body::<K>(app, principal, body, Verb::Update)?;
     K::admit_update(app, path, &mut object).await?;
-    match app.registry.update(path, object).await? {
+    let updated = app.registry.update(path, object).await;
+    forget_tokens_held_by(app, K::INFO);
+    match updated? {
         Some(updated) => Ok(to_json(StatusCode::OK, &updated)),
         None => Ok(success(format!(
             "{path} deleted: its last finalizer was removed"
@@ -331,9 +334,20 @@ async fn delete<K: Kind>(
     check_query(&query, &["cascade"])?;
     let cascade = parse_bool(&query, "cascade")?;
     crate::admission::check_deletion_protection(&app, &path, cascade).await?;
-    match app.registry.delete(&path, cascade).await? {
+    let deletion = app.registry.delete(&path, cascade).await;
+    forget_tokens_held_by(&app, K::INFO);
+    match deletion? {
         Deletion::Deleted => Ok(success(format!("{path} deleted"))),
         Deletion::Pending(object) => Ok(to_json(StatusCode::ACCEPTED, &object)),
+    }
+}
+
+/// After a write to an identity or an org (deleting it, or making it a platform admin or
+/// not), this server's verified tokens are forgotten at once, rather than when the watch
+/// brings the change.
+fn forget_tokens_held_by(app: &App, kind: &'static KindInfo) {
+    if std::ptr::eq(kind, &IDENTITY) || std::ptr::eq(kind, &ORG) {
+        app.tokens.forget_all();
     }
 }
 

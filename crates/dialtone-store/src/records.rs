@@ -30,8 +30,16 @@ pub const RETENTION: SignedDuration = SignedDuration::from_hours(90 * 24);
 /// The most operations one transaction carries (etcd allows 128).
 const TXN_OPS: usize = 100;
 
+const TOKENS: &str = "/tokens/";
+
 fn token_key(id: &str) -> String {
-    format!("/tokens/{id}")
+    format!("{TOKENS}{id}")
+}
+
+/// The id of the token stored under `key`, if that is a token's key.
+pub fn token_id_of_key(key: &[u8]) -> Option<String> {
+    key.strip_prefix(TOKENS.as_bytes())
+        .map(|id| String::from_utf8_lossy(id).into_owned())
 }
 
 fn log_prefix(org_uid: &str) -> String {

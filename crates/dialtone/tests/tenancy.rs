@@ -468,3 +468,68 @@ async fn credentials_authenticate_exactly_while_their_identity_lives() {
         }
     }
 }
+
+/// Servers keep verified tokens in memory; a revocation or a deletion through one server
+/// reaches the others through the store's watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_revoked_or_whose_identity_goes_on_one_server_fails_on_every_server() {
+    let etcd = dialtone_testkit::EtcdCluster::start(1).expect("etcd");
+    let store = etcd.url();
+    let a = start_with(&["--store", &store]);
+    let b = start_with(&["--store", &store]);
+    let admin_a = Api::admin(&a);
+    let admin_b = Api::new(&b, &admin_a.token);
+    for identity in ["alice", "bob"] {
+        let (status, body) = admin_a
+            .post(
+                "/v1/orgs/demo/identities",
+                json!({"metadata": {"name": identity}, "spec": {}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let alice = mint(&admin_a, "demo", "alice").await;
+    let bob = mint(&admin_a, "demo", "bob").await;
+    // Both servers have verified both tokens, and keep them.
+    for _ in 0..3 {
+        for token in [&alice, &bob] {
+            assert_eq!(whoami(&admin_a, token).await, 200);
+            assert_eq!(whoami(&admin_b, token).await, 200);
+        }
+    }
+
+    // Revoked through A: refused by A at once, and by B once B's watch brings the delete.
+    let alice_id = alice.split('_').nth(1).unwrap();
+    let (status, body) = admin_a
+        .delete(&format!("/v1/orgs/demo/tokens/{alice_id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(whoami(&admin_a, &alice).await, 401, "refused at once where revoked");
+    let refused_on_b = refused_within(&admin_b, &alice, Duration::from_secs(5)).await;
+
+    // Bob deleted through B: refused by B at once, and by A within the watch's delay.
+    let (status, body) = admin_b.delete("/v1/orgs/demo/identities/bob").await;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    assert_eq!(whoami(&admin_b, &bob).await, 401, "refused at once where deleted");
+    let refused_on_a = refused_within(&admin_a, &bob, Duration::from_secs(5)).await;
+    assert!(
+        refused_on_b < Duration::from_secs(2) && refused_on_a < Duration::from_secs(2),
+        "the other server took {refused_on_b:?} and {refused_on_a:?}"
+    );
+    // The admin's own token, verified by both, still works on both.
+    assert_eq!(admin_a.get("/v1/whoami").await.0, 200);
+    assert_eq!(admin_b.get("/v1/whoami").await.0, 200);
+}
+
+/// How long until `token` is refused, polling; fails past `limit`.
+async fn refused_within(api: &Api, token: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        match whoami(api, token).await {
+            401 => return started.elapsed(),
+            200 => assert!(started.elapsed() < limit, "still accepted after {limit:?}"),
+            other => panic!("whoami answered {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
