@@ -560,3 +560,52 @@ fn compact(shared: &Shared, revision: Revision, head: Revision) -> Result<()> {
         .retain(|(r, _)| *r >= revision);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// More revisions than the in-memory buffer of recent events holds, written by writers
+    /// in parallel (so commits are grouped): the buffer stays bounded, a watch from the
+    /// first revision reads the older ones from the log, and the head is readable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_recent_buffer_stays_bounded_and_a_far_behind_watch_sees_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let first = store.revision().await.unwrap() + 1;
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..(RECENT_REVISIONS / 8 + 100) {
+                        store
+                            .txn(Txn::default().put(format!("/w/{w}/{i}"), "v"))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let held = store.shared.recent.read().unwrap().len();
+        assert!(held <= RECENT_REVISIONS, "{held} recent revisions held");
+
+        let head = store.revision().await.unwrap();
+        let at_head = store.range(&KeyRange::prefix("/w/"), Some(head), 1).await;
+        assert!(at_head.is_ok(), "{at_head:?}");
+
+        let mut watch = store.watch(KeyRange::prefix("/w/"), first).await.unwrap();
+        for expected in first..first + 10 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+                .await
+                .expect("a watch from far behind stalled")
+                .unwrap()
+                .unwrap();
+            assert_eq!(event.kv.mod_revision, expected);
+        }
+    }
+}

@@ -241,3 +241,59 @@ impl Store for EtcdStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_one_or_more_members() {
+        assert_eq!(
+            EtcdStore::parse_url("etcd://a:2379,,b:2379"),
+            Some(vec!["a:2379".to_string(), "b:2379".to_string()])
+        );
+        assert_eq!(EtcdStore::parse_url("etcd://"), None);
+        assert_eq!(EtcdStore::parse_url("http://a:2379"), None);
+    }
+
+    fn io(message: &str) -> etcd_client::Error {
+        etcd_client::Error::IoError(std::io::Error::other(message.to_string()))
+    }
+
+    #[test]
+    fn errors_say_whether_a_member_may_answer_a_retry() {
+        let status = |code| etcd_client::Error::GRpcStatus(tonic::Status::new(code, "x"));
+        for unavailable in [
+            status(tonic::Code::Unavailable),
+            status(tonic::Code::DeadlineExceeded),
+            io("reset"),
+        ] {
+            assert!(
+                matches!(classify(&unavailable), StoreError::Unavailable(_)),
+                "{unavailable}"
+            );
+        }
+        assert!(matches!(
+            classify(&status(tonic::Code::InvalidArgument)),
+            StoreError::Internal(_)
+        ));
+        assert!(matches!(
+            classify(&io(
+                "etcdserver: mvcc: required revision has been compacted"
+            )),
+            StoreError::Compacted { .. }
+        ));
+    }
+
+    #[test]
+    fn only_a_refused_connection_is_surely_unsent() {
+        for unsent in [
+            "Connection refused (os error 111)",
+            "tcp connect error",
+            "connect error: x",
+        ] {
+            assert!(never_sent(&io(unsent)), "{unsent}");
+        }
+        assert!(!never_sent(&io("connection reset by peer")));
+    }
+}

@@ -506,6 +506,129 @@ mod tests {
         );
     }
 
+    async fn registry() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        (dir, Registry::new(store, "us-east-1", Timestamp::now))
+    }
+
+    fn audit(request_id: &str) -> AuditRecord {
+        AuditRecord {
+            time: Timestamp::now(),
+            actor: "ops@acme".into(),
+            method: "POST".into(),
+            path: "/v1/orgs/acme/folders".into(),
+            status: 201,
+            outcome: "success".into(),
+            request_id: request_id.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_org_s_records_are_kept_ninety_days() {
+        let (_dir, registry) = registry().await;
+        let (org, _) = org_with_ops(&registry).await;
+        registry.append_audit(&org, &audit("r1")).await.unwrap();
+        registry
+            .delete(&ResourcePath::org("acme"), true)
+            .await
+            .unwrap();
+        let days = |n: i64| {
+            Timestamp::now()
+                .checked_add(SignedDuration::from_hours(24 * n))
+                .unwrap()
+        };
+        assert_eq!(registry.sweep_records(days(89)).await.unwrap().orgs, 0);
+        assert_eq!(
+            registry
+                .list_audit(&org, 0, None)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(registry.sweep_records(days(91)).await.unwrap().orgs, 1);
+        assert!(
+            registry
+                .list_audit(&org, 0, None)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_is_deleted_only_through_its_own_org() {
+        let (_dir, registry) = registry().await;
+        let (org, ops) = org_with_ops(&registry).await;
+        let later = Timestamp::now()
+            .checked_add(SignedDuration::from_hours(1))
+            .unwrap();
+        registry
+            .put_token(&token("a", &org, &ops, later))
+            .await
+            .unwrap();
+        assert!(!registry.delete_token("another-org", "a").await.unwrap());
+        assert!(registry.get_token("a").await.unwrap().is_some(), "kept");
+        assert!(registry.delete_token(&org, "a").await.unwrap());
+        assert!(registry.get_token("a").await.unwrap().is_none(), "gone");
+        assert!(
+            !registry.delete_token(&org, "a").await.unwrap(),
+            "gone already"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_identity_being_deleted_holds_nothing_live() {
+        let (_dir, registry) = registry().await;
+        org_with_ops(&registry).await;
+        let org = ResourcePath::org("acme");
+        let mut held = Object::new("held", Identity::default());
+        held.metadata.finalizers.push("example.com/hold".into());
+        registry.create(Some(&org), held).await.unwrap();
+        let path = org.child(&IDENTITY, "held");
+        assert!(registry.live_identity(&path).await.unwrap().is_some());
+        registry.delete(&path, false).await.unwrap();
+        assert!(
+            registry.live_identity(&path).await.unwrap().is_none(),
+            "marked for deletion, its org alive"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_pages_in_order_and_refuses_another_log_s_position() {
+        let (_dir, registry) = registry().await;
+        let (org, _) = org_with_ops(&registry).await;
+        for i in 0..5 {
+            registry
+                .append_audit(&org, &audit(&format!("r{i}")))
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut resume = None;
+        loop {
+            let page = registry.list_audit(&org, 2, resume.as_ref()).await.unwrap();
+            seen.extend(page.items.into_iter().map(|r| r.request_id));
+            match page.next {
+                Some(next) => resume = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["r0", "r1", "r2", "r3", "r4"]);
+        let first = registry.list_audit(&org, 2, None).await.unwrap();
+        let elsewhere = registry
+            .list_audit("another-org", 2, first.next.as_ref())
+            .await;
+        assert!(
+            matches!(elsewhere, Err(RegistryError::BadRequest(_))),
+            "{elsewhere:?}"
+        );
+    }
+
     #[tokio::test]
     async fn records_of_the_layout_before_uids_are_filed_under_them() {
         let dir = tempfile::tempdir().unwrap();

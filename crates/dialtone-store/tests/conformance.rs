@@ -11,6 +11,8 @@ use dialtone_testkit::EtcdCluster;
 async fn embedded_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    // The name that metrics and the server's version label it with.
+    assert_eq!(store.backend(), "embedded");
     conformance::run_all(Arc::new(store)).await;
 }
 
@@ -52,6 +54,7 @@ async fn embedded_store_keeps_everything_across_reopen() {
 async fn etcd_store_conforms() {
     let cluster = EtcdCluster::start(3).expect("etcd cluster");
     let store = EtcdStore::connect(&cluster.endpoints()).await.unwrap();
+    assert_eq!(store.backend(), "etcd");
     conformance::run_all(Arc::new(store)).await;
 }
 

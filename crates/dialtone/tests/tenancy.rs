@@ -504,13 +504,21 @@ async fn a_token_revoked_or_whose_identity_goes_on_one_server_fails_on_every_ser
         .delete(&format!("/v1/orgs/demo/tokens/{alice_id}"))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(whoami(&admin_a, &alice).await, 401, "refused at once where revoked");
+    assert_eq!(
+        whoami(&admin_a, &alice).await,
+        401,
+        "refused at once where revoked"
+    );
     let refused_on_b = refused_within(&admin_b, &alice, Duration::from_secs(5)).await;
 
     // Bob deleted through B: refused by B at once, and by A within the watch's delay.
     let (status, body) = admin_b.delete("/v1/orgs/demo/identities/bob").await;
     assert!(status == 200 || status == 202, "{status} {body}");
-    assert_eq!(whoami(&admin_b, &bob).await, 401, "refused at once where deleted");
+    assert_eq!(
+        whoami(&admin_b, &bob).await,
+        401,
+        "refused at once where deleted"
+    );
     let refused_on_a = refused_within(&admin_a, &bob, Duration::from_secs(5)).await;
     assert!(
         refused_on_b < Duration::from_secs(2) && refused_on_a < Duration::from_secs(2),
