@@ -490,8 +490,10 @@ pub async fn compaction_keeps_every_later_revision(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let prefix = "/c/history";
     let range = KeyRange::prefix(format!("{prefix}/").into_bytes());
-    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut seen: Vec<(i64, BTreeMap<Vec<u8>, Vec<u8>>)> = Vec::new();
+    type Contents = BTreeMap<Vec<u8>, Vec<u8>>;
+    let mut model = Contents::new();
+    // What a read at each revision must see.
+    let mut seen: Vec<(i64, Contents)> = Vec::new();
     // A fixed walk: each key is put, overwritten and deleted at different times.
     for step in 0..40u32 {
         let k = key(prefix, step % 3);
@@ -511,8 +513,7 @@ pub async fn compaction_keeps_every_later_revision(store: Arc<dyn Store>) {
     store.compact(compact_at).await.unwrap();
     for (revision, expected) in seen.iter().filter(|(r, _)| *r >= compact_at) {
         let read = store.range(&range, Some(*revision), 0).await.unwrap();
-        let got: BTreeMap<Vec<u8>, Vec<u8>> =
-            read.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let got: Contents = read.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
         assert_eq!(
             &got, expected,
             "at revision {revision}, compacted to {compact_at}"
