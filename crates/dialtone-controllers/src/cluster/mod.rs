@@ -1,0 +1,610 @@
+//! The Smart Cluster lifecycle: network → API endpoint → control plane → workers → Ready,
+//! worker-bound changes, repair of dead instances, and deletion through a finalizer until
+//! nothing of the cluster is left in the cloud.
+//!
+//! Level-triggered and crash-safe: every pass reads the cluster from the store and the
+//! cloud's resources by their tags, and makes one toward the other. Every create carries an
+//! idempotency token derived from the cluster's uid and the resource's part (and, for an
+//! instance, the slot's attempt), so a pass that dies after a create succeeded finds, on the
+//! next pass, the resource it made instead of making another. The controller keeps no state
+//! of its own beyond caches: the clusters' Kubernetes clients.
+//!
+//! Once the cloud holds everything, the pass talks to the cluster itself through
+//! [`dialtone_kube`]: the cluster is Ready only when its API answers and every running
+//! instance has registered as a Ready node. Access inside the cluster is the RBAC
+//! projection controller's (`rbac`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_cloud::{
+    CloudError, CloudResource, CreateRequest, Filter, IngressRule, Provider, ResourceKind,
+    ResourceSpec, ResourceState, Tags,
+};
+use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
+use dialtone_store::registry::{ListOptions, Registry, RegistryError, from_raw};
+use dialtone_types::cluster::{
+    ClusterEvent, ClusterNode, ClusterPlan, ClusterStatus, LaunchBackoff, NodeCount, NodeRole,
+    parse_address_pool,
+};
+use dialtone_types::kinds::{CLUSTER, PROJECT};
+use dialtone_types::{
+    Cluster, ClusterCondition, ClusterType, Condition, ConditionStatus, NodeState, Object, Org,
+    Phase, ResourcePath,
+};
+use jiff::Timestamp;
+
+use crate::runtime::backoff::Backoff;
+use crate::runtime::controller::Controller;
+use crate::runtime::{Informer, Next, Notice, Reconciler, Supervisor};
+use crate::sizing::{self, SizingOptions, worker_index};
+
+/// Holds a cluster until its cloud resources are gone.
+mod provision;
+mod slots;
+mod status;
+mod teardown;
+
+use slots::{
+    Slot, attempt_of, bump_attempt, control_plane_settled, desired_slots, is_going, part_of,
+    subnet_part,
+};
+use status::seconds;
+pub(crate) use status::{record_event, set_condition};
+
+pub const CLUSTER_FINALIZER: &str = "dialtone.dev/cloud-resources";
+pub use dialtone_cloud::tags::{TAG_ATTEMPT, TAG_CLUSTER, TAG_NETWORK, TAG_OWNER, TAG_PART};
+
+const KUBERNETES_API_PORT: u16 = 6443;
+const KUBELET_PORT: u16 = 10250;
+const EVENTS_KEPT: usize = 30;
+/// The reason a node that keeps failing to launch gives, on the event and on `Ready`.
+const LAUNCH_FAILED: &str = "LaunchFailed";
+
+/// What the controller waits for between passes.
+#[derive(Clone, Debug)]
+pub struct LifecycleOptions {
+    /// While something is being created or deleted.
+    pub poll: Duration,
+    /// How often a settled cluster is checked against the cloud, to repair what broke.
+    pub health_check: Duration,
+    pub sizing: SizingOptions,
+    /// Between launches of a node that keeps failing, and between passes that the cloud
+    /// or the cluster's API refuses.
+    pub retry: Backoff,
+}
+
+impl LifecycleOptions {
+    /// Waits that suit a cloud whose latencies are `time_scale` times a real one's.
+    pub fn for_time_scale(time_scale: f64) -> Self {
+        let scaled =
+            |ms: f64, floor: u64| Duration::from_millis(((ms * time_scale) as u64).max(floor));
+        LifecycleOptions {
+            poll: scaled(2_000.0, 20),
+            health_check: scaled(10_000.0, 1_000),
+            // A real cloud's launch failures are retried from 10 s up to 5 min apart.
+            retry: Backoff {
+                base: scaled(10_000.0, 50),
+                cap: scaled(300_000.0, 1_000),
+            },
+            sizing: SizingOptions {
+                // Karpenter's consolidateAfter is commonly set to minutes; five keeps a
+                // node that just came up for a burst from going at once.
+                stabilization: scaled(300_000.0, 0),
+                // Karpenter's default disruption budget.
+                budget_percent: 10,
+                min_saving: 0.1,
+            },
+        }
+    }
+}
+
+/// The lifecycle controller's logic, one cluster at a time.
+pub struct Lifecycle {
+    registry: Registry,
+    provider: Arc<dyn Provider>,
+    options: LifecycleOptions,
+    clock: fn() -> Timestamp,
+    /// Dialtone's clients into clusters; without them the lifecycle stops at the cloud.
+    kube: Option<Arc<dialtone_kube::Clients>>,
+    /// Passes in a row that the cloud or the cluster's API refused, by cluster: the next
+    /// pass backs off by them. A cluster's count goes with it.
+    refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
+}
+
+/// What a pass waits for, when it stops short of the plan; each is the reason on the
+/// conditions it sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    CreatingNetwork,
+    CreatingEndpoint,
+    LaunchingNodes,
+    WaitingForNodes,
+    WaitingForApi,
+    WaitingForAccess,
+    WaitingForCloud,
+    WaitingForStore,
+    Upgrading,
+    ReplacingNode,
+    BackingOff,
+    TerminatingInstances,
+    DeletingNetwork,
+}
+
+impl Wait {
+    /// The wire name.
+    fn as_str(self) -> &'static str {
+        match self {
+            Wait::CreatingNetwork => "CreatingNetwork",
+            Wait::CreatingEndpoint => "CreatingEndpoint",
+            Wait::LaunchingNodes => "LaunchingNodes",
+            Wait::WaitingForNodes => "WaitingForNodes",
+            Wait::WaitingForApi => "WaitingForAPI",
+            Wait::WaitingForAccess => "WaitingForAccess",
+            Wait::WaitingForCloud => "WaitingForCloud",
+            Wait::WaitingForStore => "WaitingForStore",
+            Wait::Upgrading => "Upgrading",
+            Wait::ReplacingNode => "ReplacingNode",
+            Wait::BackingOff => "BackingOff",
+            Wait::TerminatingInstances => "TerminatingInstances",
+            Wait::DeletingNetwork => "DeletingNetwork",
+        }
+    }
+}
+
+/// Why a pass stopped before the cluster was in its planned state.
+#[derive(Debug)]
+enum Blocked {
+    /// Waiting for the cloud or the cluster: why, and a message for the conditions.
+    Waiting(Wait, String),
+    Cloud(CloudError),
+}
+
+impl From<CloudError> for Blocked {
+    fn from(e: CloudError) -> Self {
+        Blocked::Cloud(e)
+    }
+}
+
+type Pass<T = ()> = Result<T, Blocked>;
+
+/// The network a cluster lives in: its own, or its project's shared one in the region.
+pub fn network_key(path: &ResourcePath, uid: &str, plan: &ClusterPlan) -> String {
+    if plan.network.shared_vpc {
+        let project = path.parent().map(|p| p.to_string()).unwrap_or_default();
+        format!("{project}@{}", plan.region)
+    } else {
+        uid.to_string()
+    }
+}
+
+fn next_worker(status: &ClusterStatus) -> u32 {
+    status.sizing.as_ref().map_or(0, |s| s.next_worker)
+}
+
+impl Lifecycle {
+    pub fn new(
+        registry: Registry,
+        provider: Arc<dyn Provider>,
+        options: LifecycleOptions,
+        clock: fn() -> Timestamp,
+    ) -> Self {
+        Lifecycle {
+            registry,
+            provider,
+            options,
+            clock,
+            kube: None,
+            refused: Default::default(),
+        }
+    }
+
+    /// Checks and bootstraps clusters through their Kubernetes API as well.
+    pub fn with_kube(mut self, clients: Arc<dialtone_kube::Clients>) -> Self {
+        self.kube = Some(clients);
+        self
+    }
+
+    /// Asks the cluster's API whether every running instance is a Ready node.
+    async fn check_api(&self, uid: &str, resources: &[CloudResource]) -> Pass {
+        let Some(clients) = &self.kube else {
+            return Ok(());
+        };
+        let waiting = |reason, message: String| Err(Blocked::Waiting(reason, message));
+        let client = match clients.client(uid) {
+            Ok(client) => client,
+            Err(e) => return waiting(Wait::WaitingForApi, e.to_string()),
+        };
+        let health = match dialtone_kube::node_health(&client).await {
+            Ok(health) => health,
+            Err(e) => {
+                return waiting(
+                    Wait::WaitingForApi,
+                    format!("the Kubernetes API does not answer: {e}"),
+                );
+            }
+        };
+        let running = resources
+            .iter()
+            .filter(|r| {
+                r.spec.kind() == ResourceKind::Instance && r.state == ResourceState::Available
+            })
+            .count();
+        if health.ready < running {
+            return waiting(
+                Wait::WaitingForNodes,
+                format!(
+                    "{} of {running} running instances are Ready nodes",
+                    health.ready
+                ),
+            );
+        }
+        // Ready means ready for its users: their access is in the cluster's RBAC.
+        match dialtone_kube::access::projected(&client).await {
+            Ok(true) => Ok(()),
+            Ok(false) => waiting(
+                Wait::WaitingForAccess,
+                "the access policies are not cast into the cluster's RBAC yet".into(),
+            ),
+            Err(e) => waiting(
+                Wait::WaitingForApi,
+                format!("the Kubernetes API does not answer: {e}"),
+            ),
+        }
+    }
+
+    /// Right-sizes a settled cluster through its API; whether work is under way.
+    async fn right_size(
+        &self,
+        uid: &str,
+        plan: &ClusterPlan,
+        status: &mut ClusterStatus,
+        now: Timestamp,
+    ) -> bool {
+        let Some(clients) = &self.kube else {
+            return false;
+        };
+        let client = match clients.client(uid) {
+            Ok(client) => client,
+            Err(_) => return false,
+        };
+        let catalog = self.provider.catalog();
+        match sizing::pass(&client, plan, catalog, &self.options.sizing, status, now).await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::debug!(cluster = uid, error = %e, "right-sizing stopped");
+                true
+            }
+        }
+    }
+
+    /// Moves the cluster at `path` one pass toward its plan (or, being deleted, toward
+    /// nothing) and records what it saw in its status.
+    pub async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
+        let mut cluster: Object<Cluster, ClusterStatus> = match self.registry.get(path).await {
+            Ok(c) => c,
+            Err(RegistryError::NotFound(_)) => {
+                self.back_off(path, false, Next::Done);
+                return Ok(Next::Done);
+            }
+            Err(e) => return Err(e),
+        };
+        if cluster.metadata.deletion_timestamp.is_some() {
+            return self.tear_down(path, cluster).await;
+        }
+        if !cluster
+            .metadata
+            .finalizers
+            .iter()
+            .any(|f| f == CLUSTER_FINALIZER)
+        {
+            cluster
+                .metadata
+                .finalizers
+                .push(CLUSTER_FINALIZER.to_string());
+            match self.registry.update(path, cluster).await? {
+                Some(updated) => cluster = updated,
+                None => return Ok(Next::Done),
+            }
+        }
+        let now = (self.clock)();
+        let mut status = cluster.status.clone();
+        let plan = match &status.plan {
+            Some(plan) if status.observed_generation == cluster.metadata.generation => plan.clone(),
+            _ => match self.replan(path, &cluster).await? {
+                Ok(plan) => plan,
+                Err(message) => {
+                    set_condition(
+                        &mut status.conditions,
+                        ClusterCondition::Ready,
+                        ConditionStatus::False,
+                        "InvalidSpec",
+                        message.clone(),
+                        now,
+                    );
+                    record_event(&mut status, now, true, "InvalidSpec", message);
+                    status.observed_generation = cluster.metadata.generation;
+                    self.write_status(path, &cluster, status).await?;
+                    return Ok(Next::Done);
+                }
+            },
+        };
+        if status.plan.as_ref() != Some(&plan) {
+            record_event(
+                &mut status,
+                now,
+                false,
+                "Planned",
+                format!(
+                    "{} cluster in {}: {} control-plane node(s), {}–{} workers, network {}",
+                    plan.cluster_type,
+                    plan.region,
+                    plan.control_plane.nodes.len(),
+                    plan.workers.min_nodes,
+                    plan.workers.max_nodes,
+                    plan.network.vpc_cidr
+                ),
+            );
+        }
+        if status.observed_generation != cluster.metadata.generation {
+            // A changed spec is a new try: nodes whose launches kept failing go at once.
+            for node in &mut status.nodes {
+                node.launch_backoff = None;
+            }
+        }
+        status.plan = Some(plan.clone());
+        status.observed_generation = cluster.metadata.generation;
+
+        let network = network_key(path, &cluster.metadata.uid, &plan);
+        let blocked = self
+            .provision(path, &cluster.metadata.uid, &network, &plan, &mut status)
+            .await
+            .err();
+        let observed = self
+            .provider
+            .describe(
+                &plan.region,
+                &Filter::tagged(TAG_CLUSTER, &cluster.metadata.uid),
+            )
+            .await;
+        let mut refused = true;
+        let next = match observed {
+            Ok(resources) => {
+                let blocked = match blocked {
+                    None => self
+                        .check_api(&cluster.metadata.uid, &resources)
+                        .await
+                        .err(),
+                    blocked => blocked,
+                };
+                refused = matches!(
+                    blocked,
+                    Some(Blocked::Cloud(_) | Blocked::Waiting(Wait::WaitingForApi, _))
+                );
+                let slots = desired_slots(&plan, &status.nodes, next_worker(&status));
+                let max_launch_attempts = plan
+                    .value("repair.maxLaunchAttempts")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(3);
+                let next = self.observe(
+                    &mut status,
+                    &slots,
+                    &resources,
+                    blocked.as_ref(),
+                    max_launch_attempts,
+                    now,
+                );
+                let settled = blocked.is_none() && next == Next::After(self.options.health_check);
+                let sizing = if settled {
+                    self.right_size(&cluster.metadata.uid, &plan, &mut status, now)
+                        .await
+                } else {
+                    false
+                };
+                sizing::account(&mut status, self.provider.catalog());
+                if sizing {
+                    Next::After(self.options.poll)
+                } else {
+                    next
+                }
+            }
+            // The cloud did not answer; report what the pass ran into and try again soon.
+            Err(e) => {
+                if let Some(Blocked::Cloud(first)) = &blocked {
+                    tracing::debug!(cluster = %path, error = %first, "provisioning blocked");
+                }
+                tracing::debug!(cluster = %path, error = %e, "cannot observe the cluster");
+                Next::After(self.options.poll)
+            }
+        };
+        self.write_status(path, &cluster, status).await?;
+        Ok(self.back_off(path, refused, next))
+    }
+
+    /// Stretches the wait after passes that the cloud or the cluster's API refused, more
+    /// with each one in a row, so that a throttled cloud or a dead endpoint is not hammered.
+    fn back_off(&self, path: &ResourcePath, refused: bool, next: Next) -> Next {
+        let mut counts = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if !refused {
+            counts.remove(path);
+            return next;
+        }
+        let count = counts.entry(path.clone()).or_default();
+        *count += 1;
+        let delay = self.options.retry.delay(*count);
+        match next {
+            Next::After(wait) => Next::After(wait.max(delay)),
+            Next::Done => Next::Done,
+        }
+    }
+
+    async fn write_status(
+        &self,
+        path: &ResourcePath,
+        cluster: &Object<Cluster, ClusterStatus>,
+        status: ClusterStatus,
+    ) -> Result<(), RegistryError> {
+        if status == cluster.status {
+            return Ok(());
+        }
+        let mut updated = cluster.clone();
+        updated.status = status;
+        self.registry.update_status(path, updated).await.map(|_| ())
+    }
+
+    /// Plans the cluster again after its spec changed, keeping its network.
+    async fn replan(
+        &self,
+        path: &ResourcePath,
+        cluster: &Object<Cluster, ClusterStatus>,
+    ) -> Result<Result<ClusterPlan, String>, RegistryError> {
+        let spec = &cluster.spec;
+        let cluster_type = match ClusterType::parse(&spec.cluster_type) {
+            Ok(t) => t,
+            Err(message) => return Ok(Err(message)),
+        };
+        let org: Object<Org> = self
+            .registry
+            .get(&ResourcePath::org(path.org_name()))
+            .await?;
+        let pool = match parse_address_pool(org.spec.address_plan()) {
+            Ok(pool) => pool,
+            Err(message) => return Ok(Err(message)),
+        };
+        let Some(existing_vpc) = cluster.status.plan.as_ref().map(|p| p.network.vpc_cidr) else {
+            return Ok(Err(
+                "the cluster has no network allocated; delete and create it again".to_string(),
+            ));
+        };
+        let request = ClusterRequest::from_spec(&cluster.metadata.name, cluster_type, spec);
+        let context = PlanContext {
+            catalog: self.provider.catalog(),
+            address_plan: &AddressPlan {
+                pool,
+                allocated: Vec::new(),
+            },
+            existing_vpc: Some(existing_vpc),
+            kept_families: dialtone_planner::kept_families(
+                cluster.status.plan.as_ref(),
+                &spec.kubernetes_version,
+            ),
+        };
+        Ok(plan(&request, &context).map_err(|e| e.to_string()))
+    }
+
+    /// Finds the resource for `part` among `existing`, or creates it.
+    async fn ensure(
+        &self,
+        region: &str,
+        existing: &[CloudResource],
+        part: &str,
+        token: String,
+        spec: ResourceSpec,
+        tags: Tags,
+    ) -> Pass<CloudResource> {
+        if let Some(found) = existing.iter().find(|r| part_of(r) == part) {
+            if found.state == ResourceState::Deleting {
+                return Err(Blocked::Waiting(
+                    Wait::WaitingForCloud,
+                    format!("{} {} is still being deleted", found.spec.kind(), found.id),
+                ));
+            }
+            return Ok(found.clone());
+        }
+        let request = CreateRequest {
+            client_token: token,
+            spec,
+            tags,
+        };
+        Ok(self.provider.create(region, request).await?)
+    }
+
+    /// Deletes a resource; one already gone is fine.
+    async fn delete(&self, region: &str, id: &str) -> Pass {
+        match self.provider.delete(region, id).await {
+            Ok(()) | Err(CloudError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Reconciler for Lifecycle {
+    type Key = ResourcePath;
+    type Error = RegistryError;
+
+    async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
+        Lifecycle::reconcile(self, path).await
+    }
+
+    /// The store refused (a conflict with another writer, a store member gone): back off
+    /// from the poll interval.
+    fn error_policy(
+        &self,
+        _path: &ResourcePath,
+        _error: &RegistryError,
+        failures: u32,
+    ) -> Duration {
+        Backoff {
+            base: self.options.poll.max(Duration::from_millis(200)),
+            cap: self.options.retry.cap,
+        }
+        .delay(failures)
+    }
+}
+
+/// Runs the lifecycle controller under `supervisor`: `workers` clusters at a time, woken by
+/// every change of a cluster but its status, by the waits each pass asks for, and by a
+/// resync of every cluster spread over each `resync`. A status write (the controller's own,
+/// every pass) wakes nothing, so the waits a pass asks for, backoffs included, are the
+/// waits it gets.
+pub fn spawn_cluster_controller(
+    supervisor: &Arc<Supervisor>,
+    clusters: &Arc<Informer>,
+    lifecycle: Arc<Lifecycle>,
+    workers: usize,
+    resync: Duration,
+) {
+    let controller = Controller::new(
+        lifecycle,
+        workers,
+        supervisor.controllers().controller("cluster-lifecycle"),
+    );
+    let queue = controller.queue().clone();
+    for path in clusters.paths() {
+        queue.add(path);
+    }
+    clusters.subscribe(move |notice| match notice {
+        Notice::Listed(all, _) => {
+            for (path, _) in all.iter() {
+                queue.add(path.clone());
+            }
+        }
+        Notice::Applied { path, old, new } => {
+            if old.is_none_or(|old| wakes(&old.metadata) != wakes(&new.metadata)) {
+                queue.add((*path).clone());
+            }
+        }
+        Notice::Deleted { path, .. } => queue.add((*path).clone()),
+    });
+    supervisor.spawn("cluster-lifecycle", {
+        let controller = controller.clone();
+        move |_| controller.clone().run()
+    });
+    let clusters = clusters.clone();
+    supervisor.spawn("cluster-lifecycle-resync", move |_| {
+        let clusters = clusters.clone();
+        controller
+            .clone()
+            .resync(resync, move || std::future::ready(clusters.paths()))
+    });
+}
+
+/// What of a cluster's metadata wakes the controller when it changes: its spec (by
+/// generation), a delete, its finalizers.
+fn wakes(meta: &dialtone_types::ObjectMeta) -> (i64, bool, Vec<String>) {
+    (
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        meta.finalizers.clone(),
+    )
+}

@@ -1,0 +1,377 @@
+//! The steps that make the cloud hold what the plan asks for: network, endpoint, nodes.
+
+use super::*;
+
+/// `base` with the resource's part added.
+fn tagged(base: &Tags, part: &str) -> Tags {
+    let mut tags = base.clone();
+    tags.insert(TAG_PART.to_string(), part.to_string());
+    tags
+}
+
+impl Lifecycle {
+    /// Makes the cloud hold what the plan asks for, one step after another: network,
+    /// endpoint, nodes. Stops at the first step that must wait.
+    pub(super) async fn provision(
+        &self,
+        path: &ResourcePath,
+        uid: &str,
+        network: &str,
+        plan: &ClusterPlan,
+        status: &mut ClusterStatus,
+    ) -> Pass {
+        let net = self.ensure_network(path, network, plan).await?;
+        let tags = Tags::from([
+            (TAG_CLUSTER.to_string(), uid.to_string()),
+            (TAG_OWNER.to_string(), path.to_string()),
+        ]);
+        let own = self
+            .provider
+            .describe(&plan.region, &Filter::tagged(TAG_CLUSTER, uid))
+            .await?;
+        let (sg, lb) = self.ensure_endpoint(&own, &tags, uid, plan, &net).await?;
+        let waiting = self
+            .ensure_nodes(&own, &tags, uid, plan, status, &net.1, &sg)
+            .await?;
+        if lb.state == ResourceState::Pending {
+            return Err(Blocked::Waiting(
+                Wait::CreatingEndpoint,
+                format!("provisioning the API load balancer {}", lb.id),
+            ));
+        }
+        match waiting {
+            Some((reason, message)) => Err(Blocked::Waiting(reason, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// The network step: the VPC, and a subnet and a route table per zone; the subnets by
+    /// zone once all are available.
+    async fn ensure_network(
+        &self,
+        path: &ResourcePath,
+        network: &str,
+        plan: &ClusterPlan,
+    ) -> Pass<(CloudResource, Vec<(String, CloudResource)>)> {
+        let region = plan.region.as_str();
+        let network_owner = if plan.network.shared_vpc {
+            network.to_string()
+        } else {
+            path.to_string()
+        };
+        let network_tags = Tags::from([
+            (TAG_NETWORK.to_string(), network.to_string()),
+            (TAG_OWNER.to_string(), network_owner),
+        ]);
+        let net = self
+            .provider
+            .describe(region, &Filter::tagged(TAG_NETWORK, network))
+            .await?;
+        let vpc = self
+            .ensure(
+                region,
+                &net,
+                "vpc",
+                format!("{network}/vpc"),
+                ResourceSpec::Vpc {
+                    cidr: plan.network.vpc_cidr,
+                },
+                tagged(&network_tags, "vpc"),
+            )
+            .await?;
+        if vpc.state != ResourceState::Available {
+            return Err(Blocked::Waiting(
+                Wait::CreatingNetwork,
+                format!("creating VPC {} ({})", vpc.id, plan.network.vpc_cidr),
+            ));
+        }
+        let mut subnet_ids = Vec::new();
+        for subnet in &plan.network.subnets {
+            let part = subnet_part(&subnet.zone);
+            let created = self
+                .ensure(
+                    region,
+                    &net,
+                    &part,
+                    format!("{network}/{part}"),
+                    ResourceSpec::Subnet {
+                        vpc_id: vpc.id.clone(),
+                        zone: subnet.zone.clone(),
+                        cidr: subnet.cidr,
+                    },
+                    tagged(&network_tags, &part),
+                )
+                .await?;
+            let rtb = format!("rtb-{}", subnet.zone);
+            self.ensure(
+                region,
+                &net,
+                &rtb,
+                format!("{network}/{rtb}"),
+                ResourceSpec::RouteTable {
+                    vpc_id: vpc.id.clone(),
+                    subnet_ids: vec![created.id.clone()],
+                },
+                tagged(&network_tags, &rtb),
+            )
+            .await?;
+            subnet_ids.push((subnet.zone.clone(), created));
+        }
+        if let Some((_, pending)) = subnet_ids
+            .iter()
+            .find(|(_, s)| s.state != ResourceState::Available)
+        {
+            return Err(Blocked::Waiting(
+                Wait::CreatingNetwork,
+                format!("creating subnet {}", pending.id),
+            ));
+        }
+        Ok((vpc, subnet_ids))
+    }
+
+    /// The endpoint step: the cluster's security group and its API's load balancer.
+    async fn ensure_endpoint(
+        &self,
+        own: &[CloudResource],
+        tags: &Tags,
+        uid: &str,
+        plan: &ClusterPlan,
+        (vpc, subnet_ids): &(CloudResource, Vec<(String, CloudResource)>),
+    ) -> Pass<(CloudResource, CloudResource)> {
+        let region = plan.region.as_str();
+        let api_sources = plan
+            .value("network.apiAllowedCidrs")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(plan.network.vpc_cidr);
+        let sg = self
+            .ensure(
+                region,
+                own,
+                "sg",
+                format!("{uid}/sg"),
+                ResourceSpec::SecurityGroup {
+                    vpc_id: vpc.id.clone(),
+                    ingress: vec![
+                        IngressRule {
+                            port: KUBERNETES_API_PORT,
+                            source: api_sources,
+                        },
+                        IngressRule {
+                            port: KUBELET_PORT,
+                            source: plan.network.vpc_cidr,
+                        },
+                    ],
+                },
+                tagged(tags, "sg"),
+            )
+            .await?;
+        let lb = self
+            .ensure(
+                region,
+                own,
+                "api",
+                format!("{uid}/api"),
+                ResourceSpec::LoadBalancer {
+                    subnet_ids: subnet_ids.iter().map(|(_, s)| s.id.clone()).collect(),
+                    port: KUBERNETES_API_PORT,
+                    public: plan.value("network.apiEndpoint") == Some("public"),
+                },
+                tagged(tags, "api"),
+            )
+            .await?;
+        Ok((sg, lb))
+    }
+
+    /// The control-plane and worker steps: an instance for each slot of the plan (one
+    /// control-plane node replaced at a time in an upgrade), failed launches backed off,
+    /// instances no slot wants terminated. What the nodes still wait for, if anything.
+    #[allow(clippy::too_many_arguments)]
+    async fn ensure_nodes(
+        &self,
+        own: &[CloudResource],
+        tags: &Tags,
+        uid: &str,
+        plan: &ClusterPlan,
+        status: &mut ClusterStatus,
+        subnet_ids: &[(String, CloudResource)],
+        sg: &CloudResource,
+    ) -> Pass<Option<(Wait, String)>> {
+        let region = plan.region.as_str();
+        let slots = desired_slots(plan, &status.nodes, next_worker(status));
+        let image = plan.value("workers.nodeImage").unwrap_or("dialtone-node");
+        let mut waiting: Option<(Wait, String)> = None;
+        for slot in &slots {
+            let instances: Vec<&CloudResource> = own
+                .iter()
+                .filter(|r| r.spec.kind() == ResourceKind::Instance && part_of(r) == slot.name)
+                .collect();
+            let current = instances.iter().find(|r| attempt_of(r) == slot.attempt);
+            let replacement_up = current.is_some_and(|c| c.state == ResourceState::Available);
+            // Instances of earlier attempts are replaced ones: terminate what is left of them,
+            // except a healthy one whose replacement is not up yet (an upgrade surges).
+            for old in instances.iter().filter(|r| attempt_of(r) < slot.attempt) {
+                let surging = old.state == ResourceState::Available && !replacement_up;
+                if surging {
+                    waiting = Some((
+                        Wait::Upgrading,
+                        format!(
+                            "{} ({}) waits for its replacement to boot",
+                            slot.name, old.id
+                        ),
+                    ));
+                } else if old.state != ResourceState::Deleting {
+                    self.delete(region, &old.id).await?;
+                }
+            }
+            if let Some(instance) = current
+                && slot.role == NodeRole::ControlPlane
+                && instance.state == ResourceState::Available
+                && instance.spec.node_version() != Some(plan.kubernetes_version.as_str())
+                && waiting.is_none()
+                && control_plane_settled(own, &slots)
+            {
+                // One control-plane node at a time, so that the others keep quorum.
+                record_event(
+                    status,
+                    (self.clock)(),
+                    false,
+                    "Upgrading",
+                    format!(
+                        "replacing {} ({}) with a Kubernetes {} node",
+                        slot.name, instance.id, plan.kubernetes_version
+                    ),
+                );
+                bump_attempt(status, slot, None);
+                return Err(Blocked::Waiting(
+                    Wait::Upgrading,
+                    format!("upgrading {}", slot.name),
+                ));
+            }
+            match current {
+                Some(instance) if is_going(instance) => {
+                    // Record the next attempt before launching it, so that a crash between
+                    // the two can neither launch it twice nor reuse the dead one's token.
+                    let reason = match &instance.state {
+                        ResourceState::Terminated { reason } => reason.clone(),
+                        _ => "it is being deleted".to_string(),
+                    };
+                    let now = (self.clock)();
+                    // The last pass saw this attempt running, or it never came up: a node
+                    // that died is replaced at once, a launch that failed backs off.
+                    let ran = status
+                        .nodes
+                        .iter()
+                        .any(|n| n.name == slot.name && n.state == NodeState::Running);
+                    let backoff = if ran {
+                        record_event(
+                            status,
+                            now,
+                            true,
+                            "ReplacingNode",
+                            format!(
+                                "{} ({}) is gone: {reason}; launching a replacement",
+                                slot.name, instance.id
+                            ),
+                        );
+                        None
+                    } else {
+                        let failures = slot.launch_backoff.as_ref().map_or(0, |b| b.failures) + 1;
+                        let delay = self.options.retry.delay(failures);
+                        record_event(
+                            status,
+                            now,
+                            true,
+                            LAUNCH_FAILED,
+                            format!(
+                                "{} ({}) failed to launch: {reason}; {failures} failed in a row, next launch in {}",
+                                slot.name,
+                                instance.id,
+                                seconds(delay)
+                            ),
+                        );
+                        Some(LaunchBackoff {
+                            failures,
+                            last_error: reason,
+                            retry_after: now.checked_add(delay).unwrap_or(now),
+                        })
+                    };
+                    bump_attempt(status, slot, backoff);
+                    return Err(Blocked::Waiting(
+                        Wait::ReplacingNode,
+                        format!("replacing {}", slot.name),
+                    ));
+                }
+                Some(instance) => {
+                    if instance.state == ResourceState::Pending && waiting.is_none() {
+                        waiting = Some((
+                            Wait::LaunchingNodes,
+                            format!("waiting for {} ({}) to boot", slot.name, instance.id),
+                        ));
+                    }
+                }
+                None if slot
+                    .launch_backoff
+                    .as_ref()
+                    .is_some_and(|b| b.retry_after > (self.clock)()) =>
+                {
+                    let backoff = slot.launch_backoff.as_ref().expect("checked");
+                    if waiting.is_none() {
+                        waiting = Some((
+                            Wait::BackingOff,
+                            format!(
+                                "{} failed to launch {} times in a row ({}); next launch at {}",
+                                slot.name,
+                                backoff.failures,
+                                backoff.last_error,
+                                backoff.retry_after.strftime("%H:%M:%S")
+                            ),
+                        ));
+                    }
+                }
+                None => {
+                    let subnet = subnet_ids
+                        .iter()
+                        .find(|(zone, _)| *zone == slot.zone)
+                        .map(|(_, s)| s.id.clone())
+                        .unwrap_or_default();
+                    let mut tags = tagged(tags, &slot.name);
+                    tags.insert(TAG_ATTEMPT.to_string(), slot.attempt.to_string());
+                    let request = CreateRequest {
+                        client_token: format!("{uid}/{}/{}", slot.name, slot.attempt),
+                        spec: ResourceSpec::Instance {
+                            instance_type: slot.instance_type.clone(),
+                            zone: slot.zone.clone(),
+                            subnet_id: subnet,
+                            security_group_id: sg.id.clone(),
+                            image: image.to_string(),
+                            root_disk_gib: match slot.role {
+                                NodeRole::ControlPlane => plan.control_plane.root_disk_gib,
+                                NodeRole::Worker => plan
+                                    .value("workers.rootDiskGiB")
+                                    .and_then(|v| v.parse().ok())
+                                    .unwrap_or(100),
+                            },
+                        },
+                        tags,
+                    };
+                    self.provider.create(region, request).await?;
+                    if waiting.is_none() {
+                        waiting = Some((
+                            Wait::LaunchingNodes,
+                            format!("launched {} in {}", slot.name, slot.zone),
+                        ));
+                    }
+                }
+            }
+        }
+        // Instances no slot wants any more (fewer workers, a smaller plan).
+        for surplus in own.iter().filter(|r| {
+            r.spec.kind() == ResourceKind::Instance
+                && r.state != ResourceState::Deleting
+                && !slots.iter().any(|s| s.name == part_of(r))
+        }) {
+            self.delete(region, &surplus.id).await?;
+        }
+        Ok(waiting)
+    }
+}

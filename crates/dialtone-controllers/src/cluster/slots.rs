@@ -1,0 +1,167 @@
+//! The node slots a plan asks for, and what the cloud's instances say about them.
+
+use super::*;
+
+/// One node slot of the plan.
+#[derive(Clone, Debug)]
+pub(super) struct Slot {
+    pub(super) name: String,
+    pub(super) role: NodeRole,
+    pub(super) zone: String,
+    pub(super) instance_type: String,
+    pub(super) attempt: u32,
+    pub(super) launch_backoff: Option<LaunchBackoff>,
+}
+
+pub(super) fn part_of(resource: &CloudResource) -> &str {
+    resource.tags.get(TAG_PART).map_or("", String::as_str)
+}
+
+pub(super) fn attempt_of(resource: &CloudResource) -> u32 {
+    resource
+        .tags
+        .get(TAG_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(super) fn is_going(resource: &CloudResource) -> bool {
+    matches!(
+        resource.state,
+        ResourceState::Deleting | ResourceState::Terminated { .. }
+    )
+}
+
+/// Whether every control-plane slot runs exactly one healthy instance of its current
+/// attempt: no replacement is under way.
+pub(super) fn control_plane_settled(own: &[CloudResource], slots: &[Slot]) -> bool {
+    slots
+        .iter()
+        .filter(|s| s.role == NodeRole::ControlPlane)
+        .all(|slot| {
+            let mut instances = own.iter().filter(|r| {
+                r.spec.kind() == ResourceKind::Instance && part_of(r) == slot.name && !is_going(r)
+            });
+            instances.next().is_some_and(|r| {
+                attempt_of(r) == slot.attempt && r.state == ResourceState::Available
+            }) && instances.next().is_none()
+        })
+}
+
+pub(super) fn subnet_part(zone: &str) -> String {
+    format!("subnet-{zone}")
+}
+
+/// The node slots a plan asks for, carrying over each slot's attempt and launch backoff
+/// from `previous`.
+pub(super) fn desired_slots(
+    plan: &ClusterPlan,
+    previous: &[ClusterNode],
+    next_worker: u32,
+) -> Vec<Slot> {
+    let before = |name: &str| previous.iter().find(|n| n.name == name);
+    let mut slots: Vec<Slot> = plan
+        .control_plane
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let name = format!("cp-{i}");
+            let was = before(&name);
+            Slot {
+                attempt: was.map_or(0, |n| n.attempt),
+                launch_backoff: was.and_then(|n| n.launch_backoff.clone()),
+                name,
+                role: NodeRole::ControlPlane,
+                zone: node.zone.clone(),
+                instance_type: node.instance_type.clone(),
+            }
+        })
+        .collect();
+    // Workers are what right-sizing last chose (the plan's initial ones at first), topped
+    // up to minNodes and cut to maxNodes.
+    let mut workers: Vec<Slot> = if previous.is_empty() {
+        plan.workers
+            .initial
+            .iter()
+            .enumerate()
+            .map(|(i, node)| Slot {
+                name: format!("worker-{i}"),
+                role: NodeRole::Worker,
+                zone: node.zone.clone(),
+                instance_type: node.instance_type.clone(),
+                attempt: 0,
+                launch_backoff: None,
+            })
+            .collect()
+    } else {
+        previous
+            .iter()
+            .filter(|n| n.role == NodeRole::Worker)
+            .map(|n| Slot {
+                name: n.name.clone(),
+                role: NodeRole::Worker,
+                zone: n.zone.clone(),
+                instance_type: n.instance_type.clone(),
+                attempt: n.attempt,
+                launch_backoff: n.launch_backoff.clone(),
+            })
+            .collect()
+    };
+    let default_type = plan
+        .workers
+        .initial
+        .first()
+        .map(|s| s.instance_type.clone())
+        .unwrap_or_else(|| {
+            plan.value("workers.initialInstanceType")
+                .unwrap_or("")
+                .to_string()
+        });
+    let mut next = workers
+        .iter()
+        .filter_map(|w| worker_index(&w.name))
+        .max()
+        .map_or(0, |i| i + 1)
+        .max(next_worker);
+    while workers.len() < plan.workers.min_nodes as usize {
+        let zone = plan.workers.zones[workers.len() % plan.workers.zones.len()].clone();
+        workers.push(Slot {
+            name: format!("worker-{next}"),
+            role: NodeRole::Worker,
+            zone,
+            instance_type: default_type.clone(),
+            attempt: 0,
+            launch_backoff: None,
+        });
+        next += 1;
+    }
+    workers.truncate(plan.workers.max_nodes as usize);
+    slots.extend(workers);
+    slots
+}
+
+/// Moves the slot to its next attempt, with the backoff its launches are under.
+pub(super) fn bump_attempt(
+    status: &mut ClusterStatus,
+    slot: &Slot,
+    launch_backoff: Option<LaunchBackoff>,
+) {
+    match status.nodes.iter_mut().find(|n| n.name == slot.name) {
+        Some(node) => {
+            node.attempt = slot.attempt + 1;
+            node.launch_backoff = launch_backoff;
+        }
+        None => status.nodes.push(ClusterNode {
+            name: slot.name.clone(),
+            role: slot.role,
+            zone: slot.zone.clone(),
+            instance_type: slot.instance_type.clone(),
+            instance_id: String::new(),
+            state: NodeState::Absent,
+            attempt: slot.attempt + 1,
+            kubernetes_version: String::new(),
+            launch_backoff,
+        }),
+    }
+}
