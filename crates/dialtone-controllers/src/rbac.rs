@@ -185,9 +185,10 @@ pub fn spawn_projection_controller(
     resync: Duration,
 ) {
     let index = projection.index.clone();
+    // A pass mostly waits for the cluster's API, so several run at once.
     let controller = Controller::new(
         projection,
-        8,
+        16,
         supervisor.controllers().controller("rbac-projection"),
     );
     supervisor.spawn("rbac-projection", {

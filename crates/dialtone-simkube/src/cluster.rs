@@ -26,6 +26,10 @@ use crate::status::{KubeError, KubeResult, json_response, qualified};
 use crate::store::{Change, EventType, ObjectKey, Objects, StoreError};
 use crate::{quantity, table, webhooks};
 
+/// The group upstream's API server lets do anything before RBAC is asked
+/// (`user.SystemPrivilegedGroup`): kubeadm's `admin.conf`, and Dialtone's control plane.
+const PRIVILEGED_GROUP: &str = "system:masters";
+
 pub struct ClusterApi {
     pub uid: String,
     /// `1.34`: the oldest control-plane node's, as upstream's skew policy would have it.
@@ -345,7 +349,15 @@ impl ClusterApi {
         cluster
     }
 
+    /// As upstream's authorizer chain: `system:masters` may do anything, whatever the
+    /// cluster's RBAC says; everyone else is decided by RBAC.
     pub fn authorize(&self, user: &UserInfo, request: &rbac::Request) -> Decision {
+        if user.groups.iter().any(|g| g == PRIVILEGED_GROUP) {
+            return Decision {
+                allowed: true,
+                reason: String::new(),
+            };
+        }
         self.rbac_index().authorize(user, request)
     }
 
@@ -1573,4 +1585,59 @@ pub fn scale_of(deployment: &Value) -> Value {
         "spec": {"replicas": deployment["spec"]["replicas"]},
         "status": {"replicas": deployment["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete_namespaces() -> rbac::Request {
+        rbac::Request::Resource {
+            verb: "delete".into(),
+            namespace: String::new(),
+            api_group: String::new(),
+            resource: "namespaces".into(),
+            subresource: String::new(),
+            name: "kube-system".into(),
+        }
+    }
+
+    #[test]
+    fn system_masters_may_do_anything_even_without_a_binding_and_others_follow_rbac() {
+        let cluster = ClusterApi::new("c", "1.34");
+        let admin = UserInfo {
+            name: "admin".into(),
+            groups: vec![PRIVILEGED_GROUP.into()],
+        };
+        let alice = UserInfo {
+            name: "alice".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        assert!(cluster.authorize(&admin, &delete_namespaces()).allowed);
+        assert!(!cluster.authorize(&alice, &delete_namespaces()).allowed);
+        // Even with the bootstrap binding gone, as upstream's privileged-group authorizer.
+        cluster
+            .objects
+            .delete(&key("clusterrolebindings", "", "cluster-admin"))
+            .unwrap();
+        assert!(cluster.authorize(&admin, &delete_namespaces()).allowed);
+        // A binding made later counts at once: the index follows RBAC changes.
+        let binding: Value = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "alice-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "User", "name": "alice"}],
+        });
+        cluster
+            .objects
+            .create(key("clusterrolebindings", "", "alice-admin"), binding)
+            .unwrap();
+        let decision = cluster.authorize(&alice, &delete_namespaces());
+        assert!(decision.allowed);
+        assert!(
+            decision.reason.contains("alice-admin"),
+            "{}",
+            decision.reason
+        );
+    }
 }
