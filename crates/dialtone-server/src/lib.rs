@@ -505,7 +505,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         let (tokens, registry) = (tokens.clone(), registry.clone());
         move |_| tokens.clone().follow(registry.clone())
     });
-    metrics.time_clusters_to_ready(&clusters);
+    metrics.follow_clusters(&clusters);
     let kube_listener = Arc::new(
         tokio::net::TcpListener::bind(options.kube_listen)
             .await

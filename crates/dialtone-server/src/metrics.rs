@@ -50,6 +50,12 @@ struct PhaseLabels {
     phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    /// `ScaleUp`, `Delete`, `Replace` or `Upgrade`.
+    action: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -65,6 +71,8 @@ pub struct Metrics {
     task_restarts: Family<TaskLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
     time_to_ready: Histogram,
+    sizing_decisions: Family<ActionLabels, Counter>,
+    scale_up_cost_ratio: Histogram,
 }
 
 impl Metrics {
@@ -123,10 +131,25 @@ impl Metrics {
             "From a cluster's creation to its first Ready, as this server saw it happen",
             time_to_ready.clone(),
         );
+        let sizing_decisions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "sizing_decisions",
+            "Right-sizing decisions by action, as this server saw them made",
+            sizing_decisions.clone(),
+        );
+        // 1.0 to about 3.0, in steps of 1.08×.
+        let scale_up_cost_ratio = Histogram::new(exponential_buckets(1.0, 1.08, 15));
+        registry.register(
+            "sizing_scale_up_cost_ratio",
+            "A scale-up's cost per hour over the proven lower bound for the same pods",
+            scale_up_cost_ratio.clone(),
+        );
         Metrics {
             registry,
             clusters,
             time_to_ready,
+            sizing_decisions,
+            scale_up_cost_ratio,
             requests,
             request_seconds,
             store_seconds,
@@ -182,9 +205,10 @@ impl Metrics {
         }
     }
 
-    /// Times each cluster from its creation to the end of its provisioning (its first
-    /// Ready), as the cluster informer sees the change.
-    pub fn time_clusters_to_ready(self: &Arc<Self>, clusters: &Informer) {
+    /// Follows the clusters' changes through the informer: times each cluster from its
+    /// creation to the end of its provisioning (its first Ready), and counts right-sizing's
+    /// decisions as they appear in its status.
+    pub fn follow_clusters(self: &Arc<Self>, clusters: &Informer) {
         let metrics = self.clone();
         clusters.subscribe(move |notice| {
             let Notice::Applied {
@@ -205,6 +229,7 @@ impl Metrics {
                         })
                     })
             };
+            metrics.count_new_decisions(old, new);
             if provisioning(old)
                 && !provisioning(new)
                 && new.status["phase"] == Phase::Ready.as_str()
@@ -214,6 +239,40 @@ impl Metrics {
                 metrics.time_to_ready.observe(took.as_secs_f64().max(0.0));
             }
         });
+    }
+
+    /// Counts the right-sizing decisions `new` holds that `old` did not (decisions are
+    /// appended with their time), and how close each scale-up came to its lower bound.
+    fn count_new_decisions(&self, old: &RawObject, new: &RawObject) {
+        let decisions = |raw: &RawObject| raw.status["sizing"]["decisions"].as_array().cloned();
+        let Some(decisions_now) = decisions(new) else {
+            return;
+        };
+        let last_before = decisions(old)
+            .and_then(|d| {
+                d.last()
+                    .map(|d| d["time"].as_str().unwrap_or("").to_string())
+            })
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        for decision in &decisions_now {
+            let time = decision["time"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            if time.is_none() || time <= last_before {
+                continue;
+            }
+            let action = decision["action"].as_str().unwrap_or("unknown").to_string();
+            self.sizing_decisions
+                .get_or_create(&ActionLabels { action })
+                .inc();
+            if let (Some(cost), Some(bound)) = (
+                decision["usdPerHour"].as_f64(),
+                decision["lowerBoundUsdPerHour"].as_f64(),
+            ) && bound > 0.0
+            {
+                self.scale_up_cost_ratio.observe(cost / bound);
+            }
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -873,6 +873,21 @@ async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
         text.contains("Right-sizing:") && text.contains("ScaleUp") && text.contains("lower bound"),
         "{text}"
     );
+    // Operators see the decisions, and how close scale-ups came to the bound, in /metrics.
+    let (_, _, metrics) = api.get_text("/metrics").await;
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert!(value(r#"dialtone_sizing_decisions_total{action="ScaleUp"}"#) >= 1.0);
+    assert!(value("dialtone_sizing_scale_up_cost_ratio_count") >= 1.0);
+    assert!(
+        value("dialtone_sizing_scale_up_cost_ratio_sum")
+            >= value("dialtone_sizing_scale_up_cost_ratio_count") - 1e-9,
+        "a plan never costs less than its lower bound"
+    );
 
     // A budget keeps 19 of the pods up while the cluster shrinks to fit 20.
     apply_web_budget(&kubeconfig, dir.path(), 19);
