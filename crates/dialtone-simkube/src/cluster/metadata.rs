@@ -1,0 +1,71 @@
+//! Object metadata the server owns: names generated from a prefix, uids, creation times,
+//! and the scale subresource's view of a deployment.
+
+use super::*;
+
+pub fn key(resource: &'static str, namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        resource,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
+pub fn now() -> String {
+    Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or(Timestamp::now())
+        .to_string()
+}
+
+/// Five characters as upstream's generated names end with.
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The server-set metadata of a new object.
+pub fn stamp_new(mut object: Value, r: &ResourceType, namespace: &str) -> Value {
+    object["apiVersion"] = json!(r.api_version());
+    object["kind"] = json!(r.kind);
+    let metadata = &mut object["metadata"];
+    metadata["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    metadata["creationTimestamp"] = json!(now());
+    if !namespace.is_empty() {
+        metadata["namespace"] = json!(namespace);
+    }
+    if r.plural == "deployments" {
+        metadata["generation"] = json!(1);
+    }
+    if let Some(m) = metadata.as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    object
+}
+
+/// The autoscaling/v1 Scale of a deployment.
+pub fn scale_of(deployment: &Value) -> Value {
+    let selector = deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let metadata = &deployment["metadata"];
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
+            "resourceVersion": metadata["resourceVersion"], "creationTimestamp": metadata["creationTimestamp"],
+        },
+        "spec": {"replicas": deployment["spec"]["replicas"]},
+        "status": {"replicas": deployment["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}

@@ -1,0 +1,482 @@
+//! One sim cluster's API server: request routing as kube-apiserver does it (discovery,
+//! resource requests by group, version, namespace, name and subresource, non-resource
+//! paths), authorization by RBAC with impersonation, admission (defaults, validation,
+//! escalation prevention, validating webhooks) and the verbs kubectl uses.
+//!
+//! This file holds the server and its request path (authenticate, impersonate, authorize,
+//! dispatch); `routing.rs` what a request names, `admission.rs` what a body must be,
+//! `verbs.rs` what each verb does, `metadata.rs` the metadata the server owns.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::autoscaling::v1::Scale;
+use k8s_openapi::api::policy::v1::Eviction;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::decode::{FieldValidation, Typed, Undecodable};
+use crate::rbac::{self, Decision, RbacIndex, RbacSource, UserInfo};
+use crate::resources::{self, RESOURCES, ResourceType};
+use crate::selectors::Selector;
+use crate::status::{KubeError, KubeResult, json_response, qualified};
+use crate::store::{Change, EventType, ObjectKey, Objects, StoreError};
+use crate::{quantity, table, webhooks};
+
+mod admission;
+mod metadata;
+mod routing;
+mod verbs;
+
+use admission::*;
+pub use metadata::{key, now, random_suffix, scale_of, stamp_new};
+use routing::*;
+
+/// The group upstream's API server lets do anything before RBAC is asked
+/// (`user.SystemPrivilegedGroup`): kubeadm's `admin.conf`, and Dialtone's control plane.
+const PRIVILEGED_GROUP: &str = "system:masters";
+
+pub struct ClusterApi {
+    pub uid: String,
+    /// `1.34`: the oldest control-plane node's, as upstream's skew policy would have it.
+    version: std::sync::RwLock<String>,
+    pub objects: Objects,
+    /// Wakes the cluster's controllers (scheduler, deployments, nodes).
+    pub wake: Notify,
+    /// The RBAC index and the count of RBAC changes it was built at.
+    rbac: std::sync::RwLock<Option<(u64, Arc<RbacIndex>)>>,
+}
+
+impl RbacSource for Objects {
+    fn cluster_role_bindings(&self) -> Vec<ClusterRoleBinding> {
+        decode_all(self.list("clusterrolebindings", None).0)
+    }
+    fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding> {
+        decode_all(self.list("rolebindings", Some(namespace)).0)
+    }
+    fn all_role_bindings(&self) -> Vec<RoleBinding> {
+        decode_all(self.list("rolebindings", None).0)
+    }
+    fn cluster_role(&self, name: &str) -> Option<ClusterRole> {
+        self.get(&key("clusterroles", "", name))
+            .and_then(|v| serde_json::from_value((*v).clone()).ok())
+    }
+    fn role(&self, namespace: &str, name: &str) -> Option<Role> {
+        self.get(&key("roles", namespace, name))
+            .and_then(|v| serde_json::from_value((*v).clone()).ok())
+    }
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(items: Vec<Arc<Value>>) -> Vec<T> {
+    items
+        .into_iter()
+        .filter_map(|v| serde_json::from_value((*v).clone()).ok())
+        .collect()
+}
+
+impl ClusterApi {
+    pub fn version(&self) -> String {
+        self.version.read().expect("lock").clone()
+    }
+
+    /// Follows the control plane through an upgrade.
+    pub fn set_version(&self, version: &str) {
+        let mut current = self.version.write().expect("lock");
+        if *current != version {
+            *current = version.to_string();
+        }
+    }
+
+    /// A new cluster's API, holding what a new cluster holds, in memory only.
+    pub fn new(uid: &str, version: &str) -> Self {
+        Self::seeded(uid, version, Objects::default())
+    }
+
+    /// The cluster's API with its objects kept in `journal`: those it holds (`stored`),
+    /// or, for a cluster it holds nothing of, what a new cluster holds.
+    pub fn open(
+        uid: &str,
+        version: &str,
+        journal: Arc<dyn crate::store::Journal>,
+        stored: Vec<(String, Vec<u8>)>,
+    ) -> Result<Self, String> {
+        let (objects, restored) = Objects::restore(journal, stored, |plural| {
+            RESOURCES
+                .iter()
+                .find(|r| r.plural == plural)
+                .map(|r| r.plural)
+        })?;
+        if restored {
+            return Ok(ClusterApi {
+                uid: uid.to_string(),
+                version: std::sync::RwLock::new(version.to_string()),
+                objects,
+                wake: Notify::new(),
+                rbac: Default::default(),
+            });
+        }
+        Ok(Self::seeded(uid, version, objects))
+    }
+
+    fn seeded(uid: &str, version: &str, objects: Objects) -> Self {
+        let cluster = ClusterApi {
+            uid: uid.to_string(),
+            version: std::sync::RwLock::new(version.to_string()),
+            objects,
+            wake: Notify::new(),
+            rbac: Default::default(),
+        };
+        for (resource, object) in crate::defaults::objects() {
+            let r = resources::by_plural(resource);
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let stamped = stamp_new(object, r, "");
+            let _ = cluster.objects.create(key(r.plural, "", &name), stamped);
+        }
+        cluster
+    }
+
+    /// As upstream's authorizer chain: `system:masters` may do anything, whatever the
+    /// cluster's RBAC says; everyone else is decided by RBAC.
+    pub fn authorize(&self, user: &UserInfo, request: &rbac::Request) -> Decision {
+        if user.groups.iter().any(|g| g == PRIVILEGED_GROUP) {
+            return Decision {
+                allowed: true,
+                reason: String::new(),
+            };
+        }
+        self.rbac_index().authorize(user, request)
+    }
+
+    /// The index of the cluster's roles and bindings, rebuilt after they change.
+    fn rbac_index(&self) -> Arc<RbacIndex> {
+        let changes = self.objects.rbac_changes();
+        if let Some((built_at, index)) = &*self.rbac.read().unwrap_or_else(|e| e.into_inner())
+            && *built_at == changes
+        {
+            return index.clone();
+        }
+        // Built from objects read after the count: at worst newer than it says, and then
+        // rebuilt once more.
+        let index = Arc::new(RbacIndex::build(&self.objects));
+        *self.rbac.write().unwrap_or_else(|e| e.into_inner()) = Some((changes, index.clone()));
+        index
+    }
+
+    /// Serves one request from an authenticated user.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn handle(
+        self: &Arc<Self>,
+        user: UserInfo,
+        method: Method,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: &HeaderMap,
+        body: Bytes,
+        webhook_client: &webhooks::Caller,
+    ) -> Response {
+        match self
+            .serve(user, method, path, raw_query, headers, body, webhook_client)
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => axum::response::IntoResponse::into_response(e),
+        }
+    }
+
+    fn impersonate(&self, user: UserInfo, headers: &HeaderMap) -> KubeResult<UserInfo> {
+        let Some(target) = headers
+            .get("impersonate-user")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(user);
+        };
+        let groups: Vec<String> = headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let check = |resource: &str, name: &str| {
+            let request = rbac::Request::Resource {
+                verb: "impersonate".into(),
+                namespace: String::new(),
+                api_group: String::new(),
+                resource: resource.into(),
+                subresource: String::new(),
+                name: name.into(),
+            };
+            if self.authorize(&user, &request).allowed {
+                Ok(())
+            } else {
+                Err(KubeError::forbidden(format!(
+                    "{resource} \"{name}\" is forbidden: User \"{}\" cannot impersonate resource \"{resource}\" in API group \"\" at the cluster scope",
+                    user.name
+                )))
+            }
+        };
+        check("users", target)?;
+        for group in &groups {
+            check("groups", group)?;
+        }
+        let mut groups = groups;
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        Ok(UserInfo {
+            name: target.to_string(),
+            groups,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        self: &Arc<Self>,
+        user: UserInfo,
+        method: Method,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: &HeaderMap,
+        body: Bytes,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        let user = self.impersonate(user, headers)?;
+        let protobuf = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/vnd.kubernetes.protobuf"));
+        let body = if protobuf {
+            let object = crate::proto::decode(&body).map_err(|e| {
+                KubeError::bad_request(format!("the protobuf body does not decode: {e}"))
+            })?;
+            Bytes::from(serde_json::to_vec(&object).unwrap_or_default())
+        } else {
+            body
+        };
+        let query = parse_query(raw_query)?;
+        let info = match route(path)? {
+            Route::NonResource(path) => {
+                let request = rbac::Request::NonResource {
+                    verb: method.as_str().to_lowercase(),
+                    path: path.clone(),
+                };
+                if !self.authorize(&user, &request).allowed {
+                    return Err(KubeError::forbidden(format!(
+                        "forbidden: User \"{}\" cannot {} path \"{path}\"",
+                        user.name,
+                        method.as_str().to_lowercase()
+                    )));
+                }
+                return self.non_resource(&path);
+            }
+            Route::Resource(info) => info,
+        };
+        let verb = verb_of(&method, &info, &query);
+        let request = rbac::Request::Resource {
+            verb: verb.to_string(),
+            namespace: info.namespace.clone(),
+            api_group: info.resource.group.to_string(),
+            resource: info.resource.plural.to_string(),
+            subresource: info.subresource.clone(),
+            name: info.name.clone(),
+        };
+        if !self.authorize(&user, &request).allowed {
+            return Err(KubeError::forbidden(forbidden_message(&user, verb, &info)));
+        }
+        let allowed_verb = if info.subresource.is_empty() {
+            info.resource.verbs.contains(&verb)
+        } else if info.subresource == "eviction" {
+            verb == "create"
+        } else {
+            matches!(verb, "get" | "update" | "patch")
+        };
+        if !allowed_verb {
+            return Err(KubeError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        let table = wants_table(headers);
+        let answer = self
+            .answer(
+                verb,
+                &user,
+                &info,
+                &query,
+                headers,
+                body,
+                table,
+                webhook_client,
+            )
+            .await;
+        if !matches!(verb, "get" | "list" | "watch") {
+            // Answered only once what it changed is durable.
+            self.objects
+                .synced()
+                .await
+                .map_err(|e| KubeError::internal(format!("cannot store the change: {e}")))?;
+        }
+        answer
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        self: &Arc<Self>,
+        verb: &str,
+        user: &UserInfo,
+        info: &RequestInfo,
+        query: &Query,
+        headers: &HeaderMap,
+        body: Bytes,
+        table: bool,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        match verb {
+            "get" => self.get(info, table),
+            "list" => self.list(info, query, table),
+            "watch" => self.watch(info, query, table),
+            "create" if info.subresource == "eviction" => {
+                let (eviction, _) = decode_as::<Eviction>(
+                    "Eviction",
+                    "v1",
+                    &parse_body(&body)?,
+                    query.field_validation,
+                )?;
+                let status =
+                    crate::disruption::evict(self, &info.namespace, &info.name, &eviction)?;
+                self.wake.notify_one();
+                Ok(json_response(StatusCode::CREATED, &status))
+            }
+            "create" => {
+                let object = parse_body(&body)?;
+                self.create(user, info, object, query, webhook_client).await
+            }
+            "update" => {
+                let object = parse_body(&body)?;
+                self.update(user, info, object, query, webhook_client).await
+            }
+            "patch" => {
+                let content_type = headers
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let patch = parse_body(&body)?;
+                self.patch(user, info, content_type, patch, query, webhook_client)
+                    .await
+            }
+            "delete" => self.delete(user, info, query, webhook_client).await,
+            "deletecollection" => {
+                self.delete_collection(user, info, query, webhook_client)
+                    .await
+            }
+            _ => Err(KubeError::method_not_allowed("unsupported method")),
+        }
+    }
+
+    fn non_resource(&self, path: &str) -> KubeResult<Response> {
+        let body = match path.trim_end_matches('/') {
+            "/version" => version_of(&self.version()),
+            "/api" => json!({
+                "kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+            }),
+            "/api/v1" => resource_list("", "v1"),
+            "/apis" => group_list(),
+            "/openapi/v3" => crate::openapi::root(&self.version()),
+            "/healthz" | "/livez" | "/readyz" => {
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "text/plain")
+                    .body(Body::from("ok"))
+                    .expect("a valid response"));
+            }
+            other => {
+                let parts: Vec<&str> = other.trim_matches('/').split('/').collect();
+                match parts.as_slice() {
+                    ["apis", group, version]
+                        if RESOURCES
+                            .iter()
+                            .any(|r| r.group == *group && r.version == *version) =>
+                    {
+                        resource_list(group, version)
+                    }
+                    ["openapi", "v3", "api", version] => crate::openapi::group_version("", version)
+                        .ok_or_else(KubeError::no_such_path)?,
+                    ["openapi", "v3", "apis", group, version] => {
+                        crate::openapi::group_version(group, version)
+                            .ok_or_else(KubeError::no_such_path)?
+                    }
+                    ["apis", group] if RESOURCES.iter().any(|r| r.group == *group) => {
+                        let r = RESOURCES.iter().find(|r| r.group == *group).expect("found");
+                        let gv = json!({"groupVersion": format!("{group}/{}", r.version), "version": r.version});
+                        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv})
+                    }
+                    _ => return Err(KubeError::no_such_path()),
+                }
+            }
+        };
+        Ok(json_response(StatusCode::OK, &body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete_namespaces() -> rbac::Request {
+        rbac::Request::Resource {
+            verb: "delete".into(),
+            namespace: String::new(),
+            api_group: String::new(),
+            resource: "namespaces".into(),
+            subresource: String::new(),
+            name: "kube-system".into(),
+        }
+    }
+
+    #[test]
+    fn system_masters_may_do_anything_even_without_a_binding_and_others_follow_rbac() {
+        let cluster = ClusterApi::new("c", "1.34");
+        let admin = UserInfo {
+            name: "admin".into(),
+            groups: vec![PRIVILEGED_GROUP.into()],
+        };
+        let alice = UserInfo {
+            name: "alice".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        assert!(cluster.authorize(&admin, &delete_namespaces()).allowed);
+        assert!(!cluster.authorize(&alice, &delete_namespaces()).allowed);
+        // Even with the bootstrap binding gone, as upstream's privileged-group authorizer.
+        cluster
+            .objects
+            .delete(&key("clusterrolebindings", "", "cluster-admin"))
+            .unwrap();
+        assert!(cluster.authorize(&admin, &delete_namespaces()).allowed);
+        // A binding made later counts at once: the index follows RBAC changes.
+        let binding: Value = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "alice-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "User", "name": "alice"}],
+        });
+        cluster
+            .objects
+            .create(key("clusterrolebindings", "", "alice-admin"), binding)
+            .unwrap();
+        let decision = cluster.authorize(&alice, &delete_namespaces());
+        assert!(decision.allowed);
+        assert!(
+            decision.reason.contains("alice-admin"),
+            "{}",
+            decision.reason
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Request routing as kube-apiserver does it: discovery documents, resource requests by
+//! group, version, namespace, name and subresource, non-resource paths, the verb a request
+//! is, its query, and the words of a refusal.
+
+use super::*;
+
+/// What a request path names, as upstream's RequestInfoFactory reads it.
+pub(super) struct RequestInfo {
+    pub(super) resource: &'static ResourceType,
+    pub(super) namespace: String,
+    pub(super) name: String,
+    pub(super) subresource: String,
+}
+
+pub(super) enum Route {
+    NonResource(String),
+    Resource(RequestInfo),
+}
+
+pub(super) fn version_of(cluster_version: &str) -> Value {
+    let minor = cluster_version.split('.').nth(1).unwrap_or("0");
+    json!({
+        "major": "1", "minor": minor,
+        "gitVersion": format!("v{cluster_version}.0-dialtone"),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
+    })
+}
+
+pub(super) fn resource_list(group: &str, version: &str) -> Value {
+    let mut list = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        list.push(json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": r.verbs, "shortNames": r.short_names,
+        }));
+        for sub in r.subresources {
+            let (kind, verbs) = match *sub {
+                "scale" => ("Scale", vec!["get", "patch", "update"]),
+                "eviction" => ("Eviction", vec!["create"]),
+                _ => (r.kind, vec!["get", "patch", "update"]),
+            };
+            let mut entry = json!({
+                "name": format!("{}/{sub}", r.plural), "singularName": "",
+                "namespaced": r.namespaced, "kind": kind, "verbs": verbs,
+            });
+            if *sub == "scale" {
+                entry["group"] = json!("autoscaling");
+                entry["version"] = json!("v1");
+            }
+            if *sub == "eviction" {
+                entry["group"] = json!("policy");
+                entry["version"] = json!("v1");
+            }
+            list.push(entry);
+        }
+    }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": list})
+}
+
+pub(super) fn group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+pub(super) fn route(path: &str) -> KubeResult<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
+        _ => return Ok(Route::NonResource(path.to_string())),
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, tail @ ..]
+            if !tail.is_empty() && !matches!(tail, ["status" | "finalize"]) =>
+        {
+            (ns.to_string(), tail)
+        }
+        _ => (String::new(), rest),
+    };
+    let (plural, name, subresource) = match rest {
+        [plural] => (*plural, "", ""),
+        [plural, name] => (*plural, *name, ""),
+        [plural, name, sub] => (*plural, *name, *sub),
+        _ => return Err(KubeError::not_found(group, path, "")),
+    };
+    let resource = resources::find(group, version, plural).ok_or_else(KubeError::no_such_path)?;
+    if !subresource.is_empty() && !resource.subresources.contains(&subresource) {
+        return Err(KubeError::no_such_path());
+    }
+    // Namespaced objects are named within a namespace; only their lists span all of them.
+    let misplaced = if resource.namespaced {
+        namespace.is_empty() && !name.is_empty()
+    } else {
+        !namespace.is_empty()
+    };
+    if misplaced {
+        return Err(KubeError::no_such_path());
+    }
+    Ok(Route::Resource(RequestInfo {
+        resource,
+        namespace,
+        name: name.to_string(),
+        subresource: subresource.to_string(),
+    }))
+}
+
+pub(super) fn verb_of(method: &Method, info: &RequestInfo, query: &Query) -> &'static str {
+    match (method.as_str(), info.name.is_empty()) {
+        ("GET" | "HEAD", true) if query.watch => "watch",
+        ("GET" | "HEAD", true) => "list",
+        ("GET" | "HEAD", false) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "deletecollection",
+        ("DELETE", false) => "delete",
+        _ => "unknown",
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Query {
+    pub(super) watch: bool,
+    pub(super) label_selector: Selector,
+    pub(super) field_selector: Selector,
+    pub(super) resource_version: Option<u64>,
+    pub(super) timeout_seconds: Option<u64>,
+    pub(super) dry_run: bool,
+    pub(super) field_validation: FieldValidation,
+}
+
+pub(super) fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
+    let mut query = Query::default();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "watch" => query.watch = v == "true" || v == "1",
+            "labelSelector" => {
+                query.label_selector = Selector::parse(&v).map_err(KubeError::bad_request)?
+            }
+            "fieldSelector" => {
+                let selector = Selector::parse(&v).map_err(KubeError::bad_request)?;
+                selector.check_fields().map_err(KubeError::bad_request)?;
+                query.field_selector = selector;
+            }
+            "resourceVersion" if !v.is_empty() => {
+                query.resource_version = Some(v.parse().map_err(|_| {
+                    KubeError::bad_request(format!("invalid resource version: {v}"))
+                })?)
+            }
+            "timeoutSeconds" => query.timeout_seconds = v.parse().ok(),
+            "dryRun" => query.dry_run = v == "All",
+            "fieldValidation" => {
+                query.field_validation =
+                    FieldValidation::parse(&v).map_err(KubeError::bad_request)?
+            }
+            _ => {}
+        }
+    }
+    Ok(query)
+}
+
+pub(super) fn forbidden_message(user: &UserInfo, verb: &str, info: &RequestInfo) -> String {
+    let resource = if info.subresource.is_empty() {
+        info.resource.plural.to_string()
+    } else {
+        format!("{}/{}", info.resource.plural, info.subresource)
+    };
+    let subject = qualified(info.resource.group, info.resource.plural);
+    let named = if info.name.is_empty() {
+        subject
+    } else {
+        format!("{subject} \"{}\"", info.name)
+    };
+    let scope = if info.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", info.namespace)
+    };
+    format!(
+        "{named} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+        user.name, info.resource.group
+    )
+}
+
+pub(super) fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("as=Table"))
+}

@@ -1,0 +1,512 @@
+//! The verbs: get, list and watch, create, update and patch, delete and delete a
+//! collection, and the access reviews.
+
+use super::*;
+
+impl ClusterApi {
+    pub(super) fn current(&self, info: &RequestInfo) -> KubeResult<Arc<Value>> {
+        self.objects
+            .get(&key(info.resource.plural, &info.namespace, &info.name))
+            .ok_or_else(|| {
+                KubeError::not_found(info.resource.group, info.resource.plural, &info.name)
+            })
+    }
+
+    pub(super) fn get(&self, info: &RequestInfo, as_table: bool) -> KubeResult<Response> {
+        let object = self.current(info)?;
+        if info.subresource == "scale" {
+            return Ok(json_response(StatusCode::OK, &scale_of(&object)));
+        }
+        let body = if as_table {
+            table::render(
+                info.resource,
+                std::slice::from_ref(&object),
+                self.objects.revision(),
+            )
+        } else {
+            (*object).clone()
+        };
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    pub(super) fn selected(&self, info: &RequestInfo, query: &Query) -> (Vec<Arc<Value>>, u64) {
+        let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
+        let (items, revision) = self.objects.list(info.resource.plural, namespace);
+        let items = items
+            .into_iter()
+            .filter(|o| {
+                query.label_selector.matches_labels(o) && query.field_selector.matches_fields(o)
+            })
+            .collect();
+        (items, revision)
+    }
+
+    pub(super) fn list(
+        &self,
+        info: &RequestInfo,
+        query: &Query,
+        as_table: bool,
+    ) -> KubeResult<Response> {
+        let (items, revision) = self.selected(info, query);
+        let body = if as_table {
+            table::render(info.resource, &items, revision)
+        } else {
+            json!({
+                "kind": format!("{}List", info.resource.kind),
+                "apiVersion": info.resource.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
+            })
+        };
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    pub(super) fn watch(
+        self: &Arc<Self>,
+        info: &RequestInfo,
+        query: &Query,
+        as_table: bool,
+    ) -> KubeResult<Response> {
+        let resource = info.resource;
+        let namespace = info.namespace.clone();
+        let (initial, backlog, receiver) = match query.resource_version {
+            None | Some(0) => {
+                let (items, revision) = self.selected(info, query);
+                let (backlog, receiver) = self
+                    .objects
+                    .watch(revision)
+                    .map_err(|_| KubeError::expired("too old resource version"))?;
+                (items, backlog, receiver)
+            }
+            Some(after) => {
+                let (backlog, receiver) = self.objects.watch(after).map_err(|_| {
+                    KubeError::expired(format!("too old resource version: {after}"))
+                })?;
+                (Vec::new(), backlog, receiver)
+            }
+        };
+        let labels = query.label_selector.clone();
+        let fields = query.field_selector.clone();
+        let name = info.name.clone();
+        let relevant = move |change: &Change| {
+            change.key.resource == resource.plural
+                && (namespace.is_empty() || change.key.namespace == namespace)
+                && (name.is_empty() || change.key.name == name)
+                && labels.matches_labels(&change.object)
+                && fields.matches_fields(&change.object)
+        };
+        let encode = move |kind: EventType, object: &Value| {
+            let object = if as_table {
+                table::render(resource, &[Arc::new(object.clone())], 0)
+            } else {
+                object.clone()
+            };
+            let mut line = serde_json::to_vec(&json!({"type": kind.name(), "object": object}))
+                .unwrap_or_default();
+            line.push(b'\n');
+            Ok::<Bytes, std::convert::Infallible>(Bytes::from(line))
+        };
+        let first: Vec<_> = initial
+            .iter()
+            .map(|o| encode(EventType::Added, o))
+            .chain(
+                backlog
+                    .iter()
+                    .filter(|c| relevant(c))
+                    .map(|c| encode(c.kind, &c.object)),
+            )
+            .collect();
+        let last_sent = backlog.last().map_or(0, |c| c.revision);
+        let live =
+            tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(move |change| {
+                let out = match change {
+                    Ok(change) if change.revision > last_sent && relevant(&change) => {
+                        Some(encode(change.kind, &change.object))
+                    }
+                    _ => None,
+                };
+                async move { out }
+            });
+        let timeout = std::time::Duration::from_secs(query.timeout_seconds.unwrap_or(1800));
+        let stream = futures::stream::iter(first)
+            .chain(live)
+            .take_until(tokio::time::sleep(timeout));
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .header("transfer-encoding", "chunked")
+            .body(Body::from_stream(stream))
+            .expect("a valid response"))
+    }
+
+    pub(super) async fn create(
+        self: &Arc<Self>,
+        user: &UserInfo,
+        info: &RequestInfo,
+        object: Value,
+        query: &Query,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        let r = info.resource;
+        check_kind(r, &object)?;
+        let (mut object, warnings) = decode_request(r, &object, query.field_validation)?;
+        if r.is_review() {
+            let review = self.review(user, r, object)?;
+            return Ok(json_response(StatusCode::CREATED, &review));
+        }
+        if !info.namespace.is_empty() {
+            match object["metadata"]["namespace"].as_str() {
+                Some(ns) if !ns.is_empty() && ns != info.namespace => {
+                    return Err(KubeError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => object["metadata"]["namespace"] = json!(info.namespace),
+            }
+            if self
+                .objects
+                .get(&key("namespaces", "", &info.namespace))
+                .is_none()
+            {
+                return Err(KubeError::not_found("", "namespaces", &info.namespace));
+            }
+        }
+        if object["metadata"]["name"].as_str().unwrap_or("").is_empty()
+            && let Some(prefix) = object["metadata"]["generateName"].as_str()
+        {
+            object["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
+        }
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let object = stamp_new(object, r, &info.namespace);
+        let object = self.admit(user, r, &info.namespace, &name, object, None)?;
+        webhooks::validate(
+            webhook_client,
+            &self.objects,
+            user,
+            r,
+            "CREATE",
+            &object,
+            None,
+        )
+        .await?;
+        if query.dry_run {
+            return Ok(with_warnings(
+                json_response(StatusCode::CREATED, &object),
+                &warnings,
+            ));
+        }
+        let created = self
+            .objects
+            .create(key(r.plural, &info.namespace, &name), object)
+            .map_err(|_| KubeError::already_exists(r.group, r.plural, &name))?;
+        self.wake.notify_one();
+        Ok(with_warnings(
+            json_response(StatusCode::CREATED, &created),
+            &warnings,
+        ))
+    }
+
+    pub(super) async fn update(
+        self: &Arc<Self>,
+        user: &UserInfo,
+        info: &RequestInfo,
+        object: Value,
+        query: &Query,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        let current = self.current(info)?;
+        if info.subresource == "scale" {
+            let (object, _) = decode_as::<Scale>("Scale", "v1", &object, query.field_validation)?;
+            let replicas = object["spec"]["replicas"].clone();
+            let mut next = (*current).clone();
+            next["spec"]["replicas"] = replicas;
+            if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
+                next["metadata"]["resourceVersion"] = json!(rv);
+            }
+            let stored = self
+                .store_update(user, info, next, &current, query, webhook_client)
+                .await?;
+            return Ok(json_response(StatusCode::OK, &scale_of(&stored)));
+        }
+        check_kind(info.resource, &object)?;
+        let (object, warnings) = decode_request(info.resource, &object, query.field_validation)?;
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        if name != info.name {
+            return Err(KubeError::bad_request(format!(
+                "the name of the object ({name}) does not match the name on the URL ({})",
+                info.name
+            )));
+        }
+        let next = if info.subresource == "status" {
+            let mut next = (*current).clone();
+            next["status"] = object["status"].clone();
+            if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
+                next["metadata"]["resourceVersion"] = json!(rv);
+            }
+            next
+        } else {
+            let mut next = object;
+            if info.resource.subresources.contains(&"status") {
+                next["status"] = current["status"].clone();
+            }
+            next
+        };
+        let stored = self
+            .store_update(user, info, next, &current, query, webhook_client)
+            .await?;
+        Ok(with_warnings(
+            json_response(StatusCode::OK, &stored),
+            &warnings,
+        ))
+    }
+
+    pub(super) async fn store_update(
+        self: &Arc<Self>,
+        user: &UserInfo,
+        info: &RequestInfo,
+        mut next: Value,
+        current: &Value,
+        query: &Query,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Arc<Value>> {
+        let r = info.resource;
+        // What the server owns stays the server's.
+        for field in ["uid", "creationTimestamp", "generation"] {
+            match current["metadata"].get(field) {
+                Some(value) => next["metadata"][field] = value.clone(),
+                None => {
+                    next["metadata"].as_object_mut().map(|m| m.remove(field));
+                }
+            }
+        }
+        next["metadata"]["namespace"] = current["metadata"]["namespace"].clone();
+        if next["metadata"]["namespace"].is_null() {
+            next["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("namespace"));
+        }
+        if next["metadata"]["resourceVersion"].is_null() {
+            next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        }
+        next["apiVersion"] = json!(r.api_version());
+        next["kind"] = json!(r.kind);
+        if r.plural == "deployments" && next["spec"] != current["spec"] {
+            let generation = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            next["metadata"]["generation"] = json!(generation);
+        }
+        let next = self.admit(user, r, &info.namespace, &info.name, next, Some(current))?;
+        webhooks::validate(
+            webhook_client,
+            &self.objects,
+            user,
+            r,
+            "UPDATE",
+            &next,
+            Some(current),
+        )
+        .await?;
+        if query.dry_run {
+            return Ok(Arc::new(next));
+        }
+        let stored = self
+            .objects
+            .update(&key(r.plural, &info.namespace, &info.name), next)
+            .map_err(|e| match e {
+                StoreError::NotFound => KubeError::not_found(r.group, r.plural, &info.name),
+                _ => KubeError::conflict(r.group, r.plural, &info.name),
+            })?;
+        self.wake.notify_one();
+        Ok(stored)
+    }
+
+    pub(super) async fn patch(
+        self: &Arc<Self>,
+        user: &UserInfo,
+        info: &RequestInfo,
+        content_type: &str,
+        patch: Value,
+        query: &Query,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        let current = self.current(info)?;
+        let mut target = if info.subresource == "scale" {
+            scale_of(&current)
+        } else {
+            (*current).clone()
+        };
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let applied = match media {
+            "application/merge-patch+json" => {
+                crate::patch::json_merge(&mut target, &patch);
+                Ok(())
+            }
+            "application/strategic-merge-patch+json" => {
+                crate::patch::strategic_merge(&mut target, &patch)
+            }
+            "application/json-patch+json" => crate::patch::json_patch(&mut target, &patch),
+            other => return Err(KubeError::unsupported_media_type(other)),
+        };
+        applied.map_err(|e| {
+            KubeError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                format!("the patch does not apply: {e}"),
+            )
+        })?;
+        if info.subresource == "scale" {
+            return self.update(user, info, target, query, webhook_client).await;
+        }
+        // The patched object is decoded as a body would be: a patch can change its shape.
+        let (mut target, warnings) =
+            decode_request(info.resource, &target, query.field_validation)?;
+        if info.subresource == "status" {
+            let mut next = (*current).clone();
+            next["status"] = target["status"].clone();
+            target = next;
+        } else if info.resource.subresources.contains(&"status") {
+            target["status"] = current["status"].clone();
+        }
+        let stored = self
+            .store_update(user, info, target, &current, query, webhook_client)
+            .await?;
+        Ok(with_warnings(
+            json_response(StatusCode::OK, &stored),
+            &warnings,
+        ))
+    }
+
+    pub(super) async fn delete(
+        self: &Arc<Self>,
+        user: &UserInfo,
+        info: &RequestInfo,
+        query: &Query,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        let r = info.resource;
+        let current = self.current(info)?;
+        webhooks::validate(
+            webhook_client,
+            &self.objects,
+            user,
+            r,
+            "DELETE",
+            &current,
+            Some(&current),
+        )
+        .await?;
+        if query.dry_run {
+            return Ok(json_response(StatusCode::OK, &current));
+        }
+        let deleted = self
+            .objects
+            .delete(&key(r.plural, &info.namespace, &info.name))
+            .map_err(|_| KubeError::not_found(r.group, r.plural, &info.name))?;
+        if r.plural == "namespaces" {
+            // Everything in the namespace goes with it.
+            for other in RESOURCES.iter().filter(|r| r.namespaced) {
+                for object in self.objects.list(other.plural, Some(&info.name)).0 {
+                    let name = object["metadata"]["name"].as_str().unwrap_or("");
+                    let _ = self.objects.delete(&key(other.plural, &info.name, name));
+                }
+            }
+        }
+        self.wake.notify_one();
+        Ok(json_response(StatusCode::OK, &deleted))
+    }
+
+    pub(super) async fn delete_collection(
+        self: &Arc<Self>,
+        user: &UserInfo,
+        info: &RequestInfo,
+        query: &Query,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        let r = info.resource;
+        let (items, revision) = self.selected(info, query);
+        for object in &items {
+            webhooks::validate(
+                webhook_client,
+                &self.objects,
+                user,
+                r,
+                "DELETE",
+                object,
+                Some(object),
+            )
+            .await?;
+        }
+        if !query.dry_run {
+            for object in &items {
+                let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
+                let name = object["metadata"]["name"].as_str().unwrap_or("");
+                let _ = self.objects.delete(&key(r.plural, ns, name));
+            }
+        }
+        self.wake.notify_one();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
+            }),
+        ))
+    }
+
+    /// Answers a SelfSubjectAccessReview or SubjectAccessReview.
+    pub(super) fn review(
+        &self,
+        caller: &UserInfo,
+        r: &ResourceType,
+        mut review: Value,
+    ) -> KubeResult<Value> {
+        let spec = &review["spec"];
+        let subject = if r.kind == "SelfSubjectAccessReview" {
+            caller.clone()
+        } else {
+            UserInfo {
+                name: spec["user"].as_str().unwrap_or("").to_string(),
+                groups: spec["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.as_str().map(str::to_string))
+                    .collect(),
+            }
+        };
+        let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+        let request = if let Some(attrs) = spec.get("resourceAttributes").filter(|a| a.is_object())
+        {
+            rbac::Request::Resource {
+                verb: text(&attrs["verb"]),
+                namespace: text(&attrs["namespace"]),
+                api_group: text(&attrs["group"]),
+                resource: text(&attrs["resource"]),
+                subresource: text(&attrs["subresource"]),
+                name: text(&attrs["name"]),
+            }
+        } else if let Some(attrs) = spec.get("nonResourceAttributes").filter(|a| a.is_object()) {
+            rbac::Request::NonResource {
+                verb: text(&attrs["verb"]),
+                path: text(&attrs["path"]),
+            }
+        } else {
+            return Err(KubeError::invalid(
+                r.group,
+                r.kind,
+                "",
+                vec![(
+                    "spec.resourceAttributes".into(),
+                    "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
+                )],
+            ));
+        };
+        let decision = self.authorize(&subject, &request);
+        review["status"] = json!({"allowed": decision.allowed, "reason": decision.reason});
+        review["metadata"]["creationTimestamp"] = Value::Null;
+        Ok(review)
+    }
+}
