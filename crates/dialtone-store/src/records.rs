@@ -480,6 +480,11 @@ mod tests {
         // once its retention has ended.
         let swept = registry.sweep_records(now).await.unwrap();
         assert_eq!(swept, Swept { tokens: 2, orgs: 0 });
+        // The expired one and the orphan went; the live identity's stays.
+        assert!(registry.get_token("b").await.unwrap().is_some());
+        for gone in ["c", "d"] {
+            assert!(registry.get_token(gone).await.unwrap().is_none(), "{gone}");
+        }
         assert_eq!(
             registry.list_audit(&old_org, 0, None).await.unwrap().items,
             [record]
