@@ -191,8 +191,8 @@ impl Metrics {
     pub fn record_clusters(&self, clusters: &Informer) {
         let mut counts: std::collections::HashMap<&str, i64> =
             Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
-        let objects = clusters.objects();
-        for cluster in &objects {
+        let objects = clusters.snapshot();
+        for (_, cluster) in &objects {
             let phase = cluster.status["phase"].as_str().unwrap_or("none");
             *counts.entry(phase).or_default() += 1;
         }

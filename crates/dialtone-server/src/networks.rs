@@ -82,12 +82,7 @@ impl NetworkIndex {
             networks: Mutex::default(),
             allocation: tokio::sync::Mutex::new(()),
         });
-        let listed: Vec<_> = clusters
-            .paths()
-            .into_iter()
-            .filter_map(|path| Some((path.clone(), clusters.get(&path)?)))
-            .collect();
-        index.relisted(&listed, clusters.revision());
+        index.relisted(&clusters.snapshot(), clusters.revision());
         let handler = index.clone();
         clusters.subscribe(move |notice| handler.apply(notice));
         index

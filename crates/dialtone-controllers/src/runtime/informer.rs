@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use dialtone_store::Revision;
 use dialtone_store::registry::{
@@ -193,26 +192,19 @@ impl Informer {
             .collect()
     }
 
-    /// Every object, for readers that look at all of them (metrics).
-    pub fn objects(&self) -> Vec<Arc<RawObject>> {
+    /// Every object with its path, for readers that look at all of them (an index built
+    /// from the cache, metrics).
+    pub fn snapshot(&self) -> Vec<(ResourcePath, Arc<RawObject>)> {
         self.cache
             .read()
             .expect("informer cache")
-            .values()
-            .cloned()
+            .iter()
+            .map(|(path, object)| (path.clone(), object.clone()))
             .collect()
     }
 
     /// The revision the cache reflects.
     pub fn revision(&self) -> Revision {
         *self.applied.borrow()
-    }
-
-    /// Waits until the cache reflects `revision` or `timeout` passes; says which.
-    pub async fn caught_up(&self, revision: Revision, timeout: Duration) -> bool {
-        let mut applied = self.applied.subscribe();
-        tokio::time::timeout(timeout, applied.wait_for(|&r| r >= revision))
-            .await
-            .is_ok_and(|r| r.is_ok())
     }
 }
