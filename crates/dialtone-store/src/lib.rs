@@ -212,7 +212,7 @@ pub trait Store: Send + Sync + 'static {
     /// `embedded` or `etcd`.
     fn backend(&self) -> &'static str;
 
-    /// The keys in `range` at revision `at` (the latest if `None`), in key order, at most
+    /// The keys in `range` at revision `at` (the latest if `None` or 0, as in etcd), in key order, at most
     /// `limit` of them (0 means no limit).
     async fn range(
         &self,
