@@ -19,8 +19,27 @@ pub struct EtcdStore {
     client: Client,
 }
 
-/// How often a request that never reached any member is retried before giving up.
+/// How many times a request is tried in all before its error is returned.
 const ATTEMPTS: usize = 5;
+
+/// What a request does, which decides whether its failure may be retried.
+#[derive(Clone, Copy)]
+enum Request {
+    /// Safe to retry whatever happened.
+    Read,
+    /// Retried only when it surely reached no member, so that it cannot apply twice.
+    Write,
+}
+
+/// How long to wait before trying a failed request again, after `attempt` earlier retries;
+/// `None` when its error should be returned. Waits grow by 100 ms per retry.
+fn retry_wait(request: Request, attempt: usize, e: &etcd_client::Error) -> Option<Duration> {
+    let retryable = match request {
+        Request::Read => matches!(classify(e), StoreError::Unavailable(_)),
+        Request::Write => never_sent(e),
+    };
+    (retryable && attempt + 1 < ATTEMPTS).then(|| Duration::from_millis(100 * (attempt as u64 + 1)))
+}
 
 impl EtcdStore {
     /// Connects to `endpoints` (`host:port`), balancing over them; a member that dies is
@@ -89,6 +108,13 @@ fn classify(e: &etcd_client::Error) -> StoreError {
         {
             StoreError::Unavailable(text)
         }
+        // A connection that broke mid-request (a member that died) comes as a status whose
+        // code varies (unknown, cancelled) but whose source is the transport's error.
+        etcd_client::Error::GRpcStatus(s)
+            if std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>()) =>
+        {
+            StoreError::Unavailable(text)
+        }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             StoreError::Unavailable(text)
         }
@@ -146,15 +172,13 @@ impl Store for EtcdStore {
                         revision: at.filter(|r| *r > 0).unwrap_or(revision),
                     });
                 }
-                // Reads are safe to retry whatever happened.
-                Err(e)
-                    if attempt + 1 < ATTEMPTS
-                        && matches!(classify(&e), StoreError::Unavailable(_)) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-                }
-                Err(e) => return Err(map_error(e)),
+                Err(e) => match retry_wait(Request::Read, attempt, &e) {
+                    Some(wait) => {
+                        attempt += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(map_error(e)),
+                },
             }
         }
     }
@@ -183,11 +207,13 @@ impl Store for EtcdStore {
                     return Ok(TxnOutcome::Committed { revision });
                 }
                 Ok(_) => return Ok(TxnOutcome::Conflict),
-                Err(e) if attempt + 1 < ATTEMPTS && never_sent(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-                }
-                Err(e) => return Err(map_error(e)),
+                Err(e) => match retry_wait(Request::Write, attempt, &e) {
+                    Some(wait) => {
+                        attempt += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(map_error(e)),
+                },
             }
         }
     }
@@ -273,10 +299,15 @@ mod tests {
                 "{unavailable}"
             );
         }
-        assert!(matches!(
-            classify(&status(tonic::Code::InvalidArgument)),
-            StoreError::Internal(_)
-        ));
+        for internal in [
+            status(tonic::Code::InvalidArgument),
+            status(tonic::Code::Unknown),
+        ] {
+            assert!(
+                matches!(classify(&internal), StoreError::Internal(_)),
+                "{internal}"
+            );
+        }
         assert!(matches!(
             classify(&io(
                 "etcdserver: mvcc: required revision has been compacted"
@@ -295,5 +326,29 @@ mod tests {
             assert!(never_sent(&io(unsent)), "{unsent}");
         }
         assert!(!never_sent(&io("connection reset by peer")));
+    }
+
+    #[test]
+    fn reads_retry_while_no_member_answers_and_writes_only_when_surely_unsent() {
+        let refused = io("Connection refused (os error 111)");
+        let reset = io("connection reset by peer");
+        let invalid = etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument("x"));
+        let waits = |request, e: &etcd_client::Error| {
+            (0..ATTEMPTS + 1)
+                .map(|attempt| retry_wait(request, attempt, e).map(|d| d.as_millis()))
+                .collect::<Vec<_>>()
+        };
+        let backing_off = vec![Some(100), Some(200), Some(300), Some(400), None, None];
+        assert_eq!(waits(Request::Read, &refused), backing_off);
+        assert_eq!(waits(Request::Read, &reset), backing_off);
+        assert_eq!(waits(Request::Write, &refused), backing_off);
+        let never = vec![None; ATTEMPTS + 1];
+        assert_eq!(
+            waits(Request::Write, &reset),
+            never,
+            "a reset write may have applied"
+        );
+        assert_eq!(waits(Request::Read, &invalid), never);
+        assert_eq!(waits(Request::Write, &invalid), never);
     }
 }

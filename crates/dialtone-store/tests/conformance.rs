@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialtone_store::{EmbeddedStore, EtcdStore, Store, Txn, TxnOutcome, conformance};
+use dialtone_store::{EmbeddedStore, EtcdStore, Store, StoreError, Txn, TxnOutcome, conformance};
 use dialtone_testkit::EtcdCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -98,4 +98,25 @@ async fn etcd_member_death_loses_no_acknowledged_write() {
             "acknowledged write {key} was lost"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_requests_give_up_when_no_member_answers() {
+    let mut cluster = EtcdCluster::start(1).expect("etcd cluster");
+    let store = EtcdStore::connect(&cluster.endpoints()).await.unwrap();
+    store.txn(Txn::default().put("/k", "v")).await.unwrap();
+    cluster.kill(0);
+    // Each request is retried with growing waits, then its error is returned: never a hang.
+    let give_up = Duration::from_secs(60);
+    let read = tokio::time::timeout(give_up, store.get(b"/k"))
+        .await
+        .expect("a read gives up");
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    let write = tokio::time::timeout(give_up, store.txn(Txn::default().put("/k", "w")))
+        .await
+        .expect("a write gives up");
+    assert!(
+        matches!(write, Err(StoreError::Unavailable(_))),
+        "{write:?}"
+    );
 }
