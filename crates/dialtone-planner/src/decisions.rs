@@ -7,8 +7,11 @@ pub use dialtone_types::ClusterType;
 /// A fixed value of a decision.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value {
+    /// A count or a size (nodes, GiB, seconds, …).
     Int(i64),
+    /// A switch that is on or off.
     Bool(bool),
+    /// A named choice (a mode, a level, a CIDR).
     Text(&'static str),
 }
 
@@ -45,13 +48,16 @@ impl fmt::Display for Rule {
 pub struct Decision {
     /// `area.name`, as shown to users and recorded in plans.
     pub key: &'static str,
+    /// How a developer cluster decides it.
     pub developer: Rule,
+    /// How a production cluster decides it.
     pub production: Rule,
     /// Why, in one line.
     pub reason: &'static str,
 }
 
 impl Decision {
+    /// How `cluster_type` decides this.
     pub fn rule(&self, cluster_type: ClusterType) -> Rule {
         match cluster_type {
             ClusterType::Developer => self.developer,
@@ -59,6 +65,7 @@ impl Decision {
         }
     }
 
+    /// The decision named `key` (`area.name`), if the table has it.
     pub fn find(key: &str) -> Option<&'static Decision> {
         DECISIONS.iter().find(|d| d.key == key)
     }

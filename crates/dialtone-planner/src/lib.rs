@@ -6,6 +6,8 @@
 //! Pure and deterministic: the same inputs always give the same plan. No IO, no clock, no
 //! randomness; the controllers that apply plans live elsewhere.
 
+#![warn(missing_docs)]
+
 mod decisions;
 mod network;
 mod plan;

@@ -6,7 +6,9 @@ use ipnet::Ipv4Net;
 /// VPCs and the customer networks it connects to).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AddressPlan {
+    /// The range every VPC of the org is carved from.
     pub pool: Ipv4Net,
+    /// The ranges already in use, which a new VPC must not overlap.
     pub allocated: Vec<Ipv4Net>,
 }
 

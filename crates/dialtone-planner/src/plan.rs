@@ -21,14 +21,21 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["1.32", "1.33", "1.34"];
 /// What the planner reads of a cluster's spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterRequest {
+    /// The cluster's name, which places it in a zone and names its resources.
     pub name: String,
+    /// Developer or production: which column of the decision table applies.
     pub cluster_type: ClusterType,
+    /// The region it runs in, which must be in the catalogue.
     pub region: String,
+    /// A supported minor (`1.34`), or `None` for the newest.
     pub kubernetes_version: Option<String>,
+    /// The fewest workers, if the spec bounds them; the type's default otherwise.
     pub min_nodes: Option<u32>,
+    /// The most workers, if the spec bounds them; the type's default otherwise.
     pub max_nodes: Option<u32>,
     /// Only these instance families, if any are given.
     pub allowed_families: Vec<String>,
+    /// Never these instance families.
     pub excluded_families: Vec<String>,
 }
 
@@ -50,7 +57,9 @@ impl ClusterRequest {
 
 /// The facts around a request.
 pub struct PlanContext<'a> {
+    /// The instance types on offer, with their zones and prices.
     pub catalog: &'a InstanceCatalog,
+    /// The org's address space and what is taken of it.
     pub address_plan: &'a AddressPlan,
     /// The VPC the cluster already has (when it is planned again after a spec change), or
     /// the one the project's developer clusters share in the region; `None` allocates a new
@@ -121,7 +130,9 @@ fn fixed_text(key: &str, cluster_type: ClusterType) -> &'static str {
 /// One thing wrong with a request, naming the spec field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// The spec field at fault, as the API spells it (`kubernetesVersion`).
     pub field: &'static str,
+    /// What is wrong with it and what is accepted instead.
     pub message: String,
 }
 

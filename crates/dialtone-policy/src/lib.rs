@@ -10,6 +10,8 @@
 //! Everything here is pure: the server loads the tree, bindings and group memberships from
 //! the store, and the projection controller applies what `projection` computes.
 
+#![warn(missing_docs)]
+
 pub mod projection;
 pub mod roles;
 pub mod tree;

@@ -21,17 +21,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::roles::{KubeGrant, Level, Role};
 use crate::tree::{NodeId, Policies};
 
+/// The label on every object Dialtone manages, which the drift guard and the projection
+/// recognise them by.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "dialtone");
 /// The tree node whose policy grants a managed object.
 pub const GRANTED_ON: &str = "dialtone.dev/granted-on";
+/// The role of the tree whose grant a managed object casts.
 pub const ROLE: &str = "dialtone.dev/role";
 
 /// What identifies a managed object in its cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
+    /// Which RBAC kind it is.
     pub kind: ObjectKind,
     /// Empty for cluster-wide objects.
     pub namespace: Arc<str>,
+    /// The object's name.
     pub name: Arc<str>,
 }
 
@@ -50,10 +55,14 @@ impl std::fmt::Display for Key {
     }
 }
 
+/// The RBAC kinds Dialtone writes into a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
+    /// A custom role's rules.
     ClusterRole,
+    /// A grant across the cluster (from a policy on the cluster or above it).
     ClusterRoleBinding,
+    /// A grant in one namespace.
     RoleBinding,
 }
 
@@ -63,6 +72,7 @@ pub enum ObjectKind {
 /// to be written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
+    /// Which object it is.
     pub key: Key,
     /// The bound ClusterRole, for bindings.
     pub role_ref: Option<Arc<str>>,
@@ -72,14 +82,18 @@ pub struct Desired {
     pub rules: Option<Arc<[PolicyRule]>>,
     /// The tree node whose policy grants it (empty for a custom role's ClusterRole).
     pub granted_on: Arc<str>,
+    /// The tree's role whose grant it casts.
     pub role: Arc<str>,
 }
 
 /// A Kubernetes RBAC object.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Managed {
+    /// See [`ObjectKind::ClusterRole`].
     ClusterRole(ClusterRole),
+    /// See [`ObjectKind::ClusterRoleBinding`].
     ClusterRoleBinding(ClusterRoleBinding),
+    /// See [`ObjectKind::RoleBinding`].
     RoleBinding(RoleBinding),
 }
 
@@ -310,13 +324,18 @@ pub fn namespace_name(policies: &Policies, namespace: NodeId) -> &str {
 /// `replace`: deleted, then created again.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Changes {
+    /// Objects the cluster lacks.
     pub create: Vec<Desired>,
+    /// Objects whose subjects, rules or labels differ.
     pub update: Vec<Desired>,
+    /// Bindings whose roleRef differs.
     pub replace: Vec<Desired>,
+    /// Managed objects no policy grants any more.
     pub delete: Vec<Key>,
 }
 
 impl Changes {
+    /// Whether the cluster already holds what it should.
     pub fn is_empty(&self) -> bool {
         self.create.is_empty()
             && self.update.is_empty()

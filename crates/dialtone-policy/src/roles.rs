@@ -14,14 +14,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// A tenant, the root of its tree.
     Org,
+    /// A grouping of projects (and of other folders' projects) under an org.
     Folder,
+    /// The unit that owns clusters.
     Project,
+    /// A Smart Cluster.
     Cluster,
+    /// A namespace of a cluster, the leaf.
     Namespace,
 }
 
 impl Level {
+    /// Every level, top down.
     pub const ALL: [Level; 5] = [
         Level::Org,
         Level::Folder,
@@ -30,6 +36,7 @@ impl Level {
         Level::Namespace,
     ];
 
+    /// The level as roles and messages spell it: `org`, `folder`, …
     pub fn name(self) -> &'static str {
         match self {
             Level::Org => "org",
@@ -56,22 +63,32 @@ impl Level {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TreeResource {
+    /// Orgs themselves.
     Orgs,
+    /// Folders.
     Folders,
+    /// Projects.
     Projects,
+    /// Smart Clusters.
     Clusters,
+    /// Namespaces of clusters.
     Namespaces,
     /// A node's access policy.
     Policies,
     /// Kubernetes credentials for a cluster.
     Credentials,
+    /// An org's identities (users and service accounts).
     Identities,
+    /// An org's groups and their members.
     Groups,
+    /// API tokens.
     Tokens,
+    /// The org's audit log.
     Audit,
 }
 
 impl TreeResource {
+    /// Every resource, in the order permissions are numbered.
     pub const ALL: [TreeResource; 11] = [
         TreeResource::Orgs,
         TreeResource::Folders,
@@ -86,6 +103,7 @@ impl TreeResource {
         TreeResource::Audit,
     ];
 
+    /// The resource as the API's paths spell it: `orgs`, `clusters`, …
     pub fn name(self) -> &'static str {
         match self {
             TreeResource::Orgs => "orgs",
@@ -102,23 +120,32 @@ impl TreeResource {
         }
     }
 
+    /// The resource the API spells `name`.
     pub fn parse(name: &str) -> Option<TreeResource> {
         TreeResource::ALL.into_iter().find(|r| r.name() == name)
     }
 }
 
+/// What a request does to a resource, as Kubernetes names its verbs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TreeVerb {
+    /// Read one object.
     Get,
+    /// Read a collection.
     List,
+    /// Follow a collection's changes.
     Watch,
+    /// Make an object.
     Create,
+    /// Change an object (a replace or a patch).
     Update,
+    /// Remove an object.
     Delete,
 }
 
 impl TreeVerb {
+    /// Every verb, in the order permissions are numbered.
     pub const ALL: [TreeVerb; 6] = [
         TreeVerb::Get,
         TreeVerb::List,
@@ -127,6 +154,8 @@ impl TreeVerb {
         TreeVerb::Update,
         TreeVerb::Delete,
     ];
+
+    /// The verb as roles and messages spell it: `get`, `list`, …
     pub fn name(self) -> &'static str {
         match self {
             TreeVerb::Get => "get",
@@ -138,6 +167,7 @@ impl TreeVerb {
         }
     }
 
+    /// The verb spelled `name`.
     pub fn parse(name: &str) -> Option<TreeVerb> {
         TreeVerb::ALL.into_iter().find(|v| v.name() == name)
     }
@@ -149,11 +179,14 @@ impl TreeVerb {
 /// One verb on one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Permission {
+    /// What is done.
     pub verb: TreeVerb,
+    /// What it is done to.
     pub resource: TreeResource,
 }
 
 impl Permission {
+    /// `verb` on `resource`.
     pub fn new(verb: TreeVerb, resource: TreeResource) -> Self {
         Permission { verb, resource }
     }
@@ -168,23 +201,28 @@ impl Permission {
 pub struct Permissions(u128);
 
 impl Permissions {
+    /// Whether the set holds `p`.
     pub fn has(self, p: Permission) -> bool {
         self.0 & p.bit() != 0
     }
 
+    /// The set with `p` added.
     pub fn with(mut self, p: Permission) -> Self {
         self.0 |= p.bit();
         self
     }
 
+    /// Every permission of either set.
     pub fn union(self, other: Permissions) -> Self {
         Permissions(self.0 | other.0)
     }
 
+    /// Whether every permission of `other` is in the set.
     pub fn contains(self, other: Permissions) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// The permissions of the set, resource by resource.
     pub fn iter(self) -> impl Iterator<Item = Permission> {
         TreeResource::ALL.into_iter().flat_map(move |resource| {
             TreeVerb::ALL
@@ -208,6 +246,7 @@ impl Permissions {
 /// The Kubernetes access a role carries into clusters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KubeGrant {
+    /// No access inside clusters (a role about the tree only).
     None,
     /// An upstream ClusterRole every cluster has: `cluster-admin`, `admin`, `edit`, `view`.
     Upstream(&'static str),
@@ -215,15 +254,19 @@ pub enum KubeGrant {
     Rules(Vec<PolicyRule>),
 }
 
+/// A named set of permissions on the tree, and the Kubernetes access it carries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Role {
     /// `cluster.view`, or a custom role's name.
     pub name: String,
+    /// The lowest level it reaches; it may be bound there or above.
     pub level: Level,
+    /// What it allows on the tree's resources.
     pub permissions: Permissions,
     /// Granted cluster-wide for roles of cluster level and above, in each namespace for
     /// namespace roles.
     pub kube: KubeGrant,
+    /// What it is for, in one line, as `role list` shows it.
     pub description: String,
 }
 
@@ -313,8 +356,11 @@ pub enum Unbindable {
     Unknown(String),
     /// The role reaches a lower level than the node's.
     WrongLevel {
+        /// The role's name.
         role: String,
+        /// The level the role reaches.
         reaches: Level,
+        /// The level of the node the binding is on.
         node: Level,
     },
 }
@@ -380,14 +426,17 @@ impl Catalogue {
         Ok(())
     }
 
+    /// The role named `name`.
     pub fn get(&self, name: &str) -> Option<&Role> {
         self.roles.iter().find(|r| r.name == name)
     }
 
+    /// The position of the role named `name`, which bindings are interned by.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.roles.iter().position(|r| r.name == name)
     }
 
+    /// Every role: the built-in ones level by level, then custom ones in the order added.
     pub fn roles(&self) -> &[Role] {
         &self.roles
     }
@@ -431,5 +480,39 @@ mod tests {
             KubeGrant::Upstream("admin")
         );
         assert!(view.bindable_at(Level::Folder) && !view.bindable_at(Level::Namespace));
+    }
+
+    #[test]
+    fn resources_and_verbs_are_named_as_the_api_spells_them() {
+        let resources: Vec<&str> = TreeResource::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(
+            resources,
+            [
+                "orgs",
+                "folders",
+                "projects",
+                "clusters",
+                "namespaces",
+                "policies",
+                "credentials",
+                "identities",
+                "groups",
+                "tokens",
+                "audit"
+            ]
+        );
+        for resource in TreeResource::ALL {
+            assert_eq!(TreeResource::parse(resource.name()), Some(resource));
+        }
+        assert_eq!(TreeResource::parse("pods"), None);
+        let verbs: Vec<&str> = TreeVerb::ALL.iter().map(|v| v.name()).collect();
+        assert_eq!(
+            verbs,
+            ["get", "list", "watch", "create", "update", "delete"]
+        );
+        for verb in TreeVerb::ALL {
+            assert_eq!(TreeVerb::parse(verb.name()), Some(verb));
+        }
+        assert_eq!(TreeVerb::parse("patch"), None);
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::roles::{Catalogue, Level, Permission, Permissions, Role};
 
+/// A node of the tree, interned; stable while the node lives.
 pub type NodeId = u32;
 type SubjectId = u32;
 type RoleId = u16;
@@ -20,7 +21,9 @@ type RoleId = u16;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "name")]
 pub enum Subject {
+    /// One identity, by name.
     User(String),
+    /// Every member of a group, by the group's name.
     Group(String),
 }
 
@@ -49,7 +52,9 @@ impl std::fmt::Display for Subject {
 /// One role binding of a node's policy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Binding {
+    /// The role granted, by the catalogue's name (`cluster.admin`).
     pub role: String,
+    /// Who is granted it.
     pub subject: Subject,
 }
 
@@ -58,7 +63,9 @@ pub struct Binding {
 pub struct Grant {
     /// The node's path, `acme/eng/web`.
     pub node: String,
+    /// The role the binding grants.
     pub role: String,
+    /// Who the binding names: the caller or one of its groups.
     pub subject: Subject,
 }
 
@@ -112,6 +119,7 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// An empty tree whose bindings name roles of `catalogue`.
     pub fn new(catalogue: Catalogue) -> Self {
         Policies {
             role_permissions: catalogue.roles().iter().map(|r| r.permissions).collect(),
@@ -128,6 +136,7 @@ impl Policies {
         }
     }
 
+    /// The roles bindings may name.
     pub fn catalogue(&self) -> &Catalogue {
         &self.catalogue
     }
@@ -205,22 +214,27 @@ impl Policies {
         self.nodes.get(id as usize).filter(|n| !n.removed)
     }
 
+    /// The node at `path` (`acme/eng/web`), if the tree has it.
     pub fn node(&self, path: &str) -> Option<NodeId> {
         self.by_path.get(path).copied()
     }
 
+    /// The node's path, `acme/eng/web`.
     pub fn path(&self, id: NodeId) -> &str {
         &self.nodes[id as usize].path
     }
 
+    /// Whether the node is an org, folder, project, cluster or namespace.
     pub fn level(&self, id: NodeId) -> Level {
         self.nodes[id as usize].level
     }
 
+    /// The node's parent; `None` for an org.
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
         self.nodes[id as usize].parent
     }
 
+    /// The node's live children.
     pub fn children(&self, id: NodeId) -> &[NodeId] {
         &self.nodes[id as usize].children
     }
@@ -271,14 +285,17 @@ impl Policies {
         id
     }
 
+    /// Makes `name` a user bindings may name.
     pub fn add_user(&mut self, name: &str) {
         self.intern(Subject::User(name.to_string()));
     }
 
+    /// Makes `name` a group bindings may name, with no members yet.
     pub fn add_group(&mut self, name: &str) {
         self.intern(Subject::Group(name.to_string()));
     }
 
+    /// Whether `subject` was added, so that a binding may name it.
     pub fn knows(&self, subject: &Subject) -> bool {
         self.subject_ids.contains_key(subject)
     }

@@ -7,13 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 
-use dialtone_policy::projection::{Desired, Managed, changes, project};
+use dialtone_policy::projection::{Desired, Managed, ObjectKind, changes, project};
 use dialtone_policy::{
-    Binding, Catalogue, KubeGrant, Level, NodeId, Permission, Policies, Subject, TreeResource,
-    TreeVerb,
+    Binding, Catalogue, KubeGrant, Level, NodeId, Permission, Permissions, Policies, Role, Subject,
+    TreeResource, TreeVerb,
 };
 use dialtone_simkube::rbac::{self, Listed, Request, UserInfo};
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use proptest::prelude::*;
 
 const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -588,4 +588,104 @@ fn nobody_grants_more_than_they_hold() {
             .escalation("carol", cluster, role("namespace.view"))
             .is_some()
     );
+}
+
+#[test]
+fn changes_say_what_to_create_update_replace_and_delete() {
+    let mut model = Model::new(&Shape(vec![vec![vec![1]]]));
+    let cluster = model.policies.node("acme/f0/p0/c0").unwrap();
+    let mut set = |bindings: &[(&str, &str)]| {
+        let bindings: Vec<Binding> = bindings
+            .iter()
+            .map(|(role, user)| Binding {
+                role: role.to_string(),
+                subject: Subject::User(user.to_string()),
+            })
+            .collect();
+        model.policies.set_bindings(cluster, &bindings).unwrap();
+        project(&model.policies, cluster)
+    };
+    let alice = set(&[("cluster.view", "alice")]);
+    let shown: Vec<String> = alice.iter().map(|d| d.key.to_string()).collect();
+    assert_eq!(
+        shown,
+        ["ClusterRoleBinding/dialtone:cluster.view@acme:f0:p0:c0"]
+    );
+    let both = set(&[("cluster.view", "alice"), ("cluster.view", "bob")]);
+    let mut edit = alice.clone();
+    edit[0].role_ref = Some("edit".into());
+
+    let nothing = changes(&alice, &alice);
+    assert!(nothing.is_empty(), "{nothing:?}");
+    // Each kind of change alone makes the changes non-empty.
+    let create = changes(&[], &alice);
+    assert_eq!(create.create, alice);
+    let update = changes(&alice, &both);
+    assert_eq!(update.update, both, "another subject is an update in place");
+    let replace = changes(&alice, &edit);
+    assert_eq!(replace.replace, edit, "a roleRef cannot change in place");
+    assert!(replace.update.is_empty());
+    let delete = changes(&alice, &[]);
+    assert_eq!(delete.delete, [alice[0].key.clone()]);
+    for (what, plan) in [
+        ("create", create),
+        ("update", update),
+        ("replace", replace),
+        ("delete", delete),
+    ] {
+        assert!(!plan.is_empty(), "a plan that only has to {what}");
+    }
+}
+
+#[test]
+fn a_custom_role_is_cast_into_a_cluster_role_of_its_own() {
+    let mut catalogue = Catalogue::default();
+    let rules = vec![PolicyRule {
+        api_groups: Some(vec!["apps".into()]),
+        resources: Some(vec!["deployments".into()]),
+        verbs: vec!["get".into(), "update".into()],
+        ..Default::default()
+    }];
+    catalogue
+        .add(Role {
+            name: "deployer".into(),
+            level: Level::Cluster,
+            permissions: Permissions::default()
+                .with(Permission::new(TreeVerb::Get, TreeResource::Clusters)),
+            kube: KubeGrant::Rules(rules.clone()),
+            description: "updates deployments".into(),
+        })
+        .unwrap();
+    let mut policies = Policies::new(catalogue);
+    let org = policies.add_node(None, "acme", Level::Org).unwrap();
+    let folder = policies.add_node(Some(org), "f", Level::Folder).unwrap();
+    let project_node = policies
+        .add_node(Some(folder), "p", Level::Project)
+        .unwrap();
+    let cluster = policies
+        .add_node(Some(project_node), "c", Level::Cluster)
+        .unwrap();
+    policies.add_user("alice");
+    policies
+        .set_bindings(
+            cluster,
+            &[Binding {
+                role: "deployer".into(),
+                subject: Subject::User("alice".into()),
+            }],
+        )
+        .unwrap();
+    let objects = project(&policies, cluster);
+    let role = objects
+        .iter()
+        .find(|d| d.key.kind == ObjectKind::ClusterRole)
+        .expect("the custom role's ClusterRole");
+    assert_eq!(&*role.key.name, "dialtone:role:deployer");
+    assert_eq!(role.rules.as_deref(), Some(rules.as_slice()));
+    let binding = objects
+        .iter()
+        .find(|d| d.key.kind == ObjectKind::ClusterRoleBinding)
+        .expect("alice's binding");
+    assert_eq!(binding.role_ref.as_deref(), Some("dialtone:role:deployer"));
+    assert_eq!(&*binding.subjects, [std::sync::Arc::from("alice")]);
 }

@@ -21,20 +21,28 @@ use serde::Serialize;
 /// A pod that runs on a node and would move if the node went.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunningPod {
+    /// What it requests.
     pub requests: Resources,
+    /// Where it may run.
     pub placement: Placement,
 }
 
 /// A worker as consolidation sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunningNode {
+    /// The node's name.
     pub name: String,
+    /// Its instance type.
     pub instance_type: String,
+    /// Its architecture.
     pub arch: Arch,
+    /// Its zone.
     pub zone: String,
+    /// What it costs.
     pub usd_per_hour: f64,
     /// Allocatable less the daemonsets.
     pub room: Resources,
+    /// The pods it runs (daemonsets aside).
     pub pods: Vec<RunningPod>,
     /// Why the node may not be disrupted now, if it may not (too young, a pod a budget
     /// protects, a pod no controller would recreate).
@@ -65,11 +73,17 @@ impl RunningNode {
 /// Everything a consolidation decision reads.
 #[derive(Clone, Debug)]
 pub struct Cluster<'a> {
+    /// The workers.
     pub nodes: &'a [RunningNode],
+    /// The types replacements may be of.
     pub types: &'a [NodeType],
+    /// The cluster's zones.
     pub zones: &'a [String],
+    /// Whether replacements are spread over the zones.
     pub spread_zones: bool,
+    /// Fewer workers than this are never left.
     pub min_nodes: usize,
+    /// More workers than this never run at once, replacements included.
     pub max_nodes: usize,
     /// How many nodes may be disrupted by this decision.
     pub budget: usize,
@@ -83,25 +97,34 @@ pub struct Cluster<'a> {
 pub enum Action {
     /// The node's pods fit on the other nodes.
     Delete {
+        /// The node removed.
         node: String,
+        /// Its price.
         saves_usd_per_hour: f64,
     },
     /// The node's pods fit on the other nodes plus these new, cheaper ones.
     Replace {
+        /// The node removed.
         node: String,
+        /// The nodes launched first.
         with: Vec<NewNode>,
+        /// Its price less theirs.
         saves_usd_per_hour: f64,
     },
     /// The node runs an older version: its pods go to the other up-to-date nodes plus these
     /// new ones (of the families the upgrade chose), cheaper or not.
     Upgrade {
+        /// The outdated node removed.
         node: String,
+        /// The nodes launched first.
         with: Vec<NewNode>,
+        /// Its price less theirs, negative when the upgrade costs more.
         saves_usd_per_hour: f64,
     },
 }
 
 impl Action {
+    /// The node the action removes.
     pub fn node(&self) -> &str {
         match self {
             Action::Delete { node, .. }
@@ -118,6 +141,7 @@ impl Action {
         }
     }
 
+    /// What the cluster costs less per hour once the action is done.
     pub fn saves_usd_per_hour(&self) -> f64 {
         match self {
             Action::Delete {

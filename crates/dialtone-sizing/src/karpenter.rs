@@ -45,6 +45,7 @@ fn most_room(snapshot: &Snapshot, types: &[usize]) -> Resources {
 const NO_ROOM: &str = "no instance type or node can hold it";
 const CAPPED: &str = "the cluster's maxNodes is reached";
 
+/// Karpenter's provisioning of `snapshot`, the benchmark's baseline.
 pub fn plan(snapshot: &Snapshot) -> Plan {
     let groups = &snapshot.pending;
     let mut order: Vec<usize> = (0..groups.len()).collect();

@@ -15,6 +15,8 @@
 //!   pods: the linear-programming relaxation of the packing by resources (CPU, memory, pod
 //!   slots), per placement constraint.
 
+#![warn(missing_docs)]
+
 pub mod bound;
 pub mod consolidate;
 pub mod karpenter;
@@ -35,18 +37,23 @@ pub use pack::plan;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
+    /// CPU, in thousandths of a vCPU.
     pub millicores: u64,
+    /// Memory, in MiB.
     pub memory_mib: u64,
+    /// Pod slots (a node's max pods).
     pub pods: u32,
 }
 
 impl Resources {
+    /// Whether every resource of `self` is within `room`.
     pub fn fits_in(&self, room: &Resources) -> bool {
         self.millicores <= room.millicores
             && self.memory_mib <= room.memory_mib
             && self.pods <= room.pods
     }
 
+    /// `self` less `other`, each resource at least zero.
     pub fn saturating_sub(&self, other: &Resources) -> Resources {
         Resources {
             millicores: self.millicores.saturating_sub(other.millicores),
@@ -55,6 +62,7 @@ impl Resources {
         }
     }
 
+    /// The sum of `self` and `other`, resource by resource.
     pub fn add(&self, other: &Resources) -> Resources {
         Resources {
             millicores: self.millicores + other.millicores,
@@ -76,13 +84,16 @@ impl Resources {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
+    /// Only nodes of this architecture (`kubernetes.io/arch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<Arch>,
+    /// Only nodes in this zone (`topology.kubernetes.io/zone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
 }
 
 impl Placement {
+    /// Whether a node of `arch` in `zone` may run the pod.
     pub fn allows(&self, arch: Arch, zone: &str) -> bool {
         self.arch.is_none_or(|a| a == arch) && self.zone.as_deref().is_none_or(|z| z == zone)
     }
@@ -92,11 +103,14 @@ impl Placement {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodGroup {
+    /// What the pods are (their owner's name), for explanations.
     pub name: String,
     /// Per pod; `pods` is always 1.
     pub requests: Resources,
+    /// Where they may run.
     #[serde(default)]
     pub placement: Placement,
+    /// How many pods of this shape there are.
     pub count: u32,
 }
 
@@ -104,11 +118,17 @@ pub struct PodGroup {
 /// reserve and the daemonsets every node runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeType {
+    /// The instance type, `m7g.large`.
     pub name: String,
+    /// Its family, `m7g`.
     pub family: String,
+    /// Its processor's architecture.
     pub arch: Arch,
+    /// What a node of it offers pods.
     pub room: Resources,
+    /// Its on-demand price.
     pub usd_per_hour: f64,
+    /// The cluster's zones that offer it.
     pub zones: Vec<String>,
 }
 
@@ -116,21 +136,30 @@ pub struct NodeType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExistingNode {
+    /// The node's name.
     pub name: String,
+    /// Its instance type.
     pub instance_type: String,
+    /// Its architecture.
     pub arch: Arch,
+    /// Its zone.
     pub zone: String,
+    /// Allocatable less what its pods request.
     pub free: Resources,
 }
 
 /// Everything a scale-up decision reads.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// The pods that wait for room, grouped by shape.
     pub pending: Vec<PodGroup>,
+    /// The nodes that run, with their free room.
     pub existing: Vec<ExistingNode>,
+    /// The types new nodes may be of.
     pub types: Vec<NodeType>,
     /// The cluster's zones; production clusters spread new nodes over them.
     pub zones: Vec<String>,
+    /// Whether new nodes are spread over the zones, as production clusters' are.
     pub spread_zones: bool,
     /// How many nodes may be added (the cluster's maxNodes less its nodes).
     pub max_new_nodes: usize,
@@ -202,9 +231,13 @@ pub fn undominated(types: &[NodeType]) -> Vec<usize> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewNode {
+    /// Its instance type.
     pub instance_type: String,
+    /// The zone to launch it in.
     pub zone: String,
+    /// What it costs.
     pub usd_per_hour: f64,
+    /// How many pods of each pending group (by index) it is for.
     pub pods: BTreeMap<usize, u32>,
 }
 
@@ -212,8 +245,11 @@ pub struct NewNode {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Unplaceable {
+    /// The pending group, by index.
     pub group: usize,
+    /// How many of its pods stay pending.
     pub count: u32,
+    /// Why, as the cluster's events say it.
     pub reason: String,
 }
 
@@ -221,9 +257,11 @@ pub struct Unplaceable {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
+    /// The nodes to launch.
     pub new_nodes: Vec<NewNode>,
     /// Pods placed on existing nodes: (group index, node index, count).
     pub on_existing: Vec<(usize, usize, u32)>,
+    /// Pods no node can hold.
     pub unplaceable: Vec<Unplaceable>,
 }
 

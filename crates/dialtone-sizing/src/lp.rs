@@ -5,11 +5,17 @@
 
 const EPS: f64 = 1e-9;
 
+/// What a program's solution is.
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// The minimum of `c·x`, and each row's dual price: what one more unit of its demand
     /// would cost at the optimum.
-    Optimal { value: f64, duals: Vec<f64> },
+    Optimal {
+        /// The minimum.
+        value: f64,
+        /// The dual price of each row.
+        duals: Vec<f64>,
+    },
     /// No `x ≥ 0` covers `b`.
     Infeasible,
 }

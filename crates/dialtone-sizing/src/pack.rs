@@ -22,6 +22,8 @@ fn size_key(requests: &Resources) -> u64 {
     requests.millicores * 4 + requests.memory_mib
 }
 
+/// Dialtone's scale-up for `snapshot`: the cheapest nodes it finds that hold every pending
+/// pod (see the crate documentation for how).
 pub fn plan(snapshot: &Snapshot) -> Plan {
     let groups = &snapshot.pending;
     let mut remaining: Vec<u32> = groups.iter().map(|g| g.count).collect();

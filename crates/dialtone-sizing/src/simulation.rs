@@ -9,29 +9,43 @@ use crate::{ExistingNode, NodeType, Plan, Resources, Snapshot};
 /// What one step of the controller did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Step {
+    /// Nodes launched.
     pub launched: usize,
+    /// Nodes removed.
     pub removed: usize,
+    /// Pods left pending.
     pub unplaceable: u32,
 }
 
 impl Step {
+    /// Nodes launched and removed: what the step disrupted.
     pub fn actions(&self) -> usize {
         self.launched + self.removed
     }
 }
 
+/// The cluster: its nodes and pending pods, and the settings its controller runs with.
 #[derive(Clone, Debug)]
 pub struct SimCluster {
+    /// The workers and the pods they run.
     pub nodes: Vec<RunningNode>,
     /// When each node was launched, in steps.
     pub launched_at: Vec<u64>,
+    /// Pods waiting for room.
     pub pending: Vec<RunningPod>,
+    /// The types nodes may be of.
     pub types: Vec<NodeType>,
+    /// The cluster's zones.
     pub zones: Vec<String>,
+    /// Whether new nodes are spread over the zones.
     pub spread_zones: bool,
+    /// Consolidation leaves at least this many nodes.
     pub min_nodes: usize,
+    /// The most nodes that may run at once.
     pub max_nodes: usize,
+    /// How many nodes one step may disrupt.
     pub budget: usize,
+    /// The share of a node's price a replacement must save.
     pub min_saving: f64,
     /// Steps a node must have run before consolidation may touch it.
     pub stabilization: u64,
@@ -39,11 +53,14 @@ pub struct SimCluster {
     pub planner: fn(&Snapshot) -> Plan,
     /// Consolidation only removes empty nodes (the baseline's `WhenEmpty`).
     pub empty_only: bool,
+    /// The current step.
     pub now: u64,
     next_name: usize,
 }
 
 impl SimCluster {
+    /// An empty cluster that may grow to `max_nodes` of `types`, with the controller's
+    /// defaults: one disruption per step, replacements that save 10 %.
     pub fn new(types: Vec<NodeType>, zones: Vec<String>, max_nodes: usize) -> Self {
         SimCluster {
             nodes: Vec::new(),
@@ -64,10 +81,12 @@ impl SimCluster {
         }
     }
 
+    /// What its nodes cost.
     pub fn usd_per_hour(&self) -> f64 {
         self.nodes.iter().fold(0.0, |sum, n| sum + n.usd_per_hour)
     }
 
+    /// How many pods run.
     pub fn running_pods(&self) -> usize {
         self.nodes.iter().map(|n| n.pods.len()).sum()
     }

@@ -9,20 +9,33 @@ use crate::validation::{FieldError, FieldErrors};
 /// Machine-readable reason for a failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Reason {
+    /// The request is not one the API can read (not JSON, an unknown parameter).
     BadRequest,
+    /// A field's value is refused; the causes name each.
     Invalid,
+    /// No valid credential came with the request.
     Unauthorized,
+    /// The caller may not do this.
     Forbidden,
+    /// No such object, or one the caller may not see.
     NotFound,
+    /// The path does not take this method.
     MethodNotAllowed,
+    /// An object of that name exists.
     AlreadyExists,
+    /// The object changed since the version the write names.
     Conflict,
+    /// The watch or list resumes from a version that is no longer kept: list again.
     Gone,
     /// A write that must name the version it replaces did not.
     PreconditionRequired,
+    /// The body is larger than the API takes.
     RequestEntityTooLarge,
+    /// The body is not of a content type the API takes.
     UnsupportedMediaType,
+    /// The server failed; the request may be retried.
     InternalError,
+    /// The server cannot answer now (its store is unreachable, it is starting); retry later.
     ServiceUnavailable,
 }
 
@@ -46,6 +59,7 @@ impl Reason {
         }
     }
 
+    /// The HTTP status code the reason is answered with.
     pub fn http_code(self) -> u16 {
         match self {
             Reason::BadRequest => 400,
@@ -65,15 +79,21 @@ impl Reason {
     }
 }
 
+/// What is wrong with one field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusCause {
+    /// The field's path, `spec.region`.
     pub field: String,
+    /// Why, as a machine reads it (`FieldValueInvalid`, `FieldValueRequired`, …).
     pub reason: String,
+    /// Why, for people, with the values accepted.
     pub message: String,
 }
 
+/// The causes of a failure.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusDetails {
+    /// One per bad field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<StatusCause>,
 }
@@ -82,13 +102,19 @@ pub struct StatusDetails {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
+    /// Always `v1`.
     pub api_version: String,
+    /// Always `Status`.
     pub kind: String,
     /// Always `Failure`.
     pub status: String,
+    /// Why, as a machine reads it.
     pub reason: Reason,
+    /// The HTTP status code.
     pub code: u16,
+    /// Why, for people.
     pub message: String,
+    /// The fields at fault, if any.
     #[serde(default)]
     pub details: StatusDetails,
 }
@@ -97,12 +123,16 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
+    /// Why, as a machine reads it.
     pub reason: Reason,
+    /// Why, for people.
     pub message: String,
+    /// The fields at fault.
     pub causes: Vec<StatusCause>,
 }
 
 impl ApiError {
+    /// An error with no field causes.
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         ApiError {
             reason,
@@ -111,6 +141,7 @@ impl ApiError {
         }
     }
 
+    /// `{what} not found`.
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         Self::new(Reason::NotFound, format!("{what} not found"))
     }
@@ -145,10 +176,12 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status code it is answered with.
     pub fn code(&self) -> u16 {
         self.reason.http_code()
     }
 
+    /// The body the API answers it with.
     pub fn to_status(&self) -> Status {
         Status {
             api_version: "v1".into(),
@@ -163,6 +196,7 @@ impl ApiError {
         }
     }
 
+    /// The error an answer's body stands for.
     pub fn from_status(status: Status) -> Self {
         ApiError {
             reason: status.reason,

@@ -19,13 +19,17 @@ use crate::validation::{FieldErrors, FieldReason};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterType {
+    /// One control-plane node, a shared VPC: for development and tests.
     Developer,
+    /// Three control-plane nodes in three zones, its own VPC: for what users depend on.
     Production,
 }
 
 impl ClusterType {
+    /// Every type.
     pub const ALL: [ClusterType; 2] = [ClusterType::Developer, ClusterType::Production];
 
+    /// The type as specs spell it: `developer` or `production`.
     pub fn name(self) -> &'static str {
         match self {
             ClusterType::Developer => "developer",
@@ -33,6 +37,7 @@ impl ClusterType {
         }
     }
 
+    /// What the type is for, in a sentence, as `cluster types` shows it.
     pub fn description(self) -> &'static str {
         match self {
             ClusterType::Developer => {
@@ -184,10 +189,12 @@ pub enum Phase {
     Unavailable,
     /// A node failed to launch the type's number of times in a row; it needs a person.
     Failed,
+    /// Being deleted: its cloud resources go, then the object.
     Deleting,
 }
 
 impl Phase {
+    /// Every phase.
     pub const ALL: [Phase; 6] = [
         Phase::Provisioning,
         Phase::Ready,
@@ -251,11 +258,15 @@ pub enum NodeState {
     /// No instance yet (or it is gone and not yet replaced).
     #[default]
     Absent,
+    /// Launched, not yet running.
     Pending,
+    /// Running and reachable.
     Running,
     /// Running in a zone that is down.
     Impaired,
+    /// Being terminated.
     Deleting,
+    /// Terminated; its slot gets a new instance unless the cluster is being deleted.
     Terminated,
 }
 
@@ -332,6 +343,7 @@ pub struct SizingStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SizingDecision {
+    /// When it was decided.
     pub time: Timestamp,
     /// `ScaleUp`, `Delete`, `Replace` or `Upgrade`.
     pub action: String,
@@ -355,15 +367,19 @@ pub struct SizingDecision {
     pub saves_usd_per_hour: Option<f64>,
     /// How long deciding took.
     pub millis: f64,
+    /// Why, for people: what was chosen and what it costs against the bound.
     pub message: String,
 }
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
+/// What a node does in its cluster.
 #[serde(rename_all = "camelCase")]
 pub enum NodeRole {
+    /// Runs the API server and etcd.
     ControlPlane,
+    /// Runs the users' pods.
     Worker,
 }
 
@@ -382,8 +398,11 @@ impl fmt::Display for NodeRole {
 pub struct ClusterNode {
     /// The slot, for example `cp-0` or `worker-2`; the node's name in the cluster.
     pub name: String,
+    /// Control plane or worker.
     pub role: NodeRole,
+    /// The zone it runs in.
     pub zone: String,
+    /// Its instance type.
     pub instance_type: String,
     /// The provider's instance id, once launched.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -408,17 +427,25 @@ pub struct ClusterNode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchBackoff {
+    /// Launches that failed in a row.
     pub failures: u32,
+    /// Why the last one failed, as the provider said.
     pub last_error: String,
+    /// When the next launch may start.
     pub retry_after: Timestamp,
 }
 
+/// How many nodes of one role in one zone are ready.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeCount {
+    /// Control plane or worker.
     pub role: NodeRole,
+    /// The zone.
     pub zone: String,
+    /// Nodes running and ready.
     pub ready: u32,
+    /// Nodes planned.
     pub total: u32,
 }
 
@@ -426,11 +453,14 @@ pub struct NodeCount {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterEvent {
+    /// When it happened.
     pub time: Timestamp,
     /// `Normal` or `Warning`.
     #[serde(rename = "type")]
     pub type_: String,
+    /// What happened, in one word (`Planned`, `ReplacingNode`, `NodeRemoved`, …).
     pub reason: String,
+    /// What happened, for people.
     pub message: String,
 }
 
@@ -438,49 +468,67 @@ pub struct ClusterEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSlot {
+    /// The zone.
     pub zone: String,
+    /// The instance type.
     pub instance_type: String,
 }
 
+/// The control plane's nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ControlPlanePlan {
+    /// One per control-plane node, each in its own zone for production.
     pub nodes: Vec<NodeSlot>,
+    /// Each node's root volume.
     pub root_disk_gib: u32,
 }
 
+/// One subnet of the cluster's VPC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subnet {
+    /// The zone it is in.
     pub zone: String,
+    /// Its addresses.
     #[schemars(with = "String")]
     pub cidr: Ipv4Net,
 }
 
+/// The cluster's addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPlan {
+    /// The VPC's range, unique in the org for production clusters.
     #[schemars(with = "String")]
     pub vpc_cidr: Ipv4Net,
     /// Whether the VPC is shared with the project's other developer clusters in the region.
     pub shared_vpc: bool,
+    /// One subnet per zone the cluster uses.
     pub subnets: Vec<Subnet>,
+    /// The range pods' addresses come from.
     #[schemars(with = "String")]
     pub pod_cidr: Ipv4Net,
+    /// The range Services' cluster IPs come from.
     #[schemars(with = "String")]
     pub service_cidr: Ipv4Net,
 }
 
+/// The workers' bounds and where they run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerPlan {
+    /// The fewest workers the cluster keeps.
     pub min_nodes: u32,
+    /// The most workers the cluster may grow to.
     pub max_nodes: u32,
+    /// The zones workers run in.
     pub zones: Vec<String>,
     /// Instance families right-sizing may choose from.
     pub families: Vec<String>,
     /// The workers to start with.
     pub initial: Vec<NodeSlot>,
+    /// Pods a worker takes at most.
     pub max_pods_per_node: u32,
 }
 
@@ -488,18 +536,25 @@ pub struct WorkerPlan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterPlan {
+    /// Developer or production.
     #[serde(rename = "type")]
     pub cluster_type: ClusterType,
+    /// The region.
     pub region: String,
+    /// The Kubernetes minor it runs.
     pub kubernetes_version: String,
+    /// The control-plane nodes.
     pub control_plane: ControlPlanePlan,
+    /// The addresses.
     pub network: NetworkPlan,
+    /// The workers.
     pub workers: WorkerPlan,
     /// Every decision of the type's table with its concrete value for this cluster.
     pub decisions: BTreeMap<String, String>,
 }
 
 impl ClusterPlan {
+    /// The concrete value of the decision `key` (`area.name`).
     pub fn value(&self, key: &str) -> Option<&str> {
         self.decisions.get(key).map(String::as_str)
     }

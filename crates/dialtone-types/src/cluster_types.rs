@@ -10,13 +10,17 @@ pub struct DecisionInfo {
     pub key: String,
     /// The value, or how it is computed for each cluster.
     pub value: String,
+    /// Why, in one line.
     pub reason: String,
 }
 
 /// A Smart Cluster type: a named bundle of decisions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterTypeInfo {
+    /// `developer` or `production`.
     pub name: String,
+    /// What the type is for, in a sentence.
     pub description: String,
+    /// Every decision of the table, with this type's value.
     pub decisions: Vec<DecisionInfo>,
 }

@@ -35,45 +35,53 @@ impl KindInfo {
             .filter(move |k| k.parent.is_some_and(|p| std::ptr::eq(p, self)))
     }
 
+    /// The kind whose collection is `plural` (`projects`).
     pub fn by_plural(plural: &str) -> Option<&'static KindInfo> {
         KINDS.iter().copied().find(|k| k.plural == plural)
     }
 
+    /// The kind named `kind` (`Project`).
     pub fn by_kind(kind: &str) -> Option<&'static KindInfo> {
         KINDS.iter().copied().find(|k| k.kind == kind)
     }
 }
 
+/// Orgs: tenants, the roots of the tree.
 pub static ORG: KindInfo = KindInfo {
     kind: "Org",
     plural: "orgs",
     singular: "org",
     parent: None,
 };
+/// Folders, under an org.
 pub static FOLDER: KindInfo = KindInfo {
     kind: "Folder",
     plural: "folders",
     singular: "folder",
     parent: Some(&ORG),
 };
+/// Projects, under a folder.
 pub static PROJECT: KindInfo = KindInfo {
     kind: "Project",
     plural: "projects",
     singular: "project",
     parent: Some(&FOLDER),
 };
+/// Smart Clusters, under a project.
 pub static CLUSTER: KindInfo = KindInfo {
     kind: "Cluster",
     plural: "clusters",
     singular: "cluster",
     parent: Some(&PROJECT),
 };
+/// Namespaces, under a cluster.
 pub static NAMESPACE: KindInfo = KindInfo {
     kind: "Namespace",
     plural: "namespaces",
     singular: "namespace",
     parent: Some(&CLUSTER),
 };
+/// Identities, under an org.
 pub static IDENTITY: KindInfo = KindInfo {
     kind: "Identity",
     plural: "identities",
@@ -81,6 +89,7 @@ pub static IDENTITY: KindInfo = KindInfo {
     parent: Some(&ORG),
 };
 
+/// Groups, under an org.
 pub static GROUP: KindInfo = KindInfo {
     kind: "Group",
     plural: "groups",
@@ -100,6 +109,7 @@ pub static TREE_KINDS: &[&KindInfo] = &[&ORG, &FOLDER, &PROJECT, &CLUSTER, &NAME
 pub trait Kind:
     Serialize + DeserializeOwned + JsonSchema + Clone + Default + PartialEq + Send + Sync + 'static
 {
+    /// Its names and place in the tree.
     const INFO: &'static KindInfo;
 
     /// What the server and controllers report about an object of this kind.
@@ -128,8 +138,10 @@ pub trait Kind:
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "OrgSpec")]
 pub struct Org {
+    /// A name for people; any text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    /// What the org is, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// The IPv4 range the org's cluster networks are allocated from, as a CIDR of at most
@@ -143,6 +155,7 @@ impl Org {
     /// The default address plan of an org that names none.
     pub const DEFAULT_ADDRESS_PLAN: &str = "10.0.0.0/8";
 
+    /// The address plan in effect: the spec's, or the default.
     pub fn address_plan(&self) -> &str {
         if self.address_plan.is_empty() {
             Self::DEFAULT_ADDRESS_PLAN
@@ -157,8 +170,10 @@ impl Org {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "FolderSpec")]
 pub struct Folder {
+    /// A name for people; any text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    /// What the folder holds, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
@@ -168,8 +183,10 @@ pub struct Folder {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "ProjectSpec")]
 pub struct Project {
+    /// A name for people; any text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    /// What the project is for, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
@@ -179,6 +196,7 @@ pub struct Project {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "IdentitySpec")]
 pub struct Identity {
+    /// The person's or service's name, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
     /// A platform admin operates the whole installation: creates orgs and sees all of them.
@@ -193,8 +211,10 @@ pub struct Identity {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "NamespaceSpec")]
 pub struct Namespace {
+    /// A name for people; any text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    /// What the namespace is for, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
@@ -205,6 +225,7 @@ pub struct Namespace {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "GroupSpec")]
 pub struct Group {
+    /// A name for people; any text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
     /// Names of identities of the org.

@@ -7,6 +7,8 @@
 //! store takes what it needs as an argument. Every other crate depends on it; it depends on
 //! none of them.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod cluster;

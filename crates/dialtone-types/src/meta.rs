@@ -29,8 +29,10 @@ pub struct ObjectMeta {
     /// Server-managed: incremented on every change of the spec.
     #[serde(default)]
     pub generation: i64,
+    /// Keys and values to select objects by (`-l key=value`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Keys and values for tools and people; never selected by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Server-managed.
@@ -54,14 +56,19 @@ pub struct ObjectStatus {
     /// The generation of the spec that the status describes.
     #[serde(default)]
     pub observed_generation: i64,
+    /// What the control plane observes, each with a reason to act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
+/// Whether a condition holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConditionStatus {
+    /// It holds.
     True,
+    /// It does not hold.
     False,
+    /// The control plane cannot tell yet.
     Unknown,
 }
 
@@ -72,12 +79,14 @@ pub struct Condition {
     /// CamelCase, for example `Ready`.
     #[serde(rename = "type")]
     pub type_: String,
+    /// Whether it holds.
     pub status: ConditionStatus,
     /// CamelCase, machine-readable.
     pub reason: String,
     /// For people: what happened and what to do about it.
     #[serde(default)]
     pub message: String,
+    /// When `status` last changed.
     pub last_transition_time: Timestamp,
 }
 
@@ -86,13 +95,18 @@ pub struct Condition {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Object<S: Default, T: Default = ObjectStatus> {
+    /// `dialtone.dev/v1`.
     #[serde(default)]
     pub api_version: String,
+    /// The kind, `Cluster`, `Folder`, …
     #[serde(default)]
     pub kind: String,
+    /// Name, uid, version and the rest every object has.
     pub metadata: ObjectMeta,
+    /// What the user asks for.
     #[serde(default)]
     pub spec: S,
+    /// What the control plane reports.
     #[serde(default)]
     pub status: T,
 }
@@ -102,13 +116,18 @@ pub struct Object<S: Default, T: Default = ObjectStatus> {
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
 struct ObjectSchema<S: Default, T: Default> {
+    /// `dialtone.dev/v1`.
     #[serde(default)]
     api_version: String,
+    /// The kind, `Cluster`, `Folder`, …
     #[serde(default)]
     kind: String,
+    /// Name, uid, version and the rest every object has.
     metadata: ObjectMeta,
+    /// What the user asks for.
     #[serde(default)]
     spec: S,
+    /// What the control plane reports.
     #[serde(default)]
     status: T,
 }
@@ -153,6 +172,7 @@ impl<S: crate::Kind> Object<S, S::Status> {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListMeta {
+    /// The store revision the list was read at; watch from it to follow what changes next.
     pub resource_version: String,
     /// Pass as `continue` to get the next page; absent on the last page.
     #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
@@ -164,10 +184,13 @@ pub struct ListMeta {
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "{T}List")]
 pub struct List<T> {
+    /// `dialtone.dev/v1`.
     pub api_version: String,
     /// `FolderList`, `AuditRecordList`, …
     pub kind: String,
+    /// The revision and the next page.
     pub metadata: ListMeta,
+    /// The page's objects, in name order.
     pub items: Vec<T>,
 }
 
@@ -183,11 +206,15 @@ impl<T> List<T> {
     }
 }
 
+/// What a watch event says happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum WatchEventType {
+    /// The object was created (or entered the watched set).
     Added,
+    /// The object changed.
     Modified,
+    /// The object was removed; `object` is its last state.
     Deleted,
     /// The watch ends; `object` is a `Status` (410 Gone when it fell behind a compaction).
     Error,
@@ -196,7 +223,9 @@ pub enum WatchEventType {
 /// One line of a watch stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WatchEvent<T> {
+    /// What happened.
     #[serde(rename = "type")]
     pub type_: WatchEventType,
+    /// The object as it is after the change.
     pub object: T,
 }

@@ -11,10 +11,13 @@ pub struct ResourcePath {
     segments: Vec<(&'static KindInfo, String)>,
 }
 
+/// A path that names no place in the tree.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("invalid path `{path}`: {reason}")]
 pub struct PathError {
+    /// The path as given.
     pub path: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -107,10 +110,12 @@ impl ResourcePath {
         Ok(ResourcePath { segments })
     }
 
+    /// The kind of the object the path ends at.
     pub fn kind(&self) -> &'static KindInfo {
         self.segments.last().expect("a path is never empty").0
     }
 
+    /// The name of the object the path ends at.
     pub fn name(&self) -> &str {
         &self.segments.last().expect("a path is never empty").1
     }
@@ -120,6 +125,7 @@ impl ResourcePath {
         &self.segments[0].1
     }
 
+    /// The path of the parent node; `None` for an org.
     pub fn parent(&self) -> Option<ResourcePath> {
         (self.segments.len() > 1).then(|| ResourcePath {
             segments: self.segments[..self.segments.len() - 1].to_vec(),

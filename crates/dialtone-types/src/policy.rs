@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessPolicy {
+    /// The roles granted on the node, each to its subjects.
     #[serde(default)]
     pub bindings: Vec<PolicyBinding>,
     /// Opaque; changes whenever the policy does. Send back the one read to set a policy
@@ -25,6 +26,7 @@ pub struct AccessPolicy {
 pub struct PolicyBinding {
     /// A role of the catalogue, for example `cluster.view`.
     pub role: String,
+    /// Who is granted it: `user:<identity>` or `group:<group>`.
     pub subjects: Vec<String>,
 }
 
@@ -34,7 +36,9 @@ pub struct PolicyBinding {
 pub struct GrantingBinding {
     /// The node the binding is set on, as `org/folder/project/…`.
     pub node: String,
+    /// The role it grants.
     pub role: String,
+    /// The subject it names that the identity is, or is a member of.
     pub subject: String,
 }
 
@@ -42,10 +46,15 @@ pub struct GrantingBinding {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Explanation {
+    /// Whether the request would be allowed.
     pub allowed: bool,
+    /// The identity asked about.
     pub identity: String,
+    /// The verb asked about (`get`, `create`, …).
     pub verb: String,
+    /// The resource asked about (`clusters`, or a Kubernetes resource such as `pods`).
     pub resource: String,
+    /// The node asked about, as `org/folder/project/…`.
     pub node: String,
     /// `dialtone` for the resources of the tree, `kubernetes` for a cluster's.
     pub api: String,
@@ -63,6 +72,7 @@ pub struct Explanation {
 pub struct WhatIfRequest {
     /// The node, as `org/folder/project/…`.
     pub node: String,
+    /// The policy the node would have.
     pub policy: AccessPolicy,
 }
 
@@ -70,6 +80,7 @@ pub struct WhatIfRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WhatIf {
+    /// One entry per cluster whose RBAC would change.
     pub clusters: Vec<ClusterRbacChanges>,
 }
 
@@ -78,8 +89,12 @@ pub struct WhatIf {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterRbacChanges {
+    /// The cluster, as `org/folder/project/cluster`.
     pub cluster: String,
+    /// Objects that would be created.
     pub add: Vec<String>,
+    /// Objects that would be updated or replaced.
     pub change: Vec<String>,
+    /// Objects that would be deleted.
     pub remove: Vec<String>,
 }

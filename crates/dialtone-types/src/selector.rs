@@ -16,14 +16,18 @@ enum Requirement {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelSelector(Vec<Requirement>);
 
+/// A selector that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("invalid label selector `{selector}`: {reason}")]
 pub struct SelectorError {
+    /// The selector as given.
     pub selector: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
 impl LabelSelector {
+    /// Parses `tier=web,env!=dev,team in (a,b),!legacy` (also `==`, `notin` and bare keys).
     pub fn parse(selector: &str) -> Result<Self, SelectorError> {
         let err = |reason: String| SelectorError {
             selector: selector.to_string(),
@@ -41,6 +45,7 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
+    /// Whether `labels` meet every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|req| match req {
             Requirement::Equals(k, v) => labels.get(k) == Some(v),
@@ -52,6 +57,7 @@ impl LabelSelector {
         })
     }
 
+    /// Whether it has no requirement, and so matches everything.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

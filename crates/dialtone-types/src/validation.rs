@@ -10,19 +10,28 @@ use crate::meta::ObjectMeta;
 /// Why a field is bad; machine-readable, in the style of Kubernetes' `CauseType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FieldReason {
+    /// A required field is missing or empty.
     FieldValueRequired,
+    /// The value is not one the field takes.
     FieldValueInvalid,
+    /// The value is longer than the field takes.
     FieldValueTooLong,
+    /// The caller may not set the field (a server-managed field, a power it lacks).
     FieldValueForbidden,
+    /// No such field.
     FieldValueUnknown,
+    /// The field cannot change once set.
     FieldValueImmutable,
 }
 
+/// One bad field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     /// A JSON path such as `metadata.labels.team`.
     pub field: String,
+    /// Why, as a machine reads it.
     pub reason: FieldReason,
+    /// Why, for people, with what is accepted.
     pub message: String,
 }
 
@@ -31,6 +40,7 @@ pub struct FieldError {
 pub struct FieldErrors(pub Vec<FieldError>);
 
 impl FieldErrors {
+    /// Adds a problem with `field`.
     pub fn push(&mut self, field: &str, reason: FieldReason, message: impl Into<String>) {
         self.0.push(FieldError {
             field: field.to_string(),
@@ -39,6 +49,7 @@ impl FieldErrors {
         });
     }
 
+    /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -60,6 +71,7 @@ impl std::fmt::Display for FieldErrors {
     }
 }
 
+/// The longest name an object may have, as a DNS-1123 label.
 pub const MAX_NAME_LEN: usize = 63;
 
 /// A DNS-1123 label: lowercase letters, digits and `-`, starting and ending with a letter or
@@ -90,6 +102,7 @@ pub fn validate_name(field: &str, name: &str, errors: &mut FieldErrors) {
     }
 }
 
+/// Whether `s` is a DNS-1123 label (see [`validate_name`]).
 pub fn is_dns1123_label(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
