@@ -190,7 +190,7 @@ pub struct List<T> {
     pub kind: String,
     /// The revision and the next page.
     pub metadata: ListMeta,
-    /// The page's objects, in name order.
+    /// The page's objects.
     pub items: Vec<T>,
 }
 
