@@ -483,6 +483,23 @@ mod tests {
     }
 
     #[test]
+    fn permission_sets_union_contain_and_list_their_members() {
+        let on_clusters = |verb| Permission::new(verb, TreeResource::Clusters);
+        let (get, list, delete) = (
+            on_clusters(TreeVerb::Get),
+            on_clusters(TreeVerb::List),
+            on_clusters(TreeVerb::Delete),
+        );
+        let read = Permissions::default().with(get).with(list);
+        let prune = Permissions::default().with(list).with(delete);
+        let both = read.union(prune);
+        assert_eq!(both.iter().collect::<Vec<_>>(), [get, list, delete]);
+        assert!(both.contains(read) && both.contains(prune));
+        assert!(!read.contains(prune), "read lacks delete");
+        assert!(!read.has(delete));
+    }
+
+    #[test]
     fn resources_and_verbs_are_named_as_the_api_spells_them() {
         let resources: Vec<&str> = TreeResource::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(

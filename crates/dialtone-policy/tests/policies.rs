@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 
+use dialtone_kubeapi::rbac::{self, Listed, Request, UserInfo};
 use dialtone_policy::projection::{Desired, Managed, ObjectKind, changes, project};
 use dialtone_policy::{
     Binding, Catalogue, KubeGrant, Level, NodeId, Permission, Permissions, Policies, Role, Subject,
     TreeResource, TreeVerb,
 };
-use dialtone_simkube::rbac::{self, Listed, Request, UserInfo};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use proptest::prelude::*;
 
@@ -250,7 +250,7 @@ fn permissions() -> Vec<Permission> {
 /// A cluster's RBAC as upstream evaluates it: its default roles and the projected objects.
 fn cluster_rbac(projected: &[Desired]) -> Listed {
     let mut rbac = Listed {
-        cluster_roles: dialtone_simkube::defaults::cluster_roles(),
+        cluster_roles: dialtone_kubeapi::defaults::cluster_roles(),
         ..Listed::default()
     };
     for object in projected {
@@ -304,7 +304,7 @@ fn kube_requests(namespaces: &[String]) -> Vec<Request> {
 /// every namespace of the cluster; bindings on a namespace, that namespace.
 fn tree_grants(model: &Model, cluster: NodeId, user: &str, request: &Request) -> bool {
     static DEFAULTS: OnceLock<Vec<ClusterRole>> = OnceLock::new();
-    let defaults = DEFAULTS.get_or_init(dialtone_simkube::defaults::cluster_roles);
+    let defaults = DEFAULTS.get_or_init(dialtone_kubeapi::defaults::cluster_roles);
     let catalogue = &model.catalogue;
     let cluster_path = model.policies.path(cluster).to_string();
     let Request::Resource { namespace, .. } = request else {

@@ -17,11 +17,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use dialtone_controllers::access::{AccessIndex, flatten, grouped, level_of, node_name};
+use dialtone_kubeapi::rbac::{Request as KubeRequest, rule_allows};
 use dialtone_policy::projection::{changes, project};
 use dialtone_policy::{
     Level, Permission, Policies, Role, Subject, TreeResource, TreeVerb, Unbindable,
 };
-use dialtone_simkube::rbac::{Request as KubeRequest, rule_allows};
 use dialtone_types::kinds::{GROUP, IDENTITY, KindInfo};
 use dialtone_types::policy::{
     AccessPolicy, ClusterRbacChanges, Explanation, GrantingBinding, WhatIf, WhatIfRequest,
@@ -479,7 +479,7 @@ pub async fn explain(
                     level.name()
                 )));
             }
-            let kind = dialtone_simkube::resources::RESOURCES
+            let kind = dialtone_kubeapi::resources::RESOURCES
                 .iter()
                 .find(|r| r.plural == resource)
                 .ok_or_else(|| bad_request(format!("unknown resource `{resource}`")))?;
@@ -495,7 +495,7 @@ pub async fn explain(
                 subresource: String::new(),
                 name: String::new(),
             };
-            let upstream = dialtone_simkube::defaults::cluster_roles();
+            let upstream = dialtone_kubeapi::defaults::cluster_roles();
             app.access.read(&org, |policies| {
                 let id = policies.node(&name)?;
                 let granting = policies

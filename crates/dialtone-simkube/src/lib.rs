@@ -11,8 +11,6 @@
 
 pub mod cluster;
 pub mod connections;
-mod decode;
-pub mod defaults;
 mod disruption;
 pub mod egress;
 mod openapi;
@@ -20,14 +18,14 @@ mod patch;
 mod pki;
 mod proto;
 pub use dialtone_kube::quantity;
-pub mod rbac;
-pub mod resources;
 pub mod selectors;
 pub mod status;
 pub mod store;
 mod table;
 pub mod webhooks;
 pub mod workloads;
+
+pub use dialtone_kubeapi::{decode, defaults, rbac, resources};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use dialtone_kubeapi::rbac::{self, Listed, Request, UserInfo};
 use dialtone_policy::projection::{Managed, project};
 use dialtone_policy::{
     Binding, Catalogue, Level, NodeId, Permission, Policies, Subject, TreeResource, TreeVerb,
 };
-use dialtone_simkube::rbac::{self, Listed, Request, UserInfo};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -193,7 +193,7 @@ fn main() {
     // authorizer), for the same kind of question inside a cluster.
     let cluster = clusters[rng.random_range(0..clusters.len())];
     let mut projected = Listed {
-        cluster_roles: dialtone_simkube::defaults::cluster_roles(),
+        cluster_roles: dialtone_kubeapi::defaults::cluster_roles(),
         ..Listed::default()
     };
     for object in project(&policies, cluster) {
