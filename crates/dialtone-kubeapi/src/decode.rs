@@ -22,6 +22,7 @@ pub enum FieldValidation {
 }
 
 impl FieldValidation {
+    /// The `fieldValidation` parameter's value: `Strict`, `Warn` or `Ignore`.
     pub fn parse(value: &str) -> Result<Self, String> {
         match value {
             "Strict" => Ok(FieldValidation::Strict),
@@ -36,7 +37,9 @@ impl FieldValidation {
 
 /// An object in its typed form, with the paths of the fields the type does not have.
 pub struct Typed {
+    /// The object as its type writes it back: unknown fields gone.
     pub object: Value,
+    /// The paths of the fields the type does not have, as upstream names them.
     pub unknown: Vec<String>,
 }
 
@@ -44,9 +47,17 @@ pub struct Typed {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Undecodable {
     /// A required field is absent: upstream's `Required value` (422).
-    Missing { field: String },
+    Missing {
+        /// The field's path.
+        field: String,
+    },
     /// A field has the wrong type or shape (400), or the body is not an object at all.
-    Invalid { field: String, message: String },
+    Invalid {
+        /// The field's path; empty for the body as a whole.
+        field: String,
+        /// What is wrong, as upstream's decoder says it.
+        message: String,
+    },
 }
 
 /// Decodes `value` into `T` and writes it back, naming what did not fit.

@@ -11,6 +11,8 @@
 //!
 //! Pure: no IO, no async.
 
+#![warn(missing_docs)]
+
 pub mod decode;
 pub mod defaults;
 pub mod rbac;

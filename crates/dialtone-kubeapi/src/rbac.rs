@@ -16,28 +16,41 @@ use k8s_openapi::api::rbac::v1::{
 /// Who is asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserInfo {
+    /// The user's name (a certificate's CN, a token's identity).
     pub name: String,
+    /// The groups the user is in (a certificate's O values).
     pub groups: Vec<String>,
 }
 
 /// What is asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
+    /// A verb on a resource, as the API server's request info names it.
     Resource {
+        /// `get`, `list`, `create`, …
         verb: String,
+        /// Empty for cluster-scoped resources and requests across namespaces.
         namespace: String,
+        /// Empty for the core group.
         api_group: String,
+        /// The plural, `pods`.
         resource: String,
+        /// `status`, `eviction`, … or empty.
         subresource: String,
+        /// The object's name, empty for a collection.
         name: String,
     },
+    /// A verb on a path outside the resource tree (`/healthz`, `/version`).
     NonResource {
+        /// The HTTP method as a verb (`get`, `post`, …).
         verb: String,
+        /// The request's path.
         path: String,
     },
 }
 
 impl Request {
+    /// The request's verb.
     pub fn verb(&self) -> &str {
         match self {
             Request::Resource { verb, .. } | Request::NonResource { verb, .. } => verb,
@@ -47,20 +60,28 @@ impl Request {
 
 /// Where the authorizer reads roles and bindings from.
 pub trait RbacSource {
+    /// Every ClusterRoleBinding.
     fn cluster_role_bindings(&self) -> Vec<ClusterRoleBinding>;
+    /// The RoleBindings of `namespace`.
     fn role_bindings(&self, namespace: &str) -> Vec<RoleBinding>;
     /// Every namespace's RoleBindings, by namespace and name.
     fn all_role_bindings(&self) -> Vec<RoleBinding>;
+    /// The ClusterRole named `name`.
     fn cluster_role(&self, name: &str) -> Option<ClusterRole>;
+    /// The Role `name` of `namespace`.
     fn role(&self, namespace: &str, name: &str) -> Option<Role>;
 }
 
 /// Roles and bindings held in lists, for evaluating RBAC outside a cluster.
 #[derive(Clone, Debug, Default)]
 pub struct Listed {
+    /// The ClusterRoles.
     pub cluster_roles: Vec<ClusterRole>,
+    /// The ClusterRoleBindings.
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    /// The Roles of every namespace.
     pub roles: Vec<Role>,
+    /// The RoleBindings of every namespace.
     pub role_bindings: Vec<RoleBinding>,
 }
 
@@ -100,8 +121,10 @@ impl RbacSource for Listed {
     }
 }
 
+/// Whether a request is allowed, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether some binding grants it.
     pub allowed: bool,
     /// Which binding allowed it, worded as upstream does.
     pub reason: String,
@@ -245,6 +268,8 @@ pub fn grants(
     grants
 }
 
+/// Decides `request` by `user` as upstream's RBAC authorizer does, scanning every binding
+/// (see [`RbacIndex`] for the same decision by lookup).
 pub fn authorize(source: &dyn RbacSource, user: &UserInfo, request: &Request) -> Decision {
     let namespace = match request {
         Request::Resource { namespace, .. } => namespace.as_str(),
@@ -290,6 +315,7 @@ struct Grant {
 }
 
 impl RbacIndex {
+    /// Indexes every binding of `source`.
     pub fn build(source: &dyn RbacSource) -> Self {
         let mut index = RbacIndex::default();
         let mut order = 0;

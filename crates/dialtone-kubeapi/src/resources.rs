@@ -5,22 +5,33 @@
 
 use serde_json::Value;
 
+/// One resource as discovery lists it.
 #[derive(Debug)]
 pub struct ResourceType {
+    /// The API group; empty for the core group.
     pub group: &'static str,
+    /// The group's version served, `v1`.
     pub version: &'static str,
+    /// The kind of its objects, `Deployment`.
     pub kind: &'static str,
+    /// The path segment of its collection, `deployments`.
     pub plural: &'static str,
+    /// The name kubectl accepts for one, `deployment`.
     pub singular: &'static str,
+    /// Whether its objects live in namespaces.
     pub namespaced: bool,
+    /// The verbs it serves.
     pub verbs: &'static [&'static str],
+    /// The abbreviations kubectl accepts, `deploy`.
     pub short_names: &'static [&'static str],
+    /// Its subresources, `status`, `scale`, …
     pub subresources: &'static [&'static str],
     /// Decodes the object into its upstream type and writes it back.
     pub decode: fn(&Value) -> Result<Typed, Undecodable>,
 }
 
 impl ResourceType {
+    /// `group/version`, or `version` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_string()
@@ -56,6 +67,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
 
+/// Every resource sim clusters serve.
 pub static RESOURCES: &[ResourceType] = &[
     ResourceType {
         group: "",
@@ -241,12 +253,14 @@ pub static RESOURCES: &[ResourceType] = &[
     },
 ];
 
+/// The resource `plural` of `group/version`, if served.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
+/// The served resource `plural`; panics for one that is not served, a programming error.
 pub fn by_plural(plural: &str) -> &'static ResourceType {
     RESOURCES
         .iter()
