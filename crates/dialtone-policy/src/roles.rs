@@ -483,6 +483,63 @@ mod tests {
     }
 
     #[test]
+    fn each_built_in_role_casts_its_upstream_role_and_says_what_it_reaches() {
+        let catalogue = Catalogue::default();
+        let role = |name| catalogue.get(name).unwrap();
+        for (name, kube, description) in [
+            (
+                "org.admin",
+                "cluster-admin",
+                "everything on everything under it, including its access policies",
+            ),
+            (
+                "folder.edit",
+                "edit",
+                "create, change and delete everything under it",
+            ),
+            (
+                "cluster.admin",
+                "cluster-admin",
+                "everything on its clusters and their namespaces, including its access policies",
+            ),
+            (
+                "cluster.view",
+                "view",
+                "see its clusters and their namespaces",
+            ),
+            (
+                "namespace.admin",
+                "admin",
+                "everything on its namespaces, including its access policies",
+            ),
+            (
+                "namespace.edit",
+                "edit",
+                "create, change and delete its namespaces",
+            ),
+            ("namespace.view", "view", "see its namespaces"),
+        ] {
+            assert_eq!(role(name).kube, KubeGrant::Upstream(kube), "{name}");
+            assert_eq!(role(name).description, description, "{name}");
+        }
+        // Only an org's admins manage its people, its tokens, its audit log and the org.
+        for org_only in [
+            Permission::new(TreeVerb::Create, TreeResource::Identities),
+            Permission::new(TreeVerb::Delete, TreeResource::Tokens),
+            Permission::new(TreeVerb::Get, TreeResource::Audit),
+            Permission::new(TreeVerb::Update, TreeResource::Orgs),
+        ] {
+            assert!(role("org.admin").permissions.has(org_only), "{org_only:?}");
+            for other in ["org.edit", "folder.admin"] {
+                assert!(
+                    !role(other).permissions.has(org_only),
+                    "{other}: {org_only:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn permission_sets_union_contain_and_list_their_members() {
         let on_clusters = |verb| Permission::new(verb, TreeResource::Clusters);
         let (get, list, delete) = (
