@@ -689,3 +689,152 @@ fn a_custom_role_is_cast_into_a_cluster_role_of_its_own() {
     assert_eq!(binding.role_ref.as_deref(), Some("dialtone:role:deployer"));
     assert_eq!(&*binding.subjects, [std::sync::Arc::from("alice")]);
 }
+
+#[test]
+fn the_tree_goes_down_one_level_at_a_time_and_forgets_what_is_removed() {
+    let mut policies = Policies::new(Catalogue::default());
+    let org = policies.add_node(None, "acme", Level::Org).unwrap();
+    assert_eq!(
+        policies.add_node(None, "eng", Level::Folder),
+        Err("a folder needs a parent".to_string())
+    );
+    assert_eq!(
+        policies.add_node(Some(org), "web", Level::Project),
+        Err("a project cannot sit under a org".to_string())
+    );
+    let folder = policies.add_node(Some(org), "eng", Level::Folder).unwrap();
+    assert_eq!(
+        policies.add_node(Some(org), "eng", Level::Folder),
+        Err("acme/eng already exists".to_string())
+    );
+    let project = policies
+        .add_node(Some(folder), "web", Level::Project)
+        .unwrap();
+    let cluster = policies
+        .add_node(Some(project), "prod", Level::Cluster)
+        .unwrap();
+    let namespace = policies
+        .add_node(Some(cluster), "payments", Level::Namespace)
+        .unwrap();
+    assert_eq!(policies.path(namespace), "acme/eng/web/prod/payments");
+    assert_eq!(policies.node("acme/eng/web/prod"), Some(cluster));
+    assert_eq!(policies.level(cluster), Level::Cluster);
+    assert_eq!(policies.parent(cluster), Some(project));
+    assert_eq!(policies.parent(org), None);
+    assert_eq!(policies.children(folder), [project]);
+    assert_eq!(
+        policies.ancestry(namespace).collect::<Vec<_>>(),
+        [namespace, cluster, project, folder, org]
+    );
+    assert_eq!(policies.clusters_under(namespace), [cluster]);
+    assert_eq!(policies.clusters_under(org), [cluster]);
+
+    policies.add_user("alice");
+    let view = Binding {
+        role: "cluster.view".into(),
+        subject: Subject::User("alice".into()),
+    };
+    policies.set_bindings(project, &[view.clone()]).unwrap();
+    let see_clusters = Permission::new(TreeVerb::Get, TreeResource::Clusters);
+    assert!(policies.allowed("alice", see_clusters, cluster));
+    policies.remove_node(project);
+    assert_eq!(policies.node("acme/eng/web"), None);
+    assert_eq!(policies.node("acme/eng/web/prod/payments"), None);
+    assert!(policies.children(folder).is_empty());
+    assert_eq!(policies.nodes().collect::<Vec<_>>(), [org, folder]);
+    assert!(!policies.allowed("alice", see_clusters, cluster));
+    assert!(policies.grants_on("alice", cluster).is_empty());
+    assert_eq!(
+        policies.add_node(Some(project), "again", Level::Cluster),
+        Err("no such parent".to_string())
+    );
+    assert_eq!(
+        policies.set_bindings(project, &[view]),
+        Err(vec!["no such node".to_string()])
+    );
+    // The name is free again.
+    let again = policies
+        .add_node(Some(folder), "web", Level::Project)
+        .unwrap();
+    assert_ne!(again, project);
+    assert!(
+        policies.bindings(again).is_empty(),
+        "a re-created node starts with no policy"
+    );
+}
+
+#[test]
+fn subjects_groups_and_custom_roles_are_checked_by_name() {
+    assert_eq!(
+        Subject::parse("user:alice"),
+        Ok(Subject::User("alice".into()))
+    );
+    assert_eq!(
+        Subject::parse("group:eng"),
+        Ok(Subject::Group("eng".into()))
+    );
+    for bad in ["user:", "group:", "alice", "robot:r2", ""] {
+        assert!(Subject::parse(bad).is_err(), "{bad}");
+    }
+
+    let mut catalogue = Catalogue::default();
+    let custom = |name: &str| Role {
+        name: name.into(),
+        level: Level::Cluster,
+        permissions: Permissions::default(),
+        kube: KubeGrant::None,
+        description: String::new(),
+    };
+    assert!(catalogue.add(custom("cluster.view")).is_err(), "built-in");
+    catalogue.add(custom("auditor")).unwrap();
+    assert!(catalogue.add(custom("auditor")).is_err(), "taken");
+    assert_eq!(catalogue.roles().len(), 16);
+    let policies = Policies::new(catalogue);
+    assert!(policies.catalogue().get("auditor").is_some());
+
+    let mut policies = Policies::new(Catalogue::default());
+    let org = policies.add_node(None, "acme", Level::Org).unwrap();
+    let cluster_path = ["eng", "web", "prod"];
+    let mut node = org;
+    for (name, level) in cluster_path
+        .iter()
+        .zip([Level::Folder, Level::Project, Level::Cluster])
+    {
+        node = policies.add_node(Some(node), name, level).unwrap();
+    }
+    let cluster = node;
+    assert_eq!(
+        policies.set_members("eng", &["alice".into()]),
+        Err("no group `eng`".to_string())
+    );
+    policies.add_group("eng");
+    assert!(policies.knows(&Subject::Group("eng".into())));
+    assert!(!policies.knows(&Subject::User("alice".into())));
+    assert_eq!(
+        policies.set_members("eng", &["alice".into()]),
+        Err("no user `alice`".to_string())
+    );
+    policies.restore_members("eng", &["bob".into(), "alice".into(), "bob".into()]);
+    assert_eq!(policies.members("eng"), ["alice", "bob"]);
+    assert_eq!(policies.groups("alice"), ["group:eng"]);
+    policies
+        .set_bindings(
+            org,
+            &[Binding {
+                role: "cluster.edit".into(),
+                subject: Subject::Group("eng".into()),
+            }],
+        )
+        .unwrap();
+    assert_eq!(policies.clusters_reached_by("eng"), [cluster]);
+    assert!(policies.clusters_reached_by("ops").is_empty());
+    let edit = Permission::new(TreeVerb::Update, TreeResource::Clusters);
+    assert!(policies.allowed("bob", edit, cluster));
+    // Leaving the group takes the grant away, and nothing else.
+    policies.set_members("eng", &["alice".into()]).unwrap();
+    assert!(!policies.allowed("bob", edit, cluster));
+    assert!(policies.groups("bob").is_empty());
+    assert!(policies.allowed("alice", edit, cluster));
+    assert_eq!(policies.effective("bob", cluster), Permissions::default());
+    assert!(policies.effective("alice", cluster).has(edit));
+}
