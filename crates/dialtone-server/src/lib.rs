@@ -24,6 +24,7 @@ pub mod resources;
 pub mod sim_api;
 pub mod tls;
 pub mod token_cache;
+pub mod watch_cache;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +83,8 @@ pub struct App {
     pub tokens: Arc<token_cache::VerifiedTokens>,
     /// Seals and opens lists' continue tokens.
     pub continue_tokens: Arc<paging::ContinueTokens>,
+    /// Every kind's latest changes, shared by the API's watchers.
+    pub watches: Arc<watch_cache::WatchCache>,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -546,6 +549,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         let (access, registry) = (access.clone(), registry.clone());
         move |run| access.clone().follow(registry.clone(), run)
     });
+    let watches = watch_cache::WatchCache::new();
+    watches.follow(registry.clone(), &tasks);
     let app = App {
         registry: registry.clone(),
         authorizer: Arc::new(access::PolicyAuthorizer {
@@ -562,6 +567,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         clusters: clusters.clone(),
         tokens,
         continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
+        watches,
     };
     let lifecycle = Lifecycle::new(
         registry.clone(),

@@ -10,13 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use dialtone_store::registry::{Change, ChangeKind, Deletion, ListOptions, RawObject, Registry};
+use std::sync::Arc;
+
+use dialtone_store::registry::{Deletion, ListOptions, Registry};
 use dialtone_store::{KeyRange, StoreError};
 use dialtone_types::kinds::{IDENTITY, ORG};
 use dialtone_types::validation::is_dns1123_label;
 use dialtone_types::{
     ApiError, Kind, KindInfo, LabelSelector, List, ListMeta, Object, Reason, ResourcePath,
-    WatchEvent, WatchEventType,
+    WatchEventType,
 };
 use futures::StreamExt;
 use serde::Serialize;
@@ -25,6 +27,7 @@ use crate::App;
 use crate::admission::Admission;
 use crate::auth::{Principal, Target, Verb, enforce};
 use crate::error::{HttpError, HttpResult, json_response};
+use crate::watch_cache::{CachedChange, watch_line};
 
 /// `/v1/orgs/{org}/folders` and `/v1/orgs/{org}/folders/{folder}` for folders.
 pub fn route_paths(kind: &'static KindInfo) -> (String, String) {
@@ -518,27 +521,33 @@ async fn watch_response(
             (page.items, page.revision)
         }
     };
-    let changes = app.registry.watch(kind, parent.as_ref(), after).await?;
+    // Served from the watch cache when it reaches back to `after`; from the store otherwise.
+    let changes = match app.watches.watch(kind, after) {
+        Some(cached) => cached.boxed(),
+        None => app
+            .registry
+            .watch(kind, parent.as_ref(), after)
+            .await?
+            .map(|change| change.and_then(CachedChange::new).map(Arc::new))
+            .boxed(),
+    };
     let guard = app.metrics.watch_started();
-    let keep = move |change: &Change| {
-        selector.matches(&change.object.metadata.labels) && visible(&change.path)
+    let keep = move |change: &CachedChange| {
+        parent
+            .as_ref()
+            .is_none_or(|parent| change.path.names().zip(parent.names()).all(|(a, b)| a == b))
+            && selector.matches(&change.object.metadata.labels)
+            && visible(&change.path)
     };
     let initial = futures::stream::iter(
         initial
             .into_iter()
-            .map(|o| Ok(line(WatchEventType::Added, &o))),
+            .map(|o| Ok(watch_line(WatchEventType::Added, &o))),
     );
     let live = changes
         .filter_map(move |change| {
             let out = match change {
-                Ok(change) => keep(&change).then(|| {
-                    let type_ = match change.kind {
-                        ChangeKind::Added => WatchEventType::Added,
-                        ChangeKind::Modified => WatchEventType::Modified,
-                        ChangeKind::Deleted => WatchEventType::Deleted,
-                    };
-                    line(type_, &change.object)
-                }),
+                Ok(change) => keep(&change).then(|| change.line()),
                 Err(e) => Some(error_line(e)),
             };
             futures::future::ready(out.map(Ok::<_, std::convert::Infallible>))
@@ -566,29 +575,17 @@ async fn watch_response(
     Ok(response)
 }
 
-fn line(type_: WatchEventType, object: &RawObject) -> Bytes {
-    let mut bytes = serde_json::to_vec(&WatchEvent { type_, object }).expect("serializable");
-    bytes.push(b'\n');
-    Bytes::from(bytes)
-}
-
 fn error_line(error: dialtone_store::registry::RegistryError) -> Bytes {
     let api = match error {
         dialtone_store::registry::RegistryError::Store(StoreError::Compacted { .. }) => {
             ApiError::new(
                 Reason::Gone,
-                "the watch fell behind a compaction; list again and watch from the new resourceVersion",
+                "the watch fell behind (the changes it needs are compacted, or more than the server keeps for a watcher); list again and watch from the new resourceVersion",
             )
         }
         other => HttpError::from(other).0,
     };
-    let mut bytes = serde_json::to_vec(&WatchEvent {
-        type_: WatchEventType::Error,
-        object: api.to_status(),
-    })
-    .expect("serializable");
-    bytes.push(b'\n');
-    Bytes::from(bytes)
+    watch_line(WatchEventType::Error, &api.to_status())
 }
 
 #[cfg(test)]
