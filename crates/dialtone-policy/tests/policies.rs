@@ -838,3 +838,37 @@ fn subjects_groups_and_custom_roles_are_checked_by_name() {
     assert_eq!(policies.effective("bob", cluster), Permissions::default());
     assert!(policies.effective("alice", cluster).has(edit));
 }
+
+#[test]
+fn stored_bindings_are_restored_by_name_and_unknown_roles_grant_nothing() {
+    let mut policies = Policies::new(Catalogue::default());
+    let org = policies.add_node(None, "acme", Level::Org).unwrap();
+    let folder = policies.add_node(Some(org), "eng", Level::Folder).unwrap();
+    let project = policies
+        .add_node(Some(folder), "web", Level::Project)
+        .unwrap();
+    let cluster = policies
+        .add_node(Some(project), "prod", Level::Cluster)
+        .unwrap();
+    let ghost_views = Binding {
+        role: "cluster.view".into(),
+        subject: Subject::User("ghost".into()),
+    };
+    policies.restore_bindings(
+        folder,
+        &[
+            ghost_views.clone(),
+            Binding {
+                role: "retired.role".into(),
+                subject: Subject::User("ghost".into()),
+            },
+        ],
+    );
+    assert_eq!(policies.bindings(folder), [ghost_views.clone()]);
+    assert_eq!(policies.all_bindings(), [(folder, ghost_views)]);
+    // An identity re-created under the name gets the binding back, as upstream RBAC binds
+    // by name.
+    let see_clusters = Permission::new(TreeVerb::Get, TreeResource::Clusters);
+    assert!(policies.allowed("ghost", see_clusters, cluster));
+    assert_eq!(policies.explain("ghost", see_clusters, cluster).len(), 1);
+}
