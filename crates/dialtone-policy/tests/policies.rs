@@ -872,3 +872,54 @@ fn stored_bindings_are_restored_by_name_and_unknown_roles_grant_nothing() {
     assert!(policies.allowed("ghost", see_clusters, cluster));
     assert_eq!(policies.explain("ghost", see_clusters, cluster).len(), 1);
 }
+
+#[test]
+fn kubernetes_access_is_granted_only_by_someone_who_holds_it_as_strongly() {
+    let mut catalogue = Catalogue::default();
+    // Roles that give Kubernetes access and nothing of Dialtone's, so that only the
+    // strength of that access decides.
+    let kube_only = |name: &str, kube| Role {
+        name: name.into(),
+        level: Level::Cluster,
+        permissions: Permissions::default(),
+        kube,
+        description: String::new(),
+    };
+    catalogue
+        .add(kube_only("edits-everywhere", KubeGrant::Upstream("edit")))
+        .unwrap();
+    catalogue
+        .add(kube_only("deployer", KubeGrant::Rules(Vec::new())))
+        .unwrap();
+    let mut policies = Policies::new(catalogue.clone());
+    let org = policies.add_node(None, "acme", Level::Org).unwrap();
+    let folder = policies.add_node(Some(org), "eng", Level::Folder).unwrap();
+    let project = policies
+        .add_node(Some(folder), "web", Level::Project)
+        .unwrap();
+    let cluster = policies
+        .add_node(Some(project), "prod", Level::Cluster)
+        .unwrap();
+    let mut bindings = Vec::new();
+    for (user, role) in [
+        ("alice", "namespace.edit"),
+        ("bob", "cluster.edit"),
+        ("carol", "cluster.admin"),
+    ] {
+        policies.add_user(user);
+        bindings.push(Binding {
+            role: role.into(),
+            subject: Subject::User(user.into()),
+        });
+    }
+    policies.set_bindings(cluster, &bindings).unwrap();
+    let role = |name| catalogue.get(name).unwrap();
+    let refused = |user, name| policies.escalation(user, cluster, role(name)).is_some();
+    // Edit in every namespace outranks edit in each: alice may not hand it out, bob may.
+    assert!(refused("alice", "edits-everywhere"));
+    assert!(!refused("bob", "edits-everywhere"));
+    // A custom role's rules rank with cluster-admin.
+    assert!(refused("bob", "deployer"));
+    assert!(!refused("carol", "deployer"));
+    assert!(!refused("alice", "namespace.view"));
+}
