@@ -53,6 +53,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     }
 }
 
+/// Each commit adds one revision; versions count a key's writes since its creation.
 pub async fn revisions_and_versions(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let k = key("/c/rev", "a");
@@ -78,6 +79,8 @@ pub async fn revisions_and_versions(store: Arc<dyn Store>) {
     assert_eq!((kv.create_revision, kv.version), (r5, 1));
 }
 
+/// A transaction applies only while each key was last changed at the revision it names
+/// (0: absent), and a failed one changes nothing.
 pub async fn compare_and_swap(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let k = key("/c/cas", "a");
@@ -124,6 +127,7 @@ pub async fn compare_and_swap(store: Arc<dyn Store>) {
     assert!(store.get(&k).await.unwrap().is_none());
 }
 
+/// Ranges read in key order, stop at their end and at their limit, and say so.
 pub async fn range_order_and_limit(store: Arc<dyn Store>) {
     let store = store.as_ref();
     for name in ["c", "a", "b", "d"] {
@@ -163,6 +167,7 @@ pub async fn range_order_and_limit(store: Arc<dyn Store>) {
     assert_eq!(rest.revision, page.revision);
 }
 
+/// A read at a revision sees the keys as they were then.
 pub async fn read_at_revision(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let (a, b) = (key("/c/at", "a"), key("/c/at", "b"));
@@ -198,6 +203,7 @@ pub async fn read_at_revision(store: Arc<dyn Store>) {
     );
 }
 
+/// A transaction's operations share one revision and reach watchers together.
 pub async fn atomic_multi_op_txn(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let start = store.revision().await.unwrap() + 1;
@@ -324,6 +330,7 @@ pub async fn transaction_shapes(store: Arc<dyn Store>) {
     }
 }
 
+/// Read–compare–write loops from concurrent tasks lose no increment.
 pub async fn concurrent_increments(store: Arc<dyn Store>) {
     let k = key("/c/counter", "n");
     commit(store.as_ref(), Txn::default().put(k.clone(), "0")).await;
@@ -354,6 +361,7 @@ pub async fn concurrent_increments(store: Arc<dyn Store>) {
     assert_eq!(n, b"80", "compare-and-swap loses no increment");
 }
 
+/// A watcher sees every change in its range after its start exactly once, in order.
 pub async fn watch_every_event_once_in_order(store: Arc<dyn Store>) {
     let prefix = KeyRange::prefix(b"/c/watch/".to_vec());
     let start = store.revision().await.unwrap() + 1;
@@ -441,6 +449,8 @@ async fn collect_n(mut stream: crate::WatchStream, n: usize) -> Vec<crate::Event
     events
 }
 
+/// Compaction refuses reads and watches from before it; the compacted revision itself and
+/// every later one stay readable.
 pub async fn compaction(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let k = key("/c/compact", "a");

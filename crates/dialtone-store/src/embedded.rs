@@ -73,6 +73,7 @@ struct Shared {
     compacted: AtomicI64,
 }
 
+/// The store in one redb file (see the module documentation).
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     writer: mpsc::Sender<WriteRequest>,

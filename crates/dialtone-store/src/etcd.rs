@@ -14,6 +14,7 @@ use crate::{
     Txn, TxnOutcome, WatchStream,
 };
 
+/// The store over an etcd cluster.
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,

@@ -10,6 +10,8 @@
 //!
 //! This crate knows nothing of HTTP, authentication or controllers.
 
+#![warn(missing_docs)]
+
 use std::pin::Pin;
 
 use futures::Stream;
@@ -27,9 +29,12 @@ pub use etcd::EtcdStore;
 /// A store revision. Revisions start at 1 and grow by one per committed change.
 pub type Revision = i64;
 
+/// A key with its value and revisions, as etcd reports one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    /// The key.
     pub key: Vec<u8>,
+    /// Its value.
     pub value: Vec<u8>,
     /// The revision that created the key (since its last deletion).
     pub create_revision: Revision,
@@ -39,15 +44,19 @@ pub struct KeyValue {
     pub version: i64,
 }
 
+/// What a change did to its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
+    /// The key was written (created or replaced).
     Put,
+    /// The key was deleted.
     Delete,
 }
 
 /// One change, as a watcher sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// Put or delete.
     pub kind: EventKind,
     /// For a delete: the key, an empty value, and the revision of the delete as mod revision.
     pub kv: KeyValue,
@@ -56,6 +65,7 @@ pub struct Event {
 }
 
 impl Event {
+    /// The revision of the change.
     pub fn revision(&self) -> Revision {
         self.kv.mod_revision
     }
@@ -64,7 +74,9 @@ impl Event {
 /// The keys from `start` (inclusive) to `end` (exclusive; `None` means to the end).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRange {
+    /// The first key.
     pub start: Vec<u8>,
+    /// The key after the last; `None` for every key from `start` on.
     pub end: Option<Vec<u8>>,
 }
 
@@ -97,6 +109,7 @@ impl KeyRange {
         }
     }
 
+    /// Whether `key` is in the range.
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
     }
@@ -117,6 +130,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// The result of a range read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RangeResult {
+    /// The keys read, in key order.
     pub kvs: Vec<KeyValue>,
     /// Whether the limit cut off more keys.
     pub more: bool,
@@ -128,17 +142,31 @@ pub struct RangeResult {
 /// (0 means the key must not exist).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
+    /// The key compared.
     pub key: Vec<u8>,
+    /// The revision it must have been last changed at; 0 if it must not exist.
     pub mod_revision: Revision,
 }
 
+/// A change a transaction makes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    /// Write `value` to `key`.
+    Put {
+        /// The key written.
+        key: Vec<u8>,
+        /// Its new value.
+        value: Vec<u8>,
+    },
+    /// Delete `key` (nothing, if it is absent).
+    Delete {
+        /// The key deleted.
+        key: Vec<u8>,
+    },
 }
 
 impl Op {
+    /// The key it changes.
     pub fn key(&self) -> &[u8] {
         match self {
             Op::Put { key, .. } | Op::Delete { key } => key,
@@ -149,11 +177,14 @@ impl Op {
 /// If every compare holds, apply every op atomically at one new revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Txn {
+    /// Every one must hold.
     pub compares: Vec<Compare>,
+    /// Applied in order, at one revision.
     pub ops: Vec<Op>,
 }
 
 impl Txn {
+    /// Adds a compare: `key` last changed at `mod_revision` (0: absent).
     pub fn when(mut self, key: impl Into<Vec<u8>>, mod_revision: Revision) -> Self {
         self.compares.push(Compare {
             key: key.into(),
@@ -161,6 +192,7 @@ impl Txn {
         });
         self
     }
+    /// Adds a write of `value` to `key`.
     pub fn put(mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
         self.ops.push(Op::Put {
             key: key.into(),
@@ -168,38 +200,53 @@ impl Txn {
         });
         self
     }
+    /// Adds a deletion of `key`.
     pub fn delete(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.ops.push(Op::Delete { key: key.into() });
         self
     }
 }
 
+/// What became of a transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxnOutcome {
     /// Applied; `revision` is the store revision after it (unchanged if it changed nothing).
-    Committed { revision: Revision },
+    Committed {
+        /// The store's revision after it.
+        revision: Revision,
+    },
     /// A compare failed; nothing was applied.
     Conflict,
 }
 
+/// Why a store call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
+    /// The revision asked for is older than the oldest the store keeps.
     #[error("revision {requested} has been compacted; the oldest readable revision is {compacted}")]
     Compacted {
+        /// The revision asked for.
         requested: Revision,
+        /// The oldest revision kept.
         compacted: Revision,
     },
+    /// The revision asked for is newer than the store's.
     #[error("revision {requested} is in the future; the store is at revision {current}")]
     FutureRevision {
+        /// The revision asked for.
         requested: Revision,
+        /// The store's revision.
         current: Revision,
     },
+    /// No member answered; the call may be retried.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The store failed in a way a retry does not mend.
     #[error("the store failed: {0}")]
     Internal(String),
 }
 
+/// A store call's result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Events in revision order, each exactly once; ends with an error if the watcher fell

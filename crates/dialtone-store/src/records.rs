@@ -19,6 +19,7 @@ use crate::{KeyRange, KeyValue, StoreError, Txn, TxnOutcome};
 /// A stored API token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredToken {
+    /// What listings show of it.
     pub info: TokenInfo,
     /// Hex SHA-256 of the secret; the secret itself is never stored.
     pub secret_sha256: String,
@@ -108,6 +109,7 @@ impl Registry {
 
     // Tokens.
 
+    /// Stores a new token; `AlreadyExists` if its id is taken.
     pub async fn put_token(&self, token: &StoredToken) -> Result<()> {
         let key = token_key(&token.info.id);
         let txn = Txn::default()
@@ -122,6 +124,7 @@ impl Registry {
         }
     }
 
+    /// The token with id `id`, whatever its state (the caller checks expiry and owner).
     pub async fn get_token(&self, id: &str) -> Result<Option<StoredToken>> {
         match self.store().get(token_key(id).as_bytes()).await? {
             Some(kv) => decode_record(&kv).map(Some),
@@ -190,6 +193,7 @@ impl Registry {
 
     // The audit log.
 
+    /// Appends `record` to the audit log of the org with uid `org_uid`.
     pub async fn append_audit(&self, org_uid: &str, record: &AuditRecord) -> Result<()> {
         let key = format!(
             "{}{:020}-{}",

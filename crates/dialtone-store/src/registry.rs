@@ -30,24 +30,33 @@ pub const CHILDREN_FINALIZER: &str = "dialtone.dev/children";
 /// An object whose spec this layer does not interpret.
 pub type RawObject = Object<serde_json::Value, serde_json::Value>;
 
+/// Why an object call failed, in the API's terms.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// No such object.
     #[error("{0} not found")]
     NotFound(String),
+    /// An object of that name exists.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The object changed since it was read, or is being deleted.
     #[error("{0}")]
     Conflict(String),
+    /// The object's fields are refused.
     #[error("{0}")]
     Invalid(FieldErrors),
+    /// A list resumed from a revision that is no longer kept.
     #[error("{0}")]
     Gone(String),
+    /// The request cannot be read (a malformed body, a foreign continue token).
     #[error("{0}")]
     BadRequest(String),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// An object call's result.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// What a delete did.
@@ -62,6 +71,7 @@ pub enum Deletion {
 /// Options of a list call.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {
+    /// Only objects whose labels match.
     pub selector: LabelSelector,
     /// 0: everything.
     pub limit: usize,
@@ -74,29 +84,38 @@ pub struct ListOptions {
 /// only sealed in a continue token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
+    /// The revision every page is read at.
     pub revision: Option<Revision>,
+    /// The first key of the next page.
     pub start: Vec<u8>,
 }
 
 /// One page of objects.
 #[derive(Debug)]
 pub struct Page<T> {
+    /// The page's objects, in key order.
     pub items: Vec<T>,
+    /// The revision the page was read at.
     pub revision: Revision,
     /// Set when more may follow.
     pub next: Option<Position>,
 }
 
+/// What a change did to an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
+    /// It was created.
     Added,
+    /// It changed.
     Modified,
+    /// It was removed.
     Deleted,
 }
 
 /// A change to an object, as a watcher sees it.
 #[derive(Debug)]
 pub struct Change {
+    /// Added, modified or deleted.
     pub kind: ChangeKind,
     /// Where the object is, from its key.
     pub path: ResourcePath,
@@ -110,12 +129,18 @@ pub struct Change {
 pub enum AccessRecord {
     /// An object of any kind but a group: only that it exists matters.
     Object(ResourcePath),
+    /// A group, whose members access control reads.
     Group {
+        /// The group's path.
         path: ResourcePath,
+        /// Its members' names.
         members: Vec<String>,
     },
+    /// A node's policy.
     Policy {
+        /// The node it is set on.
         node: ResourcePath,
+        /// Its bindings.
         bindings: Vec<PolicyBinding>,
     },
 }
@@ -123,7 +148,9 @@ pub enum AccessRecord {
 /// A change of an [`AccessRecord`]: put (created or changed) or removed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AccessChange {
+    /// Created or changed.
     Put(AccessRecord),
+    /// Removed.
     Removed(AccessRecord),
 }
 
@@ -135,6 +162,7 @@ pub struct Registry {
     clock: fn() -> Timestamp,
 }
 
+/// The store key of the object at `path`: `/o/{plural}/{names}`.
 pub fn object_key(path: &ResourcePath) -> String {
     format!(
         "/o/{}/{}",
@@ -221,6 +249,7 @@ pub fn to_raw<K: Kind>(object: &Object<K, K::Status>) -> Result<RawObject> {
     serde_json::from_value(value).map_err(|e| StoreError::Internal(e.to_string()).into())
 }
 
+/// Converts between the raw and the typed form of an object.
 pub fn from_raw<K: Kind>(object: RawObject) -> Result<Object<K, K::Status>> {
     let value = serde_json::to_value(object).map_err(|e| StoreError::Internal(e.to_string()))?;
     serde_json::from_value(value)
@@ -292,6 +321,8 @@ fn conflict_stale(path: &ResourcePath) -> RegistryError {
 }
 
 impl Registry {
+    /// The object layer over `store`, stamping new objects with `region` as their home and
+    /// reading the time from `clock`.
     pub fn new(store: Arc<dyn Store>, region: impl Into<String>, clock: fn() -> Timestamp) -> Self {
         Registry {
             store,
@@ -300,10 +331,12 @@ impl Registry {
         }
     }
 
+    /// The store underneath.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// The region new objects are homed in.
     pub fn region(&self) -> &str {
         &self.region
     }
@@ -332,10 +365,12 @@ impl Registry {
         Ok((kv, current))
     }
 
+    /// The object at `path`, uninterpreted.
     pub async fn get_raw(&self, path: &ResourcePath) -> Result<RawObject> {
         Ok(self.get_kv(path).await?.1)
     }
 
+    /// The object at `path`, as kind `K`.
     pub async fn get<K: Kind>(&self, path: &ResourcePath) -> Result<Object<K, K::Status>> {
         let kv = self
             .store
@@ -355,6 +390,7 @@ impl Registry {
         all.kvs.iter().map(decode_typed).collect()
     }
 
+    /// Whether an object is at `path`.
     pub async fn exists(&self, path: &ResourcePath) -> Result<bool> {
         Ok(self.store.get(object_key(path).as_bytes()).await?.is_some())
     }
