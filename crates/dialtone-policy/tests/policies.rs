@@ -590,6 +590,20 @@ fn nobody_grants_more_than_they_hold() {
     );
 }
 
+/// `acme/eng/web/prod`: an org, a folder, a project and a cluster, with no bindings.
+fn one_cluster(catalogue: Catalogue) -> (Policies, [NodeId; 4]) {
+    let mut policies = Policies::new(catalogue);
+    let org = policies.add_node(None, "acme", Level::Org).unwrap();
+    let folder = policies.add_node(Some(org), "eng", Level::Folder).unwrap();
+    let project = policies
+        .add_node(Some(folder), "web", Level::Project)
+        .unwrap();
+    let cluster = policies
+        .add_node(Some(project), "prod", Level::Cluster)
+        .unwrap();
+    (policies, [org, folder, project, cluster])
+}
+
 #[test]
 fn changes_say_what_to_create_update_replace_and_delete() {
     let mut model = Model::new(&Shape(vec![vec![vec![1]]]));
@@ -656,15 +670,7 @@ fn a_custom_role_is_cast_into_a_cluster_role_of_its_own() {
             description: "updates deployments".into(),
         })
         .unwrap();
-    let mut policies = Policies::new(catalogue);
-    let org = policies.add_node(None, "acme", Level::Org).unwrap();
-    let folder = policies.add_node(Some(org), "f", Level::Folder).unwrap();
-    let project_node = policies
-        .add_node(Some(folder), "p", Level::Project)
-        .unwrap();
-    let cluster = policies
-        .add_node(Some(project_node), "c", Level::Cluster)
-        .unwrap();
+    let (mut policies, [.., cluster]) = one_cluster(catalogue);
     policies.add_user("alice");
     policies
         .set_bindings(
@@ -792,17 +798,7 @@ fn subjects_groups_and_custom_roles_are_checked_by_name() {
     let policies = Policies::new(catalogue);
     assert!(policies.catalogue().get("auditor").is_some());
 
-    let mut policies = Policies::new(Catalogue::default());
-    let org = policies.add_node(None, "acme", Level::Org).unwrap();
-    let cluster_path = ["eng", "web", "prod"];
-    let mut node = org;
-    for (name, level) in cluster_path
-        .iter()
-        .zip([Level::Folder, Level::Project, Level::Cluster])
-    {
-        node = policies.add_node(Some(node), name, level).unwrap();
-    }
-    let cluster = node;
+    let (mut policies, [org, .., cluster]) = one_cluster(Catalogue::default());
     assert_eq!(
         policies.set_members("eng", &["alice".into()]),
         Err("no group `eng`".to_string())
@@ -841,15 +837,7 @@ fn subjects_groups_and_custom_roles_are_checked_by_name() {
 
 #[test]
 fn stored_bindings_are_restored_by_name_and_unknown_roles_grant_nothing() {
-    let mut policies = Policies::new(Catalogue::default());
-    let org = policies.add_node(None, "acme", Level::Org).unwrap();
-    let folder = policies.add_node(Some(org), "eng", Level::Folder).unwrap();
-    let project = policies
-        .add_node(Some(folder), "web", Level::Project)
-        .unwrap();
-    let cluster = policies
-        .add_node(Some(project), "prod", Level::Cluster)
-        .unwrap();
+    let (mut policies, [_, folder, _, cluster]) = one_cluster(Catalogue::default());
     let ghost_views = Binding {
         role: "cluster.view".into(),
         subject: Subject::User("ghost".into()),
@@ -891,15 +879,7 @@ fn kubernetes_access_is_granted_only_by_someone_who_holds_it_as_strongly() {
     catalogue
         .add(kube_only("deployer", KubeGrant::Rules(Vec::new())))
         .unwrap();
-    let mut policies = Policies::new(catalogue.clone());
-    let org = policies.add_node(None, "acme", Level::Org).unwrap();
-    let folder = policies.add_node(Some(org), "eng", Level::Folder).unwrap();
-    let project = policies
-        .add_node(Some(folder), "web", Level::Project)
-        .unwrap();
-    let cluster = policies
-        .add_node(Some(project), "prod", Level::Cluster)
-        .unwrap();
+    let (mut policies, [.., cluster]) = one_cluster(catalogue.clone());
     let mut bindings = Vec::new();
     for (user, role) in [
         ("alice", "namespace.edit"),
