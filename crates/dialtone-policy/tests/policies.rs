@@ -740,7 +740,9 @@ fn the_tree_goes_down_one_level_at_a_time_and_forgets_what_is_removed() {
         role: "cluster.view".into(),
         subject: Subject::User("alice".into()),
     };
-    policies.set_bindings(project, &[view.clone()]).unwrap();
+    policies
+        .set_bindings(project, std::slice::from_ref(&view))
+        .unwrap();
     let see_clusters = Permission::new(TreeVerb::Get, TreeResource::Clusters);
     assert!(policies.allowed("alice", see_clusters, cluster));
     policies.remove_node(project);
@@ -852,7 +854,10 @@ fn stored_bindings_are_restored_by_name_and_unknown_roles_grant_nothing() {
             },
         ],
     );
-    assert_eq!(policies.bindings(folder), [ghost_views.clone()]);
+    assert_eq!(
+        policies.bindings(folder),
+        std::slice::from_ref(&ghost_views)
+    );
     assert_eq!(policies.all_bindings(), [(folder, ghost_views)]);
     // An identity re-created under the name gets the binding back, as upstream RBAC binds
     // by name.
