@@ -2,6 +2,7 @@
 //! create, get, list (label selectors, pagination), watch, update, status, delete.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
@@ -10,8 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use std::sync::Arc;
-
 use dialtone_store::registry::{Deletion, ListOptions, Registry};
 use dialtone_store::{KeyRange, StoreError};
 use dialtone_types::kinds::{IDENTITY, ORG};
