@@ -194,6 +194,8 @@ pub async fn read_at_revision(store: Arc<dyn Store>) {
     assert_eq!(at(r3).await, ["a2", "b1"]);
     assert_eq!(at(r4).await, ["a2"]);
     assert_eq!(at(0).await, ["a2"], "revision 0 is a read at the head");
+    let head = store.range(&prefix, Some(0), 0).await.unwrap().revision;
+    assert_eq!(head, r4, "a read at revision 0 reports the head's revision");
     let limited = store.range(&prefix, Some(r3), 1).await.unwrap();
     assert_eq!((limited.kvs.len(), limited.more), (1, true));
     let future = store.range(&prefix, Some(r4 + 1000), 0).await;

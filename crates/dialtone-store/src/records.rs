@@ -382,6 +382,16 @@ mod tests {
     use dialtone_types::{Identity, Object, Org, ResourcePath};
 
     use super::*;
+
+    #[test]
+    fn a_token_key_names_its_token_and_no_other_key_does() {
+        assert_eq!(
+            token_id_of_key(token_key("abc").as_bytes()),
+            Some("abc".into())
+        );
+        assert_eq!(token_id_of_key(b"/log/uid/1-r"), None);
+        assert_eq!(token_id_of_key(b"/o/orgs/acme"), None);
+    }
     use crate::{EmbeddedStore, Store};
 
     fn token(id: &str, org_uid: &str, identity_uid: &str, expires_at: Timestamp) -> StoredToken {
