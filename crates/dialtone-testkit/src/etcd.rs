@@ -45,8 +45,21 @@ fn healthy(port: u16) -> bool {
 }
 
 impl EtcdCluster {
-    /// Starts `size` members and waits until every one reports healthy.
+    /// Starts `size` members and waits until every one reports healthy. A start that fails
+    /// (a loopback port taken between choosing and binding it, under a loaded machine) is
+    /// tried again on fresh ports, three times in all.
     pub fn start(size: usize) -> anyhow::Result<Self> {
+        let mut failure = None;
+        for _ in 0..3 {
+            match Self::start_once(size) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.expect("tried at least once"))
+    }
+
+    fn start_once(size: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let peers: Vec<(String, u16, u16)> = (0..size)
             .map(|i| (format!("m{i}"), free_port(), free_port()))
@@ -97,7 +110,16 @@ impl EtcdCluster {
         let cluster = EtcdCluster { members, _dir: dir };
         for member in &cluster.members {
             if !wait_until(Duration::from_secs(30), || healthy(member.client_port)) {
-                bail!("etcd member {} did not become healthy", member.name);
+                let log = std::fs::read_to_string(
+                    cluster._dir.path().join(format!("{}.log", member.name)),
+                )
+                .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!(
+                    "etcd member {} did not become healthy; its log ends: {:?}",
+                    member.name,
+                    tail
+                );
             }
         }
         Ok(cluster)
