@@ -527,7 +527,7 @@ async fn watch_response(
             .registry
             .watch(kind, parent.as_ref(), after)
             .await?
-            .map(|change| change.and_then(CachedChange::new).map(Arc::new))
+            .map(|change| change.map(|change| Arc::new(CachedChange::from(change))))
             .boxed(),
     };
     let guard = app.metrics.watch_started();

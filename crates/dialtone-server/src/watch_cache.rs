@@ -34,24 +34,19 @@ pub struct CachedChange {
     line: OnceLock<Bytes>,
 }
 
-impl CachedChange {
-    /// A change read from the store.
-    pub fn new(change: Change) -> Result<Self, RegistryError> {
-        let revision = change
-            .object
-            .metadata
-            .resource_version
-            .parse()
-            .map_err(|_| StoreError::Internal(format!("{} has no revision", change.path)))?;
-        Ok(CachedChange {
+impl From<Change> for CachedChange {
+    fn from(change: Change) -> Self {
+        CachedChange {
             kind: change.kind,
             path: change.path,
             object: change.object,
-            revision,
+            revision: change.revision,
             line: OnceLock::new(),
-        })
+        }
     }
+}
 
+impl CachedChange {
     /// The change as one line of a watch stream, encoded once for all its watchers.
     pub fn line(&self) -> Bytes {
         self.line
@@ -158,22 +153,19 @@ impl WatchCache {
             streams.push(registry.watch(kind, None, start).await?.boxed());
         }
         for cache in self.kinds.values() {
-            let mut buffer = cache.write();
-            *buffer = Buffer {
-                run,
-                complete_after: start,
-                first: 0,
-                changes: VecDeque::new(),
-            };
-            drop(buffer);
-            cache.appended.send_modify(|n| *n += 1);
+            cache.update(|buffer| {
+                *buffer = Buffer {
+                    run,
+                    complete_after: start,
+                    ..Default::default()
+                }
+            });
         }
         let mut changes = futures::stream::select_all(streams);
         while let Some(change) = changes.next().await {
-            let change = CachedChange::new(change?)?;
+            let change = CachedChange::from(change?);
             let cache = &self.kinds[change.path.kind().plural];
-            cache.write().push(Arc::new(change));
-            cache.appended.send_modify(|n| *n += 1);
+            cache.update(|buffer| buffer.push(Arc::new(change)));
         }
         Err(StoreError::Unavailable("the store ended the watch".into()).into())
     }
@@ -221,8 +213,10 @@ impl KindCache {
         self.buffer.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Buffer> {
-        self.buffer.write().unwrap_or_else(|e| e.into_inner())
+    /// Changes the buffer, then wakes its watchers.
+    fn update(&self, change: impl FnOnce(&mut Buffer)) {
+        change(&mut self.buffer.write().unwrap_or_else(|e| e.into_inner()));
+        self.appended.send_modify(|n| *n += 1);
     }
 }
 
@@ -290,14 +284,12 @@ mod tests {
         };
         object.metadata.name = format!("p{revision}");
         object.metadata.resource_version = revision.to_string();
-        Arc::new(
-            CachedChange::new(Change {
-                kind: ChangeKind::Added,
-                path,
-                object,
-            })
-            .unwrap(),
-        )
+        Arc::new(CachedChange::from(Change {
+            kind: ChangeKind::Added,
+            path,
+            object,
+            revision,
+        }))
     }
 
     #[test]
@@ -334,19 +326,18 @@ mod tests {
     async fn a_watcher_gets_each_later_change_and_is_ended_once_it_falls_behind() {
         let cache = WatchCache::new();
         let projects = &cache.kinds[PROJECT.plural];
-        let append = |revision| {
-            projects.write().push(change(revision));
-            projects.appended.send_modify(|n| *n += 1);
-        };
+        let append = |revision| projects.update(|buffer| buffer.push(change(revision)));
         assert!(
             cache.watch(&PROJECT, 0).is_none(),
             "not following the store yet"
         );
-        *projects.write() = Buffer {
-            run: 1,
-            complete_after: 10,
-            ..Default::default()
-        };
+        projects.update(|buffer| {
+            *buffer = Buffer {
+                run: 1,
+                complete_after: 10,
+                ..Default::default()
+            }
+        });
         for revision in 11..=13 {
             append(revision);
         }

@@ -121,6 +121,8 @@ pub struct Change {
     pub path: ResourcePath,
     /// The object after the change; for a deletion, as it was, at the deletion's revision.
     pub object: RawObject,
+    /// The change's store revision.
+    pub revision: Revision,
 }
 
 /// What access control reads of the store: the tree's nodes, identities, groups with their
@@ -901,7 +903,12 @@ impl Registry {
                     (ChangeKind::Deleted, object)
                 }
             };
-            Ok(Change { kind, path, object })
+            Ok(Change {
+                kind,
+                path,
+                object,
+                revision: event.revision(),
+            })
         }))
     }
 

@@ -56,8 +56,7 @@ impl ListWatch for KindSource {
         Ok(changes
             .map(|change| {
                 let change = change?;
-                let revision = change.object.metadata.resource_version.parse().unwrap_or(0);
-                Ok((revision, change))
+                Ok((change.revision, change))
             })
             .boxed())
     }
