@@ -19,7 +19,8 @@ struct Member {
 /// A running etcd cluster; every member is killed when this drops.
 pub struct EtcdCluster {
     members: Vec<Member>,
-    _dir: tempfile::TempDir,
+    /// The members' data and logs, removed with the cluster.
+    dir: tempfile::TempDir,
 }
 
 fn etcd_binary() -> PathBuf {
@@ -107,11 +108,11 @@ impl EtcdCluster {
                 child: Some(child),
             });
         }
-        let cluster = EtcdCluster { members, _dir: dir };
+        let cluster = EtcdCluster { members, dir };
         for member in &cluster.members {
             if !wait_until(Duration::from_secs(30), || healthy(member.client_port)) {
                 let log = std::fs::read_to_string(
-                    cluster._dir.path().join(format!("{}.log", member.name)),
+                    cluster.dir.path().join(format!("{}.log", member.name)),
                 )
                 .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
