@@ -9,7 +9,9 @@ use dialtone_store::registry::{
     AccessChange, AccessRecord, CHILDREN_FINALIZER, ChangeKind, Deletion, ListOptions, Registry,
     RegistryError, collection_prefix, object_key, path_of_key,
 };
-use dialtone_store::{EmbeddedStore, Store, Txn};
+use dialtone_store::{
+    EmbeddedStore, KeyRange, RangeResult, Revision, Store, Txn, TxnOutcome, WatchStream,
+};
 use dialtone_types::kinds::{FOLDER, GROUP, ORG, PROJECT};
 use dialtone_types::policy::PolicyBinding;
 use dialtone_types::{Folder, Group, LabelSelector, Object, Org, Project, ResourcePath};
@@ -23,14 +25,78 @@ fn noon() -> Timestamp {
 
 struct Fixture {
     registry: Registry,
+    /// The store under the registry, for writes that race the registry's own.
+    racing: Arc<Racing>,
     _dir: tempfile::TempDir,
+}
+
+/// A store through which another writer can slip a transaction in just before the
+/// registry's next write of a given key: the interleaving of two servers, made certain.
+struct Racing {
+    inner: Arc<dyn Store>,
+    armed: std::sync::Mutex<Option<(Vec<u8>, Txn)>>,
+}
+
+impl Racing {
+    /// Applies `txn` just before the next transaction that changes `key`.
+    fn before_next_write_of(&self, key: &str, txn: Txn) {
+        *self.armed.lock().unwrap() = Some((key.as_bytes().to_vec(), txn));
+    }
+
+    fn armed(&self) -> bool {
+        self.armed.lock().unwrap().is_some()
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Racing {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn range(
+        &self,
+        range: &KeyRange,
+        at: Option<Revision>,
+        limit: usize,
+    ) -> dialtone_store::Result<RangeResult> {
+        self.inner.range(range, at, limit).await
+    }
+
+    async fn txn(&self, txn: Txn) -> dialtone_store::Result<TxnOutcome> {
+        let interfering = {
+            let mut armed = self.armed.lock().unwrap();
+            match &*armed {
+                Some((key, _)) if txn.ops.iter().any(|op| op.key() == key.as_slice()) => {
+                    armed.take().map(|(_, other)| other)
+                }
+                _ => None,
+            }
+        };
+        if let Some(other) = interfering {
+            self.inner.txn(other).await?;
+        }
+        self.inner.txn(txn).await
+    }
+
+    async fn watch(&self, range: KeyRange, from: Revision) -> dialtone_store::Result<WatchStream> {
+        self.inner.watch(range, from).await
+    }
+
+    async fn compact(&self, revision: Revision) -> dialtone_store::Result<()> {
+        self.inner.compact(revision).await
+    }
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+    let racing = Arc::new(Racing {
+        inner: Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap()),
+        armed: Default::default(),
+    });
     Fixture {
-        registry: Registry::new(store, "eu-west-1", noon),
+        registry: Registry::new(racing.clone(), "eu-west-1", noon),
+        racing,
         _dir: dir,
     }
 }
@@ -482,10 +548,31 @@ async fn finishing_leaves_other_finalizers_and_nodes_not_being_deleted_alone() {
     let mut project = f.registry.get::<Project>(&web).await.unwrap();
     project.metadata.finalizers = vec!["example.com/backup".into()];
     f.registry.update(&web, project).await.unwrap();
+    let store = f.registry.store().clone();
+    let before = store.revision().await.unwrap();
+    assert!(matches!(
+        f.registry.delete(&web, true).await,
+        Ok(Deletion::Pending(_))
+    ));
+    assert_eq!(
+        store.revision().await.unwrap(),
+        before + 1,
+        "a leaf held by a finalizer is marked in one write: its watchers see one change"
+    );
     assert!(matches!(
         f.registry.delete(&eng, true).await,
         Ok(Deletion::Pending(_))
     ));
+    assert_eq!(
+        f.registry
+            .get::<Folder>(&eng)
+            .await
+            .unwrap()
+            .metadata
+            .finalizers,
+        ["example.com/audit", CHILDREN_FINALIZER],
+        "its own finalizer kept, and the children's added"
+    );
 
     let mut project = f.registry.get::<Project>(&web).await.unwrap();
     project.metadata.finalizers.clear();
@@ -721,6 +808,20 @@ async fn a_list_shows_only_what_the_caller_may_see_and_never_resumes_at_a_hidden
     assert_eq!(shown, expected);
     assert_eq!(pages, 4);
 
+    // Longer than one read from the store: each folder once, in order.
+    let everyone = f
+        .registry
+        .list_raw(&FOLDER, Some(&org), &ListOptions::default(), &|_| true)
+        .await
+        .unwrap();
+    let names: Vec<_> = everyone
+        .items
+        .iter()
+        .map(|o| o.metadata.name.clone())
+        .collect();
+    let expected: Vec<_> = (0..150).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(names, expected);
+
     let foreign = f
         .registry
         .list_raw(&FOLDER, Some(&org), &ListOptions::default(), &visible)
@@ -752,12 +853,17 @@ async fn a_list_shows_only_what_the_caller_may_see_and_never_resumes_at_a_hidden
 async fn a_watch_sees_each_change_of_its_collection_in_order() {
     let f = fixture();
     let org = acme();
-    let created = f
-        .registry
+    f.registry
         .create(None, Object::new("acme", Org::default()))
         .await
         .unwrap();
-    let after: i64 = created.metadata.resource_version.parse().unwrap();
+    // The watch starts after this folder's creation: it is not shown.
+    let seen = f
+        .registry
+        .create(Some(&org), Object::new("seen", Folder::default()))
+        .await
+        .unwrap();
+    let after: i64 = seen.metadata.resource_version.parse().unwrap();
     let mut folders = Box::pin(f.registry.watch(&FOLDER, Some(&org), after).await.unwrap());
 
     let eng = f
@@ -966,6 +1072,11 @@ async fn access_records_list_parents_first_and_policies_last() {
 #[tokio::test]
 async fn the_access_watch_reports_what_access_control_reads_and_nothing_else() {
     let f = fixture();
+    f.registry
+        .create(None, Object::new("zeta", Org::default()))
+        .await
+        .unwrap();
+    // The watch starts after the records read: zeta's creation is not shown again.
     let (_, start) = f.registry.access_records().await.unwrap();
     let mut changes = Box::pin(f.registry.watch_access(start).await.unwrap());
     let org = acme();
@@ -1044,9 +1155,7 @@ async fn the_access_watch_reports_what_access_control_reads_and_nothing_else() {
         .unwrap();
     let (revision, change) = next(&mut changes).await.unwrap();
     assert_eq!(change, None);
-    assert!(
-        matches!(written, dialtone_store::TxnOutcome::Committed { revision: r } if r == revision)
-    );
+    assert!(matches!(written, TxnOutcome::Committed { revision: r } if r == revision));
 
     f.registry.delete(&ops, false).await.unwrap();
     assert_eq!(
@@ -1107,4 +1216,25 @@ fn a_request_body_names_what_is_wrong_with_it() {
             "{body}: {errors:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_delete_that_finds_its_node_removed_by_another_has_its_work_done() {
+    let f = fixture();
+    let (_, eng, _) = tree(&f.registry).await;
+    let other = folder(&acme(), "ops");
+    f.registry
+        .create(Some(&acme()), Object::new("ops", Folder::default()))
+        .await
+        .unwrap();
+    // Another server removes the folder between this delete's read and its removal.
+    let key = object_key(&other);
+    f.racing
+        .before_next_write_of(&key, Txn::default().delete(key.clone()));
+    assert!(matches!(
+        f.registry.delete(&other, false).await,
+        Ok(Deletion::Deleted)
+    ));
+    assert!(!f.racing.armed());
+    assert!(f.registry.exists(&eng).await.unwrap());
 }
