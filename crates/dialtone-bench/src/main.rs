@@ -238,6 +238,7 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
         mint_admin_token: true,
         compaction_interval: Duration::from_secs(3600),
         sim_time_scale: 0.0,
+        sim_describe_lag: Duration::ZERO,
         kube_listen: "127.0.0.1:0".parse()?,
         webhook_allowed_cidrs: Vec::new(),
         fault_panic_tasks: Vec::new(),

@@ -363,6 +363,8 @@ pub struct ServerOptions {
     pub compaction_interval: Duration,
     /// The `sim` cloud's latencies relative to a real cloud's: 1 realistic, 0 instant.
     pub sim_time_scale: f64,
+    /// How long, at most, the `sim` cloud's describe may miss a resource just created.
+    pub sim_describe_lag: Duration,
     /// Where the sim's clusters serve the Kubernetes API.
     pub kube_listen: SocketAddr,
     /// Private or special ranges clusters' webhooks may call (see `dialtone_simkube::egress`).
@@ -494,6 +496,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             &options.data_dir.join("sim.redb"),
             SimOptions {
                 time_scale: options.sim_time_scale,
+                describe_lag: options.sim_describe_lag,
                 ..Default::default()
             },
         )

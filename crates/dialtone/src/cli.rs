@@ -228,6 +228,11 @@ pub struct ServerArgs {
     /// boot in about 30 s), 0.1 is ten times faster, 0 is instant.
     #[arg(long, default_value_t = 1.0)]
     pub sim_time_scale: f64,
+    /// The sim cloud's eventual consistency: for up to this many milliseconds after a
+    /// create, describe may not show the new resource, as EC2's DescribeInstances may miss an
+    /// instance RunInstances just returned (each resource draws its lag, seeded).
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub sim_describe_lag_ms: u64,
     /// Where the sim's clusters serve the Kubernetes API (one port for all; the TLS server
     /// name picks the cluster).
     #[arg(long, default_value = "127.0.0.1:6443")]

@@ -46,6 +46,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         mint_admin_token: args.dev,
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval),
         sim_time_scale: args.sim_time_scale,
+        sim_describe_lag: std::time::Duration::from_millis(args.sim_describe_lag_ms),
         kube_listen: args.kube_listen,
         webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
         fault_panic_tasks: args.fault_panic_task.clone(),
