@@ -21,6 +21,16 @@ impl DialtoneApi {
         })
     }
 
+    /// The HTTPS client, trusting the server's CA, for calls that carry no token.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The URL of `path` on the server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     /// Sends one request; any answer but a success is an error carrying its status.
     pub async fn call(
         &self,

@@ -3,6 +3,8 @@
 //! kube-rs client holding a `dialtone cluster credentials` token measures requests per
 //! second for typical calls on one cluster while the server hosts that cluster alone, then
 //! again once it hosts `--clusters` of them, and prints the two side by side with their ratio.
+//! Then the drift guard's webhook alone: the latency of each review, as a cluster's API
+//! server sends them.
 //!
 //! `cargo build --release -p dialtone && cargo run --release -p dialtone-bench --bin cluster-api`
 
@@ -20,6 +22,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
@@ -108,6 +111,7 @@ where
 
 const NAMESPACE: &str = "bench";
 const CONFIGMAPS: usize = 100;
+const WEBHOOK_REVIEWS: usize = 10_000;
 
 /// The calls measured, by name, in order.
 async fn measure(client: &kube::Client, args: &Args) -> anyhow::Result<Vec<(&'static str, f64)>> {
@@ -152,6 +156,20 @@ async fn measure(client: &kube::Client, args: &Args) -> anyhow::Result<Vec<(&'st
     .await?;
     figures.push(("create or delete a configmap", writes));
 
+    // Every write of an RBAC object goes through the drift guard's webhook first.
+    let roles: Api<Role> = Api::namespaced(client.clone(), NAMESPACE);
+    let role_writes = rate(args.concurrency, window, move |i| {
+        let api = roles.clone();
+        async move {
+            let name = format!("r-{i}");
+            api.create(&PostParams::default(), &role(&name)).await?;
+            api.delete(&name, &DeleteParams::default()).await?;
+            Ok(2)
+        }
+    })
+    .await?;
+    figures.push(("create or delete a role", role_writes));
+
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let review = rate(args.concurrency, window, move |_| {
         let reviews = reviews.clone();
@@ -175,6 +193,88 @@ async fn measure(client: &kube::Client, args: &Args) -> anyhow::Result<Vec<(&'st
     .await?;
     figures.push(("access review (can-i)", review));
     Ok(figures)
+}
+
+fn role(name: &str) -> Role {
+    Role {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]),
+    }
+}
+
+/// An AdmissionReview as a cluster's API server sends the drift guard: someone other than
+/// Dialtone changing a RoleBinding, one of Dialtone's (refused) when `managed`.
+fn admission_review(i: usize, managed: bool) -> serde_json::Value {
+    let name = match managed {
+        true => format!("dialtone-org-view-{i}"),
+        false => format!("team-binding-{i}"),
+    };
+    let labels = match managed {
+        true => json!({"app.kubernetes.io/managed-by": "dialtone"}),
+        false => json!({}),
+    };
+    let object = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": labels,
+            "annotations": {"dialtone.dev/granted-on": "demo/bench", "dialtone.dev/role": "org.view"},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "alice@example.com"}],
+    });
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("review-{i}"),
+            "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "RoleBinding"},
+            "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "rolebindings"},
+            "name": name,
+            "namespace": NAMESPACE,
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice@example.com", "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": object,
+        },
+    })
+}
+
+/// The drift guard's webhook as a cluster's API server calls it: `count` reviews one after
+/// the other over one kept-alive HTTPS connection, half of them refused. Each latency is
+/// from sending the review to reading the whole answer.
+async fn webhook_latencies(dialtone: &DialtoneApi, count: usize) -> anyhow::Result<Vec<Duration>> {
+    let url = dialtone.url("/v1/admission/rbac-guard");
+    let mut latencies = Vec::with_capacity(count);
+    for i in 0..count {
+        let body = serde_json::to_vec(&admission_review(i, i % 2 == 0))?;
+        let start = Instant::now();
+        let response = dialtone
+            .http()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let answer: serde_json::Value = response.json().await?;
+        latencies.push(start.elapsed());
+        anyhow::ensure!(
+            answer["response"]["allowed"] == (i % 2 != 0),
+            "review {i} answered {answer}"
+        );
+    }
+    latencies.sort_unstable();
+    Ok(latencies)
 }
 
 fn configmap(name: &str) -> ConfigMap {
@@ -287,5 +387,20 @@ async fn main() -> anyhow::Result<()> {
             many / one
         );
     }
+
+    // Warm the connection, then measure.
+    webhook_latencies(&dialtone, 200).await?;
+    let latencies = webhook_latencies(&dialtone, WEBHOOK_REVIEWS).await?;
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "drift guard webhook, {WEBHOOK_REVIEWS} reviews one at a time over HTTPS (half refused), \
+         hosting {} clusters: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs",
+        args.clusters,
+        micros(at(0.5)),
+        micros(at(0.99)),
+        micros(at(0.999)),
+        micros(latencies[latencies.len() - 1]),
+    );
     Ok(())
 }
