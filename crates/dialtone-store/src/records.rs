@@ -382,6 +382,7 @@ mod tests {
     use dialtone_types::{Identity, Object, Org, ResourcePath};
 
     use super::*;
+    use crate::{EmbeddedStore, Store};
 
     #[test]
     fn a_token_key_names_its_token_and_no_other_key_does() {
@@ -392,7 +393,6 @@ mod tests {
         assert_eq!(token_id_of_key(b"/log/uid/1-r"), None);
         assert_eq!(token_id_of_key(b"/o/orgs/acme"), None);
     }
-    use crate::{EmbeddedStore, Store};
 
     fn token(id: &str, org_uid: &str, identity_uid: &str, expires_at: Timestamp) -> StoredToken {
         StoredToken {
