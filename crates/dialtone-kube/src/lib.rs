@@ -63,6 +63,17 @@ pub trait ClusterAccess: Send + Sync {
     fn connection(&self, cluster_uid: &str) -> Option<Connection>;
 }
 
+/// Who holds a token.
+pub use dialtone_kubeapi::rbac::UserInfo;
+
+/// Checks the bearer tokens that users present to a cluster: the credentials Dialtone
+/// mints (`dialtone cluster credentials`), as a webhook token authenticator would.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync {
+    /// Who holds `token`, if it is valid for the cluster with this uid.
+    async fn authenticate(&self, cluster_uid: &str, token: &str) -> Option<UserInfo>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     #[error("the cluster's Kubernetes API is not up yet")]

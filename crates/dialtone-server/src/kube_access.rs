@@ -13,7 +13,7 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use dialtone_simkube::{Authenticator, UserInfo};
+use dialtone_kube::{Authenticator, UserInfo};
 use dialtone_store::registry::Registry;
 use dialtone_types::kinds::CLUSTER;
 use dialtone_types::{ApiError, Cluster, ClusterStatus, Object, Phase, Reason};
@@ -102,9 +102,9 @@ pub async fn create_credentials(
     };
     let cluster: Object<Cluster, ClusterStatus> = app.registry.get(&path).await?;
     let endpoint = app
-        .kube
-        .as_ref()
-        .and_then(|kube| kube.endpoint(&cluster.metadata.uid))
+        .clusters_access
+        .connection(&cluster.metadata.uid)
+        .map(|connection| connection.endpoint)
         .ok_or_else(|| {
             ApiError::new(
                 Reason::Conflict,
@@ -138,5 +138,3 @@ pub async fn create_credentials(
         },
     ))
 }
-
-pub type SharedKube = Option<Arc<dialtone_simkube::SimKube>>;

@@ -73,8 +73,8 @@ pub struct App {
     pub sim: Option<Arc<Sim>>,
     /// Every cluster's network, for planning new ones (see `admission`).
     pub networks: Arc<NetworkIndex>,
-    /// The Kubernetes API of the sim's clusters.
-    pub kube: kube_access::SharedKube,
+    /// How Dialtone reaches each cluster's Kubernetes API (the endpoint users are given).
+    pub clusters_access: Arc<dyn dialtone_kube::ClusterAccess>,
     /// The background tasks, for `/readyz?verbose` and `/metrics`.
     pub tasks: Arc<Supervisor>,
     /// Every cluster as last seen, shared with the controllers.
@@ -565,7 +565,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         provider: provider.clone(),
         sim: Some(sim),
         networks,
-        kube: Some(kube.clone()),
+        clusters_access: kube.clone(),
         tasks: tasks.clone(),
         clusters: clusters.clone(),
         tokens,

@@ -45,12 +45,7 @@ pub use cluster::ClusterApi;
 pub use rbac::UserInfo;
 pub use workloads::NodeFacts;
 
-/// Checks the bearer tokens that clients present to a cluster.
-#[async_trait::async_trait]
-pub trait Authenticator: Send + Sync {
-    /// Who holds `token`, if it is valid for the cluster with this uid.
-    async fn authenticate(&self, cluster_uid: &str, token: &str) -> Option<UserInfo>;
-}
+pub use dialtone_kube::Authenticator;
 
 pub use dialtone_kube::Endpoint;
 
