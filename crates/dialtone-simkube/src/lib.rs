@@ -112,7 +112,7 @@ impl SimKube {
             dir,
             addr,
             authenticator,
-            caller: webhooks::Caller { egress },
+            caller: webhooks::Caller::new(egress),
             clusters: RwLock::default(),
         }))
     }

@@ -6,6 +6,9 @@
 //! destination the [`Egress`] guard refuses counts as one that cannot be reached, and is
 //! logged.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -23,15 +26,42 @@ use crate::store::{ObjectKey, Objects};
 #[derive(Clone, Default)]
 pub struct Caller {
     pub egress: Egress,
+    /// Clients by what configures them, so that calls reuse their connections (a TLS
+    /// handshake per call cost a write about ten times its time), as kube-apiserver keeps
+    /// one client per webhook configuration.
+    clients: Arc<Mutex<HashMap<ClientKey, reqwest::Client>>>,
 }
 
+/// What a client is built from: the pinned destination, the trusted CAs and the timeout.
+type ClientKey = (Option<(String, Vec<SocketAddr>)>, Option<String>, Duration);
+
+/// Clients kept at most; past it the cache starts afresh.
+const CLIENTS_KEPT: usize = 256;
+
 impl Caller {
+    /// A caller of the destinations `egress` allows.
+    pub fn new(egress: Egress) -> Self {
+        Caller {
+            egress,
+            clients: Arc::default(),
+        }
+    }
+
     fn client(
         &self,
         destination: &Destination,
         ca_bundle: Option<&str>,
         timeout: Duration,
     ) -> Result<reqwest::Client, String> {
+        let key = (
+            destination.pinned.clone(),
+            ca_bundle.map(str::to_string),
+            timeout,
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             // A redirect would lead past the destination check.
@@ -46,7 +76,12 @@ impl Caller {
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())?;
             builder = builder.tls_certs_only(certs);
         }
-        builder.build().map_err(|e| e.to_string())
+        let client = builder.build().map_err(|e| e.to_string())?;
+        if clients.len() >= CLIENTS_KEPT {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 }
 

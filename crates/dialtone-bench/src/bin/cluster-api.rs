@@ -214,7 +214,7 @@ fn role(name: &str) -> Role {
 /// Dialtone changing a RoleBinding, one of Dialtone's (refused) when `managed`.
 fn admission_review(i: usize, managed: bool) -> serde_json::Value {
     let name = match managed {
-        true => format!("dialtone-org-view-{i}"),
+        true => format!("dialtone:org.view:{i}"),
         false => format!("team-binding-{i}"),
     };
     let labels = match managed {
