@@ -40,7 +40,7 @@ impl DialtoneApi {
     ) -> anyhow::Result<Value> {
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, self.url(path))
             .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);

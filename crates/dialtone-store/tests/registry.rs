@@ -14,7 +14,7 @@ use dialtone_store::{
 };
 use dialtone_types::kinds::{FOLDER, GROUP, ORG, PROJECT};
 use dialtone_types::policy::PolicyBinding;
-use dialtone_types::{Folder, Group, LabelSelector, Object, Org, Project, ResourcePath};
+use dialtone_types::{Folder, Group, Kind, LabelSelector, Object, Org, Project, ResourcePath};
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 
@@ -109,23 +109,42 @@ fn folder(org: &ResourcePath, name: &str) -> ResourcePath {
     org.child(&FOLDER, name)
 }
 
+/// Creates the org `name`.
+async fn new_org(registry: &Registry, name: &str) -> Object<Org> {
+    registry
+        .create(None, Object::new(name, Org::default()))
+        .await
+        .unwrap()
+}
+
+/// Creates a `K` named `name` under `parent`, with a default spec.
+async fn new_child<K: Kind>(
+    registry: &Registry,
+    parent: &ResourcePath,
+    name: impl Into<String>,
+) -> Object<K, K::Status> {
+    registry
+        .create(Some(parent), Object::new(name, K::default()))
+        .await
+        .unwrap()
+}
+
+/// Makes `finalizer` the only finalizer of the `K` at `path`, which then waits for it to
+/// be removed before it goes.
+async fn hold<K: Kind>(registry: &Registry, path: &ResourcePath, finalizer: &str) {
+    let mut object = registry.get::<K>(path).await.unwrap();
+    object.metadata.finalizers = vec![finalizer.into()];
+    registry.update(path, object).await.unwrap();
+}
+
 /// acme, acme/eng, acme/eng/web: an org, a folder and a project.
 async fn tree(registry: &Registry) -> (ResourcePath, ResourcePath, ResourcePath) {
     let org = acme();
-    registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    new_org(registry, "acme").await;
     let eng = folder(&org, "eng");
-    registry
-        .create(Some(&org), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
+    new_child::<Folder>(registry, &org, "eng").await;
     let web = eng.child(&PROJECT, "web");
-    registry
-        .create(Some(&eng), Object::new("web", Project::default()))
-        .await
-        .unwrap();
+    new_child::<Project>(registry, &eng, "web").await;
     (org, eng, web)
 }
 
@@ -184,11 +203,7 @@ async fn create_sets_every_server_field_and_refuses_a_taken_name() {
         meta.uid
     );
 
-    let eng = f
-        .registry
-        .create(Some(&acme()), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
+    let eng = new_child::<Folder>(&f.registry, &acme(), "eng").await;
     assert_eq!(eng.metadata.parent, "orgs/acme");
     assert!(f.registry.exists(&folder(&acme(), "eng")).await.unwrap());
     assert!(!f.registry.exists(&folder(&acme(), "ops")).await.unwrap());
@@ -224,10 +239,7 @@ async fn create_refuses_a_bad_name_a_missing_parent_and_a_parent_being_deleted()
         "{orphan:?}"
     );
 
-    f.registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    new_org(&f.registry, "acme").await;
     let mut held = Object::new("held", Folder::default());
     held.metadata.finalizers = vec!["example.com/hold".into()];
     f.registry.create(Some(&acme()), held).await.unwrap();
@@ -255,11 +267,7 @@ async fn create_refuses_a_bad_name_a_missing_parent_and_a_parent_being_deleted()
 #[tokio::test]
 async fn an_update_bumps_the_generation_only_when_the_spec_changes() {
     let f = fixture();
-    let created = f
-        .registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    let created = new_org(&f.registry, "acme").await;
 
     let mut relabelled = labelled(created.clone(), "team", "core");
     relabelled
@@ -302,11 +310,7 @@ async fn an_update_bumps_the_generation_only_when_the_spec_changes() {
 #[tokio::test]
 async fn an_update_from_a_stale_read_or_of_the_name_changes_nothing() {
     let f = fixture();
-    let created = f
-        .registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    let created = new_org(&f.registry, "acme").await;
     let mut first = created.clone();
     first.spec.description = "first".into();
     f.registry.update(&acme(), first).await.unwrap();
@@ -360,11 +364,7 @@ async fn an_update_from_a_stale_read_or_of_the_name_changes_nothing() {
 #[tokio::test]
 async fn a_status_update_changes_the_status_only() {
     let f = fixture();
-    let created = f
-        .registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    let created = new_org(&f.registry, "acme").await;
     let mut reported = created.clone();
     reported.status.observed_generation = 1;
     reported.spec.description = "not through the status".into();
@@ -432,14 +432,8 @@ async fn a_node_with_children_is_deleted_only_with_cascade() {
         folder(&org, "eng"),
         folder(&org, "eng").child(&PROJECT, "web"),
     );
-    f.registry
-        .create(Some(&org), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
-    f.registry
-        .create(Some(&eng), Object::new("web", Project::default()))
-        .await
-        .unwrap();
+    new_child::<Folder>(&f.registry, &org, "eng").await;
+    new_child::<Project>(&f.registry, &eng, "web").await;
     assert!(matches!(
         f.registry.delete(&org, true).await,
         Ok(Deletion::Deleted)
@@ -458,9 +452,7 @@ async fn a_node_with_children_is_deleted_only_with_cascade() {
 async fn finalizers_hold_a_node_and_its_ancestors_until_they_are_removed() {
     let f = fixture();
     let (org, eng, web) = tree(&f.registry).await;
-    let mut project = f.registry.get::<Project>(&web).await.unwrap();
-    project.metadata.finalizers = vec!["example.com/backup".into()];
-    f.registry.update(&web, project).await.unwrap();
+    hold::<Project>(&f.registry, &web, "example.com/backup").await;
 
     let Ok(Deletion::Pending(pending)) = f.registry.delete(&org, true).await else {
         panic!("the org should wait for its project")
@@ -542,12 +534,8 @@ async fn finishing_leaves_other_finalizers_and_nodes_not_being_deleted_alone() {
         None
     );
 
-    let mut folder = f.registry.get::<Folder>(&eng).await.unwrap();
-    folder.metadata.finalizers = vec!["example.com/audit".into()];
-    f.registry.update(&eng, folder).await.unwrap();
-    let mut project = f.registry.get::<Project>(&web).await.unwrap();
-    project.metadata.finalizers = vec!["example.com/backup".into()];
-    f.registry.update(&web, project).await.unwrap();
+    hold::<Folder>(&f.registry, &eng, "example.com/audit").await;
+    hold::<Project>(&f.registry, &web, "example.com/backup").await;
     let store = f.registry.store().clone();
     let before = store.revision().await.unwrap();
     assert!(matches!(
@@ -604,15 +592,8 @@ async fn finishing_leaves_other_finalizers_and_nodes_not_being_deleted_alone() {
 #[tokio::test]
 async fn a_deleted_org_is_retired_with_its_uid_and_time() {
     let f = fixture();
-    let org = f
-        .registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
-    f.registry
-        .create(None, Object::new("zeta", Org::default()))
-        .await
-        .unwrap();
+    let org = new_org(&f.registry, "acme").await;
+    new_org(&f.registry, "zeta").await;
     f.registry.delete(&acme(), false).await.unwrap();
     let retired = f.registry.retired_orgs().await.unwrap();
     assert_eq!(retired.len(), 1, "{retired:?}");
@@ -627,14 +608,8 @@ async fn lists_page_at_one_revision_and_keep_to_their_collection() {
     let (org, _, _) = tree(&f.registry).await;
     // "engineering" shares a prefix with "eng": its children must not list under "eng".
     let eng2 = folder(&org, "engineering");
-    f.registry
-        .create(Some(&org), Object::new("engineering", Folder::default()))
-        .await
-        .unwrap();
-    f.registry
-        .create(Some(&eng2), Object::new("api", Project::default()))
-        .await
-        .unwrap();
+    new_child::<Folder>(&f.registry, &org, "engineering").await;
+    new_child::<Project>(&f.registry, &eng2, "api").await;
     for name in ["a", "b", "c", "d", "e"] {
         let object = labelled(
             Object::new(name, Folder::default()),
@@ -681,10 +656,7 @@ async fn lists_page_at_one_revision_and_keep_to_their_collection() {
     assert_eq!(next.revision, Some(first.revision));
 
     // A folder created after the first page is not in the listing's later pages.
-    f.registry
-        .create(Some(&org), Object::new("f", Folder::default()))
-        .await
-        .unwrap();
+    new_child::<Folder>(&f.registry, &org, "f").await;
     let rest = f
         .registry
         .list_raw(
@@ -755,10 +727,7 @@ async fn lists_page_at_one_revision_and_keep_to_their_collection() {
 async fn a_list_shows_only_what_the_caller_may_see_and_never_resumes_at_a_hidden_key() {
     let f = fixture();
     let org = acme();
-    f.registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    new_org(&f.registry, "acme").await;
     for i in 0..150 {
         f.registry
             .create(
@@ -853,34 +822,17 @@ async fn a_list_shows_only_what_the_caller_may_see_and_never_resumes_at_a_hidden
 async fn a_watch_sees_each_change_of_its_collection_in_order() {
     let f = fixture();
     let org = acme();
-    f.registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    new_org(&f.registry, "acme").await;
     // The watch starts after this folder's creation: it is not shown.
-    let seen = f
-        .registry
-        .create(Some(&org), Object::new("seen", Folder::default()))
-        .await
-        .unwrap();
+    let seen = new_child::<Folder>(&f.registry, &org, "seen").await;
     let after: i64 = seen.metadata.resource_version.parse().unwrap();
     let mut folders = Box::pin(f.registry.watch(&FOLDER, Some(&org), after).await.unwrap());
 
-    let eng = f
-        .registry
-        .create(Some(&org), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
+    let eng = new_child::<Folder>(&f.registry, &org, "eng").await;
     // Another org's folders are another collection.
     let zeta = ResourcePath::org("zeta");
-    f.registry
-        .create(None, Object::new("zeta", Org::default()))
-        .await
-        .unwrap();
-    f.registry
-        .create(Some(&zeta), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
+    new_org(&f.registry, "zeta").await;
+    new_child::<Folder>(&f.registry, &zeta, "eng").await;
     let mut changed = eng.clone();
     changed.spec.description = "engineering".into();
     let changed = f
@@ -985,10 +937,7 @@ async fn a_policy_changes_only_from_its_current_etag_and_dies_with_its_node() {
     f.registry.delete(&eng, true).await.unwrap();
     let gone = f.registry.get_policy(&eng).await;
     assert!(matches!(gone, Err(RegistryError::NotFound(_))), "{gone:?}");
-    f.registry
-        .create(Some(&org), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
+    new_child::<Folder>(&f.registry, &org, "eng").await;
     let (bindings, reborn_etag) = f.registry.get_policy(&eng).await.unwrap();
     assert!(
         bindings.is_empty(),
@@ -1009,9 +958,7 @@ async fn a_policy_changes_only_from_its_current_etag_and_dies_with_its_node() {
 async fn a_node_being_deleted_keeps_its_policy_unchanged() {
     let f = fixture();
     let (_, eng, web) = tree(&f.registry).await;
-    let mut project = f.registry.get::<Project>(&web).await.unwrap();
-    project.metadata.finalizers = vec!["example.com/backup".into()];
-    f.registry.update(&web, project).await.unwrap();
+    hold::<Project>(&f.registry, &web, "example.com/backup").await;
     f.registry.delete(&eng, true).await.unwrap();
     let refused = f
         .registry
@@ -1072,20 +1019,13 @@ async fn access_records_list_parents_first_and_policies_last() {
 #[tokio::test]
 async fn the_access_watch_reports_what_access_control_reads_and_nothing_else() {
     let f = fixture();
-    f.registry
-        .create(None, Object::new("zeta", Org::default()))
-        .await
-        .unwrap();
+    new_org(&f.registry, "zeta").await;
     // The watch starts after the records read: zeta's creation is not shown again.
     let (_, start) = f.registry.access_records().await.unwrap();
     let mut changes = Box::pin(f.registry.watch_access(start).await.unwrap());
     let org = acme();
 
-    let created = f
-        .registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
+    let created = new_org(&f.registry, "acme").await;
     let (revision, change) = next(&mut changes).await.unwrap();
     assert_eq!(revision.to_string(), created.metadata.resource_version);
     assert_eq!(
@@ -1103,11 +1043,7 @@ async fn the_access_watch_reports_what_access_control_reads_and_nothing_else() {
     );
 
     let ops = org.child(&GROUP, "ops");
-    let group = f
-        .registry
-        .create(Some(&org), Object::new("ops", Group::default()))
-        .await
-        .unwrap();
+    let group = new_child::<Group>(&f.registry, &org, "ops").await;
     assert_eq!(
         next(&mut changes).await.unwrap().1,
         Some(AccessChange::Put(AccessRecord::Group {
@@ -1223,10 +1159,7 @@ async fn a_delete_that_finds_its_node_removed_by_another_has_its_work_done() {
     let f = fixture();
     let (_, eng, _) = tree(&f.registry).await;
     let other = folder(&acme(), "ops");
-    f.registry
-        .create(Some(&acme()), Object::new("ops", Folder::default()))
-        .await
-        .unwrap();
+    new_child::<Folder>(&f.registry, &acme(), "ops").await;
     // Another server removes the folder between this delete's read and its removal.
     let key = object_key(&other);
     f.racing

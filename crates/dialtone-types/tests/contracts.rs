@@ -409,30 +409,22 @@ fn strict_decoding_names_each_value_of_the_wrong_shape() {
     let fine = r#"{"name":"a","nickname":null,"count":-3,"ratio":2,"inner":{"size":1},"items":[{"size":2}]}"#;
     decode_strict::<Shapes>(fine.as_bytes()).unwrap();
     decode_strict::<Shapes>(br#"{"nickname":"b","ratio":0.5}"#).unwrap();
-    assert_eq!(
-        refused(r#"{"name":5}"#),
-        ["name: expected string, not integer"]
-    );
-    assert_eq!(
-        refused(r#"{"nickname":7}"#),
-        ["nickname: expected string or null, not integer"]
-    );
-    assert_eq!(
-        refused(r#"{"count":1.5}"#),
-        ["count: expected integer, not number"]
-    );
-    assert_eq!(
-        refused(r#"{"inner":[1]}"#),
-        ["inner: expected object, not array"]
-    );
-    assert_eq!(
-        refused(r#"{"inner":{"size":"big"}}"#),
-        ["inner.size: expected integer, not string"]
-    );
-    assert_eq!(
-        refused(r#"{"items":[[1]]}"#),
-        ["items[0]: expected object, not array"]
-    );
+    for (body, error) in [
+        (r#"{"name":5}"#, "name: expected string, not integer"),
+        (
+            r#"{"nickname":7}"#,
+            "nickname: expected string or null, not integer",
+        ),
+        (r#"{"count":1.5}"#, "count: expected integer, not number"),
+        (r#"{"inner":[1]}"#, "inner: expected object, not array"),
+        (
+            r#"{"inner":{"size":"big"}}"#,
+            "inner.size: expected integer, not string",
+        ),
+        (r#"{"items":[[1]]}"#, "items[0]: expected object, not array"),
+    ] {
+        assert_eq!(refused(body), [error], "{body}");
+    }
 }
 
 #[test]
