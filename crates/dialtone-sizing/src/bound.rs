@@ -317,11 +317,30 @@ mod tests {
             .map(|(i, d)| d * 3.0 - i as f64)
             .collect();
         assert!(program.certified(&snapshot, &wrong) <= value + 1e-9);
+        // Prices twice too high are scaled back to the optimum exactly.
+        let doubled: Vec<f64> = duals.iter().map(|d| d * 2.0).collect();
+        assert!((program.certified(&snapshot, &doubled) - value).abs() < 1e-9);
         // Ten pods of 1.5 CPU: one per small node (10 × 0.05) beats five per large node.
         assert!(
             (lower_bound(&snapshot) - 0.5).abs() < 1e-9,
             "{}",
             lower_bound(&snapshot)
         );
+    }
+
+    #[test]
+    fn a_free_type_that_covers_nothing_priced_does_not_void_the_bound() {
+        // A type that costs nothing would make every price it covers worthless; one that
+        // covers no priced row leaves the bound alone.
+        let mut snapshot = snapshot();
+        snapshot.types[1].usd_per_hour = 0.0;
+        let program = Program {
+            rows: vec![Row::Resource(Placement::default(), 0)],
+            demand: vec![10.0],
+            columns: vec![(0, None), (1, None)],
+            matrix: vec![vec![2.0], vec![0.0]],
+        };
+        // Two units per $0.05: a unit is worth $0.025, ten are worth $0.25.
+        assert!((program.certified(&snapshot, &[0.025]) - 0.25).abs() < 1e-12);
     }
 }

@@ -294,21 +294,17 @@ fn replacement(
         // Its pods fit on the others, but the cluster must keep minNodes.
         plan.new_nodes.extend(cheapest_stand_in(cluster, node));
     }
+    // A replacement launches at least one node for the one it removes, so it never takes
+    // the cluster below minNodes.
     let worth_it = plan.unplaceable.is_empty()
         && !plan.new_nodes.is_empty()
-        && (node.outdated || cost <= node.usd_per_hour * (1.0 - cluster.min_saving))
-        && nodes_now - 1 + plan.new_nodes.len() >= cluster.min_nodes;
+        && (node.outdated || cost <= node.usd_per_hour * (1.0 - cluster.min_saving));
     if !worth_it {
         return None;
     }
     for &(g, existing, k) in &plan.on_existing {
         let i = room[existing];
-        let requests = snapshot.pending[g].requests;
-        let taken = Resources {
-            millicores: requests.millicores * k as u64,
-            memory_mib: requests.memory_mib * k as u64,
-            pods: requests.pods * k,
-        };
+        let taken = snapshot.pending[g].requests.times(k);
         free[i] = free[i].map(|f| f.saturating_sub(&taken));
     }
     // The plan's cost again: a stand-in may have joined it since `cost`.

@@ -71,6 +71,15 @@ impl Resources {
         }
     }
 
+    /// `k` of `self`.
+    pub fn times(&self, k: u32) -> Resources {
+        Resources {
+            millicores: self.millicores * k as u64,
+            memory_mib: self.memory_mib * k as u64,
+            pods: self.pods * k,
+        }
+    }
+
     /// How many of `self` fit in `room`.
     pub fn times_in(&self, room: &Resources) -> u64 {
         let ratio = |want: u64, have: u64| have.checked_div(want).unwrap_or(u64::MAX);

@@ -224,4 +224,123 @@ mod tests {
         );
         assert_eq!(optimal(minimize(&[1.0], &[vec![1.0]], &[0.0])), 0.0);
     }
+
+    #[test]
+    fn a_row_no_column_covers_and_nothing_demands_is_redundant() {
+        // Its artificial variable stays in the basis after phase one, at zero.
+        for (costs, columns) in [
+            (vec![1.0], vec![vec![1.0, 0.0]]),
+            (vec![1.0, 2.0], vec![vec![1.0, 0.0], vec![2.0, 0.0]]),
+        ] {
+            let Outcome::Optimal { value, duals } = minimize(&costs, &columns, &[4.0, 0.0]) else {
+                panic!("infeasible")
+            };
+            assert!((value - 4.0).abs() < 1e-9, "{value}");
+            assert!(
+                (duals[0] - 1.0).abs() < 1e-9 && duals[1].abs() < 1e-9,
+                "{duals:?}"
+            );
+        }
+    }
+
+    /// The optimum by enumerating every vertex: each choice of as many tight rows as
+    /// columns in use, solved exactly; `None` when no vertex is feasible.
+    fn by_vertices(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Option<f64> {
+        let (m, n) = (demand.len(), costs.len());
+        let feasible = |x: &[f64]| {
+            (0..m).all(|i| (0..n).map(|j| columns[j][i] * x[j]).sum::<f64>() >= demand[i] - 1e-7)
+        };
+        let mut best: Option<f64> = feasible(&vec![0.0; n]).then_some(0.0);
+        for used in 1u32..(1 << n) {
+            let cols: Vec<usize> = (0..n).filter(|j| used & (1 << j) != 0).collect();
+            for tight in 1u32..(1 << m) {
+                let rows: Vec<usize> = (0..m).filter(|i| tight & (1 << i) != 0).collect();
+                if rows.len() != cols.len() {
+                    continue;
+                }
+                let Some(solution) = solve(
+                    &rows
+                        .iter()
+                        .map(|&i| cols.iter().map(|&j| columns[j][i]).collect())
+                        .collect::<Vec<Vec<f64>>>(),
+                    &rows.iter().map(|&i| demand[i]).collect::<Vec<f64>>(),
+                ) else {
+                    continue;
+                };
+                let mut x = vec![0.0; n];
+                for (k, &j) in cols.iter().enumerate() {
+                    x[j] = solution[k];
+                }
+                if x.iter().all(|&v| v >= -1e-9) && feasible(&x) {
+                    let cost: f64 = (0..n).map(|j| costs[j] * x[j]).sum();
+                    best = Some(best.map_or(cost, |b| b.min(cost)));
+                }
+            }
+        }
+        best
+    }
+
+    /// Gaussian elimination with partial pivoting; `None` for a singular system.
+    fn solve(a: &[Vec<f64>], b: &[f64]) -> Option<Vec<f64>> {
+        let k = b.len();
+        let mut rows: Vec<Vec<f64>> = (0..k)
+            .map(|i| a[i].iter().copied().chain([b[i]]).collect())
+            .collect();
+        for c in 0..k {
+            let p = (c..k).max_by(|&x, &y| rows[x][c].abs().total_cmp(&rows[y][c].abs()))?;
+            if rows[p][c].abs() < 1e-9 {
+                return None;
+            }
+            rows.swap(c, p);
+            let pivot_row = rows[c].clone();
+            for (r, row) in rows.iter_mut().enumerate() {
+                if r != c {
+                    let f = row[c] / pivot_row[c];
+                    for (value, p) in row.iter_mut().zip(&pivot_row) {
+                        *value -= f * p;
+                    }
+                }
+            }
+        }
+        Some((0..k).map(|i| rows[i][k] / rows[i][i]).collect())
+    }
+
+    /// Small covering programs, with zero coefficients and zero demands common.
+    fn program() -> impl Strategy<Value = (Vec<f64>, Vec<Vec<f64>>, Vec<f64>)> {
+        (1usize..4, 1usize..5).prop_flat_map(|(m, n)| {
+            let entry = prop_oneof![2 => Just(0.0), 3 => (1u8..10).prop_map(f64::from)];
+            let demand = prop_oneof![1 => Just(0.0), 3 => (1u8..20).prop_map(f64::from)];
+            (
+                prop::collection::vec((1u8..10).prop_map(f64::from), n),
+                prop::collection::vec(prop::collection::vec(entry, m), n),
+                prop::collection::vec(demand, m),
+            )
+        })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_optimum_and_its_duals_are_right((costs, columns, demand) in program()) {
+            let expected = by_vertices(&costs, &columns, &demand);
+            match minimize(&costs, &columns, &demand) {
+                Outcome::Infeasible => prop_assert_eq!(expected, None),
+                Outcome::Optimal { value, duals } => {
+                    let Some(expected) = expected else {
+                        return Err(TestCaseError::fail(format!("{value} for an infeasible program")));
+                    };
+                    prop_assert!((value - expected).abs() < 1e-6, "{} vs {}", value, expected);
+                    // The duals prove it: feasible for the dual, and worth the optimum.
+                    let worth: f64 = demand.iter().zip(&duals).map(|(b, y)| b * y).sum();
+                    prop_assert!((worth - value).abs() < 1e-6, "duals worth {}", worth);
+                    prop_assert!(duals.iter().all(|&y| y >= -1e-9), "{:?}", duals);
+                    for (column, cost) in columns.iter().zip(&costs) {
+                        let priced: f64 = column.iter().zip(&duals).map(|(a, y)| a * y).sum();
+                        prop_assert!(priced <= cost + 1e-6, "{:?}", duals);
+                    }
+                }
+            }
+        }
+    }
 }

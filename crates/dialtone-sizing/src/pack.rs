@@ -41,7 +41,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             }
             let k = (remaining[g] as u64).min(group.requests.times_in(&free[node_index])) as u32;
             if k > 0 {
-                free[node_index] = free[node_index].saturating_sub(&times(&group.requests, k));
+                free[node_index] = free[node_index].saturating_sub(&group.requests.times(k));
                 remaining[g] -= k;
                 plan.on_existing.push((g, node_index, k));
             }
@@ -103,7 +103,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                 let room = t.room.saturating_sub(&node.used);
                 let k = (remaining[g] as u64).min(groups[g].requests.times_in(&room)) as u32;
                 if k > 0 {
-                    node.used = node.used.add(&times(&groups[g].requests, k));
+                    node.used = node.used.add(&groups[g].requests.times(k));
                     *node.pods.entry(g).or_default() += k;
                     remaining[g] -= k;
                 }
@@ -143,14 +143,6 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         .map(|node| shrink(snapshot, node))
         .collect();
     plan
-}
-
-fn times(requests: &Resources, k: u32) -> Resources {
-    Resources {
-        millicores: requests.millicores * k as u64,
-        memory_mib: requests.memory_mib * k as u64,
-        pods: requests.pods * k,
-    }
 }
 
 fn holds(t: &NodeType, placement: &Placement, requests: &Resources) -> bool {
@@ -283,7 +275,7 @@ fn greedy(
             for &g in members {
                 let k = (left[g] as u64).min(groups[g].requests.times_in(&room)) as u32;
                 if k > 0 {
-                    room = room.saturating_sub(&times(&groups[g].requests, k));
+                    room = room.saturating_sub(&groups[g].requests.times(k));
                     pattern.push((g, k));
                     worth += value[g] * k as f64;
                 }
@@ -319,7 +311,7 @@ fn greedy(
                 let k = k.min(left[g]);
                 if k > 0 {
                     left[g] -= k;
-                    node.used = node.used.add(&times(&groups[g].requests, k));
+                    node.used = node.used.add(&groups[g].requests.times(k));
                     node.pods.insert(g, k);
                 }
             }

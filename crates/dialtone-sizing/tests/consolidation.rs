@@ -5,7 +5,9 @@
 //! causes no action at all.
 
 use dialtone_cloud::{Arch, InstanceCatalog};
-use dialtone_sizing::consolidate::{Action, Cluster, RunningNode, RunningPod, consolidate};
+use dialtone_sizing::consolidate::{
+    Action, Cluster, RunningNode, RunningPod, consolidate, groups_of,
+};
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{NodeType, Placement, Resources, node_types};
 use proptest::prelude::*;
@@ -328,4 +330,290 @@ fn an_upgrade_replaces_every_outdated_node_even_at_a_higher_cost() {
     nodes[0].outdated = true;
     nodes[0].keep = Some("budget".into());
     assert!(consolidate(&cluster(&nodes, &types, &zones)).is_empty());
+}
+
+/// A node of no catalogue type: the room and price a test needs.
+fn made_up(name: &str, room: Resources, usd_per_hour: f64, pods: Vec<RunningPod>) -> RunningNode {
+    RunningNode {
+        name: name.into(),
+        instance_type: "made-up".into(),
+        arch: Arch::X86_64,
+        zone: ZONES[0].into(),
+        usd_per_hour,
+        room,
+        pods,
+        keep: None,
+        draining: false,
+        outdated: false,
+    }
+}
+
+fn kept(mut node: RunningNode) -> RunningNode {
+    node.keep = Some("a disruption budget allows no eviction".into());
+    node
+}
+
+fn room(millicores: u64, memory_mib: u64, pods: u32) -> Resources {
+    Resources {
+        millicores,
+        memory_mib,
+        pods,
+    }
+}
+
+fn deleted(actions: &[Action]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Delete { .. }))
+        .map(Action::node)
+        .collect()
+}
+
+#[test]
+fn utilization_is_the_larger_share_in_use() {
+    let mut node = made_up("n", room(2_000, 4_000, 20), 1.0, vec![]);
+    assert_eq!(node.utilization(), 0.0);
+    node.pods = vec![pod(500, 2_000)];
+    assert_eq!(node.utilization(), 0.5);
+    node.pods = vec![pod(1_500, 1_000)];
+    assert_eq!(node.utilization(), 0.75);
+    // A node with no CPU to offer is full, whatever runs on it.
+    node.room.millicores = 0;
+    assert_eq!(node.utilization(), 1.0);
+}
+
+#[test]
+fn pods_of_one_shape_and_placement_form_one_group() {
+    let arm = RunningPod {
+        placement: Placement {
+            arch: Some(Arch::Arm64),
+            zone: None,
+        },
+        ..pod(100, 128)
+    };
+    let pods = [pod(100, 128), pod(200, 128), pod(100, 128), arm];
+    let groups = groups_of(&pods);
+    let shapes: Vec<(u64, bool, u32)> = groups
+        .iter()
+        .map(|g| (g.requests.millicores, g.placement.arch.is_some(), g.count))
+        .collect();
+    assert_eq!(shapes, [(100, false, 2), (200, false, 1), (100, true, 1)]);
+}
+
+#[test]
+fn the_node_that_wastes_the_most_goes_first() {
+    let types = general_purpose();
+    let zones = zones();
+    let nodes = vec![
+        node_of(&types, "m7g.xlarge", "busier", vec![pod(2_000, 2_048)]),
+        node_of(&types, "m7g.xlarge", "idler", vec![pod(200, 256)]),
+        kept(made_up("keeper", room(8_000, 16_384, 50), 1.0, vec![])),
+    ];
+    let one = Cluster {
+        budget: 1,
+        ..cluster(&nodes, &types, &zones)
+    };
+    assert_eq!(deleted(&consolidate(&one)), ["idler"]);
+}
+
+#[test]
+fn draining_and_outdated_nodes_are_no_room_up_to_date_ones_are() {
+    let types = general_purpose();
+    let zones = zones();
+    let idle = node_of(&types, "m7g.large", "idle", vec![pod(200, 256)]);
+    let mut draining = made_up("draining", room(8_000, 16_384, 50), 1.0, vec![]);
+    draining.draining = true;
+    let mut outdated = kept(made_up("outdated", room(8_000, 16_384, 50), 1.0, vec![]));
+    outdated.outdated = true;
+    for elsewhere in [draining, outdated] {
+        let nodes = vec![idle.clone(), elsewhere];
+        let actions = consolidate(&cluster(&nodes, &types, &zones));
+        assert!(!deleted(&actions).contains(&"idle"), "{actions:?}");
+    }
+    let nodes = vec![
+        idle.clone(),
+        kept(made_up("roomy", room(8_000, 16_384, 50), 1.0, vec![])),
+    ];
+    assert_eq!(
+        deleted(&consolidate(&cluster(&nodes, &types, &zones))),
+        ["idle"]
+    );
+}
+
+#[test]
+fn min_nodes_counts_the_nodes_each_earlier_action_leaves() {
+    let types = general_purpose();
+    let zones = zones();
+    // Two idle nodes whose pods fit on a third: at minNodes 2, only one may go.
+    let nodes = vec![
+        node_of(&types, "m7g.large", "idle-1", vec![pod(200, 256)]),
+        node_of(&types, "m7g.large", "idle-2", vec![pod(200, 256)]),
+        kept(made_up("keeper", room(8_000, 16_384, 50), 1.0, vec![])),
+    ];
+    let floor = Cluster {
+        min_nodes: 2,
+        ..cluster(&nodes, &types, &zones)
+    };
+    assert_eq!(deleted(&consolidate(&floor)), ["idle-1"]);
+
+    // A replacement leaves as many nodes as there were: after it, an idle node may still
+    // go at minNodes 2, not at 3.
+    let x86 = Placement {
+        arch: Some(Arch::X86_64),
+        zone: None,
+    };
+    let big_pods = vec![
+        RunningPod {
+            placement: x86,
+            ..pod(4_000, 1_024)
+        };
+        3
+    ];
+    let nodes = vec![
+        node_of(&types, "m7i.16xlarge", "big", big_pods),
+        node_of(&types, "m7g.xlarge", "idle", vec![pod(200, 256)]),
+        kept(made_up("keeper", room(3_000, 8_192, 20), 1.0, vec![])),
+    ];
+    for (min_nodes, idle_goes) in [(2, true), (3, false)] {
+        let actions = consolidate(&Cluster {
+            min_nodes,
+            ..cluster(&nodes, &types, &zones)
+        });
+        assert!(
+            matches!(&actions[0], Action::Replace { node, with, .. } if node == "big" && with.len() == 1),
+            "{actions:?}"
+        );
+        assert_eq!(
+            deleted(&actions).contains(&"idle"),
+            idle_goes,
+            "{actions:?}"
+        );
+    }
+}
+
+#[test]
+fn room_a_replacement_fills_on_other_nodes_is_no_longer_room() {
+    // The big node's x86 pods go two to the keeper and one to a new node; the arm node's
+    // pod then fits on the keeper only if the keeper's room is counted right: CPU, memory
+    // and pod slots in turn are what the keeper runs short of.
+    let types = general_purpose();
+    let zones = zones();
+    let x86 = |millicores, memory_mib| RunningPod {
+        placement: Placement {
+            arch: Some(Arch::X86_64),
+            zone: None,
+        },
+        ..pod(millicores, memory_mib)
+    };
+    for (keeper_room, big_pod, small_pod, small_goes) in [
+        (
+            room(4_500, 1 << 20, 100),
+            x86(2_000, 1_024),
+            pod(1_000, 512),
+            false,
+        ),
+        (
+            room(100_000, 18_432, 100),
+            x86(100, 8_192),
+            pod(100, 4_096),
+            false,
+        ),
+        (room(1_100, 1 << 20, 3), x86(500, 512), pod(50, 64), true),
+    ] {
+        let nodes = vec![
+            node_of(&types, "m7i.16xlarge", "big", vec![big_pod; 3]),
+            node_of(&types, "m7g.large", "small", vec![small_pod]),
+            kept(made_up("keeper", keeper_room, 1.0, vec![])),
+        ];
+        let actions = consolidate(&cluster(&nodes, &types, &zones));
+        assert!(
+            matches!(&actions[0], Action::Replace { node, .. } if node == "big"),
+            "{actions:?}"
+        );
+        assert_eq!(
+            deleted(&actions).contains(&"small"),
+            small_goes,
+            "{actions:?}"
+        );
+    }
+}
+
+#[test]
+fn moved_pods_go_where_the_scheduler_would_put_them() {
+    // The scheduler puts a pod on the node that is least allocated afterwards: the first
+    // node's 1,500m pod goes to the small keeper (80 % allocated after) rather than the
+    // big one (91 %), which leaves the big keeper room for the second node's 2,500m pod.
+    let nodes = vec![
+        made_up(
+            "first",
+            room(16_000, 65_536, 110),
+            1.0,
+            vec![pod(1_500, 64)],
+        ),
+        made_up(
+            "second",
+            room(8_000, 65_536, 110),
+            0.5,
+            vec![pod(2_500, 64)],
+        ),
+        kept(made_up(
+            "big-keeper",
+            room(16_000, 65_536, 110),
+            1.0,
+            vec![pod(13_000, 64)],
+        )),
+        kept(made_up(
+            "small-keeper",
+            room(2_000, 65_536, 110),
+            1.0,
+            vec![pod(100, 64)],
+        )),
+    ];
+    let types = general_purpose();
+    let zones = zones();
+    assert_eq!(
+        deleted(&consolidate(&cluster(&nodes, &types, &zones))),
+        ["first", "second"]
+    );
+}
+
+#[test]
+fn a_one_node_cluster_at_its_maximum_can_still_replace_its_node() {
+    let types = general_purpose();
+    let zones = zones();
+    let nodes = vec![node_of(
+        &types,
+        "m7i.16xlarge",
+        "big",
+        vec![pod(1_000, 2_048); 3],
+    )];
+    let at_max = Cluster {
+        max_nodes: 1,
+        min_nodes: 1,
+        ..cluster(&nodes, &types, &zones)
+    };
+    let actions = consolidate(&at_max);
+    assert!(
+        matches!(actions.as_slice(), [Action::Replace { with, .. }] if with.len() == 1),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn an_outdated_node_with_nothing_to_move_is_still_upgraded_at_min_nodes() {
+    // Its slot must be filled to keep minNodes: a stand-in of the cheapest type replaces it.
+    let types = general_purpose();
+    let zones = zones();
+    let mut old = node_of(&types, "t3.medium", "old", vec![]);
+    old.outdated = true;
+    let nodes = vec![old, node_of(&types, "m7g.large", "current", vec![])];
+    let floor = Cluster {
+        min_nodes: 2,
+        ..cluster(&nodes, &types, &zones)
+    };
+    let actions = consolidate(&floor);
+    assert!(
+        matches!(actions.as_slice(), [Action::Upgrade { node, with, .. }] if node == "old" && with.len() == 1),
+        "{actions:?}"
+    );
 }

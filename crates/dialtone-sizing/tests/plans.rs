@@ -5,8 +5,8 @@
 
 use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_sizing::{
-    ExistingNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound, karpenter,
-    node_types,
+    ExistingNode, NewNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound,
+    karpenter, node_types,
 };
 use proptest::prelude::*;
 
@@ -274,4 +274,75 @@ fn pods_fill_existing_room_before_any_node_is_added() {
     assert!(plan.new_nodes.is_empty(), "{plan:?}");
     assert_eq!(plan.on_existing, vec![(0, 0, 4)]);
     assert_eq!(bound::lower_bound(&snapshot), 0.0);
+}
+
+#[test]
+fn the_baseline_packs_pods_together_as_karpenter_does() {
+    // Ten 500m pods on types of 2,000m: Karpenter opens a node, keeps adding pods while a
+    // type can still hold them all, and launches the cheapest such type: three nodes.
+    let snapshot = Snapshot {
+        pending: vec![PodGroup {
+            name: "web".into(),
+            requests: Resources {
+                millicores: 500,
+                memory_mib: 512,
+                pods: 1,
+            },
+            placement: Placement::default(),
+            count: 10,
+        }],
+        existing: Vec::new(),
+        types: vec![NodeType {
+            name: "m.large".into(),
+            family: "m".into(),
+            arch: Arch::X86_64,
+            room: Resources {
+                millicores: 2_000,
+                memory_mib: 8_192,
+                pods: 110,
+            },
+            usd_per_hour: 0.1,
+            zones: vec![ZONES[0].into()],
+        }],
+        zones: ZONES.iter().map(|z| z.to_string()).collect(),
+        spread_zones: false,
+        max_new_nodes: 10,
+    };
+    let plan = karpenter::plan(&snapshot);
+    let per_node: Vec<u32> = plan.new_nodes.iter().map(|n| n.pods[&0]).collect();
+    assert_eq!(per_node, [4, 4, 2]);
+    assert_eq!(plan.summary(), "3 × m.large");
+}
+
+#[test]
+fn a_summary_counts_new_nodes_by_type() {
+    let node = |instance_type: &str| NewNode {
+        instance_type: instance_type.into(),
+        zone: ZONES[0].into(),
+        usd_per_hour: 0.1,
+        pods: Default::default(),
+    };
+    let plan = Plan {
+        new_nodes: vec![node("t3.small"), node("m7g.large"), node("t3.small")],
+        ..Plan::default()
+    };
+    assert_eq!(plan.summary(), "1 × m7g.large, 2 × t3.small");
+    assert_eq!(Plan::default().summary(), "no new nodes");
+}
+
+#[test]
+fn resources_add_and_multiply_each_resource() {
+    let pod = Resources {
+        millicores: 250,
+        memory_mib: 512,
+        pods: 1,
+    };
+    let two = Resources {
+        millicores: 500,
+        memory_mib: 1_024,
+        pods: 2,
+    };
+    assert_eq!(pod.add(&pod), two);
+    assert_eq!(pod.times(2), two);
+    assert_eq!(two.times_in(&pod.times(7)), 3);
 }
