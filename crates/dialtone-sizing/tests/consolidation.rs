@@ -414,6 +414,19 @@ fn the_node_that_wastes_the_most_goes_first() {
         ..cluster(&nodes, &types, &zones)
     };
     assert_eq!(deleted(&consolidate(&one)), ["idler"]);
+
+    // Waste is dollars of unused room: a dear node half used wastes more than a cheap one
+    // almost idle.
+    let nodes = vec![
+        made_up("dear", room(4_000, 8_192, 50), 1.0, vec![pod(2_000, 256)]),
+        made_up("cheap", room(4_000, 8_192, 50), 0.4, vec![pod(400, 256)]),
+        kept(made_up("keeper", room(8_000, 16_384, 50), 1.0, vec![])),
+    ];
+    let one = Cluster {
+        budget: 1,
+        ..cluster(&nodes, &types, &zones)
+    };
+    assert_eq!(deleted(&consolidate(&one)), ["dear"]);
 }
 
 #[test]
@@ -552,7 +565,7 @@ fn moved_pods_go_where_the_scheduler_would_put_them() {
         ),
         made_up(
             "second",
-            room(8_000, 65_536, 110),
+            room(3_000, 65_536, 110),
             0.5,
             vec![pod(2_500, 64)],
         ),

@@ -254,17 +254,30 @@ fn pods_fill_existing_room_before_any_node_is_added() {
             placement: Placement::default(),
             count: 4,
         }],
-        existing: vec![ExistingNode {
-            name: "n0".into(),
-            instance_type: "m7i.large".into(),
-            arch: Arch::X86_64,
-            zone: ZONES[0].into(),
-            free: Resources {
-                millicores: 2_000,
-                memory_mib: 4_096,
-                pods: 10,
+        existing: vec![
+            ExistingNode {
+                name: "full".into(),
+                instance_type: "m7i.large".into(),
+                arch: Arch::X86_64,
+                zone: ZONES[0].into(),
+                free: Resources {
+                    millicores: 100,
+                    memory_mib: 4_096,
+                    pods: 10,
+                },
             },
-        }],
+            ExistingNode {
+                name: "roomy".into(),
+                instance_type: "m7i.large".into(),
+                arch: Arch::X86_64,
+                zone: ZONES[0].into(),
+                free: Resources {
+                    millicores: 2_000,
+                    memory_mib: 4_096,
+                    pods: 10,
+                },
+            },
+        ],
         types: catalogue_types(&(0..30).collect::<Vec<_>>()),
         zones: ZONES.iter().map(|z| z.to_string()).collect(),
         spread_zones: false,
@@ -272,7 +285,11 @@ fn pods_fill_existing_room_before_any_node_is_added() {
     };
     let plan = dialtone_sizing::plan(&snapshot);
     assert!(plan.new_nodes.is_empty(), "{plan:?}");
-    assert_eq!(plan.on_existing, vec![(0, 0, 4)]);
+    assert_eq!(
+        plan.on_existing,
+        vec![(0, 1, 4)],
+        "nothing on the full node"
+    );
     assert_eq!(bound::lower_bound(&snapshot), 0.0);
 }
 

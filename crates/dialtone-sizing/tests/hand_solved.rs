@@ -1,7 +1,7 @@
-//! The lower bound on small instances whose linear-programming optimum is known by hand: a
-//! bound that is valid but loose passes every property test of the plans, so each rule of
-//! the program (resources, placements, size thresholds, pods no type holds) is checked here
-//! by the exact value it must give.
+//! Small instances solved by hand. A bound that is valid but loose, or a plan that is sound
+//! but costly, passes every property test of the plans; here each rule of the bound's
+//! program (resources, placements, size thresholds, pods no type holds) is checked by the
+//! exact value it must give, and the plan by the optimum it must find.
 
 use dialtone_cloud::Arch;
 use dialtone_sizing::{NodeType, Placement, PodGroup, Resources, Snapshot, bound, undominated};
@@ -60,6 +60,21 @@ fn assert_bound(snapshot: &Snapshot, expected: f64) {
     );
 }
 
+/// The plan places every pod at the optimum's cost.
+fn assert_plan_costs(snapshot: &Snapshot, optimum: f64) {
+    let plan = dialtone_sizing::plan(snapshot);
+    assert!(plan.unplaceable.is_empty(), "{plan:?}");
+    let placed: u32 = plan.new_nodes.iter().flat_map(|n| n.pods.values()).sum();
+    let holdable: u32 = snapshot.pending.iter().map(|g| g.count).sum();
+    assert_eq!(placed, holdable, "{plan:?}");
+    assert!(
+        (plan.usd_per_hour() - optimum).abs() < 1e-9,
+        "{} costs {}, the optimum {optimum}",
+        plan.summary(),
+        plan.usd_per_hour()
+    );
+}
+
 const ANYWHERE: Placement = Placement {
     arch: None,
     zone: None,
@@ -82,6 +97,7 @@ fn pods_confined_to_an_arch_pay_for_that_arch() {
         vec![pods(1_000, 2, arm_only), pods(1_000, 2, ANYWHERE)],
     );
     assert_bound(&snapshot, 3.0);
+    assert_plan_costs(&snapshot, 3.0);
 }
 
 #[test]
@@ -99,6 +115,7 @@ fn pods_confined_to_a_zone_pay_for_that_zone() {
         vec![pods(1_000, 2, zone_a), pods(1_000, 2, ANYWHERE)],
     );
     assert_bound(&snapshot, 3.0);
+    assert_plan_costs(&snapshot, 3.0);
 }
 
 #[test]
@@ -108,7 +125,9 @@ fn memory_is_a_resource_of_its_own() {
     small.room.memory_mib = 16_384;
     let mut group = pods(100, 10, ANYWHERE);
     group.requests.memory_mib = 8_192;
-    assert_bound(&snapshot(vec![small], vec![group]), 5.0);
+    let snapshot = snapshot(vec![small], vec![group]);
+    assert_bound(&snapshot, 5.0);
+    assert_plan_costs(&snapshot, 5.0);
 }
 
 #[test]
@@ -125,6 +144,7 @@ fn a_pod_can_only_use_a_node_big_enough_for_it() {
         vec![pods(3_900, 1, ANYWHERE), pods(1_100, 1, ANYWHERE)],
     );
     assert_bound(&snapshot, 1.25);
+    assert_plan_costs(&snapshot, 2.0);
 }
 
 #[test]
@@ -140,6 +160,7 @@ fn small_pods_do_not_count_against_the_room_only_big_nodes_have() {
         vec![pods(3_000, 2, ANYWHERE), pods(500, 8, ANYWHERE)],
     );
     assert_bound(&snapshot, 1.4);
+    assert_plan_costs(&snapshot, 1.4);
 }
 
 #[test]
@@ -159,6 +180,32 @@ fn pods_no_type_holds_are_left_out_of_the_bound() {
         vec![pods(8_000, 3, x86.clone()), pods(1_000, 4, x86)],
     );
     assert_bound(&snapshot, 2.0);
+}
+
+#[test]
+fn few_nodes_to_spare_buy_bigger_ones() {
+    // Ten 1,000m pods: ten small nodes ($1) are cheapest, but with one node to add, the
+    // big one ($1.5) holds them all.
+    let types = vec![
+        node_type("m.small", Arch::X86_64, 1_000, 0.1, &["a"]),
+        node_type("m.big", Arch::X86_64, 10_000, 1.5, &["a"]),
+    ];
+    let mut snapshot = snapshot(types, vec![pods(1_000, 10, ANYWHERE)]);
+    assert_plan_costs(&snapshot, 1.0);
+    snapshot.max_new_nodes = 1;
+    assert_plan_costs(&snapshot, 1.5);
+}
+
+#[test]
+fn a_node_is_shrunk_to_the_cheapest_type_that_holds_its_pods() {
+    // Per pod the big type is cheapest, but three pods leave it mostly empty: the node
+    // becomes the 4,000m type.
+    let types = vec![
+        node_type("m.medium", Arch::X86_64, 4_000, 0.5, &["a"]),
+        node_type("m.big", Arch::X86_64, 16_000, 1.6, &["a"]),
+    ];
+    let snapshot = snapshot(types, vec![pods(1_000, 3, ANYWHERE)]);
+    assert_plan_costs(&snapshot, 0.5);
 }
 
 #[test]
