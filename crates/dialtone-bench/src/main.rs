@@ -237,10 +237,13 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
         bootstrap_identity: "admin".into(),
         mint_admin_token: true,
         compaction_interval: Duration::from_secs(3600),
-        sim_time_scale: 0.0,
-        sim_describe_lag: Duration::ZERO,
-        kube_listen: "127.0.0.1:0".parse()?,
-        webhook_allowed_cidrs: Vec::new(),
+        backend: dialtone_backend::sim::backend(dialtone_backend::sim::SimBackendOptions {
+            data_dir: data_dir.path().to_path_buf(),
+            time_scale: 0.0,
+            describe_lag: Duration::ZERO,
+            kube_listen: "127.0.0.1:0".parse()?,
+            webhook_allowed_cidrs: Vec::new(),
+        }),
         fault_panic_tasks: Vec::new(),
     })
     .await?;

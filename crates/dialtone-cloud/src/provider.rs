@@ -29,6 +29,12 @@ pub mod tags {
     pub const TAG_ATTEMPT: &str = "dialtone.dev/attempt";
     /// The owner's path, for people reading the cloud console.
     pub const TAG_OWNER: &str = "dialtone.dev/owner";
+    /// What an instance is to its cluster: [`ROLE_CONTROL_PLANE`] or [`ROLE_WORKER`].
+    pub const TAG_ROLE: &str = "dialtone.dev/role";
+    /// An instance that runs the API server and etcd.
+    pub const ROLE_CONTROL_PLANE: &str = "control-plane";
+    /// An instance that runs users' pods.
+    pub const ROLE_WORKER: &str = "worker";
 }
 
 /// What to create. Ids of other resources are the provider's ids.

@@ -6,13 +6,12 @@
 //! It reaches the store only through [`dialtone_store::registry::Registry`], never encodes
 //! objects itself, and holds no state of its own beyond caches it can rebuild.
 
-pub use dialtone_simkube::egress::parse_cidrs as parse_webhook_cidrs;
-
 pub mod access;
 pub mod account;
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod backend;
 pub mod cluster_types;
 pub mod error;
 pub mod kube_access;
@@ -21,7 +20,6 @@ pub mod networks;
 pub mod openapi;
 pub mod paging;
 pub mod resources;
-pub mod sim_api;
 pub mod tls;
 pub mod token_cache;
 pub mod watch_cache;
@@ -40,8 +38,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use dialtone_cloud::Provider;
 use dialtone_controllers::runtime::Informer;
-use dialtone_controllers::{Lifecycle, LifecycleOptions, Supervisor};
-use dialtone_sim::{Sim, SimOptions};
+use dialtone_controllers::{Lifecycle, Supervisor};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError};
 use dialtone_store::{EmbeddedStore, EtcdStore, Store};
 use dialtone_types::auth::NewToken;
@@ -54,6 +51,7 @@ use jiff::Timestamp;
 
 use crate::admission::Admission;
 use crate::auth::{Authorizer, Principal, Target, Verb, enforce};
+use crate::backend::{BackendContext, BuildBackend};
 use crate::error::HttpResult;
 use crate::metrics::{MeteredStore, Metrics};
 use crate::networks::NetworkIndex;
@@ -69,8 +67,6 @@ pub struct App {
     pub clock: fn() -> Timestamp,
     /// The cloud clusters are provisioned in.
     pub provider: Arc<dyn Provider>,
-    /// The same cloud, when it is the built-in `sim`, for its failure-injection API.
-    pub sim: Option<Arc<Sim>>,
     /// Every cluster's network, for planning new ones (see `admission`).
     pub networks: Arc<NetworkIndex>,
     /// How Dialtone reaches each cluster's Kubernetes API (the endpoint users are given).
@@ -161,6 +157,7 @@ async fn version(State(app): State<App>) -> Response {
             "apiVersion": dialtone_types::API_VERSION,
             "region": app.registry.region(),
             "store": app.registry.store().backend(),
+            "provider": app.provider.name(),
         }),
     )
 }
@@ -229,9 +226,19 @@ async fn no_such_path() -> HttpResult<Response> {
     Err(ApiError::new(Reason::NotFound, "no such path; see /openapi.json").into())
 }
 
-/// The whole HTTP API.
-pub fn router(app: App) -> Router {
+/// The whole HTTP API, with the backend's operator routes if it has any.
+pub fn router(app: App, operator_routes: Option<Router>) -> Router {
     let mut api = Router::new();
+    if let Some(routes) = operator_routes {
+        api = api.merge(
+            Router::new()
+                .nest_service(&format!("/v1/{}", app.provider.name()), routes)
+                .layer(from_fn_with_state(
+                    app.clone(),
+                    backend::require_platform_admin,
+                )),
+        );
+    }
     for kind in &KIND_APIS {
         api = api.merge((kind.routes)());
     }
@@ -271,19 +278,6 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/clustertypes/{type}",
             get(cluster_types::get_cluster_type),
-        )
-        .route("/v1/sim/resources", get(sim_api::list_resources))
-        .route(
-            "/v1/sim/faults",
-            get(sim_api::list_faults)
-                .post(sim_api::add_fault)
-                .delete(sim_api::clear_faults),
-        )
-        .route("/v1/sim/faults/{id}", delete(sim_api::remove_fault))
-        .route("/v1/sim/instances/{id}/kill", post(sim_api::kill_instance))
-        .route(
-            "/v1/sim/regions/{region}/quotas",
-            get(sim_api::get_quotas).put(sim_api::set_quotas),
         )
         .route("/openapi.json", get(serve_openapi))
         .route("/metrics", get(serve_metrics))
@@ -361,14 +355,8 @@ pub struct ServerOptions {
     pub mint_admin_token: bool,
     /// How often old store revisions are compacted away.
     pub compaction_interval: Duration,
-    /// The `sim` cloud's latencies relative to a real cloud's: 1 realistic, 0 instant.
-    pub sim_time_scale: f64,
-    /// How long, at most, the `sim` cloud's describe may miss a resource just created.
-    pub sim_describe_lag: Duration,
-    /// Where the sim's clusters serve the Kubernetes API.
-    pub kube_listen: SocketAddr,
-    /// Private or special ranges clusters' webhooks may call (see `dialtone_simkube::egress`).
-    pub webhook_allowed_cidrs: Vec<ipnet::IpNet>,
+    /// The cloud (`--provider`), built once the server listens.
+    pub backend: BuildBackend,
     /// Background tasks to make panic once, to show they are restarted (tests only).
     pub fault_panic_tasks: Vec<String>,
 }
@@ -390,7 +378,8 @@ impl RunningServer {
 }
 
 /// The address clusters call Dialtone at: the listening one, with a wildcard made loopback
-/// (the sim's clusters run in this process).
+/// (the sim's clusters run in this process; a real cloud's reach it by the names in
+/// `--tls-name`).
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip().is_unspecified() {
         true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
@@ -491,18 +480,6 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
-    let sim = Arc::new(
-        Sim::open(
-            &options.data_dir.join("sim.redb"),
-            SimOptions {
-                time_scale: options.sim_time_scale,
-                describe_lag: options.sim_describe_lag,
-                ..Default::default()
-            },
-        )
-        .context("cannot open the sim cloud")?,
-    );
-    let provider: Arc<dyn Provider> = sim.clone();
     // One informer of clusters, shared by admission's network index and the lifecycle.
     let clusters = Informer::load(&registry, &CLUSTER).await?;
     let networks = NetworkIndex::follow(&clusters);
@@ -512,41 +489,26 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         move |_| tokens.clone().follow(registry.clone())
     });
     metrics.follow_clusters(&clusters);
-    let kube_listener = Arc::new(
-        tokio::net::TcpListener::bind(options.kube_listen)
-            .await
-            .with_context(|| {
-                format!("cannot listen on {} for cluster APIs", options.kube_listen)
-            })?,
-    );
     let guard = dialtone_kube::access::GuardEndpoint {
         url: format!("https://{}/v1/admission/rbac-guard", reachable(addr)),
         ca_pem: std::fs::read_to_string(&tls_files.ca_cert)
             .with_context(|| format!("cannot read {}", tls_files.ca_cert.display()))?,
     };
-    let kube = dialtone_simkube::SimKube::new(
-        sim.clone(),
-        options.data_dir.join("clusters"),
-        &kube_listener,
-        Arc::new(kube_access::TokenAuthenticator {
+    let options_backend = options.backend;
+    let backend = options_backend(BackendContext {
+        authenticator: Arc::new(kube_access::TokenAuthenticator {
             registry: registry.clone(),
             tokens: tokens.clone(),
             clock: now,
         }),
-        dialtone_simkube::egress::Egress {
-            allowed: options.webhook_allowed_cidrs.clone(),
-            own: vec![addr],
-            trusted: vec![guard.url.clone()],
-        },
-    )?;
-    tasks.spawn("cluster-apis", {
-        let kube = kube.clone();
-        move |_| kube.clone().accept_loop(kube_listener.clone())
-    });
-    tasks.spawn("cluster-nodes", {
-        let kube = kube.clone();
-        move |_| kube.clone().sync_loop()
-    });
+        tasks: tasks.clone(),
+        server_addr: addr,
+        guard_url: guard.url.clone(),
+    })
+    .await?;
+    let provider = backend.provider.clone();
+    // One client per cluster, shared by the controllers that call into clusters.
+    let kube = Arc::new(dialtone_kube::Clients::new(backend.clusters.clone()));
     let access = dialtone_controllers::access::AccessIndex::load(&registry).await?;
     tasks.spawn("access-index", {
         let (access, registry) = (access.clone(), registry.clone());
@@ -563,26 +525,20 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         metrics,
         clock: now,
         provider: provider.clone(),
-        sim: Some(sim),
         networks,
-        clusters_access: kube.clone(),
+        clusters_access: backend.clusters.clone(),
         tasks: tasks.clone(),
         clusters: clusters.clone(),
         tokens,
         continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
         watches,
     };
-    let lifecycle = Lifecycle::new(
-        registry.clone(),
-        provider,
-        LifecycleOptions::for_time_scale(options.sim_time_scale),
-        now,
-    )
-    .with_kube(Arc::new(dialtone_kube::Clients::new(kube.clone())));
+    let lifecycle =
+        Lifecycle::new(registry.clone(), provider, backend.lifecycle, now).with_kube(kube.clone());
     let projection = Arc::new(dialtone_controllers::Projection {
         registry: registry.clone(),
         index: access,
-        clients: Arc::new(dialtone_kube::Clients::new(kube.clone())),
+        clients: kube,
         guard: guard.clone(),
         clock: now,
     });
@@ -619,7 +575,11 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     tasks.spawn("certificate-renewal", move |_| {
         tls::keep_renewed(serving.clone(), generated_in.clone())
     });
-    let task = tokio::spawn(tls::serve(listener, tls_config, router(app)));
+    let task = tokio::spawn(tls::serve(
+        listener,
+        tls_config,
+        router(app, backend.operator_routes),
+    ));
     Ok(RunningServer {
         addr,
         ca_cert: tls_files.ca_cert,

@@ -319,7 +319,8 @@ async fn update_status<K: Admission>(
     Ok(to_json(StatusCode::OK, &updated))
 }
 
-pub(crate) fn success(message: String) -> Response {
+/// A Kubernetes-style `Status` of success.
+pub fn success(message: String) -> Response {
     to_json(
         StatusCode::OK,
         &serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200, "message": message}),

@@ -216,7 +216,7 @@ pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: 
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let limit = dialtone_simkube::connections::SLOW_CLIENT_LIMIT;
+            let limit = dialtone_https::SLOW_CLIENT_LIMIT;
             let tls = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -229,7 +229,7 @@ pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: 
                 }
             };
             let service = hyper_util::service::TowerToHyperService::new(router);
-            if let Err(e) = dialtone_simkube::connections::http_server()
+            if let Err(e) = dialtone_https::http_server()
                 .serve_connection(TokioIo::new(tls), service)
                 .await
             {

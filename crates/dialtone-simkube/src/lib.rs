@@ -10,7 +10,6 @@
 //! server checks through [`Authenticator`], as a webhook token authenticator would.
 
 pub mod cluster;
-pub mod connections;
 mod disruption;
 pub mod egress;
 mod openapi;
@@ -34,7 +33,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::{Request, Response};
-use dialtone_cloud::tags::{TAG_CLUSTER, TAG_PART};
+use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, TAG_CLUSTER, TAG_PART, TAG_ROLE};
 use dialtone_cloud::{Arch, CloudResource, Provider, ResourceSpec, ResourceState};
 use dialtone_sim::Sim;
 use http_body_util::BodyExt;
@@ -92,6 +91,15 @@ const NODE_SYNC: Duration = Duration::from_millis(500);
 /// `ip-10-0-16-5.us-east-1.compute.internal`, as EC2 names nodes.
 fn node_name(address: &str, region: &str) -> String {
     format!("ip-{}.{region}.compute.internal", address.replace('.', "-"))
+}
+
+/// Whether an instance runs its cluster's control plane, as its role tag says. Instances
+/// launched before the role tag existed say it only in their part's name (`cp-0`).
+fn is_control_plane(tags: &dialtone_cloud::Tags) -> bool {
+    match tags.get(TAG_ROLE) {
+        Some(role) => role == ROLE_CONTROL_PLANE,
+        None => tags.get(TAG_PART).is_some_and(|p| p.starts_with("cp-")),
+    }
 }
 
 impl SimKube {
@@ -169,10 +177,7 @@ impl SimKube {
             });
             let control_plane: Vec<&CloudResource> = resources
                 .iter()
-                .filter(|r| {
-                    r.tags.get(TAG_PART).is_some_and(|p| p.starts_with("cp-"))
-                        && r.state == ResourceState::Available
-                })
+                .filter(|r| is_control_plane(&r.tags) && r.state == ResourceState::Available)
                 .collect();
             if !api_up || control_plane.is_empty() {
                 continue;
@@ -238,7 +243,7 @@ impl SimKube {
                     version: version_of(r),
                     name: node_name(&r.address, &r.region),
                     instance_id: r.id.clone(),
-                    control_plane: r.tags.get(TAG_PART).is_some_and(|p| p.starts_with("cp-")),
+                    control_plane: is_control_plane(&r.tags),
                     region: r.region.clone(),
                     zone: zone.clone(),
                     instance_type: instance_type.clone(),
@@ -344,7 +349,7 @@ impl SimKube {
                     Some((hosted, tls))
                 };
                 let Ok(Some((hosted, tls))) =
-                    tokio::time::timeout(connections::SLOW_CLIENT_LIMIT, handshake).await
+                    tokio::time::timeout(dialtone_https::SLOW_CLIENT_LIMIT, handshake).await
                 else {
                     return;
                 };
@@ -362,7 +367,7 @@ impl SimKube {
                         Ok::<_, std::convert::Infallible>(host.serve(&hosted, user, request).await)
                     }
                 });
-                let _ = connections::http_server()
+                let _ = dialtone_https::http_server()
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
             });
@@ -402,7 +407,7 @@ impl SimKube {
             },
         };
         let body = http_body_util::Limited::new(body, 3 * 1024 * 1024).collect();
-        let body = match tokio::time::timeout(connections::SLOW_CLIENT_LIMIT, body).await {
+        let body = match tokio::time::timeout(dialtone_https::SLOW_CLIENT_LIMIT, body).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Err(_) => {
                 return axum::response::IntoResponse::into_response(status::KubeError::new(
@@ -410,7 +415,7 @@ impl SimKube {
                     "Timeout",
                     format!(
                         "the request body did not arrive within {} s",
-                        connections::SLOW_CLIENT_LIMIT.as_secs()
+                        dialtone_https::SLOW_CLIENT_LIMIT.as_secs()
                     ),
                 ));
             }

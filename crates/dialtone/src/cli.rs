@@ -224,6 +224,9 @@ pub struct ServerArgs {
     /// resume within one interval.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub compaction_interval: u64,
+    /// The cloud clusters are built in.
+    #[arg(long, value_enum, default_value_t = ProviderKind::Sim)]
+    pub provider: ProviderKind,
     /// The sim cloud's latencies relative to a real cloud's: 1 looks like a cloud (instances
     /// boot in about 30 s), 0.1 is ten times faster, 0 is instant.
     #[arg(long, default_value_t = 1.0)]
@@ -251,12 +254,20 @@ pub struct ServerArgs {
     pub fault_panic_task: Vec<String>,
 }
 
+/// The clouds `dialtone server` can run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// The built-in simulated cloud, whose clusters answer the Kubernetes API from this
+    /// process.
+    Sim,
+}
+
 /// A list of address ranges, as `--webhook-allowed-cidrs` takes it.
 #[derive(Clone, Debug, Default)]
 pub struct Cidrs(pub Vec<ipnet::IpNet>);
 
 fn parse_cidrs(list: &str) -> Result<Cidrs, String> {
-    dialtone_server::parse_webhook_cidrs(list).map(Cidrs)
+    dialtone_backend::sim::parse_webhook_cidrs(list).map(Cidrs)
 }
 
 /// The verbs of every tree noun.

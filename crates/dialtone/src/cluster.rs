@@ -680,6 +680,13 @@ fn describe(path: &ResourcePath, cluster: &Value) {
 }
 
 pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow::Result<()> {
+    let version: Value = client.get("/version", &[]).await?;
+    if let Some(provider) = version["provider"].as_str().filter(|p| *p != "sim") {
+        anyhow::bail!(
+            "this control plane's provider is `{provider}`: `dialtone sim` works only against \
+             the `sim` provider (`dialtone server --provider sim`)"
+        );
+    }
     match command {
         SimCommand::Resources { region, tag } => {
             let mut query = Vec::new();

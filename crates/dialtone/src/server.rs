@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use dialtone_client::{CliConfig, Context};
 use dialtone_server::{ServerOptions, StoreLocation, tls::TlsFiles};
 
-use crate::cli::ServerArgs;
+use dialtone_backend::sim::SimBackendOptions;
+
+use crate::cli::{ProviderKind, ServerArgs};
 
 fn default_data_dir(dev: bool) -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
@@ -45,10 +47,15 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         bootstrap_identity: "admin".into(),
         mint_admin_token: args.dev,
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval),
-        sim_time_scale: args.sim_time_scale,
-        sim_describe_lag: std::time::Duration::from_millis(args.sim_describe_lag_ms),
-        kube_listen: args.kube_listen,
-        webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
+        backend: match args.provider {
+            ProviderKind::Sim => dialtone_backend::sim::backend(SimBackendOptions {
+                data_dir: data_dir.clone(),
+                time_scale: args.sim_time_scale,
+                describe_lag: std::time::Duration::from_millis(args.sim_describe_lag_ms),
+                kube_listen: args.kube_listen,
+                webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
+            }),
+        },
         fault_panic_tasks: args.fault_panic_task.clone(),
     })
     .await?;

@@ -748,6 +748,7 @@ async fn health_metrics_and_openapi() {
     assert_eq!(status, 200, "/version needs no token: {version}");
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(version["store"], "embedded");
+    assert_eq!(version["provider"], "sim", "{version}");
     let (status, content_type, _) = admin.get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(

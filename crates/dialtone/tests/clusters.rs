@@ -313,6 +313,12 @@ async fn bad_cluster_requests_are_clear_4xx_and_provision_nothing() {
     assert_eq!(status, 404);
     let (status, _) = other.get("/v1/sim/resources").await;
     assert_eq!(status, 403, "the sim's own API is for platform admins");
+    let (status, body) = api.get("/v1/sim/no-such-thing").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        body["kind"], "Status",
+        "a path the sim does not serve: {body}"
+    );
 
     // Nothing but the two accepted clusters was provisioned.
     let owners: std::collections::BTreeSet<String> = sim_resources(&api, None)

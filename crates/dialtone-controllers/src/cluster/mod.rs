@@ -53,7 +53,10 @@ use status::seconds;
 pub(crate) use status::{record_event, set_condition};
 
 pub const CLUSTER_FINALIZER: &str = "dialtone.dev/cloud-resources";
-pub use dialtone_cloud::tags::{TAG_ATTEMPT, TAG_CLUSTER, TAG_NETWORK, TAG_OWNER, TAG_PART};
+pub use dialtone_cloud::tags::{
+    ROLE_CONTROL_PLANE, ROLE_WORKER, TAG_ATTEMPT, TAG_CLUSTER, TAG_NETWORK, TAG_OWNER, TAG_PART,
+    TAG_ROLE,
+};
 
 const KUBERNETES_API_PORT: u16 = 6443;
 const KUBELET_PORT: u16 = 10250;

@@ -336,6 +336,11 @@ impl Lifecycle {
                         .unwrap_or_default();
                     let mut tags = tagged(tags, &slot.name);
                     tags.insert(TAG_ATTEMPT.to_string(), slot.attempt.to_string());
+                    let role = match slot.role {
+                        NodeRole::ControlPlane => ROLE_CONTROL_PLANE,
+                        NodeRole::Worker => ROLE_WORKER,
+                    };
+                    tags.insert(TAG_ROLE.to_string(), role.to_string());
                     let request = CreateRequest {
                         client_token: format!("{uid}/{}/{}", slot.name, slot.attempt),
                         spec: ResourceSpec::Instance {

@@ -1,35 +1,36 @@
-//! The `sim` cloud's own API, for operators and tests: what it holds, failure injection and
-//! quotas. It acts on the whole simulated cloud, so it takes a platform admin.
+//! The `sim` cloud's own API under `/v1/sim`, for operators and tests: what it holds,
+//! failure injection and quotas. It acts on the whole simulated cloud, so the server lets
+//! only platform admins reach it.
 
 use std::collections::HashMap;
 
-use axum::Extension;
+use std::sync::Arc;
+
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::routing::{delete, get, post};
 use dialtone_cloud::CloudError;
+use dialtone_server::error::HttpResult;
+use dialtone_server::resources::{check_query, success, to_json};
 use dialtone_sim::{FaultSpec, Quotas, Sim};
 use dialtone_types::{ApiError, Reason};
 use serde::de::DeserializeOwned;
 
-use crate::App;
-use crate::auth::{Principal, Target, Verb, enforce};
-use crate::error::HttpResult;
-use crate::resources::{check_query, success, to_json};
-
-fn sim<'a>(app: &'a App, principal: &Principal, verb: Verb) -> HttpResult<&'a Sim> {
-    enforce(
-        app.authorizer.authorize(principal, verb, Target::Platform),
-        "sim",
-    )?;
-    app.sim.as_deref().ok_or_else(|| {
-        ApiError::new(
-            Reason::NotFound,
-            "this control plane's provider is not `sim`",
+/// The routes, relative to `/v1/sim`.
+pub fn routes(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/resources", get(list_resources))
+        .route(
+            "/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
         )
-        .into()
-    })
+        .route("/faults/{id}", delete(remove_fault))
+        .route("/instances/{id}/kill", post(kill_instance))
+        .route("/regions/{region}/quotas", get(get_quotas).put(set_quotas))
+        .with_state(sim)
 }
 
 fn decode<T: DeserializeOwned + schemars::JsonSchema + 'static>(body: &[u8]) -> HttpResult<T> {
@@ -45,12 +46,10 @@ fn cloud_error(e: CloudError) -> ApiError {
 }
 
 /// `GET /v1/sim/resources?region=&tag=key=value`: every resource, or those matching.
-pub async fn list_resources(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
+async fn list_resources(
+    State(sim): State<Arc<Sim>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::List)?;
     check_query(&query, &["region", "tag"])?;
     let tag = match query.get("tag") {
         None => None,
@@ -73,23 +72,14 @@ pub async fn list_resources(
     ))
 }
 
-pub async fn list_faults(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
-) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::List)?;
+async fn list_faults(State(sim): State<Arc<Sim>>) -> HttpResult<Response> {
     Ok(to_json(
         StatusCode::OK,
         &serde_json::json!({ "items": sim.faults() }),
     ))
 }
 
-pub async fn add_fault(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
-    body: Bytes,
-) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::Create)?;
+async fn add_fault(State(sim): State<Arc<Sim>>, body: Bytes) -> HttpResult<Response> {
     let spec: FaultSpec = decode(&body)?;
     let fault = sim
         .add_fault(spec)
@@ -98,12 +88,7 @@ pub async fn add_fault(
     Ok(to_json(StatusCode::CREATED, &fault))
 }
 
-pub async fn remove_fault(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::Delete)?;
+async fn remove_fault(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> HttpResult<Response> {
     let removed = sim
         .remove_faults(Some(&id))
         .await
@@ -114,11 +99,7 @@ pub async fn remove_fault(
     Ok(success(format!("fault {id} removed")))
 }
 
-pub async fn clear_faults(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
-) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::Delete)?;
+async fn clear_faults(State(sim): State<Arc<Sim>>) -> HttpResult<Response> {
     let removed = sim
         .remove_faults(None)
         .await
@@ -127,33 +108,27 @@ pub async fn clear_faults(
 }
 
 /// `POST /v1/sim/instances/{id}/kill`: the instance dies, as if its host failed.
-pub async fn kill_instance(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
+async fn kill_instance(
+    State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
 ) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::Update)?;
     let killed = sim.kill_instance(&id).await.map_err(cloud_error)?;
     Ok(to_json(StatusCode::OK, &killed))
 }
 
-pub async fn get_quotas(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
+async fn get_quotas(
+    State(sim): State<Arc<Sim>>,
     Path(region): Path<String>,
 ) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::Get)?;
     let quotas = sim.quotas(&region).map_err(cloud_error)?;
     Ok(to_json(StatusCode::OK, &quotas))
 }
 
-pub async fn set_quotas(
-    State(app): State<App>,
-    Extension(principal): Extension<Principal>,
+async fn set_quotas(
+    State(sim): State<Arc<Sim>>,
     Path(region): Path<String>,
     body: Bytes,
 ) -> HttpResult<Response> {
-    let sim = sim(&app, &principal, Verb::Update)?;
     let quotas: Quotas = decode(&body)?;
     sim.set_quotas(&region, quotas.clone())
         .await

@@ -1,0 +1,646 @@
+//! VPCs (with their internet gateway), subnets, route tables, security groups, instances and
+//! peerings, through the EC2 API.
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter as Ec2Filter, Instance, InstanceStateName,
+    InstanceType, IpPermission, IpRange, ResourceType, SubnetState, Tag, TagSpecification,
+    VolumeType, VpcPeeringConnectionStateReasonCode, VpcState,
+};
+use dialtone_cloud::{
+    CloudError, CloudResource, CloudResult, IngressRule, ResourceKind, ResourceSpec, ResourceState,
+    Tags,
+};
+use ipnet::Ipv4Net;
+use jiff::Timestamp;
+
+use crate::errors::cloud_error;
+use crate::{TAG_CREATED_AT, TAG_DELETED, TAG_IMAGE, TAG_ROOT_DISK, unique_name};
+
+fn tag_specification(resource: ResourceType, tags: &Tags) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+fn tags_of(tags: &[Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+/// EC2 filters for `tags`: every one must match.
+fn tag_filters(tags: &Tags) -> Vec<Ec2Filter> {
+    tags.iter()
+        .map(|(k, v)| {
+            Ec2Filter::builder()
+                .name(format!("tag:{k}"))
+                .values(v)
+                .build()
+        })
+        .collect()
+}
+
+fn cidr(text: Option<&str>) -> Ipv4Net {
+    text.and_then(|c| c.parse().ok()).unwrap_or_default()
+}
+
+/// When Dialtone made it, from its tag; the epoch for a resource without one.
+fn created_at(tags: &Tags) -> Timestamp {
+    tags.get(TAG_CREATED_AT)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn resource(
+    region: &str,
+    id: &str,
+    spec: ResourceSpec,
+    tags: Tags,
+    state: ResourceState,
+) -> CloudResource {
+    CloudResource {
+        id: id.to_string(),
+        region: region.to_string(),
+        spec,
+        created_at: created_at(&tags),
+        tags,
+        state,
+        address: String::new(),
+    }
+}
+
+/// The zones of the region that are available to the account.
+pub(crate) async fn zones(ec2: &Client) -> CloudResult<Vec<String>> {
+    let out = ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, ""))?;
+    Ok(out
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.zone_name().map(String::from))
+        .collect())
+}
+
+/// Creates `spec` (any kind but a load balancer); returns its id.
+pub(crate) async fn create(
+    ec2: &Client,
+    spec: &ResourceSpec,
+    tags: &Tags,
+    client_token: &str,
+    image_id: &str,
+) -> CloudResult<String> {
+    match spec {
+        ResourceSpec::Vpc { cidr } => {
+            let vpc = ec2
+                .create_vpc()
+                .cidr_block(cidr.to_string())
+                .tag_specifications(tag_specification(ResourceType::Vpc, tags))
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, client_token))?;
+            let vpc_id = vpc
+                .vpc()
+                .and_then(|v| v.vpc_id())
+                .unwrap_or_default()
+                .to_string();
+            let gateway = ec2
+                .create_internet_gateway()
+                .tag_specifications(tag_specification(ResourceType::InternetGateway, tags))
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, client_token))?;
+            let gateway_id = gateway
+                .internet_gateway()
+                .and_then(|g| g.internet_gateway_id())
+                .unwrap_or_default();
+            ec2.attach_internet_gateway()
+                .internet_gateway_id(gateway_id)
+                .vpc_id(&vpc_id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, &vpc_id))?;
+            Ok(vpc_id)
+        }
+        ResourceSpec::Subnet { vpc_id, zone, cidr } => {
+            let out = ec2
+                .create_subnet()
+                .vpc_id(vpc_id)
+                .availability_zone(zone)
+                .cidr_block(cidr.to_string())
+                .tag_specifications(tag_specification(ResourceType::Subnet, tags))
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, vpc_id))?;
+            Ok(out
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .unwrap_or_default()
+                .to_string())
+        }
+        ResourceSpec::RouteTable { vpc_id, subnet_ids } => {
+            let out = ec2
+                .create_route_table()
+                .vpc_id(vpc_id)
+                .tag_specifications(tag_specification(ResourceType::RouteTable, tags))
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, vpc_id))?;
+            let table = out
+                .route_table()
+                .and_then(|t| t.route_table_id())
+                .unwrap_or_default()
+                .to_string();
+            for subnet in subnet_ids {
+                ec2.associate_route_table()
+                    .route_table_id(&table)
+                    .subnet_id(subnet)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(e, subnet))?;
+            }
+            if let Some(gateway) = gateway_of(ec2, vpc_id).await? {
+                ec2.create_route()
+                    .route_table_id(&table)
+                    .destination_cidr_block("0.0.0.0/0")
+                    .gateway_id(gateway)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(e, &table))?;
+            }
+            Ok(table)
+        }
+        ResourceSpec::SecurityGroup { vpc_id, ingress } => {
+            let out = ec2
+                .create_security_group()
+                .group_name(unique_name("dialtone", client_token))
+                .description("Dialtone: a Smart Cluster's nodes")
+                .vpc_id(vpc_id)
+                .tag_specifications(tag_specification(ResourceType::SecurityGroup, tags))
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, vpc_id))?;
+            let group = out.group_id().unwrap_or_default().to_string();
+            if !ingress.is_empty() {
+                ec2.authorize_security_group_ingress()
+                    .group_id(&group)
+                    .set_ip_permissions(Some(ingress.iter().map(permission).collect()))
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(e, &group))?;
+            }
+            Ok(group)
+        }
+        ResourceSpec::Instance {
+            instance_type,
+            zone,
+            subnet_id,
+            security_group_id,
+            image,
+            root_disk_gib,
+        } => {
+            let mut tags = tags.clone();
+            tags.insert(TAG_IMAGE.into(), image.clone());
+            tags.insert(TAG_ROOT_DISK.into(), root_disk_gib.to_string());
+            let out = ec2
+                .run_instances()
+                .image_id(image_id)
+                .instance_type(InstanceType::from(instance_type.as_str()))
+                .subnet_id(subnet_id)
+                .security_group_ids(security_group_id)
+                .min_count(1)
+                .max_count(1)
+                .client_token(client_token)
+                .block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name("/dev/xvda")
+                        .ebs(
+                            EbsBlockDevice::builder()
+                                .volume_size(*root_disk_gib as i32)
+                                .volume_type(VolumeType::Gp3)
+                                .encrypted(true)
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .tag_specifications(tag_specification(ResourceType::Instance, &tags))
+                .tag_specifications(tag_specification(ResourceType::Volume, &tags))
+                .send()
+                .await
+                .map_err(|e| match cloud_error(e, client_token) {
+                    CloudError::InsufficientCapacity { .. } => CloudError::InsufficientCapacity {
+                        zone: zone.clone(),
+                        instance_type: instance_type.clone(),
+                    },
+                    other => other,
+                })?;
+            Ok(out
+                .instances()
+                .first()
+                .and_then(|i| i.instance_id())
+                .unwrap_or_default()
+                .to_string())
+        }
+        ResourceSpec::VpcPeering {
+            vpc_id,
+            peer_vpc_id,
+            ..
+        } => {
+            let out = ec2
+                .create_vpc_peering_connection()
+                .vpc_id(vpc_id)
+                .peer_vpc_id(peer_vpc_id)
+                .tag_specifications(tag_specification(ResourceType::VpcPeeringConnection, tags))
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, vpc_id))?;
+            Ok(out
+                .vpc_peering_connection()
+                .and_then(|p| p.vpc_peering_connection_id())
+                .unwrap_or_default()
+                .to_string())
+        }
+        ResourceSpec::LoadBalancer { .. } => Err(CloudError::Invalid {
+            message: "load balancers are Elastic Load Balancing's".into(),
+        }),
+    }
+}
+
+fn permission(rule: &IngressRule) -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(i32::from(rule.port))
+        .to_port(i32::from(rule.port))
+        .ip_ranges(IpRange::builder().cidr_ip(rule.source.to_string()).build())
+        .build()
+}
+
+/// The internet gateway attached to `vpc_id`, if any.
+async fn gateway_of(ec2: &Client, vpc_id: &str) -> CloudResult<Option<String>> {
+    let out = ec2
+        .describe_internet_gateways()
+        .filters(
+            Ec2Filter::builder()
+                .name("attachment.vpc-id")
+                .values(vpc_id)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, vpc_id))?;
+    Ok(out
+        .internet_gateways()
+        .first()
+        .and_then(|g| g.internet_gateway_id())
+        .map(String::from))
+}
+
+/// The resources of `kind` (not load balancers) carrying every tag of `tags`.
+pub(crate) async fn describe(
+    ec2: &Client,
+    region: &str,
+    kind: ResourceKind,
+    tags: &Tags,
+) -> CloudResult<Vec<CloudResource>> {
+    let filters = Some(tag_filters(tags));
+    Ok(match kind {
+        ResourceKind::Vpc => ec2
+            .describe_vpcs()
+            .set_filters(filters)
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?
+            .vpcs()
+            .iter()
+            .map(|v| {
+                let state = match v.state() {
+                    Some(VpcState::Available) => ResourceState::Available,
+                    _ => ResourceState::Pending,
+                };
+                let spec = ResourceSpec::Vpc {
+                    cidr: cidr(v.cidr_block()),
+                };
+                resource(
+                    region,
+                    v.vpc_id().unwrap_or_default(),
+                    spec,
+                    tags_of(v.tags()),
+                    state,
+                )
+            })
+            .collect(),
+        ResourceKind::Subnet => ec2
+            .describe_subnets()
+            .set_filters(filters)
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?
+            .subnets()
+            .iter()
+            .map(|s| {
+                let state = match s.state() {
+                    Some(SubnetState::Available) => ResourceState::Available,
+                    _ => ResourceState::Pending,
+                };
+                let spec = ResourceSpec::Subnet {
+                    vpc_id: s.vpc_id().unwrap_or_default().to_string(),
+                    zone: s.availability_zone().unwrap_or_default().to_string(),
+                    cidr: cidr(s.cidr_block()),
+                };
+                let id = s.subnet_id().unwrap_or_default();
+                resource(region, id, spec, tags_of(s.tags()), state)
+            })
+            .collect(),
+        ResourceKind::RouteTable => ec2
+            .describe_route_tables()
+            .set_filters(filters)
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?
+            .route_tables()
+            .iter()
+            .map(|t| {
+                let spec = ResourceSpec::RouteTable {
+                    vpc_id: t.vpc_id().unwrap_or_default().to_string(),
+                    subnet_ids: t
+                        .associations()
+                        .iter()
+                        .filter_map(|a| a.subnet_id().map(String::from))
+                        .collect(),
+                };
+                let id = t.route_table_id().unwrap_or_default();
+                resource(
+                    region,
+                    id,
+                    spec,
+                    tags_of(t.tags()),
+                    ResourceState::Available,
+                )
+            })
+            .collect(),
+        ResourceKind::SecurityGroup => ec2
+            .describe_security_groups()
+            .set_filters(filters)
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?
+            .security_groups()
+            .iter()
+            .map(|g| {
+                let ingress = g
+                    .ip_permissions()
+                    .iter()
+                    .flat_map(|p| {
+                        let port = p.from_port().unwrap_or(0) as u16;
+                        p.ip_ranges().iter().map(move |r| IngressRule {
+                            port,
+                            source: cidr(r.cidr_ip()),
+                        })
+                    })
+                    .collect();
+                let spec = ResourceSpec::SecurityGroup {
+                    vpc_id: g.vpc_id().unwrap_or_default().to_string(),
+                    ingress,
+                };
+                let id = g.group_id().unwrap_or_default();
+                resource(
+                    region,
+                    id,
+                    spec,
+                    tags_of(g.tags()),
+                    ResourceState::Available,
+                )
+            })
+            .collect(),
+        ResourceKind::Instance => {
+            let mut found = Vec::new();
+            let mut pages = ec2
+                .describe_instances()
+                .set_filters(filters)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for reservation in page.map_err(|e| cloud_error(e, ""))?.reservations() {
+                    found.extend(
+                        reservation
+                            .instances()
+                            .iter()
+                            .filter_map(|i| instance(region, i)),
+                    );
+                }
+            }
+            found
+        }
+        ResourceKind::VpcPeering => ec2
+            .describe_vpc_peering_connections()
+            .set_filters(filters)
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?
+            .vpc_peering_connections()
+            .iter()
+            .filter_map(|p| {
+                use VpcPeeringConnectionStateReasonCode as Code;
+                let status = p.status();
+                let state = match status.and_then(|s| s.code()) {
+                    Some(Code::Active) => ResourceState::Available,
+                    Some(Code::Deleted) => return None,
+                    Some(Code::Deleting) => ResourceState::Deleting,
+                    Some(code @ (Code::Rejected | Code::Expired | Code::Failed)) => {
+                        ResourceState::Terminated {
+                            reason: status
+                                .and_then(|s| s.message())
+                                .unwrap_or(code.as_str())
+                                .to_string(),
+                        }
+                    }
+                    _ => ResourceState::Pending,
+                };
+                let requester = p.requester_vpc_info();
+                let accepter = p.accepter_vpc_info();
+                let spec = ResourceSpec::VpcPeering {
+                    vpc_id: requester
+                        .and_then(|v| v.vpc_id())
+                        .unwrap_or_default()
+                        .into(),
+                    peer_vpc_id: accepter.and_then(|v| v.vpc_id()).unwrap_or_default().into(),
+                    peer_cidr: cidr(accepter.and_then(|v| v.cidr_block())),
+                };
+                let id = p.vpc_peering_connection_id().unwrap_or_default();
+                Some(resource(region, id, spec, tags_of(p.tags()), state))
+            })
+            .collect(),
+        ResourceKind::LoadBalancer => Vec::new(),
+    })
+}
+
+/// An instance as the trait reports it; `None` for one Dialtone terminated.
+fn instance(region: &str, i: &Instance) -> Option<CloudResource> {
+    let tags = tags_of(i.tags());
+    let reason = || {
+        i.state_reason()
+            .and_then(|r| r.message())
+            .unwrap_or("the instance stopped")
+            .to_string()
+    };
+    let state = match i.state().and_then(|s| s.name()) {
+        Some(InstanceStateName::Running) => ResourceState::Available,
+        Some(InstanceStateName::Pending) => ResourceState::Pending,
+        Some(InstanceStateName::ShuttingDown) => ResourceState::Deleting,
+        Some(InstanceStateName::Terminated) if tags.contains_key(TAG_DELETED) => return None,
+        Some(InstanceStateName::Terminated) => ResourceState::Terminated { reason: reason() },
+        _ => ResourceState::Impaired { reason: reason() },
+    };
+    let spec = ResourceSpec::Instance {
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_string(),
+        subnet_id: i.subnet_id().unwrap_or_default().to_string(),
+        security_group_id: i
+            .security_groups()
+            .first()
+            .and_then(|g| g.group_id())
+            .unwrap_or_default()
+            .to_string(),
+        image: tags.get(TAG_IMAGE).cloned().unwrap_or_default(),
+        root_disk_gib: tags
+            .get(TAG_ROOT_DISK)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_default(),
+    };
+    Some(CloudResource {
+        id: i.instance_id().unwrap_or_default().to_string(),
+        region: region.to_string(),
+        spec,
+        state,
+        address: i.private_ip_address().unwrap_or_default().to_string(),
+        created_at: i
+            .launch_time()
+            .and_then(|t| Timestamp::from_second(t.secs()).ok())
+            .unwrap_or_else(|| created_at(&tags)),
+        tags,
+    })
+}
+
+/// Deletes the resource `id` names by its prefix; `NotFound` once it is gone.
+pub(crate) async fn delete(ec2: &Client, id: &str) -> CloudResult<()> {
+    let prefix = id.split('-').next().unwrap_or("");
+    match prefix {
+        "i" => {
+            let out = ec2
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+            let gone = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .all(|i| {
+                    i.tags().iter().any(|t| t.key() == Some(TAG_DELETED))
+                        && i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated)
+                });
+            if gone {
+                return Err(CloudError::NotFound { id: id.to_string() });
+            }
+            // Tagged first: a terminated instance with the tag is gone for describe.
+            ec2.create_tags()
+                .resources(id)
+                .tags(Tag::builder().key(TAG_DELETED).value("true").build())
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+            ec2.terminate_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+        }
+        "vpc" => {
+            if let Some(gateway) = gateway_of(ec2, id).await? {
+                ec2.detach_internet_gateway()
+                    .internet_gateway_id(&gateway)
+                    .vpc_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(e, id))?;
+                ec2.delete_internet_gateway()
+                    .internet_gateway_id(&gateway)
+                    .send()
+                    .await
+                    .map_err(|e| cloud_error(e, id))?;
+            }
+            ec2.delete_vpc()
+                .vpc_id(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+        }
+        "subnet" => {
+            ec2.delete_subnet()
+                .subnet_id(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+        }
+        "rtb" => {
+            let out = ec2
+                .describe_route_tables()
+                .route_table_ids(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+            for table in out.route_tables() {
+                for association in table.associations() {
+                    if let Some(association) = association.route_table_association_id() {
+                        ec2.disassociate_route_table()
+                            .association_id(association)
+                            .send()
+                            .await
+                            .map_err(|e| cloud_error(e, id))?;
+                    }
+                }
+            }
+            ec2.delete_route_table()
+                .route_table_id(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+        }
+        "sg" => {
+            ec2.delete_security_group()
+                .group_id(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+        }
+        "pcx" => {
+            ec2.delete_vpc_peering_connection()
+                .vpc_peering_connection_id(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+        }
+        _ => {
+            return Err(CloudError::Invalid {
+                message: format!("{id} is not an id the aws provider made"),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! A cluster's API endpoint: a network load balancer with a TCP listener on the API's port,
+//! forwarding to a target group in the cluster's VPC.
+
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, LoadBalancer, LoadBalancerSchemeEnum, LoadBalancerStateEnum,
+    LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetTypeEnum,
+};
+use dialtone_cloud::{CloudError, CloudResource, CloudResult, ResourceSpec, ResourceState, Tags};
+use jiff::Timestamp;
+
+use crate::Clients;
+use crate::errors::cloud_error;
+
+/// The listener's port, which describe would otherwise need one more call per load balancer
+/// to learn.
+const TAG_PORT: &str = "dialtone.dev/port";
+
+/// Elastic Load Balancing reads tags of at most this many load balancers per call.
+const TAGS_PER_CALL: usize = 20;
+
+fn elb_tags(tags: &Tags) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Creates the load balancer, its target group and listener; returns its ARN.
+pub(crate) async fn create(
+    clients: &Clients,
+    name: &str,
+    subnet_ids: &[String],
+    port: u16,
+    public: bool,
+    tags: &Tags,
+) -> CloudResult<String> {
+    let mut tags = tags.clone();
+    tags.insert(TAG_PORT.into(), port.to_string());
+    let subnets = clients
+        .ec2
+        .describe_subnets()
+        .set_subnet_ids(Some(subnet_ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, subnet_ids.first().map_or("", String::as_str)))?;
+    let vpc_id = subnets
+        .subnets()
+        .first()
+        .and_then(|s| s.vpc_id())
+        .ok_or_else(|| CloudError::Invalid {
+            message: "a load balancer needs at least one subnet".into(),
+        })?
+        .to_string();
+    let created = clients
+        .elb
+        .create_load_balancer()
+        .name(name)
+        .set_subnets(Some(subnet_ids.to_vec()))
+        .scheme(if public {
+            LoadBalancerSchemeEnum::InternetFacing
+        } else {
+            LoadBalancerSchemeEnum::Internal
+        })
+        .r#type(LoadBalancerTypeEnum::Network)
+        .set_tags(Some(elb_tags(&tags)))
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, name))?;
+    let arn = created
+        .load_balancers()
+        .first()
+        .and_then(|lb| lb.load_balancer_arn())
+        .unwrap_or_default()
+        .to_string();
+    let group = clients
+        .elb
+        .create_target_group()
+        .name(name)
+        .protocol(ProtocolEnum::Tcp)
+        .port(i32::from(port))
+        .vpc_id(&vpc_id)
+        .target_type(TargetTypeEnum::Instance)
+        .set_tags(Some(elb_tags(&tags)))
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, name))?;
+    let group_arn = group
+        .target_groups()
+        .first()
+        .and_then(|g| g.target_group_arn())
+        .unwrap_or_default()
+        .to_string();
+    clients
+        .elb
+        .create_listener()
+        .load_balancer_arn(&arn)
+        .protocol(ProtocolEnum::Tcp)
+        .port(i32::from(port))
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(group_arn)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, &arn))?;
+    Ok(arn)
+}
+
+/// The load balancers carrying every tag of `tags`.
+pub(crate) async fn describe(
+    clients: &Clients,
+    region: &str,
+    tags: &Tags,
+) -> CloudResult<Vec<CloudResource>> {
+    let mut balancers: Vec<LoadBalancer> = Vec::new();
+    let mut pages = clients
+        .elb
+        .describe_load_balancers()
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        balancers.extend(
+            page.map_err(|e| cloud_error(e, ""))?
+                .load_balancers()
+                .to_vec(),
+        );
+    }
+    let mut found = Vec::new();
+    for chunk in balancers.chunks(TAGS_PER_CALL) {
+        let arns: Vec<String> = chunk
+            .iter()
+            .filter_map(|lb| lb.load_balancer_arn().map(String::from))
+            .collect();
+        let described = clients
+            .elb
+            .describe_tags()
+            .set_resource_arns(Some(arns))
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?;
+        for lb in chunk {
+            let arn = lb.load_balancer_arn().unwrap_or_default();
+            let own: Tags = described
+                .tag_descriptions()
+                .iter()
+                .filter(|d| d.resource_arn() == Some(arn))
+                .flat_map(|d| d.tags())
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect();
+            if tags.iter().all(|(k, v)| own.get(k) == Some(v)) {
+                found.push(balancer(region, lb, own));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn balancer(region: &str, lb: &LoadBalancer, tags: Tags) -> CloudResource {
+    let state = match lb.state().and_then(|s| s.code()) {
+        Some(LoadBalancerStateEnum::Active) => ResourceState::Available,
+        Some(LoadBalancerStateEnum::Provisioning) | None => ResourceState::Pending,
+        Some(other) => ResourceState::Impaired {
+            reason: lb
+                .state()
+                .and_then(|s| s.reason())
+                .unwrap_or(other.as_str())
+                .to_string(),
+        },
+    };
+    CloudResource {
+        id: lb.load_balancer_arn().unwrap_or_default().to_string(),
+        region: region.to_string(),
+        spec: ResourceSpec::LoadBalancer {
+            subnet_ids: lb
+                .availability_zones()
+                .iter()
+                .filter_map(|z| z.subnet_id().map(String::from))
+                .collect(),
+            port: tags
+                .get(TAG_PORT)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_default(),
+            public: lb.scheme() == Some(&LoadBalancerSchemeEnum::InternetFacing),
+        },
+        tags,
+        state,
+        address: lb.dns_name().unwrap_or_default().to_string(),
+        created_at: lb
+            .created_time()
+            .and_then(|t| Timestamp::from_second(t.secs()).ok())
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// Deletes the load balancer (its listeners go with it), then its target groups.
+pub(crate) async fn delete(clients: &Clients, arn: &str) -> CloudResult<()> {
+    let groups = clients
+        .elb
+        .describe_target_groups()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, arn))?;
+    clients
+        .elb
+        .delete_load_balancer()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, arn))?;
+    for group in groups.target_groups() {
+        if let Some(group) = group.target_group_arn() {
+            clients
+                .elb
+                .delete_target_group()
+                .target_group_arn(group)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, group))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The `aws` provider: a Smart Cluster's cloud resources on Amazon EC2, through the AWS SDK
+//! for Rust, behind the same [`Provider`] trait as the sim.
+//!
+//! - Credentials come from the SDK's standard chain (environment, profile, SSO, web
+//!   identity, instance metadata); `--aws-endpoint-url` points every call elsewhere (a moto
+//!   server in the tests).
+//! - **Idempotency.** Every resource carries its create call's client token as a tag, and a
+//!   create first looks for a resource with that tag: EC2's own `ClientToken` exists only on
+//!   some calls (it is also passed to `RunInstances`), and moto ignores it.
+//! - **What EC2 cannot say back** about a resource (an instance's node image and root disk
+//!   as the plan named them, when a VPC was made) is kept in tags too, so that a describe
+//!   gives back the spec the resource was created with.
+//! - **A VPC comes with its internet gateway**, and a route table with its default route
+//!   through it: the gateway is part of the VPC here, made and removed with it.
+//! - **Deleted instances are not listed.** EC2 lists a terminated instance for about an
+//!   hour; one Dialtone terminated is tagged first and left out of describes, while one
+//!   that died on its own stays listed, `Terminated` with EC2's reason, until its owner
+//!   deletes it, as the trait asks.
+//! - Throttling and server errors are retried by the SDK (standard mode, backing off, up to
+//!   [`MAX_ATTEMPTS`]); what is left is mapped to [`CloudError`] in `errors.rs`.
+
+mod ec2;
+mod elb;
+mod errors;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use dialtone_cloud::{
+    CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, Provider,
+    REGIONS, Region, ResourceKind, ResourceSpec,
+};
+
+/// Calls the SDK makes before giving up on a throttled or failing request.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The tag holding a resource's client token.
+pub const TAG_CLIENT_TOKEN: &str = "dialtone.dev/client-token";
+/// When Dialtone created the resource (RFC 3339), for resources EC2 keeps no time of.
+pub const TAG_CREATED_AT: &str = "dialtone.dev/created-at";
+/// An instance's node image as the plan named it (`dialtone-node-1.34`).
+pub const TAG_IMAGE: &str = "dialtone.dev/image";
+/// An instance's root disk size in GiB, as the plan asked.
+pub const TAG_ROOT_DISK: &str = "dialtone.dev/root-disk-gib";
+/// Set on an instance just before Dialtone terminates it.
+pub const TAG_DELETED: &str = "dialtone.dev/deleted";
+
+/// How `dialtone server --provider aws` reaches AWS.
+#[derive(Clone, Debug, Default)]
+pub struct AwsOptions {
+    /// Every call goes here instead of AWS's endpoints (a moto server, a proxy).
+    pub endpoint_url: Option<String>,
+    /// The machine image instances boot (`ami-…`): the node image the plan names is recorded
+    /// in a tag. Upstream Kubernetes is installed on it by cloud-init.
+    pub image_id: String,
+    /// Keys to use instead of the standard chain (the tests' keys for moto).
+    pub access_keys: Option<AccessKeys>,
+}
+
+/// An access key id and its secret.
+#[derive(Clone, Debug)]
+pub struct AccessKeys {
+    pub id: String,
+    pub secret: String,
+}
+
+/// The SDK's clients for one region.
+#[derive(Clone)]
+struct Clients {
+    ec2: aws_sdk_ec2::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+}
+
+/// Amazon EC2 as a [`Provider`].
+pub struct AwsProvider {
+    config: aws_config::SdkConfig,
+    image_id: String,
+    regions: Mutex<HashMap<String, Clients>>,
+}
+
+impl AwsProvider {
+    /// Loads credentials and settings by the SDK's standard chain.
+    pub async fn new(options: AwsOptions) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS),
+            )
+            // Some region is needed to load; each call names its own.
+            .region(aws_config::Region::new("us-east-1"));
+        if let Some(url) = &options.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(keys) = &options.access_keys {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                &keys.id,
+                &keys.secret,
+                None,
+                None,
+                "dialtone",
+            ));
+        }
+        AwsProvider {
+            config: loader.load().await,
+            image_id: options.image_id,
+            regions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn clients(&self, region: &str) -> Clients {
+        let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        regions
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let region = aws_config::Region::new(region.to_string());
+                Clients {
+                    ec2: aws_sdk_ec2::Client::from_conf(
+                        aws_sdk_ec2::config::Builder::from(&self.config)
+                            .region(region.clone())
+                            .build(),
+                    ),
+                    elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                        aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.config)
+                            .region(region)
+                            .build(),
+                    ),
+                }
+            })
+            .clone()
+    }
+
+    /// Checks that the credentials work and the region answers: a clear error at startup,
+    /// not on the first cluster.
+    pub async fn check(&self, region: &str) -> Result<Vec<String>, CloudError> {
+        ec2::zones(&self.clients(region).ec2).await
+    }
+}
+
+/// Every kind, in the order a describe of all of them reads them.
+const KINDS: [ResourceKind; 7] = [
+    ResourceKind::Vpc,
+    ResourceKind::Subnet,
+    ResourceKind::RouteTable,
+    ResourceKind::SecurityGroup,
+    ResourceKind::LoadBalancer,
+    ResourceKind::Instance,
+    ResourceKind::VpcPeering,
+];
+
+#[async_trait::async_trait]
+impl Provider for AwsProvider {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn regions(&self) -> &'static [Region] {
+        REGIONS
+    }
+
+    fn catalog(&self) -> &InstanceCatalog {
+        InstanceCatalog::builtin()
+    }
+
+    async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource> {
+        let clients = self.clients(region);
+        let kind = request.spec.kind();
+        let mine = Filter {
+            kind: Some(kind),
+            tags: [(TAG_CLIENT_TOKEN.to_string(), request.client_token.clone())].into(),
+        };
+        if let Some(existing) = self
+            .describe_kind(&clients, region, kind, &mine)
+            .await?
+            .pop()
+        {
+            return Ok(existing);
+        }
+        let mut tags = request.tags.clone();
+        tags.insert(TAG_CLIENT_TOKEN.into(), request.client_token.clone());
+        tags.insert(TAG_CREATED_AT.into(), jiff::Timestamp::now().to_string());
+        let id = match &request.spec {
+            ResourceSpec::LoadBalancer {
+                subnet_ids,
+                port,
+                public,
+            } => {
+                let name = unique_name("dialtone", &request.client_token);
+                elb::create(&clients, &name, subnet_ids, *port, *public, &tags).await?
+            }
+            spec => {
+                ec2::create(
+                    &clients.ec2,
+                    spec,
+                    &tags,
+                    &request.client_token,
+                    &self.image_id,
+                )
+                .await?
+            }
+        };
+        // Read back as describe gives it; EC2 may not list it yet (eventual consistency).
+        let created = self
+            .describe_kind(&clients, region, kind, &mine)
+            .await?
+            .pop();
+        Ok(created.unwrap_or_else(|| CloudResource {
+            id,
+            region: region.to_string(),
+            spec: request.spec,
+            tags,
+            state: dialtone_cloud::ResourceState::Pending,
+            address: String::new(),
+            created_at: jiff::Timestamp::now(),
+        }))
+    }
+
+    async fn describe(&self, region: &str, filter: &Filter) -> CloudResult<Vec<CloudResource>> {
+        let clients = self.clients(region);
+        let kinds = match filter.kind {
+            Some(kind) => vec![kind],
+            None => KINDS.to_vec(),
+        };
+        let mut all = Vec::new();
+        for kind in kinds {
+            all.extend(self.describe_kind(&clients, region, kind, filter).await?);
+        }
+        Ok(all)
+    }
+
+    async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
+        let clients = self.clients(region);
+        if id.starts_with("arn:") {
+            elb::delete(&clients, id).await
+        } else {
+            ec2::delete(&clients.ec2, id).await
+        }
+    }
+}
+
+impl AwsProvider {
+    async fn describe_kind(
+        &self,
+        clients: &Clients,
+        region: &str,
+        kind: ResourceKind,
+        filter: &Filter,
+    ) -> CloudResult<Vec<CloudResource>> {
+        let found = match kind {
+            ResourceKind::LoadBalancer => elb::describe(clients, region, &filter.tags).await?,
+            kind => ec2::describe(&clients.ec2, region, kind, &filter.tags).await?,
+        };
+        Ok(found.into_iter().filter(|r| filter.matches(r)).collect())
+    }
+}
+
+/// A name AWS requires to be unique (a security group's in its VPC, a load balancer's in its
+/// region), derived from the client token so that a retried create picks the same one.
+fn unique_name(prefix: &str, client_token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(client_token.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hex}")
+}

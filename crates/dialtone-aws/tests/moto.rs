@@ -1,0 +1,286 @@
+//! The aws provider against moto's EC2 and Elastic Load Balancing: a cluster's resources are
+//! made, found again by their tags with the spec they were made with, made once whatever
+//! the retries, and removed leaving nothing. Where moto differs from EC2 the test says so.
+
+use dialtone_aws::{AccessKeys, AwsOptions, AwsProvider};
+use dialtone_cloud::{
+    CloudError, CloudResource, CreateRequest, Filter, IngressRule, Provider, ResourceKind,
+    ResourceSpec, ResourceState, Tags,
+};
+use dialtone_testkit::MotoServer;
+
+const REGION: &str = "us-east-1";
+const CLUSTER: &str = "dialtone.dev/cluster";
+
+async fn provider(moto: &MotoServer) -> AwsProvider {
+    AwsProvider::new(AwsOptions {
+        endpoint_url: Some(moto.endpoint().to_string()),
+        // moto launches any image id; this one is among those it lists.
+        image_id: "ami-12c6146b".into(),
+        access_keys: Some(AccessKeys {
+            id: "testing".into(),
+            secret: "testing".into(),
+        }),
+    })
+    .await
+}
+
+fn tags(uid: &str, part: &str) -> Tags {
+    Tags::from([
+        (CLUSTER.to_string(), uid.to_string()),
+        ("dialtone.dev/part".to_string(), part.to_string()),
+    ])
+}
+
+async fn create(
+    provider: &AwsProvider,
+    uid: &str,
+    part: &str,
+    spec: ResourceSpec,
+) -> CloudResource {
+    provider
+        .create(
+            REGION,
+            CreateRequest {
+                client_token: format!("{uid}/{part}"),
+                spec,
+                tags: tags(uid, part),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating {part}: {e}"))
+}
+
+async fn of_cluster(provider: &AwsProvider, uid: &str) -> Vec<CloudResource> {
+    provider
+        .describe(REGION, &Filter::tagged(CLUSTER, uid))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
+    let moto = MotoServer::start().unwrap();
+    let aws = provider(&moto).await;
+    assert_eq!(
+        aws.check(REGION).await.unwrap().len(),
+        6,
+        "us-east-1's zones, as moto lists them"
+    );
+    let uid = "3f1c";
+    let vpc = create(
+        &aws,
+        uid,
+        "vpc",
+        ResourceSpec::Vpc {
+            cidr: "10.1.0.0/16".parse().unwrap(),
+        },
+    )
+    .await;
+    let mut subnets = Vec::new();
+    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c"]
+        .iter()
+        .enumerate()
+    {
+        let spec = ResourceSpec::Subnet {
+            vpc_id: vpc.id.clone(),
+            zone: zone.to_string(),
+            cidr: format!("10.1.{}.0/20", i * 16).parse().unwrap(),
+        };
+        subnets.push(create(&aws, uid, &format!("subnet-{zone}"), spec).await);
+    }
+    let subnet_ids: Vec<String> = subnets.iter().map(|s| s.id.clone()).collect();
+    let table = create(
+        &aws,
+        uid,
+        "routes",
+        ResourceSpec::RouteTable {
+            vpc_id: vpc.id.clone(),
+            subnet_ids: subnet_ids.clone(),
+        },
+    )
+    .await;
+    let ingress = vec![
+        IngressRule {
+            port: 6443,
+            source: "0.0.0.0/0".parse().unwrap(),
+        },
+        IngressRule {
+            port: 10250,
+            source: "10.1.0.0/16".parse().unwrap(),
+        },
+    ];
+    let group = create(
+        &aws,
+        uid,
+        "nodes",
+        ResourceSpec::SecurityGroup {
+            vpc_id: vpc.id.clone(),
+            ingress: ingress.clone(),
+        },
+    )
+    .await;
+    let api = create(
+        &aws,
+        uid,
+        "api",
+        ResourceSpec::LoadBalancer {
+            subnet_ids: subnet_ids.clone(),
+            port: 6443,
+            public: true,
+        },
+    )
+    .await;
+    let node = ResourceSpec::Instance {
+        instance_type: "m7g.large".into(),
+        zone: "us-east-1b".into(),
+        subnet_id: subnet_ids[1].clone(),
+        security_group_id: group.id.clone(),
+        image: "dialtone-node-1.34".into(),
+        root_disk_gib: 50,
+    };
+    let instance = create(&aws, uid, "cp-0", node.clone()).await;
+
+    // Found again by their tags, with the specs they were made with.
+    let found = of_cluster(&aws, uid).await;
+    let kinds: Vec<ResourceKind> = found.iter().map(|r| r.spec.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            ResourceKind::Vpc,
+            ResourceKind::Subnet,
+            ResourceKind::Subnet,
+            ResourceKind::Subnet,
+            ResourceKind::RouteTable,
+            ResourceKind::SecurityGroup,
+            ResourceKind::LoadBalancer,
+            ResourceKind::Instance,
+        ]
+    );
+    let by_id = |id: &str| found.iter().find(|r| r.id == id).unwrap().clone();
+    assert_eq!(by_id(&vpc.id).spec, vpc.spec);
+    for subnet in &subnets {
+        assert_eq!(by_id(&subnet.id).spec, subnet.spec);
+    }
+    let ResourceSpec::RouteTable {
+        subnet_ids: associated,
+        ..
+    } = by_id(&table.id).spec
+    else {
+        panic!()
+    };
+    assert_eq!(associated.len(), 3, "every subnet is associated");
+    let ResourceSpec::SecurityGroup { ingress: rules, .. } = by_id(&group.id).spec else {
+        panic!()
+    };
+    assert_eq!(rules, ingress);
+    let ResourceSpec::LoadBalancer { port, public, .. } = by_id(&api.id).spec else {
+        panic!()
+    };
+    assert_eq!((port, public), (6443, true));
+    assert!(
+        by_id(&api.id).address.contains("elb"),
+        "{}",
+        by_id(&api.id).address
+    );
+    let described = by_id(&instance.id);
+    assert_eq!(
+        described.spec, node,
+        "the image and root disk come back from tags"
+    );
+    assert!(!described.address.is_empty(), "a private address");
+    assert!(matches!(
+        described.state,
+        ResourceState::Available | ResourceState::Pending
+    ));
+    assert_eq!(described.tags["dialtone.dev/part"], "cp-0");
+
+    // A repeated create (its answer lost, say) makes nothing new. moto's RunInstances
+    // ignores ClientToken; the lookup by the token's tag alone prevents the duplicate.
+    let again = create(&aws, uid, "cp-0", node.clone()).await;
+    assert_eq!(again.id, instance.id);
+    let again = create(&aws, uid, "vpc", vpc.spec.clone()).await;
+    assert_eq!(again.id, vpc.id);
+    assert_eq!(of_cluster(&aws, uid).await.len(), found.len());
+
+    // Only its own: another cluster's resources are not listed.
+    create(
+        &aws,
+        "other",
+        "vpc",
+        ResourceSpec::Vpc {
+            cidr: "10.2.0.0/16".parse().unwrap(),
+        },
+    )
+    .await;
+    assert_eq!(of_cluster(&aws, uid).await.len(), found.len());
+
+    // Removed in the controller's order; a terminated instance is gone for describe, though
+    // EC2 (and moto) keep listing it.
+    aws.delete(REGION, &instance.id).await.unwrap();
+    aws.delete(REGION, &api.id).await.unwrap();
+    for r in [&group, &table] {
+        aws.delete(REGION, &r.id).await.unwrap();
+    }
+    for subnet in &subnets {
+        aws.delete(REGION, &subnet.id).await.unwrap();
+    }
+    aws.delete(REGION, &vpc.id).await.unwrap();
+    assert_eq!(of_cluster(&aws, uid).await, Vec::new());
+    for id in [&instance.id, &vpc.id, &api.id, &subnets[0].id] {
+        assert!(
+            matches!(
+                aws.delete(REGION, id).await,
+                Err(CloudError::NotFound { .. })
+            ),
+            "{id} is gone"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_errors_the_controller_reports() {
+    let moto = MotoServer::start().unwrap();
+    let aws = provider(&moto).await;
+    let vpc = create(
+        &aws,
+        "bad",
+        "vpc",
+        ResourceSpec::Vpc {
+            cidr: "10.3.0.0/16".parse().unwrap(),
+        },
+    )
+    .await;
+    // A subnet outside its VPC's range.
+    let outside = aws
+        .create(
+            REGION,
+            CreateRequest {
+                client_token: "bad/subnet".into(),
+                spec: ResourceSpec::Subnet {
+                    vpc_id: vpc.id.clone(),
+                    zone: "us-east-1a".into(),
+                    cidr: "10.9.0.0/20".parse().unwrap(),
+                },
+                tags: tags("bad", "subnet"),
+            },
+        )
+        .await;
+    assert!(
+        matches!(outside, Err(CloudError::Invalid { .. })),
+        "{outside:?}"
+    );
+    // A VPC that does not exist.
+    let missing = aws.delete(REGION, "vpc-0123456789abcdef0").await;
+    assert!(
+        matches!(missing, Err(CloudError::NotFound { .. })),
+        "{missing:?}"
+    );
+    // An endpoint that does not answer: unavailable, after the SDK's retries.
+    drop(moto);
+    let down = aws.describe(REGION, &Filter::tagged(CLUSTER, "bad")).await;
+    assert!(
+        matches!(down, Err(CloudError::Unavailable { .. })),
+        "{down:?}"
+    );
+}

@@ -1,0 +1,5 @@
+//! The clouds `dialtone server` runs against. Each is built into the server's
+//! [`Backend`](dialtone_server::backend::Backend) here, so that the server and the
+//! controllers depend on no cloud: [`sim`], the built-in simulated cloud.
+
+pub mod sim;
