@@ -378,8 +378,7 @@ impl RunningServer {
 }
 
 /// The address clusters call Dialtone at: the listening one, with a wildcard made loopback
-/// (the sim's clusters run in this process; a real cloud's reach it by the names in
-/// `--tls-name`).
+/// (the sim's clusters run in this process).
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip().is_unspecified() {
         true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
@@ -494,8 +493,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         ca_pem: std::fs::read_to_string(&tls_files.ca_cert)
             .with_context(|| format!("cannot read {}", tls_files.ca_cert.display()))?,
     };
-    let options_backend = options.backend;
-    let backend = options_backend(BackendContext {
+    let build_backend = options.backend;
+    let backend = build_backend(BackendContext {
         authenticator: Arc::new(kube_access::TokenAuthenticator {
             registry: registry.clone(),
             tokens: tokens.clone(),
