@@ -1,11 +1,16 @@
 //! A cluster's API endpoint: a network load balancer with a TCP listener on the API's port,
-//! forwarding to a target group in the cluster's VPC.
+//! forwarding to a target group in the cluster's VPC that holds the cluster's control-plane
+//! instances. An instance joins it when it is launched, or when the group is made after
+//! it; EC2 removes a terminated instance from it.
 
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, LoadBalancer, LoadBalancerSchemeEnum, LoadBalancerStateEnum,
-    LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetTypeEnum,
+    LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetDescription, TargetGroup, TargetTypeEnum,
 };
-use dialtone_cloud::{CloudError, CloudResource, CloudResult, ResourceSpec, ResourceState, Tags};
+use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, TAG_CLUSTER, TAG_ROLE};
+use dialtone_cloud::{
+    CloudError, CloudResource, CloudResult, ResourceKind, ResourceSpec, ResourceState, Tags,
+};
 use jiff::Timestamp;
 
 use crate::Clients;
@@ -89,6 +94,7 @@ pub(crate) async fn create(
         .and_then(|g| g.target_group_arn())
         .unwrap_or_default()
         .to_string();
+    register(clients, &group_arn, &control_plane(clients, &tags).await?).await?;
     clients
         .elb
         .create_listener()
@@ -105,6 +111,128 @@ pub(crate) async fn create(
         .await
         .map_err(|e| cloud_error(e, &arn))?;
     Ok(arn)
+}
+
+/// The running or booting control-plane instances of the cluster `tags` name.
+async fn control_plane(clients: &Clients, tags: &Tags) -> CloudResult<Vec<String>> {
+    let Some(cluster) = tags.get(TAG_CLUSTER) else {
+        return Ok(Vec::new());
+    };
+    let mine = Tags::from([
+        (TAG_CLUSTER.to_string(), cluster.clone()),
+        (TAG_ROLE.to_string(), ROLE_CONTROL_PLANE.to_string()),
+    ]);
+    let region = clients
+        .ec2
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    let instances =
+        crate::ec2::describe(&clients.ec2, &region, ResourceKind::Instance, &mine).await?;
+    Ok(instances
+        .into_iter()
+        .filter(|i| matches!(i.state, ResourceState::Pending | ResourceState::Available))
+        .map(|i| i.id)
+        .collect())
+}
+
+async fn register(clients: &Clients, group_arn: &str, instances: &[String]) -> CloudResult<()> {
+    if instances.is_empty() {
+        return Ok(());
+    }
+    clients
+        .elb
+        .register_targets()
+        .target_group_arn(group_arn)
+        .set_targets(Some(
+            instances
+                .iter()
+                .map(|id| TargetDescription::builder().id(id).build())
+                .collect(),
+        ))
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, group_arn))?;
+    Ok(())
+}
+
+/// Adds a control-plane instance just launched to its cluster's API target group, if the
+/// group exists yet.
+pub(crate) async fn join_api(clients: &Clients, cluster: &str, instance: &str) -> CloudResult<()> {
+    for group in target_groups(clients, cluster).await? {
+        if let Some(arn) = group.target_group_arn() {
+            register(clients, arn, &[instance.to_string()]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The target groups tagged as the cluster's.
+async fn target_groups(clients: &Clients, cluster: &str) -> CloudResult<Vec<TargetGroup>> {
+    let mut groups: Vec<TargetGroup> = Vec::new();
+    let mut pages = clients.elb.describe_target_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        groups.extend(
+            page.map_err(|e| cloud_error(e, ""))?
+                .target_groups()
+                .to_vec(),
+        );
+    }
+    let mut own = Vec::new();
+    for chunk in groups.chunks(TAGS_PER_CALL) {
+        let arns: Vec<String> = chunk
+            .iter()
+            .filter_map(|g| g.target_group_arn().map(String::from))
+            .collect();
+        let described = clients
+            .elb
+            .describe_tags()
+            .set_resource_arns(Some(arns))
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?;
+        for group in chunk {
+            let tagged = described
+                .tag_descriptions()
+                .iter()
+                .filter(|d| d.resource_arn() == group.target_group_arn())
+                .flat_map(|d| d.tags())
+                .any(|t| t.key() == Some(TAG_CLUSTER) && t.value() == Some(cluster));
+            if tagged {
+                own.push(group.clone());
+            }
+        }
+    }
+    Ok(own)
+}
+
+/// The instances registered with the load balancer's target groups.
+pub(crate) async fn targets(clients: &Clients, arn: &str) -> CloudResult<Vec<String>> {
+    let groups = clients
+        .elb
+        .describe_target_groups()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, arn))?;
+    let mut found = Vec::new();
+    for group in groups.target_groups() {
+        let health = clients
+            .elb
+            .describe_target_health()
+            .set_target_group_arn(group.target_group_arn().map(String::from))
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, arn))?;
+        found.extend(
+            health
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|d| d.target()?.id().map(String::from)),
+        );
+    }
+    Ok(found)
 }
 
 /// The load balancers carrying every tag of `tags`.

@@ -26,6 +26,7 @@ mod errors;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, TAG_CLUSTER, TAG_ROLE};
 use dialtone_cloud::{
     CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, Provider,
     REGIONS, Region, ResourceKind, ResourceSpec,
@@ -134,6 +135,11 @@ impl AwsProvider {
             .clone()
     }
 
+    /// The instances a load balancer forwards to: its cluster's control plane.
+    pub async fn api_targets(&self, region: &str, load_balancer: &str) -> CloudResult<Vec<String>> {
+        elb::targets(&self.clients(region), load_balancer).await
+    }
+
     /// Checks that the credentials work and the region answers: a clear error at startup,
     /// not on the first cluster.
     pub async fn check(&self, region: &str) -> Result<Vec<String>, CloudError> {
@@ -203,6 +209,13 @@ impl Provider for AwsProvider {
                 .await?
             }
         };
+        if let (ResourceKind::Instance, Some(ROLE_CONTROL_PLANE), Some(cluster)) = (
+            kind,
+            tags.get(TAG_ROLE).map(String::as_str),
+            tags.get(TAG_CLUSTER),
+        ) {
+            elb::join_api(&clients, cluster, &id).await?;
+        }
         // Read back as describe gives it; EC2 may not list it yet (eventual consistency).
         let created = self
             .describe_kind(&clients, region, kind, &mine)

@@ -25,11 +25,18 @@ async fn provider(moto: &MotoServer) -> AwsProvider {
     .await
 }
 
+/// The tags the lifecycle puts on a cluster's resources; instances also say their role.
 fn tags(uid: &str, part: &str) -> Tags {
-    Tags::from([
+    let mut tags = Tags::from([
         (CLUSTER.to_string(), uid.to_string()),
         ("dialtone.dev/part".to_string(), part.to_string()),
-    ])
+    ]);
+    if part.starts_with("cp-") {
+        tags.insert("dialtone.dev/role".into(), "control-plane".into());
+    } else if part.starts_with("worker-") {
+        tags.insert("dialtone.dev/role".into(), "worker".into());
+    }
+    tags
 }
 
 async fn create(
@@ -140,6 +147,12 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
         root_disk_gib: 50,
     };
     let instance = create(&aws, uid, "cp-0", node.clone()).await;
+    let worker = create(&aws, uid, "worker-0", node.clone()).await;
+    // The API forwards to the control plane, not to workers.
+    assert_eq!(
+        aws.api_targets(REGION, &api.id).await.unwrap(),
+        [instance.id.clone()]
+    );
 
     // Found again by their tags, with the specs they were made with.
     let found = of_cluster(&aws, uid).await;
@@ -154,6 +167,7 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
             ResourceKind::RouteTable,
             ResourceKind::SecurityGroup,
             ResourceKind::LoadBalancer,
+            ResourceKind::Instance,
             ResourceKind::Instance,
         ]
     );
@@ -218,6 +232,7 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
     // Removed in the controller's order; a terminated instance is gone for describe, though
     // EC2 (and moto) keep listing it.
     aws.delete(REGION, &instance.id).await.unwrap();
+    aws.delete(REGION, &worker.id).await.unwrap();
     aws.delete(REGION, &api.id).await.unwrap();
     for r in [&group, &table] {
         aws.delete(REGION, &r.id).await.unwrap();
@@ -236,6 +251,65 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
             "{id} is gone"
         );
     }
+}
+
+#[tokio::test]
+async fn a_control_plane_launched_before_its_endpoint_joins_it() {
+    let moto = MotoServer::start().unwrap();
+    let aws = provider(&moto).await;
+    let uid = "late";
+    let vpc = create(
+        &aws,
+        uid,
+        "vpc",
+        ResourceSpec::Vpc {
+            cidr: "10.4.0.0/16".parse().unwrap(),
+        },
+    )
+    .await;
+    let subnet = create(
+        &aws,
+        uid,
+        "subnet-us-east-1a",
+        ResourceSpec::Subnet {
+            vpc_id: vpc.id.clone(),
+            zone: "us-east-1a".into(),
+            cidr: "10.4.0.0/20".parse().unwrap(),
+        },
+    )
+    .await;
+    let group = create(
+        &aws,
+        uid,
+        "nodes",
+        ResourceSpec::SecurityGroup {
+            vpc_id: vpc.id.clone(),
+            ingress: Vec::new(),
+        },
+    )
+    .await;
+    let node = ResourceSpec::Instance {
+        instance_type: "t3.medium".into(),
+        zone: "us-east-1a".into(),
+        subnet_id: subnet.id.clone(),
+        security_group_id: group.id.clone(),
+        image: "dialtone-node-1.34".into(),
+        root_disk_gib: 50,
+    };
+    let cp = create(&aws, uid, "cp-0", node.clone()).await;
+    create(&aws, uid, "worker-0", node).await;
+    let api = create(
+        &aws,
+        uid,
+        "api",
+        ResourceSpec::LoadBalancer {
+            subnet_ids: vec![subnet.id.clone()],
+            port: 6443,
+            public: false,
+        },
+    )
+    .await;
+    assert_eq!(aws.api_targets(REGION, &api.id).await.unwrap(), [cp.id]);
 }
 
 #[tokio::test]
