@@ -149,10 +149,8 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
     let instance = create(&aws, uid, "cp-0", node.clone()).await;
     let worker = create(&aws, uid, "worker-0", node.clone()).await;
     // The API forwards to the control plane, not to workers.
-    assert_eq!(
-        aws.api_targets(REGION, &api.id).await.unwrap(),
-        [instance.id.clone()]
-    );
+    let targets = aws.api_targets(REGION, &api.id).await.unwrap();
+    assert_eq!(targets, [instance.id.as_str()]);
 
     // Found again by their tags, with the specs they were made with.
     let found = of_cluster(&aws, uid).await;
