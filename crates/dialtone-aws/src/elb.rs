@@ -3,6 +3,8 @@
 //! instances. An instance joins it when it is launched, or when the group is made after
 //! it; EC2 removes a terminated instance from it.
 
+use std::collections::HashMap;
+
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, LoadBalancer, LoadBalancerSchemeEnum, LoadBalancerStateEnum,
     LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetDescription, TargetGroup, TargetTypeEnum,
@@ -179,32 +181,15 @@ async fn target_groups(clients: &Clients, cluster: &str) -> CloudResult<Vec<Targ
                 .to_vec(),
         );
     }
-    let mut own = Vec::new();
-    for chunk in groups.chunks(TAGS_PER_CALL) {
-        let arns: Vec<String> = chunk
-            .iter()
-            .filter_map(|g| g.target_group_arn().map(String::from))
-            .collect();
-        let described = clients
-            .elb
-            .describe_tags()
-            .set_resource_arns(Some(arns))
-            .send()
-            .await
-            .map_err(|e| cloud_error(e, ""))?;
-        for group in chunk {
-            let tagged = described
-                .tag_descriptions()
-                .iter()
-                .filter(|d| d.resource_arn() == group.target_group_arn())
-                .flat_map(|d| d.tags())
-                .any(|t| t.key() == Some(TAG_CLUSTER) && t.value() == Some(cluster));
-            if tagged {
-                own.push(group.clone());
-            }
-        }
-    }
-    Ok(own)
+    let tags = tags_by_arn(clients, groups.iter().filter_map(|g| g.target_group_arn())).await?;
+    Ok(groups
+        .into_iter()
+        .filter(|g| {
+            g.target_group_arn()
+                .and_then(|arn| tags.get(arn))
+                .is_some_and(|t| t.get(TAG_CLUSTER).map(String::as_str) == Some(cluster))
+        })
+        .collect())
 }
 
 /// The instances registered with the load balancer's target groups.
@@ -254,34 +239,50 @@ pub(crate) async fn describe(
                 .to_vec(),
         );
     }
-    let mut found = Vec::new();
-    for chunk in balancers.chunks(TAGS_PER_CALL) {
-        let arns: Vec<String> = chunk
-            .iter()
-            .filter_map(|lb| lb.load_balancer_arn().map(String::from))
-            .collect();
+    let mut by_arn = tags_by_arn(
+        clients,
+        balancers.iter().filter_map(|lb| lb.load_balancer_arn()),
+    )
+    .await?;
+    Ok(balancers
+        .iter()
+        .filter_map(|lb| {
+            let own = by_arn.remove(lb.load_balancer_arn()?).unwrap_or_default();
+            tags.iter()
+                .all(|(k, v)| own.get(k) == Some(v))
+                .then(|| balancer(region, lb, own))
+        })
+        .collect())
+}
+
+/// The tags of each of `arns`, read [`TAGS_PER_CALL`] at a time.
+async fn tags_by_arn<'a>(
+    clients: &Clients,
+    arns: impl Iterator<Item = &'a str>,
+) -> CloudResult<HashMap<String, Tags>> {
+    let arns: Vec<String> = arns.map(String::from).collect();
+    let mut by_arn = HashMap::new();
+    for chunk in arns.chunks(TAGS_PER_CALL) {
         let described = clients
             .elb
             .describe_tags()
-            .set_resource_arns(Some(arns))
+            .set_resource_arns(Some(chunk.to_vec()))
             .send()
             .await
             .map_err(|e| cloud_error(e, ""))?;
-        for lb in chunk {
-            let arn = lb.load_balancer_arn().unwrap_or_default();
-            let own: Tags = described
-                .tag_descriptions()
+        for description in described.tag_descriptions() {
+            let Some(arn) = description.resource_arn() else {
+                continue;
+            };
+            let tags: Tags = description
+                .tags()
                 .iter()
-                .filter(|d| d.resource_arn() == Some(arn))
-                .flat_map(|d| d.tags())
                 .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
                 .collect();
-            if tags.iter().all(|(k, v)| own.get(k) == Some(v)) {
-                found.push(balancer(region, lb, own));
-            }
+            by_arn.insert(arn.to_string(), tags);
         }
     }
-    Ok(found)
+    Ok(by_arn)
 }
 
 fn balancer(region: &str, lb: &LoadBalancer, tags: Tags) -> CloudResource {
