@@ -3,13 +3,14 @@
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter as Ec2Filter, Instance, InstanceStateName,
-    InstanceType, IpPermission, IpRange, ResourceType, SubnetState, Tag, TagSpecification,
-    VolumeType, VpcPeeringConnectionStateReasonCode, VpcState,
+    BlockDeviceMapping, EbsBlockDevice, Filter as Ec2Filter, HttpTokensState, Instance,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    IpPermission, IpRange, ResourceType, SubnetState, Tag, TagSpecification, VolumeType,
+    VpcPeeringConnectionStateReasonCode, VpcState,
 };
 use dialtone_cloud::{
-    CloudError, CloudResource, CloudResult, IngressRule, ResourceKind, ResourceSpec, ResourceState,
-    Tags,
+    CloudError, CloudResource, CloudResult, IngressRule, Protocol, ResourceKind, ResourceSpec,
+    ResourceState, Tags,
 };
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
@@ -96,6 +97,7 @@ pub(crate) async fn create(
     tags: &Tags,
     client_token: &str,
     image_id: &str,
+    user_data: Option<String>,
 ) -> CloudResult<String> {
     match spec {
         ResourceSpec::Vpc { cidr } => {
@@ -218,6 +220,15 @@ pub(crate) async fn create(
                 .min_count(1)
                 .max_count(1)
                 .client_token(client_token)
+                .set_user_data(user_data)
+                // IMDSv2 only, one hop: pods cannot reach the node's credentials.
+                .metadata_options(
+                    InstanceMetadataOptionsRequest::builder()
+                        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                        .http_tokens(HttpTokensState::Required)
+                        .http_put_response_hop_limit(1)
+                        .build(),
+                )
                 .block_device_mappings(
                     BlockDeviceMapping::builder()
                         .device_name("/dev/xvda")
@@ -275,12 +286,17 @@ pub(crate) async fn create(
 }
 
 fn permission(rule: &IngressRule) -> IpPermission {
-    IpPermission::builder()
-        .ip_protocol("tcp")
-        .from_port(i32::from(rule.port))
-        .to_port(i32::from(rule.port))
-        .ip_ranges(IpRange::builder().cidr_ip(rule.source.to_string()).build())
-        .build()
+    let range = IpRange::builder().cidr_ip(rule.source.to_string()).build();
+    match rule.protocol {
+        Protocol::Tcp => IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(i32::from(rule.port))
+            .to_port(i32::from(rule.port)),
+        // EC2's "-1": every protocol, every port.
+        Protocol::All => IpPermission::builder().ip_protocol("-1"),
+    }
+    .ip_ranges(range)
+    .build()
 }
 
 /// The internet gateway attached to `vpc_id`, if any.
@@ -399,10 +415,15 @@ pub(crate) async fn describe(
                     .ip_permissions()
                     .iter()
                     .flat_map(|p| {
+                        let all = p.ip_protocol() == Some("-1");
                         let port = p.from_port().unwrap_or(0) as u16;
-                        p.ip_ranges().iter().map(move |r| IngressRule {
-                            port,
-                            source: cidr(r.cidr_ip()),
+                        p.ip_ranges().iter().map(move |r| {
+                            let source = cidr(r.cidr_ip());
+                            if all {
+                                IngressRule::all(source)
+                            } else {
+                                IngressRule::tcp(port, source)
+                            }
                         })
                     })
                     .collect();

@@ -19,18 +19,25 @@
 //! - Throttling and server errors are retried by the SDK (standard mode, backing off, up to
 //!   [`MAX_ATTEMPTS`]); what is left is mapped to [`CloudError`] in `errors.rs`.
 
+pub mod access;
 mod ec2;
 mod elb;
 mod errors;
+pub mod secrets;
+pub mod userdata;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
+
+use base64::Engine;
 
 use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, TAG_CLUSTER, TAG_ROLE};
 use dialtone_cloud::{
-    CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, Provider,
-    REGIONS, Region, ResourceKind, ResourceSpec,
+    Arch, CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog,
+    NodeBootstrap, Provider, REGIONS, Region, ResourceKind, ResourceSpec,
 };
+use secrets::SecretStore;
 
 /// Calls the SDK makes before giving up on a throttled or failing request.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -51,11 +58,39 @@ pub const TAG_DELETED: &str = "dialtone.dev/deleted";
 pub struct AwsOptions {
     /// Every call goes here instead of AWS's endpoints (a moto server, a proxy).
     pub endpoint_url: Option<String>,
-    /// The machine image instances boot (`ami-…`): the node image the plan names is recorded
-    /// in a tag. Upstream Kubernetes is installed on it by cloud-init.
-    pub image_id: String,
+    /// The machine images instances boot, one per architecture: the node image the plan
+    /// names is recorded in a tag. Upstream Kubernetes is installed on them by cloud-init.
+    pub images: MachineImages,
     /// Keys to use instead of the standard chain (the tests' keys for moto).
     pub access_keys: Option<AccessKeys>,
+    /// Where each cluster's certificate authorities and tokens are kept.
+    pub secrets_dir: PathBuf,
+}
+
+/// The machine images (`ami-…`) instances boot, by the architecture of their type.
+#[derive(Clone, Debug, Default)]
+pub struct MachineImages {
+    pub amd64: String,
+    /// Without one, an arm64 instance type cannot be launched.
+    pub arm64: Option<String>,
+}
+
+impl MachineImages {
+    /// The image for `instance_type`, or why there is none.
+    fn for_type(&self, instance_type: &str) -> CloudResult<&str> {
+        let arm64 = InstanceCatalog::builtin()
+            .get(instance_type)
+            .is_some_and(|t| t.archs.first() == Some(&Arch::Arm64));
+        match (arm64, &self.arm64) {
+            (false, _) => Ok(&self.amd64),
+            (true, Some(image)) => Ok(image),
+            (true, None) => Err(CloudError::Invalid {
+                message: format!(
+                    "{instance_type} is an arm64 type and no arm64 image is configured: start the server with --aws-arm64-image-id, or exclude arm64 families from the cluster"
+                ),
+            }),
+        }
+    }
 }
 
 /// An access key id and its secret.
@@ -75,8 +110,11 @@ struct Clients {
 /// Amazon EC2 as a [`Provider`].
 pub struct AwsProvider {
     config: aws_config::SdkConfig,
-    image_id: String,
+    images: MachineImages,
     regions: Mutex<HashMap<String, Clients>>,
+    secrets: SecretStore,
+    /// Held while a cluster's secrets may be made, so that they are made once.
+    making_secrets: tokio::sync::Mutex<()>,
 }
 
 impl AwsProvider {
@@ -108,8 +146,10 @@ impl AwsProvider {
         }
         AwsProvider {
             config: loader.load().await,
-            image_id: options.image_id,
+            images: options.images,
             regions: Mutex::new(HashMap::new()),
+            secrets: SecretStore::new(options.secrets_dir),
+            making_secrets: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -133,6 +173,32 @@ impl AwsProvider {
                 }
             })
             .clone()
+    }
+
+    /// The regions this provider has made calls in since it started.
+    pub fn regions_in_use(&self) -> Vec<String> {
+        let regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        regions.keys().cloned().collect()
+    }
+
+    /// Where each cluster's secrets are kept.
+    pub fn secrets(&self) -> &SecretStore {
+        &self.secrets
+    }
+
+    /// An instance's user data, base64 as EC2 takes it: what `bootstrap` says, with its
+    /// cluster's secrets (made with its first instance).
+    async fn user_data(&self, bootstrap: &NodeBootstrap) -> CloudResult<String> {
+        let secrets = {
+            let _making = self.making_secrets.lock().await;
+            self.secrets.load_or_create(&bootstrap.cluster_uid)
+        }
+        .map_err(|message| CloudError::Unavailable {
+            message: format!("cannot keep the cluster's secrets: {message}"),
+        })?;
+        let text = userdata::render(bootstrap, &secrets)
+            .map_err(|message| CloudError::Invalid { message })?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(text))
     }
 
     /// The instances a load balancer forwards to: its cluster's control plane.
@@ -199,12 +265,23 @@ impl Provider for AwsProvider {
                 elb::create(&clients, &name, subnet_ids, *port, *public, &tags).await?
             }
             spec => {
+                let user_data = match &request.bootstrap {
+                    Some(bootstrap) => Some(self.user_data(bootstrap).await?),
+                    None => None,
+                };
+                let image_id = match spec {
+                    ResourceSpec::Instance { instance_type, .. } => {
+                        self.images.for_type(instance_type)?
+                    }
+                    _ => "",
+                };
                 ec2::create(
                     &clients.ec2,
                     spec,
                     &tags,
                     &request.client_token,
-                    &self.image_id,
+                    image_id,
+                    user_data,
                 )
                 .await?
             }

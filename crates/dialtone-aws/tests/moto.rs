@@ -2,7 +2,7 @@
 //! made, found again by their tags with the spec they were made with, made once whatever
 //! the retries, and removed leaving nothing. Where moto differs from EC2 the test says so.
 
-use dialtone_aws::{AccessKeys, AwsOptions, AwsProvider};
+use dialtone_aws::{AccessKeys, AwsOptions, AwsProvider, MachineImages};
 use dialtone_cloud::{
     CloudError, CloudResource, CreateRequest, Filter, IngressRule, Provider, ResourceKind,
     ResourceSpec, ResourceState, Tags,
@@ -12,15 +12,20 @@ use dialtone_testkit::MotoServer;
 const REGION: &str = "us-east-1";
 const CLUSTER: &str = "dialtone.dev/cluster";
 
-async fn provider(moto: &MotoServer) -> AwsProvider {
+async fn provider(moto: &MotoServer, secrets: &tempfile::TempDir) -> AwsProvider {
     AwsProvider::new(AwsOptions {
         endpoint_url: Some(moto.endpoint().to_string()),
         // moto launches any image id; this one is among those it lists.
-        image_id: "ami-12c6146b".into(),
+        // moto does not check an image's architecture against the instance type's.
+        images: MachineImages {
+            amd64: "ami-12c6146b".into(),
+            arm64: Some("ami-12c6146b".into()),
+        },
         access_keys: Some(AccessKeys {
             id: "testing".into(),
             secret: "testing".into(),
         }),
+        secrets_dir: secrets.path().to_path_buf(),
     })
     .await
 }
@@ -52,6 +57,7 @@ async fn create(
                 client_token: format!("{uid}/{part}"),
                 spec,
                 tags: tags(uid, part),
+                bootstrap: None,
             },
         )
         .await
@@ -68,7 +74,8 @@ async fn of_cluster(provider: &AwsProvider, uid: &str) -> Vec<CloudResource> {
 #[tokio::test]
 async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
     let moto = MotoServer::start().unwrap();
-    let aws = provider(&moto).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let aws = provider(&moto, &secrets).await;
     assert_eq!(
         aws.check(REGION).await.unwrap().len(),
         6,
@@ -108,14 +115,8 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
     )
     .await;
     let ingress = vec![
-        IngressRule {
-            port: 6443,
-            source: "0.0.0.0/0".parse().unwrap(),
-        },
-        IngressRule {
-            port: 10250,
-            source: "10.1.0.0/16".parse().unwrap(),
-        },
+        IngressRule::tcp(6443, "0.0.0.0/0".parse().unwrap()),
+        IngressRule::all("10.1.0.0/16".parse().unwrap()),
     ];
     let group = create(
         &aws,
@@ -254,7 +255,8 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
 #[tokio::test]
 async fn a_control_plane_launched_before_its_endpoint_joins_it() {
     let moto = MotoServer::start().unwrap();
-    let aws = provider(&moto).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let aws = provider(&moto, &secrets).await;
     let uid = "late";
     let vpc = create(
         &aws,
@@ -313,7 +315,8 @@ async fn a_control_plane_launched_before_its_endpoint_joins_it() {
 #[tokio::test]
 async fn bad_requests_get_the_errors_the_controller_reports() {
     let moto = MotoServer::start().unwrap();
-    let aws = provider(&moto).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let aws = provider(&moto, &secrets).await;
     let vpc = create(
         &aws,
         "bad",
@@ -335,6 +338,7 @@ async fn bad_requests_get_the_errors_the_controller_reports() {
                     cidr: "10.9.0.0/20".parse().unwrap(),
                 },
                 tags: tags("bad", "subnet"),
+                bootstrap: None,
             },
         )
         .await;

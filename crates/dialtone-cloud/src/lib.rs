@@ -3,16 +3,18 @@
 //! every cloud implements (`dialtone-sim` is the built-in one). No IO here beyond parsing the
 //! embedded file.
 
+pub mod bootstrap;
 mod catalog;
 pub mod performance;
 pub mod provider;
 mod regions;
 pub mod reserve;
 
+pub use bootstrap::{AuditPolicy, BootstrapRole, NodeBootstrap, PodSecurityLevel};
 pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
 pub use performance::Processor;
 pub use provider::{
-    CloudError, CloudResource, CloudResult, CreateRequest, Filter, IngressRule, Provider,
+    CloudError, CloudResource, CloudResult, CreateRequest, Filter, IngressRule, Protocol, Provider,
     ResourceKind, ResourceSpec, ResourceState, Tags, node_image, node_image_version, tags,
 };
 pub use regions::{REGIONS, Region};

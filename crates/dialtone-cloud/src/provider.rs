@@ -87,8 +87,41 @@ pub enum ResourceSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressRule {
+    /// A TCP port; ignored for [`Protocol::All`].
     pub port: u16,
     pub source: Ipv4Net,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+impl IngressRule {
+    /// TCP to `port` from `source`.
+    pub fn tcp(port: u16, source: Ipv4Net) -> Self {
+        IngressRule {
+            port,
+            source,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    /// Every protocol and port from `source`: what nodes of one network need between
+    /// them (etcd's peers, the pod network's overlay, kubelets).
+    pub fn all(source: Ipv4Net) -> Self {
+        IngressRule {
+            port: 0,
+            source,
+            protocol: Protocol::All,
+        }
+    }
+}
+
+/// Which traffic an ingress rule lets in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    All,
 }
 
 /// The kinds of resource, for filters and messages.
@@ -227,6 +260,10 @@ pub struct CreateRequest {
     pub client_token: String,
     pub spec: ResourceSpec,
     pub tags: Tags,
+    /// For an instance: how it joins its cluster at boot. Like EC2's user data, it is part
+    /// of the launch and not described back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<crate::NodeBootstrap>,
 }
 
 /// Which resources to describe: all of `tags` must match, and the kind if given.

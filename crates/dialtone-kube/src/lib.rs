@@ -13,6 +13,7 @@ use kube::api::{Api, ListParams};
 /// A connection to one cluster's API (kube-rs's).
 pub use kube::Client;
 pub mod access;
+pub mod pki;
 pub mod quantity;
 pub mod workload;
 

@@ -24,6 +24,7 @@ fn request(token: &str, spec: ResourceSpec, owner: &str) -> CreateRequest {
         client_token: token.to_string(),
         spec,
         tags: [("owner".to_string(), owner.to_string())].into(),
+        bootstrap: None,
     }
 }
 

@@ -246,6 +246,25 @@ pub struct ServerArgs {
     /// control plane's own listeners.
     #[arg(long, value_name = "CIDRS", value_parser = parse_cidrs, default_value = "")]
     pub webhook_allowed_cidrs: Cidrs,
+    /// With --provider aws: send every AWS call here instead of AWS's endpoints (a moto
+    /// server, a proxy). Credentials come from the SDK's standard chain.
+    #[arg(long, value_name = "URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// With --provider aws: the machine image amd64 instances boot (`ami-…`, Debian 12 or
+    /// Ubuntu 24.04); cloud-init installs Kubernetes on it.
+    #[arg(long, value_name = "AMI", required_if_eq("provider", "aws"))]
+    pub aws_image_id: Option<String>,
+    /// With --provider aws: the same for arm64 instances; without it, arm64 types fail to
+    /// launch with a condition that says so.
+    #[arg(long, value_name = "AMI")]
+    pub aws_arm64_image_id: Option<String>,
+    /// With --provider aws: the region asked at startup whether the credentials work.
+    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
+    pub aws_check_region: String,
+    /// With --provider aws: the lifecycle's waits relative to a real cloud's (1); lower
+    /// against a fake cloud that answers at once, such as moto.
+    #[arg(long, default_value_t = 1.0)]
+    pub aws_time_scale: f64,
     /// With --dev: the name of the CLI context to write.
     #[arg(long, default_value = "dev")]
     pub context_name: String,
@@ -260,6 +279,8 @@ pub enum ProviderKind {
     /// The built-in simulated cloud, whose clusters answer the Kubernetes API from this
     /// process.
     Sim,
+    /// Amazon EC2: clusters of upstream Kubernetes installed by kubeadm on instances.
+    Aws,
 }
 
 /// A list of address ranges, as `--webhook-allowed-cidrs` takes it.

@@ -6,9 +6,18 @@ use anyhow::Context as _;
 use dialtone_client::{CliConfig, Context};
 use dialtone_server::{ServerOptions, StoreLocation, tls::TlsFiles};
 
+use dialtone_backend::aws::AwsBackendOptions;
 use dialtone_backend::sim::SimBackendOptions;
 
 use crate::cli::{ProviderKind, ServerArgs};
+
+/// The machine images `--aws-image-id` and `--aws-arm64-image-id` name.
+fn aws_images(args: &ServerArgs) -> dialtone_backend::aws::MachineImages {
+    dialtone_backend::aws::MachineImages {
+        amd64: args.aws_image_id.clone().unwrap_or_default(),
+        arm64: args.aws_arm64_image_id.clone(),
+    }
+}
 
 fn default_data_dir(dev: bool) -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
@@ -54,6 +63,13 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
                 describe_lag: std::time::Duration::from_millis(args.sim_describe_lag_ms),
                 kube_listen: args.kube_listen,
                 webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
+            }),
+            ProviderKind::Aws => dialtone_backend::aws::backend(AwsBackendOptions {
+                data_dir: data_dir.clone(),
+                endpoint_url: args.aws_endpoint_url.clone(),
+                images: aws_images(&args),
+                check_region: args.aws_check_region.clone(),
+                lifecycle_time_scale: args.aws_time_scale,
             }),
         },
         fault_panic_tasks: args.fault_panic_task.clone(),

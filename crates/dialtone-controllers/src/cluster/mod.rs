@@ -39,6 +39,7 @@ use crate::runtime::controller::Controller;
 use crate::runtime::{Informer, Next, Notice, Reconciler, Supervisor};
 use crate::sizing::{self, SizingOptions, worker_index};
 
+mod bootstrap;
 /// Holds a cluster until its cloud resources are gone.
 mod provision;
 mod slots;
@@ -46,8 +47,8 @@ mod status;
 mod teardown;
 
 use slots::{
-    Slot, attempt_of, bump_attempt, control_plane_settled, desired_slots, is_going, part_of,
-    subnet_part,
+    Slot, attempt_of, bump_attempt, control_plane_settled, control_plane_slot, desired_slots,
+    is_going, part_of, subnet_part,
 };
 use status::seconds;
 pub(crate) use status::{record_event, set_condition};
@@ -59,7 +60,6 @@ pub use dialtone_cloud::tags::{
 };
 
 const KUBERNETES_API_PORT: u16 = 6443;
-const KUBELET_PORT: u16 = 10250;
 const EVENTS_KEPT: usize = 30;
 /// The reason a node that keeps failing to launch gives, on the event and on `Ready`.
 const LAUNCH_FAILED: &str = "LaunchFailed";
@@ -518,6 +518,7 @@ impl Lifecycle {
             client_token: token,
             spec,
             tags,
+            bootstrap: None,
         };
         Ok(self.provider.create(region, request).await?)
     }

@@ -31,7 +31,7 @@ impl Lifecycle {
             .await?;
         let (sg, lb) = self.ensure_endpoint(&own, &tags, uid, plan, &net).await?;
         let waiting = self
-            .ensure_nodes(&own, &tags, uid, plan, status, &net.1, &sg)
+            .ensure_nodes(&own, &tags, uid, plan, status, &net.1, (&sg, &lb))
             .await?;
         if lb.state == ResourceState::Pending {
             return Err(Blocked::Waiting(
@@ -152,14 +152,10 @@ impl Lifecycle {
                 ResourceSpec::SecurityGroup {
                     vpc_id: vpc.id.clone(),
                     ingress: vec![
-                        IngressRule {
-                            port: KUBERNETES_API_PORT,
-                            source: api_sources,
-                        },
-                        IngressRule {
-                            port: KUBELET_PORT,
-                            source: plan.network.vpc_cidr,
-                        },
+                        IngressRule::tcp(KUBERNETES_API_PORT, api_sources),
+                        // Nodes talk to each other freely: etcd's peers, kubelets, the pod
+                        // network's overlay.
+                        IngressRule::all(plan.network.vpc_cidr),
                     ],
                 },
                 tagged(tags, "sg"),
@@ -194,7 +190,7 @@ impl Lifecycle {
         plan: &ClusterPlan,
         status: &mut ClusterStatus,
         subnet_ids: &[(String, CloudResource)],
-        sg: &CloudResource,
+        (sg, lb): (&CloudResource, &CloudResource),
     ) -> Pass<Option<(Wait, String)>> {
         let region = plan.region.as_str();
         let slots = desired_slots(plan, &status.nodes, next_worker(status));
@@ -358,6 +354,12 @@ impl Lifecycle {
                             },
                         },
                         tags,
+                        bootstrap: Some(bootstrap::node_bootstrap(
+                            uid,
+                            plan,
+                            bootstrap::role_of(slot, own),
+                            &lb.address,
+                        )?),
                     };
                     self.provider.create(region, request).await?;
                     if waiting.is_none() {

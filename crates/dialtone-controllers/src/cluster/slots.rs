@@ -48,6 +48,11 @@ pub(super) fn control_plane_settled(own: &[CloudResource], slots: &[Slot]) -> bo
         })
 }
 
+/// The name of the control-plane slot `index`: `cp-0` is the one that starts the cluster.
+pub(super) fn control_plane_slot(index: usize) -> String {
+    format!("cp-{index}")
+}
+
 pub(super) fn subnet_part(zone: &str) -> String {
     format!("subnet-{zone}")
 }
@@ -66,7 +71,7 @@ pub(super) fn desired_slots(
         .iter()
         .enumerate()
         .map(|(i, node)| {
-            let name = format!("cp-{i}");
+            let name = control_plane_slot(i);
             let was = before(&name);
             Slot {
                 attempt: was.map_or(0, |n| n.attempt),

@@ -1,0 +1,366 @@
+//! An instance's user data: a cloud-config that installs a pinned upstream Kubernetes from
+//! pkgs.k8s.io with containerd, lays out the cluster's PKI (control plane), and runs
+//! `kubeadm init` or `join`, all rendered from the node's [`NodeBootstrap`] and its
+//! cluster's secrets. The same inputs always render the same bytes, so that a repeated
+//! launch is the same launch.
+//!
+//! - **Control plane**: stacked etcd (kubeadm's default), the API server behind the
+//!   cluster's load balancer (`controlPlaneEndpoint`), audit logging, Secrets encrypted
+//!   with the cluster's key, Pod Security admission at the plan's level by default, and
+//!   anonymous requests refused except on the health endpoints and the `cluster-info` that
+//!   joining nodes read. Every control-plane node gets the same CAs and service-account
+//!   key, so that any one of them can be replaced by a node that joins.
+//! - **Network**: Cilium in place of kube-proxy, installed by the first control-plane
+//!   node with the plan's pod range.
+//! - **Joining** retries until the first control-plane node answers: the controller
+//!   launches every node of a new cluster at once.
+
+use dialtone_cloud::{AuditPolicy, BootstrapRole, NodeBootstrap};
+use serde_json::{Value, json};
+
+use crate::secrets::ClusterSecrets;
+
+/// The patch release of each supported minor that nodes install, and Cilium's release.
+const KUBERNETES_PATCHES: &[(&str, &str)] =
+    &[("1.32", "1.32.9"), ("1.33", "1.33.5"), ("1.34", "1.34.1")];
+const CILIUM_VERSION: &str = "1.18.2";
+const CILIUM_CLI_VERSION: &str = "v0.18.7";
+
+const API_PORT: u16 = 6443;
+const KUBEADM_CONFIG: &str = "/etc/dialtone/kubeadm.yaml";
+const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
+const AUDIT_LOG_DIR: &str = "/var/log/kubernetes/audit";
+const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
+const ADMISSION_CONFIG: &str = "/etc/kubernetes/admission.yaml";
+const AUTHENTICATION_CONFIG: &str = "/etc/kubernetes/authentication.yaml";
+
+/// The patch release nodes of the minor `version` install.
+pub fn kubernetes_patch(version: &str) -> Option<&'static str> {
+    KUBERNETES_PATCHES
+        .iter()
+        .find(|(minor, _)| *minor == version)
+        .map(|(_, patch)| *patch)
+}
+
+fn yaml(value: &Value) -> String {
+    serde_yaml_ng::to_string(value).expect("JSON values are YAML")
+}
+
+fn file(path: &str, permissions: &str, content: impl Into<String>) -> Value {
+    json!({"path": path, "permissions": permissions, "owner": "root:root", "content": content.into()})
+}
+
+fn args(pairs: &[(&str, String)]) -> Value {
+    Value::Array(
+        pairs
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect(),
+    )
+}
+
+fn host_file(name: &str, path: &str, read_only: bool) -> Value {
+    json!({"name": name, "hostPath": path, "mountPath": path, "readOnly": read_only,
+           "pathType": if read_only { "File" } else { "DirectoryOrCreate" }})
+}
+
+/// kubeadm's configuration for the node: `init` for the first control-plane node, `join`
+/// for the others and for workers.
+fn kubeadm_config(
+    boot: &NodeBootstrap,
+    secrets: &ClusterSecrets,
+    patch: &str,
+) -> Result<String, String> {
+    let endpoint = format!("{}:{API_PORT}", boot.api_endpoint);
+    let token = &secrets.tokens.bootstrap_token;
+    let kubelet = json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "cgroupDriver": "systemd",
+        "maxPods": boot.max_pods_per_node,
+    });
+    let node_registration = json!({"criSocket": "unix:///run/containerd/containerd.sock"});
+    let mut documents = Vec::new();
+    match boot.role {
+        BootstrapRole::InitControlPlane => {
+            documents.push(json!({
+                "apiVersion": "kubeadm.k8s.io/v1beta4",
+                "kind": "InitConfiguration",
+                "bootstrapTokens": [{
+                    "token": token,
+                    "ttl": "24h0m0s",
+                    "groups": ["system:bootstrappers:kubeadm:default-node-token"],
+                    "usages": ["signing", "authentication"],
+                }],
+                "nodeRegistration": node_registration,
+                // Cilium replaces kube-proxy.
+                "skipPhases": ["addon/kube-proxy"],
+            }));
+            let mut api_args = vec![
+                ("authentication-config", AUTHENTICATION_CONFIG.to_string()),
+                (
+                    "admission-control-config-file",
+                    ADMISSION_CONFIG.to_string(),
+                ),
+                ("audit-policy-file", AUDIT_POLICY.to_string()),
+                ("audit-log-path", format!("{AUDIT_LOG_DIR}/audit.log")),
+                ("audit-log-maxbackup", "10".to_string()),
+                ("audit-log-maxsize", "100".to_string()),
+                ("profiling", "false".to_string()),
+            ];
+            let mut volumes = vec![
+                host_file("authentication", AUTHENTICATION_CONFIG, true),
+                host_file("admission", ADMISSION_CONFIG, true),
+                host_file("audit-policy", AUDIT_POLICY, true),
+                host_file("audit-log", AUDIT_LOG_DIR, false),
+            ];
+            if boot.secrets_encryption {
+                api_args.push(("encryption-provider-config", ENCRYPTION_CONFIG.to_string()));
+                volumes.push(host_file("encryption", ENCRYPTION_CONFIG, true));
+            }
+            documents.push(json!({
+                "apiVersion": "kubeadm.k8s.io/v1beta4",
+                "kind": "ClusterConfiguration",
+                "clusterName": boot.cluster_uid,
+                "kubernetesVersion": format!("v{patch}"),
+                "controlPlaneEndpoint": endpoint,
+                "encryptionAlgorithm": "ECDSA-P256",
+                "networking": {
+                    "podSubnet": boot.pod_cidr.to_string(),
+                    "serviceSubnet": boot.service_cidr.to_string(),
+                },
+                "apiServer": {
+                    "certSANs": [boot.api_endpoint],
+                    "extraArgs": args(&api_args),
+                    "extraVolumes": volumes,
+                },
+                "etcd": {"local": {"extraArgs": args(&[(
+                    "quota-backend-bytes",
+                    (u64::from(boot.etcd_quota_backend_gib) << 30).to_string(),
+                )])}},
+            }));
+        }
+        BootstrapRole::JoinControlPlane | BootstrapRole::Worker => {
+            let mut join = json!({
+                "apiVersion": "kubeadm.k8s.io/v1beta4",
+                "kind": "JoinConfiguration",
+                "discovery": {"bootstrapToken": {
+                    "apiServerEndpoint": endpoint,
+                    "token": token,
+                    "caCertHashes": [secrets.ca.public_key_pin()?],
+                }},
+                "nodeRegistration": node_registration,
+            });
+            if boot.role == BootstrapRole::JoinControlPlane {
+                join["controlPlane"] = json!({});
+            }
+            documents.push(join);
+        }
+    }
+    documents.push(kubelet);
+    Ok(documents.iter().map(yaml).collect::<Vec<_>>().join("---\n"))
+}
+
+/// What the audit log keeps: never Secrets' bodies, and for production every write's.
+fn audit_policy(audit: AuditPolicy) -> String {
+    let mut rules = vec![
+        json!({"level": "None", "users": ["system:kube-proxy"], "verbs": ["watch"]}),
+        json!({"level": "None", "nonResourceURLs": ["/healthz*", "/livez*", "/readyz*", "/version"]}),
+        json!({"level": "Metadata", "resources": [{"group": "", "resources": ["secrets", "configmaps"]}]}),
+    ];
+    if audit == AuditPolicy::RequestResponseForWrites {
+        rules.push(json!({"level": "RequestResponse", "verbs": ["create", "update", "patch", "delete", "deletecollection"]}));
+    }
+    rules.push(json!({"level": "Metadata"}));
+    yaml(&json!({
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": rules,
+    }))
+}
+
+fn control_plane_files(boot: &NodeBootstrap, secrets: &ClusterSecrets) -> Vec<Value> {
+    let pki = "/etc/kubernetes/pki";
+    let mut files = vec![
+        file(&format!("{pki}/ca.crt"), "0644", &secrets.ca.cert_pem),
+        file(&format!("{pki}/ca.key"), "0600", &secrets.ca.key_pem),
+        file(
+            &format!("{pki}/front-proxy-ca.crt"),
+            "0644",
+            &secrets.front_proxy_ca.cert_pem,
+        ),
+        file(
+            &format!("{pki}/front-proxy-ca.key"),
+            "0600",
+            &secrets.front_proxy_ca.key_pem,
+        ),
+        file(
+            &format!("{pki}/etcd/ca.crt"),
+            "0644",
+            &secrets.etcd_ca.cert_pem,
+        ),
+        file(
+            &format!("{pki}/etcd/ca.key"),
+            "0600",
+            &secrets.etcd_ca.key_pem,
+        ),
+        file(
+            &format!("{pki}/sa.key"),
+            "0600",
+            &secrets.service_account_key_pem,
+        ),
+        file(
+            &format!("{pki}/sa.pub"),
+            "0644",
+            &secrets.service_account_public_pem,
+        ),
+        file(AUDIT_POLICY, "0600", audit_policy(boot.audit)),
+        file(
+            ADMISSION_CONFIG,
+            "0600",
+            yaml(&json!({
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "AdmissionConfiguration",
+                "plugins": [{
+                    "name": "PodSecurity",
+                    "configuration": {
+                        "apiVersion": "pod-security.admission.config.k8s.io/v1",
+                        "kind": "PodSecurityConfiguration",
+                        "defaults": {
+                            "enforce": boot.pod_security.as_str(), "enforce-version": "latest",
+                            "audit": boot.pod_security.as_str(), "audit-version": "latest",
+                            "warn": boot.pod_security.as_str(), "warn-version": "latest",
+                        },
+                        "exemptions": {"namespaces": ["kube-system"]},
+                    },
+                }],
+            })),
+        ),
+        file(
+            AUTHENTICATION_CONFIG,
+            "0600",
+            yaml(&json!({
+                "apiVersion": "apiserver.config.k8s.io/v1beta1",
+                "kind": "AuthenticationConfiguration",
+                // Anonymous requests only where kubelets' probes and joining nodes need them.
+                "anonymous": {"enabled": true, "conditions": [
+                    {"path": "/livez"}, {"path": "/readyz"}, {"path": "/healthz"},
+                    {"path": "/api/v1/namespaces/kube-public/configmaps/cluster-info"},
+                ]},
+            })),
+        ),
+    ];
+    if boot.secrets_encryption {
+        files.push(file(
+            ENCRYPTION_CONFIG,
+            "0600",
+            yaml(&json!({
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "EncryptionConfiguration",
+                "resources": [{
+                    "resources": ["secrets"],
+                    "providers": [
+                        {"aescbc": {"keys": [{"name": "dialtone-1", "secret": secrets.tokens.encryption_key}]}},
+                        {"identity": {}},
+                    ],
+                }],
+            })),
+        ));
+    }
+    files
+}
+
+/// The script the node runs once, as root, at first boot.
+fn bootstrap_script(boot: &NodeBootstrap, patch: &str) -> String {
+    let minor = &boot.kubernetes_version;
+    let package = format!("{patch}-1.1");
+    let mut script = format!(
+        r#"#!/bin/sh
+# Installs Kubernetes {patch} and makes this machine a node of cluster {uid}.
+set -eu
+modprobe overlay
+modprobe br_netfilter
+sysctl --system
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends containerd curl gpg ca-certificates
+mkdir -p /etc/apt/keyrings /etc/containerd
+curl -fsSL https://pkgs.k8s.io/core:/stable:/v{minor}/deb/Release.key | gpg --dearmor -o /etc/apt/keyrings/kubernetes.gpg
+echo 'deb [signed-by=/etc/apt/keyrings/kubernetes.gpg] https://pkgs.k8s.io/core:/stable:/v{minor}/deb/ /' >/etc/apt/sources.list.d/kubernetes.list
+apt-get update -q
+apt-get install -y -q --no-install-recommends kubelet={package} kubeadm={package} kubectl={package}
+apt-mark hold kubelet kubeadm kubectl
+containerd config default | sed 's/SystemdCgroup = false/SystemdCgroup = true/' >/etc/containerd/config.toml
+systemctl restart containerd
+systemctl enable kubelet
+"#,
+        uid = boot.cluster_uid,
+    );
+    match boot.role {
+        BootstrapRole::InitControlPlane => script.push_str(&format!(
+            r#"kubeadm init --config {KUBEADM_CONFIG}
+export KUBECONFIG=/etc/kubernetes/admin.conf
+arch=$(dpkg --print-architecture)
+curl -fsSL "https://github.com/cilium/cilium-cli/releases/download/{CILIUM_CLI_VERSION}/cilium-linux-$arch.tar.gz" | tar -xz -C /usr/local/bin cilium
+cilium install --version {CILIUM_VERSION} --set kubeProxyReplacement=true --set k8sServiceHost={host} --set k8sServicePort={API_PORT} --set ipam.mode=cluster-pool --set ipam.operator.clusterPoolIPv4PodCIDRList={pods}
+"#,
+            host = boot.api_endpoint,
+            pods = boot.pod_cidr,
+        )),
+        // The first control-plane node may not answer yet: try again until it does.
+        BootstrapRole::JoinControlPlane | BootstrapRole::Worker => script.push_str(&format!(
+            r#"until kubeadm join --config {KUBEADM_CONFIG}; do
+  kubeadm reset --force
+  sleep 20
+done
+"#
+        )),
+    }
+    script
+}
+
+/// The user data of an instance: `#cloud-config`, then the configuration.
+pub fn render(boot: &NodeBootstrap, secrets: &ClusterSecrets) -> Result<String, String> {
+    let patch = kubernetes_patch(&boot.kubernetes_version).ok_or_else(|| {
+        format!(
+            "no node image for Kubernetes {}; supported: {}",
+            boot.kubernetes_version,
+            KUBERNETES_PATCHES
+                .iter()
+                .map(|(minor, _)| *minor)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let mut files = vec![
+        file(
+            "/etc/modules-load.d/kubernetes.conf",
+            "0644",
+            "overlay\nbr_netfilter\n",
+        ),
+        file(
+            "/etc/sysctl.d/90-kubernetes.conf",
+            "0644",
+            "net.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\nnet.ipv4.ip_forward = 1\n",
+        ),
+        file(
+            KUBEADM_CONFIG,
+            "0600",
+            kubeadm_config(boot, secrets, patch)?,
+        ),
+        file(
+            "/etc/dialtone/bootstrap.sh",
+            "0700",
+            bootstrap_script(boot, patch),
+        ),
+    ];
+    if boot.role != BootstrapRole::Worker {
+        files.extend(control_plane_files(boot, secrets));
+    }
+    let config = json!({
+        "write_files": files,
+        "runcmd": [["/bin/sh", "/etc/dialtone/bootstrap.sh"]],
+    });
+    Ok(format!("#cloud-config\n{}", yaml(&config)))
+}

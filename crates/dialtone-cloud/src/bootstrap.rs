@@ -1,0 +1,73 @@
+//! How an instance becomes a node of its cluster when it boots. The lifecycle controller
+//! says it once, from the cluster's plan, for every instance it launches; a provider whose
+//! instances boot a real operating system renders it into their user data (the `aws`
+//! provider: cloud-init running kubeadm), and the sim, whose nodes are simulated, needs only
+//! the version its image names.
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// What an instance does at boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BootstrapRole {
+    /// Starts the cluster: the first control-plane node, while no other runs (`kubeadm init`).
+    InitControlPlane,
+    /// Joins a running control plane as another API server and etcd member.
+    JoinControlPlane,
+    /// Joins as a worker.
+    Worker,
+}
+
+/// The Pod Security Standard every namespace is held to unless it says otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+impl PodSecurityLevel {
+    /// The name Kubernetes gives the level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurityLevel::Privileged => "privileged",
+            PodSecurityLevel::Baseline => "baseline",
+            PodSecurityLevel::Restricted => "restricted",
+        }
+    }
+}
+
+/// What the API server's audit log keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditPolicy {
+    /// Who did what to which object, for every request.
+    Metadata,
+    /// The bodies of every write as well, and metadata of reads.
+    RequestResponseForWrites,
+}
+
+/// Everything an instance needs to become a node of its cluster, but its secrets: the
+/// provider holds the cluster's certificate authorities and tokens itself, so that they
+/// never travel through the controller or the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBootstrap {
+    /// The cluster's uid: the provider's secrets for it are found by it.
+    pub cluster_uid: String,
+    pub role: BootstrapRole,
+    /// The Kubernetes minor (`1.34`); the provider pins the patch release.
+    pub kubernetes_version: String,
+    /// Where the cluster's API answers: its load balancer's DNS name.
+    pub api_endpoint: String,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    pub max_pods_per_node: u32,
+    pub pod_security: PodSecurityLevel,
+    pub audit: AuditPolicy,
+    /// Whether Secrets are encrypted in etcd with a key of the cluster's.
+    pub secrets_encryption: bool,
+    pub etcd_quota_backend_gib: u32,
+}
