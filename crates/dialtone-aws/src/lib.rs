@@ -100,6 +100,38 @@ pub struct AccessKeys {
     pub secret: String,
 }
 
+/// The SDK's settings as the provider uses them: TLS by rustls over ring, standard retries,
+/// credentials from the standard chain unless `access_keys` are given, and every call sent to
+/// `endpoint_url` if one is.
+pub async fn sdk_config(
+    endpoint_url: Option<&str>,
+    access_keys: Option<&AccessKeys>,
+) -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        // Some region is needed to load; each call names its own.
+        .region(aws_config::Region::new("us-east-1"));
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(keys) = access_keys {
+        loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            &keys.id,
+            &keys.secret,
+            None,
+            None,
+            "dialtone",
+        ));
+    }
+    loader.load().await
+}
+
 /// The SDK's clients for one region.
 #[derive(Clone)]
 struct Clients {
@@ -120,32 +152,12 @@ pub struct AwsProvider {
 impl AwsProvider {
     /// Loads credentials and settings by the SDK's standard chain.
     pub async fn new(options: AwsOptions) -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .retry_config(
-                aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS),
-            )
-            // Some region is needed to load; each call names its own.
-            .region(aws_config::Region::new("us-east-1"));
-        if let Some(url) = &options.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some(keys) = &options.access_keys {
-            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                &keys.id,
-                &keys.secret,
-                None,
-                None,
-                "dialtone",
-            ));
-        }
         AwsProvider {
-            config: loader.load().await,
+            config: sdk_config(
+                options.endpoint_url.as_deref(),
+                options.access_keys.as_ref(),
+            )
+            .await,
             images: options.images,
             regions: Mutex::new(HashMap::new()),
             secrets: SecretStore::new(options.secrets_dir),

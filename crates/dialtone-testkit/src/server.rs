@@ -18,18 +18,32 @@ pub struct DevServer {
     /// address is.
     kube_port: u16,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl DevServer {
     /// Starts the binary at `binary` (in tests: `env!("CARGO_BIN_EXE_dialtone")`).
     pub fn start(binary: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, extra_args, &[])
+    }
+
+    /// Starts it with these environment variables set as well (a cloud's credentials).
+    pub fn start_with_env(
+        binary: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut server = DevServer {
             binary: binary.to_path_buf(),
             dir: tempfile::tempdir()?,
             port: free_port(),
             kube_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         server.start_again()?;
@@ -66,6 +80,7 @@ impl DevServer {
             .args(&self.extra_args)
             .env("DIALTONE_CONFIG", self.config_path())
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

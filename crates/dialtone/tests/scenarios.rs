@@ -1,0 +1,698 @@
+//! One scenario suite, two providers: each scenario runs the real binary against the `sim`
+//! and against `aws` on a moto server, and reads what was built from the cloud itself (the
+//! sim's operator API; EC2 and Elastic Load Balancing through the AWS SDK).
+//!
+//! Where the suite stops on aws: moto runs no machine, so no kubelet ever registers and no
+//! API server answers. An aws cluster is checked up to the point where its API would answer
+//! (every instance running, the cluster waiting for its API), and its instances' user data
+//! is checked instead: valid for cloud-init and, per cluster type and node role, the same as
+//! its snapshot in `tests/snapshots/`. On the sim, the same scenarios go on to Ready.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::Api;
+use dialtone_testkit::{DevServer, MotoServer};
+use serde_json::{Value, json};
+
+const PROJECT: &str = "/v1/orgs/demo/folders/eng/projects/web";
+const REGION: &str = "us-east-1";
+const CLUSTER_TAG: &str = "dialtone.dev/cluster";
+const NETWORK_TAG: &str = "dialtone.dev/network";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Cloud {
+    Sim,
+    Aws,
+}
+
+/// A resource Dialtone made, as the cloud itself reports it.
+#[derive(Clone, Debug)]
+struct Seen {
+    kind: &'static str,
+    id: String,
+    zone: String,
+    instance_type: String,
+    subnet: String,
+    vpc: String,
+    tags: BTreeMap<String, String>,
+}
+
+impl Seen {
+    fn tag(&self, key: &str) -> &str {
+        self.tags.get(key).map_or("", String::as_str)
+    }
+}
+
+struct Aws {
+    ec2: aws_sdk_ec2::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+}
+
+/// A dev server on one of the clouds. The server is dropped before moto.
+struct World {
+    cloud: Cloud,
+    api: Api,
+    _server: DevServer,
+    aws: Option<Aws>,
+    _moto: Option<MotoServer>,
+}
+
+fn tags_of<'a>(
+    pairs: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> BTreeMap<String, String> {
+    pairs
+        .filter_map(|(k, v)| Some((k?.to_string(), v.unwrap_or_default().to_string())))
+        .collect()
+}
+
+fn dialtones(tags: &BTreeMap<String, String>) -> bool {
+    tags.keys().any(|k| k.starts_with("dialtone.dev/"))
+}
+
+impl World {
+    async fn start(cloud: Cloud) -> World {
+        let binary = env!("CARGO_BIN_EXE_dialtone");
+        let (server, aws, moto) = match cloud {
+            Cloud::Sim => (
+                DevServer::start(binary.as_ref(), &["--sim-time-scale", "0"])
+                    .expect("dev server starts"),
+                None,
+                None,
+            ),
+            Cloud::Aws => {
+                let moto = MotoServer::start().expect("moto's server starts");
+                let server = DevServer::start_with_env(
+                    binary.as_ref(),
+                    &[
+                        "--provider",
+                        "aws",
+                        "--aws-endpoint-url",
+                        moto.endpoint(),
+                        // Images moto lists; it does not check their architecture.
+                        "--aws-image-id",
+                        "ami-12c6146b",
+                        "--aws-arm64-image-id",
+                        "ami-12c6146b",
+                        "--aws-time-scale",
+                        "0.01",
+                    ],
+                    &[
+                        ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing"),
+                    ],
+                )
+                .expect("dev server starts on aws");
+                let keys = dialtone_aws::AccessKeys {
+                    id: "testing".into(),
+                    secret: "testing".into(),
+                };
+                let config = dialtone_aws::sdk_config(Some(moto.endpoint()), Some(&keys)).await;
+                let aws = Aws {
+                    ec2: aws_sdk_ec2::Client::new(&config),
+                    elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+                };
+                (server, Some(aws), Some(moto))
+            }
+        };
+        let api = Api::admin(&server);
+        api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
+        api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
+            .await;
+        World {
+            cloud,
+            api,
+            _server: server,
+            aws,
+            _moto: moto,
+        }
+    }
+
+    async fn create(&self, name: &str, cluster_type: &str) -> String {
+        let body =
+            json!({"metadata": {"name": name}, "spec": {"type": cluster_type, "region": REGION}});
+        let (status, created) = self.api.post(&format!("{PROJECT}/clusters"), body).await;
+        assert_eq!(status, 201, "{created}");
+        format!("{PROJECT}/clusters/{name}")
+    }
+
+    /// Polls the cluster until `done` holds, failing after 90 s with its last state.
+    async fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, cluster) = self.api.get(path).await;
+            if (status == 200 && done(&cluster)) || (status == 404 && what == "gone") {
+                return cluster;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{path} never became {what} on {:?}: {status} {cluster:#}",
+                self.cloud
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Built as far as this cloud goes: Ready on the sim; on aws, every planned node's
+    /// instance running and the cluster waiting for its API, which no moto instance serves.
+    async fn built(&self, path: &str) -> Value {
+        let cloud = self.cloud;
+        self.wait_for(path, "built", |c| match cloud {
+            Cloud::Sim => c["status"]["phase"] == "Ready",
+            Cloud::Aws => {
+                let nodes = c["status"]["nodes"].as_array();
+                let all_running = nodes.is_some_and(|n| {
+                    !n.is_empty() && n.iter().all(|node| node["state"] == "running")
+                });
+                all_running
+                    && c["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|conditions| {
+                            conditions
+                                .iter()
+                                .any(|k| k["type"] == "Ready" && k["reason"] == "WaitingForAPI")
+                        })
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &str) {
+        let (_, mut cluster) = self.api.get(path).await;
+        if cluster["spec"]["deletionProtection"] == true {
+            cluster["spec"]["deletionProtection"] = json!(false);
+            let (status, body) = self.api.put(path, cluster).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, body) = self.api.delete(path).await;
+        assert!(status == 200 || status == 202, "{status} {body}");
+        self.wait_for(path, "gone", |_| false).await;
+    }
+
+    /// Every live resource Dialtone made, read from the cloud.
+    async fn resources(&self) -> Vec<Seen> {
+        match &self.aws {
+            None => self.sim_resources().await,
+            Some(aws) => aws_resources(aws).await,
+        }
+    }
+
+    async fn sim_resources(&self) -> Vec<Seen> {
+        let (status, list) = self.api.get("/v1/sim/resources").await;
+        assert_eq!(status, 200, "{list}");
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] != "deleting" && r["state"] != "terminated")
+            .map(|r| Seen {
+                kind: match r["spec"]["kind"].as_str().unwrap() {
+                    "vpc" => "vpc",
+                    "subnet" => "subnet",
+                    "routeTable" => "routeTable",
+                    "securityGroup" => "securityGroup",
+                    "loadBalancer" => "loadBalancer",
+                    "instance" => "instance",
+                    other => panic!("an unexpected kind {other}"),
+                },
+                id: text(&r["id"]),
+                zone: text(&r["spec"]["zone"]),
+                instance_type: text(&r["spec"]["instanceType"]),
+                subnet: text(&r["spec"]["subnetId"]),
+                vpc: text(&r["spec"]["vpcId"]),
+                tags: serde_json::from_value(r["tags"].clone()).unwrap(),
+            })
+            .collect()
+    }
+
+    /// The resources of the cluster whose uid is `uid`, and of the network it lives in.
+    async fn of_cluster(&self, uid: &str, network: &str) -> Vec<Seen> {
+        self.resources()
+            .await
+            .into_iter()
+            .filter(|r| r.tag(CLUSTER_TAG) == uid || r.tag(NETWORK_TAG) == network)
+            .collect()
+    }
+
+    /// Makes the instance die as a failed host would.
+    async fn kill(&self, instance_id: &str) {
+        match &self.aws {
+            None => {
+                let (status, body) = self
+                    .api
+                    .post(&format!("/v1/sim/instances/{instance_id}/kill"), json!({}))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+            Some(aws) => {
+                aws.ec2
+                    .terminate_instances()
+                    .instance_ids(instance_id)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Nothing Dialtone made is left; on aws not even an untagged VPC or load balancer.
+    async fn assert_empty(&self) {
+        let left = self.resources().await;
+        assert!(left.is_empty(), "left behind: {left:#?}");
+        if let Some(aws) = &self.aws {
+            let vpcs = aws.ec2.describe_vpcs().send().await.unwrap();
+            let extra: Vec<_> = vpcs
+                .vpcs()
+                .iter()
+                .filter(|v| v.is_default() != Some(true))
+                .collect();
+            assert!(extra.is_empty(), "VPCs left: {extra:#?}");
+            let balancers = aws.elb.describe_load_balancers().send().await.unwrap();
+            assert!(
+                balancers.load_balancers().is_empty(),
+                "load balancers left: {:#?}",
+                balancers.load_balancers()
+            );
+        }
+    }
+
+    /// The instance's user data, on aws.
+    async fn user_data(&self, instance_id: &str) -> Option<String> {
+        use base64::Engine;
+        let aws = self.aws.as_ref()?;
+        let out = aws
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(instance_id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let encoded = out.user_data()?.value()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        Some(String::from_utf8(bytes).unwrap())
+    }
+}
+
+async fn aws_resources(aws: &Aws) -> Vec<Seen> {
+    let seen = |kind, id: &str, tags| Seen {
+        kind,
+        id: id.to_string(),
+        zone: String::new(),
+        instance_type: String::new(),
+        subnet: String::new(),
+        vpc: String::new(),
+        tags,
+    };
+    let mut all = Vec::new();
+    let ec2 = &aws.ec2;
+    for v in ec2.describe_vpcs().send().await.unwrap().vpcs() {
+        let tags = tags_of(v.tags().iter().map(|t| (t.key(), t.value())));
+        all.push(seen("vpc", v.vpc_id().unwrap(), tags));
+    }
+    for s in ec2.describe_subnets().send().await.unwrap().subnets() {
+        let tags = tags_of(s.tags().iter().map(|t| (t.key(), t.value())));
+        all.push(Seen {
+            zone: s.availability_zone().unwrap_or_default().to_string(),
+            vpc: s.vpc_id().unwrap_or_default().to_string(),
+            ..seen("subnet", s.subnet_id().unwrap(), tags)
+        });
+    }
+    for r in ec2
+        .describe_route_tables()
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+    {
+        let tags = tags_of(r.tags().iter().map(|t| (t.key(), t.value())));
+        all.push(seen("routeTable", r.route_table_id().unwrap(), tags));
+    }
+    for g in ec2
+        .describe_internet_gateways()
+        .send()
+        .await
+        .unwrap()
+        .internet_gateways()
+    {
+        let tags = tags_of(g.tags().iter().map(|t| (t.key(), t.value())));
+        all.push(seen(
+            "internetGateway",
+            g.internet_gateway_id().unwrap(),
+            tags,
+        ));
+    }
+    for g in ec2
+        .describe_security_groups()
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+    {
+        let tags = tags_of(g.tags().iter().map(|t| (t.key(), t.value())));
+        all.push(seen("securityGroup", g.group_id().unwrap(), tags));
+    }
+    for reservation in ec2
+        .describe_instances()
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+    {
+        for i in reservation.instances() {
+            use aws_sdk_ec2::types::InstanceStateName;
+            let state = i.state().and_then(|s| s.name());
+            if matches!(
+                state,
+                Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+            ) {
+                continue;
+            }
+            let tags = tags_of(i.tags().iter().map(|t| (t.key(), t.value())));
+            all.push(Seen {
+                zone: i
+                    .placement()
+                    .and_then(|p| p.availability_zone())
+                    .unwrap_or_default()
+                    .to_string(),
+                instance_type: i.instance_type().unwrap().as_str().to_string(),
+                subnet: i.subnet_id().unwrap_or_default().to_string(),
+                vpc: i.vpc_id().unwrap_or_default().to_string(),
+                ..seen("instance", i.instance_id().unwrap(), tags)
+            });
+        }
+    }
+    let balancers = aws.elb.describe_load_balancers().send().await.unwrap();
+    for lb in balancers.load_balancers() {
+        let arn = lb.load_balancer_arn().unwrap();
+        let described = aws
+            .elb
+            .describe_tags()
+            .resource_arns(arn)
+            .send()
+            .await
+            .unwrap();
+        let tags = tags_of(
+            described
+                .tag_descriptions()
+                .iter()
+                .flat_map(|d| d.tags())
+                .map(|t| (t.key(), t.value())),
+        );
+        all.push(seen("loadBalancer", arn, tags));
+    }
+    all.retain(|r| dialtones(&r.tags));
+    all
+}
+
+fn of_kind<'a>(resources: &'a [Seen], kind: &str) -> Vec<&'a Seen> {
+    resources.iter().filter(|r| r.kind == kind).collect()
+}
+
+fn uid(cluster: &Value) -> String {
+    cluster["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+/// The user data with what differs from run to run (uids, names, keys, tokens) replaced by
+/// placeholders.
+fn normalized(user_data: &str, uid: &str, endpoint: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_pem = false;
+    for line in user_data.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("-----BEGIN") {
+            in_pem = true;
+            out.push(format!(
+                "{}<{}>",
+                &line[..line.len() - trimmed.len()],
+                trimmed.trim_matches('-')
+            ));
+            continue;
+        }
+        if in_pem {
+            in_pem = !trimmed.starts_with("-----END");
+            continue;
+        }
+        out.push(line.replace(uid, "<uid>").replace(endpoint, "<endpoint>"));
+    }
+    let text = out.join("\n") + "\n";
+    let token = regex_like(&text, "token: ", 23);
+    let pin = regex_like(&text, "sha256:", 64);
+    let key = regex_like(&text, "secret: ", 44);
+    [(token, "<token>"), (pin, "<ca-pin>"), (key, "<key>")]
+        .into_iter()
+        .fold(text, |text, (found, placeholder)| match found {
+            Some(found) => text.replace(&found, placeholder),
+            None => text,
+        })
+}
+
+/// The `len` characters after the first `prefix` in `text`.
+fn regex_like(text: &str, prefix: &str, len: usize) -> Option<String> {
+    let start = text.find(prefix)? + prefix.len();
+    text.get(start..start + len).map(str::to_string)
+}
+
+/// The user data passes cloud-init's own schema check.
+fn assert_valid_cloud_config(user_data: &str, what: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), user_data).unwrap();
+    let out = std::process::Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(file.path())
+        .output()
+        .expect("cloud-init runs (scripts/setup installs Debian's cloud-init)");
+    assert!(
+        out.status.success(),
+        "{what}'s user data fails cloud-init's schema: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The user data is its snapshot; `DIALTONE_BLESS=1` writes the snapshot instead.
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.yaml"));
+    if std::env::var_os("DIALTONE_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}; write it with DIALTONE_BLESS=1",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{name}'s user data differs from {}; if the change is meant, run again with DIALTONE_BLESS=1\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// A production cluster: its own VPC, a subnet in each of three zones, a control-plane node
+/// in each, the planned workers, each instance of the planned type in its zone's subnet and
+/// tagged with its cluster and role; and nothing left after delete.
+async fn production_cluster(cloud: Cloud) {
+    let world = World::start(cloud).await;
+    let path = world.create("prod", "production").await;
+    let cluster = world.built(&path).await;
+    let uid = uid(&cluster);
+    let own = world.of_cluster(&uid, &uid).await;
+
+    let vpcs = of_kind(&own, "vpc");
+    assert_eq!(vpcs.len(), 1, "{own:#?}");
+    let subnets = of_kind(&own, "subnet");
+    let zones: BTreeSet<&str> = subnets.iter().map(|s| s.zone.as_str()).collect();
+    assert_eq!((subnets.len(), zones.len()), (3, 3), "{subnets:#?}");
+    assert!(subnets.iter().all(|s| s.vpc == vpcs[0].id), "{subnets:#?}");
+    assert_eq!(of_kind(&own, "loadBalancer").len(), 1, "{own:#?}");
+    assert_eq!(of_kind(&own, "securityGroup").len(), 1, "{own:#?}");
+
+    let instances = of_kind(&own, "instance");
+    let planned = cluster["status"]["nodes"].as_array().unwrap();
+    assert_eq!(instances.len(), planned.len(), "{instances:#?}");
+    for node in planned {
+        let id = node["instanceId"].as_str().unwrap();
+        let instance = instances
+            .iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("{id} of {node} is not in the cloud"));
+        assert_eq!(instance.instance_type, node["instanceType"], "{node}");
+        assert_eq!(instance.zone, node["zone"], "{node}");
+        let subnet = subnets.iter().find(|s| s.id == instance.subnet).unwrap();
+        assert_eq!(subnet.zone, instance.zone, "{instance:#?}");
+        let role = match node["role"].as_str().unwrap() {
+            "controlPlane" => "control-plane",
+            _ => "worker",
+        };
+        assert_eq!(instance.tag("dialtone.dev/role"), role, "{instance:#?}");
+        assert_eq!(
+            instance.tag("dialtone.dev/owner"),
+            path.trim_start_matches("/v1/"),
+            "{instance:#?}"
+        );
+    }
+    let control_plane: Vec<&&Seen> = instances
+        .iter()
+        .filter(|i| i.tag("dialtone.dev/role") == "control-plane")
+        .collect();
+    let cp_zones: BTreeSet<&str> = control_plane.iter().map(|i| i.zone.as_str()).collect();
+    assert_eq!((control_plane.len(), cp_zones.len()), (3, 3));
+
+    check_user_data(&world, &cluster, "production").await;
+    world.delete(&path).await;
+    world.assert_empty().await;
+}
+
+/// On aws: every instance's user data is valid cloud-config, and each role's is its
+/// snapshot for the cluster's type.
+async fn check_user_data(world: &World, cluster: &Value, cluster_type: &str) {
+    if world.cloud != Cloud::Aws {
+        return;
+    }
+    let uid = uid(cluster);
+    let endpoint = cluster["status"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://")
+        .trim_end_matches(":6443")
+        .to_string();
+    let mut checked = BTreeSet::new();
+    for node in cluster["status"]["nodes"].as_array().unwrap() {
+        let id = node["instanceId"].as_str().unwrap();
+        let name = node["name"].as_str().unwrap();
+        let user_data = world
+            .user_data(id)
+            .await
+            .unwrap_or_else(|| panic!("{name} has no user data"));
+        assert_valid_cloud_config(&user_data, name);
+        let role = match name {
+            "cp-0" => "init",
+            n if n.starts_with("cp-") => "join-control-plane",
+            _ => "worker",
+        };
+        if checked.insert(role) {
+            assert_snapshot(
+                &format!("userdata-{cluster_type}-{role}"),
+                &normalized(&user_data, &uid, &endpoint),
+            );
+        }
+    }
+}
+
+/// Two developer clusters of a project share its VPC in the region, each with its own
+/// instances; the VPC goes with the last of them. A worker bound raised adds instances; an
+/// instance that dies is replaced.
+async fn developer_clusters(cloud: Cloud) {
+    let world = World::start(cloud).await;
+    let a = world.create("dev-a", "developer").await;
+    let b = world.create("dev-b", "developer").await;
+    let dev_a = world.built(&a).await;
+    let dev_b = world.built(&b).await;
+    check_user_data(&world, &dev_a, "developer").await;
+    let vpc_of = |resources: &[Seen], uid: &str| -> String {
+        let instance = resources
+            .iter()
+            .find(|r| r.kind == "instance" && r.tag(CLUSTER_TAG) == uid)
+            .unwrap_or_else(|| panic!("no instance of {uid}: {resources:#?}"));
+        instance.vpc.clone()
+    };
+    let all = world.resources().await;
+    assert_eq!(of_kind(&all, "vpc").len(), 1, "one shared VPC: {all:#?}");
+    if cloud == Cloud::Aws {
+        // The sim's instances do not name their VPC; EC2's do.
+        assert_eq!(vpc_of(&all, &uid(&dev_a)), vpc_of(&all, &uid(&dev_b)));
+    }
+
+    // The worker bound goes up: more instances.
+    let mut grown = dev_a.clone();
+    grown["spec"]["minNodes"] = json!(3);
+    let (status, body) = world.api.put(&a, grown).await;
+    assert_eq!(status, 200, "{body}");
+    let grown = world
+        .wait_for(&a, "3 workers", |c| {
+            c["status"]["nodes"].as_array().is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n["role"] == "worker" && n["state"] == "running")
+                    .count()
+                    == 3
+            })
+        })
+        .await;
+    let instances: Vec<Seen> = world
+        .resources()
+        .await
+        .into_iter()
+        .filter(|r| r.kind == "instance" && r.tag(CLUSTER_TAG) == uid(&grown))
+        .collect();
+    assert_eq!(
+        instances.len(),
+        4,
+        "a control-plane node and 3 workers: {instances:#?}"
+    );
+
+    // A worker dies: a new instance takes its slot.
+    let victim = grown["status"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "worker")
+        .unwrap()
+        .clone();
+    world.kill(victim["instanceId"].as_str().unwrap()).await;
+    world
+        .wait_for(&a, "repaired", |c| {
+            c["status"]["nodes"].as_array().is_some_and(|nodes| {
+                nodes.iter().any(|n| {
+                    n["name"] == victim["name"]
+                        && n["state"] == "running"
+                        && n["instanceId"] != victim["instanceId"]
+                })
+            })
+        })
+        .await;
+
+    world.delete(&a).await;
+    let left = world.resources().await;
+    assert_eq!(
+        of_kind(&left, "vpc").len(),
+        1,
+        "dev-b still uses it: {left:#?}"
+    );
+    assert!(
+        left.iter().all(|r| r.tag(CLUSTER_TAG) != uid(&dev_a)),
+        "dev-a left: {left:#?}"
+    );
+    world.delete(&b).await;
+    world.assert_empty().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_cluster_on_the_sim() {
+    production_cluster(Cloud::Sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_cluster_on_aws() {
+    production_cluster(Cloud::Aws).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn developer_clusters_on_the_sim() {
+    developer_clusters(Cloud::Sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn developer_clusters_on_aws() {
+    developer_clusters(Cloud::Aws).await;
+}
