@@ -3,14 +3,20 @@
 //! the planned resources exist: no duplicate, no leak. A failure prints its seed; replay one
 //! with `DIALTONE_CRASH_SEED=<seed> cargo test -p dialtone-controllers --test crash_safety`.
 //!
-//! Two clouds, so that each protection against duplicates is needed by one: EC2's (describe
+//! Two sims, so that each protection against duplicates is needed by one: EC2's (describe
 //! lags a create, tokens make creates idempotent), where a lookup can miss and the token
 //! must hold; and one that ignores tokens but describes at once, where the lookup must.
+//! And the `aws` provider on a moto server, whose `RunInstances` ignores client tokens as
+//! the second sim does and whose describe is at once: there, as on that sim, the
+//! controller's lookup by tags before each create keeps a repeated launch from a second
+//! instance (the provider's own lookup by client-token tag is a second line: with it
+//! removed, these seeds still pass). moto injects no faults; the crashes are all there is.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use dialtone_aws::{AccessKeys, AwsOptions, AwsProvider, MachineImages, TAG_CLIENT_TOKEN};
 use dialtone_cloud::{
     CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, Provider,
     Region, ResourceKind, ResourceState,
@@ -23,6 +29,7 @@ use dialtone_store::registry::Registry;
 use dialtone_store::{
     EmbeddedStore, KeyRange, RangeResult, Revision, Store, StoreError, Txn, TxnOutcome, WatchStream,
 };
+use dialtone_testkit::MotoServer;
 use dialtone_types::cluster::ClusterStatus;
 use dialtone_types::kinds::{CLUSTER, FOLDER, PROJECT};
 use dialtone_types::{Cluster, ClusterType, Folder, Object, Org, Project, ResourcePath};
@@ -73,7 +80,7 @@ fn died() -> CloudError {
 }
 
 struct CrashingCloud {
-    sim: Arc<Sim>,
+    inner: Arc<dyn Provider>,
     crash: Arc<Crash>,
 }
 
@@ -83,15 +90,15 @@ impl Provider for CrashingCloud {
         "crashing-sim"
     }
     fn regions(&self) -> &'static [Region] {
-        self.sim.regions()
+        self.inner.regions()
     }
     fn catalog(&self) -> &InstanceCatalog {
-        self.sim.catalog()
+        self.inner.catalog()
     }
     async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource> {
         let (run, dies) = self.crash.step();
         let result = if run {
-            self.sim.create(region, request).await
+            self.inner.create(region, request).await
         } else {
             Err(died())
         };
@@ -101,12 +108,12 @@ impl Provider for CrashingCloud {
         if self.crash.crashed.load(Ordering::SeqCst) {
             return Err(died());
         }
-        self.sim.describe(region, filter).await
+        self.inner.describe(region, filter).await
     }
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
         let (run, dies) = self.crash.step();
         let result = if run {
-            self.sim.delete(region, id).await
+            self.inner.delete(region, id).await
         } else {
             Err(died())
         };
@@ -153,35 +160,99 @@ impl Store for CrashingStore {
     }
 }
 
+/// The cloud under a run, as the test itself reads it.
+enum Under {
+    Sim(Arc<Sim>),
+    Aws {
+        provider: Arc<AwsProvider>,
+        config: aws_config::SdkConfig,
+        _moto: MotoServer,
+    },
+}
+
+/// The regions the runs' clusters live in.
+const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
+
+impl Under {
+    /// Every resource Dialtone made, deleted ones included.
+    async fn resources(&self) -> Vec<CloudResource> {
+        match self {
+            Under::Sim(sim) => sim.resources(),
+            Under::Aws { provider, .. } => {
+                let mut all = Vec::new();
+                for region in REGIONS {
+                    let found = provider.describe(region, &Filter::default()).await.unwrap();
+                    all.extend(
+                        found
+                            .into_iter()
+                            .filter(|r| r.tags.contains_key(TAG_CLIENT_TOKEN)),
+                    );
+                }
+                all
+            }
+        }
+    }
+
+    /// The instance dies on its own, as a failed host.
+    async fn kill(&self, instance: &CloudResource) -> Result<(), String> {
+        match self {
+            Under::Sim(sim) => sim
+                .kill_instance(&instance.id)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Under::Aws { config, .. } => {
+                let ec2 = aws_sdk_ec2::Client::from_conf(
+                    aws_sdk_ec2::config::Builder::from(config)
+                        .region(aws_sdk_ec2::config::Region::new(instance.region.clone()))
+                        .build(),
+                );
+                ec2.terminate_instances()
+                    .instance_ids(&instance.id)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 struct World {
     _dir: tempfile::TempDir,
     registry: Registry,
-    sim: Arc<Sim>,
+    cloud: Under,
     crash: Arc<Crash>,
+    /// The most passes a life makes when no crash ends it: a pass on moto takes
+    /// milliseconds where one on the sim takes microseconds.
+    passes_per_life: usize,
     lifecycle: Lifecycle,
     clusters: Vec<ResourcePath>,
 }
 
-/// How the cloud under a run behaves.
+/// How the sim under a run behaves, or the aws provider on moto.
 #[derive(Clone, Copy)]
-struct Cloud {
-    /// Describe may miss a resource this long after its create.
-    describe_lag_ms: u64,
-    /// Creates are idempotent by client token (EC2), or not (moto).
-    honour_client_tokens: bool,
+enum Cloud {
+    Sim {
+        /// Describe may miss a resource this long after its create.
+        describe_lag_ms: u64,
+        /// Creates are idempotent by client token (EC2), or not (moto).
+        honour_client_tokens: bool,
+    },
+    AwsOnMoto,
 }
 
 /// EC2: eventually consistent describe, idempotent creates. A re-launch after a crash is
 /// kept from duplicating an instance by reusing the recorded token, since the lookup
 /// before it can miss the instance.
-const EC2: Cloud = Cloud {
+const EC2: Cloud = Cloud::Sim {
     describe_lag_ms: 100,
     honour_client_tokens: true,
 };
 
 /// A cloud that ignores client tokens but describes at once: the lookup before a launch
 /// alone keeps it from duplicating an instance.
-const TOKENLESS: Cloud = Cloud {
+const TOKENLESS: Cloud = Cloud::Sim {
     describe_lag_ms: 0,
     honour_client_tokens: false,
 };
@@ -195,20 +266,70 @@ async fn world(seed: u64, cloud: Cloud) -> World {
         crash: crash.clone(),
     };
     let registry = Registry::new(Arc::new(store), "local", jiff::Timestamp::now);
-    let sim = Arc::new(
-        Sim::open(
-            &dir.path().join("sim.redb"),
-            SimOptions {
-                time_scale: 0.0,
-                seed,
-                describe_lag: std::time::Duration::from_millis(cloud.describe_lag_ms),
-                honour_client_tokens: cloud.honour_client_tokens,
-            },
-        )
-        .unwrap(),
-    );
+    let under = match cloud {
+        Cloud::Sim {
+            describe_lag_ms,
+            honour_client_tokens,
+        } => {
+            let sim = Arc::new(
+                Sim::open(
+                    &dir.path().join("sim.redb"),
+                    SimOptions {
+                        time_scale: 0.0,
+                        seed,
+                        describe_lag: std::time::Duration::from_millis(describe_lag_ms),
+                        honour_client_tokens,
+                    },
+                )
+                .unwrap(),
+            );
+            let faults = [
+                (FaultKind::TimeoutAfterSuccess, 0.25),
+                (FaultKind::Throttling, 0.05),
+                (FaultKind::BootFailure, 0.1),
+            ];
+            for (kind, probability) in faults {
+                sim.add_fault(FaultSpec {
+                    kind,
+                    region: None,
+                    zone: None,
+                    count: None,
+                    probability: Some(probability),
+                })
+                .await
+                .unwrap();
+            }
+            Under::Sim(sim)
+        }
+        Cloud::AwsOnMoto => {
+            let moto = MotoServer::start().unwrap();
+            let keys = AccessKeys {
+                id: "testing".into(),
+                secret: "testing".into(),
+            };
+            let provider = AwsProvider::new(AwsOptions {
+                endpoint_url: Some(moto.endpoint().to_string()),
+                // moto does not check an image's architecture.
+                images: MachineImages {
+                    amd64: "ami-12c6146b".into(),
+                    arm64: Some("ami-12c6146b".into()),
+                },
+                access_keys: Some(keys.clone()),
+                secrets_dir: dir.path().join("secrets"),
+            })
+            .await;
+            Under::Aws {
+                provider: Arc::new(provider),
+                config: dialtone_aws::sdk_config(Some(moto.endpoint()), Some(&keys)).await,
+                _moto: moto,
+            }
+        }
+    };
     let cloud = CrashingCloud {
-        sim: sim.clone(),
+        inner: match &under {
+            Under::Sim(sim) => sim.clone(),
+            Under::Aws { provider, .. } => provider.clone(),
+        },
         crash: crash.clone(),
     };
     let lifecycle = Lifecycle::new(
@@ -283,26 +404,14 @@ async fn world(seed: u64, cloud: Cloud) -> World {
         registry.create(Some(&project), object).await.unwrap();
         clusters.push(project.child(&CLUSTER, name));
     }
-    let faults = [
-        (FaultKind::TimeoutAfterSuccess, 0.25),
-        (FaultKind::Throttling, 0.05),
-        (FaultKind::BootFailure, 0.1),
-    ];
-    for (kind, probability) in faults {
-        sim.add_fault(FaultSpec {
-            kind,
-            region: None,
-            zone: None,
-            count: None,
-            probability: Some(probability),
-        })
-        .await
-        .unwrap();
-    }
     World {
         _dir: dir,
+        passes_per_life: match under {
+            Under::Sim(_) => 200,
+            Under::Aws { .. } => 12,
+        },
         registry,
-        sim,
+        cloud: under,
         crash,
         lifecycle,
         clusters,
@@ -331,7 +440,7 @@ impl World {
         for _ in 0..lives {
             self.crash
                 .arm(rng.random_range(1..30), rng.random_bool(0.5));
-            self.live(200).await;
+            self.live(self.passes_per_life).await;
         }
         self.crash.disarm();
     }
@@ -370,8 +479,9 @@ fn count_by<'a>(
 /// one security group; per network one VPC, and a subnet and route table per zone in use.
 async fn exactly_planned(world: &World) -> Result<(), String> {
     let live: Vec<CloudResource> = world
-        .sim
+        .cloud
         .resources()
+        .await
         .into_iter()
         .filter(|r| {
             !matches!(
@@ -456,16 +566,13 @@ async fn run_seed(seed: u64, cloud: Cloud) -> Result<(), String> {
 
     // An instance dies; the repair crashes too.
     let victim = world
-        .sim
+        .cloud
         .resources()
+        .await
         .into_iter()
         .find(|r| r.spec.kind() == ResourceKind::Instance && r.state == ResourceState::Available)
         .ok_or("no running instance")?;
-    world
-        .sim
-        .kill_instance(&victim.id)
-        .await
-        .map_err(|e| e.to_string())?;
+    world.cloud.kill(&victim).await?;
     world.survive(&mut rng, 3).await;
     world.converge().await?;
     exactly_planned(&world)
@@ -506,8 +613,9 @@ async fn run_seed(seed: u64, cloud: Cloud) -> Result<(), String> {
         }
     }
     let leaked: Vec<String> = world
-        .sim
+        .cloud
         .resources()
+        .await
         .into_iter()
         .filter(|r| r.state != ResourceState::Deleting)
         .map(|r| format!("{} {}", r.spec.kind(), r.id))
@@ -544,4 +652,9 @@ async fn crashes_anywhere_leave_exactly_the_planned_resources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_leave_exactly_the_planned_resources_on_a_cloud_that_ignores_tokens() {
     run_seeds(TOKENLESS, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_leave_exactly_the_planned_resources_on_aws() {
+    run_seeds(Cloud::AwsOnMoto, 3).await;
 }
