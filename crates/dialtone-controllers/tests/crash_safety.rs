@@ -165,7 +165,7 @@ enum Under {
     Sim(Arc<Sim>),
     Aws {
         provider: Arc<AwsProvider>,
-        config: aws_config::SdkConfig,
+        config: Box<aws_config::SdkConfig>,
         _moto: MotoServer,
     },
 }
@@ -203,7 +203,7 @@ impl Under {
                 .map_err(|e| e.to_string()),
             Under::Aws { config, .. } => {
                 let ec2 = aws_sdk_ec2::Client::from_conf(
-                    aws_sdk_ec2::config::Builder::from(config)
+                    aws_sdk_ec2::config::Builder::from(config.as_ref())
                         .region(aws_sdk_ec2::config::Region::new(instance.region.clone()))
                         .build(),
                 );
@@ -320,7 +320,9 @@ async fn world(seed: u64, cloud: Cloud) -> World {
             .await;
             Under::Aws {
                 provider: Arc::new(provider),
-                config: dialtone_aws::sdk_config(Some(moto.endpoint()), Some(&keys)).await,
+                config: Box::new(
+                    dialtone_aws::sdk_config(Some(moto.endpoint()), Some(&keys)).await,
+                ),
                 _moto: moto,
             }
         }
