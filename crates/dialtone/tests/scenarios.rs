@@ -55,7 +55,7 @@ struct Aws {
 struct World {
     cloud: Cloud,
     api: Api,
-    _server: DevServer,
+    server: DevServer,
     aws: Option<Aws>,
     _moto: Option<MotoServer>,
 }
@@ -124,7 +124,7 @@ impl World {
         World {
             cloud,
             api,
-            _server: server,
+            server,
             aws,
             _moto: moto,
         }
@@ -675,6 +675,36 @@ async fn developer_clusters(cloud: Cloud) {
     );
     world.delete(&b).await;
     world.assert_empty().await;
+}
+
+/// The sim's own commands refuse on another cloud; a cloud that does not answer stops the
+/// server at startup, saying what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_refuses_the_sims_commands_and_an_endpoint_that_does_not_answer() {
+    let world = World::start(Cloud::Aws).await;
+    let out = world.server.cli(&["sim", "resources"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("aws"), "names the provider: {stderr}");
+
+    let dead = format!("http://127.0.0.1:{}", dialtone_testkit::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dialtone"))
+        .args(["server", "--provider", "aws", "--aws-image-id", "ami-1"])
+        .args(["--aws-endpoint-url", &dead, "--listen"])
+        .arg(format!("127.0.0.1:{}", dialtone_testkit::free_port()))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("AWS does not answer") && stderr.contains(&dead),
+        "says what does not answer: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
