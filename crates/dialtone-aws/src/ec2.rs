@@ -1,12 +1,14 @@
 //! VPCs (with their internet gateway), subnets, route tables, security groups, instances and
 //! peerings, through the EC2 API.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter as Ec2Filter, HttpTokensState, Instance,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    IpPermission, IpRange, ResourceType, SubnetState, Tag, TagSpecification, VolumeType,
-    VpcPeeringConnectionStateReasonCode, VpcState,
+    IpPermission, IpRange, LocationType, ResourceType, SubnetState, Tag, TagSpecification,
+    VolumeType, VpcPeeringConnectionStateReasonCode, VpcState,
 };
 use dialtone_cloud::{
     CloudError, CloudResource, CloudResult, IngressRule, Protocol, ResourceKind, ResourceSpec,
@@ -88,6 +90,38 @@ pub(crate) async fn zones(ec2: &Client) -> CloudResult<Vec<String>> {
         .iter()
         .filter_map(|z| z.zone_name().map(String::from))
         .collect())
+}
+
+/// The instance types the region offers, each with the suffixes of the zones that offer it
+/// (`DescribeInstanceTypeOfferings` by availability zone, every page).
+pub(crate) async fn offerings(ec2: &Client) -> CloudResult<BTreeMap<String, BTreeSet<char>>> {
+    let mut offered: BTreeMap<String, BTreeSet<char>> = BTreeMap::new();
+    let mut next = None;
+    loop {
+        let out = ec2
+            .describe_instance_type_offerings()
+            .location_type(LocationType::AvailabilityZone)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| cloud_error(e, ""))?;
+        for offering in out.instance_type_offerings() {
+            let (Some(instance_type), Some(zone)) = (
+                offering.instance_type(),
+                offering.location().and_then(|z| z.chars().last()),
+            ) else {
+                continue;
+            };
+            offered
+                .entry(instance_type.as_str().to_string())
+                .or_default()
+                .insert(zone);
+        }
+        next = out.next_token().map(String::from);
+        if next.is_none() {
+            return Ok(offered);
+        }
+    }
 }
 
 /// Creates `spec` (any kind but a load balancer); returns its id.

@@ -145,6 +145,8 @@ pub struct AwsProvider {
     images: MachineImages,
     regions: Mutex<HashMap<String, Clients>>,
     secrets: SecretStore,
+    /// The shipped catalogue restricted to what the account offers, once read.
+    offered: std::sync::OnceLock<InstanceCatalog>,
     /// Held while a cluster's secrets may be made, so that they are made once.
     making_secrets: tokio::sync::Mutex<()>,
 }
@@ -161,6 +163,7 @@ impl AwsProvider {
             images: options.images,
             regions: Mutex::new(HashMap::new()),
             secrets: SecretStore::new(options.secrets_dir),
+            offered: std::sync::OnceLock::new(),
             making_secrets: tokio::sync::Mutex::new(()),
         }
     }
@@ -218,6 +221,17 @@ impl AwsProvider {
         elb::targets(&self.clients(region), load_balancer).await
     }
 
+    /// Reads which instance types `region`'s zones offer: from then on the catalogue holds
+    /// only those, in the zones that offer them (by zone letter, as the shipped catalogue
+    /// gives zones for every region). Prices stay the catalogue's. How many types are left.
+    pub async fn read_offerings(&self, region: &str) -> CloudResult<usize> {
+        let offered = ec2::offerings(&self.clients(region).ec2).await?;
+        let catalog = InstanceCatalog::builtin().offered(&offered);
+        let count = catalog.len();
+        let _ = self.offered.set(catalog);
+        Ok(count)
+    }
+
     /// Checks that the credentials work and the region answers: a clear error at startup,
     /// not on the first cluster.
     pub async fn check(&self, region: &str) -> Result<Vec<String>, CloudError> {
@@ -247,7 +261,10 @@ impl Provider for AwsProvider {
     }
 
     fn catalog(&self) -> &InstanceCatalog {
-        InstanceCatalog::builtin()
+        match self.offered.get() {
+            Some(offered) => offered,
+            None => InstanceCatalog::builtin(),
+        }
     }
 
     async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource> {

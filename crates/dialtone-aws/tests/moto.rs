@@ -81,6 +81,15 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
         6,
         "us-east-1's zones, as moto lists them"
     );
+    // The catalogue becomes what the region offers: moto's copy of EC2's offerings.
+    let shipped = aws.catalog().len();
+    let offered = aws.read_offerings(REGION).await.unwrap();
+    assert_eq!(aws.catalog().len(), offered);
+    assert!(
+        offered > shipped / 2 && offered <= shipped,
+        "{offered} of the catalogue's {shipped} types offered"
+    );
+    assert!(aws.catalog().get("m5.large").is_some());
     let uid = "3f1c";
     let vpc = create(
         &aws,

@@ -1,6 +1,6 @@
 //! The instance catalogue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -161,6 +161,34 @@ impl InstanceCatalog {
         Ok(InstanceCatalog { types })
     }
 
+    /// The types a cloud says it offers, each in the zones (by suffix) that both this
+    /// catalogue and the cloud give it; the others are left out.
+    pub fn offered(&self, offered: &BTreeMap<String, BTreeSet<char>>) -> InstanceCatalog {
+        let types = self
+            .types
+            .values()
+            .filter_map(|t| {
+                let zones = offered.get(&t.name)?;
+                let zone_suffixes: Vec<char> = t
+                    .zone_suffixes
+                    .iter()
+                    .copied()
+                    .filter(|z| zones.contains(z))
+                    .collect();
+                (!zone_suffixes.is_empty()).then(|| {
+                    (
+                        t.name.clone(),
+                        InstanceType {
+                            zone_suffixes,
+                            ..t.clone()
+                        },
+                    )
+                })
+            })
+            .collect();
+        InstanceCatalog { types }
+    }
+
     pub fn get(&self, name: &str) -> Option<&InstanceType> {
         self.types.get(name)
     }
@@ -181,6 +209,30 @@ impl InstanceCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catalogue_restricted_to_what_a_cloud_offers_keeps_only_zones_both_give() {
+        let catalog = InstanceCatalog::builtin();
+        let m5 = catalog.get("m5.large").unwrap();
+        assert!(m5.zone_suffixes.contains(&'a') && m5.zone_suffixes.contains(&'b'));
+        let offered = BTreeMap::from([
+            ("m5.large".to_string(), BTreeSet::from(['a', 'z'])),
+            ("no.such".to_string(), BTreeSet::from(['a'])),
+            ("c5.large".to_string(), BTreeSet::from(['z'])),
+        ]);
+        let restricted = catalog.offered(&offered);
+        assert_eq!(
+            restricted.len(),
+            1,
+            "only m5.large is offered in a zone both know"
+        );
+        let m5 = restricted.get("m5.large").unwrap();
+        assert_eq!(m5.zone_suffixes, vec!['a']);
+        assert_eq!(
+            m5.usd_per_hour,
+            catalog.get("m5.large").unwrap().usd_per_hour
+        );
+    }
 
     #[test]
     fn the_builtin_catalogue_is_the_real_one() {

@@ -16,6 +16,9 @@ use rustls::sign::CertifiedKey;
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 
+// kubeadm's lifetimes: the CA ten years, the serving certificate one.
+use dialtone_kube::pki::{CA_LIFETIME, LEAF_LIFETIME as SERVER_LIFETIME, valid_for, write_private};
+
 /// Where the server's certificate, its key and the CA that signed it live.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -24,31 +27,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    std::io::Write::write_all(&mut file, contents.as_bytes())?;
-    Ok(())
-}
-
-/// How long the generated CA is valid (kubeadm's CA lifetime).
-pub const CA_LIFETIME: Duration = Duration::days(3650);
-/// How long the generated server certificate is valid (kubeadm's serving certificates').
-pub const SERVER_LIFETIME: Duration = Duration::days(365);
 /// A server certificate this close to expiry is issued again at start.
 pub const RENEW_BEFORE: Duration = Duration::days(30);
-
-/// Valid from a few minutes ago (for clocks a little behind) for `lifetime`.
-fn valid_for(params: &mut CertificateParams, lifetime: Duration) {
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + lifetime;
-}
 
 fn ca_params() -> anyhow::Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
