@@ -28,7 +28,7 @@ pub mod userdata;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 
@@ -139,6 +139,9 @@ struct Clients {
     elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
+/// A turn to create, by region and client token.
+type Creating = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
 /// Amazon EC2 as a [`Provider`].
 pub struct AwsProvider {
     config: aws_config::SdkConfig,
@@ -147,6 +150,10 @@ pub struct AwsProvider {
     secrets: SecretStore,
     /// The shipped catalogue restricted to what the account offers, once read.
     offered: std::sync::OnceLock<InstanceCatalog>,
+    /// Creates under way, by region and client token: a second create with a token waits
+    /// for the first, then finds what it made. EC2's `CreateVpc` and most other creates
+    /// take no token, so two passes sharing a network would otherwise both make it.
+    creating: Mutex<Creating>,
     /// Held while a cluster's secrets may be made, so that they are made once.
     making_secrets: tokio::sync::Mutex<()>,
 }
@@ -164,6 +171,7 @@ impl AwsProvider {
             regions: Mutex::new(HashMap::new()),
             secrets: SecretStore::new(options.secrets_dir),
             offered: std::sync::OnceLock::new(),
+            creating: Mutex::default(),
             making_secrets: tokio::sync::Mutex::new(()),
         }
     }
@@ -268,6 +276,50 @@ impl Provider for AwsProvider {
     }
 
     async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource> {
+        let key = (region.to_string(), request.client_token.clone());
+        let slot = self.creating().entry(key.clone()).or_default().clone();
+        let result = {
+            let _turn = slot.lock().await;
+            self.create_once(region, request).await
+        };
+        let mut creating = self.creating();
+        // The map's and this call's: no other call waits on the token.
+        if Arc::strong_count(&slot) <= 2 {
+            creating.remove(&key);
+        }
+        result
+    }
+
+    async fn describe(&self, region: &str, filter: &Filter) -> CloudResult<Vec<CloudResource>> {
+        let clients = self.clients(region);
+        let kinds = match filter.kind {
+            Some(kind) => vec![kind],
+            None => KINDS.to_vec(),
+        };
+        let mut all = Vec::new();
+        for kind in kinds {
+            all.extend(self.describe_kind(&clients, region, kind, filter).await?);
+        }
+        Ok(all)
+    }
+
+    async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
+        let clients = self.clients(region);
+        if id.starts_with("arn:") {
+            elb::delete(&clients, id).await
+        } else {
+            ec2::delete(&clients.ec2, id).await
+        }
+    }
+}
+
+impl AwsProvider {
+    /// One create: found by its token's tag, or made.
+    async fn create_once(
+        &self,
+        region: &str,
+        request: CreateRequest,
+    ) -> CloudResult<CloudResource> {
         let clients = self.clients(region);
         let kind = request.spec.kind();
         let mine = Filter {
@@ -338,30 +390,10 @@ impl Provider for AwsProvider {
         }))
     }
 
-    async fn describe(&self, region: &str, filter: &Filter) -> CloudResult<Vec<CloudResource>> {
-        let clients = self.clients(region);
-        let kinds = match filter.kind {
-            Some(kind) => vec![kind],
-            None => KINDS.to_vec(),
-        };
-        let mut all = Vec::new();
-        for kind in kinds {
-            all.extend(self.describe_kind(&clients, region, kind, filter).await?);
-        }
-        Ok(all)
+    fn creating(&self) -> std::sync::MutexGuard<'_, Creating> {
+        self.creating.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
-        let clients = self.clients(region);
-        if id.starts_with("arn:") {
-            elb::delete(&clients, id).await
-        } else {
-            ec2::delete(&clients.ec2, id).await
-        }
-    }
-}
-
-impl AwsProvider {
     async fn describe_kind(
         &self,
         clients: &Clients,

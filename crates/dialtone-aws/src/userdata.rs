@@ -104,6 +104,10 @@ fn kubeadm_config(
                 ),
                 ("audit-policy-file", AUDIT_POLICY.to_string()),
                 ("audit-log-path", format!("{AUDIT_LOG_DIR}/audit.log")),
+                (
+                    "audit-log-maxage",
+                    boot.audit_log_retention_days.to_string(),
+                ),
                 ("audit-log-maxbackup", "10".to_string()),
                 ("audit-log-maxsize", "100".to_string()),
                 ("profiling", "false".to_string()),

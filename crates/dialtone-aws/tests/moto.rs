@@ -369,3 +369,27 @@ async fn bad_requests_get_the_errors_the_controller_reports() {
         "{down:?}"
     );
 }
+
+/// Two passes that share a network create its VPC at the same moment: EC2's `CreateVpc`
+/// takes no client token (and moto ignores tokens anyway), so the provider lets one create
+/// per token run at a time, and the second finds the first's VPC.
+#[tokio::test]
+async fn concurrent_creates_with_one_token_make_one_resource() {
+    let moto = MotoServer::start().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let aws = provider(&moto, &secrets).await;
+    let spec = ResourceSpec::Vpc {
+        cidr: "10.7.0.0/16".parse().unwrap(),
+    };
+    let (first, second) = tokio::join!(
+        create(&aws, "shared", "vpc", spec.clone()),
+        create(&aws, "shared", "vpc", spec)
+    );
+    assert_eq!(first.id, second.id);
+    let vpcs: Vec<CloudResource> = of_cluster(&aws, "shared")
+        .await
+        .into_iter()
+        .filter(|r| r.spec.kind() == ResourceKind::Vpc)
+        .collect();
+    assert_eq!(vpcs.len(), 1, "{vpcs:#?}");
+}

@@ -67,6 +67,8 @@ pub struct NodeBootstrap {
     pub max_pods_per_node: u32,
     pub pod_security: PodSecurityLevel,
     pub audit: AuditPolicy,
+    /// How long the API server keeps its audit log.
+    pub audit_log_retention_days: u32,
     /// Whether Secrets are encrypted in etcd with a key of the cluster's.
     pub secrets_encryption: bool,
     pub etcd_quota_backend_gib: u32,

@@ -491,11 +491,26 @@ fn assert_snapshot(name: &str, actual: &str) {
             path.display()
         )
     });
-    assert!(
-        expected == actual,
-        "{name}'s user data differs from {}; if the change is meant, run again with DIALTONE_BLESS=1\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
+    if expected != actual {
+        // The first line that differs, with a little of what surrounds it.
+        let (expected_lines, actual_lines): (Vec<&str>, Vec<&str>) =
+            (expected.lines().collect(), actual.lines().collect());
+        let first = expected_lines
+            .iter()
+            .zip(&actual_lines)
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected_lines.len().min(actual_lines.len()));
+        let around = |lines: &[&str]| {
+            lines[first.saturating_sub(3)..(first + 4).min(lines.len())].join("\n")
+        };
+        panic!(
+            "{name}'s user data differs from {} at line {}; if the change is meant, run again with DIALTONE_BLESS=1\n--- expected\n{}\n--- actual\n{}",
+            path.display(),
+            first + 1,
+            around(&expected_lines),
+            around(&actual_lines)
+        );
+    }
 }
 
 /// A production cluster: its own VPC, a subnet in each of three zones, a control-plane node

@@ -49,11 +49,12 @@ pub(super) fn node_bootstrap(
         aescbc if aescbc.starts_with("aescbc") => true,
         other => return Err(unknown(key, other, "aescbc…, none")),
     };
-    let key = "etcd.quotaBackendGiB";
-    let etcd_quota = decision(plan, key)?;
-    let etcd_quota_backend_gib = etcd_quota
-        .parse()
-        .map_err(|_| unknown(key, etcd_quota, "a number of GiB"))?;
+    let number = |key: &str| -> Result<u32, CloudError> {
+        let value = decision(plan, key)?;
+        value.parse().map_err(|_| unknown(key, value, "a number"))
+    };
+    let etcd_quota_backend_gib = number("etcd.quotaBackendGiB")?;
+    let audit_log_retention_days = number("security.auditLogRetentionDays")?;
     Ok(NodeBootstrap {
         cluster_uid: uid.to_string(),
         role,
@@ -64,6 +65,7 @@ pub(super) fn node_bootstrap(
         max_pods_per_node: plan.workers.max_pods_per_node,
         pod_security,
         audit,
+        audit_log_retention_days,
         secrets_encryption,
         etcd_quota_backend_gib,
     })
