@@ -65,6 +65,8 @@ pub struct AwsOptions {
     pub access_keys: Option<AccessKeys>,
     /// Where each cluster's certificate authorities and tokens are kept.
     pub secrets_dir: PathBuf,
+    /// The Dialtone server clusters' API servers ask about users' tokens, if any.
+    pub token_webhook: Option<userdata::TokenWebhook>,
 }
 
 /// The machine images (`ami-…`) instances boot, by the architecture of their type.
@@ -146,6 +148,7 @@ type Creating = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 pub struct AwsProvider {
     config: aws_config::SdkConfig,
     images: MachineImages,
+    token_webhook: Option<userdata::TokenWebhook>,
     regions: Mutex<HashMap<String, Clients>>,
     secrets: SecretStore,
     /// The shipped catalogue restricted to what the account offers, once read.
@@ -168,6 +171,7 @@ impl AwsProvider {
             )
             .await,
             images: options.images,
+            token_webhook: options.token_webhook,
             regions: Mutex::new(HashMap::new()),
             secrets: SecretStore::new(options.secrets_dir),
             offered: std::sync::OnceLock::new(),
@@ -219,7 +223,7 @@ impl AwsProvider {
         .map_err(|message| CloudError::Unavailable {
             message: format!("cannot keep the cluster's secrets: {message}"),
         })?;
-        let text = userdata::render(bootstrap, &secrets)
+        let text = userdata::render(bootstrap, &secrets, self.token_webhook.as_ref())
             .map_err(|message| CloudError::Invalid { message })?;
         Ok(base64::engine::general_purpose::STANDARD.encode(text))
     }

@@ -8,8 +8,9 @@
 //!   cluster's load balancer (`controlPlaneEndpoint`), audit logging, Secrets encrypted
 //!   with the cluster's key, Pod Security admission at the plan's level by default, and
 //!   anonymous requests refused except on the health endpoints and the `cluster-info` that
-//!   joining nodes read. Every control-plane node gets the same CAs and service-account
-//!   key, so that any one of them can be replaced by a node that joins.
+//!   joining nodes read. Users' tokens (`dialtone cluster credentials`) are checked by
+//!   Dialtone's token review webhook. Every control-plane node gets the same CAs and
+//!   service-account key, so that any one of them can be replaced by a node that joins.
 //! - **Network**: Cilium in place of kube-proxy, installed by the first control-plane
 //!   node with the plan's pod range.
 //! - **Joining** retries until the first control-plane node answers: the controller
@@ -33,6 +34,34 @@ const AUDIT_LOG_DIR: &str = "/var/log/kubernetes/audit";
 const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
 const ADMISSION_CONFIG: &str = "/etc/kubernetes/admission.yaml";
 const AUTHENTICATION_CONFIG: &str = "/etc/kubernetes/authentication.yaml";
+const TOKEN_WEBHOOK_CONFIG: &str = "/etc/kubernetes/dialtone-token-webhook.yaml";
+
+/// Where a cluster's API server asks Dialtone who holds a token (`dialtone cluster
+/// credentials` mints them): the server's URL (`https://host:port`) and its CA.
+#[derive(Clone, Debug)]
+pub struct TokenWebhook {
+    pub server_url: String,
+    pub ca_pem: String,
+}
+
+impl TokenWebhook {
+    /// The kubeconfig-shaped file `--authentication-token-webhook-config-file` reads.
+    fn config(&self, cluster_uid: &str) -> String {
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        yaml(&json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "dialtone", "cluster": {
+                "server": format!("{}/v1/authentication/clusters/{cluster_uid}/tokenreviews", self.server_url),
+                "certificate-authority-data": ca,
+            }}],
+            "users": [{"name": "kube-apiserver", "user": {}}],
+            "contexts": [{"name": "dialtone", "context": {"cluster": "dialtone", "user": "kube-apiserver"}}],
+            "current-context": "dialtone",
+        }))
+    }
+}
 
 /// The patch release nodes of the minor `version` install.
 pub fn kubernetes_patch(version: &str) -> Option<&'static str> {
@@ -69,6 +98,7 @@ fn host_file(name: &str, path: &str, read_only: bool) -> Value {
 fn kubeadm_config(
     boot: &NodeBootstrap,
     secrets: &ClusterSecrets,
+    webhook: Option<&TokenWebhook>,
     patch: &str,
 ) -> Result<String, String> {
     let endpoint = format!("{}:{API_PORT}", boot.api_endpoint);
@@ -121,6 +151,18 @@ fn kubeadm_config(
             if boot.secrets_encryption {
                 api_args.push(("encryption-provider-config", ENCRYPTION_CONFIG.to_string()));
                 volumes.push(host_file("encryption", ENCRYPTION_CONFIG, true));
+            }
+            if webhook.is_some() {
+                api_args.extend([
+                    (
+                        "authentication-token-webhook-config-file",
+                        TOKEN_WEBHOOK_CONFIG.to_string(),
+                    ),
+                    ("authentication-token-webhook-version", "v1".to_string()),
+                    // A revoked credential stops working within this.
+                    ("authentication-token-webhook-cache-ttl", "10s".to_string()),
+                ]);
+                volumes.push(host_file("token-webhook", TOKEN_WEBHOOK_CONFIG, true));
             }
             documents.push(json!({
                 "apiVersion": "kubeadm.k8s.io/v1beta4",
@@ -184,7 +226,11 @@ fn audit_policy(audit: AuditPolicy) -> String {
     }))
 }
 
-fn control_plane_files(boot: &NodeBootstrap, secrets: &ClusterSecrets) -> Vec<Value> {
+fn control_plane_files(
+    boot: &NodeBootstrap,
+    secrets: &ClusterSecrets,
+    webhook: Option<&TokenWebhook>,
+) -> Vec<Value> {
     let pki = "/etc/kubernetes/pki";
     let mut files = vec![
         file(&format!("{pki}/ca.crt"), "0644", &secrets.ca.cert_pem),
@@ -255,6 +301,13 @@ fn control_plane_files(boot: &NodeBootstrap, secrets: &ClusterSecrets) -> Vec<Va
             })),
         ),
     ];
+    if let Some(webhook) = webhook {
+        files.push(file(
+            TOKEN_WEBHOOK_CONFIG,
+            "0600",
+            webhook.config(&boot.cluster_uid),
+        ));
+    }
     if boot.secrets_encryption {
         files.push(file(
             ENCRYPTION_CONFIG,
@@ -325,7 +378,11 @@ done
 }
 
 /// The user data of an instance: `#cloud-config`, then the configuration.
-pub fn render(boot: &NodeBootstrap, secrets: &ClusterSecrets) -> Result<String, String> {
+pub fn render(
+    boot: &NodeBootstrap,
+    secrets: &ClusterSecrets,
+    webhook: Option<&TokenWebhook>,
+) -> Result<String, String> {
     let patch = kubernetes_patch(&boot.kubernetes_version).ok_or_else(|| {
         format!(
             "no node image for Kubernetes {}; supported: {}",
@@ -351,7 +408,7 @@ pub fn render(boot: &NodeBootstrap, secrets: &ClusterSecrets) -> Result<String, 
         file(
             KUBEADM_CONFIG,
             "0600",
-            kubeadm_config(boot, secrets, patch)?,
+            kubeadm_config(boot, secrets, webhook, patch)?,
         ),
         file(
             "/etc/dialtone/bootstrap.sh",
@@ -360,7 +417,7 @@ pub fn render(boot: &NodeBootstrap, secrets: &ClusterSecrets) -> Result<String, 
         ),
     ];
     if boot.role != BootstrapRole::Worker {
-        files.extend(control_plane_files(boot, secrets));
+        files.extend(control_plane_files(boot, secrets, webhook));
     }
     let config = json!({
         "write_files": files,

@@ -26,6 +26,7 @@ async fn provider(moto: &MotoServer, secrets: &tempfile::TempDir) -> AwsProvider
             secret: "testing".into(),
         }),
         secrets_dir: secrets.path().to_path_buf(),
+        token_webhook: None,
     })
     .await
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 pub use dialtone_aws::MachineImages;
 use dialtone_aws::access::AwsClusterAccess;
+use dialtone_aws::userdata::TokenWebhook;
 use dialtone_aws::{AwsOptions, AwsProvider};
 use dialtone_controllers::LifecycleOptions;
 use dialtone_server::backend::{Backend, BackendContext, BuildBackend};
@@ -37,6 +38,10 @@ async fn build(options: AwsBackendOptions, context: BackendContext) -> anyhow::R
             images: options.images,
             access_keys: None,
             secrets_dir: options.data_dir.join("aws").join("clusters"),
+            token_webhook: Some(TokenWebhook {
+                server_url: context.server_url.clone(),
+                ca_pem: context.server_ca_pem.clone(),
+            }),
         })
         .await,
     );

@@ -316,6 +316,7 @@ async fn world(seed: u64, cloud: Cloud) -> World {
                 },
                 access_keys: Some(keys.clone()),
                 secrets_dir: dir.path().join("secrets"),
+                token_webhook: None,
             })
             .await;
             Under::Aws {

@@ -43,6 +43,11 @@ pub struct BackendContext {
     pub server_addr: SocketAddr,
     /// The drift guard's webhook, which clusters must be allowed to call.
     pub guard_url: String,
+    /// Where clusters reach the server (`https://host:port`): its drift guard and its
+    /// token reviews (`/v1/authentication/clusters/{uid}/tokenreviews`).
+    pub server_url: String,
+    /// The CA that signed the server's certificate.
+    pub server_ca_pem: String,
 }
 
 /// Builds the backend once the server knows what it is given; called once by `start`.

@@ -57,6 +57,45 @@ impl Authenticator for TokenAuthenticator {
     }
 }
 
+/// `POST /v1/authentication/clusters/{uid}/tokenreviews`: the webhook token authenticator
+/// the API servers of clusters on a real cloud call (`--authentication-token-webhook-config-file`)
+/// with an `authentication.k8s.io/v1` TokenReview, as sim clusters call the authenticator
+/// in process. It tells a caller only who holds a token the caller already has, so it needs
+/// no token of its own; a token minted for another cluster is not authenticated.
+pub async fn token_review(
+    State(app): State<App>,
+    Path(cluster_uid): Path<String>,
+    body: bytes::Bytes,
+) -> HttpResult<Response> {
+    let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let token = review["spec"]["token"].as_str().ok_or_else(|| {
+        ApiError::new(
+            Reason::BadRequest,
+            "not a TokenReview: the body must be a JSON object with spec.token",
+        )
+    })?;
+    let authenticator = TokenAuthenticator {
+        registry: app.registry.clone(),
+        tokens: app.tokens.clone(),
+        clock: app.clock,
+    };
+    let status = match authenticator.authenticate(&cluster_uid, token).await {
+        Some(user) => serde_json::json!({
+            "authenticated": true,
+            "user": {"username": user.name, "groups": user.groups},
+        }),
+        None => serde_json::json!({"authenticated": false}),
+    };
+    Ok(to_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "status": status,
+        }),
+    ))
+}
+
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsRequest {

@@ -293,6 +293,10 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
         .route("/readyz", get(readyz))
         .route("/version", get(version))
         .route("/v1/admission/rbac-guard", post(access::rbac_guard))
+        .route(
+            "/v1/authentication/clusters/{uid}/tokenreviews",
+            post(kube_access::token_review),
+        )
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn_with_state(app.clone(), metrics::record_requests))
@@ -503,6 +507,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         tasks: tasks.clone(),
         server_addr: addr,
         guard_url: guard.url.clone(),
+        server_url: format!("https://{}", reachable(addr)),
+        server_ca_pem: guard.ca_pem.clone(),
     })
     .await?;
     let provider = backend.provider.clone();

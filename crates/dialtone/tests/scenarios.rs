@@ -420,7 +420,7 @@ fn uid(cluster: &Value) -> String {
 
 /// The user data with what differs from run to run (uids, names, keys, tokens) replaced by
 /// placeholders.
-fn normalized(user_data: &str, uid: &str, endpoint: &str) -> String {
+fn normalized(user_data: &str, uid: &str, endpoint: &str, dialtone: &str) -> String {
     let mut out = Vec::new();
     let mut in_pem = false;
     for line in user_data.lines() {
@@ -438,7 +438,15 @@ fn normalized(user_data: &str, uid: &str, endpoint: &str) -> String {
             in_pem = !trimmed.starts_with("-----END");
             continue;
         }
-        out.push(line.replace(uid, "<uid>").replace(endpoint, "<endpoint>"));
+        if let Some(at) = line.find("certificate-authority-data: ") {
+            out.push(format!("{}<dialtone-ca>", &line[..at + 28]));
+            continue;
+        }
+        out.push(
+            line.replace(uid, "<uid>")
+                .replace(endpoint, "<endpoint>")
+                .replace(dialtone, "<dialtone>"),
+        );
     }
     let text = out.join("\n") + "\n";
     let token = regex_like(&text, "token: ", 23);
@@ -598,7 +606,7 @@ async fn check_user_data(world: &World, cluster: &Value, cluster_type: &str) {
         if checked.insert(role) {
             assert_snapshot(
                 &format!("userdata-{cluster_type}-{role}"),
-                &normalized(&user_data, &uid, &endpoint),
+                &normalized(&user_data, &uid, &endpoint, &world.server.endpoint()),
             );
         }
     }
@@ -719,6 +727,59 @@ async fn aws_refuses_the_sims_commands_and_an_endpoint_that_does_not_answer() {
     assert!(
         stderr.contains("AWS does not answer") && stderr.contains(&dead),
         "says what does not answer: {stderr}"
+    );
+}
+
+/// The token review webhook clusters' API servers call: a credential Dialtone minted for a
+/// cluster names its holder there, and nowhere else; revoked, it names no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_by_token_review_for_their_cluster_only() {
+    let world = World::start(Cloud::Sim).await;
+    let a = world.create("dev-a", "developer").await;
+    let b = world.create("dev-b", "developer").await;
+    let (dev_a, dev_b) = (world.built(&a).await, world.built(&b).await);
+    let (status, credentials) = world.api.post(&format!("{a}/credentials"), json!({})).await;
+    assert_eq!(status, 201, "{credentials}");
+    let review = |uid: String, body: Value| {
+        let api = world.api.clone();
+        // As an API server calls it: no bearer token of its own.
+        async move {
+            api.send(
+                "POST",
+                &format!("/v1/authentication/clusters/{uid}/tokenreviews"),
+                Some(serde_json::to_vec(&body).unwrap()),
+                None,
+            )
+            .await
+        }
+    };
+    let token_review = |token: &str| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
+    let token = credentials["token"].as_str().unwrap();
+    let (status, answer) = review(uid(&dev_a), token_review(token)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(answer["status"]["user"]["username"], "admin", "{answer}");
+    let (_, answer) = review(uid(&dev_b), token_review(token)).await;
+    assert_eq!(
+        answer["status"]["authenticated"], false,
+        "another cluster's: {answer}"
+    );
+    let (_, answer) = review(uid(&dev_a), token_review("dt_not-a-token")).await;
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+    let (status, answer) = review(uid(&dev_a), json!(["not", "a", "review"])).await;
+    assert_eq!(status, 400, "{answer}");
+
+    let token_id = credentials["tokenId"].as_str().unwrap();
+    let out = world.server.cli(&["token", "revoke", token_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, answer) = review(uid(&dev_a), token_review(token)).await;
+    assert_eq!(
+        answer["status"]["authenticated"], false,
+        "revoked: {answer}"
     );
 }
 
