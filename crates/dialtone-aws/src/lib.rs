@@ -16,6 +16,9 @@
 //!   hour; one Dialtone terminated is tagged first and left out of describes, while one
 //!   that died on its own stays listed, `Terminated` with EC2's reason, until its owner
 //!   deletes it, as the trait asks.
+//! - **Instances boot upstream Kubernetes**: each launch's `NodeBootstrap` becomes
+//!   cloud-config running kubeadm (`userdata.rs`), with the cluster's CAs and tokens that
+//!   Dialtone makes and keeps (`secrets.rs`); `access.rs` reaches the clusters with them.
 //! - Throttling and server errors are retried by the SDK (standard mode, backing off, up to
 //!   [`MAX_ATTEMPTS`]); what is left is mapped to [`CloudError`] in `errors.rs`.
 
