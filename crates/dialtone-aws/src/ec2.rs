@@ -11,14 +11,17 @@ use aws_sdk_ec2::types::{
     VolumeType, VpcPeeringConnectionStateReasonCode, VpcState,
 };
 use dialtone_cloud::{
-    CloudError, CloudResource, CloudResult, IngressRule, Protocol, ResourceKind, ResourceSpec,
-    ResourceState, Tags,
+    CloudError, CloudResource, CloudResult, DiskType, IngressRule, InstanceMetadata, Protocol,
+    ResourceKind, ResourceSpec, ResourceState, Tags,
 };
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
 
 use crate::errors::cloud_error;
-use crate::{TAG_CREATED_AT, TAG_DELETED, TAG_IMAGE, TAG_ROOT_DISK, unique_name};
+use crate::{
+    TAG_CREATED_AT, TAG_DELETED, TAG_DISK_ENCRYPTED, TAG_DISK_TYPE, TAG_IMAGE, TAG_ROOT_DISK,
+    unique_name,
+};
 
 fn tag_specification(resource: ResourceType, tags: &Tags) -> TagSpecification {
     TagSpecification::builder()
@@ -241,10 +244,15 @@ pub(crate) async fn create(
             security_group_id,
             image,
             root_disk_gib,
+            disk_type,
+            disk_encrypted,
+            metadata,
         } => {
             let mut tags = tags.clone();
             tags.insert(TAG_IMAGE.into(), image.clone());
             tags.insert(TAG_ROOT_DISK.into(), root_disk_gib.to_string());
+            tags.insert(TAG_DISK_TYPE.into(), disk_type.as_str().into());
+            tags.insert(TAG_DISK_ENCRYPTED.into(), disk_encrypted.to_string());
             let out = ec2
                 .run_instances()
                 .image_id(image_id)
@@ -255,12 +263,15 @@ pub(crate) async fn create(
                 .max_count(1)
                 .client_token(client_token)
                 .set_user_data(user_data)
-                // IMDSv2 only, one hop: pods cannot reach the node's credentials.
+                // IMDSv2 with one hop keeps pods from the node's credentials.
                 .metadata_options(
                     InstanceMetadataOptionsRequest::builder()
                         .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                        .http_tokens(HttpTokensState::Required)
-                        .http_put_response_hop_limit(1)
+                        .http_tokens(match metadata.tokens_required {
+                            true => HttpTokensState::Required,
+                            false => HttpTokensState::Optional,
+                        })
+                        .http_put_response_hop_limit(i32::from(metadata.hop_limit))
                         .build(),
                 )
                 .block_device_mappings(
@@ -269,8 +280,12 @@ pub(crate) async fn create(
                         .ebs(
                             EbsBlockDevice::builder()
                                 .volume_size(*root_disk_gib as i32)
-                                .volume_type(VolumeType::Gp3)
-                                .encrypted(true)
+                                .volume_type(match disk_type {
+                                    DiskType::Gp3 => VolumeType::Gp3,
+                                    DiskType::Gp2 => VolumeType::Gp2,
+                                    DiskType::Io2 => VolumeType::Io2,
+                                })
+                                .encrypted(*disk_encrypted)
                                 .delete_on_termination(true)
                                 .build(),
                         )
@@ -576,6 +591,22 @@ fn instance(region: &str, i: &Instance) -> Option<CloudResource> {
             .get(TAG_ROOT_DISK)
             .and_then(|d| d.parse().ok())
             .unwrap_or_default(),
+        disk_type: tags
+            .get(TAG_DISK_TYPE)
+            .and_then(|t| DiskType::ALL.iter().copied().find(|d| d.as_str() == t))
+            .unwrap_or(DiskType::Gp3),
+        disk_encrypted: tags.get(TAG_DISK_ENCRYPTED).is_some_and(|e| e == "true"),
+        metadata: InstanceMetadata {
+            tokens_required: i
+                .metadata_options()
+                .and_then(|m| m.http_tokens())
+                .is_none_or(|t| *t == HttpTokensState::Required),
+            hop_limit: i
+                .metadata_options()
+                .and_then(|m| m.http_put_response_hop_limit())
+                .and_then(|hops| u8::try_from(hops).ok())
+                .unwrap_or(1),
+        },
     };
     Some(CloudResource {
         id: i.instance_id().unwrap_or_default().to_string(),

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, LoadBalancer, LoadBalancerSchemeEnum, LoadBalancerStateEnum,
-    LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetDescription, TargetGroup, TargetTypeEnum,
+    Action, ActionTypeEnum, LoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum,
+    LoadBalancerStateEnum, LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetDescription, TargetGroup,
+    TargetTypeEnum,
 };
 use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, TAG_CLUSTER, TAG_ROLE};
 use dialtone_cloud::{
@@ -21,6 +22,10 @@ use crate::errors::cloud_error;
 /// The listener's port, which describe would otherwise need one more call per load balancer
 /// to learn.
 const TAG_PORT: &str = "dialtone.dev/port";
+/// Whether cross-zone load balancing was asked for, for the same reason.
+const TAG_CROSS_ZONE: &str = "dialtone.dev/cross-zone";
+/// The attribute that turns cross-zone load balancing on.
+pub const CROSS_ZONE_ATTRIBUTE: &str = "load_balancing.cross_zone.enabled";
 
 /// Elastic Load Balancing reads tags of at most this many load balancers per call.
 const TAGS_PER_CALL: usize = 20;
@@ -38,10 +43,12 @@ pub(crate) async fn create(
     subnet_ids: &[String],
     port: u16,
     public: bool,
+    cross_zone: bool,
     tags: &Tags,
 ) -> CloudResult<String> {
     let mut tags = tags.clone();
     tags.insert(TAG_PORT.into(), port.to_string());
+    tags.insert(TAG_CROSS_ZONE.into(), cross_zone.to_string());
     let subnets = clients
         .ec2
         .describe_subnets()
@@ -78,6 +85,20 @@ pub(crate) async fn create(
         .and_then(|lb| lb.load_balancer_arn())
         .unwrap_or_default()
         .to_string();
+    // A network load balancer sends each zone's traffic to its own zone unless told.
+    clients
+        .elb
+        .modify_load_balancer_attributes()
+        .load_balancer_arn(&arn)
+        .attributes(
+            LoadBalancerAttribute::builder()
+                .key(CROSS_ZONE_ATTRIBUTE)
+                .value(cross_zone.to_string())
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, name))?;
     let group = clients
         .elb
         .create_target_group()
@@ -311,6 +332,7 @@ fn balancer(region: &str, lb: &LoadBalancer, tags: Tags) -> CloudResource {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or_default(),
             public: lb.scheme() == Some(&LoadBalancerSchemeEnum::InternetFacing),
+            cross_zone: tags.get(TAG_CROSS_ZONE).is_some_and(|v| v == "true"),
         },
         tags,
         state,

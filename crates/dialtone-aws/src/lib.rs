@@ -53,6 +53,10 @@ pub const TAG_CREATED_AT: &str = "dialtone.dev/created-at";
 pub const TAG_IMAGE: &str = "dialtone.dev/image";
 /// An instance's root disk size in GiB, as the plan asked.
 pub const TAG_ROOT_DISK: &str = "dialtone.dev/root-disk-gib";
+/// An instance's root volume type, as the plan asked.
+pub const TAG_DISK_TYPE: &str = "dialtone.dev/disk-type";
+/// Whether an instance's root volume is encrypted, as the plan asked.
+pub const TAG_DISK_ENCRYPTED: &str = "dialtone.dev/disk-encrypted";
 /// Set on an instance just before Dialtone terminates it.
 pub const TAG_DELETED: &str = "dialtone.dev/deleted";
 
@@ -348,9 +352,19 @@ impl AwsProvider {
                 subnet_ids,
                 port,
                 public,
+                cross_zone,
             } => {
                 let name = unique_name("dialtone", &request.client_token);
-                elb::create(&clients, &name, subnet_ids, *port, *public, &tags).await?
+                elb::create(
+                    &clients,
+                    &name,
+                    subnet_ids,
+                    *port,
+                    *public,
+                    *cross_zone,
+                    &tags,
+                )
+                .await?
             }
             spec => {
                 let user_data = match &request.bootstrap {

@@ -16,7 +16,9 @@
 //! - **Joining** retries until the first control-plane node answers: the controller
 //!   launches every node of a new cluster at once.
 
-use dialtone_cloud::{AuditPolicy, BootstrapRole, NodeBootstrap};
+use dialtone_cloud::{
+    AuditPolicy, BootstrapRole, EvictionThresholds, NodeBootstrap, SecretsEncryption,
+};
 use serde_json::{Value, json};
 
 use crate::secrets::ClusterSecrets;
@@ -93,6 +95,19 @@ fn host_file(name: &str, path: &str, read_only: bool) -> Value {
            "pathType": if read_only { "File" } else { "DirectoryOrCreate" }})
 }
 
+/// The kubelet's `evictionHard`, as it spells its signals.
+fn eviction_hard(thresholds: &EvictionThresholds) -> serde_json::Value {
+    let mut signals = serde_json::Map::new();
+    signals.insert(
+        "memory.available".into(),
+        format!("{}Mi", thresholds.memory_available_mib).into(),
+    );
+    if let Some(percent) = thresholds.nodefs_available_percent {
+        signals.insert("nodefs.available".into(), format!("{percent}%").into());
+    }
+    signals.into()
+}
+
 /// kubeadm's configuration for the node: `init` for the first control-plane node, `join`
 /// for the others and for workers.
 fn kubeadm_config(
@@ -108,6 +123,11 @@ fn kubeadm_config(
         "kind": "KubeletConfiguration",
         "cgroupDriver": "systemd",
         "maxPods": boot.max_pods_per_node,
+        "systemReserved": {
+            "cpu": format!("{}m", boot.system_reserved.cpu_millis),
+            "memory": format!("{}Mi", boot.system_reserved.memory_mib),
+        },
+        "evictionHard": eviction_hard(&boot.eviction_hard),
     });
     let node_registration = json!({"criSocket": "unix:///run/containerd/containerd.sock"});
     let mut documents = Vec::new();
@@ -148,7 +168,7 @@ fn kubeadm_config(
                 host_file("audit-policy", AUDIT_POLICY, true),
                 host_file("audit-log", AUDIT_LOG_DIR, false),
             ];
-            if boot.secrets_encryption {
+            if boot.secrets_encryption == SecretsEncryption::Aescbc {
                 api_args.push(("encryption-provider-config", ENCRYPTION_CONFIG.to_string()));
                 volumes.push(host_file("encryption", ENCRYPTION_CONFIG, true));
             }
@@ -293,11 +313,14 @@ fn control_plane_files(
             yaml(&json!({
                 "apiVersion": "apiserver.config.k8s.io/v1beta1",
                 "kind": "AuthenticationConfiguration",
-                // Anonymous requests only where kubelets' probes and joining nodes need them.
-                "anonymous": {"enabled": true, "conditions": [
-                    {"path": "/livez"}, {"path": "/readyz"}, {"path": "/healthz"},
-                    {"path": "/api/v1/namespaces/kube-public/configmaps/cluster-info"},
-                ]},
+                "anonymous": match boot.anonymous_auth {
+                    true => json!({"enabled": true}),
+                    // Only where kubelets' probes and joining nodes need them.
+                    false => json!({"enabled": true, "conditions": [
+                        {"path": "/livez"}, {"path": "/readyz"}, {"path": "/healthz"},
+                        {"path": "/api/v1/namespaces/kube-public/configmaps/cluster-info"},
+                    ]}),
+                },
             })),
         ),
     ];
@@ -308,7 +331,7 @@ fn control_plane_files(
             webhook.config(&boot.cluster_uid),
         ));
     }
-    if boot.secrets_encryption {
+    if boot.secrets_encryption == SecretsEncryption::Aescbc {
         files.push(file(
             ENCRYPTION_CONFIG,
             "0600",

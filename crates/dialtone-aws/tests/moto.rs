@@ -4,8 +4,8 @@
 
 use dialtone_aws::{AccessKeys, AwsOptions, AwsProvider, MachineImages};
 use dialtone_cloud::{
-    CloudError, CloudResource, CreateRequest, Filter, IngressRule, Provider, ResourceKind,
-    ResourceSpec, ResourceState, Tags,
+    CloudError, CloudResource, CreateRequest, DiskType, Filter, IngressRule, InstanceMetadata,
+    Provider, ResourceKind, ResourceSpec, ResourceState, Tags,
 };
 use dialtone_testkit::MotoServer;
 
@@ -146,6 +146,7 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
             subnet_ids: subnet_ids.clone(),
             port: 6443,
             public: true,
+            cross_zone: true,
         },
     )
     .await;
@@ -156,6 +157,12 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
         security_group_id: group.id.clone(),
         image: "dialtone-node-1.34".into(),
         root_disk_gib: 50,
+        disk_type: DiskType::Gp3,
+        disk_encrypted: true,
+        metadata: InstanceMetadata {
+            tokens_required: true,
+            hop_limit: 1,
+        },
     };
     let instance = create(&aws, uid, "cp-0", node.clone()).await;
     let worker = create(&aws, uid, "worker-0", node.clone()).await;
@@ -305,6 +312,12 @@ async fn a_control_plane_launched_before_its_endpoint_joins_it() {
         security_group_id: group.id.clone(),
         image: "dialtone-node-1.34".into(),
         root_disk_gib: 50,
+        disk_type: DiskType::Gp3,
+        disk_encrypted: true,
+        metadata: InstanceMetadata {
+            tokens_required: true,
+            hop_limit: 1,
+        },
     };
     let cp = create(&aws, uid, "cp-0", node.clone()).await;
     create(&aws, uid, "worker-0", node).await;
@@ -316,6 +329,7 @@ async fn a_control_plane_launched_before_its_endpoint_joins_it() {
             subnet_ids: vec![subnet.id.clone()],
             port: 6443,
             public: false,
+            cross_zone: false,
         },
     )
     .await;

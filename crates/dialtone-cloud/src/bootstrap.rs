@@ -7,6 +7,10 @@
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use dialtone_types::settings::{
+    AuditPolicy, EvictionThresholds, PodSecurityLevel, Reserved, SecretsEncryption,
+};
+
 /// What an instance does at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -17,36 +21,6 @@ pub enum BootstrapRole {
     JoinControlPlane,
     /// Joins as a worker.
     Worker,
-}
-
-/// The Pod Security Standard every namespace is held to unless it says otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum PodSecurityLevel {
-    Privileged,
-    Baseline,
-    Restricted,
-}
-
-impl PodSecurityLevel {
-    /// The name Kubernetes gives the level.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PodSecurityLevel::Privileged => "privileged",
-            PodSecurityLevel::Baseline => "baseline",
-            PodSecurityLevel::Restricted => "restricted",
-        }
-    }
-}
-
-/// What the API server's audit log keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum AuditPolicy {
-    /// Who did what to which object, for every request.
-    Metadata,
-    /// The bodies of every write as well, and metadata of reads.
-    RequestResponseForWrites,
 }
 
 /// Everything an instance needs to become a node of its cluster, but its secrets: the
@@ -69,7 +43,13 @@ pub struct NodeBootstrap {
     pub audit: AuditPolicy,
     /// How long the API server keeps its audit log.
     pub audit_log_retention_days: u32,
-    /// Whether Secrets are encrypted in etcd with a key of the cluster's.
-    pub secrets_encryption: bool,
+    /// How Secrets are stored in etcd: with a key of the cluster's, or in the clear.
+    pub secrets_encryption: SecretsEncryption,
     pub etcd_quota_backend_gib: u32,
+    /// Whether the API server answers requests without credentials beyond its health checks.
+    pub anonymous_auth: bool,
+    /// What the kubelet holds back from pods.
+    pub system_reserved: Reserved,
+    /// When the kubelet evicts pods.
+    pub eviction_hard: EvictionThresholds,
 }

@@ -10,11 +10,15 @@ pub mod provider;
 mod regions;
 pub mod reserve;
 
-pub use bootstrap::{AuditPolicy, BootstrapRole, NodeBootstrap, PodSecurityLevel};
+pub use bootstrap::{
+    AuditPolicy, BootstrapRole, EvictionThresholds, NodeBootstrap, PodSecurityLevel, Reserved,
+    SecretsEncryption,
+};
 pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
 pub use performance::Processor;
 pub use provider::{
-    CloudError, CloudResource, CloudResult, CreateRequest, Filter, IngressRule, Protocol, Provider,
-    ResourceKind, ResourceSpec, ResourceState, Tags, node_image, node_image_version, tags,
+    CloudError, CloudResource, CloudResult, CreateRequest, DiskType, Filter, IngressRule,
+    InstanceMetadata, Protocol, Provider, ResourceKind, ResourceSpec, ResourceState, Tags,
+    node_image, node_image_version, tags,
 };
 pub use regions::{REGIONS, Region};

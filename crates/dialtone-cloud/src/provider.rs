@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+pub use dialtone_types::settings::{DiskType, InstanceMetadata};
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,9 @@ pub enum ResourceSpec {
         port: u16,
         /// Reachable from the internet, or only from inside the VPC and its peers.
         public: bool,
+        /// Whether each zone's node sends traffic to targets in every zone.
+        #[serde(default)]
+        cross_zone: bool,
     },
     Instance {
         instance_type: String,
@@ -76,12 +80,33 @@ pub enum ResourceSpec {
         security_group_id: String,
         image: String,
         root_disk_gib: u32,
+        #[serde(default = "default_disk_type")]
+        disk_type: DiskType,
+        /// Whether the root volume is encrypted at rest.
+        #[serde(default)]
+        disk_encrypted: bool,
+        /// How the instance metadata service answers.
+        #[serde(default = "default_metadata")]
+        metadata: InstanceMetadata,
     },
     VpcPeering {
         vpc_id: String,
         peer_vpc_id: String,
         peer_cidr: Ipv4Net,
     },
+}
+
+/// What a resource recorded before volume types were asked for was launched with.
+fn default_disk_type() -> DiskType {
+    DiskType::Gp3
+}
+
+/// What an instance recorded before metadata options were asked for was launched with.
+fn default_metadata() -> InstanceMetadata {
+    InstanceMetadata {
+        tokens_required: true,
+        hop_limit: 1,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

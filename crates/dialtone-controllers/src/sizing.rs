@@ -38,8 +38,10 @@ const DECISIONS_KEPT: usize = 10;
 /// How right-sizing paces its disruptions.
 #[derive(Clone, Debug)]
 pub struct SizingOptions {
-    /// A node must have run this long before consolidation may remove it.
-    pub stabilization: Duration,
+    /// How long one second of the plan's delays lasts (less on a sim that runs faster
+    /// than real time): a node must have run the plan's `autoscaling.scaleDownDelaySeconds`
+    /// of them before consolidation may remove it.
+    pub second: Duration,
     /// The share of the workers disrupted at a time, in percent (at least one node).
     pub budget_percent: usize,
     /// The share of a node's price a replacement must save.
@@ -183,7 +185,8 @@ pub(crate) async fn pass(
         }
         return Ok(true);
     }
-    if scale_up(&observed, plan, catalog, status, now) {
+    let autoscaling = &plan.settings.autoscaling;
+    if autoscaling.enabled && scale_up(&observed, plan, catalog, status, now) {
         return Ok(true);
     }
     // While pods wait for a node, nothing is taken away.
@@ -442,6 +445,10 @@ async fn consolidate(
     now: Timestamp,
 ) -> Result<bool, KubeError> {
     let started = Instant::now();
+    let autoscaling = &plan.settings.autoscaling;
+    // Off, consolidation still replaces the nodes an upgrade left on an older version.
+    let consolidating = autoscaling.enabled && autoscaling.consolidation;
+    let stabilization = options.second * autoscaling.scale_down_delay_seconds;
     let workers = schedulable_workers(observed, status, catalog);
     let nodes: Vec<RunningNode> = workers
         .iter()
@@ -455,8 +462,10 @@ async fn consolidate(
             let outdated = !worker.slot.kubernetes_version.is_empty()
                 && worker.slot.kubernetes_version != plan.kubernetes_version;
             // An upgrade does not wait for a node to settle; budgets it does respect.
-            let young = !outdated && !workload::older_than(worker.node, now, options.stabilization);
-            let keep = if young {
+            let young = !outdated && !workload::older_than(worker.node, now, stabilization);
+            let keep = if !outdated && !consolidating {
+                Some("consolidation is off (autoscaling)".to_string())
+            } else if young {
                 Some("it joined within the stabilization window".to_string())
             } else if let Some(pod) = movable.iter().find(|p| p.controller.is_none()) {
                 Some(format!(

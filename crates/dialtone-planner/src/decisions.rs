@@ -1,68 +1,80 @@
-//! The decision table: every choice a cluster type makes, in one place.
+//! The decision table: every choice a cluster type makes, in one place. A row's value is a
+//! typed field of [`ClusterSettings`], the settings every plan carries; the table adds why,
+//! and whether anything built or checked follows from it (enforced) or it is only
+//! recorded and shown for now (advisory).
 
 use std::fmt;
 
+use dialtone_types::ClusterSettings;
 pub use dialtone_types::ClusterType;
+use dialtone_types::settings::{SizeStep, VpcTenancy};
 
-/// A fixed value of a decision.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Value {
-    /// A count or a size (nodes, GiB, seconds, …).
-    Int(i64),
-    /// A switch that is on or off.
-    Bool(bool),
-    /// A named choice (a mode, a level, a CIDR).
-    Text(&'static str),
+/// How a decision's value is found, as users read it.
+#[derive(Clone, Copy)]
+pub enum How {
+    /// The type's setting.
+    Fixed(fn(&ClusterSettings) -> String),
+    /// Computed for each cluster from the request and its context, with the type's
+    /// parameters; this says how.
+    Computed(fn(&ClusterSettings) -> String),
 }
 
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Int(n) => write!(f, "{n}"),
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Text(t) => f.write_str(t),
-        }
-    }
+/// Whether a decision changes what gets built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enforcement {
+    /// Something built or checked follows from it; this names what.
+    Enforced(&'static str),
+    /// Recorded in every plan and shown, but nothing reads it yet.
+    Advisory,
 }
 
-/// How a decision's value is found for one type.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A decision's value for one type: fixed, or how it is computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rule {
     /// Always this value.
-    Fixed(Value),
-    /// Computed from the request and its context, as described.
-    Computed(&'static str),
+    Fixed(String),
+    /// Computed for each cluster, as described.
+    Computed(String),
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Rule::Fixed(v) => write!(f, "{v}"),
-            Rule::Computed(how) => f.write_str(how),
+            Rule::Fixed(text) | Rule::Computed(text) => f.write_str(text),
         }
     }
 }
 
 /// One decision of the table.
-#[derive(Debug, PartialEq)]
 pub struct Decision {
-    /// `area.name`, as shown to users and recorded in plans.
+    /// `area.name`, as shown to users and recorded in plans; in camelCase, the path of its
+    /// field in [`ClusterSettings`].
     pub key: &'static str,
-    /// How a developer cluster decides it.
-    pub developer: Rule,
-    /// How a production cluster decides it.
-    pub production: Rule,
+    /// Its value, read from a type's settings.
+    pub how: How,
+    /// What follows from it.
+    pub enforcement: Enforcement,
     /// Why, in one line.
     pub reason: &'static str,
 }
 
 impl Decision {
-    /// How `cluster_type` decides this.
+    /// How `cluster_type` decides this, with its built-in settings.
     pub fn rule(&self, cluster_type: ClusterType) -> Rule {
-        match cluster_type {
-            ClusterType::Developer => self.developer,
-            ClusterType::Production => self.production,
+        self.rule_in(&ClusterSettings::of(cluster_type))
+    }
+
+    /// How a type with `settings` decides this.
+    pub fn rule_in(&self, settings: &ClusterSettings) -> Rule {
+        match self.how {
+            How::Fixed(value) => Rule::Fixed(value(settings)),
+            How::Computed(how) => Rule::Computed(how(settings)),
         }
+    }
+
+    /// Whether something built or checked follows from it.
+    pub fn is_enforced(&self) -> bool {
+        matches!(self.enforcement, Enforcement::Enforced(_))
     }
 
     /// The decision named `key` (`area.name`), if the table has it.
@@ -71,427 +83,502 @@ impl Decision {
     }
 }
 
-use Rule::{Computed, Fixed};
-use Value::{Bool, Int, Text};
+use Enforcement::{Advisory, Enforced};
+use How::{Computed, Fixed};
 
-const fn d(key: &'static str, developer: Rule, production: Rule, reason: &'static str) -> Decision {
+const fn row(
+    key: &'static str,
+    how: How,
+    enforcement: Enforcement,
+    reason: &'static str,
+) -> Decision {
     Decision {
         key,
-        developer,
-        production,
+        how,
+        enforcement,
         reason,
     }
+}
+
+/// The control plane's sizes by worker bound, as the table says them.
+fn ladder_text(steps: &[SizeStep]) -> String {
+    let mut parts = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        parts.push(match (i, step.up_to_workers) {
+            (0, Some(most)) => format!("{} up to {most} workers", step.instance_type),
+            (_, Some(most)) => format!("{} up to {most}", step.instance_type),
+            (_, None) => format!("{} above", step.instance_type),
+        });
+    }
+    let last = parts.pop().unwrap_or_default();
+    match parts.is_empty() {
+        true => last,
+        false => format!("{}, {last}", parts.join(", ")),
+    }
+}
+
+/// 1000 as 1,000.
+fn thousands(n: u32) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Every decision a cluster type makes.
 pub static DECISIONS: &[Decision] = &[
     // Control plane.
-    d(
+    row(
         "controlPlane.nodes",
-        Fixed(Int(1)),
-        Fixed(Int(3)),
+        Fixed(|s| s.control_plane.nodes.to_string()),
+        Enforced("the control-plane instances launched"),
         "Three stacked etcd members keep quorum through the loss of any one node; one is enough to develop against.",
     ),
-    d(
+    row(
         "controlPlane.zones",
-        Fixed(Int(1)),
-        Fixed(Int(3)),
+        Fixed(|s| s.control_plane.zones.to_string()),
+        Enforced("the zones the control-plane instances are spread over"),
         "One control-plane node per zone survives a zone outage.",
     ),
-    d(
+    row(
         "controlPlane.etcdTopology",
-        Fixed(Text("stacked")),
-        Fixed(Text("stacked")),
+        Fixed(|s| s.control_plane.etcd_topology.to_string()),
+        Advisory,
         "etcd on the control-plane nodes halves the machines to run and repair, as kubeadm does by default.",
     ),
-    d(
+    row(
         "controlPlane.instanceType",
-        Computed("t3.medium up to 10 workers, t3.large above"),
-        Computed(
-            "m7i.large up to 10 workers, m7i.xlarge up to 100, m7i.2xlarge up to 500, m7i.4xlarge above",
-        ),
+        Computed(|s| ladder_text(&s.control_plane.instance_type)),
+        Enforced("the control-plane instances' type"),
         "The API server and etcd grow with the number of nodes and objects; size by the worker bound, not today's count, so scaling up needs no control-plane resize.",
     ),
-    d(
+    row(
         "controlPlane.rootDiskGiB",
-        Fixed(Int(50)),
-        Fixed(Int(100)),
+        Fixed(|s| s.control_plane.root_disk_gib.to_string()),
+        Enforced("the control-plane instances' root volume size"),
         "Room for images, logs and etcd snapshots between rotations.",
     ),
-    d(
+    row(
         "controlPlane.diskType",
-        Fixed(Text("gp3")),
-        Fixed(Text("gp3")),
+        Fixed(|s| s.control_plane.disk_type.to_string()),
+        Enforced("the control-plane instances' root volume type"),
         "etcd is fsync-bound: gp3 gives 3,000 IOPS whatever the size.",
     ),
-    d(
+    row(
         "etcd.quotaBackendGiB",
-        Fixed(Int(2)),
-        Fixed(Int(8)),
+        Fixed(|s| s.etcd.quota_backend_gib.to_string()),
+        Enforced("etcd's --quota-backend-bytes on every control-plane node"),
         "etcd's recommended ceiling; 2 GiB is its default, 8 GiB its largest recommended.",
     ),
-    d(
+    row(
         "etcd.backupSchedule",
-        Fixed(Text("daily at 03:00 UTC")),
-        Fixed(Text("hourly")),
+        Fixed(|s| s.etcd.backup_schedule.clone()),
+        Advisory,
         "A production cluster can lose at most an hour of state.",
     ),
-    d(
+    row(
         "etcd.backupRetentionDays",
-        Fixed(Int(3)),
-        Fixed(Int(30)),
+        Fixed(|s| s.etcd.backup_retention_days.to_string()),
+        Advisory,
         "A month of history covers late-noticed mistakes in production.",
     ),
-    d(
+    row(
         "etcd.defragSchedule",
-        Fixed(Text("weekly")),
-        Fixed(Text("daily, one member at a time")),
+        Fixed(|s| s.etcd.defrag_schedule.clone()),
+        Advisory,
         "Defragmentation reclaims space; one member at a time keeps quorum.",
     ),
-    d(
+    row(
         "controlPlane.apiServerReplicas",
-        Computed("one per control-plane node"),
-        Computed("one per control-plane node"),
+        Computed(|_| "one per control-plane node".into()),
+        Enforced("an API server on each control-plane instance, behind the load balancer"),
         "Each control-plane node serves the API behind the load balancer.",
     ),
     // Network.
-    d(
+    row(
         "network.vpc",
-        Fixed(Text(
-            "shared by the project's developer clusters in the region",
-        )),
-        Fixed(Text("dedicated")),
+        Fixed(|s| s.network.vpc.to_string()),
+        Enforced("a VPC of the cluster's own, or the project's shared one"),
         "Sharing saves developer clusters a VPC each; production needs its own to peer with customer VPCs.",
     ),
-    d(
+    row(
         "network.vpcCidr",
-        Computed(
-            "the project's shared /16 in the region, allocated from the org's address plan on first use",
-        ),
-        Computed("a /16 from the org's address plan that overlaps no other network of the org"),
+        Computed(|s| {
+            match s.network.vpc {
+            VpcTenancy::Shared => "the project's shared /16 in the region, allocated from the org's address plan on first use".into(),
+            VpcTenancy::Dedicated => "a /16 from the org's address plan that overlaps no other network of the org".into(),
+        }
+        }),
+        Enforced("the VPC's range"),
         "Non-overlapping networks can be peered and routed to each other.",
     ),
-    d(
+    row(
         "network.subnets",
-        Computed("one /20 of the VPC in the cluster's zone"),
-        Computed("one /20 of the VPC per zone"),
+        Computed(|s| match s.workers.zones {
+            1 => "one /20 of the VPC in the cluster's zone".into(),
+            _ => "one /20 of the VPC per zone".into(),
+        }),
+        Enforced("the subnets created, one per zone"),
         "A subnet per zone keeps nodes and load balancers zonal; /20 holds 4,091 addresses.",
     ),
-    d(
+    row(
         "network.podCidr",
-        Fixed(Text("100.64.0.0/16")),
-        Fixed(Text("100.64.0.0/14")),
+        Fixed(|s| s.network.pod_cidr.to_string()),
+        Enforced("the pod network's range on every node"),
         "Pods use an overlay range from the shared address space, which never collides with VPC routes.",
     ),
-    d(
+    row(
         "network.serviceCidr",
-        Fixed(Text("172.20.0.0/16")),
-        Fixed(Text("172.20.0.0/16")),
+        Fixed(|s| s.network.service_cidr.to_string()),
+        Enforced("the API servers' Service range"),
         "Service IPs never leave the cluster; a fixed range outside the address plan keeps them apart.",
     ),
-    d(
+    row(
         "network.cni",
-        Fixed(Text("cilium")),
-        Fixed(Text("cilium")),
+        Fixed(|s| s.network.cni.to_string()),
+        Advisory,
         "eBPF networking with network policy and no kube-proxy iptables growth.",
     ),
-    d(
+    row(
         "network.defaultNetworkPolicy",
-        Fixed(Text("allow-all")),
-        Fixed(Text("deny-ingress-between-namespaces")),
+        Fixed(|s| s.network.default_network_policy.to_string()),
+        Advisory,
         "Production namespaces are isolated unless a policy opens them.",
     ),
-    d(
+    row(
         "network.apiEndpoint",
-        Fixed(Text("public")),
-        Fixed(Text("private")),
+        Fixed(|s| s.network.api_endpoint.to_string()),
+        Enforced("an internet-facing or an internal load balancer for the API"),
         "A production API is reachable from the VPC and peered networks only.",
     ),
-    d(
+    row(
         "network.apiAllowedCidrs",
-        Fixed(Text("0.0.0.0/0")),
-        Computed("the org's address plan"),
+        Computed(|_| "the org's address plan".into()),
+        Enforced("the sources the API's security group lets in"),
         "Only the org's own networks may reach a production API server.",
     ),
-    d(
+    row(
         "network.natGateways",
-        Fixed(Int(1)),
-        Fixed(Int(3)),
+        Fixed(|s| s.network.nat_gateways.to_string()),
+        Advisory,
         "One NAT gateway per zone keeps egress up through a zone outage.",
     ),
-    d(
+    row(
         "network.loadBalancer",
-        Fixed(Text("single-zone")),
-        Fixed(Text("cross-zone")),
+        Fixed(|s| s.network.load_balancer.to_string()),
+        Enforced("cross-zone load balancing on the API's load balancer"),
         "A cross-zone load balancer keeps the API reachable when a zone fails.",
     ),
-    d(
+    row(
         "network.dnsReplicas",
-        Fixed(Int(1)),
-        Fixed(Int(3)),
+        Fixed(|s| s.network.dns_replicas.to_string()),
+        Advisory,
         "One CoreDNS replica per zone.",
     ),
-    d(
+    row(
         "network.maxConnections",
-        Fixed(Int(0)),
-        Fixed(Int(50)),
+        Fixed(|s| s.network.max_connections.to_string()),
+        Advisory,
         "VPC peering needs a dedicated VPC; AWS allows 50 active peerings per VPC by default.",
     ),
-    d(
+    row(
         "network.ipFamily",
-        Fixed(Text("ipv4")),
-        Fixed(Text("ipv4")),
+        Fixed(|s| s.network.ip_family.to_string()),
+        Advisory,
         "Every supported region and peer speaks IPv4.",
     ),
     // Workers.
-    d(
+    row(
         "workers.minNodes",
-        Computed("the request's, default 1, at least 1"),
-        Computed("the request's, default 3, at least 3"),
+        Computed(|s| {
+            format!(
+                "the request's, default {}, at least {}",
+                s.workers.min_nodes.default, s.workers.min_nodes.limit
+            )
+        }),
+        Enforced("the fewest workers kept, and the requests refused"),
         "Production keeps a worker in every zone.",
     ),
-    d(
+    row(
         "workers.maxNodes",
-        Computed("the request's, default 10, at most 50"),
-        Computed("the request's, default 100, at most 1,000"),
+        Computed(|s| {
+            format!(
+                "the request's, default {}, at most {}",
+                s.workers.max_nodes.default,
+                thousands(s.workers.max_nodes.limit)
+            )
+        }),
+        Enforced("the most workers right-sizing adds, and the requests refused"),
         "A bound on cost and on control-plane load.",
     ),
-    d(
+    row(
         "workers.zones",
-        Fixed(Int(1)),
-        Fixed(Int(3)),
+        Fixed(|s| s.workers.zones.to_string()),
+        Enforced("the zones workers are launched in"),
         "Workers follow the control plane's zones.",
     ),
-    d(
+    row(
         "workers.spread",
-        Fixed(Text("none")),
-        Fixed(Text("at least one per zone")),
+        Fixed(|s| s.workers.spread.to_string()),
+        Advisory,
         "Zone-spread workloads need a node in every zone.",
     ),
-    d(
+    row(
         "workers.maxPodsPerNode",
-        Computed("the instance type's ENI limit, at most 110"),
-        Computed("the instance type's ENI limit, at most 110"),
+        Computed(|s| {
+            format!(
+                "the instance type's ENI limit, at most {}",
+                s.workers.max_pods_per_node
+            )
+        }),
+        Enforced("the kubelet's maxPods on every worker"),
         "The VPC CNI gives each pod a VPC address; 110 is the Kubernetes default ceiling.",
     ),
-    d(
+    row(
         "workers.instanceFamilies",
-        Computed(
-            "per class and architecture, the family with the best price per unit of performance among current-generation, non-GPU, non-metal ones, burstable included, filtered by the request",
-        ),
-        Computed(
-            "per class and architecture, the family with the best price per unit of performance among current-generation, non-GPU, non-metal, non-burstable ones, filtered by the request",
-        ),
+        Computed(|s| {
+            format!(
+                "per class and architecture, the family with the best price per unit of performance among current-generation, non-GPU, non-metal{}, filtered by the request",
+                if s.workers.instance_families.burstable {
+                    " ones, burstable included"
+                } else {
+                    ", non-burstable ones"
+                }
+            )
+        }),
+        Enforced("the instance types right-sizing may launch"),
         "Newer processors do more per dollar; a cluster keeps its families until its next version upgrade, so nodes move once, with the upgrade. Burstable credits run out under steady production load.",
     ),
-    d(
+    row(
         "workers.initialInstanceType",
-        Computed(
-            "the cheapest type of the families with at least 2 vCPU and 4 GiB offered in the zones",
-        ),
-        Computed(
-            "the cheapest type of the families with at least 2 vCPU and 8 GiB offered in every zone",
-        ),
+        Computed(|s| {
+            format!(
+                "the cheapest type of the families with at least {} vCPU and {} GiB offered in {}",
+                s.workers.initial_instance_type.min_vcpus,
+                s.workers.initial_instance_type.min_memory_gib,
+                if s.workers.zones == 1 {
+                    "the zones"
+                } else {
+                    "every zone"
+                }
+            )
+        }),
+        Enforced("the first workers' instance type"),
         "A starting point; right-sizing replaces it with the cheapest mix for the pods.",
     ),
-    d(
+    row(
         "workers.nodeImage",
-        Computed("dialtone-node-<kubernetes version>"),
-        Computed("dialtone-node-<kubernetes version>"),
+        Computed(|_| "dialtone-node-<kubernetes version>".into()),
+        Enforced("the machine image every instance boots"),
         "One image per Kubernetes version, built and tested together.",
     ),
-    d(
+    row(
         "workers.rootDiskGiB",
-        Fixed(Int(50)),
-        Fixed(Int(100)),
+        Fixed(|s| s.workers.root_disk_gib.to_string()),
+        Enforced("the workers' root volume size"),
         "Room for container images and logs.",
     ),
-    d(
+    row(
         "workers.diskType",
-        Fixed(Text("gp3")),
-        Fixed(Text("gp3")),
+        Fixed(|s| s.workers.disk_type.to_string()),
+        Enforced("the workers' root volume type"),
         "Baseline 3,000 IOPS at the lowest price per GiB.",
     ),
-    d(
+    row(
         "workers.diskEncryption",
-        Fixed(Bool(true)),
-        Fixed(Bool(true)),
+        Fixed(|s| s.workers.disk_encryption.to_string()),
+        Enforced("encryption of every instance's root volume"),
         "Data at rest is encrypted everywhere.",
     ),
-    d(
+    row(
         "workers.capacityType",
-        Fixed(Text("on-demand")),
-        Fixed(Text("on-demand")),
+        Fixed(|s| s.workers.capacity_type.to_string()),
+        Advisory,
         "Predictable capacity; spot comes with its own interruption handling.",
     ),
-    d(
+    row(
         "workers.systemReserved",
-        Fixed(Text("cpu=100m,memory=512Mi")),
-        Fixed(Text("cpu=200m,memory=1Gi")),
+        Fixed(|s| s.workers.system_reserved.to_string()),
+        Enforced("the kubelet's systemReserved on every node"),
         "Keeps kubelet and the runtime alive under pod pressure.",
     ),
-    d(
+    row(
         "workers.evictionHard",
-        Fixed(Text("memory.available<200Mi")),
-        Fixed(Text("memory.available<500Mi,nodefs.available<10%")),
+        Fixed(|s| s.workers.eviction_hard.to_string()),
+        Enforced("the kubelet's evictionHard on every node"),
         "Evict pods before the kernel's OOM killer picks a victim.",
     ),
     // Security.
-    d(
+    row(
         "security.podSecurityLevel",
-        Fixed(Text("baseline")),
-        Fixed(Text("restricted")),
+        Fixed(|s| s.security.pod_security_level.to_string()),
+        Enforced("the API server's PodSecurity admission defaults"),
         "Pod Security Standards: restricted forbids privilege escalation and root.",
     ),
-    d(
+    row(
         "security.secretsEncryption",
-        Fixed(Text("aescbc")),
-        Fixed(Text("aescbc, key rotated every 90 days")),
-        "Secrets are encrypted in etcd; production rotates its key.",
+        Fixed(|s| s.security.secrets_encryption.to_string()),
+        Enforced("the API server's encryption provider for Secrets"),
+        "Secrets are encrypted in etcd with a key of the cluster's.",
     ),
-    d(
+    row(
+        "security.secretsKeyRotationDays",
+        Fixed(|s| {
+            s.security
+                .secrets_key_rotation_days
+                .map_or("never".into(), |days| days.to_string())
+        }),
+        Advisory,
+        "A key that is rotated limits what one leaked key exposes.",
+    ),
+    row(
         "security.auditLogging",
-        Fixed(Text("Metadata")),
-        Fixed(Text("RequestResponse for writes, Metadata for reads")),
+        Fixed(|s| s.security.audit_logging.to_string()),
+        Enforced("the API server's audit policy"),
         "Production keeps who changed what and how.",
     ),
-    d(
+    row(
         "security.auditLogRetentionDays",
-        Fixed(Int(7)),
-        Fixed(Int(365)),
+        Fixed(|s| s.security.audit_log_retention_days.to_string()),
+        Enforced("the API server's --audit-log-maxage"),
         "A year of audit history for compliance reviews.",
     ),
-    d(
+    row(
         "security.anonymousAuth",
-        Fixed(Bool(false)),
-        Fixed(Bool(false)),
+        Fixed(|s| s.security.anonymous_auth.to_string()),
+        Enforced("the API server's anonymous authentication"),
         "Every request to the API server is authenticated.",
     ),
-    d(
+    row(
         "security.instanceMetadata",
-        Fixed(Text("IMDSv2 required, hop limit 1")),
-        Fixed(Text("IMDSv2 required, hop limit 1")),
+        Fixed(|s| s.security.instance_metadata.to_string()),
+        Enforced("every instance's metadata options"),
         "Pods cannot read the node's cloud credentials.",
     ),
-    d(
+    row(
         "security.sshAccess",
-        Fixed(Bool(false)),
-        Fixed(Bool(false)),
+        Fixed(|s| s.security.ssh_access.to_string()),
+        Enforced("whether the nodes' security group opens port 22 to the VPC"),
         "Nodes are repaired by replacement, never by hand.",
     ),
-    d(
+    row(
         "security.rbacDriftGuard",
-        Fixed(Bool(true)),
-        Fixed(Bool(true)),
+        Fixed(|s| s.security.rbac_drift_guard.to_string()),
+        Advisory,
         "The admission webhook keeps RBAC as the access policies cast it.",
     ),
-    d(
+    row(
         "security.cisBenchmarkLevel",
-        Fixed(Int(1)),
-        Fixed(Int(2)),
+        Fixed(|s| s.security.cis_benchmark_level.to_string()),
+        Advisory,
         "CIS Kubernetes Benchmark: level 2 adds defence in depth for production.",
     ),
-    d(
+    row(
         "security.deletionProtection",
-        Fixed(Bool(false)),
-        Fixed(Bool(true)),
+        Fixed(|s| s.security.deletion_protection.to_string()),
+        Enforced("whether the API refuses to delete the cluster"),
         "A production cluster is deleted only once its protection is turned off.",
     ),
     // Operations.
-    d(
+    row(
         "kubernetes.version",
-        Computed("the request's, default the newest supported"),
-        Computed("the request's, default the newest supported"),
+        Computed(|_| "the request's, default the newest supported".into()),
+        Enforced("the version every instance installs"),
         "New clusters start on the newest supported minor.",
     ),
-    d(
+    row(
         "upgrade.autoMinor",
-        Fixed(Bool(true)),
-        Fixed(Bool(false)),
+        Fixed(|s| s.upgrade.auto_minor.to_string()),
+        Advisory,
         "Developer clusters follow the newest minor; production upgrades when its owners say so.",
     ),
-    d(
+    row(
         "upgrade.autoPatch",
-        Fixed(Bool(true)),
-        Fixed(Bool(true)),
+        Fixed(|s| s.upgrade.auto_patch.to_string()),
+        Advisory,
         "Patch releases carry security fixes.",
     ),
-    d(
+    row(
         "upgrade.maxSurge",
-        Fixed(Int(1)),
-        Fixed(Int(3)),
+        Fixed(|s| s.upgrade.max_surge.to_string()),
+        Advisory,
         "Production surges one node per zone, keeping capacity in each.",
     ),
-    d(
+    row(
         "upgrade.maxUnavailable",
-        Fixed(Int(0)),
-        Fixed(Int(0)),
+        Fixed(|s| s.upgrade.max_unavailable.to_string()),
+        Advisory,
         "Surge first, so running pods never lose capacity.",
     ),
-    d(
+    row(
         "maintenance.window",
-        Fixed(Text("any time")),
-        Fixed(Text("Sat 02:00-06:00 UTC")),
+        Fixed(|s| s.maintenance.window.clone()),
+        Advisory,
         "Disruptive production changes wait for a quiet window.",
     ),
-    d(
+    row(
         "repair.enabled",
-        Fixed(Bool(true)),
-        Fixed(Bool(true)),
+        Fixed(|s| s.repair.enabled.to_string()),
+        Advisory,
         "Failed nodes are replaced without anyone paging.",
     ),
-    d(
+    row(
         "repair.maxLaunchAttempts",
-        Fixed(Int(3)),
-        Fixed(Int(5)),
+        Fixed(|s| s.repair.max_launch_attempts.to_string()),
+        Enforced("the failed launches after which the cluster reports Failed"),
         "After this many failed launches of a node in a row the cluster reports Failed and what to do; retries go on at the longest backoff.",
     ),
-    d(
+    row(
         "repair.unhealthyAfterSeconds",
-        Fixed(Int(600)),
-        Fixed(Int(300)),
+        Fixed(|s| s.repair.unhealthy_after_seconds.to_string()),
+        Advisory,
         "How long a node may be NotReady before it is replaced.",
     ),
-    d(
+    row(
         "repair.maxUnhealthyPercent",
-        Fixed(Int(50)),
-        Fixed(Int(33)),
+        Fixed(|s| s.repair.max_unhealthy_percent.to_string()),
+        Advisory,
         "Above this, repair stops: mass failure is an outage to investigate, not nodes to churn.",
     ),
-    d(
+    row(
         "repair.maxParallel",
-        Fixed(Int(1)),
-        Fixed(Int(3)),
+        Fixed(|s| s.repair.max_parallel.to_string()),
+        Advisory,
         "Production repairs one node per zone at a time.",
     ),
-    d(
+    row(
         "autoscaling.enabled",
-        Fixed(Bool(true)),
-        Fixed(Bool(true)),
+        Fixed(|s| s.autoscaling.enabled.to_string()),
+        Enforced("whether right-sizing adds and removes workers"),
         "Clusters follow their pods' needs at the lowest cost.",
     ),
-    d(
+    row(
         "autoscaling.scaleDownDelaySeconds",
-        Fixed(Int(300)),
-        Fixed(Int(600)),
+        Fixed(|s| s.autoscaling.scale_down_delay_seconds.to_string()),
+        Enforced("how long a new worker is kept before consolidation may remove it"),
         "Hysteresis: capacity stays through short dips.",
     ),
-    d(
+    row(
         "autoscaling.consolidation",
-        Fixed(Bool(true)),
-        Fixed(Bool(true)),
+        Fixed(|s| s.autoscaling.consolidation.to_string()),
+        Enforced("whether right-sizing removes and replaces underused workers"),
         "Underused nodes are replaced by a cheaper fit.",
     ),
-    d(
+    row(
         "monitoring.metricsRetentionDays",
-        Fixed(Int(1)),
-        Fixed(Int(15)),
+        Fixed(|s| s.monitoring.metrics_retention_days.to_string()),
+        Advisory,
         "Two weeks of metrics cover capacity planning and incident review.",
     ),
-    d(
+    row(
         "logging.controlPlaneLogs",
-        Fixed(Text("errors")),
-        Fixed(Text("all")),
+        Fixed(|s| s.logging.control_plane_logs.to_string()),
+        Advisory,
         "Production keeps every control-plane log line for diagnosis.",
     ),
 ];

@@ -12,11 +12,13 @@ mod decisions;
 mod network;
 mod plan;
 
-pub use decisions::{ClusterType, DECISIONS, Decision, Rule, Value};
+pub use decisions::{ClusterType, DECISIONS, Decision, Enforcement, How, Rule};
+pub use dialtone_types::ClusterSettings;
 pub use dialtone_types::cluster::{
     ClusterPlan, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
 };
 pub use network::AddressPlan;
 pub use plan::{
     ClusterRequest, PlanContext, PlanError, Problem, SUPPORTED_VERSIONS, kept_families, plan,
+    plan_with_settings,
 };

@@ -7,12 +7,13 @@ use dialtone_cloud::{Arch, InstanceCatalog, InstanceType, Region};
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use dialtone_types::Cluster;
 use dialtone_types::cluster::{
     ClusterPlan, ClusterType, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
 };
+use dialtone_types::settings::VpcTenancy;
+use dialtone_types::{Cluster, ClusterSettings};
 
-use crate::decisions::{DECISIONS, Decision, Rule};
+use crate::decisions::{DECISIONS, Rule};
 use crate::network::AddressPlan;
 
 /// Supported Kubernetes minors, oldest first; new clusters default to the last.
@@ -104,29 +105,6 @@ fn node_pool_families<'a>(types: impl Iterator<Item = &'a InstanceType>) -> Vec<
     families.into_iter().map(str::to_string).collect()
 }
 
-/// The fixed value of a decision for a type. What the plan builds reads the table, so that
-/// a row is the one place its decision changes.
-fn fixed(key: &str, cluster_type: ClusterType) -> crate::decisions::Value {
-    match Decision::find(key).map(|d| d.rule(cluster_type)) {
-        Some(Rule::Fixed(value)) => value,
-        _ => unreachable!("{key} is a fixed decision of the table"),
-    }
-}
-
-fn fixed_int(key: &str, cluster_type: ClusterType) -> i64 {
-    match fixed(key, cluster_type) {
-        crate::decisions::Value::Int(n) => n,
-        other => unreachable!("{key} is a number, not {other}"),
-    }
-}
-
-fn fixed_text(key: &str, cluster_type: ClusterType) -> &'static str {
-    match fixed(key, cluster_type) {
-        crate::decisions::Value::Text(text) => text,
-        other => unreachable!("{key} is a text, not {other}"),
-    }
-}
-
 /// One thing wrong with a request, naming the spec field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -153,41 +131,6 @@ impl std::fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
-struct Bounds {
-    min_default: u32,
-    min_floor: u32,
-    max_default: u32,
-    max_ceiling: u32,
-}
-
-fn bounds(cluster_type: ClusterType) -> Bounds {
-    match cluster_type {
-        ClusterType::Developer => Bounds {
-            min_default: 1,
-            min_floor: 1,
-            max_default: 10,
-            max_ceiling: 50,
-        },
-        ClusterType::Production => Bounds {
-            min_default: 3,
-            min_floor: 3,
-            max_default: 100,
-            max_ceiling: 1000,
-        },
-    }
-}
-
-fn control_plane_instance(cluster_type: ClusterType, max_workers: u32) -> &'static str {
-    match cluster_type {
-        ClusterType::Developer if max_workers <= 10 => "t3.medium",
-        ClusterType::Developer => "t3.large",
-        ClusterType::Production if max_workers <= 10 => "m7i.large",
-        ClusterType::Production if max_workers <= 100 => "m7i.xlarge",
-        ClusterType::Production if max_workers <= 500 => "m7i.2xlarge",
-        ClusterType::Production => "m7i.4xlarge",
-    }
-}
-
 /// A stable spread of developer clusters over a region's zones, by name (FNV-1a).
 fn zone_index(name: &str, zones: usize) -> usize {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -204,9 +147,21 @@ fn offered_in(instance: &InstanceType, zones: &[String]) -> bool {
     })
 }
 
-/// Plans `request`, or says everything that is wrong with it.
+/// Plans `request` with its type's built-in settings, or says everything that is wrong
+/// with it.
 pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<ClusterPlan, PlanError> {
+    plan_with_settings(request, ClusterSettings::of(request.cluster_type), context)
+}
+
+/// Plans `request` with `settings` for its type's decisions: every value the plan builds
+/// from comes from them, so that a changed setting changes what gets built.
+pub fn plan_with_settings(
+    request: &ClusterRequest,
+    settings: ClusterSettings,
+    context: &PlanContext<'_>,
+) -> Result<ClusterPlan, PlanError> {
     let cluster_type = request.cluster_type;
+    let s = &settings;
     let mut problems = Vec::new();
     let mut problem =
         |field: &'static str, message: String| problems.push(Problem { field, message });
@@ -235,24 +190,26 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
             ),
         );
     }
-    let b = bounds(cluster_type);
-    let min_nodes = request.min_nodes.unwrap_or(b.min_default);
-    let max_nodes = request.max_nodes.unwrap_or(b.max_default.max(min_nodes));
-    if min_nodes < b.min_floor {
+    let (min_bound, max_bound) = (s.workers.min_nodes, s.workers.max_nodes);
+    let min_nodes = request.min_nodes.unwrap_or(min_bound.default);
+    let max_nodes = request
+        .max_nodes
+        .unwrap_or(max_bound.default.max(min_nodes));
+    if min_nodes < min_bound.limit {
         problem(
             "spec.minNodes",
             format!(
                 "a {cluster_type} cluster needs at least {} workers",
-                b.min_floor
+                min_bound.limit
             ),
         );
     }
-    if max_nodes > b.max_ceiling {
+    if max_nodes > max_bound.limit {
         problem(
             "spec.maxNodes",
             format!(
                 "a {cluster_type} cluster has at most {} workers",
-                b.max_ceiling
+                max_bound.limit
             ),
         );
     }
@@ -262,10 +219,14 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
             format!("maxNodes ({max_nodes}) is below minNodes ({min_nodes})"),
         );
     }
-    let zone_count = fixed_int("controlPlane.zones", cluster_type) as usize;
-    let control_plane_nodes = fixed_int("controlPlane.nodes", cluster_type) as usize;
+    // Workers run in the first of the control plane's zones.
+    let zone_count = s.control_plane.zones.max(s.workers.zones).max(1) as usize;
+    let control_plane_nodes = s.control_plane.nodes as usize;
     // Only zones that offer the control plane's instance type can host it.
-    let cp_type = control_plane_instance(cluster_type, max_nodes);
+    let cp_type = s
+        .control_plane
+        .instance_type_for(max_nodes)
+        .unwrap_or_default();
     let cp_offered = |zone: &String| {
         context
             .catalog
@@ -294,6 +255,12 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
         None => Vec::new(),
     };
 
+    let worker_zones: Vec<String> = zones
+        .iter()
+        .take(s.workers.zones.max(1) as usize)
+        .cloned()
+        .collect();
+
     // Instance families right-sizing may use.
     let known: BTreeSet<&str> = context.catalog.iter().map(|t| t.family.as_str()).collect();
     for (field, families) in [
@@ -308,10 +275,10 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
         t.current_generation
             && t.gpus == 0
             && !t.bare_metal
-            && (cluster_type == ClusterType::Developer || !t.burstable)
+            && (s.workers.instance_families.burstable || !t.burstable)
             && (request.allowed_families.is_empty() || request.allowed_families.contains(&t.family))
             && !request.excluded_families.contains(&t.family)
-            && offered_in(t, &zones)
+            && offered_in(t, &worker_zones)
     };
     let eligible_families: BTreeSet<&str> = context
         .catalog
@@ -331,28 +298,27 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
     } else {
         kept
     };
-    let min_memory_mib = if cluster_type == ClusterType::Production {
-        8192
-    } else {
-        4096
-    };
+    let initial_rule = s.workers.initial_instance_type;
     let initial_type = context
         .catalog
         .iter()
         .filter(eligible)
         .filter(|t| families.contains(&t.family))
-        .filter(|t| t.vcpus >= 2 && t.memory_mib >= min_memory_mib)
+        .filter(|t| {
+            t.vcpus >= initial_rule.min_vcpus
+                && t.memory_mib >= u64::from(initial_rule.min_memory_gib) * 1024
+        })
         .min_by(|a, b| {
             a.usd_per_hour
                 .total_cmp(&b.usd_per_hour)
                 .then_with(|| a.name.cmp(&b.name))
         });
-    if initial_type.is_none() && !zones.is_empty() {
+    if initial_type.is_none() && !worker_zones.is_empty() {
         problem(
             "spec.allowedFamilies",
             format!(
                 "no instance type of the allowed families fits a {cluster_type} worker in {}",
-                zones.join(", ")
+                worker_zones.join(", ")
             ),
         );
     }
@@ -398,42 +364,36 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
     let control_plane = ControlPlanePlan {
         nodes: (0..control_plane_nodes)
             .map(|i| NodeSlot {
-                zone: zones[i % zones.len()].clone(),
+                zone: zones[i % (s.control_plane.zones.max(1) as usize).min(zones.len())].clone(),
                 instance_type: cp_type.to_string(),
             })
             .collect(),
-        root_disk_gib: fixed_int("controlPlane.rootDiskGiB", cluster_type) as u32,
+        root_disk_gib: s.control_plane.root_disk_gib,
     };
     let initial = (0..min_nodes as usize)
         .map(|i| NodeSlot {
-            zone: zones[i % zones.len()].clone(),
+            zone: worker_zones[i % worker_zones.len()].clone(),
             instance_type: initial_type.name.clone(),
         })
         .collect();
-    let max_pods = initial_type.max_pods.min(110);
-    let fixed_cidr = |key: &str| {
-        fixed_text(key, cluster_type)
-            .parse::<Ipv4Net>()
-            .expect("the table holds a valid CIDR")
-    };
-    let (pod_cidr, service_cidr) = (
-        fixed_cidr("network.podCidr"),
-        fixed_cidr("network.serviceCidr"),
-    );
+    let max_pods = initial_type.max_pods.min(s.workers.max_pods_per_node);
     let network = NetworkPlan {
         vpc_cidr,
-        shared_vpc: fixed_text("network.vpc", cluster_type) != "dedicated",
+        shared_vpc: s.network.vpc == VpcTenancy::Shared,
         subnets,
-        pod_cidr,
-        service_cidr,
+        pod_cidr: s.network.pod_cidr,
+        service_cidr: s.network.service_cidr,
+        api_allowed_cidrs: vec![context.address_plan.pool],
     };
     let workers = WorkerPlan {
         min_nodes,
         max_nodes,
-        zones: zones.clone(),
+        zones: worker_zones,
         families,
         initial,
         max_pods_per_node: max_pods,
+        initial_instance_type: initial_type.name.clone(),
+        node_image: dialtone_cloud::node_image(&version),
     };
 
     // The concrete value of every decision, for users and for the record.
@@ -448,13 +408,18 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
                 .map(|s| format!("{}={}", s.zone, s.cidr))
                 .collect::<Vec<_>>()
                 .join(","),
-            "network.apiAllowedCidrs" => context.address_plan.pool.to_string(),
+            "network.apiAllowedCidrs" => network
+                .api_allowed_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             "workers.minNodes" => min_nodes.to_string(),
             "workers.maxNodes" => max_nodes.to_string(),
             "workers.maxPodsPerNode" => max_pods.to_string(),
             "workers.instanceFamilies" => workers.families.join(","),
             "workers.initialInstanceType" => initial_type.name.clone(),
-            "workers.nodeImage" => dialtone_cloud::node_image(&version),
+            "workers.nodeImage" => workers.node_image.clone(),
             "kubernetes.version" => version.clone(),
             other => unreachable!("no computation for {other}"),
         }
@@ -462,8 +427,8 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
     let decisions = DECISIONS
         .iter()
         .map(|d| {
-            let value = match d.rule(cluster_type) {
-                Rule::Fixed(v) => v.to_string(),
+            let value = match d.rule_in(s) {
+                Rule::Fixed(value) => value,
                 Rule::Computed(_) => computed(d.key),
             };
             (d.key.to_string(), value)
@@ -477,5 +442,6 @@ pub fn plan(request: &ClusterRequest, context: &PlanContext<'_>) -> Result<Clust
         network,
         workers,
         decisions,
+        settings,
     })
 }

@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 
 use dialtone_cloud::InstanceCatalog;
 use dialtone_planner::{
-    AddressPlan, ClusterPlan, ClusterRequest, ClusterType, DECISIONS, Decision, PlanContext,
-    PlanError, Rule, SUPPORTED_VERSIONS, plan,
+    AddressPlan, ClusterPlan, ClusterRequest, ClusterSettings, ClusterType, DECISIONS, Decision,
+    Enforcement, How, PlanContext, PlanError, Rule, SUPPORTED_VERSIONS, plan, plan_with_settings,
 };
+use dialtone_types::settings::VpcTenancy;
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
 
@@ -60,11 +61,12 @@ fn the_table_has_over_fifty_decisions_each_with_a_reason() {
     }
 }
 
-/// Every fixed decision, for each type, is what the plan records.
+/// Every decision is recorded in each plan, a fixed one with its type's setting.
 #[test]
 fn every_fixed_decision_is_applied() {
     for cluster_type in ClusterType::ALL {
         let planned = plan_of(&request(cluster_type));
+        assert_eq!(planned.settings, ClusterSettings::of(cluster_type));
         assert_eq!(
             planned.decisions.len(),
             DECISIONS.len(),
@@ -73,8 +75,8 @@ fn every_fixed_decision_is_applied() {
         for d in DECISIONS {
             if let Rule::Fixed(value) = d.rule(cluster_type) {
                 assert_eq!(
-                    planned.value(d.key),
-                    Some(value.to_string().as_str()),
+                    planned.decisions.get(d.key),
+                    Some(&value),
                     "{cluster_type} {}",
                     d.key
                 );
@@ -83,43 +85,167 @@ fn every_fixed_decision_is_applied() {
     }
 }
 
-/// Each decision the plan builds from, against the field of the plan that implements it:
-/// a row changed in the table changes what gets built, and a plan that ignores its row
-/// fails here.
+/// The table and the typed settings are one: every field of the settings is a row, named
+/// by its path, and every fixed row is a field. A setting added without a row, or a row
+/// whose value lives nowhere typed, fails here.
 #[test]
-fn each_enforced_decision_is_what_gets_built() {
-    for cluster_type in ClusterType::ALL {
-        let planned = plan_of(&request(cluster_type));
-        let row = |key: &str| match Decision::find(key).unwrap().rule(cluster_type) {
-            Rule::Fixed(value) => value.to_string(),
-            Rule::Computed(_) => panic!("{key} is fixed"),
-        };
-        let cp = &planned.control_plane;
-        let zones: BTreeSet<_> = cp.nodes.iter().map(|n| n.zone.as_str()).collect();
-        let built = [
-            ("controlPlane.nodes", cp.nodes.len().to_string()),
-            ("controlPlane.zones", zones.len().to_string()),
-            ("controlPlane.rootDiskGiB", cp.root_disk_gib.to_string()),
-            ("network.podCidr", planned.network.pod_cidr.to_string()),
-            (
-                "network.serviceCidr",
-                planned.network.service_cidr.to_string(),
-            ),
-            (
-                "network.vpc",
-                match planned.network.shared_vpc {
-                    true => row("network.vpc"),
-                    false => "dedicated".to_string(),
-                },
-            ),
-        ];
-        for (key, value) in built {
-            assert_eq!(value, row(key), "{cluster_type} {key}");
+fn every_setting_is_a_row_and_every_fixed_row_a_setting() {
+    let settings = serde_json::to_value(ClusterSettings::of(ClusterType::Production)).unwrap();
+    let mut fields = BTreeSet::new();
+    for (area, values) in settings.as_object().unwrap() {
+        for name in values.as_object().unwrap().keys() {
+            fields.insert(format!("{area}.{name}"));
         }
+    }
+    let keys: BTreeSet<String> = DECISIONS.iter().map(|d| d.key.to_string()).collect();
+    let without_row: Vec<_> = fields.difference(&keys).collect();
+    assert!(
+        without_row.is_empty(),
+        "settings without a row: {without_row:?}"
+    );
+    for d in DECISIONS {
+        if matches!(d.how, How::Fixed(_)) {
+            assert!(
+                fields.contains(d.key),
+                "{}: a fixed row is a setting",
+                d.key
+            );
+        }
+    }
+}
+
+/// Both counts are what `cluster-types describe` prints; every enforced row says what
+/// follows from it.
+#[test]
+fn rows_are_enforced_or_advisory() {
+    let enforced: Vec<_> = DECISIONS.iter().filter(|d| d.is_enforced()).collect();
+    assert!(enforced.len() >= 35, "{} enforced", enforced.len());
+    for d in enforced {
+        let Enforcement::Enforced(what) = d.enforcement else {
+            unreachable!()
+        };
+        assert!(what.len() > 10, "{}: says what is built", d.key);
+    }
+}
+
+/// Each setting the plan itself builds from, changed, changes the plan: a plan that
+/// ignored its row would fail here. (What the controller and providers build from the
+/// rest is `dialtone-controllers`' `decisions` test.)
+#[test]
+fn each_enforced_decision_is_what_gets_planned() {
+    let base_request = request(ClusterType::Production);
+    let planned = |change: fn(&mut ClusterSettings)| {
+        let mut settings = ClusterSettings::of(ClusterType::Production);
+        change(&mut settings);
+        let context = PlanContext {
+            catalog: InstanceCatalog::builtin(),
+            address_plan: &AddressPlan::default_pool(),
+            existing_vpc: None,
+            kept_families: None,
+        };
+        plan_with_settings(&base_request, settings, &context).expect("plans")
+    };
+    let base = planned(|_| {});
+    type Check = fn(&ClusterPlan) -> String;
+    let cases: &[(&str, fn(&mut ClusterSettings), Check)] = &[
+        (
+            "controlPlane.nodes",
+            |s| s.control_plane.nodes = 5,
+            |p| p.control_plane.nodes.len().to_string(),
+        ),
+        (
+            "controlPlane.zones",
+            |s| s.control_plane.zones = 2,
+            |p| {
+                format!(
+                    "{:?}",
+                    p.control_plane
+                        .nodes
+                        .iter()
+                        .map(|n| &n.zone)
+                        .collect::<BTreeSet<_>>()
+                )
+            },
+        ),
+        (
+            "controlPlane.instanceType",
+            |s| s.control_plane.instance_type[1].instance_type = "m7i.8xlarge".into(),
+            |p| p.control_plane.nodes[0].instance_type.clone(),
+        ),
+        (
+            "controlPlane.rootDiskGiB",
+            |s| s.control_plane.root_disk_gib = 64,
+            |p| p.control_plane.root_disk_gib.to_string(),
+        ),
+        (
+            "network.vpc",
+            |s| s.network.vpc = VpcTenancy::Shared,
+            |p| p.network.shared_vpc.to_string(),
+        ),
+        (
+            "network.podCidr",
+            |s| s.network.pod_cidr = "100.96.0.0/12".parse().unwrap(),
+            |p| p.network.pod_cidr.to_string(),
+        ),
+        (
+            "network.serviceCidr",
+            |s| s.network.service_cidr = "172.24.0.0/16".parse().unwrap(),
+            |p| p.network.service_cidr.to_string(),
+        ),
+        (
+            "network.subnets",
+            |s| {
+                s.control_plane.zones = 2;
+                s.workers.zones = 2
+            },
+            |p| p.network.subnets.len().to_string(),
+        ),
+        (
+            "workers.minNodes",
+            |s| s.workers.min_nodes.default = 4,
+            |p| p.workers.initial.len().to_string(),
+        ),
+        (
+            "workers.maxNodes",
+            |s| s.workers.max_nodes.default = 40,
+            |p| p.workers.max_nodes.to_string(),
+        ),
+        (
+            "workers.zones",
+            |s| s.workers.zones = 1,
+            |p| format!("{:?}", p.workers.zones),
+        ),
+        (
+            "workers.maxPodsPerNode",
+            |s| s.workers.max_pods_per_node = 20,
+            |p| p.workers.max_pods_per_node.to_string(),
+        ),
+        (
+            "workers.instanceFamilies",
+            |s| s.workers.instance_families.burstable = true,
+            |p| p.workers.families.join(","),
+        ),
+        (
+            "workers.initialInstanceType",
+            |s| s.workers.initial_instance_type.min_memory_gib = 32,
+            |p| p.workers.initial_instance_type.clone(),
+        ),
+    ];
+    for (key, change, check) in cases {
+        assert!(
+            Decision::find(key).is_some_and(Decision::is_enforced),
+            "{key} is an enforced row"
+        );
+        let changed = planned(*change);
+        assert_ne!(
+            check(&base),
+            check(&changed),
+            "{key}: changing it changes the plan"
+        );
         assert_eq!(
-            planned.network.shared_vpc,
-            row("network.vpc") != "dedicated",
-            "{cluster_type} network.vpc"
+            changed.decisions.get(*key) == base.decisions.get(*key),
+            check(&base) == check(&changed),
+            "{key}: the record follows what is planned"
         );
     }
 }
@@ -150,7 +276,7 @@ fn control_plane_nodes_and_zones() {
         (3, 3),
         "three nodes in three distinct zones"
     );
-    assert_eq!(prod.value("controlPlane.apiServerReplicas"), Some("3"));
+    assert_eq!(prod.decisions["controlPlane.apiServerReplicas"], "3");
 }
 
 #[test]
@@ -196,7 +322,11 @@ fn production_vpcs_come_from_the_address_plan_without_overlap() {
     address_plan.allocated.push(first.network.vpc_cidr);
     let second = plan_with(&request(ClusterType::Production), &address_plan, None).unwrap();
     assert_eq!(second.network.vpc_cidr.to_string(), "10.3.0.0/16");
-    assert_eq!(second.value("network.apiAllowedCidrs"), Some("10.0.0.0/8"));
+    assert_eq!(second.decisions["network.apiAllowedCidrs"], "10.0.0.0/8");
+    assert_eq!(
+        second.network.api_allowed_cidrs,
+        ["10.0.0.0/8".parse().unwrap()]
+    );
     let full = AddressPlan {
         pool: "10.0.0.0/16".parse().unwrap(),
         allocated: vec!["10.0.0.0/16".parse().unwrap()],
@@ -357,9 +487,10 @@ fn versions_images_and_every_problem_at_once() {
     let p = plan_of(&request(ClusterType::Developer));
     assert_eq!(p.kubernetes_version, *SUPPORTED_VERSIONS.last().unwrap());
     assert_eq!(
-        p.value("workers.nodeImage"),
-        Some(format!("dialtone-node-{}", p.kubernetes_version).as_str())
+        p.workers.node_image,
+        format!("dialtone-node-{}", p.kubernetes_version)
     );
+    assert_eq!(p.decisions["workers.nodeImage"], p.workers.node_image);
     assert!(SUPPORTED_VERSIONS.len() >= 3);
     let mut r = request(ClusterType::Production);
     r.region = "mars-1".into();
@@ -599,9 +730,26 @@ fn an_empty_version_in_a_spec_is_none() {
 /// The table reads as users see it: a fixed value, or how it is computed.
 #[test]
 fn rules_display_their_value_or_their_computation() {
+    assert_eq!(Rule::Fixed("3".into()).to_string(), "3");
     assert_eq!(
-        Rule::Fixed(dialtone_planner::Value::Int(3)).to_string(),
-        "3"
+        Rule::Computed("by the bound".into()).to_string(),
+        "by the bound"
     );
-    assert_eq!(Rule::Computed("by the bound").to_string(), "by the bound");
+    let production = |key: &str| Decision::find(key).unwrap().rule(ClusterType::Production);
+    assert_eq!(
+        production("controlPlane.instanceType").to_string(),
+        "m7i.large up to 10 workers, m7i.xlarge up to 100, m7i.2xlarge up to 500, m7i.4xlarge above"
+    );
+    assert_eq!(
+        production("workers.evictionHard").to_string(),
+        "memory.available<500Mi,nodefs.available<10%"
+    );
+    assert_eq!(
+        production("workers.systemReserved").to_string(),
+        "cpu=200m,memory=1Gi"
+    );
+    assert_eq!(
+        production("workers.maxNodes").to_string(),
+        "the request's, default 100, at most 1,000"
+    );
 }

@@ -185,10 +185,11 @@ fn pin_spec(spec: &mut Cluster, plan: &ClusterPlan) {
     spec.min_nodes = Some(plan.workers.min_nodes);
     spec.max_nodes = Some(plan.workers.max_nodes);
     spec.deletion_protection
-        .get_or_insert(plan.value(DELETION_PROTECTION) == Some("true"));
+        .get_or_insert(plan.settings.security.deletion_protection);
 }
 
-/// The decision whose value is each new cluster's default deletion protection.
+/// The decision whose value is each new cluster's default deletion protection, as the
+/// messages name it.
 const DELETION_PROTECTION: &str = "security.deletionProtection";
 
 /// Refuses a delete that would remove a cluster whose deletion protection is on: the

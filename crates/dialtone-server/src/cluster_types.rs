@@ -4,7 +4,7 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
-use dialtone_planner::{ClusterType, DECISIONS};
+use dialtone_planner::{ClusterSettings, ClusterType, DECISIONS, Enforcement};
 use dialtone_types::cluster_types::{ClusterTypeInfo, DecisionInfo};
 use dialtone_types::{ApiError, List, ListMeta};
 
@@ -12,6 +12,8 @@ use crate::error::HttpResult;
 use crate::resources::to_json;
 
 fn info(cluster_type: ClusterType) -> ClusterTypeInfo {
+    let settings = ClusterSettings::of(cluster_type);
+    let enforced = DECISIONS.iter().filter(|d| d.is_enforced()).count();
     ClusterTypeInfo {
         name: cluster_type.name().into(),
         description: cluster_type.description().into(),
@@ -19,10 +21,16 @@ fn info(cluster_type: ClusterType) -> ClusterTypeInfo {
             .iter()
             .map(|d| DecisionInfo {
                 key: d.key.into(),
-                value: d.rule(cluster_type).to_string(),
+                value: d.rule_in(&settings).to_string(),
+                enforces: match d.enforcement {
+                    Enforcement::Enforced(what) => Some(what.into()),
+                    Enforcement::Advisory => None,
+                },
                 reason: d.reason.into(),
             })
             .collect(),
+        enforced,
+        advisory: DECISIONS.len() - enforced,
     }
 }
 

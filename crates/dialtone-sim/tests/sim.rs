@@ -2,7 +2,10 @@
 //! quotas that follow resources as they come and go, failure injection, and state that
 //! survives a restart.
 
-use dialtone_cloud::{CloudError, CreateRequest, Filter, Provider, ResourceSpec, ResourceState};
+use dialtone_cloud::{
+    CloudError, CreateRequest, DiskType, Filter, InstanceMetadata, Provider, ResourceSpec,
+    ResourceState,
+};
 use dialtone_sim::{FaultKind, FaultSpec, Quotas, Sim, SimOptions};
 
 const REGION: &str = "us-east-1";
@@ -83,6 +86,12 @@ fn instance(instance_type: &str, subnet: &str, sg: &str) -> ResourceSpec {
         security_group_id: sg.into(),
         image: "dialtone-node-1.31".into(),
         root_disk_gib: 50,
+        disk_type: DiskType::Gp3,
+        disk_encrypted: true,
+        metadata: InstanceMetadata {
+            tokens_required: true,
+            hop_limit: 1,
+        },
     }
 }
 

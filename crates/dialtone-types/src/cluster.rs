@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kinds::{CLUSTER, Kind, KindInfo};
 use crate::meta::Condition;
+use crate::settings::ClusterSettings;
 use crate::validation::{FieldErrors, FieldReason};
 
 /// The kinds of Smart Cluster.
@@ -512,6 +513,9 @@ pub struct NetworkPlan {
     /// The range Services' cluster IPs come from.
     #[schemars(with = "String")]
     pub service_cidr: Ipv4Net,
+    /// The only sources the API's load balancer lets in.
+    #[schemars(with = "Vec<String>")]
+    pub api_allowed_cidrs: Vec<Ipv4Net>,
 }
 
 /// The workers' bounds and where they run.
@@ -530,10 +534,14 @@ pub struct WorkerPlan {
     pub initial: Vec<NodeSlot>,
     /// Pods a worker takes at most.
     pub max_pods_per_node: u32,
+    /// The type of workers added before right-sizing has chosen one.
+    pub initial_instance_type: String,
+    /// The machine image workers and control-plane nodes boot.
+    pub node_image: String,
 }
 
 /// Everything decided for one cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterPlan {
     /// Developer or production.
@@ -549,14 +557,101 @@ pub struct ClusterPlan {
     pub network: NetworkPlan,
     /// The workers.
     pub workers: WorkerPlan,
-    /// Every decision of the type's table with its concrete value for this cluster.
+    /// Its type's decisions, typed: what controllers and providers read.
+    pub settings: ClusterSettings,
+    /// Every decision of the type's table with its concrete value for this cluster, as
+    /// users read it.
     pub decisions: BTreeMap<String, String>,
 }
 
-impl ClusterPlan {
-    /// The concrete value of the decision `key` (`area.name`).
-    pub fn value(&self, key: &str) -> Option<&str> {
-        self.decisions.get(key).map(String::as_str)
+/// A plan as stored, which may predate its typed settings and the typed fields of
+/// computed decisions: those are then its type's built-in settings and the values its
+/// record of decisions holds.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredPlan {
+    #[serde(rename = "type")]
+    cluster_type: ClusterType,
+    region: String,
+    kubernetes_version: String,
+    control_plane: ControlPlanePlan,
+    network: StoredNetworkPlan,
+    workers: StoredWorkerPlan,
+    settings: Option<ClusterSettings>,
+    decisions: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredNetworkPlan {
+    vpc_cidr: Ipv4Net,
+    shared_vpc: bool,
+    subnets: Vec<Subnet>,
+    pod_cidr: Ipv4Net,
+    service_cidr: Ipv4Net,
+    api_allowed_cidrs: Option<Vec<Ipv4Net>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredWorkerPlan {
+    min_nodes: u32,
+    max_nodes: u32,
+    zones: Vec<String>,
+    families: Vec<String>,
+    initial: Vec<NodeSlot>,
+    max_pods_per_node: u32,
+    initial_instance_type: Option<String>,
+    node_image: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ClusterPlan {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        StoredPlan::deserialize(deserializer).map(ClusterPlan::from)
+    }
+}
+
+impl From<StoredPlan> for ClusterPlan {
+    fn from(stored: StoredPlan) -> Self {
+        let recorded = |key: &str| stored.decisions.get(key).cloned().unwrap_or_default();
+        let (network, workers) = (stored.network, stored.workers);
+        ClusterPlan {
+            cluster_type: stored.cluster_type,
+            region: stored.region,
+            kubernetes_version: stored.kubernetes_version,
+            control_plane: stored.control_plane,
+            network: NetworkPlan {
+                api_allowed_cidrs: network.api_allowed_cidrs.unwrap_or_else(|| {
+                    recorded("network.apiAllowedCidrs")
+                        .split(',')
+                        .filter_map(|cidr| cidr.trim().parse().ok())
+                        .collect()
+                }),
+                vpc_cidr: network.vpc_cidr,
+                shared_vpc: network.shared_vpc,
+                subnets: network.subnets,
+                pod_cidr: network.pod_cidr,
+                service_cidr: network.service_cidr,
+            },
+            workers: WorkerPlan {
+                initial_instance_type: workers
+                    .initial_instance_type
+                    .unwrap_or_else(|| recorded("workers.initialInstanceType")),
+                node_image: workers
+                    .node_image
+                    .unwrap_or_else(|| recorded("workers.nodeImage")),
+                min_nodes: workers.min_nodes,
+                max_nodes: workers.max_nodes,
+                zones: workers.zones,
+                families: workers.families,
+                initial: workers.initial,
+                max_pods_per_node: workers.max_pods_per_node,
+            },
+            settings: stored
+                .settings
+                .unwrap_or_else(|| ClusterSettings::of(stored.cluster_type)),
+            decisions: stored.decisions,
+        }
     }
 }
 

@@ -10,6 +10,10 @@ pub struct DecisionInfo {
     pub key: String,
     /// The value, or how it is computed for each cluster.
     pub value: String,
+    /// What is built or checked from it, if anything: `None` marks an advisory decision,
+    /// recorded in every plan and shown, but not yet read by anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforces: Option<String>,
     /// Why, in one line.
     pub reason: String,
 }
@@ -23,4 +27,8 @@ pub struct ClusterTypeInfo {
     pub description: String,
     /// Every decision of the table, with this type's value.
     pub decisions: Vec<DecisionInfo>,
+    /// How many decisions something built or checked follows from.
+    pub enforced: usize,
+    /// How many are only recorded and shown.
+    pub advisory: usize,
 }

@@ -18,6 +18,7 @@ pub mod meta;
 pub mod path;
 pub mod policy;
 pub mod selector;
+pub mod settings;
 pub mod validation;
 
 pub use api::{ApiError, Reason, Status, StatusCause};
@@ -29,4 +30,5 @@ pub use meta::{
 };
 pub use path::ResourcePath;
 pub use selector::LabelSelector;
+pub use settings::ClusterSettings;
 pub use validation::{FieldError, FieldErrors};

@@ -276,13 +276,35 @@ async fn cluster_types(
                 return print_value(output, &info);
             }
             println!("{}: {}\n", text(&info["name"]), text(&info["description"]));
+            let wide = output == Output::Wide;
             let rows: Vec<Vec<String>> = info["decisions"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|d| vec![text(&d["key"]), text(&d["value"]), text(&d["reason"])])
+                .map(|d| {
+                    let enforces = d["enforces"].as_str();
+                    let mut row = vec![
+                        text(&d["key"]),
+                        text(&d["value"]),
+                        enforces.map_or("advisory", |_| "enforced").to_string(),
+                    ];
+                    if wide {
+                        row.push(enforces.unwrap_or("-").to_string());
+                    }
+                    row.push(text(&d["reason"]));
+                    row
+                })
                 .collect();
-            print_table(&["DECISION", "VALUE", "WHY"], &rows);
+            let mut header = vec!["DECISION", "VALUE", "ENFORCED"];
+            if wide {
+                header.push("BUILDS OR CHECKS");
+            }
+            header.push("WHY");
+            print_table(&header, &rows);
+            println!(
+                "\n{} enforced: something built or checked follows from each; {} advisory: recorded in every plan and shown, but nothing is built from them yet.",
+                info["enforced"], info["advisory"]
+            );
         }
     }
     Ok(())

@@ -570,10 +570,84 @@ async fn production_cluster(cloud: Cloud) {
         .collect();
     let cp_zones: BTreeSet<&str> = control_plane.iter().map(|i| i.zone.as_str()).collect();
     assert_eq!((control_plane.len(), cp_zones.len()), (3, 3));
+    if let Some(aws) = &world.aws {
+        check_production_settings_on_aws(aws, &instances, &of_kind(&own, "loadBalancer")).await;
+    }
 
     check_user_data(&world, &cluster, "production").await;
     world.delete(&path).await;
     world.assert_empty().await;
+}
+
+/// On aws, as EC2 and Elastic Load Balancing report them: each instance's metadata options
+/// (`security.instanceMetadata`), its root volume's type and encryption (`*.diskType`,
+/// `workers.diskEncryption`), and the API's load balancer internal (`network.apiEndpoint`)
+/// with cross-zone load balancing on (`network.loadBalancer`).
+async fn check_production_settings_on_aws(aws: &Aws, instances: &[&Seen], balancers: &[&Seen]) {
+    use aws_sdk_ec2::types::{Filter, HttpTokensState, VolumeType};
+    let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+    let described = aws
+        .ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids.clone()))
+        .send()
+        .await
+        .unwrap();
+    for i in described.reservations().iter().flat_map(|r| r.instances()) {
+        let metadata = i.metadata_options().unwrap();
+        assert_eq!(
+            (
+                metadata.http_tokens(),
+                metadata.http_put_response_hop_limit()
+            ),
+            (Some(&HttpTokensState::Required), Some(1)),
+            "{:?}",
+            i.instance_id()
+        );
+    }
+    let volumes = aws
+        .ec2
+        .describe_volumes()
+        .filters(
+            Filter::builder()
+                .name("attachment.instance-id")
+                .set_values(Some(ids.clone()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(volumes.volumes().len(), ids.len(), "a root volume each");
+    for volume in volumes.volumes() {
+        assert_eq!(volume.volume_type(), Some(&VolumeType::Gp3), "{volume:?}");
+        assert_eq!(volume.encrypted(), Some(true), "{volume:?}");
+    }
+    assert_eq!(balancers.len(), 1);
+    let arn = &balancers[0].id;
+    let described = aws
+        .elb
+        .describe_load_balancers()
+        .load_balancer_arns(arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.load_balancers()[0].scheme().map(|s| s.as_str()),
+        Some("internal")
+    );
+    let attributes = aws
+        .elb
+        .describe_load_balancer_attributes()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    let cross_zone = attributes
+        .attributes()
+        .iter()
+        .find(|a| a.key() == Some("load_balancing.cross_zone.enabled"))
+        .and_then(|a| a.value());
+    assert_eq!(cross_zone, Some("true"), "{attributes:?}");
 }
 
 /// On aws: every instance's user data is valid cloud-config, and each role's is its

@@ -1,61 +1,19 @@
 //! What each instance is told at boot, from the cluster's plan.
 
-use dialtone_cloud::{AuditPolicy, BootstrapRole, NodeBootstrap, PodSecurityLevel};
+use dialtone_cloud::{BootstrapRole, NodeBootstrap};
 
 use super::*;
 
-/// The plan's decision `key`, or an error naming it: a plan without it cannot be built.
-fn decision<'p>(plan: &'p ClusterPlan, key: &str) -> Result<&'p str, CloudError> {
-    plan.value(key).ok_or_else(|| CloudError::Invalid {
-        message: format!("the plan has no {key}; plan the cluster again"),
-    })
-}
-
-fn unknown(key: &str, value: &str, valid: &str) -> CloudError {
-    CloudError::Invalid {
-        message: format!("the plan's {key} is {value:?}, not one of {valid}"),
-    }
-}
-
-/// The bootstrap of an instance of `role` in the cluster `uid`, whose API is at `endpoint`.
+/// The bootstrap of an instance of `role` in the cluster `uid`, whose API is at `endpoint`:
+/// the plan's typed settings, as the instance's kubeadm and kubelet need them.
 pub(super) fn node_bootstrap(
     uid: &str,
     plan: &ClusterPlan,
     role: BootstrapRole,
     endpoint: &str,
-) -> Result<NodeBootstrap, CloudError> {
-    let key = "security.podSecurityLevel";
-    let pod_security = match decision(plan, key)? {
-        "privileged" => PodSecurityLevel::Privileged,
-        "baseline" => PodSecurityLevel::Baseline,
-        "restricted" => PodSecurityLevel::Restricted,
-        other => return Err(unknown(key, other, "privileged, baseline, restricted")),
-    };
-    let key = "security.auditLogging";
-    let audit = match decision(plan, key)? {
-        "Metadata" => AuditPolicy::Metadata,
-        "RequestResponse for writes, Metadata for reads" => AuditPolicy::RequestResponseForWrites,
-        other => {
-            return Err(unknown(
-                key,
-                other,
-                "Metadata, RequestResponse for writes, Metadata for reads",
-            ));
-        }
-    };
-    let key = "security.secretsEncryption";
-    let secrets_encryption = match decision(plan, key)? {
-        "none" => false,
-        aescbc if aescbc.starts_with("aescbc") => true,
-        other => return Err(unknown(key, other, "aescbc…, none")),
-    };
-    let number = |key: &str| -> Result<u32, CloudError> {
-        let value = decision(plan, key)?;
-        value.parse().map_err(|_| unknown(key, value, "a number"))
-    };
-    let etcd_quota_backend_gib = number("etcd.quotaBackendGiB")?;
-    let audit_log_retention_days = number("security.auditLogRetentionDays")?;
-    Ok(NodeBootstrap {
+) -> NodeBootstrap {
+    let settings = &plan.settings;
+    NodeBootstrap {
         cluster_uid: uid.to_string(),
         role,
         kubernetes_version: plan.kubernetes_version.clone(),
@@ -63,12 +21,15 @@ pub(super) fn node_bootstrap(
         pod_cidr: plan.network.pod_cidr,
         service_cidr: plan.network.service_cidr,
         max_pods_per_node: plan.workers.max_pods_per_node,
-        pod_security,
-        audit,
-        audit_log_retention_days,
-        secrets_encryption,
-        etcd_quota_backend_gib,
-    })
+        pod_security: settings.security.pod_security_level,
+        audit: settings.security.audit_logging,
+        audit_log_retention_days: settings.security.audit_log_retention_days,
+        secrets_encryption: settings.security.secrets_encryption,
+        etcd_quota_backend_gib: settings.etcd.quota_backend_gib,
+        anonymous_auth: settings.security.anonymous_auth,
+        system_reserved: settings.workers.system_reserved,
+        eviction_hard: settings.workers.eviction_hard,
+    }
 }
 
 /// What a slot's new instance does at boot: the first control-plane node starts the

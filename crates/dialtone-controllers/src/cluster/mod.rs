@@ -60,6 +60,8 @@ pub use dialtone_cloud::tags::{
 };
 
 const KUBERNETES_API_PORT: u16 = 6443;
+/// Opened to the VPC only when the plan's `security.sshAccess` says so.
+const SSH_PORT: u16 = 22;
 const EVENTS_KEPT: usize = 30;
 /// The reason a node that keeps failing to launch gives, on the event and on `Ready`.
 const LAUNCH_FAILED: &str = "LaunchFailed";
@@ -91,9 +93,7 @@ impl LifecycleOptions {
                 cap: scaled(300_000.0, 1_000),
             },
             sizing: SizingOptions {
-                // Karpenter's consolidateAfter is commonly set to minutes; five keeps a
-                // node that just came up for a burst from going at once.
-                stabilization: scaled(300_000.0, 0),
+                second: scaled(1_000.0, 0),
                 // Karpenter's default disruption budget.
                 budget_percent: 10,
                 min_saving: 0.1,
@@ -385,10 +385,7 @@ impl Lifecycle {
                     Some(Blocked::Cloud(_) | Blocked::Waiting(Wait::WaitingForApi, _))
                 );
                 let slots = desired_slots(&plan, &status.nodes, next_worker(&status));
-                let max_launch_attempts = plan
-                    .value("repair.maxLaunchAttempts")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(3);
+                let max_launch_attempts = plan.settings.repair.max_launch_attempts;
                 let next = self.observe(
                     &mut status,
                     &slots,

@@ -1,5 +1,7 @@
 //! The steps that make the cloud hold what the plan asks for: network, endpoint, nodes.
 
+use dialtone_types::settings::{EndpointAccess, LoadBalancerScope};
+
 use super::*;
 
 /// `base` with the resource's part added.
@@ -139,10 +141,18 @@ impl Lifecycle {
         (vpc, subnet_ids): &(CloudResource, Vec<(String, CloudResource)>),
     ) -> Pass<(CloudResource, CloudResource)> {
         let region = plan.region.as_str();
-        let api_sources = plan
-            .value("network.apiAllowedCidrs")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(plan.network.vpc_cidr);
+        let security = &plan.settings.security;
+        let mut ingress: Vec<IngressRule> = plan
+            .network
+            .api_allowed_cidrs
+            .iter()
+            .map(|&source| IngressRule::tcp(KUBERNETES_API_PORT, source))
+            .collect();
+        // Nodes talk to each other freely: etcd's peers, kubelets, the pod network's overlay.
+        ingress.push(IngressRule::all(plan.network.vpc_cidr));
+        if security.ssh_access {
+            ingress.push(IngressRule::tcp(SSH_PORT, plan.network.vpc_cidr));
+        }
         let sg = self
             .ensure(
                 region,
@@ -151,12 +161,7 @@ impl Lifecycle {
                 format!("{uid}/sg"),
                 ResourceSpec::SecurityGroup {
                     vpc_id: vpc.id.clone(),
-                    ingress: vec![
-                        IngressRule::tcp(KUBERNETES_API_PORT, api_sources),
-                        // Nodes talk to each other freely: etcd's peers, kubelets, the pod
-                        // network's overlay.
-                        IngressRule::all(plan.network.vpc_cidr),
-                    ],
+                    ingress,
                 },
                 tagged(tags, "sg"),
             )
@@ -170,7 +175,8 @@ impl Lifecycle {
                 ResourceSpec::LoadBalancer {
                     subnet_ids: subnet_ids.iter().map(|(_, s)| s.id.clone()).collect(),
                     port: KUBERNETES_API_PORT,
-                    public: plan.value("network.apiEndpoint") == Some("public"),
+                    public: plan.settings.network.api_endpoint == EndpointAccess::Public,
+                    cross_zone: plan.settings.network.load_balancer == LoadBalancerScope::CrossZone,
                 },
                 tagged(tags, "api"),
             )
@@ -194,7 +200,7 @@ impl Lifecycle {
     ) -> Pass<Option<(Wait, String)>> {
         let region = plan.region.as_str();
         let slots = desired_slots(plan, &status.nodes, next_worker(status));
-        let image = plan.value("workers.nodeImage").unwrap_or("dialtone-node");
+        let image = &plan.workers.node_image;
         let mut waiting: Option<(Wait, String)> = None;
         for slot in &slots {
             let instances: Vec<&CloudResource> = own
@@ -344,14 +350,17 @@ impl Lifecycle {
                             zone: slot.zone.clone(),
                             subnet_id: subnet,
                             security_group_id: sg.id.clone(),
-                            image: image.to_string(),
+                            image: image.clone(),
                             root_disk_gib: match slot.role {
                                 NodeRole::ControlPlane => plan.control_plane.root_disk_gib,
-                                NodeRole::Worker => plan
-                                    .value("workers.rootDiskGiB")
-                                    .and_then(|v| v.parse().ok())
-                                    .unwrap_or(100),
+                                NodeRole::Worker => plan.settings.workers.root_disk_gib,
                             },
+                            disk_type: match slot.role {
+                                NodeRole::ControlPlane => plan.settings.control_plane.disk_type,
+                                NodeRole::Worker => plan.settings.workers.disk_type,
+                            },
+                            disk_encrypted: plan.settings.workers.disk_encryption,
+                            metadata: plan.settings.security.instance_metadata,
                         },
                         tags,
                         bootstrap: Some(bootstrap::node_bootstrap(
@@ -359,7 +368,7 @@ impl Lifecycle {
                             plan,
                             bootstrap::role_of(slot, own),
                             &lb.address,
-                        )?),
+                        )),
                     };
                     self.provider.create(region, request).await?;
                     if waiting.is_none() {

@@ -118,11 +118,7 @@ pub(super) fn desired_slots(
         .initial
         .first()
         .map(|s| s.instance_type.clone())
-        .unwrap_or_else(|| {
-            plan.value("workers.initialInstanceType")
-                .unwrap_or("")
-                .to_string()
-        });
+        .unwrap_or_else(|| plan.workers.initial_instance_type.clone());
     let mut next = workers
         .iter()
         .filter_map(|w| worker_index(&w.name))

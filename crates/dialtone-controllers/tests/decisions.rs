@@ -1,0 +1,694 @@
+//! Each enforced row of the decision table, changed, changes what gets built: a production
+//! cluster is planned with the row's setting (or, for a computed row, its input) changed,
+//! the lifecycle controller builds it on the sim, and what the provider holds (its resources
+//! as `describe` reports them, and the bootstrap each instance was launched with) differs
+//! from the cluster built with the type's own settings, and shows the new value. A row
+//! that only changes what users read fails here. `TESTED_ELSEWHERE` names the enforced
+//! rows that act elsewhere than on the provider.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, ROLE_WORKER, TAG_PART, TAG_ROLE};
+use dialtone_cloud::{
+    CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, NodeBootstrap, Protocol,
+    Provider, Region, ResourceKind, ResourceSpec, SecretsEncryption, Tags,
+};
+use dialtone_controllers::cluster::{TAG_CLUSTER, TAG_NETWORK, network_key};
+use dialtone_controllers::{Lifecycle, LifecycleOptions, Next};
+use dialtone_planner::{
+    AddressPlan, ClusterPlan, ClusterRequest, ClusterSettings, DECISIONS, Decision, PlanContext,
+    plan_with_settings,
+};
+use dialtone_sim::{FaultKind, FaultSpec, Sim, SimOptions};
+use dialtone_store::EmbeddedStore;
+use dialtone_store::registry::Registry;
+use dialtone_types::cluster::ClusterStatus;
+use dialtone_types::kinds::{CLUSTER, FOLDER, PROJECT};
+use dialtone_types::settings::{
+    AuditPolicy, DiskType, EndpointAccess, LoadBalancerScope, PodSecurityLevel, VpcTenancy,
+};
+use dialtone_types::{Cluster, ClusterType, Folder, Object, Org, Phase, Project, ResourcePath};
+
+/// The sim, with every launch's bootstrap kept by instance id, and the tags of every
+/// launch (describe shows only the instances that are left).
+struct Recording {
+    sim: Arc<Sim>,
+    bootstraps: Mutex<BTreeMap<String, NodeBootstrap>>,
+    launches: Mutex<Vec<Tags>>,
+}
+
+#[async_trait::async_trait]
+impl Provider for Recording {
+    fn name(&self) -> &'static str {
+        "recording-sim"
+    }
+    fn regions(&self) -> &'static [Region] {
+        self.sim.regions()
+    }
+    fn catalog(&self) -> &InstanceCatalog {
+        self.sim.catalog()
+    }
+    async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource> {
+        let bootstrap = request.bootstrap.clone();
+        if request.spec.kind() == ResourceKind::Instance {
+            self.launches.lock().unwrap().push(request.tags.clone());
+        }
+        let created = self.sim.create(region, request).await?;
+        if let Some(bootstrap) = bootstrap {
+            self.bootstraps
+                .lock()
+                .unwrap()
+                .insert(created.id.clone(), bootstrap);
+        }
+        Ok(created)
+    }
+    async fn describe(&self, region: &str, filter: &Filter) -> CloudResult<Vec<CloudResource>> {
+        self.sim.describe(region, filter).await
+    }
+    async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
+        self.sim.delete(region, id).await
+    }
+}
+
+/// What a plan is made from: the type's settings, the request and the org's address plan.
+struct Inputs {
+    settings: ClusterSettings,
+    request: ClusterRequest,
+    address_pool: &'static str,
+}
+
+/// What the provider holds of one cluster once it is Ready.
+struct Built {
+    /// Its own resources and its network's.
+    resources: Vec<CloudResource>,
+    /// The bootstrap of each of its instances.
+    bootstraps: Vec<(String, NodeBootstrap)>,
+}
+
+impl Built {
+    fn instances(&self, role: &str) -> Vec<&CloudResource> {
+        self.resources
+            .iter()
+            .filter(|r| r.spec.kind() == ResourceKind::Instance)
+            .filter(|r| r.tags.get(TAG_ROLE).map(String::as_str) == Some(role))
+            .collect()
+    }
+
+    fn control_plane(&self) -> Vec<&CloudResource> {
+        self.instances(ROLE_CONTROL_PLANE)
+    }
+
+    fn workers(&self) -> Vec<&CloudResource> {
+        self.instances(ROLE_WORKER)
+    }
+
+    /// A field of the first instance of `role`'s spec.
+    fn instance(&self, role: &str) -> InstanceView {
+        match &self.instances(role)[0].spec {
+            ResourceSpec::Instance {
+                instance_type,
+                image,
+                root_disk_gib,
+                disk_type,
+                disk_encrypted,
+                metadata,
+                ..
+            } => InstanceView {
+                instance_type: instance_type.clone(),
+                image: image.clone(),
+                root_disk_gib: *root_disk_gib,
+                disk_type: *disk_type,
+                disk_encrypted: *disk_encrypted,
+                metadata: metadata.to_string(),
+            },
+            other => panic!("not an instance: {other:?}"),
+        }
+    }
+
+    fn zones(instances: &[&CloudResource]) -> String {
+        let zones: BTreeSet<String> = instances
+            .iter()
+            .filter_map(|r| match &r.spec {
+                ResourceSpec::Instance { zone, .. } => Some(zone.clone()),
+                _ => None,
+            })
+            .collect();
+        format!("{zones:?}")
+    }
+
+    fn one(&self, kind: ResourceKind) -> &CloudResource {
+        self.resources
+            .iter()
+            .find(|r| r.spec.kind() == kind)
+            .unwrap_or_else(|| panic!("no {kind:?}"))
+    }
+
+    fn count(&self, kind: ResourceKind) -> usize {
+        self.resources
+            .iter()
+            .filter(|r| r.spec.kind() == kind)
+            .count()
+    }
+
+    fn load_balancer(&self) -> (bool, bool) {
+        match &self.one(ResourceKind::LoadBalancer).spec {
+            ResourceSpec::LoadBalancer {
+                public, cross_zone, ..
+            } => (*public, *cross_zone),
+            _ => unreachable!(),
+        }
+    }
+
+    /// The security group's rules to `port`, by source: each cluster's own VPC range
+    /// differs, so a case looks only at the port its row opens.
+    fn ingress_to(&self, port: u16) -> String {
+        match &self.one(ResourceKind::SecurityGroup).spec {
+            ResourceSpec::SecurityGroup { ingress, .. } => {
+                let sources: BTreeSet<String> = ingress
+                    .iter()
+                    .filter(|r| r.protocol == Protocol::Tcp && r.port == port)
+                    .map(|r| r.source.to_string())
+                    .collect();
+                format!("tcp/{port} from {sources:?}")
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// The bootstrap of the first instance of `role`.
+    fn bootstrap(&self, role: &str) -> &NodeBootstrap {
+        let id = &self.instances(role)[0].id;
+        &self
+            .bootstraps
+            .iter()
+            .find(|(i, _)| i == id)
+            .unwrap_or_else(|| panic!("{id} was launched without a bootstrap"))
+            .1
+    }
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // Read through Debug, in the assertions' messages.
+struct InstanceView {
+    instance_type: String,
+    image: String,
+    root_disk_gib: u32,
+    disk_type: DiskType,
+    disk_encrypted: bool,
+    metadata: String,
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    registry: Registry,
+    cloud: Arc<Recording>,
+    lifecycle: Lifecycle,
+    project: ResourcePath,
+    clusters: usize,
+}
+
+const REGION: &str = "us-east-1";
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    let registry = Registry::new(Arc::new(store), "local", jiff::Timestamp::now);
+    let sim = Sim::open(
+        &dir.path().join("sim.redb"),
+        SimOptions {
+            time_scale: 0.0,
+            ..SimOptions::default()
+        },
+    )
+    .unwrap();
+    let cloud = Arc::new(Recording {
+        sim: Arc::new(sim),
+        bootstraps: Mutex::default(),
+        launches: Mutex::default(),
+    });
+    let lifecycle = Lifecycle::new(
+        registry.clone(),
+        cloud.clone(),
+        LifecycleOptions::for_time_scale(0.0),
+        jiff::Timestamp::now,
+    );
+    let org = ResourcePath::org("acme");
+    registry
+        .create(None, Object::new("acme", Org::default()))
+        .await
+        .unwrap();
+    registry
+        .create(Some(&org), Object::new("eng", Folder::default()))
+        .await
+        .unwrap();
+    let folder = org.child(&FOLDER, "eng");
+    registry
+        .create(Some(&folder), Object::new("web", Project::default()))
+        .await
+        .unwrap();
+    World {
+        _dir: dir,
+        registry,
+        cloud,
+        lifecycle,
+        project: folder.child(&PROJECT, "web"),
+        clusters: 0,
+    }
+}
+
+impl World {
+    /// Plans a production cluster from `change`d inputs and stores it, planned; its path,
+    /// uid and plan.
+    async fn plan(&mut self, change: fn(&mut Inputs)) -> (ResourcePath, String, ClusterPlan) {
+        self.clusters += 1;
+        let name = format!("c{}", self.clusters);
+        let mut inputs = Inputs {
+            settings: ClusterSettings::of(ClusterType::Production),
+            request: ClusterRequest {
+                name: name.clone(),
+                cluster_type: ClusterType::Production,
+                region: REGION.into(),
+                kubernetes_version: None,
+                min_nodes: None,
+                max_nodes: None,
+                allowed_families: vec![],
+                excluded_families: vec![],
+            },
+            address_pool: "10.0.0.0/8",
+        };
+        change(&mut inputs);
+        // Each cluster gets its own range: the n-th /16 of the pool.
+        let mut address_plan = AddressPlan {
+            pool: inputs.address_pool.parse().unwrap(),
+            allocated: Vec::new(),
+        };
+        address_plan.allocated = address_plan
+            .pool
+            .subnets(16)
+            .unwrap()
+            .take(self.clusters)
+            .collect();
+        let context = PlanContext {
+            catalog: InstanceCatalog::builtin(),
+            address_plan: &address_plan,
+            existing_vpc: None,
+            kept_families: None,
+        };
+        let plan = plan_with_settings(&inputs.request, inputs.settings, &context)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut object = Object::new(
+            &name,
+            Cluster {
+                cluster_type: "production".into(),
+                region: REGION.into(),
+                kubernetes_version: plan.kubernetes_version.clone(),
+                ..Default::default()
+            },
+        );
+        object.status = ClusterStatus {
+            observed_generation: 1,
+            plan: Some(plan.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .registry
+            .create(Some(&self.project), object)
+            .await
+            .unwrap();
+        (
+            self.project.child(&CLUSTER, &name),
+            created.metadata.uid,
+            plan,
+        )
+    }
+
+    /// Passes over the cluster at `path`, as far apart as the controller asks, until it is
+    /// in `phase` (or a few seconds have passed).
+    async fn drive(&self, path: &ResourcePath, phase: Phase) {
+        for _ in 0..400 {
+            let next = self.lifecycle.reconcile(path).await.unwrap();
+            let cluster = self.registry.get::<Cluster>(path).await.unwrap();
+            if cluster.status.phase == Some(phase) {
+                return;
+            }
+            if let Next::After(wait) = next {
+                tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
+            }
+        }
+    }
+
+    /// Plans a production cluster from `change`d inputs, has the controller build it on
+    /// the sim until Ready, and reads back what the provider holds.
+    async fn build(&mut self, change: fn(&mut Inputs)) -> Built {
+        let (path, uid, plan) = self.plan(change).await;
+        let name = path.name().to_string();
+        self.drive(&path, Phase::Ready).await;
+        let cluster = self.registry.get::<Cluster>(&path).await.unwrap();
+        assert_eq!(
+            cluster.status.phase,
+            Some(Phase::Ready),
+            "{name} is built: {:?}",
+            cluster.status.conditions
+        );
+        let mut resources = Vec::new();
+        for (tag, value) in [
+            (TAG_CLUSTER, uid.clone()),
+            (TAG_NETWORK, network_key(&path, &uid, &plan)),
+        ] {
+            let filter = Filter {
+                kind: None,
+                tags: [(tag.to_string(), value)].into(),
+            };
+            resources.extend(self.cloud.describe(REGION, &filter).await.unwrap());
+        }
+        let bootstraps = self.cloud.bootstraps.lock().unwrap();
+        let bootstraps = resources
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), bootstraps.get(&r.id)?.clone())))
+            .collect();
+        Built {
+            resources,
+            bootstraps,
+        }
+    }
+}
+
+type Change = fn(&mut Inputs);
+type Observe = fn(&Built) -> String;
+
+/// Each enforced row the controller builds from: how to change it, and what to look at.
+fn cases() -> Vec<(&'static str, Change, Observe)> {
+    vec![
+        (
+            "controlPlane.nodes",
+            |i| i.settings.control_plane.nodes = 5,
+            |b| b.control_plane().len().to_string(),
+        ),
+        (
+            "controlPlane.apiServerReplicas",
+            |i| i.settings.control_plane.nodes = 5,
+            |b| {
+                let api_servers = b
+                    .control_plane()
+                    .iter()
+                    .filter(|r| b.bootstraps.iter().any(|(id, _)| *id == r.id))
+                    .count();
+                api_servers.to_string()
+            },
+        ),
+        (
+            "controlPlane.zones",
+            |i| {
+                i.settings.control_plane.zones = 2;
+                i.settings.workers.zones = 2;
+            },
+            |b| Built::zones(&b.control_plane()),
+        ),
+        (
+            "controlPlane.instanceType",
+            |i| i.settings.control_plane.instance_type[1].instance_type = "m7i.8xlarge".into(),
+            |b| b.instance(ROLE_CONTROL_PLANE).instance_type,
+        ),
+        (
+            "controlPlane.rootDiskGiB",
+            |i| i.settings.control_plane.root_disk_gib = 64,
+            |b| b.instance(ROLE_CONTROL_PLANE).root_disk_gib.to_string(),
+        ),
+        (
+            "controlPlane.diskType",
+            |i| i.settings.control_plane.disk_type = DiskType::Io2,
+            |b| b.instance(ROLE_CONTROL_PLANE).disk_type.to_string(),
+        ),
+        (
+            "etcd.quotaBackendGiB",
+            |i| i.settings.etcd.quota_backend_gib = 4,
+            |b| {
+                b.bootstrap(ROLE_CONTROL_PLANE)
+                    .etcd_quota_backend_gib
+                    .to_string()
+            },
+        ),
+        (
+            "network.vpc",
+            |i| i.settings.network.vpc = VpcTenancy::Shared,
+            |b| {
+                b.one(ResourceKind::Vpc).tags[TAG_NETWORK]
+                    .contains('@')
+                    .to_string()
+            },
+        ),
+        (
+            "network.vpcCidr",
+            |i| i.address_pool = "172.16.0.0/12",
+            // Each cluster has its own /16; the pool shows in the first octet.
+            |b| match &b.one(ResourceKind::Vpc).spec {
+                ResourceSpec::Vpc { cidr } => format!("{}.x.x.x", cidr.addr().octets()[0]),
+                _ => unreachable!(),
+            },
+        ),
+        (
+            "network.subnets",
+            |i| {
+                i.settings.control_plane.zones = 2;
+                i.settings.workers.zones = 2;
+            },
+            |b| b.count(ResourceKind::Subnet).to_string(),
+        ),
+        (
+            "network.podCidr",
+            |i| i.settings.network.pod_cidr = "100.96.0.0/12".parse().unwrap(),
+            |b| b.bootstrap(ROLE_WORKER).pod_cidr.to_string(),
+        ),
+        (
+            "network.serviceCidr",
+            |i| i.settings.network.service_cidr = "172.24.0.0/16".parse().unwrap(),
+            |b| b.bootstrap(ROLE_CONTROL_PLANE).service_cidr.to_string(),
+        ),
+        (
+            "network.apiEndpoint",
+            |i| i.settings.network.api_endpoint = EndpointAccess::Public,
+            |b| format!("public: {}", b.load_balancer().0),
+        ),
+        (
+            "network.apiAllowedCidrs",
+            |i| i.address_pool = "172.16.0.0/12",
+            |b| b.ingress_to(6443),
+        ),
+        (
+            "network.loadBalancer",
+            |i| i.settings.network.load_balancer = LoadBalancerScope::SingleZone,
+            |b| format!("cross-zone: {}", b.load_balancer().1),
+        ),
+        (
+            "workers.minNodes",
+            |i| i.settings.workers.min_nodes.default = 4,
+            |b| b.workers().len().to_string(),
+        ),
+        (
+            // The bound sizes the control plane, so that growing needs no resize.
+            "workers.maxNodes",
+            |i| i.settings.workers.max_nodes.default = 400,
+            |b| b.instance(ROLE_CONTROL_PLANE).instance_type,
+        ),
+        (
+            "workers.zones",
+            |i| i.settings.workers.zones = 1,
+            |b| Built::zones(&b.workers()),
+        ),
+        (
+            "workers.maxPodsPerNode",
+            |i| i.settings.workers.max_pods_per_node = 20,
+            |b| b.bootstrap(ROLE_WORKER).max_pods_per_node.to_string(),
+        ),
+        (
+            "workers.instanceFamilies",
+            |i| {
+                i.settings.workers.instance_families.burstable = true;
+                i.settings.workers.initial_instance_type.min_memory_gib = 4;
+            },
+            |b| b.instance(ROLE_WORKER).instance_type,
+        ),
+        (
+            "workers.initialInstanceType",
+            |i| i.settings.workers.initial_instance_type.min_memory_gib = 32,
+            |b| b.instance(ROLE_WORKER).instance_type,
+        ),
+        (
+            "workers.nodeImage",
+            |i| i.request.kubernetes_version = Some("1.33".into()),
+            |b| b.instance(ROLE_WORKER).image,
+        ),
+        (
+            "kubernetes.version",
+            |i| i.request.kubernetes_version = Some("1.33".into()),
+            |b| b.bootstrap(ROLE_CONTROL_PLANE).kubernetes_version.clone(),
+        ),
+        (
+            "workers.rootDiskGiB",
+            |i| i.settings.workers.root_disk_gib = 200,
+            |b| b.instance(ROLE_WORKER).root_disk_gib.to_string(),
+        ),
+        (
+            "workers.diskType",
+            |i| i.settings.workers.disk_type = DiskType::Gp2,
+            |b| b.instance(ROLE_WORKER).disk_type.to_string(),
+        ),
+        (
+            "workers.diskEncryption",
+            |i| i.settings.workers.disk_encryption = false,
+            |b| b.instance(ROLE_WORKER).disk_encrypted.to_string(),
+        ),
+        (
+            "workers.systemReserved",
+            |i| i.settings.workers.system_reserved.memory_mib = 2048,
+            |b| b.bootstrap(ROLE_WORKER).system_reserved.to_string(),
+        ),
+        (
+            "workers.evictionHard",
+            |i| i.settings.workers.eviction_hard.nodefs_available_percent = None,
+            |b| b.bootstrap(ROLE_WORKER).eviction_hard.to_string(),
+        ),
+        (
+            "security.podSecurityLevel",
+            |i| i.settings.security.pod_security_level = PodSecurityLevel::Baseline,
+            |b| b.bootstrap(ROLE_CONTROL_PLANE).pod_security.to_string(),
+        ),
+        (
+            "security.secretsEncryption",
+            |i| i.settings.security.secrets_encryption = SecretsEncryption::None,
+            |b| {
+                b.bootstrap(ROLE_CONTROL_PLANE)
+                    .secrets_encryption
+                    .to_string()
+            },
+        ),
+        (
+            "security.auditLogging",
+            |i| i.settings.security.audit_logging = AuditPolicy::Metadata,
+            |b| b.bootstrap(ROLE_CONTROL_PLANE).audit.to_string(),
+        ),
+        (
+            "security.auditLogRetentionDays",
+            |i| i.settings.security.audit_log_retention_days = 90,
+            |b| {
+                b.bootstrap(ROLE_CONTROL_PLANE)
+                    .audit_log_retention_days
+                    .to_string()
+            },
+        ),
+        (
+            "security.anonymousAuth",
+            |i| i.settings.security.anonymous_auth = true,
+            |b| b.bootstrap(ROLE_CONTROL_PLANE).anonymous_auth.to_string(),
+        ),
+        (
+            "security.instanceMetadata",
+            |i| i.settings.security.instance_metadata.hop_limit = 2,
+            |b| b.instance(ROLE_WORKER).metadata,
+        ),
+        (
+            "security.sshAccess",
+            |i| i.settings.security.ssh_access = true,
+            |b| b.ingress_to(22),
+        ),
+    ]
+}
+
+/// The enforced rows without a case in `cases()`: `repair.maxLaunchAttempts` has its own
+/// test below; the server checks `security.deletionProtection` (the `clusters` tests of
+/// the binary refuse a production cluster's delete and allow a developer one's); the
+/// `autoscaling` rows act through a cluster's Kubernetes API, which this harness does not
+/// run, and no test yet changes them.
+const TESTED_ELSEWHERE: &[&str] = &[
+    "repair.maxLaunchAttempts",
+    "security.deletionProtection",
+    "autoscaling.enabled",
+    "autoscaling.scaleDownDelaySeconds",
+    "autoscaling.consolidation",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_enforced_row_changes_what_gets_built() {
+    let cases = cases();
+    let covered: BTreeSet<&str> = cases
+        .iter()
+        .map(|(key, ..)| *key)
+        .chain(TESTED_ELSEWHERE.iter().copied())
+        .collect();
+    let enforced: BTreeSet<&str> = DECISIONS
+        .iter()
+        .filter(|d| d.is_enforced())
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(
+        enforced.difference(&covered).collect::<Vec<_>>(),
+        Vec::<&&str>::new(),
+        "every enforced row has a case"
+    );
+    for key in &covered {
+        assert!(
+            Decision::find(key).is_some_and(Decision::is_enforced),
+            "{key} is an enforced row"
+        );
+    }
+
+    let mut world = world().await;
+    let base = world.build(|_| {}).await;
+    for (key, change, observe) in cases {
+        let changed = world.build(change).await;
+        let (before, after) = (observe(&base), observe(&changed));
+        assert_ne!(
+            before, after,
+            "{key}: changing the row changes what is built"
+        );
+        eprintln!("{key}: {before} → {after}");
+    }
+}
+
+/// `repair.maxLaunchAttempts`: where every launch fails, a cluster reports Failed after
+/// that many launches of its first node, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_launch_attempts_is_how_many_launches_fail_before_the_cluster_does() {
+    let mut world = world().await;
+    world
+        .cloud
+        .sim
+        .add_fault(FaultSpec {
+            kind: FaultKind::BootFailure,
+            region: None,
+            zone: None,
+            count: None,
+            probability: Some(1.0),
+        })
+        .await
+        .unwrap();
+    let mut launches = Vec::new();
+    for attempts in [2, 4] {
+        let (path, uid, _) = world
+            .plan(match attempts {
+                2 => |i: &mut Inputs| i.settings.repair.max_launch_attempts = 2,
+                _ => |i: &mut Inputs| i.settings.repair.max_launch_attempts = 4,
+            })
+            .await;
+        world.drive(&path, Phase::Failed).await;
+        let cluster = world.registry.get::<Cluster>(&path).await.unwrap();
+        assert_eq!(cluster.status.phase, Some(Phase::Failed), "{path}");
+        let launched = world
+            .cloud
+            .launches
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|tags| tags.get(TAG_CLUSTER) == Some(&uid))
+            .filter(|tags| tags.get(TAG_PART).map(String::as_str) == Some("cp-0"))
+            .count();
+        launches.push((attempts, launched));
+    }
+    assert_eq!(
+        launches,
+        [(2, 2), (4, 4)],
+        "(maxLaunchAttempts, launches of cp-0)"
+    );
+}
