@@ -17,11 +17,14 @@ use dialtone_cloud::{
 };
 use dialtone_controllers::cluster::{TAG_CLUSTER, TAG_NETWORK, network_key};
 use dialtone_controllers::{Lifecycle, LifecycleOptions, Next};
+use dialtone_kube::{Authenticator, UserInfo};
 use dialtone_planner::{
     AddressPlan, ClusterPlan, ClusterRequest, ClusterSettings, DECISIONS, Decision, PlanContext,
     plan_with_settings,
 };
 use dialtone_sim::{FaultKind, FaultSpec, Sim, SimOptions};
+use dialtone_simkube::SimKube;
+use dialtone_simkube::egress::Egress;
 use dialtone_store::EmbeddedStore;
 use dialtone_store::registry::Registry;
 use dialtone_types::cluster::ClusterStatus;
@@ -207,11 +210,28 @@ struct World {
     lifecycle: Lifecycle,
     project: ResourcePath,
     clusters: usize,
+    kube: Option<Arc<dialtone_kube::Clients>>,
 }
 
 const REGION: &str = "us-east-1";
 
+/// The controller reaches clusters with a client certificate; no token is ever valid.
+struct NoTokens;
+
+#[async_trait::async_trait]
+impl Authenticator for NoTokens {
+    async fn authenticate(&self, _cluster_uid: &str, _token: &str) -> Option<UserInfo> {
+        None
+    }
+}
+
 async fn world() -> World {
+    world_with(LifecycleOptions::for_time_scale(0.0), false).await
+}
+
+/// A world whose controller waits as `options` say and, with `kube`, reaches each
+/// cluster's Kubernetes API (the sim's), as right-sizing needs.
+async fn world_with(options: LifecycleOptions, kube: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
     let registry = Registry::new(Arc::new(store), "local", jiff::Timestamp::now);
@@ -228,12 +248,29 @@ async fn world() -> World {
         bootstraps: Mutex::default(),
         launches: Mutex::default(),
     });
-    let lifecycle = Lifecycle::new(
+    let mut lifecycle = Lifecycle::new(
         registry.clone(),
         cloud.clone(),
-        LifecycleOptions::for_time_scale(0.0),
+        options,
         jiff::Timestamp::now,
     );
+    let mut kube_clients = None;
+    if kube {
+        let listener = Arc::new(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let apis = SimKube::new(
+            cloud.sim.clone(),
+            dir.path().join("clusters"),
+            &listener,
+            Arc::new(NoTokens),
+            Egress::default(),
+        )
+        .unwrap();
+        tokio::spawn(apis.clone().accept_loop(listener));
+        tokio::spawn(apis.clone().sync_loop());
+        let clients = Arc::new(dialtone_kube::Clients::new(apis));
+        kube_clients = Some(clients.clone());
+        lifecycle = lifecycle.with_kube(clients);
+    }
     let org = ResourcePath::org("acme");
     registry
         .create(None, Object::new("acme", Org::default()))
@@ -255,6 +292,7 @@ async fn world() -> World {
         lifecycle,
         project: folder.child(&PROJECT, "web"),
         clusters: 0,
+        kube: kube_clients,
     }
 }
 
@@ -337,6 +375,36 @@ impl World {
                 tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
             }
         }
+    }
+
+    /// Passes over the cluster at `path` for `span`, as often as the controller asks.
+    async fn drive_for(&self, path: &ResourcePath, span: Duration) {
+        let until = std::time::Instant::now() + span;
+        while std::time::Instant::now() < until {
+            let next = self.lifecycle.reconcile(path).await.unwrap();
+            if let Next::After(wait) = next {
+                tokio::time::sleep(wait.clamp(Duration::from_millis(5), Duration::from_millis(50)))
+                    .await;
+            }
+        }
+    }
+
+    /// Builds the cluster at `path` until Ready, playing the access projection's part (it
+    /// marks the cluster's RBAC cast once its API answers); a client of its API.
+    async fn ready_for_users(&self, path: &ResourcePath, uid: &str) -> kube::Client {
+        let clients = self.kube.as_ref().expect("a world with cluster APIs");
+        for _ in 0..400 {
+            self.lifecycle.reconcile(path).await.unwrap();
+            if let Ok(client) = clients.client(uid) {
+                let _ = dialtone_kube::access::mark_projected(&client).await;
+            }
+            let cluster = self.registry.get::<Cluster>(path).await.unwrap();
+            if cluster.status.phase == Some(Phase::Ready) {
+                return clients.client(uid).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{path} is not Ready");
     }
 
     /// Plans a production cluster from `change`d inputs, has the controller build it on
@@ -596,17 +664,16 @@ fn cases() -> Vec<(&'static str, Change, Observe)> {
     ]
 }
 
-/// The enforced rows without a case in `cases()`: `repair.maxLaunchAttempts` has its own
-/// test below; the server checks `security.deletionProtection` (the `clusters` tests of
-/// the binary refuse a production cluster's delete and allow a developer one's); the
-/// `autoscaling` rows act through a cluster's Kubernetes API, which this harness does not
-/// run, and no test yet changes them.
+/// The enforced rows without a case in `cases()`: `repair.maxLaunchAttempts` and the
+/// `autoscaling` rows, which act on a cluster's Kubernetes API, have their own tests below;
+/// the server checks `security.deletionProtection` (the `clusters` tests of the binary
+/// refuse a production cluster's delete and allow a developer one's).
 const TESTED_ELSEWHERE: &[&str] = &[
     "repair.maxLaunchAttempts",
-    "security.deletionProtection",
     "autoscaling.enabled",
     "autoscaling.scaleDownDelaySeconds",
     "autoscaling.consolidation",
+    "security.deletionProtection",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -690,5 +757,87 @@ async fn max_launch_attempts_is_how_many_launches_fail_before_the_cluster_does()
         launches,
         [(2, 2), (4, 4)],
         "(maxLaunchAttempts, launches of cp-0)"
+    );
+}
+
+/// What right-sizing did over a burst of pods and its end: the actions of its decisions.
+async fn right_sizing_actions(world: &mut World, change: fn(&mut Inputs)) -> BTreeSet<String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{DeleteParams, PostParams};
+
+    let (path, uid, _) = world.plan(change).await;
+    let client = world.ready_for_users(&path, &uid).await;
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client, "default");
+    // Twelve pods of a whole vCPU: more than three two-vCPU workers hold.
+    let web: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 12,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{
+                    "name": "web", "image": "nginx",
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+                }]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    world.drive_for(&path, Duration::from_secs(3)).await;
+    deployments
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    world.drive_for(&path, Duration::from_secs(3)).await;
+    let cluster = world.registry.get::<Cluster>(&path).await.unwrap();
+    cluster
+        .status
+        .sizing
+        .iter()
+        .flat_map(|sizing| &sizing.decisions)
+        .map(|d| d.action.clone())
+        .collect()
+}
+
+/// The `autoscaling` rows: with the type's settings a burst of pods adds workers and its
+/// end removes them once they are older than `scaleDownDelaySeconds`; with autoscaling
+/// off nothing is added, with consolidation off or a longer delay nothing is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_rows_decide_what_right_sizing_does() {
+    let mut options = LifecycleOptions::for_time_scale(0.0);
+    // A second of the plan's delays is a millisecond here: production's 600 s are 0.6 s.
+    options.sizing.second = Duration::from_millis(1);
+    let mut world = world_with(options, true).await;
+    let removes =
+        |actions: &BTreeSet<String>| actions.contains("Delete") || actions.contains("Replace");
+
+    let base = right_sizing_actions(&mut world, |_| {}).await;
+    assert!(base.contains("ScaleUp") && removes(&base), "{base:?}");
+
+    let off = right_sizing_actions(&mut world, |i| i.settings.autoscaling.enabled = false).await;
+    assert!(
+        !off.contains("ScaleUp") && !removes(&off),
+        "autoscaling.enabled: {off:?}"
+    );
+
+    let kept =
+        right_sizing_actions(&mut world, |i| i.settings.autoscaling.consolidation = false).await;
+    assert!(
+        kept.contains("ScaleUp") && !removes(&kept),
+        "autoscaling.consolidation: {kept:?}"
+    );
+
+    let delayed = right_sizing_actions(&mut world, |i| {
+        i.settings.autoscaling.scale_down_delay_seconds = 60_000
+    })
+    .await;
+    assert!(
+        delayed.contains("ScaleUp") && !removes(&delayed),
+        "autoscaling.scaleDownDelaySeconds: {delayed:?}"
     );
 }

@@ -146,8 +146,9 @@ fn each_enforced_decision_is_what_gets_planned() {
         plan_with_settings(&base_request, settings, &context).expect("plans")
     };
     let base = planned(|_| {});
+    type Change = fn(&mut ClusterSettings);
     type Check = fn(&ClusterPlan) -> String;
-    let cases: &[(&str, fn(&mut ClusterSettings), Check)] = &[
+    let cases: &[(&str, Change, Check)] = &[
         (
             "controlPlane.nodes",
             |s| s.control_plane.nodes = 5,

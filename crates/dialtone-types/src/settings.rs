@@ -261,7 +261,7 @@ impl fmt::Display for EvictionThresholds {
 
 /// A quantity in Kubernetes' notation: whole GiB as `Gi`, the rest as `Mi`.
 fn mebibytes(mib: u32) -> String {
-    if mib % 1024 == 0 {
+    if mib.is_multiple_of(1024) {
         format!("{}Gi", mib / 1024)
     } else {
         format!("{mib}Mi")
