@@ -12,6 +12,8 @@
 //! instance (the provider's own lookup by client-token tag is a second line: with it
 //! removed, these seeds still pass). moto injects no faults; the crashes are all there is.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,8 +33,8 @@ use dialtone_store::{
 };
 use dialtone_testkit::MotoServer;
 use dialtone_types::cluster::ClusterStatus;
-use dialtone_types::kinds::{CLUSTER, FOLDER, PROJECT};
-use dialtone_types::{Cluster, ClusterType, Folder, Object, Org, Project, ResourcePath};
+use dialtone_types::kinds::CLUSTER;
+use dialtone_types::{Cluster, ClusterType, Object, ResourcePath};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -341,21 +343,7 @@ async fn world(seed: u64, cloud: Cloud) -> World {
         LifecycleOptions::for_time_scale(0.0),
         jiff::Timestamp::now,
     );
-    let org = ResourcePath::org("acme");
-    registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
-    registry
-        .create(Some(&org), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
-    let folder = org.child(&FOLDER, "eng");
-    registry
-        .create(Some(&folder), Object::new("web", Project::default()))
-        .await
-        .unwrap();
-    let project = folder.child(&PROJECT, "web");
+    let project = common::acme_project(&registry).await;
     // Two developer clusters sharing a network, and a production cluster.
     let mut address_plan = AddressPlan::default_pool();
     let mut shared = None;

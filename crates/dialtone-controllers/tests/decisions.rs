@@ -6,6 +6,8 @@
 //! that only changes what users read fails here. `TESTED_ELSEWHERE` names the enforced
 //! rows that act elsewhere than on the provider.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,11 +30,11 @@ use dialtone_simkube::egress::Egress;
 use dialtone_store::EmbeddedStore;
 use dialtone_store::registry::Registry;
 use dialtone_types::cluster::ClusterStatus;
-use dialtone_types::kinds::{CLUSTER, FOLDER, PROJECT};
+use dialtone_types::kinds::CLUSTER;
 use dialtone_types::settings::{
     AuditPolicy, DiskType, EndpointAccess, LoadBalancerScope, PodSecurityLevel, VpcTenancy,
 };
-use dialtone_types::{Cluster, ClusterType, Folder, Object, Org, Phase, Project, ResourcePath};
+use dialtone_types::{Cluster, ClusterType, Object, Phase, ResourcePath};
 
 /// The sim, with every launch's bootstrap kept by instance id, and the tags of every
 /// launch (describe shows only the instances that are left).
@@ -271,26 +273,13 @@ async fn world_with(options: LifecycleOptions, kube: bool) -> World {
         kube_clients = Some(clients.clone());
         lifecycle = lifecycle.with_kube(clients);
     }
-    let org = ResourcePath::org("acme");
-    registry
-        .create(None, Object::new("acme", Org::default()))
-        .await
-        .unwrap();
-    registry
-        .create(Some(&org), Object::new("eng", Folder::default()))
-        .await
-        .unwrap();
-    let folder = org.child(&FOLDER, "eng");
-    registry
-        .create(Some(&folder), Object::new("web", Project::default()))
-        .await
-        .unwrap();
+    let project = common::acme_project(&registry).await;
     World {
         _dir: dir,
         registry,
         cloud,
         lifecycle,
-        project: folder.child(&PROJECT, "web"),
+        project,
         clusters: 0,
         kube: kube_clients,
     }
