@@ -219,7 +219,7 @@ pub fn plan_with_settings(
             format!("maxNodes ({max_nodes}) is below minNodes ({min_nodes})"),
         );
     }
-    // Workers run in the first of the control plane's zones.
+    // Enough zones for the control plane and for the workers; each takes the first of them.
     let zone_count = s.control_plane.zones.max(s.workers.zones).max(1) as usize;
     let control_plane_nodes = s.control_plane.nodes as usize;
     // Only zones that offer the control plane's instance type can host it.

@@ -754,3 +754,48 @@ fn rules_display_their_value_or_their_computation() {
         "the request's, default 100, at most 1,000"
     );
 }
+
+/// `docs/decisions.md` is the table as it is: each row's values, whether it is enforced
+/// and what it builds, and why. `DIALTONE_BLESS=1` rewrites it.
+#[test]
+fn the_decision_table_in_the_docs_is_the_table() {
+    let escape = |text: &str| text.replace('|', "\\|");
+    let enforced = DECISIONS.iter().filter(|d| d.is_enforced()).count();
+    let mut doc = format!(
+        "# The decision table\n\n\
+         Every decision a Smart Cluster type makes, as `dialtone cluster-types describe` shows it. \
+         A row's value is a typed field of `ClusterSettings` (`crates/dialtone-types/src/settings.rs`) \
+         that every plan carries; the table itself is `DECISIONS` in \
+         `crates/dialtone-planner/src/decisions.rs`, which this page is generated from (a test \
+         fails when it is stale; `DIALTONE_BLESS=1 cargo test -p dialtone-planner` rewrites it).\n\n\
+         **{enforced} enforced**: something built or checked follows from each, named below, and \
+         a test changes each one and shows what gets built change \
+         (`crates/dialtone-controllers/tests/decisions.rs`). **{} advisory**: recorded in every \
+         plan and shown, but nothing is built from them yet.\n\n\
+         | Decision | Developer | Production | Enforced | Why |\n|---|---|---|---|---|\n",
+        DECISIONS.len() - enforced
+    );
+    for d in DECISIONS {
+        let enforcement = match d.enforcement {
+            Enforcement::Enforced(what) => format!("yes: {what}"),
+            Enforcement::Advisory => "advisory".to_string(),
+        };
+        doc.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            d.key,
+            escape(&d.rule(ClusterType::Developer).to_string()),
+            escape(&d.rule(ClusterType::Production).to_string()),
+            escape(&enforcement),
+            escape(d.reason),
+        ));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/decisions.md");
+    if std::env::var_os("DIALTONE_BLESS").is_some() {
+        std::fs::write(&path, &doc).unwrap();
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        written == doc,
+        "docs/decisions.md is stale: rewrite it with `DIALTONE_BLESS=1 cargo test -p dialtone-planner`"
+    );
+}
