@@ -387,11 +387,40 @@ fn cluster_types_show_every_decision_with_its_reason() {
         .find(|d| d["key"] == "controlPlane.nodes")
         .unwrap();
     assert_eq!(nodes["value"], "3");
+    // Each row is enforced, naming what it builds, or advisory; the counts add up.
+    let enforced = decisions
+        .iter()
+        .filter(|d| d["enforces"].is_string())
+        .count();
+    assert_eq!(production["enforced"], enforced);
+    assert_eq!(production["advisory"], decisions.len() - enforced);
     let table = ok(server.cli(&["cluster-types", "describe", "developer"]));
     assert!(
         table.contains("network.vpc")
             && table.contains("shared by the project's developer clusters"),
         "{table}"
+    );
+    let disk = table
+        .lines()
+        .find(|l| l.starts_with("workers.diskType"))
+        .unwrap();
+    assert!(disk.contains("enforced"), "{disk}");
+    let window = table
+        .lines()
+        .find(|l| l.starts_with("maintenance.window"))
+        .unwrap();
+    assert!(window.contains("advisory"), "{window}");
+    assert!(
+        table.contains(&format!(
+            "{enforced} enforced: something built or checked follows from each; {} advisory",
+            decisions.len() - enforced
+        )),
+        "{table}"
+    );
+    let wide = ok(server.cli(&["cluster-types", "describe", "production", "-o", "wide"]));
+    assert!(
+        wide.contains("BUILDS OR CHECKS") && wide.contains("the workers' root volume type"),
+        "{wide}"
     );
     let error = fails(server.cli(&["cluster-types", "describe", "staging"]));
     assert!(
