@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use dialtone_store::records::PendingAudit;
 use dialtone_types::auth::AuditRecord;
 use dialtone_types::{ApiError, List, ListMeta, Reason, ResourcePath};
 
@@ -35,7 +36,9 @@ fn outcome(status: StatusCode) -> String {
     format!("{:?}", Reason::from_http_code(status.as_u16()))
 }
 
-/// Middleware, after authentication: records every mutating request once it has an answer.
+/// Middleware, after authentication: records every mutating request. A create or an
+/// update writes its record in the same transaction as its change (`PendingAudit`); any
+/// other request, or one that failed, is recorded once it has an answer.
 pub async fn record_mutations(State(app): State<App>, request: Request, next: Next) -> Response {
     if !is_mutating(request.method()) {
         return next.run(request).await;
@@ -44,13 +47,60 @@ pub async fn record_mutations(State(app): State<App>, request: Request, next: Ne
     let path = request.uri().path().to_string();
     let principal = request.extensions().get::<Principal>().cloned();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    let Some(principal) = principal else {
+        return with_request_id(next.run(request).await, &request_id);
+    };
+    let record = |status: StatusCode| AuditRecord {
+        time: (app.clock)(),
+        actor: principal.actor(),
+        method: method.clone(),
+        path: path.clone(),
+        status: status.as_u16(),
+        outcome: outcome(status),
+        request_id: request_id.clone(),
+    };
+    // A deletion's org may be gone once it is answered: its record is filed then.
+    let pending = match *request.method() {
+        Method::DELETE => None,
+        _ => {
+            let org_uid = audit_org(&app, &principal, &path).await;
+            Some(PendingAudit::new(org_uid, record(StatusCode::OK)))
+        }
+    };
+    let response = match &pending {
+        Some(pending) => pending.clone().scope(next.run(request)).await,
+        None => next.run(request).await,
+    };
+    let response = with_request_id(response, &request_id);
+    if pending
+        .as_ref()
+        .and_then(|p| p.written())
+        .is_some_and(|status| status == response.status().as_u16())
+    {
+        return response;
+    }
+    let org_uid = audit_org(&app, &principal, &path).await;
+    if let Err(e) = app
+        .registry
+        .append_audit(&org_uid, &record(response.status()))
+        .await
+    {
+        tracing::error!(org = %org_uid, error = %e, "cannot record an audit entry");
+    }
+    response
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    let Some(principal) = principal else {
-        return response;
-    };
+    response
+}
+
+/// The uid of the org a request's record is filed under: the org its path names, when the
+/// caller may see it and it exists, else the caller's own, so that the log never reveals
+/// another tenant.
+async fn audit_org(app: &App, principal: &Principal, path: &str) -> String {
     let target_org = path
         .strip_prefix("/v1/orgs/")
         .and_then(|rest| rest.split('/').next())
@@ -58,27 +108,14 @@ pub async fn record_mutations(State(app): State<App>, request: Request, next: Ne
         .map(ResourcePath::org)
         .filter(|org| {
             app.authorizer
-                .authorize(&principal, Verb::Get, Target::Tenant(org))
+                .authorize(principal, Verb::Get, Target::Tenant(org))
                 == Decision::Allow
         });
     let target_uid = match &target_org {
         Some(org) => app.registry.org_uid(org.org_name()).await.ok().flatten(),
         None => None,
     };
-    let record = AuditRecord {
-        time: (app.clock)(),
-        actor: principal.actor(),
-        method,
-        path,
-        status: response.status().as_u16(),
-        outcome: outcome(response.status()),
-        request_id,
-    };
-    let org_uid = target_uid.unwrap_or(principal.org_uid);
-    if let Err(e) = app.registry.append_audit(&org_uid, &record).await {
-        tracing::error!(org = %org_uid, error = %e, "cannot record an audit entry");
-    }
-    response
+    target_uid.unwrap_or_else(|| principal.org_uid.clone())
 }
 
 /// `GET /v1/orgs/{org}/audit`: the org's audit records, oldest first.

@@ -51,6 +51,81 @@ pub(crate) fn retired_key(org_uid: &str) -> String {
     format!("/retired/{org_uid}")
 }
 
+tokio::task_local! {
+    static PENDING_AUDIT: std::sync::Arc<PendingAudit>;
+}
+
+/// A request's audit record, to be written in the transaction of the request's own change,
+/// so that no change is stored without its record, and the request costs one commit.
+/// The registry's create and update carry it (see [`PendingAudit::scope`]); a request that
+/// changes nothing through them, or fails, has its record appended after its answer.
+pub struct PendingAudit {
+    org_uid: String,
+    record: AuditRecord,
+    /// The status the written record says, once a change carried it.
+    written: std::sync::Mutex<Option<u16>>,
+}
+
+impl PendingAudit {
+    /// `record`, filed under the org with uid `org_uid`; its status and outcome are set
+    /// when a change carries it.
+    pub fn new(org_uid: String, record: AuditRecord) -> std::sync::Arc<PendingAudit> {
+        std::sync::Arc::new(PendingAudit {
+            org_uid,
+            record,
+            written: Default::default(),
+        })
+    }
+
+    /// Runs `work` (the request's handler) with this record pending: the first change it
+    /// commits through the registry writes the record too.
+    pub async fn scope<F: std::future::Future>(self: std::sync::Arc<Self>, work: F) -> F::Output {
+        PENDING_AUDIT.scope(self, work).await
+    }
+
+    /// The status of the record a change carried, if one did.
+    pub fn written(&self) -> Option<u16> {
+        *self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The write of this task's pending audit record, as a change answered with `status`
+/// records it, if there is one not yet written.
+pub(crate) fn pending_audit(
+    status: u16,
+    now: Timestamp,
+) -> Option<(std::sync::Arc<PendingAudit>, String, Vec<u8>)> {
+    let pending = PENDING_AUDIT.try_with(|p| p.clone()).ok()?;
+    if pending.written().is_some() {
+        return None;
+    }
+    let record = AuditRecord {
+        time: now,
+        status,
+        outcome: "success".to_string(),
+        ..pending.record.clone()
+    };
+    let key = audit_key(&pending.org_uid, &record);
+    let value = encode_record(&record).ok()?;
+    Some((pending, key, value))
+}
+
+/// Says that the pending record was committed, with `status`.
+pub(crate) fn audit_committed(pending: Option<std::sync::Arc<PendingAudit>>, status: u16) {
+    if let Some(pending) = pending {
+        *pending.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+}
+
+fn audit_key(org_uid: &str, record: &AuditRecord) -> String {
+    format!(
+        "{}{:020}-{}",
+        log_prefix(org_uid),
+        record.time.as_nanosecond(),
+        record.request_id
+    )
+}
+
 /// Decodes a stored record, naming its key if it is corrupt.
 pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T> {
     serde_json::from_slice(&kv.value).map_err(|e| {
@@ -195,14 +270,8 @@ impl Registry {
 
     /// Appends `record` to the audit log of the org with uid `org_uid`.
     pub async fn append_audit(&self, org_uid: &str, record: &AuditRecord) -> Result<()> {
-        let key = format!(
-            "{}{:020}-{}",
-            log_prefix(org_uid),
-            record.time.as_nanosecond(),
-            record.request_id
-        );
         self.store()
-            .txn(Txn::default().put(key, encode_record(record)?))
+            .txn(Txn::default().put(audit_key(org_uid, record), encode_record(record)?))
             .await?;
         Ok(())
     }
@@ -542,6 +611,77 @@ mod tests {
             outcome: "success".into(),
             request_id: request_id.into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_s_change_and_its_audit_record_are_one_commit() {
+        let (_dir, registry) = registry().await;
+        let (org, _) = org_with_ops(&registry).await;
+        let acme = ResourcePath::org("acme");
+        let pending = PendingAudit::new(org.clone(), audit("r1"));
+        let created = pending
+            .clone()
+            .scope(registry.create(Some(&acme), Object::new("eng", Identity::default())))
+            .await
+            .unwrap();
+        assert_eq!(pending.written(), Some(201));
+        let records = registry.list_audit(&org, 0, None).await.unwrap();
+        assert_eq!(records.items.len(), 1);
+        assert_eq!(records.items[0].status, 201);
+        // The record and the object are one revision: no change without its record.
+        assert_eq!(
+            records.revision.to_string(),
+            created.metadata.resource_version
+        );
+
+        // Only the request's first change carries it.
+        let again = PendingAudit::new(org.clone(), audit("r2"));
+        let scoped = async {
+            let mut eng = created.clone();
+            eng.metadata.labels.insert("team".into(), "eng".into());
+            registry
+                .update(&acme.child(&dialtone_types::kinds::IDENTITY, "eng"), eng)
+                .await
+                .unwrap();
+            let mut eng: Object<Identity> = registry
+                .get(&acme.child(&dialtone_types::kinds::IDENTITY, "eng"))
+                .await
+                .unwrap();
+            eng.metadata.labels.insert("tier".into(), "1".into());
+            registry
+                .update(&acme.child(&dialtone_types::kinds::IDENTITY, "eng"), eng)
+                .await
+                .unwrap();
+        };
+        again.clone().scope(scoped).await;
+        assert_eq!(again.written(), Some(200));
+        assert_eq!(
+            registry
+                .list_audit(&org, 0, None)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
+
+        // A refused change writes no record: the middleware records the refusal instead.
+        let refused = PendingAudit::new(org.clone(), audit("r3"));
+        let duplicate = refused
+            .clone()
+            .scope(registry.create(Some(&acme), Object::new("eng", Identity::default())))
+            .await;
+        assert!(matches!(duplicate, Err(RegistryError::AlreadyExists(_))));
+        assert_eq!(refused.written(), None);
+        assert_eq!(
+            registry
+                .list_audit(&org, 0, None)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::records::{decode_record, encode_record, retired_key};
+use crate::records::{audit_committed, decode_record, encode_record, pending_audit, retired_key};
 use crate::{EventKind, KeyRange, KeyValue, Revision, Store, StoreError, Txn, TxnOutcome};
 
 /// The finalizer that holds a node whose children are still being deleted.
@@ -58,6 +58,13 @@ pub enum RegistryError {
 
 /// An object call's result.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Whether a write carries the request's pending audit record.
+#[derive(Clone, Copy)]
+enum Audited {
+    Yes,
+    No,
+}
 
 /// What a delete did.
 #[derive(Debug)]
@@ -465,6 +472,10 @@ impl Registry {
             let mut txn = Txn::default()
                 .when(key.clone(), 0)
                 .put(key.clone(), value.clone());
+            let audit = pending_audit(201, (self.clock)());
+            if let Some((_, audit_key, record)) = &audit {
+                txn = txn.put(audit_key.clone(), record.clone());
+            }
             if let Some(parent) = parent {
                 let (parent_kv, parent_object) =
                     self.get_kv(parent).await.map_err(|e| match e {
@@ -484,6 +495,7 @@ impl Registry {
             }
             match self.store.txn(txn).await? {
                 TxnOutcome::Committed { revision } => {
+                    audit_committed(audit.map(|(pending, ..)| pending), 201);
                     stored.metadata.resource_version = revision.to_string();
                     return Ok(stored);
                 }
@@ -544,7 +556,7 @@ impl Registry {
             self.remove(path, kv.mod_revision).await?;
             return Ok(None);
         }
-        self.write(path, kv.mod_revision, &raw)
+        self.write(path, kv.mod_revision, &raw, Audited::Yes)
             .await
             .map(|o| from_raw(o).map(Some))?
     }
@@ -561,26 +573,36 @@ impl Registry {
         let mut raw = current;
         raw.status = serde_json::to_value(&object.status)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        from_raw(self.write(path, kv.mod_revision, &raw).await?)
+        from_raw(
+            self.write(path, kv.mod_revision, &raw, Audited::Yes)
+                .await?,
+        )
     }
 
+    /// Writes `raw` over the object at `revision`; an audited write carries the request's
+    /// pending audit record (a deletion's writes do not: its answer comes at its end).
     async fn write(
         &self,
         path: &ResourcePath,
         revision: Revision,
         raw: &RawObject,
+        audited: Audited,
     ) -> Result<RawObject> {
         let key = object_key(path);
-        match self
-            .store
-            .txn(
-                Txn::default()
-                    .when(key.clone(), revision)
-                    .put(key, encode_raw(raw)?),
-            )
-            .await?
-        {
+        let mut txn = Txn::default()
+            .when(key.clone(), revision)
+            .put(key, encode_raw(raw)?);
+        // An update is answered 200 when it commits.
+        let audit = match audited {
+            Audited::Yes => pending_audit(200, (self.clock)()),
+            Audited::No => None,
+        };
+        if let Some((_, audit_key, record)) = &audit {
+            txn = txn.put(audit_key.clone(), record.clone());
+        }
+        match self.store.txn(txn).await? {
             TxnOutcome::Committed { revision } => {
+                audit_committed(audit.map(|(pending, ..)| pending), 200);
                 let mut written = raw.clone();
                 written.metadata.resource_version = revision.to_string();
                 Ok(written)
@@ -718,7 +740,10 @@ impl Registry {
                 changed = true;
             }
             if changed {
-                match self.write(path, kv.mod_revision, &object).await {
+                match self
+                    .write(path, kv.mod_revision, &object, Audited::No)
+                    .await
+                {
                     Ok(_) => {}
                     Err(RegistryError::Conflict(_)) => continue,
                     Err(e) => return Err(e),
@@ -760,7 +785,7 @@ impl Registry {
                     .await
                     .map(|()| Deletion::Deleted)
             } else if object.metadata.finalizers.len() != before {
-                self.write(path, kv.mod_revision, &object)
+                self.write(path, kv.mod_revision, &object, Audited::No)
                     .await
                     .map(|o| Deletion::Pending(Box::new(o)))
             } else {
