@@ -367,6 +367,18 @@ impl CloudError {
 
 pub type CloudResult<T> = Result<T, CloudError>;
 
+/// A resource that a provider's event feed reports changed: made, changed state, going or
+/// gone. Those told describe again for what it is now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceChange {
+    pub region: String,
+    pub id: String,
+    pub tags: Tags,
+}
+
+/// Told of each change. It runs on the provider's own path, so it only queues work.
+pub type ChangeHandler = Box<dyn Fn(&ResourceChange) + Send + Sync>;
+
 /// A cloud that can host Smart Clusters.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
@@ -387,4 +399,11 @@ pub trait Provider: Send + Sync {
 
     /// Deletes a resource (for an instance: terminates it). `NotFound` once it is gone.
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()>;
+
+    /// Tells `handler` of every change to a resource from now on, as a cloud's event feed
+    /// does (EC2's state-change notifications); `false` when this provider has no feed, so
+    /// that changes are found only by describing.
+    fn subscribe(&self, _handler: ChangeHandler) -> bool {
+        false
+    }
 }

@@ -153,17 +153,62 @@ pub(crate) fn account(status: &mut ClusterStatus, catalog: &InstanceCatalog) {
     sizing.next_worker = sizing.next_worker.max(next);
 }
 
+/// What a right-sizing pass works with beside the cluster itself.
+#[derive(Clone, Copy)]
+pub(crate) struct Sizer<'a> {
+    pub catalog: &'a InstanceCatalog,
+    pub options: &'a SizingOptions,
+    pub unchanged: &'a Unchanged,
+    /// The cluster's uid, what `unchanged` knows it by.
+    pub cluster: &'a str,
+}
+
+/// By cluster, the last input on which consolidation found nothing to do. Consolidation is
+/// a pure function of its input, so a health check of a cluster whose nodes, pods, budgets
+/// and plan are as they were (a node's age counts once it passes the stabilization window)
+/// does not search again, as Karpenter does not while its cluster state is unchanged.
+#[derive(Default)]
+pub(crate) struct Unchanged(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Unchanged {
+    fn holds(&self, key: &str, input: u64) -> bool {
+        self.lock().get(key) == Some(&input)
+    }
+
+    fn remember(&self, key: &str, input: u64) {
+        self.lock().insert(key.to_string(), input);
+    }
+
+    /// Forgets a cluster that is gone.
+    pub(crate) fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A hash of `value`'s debug form: enough to tell an input from the last one.
+fn fingerprint(value: &impl std::fmt::Debug) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    format!("{value:?}").hash(&mut hasher);
+    hasher.finish()
+}
+
 /// One right-sizing pass over a Ready cluster. Returns whether work is under way (look
 /// again soon).
 pub(crate) async fn pass(
     client: &dialtone_kube::Client,
+    sizer: Sizer<'_>,
+    nodes: Vec<NodeView>,
     plan: &ClusterPlan,
-    catalog: &InstanceCatalog,
-    options: &SizingOptions,
     status: &mut ClusterStatus,
     now: Timestamp,
 ) -> Result<bool, KubeError> {
-    let observed = workload::observe(client).await?;
+    let catalog = sizer.catalog;
+    let observed = workload::observe(client, nodes).await?;
     let workers: Vec<&ClusterNode> = status
         .nodes
         .iter()
@@ -193,7 +238,7 @@ pub(crate) async fn pass(
     if observed.pods.iter().any(|p| p.node.is_none()) {
         return Ok(false);
     }
-    consolidate(client, &observed, plan, catalog, options, status, now).await
+    consolidate(client, sizer, &observed, plan, status, now).await
 }
 
 /// The node a worker slot's instance registered as.
@@ -437,13 +482,18 @@ fn worker_version(status: &ClusterStatus, name: &str) -> String {
 
 async fn consolidate(
     client: &dialtone_kube::Client,
+    sizer: Sizer<'_>,
     observed: &Workload,
     plan: &ClusterPlan,
-    catalog: &InstanceCatalog,
-    options: &SizingOptions,
     status: &mut ClusterStatus,
     now: Timestamp,
 ) -> Result<bool, KubeError> {
+    let Sizer {
+        catalog,
+        options,
+        unchanged,
+        cluster: key,
+    } = sizer;
     let started = Instant::now();
     let autoscaling = &plan.settings.autoscaling;
     // Off, consolidation still replaces the nodes an upgrade left on an older version.
@@ -510,6 +560,11 @@ async fn consolidate(
         .collect();
     // The cluster's names of the nodes, for the disruptions.
     let node_names: Vec<String> = workers.iter().map(|w| w.node.name.clone()).collect();
+    let budget = (nodes.len() * options.budget_percent / 100).max(1);
+    let input = fingerprint(&(&nodes, &plan.workers, budget, options.min_saving.to_bits()));
+    if unchanged.holds(key, input) {
+        return Ok(false);
+    }
     let types = node_types(plan, catalog);
     let actions = consolidate::consolidate(&consolidate::Cluster {
         nodes: &nodes,
@@ -518,9 +573,12 @@ async fn consolidate(
         spread_zones: plan.workers.zones.len() > 1,
         min_nodes: plan.workers.min_nodes as usize,
         max_nodes: plan.workers.max_nodes as usize,
-        budget: (nodes.len() * options.budget_percent / 100).max(1),
+        budget,
         min_saving: options.min_saving,
     });
+    if actions.is_empty() {
+        unchanged.remember(key, input);
+    }
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for action in &actions {
         let i = nodes

@@ -4,7 +4,8 @@
 //! as `describe` reports them, and the bootstrap each instance was launched with) differs
 //! from the cluster built with the type's own settings, and shows the new value. A row
 //! that only changes what users read fails here. `TESTED_ELSEWHERE` names the enforced
-//! rows that act elsewhere than on the provider.
+//! rows that act elsewhere than on the provider. Last, the lifecycle's wake by the cloud's
+//! event feed, which the health check's interval no longer bounds.
 
 mod common;
 
@@ -74,6 +75,9 @@ impl Provider for Recording {
     }
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
         self.sim.delete(region, id).await
+    }
+    fn subscribe(&self, handler: dialtone_cloud::ChangeHandler) -> bool {
+        self.sim.subscribe(handler)
     }
 }
 
@@ -829,4 +833,60 @@ async fn autoscaling_rows_decide_what_right_sizing_does() {
         delayed.contains("ScaleUp") && !removes(&delayed),
         "autoscaling.scaleDownDelaySeconds: {delayed:?}"
     );
+}
+
+/// The cloud's event feed wakes the lifecycle: with health checks and resyncs an hour
+/// apart, an instance that dies is replaced within seconds, because the sim says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instance_is_replaced_when_the_cloud_says_so_not_at_the_next_health_check() {
+    use dialtone_controllers::runtime::Informer;
+    use dialtone_controllers::{Supervisor, spawn_cluster_controller};
+
+    let hour = Duration::from_secs(3600);
+    let mut options = LifecycleOptions::for_time_scale(0.0);
+    options.health_check = hour;
+    let mut world = world_with(options, false).await;
+    let (path, uid, _) = world.plan(|_| {}).await;
+    world.drive(&path, Phase::Ready).await;
+    let World {
+        _dir,
+        registry,
+        cloud,
+        lifecycle,
+        ..
+    } = world;
+    let supervisor = Supervisor::with_injected_panics(Vec::new());
+    let clusters = Informer::load(&registry, &CLUSTER).await.unwrap();
+    spawn_cluster_controller(&supervisor, &clusters, Arc::new(lifecycle), 2, hour);
+    supervisor.spawn("cluster-informer", move |run| clusters.clone().follow(run));
+    let workers = || async {
+        let mine = Filter::tagged(TAG_CLUSTER, &uid);
+        let all = cloud.sim.describe(REGION, &mine).await.unwrap();
+        all.into_iter()
+            .filter(|r| r.tags.get(TAG_ROLE).map(String::as_str) == Some(ROLE_WORKER))
+            .filter(|r| r.state == dialtone_cloud::ResourceState::Available)
+            .map(|r| r.id)
+            .collect::<BTreeSet<String>>()
+    };
+    // The controller's first pass finds the cluster as planned, and waits an hour.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = workers().await;
+    let dead = before.first().unwrap().clone();
+    cloud.sim.kill_instance(&dead).await.unwrap();
+    let mut after = BTreeSet::new();
+    for _ in 0..100 {
+        after = workers().await;
+        if after.len() == before.len() && !after.contains(&dead) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!after.contains(&dead), "{dead} is still counted: {after:?}");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "a replacement runs within 5 s: {before:?} → {after:?}"
+    );
+    let cluster = registry.get::<Cluster>(&path).await.unwrap();
+    assert_eq!(cluster.status.phase, Some(Phase::Ready));
 }

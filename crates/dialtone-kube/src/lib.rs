@@ -7,9 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
-
 /// A connection to one cluster's API (kube-rs's).
 pub use kube::Client;
 pub mod access;
@@ -168,37 +165,6 @@ fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, String> {
         return Err("the cluster CA holds no certificate".into());
     }
     Ok(certificates)
-}
-
-/// The nodes a cluster has registered, and how many of them are Ready.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct NodeHealth {
-    pub registered: usize,
-    pub ready: usize,
-}
-
-/// Reads the cluster's nodes: the health check every controller pass makes of the API.
-pub async fn node_health(client: &kube::Client) -> Result<NodeHealth, KubeError> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let list = nodes.list(&ListParams::default()).await?;
-    let ready = list
-        .items
-        .iter()
-        .filter(|node| {
-            node.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|conditions| {
-                    conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-        })
-        .count();
-    Ok(NodeHealth {
-        registered: list.items.len(),
-        ready,
-    })
 }
 
 #[cfg(test)]

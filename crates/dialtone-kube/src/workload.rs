@@ -178,16 +178,23 @@ fn pod_view(pod: Pod) -> PodView {
     }
 }
 
-/// Reads what right-sizing decides on.
-pub async fn observe(client: &kube::Client) -> Result<Workload, KubeError> {
+/// The cluster's nodes: what a health check reads of the cluster's API.
+pub async fn nodes(client: &kube::Client) -> Result<Vec<NodeView>, KubeError> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(nodes.items.into_iter().map(node_view).collect())
+}
+
+/// Reads what right-sizing decides on, beside the `nodes` just read.
+pub async fn observe(client: &kube::Client, nodes: Vec<NodeView>) -> Result<Workload, KubeError> {
     let all = ListParams::default();
-    let nodes = Api::<Node>::all(client.clone()).list(&all).await?;
     let pods = Api::<Pod>::all(client.clone()).list(&all).await?;
     let budgets = Api::<PodDisruptionBudget>::all(client.clone())
         .list(&all)
         .await?;
     Ok(Workload {
-        nodes: nodes.items.into_iter().map(node_view).collect(),
+        nodes,
         pods: pods
             .items
             .into_iter()

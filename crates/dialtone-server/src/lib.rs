@@ -547,7 +547,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         guard: guard.clone(),
         clock: now,
     });
-    dialtone_controllers::spawn_projection_controller(&tasks, projection, Duration::from_secs(30));
+    // Every change of policy wakes the clusters it reaches, and the drift guard refuses
+    // changes to what the projection owns: the resync only catches what slipped past both
+    // (a guard that was down), every ten minutes as Flux's default interval.
+    dialtone_controllers::spawn_projection_controller(&tasks, projection, Duration::from_secs(600));
     dialtone_controllers::spawn_cluster_controller(
         &tasks,
         &clusters,

@@ -5,19 +5,21 @@
 //! outlives restarts exactly as a cloud outlives its clients.
 //!
 //! Readiness is a function of time: a resource records when it becomes available, and every
-//! call observes the state at that moment. Nothing runs in the background.
+//! call observes the state at that moment. Its event feed (`Provider::subscribe`) tells of
+//! each change as a call makes it; those that come with time are told by [`Sim::run_clock`],
+//! the one task that runs in the background, when they are due.
 
 mod faults;
 mod persist;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dialtone_cloud::{
-    CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, Provider,
-    REGIONS, Region, ResourceKind, ResourceSpec, ResourceState,
+    ChangeHandler, CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog,
+    Provider, REGIONS, Region, ResourceChange, ResourceKind, ResourceSpec, ResourceState,
 };
 use jiff::{SignedDuration, Timestamp};
 use rand::SeedableRng;
@@ -157,6 +159,38 @@ struct State {
     quotas: BTreeMap<String, Quotas>,
     counters: Counters,
     rng: StdRng,
+    /// When a resource changes by itself (becomes available or listed, finishes going):
+    /// `(at, id)`, so that the feed tells of it then.
+    timeline: BTreeSet<(Timestamp, String)>,
+    /// When deleted resources are gone: `(gone_at, id)`, so that forgetting them reads
+    /// only those due.
+    going: BTreeSet<(Timestamp, String)>,
+    feed: Arc<Feed>,
+}
+
+/// Those told of every change to a resource (`Provider::subscribe`).
+#[derive(Default)]
+struct Feed {
+    handlers: RwLock<Vec<ChangeHandler>>,
+    /// Woken when the timeline gains an earlier entry than the clock sleeps until.
+    timeline_changed: tokio::sync::Notify,
+}
+
+impl Feed {
+    fn tell(&self, resource: &CloudResource) {
+        let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+        if handlers.is_empty() {
+            return;
+        }
+        let change = ResourceChange {
+            region: resource.region.clone(),
+            id: resource.id.clone(),
+            tags: resource.tags.clone(),
+        };
+        for handler in handlers.iter() {
+            handler(&change);
+        }
+    }
 }
 
 /// The simulated cloud. Cheap to share behind an `Arc`.
@@ -225,7 +259,37 @@ impl State {
         let live_before = record.is_live();
         change(record);
         self.account(id, live_before);
-        self.records.get(id)
+        let record = &self.records[id];
+        if let Some(gone_at) = record.gone_at {
+            self.going.insert((gone_at, id.to_string()));
+            self.schedule(gone_at, id);
+        }
+        let record = &self.records[id];
+        self.feed.tell(&record.resource);
+        Some(record)
+    }
+
+    /// Tells the feed of `id` again at `at`.
+    fn schedule(&mut self, at: Timestamp, id: &str) {
+        let earliest = self.timeline.first().is_none_or(|(first, _)| at < *first);
+        self.timeline.insert((at, id.to_string()));
+        if earliest {
+            self.feed.timeline_changed.notify_one();
+        }
+    }
+
+    /// Tells the feed of every change due by `now`; when the next one is due.
+    fn tell_due(&mut self, now: Timestamp) -> Option<Timestamp> {
+        while let Some((at, id)) = self.timeline.first().cloned() {
+            if at > now {
+                return Some(at);
+            }
+            self.timeline.pop_first();
+            if let Some(record) = self.records.get(&id) {
+                self.feed.tell(&record.resource);
+            }
+        }
+        None
     }
 
     fn insert(&mut self, record: Record) {
@@ -240,8 +304,19 @@ impl State {
                 .or_default()
                 .insert(id.clone());
         }
+        let (ready_at, listed_from, gone_at) =
+            (record.ready_at, record.listed_from, record.gone_at);
+        self.feed.tell(&record.resource);
         self.records.insert(id.clone(), record);
         self.account(&id, false);
+        self.schedule(ready_at, &id);
+        if let Some(listed_from) = listed_from {
+            self.schedule(listed_from, &id);
+        }
+        if let Some(gone_at) = gone_at {
+            self.going.insert((gone_at, id.clone()));
+            self.schedule(gone_at, &id);
+        }
     }
 
     fn forget(&mut self, id: &str) -> Option<Record> {
@@ -315,14 +390,14 @@ impl State {
 
     /// Forgets resources whose deletion has finished.
     fn purge(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
-        let gone: Vec<String> = self
-            .records
-            .iter()
-            .filter(|(_, r)| r.gone_at.is_some_and(|t| t <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            self.forget(&id);
+        while let Some((at, id)) = self.going.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.going.pop_first();
+            if self.forget(&id).is_none() {
+                continue;
+            }
             writes.push(Write {
                 table: Table::Resources,
                 key: id,
@@ -424,6 +499,9 @@ impl Sim {
             quotas: BTreeMap::new(),
             counters: Counters::default(),
             rng: StdRng::seed_from_u64(options.seed),
+            timeline: BTreeSet::new(),
+            going: BTreeSet::new(),
+            feed: Arc::default(),
         };
         for bytes in loaded.resources {
             let record: Record = serde_json::from_slice(&bytes)
@@ -598,6 +676,51 @@ impl Sim {
             .collect()
     }
 
+    /// The resources tagged `key=value` in every region, as they are now: what the sim's
+    /// own clusters are built from.
+    pub fn tagged(&self, key: &str, value: &str) -> Vec<CloudResource> {
+        let now = Timestamp::now();
+        let state = self.lock();
+        let filter = Filter::tagged(key, value);
+        state
+            .candidates(&filter)
+            .filter_map(|r| state.observe(r, now))
+            .collect()
+    }
+
+    /// Tells the feed of each resource's changes that come with time (it becomes
+    /// available, or listed, or finishes going) when they are due, forever.
+    pub async fn run_clock(self: Arc<Self>) {
+        // Woken early when something is due sooner; at most a second between looks.
+        const LONGEST: Duration = Duration::from_secs(1);
+        loop {
+            let woken = self.lock().feed.clone();
+            let changed = woken.timeline_changed.notified();
+            let now = Timestamp::now();
+            let next = self.lock().tell_due(now);
+            let wait = next
+                .and_then(|at| now.duration_until(at).try_into().ok())
+                .map_or(LONGEST, |wait: Duration| wait.min(LONGEST));
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Tells the feed of every resource of `region` in `zone` (all its zones for `None`),
+    /// whose state a zone outage changes.
+    fn tell_zone(state: &State, region: Option<&str>, zone: Option<&str>) {
+        for record in state.records.values() {
+            let resource = &record.resource;
+            if region.is_none_or(|r| r == resource.region)
+                && zone_of(&resource.spec).is_some_and(|z| zone.is_none_or(|zone| zone == z))
+            {
+                state.feed.tell(resource);
+            }
+        }
+    }
+
     pub fn faults(&self) -> Vec<Fault> {
         self.lock().faults.clone()
     }
@@ -614,6 +737,13 @@ impl Sim {
                 fired: 0,
             };
             state.faults.push(fault.clone());
+            if fault.spec.kind == FaultKind::ZoneOutage {
+                Self::tell_zone(
+                    &state,
+                    fault.spec.region.as_deref(),
+                    fault.spec.zone.as_deref(),
+                );
+            }
             let writes = vec![
                 Self::meta_write("faults", json(&state.faults)),
                 Self::meta_write("counters", json(&state.counters)),
@@ -629,7 +759,16 @@ impl Sim {
         let (removed, receiver) = {
             let mut state = self.lock();
             let before = state.faults.len();
+            let outages: Vec<FaultSpec> = state
+                .faults
+                .iter()
+                .filter(|f| f.spec.kind == FaultKind::ZoneOutage && id.is_none_or(|id| f.id == id))
+                .map(|f| f.spec.clone())
+                .collect();
             state.faults.retain(|f| id.is_some_and(|id| f.id != id));
+            for outage in outages {
+                Self::tell_zone(&state, outage.region.as_deref(), outage.zone.as_deref());
+            }
             let removed = before - state.faults.len();
             let writes = vec![Self::meta_write("faults", json(&state.faults))];
             (removed, self.queue(writes))
@@ -798,6 +937,15 @@ impl Provider for Sim {
         };
         self.persist(queued).await?;
         outcome
+    }
+
+    fn subscribe(&self, handler: ChangeHandler) -> bool {
+        let feed = self.lock().feed.clone();
+        feed.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handler);
+        true
     }
 
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {

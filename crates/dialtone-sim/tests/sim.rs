@@ -400,3 +400,116 @@ async fn a_resource_with_dependents_cannot_be_deleted() {
         .unwrap();
     assert_eq!(left.len(), 2, "the vpc and the security group remain");
 }
+
+/// Waits until `told` holds `id` at least `times` times; how many it holds.
+async fn told_at_least(told: &std::sync::Mutex<Vec<String>>, id: &str, times: usize) -> usize {
+    for _ in 0..200 {
+        let count = told.lock().unwrap().iter().filter(|t| *t == id).count();
+        if count >= times {
+            return count;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    told.lock().unwrap().iter().filter(|t| *t == id).count()
+}
+
+#[tokio::test]
+async fn the_feed_tells_of_each_change_as_it_is_made_and_as_it_comes_with_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // A VPC is ready 100 ms after its create, and gone 50 ms or so after its delete.
+    let sim = std::sync::Arc::new(
+        Sim::open(
+            &dir.path().join("sim.redb"),
+            SimOptions {
+                time_scale: 0.05,
+                seed: 7,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    assert!(sim.subscribe(Box::new({
+        let told = told.clone();
+        move |change| told.lock().unwrap().push(change.id.clone())
+    })));
+    let clock = tokio::spawn(sim.clone().run_clock());
+
+    let vpc = sim
+        .create(REGION, request("t/vpc", vpc("10.9.0.0/16"), "t"))
+        .await
+        .unwrap();
+    assert_eq!(vpc.state, ResourceState::Pending);
+    assert!(
+        told_at_least(&told, &vpc.id, 1).await >= 1,
+        "told of the create"
+    );
+    // Told again when it becomes available, by the clock: nobody asked.
+    assert!(told_at_least(&told, &vpc.id, 2).await >= 2);
+    let described = sim
+        .describe(REGION, &Filter::tagged("owner", "t"))
+        .await
+        .unwrap();
+    assert_eq!(described[0].state, ResourceState::Available);
+
+    sim.delete(REGION, &vpc.id).await.unwrap();
+    assert!(
+        told_at_least(&told, &vpc.id, 3).await >= 3,
+        "told of the delete"
+    );
+    assert!(
+        told_at_least(&told, &vpc.id, 4).await >= 4,
+        "told when it is gone"
+    );
+    assert!(
+        sim.describe(REGION, &Filter::tagged("owner", "t"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A zone outage changes what is in the zone; a kill changes the instance.
+    let fast_dir = tempfile::tempdir().unwrap();
+    let fast = std::sync::Arc::new(fast(&fast_dir));
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    fast.subscribe(Box::new({
+        let told = told.clone();
+        move |change| told.lock().unwrap().push(change.id.clone())
+    }));
+    let (subnet, sg) = network(&fast, "z").await;
+    let node = fast
+        .create(
+            REGION,
+            request("z/i", instance("m5.large", &subnet, &sg), "z"),
+        )
+        .await
+        .unwrap();
+    told.lock().unwrap().clear();
+    fast.add_fault(FaultSpec {
+        kind: FaultKind::ZoneOutage,
+        region: Some(REGION.into()),
+        zone: Some("us-east-1a".into()),
+        count: None,
+        probability: None,
+    })
+    .await
+    .unwrap();
+    let outage: Vec<String> = std::mem::take(&mut *told.lock().unwrap());
+    assert!(
+        outage.contains(&subnet) && outage.contains(&node.id),
+        "{outage:?}"
+    );
+    assert!(
+        !outage.contains(&sg),
+        "a security group is in no zone: {outage:?}"
+    );
+    fast.remove_faults(None).await.unwrap();
+    assert!(
+        told.lock().unwrap().contains(&node.id),
+        "told when the zone is back"
+    );
+    told.lock().unwrap().clear();
+    fast.kill_instance(&node.id).await.unwrap();
+    assert_eq!(*told.lock().unwrap(), vec![node.id.clone()]);
+    clock.abort();
+}

@@ -83,10 +83,14 @@ pub struct SimKube {
     caller: webhooks::Caller,
     /// Cluster uid → what serves it.
     clusters: RwLock<HashMap<String, Arc<Hosted>>>,
+    /// Clusters whose resources the sim's feed says changed since their last sync.
+    changed: std::sync::Mutex<std::collections::HashSet<String>>,
+    changed_notify: tokio::sync::Notify,
 }
 
-/// How often the sim's instances are read into Node objects.
-const NODE_SYNC: Duration = Duration::from_millis(500);
+/// How often every cluster is brought in line with the sim, in case a change was missed
+/// (the sim's feed tells of each change as it happens).
+const FULL_SYNC: Duration = Duration::from_secs(30);
 
 /// `ip-10-0-16-5.us-east-1.compute.internal`, as EC2 names nodes.
 fn node_name(address: &str, region: &str) -> String {
@@ -115,14 +119,24 @@ impl SimKube {
     ) -> std::io::Result<Arc<SimKube>> {
         let addr = listener.local_addr()?;
         egress.own.push(addr);
-        Ok(Arc::new(SimKube {
+        let kube = Arc::new(SimKube {
             sim,
             dir,
             addr,
             authenticator,
             caller: webhooks::Caller::new(egress),
             clusters: RwLock::default(),
-        }))
+            changed: Default::default(),
+            changed_notify: Default::default(),
+        });
+        let this = Arc::downgrade(&kube);
+        kube.sim.subscribe(Box::new(move |change| {
+            if let (Some(this), Some(uid)) = (this.upgrade(), change.tags.get(TAG_CLUSTER)) {
+                this.changed.lock().expect("lock").insert(uid.clone());
+                this.changed_notify.notify_one();
+            }
+        }));
+        Ok(kube)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -152,11 +166,37 @@ impl SimKube {
             .cloned()
     }
 
-    /// Hosts, drops and updates clusters as the sim's resources change, forever.
+    /// Hosts, drops and updates clusters as the sim's resources change, forever: each
+    /// cluster the sim's feed names as it changes, and every cluster now and then.
     pub async fn sync_loop(self: Arc<Self>) {
+        let mut full = tokio::time::interval(FULL_SYNC);
+        full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.sync();
-            tokio::time::sleep(NODE_SYNC).await;
+            tokio::select! {
+                _ = full.tick() => {
+                    self.changed.lock().expect("lock").clear();
+                    self.sync();
+                }
+                () = self.changed_notify.notified() => {
+                    let changed = std::mem::take(&mut *self.changed.lock().expect("lock"));
+                    for uid in changed {
+                        self.sync_one(&uid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings one cluster in line with its resources in the sim.
+    pub fn sync_one(&self, uid: &str) {
+        let resources = self.sim.tagged(TAG_CLUSTER, uid);
+        if resources.is_empty() {
+            self.clusters.write().expect("lock").remove(uid);
+            if let Err(e) = self.sim.forget_cluster_objects(uid) {
+                tracing::warn!(cluster = %uid, error = %e, "cannot forget a gone cluster's objects");
+            }
+        } else if !self.sync_cluster(uid, &resources) {
+            self.clusters.write().expect("lock").remove(uid);
         }
     }
 
@@ -171,38 +211,9 @@ impl SimKube {
         }
         let mut live = Vec::new();
         for (uid, resources) in &by_cluster {
-            let api_up = resources.iter().any(|r| {
-                matches!(r.spec, ResourceSpec::LoadBalancer { .. })
-                    && r.state == ResourceState::Available
-            });
-            let control_plane: Vec<&CloudResource> = resources
-                .iter()
-                .filter(|r| is_control_plane(&r.tags) && r.state == ResourceState::Available)
-                .collect();
-            if !api_up || control_plane.is_empty() {
-                continue;
+            if self.sync_cluster(uid, resources) {
+                live.push(uid.clone());
             }
-            live.push(uid.clone());
-            // Upstream's skew policy: the cluster is as old as its oldest API server.
-            let version = control_plane
-                .iter()
-                .map(|r| version_of(r))
-                .min_by_key(|v| minor(v))
-                .unwrap_or_default();
-            let hosted = match self.hosted(uid) {
-                Some(hosted) => hosted,
-                None => match self.host(uid, resources, &version) {
-                    Ok(hosted) => hosted,
-                    Err(e) => {
-                        tracing::warn!(cluster = %uid, error = %e, "cannot serve the cluster's API");
-                        continue;
-                    }
-                },
-            };
-            hosted.api.set_version(&version);
-            let facts = self.node_facts(resources);
-            workloads::sync_nodes(&hosted.api, &facts);
-            hosted.api.wake.notify_one();
         }
         self.clusters
             .write()
@@ -217,6 +228,44 @@ impl SimKube {
                 tracing::warn!(cluster = %uid, error = %e, "cannot forget a gone cluster's objects");
             }
         }
+    }
+
+    /// Hosts the cluster if its API is up and brings its nodes in line with its instances;
+    /// whether its API is up.
+    fn sync_cluster(&self, uid: &str, resources: &[CloudResource]) -> bool {
+        let api_up = resources.iter().any(|r| {
+            matches!(r.spec, ResourceSpec::LoadBalancer { .. })
+                && r.state == ResourceState::Available
+        });
+        let control_plane: Vec<&CloudResource> = resources
+            .iter()
+            .filter(|r| is_control_plane(&r.tags) && r.state == ResourceState::Available)
+            .collect();
+        if !api_up || control_plane.is_empty() {
+            return false;
+        }
+        // Upstream's skew policy: the cluster is as old as its oldest API server.
+        let version = control_plane
+            .iter()
+            .map(|r| version_of(r))
+            .min_by_key(|v| minor(v))
+            .unwrap_or_default();
+        let hosted = match self.hosted(uid) {
+            Some(hosted) => hosted,
+            None => match self.host(uid, resources, &version) {
+                Ok(hosted) => hosted,
+                Err(e) => {
+                    tracing::warn!(cluster = %uid, error = %e, "cannot serve the cluster's API");
+                    // Up, but not served: kept, to be tried again.
+                    return true;
+                }
+            },
+        };
+        hosted.api.set_version(&version);
+        let facts = self.node_facts(resources);
+        workloads::sync_nodes(&hosted.api, &facts);
+        hosted.api.wake.notify_one();
+        true
     }
 
     fn node_facts(&self, resources: &[CloudResource]) -> Vec<NodeFacts> {

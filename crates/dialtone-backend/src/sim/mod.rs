@@ -70,6 +70,11 @@ async fn build(options: SimBackendOptions, context: BackendContext) -> anyhow::R
         let kube = kube.clone();
         move |_| kube.clone().accept_loop(listener.clone())
     });
+    // The sim's event feed: what becomes available, listed or gone with time.
+    context.tasks.spawn("sim-clock", {
+        let sim = sim.clone();
+        move |_| sim.clone().run_clock()
+    });
     context.tasks.spawn("cluster-nodes", {
         let kube = kube.clone();
         move |_| kube.clone().sync_loop()

@@ -38,6 +38,7 @@ use crate::runtime::backoff::Backoff;
 use crate::runtime::controller::Controller;
 use crate::runtime::{Informer, Next, Notice, Reconciler, Supervisor};
 use crate::sizing::{self, SizingOptions, worker_index};
+use dialtone_kube::workload::NodeView;
 
 mod bootstrap;
 /// Holds a cluster until its cloud resources are gone.
@@ -113,6 +114,8 @@ pub struct Lifecycle {
     /// Passes in a row that the cloud or the cluster's API refused, by cluster: the next
     /// pass backs off by them. A cluster's count goes with it.
     refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
+    /// What right-sizing last found nothing to consolidate in, by cluster uid.
+    unchanged: sizing::Unchanged,
 }
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
@@ -199,6 +202,7 @@ impl Lifecycle {
             clock,
             kube: None,
             refused: Default::default(),
+            unchanged: Default::default(),
         }
     }
 
@@ -208,18 +212,25 @@ impl Lifecycle {
         self
     }
 
-    /// Asks the cluster's API whether every running instance is a Ready node.
-    async fn check_api(&self, uid: &str, resources: &[CloudResource]) -> Pass {
+    /// Asks the cluster's API whether every running instance is a Ready node; its nodes.
+    /// A cluster not yet Ready is also asked whether its access is projected (after that,
+    /// the projection controller keeps the `AccessProjected` condition).
+    async fn check_api(
+        &self,
+        uid: &str,
+        resources: &[CloudResource],
+        status: &ClusterStatus,
+    ) -> Pass<Vec<NodeView>> {
         let Some(clients) = &self.kube else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let waiting = |reason, message: String| Err(Blocked::Waiting(reason, message));
         let client = match clients.client(uid) {
             Ok(client) => client,
             Err(e) => return waiting(Wait::WaitingForApi, e.to_string()),
         };
-        let health = match dialtone_kube::node_health(&client).await {
-            Ok(health) => health,
+        let nodes = match dialtone_kube::workload::nodes(&client).await {
+            Ok(nodes) => nodes,
             Err(e) => {
                 return waiting(
                     Wait::WaitingForApi,
@@ -233,18 +244,25 @@ impl Lifecycle {
                 r.spec.kind() == ResourceKind::Instance && r.state == ResourceState::Available
             })
             .count();
-        if health.ready < running {
+        let ready = nodes.iter().filter(|n| n.ready).count();
+        if ready < running {
             return waiting(
                 Wait::WaitingForNodes,
-                format!(
-                    "{} of {running} running instances are Ready nodes",
-                    health.ready
-                ),
+                format!("{ready} of {running} running instances are Ready nodes"),
             );
+        }
+        let holds = |condition: ClusterCondition| {
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == condition.as_str() && c.status == ConditionStatus::True)
+        };
+        if holds(ClusterCondition::Ready) && holds(ClusterCondition::AccessProjected) {
+            return Ok(nodes);
         }
         // Ready means ready for its users: their access is in the cluster's RBAC.
         match dialtone_kube::access::projected(&client).await {
-            Ok(true) => Ok(()),
+            Ok(true) => Ok(nodes),
             Ok(false) => waiting(
                 Wait::WaitingForAccess,
                 "the access policies are not cast into the cluster's RBAC yet".into(),
@@ -260,6 +278,7 @@ impl Lifecycle {
     async fn right_size(
         &self,
         uid: &str,
+        nodes: Vec<NodeView>,
         plan: &ClusterPlan,
         status: &mut ClusterStatus,
         now: Timestamp,
@@ -272,7 +291,13 @@ impl Lifecycle {
             Err(_) => return false,
         };
         let catalog = self.provider.catalog();
-        match sizing::pass(&client, plan, catalog, &self.options.sizing, status, now).await {
+        let sizer = sizing::Sizer {
+            catalog,
+            options: &self.options.sizing,
+            unchanged: &self.unchanged,
+            cluster: uid,
+        };
+        match sizing::pass(&client, sizer, nodes, plan, status, now).await {
             Ok(busy) => busy,
             Err(e) => {
                 tracing::debug!(cluster = uid, error = %e, "right-sizing stopped");
@@ -373,12 +398,15 @@ impl Lifecycle {
         let mut refused = true;
         let next = match observed {
             Ok(resources) => {
-                let blocked = match blocked {
-                    None => self
-                        .check_api(&cluster.metadata.uid, &resources)
+                let (blocked, nodes) = match blocked {
+                    None => match self
+                        .check_api(&cluster.metadata.uid, &resources, &status)
                         .await
-                        .err(),
-                    blocked => blocked,
+                    {
+                        Ok(nodes) => (None, nodes),
+                        Err(blocked) => (Some(blocked), Vec::new()),
+                    },
+                    blocked => (blocked, Vec::new()),
                 };
                 refused = matches!(
                     blocked,
@@ -396,7 +424,7 @@ impl Lifecycle {
                 );
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);
                 let sizing = if settled {
-                    self.right_size(&cluster.metadata.uid, &plan, &mut status, now)
+                    self.right_size(&cluster.metadata.uid, nodes, &plan, &mut status, now)
                         .await
                 } else {
                     false
@@ -565,6 +593,7 @@ pub fn spawn_cluster_controller(
     workers: usize,
     resync: Duration,
 ) {
+    let provider = lifecycle.provider.clone();
     let controller = Controller::new(
         lifecycle,
         workers,
@@ -574,6 +603,21 @@ pub fn spawn_cluster_controller(
     for path in clusters.paths() {
         queue.add(path);
     }
+    // A cloud with an event feed wakes the cluster a resource belongs to as it changes
+    // (an instance dies, a zone goes down), so a repair need not wait for a health check.
+    provider.subscribe(Box::new({
+        let queue = queue.clone();
+        move |change| {
+            if let Some(path) = change
+                .tags
+                .get(TAG_OWNER)
+                .and_then(|owner| ResourcePath::parse(owner).ok())
+                .filter(|path| std::ptr::eq(path.kind(), &CLUSTER))
+            {
+                queue.add(path);
+            }
+        }
+    }));
     clusters.subscribe(move |notice| match notice {
         Notice::Listed(all, _) => {
             for (path, _) in all.iter() {
