@@ -31,6 +31,22 @@ impl DialtoneApi {
         format!("{}{path}", self.base)
     }
 
+    /// A text document, such as `/metrics`.
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{path}: HTTP {status}: {text}");
+        }
+        Ok(text)
+    }
+
     /// Sends one request; any answer but a success is an error carrying its status.
     pub async fn call(
         &self,
