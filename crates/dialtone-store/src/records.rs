@@ -618,6 +618,8 @@ mod tests {
         let (_dir, registry) = registry().await;
         let (org, _) = org_with_ops(&registry).await;
         let acme = ResourcePath::org("acme");
+        let eng = acme.child(&dialtone_types::kinds::IDENTITY, "eng");
+        let records = || async { registry.list_audit(&org, 0, None).await.unwrap() };
         let pending = PendingAudit::new(org.clone(), audit("r1"));
         let created = pending
             .clone()
@@ -625,45 +627,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(pending.written(), Some(201));
-        let records = registry.list_audit(&org, 0, None).await.unwrap();
-        assert_eq!(records.items.len(), 1);
-        assert_eq!(records.items[0].status, 201);
+        let page = records().await;
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0].status, 201);
         // The record and the object are one revision: no change without its record.
-        assert_eq!(
-            records.revision.to_string(),
-            created.metadata.resource_version
-        );
+        assert_eq!(page.revision.to_string(), created.metadata.resource_version);
 
         // Only the request's first change carries it.
         let again = PendingAudit::new(org.clone(), audit("r2"));
-        let scoped = async {
-            let mut eng = created.clone();
-            eng.metadata.labels.insert("team".into(), "eng".into());
-            registry
-                .update(&acme.child(&dialtone_types::kinds::IDENTITY, "eng"), eng)
-                .await
-                .unwrap();
-            let mut eng: Object<Identity> = registry
-                .get(&acme.child(&dialtone_types::kinds::IDENTITY, "eng"))
-                .await
-                .unwrap();
-            eng.metadata.labels.insert("tier".into(), "1".into());
-            registry
-                .update(&acme.child(&dialtone_types::kinds::IDENTITY, "eng"), eng)
-                .await
-                .unwrap();
+        let two_updates = async {
+            for label in ["team", "tier"] {
+                let mut object: Object<Identity> = registry.get(&eng).await.unwrap();
+                object.metadata.labels.insert(label.into(), "x".into());
+                registry.update(&eng, object).await.unwrap();
+            }
         };
-        again.clone().scope(scoped).await;
+        again.clone().scope(two_updates).await;
         assert_eq!(again.written(), Some(200));
-        assert_eq!(
-            registry
-                .list_audit(&org, 0, None)
-                .await
-                .unwrap()
-                .items
-                .len(),
-            2
-        );
+        assert_eq!(records().await.items.len(), 2);
 
         // A refused change writes no record: the middleware records the refusal instead.
         let refused = PendingAudit::new(org.clone(), audit("r3"));
@@ -673,15 +654,7 @@ mod tests {
             .await;
         assert!(matches!(duplicate, Err(RegistryError::AlreadyExists(_))));
         assert_eq!(refused.written(), None);
-        assert_eq!(
-            registry
-                .list_audit(&org, 0, None)
-                .await
-                .unwrap()
-                .items
-                .len(),
-            2
-        );
+        assert_eq!(records().await.items.len(), 2);
     }
 
     #[tokio::test]
