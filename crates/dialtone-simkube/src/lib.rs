@@ -188,7 +188,7 @@ impl SimKube {
     }
 
     /// Brings one cluster in line with its resources in the sim.
-    pub fn sync_one(&self, uid: &str) {
+    fn sync_one(&self, uid: &str) {
         let resources = self.sim.tagged(TAG_CLUSTER, uid);
         if resources.is_empty() {
             self.clusters.write().expect("lock").remove(uid);

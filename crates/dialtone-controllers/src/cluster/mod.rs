@@ -21,6 +21,7 @@ use dialtone_cloud::{
     CloudError, CloudResource, CreateRequest, Filter, IngressRule, Provider, ResourceKind,
     ResourceSpec, ResourceState, Tags,
 };
+use dialtone_kube::workload::NodeView;
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError, from_raw};
 use dialtone_types::cluster::{
@@ -38,7 +39,6 @@ use crate::runtime::backoff::Backoff;
 use crate::runtime::controller::Controller;
 use crate::runtime::{Informer, Next, Notice, Reconciler, Supervisor};
 use crate::sizing::{self, SizingOptions, worker_index};
-use dialtone_kube::workload::NodeView;
 
 mod bootstrap;
 /// Holds a cluster until its cloud resources are gone.
