@@ -754,10 +754,14 @@ async fn max_launch_attempts_is_how_many_launches_fail_before_the_cluster_does()
 }
 
 /// What right-sizing did over a burst of pods and its end: the actions of its decisions.
-/// Twelve pods of a whole vCPU, more than three two-vCPU workers hold, in `default`.
-async fn burst(client: kube::Client) -> kube::Api<k8s_openapi::api::apps::v1::Deployment> {
+async fn right_sizing_actions(world: &mut World, change: fn(&mut Inputs)) -> BTreeSet<String> {
     use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{DeleteParams, PostParams};
+
+    let (path, uid, _) = world.plan(change).await;
+    let client = world.ready_for_users(&path, &uid).await;
     let deployments: kube::Api<Deployment> = kube::Api::namespaced(client, "default");
+    // Twelve pods of a whole vCPU: more than three two-vCPU workers hold.
     let web: Deployment = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web"},
         "spec": {
@@ -774,18 +778,9 @@ async fn burst(client: kube::Client) -> kube::Api<k8s_openapi::api::apps::v1::De
     }))
     .unwrap();
     deployments
-        .create(&kube::api::PostParams::default(), &web)
+        .create(&PostParams::default(), &web)
         .await
         .unwrap();
-    deployments
-}
-
-async fn right_sizing_actions(world: &mut World, change: fn(&mut Inputs)) -> BTreeSet<String> {
-    use kube::api::DeleteParams;
-
-    let (path, uid, _) = world.plan(change).await;
-    let client = world.ready_for_users(&path, &uid).await;
-    let deployments = burst(client).await;
     world.drive_for(&path, Duration::from_secs(3)).await;
     deployments
         .delete("web", &DeleteParams::default())
@@ -894,54 +889,4 @@ async fn a_dead_instance_is_replaced_when_the_cloud_says_so_not_at_the_next_heal
     );
     let cluster = registry.get::<Cluster>(&path).await.unwrap();
     assert_eq!(cluster.status.phase, Some(Phase::Ready));
-}
-
-/// The pods' watch wakes right-sizing: with health checks and resyncs an hour apart, a
-/// burst of pods on a Ready cluster gets workers added within seconds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_waiting_for_a_node_wake_right_sizing_not_the_next_health_check() {
-    use dialtone_controllers::runtime::Informer;
-    use dialtone_controllers::{Supervisor, spawn_cluster_controller};
-
-    let hour = Duration::from_secs(3600);
-    let mut options = LifecycleOptions::for_time_scale(0.0);
-    options.health_check = hour;
-    options.resync = hour;
-    let mut world = world_with(options, true).await;
-    let (path, uid, _) = world.plan(|_| {}).await;
-    let client = world.ready_for_users(&path, &uid).await;
-    let World {
-        _dir,
-        registry,
-        lifecycle,
-        ..
-    } = world;
-    let supervisor = Supervisor::with_injected_panics(Vec::new());
-    let clusters = Informer::load(&registry, &CLUSTER).await.unwrap();
-    spawn_cluster_controller(&supervisor, &clusters, Arc::new(lifecycle), 2, hour);
-    supervisor.spawn("cluster-informer", move |run| clusters.clone().follow(run));
-    // The controller's first pass finds the cluster settled, starts watching its pods,
-    // and would otherwise wait an hour.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let workers = || async {
-        let cluster = registry.get::<Cluster>(&path).await.unwrap();
-        let slots = cluster.status.nodes.iter();
-        slots
-            .filter(|n| n.role == dialtone_types::cluster::NodeRole::Worker)
-            .count()
-    };
-    let before = workers().await;
-    burst(client).await;
-    let mut after = before;
-    for _ in 0..100 {
-        after = workers().await;
-        if after > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        after > before,
-        "workers added within 5 s: {before} → {after}"
-    );
 }

@@ -121,16 +121,6 @@ impl Clients {
     pub fn forget(&self, cluster_uid: &str) {
         self.cache.lock().expect("lock").remove(cluster_uid);
     }
-
-    /// A client for long watches of the cluster with this uid: no read timeout, since a
-    /// watch of a quiet cluster may carry nothing for minutes, and connections of its own.
-    pub fn watch_client(&self, cluster_uid: &str) -> Result<kube::Client, KubeError> {
-        let connection = self
-            .access
-            .connection(cluster_uid)
-            .ok_or(KubeError::NotServing)?;
-        build_with(&connection, None)
-    }
 }
 
 fn base64(text: &str) -> String {
@@ -140,13 +130,6 @@ fn base64(text: &str) -> String {
 
 /// A kube-rs client for `connection`, as a kubeconfig with the same fields would make one.
 pub fn build(connection: &Connection) -> Result<kube::Client, KubeError> {
-    build_with(connection, Some(TIMEOUT))
-}
-
-fn build_with(
-    connection: &Connection,
-    read_timeout: Option<Duration>,
-) -> Result<kube::Client, KubeError> {
     let invalid = |e: String| KubeError::Config(e);
     let url = connection
         .endpoint
@@ -158,7 +141,7 @@ fn build_with(
     config.root_cert = Some(roots);
     config.tls_server_name = Some(connection.endpoint.tls_server_name.clone());
     config.connect_timeout = Some(TIMEOUT);
-    config.read_timeout = read_timeout;
+    config.read_timeout = Some(TIMEOUT);
     config.write_timeout = Some(TIMEOUT);
     match &connection.credential {
         Credential::ClientCertificate { cert_pem, key_pem } => {

@@ -5,7 +5,6 @@
 //! `pods/eviction`, so that every PodDisruptionBudget holds.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -213,58 +212,6 @@ pub async fn observe(client: &kube::Client, nodes: Vec<NodeView>) -> Result<Work
             })
             .collect(),
     })
-}
-
-/// Calls `changed` whenever one of the cluster's pods is added, changed or removed, until
-/// dropped: a watch from the pods it holds (each an `ADDED` event), then from the last
-/// version seen, watched again with backoff whenever it ends or fails. This is what tells
-/// the lifecycle that pods wait for a node or that a node emptied, as Karpenter watches
-/// its cluster's pods. (Nodes are not watched: their instances are the cloud's, and a
-/// node NotReady on a sound instance is found at the next resync, sooner than GKE's
-/// auto-repair acts on one.) `client` should be [`crate::Clients::watch_client`]'s.
-pub async fn follow_pods(client: kube::Client, changed: impl Fn() + Send + Sync) {
-    follow(Api::<Pod>::all(client), &changed).await
-}
-
-async fn follow<K>(api: Api<K>, changed: &(impl Fn() + Send + Sync))
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    use futures::StreamExt;
-    use kube::ResourceExt;
-    use kube::api::{WatchEvent, WatchParams};
-    let mut version = "0".to_string();
-    let mut failures = 0u32;
-    loop {
-        // Ends on the server's side within ten minutes, to be resumed from `version`.
-        let params = WatchParams::default().timeout(600);
-        if let Ok(stream) = api.watch(&params, &version).await {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                let object = match event {
-                    Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o)) => {
-                        o
-                    }
-                    Ok(WatchEvent::Bookmark(_)) => continue,
-                    // Gone (410): the version is too old; start from what is held.
-                    Ok(WatchEvent::Error(_)) => {
-                        version = "0".to_string();
-                        break;
-                    }
-                    Err(_) => break,
-                };
-                failures = 0;
-                if let Some(seen) = object.resource_version() {
-                    version = seen;
-                }
-                changed();
-            }
-        }
-        failures = failures.saturating_add(1);
-        // 100 ms doubling to 30 s, reset by any event.
-        let delay = Duration::from_millis(100).saturating_mul(1 << failures.min(9));
-        tokio::time::sleep(delay.min(Duration::from_secs(30))).await;
-    }
 }
 
 /// Cordons the node and taints it [`DISRUPTED_TAINT`], keeping the taints it has.

@@ -74,9 +74,6 @@ pub struct LifecycleOptions {
     pub poll: Duration,
     /// How often a settled cluster is checked against the cloud, to repair what broke.
     pub health_check: Duration,
-    /// How often a settled cluster is looked at anyway when the cloud's event feed and a
-    /// watch of its pods tell of its changes.
-    pub resync: Duration,
     pub sizing: SizingOptions,
     /// Between launches of a node that keeps failing, and between passes that the cloud
     /// or the cluster's API refuses.
@@ -91,7 +88,6 @@ impl LifecycleOptions {
         LifecycleOptions {
             poll: scaled(2_000.0, 20),
             health_check: scaled(10_000.0, 1_000),
-            resync: scaled(300_000.0, 5_000),
             // A real cloud's launch failures are retried from 10 s up to 5 min apart.
             retry: Backoff {
                 base: scaled(10_000.0, 50),
@@ -120,16 +116,7 @@ pub struct Lifecycle {
     refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
     /// What right-sizing last found nothing to consolidate in, by cluster uid.
     unchanged: sizing::Unchanged,
-    /// Wakes the controller for a cluster; set when it runs under a controller, which
-    /// then keeps a watch of each settled cluster's pods.
-    wake: std::sync::OnceLock<Wake>,
-    /// Whether the provider tells of every change (`Provider::subscribe`).
-    cloud_feed: std::sync::atomic::AtomicBool,
-    /// The watch of each settled cluster's pods, by uid.
-    watches: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
 }
-
-type Wake = Arc<dyn Fn(ResourcePath) + Send + Sync>;
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
 /// conditions it sets.
@@ -216,9 +203,6 @@ impl Lifecycle {
             kube: None,
             refused: Default::default(),
             unchanged: Default::default(),
-            wake: Default::default(),
-            cloud_feed: Default::default(),
-            watches: Default::default(),
         }
     }
 
@@ -288,69 +272,6 @@ impl Lifecycle {
                 format!("the Kubernetes API does not answer: {e}"),
             ),
         }
-    }
-
-    /// Keeps a watch of the settled cluster's pods that wakes the controller for it;
-    /// whether one runs (under a controller, with a client for the cluster).
-    fn watch(&self, path: &ResourcePath, uid: &str) -> bool {
-        let (Some(wake), Some(clients)) = (self.wake.get(), &self.kube) else {
-            return false;
-        };
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        if watches.get(uid).is_some_and(|w| !w.is_finished()) {
-            return true;
-        }
-        let Ok(client) = clients.watch_client(uid) else {
-            return false;
-        };
-        let (wake, path) = (wake.clone(), path.clone());
-        let follow = dialtone_kube::workload::follow_pods(client, move || wake(path.clone()));
-        watches.insert(uid.to_string(), tokio::spawn(follow));
-        true
-    }
-
-    /// Stops watching a cluster that is going.
-    pub(super) fn unwatch(&self, uid: &str) {
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(watch) = watches.remove(uid) {
-            watch.abort();
-        }
-    }
-
-    /// When a settled cluster is looked at next: at its health check, unless the cloud's
-    /// feed and a watch of its pods tell of its changes; then at the resync, or
-    /// when its youngest worker leaves right-sizing's stabilization window, whichever
-    /// comes first, since consolidation may then remove it.
-    fn settled_next(
-        &self,
-        path: &ResourcePath,
-        uid: &str,
-        plan: &ClusterPlan,
-        status: &ClusterStatus,
-        nodes: &[NodeView],
-        now: Timestamp,
-    ) -> Next {
-        let watched =
-            self.cloud_feed.load(std::sync::atomic::Ordering::Relaxed) && self.watch(path, uid);
-        if !watched {
-            return Next::After(self.options.health_check);
-        }
-        let autoscaling = &plan.settings.autoscaling;
-        let window = self.options.sizing.second * autoscaling.scale_down_delay_seconds;
-        let consolidating = autoscaling.enabled && autoscaling.consolidation;
-        let settles = status
-            .nodes
-            .iter()
-            .filter(|slot| consolidating && slot.role == NodeRole::Worker)
-            .filter_map(|slot| nodes.iter().find(|n| n.instance_id == slot.instance_id))
-            .filter_map(|node| node.created)
-            .filter_map(|created| {
-                let age = Duration::try_from(now.duration_since(created)).unwrap_or_default();
-                window.checked_sub(age)
-            })
-            .min();
-        let resync = self.options.resync;
-        Next::After(settles.map_or(resync, |s| s.min(resync)))
     }
 
     /// Right-sizes a settled cluster through its API; whether work is under way.
@@ -502,13 +423,9 @@ impl Lifecycle {
                     now,
                 );
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);
-                let uid = &cluster.metadata.uid;
-                let next = match settled {
-                    true => self.settled_next(path, uid, &plan, &status, &nodes, now),
-                    false => next,
-                };
                 let sizing = if settled {
-                    self.right_size(uid, nodes, &plan, &mut status, now).await
+                    self.right_size(&cluster.metadata.uid, nodes, &plan, &mut status, now)
+                        .await
                 } else {
                     false
                 };
@@ -677,7 +594,6 @@ pub fn spawn_cluster_controller(
     resync: Duration,
 ) {
     let provider = lifecycle.provider.clone();
-    let feed = lifecycle.clone();
     let controller = Controller::new(
         lifecycle,
         workers,
@@ -687,13 +603,9 @@ pub fn spawn_cluster_controller(
     for path in clusters.paths() {
         queue.add(path);
     }
-    let _ = feed.wake.set(Arc::new({
-        let queue = queue.clone();
-        move |path| queue.add(path)
-    }));
     // A cloud with an event feed wakes the cluster a resource belongs to as it changes
     // (an instance dies, a zone goes down), so a repair need not wait for a health check.
-    let told = provider.subscribe(Box::new({
+    provider.subscribe(Box::new({
         let queue = queue.clone();
         move |change| {
             if let Some(path) = change
@@ -706,8 +618,6 @@ pub fn spawn_cluster_controller(
             }
         }
     }));
-    feed.cloud_feed
-        .store(told, std::sync::atomic::Ordering::Relaxed);
     clusters.subscribe(move |notice| match notice {
         Notice::Listed(all, _) => {
             for (path, _) in all.iter() {

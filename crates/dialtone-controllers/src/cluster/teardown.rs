@@ -23,7 +23,6 @@ impl Lifecycle {
             clients.forget(uid);
         }
         self.unchanged.forget(uid);
-        self.unwatch(uid);
         let now = (self.clock)();
         let mut status = cluster.status.clone();
         let outcome = match &status.plan {
