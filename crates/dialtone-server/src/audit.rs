@@ -60,13 +60,13 @@ pub async fn record_mutations(State(app): State<App>, request: Request, next: Ne
         request_id: request_id.clone(),
     };
     // A deletion's org may be gone once it is answered: its record is filed then.
-    let pending = match *request.method() {
+    let org_uid = match *request.method() {
         Method::DELETE => None,
-        _ => {
-            let org_uid = audit_org(&app, &principal, &path).await;
-            Some(PendingAudit::new(org_uid, record(StatusCode::OK)))
-        }
+        _ => Some(audit_org(&app, &principal, &path).await),
     };
+    let pending = org_uid
+        .clone()
+        .map(|org_uid| PendingAudit::new(org_uid, record(StatusCode::OK)));
     let response = match &pending {
         Some(pending) => pending.clone().scope(next.run(request)).await,
         None => next.run(request).await,
@@ -79,7 +79,10 @@ pub async fn record_mutations(State(app): State<App>, request: Request, next: Ne
     {
         return response;
     }
-    let org_uid = audit_org(&app, &principal, &path).await;
+    let org_uid = match org_uid {
+        Some(org_uid) => org_uid,
+        None => audit_org(&app, &principal, &path).await,
+    };
     if let Err(e) = app
         .registry
         .append_audit(&org_uid, &record(response.status()))

@@ -251,11 +251,8 @@ impl Lifecycle {
                 format!("{ready} of {running} running instances are Ready nodes"),
             );
         }
-        let holds = |condition: ClusterCondition| {
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == condition.as_str() && c.status == ConditionStatus::True)
+        let holds = |type_| {
+            status::condition(status, type_).is_some_and(|c| c.status == ConditionStatus::True)
         };
         if holds(ClusterCondition::Ready) && holds(ClusterCondition::AccessProjected) {
             return Ok(nodes);
