@@ -200,6 +200,8 @@ pub struct Sim {
     options: SimOptions,
     /// The clusters that have stored objects, so that finding a gone one costs no scan.
     object_clusters: Mutex<std::collections::BTreeSet<String>>,
+    /// The state's feed, reached without the state's lock.
+    feed: Arc<Feed>,
 }
 
 type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
@@ -490,6 +492,7 @@ impl Sim {
     /// Opens (or creates) the sim whose state is the file `path`.
     pub fn open(path: &Path, options: SimOptions) -> Result<Sim, SimError> {
         let (persister, loaded) = Persister::open(path).map_err(SimError)?;
+        let feed = Arc::<Feed>::default();
         let mut state = State {
             records: BTreeMap::new(),
             tokens: HashMap::new(),
@@ -501,7 +504,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(options.seed),
             timeline: BTreeSet::new(),
             going: BTreeSet::new(),
-            feed: Arc::default(),
+            feed: feed.clone(),
         };
         for bytes in loaded.resources {
             let record: Record = serde_json::from_slice(&bytes)
@@ -528,6 +531,7 @@ impl Sim {
             persister,
             options,
             object_clusters: Mutex::new(object_clusters),
+            feed,
         })
     }
 
@@ -694,8 +698,7 @@ impl Sim {
         // Woken early when something is due sooner; at most a second between looks.
         const LONGEST: Duration = Duration::from_secs(1);
         loop {
-            let woken = self.lock().feed.clone();
-            let changed = woken.timeline_changed.notified();
+            let changed = self.feed.timeline_changed.notified();
             let now = Timestamp::now();
             let next = self.lock().tell_due(now);
             let wait = next
@@ -940,8 +943,8 @@ impl Provider for Sim {
     }
 
     fn subscribe(&self, handler: ChangeHandler) -> bool {
-        let feed = self.lock().feed.clone();
-        feed.handlers
+        self.feed
+            .handlers
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(handler);
