@@ -11,8 +11,8 @@ use aws_sdk_ec2::types::{
     VolumeType, VpcPeeringConnectionStateReasonCode, VpcState,
 };
 use dialtone_cloud::{
-    CloudError, CloudResource, CloudResult, DiskType, IngressRule, InstanceMetadata, Protocol,
-    ResourceKind, ResourceSpec, ResourceState, Tags,
+    Change, CloudError, CloudResource, CloudResult, DiskType, IngressRule, InstanceMetadata,
+    PeeringState, PeeringStatus, Protocol, ResourceKind, ResourceSpec, ResourceState, Route, Tags,
 };
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
@@ -78,6 +78,7 @@ fn resource(
         tags,
         state,
         address: String::new(),
+        peering: None,
     }
 }
 
@@ -184,7 +185,12 @@ pub(crate) async fn create(
                 .unwrap_or_default()
                 .to_string())
         }
-        ResourceSpec::RouteTable { vpc_id, subnet_ids } => {
+        ResourceSpec::RouteTable { routes, .. } if !routes.is_empty() => Err(CloudError::Invalid {
+            message: "a route table is created without routes; add them with a change".into(),
+        }),
+        ResourceSpec::RouteTable {
+            vpc_id, subnet_ids, ..
+        } => {
             let out = ec2
                 .create_route_table()
                 .vpc_id(vpc_id)
@@ -311,13 +317,16 @@ pub(crate) async fn create(
         }
         ResourceSpec::VpcPeering {
             vpc_id,
+            peer_account,
             peer_vpc_id,
-            ..
+            peer_region,
         } => {
             let out = ec2
                 .create_vpc_peering_connection()
                 .vpc_id(vpc_id)
+                .peer_owner_id(peer_account)
                 .peer_vpc_id(peer_vpc_id)
+                .peer_region(peer_region)
                 .tag_specifications(tag_specification(ResourceType::VpcPeeringConnection, tags))
                 .send()
                 .await
@@ -440,6 +449,16 @@ pub(crate) async fn describe(
                         .iter()
                         .filter_map(|a| a.subnet_id().map(String::from))
                         .collect(),
+                    routes: t
+                        .routes()
+                        .iter()
+                        .filter_map(|r| {
+                            Some(Route {
+                                destination: r.destination_cidr_block()?.parse().ok()?,
+                                target: r.vpc_peering_connection_id()?.to_string(),
+                            })
+                        })
+                        .collect(),
                 };
                 let id = t.route_table_id().unwrap_or_default();
                 resource(
@@ -520,16 +539,19 @@ pub(crate) async fn describe(
             .filter_map(|p| {
                 use VpcPeeringConnectionStateReasonCode as Code;
                 let status = p.status();
-                let state = match status.and_then(|s| s.code()) {
+                let code = status.and_then(|s| s.code());
+                let message = status.and_then(|s| s.message()).unwrap_or_default();
+                let peering_state = code.and_then(|c| PeeringState::parse(c.as_str()))?;
+                let state = match code {
                     Some(Code::Active) => ResourceState::Available,
                     Some(Code::Deleted) => return None,
                     Some(Code::Deleting) => ResourceState::Deleting,
                     Some(code @ (Code::Rejected | Code::Expired | Code::Failed)) => {
                         ResourceState::Terminated {
-                            reason: status
-                                .and_then(|s| s.message())
-                                .unwrap_or(code.as_str())
-                                .to_string(),
+                            reason: match message {
+                                "" => code.as_str().to_string(),
+                                message => message.to_string(),
+                            },
                         }
                     }
                     _ => ResourceState::Pending,
@@ -541,11 +563,27 @@ pub(crate) async fn describe(
                         .and_then(|v| v.vpc_id())
                         .unwrap_or_default()
                         .into(),
+                    peer_account: accepter
+                        .and_then(|v| v.owner_id())
+                        .unwrap_or_default()
+                        .into(),
                     peer_vpc_id: accepter.and_then(|v| v.vpc_id()).unwrap_or_default().into(),
-                    peer_cidr: cidr(accepter.and_then(|v| v.cidr_block())),
+                    peer_region: accepter.and_then(|v| v.region()).unwrap_or(region).into(),
                 };
                 let id = p.vpc_peering_connection_id().unwrap_or_default();
-                Some(resource(region, id, spec, tags_of(p.tags()), state))
+                let mut found = resource(region, id, spec, tags_of(p.tags()), state);
+                found.peering = Some(PeeringStatus {
+                    state: peering_state,
+                    message: message.to_string(),
+                    peer_cidr: accepter
+                        .and_then(|v| v.cidr_block())
+                        .and_then(|c| c.parse().ok()),
+                    expires_at: p
+                        .expiration_time()
+                        .filter(|_| peering_state == PeeringState::PendingAcceptance)
+                        .and_then(|t| Timestamp::from_second(t.secs()).ok()),
+                });
+                Some(found)
             })
             .collect(),
         ResourceKind::LoadBalancer => Vec::new(),
@@ -619,6 +657,7 @@ fn instance(region: &str, i: &Instance) -> Option<CloudResource> {
             .and_then(|t| Timestamp::from_second(t.secs()).ok())
             .unwrap_or_else(|| created_at(&tags)),
         tags,
+        peering: None,
     })
 }
 
@@ -716,6 +755,23 @@ pub(crate) async fn delete(ec2: &Client, id: &str) -> CloudResult<()> {
                 .map_err(|e| cloud_error(e, id))?;
         }
         "pcx" => {
+            let out = ec2
+                .describe_vpc_peering_connections()
+                .vpc_peering_connection_ids(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+            // One that ended by itself (rejected, expired, failed) cannot be deleted; AWS
+            // forgets it in time, and to its owner it is gone already.
+            let ended = out.vpc_peering_connections().iter().all(|p| {
+                p.status()
+                    .and_then(|s| s.code())
+                    .and_then(|c| PeeringState::parse(c.as_str()))
+                    .is_none_or(PeeringState::is_final)
+            });
+            if ended {
+                return Err(CloudError::NotFound { id: id.to_string() });
+            }
             ec2.delete_vpc_peering_connection()
                 .vpc_peering_connection_id(id)
                 .send()
@@ -729,4 +785,82 @@ pub(crate) async fn delete(ec2: &Client, id: &str) -> CloudResult<()> {
         }
     }
     Ok(())
+}
+
+/// Changes a route table's routes or a security group's rules, idempotently: EC2's answer
+/// that a rule or route is already there (or already gone) is success.
+pub(crate) async fn modify(ec2: &Client, id: &str, change: Change) -> CloudResult<()> {
+    let outcome = match &change {
+        Change::AddRoute(route) => ec2
+            .create_route()
+            .route_table_id(id)
+            .destination_cidr_block(route.destination.to_string())
+            .vpc_peering_connection_id(&route.target)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| (code_of(&e), cloud_error(e, id))),
+        Change::RemoveRoute { destination } => ec2
+            .delete_route()
+            .route_table_id(id)
+            .destination_cidr_block(destination.to_string())
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| (code_of(&e), cloud_error(e, id))),
+        Change::AllowIngress(rule) => ec2
+            .authorize_security_group_ingress()
+            .group_id(id)
+            .ip_permissions(permission(rule))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| (code_of(&e), cloud_error(e, id))),
+        Change::RevokeIngress(rule) => ec2
+            .revoke_security_group_ingress()
+            .group_id(id)
+            .ip_permissions(permission(rule))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| (code_of(&e), cloud_error(e, id))),
+    };
+    match (outcome, &change) {
+        (Ok(()), _) => Ok(()),
+        (Err((code, _)), Change::AllowIngress(_)) if code == "InvalidPermission.Duplicate" => {
+            Ok(())
+        }
+        (Err((code, _)), Change::RevokeIngress(_)) if code == "InvalidPermission.NotFound" => {
+            Ok(())
+        }
+        (Err((code, _)), Change::RemoveRoute { .. }) if code == "InvalidRoute.NotFound" => Ok(()),
+        (Err((code, error)), Change::AddRoute(route)) if code == "RouteAlreadyExists" => {
+            // The same route again is success; another target's is the caller's mistake.
+            let out = ec2
+                .describe_route_tables()
+                .route_table_ids(id)
+                .send()
+                .await
+                .map_err(|e| cloud_error(e, id))?;
+            let destination = route.destination.to_string();
+            let same = out.route_tables().iter().flat_map(|t| t.routes()).any(|r| {
+                r.destination_cidr_block() == Some(destination.as_str())
+                    && r.vpc_peering_connection_id() == Some(route.target.as_str())
+            });
+            if same { Ok(()) } else { Err(error) }
+        }
+        (Err((_, error)), _) => Err(error),
+    }
+}
+
+/// The AWS error code of a failed call, if the service answered one.
+fn code_of<E, R>(error: &aws_sdk_ec2::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or_default()
+        .to_string()
 }

@@ -341,6 +341,7 @@ fn balancer(region: &str, lb: &LoadBalancer, tags: Tags) -> CloudResource {
             .created_time()
             .and_then(|t| Timestamp::from_second(t.secs()).ok())
             .unwrap_or(Timestamp::UNIX_EPOCH),
+        peering: None,
     }
 }
 

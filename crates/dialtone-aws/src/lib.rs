@@ -37,7 +37,7 @@ use base64::Engine;
 
 use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, TAG_CLUSTER, TAG_ROLE};
 use dialtone_cloud::{
-    Arch, CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog,
+    Arch, Change, CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog,
     NodeBootstrap, Provider, REGIONS, Region, ResourceKind, ResourceSpec,
 };
 use secrets::SecretStore;
@@ -314,6 +314,10 @@ impl Provider for AwsProvider {
         Ok(all)
     }
 
+    async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()> {
+        ec2::modify(&self.clients(region).ec2, id, change).await
+    }
+
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
         let clients = self.clients(region);
         if id.starts_with("arn:") {
@@ -408,6 +412,7 @@ impl AwsProvider {
             state: dialtone_cloud::ResourceState::Pending,
             address: String::new(),
             created_at: jiff::Timestamp::now(),
+            peering: None,
         }))
     }
 

@@ -121,6 +121,7 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
         ResourceSpec::RouteTable {
             vpc_id: vpc.id.clone(),
             subnet_ids: subnet_ids.clone(),
+            routes: Vec::new(),
         },
     )
     .await;

@@ -241,6 +241,7 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
             data_dir: data_dir.path().to_path_buf(),
             time_scale: 0.0,
             describe_lag: Duration::ZERO,
+            peering_expiry: Duration::from_secs(7 * 24 * 3600),
             kube_listen: "127.0.0.1:0".parse()?,
             webhook_allowed_cidrs: Vec::new(),
         }),

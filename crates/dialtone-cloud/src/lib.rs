@@ -17,8 +17,8 @@ pub use bootstrap::{
 pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
 pub use performance::Processor;
 pub use provider::{
-    ChangeHandler, CloudError, CloudResource, CloudResult, CreateRequest, DiskType, Filter,
-    IngressRule, InstanceMetadata, Protocol, Provider, ResourceChange, ResourceKind, ResourceSpec,
-    ResourceState, Tags, node_image, node_image_version, tags,
+    Change, ChangeHandler, CloudError, CloudResource, CloudResult, CreateRequest, DiskType, Filter,
+    IngressRule, InstanceMetadata, PeeringState, PeeringStatus, Protocol, Provider, ResourceChange,
+    ResourceKind, ResourceSpec, ResourceState, Route, Tags, node_image, node_image_version, tags,
 };
 pub use regions::{REGIONS, Region};

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+pub use dialtone_types::connection::PeeringState;
 pub use dialtone_types::settings::{DiskType, InstanceMetadata};
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
@@ -57,6 +58,10 @@ pub enum ResourceSpec {
     RouteTable {
         vpc_id: String,
         subnet_ids: Vec<String>,
+        /// Routes through peerings, added with [`Change::AddRoute`]; a table is created
+        /// with none (its VPC's local route is implied).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routes: Vec<Route>,
     },
     SecurityGroup {
         vpc_id: String,
@@ -89,11 +94,59 @@ pub enum ResourceSpec {
         #[serde(default = "default_metadata")]
         metadata: InstanceMetadata,
     },
+    /// A request to peer `vpc_id` (the requester, in Dialtone's account) with a VPC of
+    /// another account, which that account's owner accepts or rejects.
     VpcPeering {
         vpc_id: String,
+        /// The accepter's 12-digit account id.
+        peer_account: String,
         peer_vpc_id: String,
-        peer_cidr: Ipv4Net,
+        peer_region: String,
     },
+}
+
+/// A route of a route table: traffic to `destination` goes through the peering `target`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    pub destination: Ipv4Net,
+    /// A peering's id (`pcx-…`).
+    pub target: String,
+}
+
+/// A change to a resource that exists. Each is idempotent: adding what is there, or
+/// removing what is not, succeeds and changes nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "change",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Change {
+    /// To a route table. A route to the same destination through another target is refused.
+    AddRoute(Route),
+    RemoveRoute {
+        destination: Ipv4Net,
+    },
+    /// To a security group.
+    AllowIngress(IngressRule),
+    RevokeIngress(IngressRule),
+}
+
+/// A peering as the cloud reports it, beyond its [`ResourceState`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeeringStatus {
+    pub state: PeeringState,
+    /// The cloud's words: `Pending Acceptance by 111122223333`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The accepter VPC's CIDR, once the cloud has looked it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_cidr: Option<Ipv4Net>,
+    /// When a request not yet answered expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// What a resource recorded before volume types were asked for was launched with.
@@ -203,7 +256,9 @@ impl ResourceSpec {
             ResourceSpec::Subnet { vpc_id, .. }
             | ResourceSpec::SecurityGroup { vpc_id, .. }
             | ResourceSpec::VpcPeering { vpc_id, .. } => vec![vpc_id],
-            ResourceSpec::RouteTable { vpc_id, subnet_ids } => std::iter::once(vpc_id.as_str())
+            ResourceSpec::RouteTable {
+                vpc_id, subnet_ids, ..
+            } => std::iter::once(vpc_id.as_str())
                 .chain(subnet_ids.iter().map(String::as_str))
                 .collect(),
             ResourceSpec::LoadBalancer { subnet_ids, .. } => {
@@ -275,6 +330,9 @@ pub struct CloudResource {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
     pub created_at: Timestamp,
+    /// A peering's progress; `None` for every other resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peering: Option<PeeringStatus>,
 }
 
 /// A create call. The same `client_token` always names the same resource: repeating a
@@ -399,6 +457,9 @@ pub trait Provider: Send + Sync {
 
     /// Deletes a resource (for an instance: terminates it). `NotFound` once it is gone.
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()>;
+
+    /// Changes a resource in place: a route table's routes, a security group's rules.
+    async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()>;
 
     /// Tells `handler` of every change to a resource from now on, as a cloud's event feed
     /// does (EC2's state-change notifications); `false` when this provider has no feed, so

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dialtone_aws::{AccessKeys, AwsOptions, AwsProvider, MachineImages, TAG_CLIENT_TOKEN};
 use dialtone_cloud::{
-    CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog, Provider,
-    Region, ResourceKind, ResourceState,
+    Change, CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog,
+    Provider, Region, ResourceKind, ResourceState,
 };
 use dialtone_controllers::cluster::{TAG_CLUSTER, TAG_NETWORK, network_key};
 use dialtone_controllers::{Lifecycle, LifecycleOptions, Next};
@@ -116,6 +116,15 @@ impl Provider for CrashingCloud {
         let (run, dies) = self.crash.step();
         let result = if run {
             self.inner.delete(region, id).await
+        } else {
+            Err(died())
+        };
+        if dies { Err(died()) } else { result }
+    }
+    async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()> {
+        let (run, dies) = self.crash.step();
+        let result = if run {
+            self.inner.modify(region, id, change).await
         } else {
             Err(died())
         };
@@ -281,6 +290,7 @@ async fn world(seed: u64, cloud: Cloud) -> World {
                         seed,
                         describe_lag: std::time::Duration::from_millis(describe_lag_ms),
                         honour_client_tokens,
+                        ..SimOptions::default()
                     },
                 )
                 .unwrap(),

@@ -76,6 +76,14 @@ impl Provider for Recording {
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
         self.sim.delete(region, id).await
     }
+    async fn modify(
+        &self,
+        region: &str,
+        id: &str,
+        change: dialtone_cloud::Change,
+    ) -> CloudResult<()> {
+        self.sim.modify(region, id, change).await
+    }
     fn subscribe(&self, handler: dialtone_cloud::ChangeHandler) -> bool {
         self.sim.subscribe(handler)
     }

@@ -9,6 +9,7 @@
 //! each change as a call makes it; those that come with time are told by [`Sim::run_clock`],
 //! the one task that runs in the background, when they are due.
 
+mod customers;
 mod faults;
 mod persist;
 
@@ -18,14 +19,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dialtone_cloud::{
-    ChangeHandler, CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog,
-    Provider, REGIONS, Region, ResourceChange, ResourceKind, ResourceSpec, ResourceState,
+    Change, ChangeHandler, CloudError, CloudResource, CloudResult, CreateRequest, Filter,
+    InstanceCatalog, Provider, REGIONS, Region, ResourceChange, ResourceKind, ResourceSpec,
+    ResourceState,
 };
 use jiff::{SignedDuration, Timestamp};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use customers::peering_state;
+pub use customers::{Account, OWN_ACCOUNT};
 pub use faults::{Fault, FaultKind, FaultSpec};
 use persist::{Persister, Table, Write};
 
@@ -45,6 +49,9 @@ pub struct SimOptions {
     /// Whether a create's client token makes it idempotent, as in EC2; off, every create
     /// makes a new resource, as moto's does.
     pub honour_client_tokens: bool,
+    /// How long a peering request waits for its accepter before it expires (AWS: 7 days).
+    /// Real time, whatever the time scale.
+    pub peering_expiry: std::time::Duration,
 }
 
 impl Default for SimOptions {
@@ -54,6 +61,7 @@ impl Default for SimOptions {
             seed: 0,
             describe_lag: std::time::Duration::ZERO,
             honour_client_tokens: true,
+            peering_expiry: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -62,12 +70,15 @@ impl Default for SimOptions {
 /// EC2 and ELB take in us-east-1.
 mod latency {
     pub const CALL_MS: u64 = 60;
+    /// How long a peering request is `initiating-request`, and an accepted one
+    /// `provisioning`.
+    pub const PEERING_STEP_MS: u64 = 2_000;
     pub fn ready_ms(kind: super::ResourceKind) -> u64 {
         use super::ResourceKind::*;
         match kind {
             Vpc => 2_000,
             Subnet | RouteTable | SecurityGroup => 1_000,
-            VpcPeering => 10_000,
+            VpcPeering => PEERING_STEP_MS,
             Instance => 30_000,
             LoadBalancer => 45_000,
         }
@@ -121,6 +132,34 @@ struct Record {
     /// Until when describe does not show it yet (eventual consistency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     listed_from: Option<Timestamp>,
+    /// The account that owns it, when it is not the provider's own: a customer's VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
+    /// The spec it was created with, once a change has made it differ, so that a create
+    /// repeated with the same token still names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested: Option<ResourceSpec>,
+    /// A peering's answer and deadlines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peering: Option<Peering>,
+}
+
+/// What decides a peering's state besides its record's times.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Peering {
+    /// When it expires unless accepted.
+    expires_at: Timestamp,
+    /// Why the cloud could not make it: no such peer VPC, overlapping ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+    /// The accepter VPC's range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer_cidr: Option<ipnet::Ipv4Net>,
+    /// Whether the accepter accepted, and when the answer takes effect: at once for a
+    /// rejection, once provisioned for an acceptance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer: Option<(Timestamp, bool)>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -143,6 +182,11 @@ impl Record {
     fn is_live(&self) -> bool {
         self.gone_at.is_none() && self.died.is_none() && self.boot_failure.is_none()
     }
+
+    /// The account that owns it.
+    fn owner(&self) -> &str {
+        self.account.as_deref().unwrap_or(OWN_ACCOUNT)
+    }
 }
 
 struct State {
@@ -158,6 +202,8 @@ struct State {
     faults: Vec<Fault>,
     quotas: BTreeMap<String, Quotas>,
     counters: Counters,
+    /// Customers' accounts, which own VPCs to peer with and answer peering requests.
+    accounts: BTreeSet<String>,
     rng: StdRng,
     /// When a resource changes by itself (becomes available or listed, finishes going):
     /// `(at, id)`, so that the feed tells of it then.
@@ -233,8 +279,13 @@ fn after(now: Timestamp, ms: u64, scale: f64) -> Timestamp {
 }
 
 impl State {
+    /// Keeps quota usage true as a record comes, changes or goes. A customer's resources
+    /// count against the customer's account, which has no quotas here.
     fn account(&mut self, record_id: &str, live_before: bool) {
         let record = &self.records[record_id];
+        if record.account.is_some() {
+            return;
+        }
         let delta: i64 = match (live_before, record.is_live()) {
             (false, true) => 1,
             (true, false) => -1,
@@ -315,6 +366,9 @@ impl State {
         if let Some(listed_from) = listed_from {
             self.schedule(listed_from, &id);
         }
+        if let Some(expires_at) = self.records[&id].peering.as_ref().map(|p| p.expires_at) {
+            self.schedule(expires_at, &id);
+        }
         if let Some(gone_at) = gone_at {
             self.going.insert((gone_at, id.clone()));
             self.schedule(gone_at, &id);
@@ -368,6 +422,15 @@ impl State {
     /// The resource as a caller sees it now; `None` once it is gone.
     fn observe(&self, record: &Record, now: Timestamp) -> Option<CloudResource> {
         let mut resource = record.resource.clone();
+        if let Some(peering) = &record.peering {
+            if record.gone_at.is_some_and(|gone_at| gone_at <= now) {
+                return None;
+            }
+            let (state, status) = peering_state(record, peering, now);
+            resource.state = state;
+            resource.peering = Some(status);
+            return Some(resource);
+        }
         resource.state = match (&record.gone_at, &record.died) {
             (Some(gone_at), _) if *gone_at <= now => return None,
             (Some(_), _) => ResourceState::Deleting,
@@ -501,6 +564,7 @@ impl Sim {
             faults: Vec::new(),
             quotas: BTreeMap::new(),
             counters: Counters::default(),
+            accounts: BTreeSet::new(),
             rng: StdRng::seed_from_u64(options.seed),
             timeline: BTreeSet::new(),
             going: BTreeSet::new(),
@@ -517,6 +581,7 @@ impl Sim {
                 "faults" => state.faults = serde_json::from_slice(&bytes).map_err(corrupt)?,
                 "quotas" => state.quotas = serde_json::from_slice(&bytes).map_err(corrupt)?,
                 "counters" => state.counters = serde_json::from_slice(&bytes).map_err(corrupt)?,
+                "accounts" => state.accounts = serde_json::from_slice(&bytes).map_err(corrupt)?,
                 _ => {}
             }
         }
@@ -877,9 +942,8 @@ impl Provider for Sim {
                     // after it succeeded.
                     Some(id) => {
                         let record = &state.records[&id];
-                        if record.resource.spec != request.spec
-                            || record.resource.tags != request.tags
-                        {
+                        let requested = record.requested.as_ref().unwrap_or(&record.resource.spec);
+                        if *requested != request.spec || record.resource.tags != request.tags {
                             Err(CloudError::IdempotentParameterMismatch {
                                 token: request.client_token.clone(),
                             })
@@ -931,10 +995,37 @@ impl Provider for Sim {
                 // Tags and kind are fixed at creation, so they filter before observing.
                 Ok(state
                     .candidates(filter)
-                    .filter(|r| r.resource.region == region && filter.matches(&r.resource))
+                    .filter(|r| {
+                        r.resource.region == region
+                            && r.account.is_none()
+                            && filter.matches(&r.resource)
+                    })
                     .filter(|r| r.listed_from.is_none_or(|from| from <= now))
                     .filter_map(|r| state.observe(r, now))
                     .collect())
+            };
+            (outcome, self.queue(writes))
+        };
+        self.persist(queued).await?;
+        outcome
+    }
+
+    async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()> {
+        self.region(region)?;
+        self.call_latency().await;
+        let (outcome, queued) = {
+            let mut state = self.lock();
+            let mut writes = Vec::new();
+            let outcome = if Self::fault_fires(
+                &mut state,
+                FaultKind::Throttling,
+                region,
+                None,
+                &mut writes,
+            ) {
+                Err(CloudError::Throttled)
+            } else {
+                Self::change(&mut state, region, id, change, &mut writes)
             };
             (outcome, self.queue(writes))
         };
@@ -991,6 +1082,95 @@ impl Provider for Sim {
 }
 
 impl Sim {
+    /// A change to a resource of the provider's own account, as EC2 makes it.
+    fn change(
+        state: &mut State,
+        region: &str,
+        id: &str,
+        change: Change,
+        writes: &mut Vec<Write>,
+    ) -> CloudResult<()> {
+        let not_found = |id: &str| CloudError::NotFound { id: id.to_string() };
+        let record = state
+            .records
+            .get(id)
+            .filter(|r| r.resource.region == region && r.account.is_none() && r.gone_at.is_none())
+            .ok_or_else(|| not_found(id))?;
+        let mut spec = record.resource.spec.clone();
+        match (&mut spec, change) {
+            (ResourceSpec::RouteTable { vpc_id, routes, .. }, Change::AddRoute(route)) => {
+                let target = state
+                    .records
+                    .get(&route.target)
+                    .filter(|r| r.gone_at.is_none() && r.account.is_none());
+                match target.map(|t| &t.resource.spec) {
+                    Some(ResourceSpec::VpcPeering { vpc_id: from, .. }) if from == vpc_id => {}
+                    Some(ResourceSpec::VpcPeering { .. }) => {
+                        return Err(invalid(format!(
+                            "{} does not peer {vpc_id}, the VPC of {id}",
+                            route.target
+                        )));
+                    }
+                    _ => return Err(not_found(&route.target)),
+                }
+                if let Some(ResourceSpec::Vpc { cidr }) =
+                    state.records.get(vpc_id.as_str()).map(|r| &r.resource.spec)
+                    && (cidr.contains(&route.destination) || route.destination.contains(cidr))
+                {
+                    return Err(invalid(format!(
+                        "{} overlaps {cidr}, the VPC's own range (its local route)",
+                        route.destination
+                    )));
+                }
+                match routes.iter().find(|r| r.destination == route.destination) {
+                    Some(existing) if *existing == route => return Ok(()),
+                    Some(existing) => {
+                        return Err(invalid(format!(
+                            "RouteAlreadyExists: {id} already routes {} through {}",
+                            existing.destination, existing.target
+                        )));
+                    }
+                    None => routes.push(route),
+                }
+            }
+            (ResourceSpec::RouteTable { routes, .. }, Change::RemoveRoute { destination }) => {
+                if !routes.iter().any(|r| r.destination == destination) {
+                    return Ok(());
+                }
+                routes.retain(|r| r.destination != destination);
+            }
+            (ResourceSpec::SecurityGroup { ingress, .. }, Change::AllowIngress(rule)) => {
+                if ingress.contains(&rule) {
+                    return Ok(());
+                }
+                ingress.push(rule);
+            }
+            (ResourceSpec::SecurityGroup { ingress, .. }, Change::RevokeIngress(rule)) => {
+                if !ingress.contains(&rule) {
+                    return Ok(());
+                }
+                ingress.retain(|r| *r != rule);
+            }
+            (spec, change) => {
+                return Err(invalid(format!("a {} cannot take {change:?}", spec.kind())));
+            }
+        }
+        let record = state
+            .modify(id, |record| {
+                record
+                    .requested
+                    .get_or_insert_with(|| record.resource.spec.clone());
+                record.resource.spec = spec;
+            })
+            .expect("found above");
+        writes.push(Write {
+            table: Table::Resources,
+            key: id.to_string(),
+            value: Some(json(record)),
+        });
+        Ok(())
+    }
+
     fn launch(
         &self,
         state: &mut State,
@@ -1030,6 +1210,17 @@ impl Sim {
             });
         }
         state.check_quota(region.name, &request.spec, catalog)?;
+        let peering = match &request.spec {
+            ResourceSpec::VpcPeering { .. } => {
+                Some(self.request_peering(state, &request.spec, now)?)
+            }
+            ResourceSpec::RouteTable { routes, .. } if !routes.is_empty() => {
+                return Err(invalid(
+                    "a route table is created without routes; add them with a change".into(),
+                ));
+            }
+            _ => None,
+        };
         let boot_failure = (request.spec.kind() == ResourceKind::Instance
             && Self::fault_fires(
                 state,
@@ -1080,6 +1271,7 @@ impl Sim {
                 state: ResourceState::Pending,
                 address,
                 created_at: now,
+                peering: None,
             },
             client_token: request.client_token.clone(),
             ready_at: after(now, latency::ready_ms(kind), self.options.time_scale),
@@ -1087,6 +1279,9 @@ impl Sim {
             boot_failure,
             died: None,
             listed_from,
+            account: None,
+            requested: None,
+            peering,
         };
         writes.push(Write {
             table: Table::Resources,
@@ -1110,7 +1305,7 @@ impl Sim {
     ) -> CloudResult<()> {
         let not_found = || CloudError::NotFound { id: id.to_string() };
         let record = state.records.get(id).ok_or_else(not_found)?;
-        if record.resource.region != region {
+        if record.resource.region != region || record.account.is_some() {
             return Err(not_found());
         }
         if record.gone_at.is_some() {

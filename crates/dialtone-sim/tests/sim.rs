@@ -3,8 +3,8 @@
 //! survives a restart.
 
 use dialtone_cloud::{
-    CloudError, CreateRequest, DiskType, Filter, InstanceMetadata, Provider, ResourceSpec,
-    ResourceState,
+    CloudError, CreateRequest, DiskType, Filter, InstanceMetadata, Provider, ResourceKind,
+    ResourceSpec, ResourceState,
 };
 use dialtone_sim::{FaultKind, FaultSpec, Quotas, Sim, SimOptions};
 
@@ -512,4 +512,189 @@ async fn the_feed_tells_of_each_change_as_it_is_made_and_as_it_comes_with_time()
     fast.kill_instance(&node.id).await.unwrap();
     assert_eq!(*told.lock().unwrap(), vec![node.id.clone()]);
     clock.abort();
+}
+
+/// The state a peering is in, as the provider describes it.
+async fn peering_state(sim: &Sim, id: &str) -> Option<dialtone_cloud::PeeringState> {
+    let all = sim
+        .describe(REGION, &Filter::default().kind(ResourceKind::VpcPeering))
+        .await
+        .unwrap();
+    all.into_iter()
+        .find(|r| r.id == id)
+        .map(|r| r.peering.expect("a peering says where it is").state)
+}
+
+#[tokio::test]
+async fn a_peering_waits_for_the_customer_and_routes_go_through_it_only_once_it_peers() {
+    use dialtone_cloud::{Change, PeeringState, Route};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::open(
+        &dir.path().join("sim.redb"),
+        SimOptions {
+            time_scale: 0.0,
+            peering_expiry: std::time::Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ours = sim
+        .create(REGION, request("vpc", vpc("10.1.0.0/16"), "c"))
+        .await
+        .unwrap();
+    let table = sim
+        .create(
+            REGION,
+            request(
+                "rtb",
+                ResourceSpec::RouteTable {
+                    vpc_id: ours.id.clone(),
+                    subnet_ids: vec![],
+                    routes: vec![],
+                },
+                "c",
+            ),
+        )
+        .await
+        .unwrap();
+    let customer = sim.create_account().await.unwrap();
+    let theirs = sim
+        .create_customer_vpc(&customer.id, REGION, "192.168.0.0/16".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        sim.describe(REGION, &Filter::default())
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.id != theirs.id),
+        "another account's VPC is not Dialtone's to see"
+    );
+    let peer = |token: &str, peer_vpc: &str| {
+        request(
+            token,
+            ResourceSpec::VpcPeering {
+                vpc_id: ours.id.clone(),
+                peer_account: customer.id.clone(),
+                peer_vpc_id: peer_vpc.to_string(),
+                peer_region: REGION.into(),
+            },
+            "c",
+        )
+    };
+    let peering = sim.create(REGION, peer("pcx", &theirs.id)).await.unwrap();
+    assert_eq!(
+        peering_state(&sim, &peering.id).await,
+        Some(PeeringState::PendingAcceptance)
+    );
+    let route = Route {
+        destination: "192.168.0.0/16".parse().unwrap(),
+        target: peering.id.clone(),
+    };
+    // The customer sees the request and accepts it.
+    let asked = sim.account(&customer.id).unwrap();
+    assert_eq!(asked.peerings.len(), 1);
+    sim.answer_peering(&customer.id, &peering.id, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        peering_state(&sim, &peering.id).await,
+        Some(PeeringState::Active)
+    );
+    assert!(
+        sim.answer_peering(&customer.id, &peering.id, false)
+            .await
+            .is_err(),
+        "an answered request is not answered again"
+    );
+    for _ in 0..2 {
+        sim.modify(REGION, &table.id, Change::AddRoute(route.clone()))
+            .await
+            .unwrap();
+    }
+    let routes = |resources: Vec<dialtone_cloud::CloudResource>| match &resources[0].spec {
+        ResourceSpec::RouteTable { routes, .. } => routes.clone(),
+        _ => panic!(),
+    };
+    let described = sim
+        .describe(REGION, &Filter::default().kind(ResourceKind::RouteTable))
+        .await
+        .unwrap();
+    assert_eq!(routes(described), [route.clone()], "added once");
+    let local = Route {
+        destination: "10.1.4.0/24".parse().unwrap(),
+        ..route.clone()
+    };
+    assert!(matches!(
+        sim.modify(REGION, &table.id, Change::AddRoute(local)).await,
+        Err(CloudError::Invalid { .. })
+    ));
+    // A create repeated with the table's token still names the table it changed.
+    let again = sim
+        .create(
+            REGION,
+            request(
+                "rtb",
+                ResourceSpec::RouteTable {
+                    vpc_id: ours.id.clone(),
+                    subnet_ids: vec![],
+                    routes: vec![],
+                },
+                "c",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.id, table.id);
+    for _ in 0..2 {
+        sim.modify(
+            REGION,
+            &table.id,
+            Change::RemoveRoute {
+                destination: route.destination,
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    // Rejected, expired, failed: each ends the request for good.
+    let rejected = sim.create(REGION, peer("pcx-2", &theirs.id)).await.unwrap();
+    sim.answer_peering(&customer.id, &rejected.id, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        peering_state(&sim, &rejected.id).await,
+        Some(PeeringState::Rejected)
+    );
+    let ignored = sim.create(REGION, peer("pcx-3", &theirs.id)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        peering_state(&sim, &ignored.id).await,
+        Some(PeeringState::Expired)
+    );
+    let nowhere = sim
+        .create(REGION, peer("pcx-4", "vpc-00000000000000bad"))
+        .await
+        .unwrap();
+    assert_eq!(
+        peering_state(&sim, &nowhere.id).await,
+        Some(PeeringState::Failed)
+    );
+    let overlapping = sim
+        .create_customer_vpc(&customer.id, REGION, "10.1.0.0/16".parse().unwrap())
+        .await
+        .unwrap();
+    let clash = sim
+        .create(REGION, peer("pcx-5", &overlapping.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        peering_state(&sim, &clash.id).await,
+        Some(PeeringState::Failed)
+    );
+
+    // Deleting the active peering leaves nothing listed.
+    sim.delete(REGION, &peering.id).await.unwrap();
+    assert_eq!(peering_state(&sim, &peering.id).await, None);
 }

@@ -99,7 +99,14 @@ pub static GROUP: KindInfo = KindInfo {
 
 /// Every kind, parents before children.
 pub static KINDS: &[&KindInfo] = &[
-    &ORG, &FOLDER, &PROJECT, &CLUSTER, &NAMESPACE, &IDENTITY, &GROUP,
+    &ORG,
+    &FOLDER,
+    &PROJECT,
+    &CLUSTER,
+    &NAMESPACE,
+    &crate::connection::CONNECTION,
+    &IDENTITY,
+    &GROUP,
 ];
 
 /// The kinds that are nodes of the access tree, top down: policies are set on them.

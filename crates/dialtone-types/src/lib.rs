@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod cluster_types;
+pub mod connection;
 pub mod kinds;
 pub mod meta;
 pub mod path;
@@ -23,6 +24,7 @@ pub mod validation;
 
 pub use api::{ApiError, Reason, Status, StatusCause};
 pub use cluster::{Cluster, ClusterCondition, ClusterStatus, ClusterType, NodeState, Phase};
+pub use connection::{Connection, ConnectionStatus, PeeringState};
 pub use kinds::{Folder, Group, Identity, KINDS, Kind, KindInfo, Namespace, Org, Project};
 pub use meta::{
     API_VERSION, Condition, ConditionStatus, List, ListMeta, Object, ObjectMeta, ObjectStatus,

@@ -236,6 +236,10 @@ pub struct ServerArgs {
     /// instance RunInstances just returned (each resource draws its lag, seeded).
     #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub sim_describe_lag_ms: u64,
+    /// How long a peering request waits for the customer's answer before it expires, in
+    /// seconds of real time (AWS: 7 days).
+    #[arg(long, value_name = "SECONDS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sim_peering_expiry: u64,
     /// Where the sim's clusters serve the Kubernetes API (one port for all; the TLS server
     /// name picks the cluster).
     #[arg(long, default_value = "127.0.0.1:6443")]

@@ -61,6 +61,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
                 data_dir: data_dir.clone(),
                 time_scale: args.sim_time_scale,
                 describe_lag: std::time::Duration::from_millis(args.sim_describe_lag_ms),
+                peering_expiry: std::time::Duration::from_secs(args.sim_peering_expiry),
                 kube_listen: args.kube_listen,
                 webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
             }),

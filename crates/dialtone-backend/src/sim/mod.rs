@@ -25,6 +25,8 @@ pub struct SimBackendOptions {
     pub time_scale: f64,
     /// How long, at most, describe may miss a resource just created.
     pub describe_lag: Duration,
+    /// How long a peering request waits for its accepter before it expires.
+    pub peering_expiry: Duration,
     /// Where the clusters serve the Kubernetes API.
     pub kube_listen: SocketAddr,
     /// Private or special ranges clusters' webhooks may call (see `dialtone_simkube::egress`).
@@ -43,6 +45,7 @@ async fn build(options: SimBackendOptions, context: BackendContext) -> anyhow::R
             dialtone_sim::SimOptions {
                 time_scale: options.time_scale,
                 describe_lag: options.describe_lag,
+                peering_expiry: options.peering_expiry,
                 ..Default::default()
             },
         )

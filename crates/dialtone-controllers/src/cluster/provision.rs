@@ -113,6 +113,7 @@ impl Lifecycle {
                 ResourceSpec::RouteTable {
                     vpc_id: vpc.id.clone(),
                     subnet_ids: vec![created.id.clone()],
+                    routes: Vec::new(),
                 },
                 tagged(&network_tags, &rtb),
             )
