@@ -29,6 +29,8 @@ pub mod tags {
     pub const TAG_PART: &str = "dialtone.dev/part";
     /// The instance's attempt for its slot.
     pub const TAG_ATTEMPT: &str = "dialtone.dev/attempt";
+    /// The uid of the connection a peering is for.
+    pub const TAG_CONNECTION: &str = "dialtone.dev/connection";
     /// The owner's path, for people reading the cloud console.
     pub const TAG_OWNER: &str = "dialtone.dev/owner";
     /// What an instance is to its cluster: [`ROLE_CONTROL_PLANE`] or [`ROLE_WORKER`].

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod cluster;
 mod compactor;
+pub mod connection;
 mod deletion;
 pub mod rbac;
 pub mod runtime;
@@ -13,6 +14,7 @@ mod sizing;
 
 pub use cluster::{Lifecycle, LifecycleOptions, spawn_cluster_controller};
 pub use compactor::{run_compactor, run_record_sweeper};
+pub use connection::{CONNECTION_FINALIZER, Connections, spawn_connection_controller};
 pub use deletion::{reconcile_deletion, spawn_deletion_controller};
 pub use rbac::{Projection, spawn_projection_controller};
 pub use runtime::{Next, Supervisor, TaskStatus, backoff};

@@ -85,11 +85,13 @@ pub enum TreeResource {
     Tokens,
     /// The org's audit log.
     Audit,
+    /// Clusters' connections (VPC peerings with customers' networks).
+    Connections,
 }
 
 impl TreeResource {
     /// Every resource, in the order permissions are numbered.
-    pub const ALL: [TreeResource; 11] = [
+    pub const ALL: [TreeResource; 12] = [
         TreeResource::Orgs,
         TreeResource::Folders,
         TreeResource::Projects,
@@ -101,6 +103,7 @@ impl TreeResource {
         TreeResource::Groups,
         TreeResource::Tokens,
         TreeResource::Audit,
+        TreeResource::Connections,
     ];
 
     /// The resource as the API's paths spell it: `orgs`, `clusters`, …
@@ -117,6 +120,7 @@ impl TreeResource {
             TreeResource::Groups => "groups",
             TreeResource::Tokens => "tokens",
             TreeResource::Audit => "audit",
+            TreeResource::Connections => "connections",
         }
     }
 
@@ -299,15 +303,21 @@ fn builtin(level: Level, strength: &str) -> Role {
     }
     let mut permissions = Permissions::default().grant(&TreeVerb::READ, &read);
     if level <= Level::Cluster {
-        // Seeing a cluster includes reaching its Kubernetes API, as its RBAC allows.
-        permissions =
-            permissions.with(Permission::new(TreeVerb::Create, TreeResource::Credentials));
+        // Seeing a cluster includes reaching its Kubernetes API, as its RBAC allows, and
+        // seeing its connections.
+        permissions = permissions
+            .with(Permission::new(TreeVerb::Create, TreeResource::Credentials))
+            .grant(&TreeVerb::READ, &[TreeResource::Connections]);
     }
     if strength != "view" {
         permissions = permissions.grant(&TreeVerb::WRITE, &below);
     }
     if strength == "admin" {
         permissions = permissions.with(Permission::new(TreeVerb::Update, TreeResource::Policies));
+        if level <= Level::Cluster {
+            // A connection opens the cluster's network to another: an admin's decision.
+            permissions = permissions.grant(&TreeVerb::WRITE, &[TreeResource::Connections]);
+        }
         if level == Level::Org {
             let people = [
                 TreeResource::Identities,
@@ -572,7 +582,8 @@ mod tests {
                 "identities",
                 "groups",
                 "tokens",
-                "audit"
+                "audit",
+                "connections"
             ]
         );
         for resource in TreeResource::ALL {

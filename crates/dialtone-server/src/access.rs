@@ -22,6 +22,7 @@ use dialtone_policy::projection::{changes, project};
 use dialtone_policy::{
     Level, Permission, Policies, Role, Subject, TreeResource, TreeVerb, Unbindable,
 };
+use dialtone_types::connection::CONNECTION;
 use dialtone_types::kinds::{GROUP, IDENTITY, KindInfo};
 use dialtone_types::policy::{
     AccessPolicy, ClusterRbacChanges, Explanation, GrantingBinding, WhatIf, WhatIfRequest,
@@ -57,15 +58,19 @@ fn resource_of(kind: &'static KindInfo) -> TreeResource {
     match level_of(kind) {
         Some(level) => level.resource(),
         None if std::ptr::eq(kind, &GROUP) => TreeResource::Groups,
+        None if std::ptr::eq(kind, &CONNECTION) => TreeResource::Connections,
         None => TreeResource::Identities,
     }
 }
 
-/// The tree node whose policy governs an object: the object itself for a tree node, the
-/// org for identities and groups.
+/// The tree node whose policy governs an object: the object itself for a tree node, its
+/// cluster for a connection, the org for identities and groups.
 fn governing_node(path: &ResourcePath) -> String {
     match level_of(path.kind()) {
         Some(_) => node_name(path),
+        None if std::ptr::eq(path.kind(), &CONNECTION) => {
+            path.parent().map_or_else(String::new, |p| node_name(&p))
+        }
         None => path.org_name().to_string(),
     }
 }

@@ -3,6 +3,7 @@
 //! wrong with it is a 4xx before anything is provisioned, and its network is allocated from
 //! the org's address plan.
 
+use dialtone_controllers::CONNECTION_FINALIZER;
 use dialtone_controllers::cluster::CLUSTER_FINALIZER;
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, PlanError};
 use dialtone_store::registry::ListOptions;
@@ -11,8 +12,8 @@ use dialtone_types::cluster::{ClusterPlan, ClusterStatus, parse_address_pool};
 use dialtone_types::kinds::{CLUSTER, IDENTITY};
 use dialtone_types::validation::FieldReason;
 use dialtone_types::{
-    ApiError, Cluster, ClusterType, Condition, ConditionStatus, FieldErrors, Folder, Group,
-    Identity, Kind, Namespace, Object, Org, Project, ResourcePath,
+    ApiError, Cluster, ClusterType, Condition, ConditionStatus, Connection, ConnectionStatus,
+    FieldErrors, Folder, Group, Identity, Kind, Namespace, Object, Org, Project, ResourcePath,
 };
 use dialtone_types::{ClusterCondition, Phase};
 
@@ -48,6 +49,152 @@ pub trait Admission: Kind {
     ) -> HttpResult<()> {
         Ok(())
     }
+}
+
+/// A connection is for a production cluster, within its type's limit, to a known region,
+/// and routes to ranges that clash with nothing the cluster already routes. Where it peers
+/// is fixed once asked: another peer is another connection.
+#[async_trait::async_trait]
+impl Admission for Connection {
+    /// Two connections created at once must not both take the last slot or one range.
+    const ALLOCATES: bool = true;
+    const CLIENT_STATUS: bool = false;
+
+    async fn admit_create(
+        app: &App,
+        parent: Option<&ResourcePath>,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        let cluster_path = parent.expect("connections live in clusters");
+        check_connection(app, cluster_path, object).await?;
+        if !object
+            .metadata
+            .finalizers
+            .iter()
+            .any(|f| f == CONNECTION_FINALIZER)
+        {
+            object
+                .metadata
+                .finalizers
+                .push(CONNECTION_FINALIZER.to_string());
+        }
+        Ok(())
+    }
+
+    async fn admit_update(
+        app: &App,
+        path: &ResourcePath,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<()> {
+        let current: Object<Connection, ConnectionStatus> = app.registry.get(path).await?;
+        let mut errors = FieldErrors::default();
+        let (old, new) = (&current.spec, &object.spec);
+        for (field, changed) in [
+            ("spec.peerAccount", old.peer_account != new.peer_account),
+            ("spec.peerVpc", old.peer_vpc != new.peer_vpc),
+            ("spec.peerRegion", old.peer_region != new.peer_region),
+            ("spec.peerCidrs", old.peer_cidrs != new.peer_cidrs),
+        ] {
+            if changed {
+                errors.push(
+                    field,
+                    FieldReason::FieldValueImmutable,
+                    "where a connection peers is fixed; create another connection for another peer or range",
+                );
+            }
+        }
+        errors
+            .into_result()
+            .map_err(|e| ApiError::invalid(e).into())
+    }
+}
+
+/// Everything wrong with a new connection under `cluster_path`, at once: its own fields
+/// and how it fits its cluster.
+async fn check_connection(
+    app: &App,
+    cluster_path: &ResourcePath,
+    object: &Object<Connection, ConnectionStatus>,
+) -> HttpResult<()> {
+    let (name, spec) = (&object.metadata.name, &object.spec);
+    let cluster: Object<Cluster, ClusterStatus> = app.registry.get(cluster_path).await?;
+    let Some(plan) = &cluster.status.plan else {
+        return Err(ApiError::new(
+            dialtone_types::Reason::Conflict,
+            format!("{cluster_path} has no plan yet; try again once it is provisioning"),
+        )
+        .into());
+    };
+    let limit = plan.settings.network.max_connections;
+    if limit == 0 {
+        return Err(ApiError::new(
+            dialtone_types::Reason::Forbidden,
+            format!(
+                "{cluster_path} is a {} cluster, which shares its project's network and takes no connections (network.maxConnections is 0); connections are for production clusters, which have a VPC of their own",
+                plan.cluster_type.name()
+            ),
+        )
+        .into());
+    }
+    let mut errors = validate(object);
+    let regions = app.provider.regions();
+    if !spec.peer_region.is_empty() && !regions.iter().any(|r| r.name == spec.peer_region) {
+        let names: Vec<&str> = regions.iter().map(|r| r.name).collect();
+        errors.push(
+            "spec.peerRegion",
+            FieldReason::FieldValueInvalid,
+            format!(
+                "unknown region `{}`; valid regions: {}",
+                spec.peer_region,
+                names.join(", ")
+            ),
+        );
+    }
+    let existing: Vec<Object<Connection, ConnectionStatus>> =
+        app.registry.list_under::<Connection>(cluster_path).await?;
+    let others: Vec<_> = existing
+        .iter()
+        .filter(|c| c.metadata.name != *name && c.metadata.deletion_timestamp.is_none())
+        .collect();
+    if others.len() >= limit as usize {
+        return Err(ApiError::new(
+            dialtone_types::Reason::Conflict,
+            format!(
+                "{cluster_path} has {} connections, the most its type allows (network.maxConnections: {limit}); delete one first",
+                others.len()
+            ),
+        )
+        .into());
+    }
+    let network = &plan.network;
+    let mut taken: Vec<(String, ipnet::Ipv4Net)> = vec![
+        ("the cluster's VPC range".into(), network.vpc_cidr),
+        ("the cluster's pod range".into(), network.pod_cidr),
+        ("the cluster's Service range".into(), network.service_cidr),
+    ];
+    for other in &others {
+        for net in other.spec.peer_networks() {
+            taken.push((format!("connection `{}`", other.metadata.name), net));
+        }
+    }
+    for (i, text) in spec.peer_cidrs.iter().enumerate() {
+        let Ok(net) = dialtone_types::connection::parse_cidr(text) else {
+            continue;
+        };
+        if let Some((what, clash)) = taken
+            .iter()
+            .find(|(_, t)| t.contains(&net) || net.contains(t))
+        {
+            errors.push(
+                &format!("spec.peerCidrs[{i}]"),
+                FieldReason::FieldValueInvalid,
+                format!("{net} overlaps {what} ({clash}); peered networks must not overlap"),
+            );
+        }
+    }
+    errors
+        .into_result()
+        .map_err(|e| ApiError::invalid(e).into())
 }
 
 impl Admission for Org {}

@@ -44,8 +44,8 @@ use dialtone_store::{EmbeddedStore, EtcdStore, Store};
 use dialtone_types::auth::NewToken;
 use dialtone_types::kinds::{CLUSTER, ORG};
 use dialtone_types::{
-    ApiError, Cluster, Folder, Group, Identity, Namespace, Object, Org, Project, Reason,
-    ResourcePath,
+    ApiError, Cluster, Connection, Folder, Group, Identity, Namespace, Object, Org, Project,
+    Reason, ResourcePath,
 };
 use jiff::Timestamp;
 
@@ -99,12 +99,13 @@ impl KindApi {
 }
 
 /// Every kind served by the API. Adding a kind to the tree means adding it here.
-const KIND_APIS: [KindApi; 7] = [
+const KIND_APIS: [KindApi; 8] = [
     KindApi::of::<Org>(),
     KindApi::of::<Folder>(),
     KindApi::of::<Project>(),
     KindApi::of::<Cluster>(),
     KindApi::of::<Namespace>(),
+    KindApi::of::<Connection>(),
     KindApi::of::<Identity>(),
     KindApi::of::<Group>(),
 ];
@@ -538,8 +539,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
         watches,
     };
-    let lifecycle =
-        Lifecycle::new(registry.clone(), provider, backend.lifecycle, now).with_kube(kube.clone());
+    let lifecycle = Lifecycle::new(registry.clone(), provider.clone(), backend.lifecycle, now)
+        .with_kube(kube.clone());
     let projection = Arc::new(dialtone_controllers::Projection {
         registry: registry.clone(),
         index: access,
@@ -558,8 +559,23 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         16,
         Duration::from_secs(60),
     );
+    let connections = Informer::load(&registry, &dialtone_types::connection::CONNECTION).await?;
+    dialtone_controllers::spawn_connection_controller(
+        &tasks,
+        &connections,
+        Arc::new(dialtone_controllers::Connections {
+            registry: registry.clone(),
+            provider: provider.clone(),
+            clock: now,
+            poll: Duration::from_secs(30),
+        }),
+        Duration::from_secs(600),
+    );
     // Started once every handler is subscribed, so that none misses a change.
     tasks.spawn("cluster-informer", move |run| clusters.clone().follow(run));
+    tasks.spawn("connection-informer", move |run| {
+        connections.clone().follow(run)
+    });
     tasks.spawn("record-sweeper", {
         let registry = registry.clone();
         move |_| {

@@ -620,7 +620,11 @@ async fn a_peering_waits_for_the_customer_and_routes_go_through_it_only_once_it_
         .describe(REGION, &Filter::default().kind(ResourceKind::RouteTable))
         .await
         .unwrap();
-    assert_eq!(routes(described), [route.clone()], "added once");
+    assert_eq!(
+        routes(described),
+        std::slice::from_ref(&route),
+        "added once"
+    );
     let local = Route {
         destination: "10.1.4.0/24".parse().unwrap(),
         ..route.clone()

@@ -114,6 +114,12 @@ pub enum Command {
         after_help = "Examples:\n  dialtone cluster create dev-1 --project web --type developer --region us-east-1 --wait --timeout 10m\n  dialtone cluster list -A -o wide\n  dialtone cluster describe dev-1 --project web\n  dialtone cluster credentials dev-1 --project web && kubectl get nodes\n  dialtone cluster update prod-1 --project web --kubernetes-version 1.34 --wait\n  dialtone cluster delete dev-1 --project web --wait --yes"
     )]
     Cluster(ClusterCommand),
+    /// Connections: a production cluster's VPC peered with a customer's VPC.
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone connection create db --cluster prod-1 --peer-account 111122223333 --peer-vpc vpc-0a1b2c3d --peer-cidr 192.168.0.0/16 --peer-region us-east-1\n  dialtone connection describe db --cluster prod-1\n  dialtone connection list -A\n  dialtone connection delete db --cluster prod-1 --wait"
+    )]
+    Connection(ConnectionCommand),
     /// Namespaces: a cluster's Kubernetes namespaces, as nodes of the tree.
     #[command(subcommand)]
     #[command(
@@ -141,7 +147,7 @@ pub enum Command {
     /// The built-in simulated cloud: its resources, failure injection and quotas.
     #[command(subcommand)]
     #[command(
-        after_help = "Examples:\n  dialtone sim resources --region us-east-1\n  dialtone sim fault add boot-failure --region us-east-1 --count 3\n  dialtone sim kill i-00000000000000006"
+        after_help = "Examples:\n  dialtone sim resources --region us-east-1\n  dialtone sim fault add boot-failure --region us-east-1 --count 3\n  dialtone sim kill i-00000000000000006\n  dialtone sim account create\n  dialtone sim vpc create --account 215561234567 --cidr 192.168.0.0/16\n  dialtone sim peering accept pcx-0000000000000002a --account 215561234567"
     )]
     Sim(SimCommand),
     /// Smart Cluster types and the decisions each makes.
@@ -578,6 +584,9 @@ pub enum ClusterCommand {
         /// Delete without asking (needed when standard input is not a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Delete its connections too; without it, a cluster with connections is kept.
+        #[arg(long)]
+        cascade: bool,
     },
     /// Write a kubeconfig context for the cluster. kubectl gets short-lived credentials of
     /// your own through `dialtone cluster token` (an exec plugin) for as long as your CLI
@@ -606,6 +615,62 @@ pub enum ClusterCommand {
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ConnectionCommand {
+    /// Ask to peer a production cluster's VPC with a VPC of another account; its owner
+    /// accepts, then routes go in.
+    Create(ConnectionCreateArgs),
+    /// Show one.
+    Get(ObjectArgs),
+    /// Show one in detail: the peering's state, routes, what the peer must do next, limits.
+    Describe(ObjectArgs),
+    /// List a cluster's connections (`--cluster`), or every one with -A.
+    List(ListArgs),
+    /// Delete one: its routes and rules, then its peering.
+    Delete {
+        #[command(flatten)]
+        object: ObjectArgs,
+        /// Wait until the routes and the peering are gone.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long, e.g. `5m` (default: no limit).
+        #[arg(long, value_parser = parse_duration, requires = "wait")]
+        timeout: Option<Duration>,
+    },
+}
+
+#[derive(Args)]
+pub struct ConnectionCreateArgs {
+    /// A name, or a full path `org/folder/project/cluster/name`.
+    pub name: String,
+    #[command(flatten)]
+    pub placement: Placement,
+    /// The 12-digit id of the account that owns the peer VPC.
+    #[arg(long)]
+    pub peer_account: String,
+    /// The peer VPC's id, `vpc-…`.
+    #[arg(long)]
+    pub peer_vpc: String,
+    /// A range of the peer VPC to route to (repeatable).
+    #[arg(long = "peer-cidr", required = true)]
+    pub peer_cidrs: Vec<String>,
+    /// The peer VPC's region.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(regions()))]
+    pub peer_region: String,
+    /// A TCP port of the nodes the peer may open connections to (repeatable).
+    #[arg(long = "allow-port")]
+    pub allow_ports: Vec<u16>,
+    /// Every port and protocol of the nodes is open to the peer's ranges.
+    #[arg(long, conflicts_with = "allow_ports")]
+    pub allow_all: bool,
+    /// Wait until the peering is accepted and active, with its routes in place.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, e.g. `10m` (default: no limit).
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -696,6 +761,15 @@ pub enum SimCommand {
     Fault(FaultCommand),
     /// Kill a running instance, as a host failure would.
     Kill { instance: String },
+    /// Customers' accounts: they own VPCs to peer with and answer peering requests.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// A VPC in a customer's account.
+    #[command(subcommand)]
+    Vpc(VpcCommand),
+    /// A customer's answer to a peering request made to one of its VPCs.
+    #[command(subcommand)]
+    Peering(PeeringCommand),
     /// Show a region's quotas, or set them.
     Quotas {
         region: String,
@@ -708,6 +782,51 @@ pub enum SimCommand {
         /// The most load balancers the region may hold.
         #[arg(long)]
         load_balancers: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Open a customer's account, with a new 12-digit id.
+    Create,
+    /// Every customer's account, with its VPCs and the peering requests made to it.
+    List,
+    /// One account, with its VPCs and the peering requests made to it.
+    Get { account: String },
+}
+
+#[derive(Subcommand)]
+pub enum VpcCommand {
+    /// Make a VPC in a customer's account.
+    Create {
+        /// The account that owns it.
+        #[arg(long)]
+        account: String,
+        /// Its range, e.g. `192.168.0.0/16`.
+        #[arg(long)]
+        cidr: String,
+        #[arg(long, default_value = "us-east-1", value_parser = clap::builder::PossibleValuesParser::new(regions()))]
+        region: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PeeringCommand {
+    /// Accept a peering request, as `aws ec2 accept-vpc-peering-connection` does.
+    Accept {
+        /// The peering's id, `pcx-…`.
+        id: String,
+        /// The account accepting: the owner of the peer VPC.
+        #[arg(long)]
+        account: String,
+    },
+    /// Reject a peering request.
+    Reject {
+        /// The peering's id, `pcx-…`.
+        id: String,
+        /// The account rejecting: the owner of the peer VPC.
+        #[arg(long)]
+        account: String,
     },
 }
 
@@ -838,6 +957,7 @@ fn versions() -> Vec<&'static str> {
 /// on a project) hidden from help and completion; given anyway, they are refused.
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
+    use dialtone_types::connection::CONNECTION;
     use dialtone_types::kinds::{CLUSTER, FOLDER, GROUP, IDENTITY, NAMESPACE, ORG, PROJECT};
     let flags = ["org", "folder", "project", "cluster"];
     let mut command = Cli::command();
@@ -847,6 +967,7 @@ pub fn command() -> clap::Command {
         ("project", &PROJECT),
         ("cluster", &CLUSTER),
         ("namespace", &NAMESPACE),
+        ("connection", &CONNECTION),
         ("identity", &IDENTITY),
         ("group", &GROUP),
     ] {

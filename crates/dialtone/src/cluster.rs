@@ -9,8 +9,8 @@ use dialtone_types::{Reason, ResourcePath};
 use serde_json::{Value, json};
 
 use crate::cli::{
-    ClusterCommand, ClusterCreateArgs, FaultCommand, ListArgs, NounCommand, ObjectArgs, Output,
-    SimCommand,
+    AccountCommand, ClusterCommand, ClusterCreateArgs, FaultCommand, ListArgs, NounCommand,
+    ObjectArgs, Output, PeeringCommand, SimCommand, VpcCommand,
 };
 use crate::exec_credential;
 use crate::kubeconfig::Auth;
@@ -59,7 +59,7 @@ fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
     }))
 }
 
-fn condition<'a>(cluster: &'a Value, type_: &str) -> Option<&'a Value> {
+pub(crate) fn condition<'a>(cluster: &'a Value, type_: &str) -> Option<&'a Value> {
     cluster["status"]["conditions"]
         .as_array()?
         .iter()
@@ -70,7 +70,7 @@ fn is_true(cluster: &Value, type_: &str) -> bool {
     condition(cluster, type_).is_some_and(|c| c["status"] == "True")
 }
 
-fn text(value: &Value) -> &str {
+pub(crate) fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
 
@@ -85,14 +85,14 @@ fn nodes_summary(cluster: &Value) -> String {
 }
 
 /// How long `--wait` may take: each step it reports is stamped with the time.
-struct Waiting {
+pub(crate) struct Waiting {
     deadline: Option<tokio::time::Instant>,
     timeout: Option<Duration>,
     last: String,
 }
 
 impl Waiting {
-    fn new(timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
         Waiting {
             deadline: timeout.map(|t| tokio::time::Instant::now() + t),
             timeout,
@@ -101,7 +101,7 @@ impl Waiting {
     }
 
     /// Prints a step once, with the time it was seen.
-    fn step(&mut self, phase: &str, step: String) {
+    pub(crate) fn step(&mut self, phase: &str, step: String) {
         if !step.is_empty() && step != self.last {
             let now = jiff::Timestamp::now().strftime("%H:%M:%SZ");
             eprintln!("  {now}  {phase}  {step}");
@@ -110,12 +110,12 @@ impl Waiting {
     }
 
     /// Sleeps until the next poll, or fails once the timeout has passed.
-    async fn poll(&self, what: &str) -> anyhow::Result<()> {
+    pub(crate) async fn poll(&self, what: &str) -> anyhow::Result<()> {
         if let (Some(deadline), Some(timeout)) = (self.deadline, self.timeout)
             && tokio::time::Instant::now() + WAIT_POLL > deadline
         {
             bail!(
-                "timed out after {}s waiting for {what}; it goes on without waiting (see `dialtone cluster describe`)",
+                "timed out after {}s waiting for {what}; it goes on without waiting (see its `describe`)",
                 timeout.as_secs()
             );
         }
@@ -417,6 +417,7 @@ pub async fn run(
             wait,
             timeout,
             yes,
+            cascade,
         } => {
             let path = resolve(&CLUSTER, &object.name, &object.placement, context)?;
             if !yes {
@@ -424,7 +425,11 @@ pub async fn run(
                     "Delete cluster {path} and everything it has in the cloud?"
                 ))?;
             }
-            let (code, body) = client.delete(&api_path(&path), &[]).await?;
+            let query = match cascade {
+                true => vec![("cascade", "true".to_string())],
+                false => vec![],
+            };
+            let (code, body) = client.delete(&api_path(&path), &query).await?;
             if wait {
                 wait_gone(client, &path, timeout).await?;
             }
@@ -789,6 +794,101 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
                     println!("instance {instance} killed: {}", text(&killed["reason"]))
                 }
                 _ => print_value(output, &killed)?,
+            }
+        }
+        SimCommand::Account(AccountCommand::Create) => {
+            let account: Value = client.post("/v1/sim/accounts", &json!({})).await?;
+            match output {
+                Output::Table => println!("account {} opened", text(&account["id"])),
+                _ => print_value(output, &account)?,
+            }
+        }
+        SimCommand::Account(command) => {
+            let accounts: Vec<Value> = match command {
+                AccountCommand::Get { account } => {
+                    vec![
+                        client
+                            .get(&format!("/v1/sim/accounts/{account}"), &[])
+                            .await?,
+                    ]
+                }
+                _ => {
+                    let list: Value = client.get("/v1/sim/accounts", &[]).await?;
+                    list["items"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            if !output.is_table() {
+                return print_value(output, &json!({ "items": accounts }));
+            }
+            let mut rows = Vec::new();
+            for account in &accounts {
+                let id = text(&account["id"]);
+                for vpc in account["vpcs"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        id.to_string(),
+                        "vpc".into(),
+                        text(&vpc["id"]).to_string(),
+                        text(&vpc["region"]).to_string(),
+                        text(&vpc["spec"]["cidr"]).to_string(),
+                        text(&vpc["state"]).to_string(),
+                    ]);
+                }
+                for peering in account["peerings"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        id.to_string(),
+                        "peering".into(),
+                        text(&peering["id"]).to_string(),
+                        text(&peering["region"]).to_string(),
+                        format!("→ {}", text(&peering["spec"]["peerVpcId"])),
+                        text(&peering["peering"]["state"]).to_string(),
+                    ]);
+                }
+                if rows.is_empty() {
+                    rows.push(vec![
+                        id.to_string(),
+                        "".into(),
+                        "".into(),
+                        "".into(),
+                        "".into(),
+                        "".into(),
+                    ]);
+                }
+            }
+            print_table(&["ACCOUNT", "KIND", "ID", "REGION", "CIDR", "STATE"], &rows);
+        }
+        SimCommand::Vpc(VpcCommand::Create {
+            account,
+            cidr,
+            region,
+        }) => {
+            let vpc: Value = client
+                .post(
+                    &format!("/v1/sim/accounts/{account}/vpcs"),
+                    &json!({"region": region, "cidr": cidr}),
+                )
+                .await?;
+            match output {
+                Output::Table => println!(
+                    "vpc {} ({cidr}) made in account {account}, {region}",
+                    text(&vpc["id"])
+                ),
+                _ => print_value(output, &vpc)?,
+            }
+        }
+        SimCommand::Peering(command) => {
+            let (id, account, answer) = match command {
+                PeeringCommand::Accept { id, account } => (id, account, "accept"),
+                PeeringCommand::Reject { id, account } => (id, account, "reject"),
+            };
+            let peering: Value = client
+                .post(
+                    &format!("/v1/sim/accounts/{account}/peerings/{id}/{answer}"),
+                    &json!({}),
+                )
+                .await?;
+            match output {
+                Output::Table => println!("peering {id}: {}", text(&peering["peering"]["state"])),
+                _ => print_value(output, &peering)?,
             }
         }
         SimCommand::Quotas {

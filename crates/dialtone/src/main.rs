@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod connection;
 mod exec_credential;
 mod jsonpath;
 mod kubeconfig;
@@ -134,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     cluster::run(c, &client, &context, &config_path, output).await
                 }
                 Command::Sim(c) => cluster::sim(c, &client, output).await,
+                Command::Connection(c) => connection::run(c, &client, &context, output).await,
                 Command::ClusterTypes(c) => cluster_types(c, &client, output).await,
                 Command::Token(c) => token(c, &client, &context, output).await,
                 Command::Audit(c) => audit(c, &client, &context, output).await,

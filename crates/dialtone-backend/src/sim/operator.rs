@@ -30,11 +30,27 @@ pub fn routes(sim: Arc<Sim>) -> Router {
         .route("/faults/{id}", delete(remove_fault))
         .route("/instances/{id}/kill", post(kill_instance))
         .route("/regions/{region}/quotas", get(get_quotas).put(set_quotas))
+        .route("/accounts", get(list_accounts).post(create_account))
+        .route("/accounts/{account}", get(get_account))
+        .route("/accounts/{account}/vpcs", post(create_customer_vpc))
+        .route(
+            "/accounts/{account}/peerings/{id}/{answer}",
+            post(answer_peering),
+        )
         .with_state(sim)
 }
 
 fn decode<T: DeserializeOwned + schemars::JsonSchema + 'static>(body: &[u8]) -> HttpResult<T> {
     dialtone_types::validation::decode_strict(body).map_err(|e| ApiError::invalid(e).into())
+}
+
+/// A VPC in a customer's account.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CustomerVpc {
+    region: String,
+    /// Its range: a network of /16 to /28.
+    cidr: String,
 }
 
 fn cloud_error(e: CloudError) -> ApiError {
@@ -134,4 +150,81 @@ async fn set_quotas(
         .await
         .map_err(cloud_error)?;
     Ok(to_json(StatusCode::OK, &quotas))
+}
+
+/// `POST /v1/sim/accounts`: a customer's account, with a new id.
+async fn create_account(State(sim): State<Arc<Sim>>) -> HttpResult<Response> {
+    let account = sim.create_account().await.map_err(cloud_error)?;
+    Ok(to_json(StatusCode::CREATED, &account))
+}
+
+async fn list_accounts(State(sim): State<Arc<Sim>>) -> HttpResult<Response> {
+    let items: Vec<_> = sim
+        .accounts()
+        .iter()
+        .filter_map(|id| sim.account(id))
+        .collect();
+    Ok(to_json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items }),
+    ))
+}
+
+fn account_of(sim: &Sim, account: &str) -> HttpResult<dialtone_sim::Account> {
+    sim.account(account)
+        .ok_or_else(|| ApiError::not_found(format!("account {account}")).into())
+}
+
+async fn get_account(
+    State(sim): State<Arc<Sim>>,
+    Path(account): Path<String>,
+) -> HttpResult<Response> {
+    Ok(to_json(StatusCode::OK, &account_of(&sim, &account)?))
+}
+
+/// `POST /v1/sim/accounts/{account}/vpcs`: a VPC the customer owns, to peer with.
+async fn create_customer_vpc(
+    State(sim): State<Arc<Sim>>,
+    Path(account): Path<String>,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let request: CustomerVpc = decode(&body)?;
+    let cidr = request.cidr.parse().map_err(|_| {
+        ApiError::new(
+            Reason::BadRequest,
+            format!(
+                "`{}` is not an IPv4 CIDR such as 192.168.0.0/16",
+                request.cidr
+            ),
+        )
+    })?;
+    let vpc = sim
+        .create_customer_vpc(&account, &request.region, cidr)
+        .await
+        .map_err(cloud_error)?;
+    Ok(to_json(StatusCode::CREATED, &vpc))
+}
+
+/// `POST /v1/sim/accounts/{account}/peerings/{id}/accept` (or `reject`): the customer's
+/// answer to a peering request, as `aws ec2 accept-vpc-peering-connection` gives it.
+async fn answer_peering(
+    State(sim): State<Arc<Sim>>,
+    Path((account, id, answer)): Path<(String, String, String)>,
+) -> HttpResult<Response> {
+    let accept = match answer.as_str() {
+        "accept" => true,
+        "reject" => false,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "`{other}`: a peering is answered with accept or reject"
+            ))
+            .into());
+        }
+    };
+    account_of(&sim, &account)?;
+    let answered = sim
+        .answer_peering(&account, &id, accept)
+        .await
+        .map_err(cloud_error)?;
+    Ok(to_json(StatusCode::OK, &answered))
 }

@@ -641,9 +641,9 @@ pub fn spawn_cluster_controller(
     });
 }
 
-/// What of a cluster's metadata wakes the controller when it changes: its spec (by
-/// generation), a delete, its finalizers.
-fn wakes(meta: &dialtone_types::ObjectMeta) -> (i64, bool, Vec<String>) {
+/// What of an object's metadata wakes its controller when it changes: its spec (by
+/// generation), a delete, its finalizers; not its status, which the controller writes.
+pub(crate) fn wakes(meta: &dialtone_types::ObjectMeta) -> (i64, bool, Vec<String>) {
     (
         meta.generation,
         meta.deletion_timestamp.is_some(),
