@@ -734,13 +734,15 @@ impl Sim {
         fired
     }
 
-    /// Every resource in every region, as it is now.
+    /// Every resource of the provider's own account in every region, as it is now
+    /// (customers' are their accounts', [`Sim::account`]).
     pub fn resources(&self) -> Vec<CloudResource> {
         let now = Timestamp::now();
         let state = self.lock();
         state
             .records
             .values()
+            .filter(|r| r.account.is_none())
             .filter_map(|r| state.observe(r, now))
             .collect()
     }

@@ -216,6 +216,7 @@ impl World {
                     "securityGroup" => "securityGroup",
                     "loadBalancer" => "loadBalancer",
                     "instance" => "instance",
+                    "vpcPeering" => "vpcPeering",
                     other => panic!("an unexpected kind {other}"),
                 },
                 id: text(&r["id"]),
@@ -855,6 +856,463 @@ async fn credentials_are_checked_by_token_review_for_their_cluster_only() {
         answer["status"]["authenticated"], false,
         "revoked: {answer}"
     );
+}
+
+/// The account that owns the customer's VPCs on moto (any 12 digits but moto's own).
+const MOTO_CUSTOMER: &str = "111122223333";
+
+/// A customer of the cluster's owner, with a VPC of its own in another account.
+struct Customer {
+    account: String,
+    vpc: String,
+}
+
+/// A peering's routes and rules as the cloud holds them for a cluster.
+#[derive(Debug, Default)]
+struct Peered {
+    /// `(route table, destination, peering)` of every route through a peering.
+    routes: Vec<(String, String, String)>,
+    /// The route tables of the cluster's VPC.
+    tables: BTreeSet<String>,
+    /// `(port, source)` of the nodes' security group's rules.
+    rules: Vec<(u16, String)>,
+    /// `(peering, state)` of every peering of Dialtone's account still in force.
+    peerings: Vec<(String, String)>,
+}
+
+impl World {
+    /// Opens a customer's account with a VPC of `cidr`: the sim's operator API, or EC2 as
+    /// another moto account.
+    async fn customer(&self, cidr: &str) -> Customer {
+        match &self.aws {
+            None => {
+                let (status, account) = self.api.post("/v1/sim/accounts", json!({})).await;
+                assert_eq!(status, 201, "{account}");
+                let account = account["id"].as_str().unwrap().to_string();
+                let (status, vpc) = self
+                    .api
+                    .post(
+                        &format!("/v1/sim/accounts/{account}/vpcs"),
+                        json!({"region": REGION, "cidr": cidr}),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{vpc}");
+                Customer {
+                    account,
+                    vpc: vpc["id"].as_str().unwrap().to_string(),
+                }
+            }
+            Some(aws) => {
+                let vpc = aws
+                    .ec2
+                    .create_vpc()
+                    .cidr_block(cidr)
+                    .customize()
+                    .mutate_request(|r| {
+                        r.headers_mut().insert("x-moto-account-id", MOTO_CUSTOMER);
+                    })
+                    .send()
+                    .await
+                    .unwrap();
+                Customer {
+                    account: MOTO_CUSTOMER.to_string(),
+                    vpc: vpc.vpc().unwrap().vpc_id().unwrap().to_string(),
+                }
+            }
+        }
+    }
+
+    /// The customer accepts (or rejects) the peering, from its own account.
+    async fn answer(&self, customer: &Customer, peering: &str, accept: bool) {
+        match &self.aws {
+            None => {
+                let answer = if accept { "accept" } else { "reject" };
+                let (status, body) = self
+                    .api
+                    .post(
+                        &format!(
+                            "/v1/sim/accounts/{}/peerings/{peering}/{answer}",
+                            customer.account
+                        ),
+                        json!({}),
+                    )
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+            Some(aws) => {
+                let as_customer = |r: &mut aws_sdk_ec2::config::http::HttpRequest| {
+                    r.headers_mut().insert("x-moto-account-id", MOTO_CUSTOMER);
+                };
+                if accept {
+                    aws.ec2
+                        .accept_vpc_peering_connection()
+                        .vpc_peering_connection_id(peering)
+                        .customize()
+                        .mutate_request(as_customer)
+                        .send()
+                        .await
+                        .unwrap();
+                } else {
+                    aws.ec2
+                        .reject_vpc_peering_connection()
+                        .vpc_peering_connection_id(peering)
+                        .customize()
+                        .mutate_request(as_customer)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    /// What the cloud holds for the production cluster `uid`'s peerings.
+    async fn peered(&self, uid: &str) -> Peered {
+        let mut peered = Peered::default();
+        match &self.aws {
+            None => {
+                let (status, list) = self.api.get("/v1/sim/resources").await;
+                assert_eq!(status, 200, "{list}");
+                for r in list["items"].as_array().unwrap() {
+                    let id = r["id"].as_str().unwrap().to_string();
+                    let tag = |key: &str| r["tags"][key].as_str().unwrap_or_default();
+                    match r["spec"]["kind"].as_str().unwrap() {
+                        "routeTable" if tag(NETWORK_TAG) == uid => {
+                            peered.tables.insert(id.clone());
+                            for route in r["spec"]["routes"].as_array().into_iter().flatten() {
+                                peered.routes.push((
+                                    id.clone(),
+                                    route["destination"].as_str().unwrap().into(),
+                                    route["target"].as_str().unwrap().into(),
+                                ));
+                            }
+                        }
+                        "securityGroup" if tag(CLUSTER_TAG) == uid => {
+                            for rule in r["spec"]["ingress"].as_array().unwrap() {
+                                peered.rules.push((
+                                    rule["port"].as_u64().unwrap() as u16,
+                                    rule["source"].as_str().unwrap().into(),
+                                ));
+                            }
+                        }
+                        "vpcPeering" => {
+                            let state = r["peering"]["state"].as_str().unwrap();
+                            if !matches!(state, "rejected" | "expired" | "failed") {
+                                peered.peerings.push((id, state.to_string()));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Some(aws) => {
+                use aws_sdk_ec2::types::Filter;
+                let tagged = |key: &str| {
+                    Filter::builder()
+                        .name(format!("tag:{key}"))
+                        .values(uid)
+                        .build()
+                };
+                let tables = aws
+                    .ec2
+                    .describe_route_tables()
+                    .filters(tagged(NETWORK_TAG))
+                    .send()
+                    .await
+                    .unwrap();
+                for table in tables.route_tables() {
+                    let id = table.route_table_id().unwrap().to_string();
+                    peered.tables.insert(id.clone());
+                    for route in table.routes() {
+                        if let Some(target) = route.vpc_peering_connection_id() {
+                            peered.routes.push((
+                                id.clone(),
+                                route.destination_cidr_block().unwrap().into(),
+                                target.into(),
+                            ));
+                        }
+                    }
+                }
+                let groups = aws
+                    .ec2
+                    .describe_security_groups()
+                    .filters(tagged(CLUSTER_TAG))
+                    .send()
+                    .await
+                    .unwrap();
+                for permission in groups
+                    .security_groups()
+                    .iter()
+                    .flat_map(|g| g.ip_permissions())
+                {
+                    for range in permission.ip_ranges() {
+                        peered.rules.push((
+                            permission.from_port().unwrap_or(0) as u16,
+                            range.cidr_ip().unwrap().into(),
+                        ));
+                    }
+                }
+                let peerings = aws
+                    .ec2
+                    .describe_vpc_peering_connections()
+                    .send()
+                    .await
+                    .unwrap();
+                for p in peerings.vpc_peering_connections() {
+                    let state = p.status().and_then(|s| s.code()).unwrap().as_str();
+                    if !matches!(state, "rejected" | "expired" | "failed" | "deleted") {
+                        peered.peerings.push((
+                            p.vpc_peering_connection_id().unwrap().into(),
+                            state.to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        peered
+    }
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> &'a Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+/// A production cluster's connection to a customer's VPC, through every state a user
+/// meets: refused input, pending acceptance, active with routes in every route table,
+/// rejected, deleted while pending and while active, and the cluster deleted only with
+/// cascade. What was built is read from the cloud.
+async fn connections(cloud: Cloud) {
+    let world = World::start(cloud).await;
+    let path = world.create("prod", "production").await;
+    let cluster = world
+        .wait_for(&path, "given a VPC", |c| {
+            c["status"]["events"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        })
+        .await;
+    let uid = uid(&cluster);
+    let vpc_cidr = cluster["status"]["plan"]["network"]["vpcCidr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let customer = world.customer("192.168.0.0/16").await;
+    let connections = format!("{path}/connections");
+    let body = |name: &str, account: &str, vpc: &str, region: &str, cidr: &str| {
+        json!({"metadata": {"name": name}, "spec": {
+            "peerAccount": account, "peerVpc": vpc, "peerRegion": region,
+            "peerCidrs": [cidr], "allowPorts": [30080]}})
+    };
+    let good = |name: &str, cidr: &str| body(name, &customer.account, &customer.vpc, REGION, cidr);
+
+    // Refused with every reason named, and nothing made.
+    let (status, refused) = world.api.post(&connections, good("clash", &vpc_cidr)).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused.to_string().contains("the cluster's VPC range"),
+        "{refused}"
+    );
+    let (status, refused) = world
+        .api
+        .post(
+            &connections,
+            body("bad", "1234-5678", "vpc-nothex", "mars-1", "192.168.0.0/16"),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    let fields = common::error_fields(&refused);
+    for field in ["spec.peerAccount", "spec.peerVpc", "spec.peerRegion"] {
+        assert!(fields.contains(&field), "{field} not named: {refused}");
+    }
+    assert!(refused.to_string().contains("valid regions"), "{refused}");
+    let developer = world.create("dev", "developer").await;
+    let (status, refused) = world
+        .api
+        .post(
+            &format!("{developer}/connections"),
+            good("db", "192.168.0.0/16"),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused.to_string().contains("production clusters"),
+        "{refused}"
+    );
+    assert!(world.api.names(&connections).await.is_empty());
+    assert!(world.peered(&uid).await.peerings.is_empty());
+
+    // Requested, then accepted from the customer's account: active, routed.
+    let (status, created) = world
+        .api
+        .post(&connections, good("db", "192.168.0.0/16"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let db = format!("{connections}/db");
+    let pending = world
+        .wait_for(&db, "pending acceptance", |c| {
+            c["status"]["state"] == "pending-acceptance"
+        })
+        .await;
+    let peering = pending["status"]["peeringId"].as_str().unwrap().to_string();
+    assert!(
+        pending["status"]["nextSteps"][0]
+            .as_str()
+            .unwrap()
+            .contains(&peering),
+        "{pending:#}"
+    );
+    let (status, refused) = world
+        .api
+        .post(&connections, good("overlap", "192.168.4.0/24"))
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.to_string().contains("connection `db`"), "{refused}");
+    assert_eq!(
+        world.peered(&uid).await.routes,
+        vec![],
+        "no route before it is active"
+    );
+
+    world.answer(&customer, &peering, true).await;
+    let active = world
+        .wait_for(&db, "Ready", |c| condition(c, "Ready")["status"] == "True")
+        .await;
+    assert_eq!(active["status"]["state"], "active", "{active:#}");
+    let peered = world.peered(&uid).await;
+    assert!(peered.tables.len() >= 3, "{peered:?}");
+    for table in &peered.tables {
+        let route = (table.clone(), "192.168.0.0/16".to_string(), peering.clone());
+        assert!(
+            peered.routes.contains(&route),
+            "{table} lacks {route:?}: {peered:?}"
+        );
+    }
+    assert!(
+        peered
+            .rules
+            .contains(&(30080, "192.168.0.0/16".to_string())),
+        "{peered:?}"
+    );
+
+    // Rejected: the state says so, and nothing of it is in the cloud.
+    let other = world.customer("172.31.0.0/16").await;
+    let (status, created) = world
+        .api
+        .post(
+            &connections,
+            body("other", &other.account, &other.vpc, REGION, "172.31.0.0/16"),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let other_path = format!("{connections}/other");
+    let asked = world
+        .wait_for(&other_path, "pending acceptance", |c| {
+            c["status"]["state"] == "pending-acceptance"
+        })
+        .await;
+    let other_peering = asked["status"]["peeringId"].as_str().unwrap().to_string();
+    world.answer(&other, &other_peering, false).await;
+    let rejected = world
+        .wait_for(&other_path, "rejected", |c| {
+            c["status"]["state"] == "rejected"
+        })
+        .await;
+    assert_eq!(
+        condition(&rejected, "Ready")["reason"],
+        "Rejected",
+        "{rejected:#}"
+    );
+    let peered = world.peered(&uid).await;
+    assert!(
+        peered
+            .routes
+            .iter()
+            .all(|(_, _, target)| *target != other_peering),
+        "{peered:?}"
+    );
+
+    // A delete while pending withdraws the request.
+    let (status, created) = world
+        .api
+        .post(
+            &connections,
+            body("later", &other.account, &other.vpc, REGION, "172.31.0.0/16"),
+        )
+        .await;
+    assert_eq!(
+        status, 422,
+        "{created}: overlaps `other`, which is still there"
+    );
+    let (status, body_) = world.api.delete(&other_path).await;
+    assert!(status == 200 || status == 202, "{body_}");
+    world.wait_for(&other_path, "gone", |_| false).await;
+    let (status, created) = world
+        .api
+        .post(
+            &connections,
+            body("later", &other.account, &other.vpc, REGION, "172.31.0.0/16"),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let later = format!("{connections}/later");
+    let asked = world
+        .wait_for(&later, "pending acceptance", |c| {
+            c["status"]["state"] == "pending-acceptance"
+        })
+        .await;
+    let later_peering = asked["status"]["peeringId"].as_str().unwrap().to_string();
+    let (status, body_) = world.api.delete(&later).await;
+    assert!(status == 200 || status == 202, "{body_}");
+    world.wait_for(&later, "gone", |_| false).await;
+    assert!(
+        world
+            .peered(&uid)
+            .await
+            .peerings
+            .iter()
+            .all(|(id, _)| *id != later_peering),
+        "the withdrawn request is still in force"
+    );
+
+    // The cluster keeps its connections unless deleted with cascade.
+    let (_, mut protected) = world.api.get(&path).await;
+    protected["spec"]["deletionProtection"] = json!(false);
+    let (status, body_) = world.api.put(&path, protected).await;
+    assert_eq!(status, 200, "{body_}");
+    let (status, refused) = world.api.delete(&path).await;
+    assert_eq!(status, 409, "{refused}");
+
+    // Deleting the active connection takes its routes, rule and peering away.
+    let (status, body_) = world.api.delete(&db).await;
+    assert!(status == 200 || status == 202, "{body_}");
+    world.wait_for(&db, "gone", |_| false).await;
+    let peered = world.peered(&uid).await;
+    assert_eq!(peered.routes, vec![], "{peered:?}");
+    assert!(
+        !peered
+            .rules
+            .iter()
+            .any(|(_, source)| source == "192.168.0.0/16"),
+        "{peered:?}"
+    );
+    assert_eq!(peered.peerings, vec![], "{peered:?}");
+
+    world.delete(&developer).await;
+    world.delete(&path).await;
+    world.assert_empty().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_the_sim() {
+    connections(Cloud::Sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_aws() {
+    connections(Cloud::Aws).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
