@@ -314,6 +314,11 @@ impl Provider for AwsProvider {
         Ok(all)
     }
 
+    /// EC2 documents its describes as eventually consistent, usually for seconds.
+    fn consistency_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(15)
+    }
+
     async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()> {
         ec2::modify(&self.clients(region).ec2, id, change).await
     }

@@ -463,6 +463,13 @@ pub trait Provider: Send + Sync {
     /// Changes a resource in place: a route table's routes, a security group's rules.
     async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()>;
 
+    /// How long, at most, describe may miss a resource after its create returned (EC2's
+    /// eventual consistency): a caller that finds nothing it may have made waits this long
+    /// before it concludes nothing was made.
+    fn consistency_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Tells `handler` of every change to a resource from now on, as a cloud's event feed
     /// does (EC2's state-change notifications); `false` when this provider has no feed, so
     /// that changes are found only by describing.

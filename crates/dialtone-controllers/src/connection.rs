@@ -185,9 +185,12 @@ impl Connections {
             // Its cluster is being planned, or gone (and the connection with it).
             return Ok(Next::After(self.poll));
         };
+        let mut connection = connection;
         let mut status = connection.status.clone();
         status.observed_generation = connection.metadata.generation;
-        let outcome = self.converge(path, &connection, &site, &mut status).await;
+        let outcome = self
+            .converge(path, &mut connection, &site, &mut status)
+            .await;
         let next = match &outcome {
             Ok(next) => Ok(*next),
             Err(e) => {
@@ -222,12 +225,12 @@ impl Connections {
     async fn converge(
         &self,
         path: &ResourcePath,
-        connection: &Object<Connection, ConnectionStatus>,
+        connection: &mut Object<Connection, ConnectionStatus>,
         site: &Site<'_>,
         status: &mut ConnectionStatus,
     ) -> Result<Next, ConnectionError> {
         let now = (self.clock)();
-        let spec = &connection.spec;
+        let spec = &connection.spec.clone();
         let region = site.plan.region.as_str();
         let vpc_cidr = site.plan.network.vpc_cidr;
         status.cluster_cidrs = vec![vpc_cidr.to_string()];
@@ -253,7 +256,24 @@ impl Connections {
         };
         let peering = match self.peering(region, &connection.metadata.uid).await? {
             Some(found) => found,
+            // The request made last may not be listed yet: wait rather than ask twice.
+            None if self.may_be_unlisted(status, now) => {
+                set_condition(
+                    &mut status.conditions,
+                    ConnectionCondition::Ready,
+                    ConditionStatus::False,
+                    "WaitingForCloud",
+                    "the peering asked for is not listed by the cloud yet".into(),
+                    now,
+                );
+                return Ok(Next::After(self.poll.min(Duration::from_secs(1))));
+            }
             None => {
+                // Recorded first, so that a request whose answer is lost is waited for.
+                status.requested_at = Some(now);
+                let mut ahead = connection.clone();
+                ahead.status = status.clone();
+                *connection = self.registry.update_status(path, ahead).await?;
                 let tags = Tags::from([
                     (TAG_CLUSTER.to_string(), site.uid.to_string()),
                     (TAG_CONNECTION.to_string(), connection.metadata.uid.clone()),
@@ -425,6 +445,15 @@ impl Connections {
         Ok(next)
     }
 
+    /// Whether a peering asked for may exist but not be listed yet.
+    fn may_be_unlisted(&self, status: &ConnectionStatus, now: Timestamp) -> bool {
+        let window = jiff::SignedDuration::try_from(self.provider.consistency_window())
+            .unwrap_or(jiff::SignedDuration::MAX);
+        status
+            .requested_at
+            .is_some_and(|at| now < at.checked_add(window).unwrap_or(Timestamp::MAX))
+    }
+
     /// The connection's peering, found by its uid; an ended one only if no other is left.
     async fn peering(
         &self,
@@ -583,40 +612,54 @@ impl Connections {
         }
         // Without a plan the cluster never had a network: nothing was made.
         if let Some(site) = site {
+            let now = (self.clock)();
             let region = site.plan.region.as_str();
             let spec = &connection.spec;
-            if let Some(peering) = self.peering(region, &connection.metadata.uid).await? {
-                let network = self
-                    .provider
-                    .describe(
-                        region,
-                        &Filter::tagged(TAG_NETWORK, &site.network).kind(ResourceKind::RouteTable),
-                    )
-                    .await?;
-                let tables: Vec<&CloudResource> = network.iter().collect();
-                self.converge_routes(region, &tables, &peering.id, spec, false)
-                    .await?;
-                self.converge_rules(region, site.uid, spec, false).await?;
-                let ended = peering.peering.as_ref().is_some_and(|p| p.state.is_final());
-                if !ended {
-                    if peering.state != ResourceState::Deleting {
-                        match self.provider.delete(region, &peering.id).await {
-                            Ok(()) | Err(CloudError::NotFound { .. }) => {}
-                            Err(e) => return Err(e.into()),
+            let listed = self.peering(region, &connection.metadata.uid).await?;
+            // One made but not listed yet is known by the id its status recorded.
+            let recorded = &connection.status.peering_id;
+            let id = listed
+                .as_ref()
+                .map(|p| p.id.clone())
+                .or_else(|| (!recorded.is_empty()).then(|| recorded.clone()));
+            match id {
+                None if self.may_be_unlisted(&connection.status, now) => {
+                    return Ok(Next::After(self.poll.min(Duration::from_secs(1))));
+                }
+                // Rules are found by their source, so none outlives a lost peering.
+                None => self.converge_rules(region, site.uid, spec, false).await?,
+                Some(id) => {
+                    let tables = self
+                        .provider
+                        .describe(
+                            region,
+                            &Filter::tagged(TAG_NETWORK, &site.network)
+                                .kind(ResourceKind::RouteTable),
+                        )
+                        .await?;
+                    let tables: Vec<&CloudResource> = tables.iter().collect();
+                    self.converge_routes(region, &tables, &id, spec, false)
+                        .await?;
+                    self.converge_rules(region, site.uid, spec, false).await?;
+                    let ended =
+                        |p: &CloudResource| p.peering.as_ref().is_some_and(|s| s.state.is_final());
+                    if !listed.as_ref().is_some_and(ended) {
+                        if listed
+                            .as_ref()
+                            .is_none_or(|p| p.state != ResourceState::Deleting)
+                        {
+                            match self.provider.delete(region, &id).await {
+                                Ok(()) | Err(CloudError::NotFound { .. }) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        // Gone once the cloud no longer lists it as in force.
+                        let still = self.peering(region, &connection.metadata.uid).await?;
+                        if still.is_some_and(|p| !ended(&p)) {
+                            return Ok(Next::After(self.poll));
                         }
                     }
-                    // Gone when the cloud no longer lists it.
-                    if self
-                        .peering(region, &connection.metadata.uid)
-                        .await?
-                        .is_some_and(|p| !p.peering.as_ref().is_some_and(|s| s.state.is_final()))
-                    {
-                        return Ok(Next::After(self.poll));
-                    }
                 }
-            } else {
-                // Rules are found by their source, so none outlives a lost peering.
-                self.converge_rules(region, site.uid, spec, false).await?;
             }
         }
         let mut done = connection;

@@ -84,6 +84,9 @@ impl Provider for Recording {
     ) -> CloudResult<()> {
         self.sim.modify(region, id, change).await
     }
+    fn consistency_window(&self) -> std::time::Duration {
+        self.sim.consistency_window()
+    }
     fn subscribe(&self, handler: dialtone_cloud::ChangeHandler) -> bool {
         self.sim.subscribe(handler)
     }

@@ -1027,12 +1027,28 @@ impl Provider for Sim {
             ) {
                 Err(CloudError::Throttled)
             } else {
-                Self::change(&mut state, region, id, change, &mut writes)
+                Self::change(&mut state, region, id, change, &mut writes).and_then(|()| {
+                    if Self::fault_fires(
+                        &mut state,
+                        FaultKind::TimeoutAfterSuccess,
+                        region,
+                        None,
+                        &mut writes,
+                    ) {
+                        Err(CloudError::Timeout)
+                    } else {
+                        Ok(())
+                    }
+                })
             };
             (outcome, self.queue(writes))
         };
         self.persist(queued).await?;
         outcome
+    }
+
+    fn consistency_window(&self) -> Duration {
+        self.options.describe_lag
     }
 
     fn subscribe(&self, handler: ChangeHandler) -> bool {

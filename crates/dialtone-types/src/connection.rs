@@ -131,6 +131,10 @@ pub struct ConnectionStatus {
     /// `RoutesReady`, each with what to do next.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// When the peering was asked for: recorded before the request, so that one whose
+    /// answer was lost is waited for, not asked for twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Timestamp>,
     /// The peering's id in the cloud (`pcx-…`), once requested.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub peering_id: String,
