@@ -21,8 +21,8 @@ async fn identity(admin: &Api, org: &str, name: &str) -> Api {
     admin.with_token(token["token"].as_str().unwrap())
 }
 
-/// A tree in `org`: folder f, project p, cluster c1 with namespace ns1, identity bob, group
-/// team; returns the id of a token of bob's.
+/// A tree in `org`: folder f, project p, cluster c1 with namespace ns1, production cluster
+/// c2 with connection db, identity bob, group team; returns the id of a token of bob's.
 async fn populate(admin: &Api, org: &str) -> String {
     let base = format!("/v1/orgs/{org}");
     admin
@@ -45,6 +45,20 @@ async fn populate(admin: &Api, org: &str) -> String {
             json!({}),
         )
         .await;
+    let (status, cluster) = admin
+        .post(
+            &format!("{base}/folders/f/projects/p/clusters"),
+            json!({"metadata": {"name": "c2"}, "spec": {"type": "production", "region": "us-east-1"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{cluster}");
+    let (status, connection) = admin
+        .post(
+            &format!("{base}/folders/f/projects/p/clusters/c2/connections"),
+            connection("db"),
+        )
+        .await;
+    assert_eq!(status, 201, "{connection}");
     admin
         .create(&format!("{base}/identities"), "bob", json!({}))
         .await;
@@ -57,20 +71,37 @@ async fn populate(admin: &Api, org: &str) -> String {
     token["info"]["id"].as_str().unwrap().to_string()
 }
 
+/// A connection of a production cluster to a customer's VPC.
+fn connection(name: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {
+        "peerAccount": "111122223333", "peerVpc": "vpc-0a1b2c3d",
+        "peerRegion": "us-east-1", "peerCidrs": ["192.168.0.0/16"]}})
+}
+
 /// A probe: (level of the probed object, method, path, body).
 type Route = (usize, &'static str, String, Option<Value>);
 
 /// The names probed at each level: org, folder, project, cluster, namespace, identity,
-/// group, token.
-fn real_names<'a>(org: &'a str, token_id: &'a str) -> [&'a str; 8] {
-    [org, "f", "p", "c1", "ns1", "bob", "team", token_id]
+/// group, token, connection.
+fn real_names<'a>(org: &'a str, token_id: &'a str) -> [&'a str; 9] {
+    [org, "f", "p", "c1", "ns1", "bob", "team", token_id, "db"]
 }
 
-const MISSING: [&str; 8] = ["zz", "zz", "zz", "zz", "zz", "zz", "zz", "0123456789abcdef"];
+const MISSING: [&str; 9] = [
+    "zz",
+    "zz",
+    "zz",
+    "zz",
+    "zz",
+    "zz",
+    "zz",
+    "0123456789abcdef",
+    "zz",
+];
 
 /// Every route of the API over the objects of `org`, the object at each level named as
 /// `names` says.
-fn routes(org: &str, names: [&str; 8]) -> Vec<Route> {
+fn routes(org: &str, names: [&str; 9]) -> Vec<Route> {
     let org_path = format!("/v1/orgs/{org}");
     let objects = [
         format!("/v1/orgs/{}", names[0]),
@@ -83,9 +114,18 @@ fn routes(org: &str, names: [&str; 8]) -> Vec<Route> {
         ),
         format!("{org_path}/identities/{}", names[5]),
         format!("{org_path}/groups/{}", names[6]),
+        // Level 7 is a token's, probed below.
+        String::new(),
+        format!(
+            "{org_path}/folders/f/projects/p/clusters/c2/connections/{}",
+            names[8]
+        ),
     ];
     let mut routes: Vec<Route> = Vec::new();
     for (level, object) in objects.iter().enumerate() {
+        if object.is_empty() {
+            continue;
+        }
         let body = Some(json!({"metadata": {"name": names[level]}}));
         routes.push((level, "GET", object.clone(), None));
         routes.push((level, "PUT", object.clone(), body.clone()));
@@ -109,6 +149,7 @@ fn routes(org: &str, names: [&str; 8]) -> Vec<Route> {
             "namespaces",
             "identities",
             "groups",
+            "connections",
         ] {
             let collection = format!("{object}/{child}");
             if collection_exists(&collection) {
@@ -161,6 +202,7 @@ fn collection_exists(collection: &str) -> bool {
             | ["orgs", "folders", "projects"]
             | ["orgs", "folders", "projects", "clusters"]
             | ["orgs", "folders", "projects", "clusters", "namespaces"]
+            | ["orgs", "folders", "projects", "clusters", "connections"]
     )
 }
 
@@ -543,4 +585,63 @@ async fn lists_and_watches_show_each_caller_exactly_what_it_may_get() {
     })
     .await;
     assert_eq!(names, ["p", "p2"], "carol's watch of f's projects");
+}
+
+#[tokio::test]
+async fn connections_are_changed_by_cluster_admins_and_seen_by_whoever_sees_the_cluster() {
+    let server = start_with(&["--sim-time-scale", "0"]);
+    let admin = Api::admin(&server);
+    admin.tenant("acme").await;
+    populate(&admin, "acme").await;
+    let c2 = "/v1/orgs/acme/folders/f/projects/p/clusters/c2";
+    let connections = format!("{c2}/connections");
+    let viewer = identity(&admin, "acme", "vera").await;
+    let editor = identity(&admin, "acme", "ed").await;
+    let owner = identity(&admin, "acme", "ada").await;
+    let (status, body) = admin
+        .put_policy(
+            &format!("{c2}/policy"),
+            json!([
+                {"role": "cluster.view", "subjects": ["user:vera"]},
+                {"role": "cluster.edit", "subjects": ["user:ed"]},
+                {"role": "cluster.admin", "subjects": ["user:ada"]},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (who, caller) in [("viewer", &viewer), ("editor", &editor)] {
+        let (status, seen) = caller.get(&format!("{connections}/db")).await;
+        assert_eq!(status, 200, "the {who} sees the connection: {seen}");
+        let (status, refused) = caller.post(&connections, connection("cache")).await;
+        assert_eq!(
+            status, 403,
+            "the {who} may not connect the cluster: {refused}"
+        );
+        assert!(
+            refused["message"].as_str().unwrap().contains("connections"),
+            "{refused}"
+        );
+        let (status, refused) = caller.delete(&format!("{connections}/db")).await;
+        assert_eq!(status, 403, "the {who} may not disconnect it: {refused}");
+    }
+    assert_eq!(viewer.names(&connections).await, ["db"]);
+    let mut second = connection("cache");
+    second["spec"]["peerCidrs"] = json!(["172.31.0.0/16"]);
+    let (status, created) = owner.post(&connections, second).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, deleted) = owner.delete(&format!("{connections}/cache")).await;
+    assert!(status == 200 || status == 202, "{deleted}");
+
+    // Explain knows the resource: the admin's grant, and the viewer's lack of one.
+    let explain = |who: &str, verb: &str| {
+        format!(
+            "/v1/orgs/acme/explain?verb={verb}&resource=connections&node=acme/f/p/c2&identity={who}"
+        )
+    };
+    let (status, why) = admin.get(&explain("ada", "create")).await;
+    assert_eq!(status, 200, "{why}");
+    assert_eq!(why["allowed"], true, "{why}");
+    let (status, why) = admin.get(&explain("vera", "create")).await;
+    assert_eq!(status, 200, "{why}");
+    assert_eq!(why["allowed"], false, "{why}");
 }

@@ -1305,6 +1305,97 @@ async fn connections(cloud: Cloud) {
     world.assert_empty().await;
 }
 
+/// On the sim, whose peering requests expire in a second here: a request nobody answers
+/// expires and says what to do, and a cluster takes as many connections as its type allows
+/// (`network.maxConnections`), not one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_request_expires_and_a_cluster_takes_at_most_its_types_connections() {
+    let server = DevServer::start(
+        env!("CARGO_BIN_EXE_dialtone").as_ref(),
+        &["--sim-time-scale", "0", "--sim-peering-expiry", "1"],
+    )
+    .expect("dev server starts");
+    let api = Api::admin(&server);
+    api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
+    api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
+        .await;
+    let (status, body) = api
+        .post(
+            &format!("{PROJECT}/clusters"),
+            json!({"metadata": {"name": "prod"}, "spec": {"type": "production", "region": REGION}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let limit = body["status"]["plan"]["settings"]["network"]["maxConnections"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(limit, 50);
+    let connections = format!("{PROJECT}/clusters/prod/connections");
+    let (_, account) = api.post("/v1/sim/accounts", json!({})).await;
+    let account = account["id"].as_str().unwrap().to_string();
+    let (_, vpc) = api
+        .post(
+            &format!("/v1/sim/accounts/{account}/vpcs"),
+            json!({"region": REGION, "cidr": "10.250.0.0/16"}),
+        )
+        .await;
+    let connection = |name: String, cidr: String| {
+        json!({"metadata": {"name": name}, "spec": {
+            "peerAccount": account, "peerVpc": vpc["id"], "peerRegion": REGION,
+            "peerCidrs": [cidr]}})
+    };
+    let (status, body) = api
+        .post(
+            &connections,
+            connection("late".into(), "10.250.0.0/16".into()),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let start = Instant::now();
+    let expired = loop {
+        let (_, late) = api.get(&format!("{connections}/late")).await;
+        if late["status"]["state"] == "expired" {
+            break late;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{late:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ready = condition(&expired, "Ready");
+    assert_eq!(ready["reason"], "Expired", "{expired:#}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("create it again"),
+        "{expired:#}"
+    );
+
+    for i in 1..limit {
+        let (status, body) = api
+            .post(
+                &connections,
+                connection(format!("c{i}"), format!("192.168.{i}.0/24")),
+            )
+            .await;
+        assert_eq!(status, 201, "connection {i}: {body}");
+    }
+    let (status, refused) = api
+        .post(
+            &connections,
+            connection("one-more".into(), "192.168.200.0/24".into()),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("network.maxConnections: 50"),
+        "{refused}"
+    );
+    assert_eq!(api.names(&connections).await.len(), limit as usize);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_on_the_sim() {
     connections(Cloud::Sim).await;
