@@ -28,9 +28,9 @@ use dialtone_types::{
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
 
-use crate::cluster::{network_key, wakes};
+use crate::cluster::network_key;
 use crate::runtime::controller::Controller;
-use crate::runtime::{Informer, Next, Notice, Reconciler, Supervisor};
+use crate::runtime::{Informer, Next, Reconciler, Supervisor, triggers};
 
 /// Held by every connection until its routes, rules and peering are gone.
 pub const CONNECTION_FINALIZER: &str = "dialtone.dev/peering";
@@ -93,24 +93,7 @@ fn set_condition(
     message: String,
     now: Timestamp,
 ) {
-    let type_ = type_.as_str();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-            }
-            c.status = status;
-            c.reason = reason.to_string();
-            c.message = message;
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_string(),
-            status,
-            reason: reason.to_string(),
-            message,
-            last_transition_time: now,
-        }),
-    }
+    Condition::set(conditions, type_.as_str(), status, reason, message, now);
 }
 
 /// The ingress rules the spec asks for, one set per peer range.
@@ -712,32 +695,11 @@ pub fn spawn_connection_controller(
         supervisor.controllers().controller("connections"),
     );
     let queue = controller.queue().clone();
-    provider.subscribe(Box::new({
-        let queue = queue.clone();
-        move |change| {
-            if let Some(path) = change
-                .tags
-                .get(TAG_OWNER)
-                .and_then(|owner| ResourcePath::parse(owner).ok())
-                .filter(|path| std::ptr::eq(path.kind(), &CONNECTION))
-            {
-                queue.add(path);
-            }
-        }
-    }));
-    connections.subscribe(move |notice| match notice {
-        Notice::Listed(all, _) => {
-            for (path, _) in all.iter() {
-                queue.add(path.clone());
-            }
-        }
-        Notice::Applied { path, old, new } => {
-            if old.is_none_or(|old| wakes(&old.metadata) != wakes(&new.metadata)) {
-                queue.add((*path).clone());
-            }
-        }
-        Notice::Deleted { .. } => {}
-    });
+    for path in connections.paths() {
+        queue.add(path);
+    }
+    triggers::on_cloud_changes(&*provider, queue.clone(), &CONNECTION);
+    triggers::on_spec_changes(connections, queue);
     supervisor.spawn("connections", {
         let controller = controller.clone();
         move |_| controller.clone().run()

@@ -67,17 +67,7 @@ impl Admission for Connection {
     ) -> HttpResult<()> {
         let cluster_path = parent.expect("connections live in clusters");
         check_connection(app, cluster_path, object).await?;
-        if !object
-            .metadata
-            .finalizers
-            .iter()
-            .any(|f| f == CONNECTION_FINALIZER)
-        {
-            object
-                .metadata
-                .finalizers
-                .push(CONNECTION_FINALIZER.to_string());
-        }
+        hold_with(&mut object.metadata, CONNECTION_FINALIZER);
         Ok(())
     }
 
@@ -195,6 +185,13 @@ async fn check_connection(
     errors
         .into_result()
         .map_err(|e| ApiError::invalid(e).into())
+}
+
+/// Adds `finalizer` to the object's, once: its controller's cleanup holds it.
+fn hold_with(meta: &mut dialtone_types::ObjectMeta, finalizer: &str) {
+    if !meta.finalizers.iter().any(|f| f == finalizer) {
+        meta.finalizers.push(finalizer.to_string());
+    }
 }
 
 impl Admission for Org {}
@@ -427,17 +424,7 @@ impl Admission for Cluster {
             plan: Some(plan),
             ..Default::default()
         };
-        if !object
-            .metadata
-            .finalizers
-            .iter()
-            .any(|f| f == CLUSTER_FINALIZER)
-        {
-            object
-                .metadata
-                .finalizers
-                .push(CLUSTER_FINALIZER.to_string());
-        }
+        hold_with(&mut object.metadata, CLUSTER_FINALIZER);
         Ok(())
     }
 

@@ -734,6 +734,20 @@ impl Sim {
         fired
     }
 
+    /// A call that took effect, whose answer a timeout fault may still lose, as a cloud's
+    /// can be lost on the way back.
+    fn answer_lost<T>(
+        state: &mut State,
+        region: &str,
+        writes: &mut Vec<Write>,
+        done: T,
+    ) -> CloudResult<T> {
+        match Self::fault_fires(state, FaultKind::TimeoutAfterSuccess, region, None, writes) {
+            true => Err(CloudError::Timeout),
+            false => Ok(done),
+        }
+    }
+
     /// Every resource of the provider's own account in every region, as it is now
     /// (customers' are their accounts', [`Sim::account`]).
     pub fn resources(&self) -> Vec<CloudResource> {
@@ -957,19 +971,7 @@ impl Provider for Sim {
                     }
                     None => self
                         .launch(&mut state, region_info, request, now, catalog, &mut writes)
-                        .and_then(|created| {
-                            if Self::fault_fires(
-                                &mut state,
-                                FaultKind::TimeoutAfterSuccess,
-                                region,
-                                None,
-                                &mut writes,
-                            ) {
-                                Err(CloudError::Timeout)
-                            } else {
-                                Ok(created)
-                            }
-                        }),
+                        .and_then(|done| Self::answer_lost(&mut state, region, &mut writes, done)),
                 }
             };
             (outcome, self.queue(writes))
@@ -1027,19 +1029,8 @@ impl Provider for Sim {
             ) {
                 Err(CloudError::Throttled)
             } else {
-                Self::change(&mut state, region, id, change, &mut writes).and_then(|()| {
-                    if Self::fault_fires(
-                        &mut state,
-                        FaultKind::TimeoutAfterSuccess,
-                        region,
-                        None,
-                        &mut writes,
-                    ) {
-                        Err(CloudError::Timeout)
-                    } else {
-                        Ok(())
-                    }
-                })
+                Self::change(&mut state, region, id, change, &mut writes)
+                    .and_then(|done| Self::answer_lost(&mut state, region, &mut writes, done))
             };
             (outcome, self.queue(writes))
         };
@@ -1078,19 +1069,7 @@ impl Provider for Sim {
                 Err(CloudError::Throttled)
             } else {
                 self.remove(&mut state, region, id, now, &mut writes)
-                    .and_then(|()| {
-                        if Self::fault_fires(
-                            &mut state,
-                            FaultKind::TimeoutAfterSuccess,
-                            region,
-                            None,
-                            &mut writes,
-                        ) {
-                            Err(CloudError::Timeout)
-                        } else {
-                            Ok(())
-                        }
-                    })
+                    .and_then(|done| Self::answer_lost(&mut state, region, &mut writes, done))
             };
             (outcome, self.queue(writes))
         };

@@ -90,6 +90,37 @@ pub struct Condition {
     pub last_transition_time: Timestamp,
 }
 
+impl Condition {
+    /// Sets the condition `type_` among `conditions`, adding it if missing; its transition
+    /// time moves only when its status changes.
+    pub fn set(
+        conditions: &mut Vec<Condition>,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: String,
+        now: Timestamp,
+    ) {
+        match conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status;
+                c.reason = reason.to_string();
+                c.message = message;
+            }
+            None => conditions.push(Condition {
+                type_: type_.to_string(),
+                status,
+                reason: reason.to_string(),
+                message,
+                last_transition_time: now,
+            }),
+        }
+    }
+}
+
 /// An object with spec `S` and status `T`: the envelope shared by every resource. Kinds
 /// with nothing more to report than conditions use [`ObjectStatus`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

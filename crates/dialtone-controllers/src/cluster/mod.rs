@@ -37,7 +37,7 @@ use jiff::Timestamp;
 
 use crate::runtime::backoff::Backoff;
 use crate::runtime::controller::Controller;
-use crate::runtime::{Informer, Next, Notice, Reconciler, Supervisor};
+use crate::runtime::{Informer, Next, Reconciler, Supervisor, triggers};
 use crate::sizing::{self, SizingOptions, worker_index};
 
 mod bootstrap;
@@ -602,32 +602,8 @@ pub fn spawn_cluster_controller(
     }
     // A cloud with an event feed wakes the cluster a resource belongs to as it changes
     // (an instance dies, a zone goes down), so a repair need not wait for a health check.
-    provider.subscribe(Box::new({
-        let queue = queue.clone();
-        move |change| {
-            if let Some(path) = change
-                .tags
-                .get(TAG_OWNER)
-                .and_then(|owner| ResourcePath::parse(owner).ok())
-                .filter(|path| std::ptr::eq(path.kind(), &CLUSTER))
-            {
-                queue.add(path);
-            }
-        }
-    }));
-    clusters.subscribe(move |notice| match notice {
-        Notice::Listed(all, _) => {
-            for (path, _) in all.iter() {
-                queue.add(path.clone());
-            }
-        }
-        Notice::Applied { path, old, new } => {
-            if old.is_none_or(|old| wakes(&old.metadata) != wakes(&new.metadata)) {
-                queue.add((*path).clone());
-            }
-        }
-        Notice::Deleted { path, .. } => queue.add((*path).clone()),
-    });
+    triggers::on_cloud_changes(&*provider, queue.clone(), &CLUSTER);
+    triggers::on_spec_changes(clusters, queue);
     supervisor.spawn("cluster-lifecycle", {
         let controller = controller.clone();
         move |_| controller.clone().run()
@@ -639,14 +615,4 @@ pub fn spawn_cluster_controller(
             .clone()
             .resync(resync, move || std::future::ready(clusters.paths()))
     });
-}
-
-/// What of an object's metadata wakes its controller when it changes: its spec (by
-/// generation), a delete, its finalizers; not its status, which the controller writes.
-pub(crate) fn wakes(meta: &dialtone_types::ObjectMeta) -> (i64, bool, Vec<String>) {
-    (
-        meta.generation,
-        meta.deletion_timestamp.is_some(),
-        meta.finalizers.clone(),
-    )
 }

@@ -329,24 +329,7 @@ pub(crate) fn set_condition(
     message: String,
     now: Timestamp,
 ) {
-    let type_ = type_.as_str();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-            }
-            c.status = status;
-            c.reason = reason.to_string();
-            c.message = message;
-        }
-        None => conditions.push(Condition {
-            type_: type_.to_string(),
-            status,
-            reason: reason.to_string(),
-            message,
-            last_transition_time: now,
-        }),
-    }
+    Condition::set(conditions, type_.as_str(), status, reason, message, now);
 }
 
 pub(super) fn condition(status: &ClusterStatus, type_: ClusterCondition) -> Option<&Condition> {

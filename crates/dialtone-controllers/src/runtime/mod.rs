@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod queue;
 pub mod reflector;
 pub mod supervisor;
+pub mod triggers;
 
 pub use controller::{Controller, Next, Reconciler};
 pub use informer::{Informer, Notice};
