@@ -251,6 +251,36 @@ impl Connections {
                 );
                 return Ok(Next::After(self.poll.min(Duration::from_secs(1))));
             }
+            // It was made and is gone: deleted outside Dialtone. Asking again would send the
+            // customer a request nobody made; the user decides.
+            None if !status.peering_id.is_empty() => {
+                status.state = Some(PeeringState::Deleted);
+                status.expires_at = None;
+                status.routes.clear();
+                let message = format!(
+                    "{} was deleted outside Dialtone (by the peer account?); delete this connection, and create it again to ask again",
+                    status.peering_id
+                );
+                for condition in [ConnectionCondition::Accepted, ConnectionCondition::Ready] {
+                    set_condition(
+                        &mut status.conditions,
+                        condition,
+                        ConditionStatus::False,
+                        "PeeringDeleted",
+                        message.clone(),
+                        now,
+                    );
+                }
+                let tables: Vec<&CloudResource> = network
+                    .iter()
+                    .filter(|r| r.spec.kind() == ResourceKind::RouteTable)
+                    .collect();
+                let gone = status.peering_id.clone();
+                self.converge_routes(region, &tables, &gone, spec, false)
+                    .await?;
+                self.converge_rules(region, site.uid, spec, false).await?;
+                return Ok(Next::Done);
+            }
             None => {
                 // Recorded first, so that a request whose answer is lost is waited for.
                 status.requested_at = Some(now);

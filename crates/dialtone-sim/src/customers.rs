@@ -259,6 +259,39 @@ impl Sim {
         Ok(created)
     }
 
+    /// The customer `account` deletes the active peering `id` with one of its VPCs, as the
+    /// accepter may on AWS; the requester is told only by its describes.
+    pub async fn delete_peering_as_customer(&self, account: &str, id: &str) -> CloudResult<()> {
+        let now = Timestamp::now();
+        let queued = {
+            let mut state = self.lock();
+            let not_found = || CloudError::NotFound { id: id.to_string() };
+            let record = state.records.get(id).ok_or_else(not_found)?;
+            match &record.resource.spec {
+                ResourceSpec::VpcPeering { peer_account, .. } if peer_account == account => {}
+                _ => return Err(not_found()),
+            }
+            let seen = state.observe(record, now).ok_or_else(not_found)?;
+            let current = seen.peering.map(|p| p.state);
+            if current != Some(PeeringState::Active) {
+                return Err(invalid(format!(
+                    "{id} is {}; the accepter deletes only an active peering",
+                    current.map_or("gone", PeeringState::as_str)
+                )));
+            }
+            let record = state
+                .modify(id, |record| record.gone_at = Some(now))
+                .expect("found above");
+            let writes = vec![Write {
+                table: Table::Resources,
+                key: id.to_string(),
+                value: Some(json(record)),
+            }];
+            self.queue(writes)
+        };
+        self.persist(queued).await
+    }
+
     /// The customer `account` accepts (or rejects) the peering request `id` made to one of
     /// its VPCs, as `aws ec2 accept-vpc-peering-connection` does. Only a request pending
     /// acceptance can be answered.

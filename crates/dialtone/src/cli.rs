@@ -828,6 +828,14 @@ pub enum PeeringCommand {
         #[arg(long)]
         account: String,
     },
+    /// Delete an active peering from the customer's side.
+    Delete {
+        /// The peering's id, `pcx-…`.
+        id: String,
+        /// The account deleting: the owner of the peer VPC.
+        #[arg(long)]
+        account: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -877,18 +877,28 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
         }
         SimCommand::Peering(command) => {
             let (id, account, answer) = match command {
-                PeeringCommand::Accept { id, account } => (id, account, "accept"),
-                PeeringCommand::Reject { id, account } => (id, account, "reject"),
+                PeeringCommand::Accept { id, account } => (id, account, Some("accept")),
+                PeeringCommand::Reject { id, account } => (id, account, Some("reject")),
+                PeeringCommand::Delete { id, account } => (id, account, None),
             };
-            let peering: Value = client
-                .post(
-                    &format!("/v1/sim/accounts/{account}/peerings/{id}/{answer}"),
-                    &json!({}),
-                )
-                .await?;
+            let peering = format!("/v1/sim/accounts/{account}/peerings/{id}");
+            let (body, said) = match answer {
+                Some(answer) => {
+                    let answered: Value = client
+                        .post(&format!("{peering}/{answer}"), &json!({}))
+                        .await?;
+                    let said = format!("peering {id}: {}", text(&answered["peering"]["state"]));
+                    (answered, said)
+                }
+                None => {
+                    let (_, body) = client.delete(&peering, &[]).await?;
+                    let said = text(&body["message"]).to_string();
+                    (body, said)
+                }
+            };
             match output {
-                Output::Table => println!("peering {id}: {}", text(&peering["peering"]["state"])),
-                _ => print_value(output, &peering)?,
+                Output::Table => println!("{said}"),
+                _ => print_value(output, &body)?,
             }
         }
         SimCommand::Quotas {

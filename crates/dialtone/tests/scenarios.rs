@@ -966,6 +966,34 @@ impl World {
         }
     }
 
+    /// The customer deletes an active peering, from its own account.
+    async fn customer_deletes(&self, customer: &Customer, peering: &str) {
+        match &self.aws {
+            None => {
+                let (status, body) = self
+                    .api
+                    .delete(&format!(
+                        "/v1/sim/accounts/{}/peerings/{peering}",
+                        customer.account
+                    ))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+            Some(aws) => {
+                aws.ec2
+                    .delete_vpc_peering_connection()
+                    .vpc_peering_connection_id(peering)
+                    .customize()
+                    .mutate_request(|r| {
+                        r.headers_mut().insert("x-moto-account-id", MOTO_CUSTOMER);
+                    })
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// What the cloud holds for the production cluster `uid`'s peerings.
     async fn peered(&self, uid: &str) -> Peered {
         let mut peered = Peered::default();
@@ -1233,6 +1261,66 @@ async fn connections(cloud: Cloud) {
             .all(|(_, _, target)| *target != other_peering),
         "{peered:?}"
     );
+
+    // The customer deletes an active peering: the connection says so, its routes go, and
+    // no new request is sent behind the user's back.
+    let third = world.customer("172.30.0.0/16").await;
+    let (status, created) = world
+        .api
+        .post(
+            &connections,
+            body("brief", &third.account, &third.vpc, REGION, "172.30.0.0/16"),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let brief = format!("{connections}/brief");
+    let asked = world
+        .wait_for(&brief, "pending acceptance", |c| {
+            c["status"]["state"] == "pending-acceptance"
+        })
+        .await;
+    let brief_peering = asked["status"]["peeringId"].as_str().unwrap().to_string();
+    world.answer(&third, &brief_peering, true).await;
+    world
+        .wait_for(&brief, "Ready", |c| {
+            condition(c, "Ready")["status"] == "True"
+        })
+        .await;
+    world.customer_deletes(&third, &brief_peering).await;
+    // The sim's feed wakes the connection; aws has no feed, and a change to the connection
+    // does it sooner than the resync.
+    if cloud == Cloud::Aws {
+        let (_, mut changed) = world.api.get(&brief).await;
+        changed["spec"]["allowPorts"] = json!([30081]);
+        let (status, body_) = world.api.put(&brief, changed).await;
+        assert_eq!(status, 200, "{body_}");
+    }
+    let deleted = world
+        .wait_for(&brief, "deleted outside", |c| {
+            c["status"]["state"] == "deleted"
+        })
+        .await;
+    assert_eq!(
+        condition(&deleted, "Ready")["reason"],
+        "PeeringDeleted",
+        "{deleted:#}"
+    );
+    let peered = world.peered(&uid).await;
+    assert!(
+        peered
+            .routes
+            .iter()
+            .all(|(_, _, target)| *target != brief_peering),
+        "{peered:?}"
+    );
+    assert_eq!(
+        peered.peerings,
+        vec![(peering.clone(), "active".to_string())],
+        "only db's peering is in force: no second request went out"
+    );
+    let (status, body_) = world.api.delete(&brief).await;
+    assert!(status == 200 || status == 202, "{body_}");
+    world.wait_for(&brief, "gone", |_| false).await;
 
     // A delete while pending withdraws the request.
     let (status, created) = world

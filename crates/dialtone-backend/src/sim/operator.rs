@@ -33,6 +33,7 @@ pub fn routes(sim: Arc<Sim>) -> Router {
         .route("/accounts", get(list_accounts).post(create_account))
         .route("/accounts/{account}", get(get_account))
         .route("/accounts/{account}/vpcs", post(create_customer_vpc))
+        .route("/accounts/{account}/peerings/{id}", delete(delete_peering))
         .route(
             "/accounts/{account}/peerings/{id}/{answer}",
             post(answer_peering),
@@ -227,4 +228,19 @@ async fn answer_peering(
         .await
         .map_err(cloud_error)?;
     Ok(to_json(StatusCode::OK, &answered))
+}
+
+/// `DELETE /v1/sim/accounts/{account}/peerings/{id}`: the customer deletes an active
+/// peering with one of its VPCs.
+async fn delete_peering(
+    State(sim): State<Arc<Sim>>,
+    Path((account, id)): Path<(String, String)>,
+) -> HttpResult<Response> {
+    account_of(&sim, &account)?;
+    sim.delete_peering_as_customer(&account, &id)
+        .await
+        .map_err(cloud_error)?;
+    Ok(success(format!(
+        "peering {id} deleted by account {account}"
+    )))
 }
