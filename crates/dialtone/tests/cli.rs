@@ -452,3 +452,131 @@ fn piping_into_a_reader_that_stops_early_is_not_a_crash() {
         output.status
     );
 }
+
+#[test]
+fn a_connection_from_the_cli_as_its_user_and_its_customer_would_make_it() {
+    let server = common::start_with(&["--sim-time-scale", "0"]);
+    let cli = |args: &[&str]| server.cli(args);
+    ok(cli(&["folder", "create", "eng"]));
+    ok(cli(&["project", "create", "web", "--folder", "eng"]));
+    ok(cli(&[
+        "config",
+        "set-context",
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+    ]));
+    ok(cli(&[
+        "cluster",
+        "create",
+        "prod-1",
+        "--type",
+        "production",
+        "--region",
+        "us-east-1",
+        "--wait",
+        "--timeout",
+        "2m",
+    ]));
+    let account = ok(cli(&["sim", "account", "create", "-o", "jsonpath={.id}"]))
+        .trim()
+        .to_string();
+    let vpc = ok(cli(&[
+        "sim",
+        "vpc",
+        "create",
+        "--account",
+        &account,
+        "--cidr",
+        "192.168.0.0/16",
+        "-o",
+        "jsonpath={.id}",
+    ]))
+    .trim()
+    .to_string();
+    let create = |region: &str| {
+        cli(&[
+            "connection",
+            "create",
+            "db",
+            "--cluster",
+            "prod-1",
+            "--peer-account",
+            &account,
+            "--peer-vpc",
+            &vpc,
+            "--peer-cidr",
+            "192.168.0.0/16",
+            "--peer-region",
+            region,
+        ])
+    };
+    let error = fails(create("mars-1"));
+    assert!(error.contains("us-east-1"), "the valid regions: {error}");
+    assert!(ok(create("us-east-1")).contains("connections/db created"));
+    let peering = ok(cli(&[
+        "connection",
+        "get",
+        "db",
+        "--cluster",
+        "prod-1",
+        "-o",
+        "jsonpath={.status.peeringId}",
+    ]))
+    .trim()
+    .to_string();
+    assert!(peering.starts_with("pcx-"), "{peering}");
+    let described = ok(cli(&[
+        "connection",
+        "describe",
+        "db",
+        "--cluster",
+        "prod-1",
+    ]));
+    assert!(
+        described.contains("pending-acceptance")
+            && described.contains(&format!(
+                "dialtone sim peering accept {peering} --account {account}"
+            )),
+        "the next step, with its command: {described}"
+    );
+    ok(cli(&[
+        "sim",
+        "peering",
+        "accept",
+        &peering,
+        "--account",
+        &account,
+    ]));
+    let mut active = String::new();
+    for _ in 0..100 {
+        active = ok(cli(&["connection", "list", "--cluster", "prod-1"]));
+        if active.contains("active") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        active.starts_with("NAME") && active.contains("active"),
+        "{active}"
+    );
+    assert_eq!(
+        ok(cli(&["connection", "list", "-A", "-o", "name"])).trim(),
+        "connection/db"
+    );
+    let error = fails(cli(&["cluster", "delete", "prod-1", "--yes"]));
+    assert!(error.contains("deletion protection"), "{error}");
+    ok(cli(&[
+        "connection",
+        "delete",
+        "db",
+        "--cluster",
+        "prod-1",
+        "--wait",
+        "--timeout",
+        "1m",
+    ]));
+    let left = ok(cli(&["sim", "resources", "-o", "json"]));
+    assert!(!left.contains("vpcPeering"), "the peering is gone: {left}");
+}
