@@ -628,7 +628,13 @@ impl Registry {
             .delete(marker_key(path))
             .delete(policy_key(path));
         if std::ptr::eq(path.kind(), &dialtone_types::kinds::ORG) {
-            let (_, org) = self.get_kv(path).await?;
+            // Gone already (the deletion controller finished it first) is a stale read: the
+            // caller reads again and finds its work done.
+            let org = match self.get_kv(path).await {
+                Ok((_, org)) => org,
+                Err(RegistryError::NotFound(_)) => return Err(conflict_stale(path)),
+                Err(e) => return Err(e),
+            };
             let retired = RetiredOrg {
                 uid: org.metadata.uid.clone(),
                 name: path.name().to_string(),
@@ -1047,6 +1053,32 @@ mod tests {
 
     use super::*;
     use crate::EmbeddedStore;
+
+    /// The API's cascade and the deletion controller both finish an org's deletion once its
+    /// children are gone; the one that comes second finds the work done, not a 404.
+    #[tokio::test]
+    async fn an_org_removed_by_another_is_a_stale_read_not_a_missing_org() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let registry = Registry::new(store, "us-east-1", Timestamp::now);
+        let acme = ResourcePath::org("acme");
+        registry
+            .create(None, Object::new("acme", Org::default()))
+            .await
+            .unwrap();
+        let (kv, _) = registry.get_kv(&acme).await.unwrap();
+        registry.remove(&acme, kv.mod_revision).await.unwrap();
+        let second = registry.remove(&acme, kv.mod_revision).await;
+        assert!(
+            matches!(second, Err(RegistryError::Conflict(_))),
+            "{second:?}"
+        );
+        assert!(matches!(
+            registry.finish_deletion(&acme).await,
+            Ok(Deletion::Deleted)
+        ));
+    }
 
     #[tokio::test]
     async fn a_deletion_from_a_stale_read_spares_an_object_re_created_under_its_name() {
