@@ -671,13 +671,16 @@ fn cases() -> Vec<(&'static str, Change, Observe)> {
 /// The enforced rows without a case in `cases()`: `repair.maxLaunchAttempts` and the
 /// `autoscaling` rows, which act on a cluster's Kubernetes API, have their own tests below;
 /// the server checks `security.deletionProtection` (the `clusters` tests of the binary
-/// refuse a production cluster's delete and allow a developer one's).
+/// refuse a production cluster's delete and allow a developer one's) and
+/// `network.maxConnections` (the `scenarios` tests refuse a developer cluster's connection
+/// and a production cluster's 51st).
 const TESTED_ELSEWHERE: &[&str] = &[
     "repair.maxLaunchAttempts",
     "autoscaling.enabled",
     "autoscaling.scaleDownDelaySeconds",
     "autoscaling.consolidation",
     "security.deletionProtection",
+    "network.maxConnections",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

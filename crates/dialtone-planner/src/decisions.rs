@@ -283,7 +283,7 @@ pub static DECISIONS: &[Decision] = &[
     row(
         "network.maxConnections",
         Fixed(|s| s.network.max_connections.to_string()),
-        Advisory,
+        Enforced("the connections (VPC peerings) admission lets the cluster have"),
         "VPC peering needs a dedicated VPC; AWS allows 50 active peerings per VPC by default.",
     ),
     row(
