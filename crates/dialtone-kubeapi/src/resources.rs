@@ -64,6 +64,7 @@ use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::authorization::v1 as authz;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
 
@@ -106,6 +107,30 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["po"],
         subresources: &["status", "eviction"],
         decode: decode::<core::Pod>,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        singular: "service",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["svc"],
+        subresources: &["status"],
+        decode: decode::<core::Service>,
+    },
+    ResourceType {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<discovery::EndpointSlice>,
     },
     ResourceType {
         group: "",

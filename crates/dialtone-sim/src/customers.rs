@@ -240,6 +240,7 @@ impl Sim {
                 account: Some(account.to_string()),
                 requested: None,
                 peering: None,
+                user_data: None,
             };
             let writes = vec![
                 Write {

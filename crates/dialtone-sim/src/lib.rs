@@ -142,6 +142,10 @@ struct Record {
     /// A peering's answer and deadlines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peering: Option<Peering>,
+    /// An instance's bootstrap, kept as EC2 keeps user data: not described, but readable by
+    /// what runs on the instance (`Sim::user_data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_data: Option<dialtone_cloud::NodeBootstrap>,
 }
 
 /// What decides a peering's state besides its record's times.
@@ -748,6 +752,15 @@ impl Sim {
         }
     }
 
+    /// The bootstrap an instance was launched with, as the instance itself reads its user
+    /// data: what a sim cluster's API server and kubelets are configured from.
+    pub fn user_data(&self, instance_id: &str) -> Option<dialtone_cloud::NodeBootstrap> {
+        self.lock()
+            .records
+            .get(instance_id)
+            .and_then(|r| r.user_data.clone())
+    }
+
     /// Every resource of the provider's own account in every region, as it is now
     /// (customers' are their accounts', [`Sim::account`]).
     pub fn resources(&self) -> Vec<CloudResource> {
@@ -1279,6 +1292,7 @@ impl Sim {
             account: None,
             requested: None,
             peering,
+            user_data: request.bootstrap,
         };
         writes.push(Write {
             table: Table::Resources,

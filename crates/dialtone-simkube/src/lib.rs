@@ -18,6 +18,7 @@ mod pki;
 mod proto;
 pub use dialtone_kube::quantity;
 pub mod selectors;
+mod services;
 pub mod status;
 pub mod store;
 mod table;
@@ -262,6 +263,20 @@ impl SimKube {
             },
         };
         hosted.api.set_version(&version);
+        // The API server's ranges are its node's user data, read once it runs.
+        if hosted.api.network().is_none()
+            && let Some(bootstrap) = control_plane.iter().find_map(|r| self.sim.user_data(&r.id))
+        {
+            hosted.api.set_network(cluster::ClusterNetwork {
+                service_cidr: bootstrap.service_cidr,
+                pod_cidr: bootstrap.pod_cidr,
+            });
+        }
+        if let Some(network) = hosted.api.network() {
+            let api_servers: Vec<String> =
+                control_plane.iter().map(|r| r.address.clone()).collect();
+            services::ensure_cluster_services(&hosted.api, network, &api_servers);
+        }
         let facts = self.node_facts(resources);
         workloads::sync_nodes(&hosted.api, &facts);
         hosted.api.wake.notify_one();

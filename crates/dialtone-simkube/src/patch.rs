@@ -1,14 +1,18 @@
 //! The three patch types kubectl sends: JSON merge patch (RFC 7386), JSON patch (RFC 6902)
 //! and strategic merge patch, which `kubectl apply`, `edit`, `set` and `label` use for
 //! built-in kinds. A strategic merge merges lists of objects by their merge key (containers by
-//! name, ports by containerPort, …) instead of replacing them, and understands the `$patch`,
+//! name, a container's ports by containerPort, a Service's by port, …) instead of replacing them, and understands the `$patch`,
 //! `$retainKeys`, `$deleteFromPrimitiveList/` and `$setElementOrder/` directives.
 
 use serde_json::{Map, Value};
 
 /// The merge key of each list field that upstream types mark `patchStrategy: merge`.
-fn merge_key(field: &str) -> Option<&'static str> {
+/// `ports` is a container's (by `containerPort`) or a Service's (by `port`): each requires
+/// its key, so the items say which they are.
+fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
+        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => "containerPort",
+        "ports" => "port",
         "containers"
         | "initContainers"
         | "ephemeralContainers"
@@ -17,7 +21,6 @@ fn merge_key(field: &str) -> Option<&'static str> {
         | "imagePullSecrets"
         | "resourceClaims"
         | "webhooks" => "name",
-        "ports" => "containerPort",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "hostAliases" => "ip",
@@ -129,7 +132,7 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Res
                 }
             }
             Value::Array(items) => {
-                let merged = match (target.get_mut(key), merge_key(key)) {
+                let merged = match (target.get_mut(key), merge_key(key, items)) {
                     (Some(Value::Array(existing)), Some(merge_key))
                         if items.iter().all(Value::is_object) =>
                     {
@@ -221,6 +224,25 @@ mod tests {
                 {"name": "web", "image": "nginx:2", "env": [
                     {"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
             ]}}}, "metadata": {"labels": {"a": "1", "c": "3"}}})
+        );
+    }
+
+    #[test]
+    fn a_services_ports_merge_by_port_and_a_containers_by_container_port() {
+        let mut service = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
+        let patch = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}});
+        strategic_merge(&mut service, &patch).unwrap();
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"port": 80, "targetPort": 8080, "name": "http"}, {"port": 443}])
+        );
+        let mut pod =
+            json!({"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 80}]}]}});
+        let patch = json!({"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 80, "name": "http"}]}]}});
+        strategic_merge(&mut pod, &patch).unwrap();
+        assert_eq!(
+            pod["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80, "name": "http"}])
         );
     }
 

@@ -199,6 +199,32 @@ const BINDING: &[(u32, &str, Field)] = &[
     ),
 ];
 
+const SERVICE_PORT: &[(u32, &str, Field)] = &[
+    (1, "name", Str),
+    (2, "protocol", Str),
+    (3, "port", Int),
+    (4, "targetPort", IntOrString),
+    (5, "nodePort", Int),
+    (6, "appProtocol", Str),
+];
+const SERVICE: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Msg(&[
+            (1, "ports", Msgs(SERVICE_PORT)),
+            (2, "selector", StrMap),
+            (3, "clusterIP", Str),
+            (4, "type", Str),
+            (5, "externalIPs", Strs),
+            (7, "sessionAffinity", Str),
+            (10, "externalName", Str),
+            (11, "externalTrafficPolicy", Str),
+        ]),
+    ),
+    (3, "status", Skip),
+];
 const CONFIG_MAP: &[(u32, &str, Field)] = &[
     (1, "metadata", Msg(OBJECT_META)),
     (2, "data", StrMap),
@@ -223,6 +249,7 @@ fn schema_of(kind: &str) -> Option<&'static [(u32, &'static str, Field)]> {
         "Pod" => POD,
         "Namespace" => NAMESPACE,
         "ConfigMap" => CONFIG_MAP,
+        "Service" => SERVICE,
         "Secret" => SECRET,
         "ServiceAccount" => SERVICE_ACCOUNT,
         "SelfSubjectAccessReview" => SELF_REVIEW,

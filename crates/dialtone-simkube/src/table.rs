@@ -87,7 +87,53 @@ fn columns(r: &ResourceType) -> Vec<Value> {
             column("Data", "integer", 0),
             column("Age", "string", 0),
         ],
+        "services" => vec![
+            column("Name", "string", 0),
+            column("Type", "string", 0),
+            column("Cluster-IP", "string", 0),
+            column("External-IP", "string", 0),
+            column("Port(s)", "string", 0),
+            column("Age", "string", 0),
+            column("Selector", "string", 1),
+        ],
+        "endpointslices" => vec![
+            column("Name", "string", 0),
+            column("AddressType", "string", 0),
+            column("Ports", "string", 0),
+            column("Endpoints", "string", 0),
+            column("Age", "string", 0),
+        ],
         _ => vec![column("Name", "string", 0), column("Age", "string", 0)],
+    }
+}
+
+/// `a=b,c=d`, or `<none>`.
+fn pairs(map: &Value) -> String {
+    match map.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "<none>".into(),
+    }
+}
+
+/// What upstream prints as a Service's external IP.
+fn external_ip(service: &Value) -> String {
+    let spec = &service["spec"];
+    let ingress: Vec<String> = service["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+        .map(str::to_string)
+        .collect();
+    match spec["type"].as_str().unwrap_or("") {
+        "ExternalName" => text(&spec["externalName"]),
+        "LoadBalancer" if ingress.is_empty() => "<pending>".into(),
+        "LoadBalancer" => ingress.join(","),
+        _ => "<none>".into(),
     }
 }
 
@@ -199,6 +245,65 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             json!(o["data"].as_object().map_or(0, |m| m.len())),
             age,
         ],
+        "services" => {
+            let ports: Vec<String> = o["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| match p["nodePort"].as_u64() {
+                    Some(node) => format!("{}:{node}/{}", p["port"], text(&p["protocol"])),
+                    None => format!("{}/{}", p["port"], text(&p["protocol"])),
+                })
+                .collect();
+            let cluster_ip = match text(&o["spec"]["clusterIP"]) {
+                ip if ip.is_empty() => "<none>".to_string(),
+                ip => ip,
+            };
+            vec![
+                name,
+                json!(text(&o["spec"]["type"])),
+                json!(cluster_ip),
+                json!(external_ip(o)),
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                age,
+                json!(pairs(&o["spec"]["selector"])),
+            ]
+        }
+        "endpointslices" => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect();
+            let addresses: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            let endpoints = match addresses.len() {
+                0 => "<unset>".to_string(),
+                n if n > 3 => format!("{} + {} more...", addresses[..3].join(","), n - 3),
+                _ => addresses.join(","),
+            };
+            vec![
+                name,
+                json!(text(&o["addressType"])),
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                json!(endpoints),
+                age,
+            ]
+        }
         _ => vec![name, age],
     }
 }

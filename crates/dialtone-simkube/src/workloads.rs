@@ -271,6 +271,10 @@ fn pod_terminated(pod: &Value) -> bool {
     )
 }
 
+/// The range pods' addresses come from in a cluster whose control plane's user data is not
+/// known: flannel's default, which kubeadm guides use.
+const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+
 /// One pass of the controllers that run in the cluster.
 pub fn reconcile(cluster: &Arc<ClusterApi>) {
     collect_garbage(cluster);
@@ -278,6 +282,7 @@ pub fn reconcile(cluster: &Arc<ClusterApi>) {
         sync_deployment(cluster, &deployment);
     }
     schedule(cluster);
+    crate::services::sync_endpoint_slices(cluster);
     crate::disruption::sync_budgets(cluster);
     for deployment in cluster.objects.list("deployments", None).0 {
         update_deployment_status(cluster, &deployment);
@@ -452,7 +457,16 @@ fn schedule(cluster: &ClusterApi) {
             p["metadata"]["name"].as_str().unwrap_or("").to_string(),
         )
     });
-    let mut next_ip: u32 = pods.len() as u32;
+    // Pods' addresses come from the range the control plane was booted with, each once.
+    let pod_cidr = cluster.network().map_or_else(
+        || DEFAULT_POD_CIDR.parse().expect("a valid range"),
+        |n| n.pod_cidr,
+    );
+    let mut used_ips: std::collections::HashSet<String> = pods
+        .iter()
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .collect();
+    let mut next_ip = pod_cidr.hosts().skip(1);
     for pod in pending {
         let wanted = requests_of(pod);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -517,7 +531,12 @@ fn schedule(cluster: &ClusterApi) {
                 u.millicores += wanted.millicores;
                 u.memory_bytes += wanted.memory_bytes;
                 u.pods += 1;
-                next_ip += 1;
+                let pod_ip = next_ip
+                    .by_ref()
+                    .map(|ip| ip.to_string())
+                    .find(|ip| !used_ips.contains(ip))
+                    .unwrap_or_default();
+                used_ips.insert(pod_ip.clone());
                 let host_ip = node["status"]["addresses"][0]["address"].clone();
                 let started = now();
                 next["spec"]["nodeName"] = json!(node_name);
@@ -539,7 +558,7 @@ fn schedule(cluster: &ClusterApi) {
                     "phase": "Running",
                     "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
                     "hostIP": host_ip,
-                    "podIP": format!("10.244.{}.{}", (next_ip / 250) % 250, next_ip % 250 + 2),
+                    "podIP": pod_ip,
                     "startTime": started,
                     "containerStatuses": containers,
                     "qosClass": if wanted.millicores + wanted.memory_bytes > 0 { "Burstable" } else { "BestEffort" },

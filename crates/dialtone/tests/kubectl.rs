@@ -1728,3 +1728,208 @@ async fn a_sim_cluster_loses_no_acknowledged_write_to_kill_9() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// The addresses of a Service's EndpointSlice, once it holds `count` of them.
+fn endpoints_when(kubeconfig: &Path, service: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let slices: Value = serde_json::from_str(&ok(
+            kubeconfig,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                &format!("kubernetes.io/service-name={service}"),
+                "-o",
+                "json",
+            ],
+        ))
+        .unwrap();
+        let addresses: Vec<String> = slices["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
+            .collect();
+        if addresses.len() == count {
+            return addresses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service} has {} ready endpoints, not {count}: {slices:#}",
+            addresses.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn services_get_addresses_from_the_plan_and_endpoints_that_follow_their_pods() {
+    let (server, _dir, kubeconfig) = sim_cluster(2, 2).await;
+    let api = Api::admin(&server);
+    let (_, cluster) = api
+        .get("/v1/orgs/demo/folders/eng/projects/web/clusters/dev-1")
+        .await;
+    let network = &cluster["status"]["plan"]["network"];
+    let service_cidr: ipnet::Ipv4Net = network["serviceCidr"].as_str().unwrap().parse().unwrap();
+    let pod_cidr: ipnet::Ipv4Net = network["podCidr"].as_str().unwrap().parse().unwrap();
+
+    // What every kubeadm cluster holds, at the plan's addresses.
+    let info = ok(&kubeconfig, &["cluster-info"]);
+    assert!(
+        info.contains("Kubernetes control plane is running at") && info.contains("CoreDNS"),
+        "{info}"
+    );
+    let ip_of = |namespace: &str, name: &str| -> std::net::Ipv4Addr {
+        ok(
+            &kubeconfig,
+            &[
+                "get",
+                "service",
+                name,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let first = u32::from(service_cidr.network());
+    assert_eq!(u32::from(ip_of("default", "kubernetes")), first + 1);
+    assert_eq!(u32::from(ip_of("kube-system", "kube-dns")), first + 10);
+
+    // A deployment exposed: an address from the range, endpoints at its pods' addresses.
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=3",
+        ],
+    );
+    ok(
+        &kubeconfig,
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "--port=80",
+            "--target-port=8080",
+        ],
+    );
+    assert!(service_cidr.contains(&ip_of("default", "web")));
+    let addresses = endpoints_when(&kubeconfig, "web", 3);
+    for address in &addresses {
+        let address: std::net::Ipv4Addr = address.parse().unwrap();
+        assert!(
+            pod_cidr.contains(&address),
+            "{address} is not in {pod_cidr}"
+        );
+    }
+    let described = ok(&kubeconfig, &["describe", "service", "web"]);
+    assert!(described.contains(":8080"), "{described}");
+    ok(&kubeconfig, &["scale", "deployment", "web", "--replicas=1"]);
+    endpoints_when(&kubeconfig, "web", 1);
+
+    // Node ports: chosen from the range, or asked for once.
+    ok(
+        &kubeconfig,
+        &["create", "service", "nodeport", "np", "--tcp=81:8080"],
+    );
+    let node_port: u16 = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "service",
+            "np",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    let (taken, error) = kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "np2",
+            "--tcp=82:8080",
+            &format!("--node-port={node_port}"),
+        ],
+    );
+    assert!(
+        !taken && error.contains("provided port is already allocated"),
+        "{error}"
+    );
+    let (outside, error) = kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "np3",
+            "--tcp=83:8080",
+            "--node-port=80",
+        ],
+    );
+    assert!(!outside && error.contains("30000-32767"), "{error}");
+    let (refused, error) = kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "far",
+            "--tcp=80:80",
+            "--clusterip=192.0.2.1",
+        ],
+    );
+    assert!(
+        !refused && error.contains(&format!("The range of valid IPs is {service_cidr}")),
+        "{error}"
+    );
+    let listed = ok(&kubeconfig, &["get", "services"]);
+    assert!(
+        !listed.contains("np2") && !listed.contains("far"),
+        "nothing half-made: {listed}"
+    );
+
+    // A Service applied twice keeps its address; its slice goes with it.
+    let before = ip_of("default", "web");
+    ok(&kubeconfig, &["label", "service", "web", "tier=front"]);
+    assert_eq!(ip_of("default", "web"), before);
+    ok(&kubeconfig, &["delete", "service", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = ok(
+            &kubeconfig,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "name",
+            ],
+        );
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slice outlived its Service: {left}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

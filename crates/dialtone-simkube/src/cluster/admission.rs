@@ -19,6 +19,9 @@ impl ClusterApi {
         defaults(r, &mut object);
         validate_quantities(&object, &mut causes);
         validate_kind(r, &object, old, &mut causes);
+        if r.plural == "services" && causes.is_empty() {
+            crate::services::admit(self, &mut object, old, &mut causes);
+        }
         if !causes.is_empty() {
             return Err(KubeError::invalid(r.group, r.kind, name, causes));
         }
@@ -299,6 +302,7 @@ pub(super) fn defaults(r: &ResourceType, object: &mut Value) {
                 object["status"] = json!({"phase": "Active"});
             }
         }
+        "services" => crate::services::defaults(object),
         "pods" if object["status"]["phase"].is_null() => {
             object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }

@@ -52,6 +52,21 @@ pub struct ClusterApi {
     pub wake: Notify,
     /// The RBAC index and the count of RBAC changes it was built at.
     rbac: std::sync::RwLock<Option<(u64, Arc<RbacIndex>)>>,
+    /// The ranges the control plane was booted with; `None` until a control-plane node's
+    /// user data has been read.
+    network: std::sync::RwLock<Option<ClusterNetwork>>,
+    /// Held while a Service's addresses are chosen and stored, so that two Services never
+    /// get the same cluster IP or node port.
+    pub(crate) allocating: tokio::sync::Mutex<()>,
+}
+
+/// The ranges a cluster's addresses come from, as its control plane was booted with them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterNetwork {
+    /// Services' cluster IPs.
+    pub service_cidr: ipnet::Ipv4Net,
+    /// Pods' addresses.
+    pub pod_cidr: ipnet::Ipv4Net,
 }
 
 impl RbacSource for Objects {
@@ -84,6 +99,19 @@ fn decode_all<T: serde::de::DeserializeOwned>(items: Vec<Arc<Value>>) -> Vec<T> 
 impl ClusterApi {
     pub fn version(&self) -> String {
         self.version.read().expect("lock").clone()
+    }
+
+    /// The ranges the control plane was booted with, once known.
+    pub fn network(&self) -> Option<ClusterNetwork> {
+        *self.network.read().expect("lock")
+    }
+
+    /// Takes the control plane's ranges, as its API server reads them at boot.
+    pub fn set_network(&self, network: ClusterNetwork) {
+        let mut current = self.network.write().expect("lock");
+        if *current != Some(network) {
+            *current = Some(network);
+        }
     }
 
     /// Follows the control plane through an upgrade.
@@ -120,6 +148,8 @@ impl ClusterApi {
                 objects,
                 wake: Notify::new(),
                 rbac: Default::default(),
+                network: Default::default(),
+                allocating: Default::default(),
             });
         }
         Ok(Self::seeded(uid, version, objects))
@@ -132,6 +162,8 @@ impl ClusterApi {
             objects,
             wake: Notify::new(),
             rbac: Default::default(),
+            network: Default::default(),
+            allocating: Default::default(),
         };
         for (resource, object) in crate::defaults::objects() {
             let r = resources::by_plural(resource);

@@ -181,6 +181,11 @@ impl ClusterApi {
             .unwrap_or("")
             .to_string();
         let object = stamp_new(object, r, &info.namespace);
+        // A Service's addresses are chosen and stored under one lock.
+        let _allocating = match r.plural {
+            "services" => Some(self.allocating.lock().await),
+            _ => None,
+        };
         let object = self.admit(user, r, &info.namespace, &name, object, None)?;
         webhooks::validate(
             webhook_client,
@@ -297,6 +302,10 @@ impl ClusterApi {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             next["metadata"]["generation"] = json!(generation);
         }
+        let _allocating = match r.plural {
+            "services" => Some(self.allocating.lock().await),
+            _ => None,
+        };
         let next = self.admit(user, r, &info.namespace, &info.name, next, Some(current))?;
         webhooks::validate(
             webhook_client,
