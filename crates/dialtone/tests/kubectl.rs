@@ -1933,3 +1933,60 @@ async fn services_get_addresses_from_the_plan_and_endpoints_that_follow_their_po
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[tokio::test]
+async fn finalizers_hold_an_object_until_the_last_one_goes() {
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    let manifest = dir.path().join("held.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/cleanup]\ndata: {a: b}\n",
+    )
+    .unwrap();
+    ok(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
+    ok(
+        &kubeconfig,
+        &["delete", "configmap", "held", "--wait=false"],
+    );
+    let marked = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "configmap",
+            "held",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ],
+    );
+    assert!(
+        !marked.trim().is_empty(),
+        "held, and marked as being deleted"
+    );
+    let (added, error) = kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "configmap",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/cleanup","example.com/more"]}}"#,
+        ],
+    );
+    assert!(
+        !added && error.contains("no new finalizers can be added"),
+        "{error}"
+    );
+    ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "configmap",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":[]}}"#,
+        ],
+    );
+    kubectl_until(&kubeconfig, &["get", "configmap", "held"], false);
+}

@@ -279,7 +279,13 @@ impl ClusterApi {
     ) -> KubeResult<Arc<Value>> {
         let r = info.resource;
         // What the server owns stays the server's.
-        for field in ["uid", "creationTimestamp", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             match current["metadata"].get(field) {
                 Some(value) => next["metadata"][field] = value.clone(),
                 None => {
@@ -302,6 +308,26 @@ impl ClusterApi {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             next["metadata"]["generation"] = json!(generation);
         }
+        if !current["metadata"]["deletionTimestamp"].is_null() {
+            let held = finalizers(current);
+            let added: Vec<String> = finalizers(&next)
+                .into_iter()
+                .filter(|f| !held.contains(f))
+                .collect();
+            if !added.is_empty() {
+                return Err(KubeError::invalid(
+                    r.group,
+                    r.kind,
+                    &info.name,
+                    vec![(
+                        "metadata.finalizers".into(),
+                        format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                        ),
+                    )],
+                ));
+            }
+        }
         let _allocating = match r.plural {
             "services" => Some(self.allocating.lock().await),
             _ => None,
@@ -319,6 +345,15 @@ impl ClusterApi {
         .await?;
         if query.dry_run {
             return Ok(Arc::new(next));
+        }
+        // The last finalizer of an object being deleted lets it go.
+        if !next["metadata"]["deletionTimestamp"].is_null() && finalizers(&next).is_empty() {
+            let gone = self
+                .objects
+                .delete(&key(r.plural, &info.namespace, &info.name))
+                .map_err(|_| KubeError::not_found(r.group, r.plural, &info.name))?;
+            self.wake.notify_one();
+            return Ok(gone);
         }
         let stored = self
             .objects
@@ -410,20 +445,35 @@ impl ClusterApi {
             return Ok(json_response(StatusCode::OK, &current));
         }
         let deleted = self
-            .objects
-            .delete(&key(r.plural, &info.namespace, &info.name))
+            .remove(key(r.plural, &info.namespace, &info.name))
             .map_err(|_| KubeError::not_found(r.group, r.plural, &info.name))?;
         if r.plural == "namespaces" {
             // Everything in the namespace goes with it.
             for other in RESOURCES.iter().filter(|r| r.namespaced) {
                 for object in self.objects.list(other.plural, Some(&info.name)).0 {
                     let name = object["metadata"]["name"].as_str().unwrap_or("");
-                    let _ = self.objects.delete(&key(other.plural, &info.name, name));
+                    let _ = self.remove(key(other.plural, &info.name, name));
                 }
             }
         }
         self.wake.notify_one();
         Ok(json_response(StatusCode::OK, &deleted))
+    }
+
+    /// Deletes an object, or, while finalizers hold it, marks it as being deleted: those
+    /// who put them there clean up and take them away, and the last one lets it go.
+    fn remove(&self, k: ObjectKey) -> Result<Arc<Value>, StoreError> {
+        let current = self.objects.get(&k).ok_or(StoreError::NotFound)?;
+        if finalizers(&current).is_empty() {
+            return self.objects.delete(&k);
+        }
+        if !current["metadata"]["deletionTimestamp"].is_null() {
+            return Ok(current);
+        }
+        let mut marked = (*current).clone();
+        marked["metadata"]["deletionTimestamp"] = json!(now());
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        self.objects.update(&k, marked)
     }
 
     pub(super) async fn delete_collection(
@@ -451,7 +501,7 @@ impl ClusterApi {
             for object in &items {
                 let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
                 let name = object["metadata"]["name"].as_str().unwrap_or("");
-                let _ = self.objects.delete(&key(r.plural, ns, name));
+                let _ = self.remove(key(r.plural, ns, name));
             }
         }
         self.wake.notify_one();
@@ -518,4 +568,14 @@ impl ClusterApi {
         review["metadata"]["creationTimestamp"] = Value::Null;
         Ok(review)
     }
+}
+
+/// An object's finalizers.
+fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect()
 }
