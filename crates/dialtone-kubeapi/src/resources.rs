@@ -111,6 +111,18 @@ pub static RESOURCES: &[ResourceType] = &[
     ResourceType {
         group: "",
         version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["ev"],
+        subresources: &[],
+        decode: decode::<core::Event>,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
         kind: "Service",
         plural: "services",
         singular: "service",

@@ -12,6 +12,7 @@
 pub mod cluster;
 mod disruption;
 pub mod egress;
+pub mod events;
 mod openapi;
 mod patch;
 mod pki;

@@ -101,14 +101,21 @@ impl Selector {
 
     pub fn matches_fields(&self, object: &Value) -> bool {
         self.matches(|field| {
-            let value = match field {
-                "metadata.name" => &object["metadata"]["name"],
-                "metadata.namespace" => &object["metadata"]["namespace"],
-                "spec.nodeName" => &object["spec"]["nodeName"],
-                "status.phase" => &object["status"]["phase"],
-                _ => return None,
+            if !FIELDS.contains(&field) {
+                return None;
+            }
+            // Upstream's `source` selects an event's reporting component.
+            let path = if field == "source" {
+                "source.component"
+            } else {
+                field
             };
-            Some(value.as_str().unwrap_or("").to_string())
+            let value = path.split('.').fold(object, |v, part| &v[part]);
+            Some(match value {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            })
         })
     }
 
@@ -119,20 +126,33 @@ impl Selector {
                 Requirement::Equals(k, _) | Requirement::NotEquals(k, _) => k,
                 _ => return Err("field selectors support only =, == and !=".into()),
             };
-            if ![
-                "metadata.name",
-                "metadata.namespace",
-                "spec.nodeName",
-                "status.phase",
-            ]
-            .contains(&key.as_str())
-            {
+            if !FIELDS.contains(&key.as_str()) {
                 return Err(format!("field label not supported: {key}"));
             }
         }
         Ok(())
     }
 }
+
+/// The fields selectors may name: every object's, pods', and those `kubectl describe` asks
+/// of events.
+const FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "status.phase",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "type",
+    "source",
+    "reportingComponent",
+];
 
 /// `matchLabels` and `matchExpressions` of a `LabelSelector` object.
 pub fn label_selector_matches(selector: &Value, labels: &Value) -> bool {

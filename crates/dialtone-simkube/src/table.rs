@@ -87,6 +87,13 @@ fn columns(r: &ResourceType) -> Vec<Value> {
             column("Data", "integer", 0),
             column("Age", "string", 0),
         ],
+        "events" => vec![
+            column("Last Seen", "string", 0),
+            column("Type", "string", 0),
+            column("Reason", "string", 0),
+            column("Object", "string", 0),
+            column("Message", "string", 0),
+        ],
         "services" => vec![
             column("Name", "string", 0),
             column("Type", "string", 0),
@@ -245,6 +252,20 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             json!(o["data"].as_object().map_or(0, |m| m.len())),
             age,
         ],
+        "events" => {
+            let involved = &o["involvedObject"];
+            vec![
+                json!(self::age(&o["lastTimestamp"])),
+                json!(text(&o["type"])),
+                json!(text(&o["reason"])),
+                json!(format!(
+                    "{}/{}",
+                    text(&involved["kind"]).to_lowercase(),
+                    text(&involved["name"])
+                )),
+                json!(text(&o["message"])),
+            ]
+        }
         "services" => {
             let ports: Vec<String> = o["spec"]["ports"]
                 .as_array()

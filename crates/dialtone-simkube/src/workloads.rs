@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::cluster::{ClusterApi, key, now, stamp_new};
+use crate::events::EventType;
 use crate::quantity;
 use crate::resources::by_plural;
 
@@ -290,6 +291,7 @@ pub fn reconcile(cluster: &Arc<ClusterApi>) {
 }
 
 fn collect_garbage(cluster: &ClusterApi) {
+    crate::events::expire(cluster);
     let (nodes, _) = cluster.objects.list("nodes", None);
     let node_names: Vec<&str> = nodes
         .iter()
@@ -366,6 +368,30 @@ fn sync_deployment(cluster: &ClusterApi, deployment: &Value) {
                 pod["metadata"]["name"].as_str().unwrap_or(""),
             ));
         }
+        crate::events::record(
+            cluster,
+            deployment,
+            EventType::Normal,
+            "ScalingReplicaSet",
+            &format!(
+                "Scaled down replica set {name}-{hash} from {} to {replicas}",
+                current.len()
+            ),
+            "deployment-controller",
+        );
+    }
+    if current.len() < replicas {
+        crate::events::record(
+            cluster,
+            deployment,
+            EventType::Normal,
+            "ScalingReplicaSet",
+            &format!(
+                "Scaled up replica set {name}-{hash} from {} to {replicas}",
+                current.len()
+            ),
+            "deployment-controller",
+        );
     }
     let pods = by_plural("pods");
     for _ in current.len()..replicas {
@@ -540,6 +566,14 @@ fn schedule(cluster: &ClusterApi) {
                 let host_ip = node["status"]["addresses"][0]["address"].clone();
                 let started = now();
                 next["spec"]["nodeName"] = json!(node_name);
+                crate::events::record(
+                    cluster,
+                    pod,
+                    EventType::Normal,
+                    "Scheduled",
+                    &format!("Successfully assigned {ns}/{pod_name} to {node_name}"),
+                    "default-scheduler",
+                );
                 let containers: Vec<Value> = pod["spec"]["containers"]
                     .as_array()
                     .into_iter()
@@ -580,6 +614,14 @@ fn schedule(cluster: &ClusterApi) {
                 if existing == Some(message.as_str()) {
                     continue;
                 }
+                crate::events::record(
+                    cluster,
+                    pod,
+                    EventType::Warning,
+                    "FailedScheduling",
+                    &message,
+                    "default-scheduler",
+                );
                 next["status"] = json!({
                     "phase": "Pending",
                     "conditions": [{

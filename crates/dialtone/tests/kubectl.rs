@@ -1990,3 +1990,66 @@ async fn finalizers_hold_an_object_until_the_last_one_goes() {
     );
     kubectl_until(&kubeconfig, &["get", "configmap", "held"], false);
 }
+
+#[tokio::test]
+async fn events_say_why_a_pod_is_pending_and_where_the_others_went() {
+    let (_server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ],
+    );
+    // More CPU than any instance type has: no node will ever take it.
+    ok(
+        &kubeconfig,
+        &[
+            "run",
+            "huge",
+            "--image=nginx",
+            r#"--overrides={"spec":{"containers":[{"name":"huge","image":"nginx","resources":{"requests":{"cpu":"500"}}}]}}"#,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = ok(&kubeconfig, &["get", "events"]);
+        if events.contains("FailedScheduling") && events.matches("Scheduled ").count() >= 2 {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "{events}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        events.contains("pod/huge") && events.contains("Insufficient cpu"),
+        "{events}"
+    );
+    assert!(
+        events.contains("ScalingReplicaSet") && events.contains("Scaled up replica set web-"),
+        "{events}"
+    );
+    let described = ok(&kubeconfig, &["describe", "pod", "huge"]);
+    let section = described.split("Events:").nth(1).unwrap_or("");
+    assert!(
+        section.contains("FailedScheduling") && section.contains("default-scheduler"),
+        "describe shows why it is Pending: {described}"
+    );
+    // Only the pod's own events: none of the deployment's pods'.
+    assert!(!section.contains("Successfully assigned"), "{section}");
+    let (refused, error) = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.color=red",
+        ],
+    );
+    assert!(
+        !refused && error.contains("field label not supported"),
+        "{error}"
+    );
+}
