@@ -105,7 +105,7 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: true,
         verbs: CRUD,
         short_names: &["po"],
-        subresources: &["status", "eviction"],
+        subresources: &["status", "eviction", "log", "exec", "attach"],
         decode: decode::<core::Pod>,
     },
     ResourceType {

@@ -13,6 +13,7 @@ pub mod cluster;
 mod disruption;
 pub mod egress;
 pub mod events;
+mod logs;
 mod openapi;
 mod patch;
 mod pki;

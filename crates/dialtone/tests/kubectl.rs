@@ -2053,3 +2053,40 @@ async fn events_say_why_a_pod_is_pending_and_where_the_others_went() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn logs_are_simulated_and_exec_says_why_it_cannot_run() {
+    let (_server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    ok(
+        &kubeconfig,
+        &["create", "deployment", "web", "--image=nginx"],
+    );
+    let log = kubectl_until(&kubeconfig, &["logs", "deployment/web"], true);
+    assert!(
+        log.contains("started from nginx") && log.contains("simulated"),
+        "{log}"
+    );
+    let stamped = ok(
+        &kubeconfig,
+        &["logs", "deployment/web", "--timestamps", "--tail=1"],
+    );
+    let line = stamped.lines().last().unwrap_or("");
+    assert!(
+        line.split(' ')
+            .next()
+            .unwrap_or("")
+            .parse::<jiff::Timestamp>()
+            .is_ok(),
+        "a timestamp first: {stamped}"
+    );
+    let (ran, error) = kubectl(&kubeconfig, &["exec", "deployment/web", "--", "ls"]);
+    assert!(
+        !ran && error.contains("run no containers"),
+        "exec fails saying why: {error}"
+    );
+    let (ran, error) = kubectl(
+        &kubeconfig,
+        &["logs", "deployment/web", "--container", "sidecar"],
+    );
+    assert!(!ran && error.contains("sidecar"), "{error}");
+}

@@ -327,6 +327,10 @@ impl ClusterApi {
             info.resource.verbs.contains(&verb)
         } else if info.subresource == "eviction" {
             verb == "create"
+        } else if info.subresource == "log" {
+            verb == "get"
+        } else if matches!(info.subresource.as_str(), "exec" | "attach") {
+            matches!(verb, "create" | "get")
         } else {
             matches!(verb, "get" | "update" | "patch")
         };
@@ -371,6 +375,17 @@ impl ClusterApi {
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Response> {
         match verb {
+            "get" if info.subresource == "log" => {
+                let text = crate::logs::log(&*self.current(info)?, &query.log)?;
+                Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "text/plain")
+                    .body(Body::from(text))
+                    .expect("a valid response"))
+            }
+            "get" | "create" if matches!(info.subresource.as_str(), "exec" | "attach") => {
+                Err(crate::logs::exec(&*self.current(info)?))
+            }
             "get" => self.get(info, table),
             "list" => self.list(info, query, table),
             "watch" => self.watch(info, query, table),

@@ -41,6 +41,9 @@ pub(super) fn resource_list(group: &str, version: &str) -> Value {
             let (kind, verbs) = match *sub {
                 "scale" => ("Scale", vec!["get", "patch", "update"]),
                 "eviction" => ("Eviction", vec!["create"]),
+                "log" => ("Pod", vec!["get"]),
+                "exec" => ("PodExecOptions", vec!["create", "get"]),
+                "attach" => ("PodAttachOptions", vec!["create", "get"]),
                 _ => (r.kind, vec!["get", "patch", "update"]),
             };
             let mut entry = json!({
@@ -143,6 +146,8 @@ pub(super) struct Query {
     pub(super) timeout_seconds: Option<u64>,
     pub(super) dry_run: bool,
     pub(super) field_validation: FieldValidation,
+    /// What `pods/log` is asked for.
+    pub(super) log: crate::logs::LogOptions,
 }
 
 pub(super) fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
@@ -169,6 +174,14 @@ pub(super) fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
                 query.field_validation =
                     FieldValidation::parse(&v).map_err(KubeError::bad_request)?
             }
+            "container" => query.log.container = Some(v.to_string()),
+            "tailLines" => {
+                query.log.tail_lines = Some(v.parse().map_err(|_| {
+                    KubeError::bad_request(format!("tailLines must be a number, not `{v}`"))
+                })?)
+            }
+            "timestamps" => query.log.timestamps = v == "true",
+            "previous" => query.log.previous = v == "true",
             _ => {}
         }
     }
