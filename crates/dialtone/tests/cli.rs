@@ -515,25 +515,40 @@ fn a_connection_from_the_cli_as_its_user_and_its_customer_would_make_it() {
     let error = fails(create("mars-1"));
     assert!(error.contains("us-east-1"), "the valid regions: {error}");
     assert!(ok(create("us-east-1")).contains("connections/db created"));
-    let peering = ok(cli(&[
-        "connection",
-        "get",
-        "db",
-        "--cluster",
-        "prod-1",
-        "-o",
-        "jsonpath={.status.peeringId}",
-    ]))
-    .trim()
-    .to_string();
+    // The controller asks for the peering once it sees the connection.
+    let mut peering = String::new();
+    for _ in 0..200 {
+        peering = ok(cli(&[
+            "connection",
+            "get",
+            "db",
+            "--cluster",
+            "prod-1",
+            "-o",
+            "jsonpath={.status.peeringId}",
+        ]))
+        .trim()
+        .to_string();
+        if !peering.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(peering.starts_with("pcx-"), "{peering}");
-    let described = ok(cli(&[
-        "connection",
-        "describe",
-        "db",
-        "--cluster",
-        "prod-1",
-    ]));
+    let mut described = String::new();
+    for _ in 0..200 {
+        described = ok(cli(&[
+            "connection",
+            "describe",
+            "db",
+            "--cluster",
+            "prod-1",
+        ]));
+        if described.contains("pending-acceptance") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(
         described.contains("pending-acceptance")
             && described.contains(&format!(
