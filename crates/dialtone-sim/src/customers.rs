@@ -28,6 +28,33 @@ pub struct Account {
     pub peerings: Vec<CloudResource>,
 }
 
+/// Checks that `id` is a peering with a VPC of `account` and in `wanted` now: another
+/// account's, or a resource that is no peering, is not found; one in another state is
+/// refused, saying `why`.
+fn expect_peering(
+    state: &State,
+    account: &str,
+    id: &str,
+    wanted: PeeringState,
+    why: &str,
+    now: Timestamp,
+) -> CloudResult<()> {
+    let not_found = || CloudError::NotFound { id: id.to_string() };
+    let record = state.records.get(id).ok_or_else(not_found)?;
+    match &record.resource.spec {
+        ResourceSpec::VpcPeering { peer_account, .. } if peer_account == account => {}
+        _ => return Err(not_found()),
+    }
+    let seen = state.observe(record, now).ok_or_else(not_found)?;
+    match seen.peering.map(|p| p.state) {
+        Some(state) if state == wanted => Ok(()),
+        current => Err(invalid(format!(
+            "{id} is {}; {why}",
+            current.map_or("gone", PeeringState::as_str)
+        ))),
+    }
+}
+
 /// A peering's state now, and how the provider's generic state reads it.
 pub(crate) fn peering_state(
     record: &Record,
@@ -266,20 +293,14 @@ impl Sim {
         let now = Timestamp::now();
         let queued = {
             let mut state = self.lock();
-            let not_found = || CloudError::NotFound { id: id.to_string() };
-            let record = state.records.get(id).ok_or_else(not_found)?;
-            match &record.resource.spec {
-                ResourceSpec::VpcPeering { peer_account, .. } if peer_account == account => {}
-                _ => return Err(not_found()),
-            }
-            let seen = state.observe(record, now).ok_or_else(not_found)?;
-            let current = seen.peering.map(|p| p.state);
-            if current != Some(PeeringState::Active) {
-                return Err(invalid(format!(
-                    "{id} is {}; the accepter deletes only an active peering",
-                    current.map_or("gone", PeeringState::as_str)
-                )));
-            }
+            expect_peering(
+                &state,
+                account,
+                id,
+                PeeringState::Active,
+                "the accepter deletes only an active peering",
+                now,
+            )?;
             let record = state
                 .modify(id, |record| record.gone_at = Some(now))
                 .expect("found above");
@@ -305,20 +326,14 @@ impl Sim {
         let now = Timestamp::now();
         let (answered, queued) = {
             let mut state = self.lock();
-            let not_found = || CloudError::NotFound { id: id.to_string() };
-            let record = state.records.get(id).ok_or_else(not_found)?;
-            match &record.resource.spec {
-                ResourceSpec::VpcPeering { peer_account, .. } if peer_account == account => {}
-                _ => return Err(not_found()),
-            }
-            let seen = state.observe(record, now).ok_or_else(not_found)?;
-            let current = seen.peering.map(|p| p.state);
-            if current != Some(PeeringState::PendingAcceptance) {
-                return Err(invalid(format!(
-                    "{id} is {}; only a request pending acceptance can be answered",
-                    current.map_or("gone", PeeringState::as_str)
-                )));
-            }
+            expect_peering(
+                &state,
+                account,
+                id,
+                PeeringState::PendingAcceptance,
+                "only a request pending acceptance can be answered",
+                now,
+            )?;
             let settled_at = match accept {
                 true => after(now, latency::PEERING_STEP_MS, self.options.time_scale),
                 false => now,

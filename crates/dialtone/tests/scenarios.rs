@@ -966,6 +966,22 @@ impl World {
         }
     }
 
+    /// Creates the connection `body` names under `connections` and waits until its peering
+    /// is pending the customer's answer: its path and the peering's id.
+    async fn ask(&self, connections: &str, body: Value) -> (String, String) {
+        let name = body["metadata"]["name"].as_str().unwrap().to_string();
+        let (status, created) = self.api.post(connections, body).await;
+        assert_eq!(status, 201, "{created}");
+        let path = format!("{connections}/{name}");
+        let asked = self
+            .wait_for(&path, "pending acceptance", |c| {
+                c["status"]["state"] == "pending-acceptance"
+            })
+            .await;
+        let peering = asked["status"]["peeringId"].as_str().unwrap().to_string();
+        (path, peering)
+    }
+
     /// The customer deletes an active peering, from its own account.
     async fn customer_deletes(&self, customer: &Customer, peering: &str) {
         match &self.aws {
@@ -1227,21 +1243,12 @@ async fn connections(cloud: Cloud) {
 
     // Rejected: the state says so, and nothing of it is in the cloud.
     let other = world.customer("172.31.0.0/16").await;
-    let (status, created) = world
-        .api
-        .post(
+    let (other_path, other_peering) = world
+        .ask(
             &connections,
             body("other", &other.account, &other.vpc, REGION, "172.31.0.0/16"),
         )
         .await;
-    assert_eq!(status, 201, "{created}");
-    let other_path = format!("{connections}/other");
-    let asked = world
-        .wait_for(&other_path, "pending acceptance", |c| {
-            c["status"]["state"] == "pending-acceptance"
-        })
-        .await;
-    let other_peering = asked["status"]["peeringId"].as_str().unwrap().to_string();
     world.answer(&other, &other_peering, false).await;
     let rejected = world
         .wait_for(&other_path, "rejected", |c| {
@@ -1265,21 +1272,12 @@ async fn connections(cloud: Cloud) {
     // The customer deletes an active peering: the connection says so, its routes go, and
     // no new request is sent behind the user's back.
     let third = world.customer("172.30.0.0/16").await;
-    let (status, created) = world
-        .api
-        .post(
+    let (brief, brief_peering) = world
+        .ask(
             &connections,
             body("brief", &third.account, &third.vpc, REGION, "172.30.0.0/16"),
         )
         .await;
-    assert_eq!(status, 201, "{created}");
-    let brief = format!("{connections}/brief");
-    let asked = world
-        .wait_for(&brief, "pending acceptance", |c| {
-            c["status"]["state"] == "pending-acceptance"
-        })
-        .await;
-    let brief_peering = asked["status"]["peeringId"].as_str().unwrap().to_string();
     world.answer(&third, &brief_peering, true).await;
     world
         .wait_for(&brief, "Ready", |c| {
@@ -1337,21 +1335,12 @@ async fn connections(cloud: Cloud) {
     let (status, body_) = world.api.delete(&other_path).await;
     assert!(status == 200 || status == 202, "{body_}");
     world.wait_for(&other_path, "gone", |_| false).await;
-    let (status, created) = world
-        .api
-        .post(
+    let (later, later_peering) = world
+        .ask(
             &connections,
             body("later", &other.account, &other.vpc, REGION, "172.31.0.0/16"),
         )
         .await;
-    assert_eq!(status, 201, "{created}");
-    let later = format!("{connections}/later");
-    let asked = world
-        .wait_for(&later, "pending acceptance", |c| {
-            c["status"]["state"] == "pending-acceptance"
-        })
-        .await;
-    let later_peering = asked["status"]["peeringId"].as_str().unwrap().to_string();
     let (status, body_) = world.api.delete(&later).await;
     assert!(status == 200 || status == 202, "{body_}");
     world.wait_for(&later, "gone", |_| false).await;
