@@ -869,9 +869,11 @@ async fn run_connection_seed(seed: u64, cloud: Cloud) -> Result<(), String> {
         }
     }
     world.crash.disarm();
-    world.cloud.accept_pending(&customer, region).await;
     let settle = std::time::Instant::now();
     while settle.elapsed() < std::time::Duration::from_secs(30) {
+        // The customer accepts whatever it is asked, whenever it is asked: a request the
+        // last crash kept from being made is made now.
+        world.cloud.accept_pending(&customer, region).await;
         live(1).await;
         let connection: Object<Connection, ConnectionStatus> =
             world.registry.get(&path).await.map_err(|e| e.to_string())?;
