@@ -184,10 +184,6 @@ pub fn network_key(path: &ResourcePath, uid: &str, plan: &ClusterPlan) -> String
     }
 }
 
-fn next_worker(status: &ClusterStatus) -> u32 {
-    status.sizing.as_ref().map_or(0, |s| s.next_worker)
-}
-
 impl Lifecycle {
     pub fn new(
         registry: Registry,
@@ -409,7 +405,7 @@ impl Lifecycle {
                     blocked,
                     Some(Blocked::Cloud(_) | Blocked::Waiting(Wait::WaitingForApi, _))
                 );
-                let slots = desired_slots(&plan, &status.nodes, next_worker(&status));
+                let slots = desired_slots(&plan, &status);
                 let max_launch_attempts = plan.settings.repair.max_launch_attempts;
                 let next = self.observe(
                     &mut status,

@@ -200,7 +200,7 @@ impl Lifecycle {
         (sg, lb): (&CloudResource, &CloudResource),
     ) -> Pass<Option<(Wait, String)>> {
         let region = plan.region.as_str();
-        let slots = desired_slots(plan, &status.nodes, next_worker(status));
+        let slots = desired_slots(plan, status);
         let image = &plan.workers.node_image;
         let mut waiting: Option<(Wait, String)> = None;
         for slot in &slots {

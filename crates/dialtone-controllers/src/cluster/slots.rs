@@ -58,12 +58,20 @@ pub(super) fn subnet_part(zone: &str) -> String {
 }
 
 /// The node slots a plan asks for, carrying over each slot's attempt and launch backoff
-/// from `previous`.
-pub(super) fn desired_slots(
-    plan: &ClusterPlan,
-    previous: &[ClusterNode],
-    next_worker: u32,
-) -> Vec<Slot> {
+/// from the cluster's nodes.
+pub(super) fn desired_slots(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<Slot> {
+    let previous = &status.nodes;
+    let sizing = status.sizing.as_ref();
+    let next_worker = sizing.map_or(0, |s| s.next_worker);
+    // Workers right-sizing decided to remove stay until drained, and their replacements
+    // surge past maxNodes meanwhile, as a surge upgrade does; cutting the replacement
+    // instead would leave the cluster to top up with the type it just moved away from.
+    let leaving: Vec<&str> = sizing
+        .into_iter()
+        .flat_map(|s| &s.decisions)
+        .flat_map(|d| &d.removed)
+        .map(String::as_str)
+        .collect();
     let before = |name: &str| previous.iter().find(|n| n.name == name);
     let mut slots: Vec<Slot> = plan
         .control_plane
@@ -137,7 +145,14 @@ pub(super) fn desired_slots(
         });
         next += 1;
     }
-    workers.truncate(plan.workers.max_nodes as usize);
+    let mut staying = 0;
+    workers.retain(|w| {
+        if leaving.contains(&w.name.as_str()) {
+            return true;
+        }
+        staying += 1;
+        staying <= plan.workers.max_nodes as usize
+    });
     slots.extend(workers);
     slots
 }
