@@ -40,6 +40,12 @@ impl ResourceType {
         }
     }
 
+    /// Whether a change of its spec counts as a new generation, which its controller
+    /// reports having observed in `status.observedGeneration`.
+    pub fn has_generation(&self) -> bool {
+        matches!(self.group, "apps" | "batch" | "autoscaling" | "policy")
+    }
+
     /// Review resources are created and answered, never stored.
     pub fn is_review(&self) -> bool {
         self.group == "authorization.k8s.io"
@@ -63,6 +69,8 @@ pub const CRUD: &[&str] = &[
 use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::authorization::v1 as authz;
+use k8s_openapi::api::autoscaling::v2 as autoscaling;
+use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::policy::v1 as policy;
@@ -191,6 +199,78 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["deploy"],
         subresources: &["status", "scale"],
         decode: decode::<apps::Deployment>,
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        singular: "replicaset",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["rs"],
+        subresources: &["status", "scale"],
+        decode: decode::<apps::ReplicaSet>,
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        kind: "StatefulSet",
+        plural: "statefulsets",
+        singular: "statefulset",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["sts"],
+        subresources: &["status", "scale"],
+        decode: decode::<apps::StatefulSet>,
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        kind: "DaemonSet",
+        plural: "daemonsets",
+        singular: "daemonset",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["ds"],
+        subresources: &["status"],
+        decode: decode::<apps::DaemonSet>,
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        kind: "Job",
+        plural: "jobs",
+        singular: "job",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &["status"],
+        decode: decode::<batch::Job>,
+    },
+    ResourceType {
+        group: "batch",
+        version: "v1",
+        kind: "CronJob",
+        plural: "cronjobs",
+        singular: "cronjob",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["cj"],
+        subresources: &["status"],
+        decode: decode::<batch::CronJob>,
+    },
+    ResourceType {
+        group: "autoscaling",
+        version: "v2",
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &["hpa"],
+        subresources: &["status"],
+        decode: decode::<autoscaling::HorizontalPodAutoscaler>,
     },
     ResourceType {
         group: "policy",

@@ -89,7 +89,11 @@ pub fn sync_budgets(cluster: &ClusterApi) {
         return;
     }
     let pods = cluster.objects.list("pods", None).0;
-    let deployments = cluster.objects.list("deployments", None).0;
+    // What the pods' controllers want, by the controller's uid.
+    let scalable: Vec<std::sync::Arc<Value>> = ["replicasets", "statefulsets"]
+        .iter()
+        .flat_map(|plural| cluster.objects.list(plural, None).0)
+        .collect();
     for budget in budgets {
         let covered: Vec<&Value> = pods
             .iter()
@@ -103,7 +107,7 @@ pub fn sync_budgets(cluster: &ClusterApi) {
                 Some(uid) if owners.contains(&uid) => {}
                 Some(uid) => {
                     owners.push(uid);
-                    expected += deployments
+                    expected += scalable
                         .iter()
                         .find(|d| d["metadata"]["uid"] == uid)
                         .map_or(1, |d| d["spec"]["replicas"].as_u64().unwrap_or(1));

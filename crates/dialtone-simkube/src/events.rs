@@ -12,6 +12,8 @@ use crate::resources::by_plural;
 
 /// How long an event is kept after it was last seen.
 const TTL_SECONDS: i64 = 3600;
+/// How often expired events are looked for.
+pub const EXPIRY_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `Normal` or `Warning`, as upstream's two event types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -351,18 +351,37 @@ impl SimKube {
         let controllers = tokio::spawn({
             let api = api.clone();
             async move {
+                // Passes repeat at once while they change something (a rollout settles in
+                // one wake-up), but at most this many in a row before waiting a tick.
+                const SETTLING_PASSES: u32 = 64;
+                let mut settling = 0;
+                let mut expired_at = tokio::time::Instant::now();
                 loop {
-                    tokio::select! {
-                        _ = api.wake.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if settling == 0 || settling >= SETTLING_PASSES {
+                        settling = 0;
+                        tokio::select! {
+                            _ = api.wake.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                    if expired_at.elapsed() >= events::EXPIRY_PERIOD {
+                        events::expire(&api);
+                        expired_at = tokio::time::Instant::now();
                     }
                     // A pass that panics is logged and the next one runs a second later:
                     // the cluster's controllers never stop for good.
                     let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         workloads::reconcile(&api)
                     }));
-                    if pass.is_err() {
-                        tracing::error!(cluster = %api.uid, "a workload controller pass panicked");
+                    match pass {
+                        Ok(true) => settling += 1,
+                        Ok(false) => settling = 0,
+                        Err(_) => {
+                            settling = 0;
+                            tracing::error!(cluster = %api.uid, "a workload controller pass panicked");
+                        }
                     }
                 }
             }

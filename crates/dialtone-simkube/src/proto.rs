@@ -243,10 +243,76 @@ const SERVICE_ACCOUNT: &[(u32, &str, Field)] = &[
     (4, "automountServiceAccountToken", Bool),
 ];
 
+const JOB_SPEC: &[(u32, &str, Field)] = &[
+    (1, "parallelism", Int),
+    (2, "completions", Int),
+    (3, "activeDeadlineSeconds", Int),
+    (4, "selector", Msg(LABEL_SELECTOR)),
+    (5, "manualSelector", Bool),
+    (6, "template", Msg(POD_TEMPLATE)),
+    (7, "backoffLimit", Int),
+    (8, "ttlSecondsAfterFinished", Int),
+    (9, "completionMode", Str),
+    (10, "suspend", Bool),
+    (14, "podReplacementPolicy", Str),
+];
+const JOB: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(JOB_META)),
+    (2, "spec", Msg(JOB_SPEC)),
+    (3, "status", Skip),
+];
+/// A job's metadata also names its owner when `kubectl create job --from=cronjob/…` makes it.
+const JOB_META: &[(u32, &str, Field)] = &[
+    (1, "name", Str),
+    (2, "generateName", Str),
+    (3, "namespace", Str),
+    (11, "labels", StrMap),
+    (12, "annotations", StrMap),
+    (
+        13,
+        "ownerReferences",
+        Msgs(&[
+            (1, "kind", Str),
+            (3, "name", Str),
+            (4, "uid", Str),
+            (5, "apiVersion", Str),
+            (6, "controller", Bool),
+            (7, "blockOwnerDeletion", Bool),
+        ]),
+    ),
+];
+const CRON_JOB: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Msg(&[
+            (1, "schedule", Str),
+            (2, "startingDeadlineSeconds", Int),
+            (3, "concurrencyPolicy", Str),
+            (4, "suspend", Bool),
+            (
+                5,
+                "jobTemplate",
+                Msg(&[
+                    (1, "metadata", Msg(OBJECT_META)),
+                    (2, "spec", Msg(JOB_SPEC)),
+                ]),
+            ),
+            (6, "successfulJobsHistoryLimit", Int),
+            (7, "failedJobsHistoryLimit", Int),
+            (8, "timeZone", Str),
+        ]),
+    ),
+    (3, "status", Skip),
+];
+
 fn schema_of(kind: &str) -> Option<&'static [(u32, &'static str, Field)]> {
     Some(match kind {
         "Deployment" => DEPLOYMENT,
         "Pod" => POD,
+        "Job" => JOB,
+        "CronJob" => CRON_JOB,
         "Namespace" => NAMESPACE,
         "ConfigMap" => CONFIG_MAP,
         "Service" => SERVICE,

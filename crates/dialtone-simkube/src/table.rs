@@ -59,6 +59,58 @@ fn columns(r: &ResourceType) -> Vec<Value> {
             column("Available", "integer", 0),
             column("Age", "string", 0),
         ],
+        "replicasets" => vec![
+            column("Name", "string", 0),
+            column("Desired", "integer", 0),
+            column("Current", "integer", 0),
+            column("Ready", "integer", 0),
+            column("Age", "string", 0),
+            column("Containers", "string", 1),
+            column("Images", "string", 1),
+            column("Selector", "string", 1),
+        ],
+        "statefulsets" => vec![
+            column("Name", "string", 0),
+            column("Ready", "string", 0),
+            column("Age", "string", 0),
+            column("Containers", "string", 1),
+            column("Images", "string", 1),
+        ],
+        "daemonsets" => vec![
+            column("Name", "string", 0),
+            column("Desired", "integer", 0),
+            column("Current", "integer", 0),
+            column("Ready", "integer", 0),
+            column("Up-to-date", "integer", 0),
+            column("Available", "integer", 0),
+            column("Node Selector", "string", 0),
+            column("Age", "string", 0),
+        ],
+        "jobs" => vec![
+            column("Name", "string", 0),
+            column("Status", "string", 0),
+            column("Completions", "string", 0),
+            column("Duration", "string", 0),
+            column("Age", "string", 0),
+        ],
+        "cronjobs" => vec![
+            column("Name", "string", 0),
+            column("Schedule", "string", 0),
+            column("Timezone", "string", 0),
+            column("Suspend", "boolean", 0),
+            column("Active", "integer", 0),
+            column("Last Schedule", "string", 0),
+            column("Age", "string", 0),
+        ],
+        "horizontalpodautoscalers" => vec![
+            column("Name", "string", 0),
+            column("Reference", "string", 0),
+            column("Targets", "string", 0),
+            column("MinPods", "string", 0),
+            column("MaxPods", "string", 0),
+            column("Replicas", "string", 0),
+            column("Age", "string", 0),
+        ],
         "namespaces" => vec![
             column("Name", "string", 0),
             column("Status", "string", 0),
@@ -144,6 +196,110 @@ fn external_ip(service: &Value) -> String {
     }
 }
 
+fn count(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+/// The template's containers' `field`, comma-separated, as `-o wide` prints them.
+fn template_list(o: &Value, field: &str) -> String {
+    o["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| text(&c[field]))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A pod's status as kubectl prints it: the phase, or what holds a container back.
+fn pod_status(pod: &Value) -> String {
+    if !pod["metadata"]["deletionTimestamp"].is_null() {
+        return "Terminating".into();
+    }
+    let statuses = pod["status"]["containerStatuses"].as_array();
+    let reason = statuses.into_iter().flatten().find_map(|c| {
+        c["state"]["waiting"]["reason"]
+            .as_str()
+            .or(c["state"]["terminated"]["reason"].as_str())
+    });
+    match reason {
+        Some(reason) => reason.to_string(),
+        None => text(&pod["status"]["phase"]),
+    }
+}
+
+/// How long ago a container last restarted, as `kubectl get pods` shows it: `3 (42s ago)`.
+fn restarts(pod: &Value) -> String {
+    let statuses: Vec<&Value> = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let total: i64 = statuses
+        .iter()
+        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+        .sum();
+    let last = statuses
+        .iter()
+        .filter_map(|c| c["lastState"]["terminated"]["finishedAt"].as_str())
+        .max();
+    match last {
+        Some(at) if total > 0 => format!("{total} ({} ago)", age(&json!(at))),
+        _ => total.to_string(),
+    }
+}
+
+fn job_cells(o: &Value, name: Value, age: Value) -> Vec<Value> {
+    let holds = |kind: &str| {
+        o["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == kind && c["status"] == "True")
+    };
+    let status = if holds("Complete") {
+        "Complete"
+    } else if holds("Failed") {
+        "Failed"
+    } else if holds("Suspended") {
+        "Suspended"
+    } else {
+        "Running"
+    };
+    let completions = match o["spec"]["completions"].as_i64() {
+        Some(c) => format!("{}/{c}", count(&o["status"]["succeeded"])),
+        None => format!(
+            "{}/1 of {}",
+            count(&o["status"]["succeeded"]),
+            count(&o["spec"]["parallelism"])
+        ),
+    };
+    let time = |field: &str| {
+        o["status"][field]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    };
+    let duration = match (time("startTime"), time("completionTime")) {
+        (Some(start), end) => {
+            let end = end.unwrap_or_else(Timestamp::now);
+            let seconds = (end.as_second() - start.as_second()).max(0);
+            if seconds < 120 {
+                format!("{seconds}s")
+            } else {
+                format!("{}m", seconds / 60)
+            }
+        }
+        _ => String::new(),
+    };
+    vec![
+        name,
+        json!(status),
+        json!(completions),
+        json!(duration),
+        age,
+    ]
+}
+
 fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
     let name = json!(text(&o["metadata"]["name"]));
     let age = json!(age(&o["metadata"]["creationTimestamp"]));
@@ -153,15 +309,11 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             let ready = o["status"]["containerStatuses"]
                 .as_array()
                 .map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
-            let status = match o["metadata"]["deletionTimestamp"].is_null() {
-                false => "Terminating".to_string(),
-                true => text(&o["status"]["phase"]),
-            };
             vec![
                 name,
                 json!(format!("{ready}/{containers}")),
-                json!(status),
-                json!("0"),
+                json!(pod_status(o)),
+                json!(restarts(o)),
                 age,
                 json!(o["status"]["podIP"].as_str().unwrap_or("<none>")),
                 json!(o["spec"]["nodeName"].as_str().unwrap_or("<none>")),
@@ -219,6 +371,84 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
             age,
         ],
+        "replicasets" => vec![
+            name,
+            json!(count(&o["spec"]["replicas"])),
+            json!(count(&o["status"]["replicas"])),
+            json!(count(&o["status"]["readyReplicas"])),
+            age,
+            json!(template_list(o, "name")),
+            json!(template_list(o, "image")),
+            json!(pairs(&o["spec"]["selector"]["matchLabels"])),
+        ],
+        "statefulsets" => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                count(&o["status"]["readyReplicas"]),
+                count(&o["spec"]["replicas"])
+            )),
+            age,
+            json!(template_list(o, "name")),
+            json!(template_list(o, "image")),
+        ],
+        "daemonsets" => {
+            let status = &o["status"];
+            vec![
+                name,
+                json!(count(&status["desiredNumberScheduled"])),
+                json!(count(&status["currentNumberScheduled"])),
+                json!(count(&status["numberReady"])),
+                json!(count(&status["updatedNumberScheduled"])),
+                json!(count(&status["numberAvailable"])),
+                json!(pairs(&o["spec"]["template"]["spec"]["nodeSelector"])),
+                age,
+            ]
+        }
+        "jobs" => job_cells(o, name, age),
+        "cronjobs" => vec![
+            name,
+            json!(text(&o["spec"]["schedule"])),
+            json!(o["spec"]["timeZone"].as_str().unwrap_or("<none>")),
+            json!(o["spec"]["suspend"] == true),
+            json!(o["status"]["active"].as_array().map_or(0, Vec::len)),
+            json!(match &o["status"]["lastScheduleTime"] {
+                Value::Null => "<none>".to_string(),
+                t => self::age(t),
+            }),
+            age,
+        ],
+        "horizontalpodautoscalers" => {
+            let target = &o["spec"]["scaleTargetRef"];
+            let targets: Vec<String> = o["spec"]["metrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let resource = &m["resource"];
+                    let goal = &resource["target"]["averageUtilization"];
+                    goal.as_i64()
+                        .map(|g| format!("{}: <unknown>/{g}%", text(&resource["name"])))
+                })
+                .collect();
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    text(&target["kind"]),
+                    text(&target["name"])
+                )),
+                json!(if targets.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    targets.join(", ")
+                }),
+                json!(o["spec"]["minReplicas"].as_i64().unwrap_or(1).to_string()),
+                json!(count(&o["spec"]["maxReplicas"]).to_string()),
+                json!(count(&o["status"]["currentReplicas"]).to_string()),
+                age,
+            ]
+        }
         "namespaces" => vec![name, json!(text(&o["status"]["phase"])), age],
         "rolebindings" | "clusterrolebindings" => vec![
             name,

@@ -2090,3 +2090,489 @@ async fn logs_are_simulated_and_exec_says_why_it_cannot_run() {
     );
     assert!(!ran && error.contains("sidecar"), "{error}");
 }
+
+/// The images of the `web` pods that are not being deleted.
+fn web_images(kubeconfig: &Path) -> Vec<String> {
+    let pods: Value = serde_json::from_str(&ok(
+        kubeconfig,
+        &["get", "pods", "-l", "app=web", "-o", "json"],
+    ))
+    .unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deployments_roll_out_through_replica_sets_and_roll_back() {
+    let (_server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=3",
+        ],
+    );
+    let status = ok(
+        &kubeconfig,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    assert!(status.contains("successfully rolled out"), "{status}");
+    ok(
+        &kubeconfig,
+        &["set", "image", "deployment/web", "nginx=nginx:1.28"],
+    );
+    let status = ok(
+        &kubeconfig,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    assert!(status.contains("successfully rolled out"), "{status}");
+    assert_eq!(web_images(&kubeconfig), vec!["nginx:1.28"; 3]);
+
+    // One replica set per template: the new one holds the pods, the old one none.
+    let sets: Value = serde_json::from_str(&ok(
+        &kubeconfig,
+        &["get", "rs", "-l", "app=web", "-o", "json"],
+    ))
+    .unwrap();
+    let mut sets: Vec<(String, i64)> = sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                s["status"]["replicas"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    sets.sort();
+    assert_eq!(
+        sets,
+        [("nginx:1.27".to_string(), 0), ("nginx:1.28".to_string(), 3)]
+    );
+    let history = ok(&kubeconfig, &["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+
+    let undone = ok(&kubeconfig, &["rollout", "undo", "deployment/web"]);
+    assert!(undone.contains("rolled back"), "{undone}");
+    let status = ok(
+        &kubeconfig,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    assert!(status.contains("successfully rolled out"), "{status}");
+    assert_eq!(web_images(&kubeconfig), vec!["nginx:1.27"; 3]);
+    // The first revision came back as the third, with no new replica set.
+    let history = ok(&kubeconfig, &["rollout", "history", "deployment/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    let template = ok(
+        &kubeconfig,
+        &["rollout", "history", "deployment/web", "--revision=3"],
+    );
+    assert!(template.contains("nginx:1.27"), "{template}");
+
+    // A rollout that cannot finish says so before its deadline, and stops at the surge.
+    ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "deployment/web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"progressDeadlineSeconds":2,"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.29","resources":{"requests":{"cpu":"500"}}}]}}}}"#,
+        ],
+    );
+    let (finished, status) = kubectl(
+        &kubeconfig,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    );
+    assert!(
+        !finished && status.contains("exceeded its progress deadline"),
+        "{status}"
+    );
+    let (running, pending) = phases(&kubeconfig);
+    assert_eq!(
+        (running, pending),
+        (3, 1),
+        "old pods stay while the new cannot start"
+    );
+}
+
+#[tokio::test]
+async fn stateful_sets_daemon_sets_jobs_and_cron_jobs_run_as_upstream_runs_them() {
+    let (_server, dir, kubeconfig) = sim_cluster(2, 2).await;
+    let dir = dir.path();
+    let template = |app: &str, annotations: Value, restart: &str| {
+        json!({
+            "metadata": {"labels": {"app": app}, "annotations": annotations},
+            "spec": {"restartPolicy": restart, "containers": [{"name": app, "image": "busybox"}]},
+        })
+    };
+    apply_json(
+        &kubeconfig,
+        dir,
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {
+                "replicas": 3, "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": template("db", json!({}), "Always"),
+            },
+        }),
+    );
+    let status = ok(
+        &kubeconfig,
+        &["rollout", "status", "statefulset/db", "--timeout=30s"],
+    );
+    assert!(status.contains("roll out complete"), "{status}");
+    let pods: Value = serde_json::from_str(&ok(
+        &kubeconfig,
+        &["get", "pods", "-l", "app=db", "-o", "json"],
+    ))
+    .unwrap();
+    let mut started: Vec<(String, String, String)> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["status"]["startTime"].as_str().unwrap().to_string(),
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["spec"]["hostname"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    started.sort();
+    let names: Vec<&str> = started.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(names, ["db-0", "db-1", "db-2"], "ordinals start in order");
+    assert!(started.iter().all(|(_, n, h)| n == h));
+
+    // A daemon set: one pod on each worker, none on the tainted control plane.
+    apply_json(
+        &kubeconfig,
+        dir,
+        json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": template("agent", json!({}), "Always"),
+            },
+        }),
+    );
+    let status = ok(
+        &kubeconfig,
+        &["rollout", "status", "daemonset/agent", "--timeout=30s"],
+    );
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let wide = ok(
+        &kubeconfig,
+        &["get", "pods", "-l", "app=agent", "-o", "wide"],
+    );
+    let nodes: std::collections::BTreeSet<&str> = wide
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(6))
+        .collect();
+    let workers = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "nodes",
+            "-l",
+            "!node-role.kubernetes.io/control-plane",
+            "-o",
+            "name",
+        ],
+    );
+    let workers: std::collections::BTreeSet<&str> = workers
+        .lines()
+        .map(|n| n.trim_start_matches("node/"))
+        .collect();
+    assert_eq!(nodes, workers, "{wide}");
+
+    // A job whose pod runs a second, and one whose pod fails past its back-off limit.
+    apply_json(
+        &kubeconfig,
+        dir,
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "once", "namespace": "default"},
+            "spec": {"template": template("once", json!({"sim.dialtone.dev/run-for": "1s"}), "Never")},
+        }),
+    );
+    apply_json(
+        &kubeconfig,
+        dir,
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "broken", "namespace": "default"},
+            "spec": {
+                "backoffLimit": 1,
+                "template": template("broken", json!({"sim.dialtone.dev/run-for": "1s", "sim.dialtone.dev/exit-code": "2"}), "Never"),
+            },
+        }),
+    );
+    ok(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/once",
+            "--timeout=30s",
+        ],
+    );
+    let jobs = ok(&kubeconfig, &["get", "job", "once"]);
+    assert!(jobs.contains("Complete") && jobs.contains("1/1"), "{jobs}");
+    ok(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/broken",
+            "--timeout=30s",
+        ],
+    );
+    let failed = ok(&kubeconfig, &["get", "pods", "-l", "app=broken"]);
+    assert_eq!(failed.matches("Error").count(), 2, "two tries: {failed}");
+    let reason = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "job",
+            "broken",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ],
+    );
+    assert_eq!(reason.trim(), "BackoffLimitExceeded");
+
+    // A cron job, run by hand as `kubectl create job --from` does it.
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+            "--restart=OnFailure",
+        ],
+    );
+    let cron = ok(&kubeconfig, &["get", "cronjob", "tick"]);
+    assert!(cron.contains("*/5 * * * *"), "{cron}");
+    ok(
+        &kubeconfig,
+        &["create", "job", "tick-now", "--from=cronjob/tick"],
+    );
+    ok(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/tick-now",
+            "--timeout=30s",
+        ],
+    );
+    let owner = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "job",
+            "tick-now",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].name}",
+        ],
+    );
+    assert_eq!(owner.trim(), "tick");
+    // Deleting the cron job takes the job it owns with it.
+    ok(&kubeconfig, &["delete", "cronjob", "tick"]);
+    kubectl_until(&kubeconfig, &["get", "job", "tick-now"], false);
+
+    // Bad input: upstream's errors, nothing stored.
+    let (created, error) = kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "cronjob",
+            "bad",
+            "--image=busybox",
+            "--schedule=61 * * * *",
+        ],
+    );
+    assert!(
+        !created && error.contains("spec.schedule") && error.contains("above maximum"),
+        "{error}"
+    );
+    let file = dir.join("always.json");
+    std::fs::write(
+        &file,
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "always", "namespace": "default"},
+            "spec": {"template": template("always", json!({}), "Always")},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (created, error) = kubectl(&kubeconfig, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        !created && error.contains(r#"Unsupported value: "Always""#),
+        "{error}"
+    );
+    let (found, _) = kubectl(&kubeconfig, &["get", "job", "always"]);
+    assert!(!found);
+
+    // Horizontal pod autoscalers are stored and printed.
+    apply_json(
+        &kubeconfig,
+        dir,
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"},
+                "minReplicas": 2, "maxReplicas": 5,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+            },
+        }),
+    );
+    let hpa = ok(&kubeconfig, &["get", "hpa", "db"]);
+    assert!(
+        hpa.contains("StatefulSet/db") && hpa.contains("cpu: <unknown>/80%"),
+        "{hpa}"
+    );
+}
+
+#[tokio::test]
+async fn a_container_that_keeps_exiting_backs_off_and_counts_its_restarts() {
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    apply_json(
+        &kubeconfig,
+        dir.path(),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "crash", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "crash"}},
+                "template": {
+                    "metadata": {"labels": {"app": "crash"}, "annotations": {
+                        "sim.dialtone.dev/run-for": "1s", "sim.dialtone.dev/exit-code": "1",
+                    }},
+                    "spec": {"containers": [{"name": "crash", "image": "busybox"}]},
+                },
+            },
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pods = loop {
+        let pods = ok(&kubeconfig, &["get", "pods", "-l", "app=crash"]);
+        if pods.contains("CrashLoopBackOff") {
+            break pods;
+        }
+        assert!(Instant::now() < deadline, "{pods}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(pods.contains("0/1") && pods.contains(" 1 ("), "{pods}");
+    let described = ok(&kubeconfig, &["describe", "pods", "-l", "app=crash"]);
+    assert!(
+        described.contains("Back-off restarting failed container crash")
+            && described.contains("Exit Code:    1"),
+        "{described}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_replaced_at_max_nodes_gives_way_to_its_replacement_for_good() {
+    let (server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    ok(
+        &kubeconfig,
+        &["create", "deployment", "web", "--image=nginx"],
+    );
+    let cluster = || -> Value {
+        let out = server.cli(&[
+            "cluster",
+            "get",
+            "dev-1",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let workers = |cluster: &Value| -> Vec<(String, String)> {
+        cluster["status"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["role"] == "worker")
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap().to_string(),
+                    n["instanceType"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    // The planned worker is larger than one idle pod needs: consolidation replaces it,
+    // surging past maxNodes until the old one is drained.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let replacement = loop {
+        let now = cluster();
+        let replaced = now["status"]["sizing"]["decisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["action"] == "Replace")
+            .map(|d| d["added"][0]["name"].as_str().unwrap().to_string());
+        if let Some(name) = replaced {
+            break name;
+        }
+        assert!(Instant::now() < deadline, "{now:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let settled = loop {
+        let now = cluster();
+        let workers = workers(&now);
+        if workers.len() == 1 && workers[0].0 == replacement {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "{workers:?}: {now:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let later = cluster();
+    assert_eq!(workers(&later), workers(&settled), "the replacement stays");
+    assert_eq!(
+        later["status"]["sizing"]["decisions"], settled["status"]["sizing"]["decisions"],
+        "and nothing is decided again"
+    );
+}

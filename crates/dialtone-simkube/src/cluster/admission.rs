@@ -255,9 +255,15 @@ pub(super) fn validate_name(r: &ResourceType, name: &str, causes: &mut Vec<(Stri
 }
 
 pub(super) fn pod_spec_of(object: &Value) -> Option<(&Value, &'static str)> {
-    match object["kind"].as_str() {
-        Some("Pod") => Some((&object["spec"], "spec")),
-        Some("Deployment") => Some((&object["spec"]["template"]["spec"], "spec.template.spec")),
+    match object["kind"].as_str()? {
+        "Pod" => Some((&object["spec"], "spec")),
+        "CronJob" => Some((
+            &object["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            "spec.jobTemplate.spec.template.spec",
+        )),
+        kind if crate::workloads::TEMPLATED_KINDS.contains(&kind) => {
+            Some((&object["spec"]["template"]["spec"], "spec.template.spec"))
+        }
         _ => None,
     }
 }
@@ -306,21 +312,44 @@ pub(super) fn defaults(r: &ResourceType, object: &mut Value) {
         "pods" if object["status"]["phase"].is_null() => {
             object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
-        "deployments" => {
-            let spec = &mut object["spec"];
-            if spec["replicas"].is_null() {
-                spec["replicas"] = json!(1);
-            }
-            if spec["strategy"].is_null() {
-                spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
-            }
-            if spec["revisionHistoryLimit"].is_null() {
-                spec["revisionHistoryLimit"] = json!(10);
-            }
-            if spec["progressDeadlineSeconds"].is_null() {
-                spec["progressDeadlineSeconds"] = json!(600);
-            }
-        }
+        "deployments" => fill(
+            &mut object["spec"],
+            json!({
+                "replicas": 1,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "revisionHistoryLimit": 10,
+                "progressDeadlineSeconds": 600,
+            }),
+        ),
+        "replicasets" => fill(&mut object["spec"], json!({"replicas": 1})),
+        "statefulsets" => fill(
+            &mut object["spec"],
+            json!({
+                "replicas": 1,
+                "podManagementPolicy": "OrderedReady",
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+                "revisionHistoryLimit": 10,
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            }),
+        ),
+        "daemonsets" => fill(
+            &mut object["spec"],
+            json!({
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+                "revisionHistoryLimit": 10,
+            }),
+        ),
+        "jobs" => crate::workloads::jobs::defaults(object),
+        "cronjobs" => fill(
+            &mut object["spec"],
+            json!({
+                "concurrencyPolicy": "Allow",
+                "suspend": false,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 1,
+            }),
+        ),
+        "horizontalpodautoscalers" => fill(&mut object["spec"], json!({"minReplicas": 1})),
         // stringData is write-only: its entries become base64 data, as upstream stores them.
         "secrets" => {
             if let Some(Value::Object(plain)) =
@@ -338,6 +367,35 @@ pub(super) fn defaults(r: &ResourceType, object: &mut Value) {
         }
         _ => {}
     }
+    // `rollingUpdate` is defaulted only for the rolling strategy; upstream refuses it with
+    // `Recreate` or `OnDelete`.
+    let strategy = match r.plural {
+        "deployments" => "strategy",
+        _ => "updateStrategy",
+    };
+    if TEMPLATED_WITH_STRATEGY.contains(&r.plural)
+        && object["spec"][strategy]["type"] != "RollingUpdate"
+        && let Some(s) = object["spec"][strategy].as_object_mut()
+    {
+        s.remove("rollingUpdate");
+    }
+}
+
+const TEMPLATED_WITH_STRATEGY: &[&str] = &["deployments", "statefulsets", "daemonsets"];
+
+/// Sets each of `defaults`' fields that `spec` leaves unset, recursively, as upstream's
+/// defaulting fills a partly given `strategy`.
+fn fill(spec: &mut Value, defaults: Value) {
+    let Value::Object(defaults) = defaults else {
+        return;
+    };
+    for (field, default) in defaults {
+        if spec[&field].is_null() {
+            spec[&field] = default;
+        } else if default.is_object() && spec[&field].is_object() {
+            fill(&mut spec[&field], default);
+        }
+    }
 }
 
 pub(super) fn validate_kind(
@@ -347,7 +405,7 @@ pub(super) fn validate_kind(
     causes: &mut Vec<(String, String)>,
 ) {
     match r.plural {
-        "deployments" => {
+        "deployments" | "replicasets" | "statefulsets" | "daemonsets" => {
             let spec = &object["spec"];
             // Decoded as Go decodes, an absent selector is an empty one.
             if spec["selector"].as_object().is_none_or(|s| {
@@ -393,6 +451,25 @@ pub(super) fn validate_kind(
                 causes.push((
                     "spec.selector".into(),
                     format!("Invalid value: {}: field is immutable", spec["selector"]),
+                ));
+            }
+        }
+        "jobs" => crate::workloads::jobs::validate(&object["spec"], "spec", old, causes),
+        "cronjobs" => crate::workloads::cronjobs::validate(&object["spec"], causes),
+        "horizontalpodautoscalers" => {
+            let spec = &object["spec"];
+            let min = spec["minReplicas"].as_i64().unwrap_or(1);
+            if min < 1 {
+                causes.push((
+                    "spec.minReplicas".into(),
+                    format!("Invalid value: {min}: must be greater than or equal to 1"),
+                ));
+            }
+            let max = spec["maxReplicas"].as_i64().unwrap_or(0);
+            if max < min {
+                causes.push((
+                    "spec.maxReplicas".into(),
+                    format!("Invalid value: {max}: must be greater than or equal to `minReplicas`"),
                 ));
             }
         }

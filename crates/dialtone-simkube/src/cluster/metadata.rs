@@ -38,7 +38,7 @@ pub fn stamp_new(mut object: Value, r: &ResourceType, namespace: &str) -> Value 
     if !namespace.is_empty() {
         metadata["namespace"] = json!(namespace);
     }
-    if r.plural == "deployments" {
+    if r.has_generation() {
         metadata["generation"] = json!(1);
     }
     if let Some(m) = metadata.as_object_mut() {
@@ -47,7 +47,7 @@ pub fn stamp_new(mut object: Value, r: &ResourceType, namespace: &str) -> Value 
     object
 }
 
-/// The autoscaling/v1 Scale of a deployment.
+/// The autoscaling/v1 Scale of a deployment, replica set or stateful set.
 pub fn scale_of(deployment: &Value) -> Value {
     let selector = deployment["spec"]["selector"]["matchLabels"]
         .as_object()

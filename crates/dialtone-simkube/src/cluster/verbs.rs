@@ -304,7 +304,7 @@ impl ClusterApi {
         }
         next["apiVersion"] = json!(r.api_version());
         next["kind"] = json!(r.kind);
-        if r.plural == "deployments" && next["spec"] != current["spec"] {
+        if r.has_generation() && next["spec"] != current["spec"] {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             next["metadata"]["generation"] = json!(generation);
         }
