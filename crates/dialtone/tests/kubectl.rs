@@ -151,7 +151,7 @@ async fn sim_cluster_on(
 
 #[tokio::test]
 async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
-    let (_server, _dir, kubeconfig) = sim_cluster(2, 2).await;
+    let (_server, dir, kubeconfig) = sim_cluster(2, 2).await;
 
     // One node per instance: a tainted control plane and two workers.
     let start = Instant::now();
@@ -179,26 +179,7 @@ async fn kubectl_deploys_scales_and_checks_access_on_a_sim_cluster() {
 
     // 20 replicas of 500m: the two workers (1930m allocatable each) hold three each, and
     // maxNodes leaves right-sizing no room to add more.
-    ok(
-        &kubeconfig,
-        &[
-            "create",
-            "deployment",
-            "web",
-            "--image=nginx",
-            "--replicas=20",
-        ],
-    );
-    ok(
-        &kubeconfig,
-        &[
-            "set",
-            "resources",
-            "deployment",
-            "web",
-            "--requests=cpu=500m,memory=256Mi",
-        ],
-    );
+    apply_web(&kubeconfig, dir.path(), 20, "500m", "256Mi");
     let (running, pending) = phases_when(&kubeconfig, |r, p| r + p == 20 && r == 6);
     assert_eq!((running, pending), (6, 14));
     let pods = ok(&kubeconfig, &["get", "pods"]);
