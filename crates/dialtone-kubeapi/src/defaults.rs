@@ -84,6 +84,8 @@ fn view_rules() -> Vec<Value> {
             &READ,
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], &READ),
+        // Upstream aggregates metrics-server's `system:aggregated-metrics-reader` into view.
+        rule(&["metrics.k8s.io"], &["pods", "nodes"], &READ),
     ]
 }
 

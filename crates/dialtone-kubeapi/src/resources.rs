@@ -46,6 +46,11 @@ impl ResourceType {
         matches!(self.group, "apps" | "batch" | "autoscaling" | "policy")
     }
 
+    /// Whether the resource is the metrics API's, computed on every read, never stored.
+    pub fn is_metrics(&self) -> bool {
+        self.group == "metrics.k8s.io"
+    }
+
     /// Review resources are created and answered, never stored.
     pub fn is_review(&self) -> bool {
         self.group == "authorization.k8s.io"
@@ -284,6 +289,32 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         decode: decode::<policy::PodDisruptionBudget>,
     },
+    // The resource metrics API, as metrics-server serves it: computed on every read, never
+    // stored (see `dialtone-simkube`'s `metrics`).
+    ResourceType {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "",
+        namespaced: false,
+        verbs: &["get", "list"],
+        short_names: &[],
+        subresources: &[],
+        decode: read_only,
+    },
+    ResourceType {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "",
+        namespaced: true,
+        verbs: &["get", "list"],
+        short_names: &[],
+        subresources: &[],
+        decode: read_only,
+    },
     ResourceType {
         group: "rbac.authorization.k8s.io",
         version: "v1",
@@ -370,6 +401,14 @@ pub static RESOURCES: &[ResourceType] = &[
     },
 ];
 
+/// Metrics are never written: a body for one is refused whole.
+fn read_only(_: &Value) -> Result<Typed, Undecodable> {
+    Err(Undecodable::Invalid {
+        field: String::new(),
+        message: "metrics are read-only".into(),
+    })
+}
+
 /// The resource `plural` of `group/version`, if served.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
     RESOURCES
@@ -377,11 +416,11 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// The served resource `plural`; panics for one that is not served, a programming error.
+/// The stored resource `plural`; panics for one that is not served, a programming error.
 pub fn by_plural(plural: &str) -> &'static ResourceType {
     RESOURCES
         .iter()
-        .find(|r| r.plural == plural)
+        .find(|r| r.plural == plural && !r.is_metrics())
         .expect("a served resource")
 }
 

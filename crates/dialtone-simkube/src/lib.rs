@@ -14,6 +14,7 @@ mod disruption;
 pub mod egress;
 pub mod events;
 mod logs;
+mod metrics;
 mod openapi;
 mod patch;
 mod pki;

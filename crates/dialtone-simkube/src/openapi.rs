@@ -21,7 +21,10 @@ fn group_version_path(group: &str, version: &str) -> String {
 /// `GET /openapi/v3`.
 pub fn root(server_version: &str) -> Value {
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| !r.is_review()) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| !r.is_review() && !r.is_metrics())
+    {
         let path = group_version_path(r.group, r.version);
         // The hash lets clients cache a document until the server's version changes.
         let url = format!("/openapi/v3/{path}?hash={}", hash(server_version, &path));
@@ -40,7 +43,7 @@ fn hash(server_version: &str, path: &str) -> String {
 pub fn group_version(group: &str, version: &str) -> Option<Value> {
     let kinds: Vec<&ResourceType> = RESOURCES
         .iter()
-        .filter(|r| r.group == group && r.version == version && !r.is_review())
+        .filter(|r| r.group == group && r.version == version && !r.is_review() && !r.is_metrics())
         .collect();
     if kinds.is_empty() {
         return None;
@@ -100,10 +103,9 @@ mod tests {
                 _ => panic!("{path}"),
             };
             let document = group_version(group, version).unwrap();
-            for r in RESOURCES
-                .iter()
-                .filter(|r| r.group == group && r.version == version && !r.is_review())
-            {
+            for r in RESOURCES.iter().filter(|r| {
+                r.group == group && r.version == version && !r.is_review() && !r.is_metrics()
+            }) {
                 let documented = document["paths"]
                     .as_object()
                     .unwrap()

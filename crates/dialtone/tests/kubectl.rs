@@ -2557,3 +2557,44 @@ async fn a_worker_replaced_at_max_nodes_gives_way_to_its_replacement_for_good() 
         "and nothing is decided again"
     );
 }
+
+#[tokio::test]
+async fn top_shows_simulated_usage_of_nodes_and_pods() {
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    apply_web(&kubeconfig, dir.path(), 2, "500m", "256Mi");
+    phases_when(&kubeconfig, |r, _| r == 2);
+    // Half of what each container requests, unless its pod says otherwise.
+    let pods = ok(&kubeconfig, &["top", "pods", "-l", "app=web"]);
+    let rows: Vec<Vec<&str>> = pods
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{pods}");
+    assert!(
+        rows.iter().all(|r| r[1] == "250m" && r[2] == "128Mi"),
+        "{pods}"
+    );
+    let nodes = ok(&kubeconfig, &["top", "nodes"]);
+    // The worker is the node the pods run on.
+    let wide = ok(&kubeconfig, &["get", "pods", "-l", "app=web", "-o", "wide"]);
+    let worker = nodes
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|r| wide.contains(r[0]))
+        .unwrap_or_else(|| panic!("{nodes}"));
+    let millicores: u32 = worker[1].trim_end_matches('m').parse().unwrap();
+    // Its two pods' 500m and the system reserve.
+    assert!(millicores > 500, "{nodes}");
+    assert!(worker[2].ends_with('%'), "{nodes}");
+    // Metrics are read, never written.
+    let (refused, error) = kubectl(
+        &kubeconfig,
+        &["delete", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes/none"],
+    );
+    assert!(
+        !refused && error.contains("does not allow this method"),
+        "{error}"
+    );
+}

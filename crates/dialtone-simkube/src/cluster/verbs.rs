@@ -5,6 +5,16 @@ use super::*;
 
 impl ClusterApi {
     pub(super) fn current(&self, info: &RequestInfo) -> KubeResult<Arc<Value>> {
+        if info.resource.is_metrics() {
+            let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
+            return self
+                .metrics(info.resource, namespace)
+                .into_iter()
+                .find(|m| m["metadata"]["name"] == info.name.as_str())
+                .ok_or_else(|| {
+                    KubeError::not_found(info.resource.group, info.resource.plural, &info.name)
+                });
+        }
         self.objects
             .get(&key(info.resource.plural, &info.namespace, &info.name))
             .ok_or_else(|| {
@@ -29,9 +39,24 @@ impl ClusterApi {
         Ok(json_response(StatusCode::OK, &body))
     }
 
+    /// The metrics of `r`, computed now.
+    fn metrics(&self, r: &ResourceType, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        match r.kind {
+            "NodeMetrics" => crate::metrics::nodes(self),
+            _ => crate::metrics::pods(self, namespace),
+        }
+    }
+
     pub(super) fn selected(&self, info: &RequestInfo, query: &Query) -> (Vec<Arc<Value>>, u64) {
         let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
-        let (items, revision) = self.objects.list(info.resource.plural, namespace);
+        let (items, revision) = if info.resource.is_metrics() {
+            (
+                self.metrics(info.resource, namespace),
+                self.objects.revision(),
+            )
+        } else {
+            self.objects.list(info.resource.plural, namespace)
+        };
         let items = items
             .into_iter()
             .filter(|o| {
