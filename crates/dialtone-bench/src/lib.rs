@@ -1,6 +1,6 @@
 //! What the benchmark binaries share: a caller of Dialtone's API as the dev server's admin.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use dialtone_testkit::DevServer;
 use serde_json::Value;
 
@@ -69,4 +69,18 @@ impl DialtoneApi {
         }
         Ok(value)
     }
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS in /proc status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024.0)
 }

@@ -2598,3 +2598,67 @@ async fn top_shows_simulated_usage_of_nodes_and_pods() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn upstream_manifests_nobody_here_wrote_apply_cleanly() {
+    let (_server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kube-state-metrics");
+    let manifests = manifests.to_str().unwrap();
+    let applied = ok(&kubeconfig, &["apply", "-k", manifests]);
+    for object in [
+        "serviceaccount/kube-state-metrics created",
+        "clusterrole.rbac.authorization.k8s.io/kube-state-metrics created",
+        "clusterrolebinding.rbac.authorization.k8s.io/kube-state-metrics created",
+        "service/kube-state-metrics created",
+        "deployment.apps/kube-state-metrics created",
+    ] {
+        assert!(applied.contains(object), "{applied}");
+    }
+    let status = ok(
+        &kubeconfig,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "kube-system",
+            "deployment/kube-state-metrics",
+            "--timeout=30s",
+        ],
+    );
+    assert!(status.contains("successfully rolled out"), "{status}");
+    // Applied again, nothing changes.
+    let again = ok(&kubeconfig, &["apply", "-k", manifests]);
+    assert_eq!(again.matches("unchanged").count(), 5, "{again}");
+    // Its headless Service follows the pod, and its service account may list what it reads.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let endpoints = ok(
+            &kubeconfig,
+            &[
+                "get",
+                "endpointslices",
+                "-n",
+                "kube-system",
+                "-l",
+                "kubernetes.io/service-name=kube-state-metrics",
+                "-o",
+                "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}",
+            ],
+        );
+        if endpoints.split_whitespace().count() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{endpoints}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(can_i(
+        &kubeconfig,
+        &[
+            "list",
+            "pods",
+            "--all-namespaces",
+            "--as",
+            "system:serviceaccount:kube-system:kube-state-metrics",
+        ]
+    ));
+}

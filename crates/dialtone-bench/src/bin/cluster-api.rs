@@ -2,7 +2,8 @@
 //! clusters in the same server slows it. Against the real `dialtone` binary (fast sim), a
 //! kube-rs client holding a `dialtone cluster credentials` token measures requests per
 //! second for typical calls on one cluster while the server hosts that cluster alone, then
-//! again once it hosts `--clusters` of them, and prints the two side by side with their ratio.
+//! again once it hosts `--clusters` of them, and prints the two side by side with their ratio,
+//! with the server's memory per hosted idle cluster.
 //! Then the drift guard's webhook alone: the latency of each review, as a cluster's API
 //! server sends them.
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use dialtone_bench::DialtoneApi;
+use dialtone_bench::{DialtoneApi, rss_bytes};
 use dialtone_kube::{Connection, Credential, Endpoint};
 use dialtone_testkit::DevServer;
 use futures::StreamExt;
@@ -360,6 +361,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let alone = measure(&client, &args).await?;
 
+    let pid = server.pid().context("the server runs")?;
+    let rss_alone = rss_bytes(pid)?;
     eprintln!("hosting {} clusters…", args.clusters);
     futures::stream::iter(1..args.clusters)
         .map(|i| {
@@ -372,6 +375,9 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     wait_ready(&dialtone, args.clusters).await?;
+    // Idle: Ready, nothing deployed; a few seconds for the last health checks to settle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let per_cluster = (rss_bytes(pid)? - rss_alone) / (args.clusters - 1).max(1) as f64;
     let crowded = measure(&client, &args).await?;
 
     println!(
@@ -387,6 +393,12 @@ async fn main() -> anyhow::Result<()> {
             many / one
         );
     }
+
+    println!(
+        "  server memory per hosted idle cluster: {:.0} KiB (resident growth from 1 to {} clusters)",
+        per_cluster / 1024.0,
+        args.clusters
+    );
 
     // Warm the connection, then measure.
     webhook_latencies(&dialtone, 200).await?;

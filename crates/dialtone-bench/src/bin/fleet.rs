@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use dialtone_bench::DialtoneApi;
+use dialtone_bench::{DialtoneApi, rss_bytes};
 use dialtone_testkit::DevServer;
 use futures::StreamExt;
 use serde_json::json;
@@ -49,20 +49,6 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / 100.0)
-}
-
-/// Resident memory of a process, in bytes.
-fn rss_bytes(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("VmRSS in /proc status")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib * 1024.0)
 }
 
 /// How often the lifecycle controller re-checks a Ready cluster at time scale 0.
