@@ -3,6 +3,7 @@
 //! by decoding them into the upstream types of `k8s-openapi`, so a field of the wrong type or
 //! a malformed quantity is refused as upstream refuses it (see `decode`).
 
+use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
 /// One resource as discovery lists it.
@@ -28,6 +29,9 @@ pub struct ResourceType {
     pub subresources: &'static [&'static str],
     /// Decodes the object into its upstream type and writes it back.
     pub decode: fn(&Value) -> Result<Typed, Undecodable>,
+    /// Adds its upstream OpenAPI schema (and those it refers to) to the generator's
+    /// definitions; what refers to it.
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
 }
 
 impl ResourceType {
@@ -96,6 +100,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["ns"],
         subresources: &["status"],
         decode: decode::<core::Namespace>,
+        schema: schema::<core::Namespace>,
     },
     ResourceType {
         group: "",
@@ -108,6 +113,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["no"],
         subresources: &["status"],
         decode: decode::<core::Node>,
+        schema: schema::<core::Node>,
     },
     ResourceType {
         group: "",
@@ -120,6 +126,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["po"],
         subresources: &["status", "eviction", "log", "exec", "attach"],
         decode: decode::<core::Pod>,
+        schema: schema::<core::Pod>,
     },
     ResourceType {
         group: "",
@@ -132,6 +139,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["ev"],
         subresources: &[],
         decode: decode::<core::Event>,
+        schema: schema::<core::Event>,
     },
     ResourceType {
         group: "",
@@ -144,6 +152,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["svc"],
         subresources: &["status"],
         decode: decode::<core::Service>,
+        schema: schema::<core::Service>,
     },
     ResourceType {
         group: "discovery.k8s.io",
@@ -156,6 +165,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<discovery::EndpointSlice>,
+        schema: schema::<discovery::EndpointSlice>,
     },
     ResourceType {
         group: "",
@@ -168,6 +178,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["cm"],
         subresources: &[],
         decode: decode::<core::ConfigMap>,
+        schema: schema::<core::ConfigMap>,
     },
     ResourceType {
         group: "",
@@ -180,6 +191,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<core::Secret>,
+        schema: schema::<core::Secret>,
     },
     ResourceType {
         group: "",
@@ -192,6 +204,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["sa"],
         subresources: &[],
         decode: decode::<core::ServiceAccount>,
+        schema: schema::<core::ServiceAccount>,
     },
     ResourceType {
         group: "apps",
@@ -204,6 +217,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["deploy"],
         subresources: &["status", "scale"],
         decode: decode::<apps::Deployment>,
+        schema: schema::<apps::Deployment>,
     },
     ResourceType {
         group: "apps",
@@ -216,6 +230,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["rs"],
         subresources: &["status", "scale"],
         decode: decode::<apps::ReplicaSet>,
+        schema: schema::<apps::ReplicaSet>,
     },
     ResourceType {
         group: "apps",
@@ -228,6 +243,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["sts"],
         subresources: &["status", "scale"],
         decode: decode::<apps::StatefulSet>,
+        schema: schema::<apps::StatefulSet>,
     },
     ResourceType {
         group: "apps",
@@ -240,6 +256,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["ds"],
         subresources: &["status"],
         decode: decode::<apps::DaemonSet>,
+        schema: schema::<apps::DaemonSet>,
     },
     ResourceType {
         group: "batch",
@@ -252,6 +269,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &["status"],
         decode: decode::<batch::Job>,
+        schema: schema::<batch::Job>,
     },
     ResourceType {
         group: "batch",
@@ -264,6 +282,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["cj"],
         subresources: &["status"],
         decode: decode::<batch::CronJob>,
+        schema: schema::<batch::CronJob>,
     },
     ResourceType {
         group: "autoscaling",
@@ -276,6 +295,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["hpa"],
         subresources: &["status"],
         decode: decode::<autoscaling::HorizontalPodAutoscaler>,
+        schema: schema::<autoscaling::HorizontalPodAutoscaler>,
     },
     ResourceType {
         group: "policy",
@@ -288,6 +308,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &["pdb"],
         subresources: &["status"],
         decode: decode::<policy::PodDisruptionBudget>,
+        schema: schema::<policy::PodDisruptionBudget>,
     },
     // The resource metrics API, as metrics-server serves it: computed on every read, never
     // stored (see `dialtone-simkube`'s `metrics`).
@@ -302,6 +323,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: read_only,
+        schema: no_schema,
     },
     ResourceType {
         group: "metrics.k8s.io",
@@ -314,6 +336,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: read_only,
+        schema: no_schema,
     },
     ResourceType {
         group: "rbac.authorization.k8s.io",
@@ -326,6 +349,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<rbac::Role>,
+        schema: schema::<rbac::Role>,
     },
     ResourceType {
         group: "rbac.authorization.k8s.io",
@@ -338,6 +362,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<rbac::ClusterRole>,
+        schema: schema::<rbac::ClusterRole>,
     },
     ResourceType {
         group: "rbac.authorization.k8s.io",
@@ -350,6 +375,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<rbac::RoleBinding>,
+        schema: schema::<rbac::RoleBinding>,
     },
     ResourceType {
         group: "rbac.authorization.k8s.io",
@@ -362,6 +388,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<rbac::ClusterRoleBinding>,
+        schema: schema::<rbac::ClusterRoleBinding>,
     },
     ResourceType {
         group: "authorization.k8s.io",
@@ -374,6 +401,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<authz::SelfSubjectAccessReview>,
+        schema: schema::<authz::SelfSubjectAccessReview>,
     },
     ResourceType {
         group: "authorization.k8s.io",
@@ -386,6 +414,7 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<authz::SubjectAccessReview>,
+        schema: schema::<authz::SubjectAccessReview>,
     },
     ResourceType {
         group: "admissionregistration.k8s.io",
@@ -398,8 +427,19 @@ pub static RESOURCES: &[ResourceType] = &[
         short_names: &[],
         subresources: &[],
         decode: decode::<admission::ValidatingWebhookConfiguration>,
+        schema: schema::<admission::ValidatingWebhookConfiguration>,
     },
 ];
+
+fn schema<T: schemars::JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// Metrics have no upstream type here; they are read, never written, so no client needs
+/// their schema to write one.
+fn no_schema(_: &mut SchemaGenerator) -> Schema {
+    Schema::default()
+}
 
 /// Metrics are never written: a body for one is refused whole.
 fn read_only(_: &Value) -> Result<Typed, Undecodable> {

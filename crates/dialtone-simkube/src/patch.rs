@@ -10,8 +10,17 @@ use serde_json::{Map, Value};
 /// `ports` is a container's (by `containerPort`) or a Service's (by `port`): each requires
 /// its key, so the items say which they are.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    merge_key_of(
+        field,
+        items.iter().any(|i| i.get("containerPort").is_some()),
+    )
+}
+
+/// The merge key of the list `field`; `in_container` tells a container's `ports` from a
+/// Service's.
+pub(crate) fn merge_key_of(field: &str, in_container: bool) -> Option<&'static str> {
     Some(match field {
-        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => "containerPort",
+        "ports" if in_container => "containerPort",
         "ports" => "port",
         "containers"
         | "initContainers"
@@ -32,7 +41,7 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
 }
 
 /// Lists of scalars that merge as sets.
-fn merges_as_set(field: &str) -> bool {
+pub(crate) fn merges_as_set(field: &str) -> bool {
     matches!(field, "finalizers")
 }
 

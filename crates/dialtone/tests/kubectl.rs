@@ -2662,3 +2662,28 @@ async fn upstream_manifests_nobody_here_wrote_apply_cleanly() {
         ]
     ));
 }
+
+#[tokio::test]
+async fn explain_reads_upstream_schemas_from_the_cluster() {
+    let (_server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    let replicas = ok(&kubeconfig, &["explain", "deployment.spec.replicas"]);
+    assert!(
+        replicas.contains("GROUP:      apps")
+            && replicas.contains("FIELD: replicas <integer>")
+            && replicas.contains("Number of desired pods"),
+        "{replicas}"
+    );
+    let containers = ok(&kubeconfig, &["explain", "pods.spec.containers"]);
+    assert!(
+        containers.contains("image\t<string>")
+            && containers.contains("resources\t<ResourceRequirements>"),
+        "{containers}"
+    );
+    let schedule = ok(&kubeconfig, &["explain", "cronjobs.spec.schedule"]);
+    assert!(schedule.contains("Cron format"), "{schedule}");
+    let (found, error) = kubectl(&kubeconfig, &["explain", "deployment.spec.nonsense"]);
+    assert!(
+        !found && error.contains("field \"nonsense\" does not exist"),
+        "{error}"
+    );
+}

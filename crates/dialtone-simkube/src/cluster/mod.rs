@@ -455,9 +455,11 @@ impl ClusterApi {
                         resource_list(group, version)
                     }
                     ["openapi", "v3", "api", version] => crate::openapi::group_version("", version)
+                        .map(|d| (*d).clone())
                         .ok_or_else(KubeError::no_such_path)?,
                     ["openapi", "v3", "apis", group, version] => {
                         crate::openapi::group_version(group, version)
+                            .map(|d| (*d).clone())
                             .ok_or_else(KubeError::no_such_path)?
                     }
                     ["apis", group] if RESOURCES.iter().any(|r| r.group == *group) => {
