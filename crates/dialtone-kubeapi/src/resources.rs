@@ -82,6 +82,7 @@ use k8s_openapi::api::autoscaling::v2 as autoscaling;
 use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
 
@@ -140,6 +141,21 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         decode: decode::<core::Event>,
         schema: schema::<core::Event>,
+    },
+    // The same events in their newer form, stored once (see `dialtone-simkube`'s
+    // `events_v1`).
+    ResourceType {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &[],
+        decode: decode::<events::Event>,
+        schema: schema::<events::Event>,
     },
     ResourceType {
         group: "",
@@ -456,7 +472,8 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// The stored resource `plural`; panics for one that is not served, a programming error.
+/// The stored resource `plural` (its core form, for events); panics for one that is not
+/// served, a programming error.
 pub fn by_plural(plural: &str) -> &'static ResourceType {
     RESOURCES
         .iter()

@@ -101,3 +101,59 @@ pub fn expire(cluster: &ClusterApi) {
         }
     }
 }
+
+/// The fields of a core/v1 event and of its `events.k8s.io/v1` form that hold the same
+/// value, as upstream converts between them: one object, stored once, read in either.
+const RENAMED: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+fn renamed(
+    object: &Value,
+    api_version: &str,
+    from: impl Fn(&str) -> Option<&'static str>,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for (field, value) in object.as_object().into_iter().flatten() {
+        let field = from(field).map_or(field.clone(), str::to_string);
+        out.insert(field, value.clone());
+    }
+    out.insert("apiVersion".into(), json!(api_version));
+    out.insert("kind".into(), json!("Event"));
+    Value::Object(out)
+}
+
+/// A stored (core/v1) event in its `events.k8s.io/v1` form.
+pub fn to_events_v1(core: &Value) -> Value {
+    renamed(core, "events.k8s.io/v1", |f| {
+        RENAMED.iter().find(|(c, _)| *c == f).map(|(_, v1)| *v1)
+    })
+}
+
+/// An `events.k8s.io/v1` event in the core/v1 form it is stored in.
+pub fn to_core(v1: &Value) -> Value {
+    renamed(v1, "v1", |f| {
+        RENAMED.iter().find(|(_, v)| *v == f).map(|(core, _)| *core)
+    })
+}
+
+/// A field selector's field of an `events.k8s.io/v1` event, as its core/v1 form names it
+/// (`regarding.name` is `involvedObject.name`).
+pub fn core_field(field: &str) -> String {
+    RENAMED
+        .iter()
+        .find_map(|(core, v1)| {
+            (field == *v1).then(|| core.to_string()).or_else(|| {
+                field
+                    .strip_prefix(&format!("{v1}."))
+                    .map(|rest| format!("{core}.{rest}"))
+            })
+        })
+        .unwrap_or_else(|| field.to_string())
+}

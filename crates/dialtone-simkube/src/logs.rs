@@ -11,7 +11,7 @@ use crate::status::KubeError;
 const MAX_LINES: usize = 1000;
 
 /// What `kubectl logs` may ask.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LogOptions {
     pub container: Option<String>,
     pub tail_lines: Option<usize>,

@@ -119,6 +119,23 @@ impl Selector {
         })
     }
 
+    /// The selector with its keys renamed by `rename`.
+    pub fn renamed(&self, rename: impl Fn(&str) -> String) -> Selector {
+        Selector(
+            self.0
+                .iter()
+                .map(|r| match r {
+                    Requirement::Equals(k, v) => Requirement::Equals(rename(k), v.clone()),
+                    Requirement::NotEquals(k, v) => Requirement::NotEquals(rename(k), v.clone()),
+                    Requirement::In(k, vs) => Requirement::In(rename(k), vs.clone()),
+                    Requirement::NotIn(k, vs) => Requirement::NotIn(rename(k), vs.clone()),
+                    Requirement::Exists(k) => Requirement::Exists(rename(k)),
+                    Requirement::NotExists(k) => Requirement::NotExists(rename(k)),
+                })
+                .collect(),
+        )
+    }
+
     /// Fields outside the indexed ones are refused, as upstream does.
     pub fn check_fields(&self) -> Result<(), String> {
         for r in &self.0 {
@@ -152,6 +169,15 @@ const FIELDS: &[&str] = &[
     "type",
     "source",
     "reportingComponent",
+    // The same fields of an event read as `events.k8s.io/v1`.
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "regarding.apiVersion",
+    "regarding.resourceVersion",
+    "regarding.fieldPath",
+    "reportingController",
 ];
 
 /// `matchLabels` and `matchExpressions` of a `LabelSelector` object.

@@ -1974,7 +1974,7 @@ async fn finalizers_hold_an_object_until_the_last_one_goes() {
 
 #[tokio::test]
 async fn events_say_why_a_pod_is_pending_and_where_the_others_went() {
-    let (_server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
     ok(
         &kubeconfig,
         &[
@@ -2033,6 +2033,90 @@ async fn events_say_why_a_pod_is_pending_and_where_the_others_went() {
         !refused && error.contains("field label not supported"),
         "{error}"
     );
+    let listed = ok(&kubeconfig, &["events", "--for", "pod/huge"]);
+    assert!(listed.contains("FailedScheduling"), "{listed}");
+
+    // The same events read as events.k8s.io/v1, selected by its field names.
+    let newer: Value = serde_json::from_str(&ok(
+        &kubeconfig,
+        &[
+            "get",
+            "events.v1.events.k8s.io",
+            "--field-selector",
+            "regarding.name=huge",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let items = newer["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    for event in items {
+        assert_eq!(event["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(event["regarding"]["name"], "huge", "{event:#}");
+        assert!(
+            event["note"].is_string() && event.get("message").is_none(),
+            "{event:#}"
+        );
+    }
+    // Watched too: each event of the stream in the newer form.
+    let watched = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "--raw",
+            "/apis/events.k8s.io/v1/namespaces/default/events?watch=1&timeoutSeconds=1&fieldSelector=regarding.name%3Dhuge",
+        ],
+    );
+    let lines: Vec<Value> = watched
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert_eq!(line["type"], "ADDED");
+        assert_eq!(line["object"]["apiVersion"], "events.k8s.io/v1", "{line:#}");
+        assert_eq!(line["object"]["regarding"]["name"], "huge", "{line:#}");
+    }
+    // One written in the newer form reads in the older, and a malformed one is refused.
+    apply_json(
+        &kubeconfig,
+        dir.path(),
+        json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "huge.tested", "namespace": "default"},
+            "eventTime": "2026-12-06T12:00:00.000000Z",
+            "reportingController": "example.com/tester", "reportingInstance": "tester-1",
+            "action": "Test", "reason": "Tested", "type": "Normal",
+            "regarding": {"kind": "Pod", "namespace": "default", "name": "huge"},
+            "note": "written as events.k8s.io/v1",
+        }),
+    );
+    let older = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Tested",
+            "-o",
+            "jsonpath={.items[0].message} {.items[0].involvedObject.name}",
+        ],
+    );
+    assert_eq!(older.trim(), "written as events.k8s.io/v1 huge");
+    let file = dir.path().join("no-time.json");
+    std::fs::write(
+        &file,
+        json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "no-time", "namespace": "default"},
+            "reportingController": "example.com/tester",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (created, error) = kubectl(&kubeconfig, &["create", "-f", file.to_str().unwrap()]);
+    assert!(!created && error.contains("eventTime"), "{error}");
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ use crate::store::{Change, EventType, ObjectKey, Objects, StoreError};
 use crate::{quantity, table, webhooks};
 
 mod admission;
+mod events_v1;
 mod metadata;
 mod routing;
 mod verbs;
@@ -340,8 +341,8 @@ impl ClusterApi {
             ));
         }
         let table = wants_table(headers);
-        let answer = self
-            .answer(
+        let answer = if info.resource.group == "events.k8s.io" {
+            self.answer_events_v1(
                 verb,
                 &user,
                 &info,
@@ -351,7 +352,20 @@ impl ClusterApi {
                 table,
                 webhook_client,
             )
-            .await;
+            .await
+        } else {
+            self.answer(
+                verb,
+                &user,
+                &info,
+                &query,
+                headers,
+                body,
+                table,
+                webhook_client,
+            )
+            .await
+        };
         if !matches!(verb, "get" | "list" | "watch") {
             // Answered only once what it changed is durable.
             self.objects

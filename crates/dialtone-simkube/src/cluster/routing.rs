@@ -137,7 +137,7 @@ pub(super) fn verb_of(method: &Method, info: &RequestInfo, query: &Query) -> &'s
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Query {
     pub(super) watch: bool,
     pub(super) label_selector: Selector,
