@@ -6,18 +6,17 @@
 use super::*;
 
 impl ClusterApi {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn answer_events_v1(
-        self: &Arc<Self>,
-        verb: &str,
-        user: &UserInfo,
+    /// The core request an `events.k8s.io/v1` request is: its verb (a patch applies to the
+    /// new form, and patched, it is an update of the old), what it names, its query with the
+    /// field selector renamed, and its body in the core form.
+    pub(super) fn events_v1_request(
+        &self,
+        verb: &'static str,
         info: &RequestInfo,
         query: &Query,
         headers: &HeaderMap,
         body: Bytes,
-        table: bool,
-        webhook_client: &webhooks::Caller,
-    ) -> KubeResult<Response> {
+    ) -> KubeResult<(&'static str, RequestInfo, Query, Bytes)> {
         let core = RequestInfo {
             resource: resources::by_plural("events"),
             namespace: info.namespace.clone(),
@@ -35,7 +34,6 @@ impl ClusterApi {
                 required(info.resource, &object)?;
                 (verb, to_body(&crate::events::to_core(&object)))
             }
-            // A patch applies to the new form: patched, it is an update of the old.
             "patch" => {
                 let current = crate::events::to_events_v1(&*self.current(&core)?);
                 let mut target = current.clone();
@@ -67,51 +65,45 @@ impl ClusterApi {
                 }
                 ("update", to_body(&core_target))
             }
-            other => (other, body),
+            _ => (verb, body),
         };
-        let answer = self
-            .answer(
-                verb,
-                user,
-                &core,
-                &query,
-                headers,
-                body,
-                table,
-                webhook_client,
-            )
-            .await?;
-        if table {
-            return Ok(answer);
-        }
-        if verb == "watch" {
-            let (parts, body) = answer.into_parts();
-            let events = body.into_data_stream().map(|chunk| {
-                chunk.map(|line| {
-                    // One watch event per chunk, each a line of JSON.
-                    match serde_json::from_slice::<Value>(&line) {
-                        Ok(mut event) => {
-                            event["object"] = present(&event["object"]);
-                            let mut line = serde_json::to_vec(&event).unwrap_or_default();
-                            line.push(b'\n');
-                            Bytes::from(line)
-                        }
-                        Err(_) => line,
-                    }
-                })
-            });
-            return Ok(Response::from_parts(parts, Body::from_stream(events)));
-        }
-        let (parts, body) = answer.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .map_err(|e| KubeError::internal(e.to_string()))?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Response::from_parts(
-            parts,
-            Body::from(to_body(&present(&value))),
-        ))
+        Ok((verb, core, query, body))
     }
+}
+
+/// The answer to a core request in the new form: events renamed, watch events one by one
+/// (one per chunk, each a line of JSON); tables and statuses as they are.
+pub(super) async fn events_v1_response(
+    verb: &str,
+    table: bool,
+    answer: Response,
+) -> KubeResult<Response> {
+    if table {
+        return Ok(answer);
+    }
+    let (parts, body) = answer.into_parts();
+    if verb == "watch" {
+        let events = body.into_data_stream().map(|chunk| {
+            chunk.map(|line| match serde_json::from_slice::<Value>(&line) {
+                Ok(mut event) => {
+                    event["object"] = present(&event["object"]);
+                    let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                    line.push(b'\n');
+                    Bytes::from(line)
+                }
+                Err(_) => line,
+            })
+        });
+        return Ok(Response::from_parts(parts, Body::from_stream(events)));
+    }
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| KubeError::internal(e.to_string()))?;
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Response::from_parts(
+        parts,
+        Body::from(to_body(&present(&value))),
+    ))
 }
 
 /// What upstream requires of an event written in the new form, all reported at once.

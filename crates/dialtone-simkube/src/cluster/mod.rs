@@ -341,20 +341,14 @@ impl ClusterApi {
             ));
         }
         let table = wants_table(headers);
-        let answer = if info.resource.group == "events.k8s.io" {
-            self.answer_events_v1(
-                verb,
-                &user,
-                &info,
-                &query,
-                headers,
-                body,
-                table,
-                webhook_client,
-            )
-            .await
+        let events_v1 = info.resource.group == "events.k8s.io";
+        let (verb, info, query, body) = if events_v1 {
+            self.events_v1_request(verb, &info, &query, headers, body)?
         } else {
-            self.answer(
+            (verb, info, query, body)
+        };
+        let answer = self
+            .answer(
                 verb,
                 &user,
                 &info,
@@ -364,7 +358,10 @@ impl ClusterApi {
                 table,
                 webhook_client,
             )
-            .await
+            .await;
+        let answer = match answer {
+            Ok(answer) if events_v1 => events_v1::events_v1_response(verb, table, answer).await,
+            answer => answer,
         };
         if !matches!(verb, "get" | "list" | "watch") {
             // Answered only once what it changed is durable.
