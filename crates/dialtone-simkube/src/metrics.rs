@@ -31,7 +31,8 @@ fn parse(value: &Value) -> Option<f64> {
     value.as_str().and_then(quantity::parse)
 }
 
-fn container_usage(pod: &Value, container: &Value) -> Usage {
+/// What a container uses: (millicores, bytes).
+pub(crate) fn container_usage(pod: &Value, container: &Value) -> Usage {
     let annotations = &pod["metadata"]["annotations"];
     let requests = &container["resources"]["requests"];
     let cpu = parse(&annotations[CPU_USAGE])

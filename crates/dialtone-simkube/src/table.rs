@@ -426,9 +426,28 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
                 .flatten()
                 .filter_map(|m| {
                     let resource = &m["resource"];
-                    let goal = &resource["target"]["averageUtilization"];
-                    goal.as_i64()
-                        .map(|g| format!("{}: <unknown>/{g}%", text(&resource["name"])))
+                    let name = text(&resource["name"]);
+                    let current = o["status"]["currentMetrics"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|c| c["resource"]["name"] == resource["name"])
+                        .map(|c| &c["resource"]["current"]);
+                    let target = &resource["target"];
+                    match target["averageUtilization"].as_i64() {
+                        Some(goal) => {
+                            let now = current
+                                .and_then(|c| c["averageUtilization"].as_i64())
+                                .map_or("<unknown>".to_string(), |u| format!("{u}%"));
+                            Some(format!("{name}: {now}/{goal}%"))
+                        }
+                        None => target["averageValue"].as_str().map(|goal| {
+                            let now = current
+                                .and_then(|c| c["averageValue"].as_str())
+                                .unwrap_or("<unknown>");
+                            format!("{name}: {now}/{goal}")
+                        }),
+                    }
                 })
                 .collect();
             vec![

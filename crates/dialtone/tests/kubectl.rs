@@ -2771,3 +2771,82 @@ async fn explain_reads_upstream_schemas_from_the_cluster() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_autoscaler_scales_a_deployment_by_its_simulated_usage() {
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    let web = |usage: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}, "annotations": {"sim.dialtone.dev/cpu-usage": usage}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx",
+                        "resources": {"requests": {"cpu": "100m"}}}]},
+                },
+            },
+        })
+    };
+    apply_json(&kubeconfig, dir.path(), web("80m"));
+    apply_json(
+        &kubeconfig,
+        dir.path(),
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1, "maxReplicas": 5,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 40}}}],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+            },
+        }),
+    );
+    let replicas_when = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let replicas = ok(
+                &kubeconfig,
+                &[
+                    "get",
+                    "deployment",
+                    "web",
+                    "-o",
+                    "jsonpath={.spec.replicas}",
+                ],
+            );
+            if replicas.trim() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{replicas}: {}",
+                ok(&kubeconfig, &["describe", "hpa", "web"])
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Every pod at 80 % of its request against a goal of 40 %: doubled, then held at the most.
+    replicas_when("5");
+    let hpa = ok(&kubeconfig, &["get", "hpa", "web"]);
+    assert!(hpa.contains("cpu: 80%/40%"), "{hpa}");
+    let described = ok(&kubeconfig, &["describe", "hpa", "web"]);
+    assert!(
+        described.contains(
+            "New size: 4; reason: cpu resource utilization (percentage of request) above target"
+        ) && described.contains("TooManyReplicas"),
+        "{described}"
+    );
+    // Usage drops to 10 %: down to the fewest.
+    apply_json(&kubeconfig, dir.path(), web("10m"));
+    replicas_when("1");
+    let described = ok(&kubeconfig, &["describe", "hpa", "web"]);
+    assert!(
+        described.contains("All metrics below target"),
+        "{described}"
+    );
+}

@@ -349,7 +349,18 @@ pub(super) fn defaults(r: &ResourceType, object: &mut Value) {
                 "failedJobsHistoryLimit": 1,
             }),
         ),
-        "horizontalpodautoscalers" => fill(&mut object["spec"], json!({"minReplicas": 1})),
+        "horizontalpodautoscalers" => {
+            fill(&mut object["spec"], json!({"minReplicas": 1}));
+            // Upstream's default: 80 % of the pods' CPU requests.
+            if object["spec"]["metrics"]
+                .as_array()
+                .is_none_or(|m| m.is_empty())
+            {
+                object["spec"]["metrics"] = json!([{"type": "Resource", "resource": {
+                    "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80},
+                }}]);
+            }
+        }
         // stringData is write-only: its entries become base64 data, as upstream stores them.
         "secrets" => {
             if let Some(Value::Object(plain)) =

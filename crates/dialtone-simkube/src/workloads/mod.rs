@@ -1,6 +1,7 @@
 //! What runs inside a sim cluster besides its API: the controllers upstream's
 //! kube-controller-manager runs for the workload kinds (deployments through replica sets,
-//! stateful sets, daemon sets, jobs and cron jobs), garbage collection by owner, the node
+//! stateful sets, daemon sets, jobs, cron jobs and horizontal pod autoscalers), garbage
+//! collection by owner, the node
 //! controller, the scheduler and every node's kubelet. Each is one function over the
 //! cluster's objects; a pass runs them in order, and passes repeat while they change
 //! something, so a rollout or an ordered start settles in one wake-up.
@@ -15,6 +16,7 @@ use crate::events::EventType;
 use crate::resources::by_plural;
 use crate::store::ObjectKey;
 
+mod autoscalers;
 pub mod cronjobs;
 mod daemonsets;
 mod deployments;
@@ -51,6 +53,7 @@ const OWNER_KINDS: &[(&str, &str)] = &[
 pub fn reconcile(cluster: &Arc<ClusterApi>) -> bool {
     let before = cluster.objects.revision();
     collect_garbage(cluster);
+    autoscalers::sync(cluster);
     deployments::sync(cluster);
     replicasets::sync(cluster);
     statefulsets::sync(cluster);
