@@ -944,111 +944,61 @@ impl Provider for Sim {
 
     async fn create(&self, region: &str, request: CreateRequest) -> CloudResult<CloudResource> {
         let region_info = self.region(region)?;
-        self.call_latency().await;
-        let now = Timestamp::now();
         let catalog = self.catalog();
-        let (outcome, queued) = {
-            let mut state = self.lock();
-            let mut writes = Vec::new();
-            state.purge(now, &mut writes);
-            let outcome = if Self::fault_fires(
-                &mut state,
-                FaultKind::Throttling,
-                region,
-                None,
-                &mut writes,
-            ) {
-                Err(CloudError::Throttled)
-            } else {
-                let token_key = (region.to_string(), request.client_token.clone());
-                let earlier = match self.options.honour_client_tokens {
-                    true => state.tokens.get(&token_key).cloned(),
-                    false => None,
-                };
-                match earlier {
-                    // The same token with the same parameters names the same resource; with
-                    // others it is refused, as EC2 does. Only a new creation can time out
-                    // after it succeeded.
-                    Some(id) => {
-                        let record = &state.records[&id];
-                        let requested = record.requested.as_ref().unwrap_or(&record.resource.spec);
-                        if *requested != request.spec || record.resource.tags != request.tags {
-                            Err(CloudError::IdempotentParameterMismatch {
-                                token: request.client_token.clone(),
-                            })
-                        } else {
-                            state
-                                .observe(record, now)
-                                .ok_or(CloudError::NotFound { id })
-                        }
-                    }
-                    None => self
-                        .launch(&mut state, region_info, request, now, catalog, &mut writes)
-                        .and_then(|done| Self::answer_lost(&mut state, region, &mut writes, done)),
-                }
+        self.call(region, Purge::First, |state, now, writes| {
+            let token_key = (region.to_string(), request.client_token.clone());
+            let earlier = match self.options.honour_client_tokens {
+                true => state.tokens.get(&token_key).cloned(),
+                false => None,
             };
-            (outcome, self.queue(writes))
-        };
-        self.persist(queued).await?;
-        outcome
+            match earlier {
+                // The same token with the same parameters names the same resource; with
+                // others it is refused, as EC2 does. Only a new creation can time out after
+                // it succeeded.
+                Some(id) => {
+                    let record = &state.records[&id];
+                    let requested = record.requested.as_ref().unwrap_or(&record.resource.spec);
+                    if *requested != request.spec || record.resource.tags != request.tags {
+                        Err(CloudError::IdempotentParameterMismatch {
+                            token: request.client_token.clone(),
+                        })
+                    } else {
+                        state
+                            .observe(record, now)
+                            .ok_or(CloudError::NotFound { id })
+                    }
+                }
+                None => self
+                    .launch(state, region_info, request, now, catalog, writes)
+                    .and_then(|done| Self::answer_lost(state, region, writes, done)),
+            }
+        })
+        .await
     }
 
     async fn describe(&self, region: &str, filter: &Filter) -> CloudResult<Vec<CloudResource>> {
-        self.region(region)?;
-        self.call_latency().await;
-        let now = Timestamp::now();
-        let (outcome, queued) = {
-            let mut state = self.lock();
-            let mut writes = Vec::new();
-            let outcome = if Self::fault_fires(
-                &mut state,
-                FaultKind::Throttling,
-                region,
-                None,
-                &mut writes,
-            ) {
-                Err(CloudError::Throttled)
-            } else {
-                // Tags and kind are fixed at creation, so they filter before observing.
-                Ok(state
-                    .candidates(filter)
-                    .filter(|r| {
-                        r.resource.region == region
-                            && r.account.is_none()
-                            && filter.matches(&r.resource)
-                    })
-                    .filter(|r| r.listed_from.is_none_or(|from| from <= now))
-                    .filter_map(|r| state.observe(r, now))
-                    .collect())
-            };
-            (outcome, self.queue(writes))
-        };
-        self.persist(queued).await?;
-        outcome
+        self.call(region, Purge::No, |state, now, _| {
+            // Tags and kind are fixed at creation, so they filter before observing.
+            Ok(state
+                .candidates(filter)
+                .filter(|r| {
+                    r.resource.region == region
+                        && r.account.is_none()
+                        && filter.matches(&r.resource)
+                })
+                .filter(|r| r.listed_from.is_none_or(|from| from <= now))
+                .filter_map(|r| state.observe(r, now))
+                .collect())
+        })
+        .await
     }
 
     async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()> {
-        self.region(region)?;
-        self.call_latency().await;
-        let (outcome, queued) = {
-            let mut state = self.lock();
-            let mut writes = Vec::new();
-            let outcome = if Self::fault_fires(
-                &mut state,
-                FaultKind::Throttling,
-                region,
-                None,
-                &mut writes,
-            ) {
-                Err(CloudError::Throttled)
-            } else {
-                Self::change(&mut state, region, id, change, &mut writes)
-                    .and_then(|done| Self::answer_lost(&mut state, region, &mut writes, done))
-            };
-            (outcome, self.queue(writes))
-        };
-        self.persist(queued).await?;
-        outcome
+        self.call(region, Purge::No, |state, _, writes| {
+            Self::change(state, region, id, change, writes)
+                .and_then(|done| Self::answer_lost(state, region, writes, done))
+        })
+        .await
     }
 
     fn consistency_window(&self) -> Duration {
@@ -1065,13 +1015,40 @@ impl Provider for Sim {
     }
 
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
+        self.call(region, Purge::First, |state, now, writes| {
+            self.remove(state, region, id, now, writes)
+                .and_then(|done| Self::answer_lost(state, region, writes, done))
+        })
+        .await
+    }
+}
+
+/// Whether a call first forgets the resources that are gone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purge {
+    First,
+    No,
+}
+
+impl Sim {
+    /// One call into the cloud as EC2 answers it: the region checked, the call's latency,
+    /// then under the state's lock throttling or `op`, and what it wrote made durable
+    /// before the answer.
+    async fn call<T>(
+        &self,
+        region: &str,
+        purge: Purge,
+        op: impl FnOnce(&mut State, Timestamp, &mut Vec<Write>) -> CloudResult<T>,
+    ) -> CloudResult<T> {
         self.region(region)?;
         self.call_latency().await;
         let now = Timestamp::now();
         let (outcome, queued) = {
             let mut state = self.lock();
             let mut writes = Vec::new();
-            state.purge(now, &mut writes);
+            if purge == Purge::First {
+                state.purge(now, &mut writes);
+            }
             let outcome = if Self::fault_fires(
                 &mut state,
                 FaultKind::Throttling,
@@ -1081,8 +1058,7 @@ impl Provider for Sim {
             ) {
                 Err(CloudError::Throttled)
             } else {
-                self.remove(&mut state, region, id, now, &mut writes)
-                    .and_then(|done| Self::answer_lost(&mut state, region, &mut writes, done))
+                op(&mut state, now, &mut writes)
             };
             (outcome, self.queue(writes))
         };
