@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-pub(super) const REVISION: &str = "deployment.kubernetes.io/revision";
+const REVISION: &str = "deployment.kubernetes.io/revision";
 const HASH_LABEL: &str = "pod-template-hash";
 
 pub(super) fn sync(cluster: &ClusterApi) {
