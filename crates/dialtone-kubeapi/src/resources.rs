@@ -78,6 +78,7 @@ pub const CRUD: &[&str] = &[
 use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::authorization::v1 as authz;
+use k8s_openapi::api::autoscaling::v1 as autoscaling_v1;
 use k8s_openapi::api::autoscaling::v2 as autoscaling;
 use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
@@ -143,7 +144,7 @@ pub static RESOURCES: &[ResourceType] = &[
         schema: schema::<core::Event>,
     },
     // The same events in their newer form, stored once (see `dialtone-simkube`'s
-    // `events_v1`).
+    // `conversion`).
     ResourceType {
         group: "events.k8s.io",
         version: "v1",
@@ -313,6 +314,21 @@ pub static RESOURCES: &[ResourceType] = &[
         decode: decode::<autoscaling::HorizontalPodAutoscaler>,
         schema: schema::<autoscaling::HorizontalPodAutoscaler>,
     },
+    // The same autoscalers with only a CPU target, stored as v2 (see `dialtone-simkube`'s
+    // `conversion`); `kubectl autoscale` writes this version.
+    ResourceType {
+        group: "autoscaling",
+        version: "v1",
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        namespaced: true,
+        verbs: CRUD,
+        short_names: &[],
+        subresources: &["status"],
+        decode: decode::<autoscaling_v1::HorizontalPodAutoscaler>,
+        schema: schema::<autoscaling_v1::HorizontalPodAutoscaler>,
+    },
     ResourceType {
         group: "policy",
         version: "v1",
@@ -481,12 +497,14 @@ pub fn by_plural(plural: &str) -> &'static ResourceType {
         .expect("a served resource")
 }
 
-/// Every group with its one version, core first.
-pub fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut groups: Vec<(&str, &str)> = Vec::new();
+/// Every group with the versions it serves, the preferred (stored) one first; core first.
+pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
     for r in RESOURCES {
-        if !groups.contains(&(r.group, r.version)) {
-            groups.push((r.group, r.version));
+        match groups.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => groups.push((r.group, vec![r.version])),
         }
     }
     groups

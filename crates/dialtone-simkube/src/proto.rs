@@ -307,8 +307,28 @@ const CRON_JOB: &[(u32, &str, Field)] = &[
     (3, "status", Skip),
 ];
 
-fn schema_of(kind: &str) -> Option<&'static [(u32, &'static str, Field)]> {
+const HPA_V1: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Msg(&[
+            (
+                1,
+                "scaleTargetRef",
+                Msg(&[(1, "kind", Str), (2, "name", Str), (3, "apiVersion", Str)]),
+            ),
+            (2, "minReplicas", Int),
+            (3, "maxReplicas", Int),
+            (4, "targetCPUUtilizationPercentage", Int),
+        ]),
+    ),
+    (3, "status", Skip),
+];
+
+fn schema_of(api_version: &str, kind: &str) -> Option<&'static [(u32, &'static str, Field)]> {
     Some(match kind {
+        "HorizontalPodAutoscaler" if api_version == "autoscaling/v1" => HPA_V1,
         "Deployment" => DEPLOYMENT,
         "Pod" => POD,
         "Job" => JOB,
@@ -526,7 +546,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         }
     }
     let kind = type_meta["kind"].as_str().unwrap_or("").to_string();
-    let schema = schema_of(&kind)
+    let schema = schema_of(type_meta["apiVersion"].as_str().unwrap_or(""), &kind)
         .ok_or_else(|| format!("no protobuf decoding for kind `{kind}`; send JSON"))?;
     let mut object = message(raw, schema, "")?;
     object["apiVersion"] = type_meta["apiVersion"].clone();

@@ -2849,4 +2849,63 @@ async fn an_autoscaler_scales_a_deployment_by_its_simulated_usage() {
         described.contains("All metrics below target"),
         "{described}"
     );
+
+    // autoscaling/v1, which `kubectl autoscale` writes, is the same object with a CPU target
+    // only; a change through it keeps what it cannot say.
+    ok(
+        &kubeconfig,
+        &["create", "deployment", "api", "--image=nginx"],
+    );
+    let made = ok(
+        &kubeconfig,
+        &[
+            "autoscale",
+            "deployment",
+            "api",
+            "--min=2",
+            "--max=4",
+            "--cpu-percent=50",
+        ],
+    );
+    assert!(made.contains("autoscaled"), "{made}");
+    let stored: Value =
+        serde_json::from_str(&ok(&kubeconfig, &["get", "hpa", "api", "-o", "json"])).unwrap();
+    assert_eq!(stored["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        50
+    );
+    ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"maxReplicas":6}}"#,
+        ],
+    );
+    let v1 = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "web",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.maxReplicas} {.spec.targetCPUUtilizationPercentage}",
+        ],
+    );
+    assert_eq!(v1.trim(), "autoscaling/v1 6 40");
+    let kept = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "hpa",
+            "web",
+            "-o",
+            "jsonpath={.spec.behavior.scaleDown.stabilizationWindowSeconds}",
+        ],
+    );
+    assert_eq!(kept.trim(), "0", "behavior survives a v1 update");
 }

@@ -31,7 +31,7 @@ use crate::store::{Change, EventType, ObjectKey, Objects, StoreError};
 use crate::{quantity, table, webhooks};
 
 mod admission;
-mod events_v1;
+mod conversion;
 mod metadata;
 mod routing;
 mod verbs;
@@ -341,11 +341,12 @@ impl ClusterApi {
             ));
         }
         let table = wants_table(headers);
-        let events_v1 = info.resource.group == "events.k8s.io";
-        let (verb, info, query, body) = if events_v1 {
-            self.events_v1_request(verb, &info, &query, headers, body)?
-        } else {
-            (verb, info, query, body)
+        let conversion = conversion::of(info.resource);
+        let (verb, info, query, body) = match conversion {
+            Some(conversion) => {
+                self.converted_request(conversion, verb, &info, &query, headers, body)?
+            }
+            None => (verb, info, query, body),
         };
         let answer = self
             .answer(
@@ -359,9 +360,11 @@ impl ClusterApi {
                 webhook_client,
             )
             .await;
-        let answer = match answer {
-            Ok(answer) if events_v1 => events_v1::events_v1_response(verb, table, answer).await,
-            answer => answer,
+        let answer = match (answer, conversion) {
+            (Ok(answer), Some(conversion)) => {
+                conversion::converted_response(conversion, verb, table, answer).await
+            }
+            (answer, _) => answer,
         };
         if !matches!(verb, "get" | "list" | "watch") {
             // Answered only once what it changed is durable.
@@ -473,10 +476,13 @@ impl ClusterApi {
                             .map(|d| (*d).clone())
                             .ok_or_else(KubeError::no_such_path)?
                     }
-                    ["apis", group] if RESOURCES.iter().any(|r| r.group == *group) => {
-                        let r = RESOURCES.iter().find(|r| r.group == *group).expect("found");
-                        let gv = json!({"groupVersion": format!("{group}/{}", r.version), "version": r.version});
-                        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv})
+                    ["apis", group] => {
+                        let versions = resources::groups()
+                            .into_iter()
+                            .find(|(g, _)| g == group && !g.is_empty())
+                            .map(|(_, versions)| versions)
+                            .ok_or_else(KubeError::no_such_path)?;
+                        api_group(group, &versions)
                     }
                     _ => return Err(KubeError::no_such_path()),
                 }

@@ -73,12 +73,21 @@ pub(super) fn group_list() -> Value {
     let groups: Vec<Value> = resources::groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+        .map(|(g, versions)| api_group(g, &versions))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// A group's discovery document: every version it serves, the first preferred.
+pub(super) fn api_group(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": group,
+        "preferredVersion": versions[0], "versions": versions,
+    })
 }
 
 pub(super) fn route(path: &str) -> KubeResult<Route> {

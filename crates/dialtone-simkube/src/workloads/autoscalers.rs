@@ -290,3 +290,121 @@ fn sync_one(cluster: &ClusterApi, autoscaler: &Value, pods: &[Arc<Value>]) {
     }
     write_status(cluster, "horizontalpodautoscalers", autoscaler, status);
 }
+
+/// The CPU utilization target among `metrics`, which is all `autoscaling/v1` can say.
+fn cpu_target(metrics: &Value) -> Option<&Value> {
+    metrics.as_array()?.iter().find(|m| {
+        m["type"] == "Resource"
+            && m["resource"]["name"] == "cpu"
+            && m["resource"]["target"]["type"] == "Utilization"
+    })
+}
+
+/// A stored (`autoscaling/v2`) autoscaler as `autoscaling/v1` shows it.
+pub fn to_v1(v2: &Value) -> Value {
+    let spec = &v2["spec"];
+    let status = &v2["status"];
+    let mut v1 = json!({
+        "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": v2["metadata"],
+        "spec": {
+            "scaleTargetRef": spec["scaleTargetRef"],
+            "minReplicas": spec["minReplicas"],
+            "maxReplicas": spec["maxReplicas"],
+        },
+        "status": {
+            "currentReplicas": status["currentReplicas"].as_i64().unwrap_or(0),
+            "desiredReplicas": status["desiredReplicas"].as_i64().unwrap_or(0),
+        },
+    });
+    if let Some(target) = cpu_target(&spec["metrics"]) {
+        v1["spec"]["targetCPUUtilizationPercentage"] =
+            target["resource"]["target"]["averageUtilization"].clone();
+    }
+    for field in ["observedGeneration", "lastScaleTime"] {
+        if !status[field].is_null() {
+            v1["status"][field] = status[field].clone();
+        }
+    }
+    if let Some(current) = status["currentMetrics"].as_array().and_then(|m| {
+        m.iter()
+            .find(|m| m["resource"]["name"] == "cpu")
+            .and_then(|m| m["resource"]["current"]["averageUtilization"].as_i64())
+    }) {
+        v1["status"]["currentCPUUtilizationPercentage"] = json!(current);
+    }
+    v1
+}
+
+/// An `autoscaling/v1` autoscaler as it is stored (`autoscaling/v2`). Over `current`, what v1
+/// cannot say (other metrics, `behavior`, the status) is kept: a v1 client's update changes
+/// only what it can see.
+pub fn to_v2(v1: &Value, current: Option<&Value>) -> Value {
+    let mut v2 = current.cloned().unwrap_or_else(|| json!({"spec": {}}));
+    v2["apiVersion"] = json!("autoscaling/v2");
+    v2["kind"] = json!("HorizontalPodAutoscaler");
+    v2["metadata"] = v1["metadata"].clone();
+    let spec = &v1["spec"];
+    for field in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
+        v2["spec"][field] = spec[field].clone();
+    }
+    let mut metrics: Vec<Value> = v2["spec"]["metrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| cpu_target(&json!([m])).is_none())
+        .collect();
+    if let Some(percent) = spec["targetCPUUtilizationPercentage"].as_i64() {
+        metrics.insert(
+            0,
+            json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": percent}}}),
+        );
+    }
+    v2["spec"]["metrics"] = json!(metrics);
+    if current.is_none() {
+        v2.as_object_mut().map(|o| o.remove("status"));
+    }
+    v2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_shows_the_cpu_target_and_writes_back_without_losing_the_rest() {
+        let stored = json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1, "maxReplicas": 5,
+                "metrics": [
+                    {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "1Gi"}}},
+                    {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 40}}},
+                ],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+            },
+            "status": {"currentReplicas": 2, "desiredReplicas": 2, "currentMetrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 35}}},
+            ]},
+        });
+        let v1 = to_v1(&stored);
+        assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 40);
+        assert_eq!(v1["status"]["currentCPUUtilizationPercentage"], 35);
+        let mut changed = v1.clone();
+        changed["spec"]["targetCPUUtilizationPercentage"] = json!(60);
+        let back = to_v2(&changed, Some(&stored));
+        assert_eq!(back["spec"]["behavior"], stored["spec"]["behavior"]);
+        assert_eq!(back["status"], stored["status"]);
+        let metrics = back["spec"]["metrics"].as_array().unwrap();
+        assert_eq!(metrics.len(), 2);
+        assert_eq!(
+            cpu_target(&back["spec"]["metrics"]).unwrap()["resource"]["target"]["averageUtilization"],
+            60
+        );
+        assert!(metrics.iter().any(|m| m["resource"]["name"] == "memory"));
+    }
+}

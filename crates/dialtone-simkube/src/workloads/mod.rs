@@ -16,7 +16,7 @@ use crate::events::EventType;
 use crate::resources::by_plural;
 use crate::store::ObjectKey;
 
-mod autoscalers;
+pub mod autoscalers;
 pub mod cronjobs;
 mod daemonsets;
 mod deployments;
