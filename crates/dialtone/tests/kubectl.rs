@@ -2178,7 +2178,8 @@ fn web_images(kubeconfig: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn deployments_roll_out_through_replica_sets_and_roll_back() {
-    let (_server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    // A c6i worker: consolidation has nothing smaller to move the pods to mid-rollout.
+    let (_server, _dir, kubeconfig) = sim_cluster_with(1, 1, &["--allow-family", "c6i"]).await;
     ok(
         &kubeconfig,
         &[
@@ -2289,7 +2290,7 @@ async fn deployments_roll_out_through_replica_sets_and_roll_back() {
 
 #[tokio::test]
 async fn stateful_sets_daemon_sets_jobs_and_cron_jobs_run_as_upstream_runs_them() {
-    let (_server, dir, kubeconfig) = sim_cluster(2, 2).await;
+    let (_server, dir, kubeconfig) = sim_cluster_with(2, 2, &["--allow-family", "c6i"]).await;
     let dir = dir.path();
     let template = |app: &str, annotations: Value, restart: &str| {
         json!({
@@ -2774,7 +2775,9 @@ async fn explain_reads_upstream_schemas_from_the_cluster() {
 
 #[tokio::test]
 async fn an_autoscaler_scales_a_deployment_by_its_simulated_usage() {
-    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    // One c6i.large worker: nothing cheaper to consolidate to, so the pods the autoscaler
+    // adds always have room.
+    let (_server, dir, kubeconfig) = sim_cluster_with(1, 1, &["--allow-family", "c6i"]).await;
     let web = |usage: &str| {
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
