@@ -13,11 +13,7 @@ use axum::http::StatusCode;
 fn is_healthy(pod: &Value) -> bool {
     pod["metadata"]["deletionTimestamp"].is_null()
         && pod["status"]["phase"] == "Running"
-        && pod["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        && crate::workloads::condition_holds(pod, "Ready")
 }
 
 fn is_terminal(pod: &Value) -> bool {

@@ -90,10 +90,8 @@ pub fn record(
 pub fn expire(cluster: &ClusterApi) {
     let cutoff = Timestamp::now().as_second() - TTL_SECONDS;
     for event in cluster.objects.list("events", None).0 {
-        let last = event["lastTimestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .map_or(i64::MIN, |t| t.as_second());
+        let last =
+            crate::cluster::timestamp(&event["lastTimestamp"]).map_or(i64::MIN, |t| t.as_second());
         if last < cutoff {
             let ns = event["metadata"]["namespace"].as_str().unwrap_or("");
             let name = event["metadata"]["name"].as_str().unwrap_or("");

@@ -61,8 +61,7 @@ pub fn log(pod: &Value, options: &LogOptions) -> Result<String, KubeError> {
         .into_iter()
         .flatten()
         .find(|s| s["name"] == container_name)
-        .and_then(|s| s["state"]["running"]["startedAt"].as_str())
-        .and_then(|t| t.parse::<Timestamp>().ok())
+        .and_then(|s| crate::cluster::timestamp(&s["state"]["running"]["startedAt"]))
         .ok_or_else(|| {
             KubeError::bad_request(format!(
                 "container \"{container_name}\" in pod \"{name}\" is waiting to start: ContainerCreating"

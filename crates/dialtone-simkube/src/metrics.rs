@@ -92,13 +92,7 @@ pub fn nodes(cluster: &ClusterApi) -> Vec<Arc<Value>> {
         .list("nodes", None)
         .0
         .iter()
-        .filter(|node| {
-            node["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+        .filter(|node| crate::workloads::condition_holds(node, "Ready"))
         .map(|node| {
             let name = &node["metadata"]["name"];
             let status = &node["status"];

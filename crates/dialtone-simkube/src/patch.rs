@@ -4,7 +4,10 @@
 //! name, a container's ports by containerPort, a Service's by port, …) instead of replacing them, and understands the `$patch`,
 //! `$retainKeys`, `$deleteFromPrimitiveList/` and `$setElementOrder/` directives.
 
+use axum::http::StatusCode;
 use serde_json::{Map, Value};
+
+use crate::status::{KubeError, KubeResult};
 
 /// The merge key of each list field that upstream types mark `patchStrategy: merge`.
 /// `ports` is a container's (by `containerPort`) or a Service's (by `port`): each requires
@@ -43,6 +46,27 @@ pub(crate) fn merge_key_of(field: &str, in_container: bool) -> Option<&'static s
 /// Lists of scalars that merge as sets.
 pub(crate) fn merges_as_set(field: &str) -> bool {
     matches!(field, "finalizers")
+}
+
+/// Applies `patch` to `target` by its content type, answering as upstream does: 415 for a
+/// patch type it does not know, 422 for a patch that does not apply.
+pub fn apply(target: &mut Value, content_type: &str, patch: &Value) -> KubeResult<()> {
+    let applied = match content_type.split(';').next().unwrap_or("").trim() {
+        "application/merge-patch+json" => {
+            json_merge(target, patch);
+            Ok(())
+        }
+        "application/strategic-merge-patch+json" => strategic_merge(target, patch),
+        "application/json-patch+json" => json_patch(target, patch),
+        other => return Err(KubeError::unsupported_media_type(other)),
+    };
+    applied.map_err(|e| {
+        KubeError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("the patch does not apply: {e}"),
+        )
+    })
 }
 
 pub fn json_merge(target: &mut Value, patch: &Value) {

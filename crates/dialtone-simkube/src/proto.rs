@@ -39,6 +39,19 @@ const OBJECT_META: &[(u32, &str, Field)] = &[
     (6, "resourceVersion", Str),
     (11, "labels", StrMap),
     (12, "annotations", StrMap),
+    // `kubectl create job --from=cronjob/…` names the job's owner.
+    (
+        13,
+        "ownerReferences",
+        Msgs(&[
+            (1, "kind", Str),
+            (3, "name", Str),
+            (4, "uid", Str),
+            (5, "apiVersion", Str),
+            (6, "controller", Bool),
+            (7, "blockOwnerDeletion", Bool),
+        ]),
+    ),
     (14, "finalizers", Strs),
 ];
 const CONTAINER: &[(u32, &str, Field)] = &[
@@ -257,29 +270,9 @@ const JOB_SPEC: &[(u32, &str, Field)] = &[
     (14, "podReplacementPolicy", Str),
 ];
 const JOB: &[(u32, &str, Field)] = &[
-    (1, "metadata", Msg(JOB_META)),
+    (1, "metadata", Msg(OBJECT_META)),
     (2, "spec", Msg(JOB_SPEC)),
     (3, "status", Skip),
-];
-/// A job's metadata also names its owner when `kubectl create job --from=cronjob/…` makes it.
-const JOB_META: &[(u32, &str, Field)] = &[
-    (1, "name", Str),
-    (2, "generateName", Str),
-    (3, "namespace", Str),
-    (11, "labels", StrMap),
-    (12, "annotations", StrMap),
-    (
-        13,
-        "ownerReferences",
-        Msgs(&[
-            (1, "kind", Str),
-            (3, "name", Str),
-            (4, "uid", Str),
-            (5, "apiVersion", Str),
-            (6, "controller", Bool),
-            (7, "blockOwnerDeletion", Bool),
-        ]),
-    ),
 ];
 const CRON_JOB: &[(u32, &str, Field)] = &[
     (1, "metadata", Msg(OBJECT_META)),

@@ -452,11 +452,7 @@ pub fn sync_endpoint_slices(cluster: &ClusterApi) {
         let endpoints: Vec<Value> = pods
             .iter()
             .map(|pod| {
-                let ready = pod["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                let ready = crate::workloads::condition_holds(pod, "Ready");
                 json!({
                     "addresses": [pod["status"]["podIP"]],
                     "conditions": {"ready": ready, "serving": ready, "terminating": false},

@@ -10,7 +10,7 @@ use crate::resources::ResourceType;
 
 /// Upstream's short age: `42s`, `5m`, `3h`, `2d`.
 pub fn age(created: &Value) -> String {
-    let Some(created) = created.as_str().and_then(|t| t.parse::<Timestamp>().ok()) else {
+    let Some(created) = crate::cluster::timestamp(created) else {
         return "<unknown>".into();
     };
     let seconds = (Timestamp::now().as_second() - created.as_second()).max(0);
@@ -250,13 +250,7 @@ fn restarts(pod: &Value) -> String {
 }
 
 fn job_cells(o: &Value, name: Value, age: Value) -> Vec<Value> {
-    let holds = |kind: &str| {
-        o["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == kind && c["status"] == "True")
-    };
+    let holds = |kind: &str| crate::workloads::condition_holds(o, kind);
     let status = if holds("Complete") {
         "Complete"
     } else if holds("Failed") {
@@ -274,11 +268,7 @@ fn job_cells(o: &Value, name: Value, age: Value) -> Vec<Value> {
             count(&o["spec"]["parallelism"])
         ),
     };
-    let time = |field: &str| {
-        o["status"][field]
-            .as_str()
-            .and_then(|t| t.parse::<Timestamp>().ok())
-    };
+    let time = |field: &str| crate::cluster::timestamp(&o["status"][field]);
     let duration = match (time("startTime"), time("completionTime")) {
         (Some(start), end) => {
             let end = end.unwrap_or_else(Timestamp::now);
@@ -320,13 +310,7 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             ]
         }
         "nodes" => {
-            let ready = o["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready")
-                .map(|c| c["status"] == "True")
-                .unwrap_or(false);
+            let ready = crate::workloads::condition_holds(o, "Ready");
             let mut status = if ready { "Ready" } else { "NotReady" }.to_string();
             if o["spec"]["unschedulable"] == true {
                 status.push_str(",SchedulingDisabled");

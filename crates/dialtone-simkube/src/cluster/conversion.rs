@@ -91,26 +91,11 @@ impl ClusterApi {
                 let stored_now = self.current(&stored)?;
                 let current = (conversion.to_served)(&stored_now);
                 let mut target = current.clone();
-                let patch = parse_body(&body)?;
-                let media = headers
+                let content_type = headers
                     .get(axum::http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                match media.as_str() {
-                    "application/merge-patch+json" => crate::patch::json_merge(&mut target, &patch),
-                    "application/strategic-merge-patch+json" => {
-                        crate::patch::strategic_merge(&mut target, &patch).map_err(unappliable)?
-                    }
-                    "application/json-patch+json" => {
-                        crate::patch::json_patch(&mut target, &patch).map_err(unappliable)?
-                    }
-                    other => return Err(KubeError::unsupported_media_type(other)),
-                }
+                    .unwrap_or("");
+                crate::patch::apply(&mut target, content_type, &parse_body(&body)?)?;
                 let (target, _) = decode_request(info.resource, &target, query.field_validation)?;
                 let mut stored_target = (conversion.to_stored)(&target, Some(&stored_now));
                 if stored_target["metadata"]["resourceVersion"].is_null() {
@@ -183,14 +168,6 @@ fn required(r: &ResourceType, event: &Value) -> KubeResult<()> {
 
 fn to_body(value: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
-}
-
-fn unappliable(e: String) -> KubeError {
-    KubeError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "Invalid",
-        format!("the patch does not apply: {e}"),
-    )
 }
 
 /// An answer in the served version: an object or a list of them; a Status as it is.

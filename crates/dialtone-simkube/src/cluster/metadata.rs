@@ -18,6 +18,11 @@ pub fn now() -> String {
         .to_string()
 }
 
+/// A time field's value (`2026-12-06T10:15:00Z`), if it is one.
+pub fn timestamp(value: &Value) -> Option<Timestamp> {
+    value.as_str()?.parse().ok()
+}
+
 /// Five characters as upstream's generated names end with.
 pub fn random_suffix() -> String {
     use rand::Rng;

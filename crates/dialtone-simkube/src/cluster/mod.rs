@@ -37,7 +37,7 @@ mod routing;
 mod verbs;
 
 use admission::*;
-pub use metadata::{key, now, random_suffix, scale_of, stamp_new};
+pub use metadata::{key, now, random_suffix, scale_of, stamp_new, timestamp};
 use routing::*;
 
 /// The group upstream's API server lets do anything before RBAC is asked

@@ -406,25 +406,7 @@ impl ClusterApi {
         } else {
             (*current).clone()
         };
-        let media = content_type.split(';').next().unwrap_or("").trim();
-        let applied = match media {
-            "application/merge-patch+json" => {
-                crate::patch::json_merge(&mut target, &patch);
-                Ok(())
-            }
-            "application/strategic-merge-patch+json" => {
-                crate::patch::strategic_merge(&mut target, &patch)
-            }
-            "application/json-patch+json" => crate::patch::json_patch(&mut target, &patch),
-            other => return Err(KubeError::unsupported_media_type(other)),
-        };
-        applied.map_err(|e| {
-            KubeError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid",
-                format!("the patch does not apply: {e}"),
-            )
-        })?;
+        crate::patch::apply(&mut target, content_type, &patch)?;
         if info.subresource == "scale" {
             return self.update(user, info, target, query, webhook_client).await;
         }

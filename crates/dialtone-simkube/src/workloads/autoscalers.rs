@@ -179,9 +179,7 @@ fn sync_one(cluster: &ClusterApi, autoscaler: &Value, pods: &[Arc<Value>]) {
         .max();
     let mut desired = recommended.unwrap_or(current).clamp(min, max);
     let now = Timestamp::now();
-    let last_scale = autoscaler["status"]["lastScaleTime"]
-        .as_str()
-        .and_then(|t| t.parse::<Timestamp>().ok());
+    let last_scale = timestamp(&autoscaler["status"]["lastScaleTime"]);
     let window = spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
         .as_i64()
         .unwrap_or(SCALE_DOWN_WINDOW_SECONDS);

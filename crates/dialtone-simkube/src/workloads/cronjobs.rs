@@ -219,10 +219,6 @@ pub(super) fn sync(cluster: &ClusterApi) {
     }
 }
 
-fn parse_time(value: &Value) -> Option<Timestamp> {
-    value.as_str()?.parse().ok()
-}
-
 fn sync_one(cluster: &ClusterApi, cron: &Value, jobs: &[Arc<Value>]) {
     let spec = &cron["spec"];
     let owned = owned_by(jobs, cron);
@@ -239,8 +235,8 @@ fn sync_one(cluster: &ClusterApi, cron: &Value, jobs: &[Arc<Value>]) {
         status = json!({});
     }
     let now = Timestamp::now();
-    let last = parse_time(&status["lastScheduleTime"])
-        .or_else(|| parse_time(&cron["metadata"]["creationTimestamp"]))
+    let last = timestamp(&status["lastScheduleTime"])
+        .or_else(|| timestamp(&cron["metadata"]["creationTimestamp"]))
         .unwrap_or(now);
     let deadline = spec["startingDeadlineSeconds"]
         .as_i64()
@@ -338,16 +334,8 @@ fn prune(cluster: &ClusterApi, spec: &Value, owned: &[&Arc<Value>]) {
             spec["failedJobsHistoryLimit"].as_i64().unwrap_or(1),
         ),
     ] {
-        let mut ended: Vec<&&Arc<Value>> = owned
-            .iter()
-            .filter(|j| {
-                j["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == kind && c["status"] == "True")
-            })
-            .collect();
+        let mut ended: Vec<&&Arc<Value>> =
+            owned.iter().filter(|j| condition_holds(j, kind)).collect();
         let limit = limit.max(0) as usize;
         if ended.len() <= limit {
             continue;

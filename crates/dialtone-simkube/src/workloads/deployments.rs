@@ -359,8 +359,7 @@ fn progressing(
         let last_progress = previous
             .as_ref()
             .filter(|_| counts_now == counts_before)
-            .and_then(|c| c["lastUpdateTime"].as_str())
-            .and_then(|t| t.parse::<Timestamp>().ok());
+            .and_then(|c| timestamp(&c["lastUpdateTime"]));
         let deadline = deployment["spec"]["progressDeadlineSeconds"]
             .as_i64()
             .unwrap_or(600);

@@ -105,11 +105,7 @@ pub(super) fn sync(cluster: &ClusterApi) {
 }
 
 fn finished(job: &Value) -> Option<&Value> {
-    job["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
+    holding(job, "Complete").or_else(|| holding(job, "Failed"))
 }
 
 /// Whether the job ended: `Complete` or `Failed`.
@@ -118,7 +114,7 @@ pub(crate) fn is_finished(job: &Value) -> bool {
 }
 
 fn since(time: &Value) -> Option<i64> {
-    let at: Timestamp = time.as_str()?.parse().ok()?;
+    let at = timestamp(time)?;
     Some(Timestamp::now().as_second() - at.as_second())
 }
 

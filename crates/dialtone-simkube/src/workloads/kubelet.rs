@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use super::{is_terminated, pod_key};
-use crate::cluster::{ClusterApi, now};
+use crate::cluster::{ClusterApi, now, timestamp};
 use crate::events::EventType;
 
 /// How long each container of the pod runs before it exits (`90s`, `2m`); a pod that names
@@ -225,10 +225,6 @@ fn start(cluster: &ClusterApi, pod: &Arc<Value>, addresses: &mut Addresses) -> V
     next
 }
 
-fn parse_time(value: &Value) -> Option<Timestamp> {
-    value.as_str()?.parse().ok()
-}
-
 /// The back-off before restart `n` (the first restart is `n == 1`).
 fn back_off(restarts: i64) -> SignedDuration {
     let seconds = FIRST_BACK_OFF
@@ -264,7 +260,7 @@ fn advance(
     {
         let name = status["name"].as_str().unwrap_or("");
         let restarts = status["restartCount"].as_i64().unwrap_or(0);
-        if let Some(started) = parse_time(&status["state"]["running"]["startedAt"]) {
+        if let Some(started) = timestamp(&status["state"]["running"]["startedAt"]) {
             if now < started + run_for {
                 statuses.push(status.clone());
                 continue;
@@ -301,7 +297,7 @@ fn advance(
             }
             statuses.push(next);
         } else if status["state"]["waiting"]["reason"] == "CrashLoopBackOff" {
-            let finished = parse_time(&status["lastState"]["terminated"]["finishedAt"])?;
+            let finished = timestamp(&status["lastState"]["terminated"]["finishedAt"])?;
             if now < finished + back_off(restarts) {
                 statuses.push(status.clone());
                 continue;

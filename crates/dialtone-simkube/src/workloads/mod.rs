@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
-use crate::cluster::{ClusterApi, key, now, stamp_new};
+use crate::cluster::{ClusterApi, key, now, stamp_new, timestamp};
 use crate::events::EventType;
 use crate::resources::by_plural;
 use crate::store::ObjectKey;
@@ -96,13 +96,22 @@ pub(crate) fn is_terminated(pod: &Value) -> bool {
     )
 }
 
+/// The condition `kind` of the object's status, if it holds (`status: "True"`).
+pub(crate) fn holding<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+}
+
+/// Whether the object's condition `kind` holds.
+pub(crate) fn condition_holds(object: &Value, kind: &str) -> bool {
+    holding(object, kind).is_some()
+}
+
 /// Whether the pod's `Ready` condition holds.
 fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    condition_holds(pod, "Ready")
 }
 
 fn name_of(object: &Value) -> &str {

@@ -54,14 +54,6 @@ fn allocatable_of(node: &Value) -> Resources {
     }
 }
 
-fn is_ready(node: &Value) -> bool {
-    node["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 /// Whether `pod` tolerates `taint` (`PreferNoSchedule` never keeps a pod off).
 pub(super) fn tolerates(pod: &Value, taint: &Value) -> bool {
     let effect = taint["effect"].as_str().unwrap_or("");
@@ -196,7 +188,7 @@ pub(super) fn schedule(cluster: &ClusterApi) {
         let mut best: Option<(f64, &Arc<Value>)> = None;
         for node in &nodes {
             let name = node["metadata"]["name"].as_str().unwrap_or("");
-            let reason = if !is_ready(node) {
+            let reason = if !super::condition_holds(node, "Ready") {
                 Some("node(s) were not ready".to_string())
             } else if node["spec"]["unschedulable"] == true {
                 Some("node(s) were unschedulable".to_string())
