@@ -36,6 +36,7 @@ impl FieldValidation {
 }
 
 /// An object in its typed form, with the paths of the fields the type does not have.
+#[derive(Debug)]
 pub struct Typed {
     /// The object as its type writes it back: unknown fields gone.
     pub object: Value,

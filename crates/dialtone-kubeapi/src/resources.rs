@@ -3,28 +3,35 @@
 //! by decoding them into the upstream types of `k8s-openapi`, so a field of the wrong type or
 //! a malformed quantity is refused as upstream refuses it (see `decode`).
 
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
+
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
-/// One resource as discovery lists it.
-#[derive(Debug)]
+/// A name that is either written here or read from a CustomResourceDefinition.
+pub type Name = Cow<'static, str>;
+
+/// One resource as discovery lists it: built in, or defined by a cluster's
+/// CustomResourceDefinition.
+#[derive(Debug, Clone)]
 pub struct ResourceType {
     /// The API group; empty for the core group.
-    pub group: &'static str,
+    pub group: Name,
     /// The group's version served, `v1`.
-    pub version: &'static str,
+    pub version: Name,
     /// The kind of its objects, `Deployment`.
-    pub kind: &'static str,
+    pub kind: Name,
     /// The path segment of its collection, `deployments`.
-    pub plural: &'static str,
+    pub plural: Name,
     /// The name kubectl accepts for one, `deployment`.
-    pub singular: &'static str,
+    pub singular: Name,
     /// Whether its objects live in namespaces.
     pub namespaced: bool,
     /// The verbs it serves.
     pub verbs: &'static [&'static str],
     /// The abbreviations kubectl accepts, `deploy`.
-    pub short_names: &'static [&'static str],
+    pub short_names: Vec<Name>,
     /// Its subresources, `status`, `scale`, …
     pub subresources: &'static [&'static str],
     /// Decodes the object into its upstream type and writes it back.
@@ -32,6 +39,47 @@ pub struct ResourceType {
     /// Adds its upstream OpenAPI schema (and those it refers to) to the generator's
     /// definitions; what refers to it.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// What its CustomResourceDefinition says of this version; `None` for a built-in.
+    pub custom: Option<Arc<CustomVersion>>,
+}
+
+/// What a CustomResourceDefinition says of one version it serves.
+#[derive(Debug)]
+pub struct CustomVersion {
+    /// The version's `openAPIV3Schema`, structural.
+    pub schema: Value,
+    /// `additionalPrinterColumns`: name, type, JSONPath, priority.
+    pub columns: Vec<PrinterColumn>,
+    /// The version objects are stored in; others are served by changing `apiVersion`.
+    pub storage_version: String,
+    /// The `scale` subresource's paths, if it has one.
+    pub scale: Option<ScalePaths>,
+}
+
+/// A column `kubectl get` shows for a custom resource.
+#[derive(Debug, Clone)]
+pub struct PrinterColumn {
+    /// The column's heading.
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub kind: String,
+    /// What `kubectl explain`-style readers show for it.
+    pub description: String,
+    /// A simple JSONPath into the object, `.spec.replicas`.
+    pub json_path: String,
+    /// 0 for the default view; more for `-o wide`.
+    pub priority: i64,
+}
+
+/// Where a custom resource keeps what its `scale` subresource reads and writes.
+#[derive(Debug, Clone)]
+pub struct ScalePaths {
+    /// `.spec.replicas`: the desired count.
+    pub spec_replicas: String,
+    /// `.status.replicas`: the current count.
+    pub status_replicas: String,
+    /// Where the selector string an autoscaler reads is kept, if anywhere.
+    pub label_selector: Option<String>,
 }
 
 impl ResourceType {
@@ -44,15 +92,37 @@ impl ResourceType {
         }
     }
 
+    /// The `apiVersion` its objects are stored with: a custom resource's storage version,
+    /// whichever version they were written through.
+    pub fn stored_api_version(&self) -> String {
+        match &self.custom {
+            Some(custom) => format!("{}/{}", self.group, custom.storage_version),
+            None => self.api_version(),
+        }
+    }
+
     /// Whether a change of its spec counts as a new generation, which its controller
     /// reports having observed in `status.observedGeneration`.
     pub fn has_generation(&self) -> bool {
-        matches!(self.group, "apps" | "batch" | "autoscaling" | "policy")
+        self.custom.is_some()
+            || matches!(
+                self.group.as_ref(),
+                "apps" | "batch" | "autoscaling" | "policy"
+            )
     }
 
     /// Whether the resource is the metrics API's, computed on every read, never stored.
     pub fn is_metrics(&self) -> bool {
         self.group == "metrics.k8s.io"
+    }
+
+    /// The name its objects are kept under: a built-in's plural, a custom resource's
+    /// `plural.group` (which no built-in's can be: they have no dots).
+    pub fn stored_name(&self) -> Name {
+        match self.custom {
+            None => self.plural.clone(),
+            Some(_) => Cow::Owned(format!("{}.{}", self.plural, self.group)),
+        }
     }
 
     /// Review resources are created and answered, never stored.
@@ -86,390 +156,438 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
 /// Every resource sim clusters serve.
-pub static RESOURCES: &[ResourceType] = &[
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Namespace",
-        plural: "namespaces",
-        singular: "namespace",
-        namespaced: false,
-        verbs: &[
-            "create", "delete", "get", "list", "patch", "update", "watch",
-        ],
-        short_names: &["ns"],
-        subresources: &["status"],
-        decode: decode::<core::Namespace>,
-        schema: schema::<core::Namespace>,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Node",
-        plural: "nodes",
-        singular: "node",
-        namespaced: false,
-        verbs: &["get", "list", "patch", "update", "watch"],
-        short_names: &["no"],
-        subresources: &["status"],
-        decode: decode::<core::Node>,
-        schema: schema::<core::Node>,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Pod",
-        plural: "pods",
-        singular: "pod",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["po"],
-        subresources: &["status", "eviction", "log", "exec", "attach"],
-        decode: decode::<core::Pod>,
-        schema: schema::<core::Pod>,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Event",
-        plural: "events",
-        singular: "event",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["ev"],
-        subresources: &[],
-        decode: decode::<core::Event>,
-        schema: schema::<core::Event>,
-    },
-    // The same events in their newer form, stored once (see `dialtone-simkube`'s
-    // `conversion`).
-    ResourceType {
-        group: "events.k8s.io",
-        version: "v1",
-        kind: "Event",
-        plural: "events",
-        singular: "event",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<events::Event>,
-        schema: schema::<events::Event>,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Service",
-        plural: "services",
-        singular: "service",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["svc"],
-        subresources: &["status"],
-        decode: decode::<core::Service>,
-        schema: schema::<core::Service>,
-    },
-    ResourceType {
-        group: "discovery.k8s.io",
-        version: "v1",
-        kind: "EndpointSlice",
-        plural: "endpointslices",
-        singular: "endpointslice",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<discovery::EndpointSlice>,
-        schema: schema::<discovery::EndpointSlice>,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "ConfigMap",
-        plural: "configmaps",
-        singular: "configmap",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["cm"],
-        subresources: &[],
-        decode: decode::<core::ConfigMap>,
-        schema: schema::<core::ConfigMap>,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "Secret",
-        plural: "secrets",
-        singular: "secret",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<core::Secret>,
-        schema: schema::<core::Secret>,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        kind: "ServiceAccount",
-        plural: "serviceaccounts",
-        singular: "serviceaccount",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["sa"],
-        subresources: &[],
-        decode: decode::<core::ServiceAccount>,
-        schema: schema::<core::ServiceAccount>,
-    },
-    ResourceType {
-        group: "apps",
-        version: "v1",
-        kind: "Deployment",
-        plural: "deployments",
-        singular: "deployment",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["deploy"],
-        subresources: &["status", "scale"],
-        decode: decode::<apps::Deployment>,
-        schema: schema::<apps::Deployment>,
-    },
-    ResourceType {
-        group: "apps",
-        version: "v1",
-        kind: "ReplicaSet",
-        plural: "replicasets",
-        singular: "replicaset",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["rs"],
-        subresources: &["status", "scale"],
-        decode: decode::<apps::ReplicaSet>,
-        schema: schema::<apps::ReplicaSet>,
-    },
-    ResourceType {
-        group: "apps",
-        version: "v1",
-        kind: "StatefulSet",
-        plural: "statefulsets",
-        singular: "statefulset",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["sts"],
-        subresources: &["status", "scale"],
-        decode: decode::<apps::StatefulSet>,
-        schema: schema::<apps::StatefulSet>,
-    },
-    ResourceType {
-        group: "apps",
-        version: "v1",
-        kind: "DaemonSet",
-        plural: "daemonsets",
-        singular: "daemonset",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["ds"],
-        subresources: &["status"],
-        decode: decode::<apps::DaemonSet>,
-        schema: schema::<apps::DaemonSet>,
-    },
-    ResourceType {
-        group: "batch",
-        version: "v1",
-        kind: "Job",
-        plural: "jobs",
-        singular: "job",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &["status"],
-        decode: decode::<batch::Job>,
-        schema: schema::<batch::Job>,
-    },
-    ResourceType {
-        group: "batch",
-        version: "v1",
-        kind: "CronJob",
-        plural: "cronjobs",
-        singular: "cronjob",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["cj"],
-        subresources: &["status"],
-        decode: decode::<batch::CronJob>,
-        schema: schema::<batch::CronJob>,
-    },
-    ResourceType {
-        group: "autoscaling",
-        version: "v2",
-        kind: "HorizontalPodAutoscaler",
-        plural: "horizontalpodautoscalers",
-        singular: "horizontalpodautoscaler",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["hpa"],
-        subresources: &["status"],
-        decode: decode::<autoscaling::HorizontalPodAutoscaler>,
-        schema: schema::<autoscaling::HorizontalPodAutoscaler>,
-    },
-    // The same autoscalers with only a CPU target, stored as v2 (see `dialtone-simkube`'s
-    // `conversion`); `kubectl autoscale` writes this version.
-    ResourceType {
-        group: "autoscaling",
-        version: "v1",
-        kind: "HorizontalPodAutoscaler",
-        plural: "horizontalpodautoscalers",
-        singular: "horizontalpodautoscaler",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &["status"],
-        decode: decode::<autoscaling_v1::HorizontalPodAutoscaler>,
-        schema: schema::<autoscaling_v1::HorizontalPodAutoscaler>,
-    },
-    ResourceType {
-        group: "policy",
-        version: "v1",
-        kind: "PodDisruptionBudget",
-        plural: "poddisruptionbudgets",
-        singular: "poddisruptionbudget",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &["pdb"],
-        subresources: &["status"],
-        decode: decode::<policy::PodDisruptionBudget>,
-        schema: schema::<policy::PodDisruptionBudget>,
-    },
-    // The resource metrics API, as metrics-server serves it: computed on every read, never
-    // stored (see `dialtone-simkube`'s `metrics`).
-    ResourceType {
-        group: "metrics.k8s.io",
-        version: "v1beta1",
-        kind: "NodeMetrics",
-        plural: "nodes",
-        singular: "",
-        namespaced: false,
-        verbs: &["get", "list"],
-        short_names: &[],
-        subresources: &[],
-        decode: read_only,
-        schema: no_schema,
-    },
-    ResourceType {
-        group: "metrics.k8s.io",
-        version: "v1beta1",
-        kind: "PodMetrics",
-        plural: "pods",
-        singular: "",
-        namespaced: true,
-        verbs: &["get", "list"],
-        short_names: &[],
-        subresources: &[],
-        decode: read_only,
-        schema: no_schema,
-    },
-    ResourceType {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "Role",
-        plural: "roles",
-        singular: "role",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<rbac::Role>,
-        schema: schema::<rbac::Role>,
-    },
-    ResourceType {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "ClusterRole",
-        plural: "clusterroles",
-        singular: "clusterrole",
-        namespaced: false,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<rbac::ClusterRole>,
-        schema: schema::<rbac::ClusterRole>,
-    },
-    ResourceType {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "RoleBinding",
-        plural: "rolebindings",
-        singular: "rolebinding",
-        namespaced: true,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<rbac::RoleBinding>,
-        schema: schema::<rbac::RoleBinding>,
-    },
-    ResourceType {
-        group: "rbac.authorization.k8s.io",
-        version: "v1",
-        kind: "ClusterRoleBinding",
-        plural: "clusterrolebindings",
-        singular: "clusterrolebinding",
-        namespaced: false,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<rbac::ClusterRoleBinding>,
-        schema: schema::<rbac::ClusterRoleBinding>,
-    },
-    ResourceType {
-        group: "authorization.k8s.io",
-        version: "v1",
-        kind: "SelfSubjectAccessReview",
-        plural: "selfsubjectaccessreviews",
-        singular: "selfsubjectaccessreview",
-        namespaced: false,
-        verbs: &["create"],
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<authz::SelfSubjectAccessReview>,
-        schema: schema::<authz::SelfSubjectAccessReview>,
-    },
-    ResourceType {
-        group: "authorization.k8s.io",
-        version: "v1",
-        kind: "SubjectAccessReview",
-        plural: "subjectaccessreviews",
-        singular: "subjectaccessreview",
-        namespaced: false,
-        verbs: &["create"],
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<authz::SubjectAccessReview>,
-        schema: schema::<authz::SubjectAccessReview>,
-    },
-    ResourceType {
-        group: "admissionregistration.k8s.io",
-        version: "v1",
-        kind: "ValidatingWebhookConfiguration",
-        plural: "validatingwebhookconfigurations",
-        singular: "validatingwebhookconfiguration",
-        namespaced: false,
-        verbs: CRUD,
-        short_names: &[],
-        subresources: &[],
-        decode: decode::<admission::ValidatingWebhookConfiguration>,
-        schema: schema::<admission::ValidatingWebhookConfiguration>,
-    },
-];
+pub static RESOURCES: LazyLock<Vec<Arc<ResourceType>>> = LazyLock::new(|| {
+    [
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Namespace"),
+            plural: Cow::Borrowed("namespaces"),
+            singular: Cow::Borrowed("namespace"),
+            namespaced: false,
+            verbs: &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ],
+            short_names: names(&["ns"]),
+            subresources: &["status"],
+            decode: decode::<core::Namespace>,
+            schema: schema::<core::Namespace>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Node"),
+            plural: Cow::Borrowed("nodes"),
+            singular: Cow::Borrowed("node"),
+            namespaced: false,
+            verbs: &["get", "list", "patch", "update", "watch"],
+            short_names: names(&["no"]),
+            subresources: &["status"],
+            decode: decode::<core::Node>,
+            schema: schema::<core::Node>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Pod"),
+            plural: Cow::Borrowed("pods"),
+            singular: Cow::Borrowed("pod"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["po"]),
+            subresources: &["status", "eviction", "log", "exec", "attach"],
+            decode: decode::<core::Pod>,
+            schema: schema::<core::Pod>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Event"),
+            plural: Cow::Borrowed("events"),
+            singular: Cow::Borrowed("event"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["ev"]),
+            subresources: &[],
+            decode: decode::<core::Event>,
+            schema: schema::<core::Event>,
+            custom: None,
+        },
+        // The same events in their newer form, stored once (see `dialtone-simkube`'s
+        // `conversion`).
+        ResourceType {
+            group: Cow::Borrowed("events.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Event"),
+            plural: Cow::Borrowed("events"),
+            singular: Cow::Borrowed("event"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<events::Event>,
+            schema: schema::<events::Event>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Service"),
+            plural: Cow::Borrowed("services"),
+            singular: Cow::Borrowed("service"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["svc"]),
+            subresources: &["status"],
+            decode: decode::<core::Service>,
+            schema: schema::<core::Service>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("discovery.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("EndpointSlice"),
+            plural: Cow::Borrowed("endpointslices"),
+            singular: Cow::Borrowed("endpointslice"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<discovery::EndpointSlice>,
+            schema: schema::<discovery::EndpointSlice>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("ConfigMap"),
+            plural: Cow::Borrowed("configmaps"),
+            singular: Cow::Borrowed("configmap"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["cm"]),
+            subresources: &[],
+            decode: decode::<core::ConfigMap>,
+            schema: schema::<core::ConfigMap>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Secret"),
+            plural: Cow::Borrowed("secrets"),
+            singular: Cow::Borrowed("secret"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<core::Secret>,
+            schema: schema::<core::Secret>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed(""),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("ServiceAccount"),
+            plural: Cow::Borrowed("serviceaccounts"),
+            singular: Cow::Borrowed("serviceaccount"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["sa"]),
+            subresources: &[],
+            decode: decode::<core::ServiceAccount>,
+            schema: schema::<core::ServiceAccount>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("apps"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Deployment"),
+            plural: Cow::Borrowed("deployments"),
+            singular: Cow::Borrowed("deployment"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["deploy"]),
+            subresources: &["status", "scale"],
+            decode: decode::<apps::Deployment>,
+            schema: schema::<apps::Deployment>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("apps"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("ReplicaSet"),
+            plural: Cow::Borrowed("replicasets"),
+            singular: Cow::Borrowed("replicaset"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["rs"]),
+            subresources: &["status", "scale"],
+            decode: decode::<apps::ReplicaSet>,
+            schema: schema::<apps::ReplicaSet>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("apps"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("StatefulSet"),
+            plural: Cow::Borrowed("statefulsets"),
+            singular: Cow::Borrowed("statefulset"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["sts"]),
+            subresources: &["status", "scale"],
+            decode: decode::<apps::StatefulSet>,
+            schema: schema::<apps::StatefulSet>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("apps"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("DaemonSet"),
+            plural: Cow::Borrowed("daemonsets"),
+            singular: Cow::Borrowed("daemonset"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["ds"]),
+            subresources: &["status"],
+            decode: decode::<apps::DaemonSet>,
+            schema: schema::<apps::DaemonSet>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("batch"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Job"),
+            plural: Cow::Borrowed("jobs"),
+            singular: Cow::Borrowed("job"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &["status"],
+            decode: decode::<batch::Job>,
+            schema: schema::<batch::Job>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("batch"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("CronJob"),
+            plural: Cow::Borrowed("cronjobs"),
+            singular: Cow::Borrowed("cronjob"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["cj"]),
+            subresources: &["status"],
+            decode: decode::<batch::CronJob>,
+            schema: schema::<batch::CronJob>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("autoscaling"),
+            version: Cow::Borrowed("v2"),
+            kind: Cow::Borrowed("HorizontalPodAutoscaler"),
+            plural: Cow::Borrowed("horizontalpodautoscalers"),
+            singular: Cow::Borrowed("horizontalpodautoscaler"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["hpa"]),
+            subresources: &["status"],
+            decode: decode::<autoscaling::HorizontalPodAutoscaler>,
+            schema: schema::<autoscaling::HorizontalPodAutoscaler>,
+            custom: None,
+        },
+        // The same autoscalers with only a CPU target, stored as v2 (see `dialtone-simkube`'s
+        // `conversion`); `kubectl autoscale` writes this version.
+        ResourceType {
+            group: Cow::Borrowed("autoscaling"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("HorizontalPodAutoscaler"),
+            plural: Cow::Borrowed("horizontalpodautoscalers"),
+            singular: Cow::Borrowed("horizontalpodautoscaler"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &["status"],
+            decode: decode::<autoscaling_v1::HorizontalPodAutoscaler>,
+            schema: schema::<autoscaling_v1::HorizontalPodAutoscaler>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("policy"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("PodDisruptionBudget"),
+            plural: Cow::Borrowed("poddisruptionbudgets"),
+            singular: Cow::Borrowed("poddisruptionbudget"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&["pdb"]),
+            subresources: &["status"],
+            decode: decode::<policy::PodDisruptionBudget>,
+            schema: schema::<policy::PodDisruptionBudget>,
+            custom: None,
+        },
+        // The resource metrics API, as metrics-server serves it: computed on every read, never
+        // stored (see `dialtone-simkube`'s `metrics`).
+        ResourceType {
+            group: Cow::Borrowed("metrics.k8s.io"),
+            version: Cow::Borrowed("v1beta1"),
+            kind: Cow::Borrowed("NodeMetrics"),
+            plural: Cow::Borrowed("nodes"),
+            singular: Cow::Borrowed(""),
+            namespaced: false,
+            verbs: &["get", "list"],
+            short_names: names(&[]),
+            subresources: &[],
+            decode: read_only,
+            schema: no_schema,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("metrics.k8s.io"),
+            version: Cow::Borrowed("v1beta1"),
+            kind: Cow::Borrowed("PodMetrics"),
+            plural: Cow::Borrowed("pods"),
+            singular: Cow::Borrowed(""),
+            namespaced: true,
+            verbs: &["get", "list"],
+            short_names: names(&[]),
+            subresources: &[],
+            decode: read_only,
+            schema: no_schema,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("rbac.authorization.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("Role"),
+            plural: Cow::Borrowed("roles"),
+            singular: Cow::Borrowed("role"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<rbac::Role>,
+            schema: schema::<rbac::Role>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("rbac.authorization.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("ClusterRole"),
+            plural: Cow::Borrowed("clusterroles"),
+            singular: Cow::Borrowed("clusterrole"),
+            namespaced: false,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<rbac::ClusterRole>,
+            schema: schema::<rbac::ClusterRole>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("rbac.authorization.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("RoleBinding"),
+            plural: Cow::Borrowed("rolebindings"),
+            singular: Cow::Borrowed("rolebinding"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<rbac::RoleBinding>,
+            schema: schema::<rbac::RoleBinding>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("rbac.authorization.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("ClusterRoleBinding"),
+            plural: Cow::Borrowed("clusterrolebindings"),
+            singular: Cow::Borrowed("clusterrolebinding"),
+            namespaced: false,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<rbac::ClusterRoleBinding>,
+            schema: schema::<rbac::ClusterRoleBinding>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("authorization.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("SelfSubjectAccessReview"),
+            plural: Cow::Borrowed("selfsubjectaccessreviews"),
+            singular: Cow::Borrowed("selfsubjectaccessreview"),
+            namespaced: false,
+            verbs: &["create"],
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<authz::SelfSubjectAccessReview>,
+            schema: schema::<authz::SelfSubjectAccessReview>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("authorization.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("SubjectAccessReview"),
+            plural: Cow::Borrowed("subjectaccessreviews"),
+            singular: Cow::Borrowed("subjectaccessreview"),
+            namespaced: false,
+            verbs: &["create"],
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<authz::SubjectAccessReview>,
+            schema: schema::<authz::SubjectAccessReview>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("admissionregistration.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("ValidatingWebhookConfiguration"),
+            plural: Cow::Borrowed("validatingwebhookconfigurations"),
+            singular: Cow::Borrowed("validatingwebhookconfiguration"),
+            namespaced: false,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<admission::ValidatingWebhookConfiguration>,
+            schema: schema::<admission::ValidatingWebhookConfiguration>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("apiextensions.k8s.io"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("CustomResourceDefinition"),
+            plural: Cow::Borrowed("customresourcedefinitions"),
+            singular: Cow::Borrowed("customresourcedefinition"),
+            namespaced: false,
+            verbs: CRUD,
+            short_names: names(&["crd", "crds"]),
+            subresources: &["status"],
+            decode: decode::<apiextensions::CustomResourceDefinition>,
+            schema: schema::<apiextensions::CustomResourceDefinition>,
+            custom: None,
+        },
+    ]
+    .into_iter()
+    .map(Arc::new)
+    .collect()
+});
 
 fn schema<T: schemars::JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
 }
 
-/// Metrics have no upstream type here; they are read, never written, so no client needs
-/// their schema to write one.
-fn no_schema(_: &mut SchemaGenerator) -> Schema {
+/// Metrics have no upstream type here (they are read, never written, so no client needs
+/// their schema to write one); custom resources' schemas come from their definitions.
+pub fn no_schema(_: &mut SchemaGenerator) -> Schema {
     Schema::default()
 }
 
@@ -481,8 +599,12 @@ fn read_only(_: &Value) -> Result<Typed, Undecodable> {
     })
 }
 
-/// The resource `plural` of `group/version`, if served.
-pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+fn names(names: &[&'static str]) -> Vec<Name> {
+    names.iter().map(|n| Cow::Borrowed(*n)).collect()
+}
+
+/// The built-in resource `plural` of `group/version`, if served.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Arc<ResourceType>> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
@@ -490,7 +612,7 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
 
 /// The stored resource `plural` (its core form, for events); panics for one that is not
 /// served, a programming error.
-pub fn by_plural(plural: &str) -> &'static ResourceType {
+pub fn by_plural(plural: &str) -> &'static Arc<ResourceType> {
     RESOURCES
         .iter()
         .find(|r| r.plural == plural && !r.is_metrics())
@@ -498,13 +620,17 @@ pub fn by_plural(plural: &str) -> &'static ResourceType {
 }
 
 /// Every group with the versions it serves, the preferred (stored) one first; core first.
-pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+pub fn groups<'a>(
+    resources: impl IntoIterator<Item = &'a ResourceType>,
+) -> Vec<(&'a str, Vec<&'a str>)> {
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-    for r in RESOURCES {
+    for r in resources {
         match groups.iter_mut().find(|(g, _)| *g == r.group) {
-            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some((_, versions)) if !versions.contains(&r.version.as_ref()) => {
+                versions.push(&r.version)
+            }
             Some(_) => {}
-            None => groups.push((r.group, vec![r.version])),
+            None => groups.push((&r.group, vec![&r.version])),
         }
     }
     groups

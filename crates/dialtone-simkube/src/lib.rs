@@ -10,6 +10,7 @@
 //! server checks through [`Authenticator`], as a webhook token authenticator would.
 
 pub mod cluster;
+pub mod custom;
 mod disruption;
 pub mod egress;
 pub mod events;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
+use crate::custom::Served;
 use crate::resources::{RESOURCES, ResourceType};
 
 /// `api/v1` or `apis/{group}/{version}`: how the index names a group version.
@@ -25,24 +26,24 @@ fn group_version_path(group: &str, version: &str) -> String {
     }
 }
 
-/// `GET /openapi/v3`.
-pub fn root(server_version: &str) -> Value {
+/// `GET /openapi/v3`, built-ins and custom resources alike.
+pub fn root(server_version: &str, served: &Served) -> Value {
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| !r.is_review() && !r.is_metrics())
-    {
-        let path = group_version_path(r.group, r.version);
-        // The hash lets clients cache a document until the server's version changes.
-        let url = format!("/openapi/v3/{path}?hash={}", hash(server_version, &path));
+    for r in served.iter().filter(|r| !r.is_review() && !r.is_metrics()) {
+        let path = group_version_path(&r.group, &r.version);
+        // The hash lets clients cache a document until the server's version changes, or,
+        // for a custom resource, its schema.
+        let schema = r.custom.as_ref().map(|c| c.schema.to_string());
+        let hash = hash(&format!("{server_version} {path} {schema:?}"));
+        let url = format!("/openapi/v3/{path}?hash={hash}");
         paths.insert(path, json!({ "serverRelativeURL": url }));
     }
     json!({ "paths": paths })
 }
 
-fn hash(server_version: &str, path: &str) -> String {
+fn hash(text: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{server_version} {path}"));
+    let digest = sha2::Sha256::digest(text);
     digest[..16].iter().map(|b| format!("{b:02X}")).collect()
 }
 
@@ -69,19 +70,20 @@ fn build(group: &str, version: &str) -> Option<Value> {
     let kinds: Vec<&ResourceType> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version && !r.is_review() && !r.is_metrics())
+        .map(|r| &**r)
         .collect();
     if kinds.is_empty() {
         return None;
     }
     let schemas = schemas(group, version, &kinds);
     let operations = kinds.into_iter().map(|r| {
-        let prefix = format!("/{}", group_version_path(r.group, r.version));
+        let prefix = format!("/{}", group_version_path(&r.group, &r.version));
         let path = if r.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", &r.plural)
         } else {
-            format!("{prefix}/{}/{{name}}", r.plural)
+            format!("{prefix}/{}/{{name}}", &r.plural)
         };
-        (path, patch_operation(r.group, r.version, r.kind))
+        (path, patch_operation(&r.group, &r.version, &r.kind))
     });
     let mut document = document(version, operations);
     document["components"] = json!({ "schemas": schemas });
@@ -144,7 +146,7 @@ fn document(version: &str, patches: impl IntoIterator<Item = (String, Value)>) -
     })
 }
 
-fn patch_operation(group: &str, version: &str, kind: &str) -> Value {
+pub(crate) fn patch_operation(group: &str, version: &str, kind: &str) -> Value {
     let query = |name: &str| json!({ "name": name, "in": "query", "schema": { "type": "string" } });
     json!({
         "operationId": format!("patch{kind}"),
@@ -161,7 +163,7 @@ mod tests {
 
     #[test]
     fn every_served_group_version_is_indexed_and_documents_its_kinds() {
-        let index = root("1.33");
+        let index = root("1.33", &Served::default());
         for (path, entry) in index["paths"].as_object().unwrap() {
             let url = entry["serverRelativeURL"].as_str().unwrap();
             assert!(
@@ -178,12 +180,10 @@ mod tests {
             for r in RESOURCES.iter().filter(|r| {
                 r.group == group && r.version == version && !r.is_review() && !r.is_metrics()
             }) {
-                let documented = document["paths"]
-                    .as_object()
-                    .unwrap()
-                    .values()
-                    .any(|p| p["patch"]["x-kubernetes-group-version-kind"]["kind"] == r.kind);
-                assert!(documented, "{} is not in {path}", r.kind);
+                let documented = document["paths"].as_object().unwrap().values().any(|p| {
+                    p["patch"]["x-kubernetes-group-version-kind"]["kind"] == r.kind.as_ref()
+                });
+                assert!(documented, "{} is not in {path}", &r.kind);
             }
         }
         assert!(index["paths"].get("apis/apps/v1").is_some());

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+
+use crate::resources::Name;
 use tokio::sync::broadcast;
 
 /// How many changes a watch can resume from.
@@ -19,7 +21,8 @@ const LOG_CAPACITY: usize = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
-    pub resource: &'static str,
+    /// A built-in resource's plural, or a custom resource's `plural.group`.
+    pub resource: Name,
     pub namespace: String,
     pub name: String,
 }
@@ -64,6 +67,8 @@ struct Inner {
     revision: u64,
     /// Changes to roles and bindings so far, so that an index of them knows it is stale.
     rbac_changes: u64,
+    /// Changes to CustomResourceDefinitions so far, likewise for what they serve.
+    definition_changes: u64,
     log: VecDeque<Arc<Change>>,
 }
 
@@ -107,6 +112,7 @@ impl Default for Objects {
                 objects: BTreeMap::new(),
                 revision: 1,
                 rbac_changes: 0,
+                definition_changes: 0,
                 log: VecDeque::new(),
             }),
             changes: broadcast::channel(4096).0,
@@ -127,7 +133,7 @@ impl Objects {
     pub fn restore(
         journal: Arc<dyn Journal>,
         stored: Vec<(String, Vec<u8>)>,
-        resource_of: impl Fn(&str) -> Option<&'static str>,
+        resource_of: impl Fn(&str) -> Option<Name>,
     ) -> Result<(Self, bool), String> {
         let mut objects = Objects {
             journal: Some(journal),
@@ -194,15 +200,20 @@ impl Objects {
         self.lock().rbac_changes
     }
 
+    /// How many times a CustomResourceDefinition changed, as [`Objects::rbac_changes`].
+    pub fn definition_changes(&self) -> u64 {
+        self.lock().definition_changes
+    }
+
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
         self.lock().objects.get(key).cloned()
     }
 
     /// The objects of a resource, in one namespace or all, and the revision they were read at.
-    pub fn list(&self, resource: &'static str, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+    pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         let inner = self.lock();
         let start = ObjectKey {
-            resource,
+            resource: Name::Owned(resource.to_string()),
             namespace: namespace.unwrap_or("").to_string(),
             name: String::new(),
         };
@@ -238,8 +249,11 @@ impl Objects {
                 ),
             ]));
         }
-        if RBAC_RESOURCES.contains(&key.resource) {
+        if RBAC_RESOURCES.contains(&key.resource.as_ref()) {
             inner.rbac_changes += 1;
+        }
+        if key.resource == crate::custom::DEFINITIONS {
+            inner.definition_changes += 1;
         }
         let change = Arc::new(Change {
             revision: inner.revision,
@@ -339,7 +353,7 @@ mod tests {
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey {
-            resource: "pods",
+            resource: "pods".into(),
             namespace: "default".into(),
             name: name.into(),
         }

@@ -32,7 +32,17 @@ fn text(v: &Value) -> String {
 }
 
 fn columns(r: &ResourceType) -> Vec<Value> {
-    match r.plural {
+    if let Some(custom) = &r.custom {
+        let mut columns = vec![column("Name", "string", 0)];
+        columns.extend(custom.columns.iter().map(|c| {
+            json!({
+                "name": c.name, "type": c.kind, "format": "",
+                "description": c.description, "priority": c.priority,
+            })
+        }));
+        return columns;
+    }
+    match r.plural.as_ref() {
         "pods" => vec![
             column("Name", "string", 0),
             column("Ready", "string", 0),
@@ -293,7 +303,18 @@ fn job_cells(o: &Value, name: Value, age: Value) -> Vec<Value> {
 fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
     let name = json!(text(&o["metadata"]["name"]));
     let age = json!(age(&o["metadata"]["creationTimestamp"]));
-    match r.plural {
+    if let Some(custom) = &r.custom {
+        let mut cells = vec![name];
+        cells.extend(custom.columns.iter().map(|c| {
+            let value = crate::custom::column_value(o, c);
+            match c.kind.as_str() {
+                "date" if !value.is_null() => json!(self::age(&value)),
+                _ => value,
+            }
+        }));
+        return cells;
+    }
+    match r.plural.as_ref() {
         "pods" => {
             let containers = o["spec"]["containers"].as_array().map_or(0, Vec::len);
             let ready = o["status"]["containerStatuses"]

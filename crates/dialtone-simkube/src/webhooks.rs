@@ -96,9 +96,9 @@ fn listed(values: &Value, wanted: &str) -> bool {
 fn rule_matches(rule: &Value, r: &ResourceType, operation: &str) -> bool {
     let scope = rule["scope"].as_str().unwrap_or("*");
     listed(&rule["operations"], operation)
-        && listed(&rule["apiGroups"], r.group)
-        && listed(&rule["apiVersions"], r.version)
-        && listed(&rule["resources"], r.plural)
+        && listed(&rule["apiGroups"], &r.group)
+        && listed(&rule["apiVersions"], &r.version)
+        && listed(&rule["resources"], &r.plural)
         && match scope {
             "Namespaced" => r.namespaced,
             "Cluster" => !r.namespaced,
@@ -126,7 +126,7 @@ pub async fn validate(
     } else {
         objects
             .get(&ObjectKey {
-                resource: "namespaces",
+                resource: "namespaces".into(),
                 namespace: String::new(),
                 name: namespace.to_string(),
             })
@@ -181,10 +181,10 @@ async fn call(
         "kind": "AdmissionReview",
         "request": {
             "uid": uid,
-            "kind": {"group": r.group, "version": r.version, "kind": r.kind},
-            "resource": {"group": r.group, "version": r.version, "resource": r.plural},
-            "requestKind": {"group": r.group, "version": r.version, "kind": r.kind},
-            "requestResource": {"group": r.group, "version": r.version, "resource": r.plural},
+            "kind": {"group": &r.group, "version": &r.version, "kind": r.kind},
+            "resource": {"group": &r.group, "version": &r.version, "resource": r.plural},
+            "requestKind": {"group": &r.group, "version": &r.version, "kind": r.kind},
+            "requestResource": {"group": &r.group, "version": &r.version, "resource": r.plural},
             "name": object["metadata"]["name"],
             "namespace": object["metadata"]["namespace"],
             "operation": operation,

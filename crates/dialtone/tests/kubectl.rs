@@ -2912,3 +2912,196 @@ async fn an_autoscaler_scales_a_deployment_by_its_simulated_usage() {
     );
     assert_eq!(kept.trim(), "0", "behavior survives a v1 update");
 }
+
+const WIDGET_DEFINITION: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wg]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Color, type: string, jsonPath: .spec.color}
+    - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size: {type: integer, minimum: 1, maximum: 10, description: How many parts the widget has.}
+              color: {type: string, enum: [red, blue], default: red}
+          status:
+            type: object
+            properties:
+              conditions:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    type: {type: string}
+                    status: {type: string}
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+
+#[tokio::test]
+async fn custom_resources_are_defined_validated_served_and_deleted_with_their_definition() {
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let definition = file("crd.yaml", WIDGET_DEFINITION);
+    ok(&kubeconfig, &["apply", "-f", &definition]);
+    ok(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ],
+    );
+    let widget = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    };
+    let small = file("small.yaml", &widget("small", "{size: 3}"));
+    ok(&kubeconfig, &["apply", "-f", &small]);
+    // Defaults come from the schema; printer columns from the definition.
+    let table = ok(&kubeconfig, &["get", "wg"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row, ["small", "3", "red"], "{table}");
+    ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "widget",
+            "small",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+        ],
+    );
+    let table = ok(&kubeconfig, &["get", "widgets"]);
+    assert!(table.lines().nth(1).unwrap().ends_with("True"), "{table}");
+    // The status subresource keeps a spec write from changing status, and the reverse.
+    ok(
+        &kubeconfig,
+        &[
+            "patch",
+            "widget",
+            "small",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"size":4},"status":null}"#,
+        ],
+    );
+    let object: Value =
+        serde_json::from_str(&ok(&kubeconfig, &["get", "widget", "small", "-o", "json"])).unwrap();
+    assert_eq!(object["spec"]["size"], 4);
+    assert_eq!(object["status"]["conditions"][0]["status"], "True");
+    assert_eq!(object["metadata"]["generation"], 2);
+    // Served in every version; stored in one.
+    let other_version = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "widgets.v1beta1.example.com",
+            "small",
+            "-o",
+            "jsonpath={.apiVersion}",
+        ],
+    );
+    assert_eq!(other_version, "example.com/v1beta1");
+
+    // Objects that fail the schema are refused, whole, with upstream's words.
+    for (spec, refusal) in [
+        (
+            "{size: big}",
+            "spec.size in body must be of type integer: \"string\"",
+        ),
+        (
+            "{size: 11}",
+            "spec.size in body should be less than or equal to 10",
+        ),
+        (
+            "{size: 2, color: green}",
+            "Unsupported value: \"green\": supported values: \"red\", \"blue\"",
+        ),
+        ("{color: red}", "spec.size: Required value"),
+        ("{size: 2, shape: round}", "unknown field \"spec.shape\""),
+    ] {
+        let bad = file("bad.yaml", &widget("bad", spec));
+        let (created, error) = kubectl(&kubeconfig, &["apply", "-f", &bad]);
+        assert!(!created && error.contains(refusal), "{spec}: {error}");
+    }
+    let names = ok(&kubeconfig, &["get", "widgets", "-o", "name"]);
+    assert_eq!(names.trim(), "widget.example.com/small");
+
+    let explained = ok(&kubeconfig, &["explain", "widgets.spec.size"]);
+    assert!(
+        explained.contains("FIELD: size <integer>")
+            && explained.contains("How many parts the widget has."),
+        "{explained}"
+    );
+
+    // A definition without a structural schema is refused.
+    let loose = WIDGET_DEFINITION
+        .replace("widgets", "gadgets")
+        .replace("Widget", "Gadget")
+        .replace("widget", "gadget")
+        .replace("[wg]", "[gd]")
+        .replace(
+            "          spec:\n            type: object\n",
+            "          spec:\n",
+        );
+    let loose = file("loose.yaml", &loose);
+    let (created, error) = kubectl(&kubeconfig, &["apply", "-f", &loose]);
+    assert!(
+        !created && error.contains("properties[spec].type: Required value: must not be empty for specified object fields"),
+        "{error}"
+    );
+
+    // Its objects go with the definition.
+    ok(&kubeconfig, &["delete", "-f", &definition]);
+    kubectl_until(&kubeconfig, &["get", "widgets"], false);
+    // kubectl's cached discovery may still name the resource; the server does not.
+    let (_, error) = kubectl(&kubeconfig, &["get", "widgets"]);
+    assert!(
+        error.contains("the server doesn't have a resource type \"widgets\"")
+            || error.contains("the server could not find the requested resource"),
+        "{error}"
+    );
+    ok(&kubeconfig, &["apply", "-f", &definition]);
+    ok(
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ],
+    );
+    let names = ok(&kubeconfig, &["get", "widgets", "-A", "-o", "name"]);
+    assert!(names.trim().is_empty(), "{names}");
+}

@@ -1,6 +1,8 @@
 //! Admission: a request's body decoded into its kind's type, defaults, validation of names,
 //! quantities and kinds, unknown fields by `fieldValidation`, and escalation prevention.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use super::*;
 
 impl ClusterApi {
@@ -23,7 +25,7 @@ impl ClusterApi {
             crate::services::admit(self, &mut object, old, &mut causes);
         }
         if !causes.is_empty() {
-            return Err(KubeError::invalid(r.group, r.kind, name, causes));
+            return Err(KubeError::invalid(&r.group, &r.kind, name, causes));
         }
         // Defaults must leave a well-formed object; this checks they did.
         decode_request(r, &object, FieldValidation::Ignore)?;
@@ -52,11 +54,11 @@ impl ClusterApi {
             )
             .allowed
         };
-        let wanted = match r.plural {
+        let wanted = match r.plural.as_ref() {
             "roles" | "clusterroles" => {
                 if holds(
                     "escalate",
-                    r.plural,
+                    &r.plural,
                     object["metadata"]["name"].as_str().unwrap_or(""),
                 ) {
                     return Ok(());
@@ -82,7 +84,7 @@ impl ClusterApi {
                     None => {
                         return Err(KubeError::forbidden(format!(
                             "{} \"{}\" is forbidden: user \"{}\" (groups={:?}) is attempting to grant RBAC permissions not currently held: {} \"{}\" not found",
-                            qualified(r.group, r.plural),
+                            qualified(&r.group, &r.plural),
                             object["metadata"]["name"].as_str().unwrap_or(""),
                             user.name,
                             user.groups,
@@ -104,7 +106,7 @@ impl ClusterApi {
         } else {
             Err(KubeError::forbidden(format!(
                 "{} \"{}\" is forbidden: {}",
-                qualified(r.group, r.plural),
+                qualified(&r.group, &r.plural),
                 object["metadata"]["name"].as_str().unwrap_or(""),
                 rbac::escalation_message(user, &missing)
             )))
@@ -126,7 +128,18 @@ pub(super) fn decode_request(
     validation: FieldValidation,
 ) -> KubeResult<(Value, Vec<String>)> {
     let name = object["metadata"]["name"].as_str().unwrap_or("");
-    let typed = (r.decode)(object).map_err(|e| undecodable(r.kind, r.version, r.group, name, e))?;
+    let typed = match &r.custom {
+        Some(custom) => {
+            // Its metadata is every object's; the rest is what its schema says.
+            crate::decode::typed::<ObjectMeta>(&object["metadata"])
+                .map_err(|e| undecodable(&r.kind, &r.version, &r.group, name, e))?;
+            crate::custom::decode(custom, object)
+                .map_err(|causes| KubeError::invalid(&r.group, &r.kind, name, causes))?
+        }
+        None => {
+            (r.decode)(object).map_err(|e| undecodable(&r.kind, &r.version, &r.group, name, e))?
+        }
+    };
     unknown_fields(typed, validation)
 }
 
@@ -300,7 +313,7 @@ pub(super) fn validate_quantities(object: &Value, causes: &mut Vec<(String, Stri
 }
 
 pub(super) fn defaults(r: &ResourceType, object: &mut Value) {
-    match r.plural {
+    match r.plural.as_ref() {
         "namespaces" => {
             let name = object["metadata"]["name"].clone();
             object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
@@ -380,11 +393,11 @@ pub(super) fn defaults(r: &ResourceType, object: &mut Value) {
     }
     // `rollingUpdate` is defaulted only for the rolling strategy; upstream refuses it with
     // `Recreate` or `OnDelete`.
-    let strategy = match r.plural {
+    let strategy = match r.plural.as_ref() {
         "deployments" => "strategy",
         _ => "updateStrategy",
     };
-    if TEMPLATED_WITH_STRATEGY.contains(&r.plural)
+    if TEMPLATED_WITH_STRATEGY.contains(&r.plural.as_ref())
         && object["spec"][strategy]["type"] != "RollingUpdate"
         && let Some(s) = object["spec"][strategy].as_object_mut()
     {
@@ -415,7 +428,8 @@ pub(super) fn validate_kind(
     old: Option<&Value>,
     causes: &mut Vec<(String, String)>,
 ) {
-    match r.plural {
+    match r.plural.as_ref() {
+        crate::custom::DEFINITIONS => crate::custom::validate_definition(object, old, causes),
         "deployments" | "replicasets" | "statefulsets" | "daemonsets" => {
             let spec = &object["spec"];
             // Decoded as Go decodes, an absent selector is an empty one.

@@ -65,7 +65,7 @@ impl ClusterApi {
         body: Bytes,
     ) -> KubeResult<(&'static str, RequestInfo, Query, Bytes)> {
         let stored = RequestInfo {
-            resource: resources::by_plural(conversion.stored),
+            resource: resources::by_plural(conversion.stored).clone(),
             namespace: info.namespace.clone(),
             name: info.name.clone(),
             subresource: info.subresource.clone(),
@@ -75,10 +75,10 @@ impl ClusterApi {
         let (verb, body) = match verb {
             "create" | "update" => {
                 let object = parse_body(&body)?;
-                check_kind(info.resource, &object)?;
+                check_kind(&info.resource, &object)?;
                 // Checked as the served version, stored as the stored one.
-                let (object, _) = decode_request(info.resource, &object, query.field_validation)?;
-                (conversion.check)(info.resource, &object)?;
+                let (object, _) = decode_request(&info.resource, &object, query.field_validation)?;
+                (conversion.check)(&info.resource, &object)?;
                 let current = (verb == "update")
                     .then(|| self.current(&stored).ok())
                     .flatten();
@@ -96,7 +96,7 @@ impl ClusterApi {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 crate::patch::apply(&mut target, content_type, &parse_body(&body)?)?;
-                let (target, _) = decode_request(info.resource, &target, query.field_validation)?;
+                let (target, _) = decode_request(&info.resource, &target, query.field_validation)?;
                 let mut stored_target = (conversion.to_stored)(&target, Some(&stored_now));
                 if stored_target["metadata"]["resourceVersion"].is_null() {
                     stored_target["metadata"]["resourceVersion"] =
@@ -163,7 +163,7 @@ fn required(r: &ResourceType, event: &Value) -> KubeResult<()> {
         return Ok(());
     }
     let name = event["metadata"]["name"].as_str().unwrap_or("");
-    Err(KubeError::invalid(r.group, r.kind, name, causes))
+    Err(KubeError::invalid(&r.group, &r.kind, name, causes))
 }
 
 fn to_body(value: &Value) -> Bytes {

@@ -3,9 +3,9 @@
 
 use super::*;
 
-pub fn key(resource: &'static str, namespace: &str, name: &str) -> ObjectKey {
+pub fn key(resource: impl Into<resources::Name>, namespace: &str, name: &str) -> ObjectKey {
     ObjectKey {
-        resource,
+        resource: resource.into(),
         namespace: namespace.to_string(),
         name: name.to_string(),
     }
@@ -35,8 +35,8 @@ pub fn random_suffix() -> String {
 
 /// The server-set metadata of a new object.
 pub fn stamp_new(mut object: Value, r: &ResourceType, namespace: &str) -> Value {
-    object["apiVersion"] = json!(r.api_version());
-    object["kind"] = json!(r.kind);
+    object["apiVersion"] = json!(r.stored_api_version());
+    object["kind"] = json!(&r.kind);
     let metadata = &mut object["metadata"];
     metadata["uid"] = json!(uuid::Uuid::new_v4().to_string());
     metadata["creationTimestamp"] = json!(now());

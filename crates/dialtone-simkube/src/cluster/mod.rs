@@ -22,6 +22,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::custom::Served;
 use crate::decode::{FieldValidation, Typed, Undecodable};
 use crate::rbac::{self, Decision, RbacIndex, RbacSource, UserInfo};
 use crate::resources::{self, RESOURCES, ResourceType};
@@ -53,6 +54,9 @@ pub struct ClusterApi {
     pub wake: Notify,
     /// The RBAC index and the count of RBAC changes it was built at.
     rbac: std::sync::RwLock<Option<(u64, Arc<RbacIndex>)>>,
+    /// What the cluster's CustomResourceDefinitions serve and the count of their changes it
+    /// was read at.
+    served: std::sync::RwLock<Option<(u64, Arc<Served>)>>,
     /// The ranges the control plane was booted with; `None` until a control-plane node's
     /// user data has been read.
     network: std::sync::RwLock<Option<ClusterNetwork>>,
@@ -136,11 +140,13 @@ impl ClusterApi {
         journal: Arc<dyn crate::store::Journal>,
         stored: Vec<(String, Vec<u8>)>,
     ) -> Result<Self, String> {
-        let (objects, restored) = Objects::restore(journal, stored, |plural| {
+        // Custom objects are kept as `plural.group`, which no built-in's name has.
+        let (objects, restored) = Objects::restore(journal, stored, |name| {
             RESOURCES
                 .iter()
-                .find(|r| r.plural == plural)
-                .map(|r| r.plural)
+                .find(|r| r.plural == name)
+                .map(|r| r.plural.clone())
+                .or_else(|| name.contains('.').then(|| name.to_string().into()))
         })?;
         if restored {
             return Ok(ClusterApi {
@@ -149,6 +155,7 @@ impl ClusterApi {
                 objects,
                 wake: Notify::new(),
                 rbac: Default::default(),
+                served: Default::default(),
                 network: Default::default(),
                 allocating: Default::default(),
             });
@@ -163,6 +170,7 @@ impl ClusterApi {
             objects,
             wake: Notify::new(),
             rbac: Default::default(),
+            served: Default::default(),
             network: Default::default(),
             allocating: Default::default(),
         };
@@ -173,7 +181,9 @@ impl ClusterApi {
                 .unwrap_or("")
                 .to_string();
             let stamped = stamp_new(object, r, "");
-            let _ = cluster.objects.create(key(r.plural, "", &name), stamped);
+            let _ = cluster
+                .objects
+                .create(key(r.stored_name(), "", &name), stamped);
         }
         cluster
     }
@@ -188,6 +198,21 @@ impl ClusterApi {
             };
         }
         self.rbac_index().authorize(user, request)
+    }
+
+    /// The resources the cluster serves, read again after its definitions change.
+    pub fn served(&self) -> Arc<Served> {
+        let changes = self.objects.definition_changes();
+        if let Some((read_at, served)) = &*self.served.read().unwrap_or_else(|e| e.into_inner())
+            && *read_at == changes
+        {
+            return served.clone();
+        }
+        let served = Arc::new(Served::read(
+            &self.objects.list(crate::custom::DEFINITIONS, None).0,
+        ));
+        *self.served.write().unwrap_or_else(|e| e.into_inner()) = Some((changes, served.clone()));
+        served
     }
 
     /// The index of the cluster's roles and bindings, rebuilt after they change.
@@ -295,7 +320,8 @@ impl ClusterApi {
             body
         };
         let query = parse_query(raw_query)?;
-        let info = match route(path)? {
+        let served = self.served();
+        let info = match route(path, &served)? {
             Route::NonResource(path) => {
                 let request = rbac::Request::NonResource {
                     verb: method.as_str().to_lowercase(),
@@ -308,7 +334,7 @@ impl ClusterApi {
                         method.as_str().to_lowercase()
                     )));
                 }
-                return self.non_resource(&path);
+                return self.non_resource(&path, &served);
             }
             Route::Resource(info) => info,
         };
@@ -341,7 +367,7 @@ impl ClusterApi {
             ));
         }
         let table = wants_table(headers);
-        let conversion = conversion::of(info.resource);
+        let conversion = conversion::of(&info.resource);
         let (verb, info, query, body) = match conversion {
             Some(conversion) => {
                 self.converted_request(conversion, verb, &info, &query, headers, body)?
@@ -441,16 +467,16 @@ impl ClusterApi {
         }
     }
 
-    fn non_resource(&self, path: &str) -> KubeResult<Response> {
+    fn non_resource(&self, path: &str, served: &Served) -> KubeResult<Response> {
         let body = match path.trim_end_matches('/') {
             "/version" => version_of(&self.version()),
             "/api" => json!({
                 "kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
             }),
-            "/api/v1" => resource_list("", "v1"),
-            "/apis" => group_list(),
-            "/openapi/v3" => crate::openapi::root(&self.version()),
+            "/api/v1" => resource_list(served, "", "v1"),
+            "/apis" => group_list(served),
+            "/openapi/v3" => crate::openapi::root(&self.version(), served),
             "/healthz" | "/livez" | "/readyz" => {
                 return Ok(Response::builder()
                     .status(StatusCode::OK)
@@ -462,11 +488,11 @@ impl ClusterApi {
                 let parts: Vec<&str> = other.trim_matches('/').split('/').collect();
                 match parts.as_slice() {
                     ["apis", group, version]
-                        if RESOURCES
+                        if served
                             .iter()
                             .any(|r| r.group == *group && r.version == *version) =>
                     {
-                        resource_list(group, version)
+                        resource_list(served, group, version)
                     }
                     ["openapi", "v3", "api", version] => crate::openapi::group_version("", version)
                         .map(|d| (*d).clone())
@@ -474,10 +500,18 @@ impl ClusterApi {
                     ["openapi", "v3", "apis", group, version] => {
                         crate::openapi::group_version(group, version)
                             .map(|d| (*d).clone())
+                            .or_else(|| {
+                                let kinds: Vec<_> = served
+                                    .custom()
+                                    .iter()
+                                    .filter(|r| r.group == *group && r.version == *version)
+                                    .collect();
+                                crate::custom::openapi_document(&kinds)
+                            })
                             .ok_or_else(KubeError::no_such_path)?
                     }
                     ["apis", group] => {
-                        let versions = resources::groups()
+                        let versions = resources::groups(served.iter().map(|r| &**r))
                             .into_iter()
                             .find(|(g, _)| g == group && !g.is_empty())
                             .map(|(_, versions)| versions)

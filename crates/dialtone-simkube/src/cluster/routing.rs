@@ -6,7 +6,7 @@ use super::*;
 
 /// What a request path names, as upstream's RequestInfoFactory reads it.
 pub(super) struct RequestInfo {
-    pub(super) resource: &'static ResourceType,
+    pub(super) resource: Arc<ResourceType>,
     pub(super) namespace: String,
     pub(super) name: String,
     pub(super) subresource: String,
@@ -27,15 +27,15 @@ pub(super) fn version_of(cluster_version: &str) -> Value {
     })
 }
 
-pub(super) fn resource_list(group: &str, version: &str) -> Value {
+pub(super) fn resource_list(served: &Served, group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for r in RESOURCES
+    for r in served
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
         list.push(json!({
-            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": r.verbs, "shortNames": r.short_names,
+            "name": &r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": &r.kind, "verbs": r.verbs, "shortNames": r.short_names,
         }));
         for sub in r.subresources {
             let (kind, verbs) = match *sub {
@@ -44,10 +44,10 @@ pub(super) fn resource_list(group: &str, version: &str) -> Value {
                 "log" => ("Pod", vec!["get"]),
                 "exec" => ("PodExecOptions", vec!["create", "get"]),
                 "attach" => ("PodAttachOptions", vec!["create", "get"]),
-                _ => (r.kind, vec!["get", "patch", "update"]),
+                _ => (r.kind.as_ref(), vec!["get", "patch", "update"]),
             };
             let mut entry = json!({
-                "name": format!("{}/{sub}", r.plural), "singularName": "",
+                "name": format!("{}/{sub}", &r.plural), "singularName": "",
                 "namespaced": r.namespaced, "kind": kind, "verbs": verbs,
             });
             if *sub == "scale" {
@@ -69,8 +69,8 @@ pub(super) fn resource_list(group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": list})
 }
 
-pub(super) fn group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+pub(super) fn group_list(served: &Served) -> Value {
+    let groups: Vec<Value> = resources::groups(served.iter().map(|r| &**r))
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| api_group(g, &versions))
@@ -90,7 +90,7 @@ pub(super) fn api_group(group: &str, versions: &[&str]) -> Value {
     })
 }
 
-pub(super) fn route(path: &str) -> KubeResult<Route> {
+pub(super) fn route(path: &str, served: &Served) -> KubeResult<Route> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match parts.as_slice() {
         ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
@@ -111,7 +111,9 @@ pub(super) fn route(path: &str) -> KubeResult<Route> {
         [plural, name, sub] => (*plural, *name, *sub),
         _ => return Err(KubeError::not_found(group, path, "")),
     };
-    let resource = resources::find(group, version, plural).ok_or_else(KubeError::no_such_path)?;
+    let resource = served
+        .find(group, version, plural)
+        .ok_or_else(KubeError::no_such_path)?;
     if !subresource.is_empty() && !resource.subresources.contains(&subresource) {
         return Err(KubeError::no_such_path());
     }
@@ -201,9 +203,9 @@ pub(super) fn forbidden_message(user: &UserInfo, verb: &str, info: &RequestInfo)
     let resource = if info.subresource.is_empty() {
         info.resource.plural.to_string()
     } else {
-        format!("{}/{}", info.resource.plural, info.subresource)
+        format!("{}/{}", &info.resource.plural, info.subresource)
     };
-    let subject = qualified(info.resource.group, info.resource.plural);
+    let subject = qualified(&info.resource.group, &info.resource.plural);
     let named = if info.name.is_empty() {
         subject
     } else {

@@ -8,17 +8,21 @@ impl ClusterApi {
         if info.resource.is_metrics() {
             let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
             return self
-                .metrics(info.resource, namespace)
+                .metrics(&info.resource, namespace)
                 .into_iter()
                 .find(|m| m["metadata"]["name"] == info.name.as_str())
                 .ok_or_else(|| {
-                    KubeError::not_found(info.resource.group, info.resource.plural, &info.name)
+                    KubeError::not_found(&info.resource.group, &info.resource.plural, &info.name)
                 });
         }
         self.objects
-            .get(&key(info.resource.plural, &info.namespace, &info.name))
+            .get(&key(
+                info.resource.stored_name(),
+                &info.namespace,
+                &info.name,
+            ))
             .ok_or_else(|| {
-                KubeError::not_found(info.resource.group, info.resource.plural, &info.name)
+                KubeError::not_found(&info.resource.group, &info.resource.plural, &info.name)
             })
     }
 
@@ -29,19 +33,19 @@ impl ClusterApi {
         }
         let body = if as_table {
             table::render(
-                info.resource,
+                &info.resource,
                 std::slice::from_ref(&object),
                 self.objects.revision(),
             )
         } else {
-            (*object).clone()
+            shown(&info.resource, &object)
         };
         Ok(json_response(StatusCode::OK, &body))
     }
 
     /// The metrics of `r`, computed now.
     fn metrics(&self, r: &ResourceType, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        match r.kind {
+        match r.kind.as_ref() {
             "NodeMetrics" => crate::metrics::nodes(self),
             _ => crate::metrics::pods(self, namespace),
         }
@@ -51,11 +55,11 @@ impl ClusterApi {
         let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
         let (items, revision) = if info.resource.is_metrics() {
             (
-                self.metrics(info.resource, namespace),
+                self.metrics(&info.resource, namespace),
                 self.objects.revision(),
             )
         } else {
-            self.objects.list(info.resource.plural, namespace)
+            self.objects.list(&info.resource.stored_name(), namespace)
         };
         let items = items
             .into_iter()
@@ -74,13 +78,13 @@ impl ClusterApi {
     ) -> KubeResult<Response> {
         let (items, revision) = self.selected(info, query);
         let body = if as_table {
-            table::render(info.resource, &items, revision)
+            table::render(&info.resource, &items, revision)
         } else {
             json!({
-                "kind": format!("{}List", info.resource.kind),
+                "kind": format!("{}List", &info.resource.kind),
                 "apiVersion": info.resource.api_version(),
                 "metadata": {"resourceVersion": revision.to_string()},
-                "items": items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
+                "items": items.iter().map(|o| shown(&info.resource, o)).collect::<Vec<_>>(),
             })
         };
         Ok(json_response(StatusCode::OK, &body))
@@ -92,7 +96,7 @@ impl ClusterApi {
         query: &Query,
         as_table: bool,
     ) -> KubeResult<Response> {
-        let resource = info.resource;
+        let resource = info.resource.clone();
         let namespace = info.namespace.clone();
         let (initial, backlog, receiver) = match query.resource_version {
             None | Some(0) => {
@@ -113,8 +117,9 @@ impl ClusterApi {
         let labels = query.label_selector.clone();
         let fields = query.field_selector.clone();
         let name = info.name.clone();
+        let stored = resource.stored_name();
         let relevant = move |change: &Change| {
-            change.key.resource == resource.plural
+            change.key.resource == stored
                 && (namespace.is_empty() || change.key.namespace == namespace)
                 && (name.is_empty() || change.key.name == name)
                 && labels.matches_labels(&change.object)
@@ -122,9 +127,9 @@ impl ClusterApi {
         };
         let encode = move |kind: EventType, object: &Value| {
             let object = if as_table {
-                table::render(resource, &[Arc::new(object.clone())], 0)
+                table::render(&resource, &[Arc::new(object.clone())], 0)
             } else {
-                object.clone()
+                shown(&resource, object)
             };
             let mut line = serde_json::to_vec(&json!({"type": kind.name(), "object": object}))
                 .unwrap_or_default();
@@ -172,7 +177,7 @@ impl ClusterApi {
         query: &Query,
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Response> {
-        let r = info.resource;
+        let r = &*info.resource;
         check_kind(r, &object)?;
         let (mut object, warnings) = decode_request(r, &object, query.field_validation)?;
         if r.is_review() {
@@ -207,7 +212,7 @@ impl ClusterApi {
             .to_string();
         let object = stamp_new(object, r, &info.namespace);
         // A Service's addresses are chosen and stored under one lock.
-        let _allocating = match r.plural {
+        let _allocating = match r.plural.as_ref() {
             "services" => Some(self.allocating.lock().await),
             _ => None,
         };
@@ -224,17 +229,17 @@ impl ClusterApi {
         .await?;
         if query.dry_run {
             return Ok(with_warnings(
-                json_response(StatusCode::CREATED, &object),
+                json_response(StatusCode::CREATED, &shown(&info.resource, &object)),
                 &warnings,
             ));
         }
         let created = self
             .objects
-            .create(key(r.plural, &info.namespace, &name), object)
-            .map_err(|_| KubeError::already_exists(r.group, r.plural, &name))?;
+            .create(key(r.stored_name(), &info.namespace, &name), object)
+            .map_err(|_| KubeError::already_exists(&r.group, &r.plural, &name))?;
         self.wake.notify_one();
         Ok(with_warnings(
-            json_response(StatusCode::CREATED, &created),
+            json_response(StatusCode::CREATED, &shown(&info.resource, &created)),
             &warnings,
         ))
     }
@@ -261,8 +266,8 @@ impl ClusterApi {
                 .await?;
             return Ok(json_response(StatusCode::OK, &scale_of(&stored)));
         }
-        check_kind(info.resource, &object)?;
-        let (object, warnings) = decode_request(info.resource, &object, query.field_validation)?;
+        check_kind(&info.resource, &object)?;
+        let (object, warnings) = decode_request(&info.resource, &object, query.field_validation)?;
         let name = object["metadata"]["name"].as_str().unwrap_or("");
         if name != info.name {
             return Err(KubeError::bad_request(format!(
@@ -288,7 +293,7 @@ impl ClusterApi {
             .store_update(user, info, next, &current, query, webhook_client)
             .await?;
         Ok(with_warnings(
-            json_response(StatusCode::OK, &stored),
+            json_response(StatusCode::OK, &shown(&info.resource, &stored)),
             &warnings,
         ))
     }
@@ -302,7 +307,7 @@ impl ClusterApi {
         query: &Query,
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Arc<Value>> {
-        let r = info.resource;
+        let r = &*info.resource;
         // What the server owns stays the server's.
         for field in [
             "uid",
@@ -327,8 +332,8 @@ impl ClusterApi {
         if next["metadata"]["resourceVersion"].is_null() {
             next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
         }
-        next["apiVersion"] = json!(r.api_version());
-        next["kind"] = json!(r.kind);
+        next["apiVersion"] = json!(r.stored_api_version());
+        next["kind"] = json!(&r.kind);
         if r.has_generation() && next["spec"] != current["spec"] {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             next["metadata"]["generation"] = json!(generation);
@@ -341,8 +346,8 @@ impl ClusterApi {
                 .collect();
             if !added.is_empty() {
                 return Err(KubeError::invalid(
-                    r.group,
-                    r.kind,
+                    &r.group,
+                    &r.kind,
                     &info.name,
                     vec![(
                         "metadata.finalizers".into(),
@@ -353,7 +358,7 @@ impl ClusterApi {
                 ));
             }
         }
-        let _allocating = match r.plural {
+        let _allocating = match r.plural.as_ref() {
             "services" => Some(self.allocating.lock().await),
             _ => None,
         };
@@ -375,17 +380,17 @@ impl ClusterApi {
         if !next["metadata"]["deletionTimestamp"].is_null() && finalizers(&next).is_empty() {
             let gone = self
                 .objects
-                .delete(&key(r.plural, &info.namespace, &info.name))
-                .map_err(|_| KubeError::not_found(r.group, r.plural, &info.name))?;
+                .delete(&key(r.stored_name(), &info.namespace, &info.name))
+                .map_err(|_| KubeError::not_found(&r.group, &r.plural, &info.name))?;
             self.wake.notify_one();
             return Ok(gone);
         }
         let stored = self
             .objects
-            .update(&key(r.plural, &info.namespace, &info.name), next)
+            .update(&key(r.stored_name(), &info.namespace, &info.name), next)
             .map_err(|e| match e {
-                StoreError::NotFound => KubeError::not_found(r.group, r.plural, &info.name),
-                _ => KubeError::conflict(r.group, r.plural, &info.name),
+                StoreError::NotFound => KubeError::not_found(&r.group, &r.plural, &info.name),
+                _ => KubeError::conflict(&r.group, &r.plural, &info.name),
             })?;
         self.wake.notify_one();
         Ok(stored)
@@ -412,7 +417,7 @@ impl ClusterApi {
         }
         // The patched object is decoded as a body would be: a patch can change its shape.
         let (mut target, warnings) =
-            decode_request(info.resource, &target, query.field_validation)?;
+            decode_request(&info.resource, &target, query.field_validation)?;
         if info.subresource == "status" {
             let mut next = (*current).clone();
             next["status"] = target["status"].clone();
@@ -424,7 +429,7 @@ impl ClusterApi {
             .store_update(user, info, target, &current, query, webhook_client)
             .await?;
         Ok(with_warnings(
-            json_response(StatusCode::OK, &stored),
+            json_response(StatusCode::OK, &shown(&info.resource, &stored)),
             &warnings,
         ))
     }
@@ -436,7 +441,7 @@ impl ClusterApi {
         query: &Query,
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Response> {
-        let r = info.resource;
+        let r = &*info.resource;
         let current = self.current(info)?;
         webhooks::validate(
             webhook_client,
@@ -452,19 +457,30 @@ impl ClusterApi {
             return Ok(json_response(StatusCode::OK, &current));
         }
         let deleted = self
-            .remove(key(r.plural, &info.namespace, &info.name))
-            .map_err(|_| KubeError::not_found(r.group, r.plural, &info.name))?;
+            .remove(key(r.stored_name(), &info.namespace, &info.name))
+            .map_err(|_| KubeError::not_found(&r.group, &r.plural, &info.name))?;
         if r.plural == "namespaces" {
             // Everything in the namespace goes with it.
-            for other in RESOURCES.iter().filter(|r| r.namespaced) {
-                for object in self.objects.list(other.plural, Some(&info.name)).0 {
+            for other in self.served().iter().filter(|r| r.namespaced) {
+                for object in self.objects.list(&other.stored_name(), Some(&info.name)).0 {
                     let name = object["metadata"]["name"].as_str().unwrap_or("");
-                    let _ = self.remove(key(other.plural, &info.name, name));
+                    let _ = self.remove(key(other.stored_name(), &info.name, name));
                 }
             }
         }
+        if r.plural == crate::custom::DEFINITIONS {
+            // And every object of a definition, as upstream's cleanup finalizer does.
+            for object in self.objects.list(&info.name, None).0 {
+                let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
+                let name = object["metadata"]["name"].as_str().unwrap_or("");
+                let _ = self.objects.delete(&key(info.name.clone(), ns, name));
+            }
+        }
         self.wake.notify_one();
-        Ok(json_response(StatusCode::OK, &deleted))
+        Ok(json_response(
+            StatusCode::OK,
+            &shown(&info.resource, &deleted),
+        ))
     }
 
     /// Deletes an object, or, while finalizers hold it, marks it as being deleted: those
@@ -490,7 +506,7 @@ impl ClusterApi {
         query: &Query,
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Response> {
-        let r = info.resource;
+        let r = &*info.resource;
         let (items, revision) = self.selected(info, query);
         for object in &items {
             webhooks::validate(
@@ -508,14 +524,14 @@ impl ClusterApi {
             for object in &items {
                 let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
                 let name = object["metadata"]["name"].as_str().unwrap_or("");
-                let _ = self.remove(key(r.plural, ns, name));
+                let _ = self.remove(key(r.stored_name(), ns, name));
             }
         }
         self.wake.notify_one();
         Ok(json_response(
             StatusCode::OK,
             &json!({
-                "kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
+                "kind": format!("{}List", &r.kind), "apiVersion": r.api_version(),
                 "metadata": {"resourceVersion": revision.to_string()},
                 "items": items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
             }),
@@ -561,8 +577,8 @@ impl ClusterApi {
             }
         } else {
             return Err(KubeError::invalid(
-                r.group,
-                r.kind,
+                &r.group,
+                &r.kind,
                 "",
                 vec![(
                     "spec.resourceAttributes".into(),
@@ -575,6 +591,17 @@ impl ClusterApi {
         review["metadata"]["creationTimestamp"] = Value::Null;
         Ok(review)
     }
+}
+
+/// An object as the version it was asked through shows it: a custom resource's objects are
+/// stored in one version and served in every other by their `apiVersion` alone, as
+/// upstream's `None` conversion does.
+fn shown(r: &ResourceType, object: &Value) -> Value {
+    let mut object = object.clone();
+    if r.custom.is_some() && object["apiVersion"] != r.api_version().as_str() {
+        object["apiVersion"] = json!(r.api_version());
+    }
+    object
 }
 
 /// An object's finalizers.

@@ -52,6 +52,7 @@ const OWNER_KINDS: &[(&str, &str)] = &[
 /// One pass of the controllers that run in the cluster; whether it changed anything.
 pub fn reconcile(cluster: &Arc<ClusterApi>) -> bool {
     let before = cluster.objects.revision();
+    crate::custom::establish(cluster);
     collect_garbage(cluster);
     autoscalers::sync(cluster);
     deployments::sync(cluster);
