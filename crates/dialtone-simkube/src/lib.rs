@@ -9,6 +9,7 @@
 //! (Dialtone's own calls, through [`dialtone_kube`]) or a bearer token, which the embedding
 //! server checks through [`Authenticator`], as a webhook token authenticator would.
 
+mod apply;
 pub mod cluster;
 pub mod custom;
 mod disruption;

@@ -12,7 +12,7 @@ use crate::status::{KubeError, KubeResult};
 /// The merge key of each list field that upstream types mark `patchStrategy: merge`.
 /// `ports` is a container's (by `containerPort`) or a Service's (by `port`): each requires
 /// its key, so the items say which they are.
-fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     merge_key_of(
         field,
         items.iter().any(|i| i.get("containerPort").is_some()),

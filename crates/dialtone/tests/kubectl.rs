@@ -3105,3 +3105,147 @@ async fn custom_resources_are_defined_validated_served_and_deleted_with_their_de
     let names = ok(&kubeconfig, &["get", "widgets", "-A", "-o", "name"]);
     assert!(names.trim().is_empty(), "{names}");
 }
+
+#[tokio::test]
+async fn server_side_apply_is_idempotent_tracks_managers_and_refuses_conflicts() {
+    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kube-state-metrics");
+    let manifests = manifests.to_str().unwrap();
+    let applied = ok(&kubeconfig, &["apply", "--server-side", "-k", manifests]);
+    assert_eq!(
+        applied.matches("serverside-applied").count(),
+        5,
+        "{applied}"
+    );
+    // Applied again, nothing changes: not the role (which no controller writes), not the
+    // deployment's generation.
+    let version = |object: &str, path: &str| {
+        ok(
+            &kubeconfig,
+            &[
+                "get",
+                "-n",
+                "kube-system",
+                object,
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+        )
+    };
+    let role = version(
+        "clusterrole/kube-state-metrics",
+        "{.metadata.resourceVersion}",
+    );
+    ok(&kubeconfig, &["apply", "--server-side", "-k", manifests]);
+    assert_eq!(
+        version(
+            "clusterrole/kube-state-metrics",
+            "{.metadata.resourceVersion}"
+        ),
+        role
+    );
+    let generation = || version("deployment/kube-state-metrics", "{.metadata.generation}");
+    assert_eq!(generation(), "1");
+    let deployment: Value = serde_json::from_str(&ok(
+        &kubeconfig,
+        &[
+            "get",
+            "-n",
+            "kube-system",
+            "deployment/kube-state-metrics",
+            "--show-managed-fields",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let managers = &deployment["metadata"]["managedFields"];
+    assert_eq!(managers[0]["manager"], "kubectl", "{managers}");
+    assert_eq!(managers[0]["operation"], "Apply", "{managers}");
+    assert!(
+        managers[0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+            ["k:{\"name\":\"kube-state-metrics\"}"]["f:image"]
+            .is_object(),
+        "{managers}"
+    );
+
+    // Another manager may not change what kubectl set, unless it forces the change.
+    let scale = dir.path().join("scale.yaml");
+    std::fs::write(
+        &scale,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: kube-state-metrics, namespace: kube-system}\nspec: {replicas: 3}\n",
+    )
+    .unwrap();
+    let scale = scale.to_str().unwrap();
+    let (applied, error) = kubectl(
+        &kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=autoscaler",
+            "-f",
+            scale,
+        ],
+    );
+    assert!(
+        !applied
+            && error.contains(
+                "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"
+            ),
+        "{error}"
+    );
+    assert_eq!(generation(), "1", "a refused apply changes nothing");
+    ok(
+        &kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=autoscaler",
+            "--force-conflicts",
+            "-f",
+            scale,
+        ],
+    );
+    let replicas = || {
+        ok(
+            &kubeconfig,
+            &[
+                "get",
+                "-n",
+                "kube-system",
+                "deployment/kube-state-metrics",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ],
+        )
+    };
+    assert_eq!(replicas(), "3");
+    // Now the manifest's own replicas conflict with the manager that took them over.
+    let (applied, error) = kubectl(&kubeconfig, &["apply", "--server-side", "-k", manifests]);
+    assert!(
+        !applied && error.contains("conflict with \"autoscaler\": .spec.replicas"),
+        "{error}"
+    );
+
+    // A field its manager stops naming goes.
+    let settings = |data: &str| {
+        let path = dir.path().join("settings.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {data}\n"
+            ),
+        )
+        .unwrap();
+        ok(
+            &kubeconfig,
+            &["apply", "--server-side", "-f", path.to_str().unwrap()],
+        );
+        ok(
+            &kubeconfig,
+            &["get", "configmap", "settings", "-o", "jsonpath={.data}"],
+        )
+    };
+    assert_eq!(settings("{a: '1', b: '2'}"), r#"{"a":"1","b":"2"}"#);
+    assert_eq!(settings("{a: '1'}"), r#"{"a":"1"}"#);
+}

@@ -120,6 +120,12 @@ pub(super) fn parse_body(body: &[u8]) -> KubeResult<Value> {
     })
 }
 
+/// An apply configuration: YAML, of which JSON is a part.
+pub(super) fn parse_apply_body(body: &[u8]) -> KubeResult<Value> {
+    serde_yaml_ng::from_slice(body)
+        .map_err(|e| KubeError::bad_request(format!("error decoding YAML: {e}")))
+}
+
 /// Decodes a request's object into its kind's type before anything else touches it
 /// (`decode`): the typed form, and the warnings for the response.
 pub(super) fn decode_request(

@@ -319,7 +319,14 @@ impl ClusterApi {
         } else {
             body
         };
-        let query = parse_query(raw_query)?;
+        let mut query = parse_query(raw_query)?;
+        query.agent = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|agent| agent.split('/').next())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("unknown")
+            .to_string();
         let served = self.served();
         let info = match route(path, &served)? {
             Route::NonResource(path) => {
@@ -443,7 +450,15 @@ impl ClusterApi {
             }
             "create" => {
                 let object = parse_body(&body)?;
-                self.create(user, info, object, query, webhook_client).await
+                self.create(
+                    user,
+                    info,
+                    object,
+                    Some(query.manager()),
+                    query,
+                    webhook_client,
+                )
+                .await
             }
             "update" => {
                 let object = parse_body(&body)?;
@@ -454,6 +469,21 @@ impl ClusterApi {
                     .get(axum::http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
+                if content_type.starts_with(crate::apply::CONTENT_TYPE) {
+                    let config = parse_apply_body(&body)?;
+                    return self.apply(user, info, config, query, webhook_client).await;
+                }
+                if query.force {
+                    return Err(KubeError::invalid(
+                        &info.resource.group,
+                        &info.resource.kind,
+                        &info.name,
+                        vec![(
+                            "force".into(),
+                            "Forbidden: may not be specified for non-apply patch".into(),
+                        )],
+                    ));
+                }
                 let patch = parse_body(&body)?;
                 self.patch(user, info, content_type, patch, query, webhook_client)
                     .await

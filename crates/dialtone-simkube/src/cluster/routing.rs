@@ -159,6 +159,20 @@ pub(super) struct Query {
     pub(super) field_validation: FieldValidation,
     /// What `pods/log` is asked for.
     pub(super) log: crate::logs::LogOptions,
+    /// The `fieldManager` the request names.
+    pub(super) field_manager: Option<String>,
+    /// Whether an apply takes over the fields other managers hold (`force`).
+    pub(super) force: bool,
+    /// The manager of a write that names none: its client's name, as upstream takes it
+    /// from the user agent (`kubectl/v1.33.1 …` is `kubectl`).
+    pub(super) agent: String,
+}
+
+impl Query {
+    /// Who a write's fields are recorded as set by.
+    pub(super) fn manager(&self) -> &str {
+        self.field_manager.as_deref().unwrap_or(&self.agent)
+    }
 }
 
 pub(super) fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
@@ -191,6 +205,11 @@ pub(super) fn parse_query(raw: Option<&str>) -> KubeResult<Query> {
                     KubeError::bad_request(format!("tailLines must be a number, not `{v}`"))
                 })?)
             }
+            "fieldManager" => {
+                crate::apply::check_manager(&v).map_err(KubeError::bad_request)?;
+                query.field_manager = Some(v.to_string())
+            }
+            "force" => query.force = v == "true",
             "timestamps" => query.log.timestamps = v == "true",
             "previous" => query.log.previous = v == "true",
             _ => {}

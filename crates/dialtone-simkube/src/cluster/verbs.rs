@@ -169,11 +169,15 @@ impl ClusterApi {
             .expect("a valid response"))
     }
 
+    /// Creates an object; `manager` is who its fields are recorded as set by, `None` when
+    /// its managed fields are already decided (an apply).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn create(
         self: &Arc<Self>,
         user: &UserInfo,
         info: &RequestInfo,
         object: Value,
+        manager: Option<&str>,
         query: &Query,
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Response> {
@@ -216,7 +220,10 @@ impl ClusterApi {
             "services" => Some(self.allocating.lock().await),
             _ => None,
         };
-        let object = self.admit(user, r, &info.namespace, &name, object, None)?;
+        let mut object = self.admit(user, r, &info.namespace, &name, object, None)?;
+        if let Some(manager) = manager {
+            crate::apply::record_update(None, &mut object, r, manager, "");
+        }
         webhooks::validate(
             webhook_client,
             &self.objects,
@@ -262,7 +269,15 @@ impl ClusterApi {
                 next["metadata"]["resourceVersion"] = json!(rv);
             }
             let stored = self
-                .store_update(user, info, next, &current, query, webhook_client)
+                .store_update(
+                    user,
+                    info,
+                    next,
+                    &current,
+                    Some(query.manager()),
+                    query,
+                    webhook_client,
+                )
                 .await?;
             return Ok(json_response(StatusCode::OK, &scale_of(&stored)));
         }
@@ -290,7 +305,15 @@ impl ClusterApi {
             next
         };
         let stored = self
-            .store_update(user, info, next, &current, query, webhook_client)
+            .store_update(
+                user,
+                info,
+                next,
+                &current,
+                Some(query.manager()),
+                query,
+                webhook_client,
+            )
             .await?;
         Ok(with_warnings(
             json_response(StatusCode::OK, &shown(&info.resource, &stored)),
@@ -298,16 +321,22 @@ impl ClusterApi {
         ))
     }
 
+    /// Stores `next` in place of `current`; `manager` as for [`ClusterApi::create`].
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn store_update(
         self: &Arc<Self>,
         user: &UserInfo,
         info: &RequestInfo,
         mut next: Value,
         current: &Value,
+        manager: Option<&str>,
         query: &Query,
         webhook_client: &webhooks::Caller,
     ) -> KubeResult<Arc<Value>> {
         let r = &*info.resource;
+        if next["metadata"]["managedFields"].is_null() {
+            next["metadata"]["managedFields"] = current["metadata"]["managedFields"].clone();
+        }
         // What the server owns stays the server's.
         for field in [
             "uid",
@@ -362,7 +391,10 @@ impl ClusterApi {
             "services" => Some(self.allocating.lock().await),
             _ => None,
         };
-        let next = self.admit(user, r, &info.namespace, &info.name, next, Some(current))?;
+        let mut next = self.admit(user, r, &info.namespace, &info.name, next, Some(current))?;
+        if let Some(manager) = manager {
+            crate::apply::record_update(Some(current), &mut next, r, manager, &info.subresource);
+        }
         webhooks::validate(
             webhook_client,
             &self.objects,
@@ -426,7 +458,78 @@ impl ClusterApi {
             target["status"] = current["status"].clone();
         }
         let stored = self
-            .store_update(user, info, target, &current, query, webhook_client)
+            .store_update(
+                user,
+                info,
+                target,
+                &current,
+                Some(query.manager()),
+                query,
+                webhook_client,
+            )
+            .await?;
+        Ok(with_warnings(
+            json_response(StatusCode::OK, &shown(&info.resource, &stored)),
+            &warnings,
+        ))
+    }
+
+    /// Server-side apply: the configuration merged into the object as it is, or the object
+    /// created from it.
+    pub(super) async fn apply(
+        self: &Arc<Self>,
+        user: &UserInfo,
+        info: &RequestInfo,
+        config: Value,
+        query: &Query,
+        webhook_client: &webhooks::Caller,
+    ) -> KubeResult<Response> {
+        let r = &*info.resource;
+        let manager = query.field_manager.as_deref().ok_or_else(|| {
+            KubeError::invalid(
+                &r.group,
+                &r.kind,
+                &info.name,
+                vec![(
+                    "fieldManager".into(),
+                    "Required value: is required for apply patch".into(),
+                )],
+            )
+        })?;
+        if !info.subresource.is_empty() {
+            return Err(KubeError::method_not_allowed(
+                "sim clusters apply configurations to objects, not to their subresources",
+            ));
+        }
+        check_kind(r, &config)?;
+        if config["apiVersion"].is_null() || config["kind"].is_null() {
+            return Err(KubeError::bad_request(
+                "apiVersion and kind are required in an apply configuration",
+            ));
+        }
+        let name = config["metadata"]["name"].as_str().unwrap_or("");
+        if name != info.name {
+            return Err(KubeError::bad_request(format!(
+                "the name of the object ({name}) does not match the name on the URL ({})",
+                info.name
+            )));
+        }
+        // The configuration is decoded as a body is: unknown fields refused or dropped.
+        let (config, warnings) = decode_request(r, &config, query.field_validation)?;
+        let key = key(r.stored_name(), &info.namespace, &info.name);
+        let Some(current) = self.objects.get(&key) else {
+            let object = crate::apply::apply(None, &config, r, manager, query.force)?;
+            let created = self
+                .create(user, info, object, None, query, webhook_client)
+                .await?;
+            return Ok(with_warnings(created, &warnings));
+        };
+        let mut next = crate::apply::apply(Some(&current), &config, r, manager, query.force)?;
+        if r.subresources.contains(&"status") {
+            next["status"] = current["status"].clone();
+        }
+        let stored = self
+            .store_update(user, info, next, &current, None, query, webhook_client)
             .await?;
         Ok(with_warnings(
             json_response(StatusCode::OK, &shown(&info.resource, &stored)),
