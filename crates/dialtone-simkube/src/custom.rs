@@ -90,10 +90,11 @@ fn resource_types(definition: &Value) -> Vec<ResourceType> {
         .map(|v| {
             let subresources = &v["subresources"];
             let status = subresources["status"].is_object();
-            let scale = subresources["scale"].as_object().map(|s| ScalePaths {
-                spec_replicas: text(&s["specReplicasPath"]),
-                status_replicas: text(&s["statusReplicasPath"]),
-                label_selector: s["labelSelectorPath"].as_str().map(str::to_string),
+            let scale = &subresources["scale"];
+            let scale = scale.is_object().then(|| ScalePaths {
+                spec_replicas: text(&scale["specReplicasPath"]),
+                status_replicas: text(&scale["statusReplicasPath"]),
+                label_selector: scale["labelSelectorPath"].as_str().map(str::to_string),
             });
             ResourceType {
                 group: Cow::Owned(text(&spec["group"])),

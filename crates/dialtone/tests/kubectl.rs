@@ -2926,7 +2926,7 @@ spec:
   - name: v1
     served: true
     storage: true
-    subresources: {status: {}}
+    subresources: {status: {}, scale: {specReplicasPath: .spec.size, statusReplicasPath: .status.replicas}}
     additionalPrinterColumns:
     - {name: Size, type: integer, jsonPath: .spec.size}
     - {name: Color, type: string, jsonPath: .spec.color}
@@ -2963,6 +2963,7 @@ spec:
 #[tokio::test]
 async fn custom_resources_are_defined_validated_served_and_deleted_with_their_definition() {
     let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+
     let file = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -2970,6 +2971,7 @@ async fn custom_resources_are_defined_validated_served_and_deleted_with_their_de
     };
     let definition = file("crd.yaml", WIDGET_DEFINITION);
     ok(&kubeconfig, &["apply", "-f", &definition]);
+
     ok(
         &kubeconfig,
         &[
@@ -3021,6 +3023,13 @@ async fn custom_resources_are_defined_validated_served_and_deleted_with_their_de
     assert_eq!(object["spec"]["size"], 4);
     assert_eq!(object["status"]["conditions"][0]["status"], "True");
     assert_eq!(object["metadata"]["generation"], 2);
+    // Its scale subresource writes the path its definition names.
+    ok(&kubeconfig, &["scale", "widget", "small", "--replicas=6"]);
+    let size = ok(
+        &kubeconfig,
+        &["get", "widget", "small", "-o", "jsonpath={.spec.size}"],
+    );
+    assert_eq!(size, "6");
     // Served in every version; stored in one.
     let other_version = ok(
         &kubeconfig,

@@ -53,24 +53,65 @@ pub fn stamp_new(mut object: Value, r: &ResourceType, namespace: &str) -> Value 
 }
 
 /// The autoscaling/v1 Scale of a deployment, replica set or stateful set.
-pub fn scale_of(deployment: &Value) -> Value {
-    let selector = deployment["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let metadata = &deployment["metadata"];
+/// Where a resource keeps what its `scale` subresource shows: a built-in's spec and
+/// status replicas and selector, a custom resource's paths from its definition.
+fn scale_paths(r: &ResourceType) -> (String, String, Option<String>) {
+    match r.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        Some(paths) => (
+            pointer(&paths.spec_replicas),
+            pointer(&paths.status_replicas),
+            paths.label_selector.as_deref().map(pointer),
+        ),
+        None => ("/spec/replicas".into(), "/status/replicas".into(), None),
+    }
+}
+
+/// `.spec.replicas` as a JSON pointer.
+fn pointer(path: &str) -> String {
+    path.replace('.', "/")
+}
+
+/// The `Scale` view of an object.
+pub fn scale_of(object: &Value, r: &ResourceType) -> Value {
+    let (spec_replicas, status_replicas, selector_path) = scale_paths(r);
+    let selector = match selector_path {
+        Some(path) => object.pointer(&path).cloned().unwrap_or(json!("")),
+        None => json!(
+            object["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        ),
+    };
+    let metadata = &object["metadata"];
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {
             "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
             "resourceVersion": metadata["resourceVersion"], "creationTimestamp": metadata["creationTimestamp"],
         },
-        "spec": {"replicas": deployment["spec"]["replicas"]},
-        "status": {"replicas": deployment["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+        "spec": {"replicas": object.pointer(&spec_replicas).cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": object.pointer(&status_replicas).and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
     })
+}
+
+/// Sets the replicas an object's `scale` subresource writes.
+pub fn set_scale(object: &mut Value, r: &ResourceType, replicas: Value) {
+    let (spec_replicas, _, _) = scale_paths(r);
+    let mut node = object;
+    for part in spec_replicas.trim_start_matches('/').split('/') {
+        if !node.is_object() {
+            *node = json!({});
+        }
+        node = &mut node[part];
+    }
+    *node = replicas;
 }

@@ -38,7 +38,7 @@ mod routing;
 mod verbs;
 
 use admission::*;
-pub use metadata::{key, now, random_suffix, scale_of, stamp_new, timestamp};
+pub use metadata::{key, now, random_suffix, scale_of, set_scale, stamp_new, timestamp};
 use routing::*;
 
 /// The group upstream's API server lets do anything before RBAC is asked

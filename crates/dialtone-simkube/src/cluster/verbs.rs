@@ -29,7 +29,10 @@ impl ClusterApi {
     pub(super) fn get(&self, info: &RequestInfo, as_table: bool) -> KubeResult<Response> {
         let object = self.current(info)?;
         if info.subresource == "scale" {
-            return Ok(json_response(StatusCode::OK, &scale_of(&object)));
+            return Ok(json_response(
+                StatusCode::OK,
+                &scale_of(&object, &info.resource),
+            ));
         }
         let body = if as_table {
             table::render(
@@ -264,7 +267,7 @@ impl ClusterApi {
             let (object, _) = decode_as::<Scale>("Scale", "v1", &object, query.field_validation)?;
             let replicas = object["spec"]["replicas"].clone();
             let mut next = (*current).clone();
-            next["spec"]["replicas"] = replicas;
+            set_scale(&mut next, &info.resource, replicas);
             if let Some(rv) = object["metadata"]["resourceVersion"].as_str() {
                 next["metadata"]["resourceVersion"] = json!(rv);
             }
@@ -279,7 +282,10 @@ impl ClusterApi {
                     webhook_client,
                 )
                 .await?;
-            return Ok(json_response(StatusCode::OK, &scale_of(&stored)));
+            return Ok(json_response(
+                StatusCode::OK,
+                &scale_of(&stored, &info.resource),
+            ));
         }
         check_kind(&info.resource, &object)?;
         let (object, warnings) = decode_request(&info.resource, &object, query.field_validation)?;
@@ -439,7 +445,7 @@ impl ClusterApi {
     ) -> KubeResult<Response> {
         let current = self.current(info)?;
         let mut target = if info.subresource == "scale" {
-            scale_of(&current)
+            scale_of(&current, &info.resource)
         } else {
             (*current).clone()
         };
