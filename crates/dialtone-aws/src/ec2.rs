@@ -337,9 +337,11 @@ pub(crate) async fn create(
                 .unwrap_or_default()
                 .to_string())
         }
-        ResourceSpec::LoadBalancer { .. } => Err(CloudError::Invalid {
-            message: "load balancers are Elastic Load Balancing's".into(),
-        }),
+        ResourceSpec::LoadBalancer { .. } | ResourceSpec::ServiceLoadBalancer { .. } => {
+            Err(CloudError::Invalid {
+                message: "load balancers are Elastic Load Balancing's".into(),
+            })
+        }
     }
 }
 
@@ -586,7 +588,7 @@ pub(crate) async fn describe(
                 Some(found)
             })
             .collect(),
-        ResourceKind::LoadBalancer => Vec::new(),
+        ResourceKind::LoadBalancer | ResourceKind::ServiceLoadBalancer => Vec::new(),
     })
 }
 
@@ -791,6 +793,11 @@ pub(crate) async fn delete(ec2: &Client, id: &str) -> CloudResult<()> {
 /// that a rule or route is already there (or already gone) is success.
 pub(crate) async fn modify(ec2: &Client, id: &str, change: Change) -> CloudResult<()> {
     let outcome = match &change {
+        Change::SetListeners(_) | Change::SetTargets(_) => {
+            return Err(CloudError::Invalid {
+                message: format!("{id} is not a load balancer"),
+            });
+        }
         Change::AddRoute(route) => ec2
             .create_route()
             .route_table_id(id)

@@ -259,12 +259,13 @@ impl AwsProvider {
 }
 
 /// Every kind, in the order a describe of all of them reads them.
-const KINDS: [ResourceKind; 7] = [
+const KINDS: [ResourceKind; 8] = [
     ResourceKind::Vpc,
     ResourceKind::Subnet,
     ResourceKind::RouteTable,
     ResourceKind::SecurityGroup,
     ResourceKind::LoadBalancer,
+    ResourceKind::ServiceLoadBalancer,
     ResourceKind::Instance,
     ResourceKind::VpcPeering,
 ];
@@ -320,7 +321,12 @@ impl Provider for AwsProvider {
     }
 
     async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()> {
-        ec2::modify(&self.clients(region).ec2, id, change).await
+        let clients = self.clients(region);
+        if id.starts_with("arn:") {
+            elb::modify(&clients, id, change).await
+        } else {
+            ec2::modify(&clients.ec2, id, change).await
+        }
     }
 
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
@@ -372,6 +378,18 @@ impl AwsProvider {
                     *public,
                     *cross_zone,
                     &tags,
+                )
+                .await?
+            }
+            ResourceSpec::ServiceLoadBalancer {
+                subnet_ids,
+                public,
+                listeners,
+                targets,
+            } => {
+                let name = unique_name("dialtone", &request.client_token);
+                elb::create_service(
+                    &clients, &name, subnet_ids, *public, listeners, targets, &tags,
                 )
                 .await?
             }
@@ -433,7 +451,9 @@ impl AwsProvider {
         filter: &Filter,
     ) -> CloudResult<Vec<CloudResource>> {
         let found = match kind {
-            ResourceKind::LoadBalancer => elb::describe(clients, region, &filter.tags).await?,
+            ResourceKind::LoadBalancer | ResourceKind::ServiceLoadBalancer => {
+                elb::describe(clients, region, kind, &filter.tags).await?
+            }
             kind => ec2::describe(&clients.ec2, region, kind, &filter.tags).await?,
         };
         Ok(found.into_iter().filter(|r| filter.matches(r)).collect())

@@ -4,8 +4,8 @@
 
 use dialtone_aws::{AccessKeys, AwsOptions, AwsProvider, MachineImages};
 use dialtone_cloud::{
-    CloudError, CloudResource, CreateRequest, DiskType, Filter, IngressRule, InstanceMetadata,
-    Provider, ResourceKind, ResourceSpec, ResourceState, Tags,
+    Change, CloudError, CloudResource, CreateRequest, DiskType, Filter, IngressRule,
+    InstanceMetadata, Listener, Provider, ResourceKind, ResourceSpec, ResourceState, Tags,
 };
 use dialtone_testkit::MotoServer;
 
@@ -408,4 +408,188 @@ async fn concurrent_creates_with_one_token_make_one_resource() {
         .filter(|r| r.spec.kind() == ResourceKind::Vpc)
         .collect();
     assert_eq!(vpcs.len(), 1, "{vpcs:#?}");
+}
+
+/// A certificate in moto's ACM, as a user would have imported or requested one. (The SDK
+/// crates here do not include ACM; moto answers its JSON protocol without signatures.)
+async fn certificate(moto: &MotoServer, domain: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(moto.endpoint())
+        .header("X-Amz-Target", "CertificateManager.RequestCertificate")
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "Authorization",
+            format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/acm/aws4_request, SignedHeaders=host, Signature=0"),
+        )
+        .body(serde_json::json!({"DomainName": domain}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["CertificateArn"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_service_load_balancer_terminates_tls_follows_its_workers_and_goes() {
+    let moto = MotoServer::start().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let aws = provider(&moto, &secrets).await;
+    let uid = "svc";
+    let vpc = create(
+        &aws,
+        uid,
+        "vpc",
+        ResourceSpec::Vpc {
+            cidr: "10.5.0.0/16".parse().unwrap(),
+        },
+    )
+    .await;
+    let subnet = create(
+        &aws,
+        uid,
+        "subnet-us-east-1a",
+        ResourceSpec::Subnet {
+            vpc_id: vpc.id.clone(),
+            zone: "us-east-1a".into(),
+            cidr: "10.5.0.0/20".parse().unwrap(),
+        },
+    )
+    .await;
+    let group = create(
+        &aws,
+        uid,
+        "sg",
+        ResourceSpec::SecurityGroup {
+            vpc_id: vpc.id.clone(),
+            ingress: Vec::new(),
+        },
+    )
+    .await;
+    let node = ResourceSpec::Instance {
+        instance_type: "t3.medium".into(),
+        zone: "us-east-1a".into(),
+        subnet_id: subnet.id.clone(),
+        security_group_id: group.id.clone(),
+        image: "dialtone-node-1.34".into(),
+        root_disk_gib: 50,
+        disk_type: DiskType::Gp3,
+        disk_encrypted: true,
+        metadata: InstanceMetadata {
+            tokens_required: true,
+            hop_limit: 1,
+        },
+    };
+    let first = create(&aws, uid, "worker-0", node.clone()).await;
+    let second = create(&aws, uid, "worker-1", node).await;
+    let tls = certificate(&moto, "web.example.com").await;
+    let mut listeners = vec![
+        Listener {
+            port: 80,
+            node_port: 30080,
+            certificate: None,
+        },
+        Listener {
+            port: 443,
+            node_port: 30443,
+            certificate: Some(tls.clone()),
+        },
+    ];
+    let mut service_tags = tags(uid, "service/default/web");
+    service_tags.insert("dialtone.dev/service".into(), "uid-of-web".into());
+    let balancer = aws
+        .create(
+            REGION,
+            CreateRequest {
+                client_token: format!("{uid}/service/uid-of-web"),
+                spec: ResourceSpec::ServiceLoadBalancer {
+                    subnet_ids: vec![subnet.id.clone()],
+                    public: true,
+                    listeners: listeners.clone(),
+                    targets: vec![first.id.clone()],
+                },
+                tags: service_tags,
+                bootstrap: None,
+            },
+        )
+        .await
+        .unwrap();
+    let described = |kind| {
+        let aws = &aws;
+        async move {
+            aws.describe(REGION, &Filter::tagged(CLUSTER, uid).kind(kind))
+                .await
+                .unwrap()
+        }
+    };
+    // Found again as a Service's load balancer with what it was made with; not as an API
+    // endpoint.
+    assert!(described(ResourceKind::LoadBalancer).await.is_empty());
+    let found = described(ResourceKind::ServiceLoadBalancer).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, balancer.id);
+    assert!(!found[0].address.is_empty());
+    let ResourceSpec::ServiceLoadBalancer {
+        listeners: found_listeners,
+        targets,
+        public,
+        ..
+    } = &found[0].spec
+    else {
+        panic!("{:?}", found[0].spec);
+    };
+    assert!(public);
+    assert_eq!(*found_listeners, listeners);
+    assert_eq!(*targets, std::slice::from_ref(&first.id));
+
+    // Its targets follow the workers; its listeners the Service's ports.
+    let mut both = vec![first.id.clone(), second.id.clone()];
+    both.sort();
+    aws.modify(REGION, &balancer.id, Change::SetTargets(both.clone()))
+        .await
+        .unwrap();
+    listeners[0].node_port = 30081;
+    aws.modify(
+        REGION,
+        &balancer.id,
+        Change::SetListeners(listeners.clone()),
+    )
+    .await
+    .unwrap();
+    let found = described(ResourceKind::ServiceLoadBalancer).await;
+    let ResourceSpec::ServiceLoadBalancer {
+        listeners: found_listeners,
+        targets,
+        ..
+    } = &found[0].spec
+    else {
+        panic!("{:?}", found[0].spec);
+    };
+    assert_eq!(*found_listeners, listeners);
+    assert_eq!(*targets, both);
+
+    // A certificate ACM does not hold is refused, and the listeners stay as they were.
+    let mut missing = listeners.clone();
+    missing[1].certificate =
+        Some("arn:aws:acm:us-east-1:123456789012:certificate/not-there".into());
+    let error = aws
+        .modify(REGION, &balancer.id, Change::SetListeners(missing))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CloudError::NotFound { .. } | CloudError::Invalid { .. }
+        ),
+        "{error:?}"
+    );
+
+    aws.delete(REGION, &balancer.id).await.unwrap();
+    assert!(
+        described(ResourceKind::ServiceLoadBalancer)
+            .await
+            .is_empty()
+    );
 }

@@ -35,6 +35,8 @@ pub mod tags {
     pub const TAG_OWNER: &str = "dialtone.dev/owner";
     /// What an instance is to its cluster: [`ROLE_CONTROL_PLANE`] or [`ROLE_WORKER`].
     pub const TAG_ROLE: &str = "dialtone.dev/role";
+    /// The uid of the Kubernetes Service a load balancer serves.
+    pub const TAG_SERVICE: &str = "dialtone.dev/service";
     /// An instance that runs the API server and etcd.
     pub const ROLE_CONTROL_PLANE: &str = "control-plane";
     /// An instance that runs users' pods.
@@ -80,6 +82,16 @@ pub enum ResourceSpec {
         #[serde(default)]
         cross_zone: bool,
     },
+    /// A Service's load balancer (what a cloud-controller-manager makes for a Service of
+    /// `type: LoadBalancer`): each listener forwards a port to a node port on the targets.
+    ServiceLoadBalancer {
+        subnet_ids: Vec<String>,
+        /// Reachable from the internet, or only from inside the VPC and its peers.
+        public: bool,
+        listeners: Vec<Listener>,
+        /// The instances traffic goes to: the cluster's workers.
+        targets: Vec<String>,
+    },
     Instance {
         instance_type: String,
         zone: String,
@@ -105,6 +117,18 @@ pub enum ResourceSpec {
         peer_vpc_id: String,
         peer_region: String,
     },
+}
+
+/// A port a Service's load balancer listens on, and the node port it forwards to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    pub port: u16,
+    pub node_port: u16,
+    /// TLS is terminated at the load balancer with this certificate (an ACM certificate's
+    /// ARN on AWS); plain TCP without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// A route of a route table: traffic to `destination` goes through the peering `target`.
@@ -133,6 +157,10 @@ pub enum Change {
     /// To a security group.
     AllowIngress(IngressRule),
     RevokeIngress(IngressRule),
+    /// To a Service's load balancer: the ports it listens on, all of them.
+    SetListeners(Vec<Listener>),
+    /// To a Service's load balancer: the instances it forwards to, all of them.
+    SetTargets(Vec<String>),
 }
 
 /// A peering as the cloud reports it, beyond its [`ResourceState`].
@@ -164,7 +192,7 @@ fn default_metadata() -> InstanceMetadata {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressRule {
     /// A TCP port; ignored for [`Protocol::All`].
@@ -196,7 +224,7 @@ impl IngressRule {
 }
 
 /// Which traffic an ingress rule lets in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Protocol {
     #[default]
@@ -213,6 +241,7 @@ pub enum ResourceKind {
     RouteTable,
     SecurityGroup,
     LoadBalancer,
+    ServiceLoadBalancer,
     Instance,
     VpcPeering,
 }
@@ -245,6 +274,7 @@ impl ResourceSpec {
             ResourceSpec::RouteTable { .. } => ResourceKind::RouteTable,
             ResourceSpec::SecurityGroup { .. } => ResourceKind::SecurityGroup,
             ResourceSpec::LoadBalancer { .. } => ResourceKind::LoadBalancer,
+            ResourceSpec::ServiceLoadBalancer { .. } => ResourceKind::ServiceLoadBalancer,
             ResourceSpec::Instance { .. } => ResourceKind::Instance,
             ResourceSpec::VpcPeering { .. } => ResourceKind::VpcPeering,
         }
@@ -263,7 +293,8 @@ impl ResourceSpec {
             } => std::iter::once(vpc_id.as_str())
                 .chain(subnet_ids.iter().map(String::as_str))
                 .collect(),
-            ResourceSpec::LoadBalancer { subnet_ids, .. } => {
+            ResourceSpec::LoadBalancer { subnet_ids, .. }
+            | ResourceSpec::ServiceLoadBalancer { subnet_ids, .. } => {
                 subnet_ids.iter().map(String::as_str).collect()
             }
             ResourceSpec::Instance {
@@ -283,6 +314,7 @@ impl std::fmt::Display for ResourceKind {
             ResourceKind::RouteTable => "route table",
             ResourceKind::SecurityGroup => "security group",
             ResourceKind::LoadBalancer => "load balancer",
+            ResourceKind::ServiceLoadBalancer => "service load balancer",
             ResourceKind::Instance => "instance",
             ResourceKind::VpcPeering => "vpc peering",
         })

@@ -4,6 +4,7 @@
 //! the world only through the store and the provider trait; they never call the HTTP API.
 
 pub mod access;
+pub mod balancers;
 pub mod cluster;
 mod compactor;
 pub mod connection;

@@ -12,6 +12,7 @@ pub use kube::Client;
 pub mod access;
 pub mod pki;
 pub mod quantity;
+pub mod services;
 pub mod workload;
 
 /// The label that marks the objects Dialtone owns inside a cluster.

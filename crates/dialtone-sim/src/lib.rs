@@ -80,14 +80,14 @@ mod latency {
             Subnet | RouteTable | SecurityGroup => 1_000,
             VpcPeering => PEERING_STEP_MS,
             Instance => 30_000,
-            LoadBalancer => 45_000,
+            LoadBalancer | ServiceLoadBalancer => 45_000,
         }
     }
     pub fn delete_ms(kind: super::ResourceKind) -> u64 {
         use super::ResourceKind::*;
         match kind {
             Instance => 20_000,
-            LoadBalancer => 15_000,
+            LoadBalancer | ServiceLoadBalancer => 15_000,
             _ => 0,
         }
     }
@@ -270,7 +270,7 @@ fn id_prefix(kind: ResourceKind) -> &'static str {
         ResourceKind::Subnet => "subnet",
         ResourceKind::RouteTable => "rtb",
         ResourceKind::SecurityGroup => "sg",
-        ResourceKind::LoadBalancer => "lb",
+        ResourceKind::LoadBalancer | ResourceKind::ServiceLoadBalancer => "lb",
         ResourceKind::Instance => "i",
         ResourceKind::VpcPeering => "pcx",
     }
@@ -301,7 +301,9 @@ impl State {
             .or_default();
         let counter = match &record.resource.spec {
             ResourceSpec::Vpc { .. } => &mut usage.vpcs,
-            ResourceSpec::LoadBalancer { .. } => &mut usage.load_balancers,
+            ResourceSpec::LoadBalancer { .. } | ResourceSpec::ServiceLoadBalancer { .. } => {
+                &mut usage.load_balancers
+            }
             ResourceSpec::Instance { instance_type, .. } => {
                 usage.instances.entry(instance_type.clone()).or_default()
             }
@@ -491,7 +493,9 @@ impl State {
         };
         match spec {
             ResourceSpec::Vpc { .. } if usage.vpcs >= quotas.vpcs => exceeded("VPCs", quotas.vpcs),
-            ResourceSpec::LoadBalancer { .. } if usage.load_balancers >= quotas.load_balancers => {
+            ResourceSpec::LoadBalancer { .. } | ResourceSpec::ServiceLoadBalancer { .. }
+                if usage.load_balancers >= quotas.load_balancers =>
+            {
                 exceeded("load balancers", quotas.load_balancers)
             }
             ResourceSpec::Instance { instance_type, .. } => {
@@ -523,6 +527,25 @@ fn invalid(message: String) -> CloudError {
     CloudError::Invalid { message }
 }
 
+/// A load balancer listens on each port once, as ELB requires (`DuplicateListener`).
+fn check_listeners(listeners: &[dialtone_cloud::Listener]) -> CloudResult<()> {
+    let mut ports = BTreeSet::new();
+    for listener in listeners {
+        if listener.port == 0 || listener.node_port == 0 {
+            return Err(invalid(format!(
+                "ValidationError: a listener needs a port and a node port, not {listener:?}"
+            )));
+        }
+        if !ports.insert(listener.port) {
+            return Err(invalid(format!(
+                "DuplicateListener: port {} is listened on twice",
+                listener.port
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a create request against the region and the catalogue.
 fn check_spec(region: &Region, spec: &ResourceSpec, catalog: &InstanceCatalog) -> CloudResult<()> {
     let zones = region.zones();
@@ -534,6 +557,9 @@ fn check_spec(region: &Region, spec: &ResourceSpec, catalog: &InstanceCatalog) -
             region.name,
             zones.join(", ")
         )));
+    }
+    if let ResourceSpec::ServiceLoadBalancer { listeners, .. } = spec {
+        check_listeners(listeners)?;
     }
     if let ResourceSpec::Instance {
         instance_type,
@@ -1137,6 +1163,33 @@ impl Sim {
                 }
                 ingress.retain(|r| *r != rule);
             }
+            (ResourceSpec::ServiceLoadBalancer { listeners, .. }, Change::SetListeners(wanted)) => {
+                check_listeners(&wanted)?;
+                if *listeners == wanted {
+                    return Ok(());
+                }
+                *listeners = wanted;
+            }
+            (ResourceSpec::ServiceLoadBalancer { targets, .. }, Change::SetTargets(wanted)) => {
+                for target in &wanted {
+                    let instance = state
+                        .records
+                        .get(target.as_str())
+                        .filter(|r| r.gone_at.is_none() && r.resource.region == region);
+                    if !matches!(
+                        instance.map(|r| &r.resource.spec),
+                        Some(ResourceSpec::Instance { .. })
+                    ) {
+                        return Err(invalid(format!(
+                            "InvalidTarget: {target} is not an instance in {region}"
+                        )));
+                    }
+                }
+                if *targets == wanted {
+                    return Ok(());
+                }
+                *targets = wanted;
+            }
             (spec, change) => {
                 return Err(invalid(format!("a {} cannot take {change:?}", spec.kind())));
             }
@@ -1241,11 +1294,13 @@ impl Sim {
                 .unwrap_or_default(),
             // Random, as a cloud's load balancer names are: a counter shared by every
             // tenant would let anyone enumerate everyone's endpoints.
-            ResourceSpec::LoadBalancer { .. } => format!(
-                "lb-{:016x}.elb.{}.sim.dialtone.dev",
-                rand::random::<u64>(),
-                region.name
-            ),
+            ResourceSpec::LoadBalancer { .. } | ResourceSpec::ServiceLoadBalancer { .. } => {
+                format!(
+                    "lb-{:016x}.elb.{}.sim.dialtone.dev",
+                    rand::random::<u64>(),
+                    region.name
+                )
+            }
             _ => String::new(),
         };
         let record = Record {

@@ -74,9 +74,15 @@ impl ClusterPki {
             .with_single_cert(chain, key)
             .map_err(|e| e.to_string())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // A cluster has a few clients, not rustls's default of 256 sessions to resume; a
+        // fleet of clusters on one server pays for each one's cache.
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS_KEPT);
         Ok(config)
     }
 }
+
+/// The TLS sessions each cluster keeps for clients to resume.
+const SESSIONS_KEPT: usize = 32;
 
 /// The user a verified client certificate names: CN is the user, each O a group.
 pub fn certificate_user(der: &[u8]) -> Option<crate::UserInfo> {

@@ -19,6 +19,10 @@ use tokio::sync::broadcast;
 /// How many changes a watch can resume from.
 const LOG_CAPACITY: usize = 10_000;
 
+/// How many changes a live watcher may fall behind before its watch ends (and its client
+/// watches again from the log). Each slot is paid for by every hosted cluster, idle or not.
+const CHANNEL_CAPACITY: usize = 256;
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     /// A built-in resource's plural, or a custom resource's `plural.group`.
@@ -115,7 +119,7 @@ impl Default for Objects {
                 definition_changes: 0,
                 log: VecDeque::new(),
             }),
-            changes: broadcast::channel(4096).0,
+            changes: broadcast::channel(CHANNEL_CAPACITY).0,
             journal: None,
         }
     }

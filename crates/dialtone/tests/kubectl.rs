@@ -3258,3 +3258,142 @@ async fn server_side_apply_is_idempotent_tracks_managers_and_refuses_conflicts()
     assert_eq!(settings("{a: '1', b: '2'}"), r#"{"a":"1","b":"2"}"#);
     assert_eq!(settings("{a: '1'}"), r#"{"a":"1"}"#);
 }
+
+/// The sim's Service load balancers, by the uid of the Service each serves.
+async fn service_balancers(api: &Api) -> Vec<Value> {
+    let (status, list) = api.get("/v1/sim/resources").await;
+    assert_eq!(status, 200, "{list}");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["spec"]["kind"] == "serviceLoadBalancer")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_load_balancer_service_gets_the_cloud_s_load_balancer_and_takes_it_away() {
+    let (server, _dir, kubeconfig) = sim_cluster(1, 1).await;
+    let api = Api::admin(&server);
+    ok(
+        &kubeconfig,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--port=8080",
+        ],
+    );
+    ok(
+        &kubeconfig,
+        &[
+            "expose",
+            "deployment",
+            "web",
+            "--port=80",
+            "--target-port=8080",
+            "--type=LoadBalancer",
+        ],
+    );
+    let hostname = || {
+        ok(
+            &kubeconfig,
+            &[
+                "get",
+                "service",
+                "web",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].hostname}",
+            ],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hostname().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no address: {}",
+            ok(&kubeconfig, &["describe", "service", "web"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let address = hostname();
+    let table = ok(&kubeconfig, &["get", "service", "web"]);
+    assert!(table.contains(&address), "{table}");
+    let service: Value =
+        serde_json::from_str(&ok(&kubeconfig, &["get", "service", "web", "-o", "json"])).unwrap();
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert_eq!(
+        service["metadata"]["finalizers"],
+        json!(["service.kubernetes.io/load-balancer-cleanup"])
+    );
+
+    // The cloud holds a load balancer at that address, forwarding port 80 to the node port
+    // on the worker, and the nodes let the node port in.
+    let balancers = service_balancers(&api).await;
+    assert_eq!(balancers.len(), 1, "{balancers:?}");
+    let balancer = &balancers[0];
+    assert_eq!(balancer["address"], address.as_str());
+    assert_eq!(
+        balancer["tags"]["dialtone.dev/service"],
+        service["metadata"]["uid"]
+    );
+    assert_eq!(
+        balancer["spec"]["listeners"],
+        json!([{"port": 80, "nodePort": node_port}])
+    );
+    assert_eq!(balancer["spec"]["targets"].as_array().unwrap().len(), 1);
+    let open = |api: &Api| {
+        let api = api.clone();
+        async move {
+            let (_, list) = api.get("/v1/sim/resources").await;
+            list["items"].as_array().unwrap().iter().any(|r| {
+                r["spec"]["kind"] == "securityGroup"
+                    && r["spec"]["ingress"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|rule| rule["port"] == node_port && rule["source"] == "0.0.0.0/0")
+            })
+        }
+    };
+    assert!(open(&api).await, "the node port is open on the nodes");
+
+    // TLS terminates at the load balancer with the certificate the annotation names.
+    let certificate = "arn:aws:acm:us-east-1:123456789012:certificate/web";
+    ok(
+        &kubeconfig,
+        &[
+            "annotate",
+            "service",
+            "web",
+            &format!("service.beta.kubernetes.io/aws-load-balancer-ssl-cert={certificate}"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let balancers = service_balancers(&api).await;
+        if balancers[0]["spec"]["listeners"][0]["certificate"] == certificate {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{balancers:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Deleting the Service waits for its load balancer to go, then nothing is left.
+    ok(&kubeconfig, &["delete", "service", "web", "--timeout=60s"]);
+    let (_, error) = kubectl(&kubeconfig, &["get", "service", "web"]);
+    assert!(error.contains("not found"), "{error}");
+    let left: Vec<Value> = service_balancers(&api)
+        .await
+        .into_iter()
+        .filter(|b| b["state"] != "deleting")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open(&api).await {
+        assert!(Instant::now() < deadline, "the node port stays open");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -35,6 +35,7 @@ use dialtone_types::{
 };
 use jiff::Timestamp;
 
+use crate::balancers::Balancers;
 use crate::runtime::backoff::Backoff;
 use crate::runtime::controller::Controller;
 use crate::runtime::{Informer, Next, Reconciler, Supervisor, triggers};
@@ -299,6 +300,38 @@ impl Lifecycle {
         }
     }
 
+    /// Serves the settled cluster's load-balanced Services; whether a load balancer is
+    /// still on its way.
+    async fn balance(
+        &self,
+        path: &ResourcePath,
+        uid: &str,
+        plan: &ClusterPlan,
+        resources: &[CloudResource],
+        status: &mut ClusterStatus,
+        now: Timestamp,
+    ) -> bool {
+        let Some(client) = self.kube.as_ref().and_then(|c| c.client(uid).ok()) else {
+            return false;
+        };
+        let balancers = Balancers {
+            provider: &*self.provider,
+            client: &client,
+            plan,
+            cluster_uid: uid,
+            owner: &path.to_string(),
+            resources,
+            now,
+        };
+        match balancers.pass(status).await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::debug!(cluster = uid, error = %e, "load balancing stopped");
+                true
+            }
+        }
+    }
+
     /// Moves the cluster at `path` one pass toward its plan (or, being deleted, toward
     /// nothing) and records what it saw in its status.
     pub async fn reconcile(&self, path: &ResourcePath) -> Result<Next, RegistryError> {
@@ -422,8 +455,19 @@ impl Lifecycle {
                 } else {
                     false
                 };
+                let balancing = settled
+                    && self
+                        .balance(
+                            path,
+                            &cluster.metadata.uid,
+                            &plan,
+                            &resources,
+                            &mut status,
+                            now,
+                        )
+                        .await;
                 sizing::account(&mut status, self.provider.catalog());
-                if sizing {
+                if sizing || balancing {
                     Next::After(self.options.poll)
                 } else {
                     next

@@ -85,12 +85,14 @@ impl Lifecycle {
             .provider
             .describe(region, &Filter::tagged(TAG_CLUSTER, uid))
             .await?;
-        // Instances and the endpoint first, then what they stood in.
+        // Instances and load balancers first, then what they stood in.
         let mut left = 0;
         for r in &own {
             if matches!(
                 r.spec.kind(),
-                ResourceKind::Instance | ResourceKind::LoadBalancer
+                ResourceKind::Instance
+                    | ResourceKind::LoadBalancer
+                    | ResourceKind::ServiceLoadBalancer
             ) {
                 left += 1;
                 if r.state != ResourceState::Deleting {
@@ -101,7 +103,7 @@ impl Lifecycle {
         if left > 0 {
             return Err(Blocked::Waiting(
                 Wait::TerminatingInstances,
-                format!("waiting for {left} instance(s) and the API endpoint to go"),
+                format!("waiting for {left} instance(s) and load balancer(s) to go"),
             ));
         }
         for r in own.iter().filter(|r| r.state != ResourceState::Deleting) {

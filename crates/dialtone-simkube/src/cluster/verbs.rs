@@ -150,8 +150,12 @@ impl ClusterApi {
             )
             .collect();
         let last_sent = backlog.last().map_or(0, |c| c.revision);
-        let live =
-            tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(move |change| {
+        // A watcher that falls behind the changes ends, as upstream ends a watch that cannot
+        // keep up: its client watches again from the last version it saw, which the log
+        // keeps. Nothing is skipped silently.
+        let live = tokio_stream::wrappers::BroadcastStream::new(receiver)
+            .take_while(|change| futures::future::ready(change.is_ok()))
+            .filter_map(move |change| {
                 let out = match change {
                     Ok(change) if change.revision > last_sent && relevant(&change) => {
                         Some(encode(change.kind, &change.object))
