@@ -54,6 +54,8 @@ pub struct CustomVersion {
     pub storage_version: String,
     /// The `scale` subresource's paths, if it has one.
     pub scale: Option<ScalePaths>,
+    /// The groupings kubectl can ask for by name (`all`).
+    pub categories: Vec<String>,
 }
 
 /// A column `kubectl get` shows for a custom resource.
@@ -331,6 +333,20 @@ pub static RESOURCES: LazyLock<Vec<Arc<ResourceType>>> = LazyLock::new(|| {
             subresources: &["status", "scale"],
             decode: decode::<apps::ReplicaSet>,
             schema: schema::<apps::ReplicaSet>,
+            custom: None,
+        },
+        ResourceType {
+            group: Cow::Borrowed("apps"),
+            version: Cow::Borrowed("v1"),
+            kind: Cow::Borrowed("ControllerRevision"),
+            plural: Cow::Borrowed("controllerrevisions"),
+            singular: Cow::Borrowed("controllerrevision"),
+            namespaced: true,
+            verbs: CRUD,
+            short_names: names(&[]),
+            subresources: &[],
+            decode: decode::<apps::ControllerRevision>,
+            schema: schema::<apps::ControllerRevision>,
             custom: None,
         },
         ResourceType {

@@ -751,6 +751,7 @@ mod tests {
             columns: Vec::new(),
             storage_version: "v1".into(),
             scale: None,
+            categories: Vec::new(),
         }));
         let config = |ports: Value, tags: Value, args: Value| json!({"metadata": {"name": "w"}, "spec": {"ports": ports, "tags": tags, "args": args}});
         let alice = apply(

@@ -118,6 +118,12 @@ fn resource_types(definition: &Value) -> Vec<ResourceType> {
                     columns: columns(&v["additionalPrinterColumns"]),
                     storage_version: storage_version.clone(),
                     scale,
+                    categories: names["categories"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect(),
                 })),
             }
         })
@@ -732,6 +738,7 @@ mod tests {
             columns: Vec::new(),
             storage_version: "v1".into(),
             scale: None,
+            categories: Vec::new(),
         }
     }
 

@@ -69,6 +69,12 @@ fn columns(r: &ResourceType) -> Vec<Value> {
             column("Available", "integer", 0),
             column("Age", "string", 0),
         ],
+        "controllerrevisions" => vec![
+            column("Name", "string", 0),
+            column("Controller", "string", 0),
+            column("Revision", "integer", 0),
+            column("Age", "string", 0),
+        ],
         "replicasets" => vec![
             column("Name", "string", 0),
             column("Desired", "integer", 0),
@@ -376,6 +382,18 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
             json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
             age,
         ],
+        "controllerrevisions" => {
+            let owner = o["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|owners| owners.iter().find(|r| r["controller"] == true))
+                .map(|r| {
+                    let group = text(&r["apiVersion"]);
+                    let group = group.split_once('/').map_or("", |(g, _)| g);
+                    format!("{}.{group}/{}", text(&r["kind"]).to_lowercase(), text(&r["name"]))
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![name, json!(owner), json!(count(&o["revision"])), age]
+        }
         "replicasets" => vec![
             name,
             json!(count(&o["spec"]["replicas"])),

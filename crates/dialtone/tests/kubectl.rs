@@ -2338,6 +2338,45 @@ async fn stateful_sets_daemon_sets_jobs_and_cron_jobs_run_as_upstream_runs_them(
     assert_eq!(names, ["db-0", "db-1", "db-2"], "ordinals start in order");
     assert!(started.iter().all(|(_, n, h)| n == h));
 
+    // A new image rolls the set to a second revision; undo takes the first back, as the
+    // third.
+    let revisions = || {
+        let history = ok(&kubeconfig, &["rollout", "history", "statefulset/db"]);
+        history
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(revisions(), [1]);
+    ok(
+        &kubeconfig,
+        &["set", "image", "statefulset/db", "db=busybox:1.37"],
+    );
+    ok(
+        &kubeconfig,
+        &["rollout", "status", "statefulset/db", "--timeout=60s"],
+    );
+    assert_eq!(revisions(), [1, 2]);
+    ok(&kubeconfig, &["rollout", "undo", "statefulset/db"]);
+    ok(
+        &kubeconfig,
+        &["rollout", "status", "statefulset/db", "--timeout=60s"],
+    );
+    let image = ok(
+        &kubeconfig,
+        &[
+            "get",
+            "statefulset",
+            "db",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    );
+    assert_eq!(image, "busybox");
+    assert_eq!(revisions(), [2, 3]);
+    let table = ok(&kubeconfig, &["get", "controllerrevisions"]);
+    assert!(table.contains("statefulset.apps/db"), "{table}");
+
     // A daemon set: one pod on each worker, none on the tainted control plane.
     apply_json(
         &kubeconfig,
@@ -2381,6 +2420,11 @@ async fn stateful_sets_daemon_sets_jobs_and_cron_jobs_run_as_upstream_runs_them(
         .map(|n| n.trim_start_matches("node/"))
         .collect();
     assert_eq!(nodes, workers, "{wide}");
+    let history = ok(&kubeconfig, &["rollout", "history", "daemonset/agent"]);
+    assert!(
+        history.lines().any(|l| l.trim_start().starts_with('1')),
+        "{history}"
+    );
 
     // A job whose pod runs a second, and one whose pod fails past its back-off limit.
     apply_json(
@@ -2763,6 +2807,18 @@ async fn explain_reads_upstream_schemas_from_the_cluster() {
         containers.contains("image\t<string>")
             && containers.contains("resources\t<ResourceRequirements>"),
         "{containers}"
+    );
+    // kubectl reads discovery in one aggregated document, and its categories.
+    let discovery = ok(&kubeconfig, &["api-resources", "-v=8"]);
+    assert!(
+        discovery.contains("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+            && discovery.contains("deployments"),
+        "{discovery}"
+    );
+    let all = ok(&kubeconfig, &["get", "all", "-A"]);
+    assert!(
+        all.contains("service/kubernetes") && all.contains("service/kube-dns"),
+        "{all}"
     );
     let schedule = ok(&kubeconfig, &["explain", "cronjobs.spec.schedule"]);
     assert!(schedule.contains("Cron format"), "{schedule}");

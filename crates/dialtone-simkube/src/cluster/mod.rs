@@ -341,7 +341,7 @@ impl ClusterApi {
                         method.as_str().to_lowercase()
                     )));
                 }
-                return self.non_resource(&path, &served);
+                return self.non_resource(&path, &served, headers);
             }
             Route::Resource(info) => info,
         };
@@ -497,7 +497,22 @@ impl ClusterApi {
         }
     }
 
-    fn non_resource(&self, path: &str, served: &Served) -> KubeResult<Response> {
+    fn non_resource(
+        &self,
+        path: &str,
+        served: &Served,
+        headers: &HeaderMap,
+    ) -> KubeResult<Response> {
+        let trimmed = path.trim_end_matches('/');
+        if matches!(trimmed, "/api" | "/apis") && wants_aggregated(headers) {
+            let body = aggregated(served, trimmed == "/api");
+            let mut response = json_response(StatusCode::OK, &body);
+            response.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(AGGREGATED),
+            );
+            return Ok(response);
+        }
         let body = match path.trim_end_matches('/') {
             "/version" => version_of(&self.version()),
             "/api" => json!({

@@ -27,6 +27,45 @@ pub(super) fn version_of(cluster_version: &str) -> Value {
     })
 }
 
+/// The resources kubectl's `get all` lists, as upstream's category `all` holds them.
+const IN_ALL: &[&str] = &[
+    "pods",
+    "services",
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "daemonsets",
+    "jobs",
+    "cronjobs",
+    "horizontalpodautoscalers",
+];
+
+fn categories(r: &ResourceType) -> Vec<String> {
+    match &r.custom {
+        Some(custom) => custom.categories.clone(),
+        None if IN_ALL.contains(&r.plural.as_ref()) => vec!["all".into()],
+        None => Vec::new(),
+    }
+}
+
+/// What a subresource answers with, and to which verbs.
+fn subresource_kind(
+    r: &ResourceType,
+    sub: &str,
+) -> ((&'static str, &'static str, String), Vec<&'static str>) {
+    match sub {
+        "scale" => (
+            ("autoscaling", "v1", "Scale".into()),
+            vec!["get", "patch", "update"],
+        ),
+        "eviction" => (("policy", "v1", "Eviction".into()), vec!["create"]),
+        "log" => (("", "v1", "Pod".into()), vec!["get"]),
+        "exec" => (("", "v1", "PodExecOptions".into()), vec!["create", "get"]),
+        "attach" => (("", "v1", "PodAttachOptions".into()), vec!["create", "get"]),
+        _ => (("", "", r.kind.to_string()), vec!["get", "patch", "update"]),
+    }
+}
+
 pub(super) fn resource_list(served: &Served, group: &str, version: &str) -> Value {
     let mut list = Vec::new();
     for r in served
@@ -34,29 +73,19 @@ pub(super) fn resource_list(served: &Served, group: &str, version: &str) -> Valu
         .filter(|r| r.group == group && r.version == version)
     {
         list.push(json!({
-            "name": &r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-            "kind": &r.kind, "verbs": r.verbs, "shortNames": r.short_names,
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": r.verbs, "shortNames": r.short_names,
+            "categories": categories(r),
         }));
         for sub in r.subresources {
-            let (kind, verbs) = match *sub {
-                "scale" => ("Scale", vec!["get", "patch", "update"]),
-                "eviction" => ("Eviction", vec!["create"]),
-                "log" => ("Pod", vec!["get"]),
-                "exec" => ("PodExecOptions", vec!["create", "get"]),
-                "attach" => ("PodAttachOptions", vec!["create", "get"]),
-                _ => (r.kind.as_ref(), vec!["get", "patch", "update"]),
-            };
+            let ((group, version, kind), verbs) = subresource_kind(r, sub);
             let mut entry = json!({
-                "name": format!("{}/{sub}", &r.plural), "singularName": "",
+                "name": format!("{}/{sub}", r.plural), "singularName": "",
                 "namespaced": r.namespaced, "kind": kind, "verbs": verbs,
             });
-            if *sub == "scale" {
-                entry["group"] = json!("autoscaling");
-                entry["version"] = json!("v1");
-            }
-            if *sub == "eviction" {
-                entry["group"] = json!("policy");
-                entry["version"] = json!("v1");
+            if !version.is_empty() && group != r.group.as_ref() {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
             }
             list.push(entry);
         }
@@ -67,6 +96,83 @@ pub(super) fn resource_list(served: &Served, group: &str, version: &str) -> Valu
         format!("{group}/{version}")
     };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": list})
+}
+
+/// The media type of aggregated discovery, which kubectl asks for first.
+pub(super) const AGGREGATED: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client accepts aggregated discovery: one of its Accept media types names it.
+pub(super) fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            let params: Vec<&str> = media.split(';').map(str::trim).collect();
+            ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"]
+                .iter()
+                .all(|wanted| params.contains(wanted))
+        })
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io/v2`): every group, version and resource in
+/// one document, the core group's for `/api`, the others' for `/apis`.
+pub(super) fn aggregated(served: &Served, core: bool) -> Value {
+    let groups = resources::groups(served.iter().map(|r| &**r));
+    let items: Vec<Value> = groups
+        .into_iter()
+        .filter(|(group, _)| group.is_empty() == core)
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    let resources: Vec<Value> = served
+                        .iter()
+                        .filter(|r| r.group == group && r.version == *version)
+                        .map(|r| {
+                            let subresources: Vec<Value> = r
+                                .subresources
+                                .iter()
+                                .map(|sub| {
+                                    let ((g, v, kind), verbs) = subresource_kind(r, sub);
+                                    let (g, v) = if v.is_empty() {
+                                        (group, *version)
+                                    } else {
+                                        (g, v)
+                                    };
+                                    json!({
+                                        "subresource": sub,
+                                        "responseKind": {"group": g, "version": v, "kind": kind},
+                                        "verbs": verbs,
+                                    })
+                                })
+                                .collect();
+                            json!({
+                                "resource": r.plural,
+                                "responseKind": {"group": group, "version": version, "kind": r.kind},
+                                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                "singularResource": r.singular,
+                                "verbs": r.verbs,
+                                "shortNames": r.short_names,
+                                "categories": categories(r),
+                                "subresources": subresources,
+                            })
+                        })
+                        .collect();
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
 }
 
 pub(super) fn group_list(served: &Served) -> Value {

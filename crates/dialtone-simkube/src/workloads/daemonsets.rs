@@ -54,6 +54,13 @@ fn template_for(set: &Value, node: &str) -> Value {
 fn sync_one(cluster: &ClusterApi, set: &Value, pods: &[Arc<Value>], nodes: &[Arc<Value>]) {
     let revision = template_hash(&set["spec"]["template"]);
     let owned = active(&owned_by(pods, set));
+    let in_use: Vec<String> = owned
+        .iter()
+        .filter_map(|p| p["metadata"]["labels"][REVISION_LABEL].as_str())
+        .map(|hash| format!("{}-{hash}", name_of(set)))
+        .collect();
+    let in_use: Vec<&str> = in_use.iter().map(String::as_str).collect();
+    revisions::record(cluster, set, &revision, &in_use);
     let node_of = |p: &Value| -> String {
         // Pinned by affinity before it is bound.
         p["spec"]["nodeName"]

@@ -1,8 +1,8 @@
 //! What runs inside a sim cluster besides its API: the controllers upstream's
 //! kube-controller-manager runs for the workload kinds (deployments through replica sets,
-//! stateful sets, daemon sets, jobs, cron jobs and horizontal pod autoscalers), garbage
-//! collection by owner, the node
-//! controller, the scheduler and every node's kubelet. Each is one function over the
+//! stateful sets and daemon sets with their revisions, jobs, cron jobs and horizontal pod
+//! autoscalers), garbage collection by owner, the node controller, the scheduler and every
+//! node's kubelet. Each is one function over the
 //! cluster's objects; a pass runs them in order, and passes repeat while they change
 //! something, so a rollout or an ordered start settles in one wake-up.
 
@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod kubelet;
 mod nodes;
 mod replicasets;
+mod revisions;
 mod scheduler;
 mod statefulsets;
 
@@ -314,7 +315,7 @@ fn collect_garbage(cluster: &ClusterApi) {
                 && !owners.contains(owner["uid"].as_str().unwrap_or(""))
         })
     };
-    for plural in ["replicasets", "jobs"] {
+    for plural in ["replicasets", "jobs", "controllerrevisions"] {
         for object in cluster.objects.list(plural, None).0 {
             if orphaned(&object) {
                 let _ =

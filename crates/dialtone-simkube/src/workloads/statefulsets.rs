@@ -32,8 +32,12 @@ fn sync_one(cluster: &ClusterApi, set: &Value, pods: &[Arc<Value>]) {
     let spec = &set["spec"];
     let replicas = spec["replicas"].as_i64().unwrap_or(1).max(0) as usize;
     let ordered = spec["podManagementPolicy"] != "Parallel";
-    let revision = format!("{name}-{}", template_hash(&spec["template"]));
     let owned = active(&owned_by(pods, set));
+    let in_use: Vec<&str> = owned
+        .iter()
+        .filter_map(|p| p["metadata"]["labels"][REVISION_LABEL].as_str())
+        .collect();
+    let revision = revisions::record(cluster, set, &template_hash(&spec["template"]), &in_use);
     let at = |i: usize| owned.iter().find(|p| ordinal_of(name, p) == Some(i));
     let healthy = |p: &Value| p["status"]["phase"] == "Running" && is_ready(p);
 
