@@ -164,7 +164,8 @@ impl Balancers<'_> {
             let listeners = match listeners(service) {
                 Ok(listeners) => listeners,
                 Err(message) => {
-                    self.event(status, true, "LoadBalancerInvalid", service, message);
+                    self.event(status, true, "LoadBalancerInvalid", service, message)
+                        .await;
                     continue;
                 }
             };
@@ -191,14 +192,17 @@ impl Balancers<'_> {
                     bootstrap: None,
                 };
                 match self.provider.create(region, request).await {
-                    Ok(created) => self.event(
-                        status,
-                        false,
-                        "EnsuringLoadBalancer",
-                        service,
-                        format!("creating load balancer {}", created.id),
-                    ),
-                    Err(e) => self.failed(status, service, e.to_string()),
+                    Ok(created) => {
+                        self.event(
+                            status,
+                            false,
+                            "EnsuringLoadBalancer",
+                            service,
+                            format!("creating load balancer {}", created.id),
+                        )
+                        .await
+                    }
+                    Err(e) => self.failed(status, service, e.to_string()).await,
                 }
                 busy = true;
                 continue;
@@ -218,7 +222,7 @@ impl Balancers<'_> {
                 }
                 for change in changes {
                     if let Err(message) = self.modify(&balancer.id, change).await {
-                        self.failed(status, service, message);
+                        self.failed(status, service, message).await;
                         busy = true;
                     }
                 }
@@ -237,7 +241,8 @@ impl Balancers<'_> {
                     "EnsuredLoadBalancer",
                     service,
                     format!("load balancer {} at {}", balancer.id, balancer.address),
-                );
+                )
+                .await;
             }
         }
         // A load balancer whose Service is gone without its finalizer goes too.
@@ -270,7 +275,8 @@ impl Balancers<'_> {
                     "DeletingLoadBalancer",
                     service,
                     format!("deleting load balancer {}", balancer.id),
-                );
+                )
+                .await;
             }
             return Ok(true);
         }
@@ -288,7 +294,8 @@ impl Balancers<'_> {
                 "DeletedLoadBalancer",
                 service,
                 "load balancer deleted".into(),
-            );
+            )
+            .await;
         }
         Ok(false)
     }
@@ -349,11 +356,15 @@ impl Balancers<'_> {
 
     /// The cloud refused what the Service asks for (a certificate it does not hold, a
     /// quota): said on the cluster, tried again next pass.
-    fn failed(&self, status: &mut ClusterStatus, service: &BalancedService, message: String) {
-        self.event(status, true, "SyncLoadBalancerFailed", service, message);
+    async fn failed(&self, status: &mut ClusterStatus, service: &BalancedService, message: String) {
+        self.event(status, true, "SyncLoadBalancerFailed", service, message)
+            .await;
     }
 
-    fn event(
+    /// Says what happened on the cluster's events and, as upstream's service controller
+    /// does, on the Service's, where `kubectl describe service` shows it; once, not again
+    /// on every pass that finds the same.
+    async fn event(
         &self,
         status: &mut ClusterStatus,
         warning: bool,
@@ -361,6 +372,11 @@ impl Balancers<'_> {
         service: &BalancedService,
         message: String,
     ) {
+        let before = status.events.len();
+        let last = status
+            .events
+            .last()
+            .map(|e| (e.reason.clone(), e.message.clone()));
         record_event(
             status,
             self.now,
@@ -368,5 +384,17 @@ impl Balancers<'_> {
             reason,
             format!("Service {}/{}: {message}", service.namespace, service.name),
         );
+        let recorded = status.events.len() != before
+            || status
+                .events
+                .last()
+                .map(|e| (e.reason.clone(), e.message.clone()))
+                != last;
+        if recorded {
+            let kind = if warning { "Warning" } else { "Normal" };
+            if let Err(e) = services::event(self.client, service, kind, reason, &message).await {
+                tracing::debug!(cluster = self.cluster_uid, error = %e, "cannot record a Service event");
+            }
+        }
     }
 }

@@ -5,14 +5,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::KubeError;
 
 /// The finalizer that keeps a Service until its load balancer is gone (upstream's).
 pub const CLEANUP_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+
+/// Who the Service's events are from, as upstream's cloud-controller-manager says.
+const SERVICE_CONTROLLER: &str = "service-controller";
 
 /// A port of a Service and the node port that reaches it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +137,48 @@ pub async fn set_ingress(
         &Patch::Merge(&patch),
     )
     .await?;
+    Ok(())
+}
+
+/// An event about the Service, from the service controller, as `kubectl describe
+/// service` shows them.
+pub async fn event(
+    client: &kube::Client,
+    service: &BalancedService,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), KubeError> {
+    let api: Api<Event> = Api::namespaced(client.clone(), &service.namespace);
+    let now = Time(jiff::Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", service.name)),
+            namespace: Some(service.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(service.name.clone()),
+            namespace: Some(service.namespace.clone()),
+            uid: Some(service.uid.clone()),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(kind.into()),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(EventSource {
+            component: Some(SERVICE_CONTROLLER.into()),
+            host: None,
+        }),
+        reporting_component: Some(SERVICE_CONTROLLER.into()),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &event).await?;
     Ok(())
 }
 

@@ -389,7 +389,11 @@ fn cells(r: &ResourceType, o: &Value) -> Vec<Value> {
                 .map(|r| {
                     let group = text(&r["apiVersion"]);
                     let group = group.split_once('/').map_or("", |(g, _)| g);
-                    format!("{}.{group}/{}", text(&r["kind"]).to_lowercase(), text(&r["name"]))
+                    format!(
+                        "{}.{group}/{}",
+                        text(&r["kind"]).to_lowercase(),
+                        text(&r["name"])
+                    )
                 })
                 .unwrap_or_else(|| "<none>".into());
             vec![name, json!(owner), json!(count(&o["revision"])), age]

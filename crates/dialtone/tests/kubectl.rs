@@ -3377,6 +3377,11 @@ async fn a_load_balancer_service_gets_the_cloud_s_load_balancer_and_takes_it_awa
     let address = hostname();
     let table = ok(&kubeconfig, &["get", "service", "web"]);
     assert!(table.contains(&address), "{table}");
+    let described = ok(&kubeconfig, &["describe", "service", "web"]);
+    assert!(
+        described.contains("EnsuringLoadBalancer") && described.contains("EnsuredLoadBalancer"),
+        "{described}"
+    );
     let service: Value =
         serde_json::from_str(&ok(&kubeconfig, &["get", "service", "web", "-o", "json"])).unwrap();
     let node_port = service["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
@@ -3436,6 +3441,32 @@ async fn a_load_balancer_service_gets_the_cloud_s_load_balancer_and_takes_it_awa
         assert!(Instant::now() < deadline, "{balancers:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // A TLS port that is not the Service's is said on the Service, and changes nothing.
+    ok(
+        &kubeconfig,
+        &[
+            "annotate",
+            "service",
+            "web",
+            "service.beta.kubernetes.io/aws-load-balancer-ssl-ports=https",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = ok(&kubeconfig, &["describe", "service", "web"]);
+        if described.contains("LoadBalancerInvalid")
+            && described.contains("names `https`, which is not a port of the Service")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{described}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        service_balancers(&api).await[0]["spec"]["listeners"][0]["certificate"],
+        certificate
+    );
 
     // Deleting the Service waits for its load balancer to go, then nothing is left.
     ok(&kubeconfig, &["delete", "service", "web", "--timeout=60s"]);
