@@ -244,15 +244,8 @@ async fn listeners_of(
     clients: &Clients,
     arn: &str,
 ) -> CloudResult<Vec<(Listener, String, String)>> {
-    let groups = clients
-        .elb
-        .describe_target_groups()
-        .load_balancer_arn(arn)
-        .send()
-        .await
-        .map_err(|e| cloud_error(e, arn))?;
+    let groups = groups_of(clients, arn).await?;
     let node_port: HashMap<&str, u16> = groups
-        .target_groups()
         .iter()
         .filter_map(|g| Some((g.target_group_arn()?, u16::try_from(g.port()?).ok()?)))
         .collect();
@@ -295,14 +288,8 @@ async fn listeners_of(
 pub(crate) async fn modify(clients: &Clients, arn: &str, change: Change) -> CloudResult<()> {
     match change {
         Change::SetTargets(wanted) => {
-            let groups = clients
-                .elb
-                .describe_target_groups()
-                .load_balancer_arn(arn)
-                .send()
-                .await
-                .map_err(|e| cloud_error(e, arn))?;
-            for group in groups.target_groups() {
+            let groups = groups_of(clients, arn).await?;
+            for group in &groups {
                 let Some(group) = group.target_group_arn() else {
                     continue;
                 };
@@ -382,6 +369,19 @@ pub(crate) async fn modify(clients: &Clients, arn: &str, change: Change) -> Clou
             message: format!("a load balancer cannot take {other:?}"),
         }),
     }
+}
+
+/// The target groups a load balancer forwards to.
+async fn groups_of(clients: &Clients, arn: &str) -> CloudResult<Vec<TargetGroup>> {
+    Ok(clients
+        .elb
+        .describe_target_groups()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .map_err(|e| cloud_error(e, arn))?
+        .target_groups()
+        .to_vec())
 }
 
 /// The instances registered with one target group.
@@ -482,15 +482,9 @@ async fn target_groups(clients: &Clients, cluster: &str) -> CloudResult<Vec<Targ
 
 /// The instances registered with the load balancer's target groups, each once.
 pub(crate) async fn targets(clients: &Clients, arn: &str) -> CloudResult<Vec<String>> {
-    let groups = clients
-        .elb
-        .describe_target_groups()
-        .load_balancer_arn(arn)
-        .send()
-        .await
-        .map_err(|e| cloud_error(e, arn))?;
+    let groups = groups_of(clients, arn).await?;
     let mut found = Vec::new();
-    for group in groups.target_groups() {
+    for group in &groups {
         if let Some(group) = group.target_group_arn() {
             found.extend(group_targets(clients, group).await?);
         }
@@ -632,13 +626,7 @@ fn balancer(region: &str, lb: &LoadBalancer, tags: Tags) -> CloudResource {
 
 /// Deletes the load balancer (its listeners go with it), then its target groups.
 pub(crate) async fn delete(clients: &Clients, arn: &str) -> CloudResult<()> {
-    let groups = clients
-        .elb
-        .describe_target_groups()
-        .load_balancer_arn(arn)
-        .send()
-        .await
-        .map_err(|e| cloud_error(e, arn))?;
+    let groups = groups_of(clients, arn).await?;
     clients
         .elb
         .delete_load_balancer()
@@ -646,7 +634,7 @@ pub(crate) async fn delete(clients: &Clients, arn: &str) -> CloudResult<()> {
         .send()
         .await
         .map_err(|e| cloud_error(e, arn))?;
-    for group in groups.target_groups() {
+    for group in &groups {
         if let Some(group) = group.target_group_arn() {
             clients
                 .elb

@@ -270,36 +270,33 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
     }
 }
 
-#[tokio::test]
-async fn a_control_plane_launched_before_its_endpoint_joins_it() {
-    let moto = MotoServer::start().unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    let aws = provider(&moto, &secrets).await;
-    let uid = "late";
+/// A VPC `10.{octet}.0.0/16` with one subnet in us-east-1a and a security group; the
+/// subnet, and an instance spec for it.
+async fn one_zone(aws: &AwsProvider, uid: &str, octet: u8) -> (CloudResource, ResourceSpec) {
     let vpc = create(
-        &aws,
+        aws,
         uid,
         "vpc",
         ResourceSpec::Vpc {
-            cidr: "10.4.0.0/16".parse().unwrap(),
+            cidr: format!("10.{octet}.0.0/16").parse().unwrap(),
         },
     )
     .await;
     let subnet = create(
-        &aws,
+        aws,
         uid,
         "subnet-us-east-1a",
         ResourceSpec::Subnet {
             vpc_id: vpc.id.clone(),
             zone: "us-east-1a".into(),
-            cidr: "10.4.0.0/20".parse().unwrap(),
+            cidr: format!("10.{octet}.0.0/20").parse().unwrap(),
         },
     )
     .await;
     let group = create(
-        &aws,
+        aws,
         uid,
-        "nodes",
+        "sg",
         ResourceSpec::SecurityGroup {
             vpc_id: vpc.id.clone(),
             ingress: Vec::new(),
@@ -320,6 +317,16 @@ async fn a_control_plane_launched_before_its_endpoint_joins_it() {
             hop_limit: 1,
         },
     };
+    (subnet, node)
+}
+
+#[tokio::test]
+async fn a_control_plane_launched_before_its_endpoint_joins_it() {
+    let moto = MotoServer::start().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let aws = provider(&moto, &secrets).await;
+    let uid = "late";
+    let (subnet, node) = one_zone(&aws, uid, 4).await;
     let cp = create(&aws, uid, "cp-0", node.clone()).await;
     create(&aws, uid, "worker-0", node).await;
     let api = create(
@@ -438,50 +445,7 @@ async fn a_service_load_balancer_terminates_tls_follows_its_workers_and_goes() {
     let secrets = tempfile::tempdir().unwrap();
     let aws = provider(&moto, &secrets).await;
     let uid = "svc";
-    let vpc = create(
-        &aws,
-        uid,
-        "vpc",
-        ResourceSpec::Vpc {
-            cidr: "10.5.0.0/16".parse().unwrap(),
-        },
-    )
-    .await;
-    let subnet = create(
-        &aws,
-        uid,
-        "subnet-us-east-1a",
-        ResourceSpec::Subnet {
-            vpc_id: vpc.id.clone(),
-            zone: "us-east-1a".into(),
-            cidr: "10.5.0.0/20".parse().unwrap(),
-        },
-    )
-    .await;
-    let group = create(
-        &aws,
-        uid,
-        "sg",
-        ResourceSpec::SecurityGroup {
-            vpc_id: vpc.id.clone(),
-            ingress: Vec::new(),
-        },
-    )
-    .await;
-    let node = ResourceSpec::Instance {
-        instance_type: "t3.medium".into(),
-        zone: "us-east-1a".into(),
-        subnet_id: subnet.id.clone(),
-        security_group_id: group.id.clone(),
-        image: "dialtone-node-1.34".into(),
-        root_disk_gib: 50,
-        disk_type: DiskType::Gp3,
-        disk_encrypted: true,
-        metadata: InstanceMetadata {
-            tokens_required: true,
-            hop_limit: 1,
-        },
-    };
+    let (subnet, node) = one_zone(&aws, uid, 5).await;
     let first = create(&aws, uid, "worker-0", node.clone()).await;
     let second = create(&aws, uid, "worker-1", node).await;
     let tls = certificate(&moto, "web.example.com").await;

@@ -53,13 +53,36 @@ pub(crate) fn worker_index(name: &str) -> Option<u32> {
     name.strip_prefix("worker-")?.parse().ok()
 }
 
-/// The instance types a cluster's workers may use, as nodes offer them.
-fn node_types(plan: &ClusterPlan, catalog: &InstanceCatalog) -> Vec<NodeType> {
+/// The instance types a cluster's workers may use, as nodes offer them: each less what the
+/// cluster's daemon sets will run on it.
+fn node_types(plan: &ClusterPlan, catalog: &InstanceCatalog, observed: &Workload) -> Vec<NodeType> {
     let allowed = catalog
         .iter()
         .filter(|t| plan.workers.families.contains(&t.family))
         .cloned();
-    dialtone_sizing::node_types(allowed, &plan.workers.zones, Resources::default())
+    dialtone_sizing::node_types(allowed, &plan.workers.zones, daemon_overhead(observed))
+}
+
+/// What the daemon sets take of a new worker, read from the cluster: the most that their
+/// pods request on any worker (a daemon set that selects only some nodes counts as if it
+/// ran everywhere, so that a new node never has less room than planned).
+fn daemon_overhead(observed: &Workload) -> Resources {
+    observed
+        .nodes
+        .iter()
+        .filter(|n| !n.control_plane)
+        .map(|node| {
+            observed
+                .pods
+                .iter()
+                .filter(|p| is_daemon(p) && p.node.as_deref() == Some(node.name.as_str()))
+                .fold(Resources::default(), |sum, p| sum.add(&requests(p)))
+        })
+        .fold(Resources::default(), |most, node| Resources {
+            millicores: most.millicores.max(node.millicores),
+            memory_mib: most.memory_mib.max(node.memory_mib),
+            pods: most.pods.max(node.pods),
+        })
 }
 
 /// Where a pod may run, from its nodeSelector; `Err` names a selector no new node can meet.
@@ -335,7 +358,7 @@ fn scale_up(
             }),
         }
     }
-    let types = node_types(plan, catalog);
+    let types = node_types(plan, catalog, observed);
     let workers = status
         .nodes
         .iter()
@@ -565,7 +588,7 @@ async fn consolidate(
     if unchanged.holds(key, input) {
         return Ok(false);
     }
-    let types = node_types(plan, catalog);
+    let types = node_types(plan, catalog, observed);
     let actions = consolidate::consolidate(&consolidate::Cluster {
         nodes: &nodes,
         types: &types,
@@ -642,4 +665,70 @@ async fn consolidate(
         );
     }
     Ok(!actions.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, control_plane: bool) -> NodeView {
+        NodeView {
+            name: name.into(),
+            instance_id: format!("i-{name}"),
+            ready: true,
+            control_plane,
+            disrupted: false,
+            millicores: 2000,
+            memory_mib: 4096,
+            pods: 110,
+            created: None,
+        }
+    }
+
+    fn pod(name: &str, node: &str, controller: &str, millicores: u64, memory_mib: u64) -> PodView {
+        PodView {
+            namespace: "kube-system".into(),
+            name: name.into(),
+            node: Some(node.into()),
+            unschedulable: false,
+            millicores,
+            memory_mib,
+            node_selector: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            controller: Some(controller.into()),
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn new_workers_are_planned_less_the_daemon_sets_the_cluster_runs() {
+        let observed = Workload {
+            nodes: vec![node("cp", true), node("w1", false), node("w2", false)],
+            pods: vec![
+                // The control plane's daemons do not land on workers.
+                pod("cp-agent", "cp", "DaemonSet", 900, 900),
+                pod("agent-1", "w1", "DaemonSet", 100, 128),
+                pod("logs-1", "w1", "DaemonSet", 50, 256),
+                pod("agent-2", "w2", "DaemonSet", 100, 128),
+                pod("web", "w2", "ReplicaSet", 500, 512),
+            ],
+            budgets: Vec::new(),
+        };
+        assert_eq!(
+            daemon_overhead(&observed),
+            Resources {
+                millicores: 150,
+                memory_mib: 384,
+                pods: 2,
+            }
+        );
+        // A new m6i.large has that much less room for pods.
+        let catalog = InstanceCatalog::builtin();
+        let large = || catalog.iter().filter(|t| t.name == "m6i.large").cloned();
+        let zones = ["us-east-1a".to_string()];
+        let bare = &dialtone_sizing::node_types(large(), &zones, Resources::default())[0];
+        let planned = &dialtone_sizing::node_types(large(), &zones, daemon_overhead(&observed))[0];
+        assert_eq!(planned.room.millicores, bare.room.millicores - 150);
+        assert_eq!(planned.room.memory_mib, bare.room.memory_mib - 384);
+    }
 }

@@ -2689,7 +2689,9 @@ async fn a_worker_replaced_at_max_nodes_gives_way_to_its_replacement_for_good() 
 
 #[tokio::test]
 async fn top_shows_simulated_usage_of_nodes_and_pods() {
-    let (_server, dir, kubeconfig) = sim_cluster(1, 1).await;
+    // One c6i.large worker: nothing cheaper to consolidate to, so the pods stay where they
+    // are between the two reads.
+    let (_server, dir, kubeconfig) = sim_cluster_with(1, 1, &["--allow-family", "c6i"]).await;
     apply_web(&kubeconfig, dir.path(), 2, "500m", "256Mi");
     phases_when(&kubeconfig, |r, _| r == 2);
     // Half of what each container requests, unless its pod says otherwise.
