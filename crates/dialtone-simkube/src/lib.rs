@@ -18,6 +18,7 @@ pub mod events;
 mod logs;
 mod metrics;
 mod openapi;
+mod openapi_v2;
 mod patch;
 mod pki;
 mod proto;

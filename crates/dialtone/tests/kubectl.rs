@@ -2822,6 +2822,19 @@ async fn explain_reads_upstream_schemas_from_the_cluster() {
         all.contains("service/kubernetes") && all.contains("service/kube-dns"),
         "{all}"
     );
+    // The same from /openapi/v2, which kubectl reads as protobuf.
+    let v2 = ok(
+        &kubeconfig,
+        &[
+            "explain",
+            "deployment.spec.replicas",
+            "--output=plaintext-openapiv2",
+        ],
+    );
+    assert!(
+        v2.contains("FIELD:    replicas <integer>") && v2.contains("Number of desired pods"),
+        "{v2}"
+    );
     let schedule = ok(&kubeconfig, &["explain", "cronjobs.spec.schedule"]);
     assert!(schedule.contains("Cron format"), "{schedule}");
     let (found, error) = kubectl(&kubeconfig, &["explain", "deployment.spec.nonsense"]);
@@ -3129,6 +3142,18 @@ async fn custom_resources_are_defined_validated_served_and_deleted_with_their_de
     assert!(
         explained.contains("FIELD: size <integer>")
             && explained.contains("How many parts the widget has."),
+        "{explained}"
+    );
+    let explained = ok(
+        &kubeconfig,
+        &[
+            "explain",
+            "widgets.spec.size",
+            "--output=plaintext-openapiv2",
+        ],
+    );
+    assert!(
+        explained.contains("How many parts the widget has."),
         "{explained}"
     );
 

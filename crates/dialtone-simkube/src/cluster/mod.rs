@@ -504,6 +504,22 @@ impl ClusterApi {
         headers: &HeaderMap,
     ) -> KubeResult<Response> {
         let trimmed = path.trim_end_matches('/');
+        if trimmed == "/openapi/v2" {
+            let document = crate::openapi_v2::document(served);
+            let protobuf = headers
+                .get_all(axum::http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains(crate::openapi_v2::PROTOBUF));
+            if !protobuf {
+                return Ok(json_response(StatusCode::OK, &document));
+            }
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", crate::openapi_v2::PROTOBUF_ANSWER)
+                .body(Body::from(crate::openapi_v2::protobuf(&document)))
+                .expect("a valid response"));
+        }
         if matches!(trimmed, "/api" | "/apis") && wants_aggregated(headers) {
             let body = aggregated(served, trimmed == "/api");
             let mut response = json_response(StatusCode::OK, &body);
