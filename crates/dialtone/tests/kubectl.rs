@@ -3040,6 +3040,16 @@ async fn custom_resources_are_defined_validated_served_and_deleted_with_their_de
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_string()
     };
+    // Before its definition, a kind is unknown, as upstream says.
+    let early = file(
+        "early.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: early}\nspec: {size: 1}\n",
+    );
+    let (created, error) = kubectl(&kubeconfig, &["apply", "-f", &early]);
+    assert!(
+        !created && error.contains("no matches for kind \"Widget\" in version \"example.com/v1\""),
+        "{error}"
+    );
     let definition = file("crd.yaml", WIDGET_DEFINITION);
     ok(&kubeconfig, &["apply", "-f", &definition]);
 
