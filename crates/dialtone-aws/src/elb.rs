@@ -70,40 +70,13 @@ pub(crate) async fn create(
         .send()
         .await
         .map_err(|e| cloud_error(e, name))?;
-    let group = clients
-        .elb
-        .create_target_group()
-        .name(name)
-        .protocol(ProtocolEnum::Tcp)
-        .port(i32::from(port))
-        .vpc_id(&vpc_id)
-        .target_type(TargetTypeEnum::Instance)
-        .set_tags(Some(elb_tags(&tags)))
-        .send()
-        .await
-        .map_err(|e| cloud_error(e, name))?;
-    let group_arn = group
-        .target_groups()
-        .first()
-        .and_then(|g| g.target_group_arn())
-        .unwrap_or_default()
-        .to_string();
-    register(clients, &group_arn, &control_plane(clients, &tags).await?).await?;
-    clients
-        .elb
-        .create_listener()
-        .load_balancer_arn(&arn)
-        .protocol(ProtocolEnum::Tcp)
-        .port(i32::from(port))
-        .default_actions(
-            Action::builder()
-                .r#type(ActionTypeEnum::Forward)
-                .target_group_arn(group_arn)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| cloud_error(e, &arn))?;
+    let listener = Listener {
+        port,
+        node_port: port,
+        certificate: None,
+    };
+    let control_plane = control_plane(clients, &tags).await?;
+    add_listener(clients, &arn, &vpc_id, &listener, &control_plane, &tags).await?;
     Ok(arn)
 }
 
@@ -180,7 +153,7 @@ fn name_in(arn: &str) -> &str {
     arn.rsplit('/').nth(1).unwrap_or("dialtone")
 }
 
-/// A listener of a Service's load balancer and the target group it forwards to.
+/// A listener and the target group (on `node_port`, of `targets`) it forwards to.
 async fn add_listener(
     clients: &Clients,
     arn: &str,
