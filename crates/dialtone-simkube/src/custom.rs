@@ -21,6 +21,9 @@ use crate::resources::{CRUD, CustomVersion, PrinterColumn, RESOURCES, ResourceTy
 /// The collection definitions are kept in.
 pub const DEFINITIONS: &str = "customresourcedefinitions";
 
+/// The annotation a definition in a Kubernetes group needs (upstream's API review).
+const APPROVED: &str = "api-approved.kubernetes.io";
+
 /// The resources one cluster serves: the built-ins, then those its established
 /// definitions add.
 #[derive(Default)]
@@ -251,6 +254,28 @@ pub fn validate_definition(
         causes.push((
             "spec.group".into(),
             format!("Invalid value: \"{group}\": should be a domain with at least one dot"),
+        ));
+    }
+    // Kubernetes' own groups take definitions it approved, and none takes a built-in's name.
+    let protected = group == "k8s.io"
+        || group.ends_with(".k8s.io")
+        || group == "kubernetes.io"
+        || group.ends_with(".kubernetes.io");
+    if protected && definition["metadata"]["annotations"][APPROVED].is_null() {
+        causes.push((
+            format!("metadata.annotations[{APPROVED}]"),
+            format!(
+                "Required value: protected groups must have approval annotation \"{APPROVED}\""
+            ),
+        ));
+    }
+    if RESOURCES
+        .iter()
+        .any(|r| r.group == group && r.plural == plural)
+    {
+        causes.push((
+            "spec.names.plural".into(),
+            format!("Invalid value: \"{plural}\": {group} already serves {plural}"),
         ));
     }
     for (field, value) in [
@@ -826,6 +851,22 @@ mod tests {
         validate_definition(&wrong, None, &mut causes);
         let fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, ["metadata.name", "spec.versions"]);
+
+        // A built-in's name, in a group Kubernetes keeps for itself.
+        let mut roles = definition(widget_schema());
+        roles["metadata"]["name"] = json!("roles.rbac.authorization.k8s.io");
+        roles["spec"]["group"] = json!("rbac.authorization.k8s.io");
+        roles["spec"]["names"]["plural"] = json!("roles");
+        let mut causes = Vec::new();
+        validate_definition(&roles, None, &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.annotations[api-approved.kubernetes.io]",
+                "spec.names.plural"
+            ]
+        );
     }
 
     #[test]
