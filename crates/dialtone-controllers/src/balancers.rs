@@ -372,24 +372,13 @@ impl Balancers<'_> {
         service: &BalancedService,
         message: String,
     ) {
-        let before = status.events.len();
-        let last = status
-            .events
-            .last()
-            .map(|e| (e.reason.clone(), e.message.clone()));
-        record_event(
+        let recorded = record_event(
             status,
             self.now,
             warning,
             reason,
             format!("Service {}/{}: {message}", service.namespace, service.name),
         );
-        let recorded = status.events.len() != before
-            || status
-                .events
-                .last()
-                .map(|e| (e.reason.clone(), e.message.clone()))
-                != last;
         if recorded {
             let kind = if warning { "Warning" } else { "Normal" };
             if let Err(e) = services::event(self.client, service, kind, reason, &message).await {

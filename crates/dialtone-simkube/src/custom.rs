@@ -584,44 +584,30 @@ impl Check {
             }
             Value::Number(n) => {
                 let n = n.as_f64().unwrap_or(0.0);
-                let exclusive = |key: &str| schema[key] == true;
-                if let Some(min) = schema["minimum"].as_f64() {
-                    let below = if exclusive("exclusiveMinimum") {
-                        n <= min
-                    } else {
-                        n < min
+                // Each bound: its keyword, the keyword that makes it exclusive, upstream's
+                // words for what `n` should be, and whether it is the lower one.
+                let bounds = [
+                    ("minimum", "exclusiveMinimum", "greater than", true),
+                    ("maximum", "exclusiveMaximum", "less than", false),
+                ];
+                for (bound, exclusive, relation, lower) in bounds {
+                    let Some(limit) = schema[bound].as_f64() else {
+                        continue;
                     };
-                    if below {
-                        let relation = if exclusive("exclusiveMinimum") {
-                            "greater than"
+                    let exclusive = schema[exclusive] == true;
+                    let beyond = if lower { n < limit } else { n > limit };
+                    let out = beyond || (exclusive && n == limit);
+                    if out {
+                        let relation = if exclusive {
+                            relation.to_string()
                         } else {
-                            "greater than or equal to"
+                            format!("{relation} or equal to")
                         };
                         let value = value.clone();
                         self.invalid(
                             path,
                             &value,
-                            format!("{path} in body should be {relation} {}", schema["minimum"]),
-                        );
-                    }
-                }
-                if let Some(max) = schema["maximum"].as_f64() {
-                    let above = if exclusive("exclusiveMaximum") {
-                        n >= max
-                    } else {
-                        n > max
-                    };
-                    if above {
-                        let relation = if exclusive("exclusiveMaximum") {
-                            "less than"
-                        } else {
-                            "less than or equal to"
-                        };
-                        let value = value.clone();
-                        self.invalid(
-                            path,
-                            &value,
-                            format!("{path} in body should be {relation} {}", schema["maximum"]),
+                            format!("{path} in body should be {relation} {}", schema[bound]),
                         );
                     }
                 }

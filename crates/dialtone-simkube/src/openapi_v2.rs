@@ -25,6 +25,7 @@ fn built_in() -> &'static Value {
             .filter(|r| !r.is_review() && !r.is_metrics())
             .map(|r| (r.group.to_string(), r.version.to_string()))
             .collect();
+        versions.sort();
         versions.dedup();
         let documents: Vec<Arc<Value>> = versions
             .iter()
@@ -44,6 +45,7 @@ pub fn document(served: &Served) -> Value {
         .iter()
         .map(|r| (r.group.as_ref(), r.version.as_ref()))
         .collect();
+    groups.sort();
     groups.dedup();
     let custom: Vec<Value> = groups
         .into_iter()

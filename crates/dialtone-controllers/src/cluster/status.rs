@@ -347,19 +347,20 @@ pub(super) fn node_state(state: &ResourceState) -> NodeState {
     }
 }
 
+/// Records an event unless it repeats the last one; whether it did.
 pub(crate) fn record_event(
     status: &mut ClusterStatus,
     now: Timestamp,
     warning: bool,
     reason: &str,
     message: String,
-) {
+) -> bool {
     if status
         .events
         .last()
         .is_some_and(|e| e.reason == reason && e.message == message)
     {
-        return;
+        return false;
     }
     status.events.push(ClusterEvent {
         time: now,
@@ -370,6 +371,7 @@ pub(crate) fn record_event(
     if status.events.len() > EVENTS_KEPT {
         status.events.remove(0);
     }
+    true
 }
 
 /// `12s`, `1.5s`: a wait as the events print it.

@@ -506,11 +506,8 @@ impl ClusterApi {
         let trimmed = path.trim_end_matches('/');
         if trimmed == "/openapi/v2" {
             let document = crate::openapi_v2::document(served);
-            let protobuf = headers
-                .get_all(axum::http::header::ACCEPT)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.contains(crate::openapi_v2::PROTOBUF));
+            let protobuf =
+                accepted(headers).any(|media| media.contains(crate::openapi_v2::PROTOBUF));
             if !protobuf {
                 return Ok(json_response(StatusCode::OK, &document));
             }

@@ -102,19 +102,24 @@ pub(super) fn resource_list(served: &Served, group: &str, version: &str) -> Valu
 pub(super) const AGGREGATED: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-/// Whether the client accepts aggregated discovery: one of its Accept media types names it.
-pub(super) fn wants_aggregated(headers: &HeaderMap) -> bool {
+/// The media types the client accepts, as its Accept headers list them.
+pub(super) fn accepted(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(axum::http::header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|media| {
-            let params: Vec<&str> = media.split(';').map(str::trim).collect();
-            ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"]
-                .iter()
-                .all(|wanted| params.contains(wanted))
-        })
+        .map(str::trim)
+}
+
+/// Whether the client accepts aggregated discovery: one of its Accept media types names it.
+pub(super) fn wants_aggregated(headers: &HeaderMap) -> bool {
+    accepted(headers).any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"]
+            .iter()
+            .all(|wanted| params.contains(wanted))
+    })
 }
 
 /// Aggregated discovery (`apidiscovery.k8s.io/v2`): every group, version and resource in
@@ -348,9 +353,5 @@ pub(super) fn forbidden_message(user: &UserInfo, verb: &str, info: &RequestInfo)
 }
 
 pub(super) fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("as=Table"))
+    accepted(headers).any(|media| media.contains("as=Table"))
 }

@@ -1,6 +1,8 @@
 //! The verbs: get, list and watch, create, update and patch, delete and delete a
 //! collection, and the access reviews.
 
+use std::borrow::Cow;
+
 use super::*;
 
 impl ClusterApi {
@@ -35,11 +37,11 @@ impl ClusterApi {
             ));
         }
         let body = if as_table {
-            table::render(
+            Cow::Owned(table::render(
                 &info.resource,
                 std::slice::from_ref(&object),
                 self.objects.revision(),
-            )
+            ))
         } else {
             shown(&info.resource, &object)
         };
@@ -130,7 +132,7 @@ impl ClusterApi {
         };
         let encode = move |kind: EventType, object: &Value| {
             let object = if as_table {
-                table::render(&resource, &[Arc::new(object.clone())], 0)
+                Cow::Owned(table::render(&resource, &[Arc::new(object.clone())], 0))
             } else {
                 shown(&resource, object)
             };
@@ -709,12 +711,14 @@ impl ClusterApi {
 /// An object as the version it was asked through shows it: a custom resource's objects are
 /// stored in one version and served in every other by their `apiVersion` alone, as
 /// upstream's `None` conversion does.
-fn shown(r: &ResourceType, object: &Value) -> Value {
-    let mut object = object.clone();
-    if r.custom.is_some() && object["apiVersion"] != r.api_version().as_str() {
-        object["apiVersion"] = json!(r.api_version());
+/// Borrowed unless it must change, so that lists and watches copy nothing.
+fn shown<'a>(r: &ResourceType, object: &'a Value) -> Cow<'a, Value> {
+    if r.custom.is_none() || object["apiVersion"] == r.api_version().as_str() {
+        return Cow::Borrowed(object);
     }
-    object
+    let mut object = object.clone();
+    object["apiVersion"] = json!(r.api_version());
+    Cow::Owned(object)
 }
 
 /// An object's finalizers.
