@@ -3,29 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The embedded EC2 catalogue of us-east-1 (see `data/README.md` for its sources).
 const EC2_US_EAST_1: &str = include_str!("../data/ec2-us-east-1.csv");
 
-/// A CPU architecture, named as the `kubernetes.io/arch` label names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Arch {
-    #[serde(rename = "amd64")]
-    X86_64,
-    #[serde(rename = "arm64")]
-    Arm64,
-}
-
-impl Arch {
-    /// The `kubernetes.io/arch` value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-}
+pub use dialtone_types::cluster::Arch;
 
 /// One instance type as the catalogue knows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -4,11 +4,13 @@
 //! embedded file.
 
 pub mod bootstrap;
+mod burstable;
 mod catalog;
 pub mod performance;
 pub mod provider;
 mod regions;
 pub mod reserve;
+pub mod volumes;
 
 pub use bootstrap::{
     AuditPolicy, BootstrapRole, EvictionThresholds, NodeBootstrap, PodSecurityLevel, Reserved,

@@ -21,11 +21,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dialtone_cloud::{Arch, InstanceCatalog};
+use dialtone_cloud::{Arch, InstanceCatalog, volumes};
 use dialtone_kube::KubeError;
 use dialtone_kube::workload::{self, Evicted, NodeView, PodView, Workload};
 use dialtone_sizing::consolidate::{self, Action, RunningNode, RunningPod};
-use dialtone_sizing::{ExistingNode, NodeType, Placement, PodGroup, Resources, Snapshot};
+use dialtone_sizing::{
+    CostModel, ExistingNode, NodeType, Placement, PodGroup, Resources, Snapshot,
+};
 use dialtone_types::cluster::{
     ClusterNode, ClusterPlan, ClusterStatus, NodeRole, SizingDecision, SizingStatus,
 };
@@ -53,14 +55,25 @@ pub(crate) fn worker_index(name: &str) -> Option<u32> {
     name.strip_prefix("worker-")?.parse().ok()
 }
 
-/// The instance types a cluster's workers may use, as nodes offer them: each less what the
-/// cluster's daemon sets will run on it.
-fn node_types(plan: &ClusterPlan, catalog: &InstanceCatalog, observed: &Workload) -> Vec<NodeType> {
+/// How the cluster counts nodes (docs/sizing.md): burstable types at their baseline unless
+/// it allows bursting, less what its daemon sets run on every worker, at the instance's
+/// price plus its root volume's.
+fn cost_model(plan: &ClusterPlan, observed: &Workload) -> CostModel {
+    let workers = &plan.settings.workers;
+    CostModel {
+        allow_burstable: plan.workers.allow_burstable,
+        daemonsets: daemon_overhead(observed),
+        per_node_usd_per_hour: volumes::usd_per_hour(workers.disk_type, workers.root_disk_gib),
+    }
+}
+
+/// The instance types a cluster's workers may use, as nodes offer them.
+fn node_types(plan: &ClusterPlan, catalog: &InstanceCatalog, model: &CostModel) -> Vec<NodeType> {
     let allowed = catalog
         .iter()
         .filter(|t| plan.workers.families.contains(&t.family))
         .cloned();
-    dialtone_sizing::node_types(allowed, &plan.workers.zones, daemon_overhead(observed))
+    dialtone_sizing::node_types(allowed, &plan.workers.zones, model)
 }
 
 /// What the daemon sets take of a new worker, read from the cluster: the most that their
@@ -85,9 +98,16 @@ fn daemon_overhead(observed: &Workload) -> Resources {
         })
 }
 
-/// Where a pod may run, from its nodeSelector; `Err` names a selector no new node can meet.
-fn placement(pod: &PodView) -> Result<Placement, String> {
-    let mut placement = Placement::default();
+/// Where a pod may run, from its nodeSelector and the cluster's architectures for pods
+/// that select none; `Err` names a selector no new node can meet.
+fn placement(pod: &PodView, architectures: &[Arch]) -> Result<Placement, String> {
+    let mut placement = Placement {
+        arch: match architectures {
+            [only] => Some(*only),
+            _ => None,
+        },
+        zone: None,
+    };
     for (key, value) in &pod.node_selector {
         match key.as_str() {
             "kubernetes.io/arch" => {
@@ -337,7 +357,7 @@ fn scale_up(
     let mut groups: Vec<PodGroup> = Vec::new();
     let mut refused: BTreeMap<String, u32> = BTreeMap::new();
     for pod in &waiting {
-        let placement = match placement(pod) {
+        let placement = match placement(pod, &plan.workers.architectures) {
             Ok(p) => p,
             Err(reason) => {
                 *refused.entry(reason).or_default() += 1;
@@ -358,7 +378,8 @@ fn scale_up(
             }),
         }
     }
-    let types = node_types(plan, catalog, observed);
+    let model = cost_model(plan, observed);
+    let types = node_types(plan, catalog, &model);
     let workers = status
         .nodes
         .iter()
@@ -366,7 +387,7 @@ fn scale_up(
         .count();
     let snapshot = Snapshot {
         pending: groups,
-        existing: schedulable_workers(observed, status, catalog)
+        existing: schedulable_workers(observed, status, catalog, &model)
             .iter()
             .map(Worker::existing)
             .collect(),
@@ -462,10 +483,13 @@ impl Worker<'_> {
     }
 }
 
+/// The Ready, schedulable workers, each offering what the cost model says its type
+/// sustains (a burstable node's kubelet offers its full vCPUs).
 fn schedulable_workers<'a>(
     observed: &'a Workload,
     status: &'a ClusterStatus,
     catalog: &InstanceCatalog,
+    model: &CostModel,
 ) -> Vec<Worker<'a>> {
     status
         .nodes
@@ -473,14 +497,14 @@ fn schedulable_workers<'a>(
         .filter(|n| n.role == NodeRole::Worker)
         .filter_map(|slot| {
             let node = node_of(observed, slot).filter(|n| n.ready && !n.disrupted)?;
+            let instance_type = catalog.get(&slot.instance_type)?;
+            let (sustained, _, _) = instance_type.sustained_allocatable(model.allow_burstable);
             Some(Worker {
                 slot,
                 node,
-                arch: catalog
-                    .get(&slot.instance_type)
-                    .and_then(|t| t.archs.first().copied())?,
+                arch: instance_type.archs.first().copied()?,
                 allocatable: Resources {
-                    millicores: node.millicores,
+                    millicores: node.millicores.min(sustained),
                     memory_mib: node.memory_mib,
                     pods: node.pods,
                 },
@@ -522,7 +546,8 @@ async fn consolidate(
     // Off, consolidation still replaces the nodes an upgrade left on an older version.
     let consolidating = autoscaling.enabled && autoscaling.consolidation;
     let stabilization = options.second * autoscaling.scale_down_delay_seconds;
-    let workers = schedulable_workers(observed, status, catalog);
+    let model = cost_model(plan, observed);
+    let workers = schedulable_workers(observed, status, catalog, &model);
     let nodes: Vec<RunningNode> = workers
         .iter()
         .map(|worker| {
@@ -566,13 +591,14 @@ async fn consolidate(
                 zone: worker.slot.zone.clone(),
                 usd_per_hour: catalog
                     .get(&worker.slot.instance_type)
-                    .map_or(0.0, |t| t.usd_per_hour),
+                    .map_or(0.0, |t| t.usd_per_hour + model.per_node_usd_per_hour),
                 room: worker.allocatable.saturating_sub(&worker.used(is_daemon)),
                 pods: movable
                     .iter()
                     .map(|p| RunningPod {
                         requests: requests(p),
-                        placement: placement(p).unwrap_or_default(),
+                        placement: placement(p, &plan.workers.architectures)
+                            .unwrap_or_default(),
                     })
                     .collect(),
                 keep,
@@ -588,7 +614,7 @@ async fn consolidate(
     if unchanged.holds(key, input) {
         return Ok(false);
     }
-    let types = node_types(plan, catalog, observed);
+    let types = node_types(plan, catalog, &model);
     let actions = consolidate::consolidate(&consolidate::Cluster {
         nodes: &nodes,
         types: &types,
@@ -726,8 +752,12 @@ mod tests {
         let catalog = InstanceCatalog::builtin();
         let large = || catalog.iter().filter(|t| t.name == "m6i.large").cloned();
         let zones = ["us-east-1a".to_string()];
-        let bare = &dialtone_sizing::node_types(large(), &zones, Resources::default())[0];
-        let planned = &dialtone_sizing::node_types(large(), &zones, daemon_overhead(&observed))[0];
+        let bare = &dialtone_sizing::node_types(large(), &zones, &CostModel::default())[0];
+        let model = CostModel {
+            daemonsets: daemon_overhead(&observed),
+            ..CostModel::default()
+        };
+        let planned = &dialtone_sizing::node_types(large(), &zones, &model)[0];
         assert_eq!(planned.room.millicores, bare.room.millicores - 150);
         assert_eq!(planned.room.memory_mib, bare.room.memory_mib - 384);
     }

@@ -382,6 +382,8 @@ async fn world(seed: u64, cloud: Cloud) -> World {
             max_nodes: None,
             allowed_families: vec![],
             excluded_families: vec![],
+            architectures: vec![],
+            allow_burstable: false,
         };
         let context = PlanContext {
             catalog: InstanceCatalog::builtin(),

@@ -317,6 +317,8 @@ impl World {
                 max_nodes: None,
                 allowed_families: vec![],
                 excluded_families: vec![],
+                architectures: vec![],
+                allow_burstable: false,
             },
             address_pool: "10.0.0.0/8",
         };

@@ -38,6 +38,10 @@ pub struct ClusterRequest {
     pub allowed_families: Vec<String>,
     /// Never these instance families.
     pub excluded_families: Vec<String>,
+    /// The architectures for pods that name none; amd64 when empty.
+    pub architectures: Vec<Arch>,
+    /// Whether burstable types count at their full vCPUs.
+    pub allow_burstable: bool,
 }
 
 impl ClusterRequest {
@@ -52,6 +56,8 @@ impl ClusterRequest {
             max_nodes: spec.max_nodes,
             allowed_families: spec.allowed_families.clone(),
             excluded_families: spec.excluded_families.clone(),
+            architectures: spec.architectures.clone(),
+            allow_burstable: spec.allow_burstable,
         }
     }
 }
@@ -298,14 +304,26 @@ pub fn plan_with_settings(
     } else {
         kept
     };
+    let architectures = if request.architectures.is_empty() {
+        vec![Arch::X86_64]
+    } else {
+        request.architectures.clone()
+    };
     let initial_rule = s.workers.initial_instance_type;
     let initial_type = context
         .catalog
         .iter()
         .filter(eligible)
         .filter(|t| families.contains(&t.family))
+        .filter(|t| t.archs.first().is_some_and(|a| architectures.contains(a)))
         .filter(|t| {
-            t.vcpus >= initial_rule.min_vcpus
+            // A burstable type counts at its baseline unless the cluster allows bursting.
+            let share = if request.allow_burstable {
+                1.0
+            } else {
+                t.sustained_cpu_share()
+            };
+            t.vcpus as f64 * share >= initial_rule.min_vcpus as f64
                 && t.memory_mib >= u64::from(initial_rule.min_memory_gib) * 1024
         })
         .min_by(|a, b| {
@@ -317,7 +335,10 @@ pub fn plan_with_settings(
         problem(
             "spec.allowedFamilies",
             format!(
-                "no instance type of the allowed families fits a {cluster_type} worker in {}",
+                "no instance type of the allowed families and architectures ({}) has the {} sustained vCPUs and {} GiB of a {cluster_type} worker in {}",
+                architectures.iter().map(|a| a.label()).collect::<Vec<_>>().join(", "),
+                initial_rule.min_vcpus,
+                initial_rule.min_memory_gib,
                 worker_zones.join(", ")
             ),
         );
@@ -394,6 +415,8 @@ pub fn plan_with_settings(
         max_pods_per_node: max_pods,
         initial_instance_type: initial_type.name.clone(),
         node_image: dialtone_cloud::node_image(&version),
+        architectures,
+        allow_burstable: request.allow_burstable,
     };
 
     // The concrete value of every decision, for users and for the record.

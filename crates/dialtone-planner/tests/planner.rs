@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use dialtone_cloud::InstanceCatalog;
+use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_planner::{
     AddressPlan, ClusterPlan, ClusterRequest, ClusterSettings, ClusterType, DECISIONS, Decision,
     Enforcement, How, PlanContext, PlanError, Rule, SUPPORTED_VERSIONS, plan, plan_with_settings,
@@ -21,6 +21,8 @@ fn request(cluster_type: ClusterType) -> ClusterRequest {
         max_nodes: None,
         allowed_families: vec![],
         excluded_families: vec![],
+        architectures: vec![],
+        allow_burstable: false,
     }
 }
 
@@ -453,12 +455,16 @@ fn instance_families_and_the_initial_worker_type() {
     );
     let dev = plan_of(&request(ClusterType::Developer));
     assert!(dev.workers.families.contains(&"t3".to_string()));
-    // The initial type is the cheapest eligible one.
+    // The initial type is the cheapest eligible one of the cluster's architectures:
+    // amd64 unless the spec says otherwise.
     let chosen = catalog.get(&prod.workers.initial[0].instance_type).unwrap();
+    assert_eq!(prod.workers.architectures, [Arch::X86_64]);
+    assert_eq!(chosen.archs[0], Arch::X86_64, "{}", chosen.name);
     let cheaper = catalog
         .iter()
         .filter(|t| {
             prod.workers.families.contains(&t.family)
+                && t.archs[0] == Arch::X86_64
                 && t.vcpus >= 2
                 && t.memory_mib >= 8192
                 && t.usd_per_hour < chosen.usd_per_hour
@@ -466,6 +472,24 @@ fn instance_families_and_the_initial_worker_type() {
         .count();
     assert_eq!(cheaper, 0, "{} is the cheapest fit", chosen.name);
     assert_eq!(prod.workers.max_pods_per_node, chosen.max_pods.min(110));
+    // Allowing arm64 lets the cheaper Graviton types in.
+    let mut r = request(ClusterType::Production);
+    r.architectures = Arch::ALL.to_vec();
+    let either = plan_of(&r);
+    let either_type = catalog.get(&either.workers.initial_instance_type).unwrap();
+    assert_eq!(either_type.archs[0], Arch::Arm64, "{}", either_type.name);
+    assert!(either_type.usd_per_hour < chosen.usd_per_hour);
+    // A developer cluster's first worker sustains its 2 vCPUs: no burstable type does at
+    // its baseline, unless the cluster allows bursting.
+    let initial = |allow_burstable| {
+        let mut r = request(ClusterType::Developer);
+        r.allow_burstable = allow_burstable;
+        let planned = plan_of(&r);
+        catalog.get(&planned.workers.initial_instance_type).unwrap().clone()
+    };
+    assert!(!initial(false).burstable, "{}", initial(false).name);
+    assert!(initial(true).burstable, "{}", initial(true).name);
+    assert!(initial(true).usd_per_hour < initial(false).usd_per_hour);
     let mut r = request(ClusterType::Production);
     r.allowed_families = vec!["m7i".into(), "c7i".into()];
     r.excluded_families = vec!["c7i".into()];
@@ -562,6 +586,8 @@ fn any_request() -> impl Strategy<Value = (ClusterRequest, Vec<u8>)> {
                     max_nodes: Some(max),
                     allowed_families: vec![],
                     excluded_families: vec![],
+                    architectures: vec![],
+                    allow_burstable: false,
                 };
                 (request, taken)
             },
@@ -662,6 +688,7 @@ fn node_pools_use_the_family_with_the_best_price_per_performance() {
 fn a_cluster_keeps_its_families_until_it_is_upgraded() {
     let pool = AddressPlan::default_pool();
     let mut r = request(ClusterType::Production);
+    r.architectures = Arch::ALL.to_vec();
     let kept = vec!["m7g".to_string(), "c7i".to_string(), "nosuch".to_string()];
     let replan = |r: &ClusterRequest, kept: Option<&[String]>| {
         plan(

@@ -174,23 +174,35 @@ pub struct Snapshot {
     pub max_new_nodes: usize,
 }
 
-/// Node types for a cluster: the catalogue's allowed types in the cluster's zones, less the
-/// system reserve and the daemonsets' requests; types with no room left are dropped.
+/// How a cluster counts what a node offers pods and what it costs (docs/sizing.md).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CostModel {
+    /// Whether burstable types count at their full vCPUs; otherwise at their baseline.
+    pub allow_burstable: bool,
+    /// What every node runs before any pod: the cluster's daemon sets' requests.
+    pub daemonsets: Resources,
+    /// What every node costs beside its instance (its root volume), per hour.
+    pub per_node_usd_per_hour: f64,
+}
+
+/// Node types for a cluster: the catalogue's allowed types in the cluster's zones, offering
+/// their sustained allocatable less the daemon sets, at their price plus the per-node
+/// cost; types with no room left are dropped.
 pub fn node_types(
     catalog: impl IntoIterator<Item = InstanceType>,
     region_zones: &[String],
-    daemonsets: Resources,
+    model: &CostModel,
 ) -> Vec<NodeType> {
     catalog
         .into_iter()
         .filter_map(|t| {
-            let (millicores, memory_mib, pods) = t.allocatable();
+            let (millicores, memory_mib, pods) = t.sustained_allocatable(model.allow_burstable);
             let allocatable = Resources {
                 millicores,
                 memory_mib,
                 pods,
             };
-            if !daemonsets.fits_in(&allocatable) {
+            if !model.daemonsets.fits_in(&allocatable) {
                 return None;
             }
             let zones: Vec<String> = region_zones
@@ -206,11 +218,11 @@ pub fn node_types(
                 return None;
             }
             Some(NodeType {
-                room: allocatable.saturating_sub(&daemonsets),
+                room: allocatable.saturating_sub(&model.daemonsets),
+                arch: *t.archs.first()?,
+                usd_per_hour: t.usd_per_hour + model.per_node_usd_per_hour,
                 name: t.name,
                 family: t.family,
-                arch: *t.archs.first()?,
-                usd_per_hour: t.usd_per_hour,
                 zones,
             })
         })

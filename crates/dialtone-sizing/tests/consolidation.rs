@@ -9,7 +9,7 @@ use dialtone_sizing::consolidate::{
     Action, Cluster, RunningNode, RunningPod, consolidate, groups_of,
 };
 use dialtone_sizing::simulation::SimCluster;
-use dialtone_sizing::{NodeType, Placement, Resources, node_types};
+use dialtone_sizing::{CostModel, NodeType, Placement, Resources, node_types};
 use proptest::prelude::*;
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -27,7 +27,11 @@ fn general_purpose() -> Vec<NodeType> {
         })
         .cloned()
         .collect::<Vec<_>>();
-    node_types(catalogue, &zones(), Resources::default())
+    let model = CostModel {
+        allow_burstable: true,
+        ..CostModel::default()
+    };
+    node_types(catalogue, &zones(), &model)
 }
 
 fn node_of(types: &[NodeType], type_name: &str, name: &str, pods: Vec<RunningPod>) -> RunningNode {

@@ -5,7 +5,7 @@
 
 use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_sizing::{
-    ExistingNode, NewNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound,
+    CostModel, ExistingNode, NewNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound,
     karpenter, node_types,
 };
 use proptest::prelude::*;
@@ -20,12 +20,15 @@ fn catalogue_types(picks: &[usize]) -> Vec<NodeType> {
         .collect();
     let chosen = picks.iter().map(|&i| usable[i % usable.len()].clone());
     let zones: Vec<String> = ZONES.iter().map(|z| z.to_string()).collect();
-    let daemonsets = Resources {
-        millicores: 100,
-        memory_mib: 128,
-        pods: 2,
+    let model = CostModel {
+        daemonsets: Resources {
+            millicores: 100,
+            memory_mib: 128,
+            pods: 2,
+        },
+        ..CostModel::default()
     };
-    let mut types = node_types(chosen, &zones, daemonsets);
+    let mut types = node_types(chosen, &zones, &model);
     types.sort_by(|a, b| a.name.cmp(&b.name));
     types.dedup_by(|a, b| a.name == b.name);
     types

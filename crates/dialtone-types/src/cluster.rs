@@ -67,6 +67,32 @@ impl fmt::Display for ClusterType {
     }
 }
 
+/// A CPU architecture, named as the `kubernetes.io/arch` label names it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum Arch {
+    /// x86-64.
+    #[serde(rename = "amd64")]
+    X86_64,
+    /// 64-bit Arm (Graviton).
+    #[serde(rename = "arm64")]
+    Arm64,
+}
+
+impl Arch {
+    /// Every architecture, as errors list them.
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
+
+    /// The `kubernetes.io/arch` value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
 /// A Kubernetes cluster of a type, in a region, that the control plane provisions and keeps
 /// in the state its plan says.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -93,6 +119,15 @@ pub struct Cluster {
     /// Instance families workers must not use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_families: Vec<String>,
+    /// The architectures of the nodes that run pods whose nodeSelector names none;
+    /// `[amd64]` when omitted, since an image built only for amd64 fails on arm64. A pod
+    /// that selects `kubernetes.io/arch` gets a node of that architecture either way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<Arch>,
+    /// Whether burstable types (`t3`, `t4g`, …) count at their full vCPUs, spending CPU
+    /// credits under sustained load; when off (the default) they count at their baseline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_burstable: bool,
     /// Whether a delete is refused until this is turned off; the type's default when
     /// omitted (`security.deletionProtection`: on for production).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +189,15 @@ impl Kind for Cluster {
         }
         if self.region.is_empty() {
             errors.push("spec.region", FieldReason::FieldValueRequired, "required");
+        }
+        for (i, arch) in self.architectures.iter().enumerate() {
+            if self.architectures[..i].contains(arch) {
+                errors.push(
+                    &format!("spec.architectures[{i}]"),
+                    FieldReason::FieldValueInvalid,
+                    format!("{} is listed twice", arch.label()),
+                );
+            }
         }
     }
 }
@@ -538,6 +582,10 @@ pub struct WorkerPlan {
     pub initial_instance_type: String,
     /// The machine image workers and control-plane nodes boot.
     pub node_image: String,
+    /// The architectures of the nodes for pods that name none.
+    pub architectures: Vec<Arch>,
+    /// Whether burstable types count at their full vCPUs rather than their baseline.
+    pub allow_burstable: bool,
 }
 
 /// Everything decided for one cluster.
@@ -603,6 +651,8 @@ struct StoredWorkerPlan {
     max_pods_per_node: u32,
     initial_instance_type: Option<String>,
     node_image: Option<String>,
+    architectures: Option<Vec<Arch>>,
+    allow_burstable: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for ClusterPlan {
@@ -646,6 +696,10 @@ impl From<StoredPlan> for ClusterPlan {
                 families: workers.families,
                 initial: workers.initial,
                 max_pods_per_node: workers.max_pods_per_node,
+                // Plans from before the honest cost model keep what they did: pods of
+                // any architecture anywhere, burstable types at their full vCPUs.
+                architectures: workers.architectures.unwrap_or_else(|| Arch::ALL.to_vec()),
+                allow_burstable: workers.allow_burstable.unwrap_or(true),
             },
             settings: stored
                 .settings

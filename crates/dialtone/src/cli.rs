@@ -700,6 +700,13 @@ pub struct ClusterCreateArgs {
     /// Never these instance families for workers (repeatable).
     #[arg(long = "exclude-family")]
     pub excluded_families: Vec<String>,
+    /// The architectures of nodes for pods that select none (repeatable; default: amd64).
+    #[arg(long = "arch", value_parser = ["amd64", "arm64"])]
+    pub architectures: Vec<String>,
+    /// Count burstable types (`t3`, `t4g`, …) at their full vCPUs, spending CPU credits
+    /// under sustained load (default: at their baseline).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_burstable: Option<bool>,
     /// Refuse deletes until turned off (default: the type's; on for production).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,
@@ -734,6 +741,12 @@ pub struct ClusterUpdateArgs {
     /// Never these instance families for workers (repeatable; replaces the list).
     #[arg(long = "exclude-family")]
     pub excluded_families: Vec<String>,
+    /// The architectures of nodes for pods that select none (repeatable; replaces the list).
+    #[arg(long = "arch", value_parser = ["amd64", "arm64"])]
+    pub architectures: Vec<String>,
+    /// Count burstable types at their full vCPUs (`--allow-burstable=false` to stop).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_burstable: Option<bool>,
     /// Turn deletion protection on or off (`--deletion-protection=false`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,

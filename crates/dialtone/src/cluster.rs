@@ -47,6 +47,12 @@ fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
     if !args.excluded_families.is_empty() {
         spec["excludedFamilies"] = json!(args.excluded_families);
     }
+    if !args.architectures.is_empty() {
+        spec["architectures"] = json!(args.architectures);
+    }
+    if let Some(on) = args.allow_burstable {
+        spec["allowBurstable"] = json!(on);
+    }
     if let Some(on) = args.deletion_protection {
         spec["deletionProtection"] = json!(on);
     }
@@ -285,10 +291,12 @@ pub async fn run(
                 && args.kubernetes_version.is_none()
                 && args.allowed_families.is_empty()
                 && args.excluded_families.is_empty()
+                && args.architectures.is_empty()
+                && args.allow_burstable.is_none()
                 && args.deletion_protection.is_none()
             {
                 bail!(
-                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family or --deletion-protection"
+                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family, --arch, --allow-burstable or --deletion-protection"
                 );
             }
             // A merge patch of the fields asked for: the controller writes the status all
@@ -302,6 +310,12 @@ pub async fn run(
             }
             if !args.excluded_families.is_empty() {
                 spec.insert("excludedFamilies".into(), json!(args.excluded_families));
+            }
+            if !args.architectures.is_empty() {
+                spec.insert("architectures".into(), json!(args.architectures));
+            }
+            if let Some(on) = args.allow_burstable {
+                spec.insert("allowBurstable".into(), json!(on));
             }
             if let Some(n) = args.min_nodes {
                 spec.insert("minNodes".into(), json!(n));

@@ -20,10 +20,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dialtone_cloud::{Arch, InstanceCatalog, InstanceType};
+use dialtone_types::settings::DiskType;
 use dialtone_sizing::consolidate::RunningPod;
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{
-    ExistingNode, Placement, PodGroup, Resources, Snapshot, bound, karpenter, node_types,
+    CostModel, ExistingNode, Placement, PodGroup, Resources, Snapshot, bound, karpenter, node_types,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -95,6 +96,34 @@ struct Workload {
     max_new_nodes: usize,
     existing: Vec<ExistingGroup>,
     pods: Vec<PodGroup>,
+    /// The architectures for pods that name none, as a cluster's spec says them.
+    #[serde(default = "amd64")]
+    architectures: Vec<Arch>,
+    /// Whether burstable types count at their full vCPUs.
+    #[serde(default)]
+    allow_burstable: bool,
+    /// What a node costs beside its instance; a developer worker's root volume when absent.
+    #[serde(default = "root_volume")]
+    per_node_usd_per_hour: f64,
+}
+
+fn amd64() -> Vec<Arch> {
+    vec![Arch::X86_64]
+}
+
+/// A developer worker's root volume: 50 GiB of gp3.
+fn root_volume() -> f64 {
+    dialtone_cloud::volumes::usd_per_hour(DiskType::Gp3, 50)
+}
+
+/// The cost model clusters get by default: amd64 for pods that name no architecture,
+/// burstable types at their baseline, every node's root volume counted.
+fn default_model() -> CostModel {
+    CostModel {
+        allow_burstable: false,
+        daemonsets: Resources::default(),
+        per_node_usd_per_hour: root_volume(),
+    }
 }
 
 /// Families with accelerators the catalogue does not count as GPUs.
@@ -131,7 +160,12 @@ impl Workload {
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
-        let types = node_types(chosen, &self.zones, self.daemonsets);
+        let model = CostModel {
+            allow_burstable: self.allow_burstable,
+            daemonsets: self.daemonsets,
+            per_node_usd_per_hour: self.per_node_usd_per_hour,
+        };
+        let types = node_types(chosen, &self.zones, &model);
         if types.is_empty() {
             bail!(
                 "no instance type is left after the catalogue filter, the zones and the daemonsets"
@@ -160,8 +194,14 @@ impl Workload {
                 );
             }
         }
+        let mut pending = self.pods.clone();
+        if let [only] = self.architectures[..] {
+            for group in pending.iter_mut().filter(|g| g.placement.arch.is_none()) {
+                group.placement.arch = Some(only);
+            }
+        }
         Ok(Snapshot {
-            pending: self.pods.clone(),
+            pending,
             existing,
             types,
             zones: self.zones.clone(),
@@ -454,6 +494,9 @@ fn generate(out: &Path) -> anyhow::Result<()> {
                     Vec::new()
                 },
                 pods: pods.clone(),
+                architectures: amd64(),
+                allow_burstable: false,
+                per_node_usd_per_hour: root_volume(),
             };
             let file = out.join(format!(
                 "{name}{}.json",
@@ -495,7 +538,7 @@ fn replay(hours: u64, step_minutes: u64, steady_hours: u64, seed: u64) -> anyhow
         .iter()
         .filter(|t| general_purpose(t))
         .cloned();
-    let types = node_types(catalog, &zones, Resources::default());
+    let types = node_types(catalog, &zones, &default_model());
     let mut rng = StdRng::seed_from_u64(seed);
     let deployments: Vec<Deployment> = (0..50)
         .map(|_| Deployment {
