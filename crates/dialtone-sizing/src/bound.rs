@@ -176,10 +176,10 @@ impl Program<'_> {
     /// A bound certified by weak duality, whatever the solver's numerics: any dual prices
     /// `u ≥ 0`, scaled down until no column's rows are worth more than its cost, bound the
     /// optimum from below by `demand · u`.
-    fn certified(&self, snapshot: &Snapshot, duals: &[f64]) -> f64 {
+    fn certified(&self, costs: &[f64], duals: &[f64]) -> f64 {
         let u: Vec<f64> = duals.iter().map(|d| d.max(0.0)).collect();
         let mut scale: f64 = 1.0;
-        for (column, cost) in self.matrix.iter().zip(self.costs(snapshot)) {
+        for (column, &cost) in self.matrix.iter().zip(costs) {
             let worth: f64 = column.iter().zip(&u).map(|(a, u)| a * u).sum();
             if worth > 0.0 {
                 if cost <= 0.0 {
@@ -190,6 +190,21 @@ impl Program<'_> {
         }
         let value: f64 = self.demand.iter().zip(&u).map(|(d, u)| d * u).sum();
         value / scale
+    }
+
+    /// The Lagrangian bound for at most `max_nodes` new nodes at the price `lambda` per
+    /// node: for any `λ ≥ 0`, the program with every node costing `λ` more, less `λ` times
+    /// the nodes allowed, is below the optimum with the cap (a placement within the cap
+    /// pays at most `λ · max_nodes` extra). Also the fractional nodes the program uses.
+    fn capped(&self, costs: &[f64], max_nodes: f64, lambda: f64) -> Option<(f64, f64)> {
+        let shifted: Vec<f64> = costs.iter().map(|c| c + lambda).collect();
+        match lp::minimize(&shifted, &self.matrix, &self.demand) {
+            Outcome::Optimal { duals, x, .. } => Some((
+                self.certified(&shifted, &duals) - lambda * max_nodes,
+                x.iter().sum(),
+            )),
+            Outcome::Infeasible => None,
+        }
     }
 }
 
@@ -209,12 +224,57 @@ pub fn lower_bound(snapshot: &Snapshot) -> f64 {
     // A dominated type never lowers the optimum: its dominator covers every row as well.
     let types = crate::undominated(&snapshot.types);
     let program = program(snapshot, &holdable, &types, true);
-    match program.solve(snapshot) {
-        Outcome::Optimal { duals, .. } => program.certified(snapshot, &duals).max(0.0),
-        // Cannot happen for holdable pods; a bound of zero is still a bound.
-        Outcome::Infeasible => 0.0,
+    let costs = program.costs(snapshot);
+    let max_nodes = snapshot.max_new_nodes as f64;
+    // Cannot be infeasible for holdable pods; a bound of zero is still a bound.
+    let Some((uncapped, nodes)) = program.capped(&costs, max_nodes, 0.0) else {
+        return 0.0;
+    };
+    if nodes <= max_nodes + 1e-9 {
+        return uncapped.max(0.0);
     }
+    // The cap binds. The Lagrangian is concave in λ with slope (nodes used − cap): double λ
+    // until the program keeps within the cap, then bisect on the slope's sign. Every λ
+    // tried gives a valid bound; the best is kept.
+    let mut best = uncapped;
+    let price = costs.iter().copied().fold(0.0, f64::max).max(1e-6);
+    let (mut low, mut high) = (0.0, price);
+    let mut within = false;
+    for _ in 0..LAMBDA_DOUBLINGS {
+        let Some((bound, nodes)) = program.capped(&costs, max_nodes, high) else {
+            break;
+        };
+        best = best.max(bound);
+        if nodes <= max_nodes + 1e-9 {
+            within = true;
+            break;
+        }
+        (low, high) = (high, high * 2.0);
+    }
+    // Even fractionally the pods need more nodes than the cap allows: maxNodes leaves some
+    // pending whatever the plan, and the bound stays the one for placing them all.
+    if !within {
+        return uncapped.max(0.0);
+    }
+    for _ in 0..LAMBDA_BISECTIONS {
+        let middle = (low + high) / 2.0;
+        let Some((bound, nodes)) = program.capped(&costs, max_nodes, middle) else {
+            break;
+        };
+        best = best.max(bound);
+        if nodes > max_nodes + 1e-9 {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    best.max(0.0)
 }
+
+/// How far the search for the price of a node under a binding maxNodes goes: λ up to
+/// 2²⁰ times the dearest type, then 24 halvings of the interval found.
+const LAMBDA_DOUBLINGS: usize = 20;
+const LAMBDA_BISECTIONS: usize = 24;
 
 /// At most this many thresholds per resource keep the program small; any subset of them
 /// gives a valid bound.
@@ -306,26 +366,43 @@ mod tests {
         let groups = [(0, 10)];
         let types = [0, 1];
         let program = program(&snapshot, &groups, &types, false);
-        let Outcome::Optimal { value, duals } = program.solve(&snapshot) else {
+        let Outcome::Optimal { value, duals, .. } = program.solve(&snapshot) else {
             panic!("infeasible")
         };
-        assert!((program.certified(&snapshot, &duals) - value).abs() < 1e-9);
+        let costs = program.costs(&snapshot);
+        assert!((program.certified(&costs, &duals) - value).abs() < 1e-9);
         // Prices that are wrong, too high or negative, still give a valid bound.
         let wrong: Vec<f64> = duals
             .iter()
             .enumerate()
             .map(|(i, d)| d * 3.0 - i as f64)
             .collect();
-        assert!(program.certified(&snapshot, &wrong) <= value + 1e-9);
+        assert!(program.certified(&costs, &wrong) <= value + 1e-9);
         // Prices twice too high are scaled back to the optimum exactly.
         let doubled: Vec<f64> = duals.iter().map(|d| d * 2.0).collect();
-        assert!((program.certified(&snapshot, &doubled) - value).abs() < 1e-9);
+        assert!((program.certified(&costs, &doubled) - value).abs() < 1e-9);
         // Ten pods of 1.5 CPU: one per small node (10 × 0.05) beats five per large node.
         assert!(
             (lower_bound(&snapshot) - 0.5).abs() < 1e-9,
             "{}",
             lower_bound(&snapshot)
         );
+    }
+
+    #[test]
+    fn max_nodes_raises_the_bound_to_what_fewer_larger_nodes_cost() {
+        // Ten small nodes at $0.05 are cheapest; with at most two new nodes, only two large
+        // ones ($0.80) hold the ten pods, and the program with the cap says as much.
+        let mut snapshot = snapshot();
+        snapshot.max_new_nodes = 2;
+        let bound = lower_bound(&snapshot);
+        assert!((bound - 0.8).abs() < 1e-4, "{bound}");
+        // A cap that does not bind changes nothing; one that no placement meets leaves the
+        // bound for placing every pod.
+        snapshot.max_new_nodes = 10;
+        assert!((lower_bound(&snapshot) - 0.5).abs() < 1e-9);
+        snapshot.max_new_nodes = 1;
+        assert!((lower_bound(&snapshot) - 0.5).abs() < 1e-9);
     }
 
     #[test]
@@ -341,6 +418,7 @@ mod tests {
             matrix: vec![vec![2.0], vec![0.0]],
         };
         // Two units per $0.05: a unit is worth $0.025, ten are worth $0.25.
-        assert!((program.certified(&snapshot, &[0.025]) - 0.25).abs() < 1e-12);
+        let costs = program.costs(&snapshot);
+        assert!((program.certified(&costs, &[0.025]) - 0.25).abs() < 1e-12);
     }
 }

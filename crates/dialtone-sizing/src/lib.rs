@@ -22,6 +22,7 @@ pub mod consolidate;
 pub mod karpenter;
 pub mod lp;
 mod pack;
+pub mod patterns;
 pub mod simulation;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,8 @@ pub enum Outcome {
         value: f64,
         /// The dual price of each row.
         duals: Vec<f64>,
+        /// The value of each variable at the optimum.
+        x: Vec<f64>,
     },
     /// No `x ≥ 0` covers `b`.
     Infeasible,
@@ -22,11 +24,24 @@ pub enum Outcome {
 
 /// Minimizes `costs · x` over `x ≥ 0` with `Σ_j columns[j][i] x_j ≥ demand[i]` for every row.
 pub fn minimize(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Outcome {
+    minimize_within(costs, columns, demand, &vec![false; demand.len()])
+}
+
+/// [`minimize`], with the rows `at_most` marks meaning `≤ demand[i]` instead (a limit,
+/// such as how many nodes of a kind exist). The dual price of such a row is at most zero:
+/// what one more unit of the limit would save.
+pub fn minimize_within(
+    costs: &[f64],
+    columns: &[Vec<f64>],
+    demand: &[f64],
+    at_most: &[bool],
+) -> Outcome {
     let (m, n) = (demand.len(), costs.len());
     if m == 0 {
         return Outcome::Optimal {
             value: 0.0,
             duals: Vec::new(),
+            x: vec![0.0; n],
         };
     }
     // Variables: n structural, m surplus, m artificial; then the right-hand side.
@@ -43,11 +58,19 @@ pub fn minimize(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Outcome 
         for (j, column) in columns.iter().enumerate() {
             row[j] = column[i] * scale;
         }
-        row[n + i] = -1.0;
-        row[n + m + i] = 1.0;
+        // A limit's slack starts in the basis (its demand is met at x = 0); a covering
+        // row's artificial does, and its surplus counts down.
+        if at_most[i] {
+            row[n + i] = 1.0;
+        } else {
+            row[n + i] = -1.0;
+            row[n + m + i] = 1.0;
+        }
         row[rhs] = demand[i].max(0.0) * scale;
     }
-    let mut basis: Vec<usize> = (n + m..n + 2 * m).collect();
+    let mut basis: Vec<usize> = (0..m)
+        .map(|i| if at_most[i] { n + i } else { n + m + i })
+        .collect();
 
     // Phase one: drive the artificials out.
     let mut phase_one = vec![0.0; width - 1];
@@ -90,10 +113,12 @@ pub fn minimize(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Outcome 
     let cost_of = |j: usize| if j < n { costs[j] } else { 0.0 };
     let duals = (0..m)
         .map(|i| {
+            // A surplus column is −eᵢ, a slack +eᵢ.
+            let sign = if at_most[i] { 1.0 } else { -1.0 };
             let scaled: f64 = basis
                 .iter()
                 .zip(&tableau)
-                .map(|(b, row)| -cost_of(*b) * row[n + i])
+                .map(|(b, row)| sign * cost_of(*b) * row[n + i])
                 .sum();
             if demand[i] > EPS {
                 scaled / demand[i]
@@ -102,7 +127,13 @@ pub fn minimize(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Outcome 
             }
         })
         .collect();
-    Outcome::Optimal { value, duals }
+    let mut x = vec![0.0; n];
+    for (b, row) in basis.iter().zip(&tableau) {
+        if *b < n {
+            x[*b] = row[rhs];
+        }
+    }
+    Outcome::Optimal { value, duals, x }
 }
 
 /// Pivots until no variable below `entering_limit` has a negative reduced cost, or a cap on
@@ -232,7 +263,7 @@ mod tests {
             (vec![1.0], vec![vec![1.0, 0.0]]),
             (vec![1.0, 2.0], vec![vec![1.0, 0.0], vec![2.0, 0.0]]),
         ] {
-            let Outcome::Optimal { value, duals } = minimize(&costs, &columns, &[4.0, 0.0]) else {
+            let Outcome::Optimal { value, duals, .. } = minimize(&costs, &columns, &[4.0, 0.0]) else {
                 panic!("infeasible")
             };
             assert!((value - 4.0).abs() < 1e-9, "{value}");
@@ -245,10 +276,22 @@ mod tests {
 
     /// The optimum by enumerating every vertex: each choice of as many tight rows as
     /// columns in use, solved exactly; `None` when no vertex is feasible.
-    fn by_vertices(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Option<f64> {
+    fn by_vertices(
+        costs: &[f64],
+        columns: &[Vec<f64>],
+        demand: &[f64],
+        at_most: &[bool],
+    ) -> Option<f64> {
         let (m, n) = (demand.len(), costs.len());
         let feasible = |x: &[f64]| {
-            (0..m).all(|i| (0..n).map(|j| columns[j][i] * x[j]).sum::<f64>() >= demand[i] - 1e-7)
+            (0..m).all(|i| {
+                let lhs = (0..n).map(|j| columns[j][i] * x[j]).sum::<f64>();
+                if at_most[i] {
+                    lhs <= demand[i] + 1e-7
+                } else {
+                    lhs >= demand[i] - 1e-7
+                }
+            })
         };
         let mut best: Option<f64> = feasible(&vec![0.0; n]).then_some(0.0);
         for used in 1u32..(1 << n) {
@@ -305,8 +348,11 @@ mod tests {
         Some((0..k).map(|i| rows[i][k] / rows[i][i]).collect())
     }
 
-    /// Small covering programs, with zero coefficients and zero demands common.
-    fn program() -> impl Strategy<Value = (Vec<f64>, Vec<Vec<f64>>, Vec<f64>)> {
+    type Program = (Vec<f64>, Vec<Vec<f64>>, Vec<f64>, Vec<bool>);
+
+    /// Small covering programs, with zero coefficients and zero demands common, and a
+    /// limit among the rows now and then.
+    fn program() -> impl Strategy<Value = Program> {
         (1usize..4, 1usize..5).prop_flat_map(|(m, n)| {
             let entry = prop_oneof![2 => Just(0.0), 3 => (1u8..10).prop_map(f64::from)];
             let demand = prop_oneof![1 => Just(0.0), 3 => (1u8..20).prop_map(f64::from)];
@@ -314,6 +360,7 @@ mod tests {
                 prop::collection::vec((1u8..10).prop_map(f64::from), n),
                 prop::collection::vec(prop::collection::vec(entry, m), n),
                 prop::collection::vec(demand, m),
+                prop::collection::vec(prop::bool::weighted(0.25), m),
             )
         })
     }
@@ -322,11 +369,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_optimum_and_its_duals_are_right((costs, columns, demand) in program()) {
-            let expected = by_vertices(&costs, &columns, &demand);
-            match minimize(&costs, &columns, &demand) {
+        fn the_optimum_and_its_duals_are_right((costs, columns, demand, at_most) in program()) {
+            let expected = by_vertices(&costs, &columns, &demand, &at_most);
+            match minimize_within(&costs, &columns, &demand, &at_most) {
                 Outcome::Infeasible => prop_assert_eq!(expected, None),
-                Outcome::Optimal { value, duals } => {
+                Outcome::Optimal { value, duals, x } => {
                     let Some(expected) = expected else {
                         return Err(TestCaseError::fail(format!("{value} for an infeasible program")));
                     };
@@ -334,7 +381,22 @@ mod tests {
                     // The duals prove it: feasible for the dual, and worth the optimum.
                     let worth: f64 = demand.iter().zip(&duals).map(|(b, y)| b * y).sum();
                     prop_assert!((worth - value).abs() < 1e-6, "duals worth {}", worth);
-                    prop_assert!(duals.iter().all(|&y| y >= -1e-9), "{:?}", duals);
+                    // The solution is feasible and worth the optimum too.
+                    prop_assert!(x.iter().all(|&v| v >= -1e-9), "{:?}", x);
+                    let cost: f64 = x.iter().zip(&costs).map(|(x, c)| x * c).sum();
+                    prop_assert!((cost - value).abs() < 1e-6, "solution costs {}", cost);
+                    for (i, d) in demand.iter().enumerate() {
+                        let covered: f64 = columns.iter().zip(&x).map(|(c, x)| c[i] * x).sum();
+                        if at_most[i] {
+                            prop_assert!(covered <= d + 1e-6, "row {} at {}", i, covered);
+                        } else {
+                            prop_assert!(covered >= d - 1e-6, "row {} covered {}", i, covered);
+                        }
+                    }
+                    // A covering row's price is at least zero, a limit's at most.
+                    for (y, limit) in duals.iter().zip(&at_most) {
+                        prop_assert!(if *limit { *y <= 1e-9 } else { *y >= -1e-9 }, "{:?}", duals);
+                    }
                     for (column, cost) in columns.iter().zip(&costs) {
                         let priced: f64 = column.iter().zip(&duals).map(|(a, y)| a * y).sum();
                         prop_assert!(priced <= cost + 1e-6, "{:?}", duals);

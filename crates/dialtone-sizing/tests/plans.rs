@@ -8,7 +8,9 @@ use dialtone_sizing::{
     CostModel, ExistingNode, NewNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound,
     karpenter, node_types,
 };
+use dialtone_sizing::patterns::pattern_bound;
 use proptest::prelude::*;
+use std::time::{Duration, Instant};
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
@@ -194,6 +196,22 @@ proptest! {
             }
         }
         prop_assert_eq!(dialtone_sizing::plan(&snapshot), dialtone_sizing::plan(&snapshot));
+        // The pattern bound holds too, finished or stopped early, for every plan that
+        // places every pod.
+        let ours = dialtone_sizing::plan(&snapshot);
+        for deadline in [Duration::from_secs(10), Duration::ZERO] {
+            let Some(patterns) = pattern_bound(&snapshot, &ours, Instant::now() + deadline) else {
+                continue;
+            };
+            for (name, plan) in [("dialtone", &ours), ("karpenter", &karpenter::plan(&snapshot))] {
+                if plan.unplaceable.is_empty() {
+                    prop_assert!(
+                        plan.usd_per_hour() >= patterns.usd_per_hour - 1e-6,
+                        "{name} costs {} below the pattern bound {patterns:?}", plan.usd_per_hour()
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,507 @@
+//! The pattern bound: the linear-programming relaxation of the placement itself, over
+//! packing patterns (Gilmore and Gomory's formulation of cutting stock), solved by column
+//! generation.
+//!
+//! A pattern is a node (a new one of a type in a zone, or an existing one) with how many
+//! pods of each pending group it takes. Every placement chooses one pattern per node, so
+//! the program "cover each group's count with patterns, at most `maxNodes` new nodes, at
+//! most the existing nodes there are, at the least cost" is below every placement. It has
+//! a column per pattern, far too many to write down, so it starts from the patterns of a
+//! plan and adds, round after round, the pattern each node kind's knapsack (the pods' dual
+//! prices as values) says is worth more than it costs.
+//!
+//! The value reported is certified by weak duality from any round's prices, whatever the
+//! solver's numerics: with `u` the groups' prices, `w` the price of the cap on new nodes
+//! and `K(b)` a proven upper bound on what a pattern of node kind `b` is worth at `u`
+//! (the knapsack's maximum when its search finishes, its open branches' bound when not),
+//! the prices `(u, K(existing), w)` scaled down by `s = max(1, maxᵦ (K(b) − w) / cost(b))`
+//! are feasible for the dual, so `(u·n − Σₑ kₑ K(e) − M w) / s` is below the optimum
+//! (Farley's bound when the columns are not yet all found).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::lp::{self, Outcome};
+use crate::{Plan, Resources, Snapshot};
+
+/// A certified pattern bound and how it was reached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatternBound {
+    /// The bound, in dollars per hour.
+    pub usd_per_hour: f64,
+    /// Whether column generation finished (no pattern improves the program): the bound is
+    /// then the program's optimum, up to the knapsacks' searches.
+    pub converged: bool,
+    /// Rounds of column generation run.
+    pub rounds: usize,
+    /// Patterns the program held at the end.
+    pub patterns: usize,
+}
+
+/// A kind of node patterns are made for.
+struct Bin {
+    room: Resources,
+    /// `Some(price)` for a new node, `None` for existing ones (already paid for).
+    usd_per_hour: Option<f64>,
+    /// How many there are, for existing nodes.
+    count: u32,
+    /// The groups (local index) the node's architecture and zone allow.
+    allowed: Vec<usize>,
+}
+
+/// The pattern bound for the pods `plan` placed, searching until `deadline`; `None` when
+/// the plan left pods pending (the program would bound a placement no plan achieves).
+pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<PatternBound> {
+    if !plan.unplaceable.is_empty() {
+        return None;
+    }
+    let groups: Vec<usize> = (0..snapshot.pending.len())
+        .filter(|&g| snapshot.pending[g].count > 0)
+        .collect();
+    if groups.is_empty() {
+        return Some(PatternBound {
+            usd_per_hour: 0.0,
+            converged: true,
+            rounds: 0,
+            patterns: 0,
+        });
+    }
+    let local: BTreeMap<usize, usize> = groups.iter().enumerate().map(|(i, &g)| (g, i)).collect();
+    let counts: Vec<f64> = groups
+        .iter()
+        .map(|&g| snapshot.pending[g].count as f64)
+        .collect();
+    let allowed = |arch, zone: &str, room: &Resources| -> Vec<usize> {
+        groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| {
+                let group = &snapshot.pending[**g];
+                group.placement.allows(arch, zone) && group.requests.fits_in(room)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+
+    // Node kinds: new nodes of each undominated type (and any the plan chose) per zone,
+    // then existing nodes alike in architecture, zone and room.
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut new_bin: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+    let mut types = crate::undominated(&snapshot.types);
+    for node in &plan.new_nodes {
+        if let Some(t) = snapshot.types.iter().position(|t| t.name == node.instance_type)
+            && !types.contains(&t)
+        {
+            types.push(t);
+        }
+    }
+    for &t in &types {
+        let node_type = &snapshot.types[t];
+        for zone in &node_type.zones {
+            new_bin.insert((t, zone.as_str()), bins.len());
+            bins.push(Bin {
+                room: node_type.room,
+                usd_per_hour: Some(node_type.usd_per_hour),
+                count: 0,
+                allowed: allowed(node_type.arch, zone, &node_type.room),
+            });
+        }
+    }
+    let mut existing_bin: Vec<usize> = Vec::new();
+    let mut kinds: BTreeMap<(crate::Arch, &str, Resources), usize> = BTreeMap::new();
+    for node in &snapshot.existing {
+        let bin = *kinds
+            .entry((node.arch, node.zone.as_str(), node.free))
+            .or_insert_with(|| {
+                bins.push(Bin {
+                    room: node.free,
+                    usd_per_hour: None,
+                    count: 0,
+                    allowed: allowed(node.arch, &node.zone, &node.free),
+                });
+                bins.len() - 1
+            });
+        bins[bin].count += 1;
+        existing_bin.push(bin);
+    }
+
+    // The plan's nodes are the first patterns: together they hold every pod.
+    let mut patterns: Vec<(usize, Vec<u32>)> = Vec::new();
+    for node in &plan.new_nodes {
+        let t = snapshot
+            .types
+            .iter()
+            .position(|t| t.name == node.instance_type)?;
+        let bin = *new_bin.get(&(t, node.zone.as_str()))?;
+        let mut counts = vec![0; groups.len()];
+        for (&g, &k) in &node.pods {
+            counts[*local.get(&g)?] += k;
+        }
+        patterns.push((bin, counts));
+    }
+    let mut on_existing: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for &(g, node, k) in &plan.on_existing {
+        on_existing.entry(node).or_insert_with(|| vec![0; groups.len()])[*local.get(&g)?] += k;
+    }
+    for (node, counts) in on_existing {
+        patterns.push((existing_bin[node], counts));
+    }
+    patterns.sort();
+    patterns.dedup();
+
+    // Rows: a group's count (at least), each existing kind's count (at most), the cap on
+    // new nodes (at most), when it can bind.
+    let existing_kinds: Vec<usize> = (0..bins.len())
+        .filter(|&b| bins[b].usd_per_hour.is_none())
+        .collect();
+    let pods: f64 = counts.iter().sum();
+    let cap = (snapshot.max_new_nodes as f64) < pods;
+    let mut demand = counts.clone();
+    demand.extend(existing_kinds.iter().map(|&b| bins[b].count as f64));
+    let mut at_most = vec![false; groups.len()];
+    at_most.extend(existing_kinds.iter().map(|_| true));
+    if cap {
+        demand.push(snapshot.max_new_nodes as f64);
+        at_most.push(true);
+    }
+    let column = |(bin, counts): &(usize, Vec<u32>)| -> Vec<f64> {
+        let mut column: Vec<f64> = counts.iter().map(|&k| k as f64).collect();
+        column.extend(existing_kinds.iter().map(|&b| f64::from(u8::from(b == *bin))));
+        if cap {
+            column.push(f64::from(u8::from(bins[*bin].usd_per_hour.is_some())));
+        }
+        column
+    };
+    let cost = |bin: usize| bins[bin].usd_per_hour.unwrap_or(0.0);
+
+    let mut best = 0.0f64;
+    let mut rounds = 0;
+    let mut converged = false;
+    while !converged {
+        rounds += 1;
+        let costs: Vec<f64> = patterns.iter().map(|(b, _)| cost(*b)).collect();
+        let columns: Vec<Vec<f64>> = patterns.iter().map(column).collect();
+        let Outcome::Optimal { duals, .. } =
+            lp::minimize_within(&costs, &columns, &demand, &at_most)
+        else {
+            break;
+        };
+        let prices: Vec<f64> = duals[..groups.len()].iter().map(|u| u.max(0.0)).collect();
+        let cap_price = if cap {
+            (-duals[duals.len() - 1]).max(0.0)
+        } else {
+            0.0
+        };
+        let searching = Instant::now() < deadline;
+        let mut improving: Vec<(f64, (usize, Vec<u32>))> = Vec::new();
+        let mut worth_of_existing = 0.0;
+        let mut scale = 1.0f64;
+        for (b, bin) in bins.iter().enumerate() {
+            let limit = if searching { NODES_PER_KNAPSACK } else { 0 };
+            let found = knapsack(snapshot, &groups, &prices, bin, limit);
+            match bin.usd_per_hour {
+                Some(price) => {
+                    let over = found.upper_bound - cap_price;
+                    if over > 0.0 {
+                        if price <= 0.0 {
+                            return None;
+                        }
+                        scale = scale.max(over / price);
+                    }
+                    let reduced = price + cap_price - found.value;
+                    if reduced < -1e-9 * price.max(1.0) {
+                        improving.push((reduced, (b, found.counts)));
+                    }
+                }
+                None => {
+                    worth_of_existing += bin.count as f64 * found.upper_bound;
+                    let existing_price = duals[groups.len()
+                        + existing_kinds.iter().position(|&e| e == b).expect("a kind")]
+                    .min(0.0);
+                    if found.value + existing_price > 1e-9 {
+                        improving.push((-(found.value + existing_price), (b, found.counts)));
+                    }
+                }
+            }
+        }
+        let worth: f64 = prices.iter().zip(&counts).map(|(u, n)| u * n).sum();
+        let max_nodes = if cap {
+            snapshot.max_new_nodes as f64
+        } else {
+            0.0
+        };
+        best = best.max((worth - worth_of_existing - max_nodes * cap_price) / scale);
+        improving.retain(|(_, p)| !patterns.contains(p));
+        if improving.is_empty() || !searching {
+            converged = improving.is_empty() && searching;
+            break;
+        }
+        improving.sort_by(|a, b| a.0.total_cmp(&b.0));
+        patterns.extend(
+            improving
+                .into_iter()
+                .take(COLUMNS_PER_ROUND)
+                .map(|(_, p)| p),
+        );
+    }
+    Some(PatternBound {
+        usd_per_hour: best.max(0.0),
+        converged,
+        rounds,
+        patterns: patterns.len(),
+    })
+}
+
+/// Patterns added per round, the most improving first.
+const COLUMNS_PER_ROUND: usize = 64;
+
+/// Branches one knapsack explores before it settles for its bound.
+const NODES_PER_KNAPSACK: usize = 2_000;
+
+/// The best pattern a knapsack found and a proven bound on the best there is.
+struct Found {
+    counts: Vec<u32>,
+    value: f64,
+    upper_bound: f64,
+}
+
+/// The pattern of `bin` worth most at `prices`: a bounded knapsack in three dimensions
+/// (CPU, memory, pod slots), by depth-first branch and bound, each branch bounded by the
+/// least of the three one-dimensional fractional knapsacks over what is left. After
+/// `limit` branches the search stops; the open branches' bounds stay in `upper_bound`.
+fn knapsack(
+    snapshot: &Snapshot,
+    groups: &[usize],
+    prices: &[f64],
+    bin: &Bin,
+    limit: usize,
+) -> Found {
+    let items: Vec<Item> = bin
+        .allowed
+        .iter()
+        .filter(|&&i| prices[i] > 0.0)
+        .map(|&i| {
+            let group = &snapshot.pending[groups[i]];
+            Item {
+                local: i,
+                value: prices[i],
+                weights: [
+                    group.requests.millicores as f64,
+                    group.requests.memory_mib as f64,
+                    group.requests.pods as f64,
+                ],
+                most: group.count.min(group.requests.times_in(&bin.room) as u32),
+            }
+        })
+        .collect();
+    let capacity = [
+        bin.room.millicores as f64,
+        bin.room.memory_mib as f64,
+        bin.room.pods as f64,
+    ];
+    let mut search = Search {
+        items,
+        best: 0.0,
+        best_counts: Vec::new(),
+        chosen: Vec::new(),
+        open_bound: 0.0,
+        branches: 0,
+        limit,
+    };
+    // Densest first (value per share of the node), so good patterns come early.
+    search.items.sort_by(|a, b| {
+        let density = |item: &Item| {
+            item.value
+                / (0..3)
+                    .map(|d| item.weights[d] / capacity[d].max(1.0))
+                    .fold(1e-12, f64::max)
+        };
+        density(b).total_cmp(&density(a))
+    });
+    search.chosen = vec![0; search.items.len()];
+    search.branch(0, capacity, 0.0);
+    let mut counts = vec![0; prices.len()];
+    for (item, &k) in search.items.iter().zip(&search.best_counts) {
+        counts[item.local] = k;
+    }
+    Found {
+        counts,
+        value: search.best,
+        upper_bound: search.best.max(search.open_bound),
+    }
+}
+
+struct Item {
+    local: usize,
+    value: f64,
+    weights: [f64; 3],
+    most: u32,
+}
+
+struct Search {
+    items: Vec<Item>,
+    best: f64,
+    best_counts: Vec<u32>,
+    chosen: Vec<u32>,
+    open_bound: f64,
+    branches: usize,
+    limit: usize,
+}
+
+impl Search {
+    /// What the items from `first` on could add to `room`, at most: for each resource,
+    /// the fractional knapsack by value per unit of it; the least of the three.
+    fn bound(&self, first: usize, room: [f64; 3]) -> f64 {
+        (0..3)
+            .map(|d| {
+                let mut order: Vec<&Item> = self.items[first..].iter().collect();
+                order.sort_by(|a, b| {
+                    (b.value * a.weights[d]).total_cmp(&(a.value * b.weights[d]))
+                });
+                let mut left = room[d];
+                let mut worth = 0.0;
+                for item in order {
+                    let most = item.most as f64;
+                    if item.weights[d] <= 0.0 {
+                        worth += item.value * most;
+                        continue;
+                    }
+                    let k = (left / item.weights[d]).min(most);
+                    worth += item.value * k;
+                    left -= item.weights[d] * k;
+                    if left <= 0.0 {
+                        break;
+                    }
+                }
+                worth
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    fn branch(&mut self, i: usize, room: [f64; 3], value: f64) {
+        if value > self.best {
+            self.best = value;
+            self.best_counts = self.chosen.clone();
+        }
+        if i == self.items.len() {
+            return;
+        }
+        let bound = value + self.bound(i, room);
+        if bound <= self.best + 1e-12 {
+            return;
+        }
+        if self.branches >= self.limit {
+            self.open_bound = self.open_bound.max(bound);
+            return;
+        }
+        self.branches += 1;
+        let item = &self.items[i];
+        let fits = (0..3)
+            .map(|d| {
+                if item.weights[d] > 0.0 {
+                    (room[d] / item.weights[d]).floor() as u32
+                } else {
+                    u32::MAX
+                }
+            })
+            .min()
+            .unwrap_or(0)
+            .min(item.most);
+        let (weights, worth) = (item.weights, item.value);
+        for k in (0..=fits).rev() {
+            let left = [
+                room[0] - weights[0] * k as f64,
+                room[1] - weights[1] * k as f64,
+                room[2] - weights[2] * k as f64,
+            ];
+            self.chosen[i] = k;
+            self.branch(i + 1, left, value + worth * k as f64);
+        }
+        self.chosen[i] = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NodeType, Placement, PodGroup};
+    use dialtone_cloud::Arch;
+    use std::time::Duration;
+
+    fn snapshot(max_new_nodes: usize) -> Snapshot {
+        let node = |name: &str, millicores, memory_mib, usd_per_hour| NodeType {
+            name: name.into(),
+            family: "m".into(),
+            arch: Arch::X86_64,
+            room: Resources {
+                millicores,
+                memory_mib,
+                pods: 110,
+            },
+            usd_per_hour,
+            zones: vec!["a".into()],
+        };
+        let group = |name: &str, millicores, count| PodGroup {
+            name: name.into(),
+            requests: Resources {
+                millicores,
+                memory_mib: 100,
+                pods: 1,
+            },
+            placement: Placement::default(),
+            count,
+        };
+        Snapshot {
+            // Pods of 600m on nodes of 1000m: one per node, whatever the resource sums say.
+            pending: vec![group("big", 600, 6), group("small", 300, 2)],
+            existing: Vec::new(),
+            types: vec![node("one", 1000, 4000, 1.0), node("two", 2000, 8000, 1.9)],
+            zones: vec!["a".into()],
+            spread_zones: false,
+            max_new_nodes,
+        }
+    }
+
+    #[test]
+    fn patterns_see_what_resource_sums_do_not() {
+        // A `two` takes three big pods, or two big and the two small ones; a `one` one big
+        // pod or the small ones. The best placement is 4.8 (two `two`s and a `one`); the
+        // program's optimum is one `two` of each kind and a third of another three-big
+        // `two`: 7/3 × 1.9. The resource sums see only 4,200m of CPU.
+        let snapshot = snapshot(100);
+        let plan = crate::plan(&snapshot);
+        let bound = pattern_bound(&snapshot, &plan, Instant::now() + Duration::from_secs(5))
+            .expect("every pod placed");
+        assert!(bound.converged, "{bound:?}");
+        assert!((bound.usd_per_hour - 7.0 / 3.0 * 1.9).abs() < 1e-6, "{bound:?}");
+        assert!(plan.usd_per_hour() >= 4.8 - 1e-9);
+        let covering = crate::bound::lower_bound(&snapshot);
+        assert!(covering < bound.usd_per_hour - 0.1, "{covering}");
+    }
+
+    #[test]
+    fn the_cap_on_new_nodes_is_part_of_the_program() {
+        // The six big pods alone, with `one`s at half a dollar: six `one`s (3.0) unless
+        // at most two new nodes may come, when two `two`s must take them (3.8).
+        let mut snapshot = snapshot(100);
+        snapshot.pending.truncate(1);
+        snapshot.types[0].usd_per_hour = 0.5;
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        let free = pattern_bound(&snapshot, &crate::plan(&snapshot), deadline()).expect("placed");
+        assert!((free.usd_per_hour - 3.0).abs() < 1e-6, "{free:?}");
+        snapshot.max_new_nodes = 2;
+        let plan = crate::plan(&snapshot);
+        assert!(plan.unplaceable.is_empty(), "{plan:?}");
+        let bound = pattern_bound(&snapshot, &plan, deadline()).expect("every pod placed");
+        assert!((bound.usd_per_hour - 3.8).abs() < 1e-6, "{bound:?}");
+    }
+
+    #[test]
+    fn stopped_early_the_bound_is_still_below_the_optimum() {
+        let snapshot = snapshot(100);
+        let plan = crate::plan(&snapshot);
+        let bound = pattern_bound(&snapshot, &plan, Instant::now()).expect("every pod placed");
+        assert!(!bound.converged);
+        assert!(bound.usd_per_hour <= 7.0 / 3.0 * 1.9 + 1e-9, "{bound:?}");
+    }
+}
