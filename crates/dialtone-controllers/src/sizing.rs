@@ -397,7 +397,7 @@ fn scale_up(
         max_new_nodes: (plan.workers.max_nodes as usize).saturating_sub(workers),
     };
     let decided = dialtone_sizing::plan(&snapshot);
-    let bound = dialtone_sizing::bound::lower_bound(&snapshot);
+    let (bound, bound_kind) = lower_bound(&snapshot, &decided, started + PATTERN_BUDGET);
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for unplaceable in &decided.unplaceable {
         let group = &snapshot.pending[unplaceable.group];
@@ -437,7 +437,7 @@ fn scale_up(
             action: "ScaleUp".into(),
             pods,
             message: format!(
-                "{pods} pod(s) waiting: adding {} for {}; lower bound {} ({ratio:.2}×); decided in {millis:.1} ms",
+                "{pods} pod(s) waiting: adding {} for {}; lower bound {} by {bound_kind} ({ratio:.2}×); decided in {millis:.1} ms",
                 decided.summary(),
                 usd(cost),
                 usd(bound),
@@ -452,6 +452,24 @@ fn scale_up(
         false,
     );
     true
+}
+
+/// How long a scale-up looks for the pattern bound before it settles for what it has.
+const PATTERN_BUDGET: Duration = Duration::from_millis(25);
+
+/// The best lower bound on what `decided`'s pods must cost, and which bound it is: the
+/// pattern bound when it finds more within its budget, the resource bound otherwise.
+fn lower_bound(
+    snapshot: &Snapshot,
+    decided: &dialtone_sizing::Plan,
+    deadline: Instant,
+) -> (f64, &'static str) {
+    let resources = dialtone_sizing::bound::lower_bound(snapshot);
+    match dialtone_sizing::patterns::pattern_bound(snapshot, decided, deadline) {
+        Some(p) if p.usd_per_hour > resources && p.converged => (p.usd_per_hour, "patterns"),
+        Some(p) if p.usd_per_hour > resources => (p.usd_per_hour, "patterns, stopped early"),
+        _ => (resources, "resources"),
+    }
 }
 
 /// A Ready, schedulable worker: its slot, its node and the pods on it.

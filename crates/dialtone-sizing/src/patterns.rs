@@ -196,9 +196,22 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
         let mut improving: Vec<(f64, (usize, Vec<u32>))> = Vec::new();
         let mut worth_of_existing = 0.0;
         let mut scale = 1.0f64;
+        let mut settled = true;
+        // Node kinds alike in room and allowed pods (a type in each of its zones, say)
+        // share one knapsack.
+        let mut solved: BTreeMap<(Resources, &[usize]), Found> = BTreeMap::new();
         for (b, bin) in bins.iter().enumerate() {
-            let limit = if searching { NODES_PER_KNAPSACK } else { 0 };
-            let found = knapsack(snapshot, &groups, &prices, bin, limit);
+            let limit = if Instant::now() < deadline {
+                NODES_PER_KNAPSACK
+            } else {
+                0
+            };
+            let found = solved
+                .entry((bin.room, bin.allowed.as_slice()))
+                .or_insert_with(|| knapsack(snapshot, &groups, &prices, bin, limit))
+                .clone();
+            settled &= found.settled();
+
             match bin.usd_per_hour {
                 Some(price) => {
                     let over = found.upper_bound - cap_price;
@@ -233,7 +246,7 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
         best = best.max((worth - worth_of_existing - max_nodes * cap_price) / scale);
         improving.retain(|(_, p)| !patterns.contains(p));
         if improving.is_empty() || !searching {
-            converged = improving.is_empty() && searching;
+            converged = improving.is_empty() && settled;
             break;
         }
         improving.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -256,18 +269,43 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
 const COLUMNS_PER_ROUND: usize = 64;
 
 /// Branches one knapsack explores before it settles for its bound.
-const NODES_PER_KNAPSACK: usize = 2_000;
+const NODES_PER_KNAPSACK: usize = 20_000;
 
 /// The best pattern a knapsack found and a proven bound on the best there is.
+#[derive(Clone)]
 struct Found {
     counts: Vec<u32>,
     value: f64,
     upper_bound: f64,
 }
 
+impl Found {
+    /// Whether the search finished: no pattern is worth more than the gap over the best.
+    fn settled(&self) -> bool {
+        self.upper_bound <= self.value * (1.0 + KNAPSACK_GAP) + 1e-12
+    }
+}
+
+/// How far a knapsack's best may be below the best there is when it stops: the pattern
+/// bound at convergence is within about this much of the program's optimum.
+const KNAPSACK_GAP: f64 = 0.002;
+
+/// The relaxations a branch is bounded by: each a weighting of the three resources (CPU,
+/// memory, pod slots, each as a share of the node) into one, whose fractional knapsack
+/// bounds every pattern (any non-negative combination of a pattern's constraints is one
+/// it meets). The single resources, and mixes for pods that fill CPU and memory together.
+const SURROGATES: [[f64; 3]; 6] = [
+    [1.0, 0.0, 0.0],
+    [0.0, 1.0, 0.0],
+    [0.0, 0.0, 1.0],
+    [0.5, 0.5, 0.0],
+    [0.75, 0.25, 0.0],
+    [0.25, 0.75, 0.0],
+];
+
 /// The pattern of `bin` worth most at `prices`: a bounded knapsack in three dimensions
 /// (CPU, memory, pod slots), by depth-first branch and bound, each branch bounded by the
-/// least of the three one-dimensional fractional knapsacks over what is left. After
+/// least of the surrogate relaxations' fractional knapsacks over what is left. After
 /// `limit` branches the search stops; the open branches' bounds stay in `upper_bound`.
 fn knapsack(
     snapshot: &Snapshot,
@@ -276,50 +314,74 @@ fn knapsack(
     bin: &Bin,
     limit: usize,
 ) -> Found {
-    let items: Vec<Item> = bin
-        .allowed
-        .iter()
-        .filter(|&&i| prices[i] > 0.0)
-        .map(|&i| {
-            let group = &snapshot.pending[groups[i]];
-            Item {
-                local: i,
-                value: prices[i],
-                weights: [
-                    group.requests.millicores as f64,
-                    group.requests.memory_mib as f64,
-                    group.requests.pods as f64,
-                ],
-                most: group.count.min(group.requests.times_in(&bin.room) as u32),
-            }
-        })
-        .collect();
     let capacity = [
         bin.room.millicores as f64,
         bin.room.memory_mib as f64,
         bin.room.pods as f64,
     ];
+    // Weights as shares of the node, so that the surrogates weigh resources alike.
+    let mut items: Vec<Item> = bin
+        .allowed
+        .iter()
+        .filter(|&&i| prices[i] > 0.0)
+        .map(|&i| {
+            let requests = &snapshot.pending[groups[i]].requests;
+            let share = |want: u64, have: f64| if have > 0.0 { want as f64 / have } else { 0.0 };
+            Item {
+                local: i,
+                value: prices[i],
+                weights: [
+                    share(requests.millicores, capacity[0]),
+                    share(requests.memory_mib, capacity[1]),
+                    share(requests.pods as u64, capacity[2]),
+                ],
+                most: snapshot.pending[groups[i]]
+                    .count
+                    .min(requests.times_in(&bin.room) as u32),
+            }
+        })
+        .filter(|item| item.most > 0)
+        .collect();
+    // Densest first (value per share of the node), so good patterns come early.
+    let density = |item: &Item| item.value / item.weights.iter().fold(1e-12f64, |a, &b| a.max(b));
+    items.sort_by(|a, b| density(b).total_cmp(&density(a)));
+    // The knapsack's linear relaxation bounds it tightly on a node that holds many pods;
+    // its dual's resource prices are the surrogate that bounds branches best, and its
+    // solution, rounded down and filled greedily, is the first pattern.
+    let (relaxed, mix, fractional) = relaxation(&items);
+    let mut mixes: Vec<[f64; 3]> = SURROGATES.to_vec();
+    mixes.push(mix);
+    let orders = mixes
+        .iter()
+        .map(|mix| {
+            let weight = |item: &Item| (0..3).map(|d| mix[d] * item.weights[d]).sum::<f64>();
+            let mut order: Vec<(usize, f64)> = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (i, weight(item)))
+                .collect();
+            order.sort_by(|a, b| {
+                (items[b.0].value * a.1).total_cmp(&(items[a.0].value * b.1))
+            });
+            order
+        })
+        .collect();
     let mut search = Search {
+        chosen: vec![0; items.len()],
         items,
+        mixes,
+        orders,
         best: 0.0,
         best_counts: Vec::new(),
-        chosen: Vec::new(),
         open_bound: 0.0,
         branches: 0,
         limit,
     };
-    // Densest first (value per share of the node), so good patterns come early.
-    search.items.sort_by(|a, b| {
-        let density = |item: &Item| {
-            item.value
-                / (0..3)
-                    .map(|d| item.weights[d] / capacity[d].max(1.0))
-                    .fold(1e-12, f64::max)
-        };
-        density(b).total_cmp(&density(a))
-    });
-    search.chosen = vec![0; search.items.len()];
-    search.branch(0, capacity, 0.0);
+    search.round(&fractional);
+    if relaxed > search.best * (1.0 + KNAPSACK_GAP) {
+        search.branch(0, [1.0, 1.0, 1.0], 0.0);
+    }
+    let searched = search.best.max(search.open_bound);
     let mut counts = vec![0; prices.len()];
     for (item, &k) in search.items.iter().zip(&search.best_counts) {
         counts[item.local] = k;
@@ -327,19 +389,94 @@ fn knapsack(
     Found {
         counts,
         value: search.best,
-        upper_bound: search.best.max(search.open_bound),
+        upper_bound: if search.branches > 0 {
+            searched.min(relaxed)
+        } else {
+            relaxed.max(search.best)
+        },
     }
+}
+
+/// The knapsack's linear relaxation, by its dual, a covering program the simplex solves:
+/// minimize `μ · 1 + Σᵢ mostᵢ tᵢ` with `μ · wᵢ + tᵢ ≥ valueᵢ`, `μ, t ≥ 0` (each resource's
+/// price `μ` times its room, one whole node in shares, plus what each pod is worth beyond
+/// its resources). Returns the optimum, the resource prices and each item's fractional
+/// count (the rows' dual prices). Certified as the bound is: prices scaled up until they
+/// cover every item.
+fn relaxation(items: &[Item]) -> (f64, [f64; 3], Vec<f64>) {
+    if items.is_empty() {
+        return (0.0, [1.0, 0.0, 0.0], Vec::new());
+    }
+    let n = items.len();
+    let mut costs = vec![1.0; 3];
+    costs.extend(items.iter().map(|i| i.most as f64));
+    let mut columns: Vec<Vec<f64>> = (0..3)
+        .map(|d| items.iter().map(|i| i.weights[d]).collect())
+        .collect();
+    columns.extend((0..n).map(|i| {
+        let mut unit = vec![0.0; n];
+        unit[i] = 1.0;
+        unit
+    }));
+    let demand: Vec<f64> = items.iter().map(|i| i.value).collect();
+    let Outcome::Optimal { x, duals, .. } = lp::minimize(&costs, &columns, &demand) else {
+        // Cannot happen: every row has its own column. The fractional knapsack over pod
+        // slots alone bounds it as well.
+        let total: f64 = items.iter().map(|i| i.value * i.most as f64).sum();
+        return (total, [1.0, 0.0, 0.0], vec![0.0; n]);
+    };
+    let mu = [x[0].max(0.0), x[1].max(0.0), x[2].max(0.0)];
+    // Any μ ≥ 0 with t chosen to cover each row is feasible for the dual program, so its
+    // cost bounds the knapsack whatever the solver's numerics.
+    let value = mu.iter().sum::<f64>()
+        + items
+            .iter()
+            .map(|i| {
+                let covered: f64 = (0..3).map(|d| mu[d] * i.weights[d]).sum();
+                i.most as f64 * (i.value - covered).max(0.0)
+            })
+            .sum::<f64>();
+    let mix = if mu.iter().sum::<f64>() > 0.0 {
+        mu
+    } else {
+        [1.0, 0.0, 0.0]
+    };
+    (value, mix, duals)
 }
 
 struct Item {
     local: usize,
     value: f64,
+    /// What one pod takes of each resource, as a share of the node's room.
     weights: [f64; 3],
     most: u32,
 }
 
+impl Item {
+    /// How many pods fit in `room` (shares of the node), whatever the count. Shares are
+    /// rounded, so a pod that fits exactly is given a hair of slack: a real overflow is a
+    /// whole unit of a resource, far above it.
+    fn fits(&self, room: [f64; 3]) -> u32 {
+        (0..3)
+            .map(|d| {
+                if self.weights[d] > 0.0 {
+                    ((room[d] + 1e-9) / self.weights[d]).floor().max(0.0) as u32
+                } else {
+                    u32::MAX
+                }
+            })
+            .min()
+            .unwrap_or(0)
+    }
+}
+
 struct Search {
     items: Vec<Item>,
+    /// The surrogate relaxations branches are bounded by.
+    mixes: Vec<[f64; 3]>,
+    /// Per surrogate, the items by value per unit of its weight, densest first, with the
+    /// weight.
+    orders: Vec<Vec<(usize, f64)>>,
     best: f64,
     best_counts: Vec<u32>,
     chosen: Vec<u32>,
@@ -349,33 +486,59 @@ struct Search {
 }
 
 impl Search {
-    /// What the items from `first` on could add to `room`, at most: for each resource,
-    /// the fractional knapsack by value per unit of it; the least of the three.
+    /// What the items from `first` on could add to `room` (shares of the node left), at
+    /// most: the least of the surrogates' fractional knapsacks.
     fn bound(&self, first: usize, room: [f64; 3]) -> f64 {
-        (0..3)
-            .map(|d| {
-                let mut order: Vec<&Item> = self.items[first..].iter().collect();
-                order.sort_by(|a, b| {
-                    (b.value * a.weights[d]).total_cmp(&(a.value * b.weights[d]))
-                });
-                let mut left = room[d];
+        self.mixes
+            .iter()
+            .zip(&self.orders)
+            .map(|(mix, order)| {
+                let mut left: f64 = (0..3).map(|d| mix[d] * room[d]).sum();
                 let mut worth = 0.0;
-                for item in order {
+                for &(i, weight) in order.iter().filter(|(i, _)| *i >= first) {
+                    let item = &self.items[i];
                     let most = item.most as f64;
-                    if item.weights[d] <= 0.0 {
+                    if weight <= 0.0 {
                         worth += item.value * most;
                         continue;
                     }
-                    let k = (left / item.weights[d]).min(most);
-                    worth += item.value * k;
-                    left -= item.weights[d] * k;
                     if left <= 0.0 {
                         break;
                     }
+                    let k = (left / weight).min(most);
+                    worth += item.value * k;
+                    left -= weight * k;
                 }
                 worth
             })
             .fold(f64::INFINITY, f64::min)
+    }
+
+    /// The pattern of the fractional counts rounded down, then filled with what still
+    /// fits, densest first: the first best.
+    fn round(&mut self, fractional: &[f64]) {
+        let mut room = [1.0f64; 3];
+        let mut value = 0.0;
+        for (i, item) in self.items.iter().enumerate() {
+            let k = (fractional.get(i).copied().unwrap_or(0.0) + 1e-9).floor().max(0.0) as u32;
+            let k = k.min(item.most).min(item.fits(room));
+            self.chosen[i] = k;
+            for (d, r) in room.iter_mut().enumerate() {
+                *r -= item.weights[d] * k as f64;
+            }
+            value += item.value * k as f64;
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            let k = (item.most - self.chosen[i]).min(item.fits(room));
+            self.chosen[i] += k;
+            for (d, r) in room.iter_mut().enumerate() {
+                *r -= item.weights[d] * k as f64;
+            }
+            value += item.value * k as f64;
+        }
+        self.best = value;
+        self.best_counts = self.chosen.clone();
+        self.chosen.iter_mut().for_each(|k| *k = 0);
     }
 
     fn branch(&mut self, i: usize, room: [f64; 3], value: f64) {
@@ -387,26 +550,18 @@ impl Search {
             return;
         }
         let bound = value + self.bound(i, room);
-        if bound <= self.best + 1e-12 {
+        if bound <= self.best * (1.0 + 1e-9) + 1e-12 {
             return;
         }
-        if self.branches >= self.limit {
+        // A branch that could beat the best by at most the gap is left unexplored, its
+        // bound kept: proving the last fraction of a percent costs most of the search.
+        if bound <= self.best * (1.0 + KNAPSACK_GAP) || self.branches >= self.limit {
             self.open_bound = self.open_bound.max(bound);
             return;
         }
         self.branches += 1;
         let item = &self.items[i];
-        let fits = (0..3)
-            .map(|d| {
-                if item.weights[d] > 0.0 {
-                    (room[d] / item.weights[d]).floor() as u32
-                } else {
-                    u32::MAX
-                }
-            })
-            .min()
-            .unwrap_or(0)
-            .min(item.most);
+        let fits = item.fits(room).min(item.most);
         let (weights, worth) = (item.weights, item.value);
         for k in (0..=fits).rev() {
             let left = [

@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 use dialtone_cloud::{Arch, InstanceCatalog, InstanceType};
 use dialtone_types::settings::DiskType;
 use dialtone_sizing::consolidate::RunningPod;
+use dialtone_sizing::patterns::pattern_bound;
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{
     CostModel, ExistingNode, Placement, PodGroup, Resources, Snapshot, bound, karpenter, node_types,
@@ -211,6 +212,10 @@ impl Workload {
     }
 }
 
+/// How long the benchmark lets column generation run per workload before it settles for
+/// Farley's bound.
+const PATTERN_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -231,6 +236,7 @@ fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
         "karp. ms"
     );
     let mut ratios = Vec::new();
+    let mut pattern_ratios = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
         let workload: Workload = serde_json::from_str(&text)
@@ -251,6 +257,9 @@ fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
         let baseline = karpenter::plan(&snapshot);
         let karpenter_ms = start.elapsed().as_secs_f64() * 1000.0;
         let bound = bound::lower_bound(&snapshot);
+        let started = Instant::now();
+        let patterns = pattern_bound(&snapshot, &plan, started + PATTERN_BUDGET);
+        let pattern_s = started.elapsed().as_secs_f64();
         let pods: u32 = snapshot.pending.iter().map(|g| g.count).sum();
         let (d, k) = (plan.usd_per_hour(), baseline.usd_per_hour());
         let unplaced: u32 = plan.unplaceable.iter().map(|u| u.count).sum();
@@ -274,6 +283,27 @@ fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
                 String::new()
             }
         );
+        match &patterns {
+            Some(p) => {
+                println!(
+                    "    pattern bound {:.2} ({}; {} rounds, {} patterns, {pattern_s:.1} s): dialtone {:.3}×, karpenter {:.3}× of it",
+                    p.usd_per_hour,
+                    if p.converged {
+                        "converged"
+                    } else {
+                        "stopped: Farley's bound"
+                    },
+                    p.rounds,
+                    p.patterns,
+                    d / p.usd_per_hour,
+                    k / p.usd_per_hour
+                );
+                if p.usd_per_hour > 0.0 {
+                    pattern_ratios.push(d / p.usd_per_hour.max(bound));
+                }
+            }
+            None => println!("    pattern bound: none (the plan leaves pods pending)"),
+        }
         if explain {
             println!("    dialtone:  {}", plan.summary());
             println!("    karpenter: {}", baseline.summary());
@@ -281,6 +311,15 @@ fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
         if bound > 0.0 {
             ratios.push(d / bound);
         }
+    }
+    pattern_ratios.sort_by(f64::total_cmp);
+    if !pattern_ratios.is_empty() {
+        println!(
+            "median Dialtone / pattern bound: {:.3}; worst: {:.3} ({} workloads)",
+            percentile(&pattern_ratios, 0.5),
+            pattern_ratios[pattern_ratios.len() - 1],
+            pattern_ratios.len()
+        );
     }
     ratios.sort_by(f64::total_cmp);
     if !ratios.is_empty() {
