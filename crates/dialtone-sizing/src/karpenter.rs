@@ -45,6 +45,32 @@ fn most_room(snapshot: &Snapshot, types: &[usize]) -> Resources {
 const NO_ROOM: &str = "no instance type or node can hold it";
 const CAPPED: &str = "the cluster's maxNodes is reached";
 
+/// `snapshot` as a NodePool with the requirements Karpenter's documentation recommends
+/// would see it: instance categories `c`, `m` and `r`, generation above 2
+/// (`karpenter.k8s.aws/instance-category`, `…/instance-generation`). Architectures are
+/// the pods' own requirements, as in every plan here.
+pub fn recommended_node_pool(snapshot: &Snapshot) -> Snapshot {
+    let allowed = |family: &str| {
+        let category: String = family.chars().take_while(char::is_ascii_lowercase).collect();
+        let generation: u32 = family[category.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0);
+        ["c", "m", "r"].contains(&category.as_str()) && generation > 2
+    };
+    Snapshot {
+        types: snapshot
+            .types
+            .iter()
+            .filter(|t| allowed(&t.family))
+            .cloned()
+            .collect(),
+        ..snapshot.clone()
+    }
+}
+
 /// Karpenter's provisioning of `snapshot`, the benchmark's baseline.
 pub fn plan(snapshot: &Snapshot) -> Plan {
     let groups = &snapshot.pending;

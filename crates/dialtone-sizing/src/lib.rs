@@ -8,17 +8,21 @@
 //!   prices of the lower bound's linear program; each node is then shrunk to the cheapest
 //!   type that still holds its pods.
 //! - [`karpenter::plan`] is a faithful re-implementation of Karpenter's provisioning, the
-//!   baseline the benchmark compares against.
+//!   baseline the benchmark compares against, on every allowed type or on the types of
+//!   Karpenter's recommended NodePool ([`karpenter::recommended_node_pool`]); [`ffd::plan`]
+//!   is a textbook first-fit-decreasing baseline.
 //! - [`consolidate::consolidate`] removes nodes whose pods fit elsewhere and replaces nodes
 //!   by cheaper ones (one by several, if several cost less).
 //! - [`bound::lower_bound`] is a proven lower bound on the cost of any placement of the same
 //!   pods: the linear-programming relaxation of the packing by resources (CPU, memory, pod
-//!   slots), per placement constraint.
+//!   slots), per placement constraint; [`patterns::pattern_bound`] a tighter one, the
+//!   relaxation over packing patterns by column generation.
 
 #![warn(missing_docs)]
 
 pub mod bound;
 pub mod consolidate;
+pub mod ffd;
 pub mod karpenter;
 pub mod lp;
 mod pack;

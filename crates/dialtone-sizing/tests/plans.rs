@@ -5,7 +5,7 @@
 
 use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_sizing::{
-    CostModel, ExistingNode, NewNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound,
+    CostModel, ExistingNode, NewNode, ffd, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound,
     karpenter, node_types,
 };
 use dialtone_sizing::patterns::pattern_bound;
@@ -182,6 +182,7 @@ proptest! {
         for (name, plan) in [
             ("dialtone", dialtone_sizing::plan(&snapshot)),
             ("karpenter", karpenter::plan(&snapshot)),
+            ("first-fit decreasing", ffd::plan(&snapshot)),
         ] {
             let problems = violations(&snapshot, &plan);
             prop_assert!(problems.is_empty(), "{name}: {problems:#?}");
