@@ -25,6 +25,7 @@ use dialtone_cloud::{Arch, InstanceCatalog, volumes};
 use dialtone_kube::KubeError;
 use dialtone_kube::workload::{self, Evicted, NodeView, PodView, Workload};
 use dialtone_sizing::consolidate::{self, Action, RunningNode, RunningPod};
+use dialtone_sizing::decision::{self, Decision};
 use dialtone_sizing::{
     CostModel, ExistingNode, NodeType, Placement, PodGroup, Resources, Snapshot,
 };
@@ -396,8 +397,11 @@ fn scale_up(
         spread_zones: plan.workers.zones.len() > 1,
         max_new_nodes: (plan.workers.max_nodes as usize).saturating_sub(workers),
     };
-    let decided = dialtone_sizing::plan(&snapshot);
-    let (bound, bound_kind) = lower_bound(&snapshot, &decided, started + PATTERN_BUDGET);
+    let Decision {
+        plan: decided,
+        bound,
+        bound_kind,
+    } = decision::decide(&snapshot, PATTERN_BUDGET);
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for unplaceable in &decided.unplaceable {
         let group = &snapshot.pending[unplaceable.group];
@@ -437,10 +441,17 @@ fn scale_up(
             action: "ScaleUp".into(),
             pods,
             message: format!(
-                "{pods} pod(s) waiting: adding {} for {}; lower bound {} by {bound_kind} ({ratio:.2}×); decided in {millis:.1} ms",
+                "{pods} pod(s) waiting: adding {} for {}; lower bound {} by {bound_kind} ({ratio:.2}×); each node less its daemon sets' {}m CPU and {} MiB{}; decided in {millis:.1} ms",
                 decided.summary(),
                 usd(cost),
                 usd(bound),
+                model.daemonsets.millicores,
+                model.daemonsets.memory_mib,
+                if model.allow_burstable {
+                    ", burstable types at their full vCPUs"
+                } else {
+                    ""
+                },
             ),
             added,
             removed: Vec::new(),
@@ -454,23 +465,9 @@ fn scale_up(
     true
 }
 
-/// How long a scale-up looks for the pattern bound before it settles for what it has.
+/// How long a scale-up spends on packing patterns, for a cheaper plan and a tighter bound,
+/// before it settles for what it has.
 const PATTERN_BUDGET: Duration = Duration::from_millis(25);
-
-/// The best lower bound on what `decided`'s pods must cost, and which bound it is: the
-/// pattern bound when it finds more within its budget, the resource bound otherwise.
-fn lower_bound(
-    snapshot: &Snapshot,
-    decided: &dialtone_sizing::Plan,
-    deadline: Instant,
-) -> (f64, &'static str) {
-    let resources = dialtone_sizing::bound::lower_bound(snapshot);
-    match dialtone_sizing::patterns::pattern_bound(snapshot, decided, deadline) {
-        Some(p) if p.usd_per_hour > resources && p.converged => (p.usd_per_hour, "patterns"),
-        Some(p) if p.usd_per_hour > resources => (p.usd_per_hour, "patterns, stopped early"),
-        _ => (resources, "resources"),
-    }
-}
 
 /// A Ready, schedulable worker: its slot, its node and the pods on it.
 struct Worker<'a> {
@@ -615,8 +612,7 @@ async fn consolidate(
                     .iter()
                     .map(|p| RunningPod {
                         requests: requests(p),
-                        placement: placement(p, &plan.workers.architectures)
-                            .unwrap_or_default(),
+                        placement: placement(p, &plan.workers.architectures).unwrap_or_default(),
                     })
                     .collect(),
                 keep,

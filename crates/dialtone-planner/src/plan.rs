@@ -336,7 +336,11 @@ pub fn plan_with_settings(
             "spec.allowedFamilies",
             format!(
                 "no instance type of the allowed families and architectures ({}) has the {} sustained vCPUs and {} GiB of a {cluster_type} worker in {}",
-                architectures.iter().map(|a| a.label()).collect::<Vec<_>>().join(", "),
+                architectures
+                    .iter()
+                    .map(|a| a.label())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 initial_rule.min_vcpus,
                 initial_rule.min_memory_gib,
                 worker_zones.join(", ")

@@ -485,7 +485,10 @@ fn instance_families_and_the_initial_worker_type() {
         let mut r = request(ClusterType::Developer);
         r.allow_burstable = allow_burstable;
         let planned = plan_of(&r);
-        catalog.get(&planned.workers.initial_instance_type).unwrap().clone()
+        catalog
+            .get(&planned.workers.initial_instance_type)
+            .unwrap()
+            .clone()
     };
     assert!(!initial(false).burstable, "{}", initial(false).name);
     assert!(initial(true).burstable, "{}", initial(true).name);

@@ -75,14 +75,15 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                 demand(a).total_cmp(&demand(b))
             })
             .unwrap_or(0);
-        let largest = members
-            .iter()
-            .map(|&g| groups[g].requests)
-            .fold(Resources::default(), |most, r| Resources {
-                millicores: most.millicores.max(r.millicores),
-                memory_mib: most.memory_mib.max(r.memory_mib),
-                pods: most.pods.max(r.pods),
-            });
+        let largest =
+            members
+                .iter()
+                .map(|&g| groups[g].requests)
+                .fold(Resources::default(), |most, r| Resources {
+                    millicores: most.millicores.max(r.millicores),
+                    memory_mib: most.memory_mib.max(r.memory_mib),
+                    pods: most.pods.max(r.pods),
+                });
         let per_unit = |t: usize| {
             let node_type = &snapshot.types[t];
             node_type.usd_per_hour / resource(&node_type.room, dominant).max(1e-9)
@@ -134,11 +135,15 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                 }
                 let fits = |t: usize| requests.fits_in(&snapshot.types[t].room);
                 let Some(t) = class_type.filter(|&t| fits(t)).or_else(|| {
-                    allowed.iter().copied().filter(|&t| fits(t)).min_by(|&a, &b| {
-                        snapshot.types[a]
-                            .usd_per_hour
-                            .total_cmp(&snapshot.types[b].usd_per_hour)
-                    })
+                    allowed
+                        .iter()
+                        .copied()
+                        .filter(|&t| fits(t))
+                        .min_by(|&a, &b| {
+                            snapshot.types[a]
+                                .usd_per_hour
+                                .total_cmp(&snapshot.types[b].usd_per_hour)
+                        })
                 }) else {
                     plan.unplaceable.push(Unplaceable {
                         group: g,

@@ -51,7 +51,10 @@ const CAPPED: &str = "the cluster's maxNodes is reached";
 /// the pods' own requirements, as in every plan here.
 pub fn recommended_node_pool(snapshot: &Snapshot) -> Snapshot {
     let allowed = |family: &str| {
-        let category: String = family.chars().take_while(char::is_ascii_lowercase).collect();
+        let category: String = family
+            .chars()
+            .take_while(char::is_ascii_lowercase)
+            .collect();
         let generation: u32 = family[category.len()..]
             .chars()
             .take_while(char::is_ascii_digit)

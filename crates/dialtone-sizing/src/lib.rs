@@ -22,6 +22,7 @@
 
 pub mod bound;
 pub mod consolidate;
+pub mod decision;
 pub mod ffd;
 pub mod karpenter;
 pub mod lp;

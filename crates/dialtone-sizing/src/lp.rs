@@ -263,7 +263,8 @@ mod tests {
             (vec![1.0], vec![vec![1.0, 0.0]]),
             (vec![1.0, 2.0], vec![vec![1.0, 0.0], vec![2.0, 0.0]]),
         ] {
-            let Outcome::Optimal { value, duals, .. } = minimize(&costs, &columns, &[4.0, 0.0]) else {
+            let Outcome::Optimal { value, duals, .. } = minimize(&costs, &columns, &[4.0, 0.0])
+            else {
                 panic!("infeasible")
             };
             assert!((value - 4.0).abs() < 1e-9, "{value}");

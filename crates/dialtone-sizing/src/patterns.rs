@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::lp::{self, Outcome};
-use crate::{Plan, Resources, Snapshot};
+use crate::{NewNode, Plan, Resources, Snapshot};
 
 /// A certified pattern bound and how it was reached.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +40,8 @@ pub struct PatternBound {
 
 /// A kind of node patterns are made for.
 struct Bin {
+    /// A new node of this type (index) in this zone, or these existing nodes.
+    origin: Origin,
     room: Resources,
     /// `Some(price)` for a new node, `None` for existing ones (already paid for).
     usd_per_hour: Option<f64>,
@@ -49,9 +51,28 @@ struct Bin {
     allowed: Vec<usize>,
 }
 
+enum Origin {
+    New { type_index: usize, zone: String },
+    Existing { nodes: Vec<usize> },
+}
+
+/// What column generation ends with: the bound, and the program's last solution.
+struct Generated {
+    bound: PatternBound,
+    groups: Vec<usize>,
+    bins: Vec<Bin>,
+    patterns: Vec<(usize, Vec<u32>)>,
+    /// How many of each pattern the last program solved used (fractional).
+    solution: Vec<f64>,
+}
+
 /// The pattern bound for the pods `plan` placed, searching until `deadline`; `None` when
 /// the plan left pods pending (the program would bound a placement no plan achieves).
 pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<PatternBound> {
+    generate(snapshot, plan, deadline).map(|g| g.bound)
+}
+
+fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Generated> {
     if !plan.unplaceable.is_empty() {
         return None;
     }
@@ -59,11 +80,17 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
         .filter(|&g| snapshot.pending[g].count > 0)
         .collect();
     if groups.is_empty() {
-        return Some(PatternBound {
-            usd_per_hour: 0.0,
-            converged: true,
-            rounds: 0,
-            patterns: 0,
+        return Some(Generated {
+            bound: PatternBound {
+                usd_per_hour: 0.0,
+                converged: true,
+                rounds: 0,
+                patterns: 0,
+            },
+            groups,
+            bins: Vec::new(),
+            patterns: Vec::new(),
+            solution: Vec::new(),
         });
     }
     let local: BTreeMap<usize, usize> = groups.iter().enumerate().map(|(i, &g)| (g, i)).collect();
@@ -89,7 +116,10 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
     let mut new_bin: BTreeMap<(usize, &str), usize> = BTreeMap::new();
     let mut types = crate::undominated(&snapshot.types);
     for node in &plan.new_nodes {
-        if let Some(t) = snapshot.types.iter().position(|t| t.name == node.instance_type)
+        if let Some(t) = snapshot
+            .types
+            .iter()
+            .position(|t| t.name == node.instance_type)
             && !types.contains(&t)
         {
             types.push(t);
@@ -100,6 +130,10 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
         for zone in &node_type.zones {
             new_bin.insert((t, zone.as_str()), bins.len());
             bins.push(Bin {
+                origin: Origin::New {
+                    type_index: t,
+                    zone: zone.clone(),
+                },
                 room: node_type.room,
                 usd_per_hour: Some(node_type.usd_per_hour),
                 count: 0,
@@ -109,11 +143,12 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
     }
     let mut existing_bin: Vec<usize> = Vec::new();
     let mut kinds: BTreeMap<(crate::Arch, &str, Resources), usize> = BTreeMap::new();
-    for node in &snapshot.existing {
+    for (index, node) in snapshot.existing.iter().enumerate() {
         let bin = *kinds
             .entry((node.arch, node.zone.as_str(), node.free))
             .or_insert_with(|| {
                 bins.push(Bin {
+                    origin: Origin::Existing { nodes: Vec::new() },
                     room: node.free,
                     usd_per_hour: None,
                     count: 0,
@@ -122,6 +157,9 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
                 bins.len() - 1
             });
         bins[bin].count += 1;
+        if let Origin::Existing { nodes } = &mut bins[bin].origin {
+            nodes.push(index);
+        }
         existing_bin.push(bin);
     }
 
@@ -141,7 +179,9 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
     }
     let mut on_existing: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for &(g, node, k) in &plan.on_existing {
-        on_existing.entry(node).or_insert_with(|| vec![0; groups.len()])[*local.get(&g)?] += k;
+        on_existing
+            .entry(node)
+            .or_insert_with(|| vec![0; groups.len()])[*local.get(&g)?] += k;
     }
     for (node, counts) in on_existing {
         patterns.push((existing_bin[node], counts));
@@ -166,7 +206,11 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
     }
     let column = |(bin, counts): &(usize, Vec<u32>)| -> Vec<f64> {
         let mut column: Vec<f64> = counts.iter().map(|&k| k as f64).collect();
-        column.extend(existing_kinds.iter().map(|&b| f64::from(u8::from(b == *bin))));
+        column.extend(
+            existing_kinds
+                .iter()
+                .map(|&b| f64::from(u8::from(b == *bin))),
+        );
         if cap {
             column.push(f64::from(u8::from(bins[*bin].usd_per_hour.is_some())));
         }
@@ -175,17 +219,19 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
     let cost = |bin: usize| bins[bin].usd_per_hour.unwrap_or(0.0);
 
     let mut best = 0.0f64;
+    let mut solution: Vec<f64> = Vec::new();
     let mut rounds = 0;
     let mut converged = false;
     while !converged {
         rounds += 1;
         let costs: Vec<f64> = patterns.iter().map(|(b, _)| cost(*b)).collect();
         let columns: Vec<Vec<f64>> = patterns.iter().map(column).collect();
-        let Outcome::Optimal { duals, .. } =
+        let Outcome::Optimal { duals, x, .. } =
             lp::minimize_within(&costs, &columns, &demand, &at_most)
         else {
             break;
         };
+        solution = x;
         let prices: Vec<f64> = duals[..groups.len()].iter().map(|u| u.max(0.0)).collect();
         let cap_price = if cap {
             (-duals[duals.len() - 1]).max(0.0)
@@ -257,12 +303,97 @@ pub fn pattern_bound(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Opt
                 .map(|(_, p)| p),
         );
     }
-    Some(PatternBound {
-        usd_per_hour: best.max(0.0),
-        converged,
-        rounds,
-        patterns: patterns.len(),
+    Some(Generated {
+        bound: PatternBound {
+            usd_per_hour: best.max(0.0),
+            converged,
+            rounds,
+            patterns: patterns.len(),
+        },
+        groups,
+        bins,
+        patterns,
+        solution,
     })
+}
+
+/// `plan`, or a cheaper one built from the patterns column generation finds by `deadline`:
+/// each pattern the program uses whole, as many times as it uses it whole, then the pods
+/// left placed by [`crate::plan`] (rounding, then repair). Also the pattern bound. A
+/// cluster that spreads new nodes over zones keeps `plan`, which spreads them.
+pub fn improve(snapshot: &Snapshot, plan: Plan, deadline: Instant) -> (Plan, Option<PatternBound>) {
+    let Some(generated) = generate(snapshot, &plan, deadline) else {
+        return (plan, None);
+    };
+    let bound = Some(generated.bound.clone());
+    if snapshot.spread_zones {
+        return (plan, bound);
+    }
+    match rounded(snapshot, &generated) {
+        Some(better) if better.usd_per_hour() < plan.usd_per_hour() - 1e-9 => (better, bound),
+        _ => (plan, bound),
+    }
+}
+
+/// The program's solution rounded down to whole patterns, and the rest repaired.
+fn rounded(snapshot: &Snapshot, generated: &Generated) -> Option<Plan> {
+    let mut remaining: Vec<u32> = snapshot.pending.iter().map(|g| g.count).collect();
+    let mut residual = snapshot.clone();
+    let mut result = Plan::default();
+    let mut used_existing = vec![false; snapshot.existing.len()];
+    for ((bin, counts), &x) in generated.patterns.iter().zip(&generated.solution) {
+        for _ in 0..(x + 1e-9).floor() as usize {
+            // Pods the pattern holds and that still wait.
+            let mut pods: BTreeMap<usize, u32> = BTreeMap::new();
+            for (i, &k) in counts.iter().enumerate() {
+                let g = generated.groups[i];
+                let k = k.min(remaining[g]);
+                if k > 0 {
+                    remaining[g] -= k;
+                    pods.insert(g, k);
+                }
+            }
+            if pods.is_empty() {
+                break;
+            }
+            match &generated.bins[*bin].origin {
+                Origin::New { type_index, zone } => {
+                    let node_type = &snapshot.types[*type_index];
+                    result.new_nodes.push(NewNode {
+                        instance_type: node_type.name.clone(),
+                        zone: zone.clone(),
+                        usd_per_hour: node_type.usd_per_hour,
+                        pods,
+                    });
+                }
+                Origin::Existing { nodes } => {
+                    let &node = nodes.iter().find(|&&n| !used_existing[n])?;
+                    used_existing[node] = true;
+                    let mut used = Resources::default();
+                    for (&g, &k) in &pods {
+                        used = used.add(&snapshot.pending[g].requests.times(k));
+                        result.on_existing.push((g, node, k));
+                    }
+                    residual.existing[node].free =
+                        residual.existing[node].free.saturating_sub(&used);
+                }
+            }
+        }
+    }
+    if result.new_nodes.len() > snapshot.max_new_nodes {
+        return None;
+    }
+    for (group, &left) in residual.pending.iter_mut().zip(&remaining) {
+        group.count = left;
+    }
+    residual.max_new_nodes = snapshot.max_new_nodes - result.new_nodes.len();
+    let repair = crate::plan(&residual);
+    if !repair.unplaceable.is_empty() {
+        return None;
+    }
+    result.on_existing.extend(repair.on_existing);
+    result.new_nodes.extend(repair.new_nodes);
+    Some(result)
 }
 
 /// Patterns added per round, the most improving first.
@@ -348,7 +479,12 @@ fn knapsack(
     // The knapsack's linear relaxation bounds it tightly on a node that holds many pods;
     // its dual's resource prices are the surrogate that bounds branches best, and its
     // solution, rounded down and filled greedily, is the first pattern.
-    let (relaxed, mix, fractional) = relaxation(&items);
+    // Out of time: the fixed surrogates bound it, and a greedy fill is the pattern.
+    let (relaxed, mix, fractional) = if limit == 0 {
+        (f64::INFINITY, [1.0, 0.0, 0.0], Vec::new())
+    } else {
+        relaxation(&items)
+    };
     let mut mixes: Vec<[f64; 3]> = SURROGATES.to_vec();
     mixes.push(mix);
     let orders = mixes
@@ -360,9 +496,15 @@ fn knapsack(
                 .enumerate()
                 .map(|(i, item)| (i, weight(item)))
                 .collect();
-            order.sort_by(|a, b| {
-                (items[b.0].value * a.1).total_cmp(&(items[a.0].value * b.1))
-            });
+            // By value per unit of weight, densest first; weightless items first of all.
+            let density = |(i, weight): &(usize, f64)| {
+                if *weight > 0.0 {
+                    items[*i].value / weight
+                } else {
+                    f64::INFINITY
+                }
+            };
+            order.sort_by(|a, b| density(b).total_cmp(&density(a)));
             order
         })
         .collect();
@@ -378,10 +520,13 @@ fn knapsack(
         limit,
     };
     search.round(&fractional);
-    if relaxed > search.best * (1.0 + KNAPSACK_GAP) {
+    // With no branches to spend, `branch` records the root's bound and returns.
+    let upper_bound = if relaxed > search.best * (1.0 + KNAPSACK_GAP) {
         search.branch(0, [1.0, 1.0, 1.0], 0.0);
-    }
-    let searched = search.best.max(search.open_bound);
+        search.best.max(search.open_bound).min(relaxed)
+    } else {
+        relaxed.max(search.best)
+    };
     let mut counts = vec![0; prices.len()];
     for (item, &k) in search.items.iter().zip(&search.best_counts) {
         counts[item.local] = k;
@@ -389,11 +534,7 @@ fn knapsack(
     Found {
         counts,
         value: search.best,
-        upper_bound: if search.branches > 0 {
-            searched.min(relaxed)
-        } else {
-            relaxed.max(search.best)
-        },
+        upper_bound,
     }
 }
 
@@ -520,7 +661,9 @@ impl Search {
         let mut room = [1.0f64; 3];
         let mut value = 0.0;
         for (i, item) in self.items.iter().enumerate() {
-            let k = (fractional.get(i).copied().unwrap_or(0.0) + 1e-9).floor().max(0.0) as u32;
+            let k = (fractional.get(i).copied().unwrap_or(0.0) + 1e-9)
+                .floor()
+                .max(0.0) as u32;
             let k = k.min(item.most).min(item.fits(room));
             self.chosen[i] = k;
             for (d, r) in room.iter_mut().enumerate() {
@@ -628,7 +771,10 @@ mod tests {
         let bound = pattern_bound(&snapshot, &plan, Instant::now() + Duration::from_secs(5))
             .expect("every pod placed");
         assert!(bound.converged, "{bound:?}");
-        assert!((bound.usd_per_hour - 7.0 / 3.0 * 1.9).abs() < 1e-6, "{bound:?}");
+        assert!(
+            (bound.usd_per_hour - 7.0 / 3.0 * 1.9).abs() < 1e-6,
+            "{bound:?}"
+        );
         assert!(plan.usd_per_hour() >= 4.8 - 1e-9);
         let covering = crate::bound::lower_bound(&snapshot);
         assert!(covering < bound.usd_per_hour - 0.1, "{covering}");

@@ -4,11 +4,11 @@
 //! is never below the lower bound, and the same input gives the same plan.
 
 use dialtone_cloud::{Arch, InstanceCatalog};
+use dialtone_sizing::patterns::{improve, pattern_bound};
 use dialtone_sizing::{
-    CostModel, ExistingNode, NewNode, ffd, NodeType, Placement, Plan, PodGroup, Resources, Snapshot, bound,
-    karpenter, node_types,
+    CostModel, ExistingNode, NewNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot,
+    bound, ffd, karpenter, node_types,
 };
-use dialtone_sizing::patterns::pattern_bound;
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -197,14 +197,23 @@ proptest! {
             }
         }
         prop_assert_eq!(dialtone_sizing::plan(&snapshot), dialtone_sizing::plan(&snapshot));
+        // Plans improved by the patterns are sound, and never dearer than the plan.
+        let ours = dialtone_sizing::plan(&snapshot);
+        let (improved, _) = improve(&snapshot, ours.clone(), Instant::now() + Duration::from_secs(10));
+        let problems = violations(&snapshot, &improved);
+        prop_assert!(problems.is_empty(), "improved: {problems:#?}");
+        prop_assert!(improved.usd_per_hour() <= ours.usd_per_hour() + 1e-9);
         // The pattern bound holds too, finished or stopped early, for every plan that
         // places every pod.
-        let ours = dialtone_sizing::plan(&snapshot);
         for deadline in [Duration::from_secs(10), Duration::ZERO] {
             let Some(patterns) = pattern_bound(&snapshot, &ours, Instant::now() + deadline) else {
                 continue;
             };
-            for (name, plan) in [("dialtone", &ours), ("karpenter", &karpenter::plan(&snapshot))] {
+            for (name, plan) in [
+                ("dialtone", &ours),
+                ("improved", &improved),
+                ("karpenter", &karpenter::plan(&snapshot)),
+            ] {
                 if plan.unplaceable.is_empty() {
                     prop_assert!(
                         plan.usd_per_hour() >= patterns.usd_per_hour - 1e-6,

@@ -927,6 +927,83 @@ async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
     assert_eq!(phases(&kubeconfig), (20, 0));
 }
 
+/// The cost model on a live cluster: pods that name no architecture get amd64 nodes of
+/// types that sustain their requests (no burstable type counted at its full vCPUs), and a
+/// DaemonSet applied with kubectl comes out of every node the next plan adds.
+#[tokio::test]
+async fn scale_ups_follow_the_cost_model_and_the_daemon_sets_kubectl_adds() {
+    let (server, dir, kubeconfig) = sim_cluster(1, 30).await;
+    let api = Api::admin(&server);
+    apply_json(
+        &kubeconfig,
+        dir.path(),
+        json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "kube-system"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{
+                        "name": "agent", "image": "agent",
+                        "resources": {"requests": {"cpu": "600m", "memory": "1Gi"}},
+                    }]},
+                },
+            },
+        }),
+    );
+    ok(
+        &kubeconfig,
+        &[
+            "rollout",
+            "status",
+            "daemonset/agent",
+            "-n",
+            "kube-system",
+            "--timeout=30s",
+        ],
+    );
+    apply_web(&kubeconfig, dir.path(), 40, "250m", "512Mi");
+    phases_when_within(&kubeconfig, Duration::from_secs(90), |r, p| {
+        r == 40 && p == 0
+    });
+    let status = sizing_of(&api).await;
+    let scale_up = status["sizing"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["action"] == "ScaleUp")
+        .unwrap_or_else(|| panic!("a scale-up: {:#}", status["sizing"]))
+        .clone();
+    let message = scale_up["message"].as_str().unwrap();
+    let overhead: u64 = message
+        .split("daemon sets' ")
+        .nth(1)
+        .and_then(|rest| rest.split('m').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon sets in: {message}"));
+    assert!(overhead >= 600, "{message}");
+    // Every node the plan added has room for its daemon sets and at least one web pod.
+    let catalog = dialtone_cloud::InstanceCatalog::builtin();
+    for added in scale_up["added"].as_array().unwrap() {
+        let name = added["instanceType"].as_str().unwrap();
+        let (millicores, _, _) = catalog.get(name).unwrap().sustained_allocatable(false);
+        assert!(millicores >= overhead + 250, "{name}: {message}");
+    }
+    // No worker is arm64 or burstable: the spec allows neither.
+    for worker in workers(&status) {
+        let name = worker.rsplit(' ').next().unwrap().trim_matches('"');
+        let instance_type = catalog.get(name).unwrap();
+        assert!(
+            instance_type.archs == [dialtone_cloud::Arch::X86_64] && !instance_type.burstable,
+            "{worker}: {:?}",
+            workers(&status)
+        );
+    }
+    let archs = ok(&kubeconfig, &["get", "nodes", "-L", "kubernetes.io/arch"]);
+    assert!(!archs.contains("arm64"), "{archs}");
+}
+
 #[tokio::test]
 async fn an_upgrade_replaces_every_node_and_moves_workers_to_the_best_families() {
     // Created on 1.33 with only c6i allowed; c7i allowed later changes nothing until the

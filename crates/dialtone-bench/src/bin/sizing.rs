@@ -22,14 +22,15 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dialtone_cloud::{Arch, InstanceCatalog, InstanceType};
-use dialtone_types::settings::DiskType;
 use dialtone_sizing::consolidate::RunningPod;
+use dialtone_sizing::decision::decide;
 use dialtone_sizing::patterns::pattern_bound;
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{
     CostModel, ExistingNode, Placement, PodGroup, Resources, Snapshot, bound, ffd, karpenter,
     node_types,
 };
+use dialtone_types::settings::DiskType;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -219,6 +220,9 @@ impl Workload {
 /// Farley's bound.
 const PATTERN_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// What a decision may spend on packing patterns, as the controller's does.
+const DECISION_BUDGET: std::time::Duration = std::time::Duration::from_millis(25);
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -250,13 +254,14 @@ fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
             .snapshot()
             .with_context(|| format!("{}", file.display()))?;
         let mut times = Vec::new();
-        let mut plan = None;
+        let mut decided = None;
         for _ in 0..runs {
             let start = Instant::now();
-            plan = Some(dialtone_sizing::plan(&snapshot));
+            decided = Some(decide(&snapshot, DECISION_BUDGET));
             times.push(start.elapsed().as_secs_f64() * 1000.0);
         }
-        let plan = plan.context("at least one run")?;
+        let decided = decided.context("at least one run")?;
+        let plan = decided.plan;
         times.sort_by(f64::total_cmp);
         let baselines = [
             ("karpenter", karpenter::plan(&snapshot)),
@@ -272,11 +277,13 @@ fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
         let pattern_s = started.elapsed().as_secs_f64();
         let bound = patterns
             .as_ref()
-            .map_or(resources, |p| p.usd_per_hour.max(resources));
+            .map_or(resources, |p| p.usd_per_hour.max(resources))
+            .max(decided.bound);
         let pods: u32 = snapshot.pending.iter().map(|g| g.count).sum();
         let d = plan.usd_per_hour();
         let ratio = |cost: f64| if bound > 0.0 { cost / bound } else { 1.0 };
-        let unplaced = |p: &dialtone_sizing::Plan| p.unplaceable.iter().map(|u| u.count).sum::<u32>();
+        let unplaced =
+            |p: &dialtone_sizing::Plan| p.unplaceable.iter().map(|u| u.count).sum::<u32>();
         let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
         println!(
             "{:<30} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.1} {:>7.1}",
@@ -295,7 +302,9 @@ fn run(files: &[PathBuf], runs: usize, explain: bool) -> anyhow::Result<()> {
             percentile(&times, 0.99),
         );
         println!(
-            "    bound: resources {resources:.2}, patterns {} ({pattern_s:.1} s)",
+            "    bound: resources {resources:.2}, decision's {:.2} by {}, patterns {} ({pattern_s:.1} s)",
+            decided.bound,
+            decided.bound_kind,
             match &patterns {
                 Some(p) => format!(
                     "{:.2}, {} after {} rounds and {} patterns",
