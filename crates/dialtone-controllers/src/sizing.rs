@@ -467,7 +467,7 @@ fn scale_up(
 
 /// How long a scale-up spends on packing patterns, for a cheaper plan and a tighter bound,
 /// before it settles for what it has.
-const PATTERN_BUDGET: Duration = Duration::from_millis(25);
+const PATTERN_BUDGET: Duration = Duration::from_millis(20);
 
 /// A Ready, schedulable worker: its slot, its node and the pods on it.
 struct Worker<'a> {

@@ -203,7 +203,7 @@ impl Program<'_> {
                 self.certified(&shifted, &duals) - lambda * max_nodes,
                 x.iter().sum(),
             )),
-            Outcome::Infeasible => None,
+            Outcome::Infeasible | Outcome::Stopped => None,
         }
     }
 }

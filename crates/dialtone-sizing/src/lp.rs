@@ -3,6 +3,8 @@
 //! The bound's programs have a handful of rows and a few thousand columns, which a tableau
 //! handles in microseconds.
 
+use std::time::Instant;
+
 const EPS: f64 = 1e-9;
 
 /// What a program's solution is.
@@ -20,21 +22,25 @@ pub enum Outcome {
     },
     /// No `x ≥ 0` covers `b`.
     Infeasible,
+    /// The deadline passed before the optimum was found.
+    Stopped,
 }
 
 /// Minimizes `costs · x` over `x ≥ 0` with `Σ_j columns[j][i] x_j ≥ demand[i]` for every row.
 pub fn minimize(costs: &[f64], columns: &[Vec<f64>], demand: &[f64]) -> Outcome {
-    minimize_within(costs, columns, demand, &vec![false; demand.len()])
+    minimize_within(costs, columns, demand, &vec![false; demand.len()], None)
 }
 
 /// [`minimize`], with the rows `at_most` marks meaning `≤ demand[i]` instead (a limit,
 /// such as how many nodes of a kind exist). The dual price of such a row is at most zero:
-/// what one more unit of the limit would save.
+/// what one more unit of the limit would save. With a `deadline`, the pivots stop when it
+/// passes, and the outcome is [`Outcome::Stopped`].
 pub fn minimize_within(
     costs: &[f64],
     columns: &[Vec<f64>],
     demand: &[f64],
     at_most: &[bool],
+    deadline: Option<Instant>,
 ) -> Outcome {
     let (m, n) = (demand.len(), costs.len());
     if m == 0 {
@@ -77,7 +83,9 @@ pub fn minimize_within(
     for cost in &mut phase_one[n + m..] {
         *cost = 1.0;
     }
-    run(&mut tableau, &mut basis, &phase_one, n + 2 * m);
+    if !run(&mut tableau, &mut basis, &phase_one, n + 2 * m, deadline) {
+        return Outcome::Stopped;
+    }
     let infeasibility: f64 = basis
         .iter()
         .zip(&tableau)
@@ -102,7 +110,9 @@ pub fn minimize_within(
     for cost in &mut phase_two[n + m..] {
         *cost = f64::INFINITY;
     }
-    run(&mut tableau, &mut basis, &phase_two, n + m);
+    if !run(&mut tableau, &mut basis, &phase_two, n + m, deadline) {
+        return Outcome::Stopped;
+    }
     let value = basis
         .iter()
         .zip(&tableau)
@@ -140,7 +150,14 @@ pub fn minimize_within(
 /// pivots is reached (the bound does not rely on convergence: see `bound::certified`).
 /// Dantzig's rule (the most negative reduced cost) for speed; after a run of degenerate
 /// pivots, Bland's rule (the first), which cannot cycle.
-fn run(tableau: &mut [Vec<f64>], basis: &mut [usize], costs: &[f64], entering_limit: usize) {
+/// Returns false when `deadline` passed first.
+fn run(
+    tableau: &mut [Vec<f64>],
+    basis: &mut [usize],
+    costs: &[f64],
+    entering_limit: usize,
+    deadline: Option<Instant>,
+) -> bool {
     let rhs = tableau[0].len() - 1;
     let cost_of = |j: usize| if costs[j].is_finite() { costs[j] } else { 0.0 };
     let mut degenerate_run = 0;
@@ -148,7 +165,10 @@ fn run(tableau: &mut [Vec<f64>], basis: &mut [usize], costs: &[f64], entering_li
     for &b in basis.iter() {
         in_basis[b] = true;
     }
-    for _ in 0..MAX_PIVOTS {
+    for pivots in 0..MAX_PIVOTS {
+        if pivots % 32 == 31 && deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
         let bland = degenerate_run > 20;
         // Reduced cost of j: c_j − Σ_i c_B(i) a_ij.
         let mut entering: Option<(usize, f64)> = None;
@@ -167,7 +187,7 @@ fn run(tableau: &mut [Vec<f64>], basis: &mut [usize], costs: &[f64], entering_li
             }
         }
         let Some((entering, _)) = entering else {
-            return;
+            return true;
         };
         // Ratio test, ties to the smallest basic index (Bland).
         let mut leaving: Option<(usize, f64)> = None;
@@ -187,13 +207,14 @@ fn run(tableau: &mut [Vec<f64>], basis: &mut [usize], costs: &[f64], entering_li
         }
         // Unbounded below cannot happen with non-negative costs; stop if it seems to.
         let Some((pivot_row, ratio)) = leaving else {
-            return;
+            return true;
         };
         degenerate_run = if ratio < EPS { degenerate_run + 1 } else { 0 };
         in_basis[basis[pivot_row]] = false;
         in_basis[entering] = true;
         pivot(tableau, basis, pivot_row, entering);
     }
+    true
 }
 
 /// Enough for the programs here many times over; a cap so that no input can spin forever.
@@ -223,8 +244,25 @@ mod tests {
     fn optimal(outcome: Outcome) -> f64 {
         match outcome {
             Outcome::Optimal { value, .. } => value,
-            Outcome::Infeasible => panic!("infeasible"),
+            other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_deadline_that_has_passed_stops_the_pivots() {
+        // Enough pivots to reach a check: a covering row per column, none covered by any
+        // other.
+        let n = 64;
+        let columns: Vec<Vec<f64>> = (0..n)
+            .map(|j| (0..n).map(|i| f64::from(u8::from(i == j))).collect())
+            .collect();
+        let (costs, demand) = (vec![1.0; n], vec![1.0; n]);
+        let past = Some(Instant::now());
+        assert_eq!(
+            minimize_within(&costs, &columns, &demand, &vec![false; n], past),
+            Outcome::Stopped
+        );
+        assert_eq!(optimal(minimize(&costs, &columns, &demand)), n as f64);
     }
 
     #[test]
@@ -372,8 +410,9 @@ mod tests {
         #[test]
         fn the_optimum_and_its_duals_are_right((costs, columns, demand, at_most) in program()) {
             let expected = by_vertices(&costs, &columns, &demand, &at_most);
-            match minimize_within(&costs, &columns, &demand, &at_most) {
+            match minimize_within(&costs, &columns, &demand, &at_most, None) {
                 Outcome::Infeasible => prop_assert_eq!(expected, None),
+                Outcome::Stopped => prop_assert!(false, "stopped without a deadline"),
                 Outcome::Optimal { value, duals, x } => {
                     let Some(expected) = expected else {
                         return Err(TestCaseError::fail(format!("{value} for an infeasible program")));

@@ -226,8 +226,9 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
         rounds += 1;
         let costs: Vec<f64> = patterns.iter().map(|(b, _)| cost(*b)).collect();
         let columns: Vec<Vec<f64>> = patterns.iter().map(column).collect();
+        // Out of time mid-program, the rounds before stand.
         let Outcome::Optimal { duals, x, .. } =
-            lp::minimize_within(&costs, &columns, &demand, &at_most)
+            lp::minimize_within(&costs, &columns, &demand, &at_most, Some(deadline))
         else {
             break;
         };

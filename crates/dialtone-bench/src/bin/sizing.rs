@@ -221,7 +221,7 @@ impl Workload {
 const PATTERN_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a decision may spend on packing patterns, as the controller's does.
-const DECISION_BUDGET: std::time::Duration = std::time::Duration::from_millis(25);
+const DECISION_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
