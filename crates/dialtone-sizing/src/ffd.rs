@@ -28,6 +28,16 @@ struct Opened {
     pods: BTreeMap<usize, u32>,
 }
 
+/// Reports the pods of group `g` still waiting as unplaceable, for `reason`.
+fn give_up(plan: &mut Plan, remaining: &mut [u32], g: usize, reason: &str) {
+    plan.unplaceable.push(Unplaceable {
+        group: g,
+        count: remaining[g],
+        reason: reason.into(),
+    });
+    remaining[g] = 0;
+}
+
 /// The first-fit-decreasing plan of `snapshot`.
 pub fn plan(snapshot: &Snapshot) -> Plan {
     let groups = &snapshot.pending;
@@ -125,12 +135,12 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             }
             while remaining[g] > 0 {
                 if opened.len() >= snapshot.max_new_nodes {
-                    plan.unplaceable.push(Unplaceable {
-                        group: g,
-                        count: remaining[g],
-                        reason: "the cluster's maxNodes is reached".into(),
-                    });
-                    remaining[g] = 0;
+                    give_up(
+                        &mut plan,
+                        &mut remaining,
+                        g,
+                        "the cluster's maxNodes is reached",
+                    );
                     break;
                 }
                 let fits = |t: usize| requests.fits_in(&snapshot.types[t].room);
@@ -145,12 +155,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                                 .total_cmp(&snapshot.types[b].usd_per_hour)
                         })
                 }) else {
-                    plan.unplaceable.push(Unplaceable {
-                        group: g,
-                        count: remaining[g],
-                        reason: "no instance type can hold it".into(),
-                    });
-                    remaining[g] = 0;
+                    give_up(&mut plan, &mut remaining, g, "no instance type can hold it");
                     break;
                 };
                 let node_type = &snapshot.types[t];
