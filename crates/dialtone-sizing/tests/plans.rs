@@ -394,3 +394,146 @@ fn resources_add_and_multiply_each_resource() {
     assert_eq!(pod.times(2), two);
     assert_eq!(two.times_in(&pod.times(7)), 3);
 }
+
+/// Every way to choose up to `remaining[g]` pods of each group, with at least one of group
+/// `first`.
+fn choices(remaining: &[u32], first: usize) -> Vec<Vec<u32>> {
+    let mut all = vec![Vec::new()];
+    for (g, &most) in remaining.iter().enumerate() {
+        let least = u32::from(g == first);
+        all = all
+            .into_iter()
+            .flat_map(|prefix: Vec<u32>| {
+                (least..=most).map(move |k| {
+                    let mut next = prefix.clone();
+                    next.push(k);
+                    next
+                })
+            })
+            .collect();
+    }
+    all
+}
+
+/// The cheapest placement of every pending pod on new nodes, by exhaustive search: each
+/// node opened holds at least one pod of the first group still waiting (that pod must go
+/// somewhere), so every placement is reached.
+fn exact_optimum(
+    snapshot: &Snapshot,
+    remaining: &mut [u32],
+    nodes_left: usize,
+    known: &mut std::collections::HashMap<(Vec<u32>, usize), f64>,
+) -> f64 {
+    let Some(first) = remaining.iter().position(|&k| k > 0) else {
+        return 0.0;
+    };
+    if nodes_left == 0 {
+        return f64::INFINITY;
+    }
+    if let Some(&best) = known.get(&(remaining.to_vec(), nodes_left)) {
+        return best;
+    }
+    let mut best = f64::INFINITY;
+    for counts in choices(remaining, first) {
+        let used = counts
+            .iter()
+            .enumerate()
+            .fold(Resources::default(), |sum, (g, &k)| {
+                sum.add(&snapshot.pending[g].requests.times(k))
+            });
+        // The cheapest type that holds them (zones and architectures play no part here).
+        let Some(price) = snapshot
+            .types
+            .iter()
+            .filter(|t| used.fits_in(&t.room))
+            .map(|t| t.usd_per_hour)
+            .min_by(f64::total_cmp)
+        else {
+            continue;
+        };
+        for (g, &k) in counts.iter().enumerate() {
+            remaining[g] -= k;
+        }
+        best = best.min(price + exact_optimum(snapshot, remaining, nodes_left - 1, known));
+        for (g, &k) in counts.iter().enumerate() {
+            remaining[g] += k;
+        }
+    }
+    known.insert((remaining.to_vec(), nodes_left), best);
+    best
+}
+
+/// Small instances: two or three shapes of a few pods, three types, one zone, no placement
+/// constraints, sometimes a cap on new nodes.
+fn small_snapshot() -> impl Strategy<Value = Snapshot> {
+    let group = (1u64..8, 1u64..8, 1u32..4);
+    let node = (2u64..12, 2u64..12, 1u32..5, 1u32..20);
+    (
+        prop::collection::vec(group, 1..4),
+        prop::collection::vec(node, 1..4),
+        1usize..8,
+    )
+        .prop_map(|(groups, nodes, max_new_nodes)| Snapshot {
+            pending: groups
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cpu, memory, count))| PodGroup {
+                    name: format!("g{i}"),
+                    requests: Resources {
+                        millicores: cpu * 250,
+                        memory_mib: memory * 256,
+                        pods: 1,
+                    },
+                    placement: Placement::default(),
+                    count,
+                })
+                .collect(),
+            existing: Vec::new(),
+            types: nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cpu, memory, pods, cents))| NodeType {
+                    name: format!("t{i}"),
+                    family: "t".into(),
+                    arch: Arch::X86_64,
+                    room: Resources {
+                        millicores: cpu * 250,
+                        memory_mib: memory * 256,
+                        pods,
+                    },
+                    usd_per_hour: cents as f64 / 100.0,
+                    zones: vec![ZONES[0].to_string()],
+                })
+                .collect(),
+            zones: vec![ZONES[0].to_string()],
+            spread_zones: false,
+            max_new_nodes,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Both bounds are below the optimum exhaustive search finds, and Dialtone's plan is
+    /// never below it.
+    #[test]
+    fn the_bounds_are_below_the_exact_optimum(snapshot in small_snapshot()) {
+        let mut remaining: Vec<u32> = snapshot.pending.iter().map(|g| g.count).collect();
+        let optimum =
+            exact_optimum(&snapshot, &mut remaining, snapshot.max_new_nodes, &mut Default::default());
+        prop_assume!(optimum.is_finite());
+        let resources = bound::lower_bound(&snapshot);
+        prop_assert!(resources <= optimum + 1e-9, "resource bound {resources} above {optimum}");
+        let (plan, patterns) =
+            improve(&snapshot, dialtone_sizing::plan(&snapshot), Instant::now() + Duration::from_secs(5));
+        if let Some(patterns) = patterns {
+            prop_assert!(
+                patterns.usd_per_hour <= optimum + 1e-9,
+                "pattern bound {patterns:?} above {optimum}"
+            );
+        }
+        if plan.unplaceable.is_empty() {
+            prop_assert!(plan.usd_per_hour() >= optimum - 1e-9);
+        }
+    }
+}
