@@ -36,6 +36,19 @@ impl InstanceType {
         crate::Processor::of_family(&self.family)
     }
 
+    /// Whether the type carries an accelerator: GPUs, or a family built around one that the
+    /// catalogue does not count as GPUs (Inferentia, Trainium, Gaudi, video transcoders,
+    /// FPGAs: `inf`, `trn`, `dl`, `vt`, `f`, and the GPU families `g`, `gr`, `p`).
+    pub fn accelerated(&self) -> bool {
+        const ACCELERATED: &[&str] = &["inf", "trn", "dl", "vt", "f", "g", "gr", "p"];
+        let class: String = self
+            .family
+            .chars()
+            .take_while(char::is_ascii_lowercase)
+            .collect();
+        self.gpus > 0 || ACCELERATED.contains(&class.as_str())
+    }
+
     /// Dollars per hour per unit of performance: per vCPU, scaled by how fast the family's
     /// vCPU is.
     pub fn usd_per_performance(&self) -> f64 {

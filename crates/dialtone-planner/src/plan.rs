@@ -279,7 +279,7 @@ pub fn plan_with_settings(
     }
     let eligible = |t: &&InstanceType| {
         t.current_generation
-            && t.gpus == 0
+            && !t.accelerated()
             && !t.bare_metal
             && (s.workers.instance_families.burstable || !t.burstable)
             && (request.allowed_families.is_empty() || request.allowed_families.contains(&t.family))

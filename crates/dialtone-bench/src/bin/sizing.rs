@@ -131,16 +131,8 @@ fn default_model() -> CostModel {
     }
 }
 
-/// Families with accelerators the catalogue does not count as GPUs.
-const ACCELERATED: &[&str] = &["inf", "trn", "dl", "vt", "f", "g", "gr", "p"];
-
 fn general_purpose(t: &InstanceType) -> bool {
-    let prefix: String = t
-        .family
-        .chars()
-        .take_while(|c| c.is_ascii_lowercase())
-        .collect();
-    t.current_generation && t.gpus == 0 && !t.bare_metal && !ACCELERATED.contains(&prefix.as_str())
+    t.current_generation && !t.accelerated() && !t.bare_metal
 }
 
 impl Workload {
