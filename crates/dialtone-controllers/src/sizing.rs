@@ -606,7 +606,7 @@ async fn consolidate(
                 zone: worker.slot.zone.clone(),
                 usd_per_hour: catalog
                     .get(&worker.slot.instance_type)
-                    .map_or(0.0, |t| t.usd_per_hour + model.per_node_usd_per_hour),
+                    .map_or(0.0, |t| model.node_price(t)),
                 room: worker.allocatable.saturating_sub(&worker.used(is_daemon)),
                 pods: movable
                     .iter()

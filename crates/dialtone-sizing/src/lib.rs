@@ -191,6 +191,13 @@ pub struct CostModel {
     pub per_node_usd_per_hour: f64,
 }
 
+impl CostModel {
+    /// What a node of `instance_type` costs per hour: its instance and the per-node cost.
+    pub fn node_price(&self, instance_type: &InstanceType) -> f64 {
+        instance_type.usd_per_hour + self.per_node_usd_per_hour
+    }
+}
+
 /// Node types for a cluster: the catalogue's allowed types in the cluster's zones, offering
 /// their sustained allocatable less the daemon sets, at their price plus the per-node
 /// cost; types with no room left are dropped.
@@ -226,7 +233,7 @@ pub fn node_types(
             Some(NodeType {
                 room: allocatable.saturating_sub(&model.daemonsets),
                 arch: *t.archs.first()?,
-                usd_per_hour: t.usd_per_hour + model.per_node_usd_per_hour,
+                usd_per_hour: model.node_price(&t),
                 name: t.name,
                 family: t.family,
                 zones,

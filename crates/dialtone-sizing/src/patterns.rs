@@ -45,8 +45,6 @@ struct Bin {
     room: Resources,
     /// `Some(price)` for a new node, `None` for existing ones (already paid for).
     usd_per_hour: Option<f64>,
-    /// How many there are, for existing nodes.
-    count: u32,
     /// The groups (local index) the node's architecture and zone allow.
     allowed: Vec<usize>,
 }
@@ -54,6 +52,16 @@ struct Bin {
 enum Origin {
     New { type_index: usize, zone: String },
     Existing { nodes: Vec<usize> },
+}
+
+impl Bin {
+    /// How many nodes of this kind exist (none for new nodes: they are bought).
+    fn count(&self) -> usize {
+        match &self.origin {
+            Origin::New { .. } => 0,
+            Origin::Existing { nodes } => nodes.len(),
+        }
+    }
 }
 
 /// What column generation ends with: the bound, and the program's last solution.
@@ -136,7 +144,6 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
                 },
                 room: node_type.room,
                 usd_per_hour: Some(node_type.usd_per_hour),
-                count: 0,
                 allowed: allowed(node_type.arch, zone, &node_type.room),
             });
         }
@@ -151,12 +158,10 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
                     origin: Origin::Existing { nodes: Vec::new() },
                     room: node.free,
                     usd_per_hour: None,
-                    count: 0,
                     allowed: allowed(node.arch, &node.zone, &node.free),
                 });
                 bins.len() - 1
             });
-        bins[bin].count += 1;
         if let Origin::Existing { nodes } = &mut bins[bin].origin {
             nodes.push(index);
         }
@@ -197,7 +202,7 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
     let pods: f64 = counts.iter().sum();
     let cap = (snapshot.max_new_nodes as f64) < pods;
     let mut demand = counts.clone();
-    demand.extend(existing_kinds.iter().map(|&b| bins[b].count as f64));
+    demand.extend(existing_kinds.iter().map(|&b| bins[b].count() as f64));
     let mut at_most = vec![false; groups.len()];
     at_most.extend(existing_kinds.iter().map(|_| true));
     if cap {
@@ -274,7 +279,7 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
                     }
                 }
                 None => {
-                    worth_of_existing += bin.count as f64 * found.upper_bound;
+                    worth_of_existing += bin.count() as f64 * found.upper_bound;
                     let existing_price = duals[groups.len()
                         + existing_kinds.iter().position(|&e| e == b).expect("a kind")]
                     .min(0.0);
@@ -285,12 +290,9 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
             }
         }
         let worth: f64 = prices.iter().zip(&counts).map(|(u, n)| u * n).sum();
-        let max_nodes = if cap {
-            snapshot.max_new_nodes as f64
-        } else {
-            0.0
-        };
-        best = best.max((worth - worth_of_existing - max_nodes * cap_price) / scale);
+        // Without the cap's row its price is zero.
+        let capped = snapshot.max_new_nodes as f64 * cap_price;
+        best = best.max((worth - worth_of_existing - capped) / scale);
         improving.retain(|(_, p)| !patterns.contains(p));
         if improving.is_empty() || !searching {
             converged = improving.is_empty() && settled;
