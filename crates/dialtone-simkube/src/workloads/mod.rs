@@ -27,6 +27,7 @@ mod replicasets;
 mod revisions;
 mod scheduler;
 mod statefulsets;
+mod topology;
 
 pub use nodes::{NodeFacts, sync_nodes};
 

@@ -1,12 +1,15 @@
 //! The scheduler: binds each pending pod to the ready node that fits its requests on
-//! allocatable and is left least full, honouring `nodeSelector`, required node affinity and
-//! taints, and reports Unschedulable with upstream's message when none does.
+//! allocatable and is left least full (in the least crowded domain of its spread
+//! constraints), honouring `nodeSelector`, required node affinity, taints, required pod
+//! anti-affinity and topology spread constraints ([`super::topology`]), and reports
+//! Unschedulable with upstream's message when none does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::topology::{self, Bound};
 use super::{is_terminated, pod_key};
 use crate::cluster::{ClusterApi, now};
 use crate::events::EventType;
@@ -163,9 +166,16 @@ pub(super) fn schedule(cluster: &ClusterApi) {
         return;
     }
     let (nodes, _) = cluster.objects.list("nodes", None);
+    let namespaces = if pending.iter().any(|p| topology::has_rules(p)) {
+        cluster.objects.list("namespaces", None).0
+    } else {
+        Vec::new()
+    };
+    let mut bound = Bound::new(Vec::new(), &nodes, &namespaces);
     let mut used: BTreeMap<String, Resources> = BTreeMap::new();
     for pod in pods.iter().filter(|p| !is_terminated(p)) {
         if let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            bound.bind(pod, node.to_string());
             let r = requests_of(pod);
             let u = used.entry(node.to_string()).or_default();
             u.millicores += r.millicores;
@@ -185,7 +195,18 @@ pub(super) fn schedule(cluster: &ClusterApi) {
     for pod in pending {
         let wanted = requests_of(pod);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut best: Option<(f64, &Arc<Value>)> = None;
+        let mut best: Option<((u32, f64), &Arc<Value>)> = None;
+        // Spread domains are the nodes the pod's placement allows, tainted ones too.
+        let spreads = if topology::has_rules(pod) {
+            let eligible: Vec<&Value> = nodes
+                .iter()
+                .map(|n| &**n)
+                .filter(|n| matches_placement(pod, n))
+                .collect();
+            bound.spreads(pod, &eligible)
+        } else {
+            Vec::new()
+        };
         for node in &nodes {
             let name = node["metadata"]["name"].as_str().unwrap_or("");
             let reason = if !super::condition_holds(node, "Ready") {
@@ -209,6 +230,11 @@ pub(super) fn schedule(cluster: &ClusterApi) {
                     Some("Insufficient cpu".to_string())
                 } else if u.memory_bytes + wanted.memory_bytes > capacity.memory_bytes {
                     Some("Insufficient memory".to_string())
+                } else if let Some(reason) = topology::has_rules(pod)
+                    .then(|| bound.refuses(pod, node, &spreads))
+                    .flatten()
+                {
+                    Some(reason.to_string())
                 } else {
                     let score = ((u.millicores + wanted.millicores) as f64
                         / capacity.millicores.max(1) as f64)
@@ -216,6 +242,7 @@ pub(super) fn schedule(cluster: &ClusterApi) {
                             (u.memory_bytes + wanted.memory_bytes) as f64
                                 / capacity.memory_bytes.max(1) as f64,
                         );
+                    let score = (bound.crowding(node, &spreads), score);
                     if best.is_none_or(|(s, _)| score < s) {
                         best = Some((score, node));
                     }
@@ -232,6 +259,7 @@ pub(super) fn schedule(cluster: &ClusterApi) {
         match best {
             Some((_, node)) => {
                 let node_name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
+                bound.bind(pod, node_name.clone());
                 let u = used.entry(node_name.clone()).or_default();
                 u.millicores += wanted.millicores;
                 u.memory_bytes += wanted.memory_bytes;
