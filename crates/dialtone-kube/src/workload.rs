@@ -1,13 +1,17 @@
 //! What right-sizing reads of a cluster, and the disruptions it makes, through the API:
-//! nodes with their allocatable and whether Dialtone is draining them, pods with their
-//! requests and whether the scheduler found no node for them, disruption budgets; marking
+//! nodes with their allocatable, labels, taints and whether Dialtone is draining them, pods
+//! with their requests, the rules of where they may run and whether the scheduler found no
+//! node for them, disruption budgets; marking
 //! a node for disruption (cordon and taint, as Karpenter does) and evicting a pod through
 //! `pods/eviction`, so that every PodDisruptionBudget holds.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration,
+    TopologySpreadConstraint,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
@@ -30,6 +34,8 @@ pub struct NodeView {
     pub memory_mib: u64,
     pub pods: u32,
     pub created: Option<Timestamp>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +48,13 @@ pub struct PodView {
     pub millicores: u64,
     pub memory_mib: u64,
     pub node_selector: BTreeMap<String, String>,
+    /// Required node affinity: the node must match one of these terms.
+    pub node_affinity: Vec<NodeSelectorTerm>,
+    pub tolerations: Vec<Toleration>,
+    /// Required pod anti-affinity.
+    pub anti_affinity: Vec<PodAffinityTerm>,
+    /// Topology spread constraints that keep it pending (`DoNotSchedule`).
+    pub spread: Vec<TopologySpreadConstraint>,
     pub labels: BTreeMap<String, String>,
     /// The kind of its controller (`Deployment`, `ReplicaSet`, `DaemonSet`, …), if any.
     pub controller: Option<String>,
@@ -60,29 +73,103 @@ pub struct BudgetView {
 impl BudgetView {
     /// Whether the budget covers the pod, by upstream's label-selector rules.
     pub fn covers(&self, pod: &PodView) -> bool {
-        let Some(selector) = &self.selector else {
-            return false;
-        };
-        if pod.namespace != self.namespace {
-            return false;
+        pod.namespace == self.namespace
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| selects(s, &pod.labels))
+    }
+}
+
+/// Whether a label selector selects `labels`, by upstream's rules.
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_value = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expression = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
         }
-        let by_value = selector
-            .match_labels
+    });
+    by_value && by_expression
+}
+
+/// Whether a node selector requirement holds for a node whose label `key` is `value`.
+pub fn requirement_holds(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = requirement.values.as_deref().unwrap_or_default();
+    let number = |v: &str| v.parse::<i64>().ok();
+    let bound = values.first().and_then(|v| number(v));
+    match requirement.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|w| w == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|w| w == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => value
+            .and_then(number)
+            .zip(bound)
+            .is_some_and(|(v, b)| v > b),
+        "Lt" => value
+            .and_then(number)
+            .zip(bound)
+            .is_some_and(|(v, b)| v < b),
+        _ => false,
+    }
+}
+
+impl PodView {
+    /// Whether a node with `labels` (and `name`, for `matchFields`) is one the pod's
+    /// nodeSelector and required node affinity allow: the terms are ORed, a term's
+    /// requirements ANDed, and an empty term selects nothing, as upstream has it.
+    pub fn allows_node(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        let by_selector = self
+            .node_selector
             .iter()
-            .flatten()
-            .all(|(k, v)| pod.labels.get(k) == Some(v));
-        let by_expression = selector.match_expressions.iter().flatten().all(|e| {
-            let value = pod.labels.get(&e.key);
-            let values = e.values.as_deref().unwrap_or_default();
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        });
-        by_value && by_expression
+            .all(|(k, v)| labels.get(k) == Some(v));
+        let by_affinity = self.node_affinity.is_empty()
+            || self.node_affinity.iter().any(|term| {
+                let expressions = term.match_expressions.as_deref().unwrap_or_default();
+                let fields = term.match_fields.as_deref().unwrap_or_default();
+                !(expressions.is_empty() && fields.is_empty())
+                    && expressions
+                        .iter()
+                        .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+                    && fields
+                        .iter()
+                        .all(|r| requirement_holds(r, (r.key == "metadata.name").then_some(name)))
+            });
+        by_selector && by_affinity
+    }
+
+    /// Whether the pod tolerates every taint that keeps pods off (`PreferNoSchedule` does
+    /// not).
+    pub fn tolerates(&self, taints: &[Taint]) -> bool {
+        taints
+            .iter()
+            .filter(|t| t.effect != "PreferNoSchedule")
+            .all(|taint| {
+                self.tolerations.iter().any(|t| {
+                    let exists = t.operator.as_deref() == Some("Exists");
+                    let key = match t.key.as_deref() {
+                        None | Some("") => exists,
+                        Some(k) => k == taint.key,
+                    };
+                    let value = exists
+                        || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
+                    let effect = t
+                        .effect
+                        .as_deref()
+                        .is_none_or(|e| e.is_empty() || e == taint.effect);
+                    key && value && effect
+                })
+            })
     }
 }
 
@@ -132,6 +219,8 @@ fn node_view(node: Node) -> NodeView {
         memory_mib: (amount(allocatable, "memory") / 1024.0 / 1024.0) as u64,
         pods: amount(allocatable, "pods") as u32,
         created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        taints: spec.taints.clone().unwrap_or_default(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
         instance_id: spec
             .provider_id
             .as_deref()
@@ -166,6 +255,28 @@ fn pod_view(pod: Pod) -> PodView {
         millicores: millicores.ceil() as u64,
         memory_mib: (memory / 1024.0 / 1024.0).ceil() as u64,
         node_selector: spec.node_selector.unwrap_or_default(),
+        node_affinity: spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|s| s.node_selector_terms.clone())
+            .unwrap_or_default(),
+        tolerations: spec.tolerations.unwrap_or_default(),
+        anti_affinity: spec
+            .affinity
+            .and_then(|a| a.pod_anti_affinity)
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution)
+            .unwrap_or_default(),
+        spread: spec
+            .topology_spread_constraints
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
+            .collect(),
         labels: pod.metadata.labels.unwrap_or_default(),
         controller: pod
             .metadata

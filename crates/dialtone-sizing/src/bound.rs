@@ -35,7 +35,8 @@ fn resource(r: &Resources, i: usize) -> f64 {
 /// Whether every node `inner` allows is allowed by `outer`.
 fn narrower(inner: &Placement, outer: &Placement) -> bool {
     (outer.arch.is_none() || inner.arch == outer.arch)
-        && (outer.zone.is_none() || inner.zone == outer.zone)
+        && (outer.zones.is_empty()
+            || (!inner.zones.is_empty() && inner.zones.iter().all(|z| outer.zones.contains(z))))
 }
 
 /// One inequality of the program.
@@ -96,7 +97,7 @@ fn program<'a>(
             placements.push(pending[g].placement.clone());
         }
     }
-    let zoned = placements.iter().any(|p| p.zone.is_some());
+    let zoned = placements.iter().any(|p| !p.zones.is_empty());
     let mut rows: Vec<Row> = placements
         .iter()
         .flat_map(|p| (0..3).map(move |r| Row::Resource(p.clone(), r)))
@@ -347,6 +348,8 @@ mod tests {
                 },
                 placement: Placement::default(),
                 count: 10,
+                per_node: None,
+                avoids: Default::default(),
             }],
             existing: Vec::new(),
             // The small type is the cheapest per millicore but holds one pod at most.

@@ -14,7 +14,9 @@
 //! workload converges and then causes no action at all; nodes younger than the
 //! stabilization window and nodes whose pods a budget protects are not candidates.
 
-use crate::{ExistingNode, NewNode, NodeType, Placement, PodGroup, Resources, Snapshot};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{ExistingNode, NewNode, NodeType, PerNode, Placement, PodGroup, Resources, Snapshot};
 use dialtone_cloud::Arch;
 use serde::Serialize;
 
@@ -25,6 +27,24 @@ pub struct RunningPod {
     pub requests: Resources,
     /// Where it may run.
     pub placement: Placement,
+    /// How many pods of its set one node may run, if a rule limits it.
+    pub per_node: Option<PerNode>,
+    /// Nodes, by name, it may not move to ([`PodGroup::avoids`]).
+    pub avoids: BTreeSet<String>,
+}
+
+impl RunningPod {
+    /// The pod as a group of one.
+    fn alone(&self) -> PodGroup {
+        PodGroup {
+            name: String::new(),
+            requests: self.requests,
+            placement: self.placement.clone(),
+            count: 1,
+            per_node: self.per_node.clone(),
+            avoids: self.avoids.clone(),
+        }
+    }
 }
 
 /// A worker as consolidation sees it.
@@ -59,6 +79,22 @@ impl RunningNode {
         self.pods
             .iter()
             .fold(Resources::default(), |sum, p| sum.add(&p.requests))
+    }
+
+    /// The node as room for pods that move: what its pods leave, and their sets.
+    pub(crate) fn as_room(&self) -> ExistingNode {
+        let mut sets = BTreeMap::new();
+        for pod in &self.pods {
+            pod.alone().join(&mut sets, 1);
+        }
+        ExistingNode {
+            name: self.name.clone(),
+            instance_type: self.instance_type.clone(),
+            arch: self.arch,
+            zone: self.zone.clone(),
+            free: self.room.saturating_sub(&self.used()),
+            sets,
+        }
     }
 
     /// The larger of its CPU and memory shares in use.
@@ -158,38 +194,44 @@ impl Action {
 }
 
 /// The scheduler's placement of `pods` on `free` (indices into `nodes`, `None` for nodes
-/// that are not room): least allocated first, biggest pods first. Commits to `free` only
-/// if every pod fits.
+/// that are not room): least allocated first, biggest pods first, within every per-node
+/// rule. Commits to `free` only if every pod fits.
 fn fits_elsewhere(
     pods: &[RunningPod],
     nodes: &[RunningNode],
-    free: &mut [Option<Resources>],
+    free: &mut [Option<ExistingNode>],
 ) -> bool {
     let mut trial = free.to_vec();
     let mut order: Vec<&RunningPod> = pods.iter().collect();
     order.sort_by_key(|p| std::cmp::Reverse(p.requests.millicores * 4 + p.requests.memory_mib));
     for pod in order {
-        let share = |room: &Resources, n: &RunningNode| {
-            let left = room.saturating_sub(&pod.requests);
+        let alone = pod.alone();
+        let share = |room: &ExistingNode, n: &RunningNode| {
+            let left = room.free.saturating_sub(&pod.requests);
             let used = |l: u64, r: u64| 1.0 - l as f64 / r.max(1) as f64;
             used(left.millicores, n.room.millicores).max(used(left.memory_mib, n.room.memory_mib))
         };
         let best = (0..nodes.len())
-            .filter_map(|i| trial[i].map(|room| (i, room)))
-            .filter(|(i, room)| {
-                pod.requests.fits_in(room) && pod.placement.allows(nodes[*i].arch, &nodes[*i].zone)
+            .filter(|&i| {
+                trial[i]
+                    .as_ref()
+                    .is_some_and(|room| room.admits(&alone) > 0)
             })
-            .min_by(|(a, ra), (b, rb)| {
-                share(ra, &nodes[*a])
-                    .total_cmp(&share(rb, &nodes[*b]))
-                    .then(a.cmp(b))
+            .min_by(|&a, &b| {
+                let (ra, rb) = (trial[a].as_ref(), trial[b].as_ref());
+                share(ra.expect("room"), &nodes[a])
+                    .total_cmp(&share(rb.expect("room"), &nodes[b]))
+                    .then(a.cmp(&b))
             });
-        match best {
-            Some((i, room)) => trial[i] = Some(room.saturating_sub(&pod.requests)),
+        match best.and_then(|i| trial[i].as_mut()) {
+            Some(room) => {
+                room.free = room.free.saturating_sub(&pod.requests);
+                alone.join(&mut room.sets, 1);
+            }
             None => return false,
         }
     }
-    free.copy_from_slice(&trial);
+    free.clone_from_slice(&trial);
     true
 }
 
@@ -197,16 +239,16 @@ fn fits_elsewhere(
 pub fn groups_of<'a>(pods: impl IntoIterator<Item = &'a RunningPod>) -> Vec<PodGroup> {
     let mut groups: Vec<PodGroup> = Vec::new();
     for pod in pods {
-        match groups
-            .iter_mut()
-            .find(|g| g.requests == pod.requests && g.placement == pod.placement)
-        {
+        match groups.iter_mut().find(|g| {
+            g.requests == pod.requests
+                && g.placement == pod.placement
+                && g.per_node == pod.per_node
+                && g.avoids == pod.avoids
+        }) {
             Some(g) => g.count += 1,
             None => groups.push(PodGroup {
                 name: format!("group-{}", groups.len()),
-                requests: pod.requests,
-                placement: pod.placement.clone(),
-                count: 1,
+                ..pod.alone()
             }),
         }
     }
@@ -218,9 +260,9 @@ pub fn groups_of<'a>(pods: impl IntoIterator<Item = &'a RunningPod>) -> Vec<PodG
 pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
     let nodes = cluster.nodes;
     // Outdated nodes are no room: a pod moved onto one would only move again.
-    let mut free: Vec<Option<Resources>> = nodes
+    let mut free: Vec<Option<ExistingNode>> = nodes
         .iter()
-        .map(|n| (!n.draining && !n.outdated).then(|| n.room.saturating_sub(&n.used())))
+        .map(|n| (!n.draining && !n.outdated).then(|| n.as_room()))
         .collect();
     let mut candidates: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].keep.is_none() && !nodes[i].draining)
@@ -263,7 +305,7 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
 fn replacement(
     cluster: &Cluster,
     c: usize,
-    free: &mut [Option<Resources>],
+    free: &mut [Option<ExistingNode>],
     nodes_now: usize,
 ) -> Option<Action> {
     let nodes = cluster.nodes;
@@ -273,13 +315,7 @@ fn replacement(
         pending: groups_of(&node.pods),
         existing: room
             .iter()
-            .map(|&i| ExistingNode {
-                name: nodes[i].name.clone(),
-                instance_type: nodes[i].instance_type.clone(),
-                arch: nodes[i].arch,
-                zone: nodes[i].zone.clone(),
-                free: free[i].expect("room"),
-            })
+            .map(|&i| free[i].clone().expect("room"))
             .collect(),
         types: cluster.types.to_vec(),
         zones: cluster.zones.to_vec(),
@@ -303,9 +339,11 @@ fn replacement(
         return None;
     }
     for &(g, existing, k) in &plan.on_existing {
-        let i = room[existing];
-        let taken = snapshot.pending[g].requests.times(k);
-        free[i] = free[i].map(|f| f.saturating_sub(&taken));
+        let group = &snapshot.pending[g];
+        if let Some(room) = free[room[existing]].as_mut() {
+            room.free = room.free.saturating_sub(&group.requests.times(k));
+            group.join(&mut room.sets, k);
+        }
     }
     // The plan's cost again: a stand-in may have joined it since `cost`.
     let saves_usd_per_hour = node.usd_per_hour - plan.usd_per_hour();

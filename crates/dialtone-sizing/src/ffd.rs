@@ -7,11 +7,12 @@
 //! lowest price per unit of that resource. Pods, largest first (by their dominant share),
 //! go to existing nodes first, then to the first node opened for the class that has room,
 //! and open a node of the class's type when none does; a pod too big for that type opens
-//! the cheapest type that holds it.
+//! the cheapest type that holds it. No node takes more pods of a set than its per-node rule
+//! allows.
 
 use std::collections::BTreeMap;
 
-use crate::{NewNode, Placement, Plan, Resources, Snapshot, Unplaceable};
+use crate::{ExistingNode, NewNode, Placement, Plan, Resources, Snapshot, Unplaceable};
 
 fn resource(r: &Resources, d: usize) -> f64 {
     match d {
@@ -26,6 +27,8 @@ struct Opened {
     zone: String,
     free: Resources,
     pods: BTreeMap<usize, u32>,
+    /// Pods of each per-node set.
+    sets: BTreeMap<String, u32>,
 }
 
 /// Reports the pods of group `g` still waiting as unplaceable, for `reason`.
@@ -47,7 +50,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
     classes.sort();
     classes.dedup();
 
-    let mut free: Vec<Resources> = snapshot.existing.iter().map(|n| n.free).collect();
+    let mut room: Vec<ExistingNode> = snapshot.existing.clone();
     let mut opened: Vec<Opened> = Vec::new();
     for placement in classes {
         let allowed: Vec<usize> = (0..snapshot.types.len())
@@ -115,21 +118,22 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         let first_opened = opened.len();
         for g in order {
             let requests = groups[g].requests;
-            for (n, node) in snapshot.existing.iter().enumerate() {
-                if remaining[g] > 0 && placement.allows(node.arch, &node.zone) {
-                    let k = (remaining[g] as u64).min(requests.times_in(&free[n])) as u32;
-                    if k > 0 {
-                        free[n] = free[n].saturating_sub(&requests.times(k));
-                        remaining[g] -= k;
-                        plan.on_existing.push((g, n, k));
-                    }
+            for (n, node) in room.iter_mut().enumerate() {
+                let k = remaining[g].min(node.admits(&groups[g]));
+                if k > 0 {
+                    node.free = node.free.saturating_sub(&requests.times(k));
+                    groups[g].join(&mut node.sets, k);
+                    remaining[g] -= k;
+                    plan.on_existing.push((g, n, k));
                 }
             }
             for node in opened[first_opened..].iter_mut() {
                 let k = (remaining[g] as u64).min(requests.times_in(&node.free)) as u32;
+                let k = k.min(groups[g].admitted_beside(&node.sets));
                 if k > 0 {
                     node.free = node.free.saturating_sub(&requests.times(k));
                     *node.pods.entry(g).or_default() += k;
+                    groups[g].join(&mut node.sets, k);
                     remaining[g] -= k;
                 }
             }
@@ -166,12 +170,25 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                     .cloned()
                     .unwrap_or_default();
                 let k = (remaining[g] as u64).min(requests.times_in(&node_type.room)) as u32;
+                let k = k.min(groups[g].admitted_beside(&BTreeMap::new()));
+                if k == 0 {
+                    give_up(
+                        &mut plan,
+                        &mut remaining,
+                        g,
+                        "its per-node rule allows no pod",
+                    );
+                    break;
+                }
                 remaining[g] -= k;
+                let mut sets = BTreeMap::new();
+                groups[g].join(&mut sets, k);
                 opened.push(Opened {
                     type_index: t,
                     zone,
                     free: node_type.room.saturating_sub(&requests.times(k)),
                     pods: BTreeMap::from([(g, k)]),
+                    sets,
                 });
             }
         }

@@ -7,8 +7,8 @@
 //! 3. An in-flight node keeps every instance type that could still hold all of its pods
 //!    (and their arch and zone requirements); a pod joins it only if at least one such type
 //!    remains, and the set narrows to those types.
-//! 4. A pod that fits nowhere opens a new in-flight node with every allowed type that can
-//!    hold it.
+//! 4. A pod that fits nowhere (or whose anti-affinity or spread keeps it off every node)
+//!    opens a new in-flight node with every allowed type that can hold it.
 //! 5. At launch each in-flight node becomes the cheapest type left in its set (EC2 Fleet's
 //!    lowest-price allocation over the offered types).
 //!
@@ -18,17 +18,20 @@
 
 use std::collections::BTreeMap;
 
-use crate::{NewNode, Plan, Resources, Snapshot, Unplaceable};
+use crate::{ExistingNode, NewNode, Plan, Resources, Snapshot, Unplaceable};
 
 struct InFlight {
     used: Resources,
-    zone: Option<String>,
+    /// The zones every pod on it allows (none: any).
+    zones: Vec<String>,
     arch: Option<dialtone_cloud::Arch>,
     /// Indices of the types that can still hold every pod on the node.
     types: Vec<usize>,
     /// The largest room among `types`, per resource: a quick "cannot fit" test.
     most: Resources,
     pods: BTreeMap<usize, u32>,
+    /// Pods of each per-node set.
+    sets: BTreeMap<String, u32>,
 }
 
 fn most_room(snapshot: &Snapshot, types: &[usize]) -> Resources {
@@ -83,7 +86,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         std::cmp::Reverse((r.millicores, r.memory_mib))
     });
     let mut plan = Plan::default();
-    let mut free: Vec<Resources> = snapshot.existing.iter().map(|n| n.free).collect();
+    let mut room: Vec<ExistingNode> = snapshot.existing.clone();
     let mut flights: Vec<InFlight> = Vec::new();
     let mut on_existing: BTreeMap<(usize, usize), u32> = BTreeMap::new();
     let mut unplaceable: BTreeMap<(usize, &str), u32> = BTreeMap::new();
@@ -92,9 +95,10 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         let pod = group.requests;
         let placement = &group.placement;
         'pods: for _ in 0..group.count {
-            for (n, node) in snapshot.existing.iter().enumerate() {
-                if placement.allows(node.arch, &node.zone) && pod.fits_in(&free[n]) {
-                    free[n] = free[n].saturating_sub(&pod);
+            for (n, node) in room.iter_mut().enumerate() {
+                if node.admits(group) > 0 {
+                    node.free = node.free.saturating_sub(&pod);
+                    group.join(&mut node.sets, 1);
                     *on_existing.entry((g, n)).or_default() += 1;
                     continue 'pods;
                 }
@@ -102,17 +106,29 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             for flight in flights.iter_mut() {
                 let used = flight.used.add(&pod);
                 if !used.fits_in(&flight.most)
+                    || group.admitted_beside(&flight.sets) == 0
                     || placement
                         .arch
                         .is_some_and(|a| flight.arch.is_some_and(|b| a != b))
-                    || placement
-                        .zone
-                        .as_ref()
-                        .is_some_and(|z| flight.zone.as_ref().is_some_and(|y| y != z))
                 {
                     continue;
                 }
-                let zone = flight.zone.clone().or(placement.zone.clone());
+                let zones = match (flight.zones.is_empty(), placement.zones.is_empty()) {
+                    (true, _) => placement.zones.clone(),
+                    (false, true) => flight.zones.clone(),
+                    (false, false) => {
+                        let both: Vec<String> = flight
+                            .zones
+                            .iter()
+                            .filter(|z| placement.zones.contains(z))
+                            .cloned()
+                            .collect();
+                        if both.is_empty() {
+                            continue;
+                        }
+                        both
+                    }
+                };
                 let narrowed: Vec<usize> = flight
                     .types
                     .iter()
@@ -121,18 +137,20 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                         let node_type = &snapshot.types[t];
                         used.fits_in(&node_type.room)
                             && placement.arch.is_none_or(|a| a == node_type.arch)
-                            && zone.as_ref().is_none_or(|z| node_type.zones.contains(z))
+                            && (zones.is_empty()
+                                || zones.iter().any(|z| node_type.zones.contains(z)))
                     })
                     .collect();
                 if narrowed.is_empty() {
                     continue;
                 }
                 flight.used = used;
-                flight.zone = zone;
+                flight.zones = zones;
                 flight.arch = flight.arch.or(placement.arch);
                 flight.most = most_room(snapshot, &narrowed);
                 flight.types = narrowed;
                 *flight.pods.entry(g).or_default() += 1;
+                group.join(&mut flight.sets, 1);
                 continue 'pods;
             }
             if flights.len() >= snapshot.max_new_nodes {
@@ -155,11 +173,16 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             }
             flights.push(InFlight {
                 used: pod,
-                zone: placement.zone.clone(),
+                zones: placement.zones.clone(),
                 arch: placement.arch,
                 most: most_room(snapshot, &types),
                 types,
                 pods: BTreeMap::from([(g, 1)]),
+                sets: {
+                    let mut sets = BTreeMap::new();
+                    group.join(&mut sets, 1);
+                    sets
+                },
             });
         }
     }
@@ -189,10 +212,12 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
                 })
                 .expect("an in-flight node keeps at least one type");
             let node_type = &snapshot.types[t];
-            let zone = flight
-                .zone
-                .clone()
-                .or_else(|| node_type.zones.iter().min().cloned())
+            let zone = node_type
+                .zones
+                .iter()
+                .filter(|z| flight.zones.is_empty() || flight.zones.contains(z))
+                .min()
+                .cloned()
                 .unwrap_or_default();
             NewNode {
                 instance_type: node_type.name.clone(),

@@ -29,8 +29,9 @@ pub mod lp;
 mod pack;
 pub mod patterns;
 pub mod simulation;
+pub mod zones;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dialtone_cloud::{Arch, InstanceType};
 use serde::{Deserialize, Serialize};
@@ -95,23 +96,45 @@ impl Resources {
     }
 }
 
-/// Where a pod may run, from its nodeSelector: an architecture and a zone, each optional.
+/// Where a pod may run, from its nodeSelector and required node affinity: an architecture
+/// and a set of zones, each optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
     /// Only nodes of this architecture (`kubernetes.io/arch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<Arch>,
-    /// Only nodes in this zone (`topology.kubernetes.io/zone`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    /// Only nodes in these zones (`topology.kubernetes.io/zone`), sorted; none: any zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
 
 impl Placement {
+    /// Only nodes of `arch`, if any, in `zone`, if any.
+    pub fn new(arch: Option<Arch>, zone: Option<&str>) -> Placement {
+        Placement {
+            arch,
+            zones: zone.into_iter().map(str::to_string).collect(),
+        }
+    }
+
     /// Whether a node of `arch` in `zone` may run the pod.
     pub fn allows(&self, arch: Arch, zone: &str) -> bool {
-        self.arch.is_none_or(|a| a == arch) && self.zone.as_deref().is_none_or(|z| z == zone)
+        self.arch.is_none_or(|a| a == arch)
+            && (self.zones.is_empty() || self.zones.iter().any(|z| z == zone))
     }
+}
+
+/// At most `most` pods of one set on any node: what a required anti-affinity by hostname
+/// among pods that repel each other (1) or a topology spread by hostname (`maxSkew`) asks.
+/// Groups that share a set share its limit, and give it alike.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerNode {
+    /// Which pods count together: the rule's namespace and label selector.
+    pub set: String,
+    /// How many of them one node may run.
+    pub most: u32,
 }
 
 /// Pods of one shape: what each requests, where they may run, and how many there are.
@@ -127,6 +150,31 @@ pub struct PodGroup {
     pub placement: Placement,
     /// How many pods of this shape there are.
     pub count: u32,
+    /// How many of the set it belongs to one node may run, if a rule limits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_node: Option<PerNode>,
+    /// Existing nodes, by name, its pods may not run on: a taint they do not tolerate, a
+    /// label their node affinity rules out, a pod their anti-affinity repels.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub avoids: BTreeSet<String>,
+}
+
+impl PodGroup {
+    /// How many more of its pods a node may run by its per-node rule, given how many pods
+    /// of each set the node runs.
+    pub fn admitted_beside(&self, sets: &BTreeMap<String, u32>) -> u32 {
+        self.per_node.as_ref().map_or(u32::MAX, |rule| {
+            rule.most
+                .saturating_sub(sets.get(&rule.set).copied().unwrap_or(0))
+        })
+    }
+
+    /// Counts `k` of its pods into a node's `sets`.
+    pub fn join(&self, sets: &mut BTreeMap<String, u32>, k: u32) {
+        if let Some(rule) = &self.per_node {
+            *sets.entry(rule.set.clone()).or_default() += k;
+        }
+    }
 }
 
 /// An instance type as a node of this cluster would offer it: allocatable after the system
@@ -161,6 +209,21 @@ pub struct ExistingNode {
     pub zone: String,
     /// Allocatable less what its pods request.
     pub free: Resources,
+    /// How many pods of each per-node set ([`PerNode::set`]) it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sets: BTreeMap<String, u32>,
+}
+
+impl ExistingNode {
+    /// How many of the group's pods the node may still take, by resources, placement and
+    /// per-node rule.
+    pub fn admits(&self, group: &PodGroup) -> u32 {
+        if !group.placement.allows(self.arch, &self.zone) || group.avoids.contains(&self.name) {
+            return 0;
+        }
+        (group.requests.times_in(&self.free).min(u32::MAX as u64) as u32)
+            .min(group.admitted_beside(&self.sets))
+    }
 }
 
 /// Everything a scale-up decision reads.
@@ -300,6 +363,32 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether no node, new or existing, runs more pods of a set than its per-node rule
+    /// allows.
+    pub fn keeps_per_node_rules(&self, snapshot: &Snapshot) -> bool {
+        let breaks = |sets: &BTreeMap<String, u32>, g: usize| {
+            snapshot.pending[g]
+                .per_node
+                .as_ref()
+                .is_some_and(|rule| sets[&rule.set] > rule.most)
+        };
+        let mut on_existing: Vec<BTreeMap<String, u32>> =
+            snapshot.existing.iter().map(|n| n.sets.clone()).collect();
+        for &(g, n, k) in &self.on_existing {
+            snapshot.pending[g].join(&mut on_existing[n], k);
+        }
+        self.on_existing
+            .iter()
+            .all(|&(g, n, _)| !breaks(&on_existing[n], g))
+            && self.new_nodes.iter().all(|node| {
+                let mut sets = BTreeMap::new();
+                for (&g, &k) in &node.pods {
+                    snapshot.pending[g].join(&mut sets, k);
+                }
+                node.pods.keys().all(|&g| !breaks(&sets, g))
+            })
+    }
+
     /// What the added nodes cost per hour.
     pub fn usd_per_hour(&self) -> f64 {
         // A fold from +0.0: an empty f64 sum is -0.0.

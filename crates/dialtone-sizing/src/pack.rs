@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::bound;
-use crate::{NewNode, NodeType, Placement, Plan, Resources, Snapshot, Unplaceable};
+use crate::{ExistingNode, NewNode, NodeType, Placement, Plan, Resources, Snapshot, Unplaceable};
 
 /// Pods one node takes: (group, count).
 type Pattern = Vec<(usize, u32)>;
@@ -14,6 +14,8 @@ struct Opened {
     zone: String,
     used: Resources,
     pods: BTreeMap<usize, u32>,
+    /// Pods of each per-node set.
+    sets: BTreeMap<String, u32>,
 }
 
 /// Big pods first: packing them early leaves the small ones to fill the gaps. One vCPU is
@@ -32,16 +34,14 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
     by_size.sort_by_key(|&g| std::cmp::Reverse(size_key(&groups[g].requests)));
 
     // Existing room is already paid for.
-    let mut free: Vec<Resources> = snapshot.existing.iter().map(|n| n.free).collect();
-    for (node_index, node) in snapshot.existing.iter().enumerate() {
+    let mut room: Vec<ExistingNode> = snapshot.existing.clone();
+    for (node_index, node) in room.iter_mut().enumerate() {
         for &g in &by_size {
             let group = &groups[g];
-            if remaining[g] == 0 || !group.placement.allows(node.arch, &node.zone) {
-                continue;
-            }
-            let k = (remaining[g] as u64).min(group.requests.times_in(&free[node_index])) as u32;
+            let k = remaining[g].min(node.admits(group));
             if k > 0 {
-                free[node_index] = free[node_index].saturating_sub(&group.requests.times(k));
+                node.free = node.free.saturating_sub(&group.requests.times(k));
+                group.join(&mut node.sets, k);
                 remaining[g] -= k;
                 plan.on_existing.push((g, node_index, k));
             }
@@ -75,7 +75,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         .collect();
     classes.sort_by_key(|p| {
         (
-            std::cmp::Reverse(p.arch.is_some() as u8 + p.zone.is_some() as u8),
+            std::cmp::Reverse(p.arch.is_some() as u8 + !p.zones.is_empty() as u8),
             p.clone(),
         )
     });
@@ -102,9 +102,11 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             for &g in &members {
                 let room = t.room.saturating_sub(&node.used);
                 let k = (remaining[g] as u64).min(groups[g].requests.times_in(&room)) as u32;
+                let k = k.min(groups[g].admitted_beside(&node.sets));
                 if k > 0 {
                     node.used = node.used.add(&groups[g].requests.times(k));
                     *node.pods.entry(g).or_default() += k;
+                    groups[g].join(&mut node.sets, k);
                     remaining[g] -= k;
                 }
             }
@@ -128,11 +130,17 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
     }
     for (g, &left) in remaining.iter().enumerate() {
         if left > 0 {
+            let rule = groups[g].per_node.as_ref().map_or(String::new(), |rule| {
+                format!(
+                    " (its anti-affinity or spread lets a node run {} of its pods)",
+                    rule.most
+                )
+            });
             plan.unplaceable.push(Unplaceable {
                 group: g,
                 count: left,
                 reason: format!(
-                    "the cluster's maxNodes leaves room for {} more node(s), all planned",
+                    "the cluster's maxNodes leaves room for {} more node(s), all planned{rule}",
                     snapshot.max_new_nodes
                 ),
             });
@@ -168,10 +176,11 @@ fn unplaceable_reason(snapshot: &Snapshot, placement: &Placement, requests: &Res
             placement
                 .arch
                 .map_or(String::new(), |a| format!("arch {} ", a.label())),
-            placement
-                .zone
-                .as_deref()
-                .map_or(String::new(), |z| format!("zone {z}"))
+            if placement.zones.is_empty() {
+                String::new()
+            } else {
+                format!("zone {}", placement.zones.join(" or "))
+            }
         ),
         Some(largest) => format!(
             "requests {wanted}; no allowed instance type has that much room after the system reserve and daemonsets (largest: {} with {}m CPU and {} MiB)",
@@ -270,12 +279,15 @@ fn greedy(
         for &t in candidates {
             let node_type = &snapshot.types[t];
             let mut room = node_type.room;
+            let mut sets = BTreeMap::new();
             let mut pattern = Vec::new();
             let mut worth = 0.0;
             for &g in members {
                 let k = (left[g] as u64).min(groups[g].requests.times_in(&room)) as u32;
+                let k = k.min(groups[g].admitted_beside(&sets));
                 if k > 0 {
                     room = room.saturating_sub(&groups[g].requests.times(k));
+                    groups[g].join(&mut sets, k);
                     pattern.push((g, k));
                     worth += value[g] * k as f64;
                 }
@@ -306,6 +318,7 @@ fn greedy(
                 zone,
                 used: Resources::default(),
                 pods: BTreeMap::new(),
+                sets: BTreeMap::new(),
             };
             for &(g, k) in &pattern {
                 let k = k.min(left[g]);
@@ -313,6 +326,7 @@ fn greedy(
                     left[g] -= k;
                     node.used = node.used.add(&groups[g].requests.times(k));
                     node.pods.insert(g, k);
+                    groups[g].join(&mut node.sets, k);
                 }
             }
             nodes.push(node);

@@ -47,6 +47,8 @@ struct Bin {
     usd_per_hour: Option<f64>,
     /// The groups (local index) the node's architecture and zone allow.
     allowed: Vec<usize>,
+    /// Pods of each per-node set the node runs (none on a new node).
+    sets: BTreeMap<String, u32>,
 }
 
 enum Origin {
@@ -119,7 +121,8 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
     };
 
     // Node kinds: new nodes of each undominated type (and any the plan chose) per zone,
-    // then existing nodes alike in architecture, zone and room.
+    // then existing nodes alike in architecture, zone, room, per-node sets and the groups
+    // that avoid them.
     let mut bins: Vec<Bin> = Vec::new();
     let mut new_bin: BTreeMap<(usize, &str), usize> = BTreeMap::new();
     let mut types = crate::undominated(&snapshot.types);
@@ -145,20 +148,37 @@ fn generate(snapshot: &Snapshot, plan: &Plan, deadline: Instant) -> Option<Gener
                 room: node_type.room,
                 usd_per_hour: Some(node_type.usd_per_hour),
                 allowed: allowed(node_type.arch, zone, &node_type.room),
+                sets: BTreeMap::new(),
             });
         }
     }
     let mut existing_bin: Vec<usize> = Vec::new();
-    let mut kinds: BTreeMap<(crate::Arch, &str, Resources), usize> = BTreeMap::new();
+    type Kind<'a> = (
+        crate::Arch,
+        &'a str,
+        Resources,
+        &'a BTreeMap<String, u32>,
+        Vec<usize>,
+    );
+    let mut kinds: BTreeMap<Kind, usize> = BTreeMap::new();
     for (index, node) in snapshot.existing.iter().enumerate() {
+        let barred: Vec<usize> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| snapshot.pending[**g].avoids.contains(&node.name))
+            .map(|(i, _)| i)
+            .collect();
         let bin = *kinds
-            .entry((node.arch, node.zone.as_str(), node.free))
-            .or_insert_with(|| {
+            .entry((node.arch, node.zone.as_str(), node.free, &node.sets, barred))
+            .or_insert_with_key(|(.., barred)| {
+                let mut allowed = allowed(node.arch, &node.zone, &node.free);
+                allowed.retain(|i| !barred.contains(i));
                 bins.push(Bin {
                     origin: Origin::Existing { nodes: Vec::new() },
                     room: node.free,
                     usd_per_hour: None,
-                    allowed: allowed(node.arch, &node.zone, &node.free),
+                    allowed,
+                    sets: node.sets.clone(),
                 });
                 bins.len() - 1
             });
@@ -372,13 +392,14 @@ fn rounded(snapshot: &Snapshot, generated: &Generated) -> Option<Plan> {
                 Origin::Existing { nodes } => {
                     let &node = nodes.iter().find(|&&n| !used_existing[n])?;
                     used_existing[node] = true;
-                    let mut used = Resources::default();
+                    let residual_node = &mut residual.existing[node];
                     for (&g, &k) in &pods {
-                        used = used.add(&snapshot.pending[g].requests.times(k));
+                        let group = &snapshot.pending[g];
+                        residual_node.free =
+                            residual_node.free.saturating_sub(&group.requests.times(k));
+                        group.join(&mut residual_node.sets, k);
                         result.on_existing.push((g, node, k));
                     }
-                    residual.existing[node].free =
-                        residual.existing[node].free.saturating_sub(&used);
                 }
             }
         }
@@ -396,7 +417,8 @@ fn rounded(snapshot: &Snapshot, generated: &Generated) -> Option<Plan> {
     }
     result.on_existing.extend(repair.on_existing);
     result.new_nodes.extend(repair.new_nodes);
-    Some(result)
+    // Patterns keep each group's rule alone; groups that share a set may break it together.
+    result.keeps_per_node_rules(snapshot).then_some(result)
 }
 
 /// Patterns added per round, the most improving first.
@@ -469,9 +491,12 @@ fn knapsack(
                     share(requests.memory_mib, capacity[1]),
                     share(requests.pods as u64, capacity[2]),
                 ],
+                // Each group alone within its per-node rule: a relaxation where groups
+                // share a set, so the bound stays below every plan.
                 most: snapshot.pending[groups[i]]
                     .count
-                    .min(requests.times_in(&bin.room) as u32),
+                    .min(requests.times_in(&bin.room) as u32)
+                    .min(snapshot.pending[groups[i]].admitted_beside(&bin.sets)),
             }
         })
         .filter(|item| item.most > 0)
@@ -751,6 +776,8 @@ mod tests {
             },
             placement: Placement::default(),
             count,
+            per_node: None,
+            avoids: Default::default(),
         };
         Snapshot {
             // Pods of 600m on nodes of 1000m: one per node, whatever the resource sums say.

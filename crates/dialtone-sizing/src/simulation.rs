@@ -4,7 +4,7 @@
 //! cluster (new nodes first, then the disrupted nodes' pods move).
 
 use crate::consolidate::{Cluster, RunningNode, RunningPod, consolidate, groups_of};
-use crate::{ExistingNode, NodeType, Plan, Resources, Snapshot};
+use crate::{NodeType, PerNode, Plan, Resources, Snapshot};
 
 /// What one step of the controller did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -100,7 +100,8 @@ impl SimCluster {
         n.room.saturating_sub(&used)
     }
 
-    /// Places pending pods, oldest first, each on the least allocated node that holds it.
+    /// Places pending pods, oldest first, each on the least allocated node that holds it
+    /// within its per-node rule.
     pub fn schedule(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         for pod in pending {
@@ -108,7 +109,19 @@ impl SimCluster {
                 .filter(|&i| !self.nodes[i].draining)
                 .filter(|&i| {
                     let n = &self.nodes[i];
-                    pod.requests.fits_in(&self.free(i)) && pod.placement.allows(n.arch, &n.zone)
+                    let alike = |rule: &PerNode| {
+                        n.pods
+                            .iter()
+                            .filter(|p| p.per_node.as_ref() == Some(rule))
+                            .count()
+                    };
+                    pod.requests.fits_in(&self.free(i))
+                        && pod.placement.allows(n.arch, &n.zone)
+                        && pod
+                            .per_node
+                            .as_ref()
+                            .is_none_or(|r| alike(r) < r.most as usize)
+                        && !pod.avoids.contains(&n.name)
                 })
                 .min_by(|&a, &b| {
                     self.nodes[a]
@@ -176,13 +189,7 @@ impl SimCluster {
             pending: groups_of(&self.pending),
             existing: (0..self.nodes.len())
                 .filter(|&i| !self.nodes[i].draining)
-                .map(|i| ExistingNode {
-                    name: self.nodes[i].name.clone(),
-                    instance_type: self.nodes[i].instance_type.clone(),
-                    arch: self.nodes[i].arch,
-                    zone: self.nodes[i].zone.clone(),
-                    free: self.free(i),
-                })
+                .map(|i| self.nodes[i].as_room())
                 .collect(),
             types: self.types.clone(),
             zones: self.zones.clone(),

@@ -58,6 +58,8 @@ fn pod(millicores: u64, memory_mib: u64) -> RunningPod {
             pods: 1,
         },
         placement: Placement::default(),
+        per_node: None,
+        avoids: Default::default(),
     }
 }
 
@@ -117,7 +119,7 @@ fn one_node_is_replaced_by_several_when_several_cost_less() {
         .iter()
         .map(|z| RunningPod {
             placement: Placement {
-                zone: Some(z.to_string()),
+                zones: vec![z.to_string()],
                 arch: None,
             },
             ..pod(500, 1_024)
@@ -212,7 +214,7 @@ fn workload() -> impl Strategy<Value = Vec<(RunningPod, usize, usize)>> {
                         1 => Some(Arch::X86_64),
                         _ => None,
                     },
-                    zone: None,
+                    zones: Vec::new(),
                 };
                 (
                     RunningPod {
@@ -391,7 +393,7 @@ fn pods_of_one_shape_and_placement_form_one_group() {
     let arm = RunningPod {
         placement: Placement {
             arch: Some(Arch::Arm64),
-            zone: None,
+            zones: Vec::new(),
         },
         ..pod(100, 128)
     };
@@ -477,7 +479,7 @@ fn min_nodes_counts_the_nodes_each_earlier_action_leaves() {
     // go at minNodes 2, not at 3.
     let x86 = Placement {
         arch: Some(Arch::X86_64),
-        zone: None,
+        zones: Vec::new(),
     };
     let big_pods = vec![
         RunningPod {
@@ -518,7 +520,7 @@ fn room_a_replacement_fills_on_other_nodes_is_no_longer_room() {
     let x86 = |millicores, memory_mib| RunningPod {
         placement: Placement {
             arch: Some(Arch::X86_64),
-            zone: None,
+            zones: Vec::new(),
         },
         ..pod(millicores, memory_mib)
     };

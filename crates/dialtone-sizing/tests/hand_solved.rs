@@ -38,6 +38,8 @@ fn pods(millicores: u64, count: u32, placement: Placement) -> PodGroup {
         },
         placement,
         count,
+        per_node: None,
+        avoids: Default::default(),
     }
 }
 
@@ -77,7 +79,7 @@ fn assert_plan_costs(snapshot: &Snapshot, optimum: f64) {
 
 const ANYWHERE: Placement = Placement {
     arch: None,
-    zone: None,
+    zones: Vec::new(),
 };
 
 #[test]
@@ -90,7 +92,7 @@ fn pods_confined_to_an_arch_pay_for_that_arch() {
     ];
     let arm_only = Placement {
         arch: Some(Arch::Arm64),
-        zone: None,
+        zones: Vec::new(),
     };
     let snapshot = snapshot(
         types,
@@ -108,7 +110,7 @@ fn pods_confined_to_a_zone_pay_for_that_zone() {
     ];
     let zone_a = Placement {
         arch: None,
-        zone: Some("a".into()),
+        zones: vec!["a".into()],
     };
     let snapshot = snapshot(
         types,
@@ -173,7 +175,7 @@ fn pods_no_type_holds_are_left_out_of_the_bound() {
     ];
     let x86 = Placement {
         arch: Some(Arch::X86_64),
-        zone: None,
+        zones: Vec::new(),
     };
     let snapshot = snapshot(
         types,

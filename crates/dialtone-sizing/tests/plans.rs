@@ -1,15 +1,17 @@
 //! Properties of every plan, Dialtone's and the Karpenter-style baseline's, over random
 //! snapshots drawn from the real catalogue: each pod is placed once or reported, fits its
-//! node and its node's placement, existing nodes are not overfilled, bounds hold, the cost
+//! node and its node's placement, keeps its per-node rule and off the nodes it avoids,
+//! existing nodes are not overfilled, bounds hold, the cost
 //! is never below the lower bound, and the same input gives the same plan.
 
 use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_sizing::patterns::{improve, pattern_bound};
 use dialtone_sizing::{
-    CostModel, ExistingNode, NewNode, NodeType, Placement, Plan, PodGroup, Resources, Snapshot,
-    bound, ffd, karpenter, node_types,
+    CostModel, ExistingNode, NewNode, NodeType, PerNode, Placement, Plan, PodGroup, Resources,
+    Snapshot, bound, ffd, karpenter, node_types,
 };
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -37,20 +39,52 @@ fn catalogue_types(picks: &[usize]) -> Vec<NodeType> {
 }
 
 fn placement() -> impl Strategy<Value = Placement> {
-    (0..6u8, 0..6u8).prop_map(|(a, z)| Placement {
+    // Zones by bitmask; none and all alike mean any zone.
+    (0..6u8, 0..12u8).prop_map(|(a, z)| Placement {
         arch: match a {
             0 => Some(Arch::Arm64),
             1 => Some(Arch::X86_64),
             _ => None,
         },
-        zone: (z < 3).then(|| ZONES[z as usize].to_string()),
+        zones: if z >= 7 {
+            Vec::new()
+        } else {
+            (0..3)
+                .filter(|i| z & (1 << i) != 0)
+                .map(|i| ZONES[i].to_string())
+                .collect()
+        },
+    })
+}
+
+/// Now and then a per-node rule, of one of two sets (one pod a node, or two); two groups
+/// may share one.
+fn per_node() -> impl Strategy<Value = Option<PerNode>> {
+    (0..6u32).prop_map(|s| {
+        (s < 2).then(|| PerNode {
+            set: format!("set-{s}"),
+            most: s + 1,
+        })
     })
 }
 
 fn snapshot() -> impl Strategy<Value = Snapshot> {
-    let groups = prop::collection::vec((50u64..6_000, 32u64..24_000, 1u32..60, placement()), 1..7);
+    let groups = prop::collection::vec(
+        (
+            (50u64..6_000, 32u64..24_000, 1u32..60),
+            placement(),
+            per_node(),
+            0u8..32,
+        ),
+        1..7,
+    );
     let existing = prop::collection::vec(
-        (0u64..4_000, 0u64..8_000, 0u32..20, any::<bool>(), 0usize..3),
+        (
+            (0u64..4_000, 0u64..8_000, 0u32..20),
+            any::<bool>(),
+            0usize..3,
+            (0u32..3, 0u32..3),
+        ),
         0..5,
     );
     (
@@ -66,31 +100,48 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 pending: groups
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (millicores, memory_mib, count, placement))| PodGroup {
-                        name: format!("g{i}"),
-                        requests: Resources {
-                            millicores,
-                            memory_mib,
-                            pods: 1,
+                    .map(
+                        |(i, ((millicores, memory_mib, count), placement, per_node, avoids))| {
+                            PodGroup {
+                                name: format!("g{i}"),
+                                requests: Resources {
+                                    millicores,
+                                    memory_mib,
+                                    pods: 1,
+                                },
+                                placement,
+                                count,
+                                per_node,
+                                // Existing nodes by bitmask.
+                                avoids: (0..5)
+                                    .filter(|n| avoids & (1 << n) != 0)
+                                    .map(|n| format!("n{n}"))
+                                    .collect(),
+                            }
                         },
-                        placement,
-                        count,
-                    })
+                    )
                     .collect(),
                 existing: existing
                     .into_iter()
                     .enumerate()
                     .map(
-                        |(i, (millicores, memory_mib, pods, arm, zone))| ExistingNode {
-                            name: format!("n{i}"),
-                            instance_type: "m7i.large".into(),
-                            arch: if arm { Arch::Arm64 } else { Arch::X86_64 },
-                            zone: ZONES[zone].to_string(),
-                            free: Resources {
-                                millicores,
-                                memory_mib,
-                                pods,
-                            },
+                        |(i, ((millicores, memory_mib, pods), arm, zone, (set0, set1)))| {
+                            ExistingNode {
+                                name: format!("n{i}"),
+                                instance_type: "m7i.large".into(),
+                                arch: if arm { Arch::Arm64 } else { Arch::X86_64 },
+                                zone: ZONES[zone].to_string(),
+                                free: Resources {
+                                    millicores,
+                                    memory_mib,
+                                    pods,
+                                },
+                                sets: [("set-0", set0), ("set-1", set1)]
+                                    .into_iter()
+                                    .filter(|(_, k)| *k > 0)
+                                    .map(|(s, k)| (s.to_string(), k))
+                                    .collect(),
+                            }
                         },
                     )
                     .collect(),
@@ -120,6 +171,48 @@ fn violations(snapshot: &Snapshot, plan: &Plan) -> Vec<String> {
         if !used.fits_in(&snapshot.existing[n].free) {
             found.push(format!("existing node {n} overfilled: {used:?}"));
         }
+    }
+    // Per-node rules, counted with what each node runs, and nodes a group avoids.
+    let over_rules = |node: &str, sets: &BTreeMap<String, u32>, groups: &[usize]| {
+        groups
+            .iter()
+            .filter_map(|&g| {
+                let rule = snapshot.pending[g].per_node.as_ref()?;
+                let count = sets.get(&rule.set).copied().unwrap_or(0);
+                (count > rule.most).then(|| {
+                    format!(
+                        "{node} runs {count} of {} (at most {})",
+                        rule.set, rule.most
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for (n, node) in snapshot.existing.iter().enumerate() {
+        let mut sets = node.sets.clone();
+        let mut groups = Vec::new();
+        for &(g, m, k) in &plan.on_existing {
+            if m == n {
+                groups.push(g);
+                if let Some(rule) = &snapshot.pending[g].per_node {
+                    *sets.entry(rule.set.clone()).or_default() += k;
+                }
+                if snapshot.pending[g].avoids.contains(&node.name) {
+                    found.push(format!("group {g} on {}, which it avoids", node.name));
+                }
+            }
+        }
+        found.extend(over_rules(&node.name, &sets, &groups));
+    }
+    for node in &plan.new_nodes {
+        let mut sets = BTreeMap::new();
+        for (&g, &k) in &node.pods {
+            if let Some(rule) = &snapshot.pending[g].per_node {
+                *sets.entry(rule.set.clone()).or_default() += k;
+            }
+        }
+        let groups: Vec<usize> = node.pods.keys().copied().collect();
+        found.extend(over_rules(&node.instance_type, &sets, &groups));
     }
     if plan.new_nodes.len() > snapshot.max_new_nodes {
         found.push(format!(
@@ -239,6 +332,8 @@ fn a_pod_no_type_can_hold_is_reported_and_the_rest_placed() {
                 },
                 placement: Placement::default(),
                 count: 2,
+                per_node: None,
+                avoids: Default::default(),
             },
             PodGroup {
                 name: "web".into(),
@@ -249,6 +344,8 @@ fn a_pod_no_type_can_hold_is_reported_and_the_rest_placed() {
                 },
                 placement: Placement::default(),
                 count: 10,
+                per_node: None,
+                avoids: Default::default(),
             },
         ],
         existing: Vec::new(),
@@ -284,6 +381,8 @@ fn pods_fill_existing_room_before_any_node_is_added() {
             },
             placement: Placement::default(),
             count: 4,
+            per_node: None,
+            avoids: Default::default(),
         }],
         existing: vec![
             ExistingNode {
@@ -296,6 +395,7 @@ fn pods_fill_existing_room_before_any_node_is_added() {
                     memory_mib: 4_096,
                     pods: 10,
                 },
+                sets: Default::default(),
             },
             ExistingNode {
                 name: "roomy".into(),
@@ -307,6 +407,7 @@ fn pods_fill_existing_room_before_any_node_is_added() {
                     memory_mib: 4_096,
                     pods: 10,
                 },
+                sets: Default::default(),
             },
         ],
         types: catalogue_types(&(0..30).collect::<Vec<_>>()),
@@ -338,6 +439,8 @@ fn the_baseline_packs_pods_together_as_karpenter_does() {
             },
             placement: Placement::default(),
             count: 10,
+            per_node: None,
+            avoids: Default::default(),
         }],
         existing: Vec::new(),
         types: vec![NodeType {
@@ -486,6 +589,8 @@ fn small_snapshot() -> impl Strategy<Value = Snapshot> {
                     },
                     placement: Placement::default(),
                     count,
+                    per_node: None,
+                    avoids: Default::default(),
                 })
                 .collect(),
             existing: Vec::new(),

@@ -180,6 +180,7 @@ impl Workload {
                     arch: *t.archs.first().unwrap_or(&Arch::X86_64),
                     zone: group.zone.clone(),
                     free: group.free,
+                    sets: Default::default(),
                 });
             }
         }
@@ -368,6 +369,8 @@ fn group(name: String, millicores: u64, memory_mib: u64, count: u32) -> PodGroup
         },
         placement: Placement::default(),
         count,
+        per_node: None,
+        avoids: Default::default(),
     }
 }
 
@@ -448,7 +451,7 @@ fn generate(out: &Path) -> anyhow::Result<()> {
             &[100, 256, 512, 1024, 2048, 4096],
         ) {
             g.name = format!("{}-{zone}", g.name);
-            g.placement.zone = Some(zone.into());
+            g.placement.zones = vec![zone.into()];
             diverse.push(g);
         }
     }
@@ -605,6 +608,8 @@ fn replay(hours: u64, step_minutes: u64, steady_hours: u64, seed: u64) -> anyhow
                     pods: 1,
                 },
                 placement: Placement::default(),
+                per_node: None,
+                avoids: Default::default(),
             },
             base: rng.random_range(2.0..30.0),
             amplitude: rng.random_range(0.2..0.9),

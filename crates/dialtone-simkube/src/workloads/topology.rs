@@ -137,18 +137,25 @@ impl<'a> Bound<'a> {
     }
 
     /// The inter-pod rule that keeps `pod` off `node`, if one does.
-    pub(super) fn refuses(&self, pod: &Value, node: &Value, spreads: &[Spread]) -> Option<&'static str> {
+    pub(super) fn refuses(
+        &self,
+        pod: &Value,
+        node: &Value,
+        spreads: &[Spread],
+    ) -> Option<&'static str> {
         let name = node["metadata"]["name"].as_str().unwrap_or("");
         for spread in spreads.iter().filter(|s| s.required) {
             let Some(domain) = self.domain(name, &spread.key) else {
                 return Some(SPREAD_LABEL);
             };
-            let skew = (spread.count(domain) + spread.counts_itself as u32).saturating_sub(spread.least);
+            let skew =
+                (spread.count(domain) + spread.counts_itself as u32).saturating_sub(spread.least);
             if u64::from(skew) > spread.max_skew {
                 return Some(SPREAD);
             }
         }
-        self.anti_affinity_refuses(pod, name).then_some(ANTI_AFFINITY)
+        self.anti_affinity_refuses(pod, name)
+            .then_some(ANTI_AFFINITY)
     }
 
     /// How crowded the node's domains are by the pod's spread constraints: the scheduler
@@ -281,17 +288,17 @@ mod tests {
         let other_app = pod("db-0", "db", json!({}));
         assert_eq!(refused(&other_app, 0), None);
         // By zone, the whole zone is taken.
-        let zonal = pod("web-3", "web", away_from("web", "topology.kubernetes.io/zone"));
+        let zonal = pod(
+            "web-3",
+            "web",
+            away_from("web", "topology.kubernetes.io/zone"),
+        );
         assert_eq!(refused(&zonal, 1), Some(ANTI_AFFINITY));
         assert_eq!(refused(&zonal, 2), None);
         // Another namespace is not selected unless the term names it.
         let mut elsewhere = pod("web-4", "web", away_from("web", "kubernetes.io/hostname"));
         elsewhere["metadata"]["namespace"] = json!("other");
-        let bound_plain = Bound::new(
-            vec![(&other_app, "a1".to_string())],
-            &nodes,
-            &[],
-        );
+        let bound_plain = Bound::new(vec![(&other_app, "a1".to_string())], &nodes, &[]);
         assert_eq!(bound_plain.refuses(&elsewhere, &nodes[0], &[]), None);
     }
 
@@ -323,7 +330,11 @@ mod tests {
         // ScheduleAnyway refuses nothing, but the emptiest zone is preferred.
         let soft = pod("web-4", "web", spread("web", zone, "ScheduleAnyway"));
         let spreads = bound.spreads(&soft, &eligible);
-        assert!(nodes.iter().all(|n| bound.refuses(&soft, n, &spreads).is_none()));
+        assert!(
+            nodes
+                .iter()
+                .all(|n| bound.refuses(&soft, n, &spreads).is_none())
+        );
         let crowding: Vec<u32> = nodes.iter().map(|n| bound.crowding(n, &spreads)).collect();
         assert_eq!(crowding, [2, 1, 0]);
         // A node without the key is no domain.

@@ -26,15 +26,16 @@ use dialtone_kube::KubeError;
 use dialtone_kube::workload::{self, Evicted, NodeView, PodView, Workload};
 use dialtone_sizing::consolidate::{self, Action, RunningNode, RunningPod};
 use dialtone_sizing::decision::{self, Decision};
-use dialtone_sizing::{
-    CostModel, ExistingNode, NodeType, Placement, PodGroup, Resources, Snapshot,
-};
+use dialtone_sizing::{CostModel, ExistingNode, NodeType, PodGroup, Resources, Snapshot};
 use dialtone_types::cluster::{
     ClusterNode, ClusterPlan, ClusterStatus, NodeRole, SizingDecision, SizingStatus,
 };
 use jiff::Timestamp;
 
 use crate::cluster::record_event;
+
+mod rules;
+use rules::{PodRules, PodSet, Rules};
 
 const DECISIONS_KEPT: usize = 10;
 
@@ -97,37 +98,6 @@ fn daemon_overhead(observed: &Workload) -> Resources {
             memory_mib: most.memory_mib.max(node.memory_mib),
             pods: most.pods.max(node.pods),
         })
-}
-
-/// Where a pod may run, from its nodeSelector and the cluster's architectures for pods
-/// that select none; `Err` names a selector no new node can meet.
-fn placement(pod: &PodView, architectures: &[Arch]) -> Result<Placement, String> {
-    let mut placement = Placement {
-        arch: match architectures {
-            [only] => Some(*only),
-            _ => None,
-        },
-        zone: None,
-    };
-    for (key, value) in &pod.node_selector {
-        match key.as_str() {
-            "kubernetes.io/arch" => {
-                placement.arch = Some(match value.as_str() {
-                    "amd64" => Arch::X86_64,
-                    "arm64" => Arch::Arm64,
-                    other => return Err(format!("no instance type has arch `{other}`")),
-                })
-            }
-            "topology.kubernetes.io/zone" => placement.zone = Some(value.clone()),
-            "kubernetes.io/os" if value == "linux" => {}
-            _ => {
-                return Err(format!(
-                    "nodeSelector {key}={value} is not a label Dialtone gives new nodes"
-                ));
-            }
-        }
-    }
-    Ok(placement)
 }
 
 fn requests(pod: &PodView) -> Resources {
@@ -355,43 +325,86 @@ fn scale_up(
         return false;
     }
     let started = Instant::now();
-    let mut groups: Vec<PodGroup> = Vec::new();
-    let mut refused: BTreeMap<String, u32> = BTreeMap::new();
+    let model = cost_model(plan, observed);
+    let schedulable = schedulable_workers(observed, status, catalog, &model);
+    let rules = rules_of(observed, plan, &schedulable);
+    // Pods alike in requests and rules form a group; a zone rule then splits it by zone.
+    let mut alike: Vec<(PodGroup, PodRules)> = Vec::new();
+    let mut refused: BTreeMap<String, (u32, String)> = BTreeMap::new();
+    let mut refuse = |reason: String, count: u32, example: String| {
+        let entry = refused.entry(reason).or_insert((0, example));
+        entry.0 += count;
+    };
     for pod in &waiting {
-        let placement = match placement(pod, &plan.workers.architectures) {
-            Ok(p) => p,
+        let pod_rules = match rules.of(pod) {
+            Ok(r) => r,
             Err(reason) => {
-                *refused.entry(reason).or_default() += 1;
+                refuse(reason, 1, format!("{}/{}", pod.namespace, pod.name));
                 continue;
             }
         };
         let requests = requests(pod);
-        match groups
+        match alike
             .iter_mut()
-            .find(|g| g.requests == requests && g.placement == placement)
+            .find(|(g, r)| g.requests == requests && *r == pod_rules)
         {
-            Some(g) => g.count += 1,
-            None => groups.push(PodGroup {
-                name: format!("{}/{}", pod.namespace, pod.name),
-                requests,
-                placement,
-                count: 1,
-            }),
+            Some((g, _)) => g.count += 1,
+            None => alike.push((
+                PodGroup {
+                    name: format!("{}/{}", pod.namespace, pod.name),
+                    requests,
+                    placement: pod_rules.placement.clone(),
+                    count: 1,
+                    per_node: pod_rules.per_node.as_ref().map(|(rule, _)| rule.clone()),
+                    avoids: pod_rules.avoids.clone(),
+                },
+                pod_rules,
+            )),
         }
     }
-    let model = cost_model(plan, observed);
+    // Groups that share a set share its tightest limit.
+    let mut tightest: BTreeMap<String, u32> = BTreeMap::new();
+    for rule in alike.iter().filter_map(|(g, _)| g.per_node.as_ref()) {
+        let most = tightest.entry(rule.set.clone()).or_insert(rule.most);
+        *most = (*most).min(rule.most);
+    }
+    for rule in alike.iter_mut().filter_map(|(g, _)| g.per_node.as_mut()) {
+        rule.most = tightest[&rule.set];
+    }
+    let mut groups: Vec<PodGroup> = Vec::new();
+    for (group, pod_rules) in &alike {
+        let Some(zone_rule) = &pod_rules.zone_rule else {
+            groups.push(group.clone());
+            continue;
+        };
+        let (split, left) = rules.over_zones(group.clone(), zone_rule);
+        groups.extend(split);
+        if let Some((count, reason)) = left {
+            refuse(reason, count, group.name.clone());
+        }
+    }
     let types = node_types(plan, catalog, &model);
     let workers = status
         .nodes
         .iter()
         .filter(|n| n.role == NodeRole::Worker)
         .count();
+    // Pods of each per-node set that every worker runs.
+    let per_node_sets: Vec<&PodSet> = alike
+        .iter()
+        .filter_map(|(_, r)| r.per_node.as_ref().map(|(_, set)| set))
+        .collect();
+    let mut existing: Vec<ExistingNode> = schedulable.iter().map(Worker::existing).collect();
+    for set in per_node_sets {
+        for (slot, count) in rules.count_on_workers(set) {
+            if let Some(node) = existing.iter_mut().find(|n| n.name == slot) {
+                node.sets.insert(set.name(), count);
+            }
+        }
+    }
     let snapshot = Snapshot {
         pending: groups,
-        existing: schedulable_workers(observed, status, catalog, &model)
-            .iter()
-            .map(Worker::existing)
-            .collect(),
+        existing,
         types,
         zones: plan.workers.zones.clone(),
         spread_zones: plan.workers.zones.len() > 1,
@@ -405,20 +418,19 @@ fn scale_up(
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for unplaceable in &decided.unplaceable {
         let group = &snapshot.pending[unplaceable.group];
-        *refused
-            .entry(format!(
-                "{} ({}m CPU, {} MiB): {}",
-                group.name,
-                group.requests.millicores,
-                group.requests.memory_mib,
-                unplaceable.reason
-            ))
-            .or_default() += unplaceable.count;
+        refuse(
+            format!(
+                "({}m CPU, {} MiB) {}",
+                group.requests.millicores, group.requests.memory_mib, unplaceable.reason
+            ),
+            unplaceable.count,
+            group.name.clone(),
+        );
     }
     if !refused.is_empty() {
         let message = refused
             .iter()
-            .map(|(reason, count)| format!("{count} pod(s): {reason}"))
+            .map(|(reason, (count, example))| format!("{count} pod(s) like {example}: {reason}"))
             .collect::<Vec<_>>()
             .join("; ");
         record_event(status, now, true, "PodsUnplaceable", message);
@@ -465,6 +477,24 @@ fn scale_up(
     true
 }
 
+/// How pending pods' rules read the cluster and its schedulable workers.
+fn rules_of<'a>(
+    observed: &'a Workload,
+    plan: &'a ClusterPlan,
+    workers: &'a [Worker<'a>],
+) -> Rules<'a> {
+    Rules {
+        observed,
+        workers: workers
+            .iter()
+            .map(|w| (w.slot.name.as_str(), w.node))
+            .collect(),
+        architectures: &plan.workers.architectures,
+        zones: &plan.workers.zones,
+        region: &plan.region,
+    }
+}
+
 /// How long a scale-up spends on packing patterns, for a cheaper plan and a tighter bound,
 /// before it settles for what it has.
 const PATTERN_BUDGET: Duration = Duration::from_millis(20);
@@ -494,6 +524,7 @@ impl Worker<'_> {
             arch: self.arch,
             zone: self.slot.zone.clone(),
             free: self.allocatable.saturating_sub(&self.used(|_| true)),
+            sets: Default::default(),
         }
     }
 }
@@ -563,6 +594,7 @@ async fn consolidate(
     let stabilization = options.second * autoscaling.scale_down_delay_seconds;
     let model = cost_model(plan, observed);
     let workers = schedulable_workers(observed, status, catalog, &model);
+    let rules = rules_of(observed, plan, &workers);
     let nodes: Vec<RunningNode> = workers
         .iter()
         .map(|worker| {
@@ -571,6 +603,23 @@ async fn consolidate(
                 .iter()
                 .copied()
                 .filter(|p| !is_daemon(p))
+                .collect();
+            // Where each pod may move. A pod with a zone rule stays in its zone, where the
+            // rule counted it.
+            let moves: Vec<Result<RunningPod, String>> = movable
+                .iter()
+                .map(|p| {
+                    let mut r = rules.of(p)?;
+                    if r.zone_rule.is_some() {
+                        r.placement.zones = vec![worker.slot.zone.clone()];
+                    }
+                    Ok(RunningPod {
+                        requests: requests(p),
+                        placement: r.placement,
+                        per_node: r.per_node.map(|(rule, _)| rule),
+                        avoids: r.avoids,
+                    })
+                })
                 .collect();
             let outdated = !worker.slot.kubernetes_version.is_empty()
                 && worker.slot.kubernetes_version != plan.kubernetes_version;
@@ -585,6 +634,10 @@ async fn consolidate(
                     "{}/{} has no controller to recreate it",
                     pod.namespace, pod.name
                 ))
+            } else if let Some((pod, Err(why))) =
+                movable.iter().zip(&moves).find(|(_, m)| m.is_err())
+            {
+                Some(format!("{}/{} cannot move: {why}", pod.namespace, pod.name))
             } else {
                 movable.iter().find_map(|pod| {
                     observed
@@ -608,13 +661,7 @@ async fn consolidate(
                     .get(&worker.slot.instance_type)
                     .map_or(0.0, |t| model.node_price(t)),
                 room: worker.allocatable.saturating_sub(&worker.used(is_daemon)),
-                pods: movable
-                    .iter()
-                    .map(|p| RunningPod {
-                        requests: requests(p),
-                        placement: placement(p, &plan.workers.architectures).unwrap_or_default(),
-                    })
-                    .collect(),
+                pods: moves.into_iter().flatten().collect(),
                 keep,
                 draining: false,
                 outdated,
@@ -722,6 +769,8 @@ mod tests {
             memory_mib: 4096,
             pods: 110,
             created: None,
+            labels: Default::default(),
+            taints: Vec::new(),
         }
     }
 
@@ -737,6 +786,10 @@ mod tests {
             labels: BTreeMap::new(),
             controller: Some(controller.into()),
             finished: false,
+            node_affinity: Vec::new(),
+            tolerations: Vec::new(),
+            anti_affinity: Vec::new(),
+            spread: Vec::new(),
         }
     }
 
