@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -110,8 +111,6 @@ async fn sim_cluster_on(
         "eng",
         "--project",
         "web",
-        "--type",
-        "developer",
         "--region",
         "us-east-1",
         "--min-nodes",
@@ -120,6 +119,9 @@ async fn sim_cluster_on(
         &max_nodes,
         "--wait",
     ];
+    if !flags.contains(&"--type") {
+        args.extend(["--type", "developer"]);
+    }
     args.extend_from_slice(flags);
     let out = server.cli(&args);
     assert!(
@@ -1014,6 +1016,139 @@ async fn scale_ups_follow_the_cost_model_and_the_daemon_sets_kubectl_adds() {
     }
     let archs = ok(&kubeconfig, &["get", "nodes", "-L", "kubernetes.io/arch"]);
     assert!(!archs.contains("arm64"), "{archs}");
+}
+
+/// A deployment of `replicas` pods of 100m and 128 MiB labelled `app: name`, whose pods keep
+/// apart by hostname; `spec` is merged into the pod spec.
+fn apart(name: &str, replicas: u32, spec: Value) -> Value {
+    let mut pod = json!({
+        "containers": [{
+            "name": name, "image": "nginx",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        }],
+        "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {"app": name}},
+        }]}},
+    });
+    pod.as_object_mut()
+        .unwrap()
+        .extend(spec.as_object().unwrap().clone());
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod},
+        },
+    })
+}
+
+/// Per running pod of `app`, its node's name and zone.
+fn nodes_and_zones_of(kubeconfig: &Path, app: &str) -> Vec<(String, String)> {
+    let nodes: Value =
+        serde_json::from_str(&ok(kubeconfig, &["get", "nodes", "-o", "json"])).unwrap();
+    let zone_of = |name: &str| {
+        nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["metadata"]["name"] == name)
+            .and_then(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let selector = format!("app={app}");
+    let pods: Value = serde_json::from_str(&ok(
+        kubeconfig,
+        &["get", "pods", "-l", &selector, "-o", "json"],
+    ))
+    .unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .map(|p| {
+            let node = p["spec"]["nodeName"].as_str().unwrap().to_string();
+            let zone = zone_of(&node);
+            (node, zone)
+        })
+        .collect()
+}
+
+/// Scheduling rules on a live three-zone cluster: right-sizing adds the nodes a deployment
+/// whose pods keep apart by host and spread evenly over the zones needs, and the scheduler
+/// then places every pod by both rules; pods no node may take within maxNodes, or whose
+/// zone the cluster lacks, are reported with the reason while the rest run.
+#[tokio::test]
+async fn pods_that_keep_apart_and_spread_over_zones_get_the_nodes_they_need() {
+    let (server, dir, kubeconfig) = sim_cluster_with(3, 10, &["--type", "production"]).await;
+    let api = Api::admin(&server);
+    let spread_zones = json!({"topologySpreadConstraints": [{
+        "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "spread"}},
+    }]});
+    apply_json(&kubeconfig, dir.path(), apart("spread", 9, spread_zones));
+    phases_when_within(&kubeconfig, Duration::from_secs(90), |r, p| {
+        r == 9 && p == 0
+    });
+    let placed = nodes_and_zones_of(&kubeconfig, "spread");
+    let nodes: std::collections::BTreeSet<&String> = placed.iter().map(|(n, _)| n).collect();
+    assert_eq!(nodes.len(), 9, "one pod a node: {placed:?}");
+    let mut per_zone: BTreeMap<&String, usize> = BTreeMap::new();
+    for (_, zone) in &placed {
+        *per_zone.entry(zone).or_default() += 1;
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        [3, 3, 3],
+        "{placed:?}"
+    );
+    let status = sizing_of(&api).await;
+    assert!(workers(&status).len() <= 10, "{:?}", workers(&status));
+
+    // Twelve pods no two of which share a node: the nine nodes and the one maxNodes leaves
+    // run ten, the other two wait, reported; so does a pod whose zone the cluster lacks.
+    apply_json(&kubeconfig, dir.path(), apart("crowd", 12, json!({})));
+    apply_json(
+        &kubeconfig,
+        dir.path(),
+        apart(
+            "elsewhere",
+            1,
+            json!({"nodeSelector": {"topology.kubernetes.io/zone": "us-east-1f"}}),
+        ),
+    );
+    let started = Instant::now();
+    let events = loop {
+        let status = sizing_of(&api).await;
+        let events = status["events"].to_string();
+        if events.contains("PodsUnplaceable")
+            && events.contains("elsewhere")
+            && events.contains("crowd")
+        {
+            break events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:#}",
+            status["events"]
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(events.contains("maxNodes"), "{events}");
+    assert!(events.contains("match no new worker"), "{events}");
+    phases_when_within(&kubeconfig, Duration::from_secs(60), |r, p| {
+        r == 9 + 10 && p == 2 + 1
+    });
+    let crowd = nodes_and_zones_of(&kubeconfig, "crowd");
+    let nodes: std::collections::BTreeSet<&String> = crowd.iter().map(|(n, _)| n).collect();
+    assert_eq!(nodes.len(), 10, "{crowd:?}");
+    let status = sizing_of(&api).await;
+    assert_eq!(workers(&status).len(), 10, "{:?}", workers(&status));
 }
 
 #[tokio::test]

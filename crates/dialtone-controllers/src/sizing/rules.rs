@@ -357,3 +357,268 @@ fn term_set(pod: &PodView, term: &k8s_openapi::api::core::v1::PodAffinityTerm) -
         selector: term.label_selector.clone()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        NodeSelectorRequirement, NodeSelectorTerm, PodAffinityTerm, Taint, Toleration,
+        TopologySpreadConstraint,
+    };
+
+    use super::*;
+
+    const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+    fn node(name: &str, zone: &str) -> NodeView {
+        NodeView {
+            name: name.into(),
+            instance_id: format!("i-{name}"),
+            ready: true,
+            control_plane: false,
+            disrupted: false,
+            millicores: 4000,
+            memory_mib: 8192,
+            pods: 58,
+            created: None,
+            labels: [
+                (HOSTNAME, name),
+                (ZONE, zone),
+                (ARCH, "amd64"),
+                ("kubernetes.io/os", "linux"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            taints: Vec::new(),
+        }
+    }
+
+    fn pod(name: &str, app: &str, on: Option<&str>) -> PodView {
+        PodView {
+            namespace: "shop".into(),
+            name: name.into(),
+            node: on.map(str::to_string),
+            unschedulable: on.is_none(),
+            millicores: 100,
+            memory_mib: 128,
+            node_selector: BTreeMap::new(),
+            node_affinity: Vec::new(),
+            tolerations: Vec::new(),
+            anti_affinity: Vec::new(),
+            spread: Vec::new(),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            controller: Some("ReplicaSet".into()),
+            finished: false,
+        }
+    }
+
+    fn app(app: &str) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_string(), app.to_string())])),
+            ..LabelSelector::default()
+        }
+    }
+
+    fn away_from(app_name: &str, key: &str) -> PodAffinityTerm {
+        PodAffinityTerm {
+            label_selector: Some(app(app_name)),
+            topology_key: key.into(),
+            ..PodAffinityTerm::default()
+        }
+    }
+
+    fn spread(app_name: &str, key: &str, max_skew: i32) -> TopologySpreadConstraint {
+        TopologySpreadConstraint {
+            label_selector: Some(app(app_name)),
+            topology_key: key.into(),
+            max_skew,
+            when_unsatisfiable: "DoNotSchedule".into(),
+            ..TopologySpreadConstraint::default()
+        }
+    }
+
+    fn zones() -> Vec<String> {
+        ZONES.map(String::from).to_vec()
+    }
+
+    fn rules<'a>(observed: &'a Workload, zones: &'a [String]) -> Rules<'a> {
+        Rules {
+            observed,
+            workers: observed
+                .nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n))
+                .collect(),
+            architectures: &[Arch::X86_64],
+            zones,
+            region: "us-east-1",
+        }
+    }
+
+    fn term(key: &str, operator: &str, values: &[&str]) -> NodeSelectorTerm {
+        NodeSelectorTerm {
+            match_expressions: Some(vec![NodeSelectorRequirement {
+                key: key.into(),
+                operator: operator.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            match_fields: None,
+        }
+    }
+
+    #[test]
+    fn node_affinity_becomes_the_architectures_and_zones_of_new_workers() {
+        let observed = Workload::default();
+        let zones = zones();
+        let rules = rules(&observed, &zones);
+        let mut p = pod("web-0", "web", None);
+        p.node_affinity = vec![term(ZONE, "In", &["us-east-1a", "us-east-1c"])];
+        let placement = rules.of(&p).unwrap().placement;
+        assert_eq!(placement.arch, Some(Arch::X86_64));
+        assert_eq!(placement.zones, ["us-east-1a", "us-east-1c"]);
+        // Naming arm64 opens it, whatever the cluster's architectures.
+        p.node_affinity = vec![term(ARCH, "In", &["arm64"])];
+        assert_eq!(rules.of(&p).unwrap().placement.arch, Some(Arch::Arm64));
+        // Every zone is no constraint.
+        p.node_affinity = vec![term(ZONE, "NotIn", &["us-east-1d"])];
+        assert!(rules.of(&p).unwrap().placement.zones.is_empty());
+        // Labels no new worker has, or has only once it runs, are refused with the reason.
+        p.node_affinity = vec![term("pool", "In", &["gpu"])];
+        assert!(rules.of(&p).unwrap_err().contains("match no new worker"));
+        p.node_affinity = vec![term(
+            "node.kubernetes.io/instance-type",
+            "In",
+            &["m7i.large"],
+        )];
+        assert!(rules.of(&p).unwrap_err().contains("only once it runs"));
+        // Terms ORed into pairs that are no product cannot be planned as one placement.
+        p.node_affinity = vec![
+            NodeSelectorTerm {
+                match_expressions: Some(
+                    [
+                        term(ARCH, "In", &["arm64"]),
+                        term(ZONE, "In", &["us-east-1a"]),
+                    ]
+                    .into_iter()
+                    .flat_map(|t| t.match_expressions.unwrap())
+                    .collect(),
+                ),
+                match_fields: None,
+            },
+            term(ZONE, "In", &["us-east-1b"]),
+        ];
+        assert!(rules.of(&p).unwrap_err().contains("some pairs"));
+    }
+
+    #[test]
+    fn taints_and_anti_affinity_keep_pods_off_workers() {
+        let mut tainted = node("w1", ZONES[0]);
+        tainted.taints = vec![Taint {
+            key: "dedicated".into(),
+            value: Some("db".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }];
+        let observed = Workload {
+            nodes: vec![tainted, node("w2", ZONES[0]), node("w3", ZONES[1])],
+            pods: vec![pod("web-0", "web", Some("w2"))],
+            budgets: Vec::new(),
+        };
+        let zones = zones();
+        let rules = rules(&observed, &zones);
+        let plain = pod("api-0", "api", None);
+        assert_eq!(
+            rules.of(&plain).unwrap().avoids,
+            BTreeSet::from(["w1".into()])
+        );
+        let mut tolerant = plain.clone();
+        tolerant.tolerations = vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("db".into()),
+            effect: Some("NoSchedule".into()),
+            toleration_seconds: None,
+        }];
+        assert!(rules.of(&tolerant).unwrap().avoids.is_empty());
+        // Anti-affinity by host keeps it off web-0's node, by zone off its zone.
+        let mut apart = tolerant.clone();
+        apart.anti_affinity = vec![away_from("web", HOSTNAME)];
+        assert_eq!(
+            rules.of(&apart).unwrap().avoids,
+            BTreeSet::from(["w2".into()])
+        );
+        apart.anti_affinity = vec![away_from("web", ZONE)];
+        assert_eq!(
+            rules.of(&apart).unwrap().avoids,
+            BTreeSet::from(["w1".into(), "w2".into()])
+        );
+        // A running pod's anti-affinity repels the pods it selects.
+        let mut observed = observed.clone();
+        observed.pods[0].anti_affinity = vec![away_from("api", HOSTNAME)];
+        let rules = super::tests::rules(&observed, &zones);
+        assert_eq!(
+            rules.of(&tolerant).unwrap().avoids,
+            BTreeSet::from(["w2".into()])
+        );
+    }
+
+    #[test]
+    fn rules_among_a_set_limit_pods_per_node_and_per_zone() {
+        let observed = Workload {
+            nodes: vec![node("w1", ZONES[0]), node("w2", ZONES[1])],
+            pods: vec![
+                pod("web-0", "web", Some("w1")),
+                pod("web-1", "web", Some("w1")),
+                pod("web-2", "web", Some("w2")),
+            ],
+            budgets: Vec::new(),
+        };
+        let zones = zones();
+        let rules = rules(&observed, &zones);
+        let mut p = pod("web-3", "web", None);
+        p.anti_affinity = vec![away_from("web", HOSTNAME)];
+        p.spread = vec![spread("web", HOSTNAME, 2)];
+        let of = rules.of(&p).unwrap();
+        let (rule, set) = of.per_node.unwrap();
+        assert_eq!(rule.most, 1);
+        assert_eq!(
+            rules.count_on_workers(&set),
+            BTreeMap::from([("w1".into(), 2), ("w2".into(), 1)])
+        );
+        // A spread by zone shares 4 new pods out so that the zones end level (a runs 2,
+        // b 1, c none).
+        p.anti_affinity.clear();
+        p.spread = vec![spread("web", ZONE, 1)];
+        let of = rules.of(&p).unwrap();
+        let group = PodGroup {
+            name: "shop/web".into(),
+            requests: dialtone_sizing::Resources::default(),
+            placement: of.placement.clone(),
+            count: 4,
+            per_node: None,
+            avoids: BTreeSet::new(),
+        };
+        let (split, left) = rules.over_zones(group.clone(), of.zone_rule.as_ref().unwrap());
+        let shares: Vec<(Vec<String>, u32)> = split
+            .iter()
+            .map(|g| (g.placement.zones.clone(), g.count))
+            .collect();
+        assert_eq!(
+            shares,
+            [
+                (vec![ZONES[0].to_string()], 1),
+                (vec![ZONES[1].to_string()], 1),
+                (vec![ZONES[2].to_string()], 2)
+            ]
+        );
+        assert_eq!(left, None);
+        // Anti-affinity by zone: one per zone, and only c is free.
+        p.spread.clear();
+        p.anti_affinity = vec![away_from("web", ZONE)];
+        let of = rules.of(&p).unwrap();
+        let (split, left) = rules.over_zones(group, of.zone_rule.as_ref().unwrap());
+        assert_eq!(split.len(), 1);
+        assert_eq!(split[0].placement.zones, [ZONES[2]]);
+        assert_eq!(left.map(|(n, _)| n), Some(3));
+    }
+}
