@@ -14,7 +14,7 @@
 //!   "daemonsets": {"millicores", "memoryMib", "pods"}, "zones": [...], "spreadZones": bool,
 //!   "maxNewNodes": n, "existing": [{"instanceType", "zone", "free": {…}, "count"}],
 //!   "pods": [{"name", "requests": {"millicores", "memoryMib", "pods": 1}, "placement":
-//!   {"arch", "zone"}, "count"}]}`.
+//!   {"arch", "zones"}, "count", "perNode": {"set", "most"}}]}`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,8 +27,8 @@ use dialtone_sizing::decision::decide;
 use dialtone_sizing::patterns::pattern_bound;
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{
-    CostModel, ExistingNode, Placement, PodGroup, Resources, Snapshot, bound, ffd, karpenter,
-    node_types,
+    CostModel, ExistingNode, PerNode, Placement, PodGroup, Resources, Snapshot, bound, ffd,
+    karpenter, node_types,
 };
 use dialtone_types::settings::DiskType;
 use rand::rngs::StdRng;
@@ -534,6 +534,12 @@ fn generate(out: &Path) -> anyhow::Result<()> {
             &[100, 256, 512, 1024, 2048, 4096],
         ),
     ));
+    workloads.push((
+        "kept-apart",
+        "40 deployment shapes, about 10,000 pods; a third one per node (anti-affinity by host), a third at most two per node (spread by host)".into(),
+        light_daemonsets,
+        kept_apart(),
+    ));
     for (name, description, daemonsets, pods) in workloads {
         for with_existing in [false, true] {
             let workload = Workload {
@@ -566,6 +572,37 @@ fn generate(out: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deployments whose pods keep apart: one a node, at most two a node, or free; drawn from
+/// a generator of its own, so that adding it left the other files as they were.
+fn kept_apart() -> Vec<PodGroup> {
+    let mut rng = StdRng::seed_from_u64(2);
+    let cpus = [100, 250, 500, 1000, 2000];
+    let gib_per_cpu = [1, 2, 4];
+    let weights: Vec<f64> = (1..=40).map(|i| 1.0 / (i as f64).sqrt()).collect();
+    let total: f64 = weights.iter().sum();
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let cpu = cpus[rng.random_range(0..cpus.len())];
+            let memory = cpu * gib_per_cpu[rng.random_range(0..gib_per_cpu.len())] * 1024 / 1000;
+            let name = format!("deploy-{i}");
+            let mut d = group(
+                name.clone(),
+                cpu,
+                memory.max(64),
+                ((w / total) * 10_000.0).round().max(1.0) as u32,
+            );
+            d.per_node = match i % 3 {
+                0 => Some(PerNode { set: name, most: 1 }),
+                1 => Some(PerNode { set: name, most: 2 }),
+                _ => None,
+            };
+            d
+        })
+        .collect()
 }
 
 /// One deployment of the replay: its pods, and replicas that follow the day.
