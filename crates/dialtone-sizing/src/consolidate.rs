@@ -5,14 +5,18 @@
 //! pods fit in the room the other nodes leave, placed as the scheduler places them (on the
 //! least allocated node that holds each pod, biggest pods first), so that what the plan
 //! promises the scheduler can keep; and **replace**, when Dialtone's scale-up packs its pods
-//! into the other nodes' room plus new nodes costing at least `min_saving` less than it
-//! (several small nodes may replace one big one). A node being disrupted is no longer
-//! room for the next candidate, so the actions of one decision never count on each other.
+//! into the other nodes' room plus new nodes costing less than it (several small nodes may
+//! replace one big one). Then the least used candidates left are tried together: **merge**
+//! several into fewer new nodes. A node being disrupted is no longer room for the next
+//! candidate, so the actions of one decision never count on each other.
 //!
-//! Hysteresis comes from the rules, not from timers alone: every action strictly lowers the
-//! cost per hour (a replacement by at least `min_saving` of the node's price), so a steady
-//! workload converges and then causes no action at all; nodes younger than the
-//! stabilization window and nodes whose pods a budget protects are not candidates.
+//! The cluster's [`Policy`] says what a move must save: `WhenEmpty` removes only nodes
+//! that run no pods; `Balanced` asks a replacement or merge to save `min_saving` of the
+//! price it removes, and every move to save [`MIN_SAVING_PER_POD`] for each pod it evicts;
+//! `Aggressive` takes any saving. Hysteresis comes from these rules, not from timers alone:
+//! every action strictly lowers the cost per hour, so a steady workload converges and then
+//! causes no action at all; nodes younger than the stabilization window and nodes whose
+//! pods a budget protects are not candidates.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -123,8 +127,97 @@ pub struct Cluster<'a> {
     pub max_nodes: usize,
     /// How many nodes may be disrupted by this decision.
     pub budget: usize,
-    /// The share of a node's price a replacement must save, for example 0.1.
+    /// The share of a node's price a replacement must save, for example 0.1 (balanced).
     pub min_saving: f64,
+    /// How much disruption a saving must be worth.
+    pub policy: Policy,
+}
+
+/// How much disruption consolidation accepts for a saving (docs/sizing.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Only nodes that run no pods (daemon sets aside) are removed.
+    WhenEmpty,
+    /// A replacement or merge saves `min_saving` of what it removes, and every move
+    /// [`MIN_SAVING_PER_POD`] an hour for each pod it evicts.
+    #[default]
+    Balanced,
+    /// Any move that lowers the cost per hour.
+    Aggressive,
+}
+
+/// How many moves a policy that waits weighs for each it may take at once: the nodes that
+/// may go next wait alongside those that go now, and a large cluster's pass stays short.
+pub const PROPOSED_PER_DISRUPTION: usize = 4;
+
+/// Since when each node has been wanted gone, for a policy that waits for a node to stay
+/// unneeded ([`Policy::waits`]), as the Cluster Autoscaler waits ten minutes: a passing dip
+/// in load then moves no pods, and a lasting one still frees the node.
+#[derive(Clone, Debug, Default)]
+pub struct Unneeded(BTreeMap<String, u64>);
+
+impl Unneeded {
+    /// Of `proposed` (every action worth taking now, in order), the first `budget` whose
+    /// every node each decision for `patience` (in the caller's unit of time, `now` in
+    /// the same) has wanted gone; upgrades do not wait. Nodes no action wants are
+    /// forgotten.
+    pub fn ripe(
+        &mut self,
+        proposed: Vec<Action>,
+        now: u64,
+        patience: u64,
+        budget: usize,
+    ) -> Vec<Action> {
+        let wanted: BTreeSet<&str> = proposed.iter().flat_map(Action::nodes).collect();
+        self.0.retain(|node, _| wanted.contains(node.as_str()));
+        for node in wanted {
+            self.0.entry(node.to_string()).or_insert(now);
+        }
+        let mut disrupted = 0;
+        proposed
+            .into_iter()
+            .filter(|action| {
+                matches!(action, Action::Upgrade { .. })
+                    || action
+                        .nodes()
+                        .iter()
+                        .all(|node| now >= self.0[*node].saturating_add(patience))
+            })
+            .take_while(|action| {
+                disrupted += action.nodes().len();
+                disrupted <= budget
+            })
+            .collect()
+    }
+}
+
+/// What a balanced move must save per hour for each pod it evicts: $0.005, $3.65 a month,
+/// about what a pod of a tenth of a vCPU costs to run.
+pub const MIN_SAVING_PER_POD: f64 = 0.005;
+
+/// The most nodes one merge removes.
+const MOST_MERGED: usize = 8;
+
+impl Policy {
+    /// Whether a node must stay unneeded for a while before it goes ([`Unneeded`]).
+    pub fn waits(&self) -> bool {
+        *self == Policy::Balanced
+    }
+
+    /// Whether removing nodes that cost `price` and run `pods` pods, for new nodes costing
+    /// `cost`, is worth it.
+    fn worth(&self, price: f64, cost: f64, pods: usize, min_saving: f64) -> bool {
+        let saving = price - cost;
+        match self {
+            Policy::WhenEmpty => pods == 0 && saving > 0.0,
+            Policy::Aggressive => saving > 1e-9,
+            Policy::Balanced => {
+                saving > 1e-9
+                    && saving >= price * min_saving
+                    && saving >= MIN_SAVING_PER_POD * pods as f64
+            }
+        }
+    }
 }
 
 /// One disruption.
@@ -147,6 +240,15 @@ pub enum Action {
         /// Its price less theirs.
         saves_usd_per_hour: f64,
     },
+    /// Several nodes' pods fit on the other nodes plus fewer new ones, costing less.
+    Merge {
+        /// The nodes removed.
+        nodes: Vec<String>,
+        /// The nodes launched first.
+        with: Vec<NewNode>,
+        /// Their prices less the new nodes'.
+        saves_usd_per_hour: f64,
+    },
     /// The node runs an older version: its pods go to the other up-to-date nodes plus these
     /// new ones (of the families the upgrade chose), cheaper or not.
     Upgrade {
@@ -160,12 +262,13 @@ pub enum Action {
 }
 
 impl Action {
-    /// The node the action removes.
-    pub fn node(&self) -> &str {
+    /// The nodes the action removes.
+    pub fn nodes(&self) -> Vec<&str> {
         match self {
             Action::Delete { node, .. }
             | Action::Replace { node, .. }
-            | Action::Upgrade { node, .. } => node,
+            | Action::Upgrade { node, .. } => vec![node],
+            Action::Merge { nodes, .. } => nodes.iter().map(String::as_str).collect(),
         }
     }
 
@@ -173,7 +276,9 @@ impl Action {
     pub fn new_nodes(&self) -> &[NewNode] {
         match self {
             Action::Delete { .. } => &[],
-            Action::Replace { with, .. } | Action::Upgrade { with, .. } => with,
+            Action::Replace { with, .. }
+            | Action::Merge { with, .. }
+            | Action::Upgrade { with, .. } => with,
         }
     }
 
@@ -186,6 +291,9 @@ impl Action {
             | Action::Replace {
                 saves_usd_per_hour, ..
             }
+            | Action::Merge {
+                saves_usd_per_hour, ..
+            }
             | Action::Upgrade {
                 saves_usd_per_hour, ..
             } => *saves_usd_per_hour,
@@ -196,22 +304,22 @@ impl Action {
 /// The scheduler's placement of `pods` on `free` (indices into `nodes`, `None` for nodes
 /// that are not room): least allocated first, biggest pods first, within every per-node
 /// rule. Commits to `free` only if every pod fits.
-fn fits_elsewhere(
-    pods: &[RunningPod],
-    nodes: &[RunningNode],
+fn fits_elsewhere<'a>(
+    pods: impl IntoIterator<Item = &'a RunningPod>,
+    rooms: &[Resources],
     free: &mut [Option<ExistingNode>],
 ) -> bool {
     let mut trial = free.to_vec();
-    let mut order: Vec<&RunningPod> = pods.iter().collect();
+    let mut order: Vec<&RunningPod> = pods.into_iter().collect();
     order.sort_by_key(|p| std::cmp::Reverse(p.requests.millicores * 4 + p.requests.memory_mib));
     for pod in order {
         let alone = pod.alone();
-        let share = |room: &ExistingNode, n: &RunningNode| {
+        let share = |room: &ExistingNode, whole: &Resources| {
             let left = room.free.saturating_sub(&pod.requests);
             let used = |l: u64, r: u64| 1.0 - l as f64 / r.max(1) as f64;
-            used(left.millicores, n.room.millicores).max(used(left.memory_mib, n.room.memory_mib))
+            used(left.millicores, whole.millicores).max(used(left.memory_mib, whole.memory_mib))
         };
-        let best = (0..nodes.len())
+        let best = (0..rooms.len())
             .filter(|&i| {
                 trial[i]
                     .as_ref()
@@ -219,8 +327,8 @@ fn fits_elsewhere(
             })
             .min_by(|&a, &b| {
                 let (ra, rb) = (trial[a].as_ref(), trial[b].as_ref());
-                share(ra.expect("room"), &nodes[a])
-                    .total_cmp(&share(rb.expect("room"), &nodes[b]))
+                share(ra.expect("room"), &rooms[a])
+                    .total_cmp(&share(rb.expect("room"), &rooms[b]))
                     .then(a.cmp(&b))
             });
         match best.and_then(|i| trial[i].as_mut()) {
@@ -275,6 +383,7 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
             .then_with(|| wasted(&nodes[b]).total_cmp(&wasted(&nodes[a])))
             .then_with(|| nodes[a].name.cmp(&nodes[b].name))
     });
+    let rooms: Vec<Resources> = nodes.iter().map(|n| n.room).collect();
     // The nodes the cluster will have once the actions so far are done.
     let mut count = nodes.iter().filter(|n| !n.draining).count();
     let mut actions = Vec::new();
@@ -284,7 +393,11 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
         }
         let node = &nodes[c];
         let own = free[c].take();
-        if count > cluster.min_nodes && fits_elsewhere(&node.pods, nodes, &mut free) {
+        let deletable = node.outdated
+            || cluster
+                .policy
+                .worth(node.usd_per_hour, 0.0, node.pods.len(), cluster.min_saving);
+        if count > cluster.min_nodes && deletable && fits_elsewhere(&node.pods, &rooms, &mut free) {
             count -= 1;
             actions.push(Action::Delete {
                 node: node.name.clone(),
@@ -292,27 +405,64 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
             });
             continue;
         }
-        if let Some(action) = replacement(cluster, c, &mut free, count) {
+        if let Some(action) = replacement(cluster, &[c], &mut free, count) {
             count = count - 1 + action.new_nodes().len();
             actions.push(action);
             continue;
         }
         free[c] = own;
     }
+    // Several of the least used candidates left, merged into fewer nodes: the most that
+    // save enough, as Karpenter's multi-node consolidation searches.
+    let taken: BTreeSet<&str> = actions.iter().flat_map(Action::nodes).collect();
+    let mut left: Vec<usize> = (0..nodes.len())
+        .filter(|&i| {
+            nodes[i].keep.is_none()
+                && !nodes[i].draining
+                && !nodes[i].outdated
+                && !taken.contains(nodes[i].name.as_str())
+        })
+        .collect();
+    left.sort_by(|&a, &b| {
+        nodes[a]
+            .utilization()
+            .total_cmp(&nodes[b].utilization())
+            .then_with(|| nodes[a].name.cmp(&nodes[b].name))
+    });
+    // A merge disrupts every node it removes.
+    let most = left
+        .len()
+        .min(MOST_MERGED)
+        .min(cluster.budget.saturating_sub(taken.len()));
+    for k in (2..=most).rev() {
+        let chosen = &left[..k];
+        let own: Vec<Option<ExistingNode>> = chosen.iter().map(|&i| free[i].take()).collect();
+        if let Some(action) = replacement(cluster, chosen, &mut free, count) {
+            actions.push(action);
+            break;
+        }
+        for (&i, room) in chosen.iter().zip(own) {
+            free[i] = room;
+        }
+    }
     actions
 }
 
+/// The nodes `removed` (one, or several to merge) replaced by new ones and the others'
+/// room, if that is worth it; commits the room it takes to `free`.
 fn replacement(
     cluster: &Cluster,
-    c: usize,
+    removed: &[usize],
     free: &mut [Option<ExistingNode>],
     nodes_now: usize,
 ) -> Option<Action> {
     let nodes = cluster.nodes;
-    let node = &nodes[c];
+    let node = &nodes[removed[0]];
+    let pods: Vec<&RunningPod> = removed.iter().flat_map(|&i| &nodes[i].pods).collect();
+    let price: f64 = removed.iter().map(|&i| nodes[i].usd_per_hour).sum();
     let room: Vec<usize> = (0..nodes.len()).filter(|&i| free[i].is_some()).collect();
     let snapshot = Snapshot {
-        pending: groups_of(&node.pods),
+        pending: groups_of(pods.iter().copied()),
         existing: room
             .iter()
             .map(|&i| free[i].clone().expect("room"))
@@ -320,35 +470,74 @@ fn replacement(
         types: cluster.types.to_vec(),
         zones: cluster.zones.to_vec(),
         spread_zones: cluster.spread_zones,
-        // The node itself goes, so its slot is free.
-        max_new_nodes: (cluster.max_nodes + 1).saturating_sub(nodes_now),
+        // The nodes themselves go, so their slots are free.
+        max_new_nodes: (cluster.max_nodes + removed.len()).saturating_sub(nodes_now),
     };
     let mut plan = crate::plan(&snapshot);
     let cost = plan.usd_per_hour();
-    let floor = cluster.min_nodes.saturating_sub(nodes_now - 1);
+    let floor = cluster.min_nodes.saturating_sub(nodes_now - removed.len());
     if node.outdated && plan.unplaceable.is_empty() && plan.new_nodes.len() < floor {
         // Its pods fit on the others, but the cluster must keep minNodes.
         plan.new_nodes.extend(cheapest_stand_in(cluster, node));
     }
     // A replacement launches at least one node for the one it removes, so it never takes
-    // the cluster below minNodes.
+    // the cluster below minNodes; a merge launches fewer than it removes, and keeps
+    // minNodes.
+    let fewer = if removed.len() == 1 {
+        !plan.new_nodes.is_empty()
+    } else {
+        plan.new_nodes.len() < removed.len()
+            && nodes_now - removed.len() + plan.new_nodes.len() >= cluster.min_nodes
+    };
     let worth_it = plan.unplaceable.is_empty()
-        && !plan.new_nodes.is_empty()
-        && (node.outdated || cost <= node.usd_per_hour * (1.0 - cluster.min_saving));
+        && fewer
+        && (node.outdated
+            || cluster
+                .policy
+                .worth(price, cost, pods.len(), cluster.min_saving));
     if !worth_it {
         return None;
     }
-    for &(g, existing, k) in &plan.on_existing {
-        let group = &snapshot.pending[g];
-        if let Some(room) = free[room[existing]].as_mut() {
-            room.free = room.free.saturating_sub(&group.requests.times(k));
-            group.join(&mut room.sets, k);
+    // What a saving promises, the scheduler must keep: the pods, placed as the scheduler
+    // places them on the other nodes' room and the new nodes, all fit. (An upgrade goes
+    // ahead regardless: pods left waiting get nodes from the next scale-up.)
+    let mut rooms: Vec<Resources> = nodes.iter().map(|n| n.room).collect();
+    let mut trial = free.to_vec();
+    for new in &plan.new_nodes {
+        let node_type = cluster.types.iter().find(|t| t.name == new.instance_type)?;
+        rooms.push(node_type.room);
+        trial.push(Some(ExistingNode {
+            name: String::new(),
+            instance_type: new.instance_type.clone(),
+            arch: node_type.arch,
+            zone: new.zone.clone(),
+            free: node_type.room,
+            sets: BTreeMap::new(),
+        }));
+    }
+    if fits_elsewhere(pods.iter().copied(), &rooms, &mut trial) {
+        free.clone_from_slice(&trial[..free.len()]);
+    } else if node.outdated {
+        for &(g, existing, k) in &plan.on_existing {
+            let group = &snapshot.pending[g];
+            if let Some(room) = free[room[existing]].as_mut() {
+                room.free = room.free.saturating_sub(&group.requests.times(k));
+                group.join(&mut room.sets, k);
+            }
         }
+    } else {
+        return None;
     }
     // The plan's cost again: a stand-in may have joined it since `cost`.
-    let saves_usd_per_hour = node.usd_per_hour - plan.usd_per_hour();
+    let saves_usd_per_hour = price - plan.usd_per_hour();
     let (name, with) = (node.name.clone(), plan.new_nodes);
-    Some(if node.outdated {
+    Some(if removed.len() > 1 {
+        Action::Merge {
+            nodes: removed.iter().map(|&i| nodes[i].name.clone()).collect(),
+            with,
+            saves_usd_per_hour,
+        }
+    } else if node.outdated {
         Action::Upgrade {
             node: name,
             saves_usd_per_hour,

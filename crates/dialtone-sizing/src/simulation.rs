@@ -3,7 +3,10 @@
 //! [`crate::consolidate::consolidate`], the way the controller applies them to a real
 //! cluster (new nodes first, then the disrupted nodes' pods move).
 
-use crate::consolidate::{Cluster, RunningNode, RunningPod, consolidate, groups_of};
+use crate::consolidate::{
+    Cluster, PROPOSED_PER_DISRUPTION, Policy, RunningNode, RunningPod, Unneeded, consolidate,
+    groups_of,
+};
 use crate::{NodeType, PerNode, Plan, Resources, Snapshot};
 
 /// What one step of the controller did.
@@ -15,6 +18,8 @@ pub struct Step {
     pub removed: usize,
     /// Pods left pending.
     pub unplaceable: u32,
+    /// Pods evicted from the nodes removed.
+    pub evicted: usize,
 }
 
 impl Step {
@@ -47,15 +52,17 @@ pub struct SimCluster {
     pub budget: usize,
     /// The share of a node's price a replacement must save.
     pub min_saving: f64,
-    /// Steps a node must have run before consolidation may touch it.
+    /// Steps a node must have run before consolidation may touch it, and, under a policy
+    /// that waits, stay unneeded before it goes.
     pub stabilization: u64,
     /// How new nodes are chosen: [`crate::plan`], or a baseline.
     pub planner: fn(&Snapshot) -> Plan,
-    /// Consolidation only removes empty nodes (the baseline's `WhenEmpty`).
-    pub empty_only: bool,
+    /// What consolidation's moves must be worth.
+    pub policy: Policy,
     /// The current step.
     pub now: u64,
     next_name: usize,
+    unneeded: Unneeded,
 }
 
 impl SimCluster {
@@ -75,9 +82,10 @@ impl SimCluster {
             min_saving: 0.1,
             stabilization: 0,
             planner: crate::plan,
-            empty_only: false,
+            policy: Policy::Balanced,
             now: 0,
             next_name: 0,
+            unneeded: Unneeded::default(),
         }
     }
 
@@ -220,47 +228,46 @@ impl SimCluster {
             node.keep = (self.now - self.launched_at[i] < self.stabilization)
                 .then(|| "launched within the stabilization window".to_string());
         }
-        if self.empty_only {
-            let before = self.nodes.len();
-            let mut i = 0;
-            while i < self.nodes.len() {
-                if self.nodes[i].pods.is_empty() && self.nodes.len() > self.min_nodes {
-                    self.nodes.remove(i);
-                    self.launched_at.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
-            step.removed = before - self.nodes.len();
-            return step;
-        }
-        let actions = consolidate(&Cluster {
+        // A policy that waits weighs every move each step, and takes those that waited.
+        let waits = self.policy.waits();
+        let proposed = consolidate(&Cluster {
             nodes: &self.nodes,
             types: &self.types,
             zones: &self.zones,
             spread_zones: self.spread_zones,
             min_nodes: self.min_nodes,
             max_nodes: self.max_nodes,
-            budget: self.budget,
+            budget: if waits {
+                self.budget * PROPOSED_PER_DISRUPTION
+            } else {
+                self.budget
+            },
             min_saving: self.min_saving,
+            policy: self.policy,
         });
+        let patience = if waits { self.stabilization } else { 0 };
+        let actions = self
+            .unneeded
+            .ripe(proposed, self.now, patience, self.budget);
         for action in &actions {
             for node in action.new_nodes() {
                 self.launch(&node.instance_type, &node.zone);
             }
             step.launched += action.new_nodes().len();
-            let i = self
+            for node in self
                 .nodes
-                .iter()
-                .position(|n| n.name == action.node())
-                .expect("a node of the cluster");
-            self.nodes[i].draining = true;
+                .iter_mut()
+                .filter(|n| action.nodes().contains(&n.name.as_str()))
+            {
+                node.draining = true;
+            }
         }
         // Drain: the disrupted nodes' pods go back to the scheduler, then the nodes go.
         for i in (0..self.nodes.len()).rev() {
             if self.nodes[i].draining {
                 let node = self.nodes.remove(i);
                 self.launched_at.remove(i);
+                step.evicted += node.pods.len();
                 self.pending.extend(node.pods);
                 step.removed += 1;
             }

@@ -93,6 +93,38 @@ impl Arch {
     }
 }
 
+/// How much disruption right-sizing's consolidation accepts for a saving.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsolidationPolicy {
+    /// Only workers that run no pods (daemon sets aside) are removed.
+    WhenEmpty,
+    /// A move saves at least a tenth of what it removes and $0.005 an hour for each pod it
+    /// evicts.
+    #[default]
+    Balanced,
+    /// Any move that lowers the cost.
+    Aggressive,
+}
+
+impl ConsolidationPolicy {
+    /// Every policy, as errors list them.
+    pub const ALL: [ConsolidationPolicy; 3] = [
+        ConsolidationPolicy::WhenEmpty,
+        ConsolidationPolicy::Balanced,
+        ConsolidationPolicy::Aggressive,
+    ];
+
+    /// Its name in the spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsolidationPolicy::WhenEmpty => "whenEmpty",
+            ConsolidationPolicy::Balanced => "balanced",
+            ConsolidationPolicy::Aggressive => "aggressive",
+        }
+    }
+}
+
 /// A Kubernetes cluster of a type, in a region, that the control plane provisions and keeps
 /// in the state its plan says.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -128,6 +160,10 @@ pub struct Cluster {
     /// credits under sustained load; when off (the default) they count at their baseline.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_burstable: bool,
+    /// What a consolidation move must save for the pods it evicts; `balanced` when
+    /// omitted (docs/sizing.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidation: Option<ConsolidationPolicy>,
     /// Whether a delete is refused until this is turned off; the type's default when
     /// omitted (`security.deletionProtection`: on for production).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -707,6 +707,10 @@ pub struct ClusterCreateArgs {
     /// under sustained load (default: at their baseline).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub allow_burstable: Option<bool>,
+    /// What consolidation must save for the pods it evicts: whenEmpty, balanced (the
+    /// default) or aggressive.
+    #[arg(long, value_parser = ["whenEmpty", "balanced", "aggressive"])]
+    pub consolidation: Option<String>,
     /// Refuse deletes until turned off (default: the type's; on for production).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,
@@ -747,6 +751,10 @@ pub struct ClusterUpdateArgs {
     /// Count burstable types at their full vCPUs (`--allow-burstable=false` to stop).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub allow_burstable: Option<bool>,
+    /// What consolidation must save for the pods it evicts: whenEmpty, balanced or
+    /// aggressive.
+    #[arg(long, value_parser = ["whenEmpty", "balanced", "aggressive"])]
+    pub consolidation: Option<String>,
     /// Turn deletion protection on or off (`--deletion-protection=false`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,

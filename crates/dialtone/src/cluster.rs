@@ -53,6 +53,9 @@ fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
     if let Some(on) = args.allow_burstable {
         spec["allowBurstable"] = json!(on);
     }
+    if let Some(policy) = &args.consolidation {
+        spec["consolidation"] = json!(policy);
+    }
     if let Some(on) = args.deletion_protection {
         spec["deletionProtection"] = json!(on);
     }
@@ -293,10 +296,11 @@ pub async fn run(
                 && args.excluded_families.is_empty()
                 && args.architectures.is_empty()
                 && args.allow_burstable.is_none()
+                && args.consolidation.is_none()
                 && args.deletion_protection.is_none()
             {
                 bail!(
-                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family, --arch, --allow-burstable or --deletion-protection"
+                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family, --arch, --allow-burstable, --consolidation or --deletion-protection"
                 );
             }
             // A merge patch of the fields asked for: the controller writes the status all
@@ -316,6 +320,9 @@ pub async fn run(
             }
             if let Some(on) = args.allow_burstable {
                 spec.insert("allowBurstable".into(), json!(on));
+            }
+            if let Some(policy) = &args.consolidation {
+                spec.insert("consolidation".into(), json!(policy));
             }
             if let Some(n) = args.min_nodes {
                 spec.insert("minNodes".into(), json!(n));
@@ -654,8 +661,11 @@ fn describe(path: &ResourcePath, cluster: &Value) {
     let sizing = &status["sizing"];
     if sizing.is_object() {
         println!(
-            "Right-sizing:   workers cost ${:.4}/h",
-            sizing["usdPerHour"].as_f64().unwrap_or(0.0)
+            "Right-sizing:   workers cost ${:.4}/h; {} consolidation",
+            sizing["usdPerHour"].as_f64().unwrap_or(0.0),
+            cluster["spec"]["consolidation"]
+                .as_str()
+                .unwrap_or("balanced"),
         );
         for d in sizing["decisions"].as_array().into_iter().flatten() {
             let bound = match d["lowerBoundUsdPerHour"].as_f64() {

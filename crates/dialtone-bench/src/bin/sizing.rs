@@ -22,12 +22,12 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dialtone_cloud::{Arch, InstanceCatalog, InstanceType};
-use dialtone_sizing::consolidate::RunningPod;
+use dialtone_sizing::consolidate::{Policy, RunningPod};
 use dialtone_sizing::decision::decide;
 use dialtone_sizing::patterns::pattern_bound;
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{
-    CostModel, ExistingNode, PerNode, Placement, PodGroup, Resources, Snapshot, bound, ffd,
+    CostModel, ExistingNode, PerNode, Placement, Plan, PodGroup, Resources, Snapshot, bound, ffd,
     karpenter, node_types,
 };
 use dialtone_types::settings::DiskType;
@@ -654,28 +654,62 @@ fn replay(hours: u64, step_minutes: u64, steady_hours: u64, seed: u64) -> anyhow
         })
         .collect();
     let steps_per_hour = (60 / step_minutes).max(1);
-    let mut dialtone = SimCluster::new(types.clone(), zones.clone(), 1_000);
-    dialtone.stabilization = (5 / step_minutes).max(1);
-    let mut baseline = SimCluster::new(types.clone(), zones.clone(), 1_000);
-    baseline.planner = karpenter::plan;
-    baseline.empty_only = true;
+    // Dialtone's controller (balanced consolidation, a five-minute stabilization window)
+    // against Karpenter's provisioning with its two consolidation policies, the default
+    // WhenEmptyOrUnderutilized taking any saving (its replacements packed as Dialtone packs
+    // them, which only makes it cheaper) and WhenEmpty.
+    let stabilization = (5 / step_minutes).max(1);
+    let cluster = |planner: fn(&Snapshot) -> Plan, policy| {
+        let mut sim = SimCluster::new(types.clone(), zones.clone(), 1_000);
+        sim.stabilization = stabilization;
+        sim.planner = planner;
+        sim.policy = policy;
+        sim
+    };
+    let mut clusters = [
+        (
+            "dialtone (balanced)",
+            cluster(dialtone_sizing::plan, Policy::Balanced),
+        ),
+        (
+            "karpenter (underutilized)",
+            cluster(karpenter::plan, Policy::Aggressive),
+        ),
+        (
+            "karpenter (empty)",
+            cluster(karpenter::plan, Policy::WhenEmpty),
+        ),
+    ];
     let mut current = vec![0usize; deployments.len()];
     println!(
-        "{:>4}  {:>5}  {:>8}  {:>10}  {:>8}  {:>10}  {:>10}  {:>6}",
-        "hour", "pods", "nodes", "dialtone", "actions", "baseline", "bound", "ratio"
+        "{:>4}  {:>5}  {:>5}  {:>10}  {:>7}  {:>7}  {:>10}  {:>7}  {:>10}  {:>10}  {:>6}",
+        "hour",
+        "pods",
+        "nodes",
+        "dialtone",
+        "actions",
+        "evicted",
+        "k-underut",
+        "evicted",
+        "k-empty",
+        "bound",
+        "ratio"
     );
-    let (mut dialtone_usd, mut baseline_usd, mut bound_usd) = (0.0, 0.0, 0.0);
+    let mut usd = [0.0f64; 3];
+    let mut evicted = [0usize; 3];
+    let mut bound_usd = 0.0;
     let mut actions_per_hour = Vec::new();
     let mut steady_actions = 0;
     for hour in 0..hours + steady_hours {
         let mut actions = 0;
+        let mut hour_evicted = [0usize; 3];
         for step in 0..steps_per_hour {
             let steady = hour >= hours;
             if !steady {
                 let time = hour as f64 + step as f64 / steps_per_hour as f64;
                 for (i, d) in deployments.iter().enumerate() {
                     let want = d.replicas(time, &mut rng);
-                    for sim in [&mut dialtone, &mut baseline] {
+                    for (_, sim) in clusters.iter_mut() {
                         if want > current[i] {
                             sim.add_pods(&d.pod, want - current[i]);
                         } else {
@@ -685,18 +719,24 @@ fn replay(hours: u64, step_minutes: u64, steady_hours: u64, seed: u64) -> anyhow
                     current[i] = want;
                 }
             }
-            // Karpenter's default disruption budget: a tenth of the nodes at a time.
-            dialtone.budget = (dialtone.nodes.len() / 10).max(1);
-            let step_actions = dialtone.step().actions();
-            baseline.step();
-            actions += step_actions;
-            if steady {
-                steady_actions += step_actions;
+            for (c, (_, sim)) in clusters.iter_mut().enumerate() {
+                // Karpenter's default disruption budget: a tenth of the nodes at a time.
+                sim.budget = (sim.nodes.len() / 10).max(1);
+                let done = sim.step();
+                hour_evicted[c] += done.evicted;
+                if !steady {
+                    evicted[c] += done.evicted;
+                }
+                if c == 0 {
+                    actions += done.actions();
+                    if steady {
+                        steady_actions += done.actions();
+                    }
+                }
+                usd[c] += sim.usd_per_hour() / steps_per_hour as f64;
             }
-            let hours_per_step = 1.0 / steps_per_hour as f64;
-            dialtone_usd += dialtone.usd_per_hour() * hours_per_step;
-            baseline_usd += baseline.usd_per_hour() * hours_per_step;
         }
+        let dialtone = &clusters[0].1;
         // The bound for the hour's last pods, placed from scratch.
         let mut everything = SimCluster::new(types.clone(), zones.clone(), 1_000);
         for node in &dialtone.nodes {
@@ -709,24 +749,33 @@ fn replay(hours: u64, step_minutes: u64, steady_hours: u64, seed: u64) -> anyhow
         bound_usd += bound;
         actions_per_hour.push(actions);
         println!(
-            "{:>4}  {:>5}  {:>8}  {:>8.2}/h  {:>8}  {:>8.2}/h  {:>8.2}/h  {:>6.2}",
+            "{:>4}  {:>5}  {:>5}  {:>8.2}/h  {:>7}  {:>7}  {:>8.2}/h  {:>7}  {:>8.2}/h  {:>8.2}/h  {:>6.2}",
             hour,
             dialtone.running_pods() + dialtone.pending.len(),
             dialtone.nodes.len(),
             dialtone.usd_per_hour(),
             actions,
-            baseline.usd_per_hour(),
+            hour_evicted[0],
+            clusters[1].1.usd_per_hour(),
+            hour_evicted[1],
+            clusters[2].1.usd_per_hour(),
             bound,
             dialtone.usd_per_hour() / bound.max(1e-9),
         );
     }
+    println!();
+    let per_day = 24.0 / hours.max(1) as f64;
+    for (c, (name, _)) in clusters.iter().enumerate() {
+        println!(
+            "{name:<26} ${:>8.2} over {hours} h ({:.2}× Dialtone's), {:.0} evictions a day",
+            usd[c],
+            usd[c] / usd[0].max(1e-9),
+            evicted[c] as f64 * per_day
+        );
+    }
     let moving = &actions_per_hour[..hours as usize];
     println!(
-        "\nover {hours} h: Dialtone ${dialtone_usd:.2}, baseline ${baseline_usd:.2} ({:.2}×), sum of hourly bounds ${bound_usd:.2}",
-        dialtone_usd / baseline_usd.max(1e-9)
-    );
-    println!(
-        "actions per hour: mean {:.1}, most {}; while the workload held still for {steady_hours} h: {steady_actions}",
+        "sum of hourly bounds ${bound_usd:.2}; Dialtone's actions per hour: mean {:.1}, most {}; while the workload held still for {steady_hours} h: {steady_actions}",
         moving.iter().sum::<usize>() as f64 / moving.len().max(1) as f64,
         moving.iter().max().unwrap_or(&0)
     );

@@ -116,7 +116,7 @@ pub struct Lifecycle {
     /// pass backs off by them. A cluster's count goes with it.
     refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
     /// What right-sizing last found nothing to consolidate in, by cluster uid.
-    unchanged: sizing::Unchanged,
+    sizing_memory: sizing::SizingMemory,
 }
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
@@ -199,7 +199,7 @@ impl Lifecycle {
             clock,
             kube: None,
             refused: Default::default(),
-            unchanged: Default::default(),
+            sizing_memory: Default::default(),
         }
     }
 
@@ -271,7 +271,7 @@ impl Lifecycle {
     /// Right-sizes a settled cluster through its API; whether work is under way.
     async fn right_size(
         &self,
-        uid: &str,
+        cluster: &Object<Cluster, ClusterStatus>,
         nodes: Vec<NodeView>,
         plan: &ClusterPlan,
         status: &mut ClusterStatus,
@@ -280,6 +280,7 @@ impl Lifecycle {
         let Some(clients) = &self.kube else {
             return false;
         };
+        let uid = cluster.metadata.uid.as_str();
         let client = match clients.client(uid) {
             Ok(client) => client,
             Err(_) => return false,
@@ -288,8 +289,9 @@ impl Lifecycle {
         let sizer = sizing::Sizer {
             catalog,
             options: &self.options.sizing,
-            unchanged: &self.unchanged,
+            memory: &self.sizing_memory,
             cluster: uid,
+            policy: cluster.spec.consolidation.unwrap_or_default(),
         };
         match sizing::pass(&client, sizer, nodes, plan, status, now).await {
             Ok(busy) => busy,
@@ -450,7 +452,7 @@ impl Lifecycle {
                 );
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);
                 let sizing = if settled {
-                    self.right_size(&cluster.metadata.uid, nodes, &plan, &mut status, now)
+                    self.right_size(&cluster, nodes, &plan, &mut status, now)
                         .await
                 } else {
                     false

@@ -22,7 +22,7 @@ impl Lifecycle {
         if let Some(clients) = &self.kube {
             clients.forget(uid);
         }
-        self.unchanged.forget(uid);
+        self.sizing_memory.forget(uid);
         let now = (self.clock)();
         let mut status = cluster.status.clone();
         let outcome = match &status.plan {

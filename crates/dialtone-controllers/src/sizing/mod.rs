@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use dialtone_cloud::{Arch, InstanceCatalog, volumes};
 use dialtone_kube::KubeError;
 use dialtone_kube::workload::{self, Evicted, NodeView, PodView, Workload};
-use dialtone_sizing::consolidate::{self, Action, RunningNode, RunningPod};
+use dialtone_sizing::consolidate::{self, Action, Policy, RunningNode, RunningPod, Unneeded};
 use dialtone_sizing::decision::{self, Decision};
 use dialtone_sizing::{CostModel, ExistingNode, NodeType, PodGroup, Resources, Snapshot};
 use dialtone_types::cluster::{
-    ClusterNode, ClusterPlan, ClusterStatus, NodeRole, SizingDecision, SizingStatus,
+    ClusterNode, ClusterPlan, ClusterStatus, ConsolidationPolicy, NodeRole, SizingDecision,
+    SizingStatus,
 };
 use jiff::Timestamp;
 
@@ -172,25 +173,60 @@ pub(crate) fn account(status: &mut ClusterStatus, catalog: &InstanceCatalog) {
 pub(crate) struct Sizer<'a> {
     pub catalog: &'a InstanceCatalog,
     pub options: &'a SizingOptions,
-    pub unchanged: &'a Unchanged,
-    /// The cluster's uid, what `unchanged` knows it by.
+    pub memory: &'a SizingMemory,
+    /// The cluster's uid, what `memory` knows it by.
     pub cluster: &'a str,
+    /// What a consolidation move must be worth (the cluster's `spec.consolidation`).
+    pub policy: ConsolidationPolicy,
 }
 
-/// By cluster, the last input on which consolidation found nothing to do. Consolidation is
-/// a pure function of its input, so a health check of a cluster whose nodes, pods, budgets
-/// and plan are as they were (a node's age counts once it passes the stabilization window)
-/// does not search again, as Karpenter does not while its cluster state is unchanged.
+/// What right-sizing remembers of each cluster between passes, in memory (a restarted
+/// server starts afresh, which only delays consolidation):
+///
+/// - the last input on which consolidation found nothing to do. Consolidation is a pure
+///   function of its input, so a health check of a cluster whose nodes, pods, budgets and
+///   plan are as they were (a node's age counts once it passes the stabilization window)
+///   does not search again, as Karpenter does not while its cluster state is unchanged;
+/// - since when each node has been unneeded, for the balanced policy, which removes a node
+///   only once it has stayed unneeded for the stabilization window.
 #[derive(Default)]
-pub(crate) struct Unchanged(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+pub(crate) struct SizingMemory(std::sync::Mutex<std::collections::HashMap<String, Remembered>>);
 
-impl Unchanged {
+#[derive(Default)]
+struct Remembered {
+    unchanged: Option<u64>,
+    unneeded: Unneeded,
+}
+
+impl SizingMemory {
     fn holds(&self, key: &str, input: u64) -> bool {
-        self.lock().get(key) == Some(&input)
+        self.lock().get(key).and_then(|r| r.unchanged) == Some(input)
     }
 
     fn remember(&self, key: &str, input: u64) {
-        self.lock().insert(key.to_string(), input);
+        self.lock().entry(key.to_string()).or_default().unchanged = Some(input);
+    }
+
+    /// [`Unneeded::ripe`] for the cluster.
+    fn ripe(
+        &self,
+        key: &str,
+        proposed: Vec<Action>,
+        now: Timestamp,
+        patience: Duration,
+        budget: usize,
+    ) -> Vec<Action> {
+        let millis = u64::try_from(now.as_millisecond()).unwrap_or(0);
+        self.lock()
+            .entry(key.to_string())
+            .or_default()
+            .unneeded
+            .ripe(
+                proposed,
+                millis,
+                u64::try_from(patience.as_millis()).unwrap_or(u64::MAX),
+                budget,
+            )
     }
 
     /// Forgets a cluster that is gone.
@@ -198,7 +234,7 @@ impl Unchanged {
         self.lock().remove(key);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Remembered>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -584,8 +620,9 @@ async fn consolidate(
     let Sizer {
         catalog,
         options,
-        unchanged,
+        memory,
         cluster: key,
+        policy,
     } = sizer;
     let started = Instant::now();
     let autoscaling = &plan.settings.autoscaling;
@@ -671,35 +708,61 @@ async fn consolidate(
     // The cluster's names of the nodes, for the disruptions.
     let node_names: Vec<String> = workers.iter().map(|w| w.node.name.clone()).collect();
     let budget = (nodes.len() * options.budget_percent / 100).max(1);
-    let input = fingerprint(&(&nodes, &plan.workers, budget, options.min_saving.to_bits()));
-    if unchanged.holds(key, input) {
+    let input = fingerprint(&(
+        &nodes,
+        &plan.workers,
+        budget,
+        options.min_saving.to_bits(),
+        policy,
+    ));
+    if memory.holds(key, input) {
         return Ok(false);
     }
     let types = node_types(plan, catalog, &model);
-    let actions = consolidate::consolidate(&consolidate::Cluster {
+    let rule = match policy {
+        ConsolidationPolicy::WhenEmpty => Policy::WhenEmpty,
+        ConsolidationPolicy::Balanced => Policy::Balanced,
+        ConsolidationPolicy::Aggressive => Policy::Aggressive,
+    };
+    // A policy that waits weighs every move each pass, and takes those that waited.
+    let proposed = consolidate::consolidate(&consolidate::Cluster {
         nodes: &nodes,
         types: &types,
         zones: &plan.workers.zones,
         spread_zones: plan.workers.zones.len() > 1,
         min_nodes: plan.workers.min_nodes as usize,
         max_nodes: plan.workers.max_nodes as usize,
-        budget,
+        budget: if rule.waits() {
+            budget * consolidate::PROPOSED_PER_DISRUPTION
+        } else {
+            budget
+        },
         min_saving: options.min_saving,
+        policy: rule,
     });
-    if actions.is_empty() {
-        unchanged.remember(key, input);
+    if proposed.is_empty() {
+        memory.remember(key, input);
     }
+    let patience = if rule.waits() {
+        stabilization
+    } else {
+        Duration::ZERO
+    };
+    let actions = memory.ripe(key, proposed, now, patience, budget);
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for action in &actions {
-        let i = nodes
-            .iter()
-            .position(|n| n.name == action.node())
-            .expect("a node of the decision");
-        let node = &nodes[i];
-        workload::mark_disrupted(client, &node_names[i]).await?;
+        let removed_names = action.nodes();
+        let mut removed: Vec<&RunningNode> = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            if removed_names.contains(&node.name.as_str()) {
+                workload::mark_disrupted(client, &node_names[i]).await?;
+                removed.push(node);
+            }
+        }
         let verb = match action {
             Action::Delete { .. } => "Delete",
             Action::Replace { .. } => "Replace",
+            Action::Merge { .. } => "Merge",
             Action::Upgrade { .. } => "Upgrade",
         };
         let with = action.new_nodes();
@@ -708,41 +771,55 @@ async fn consolidate(
             .map(|n| new_slot(status, &n.instance_type, &n.zone))
             .collect();
         let cost = with.iter().fold(0.0, |s, n| s + n.usd_per_hour);
-        let why = match action {
-            Action::Upgrade { .. } => format!(
-                "it runs Kubernetes {}, the cluster {}",
-                worker_version(status, &node.name),
-                plan.kubernetes_version
-            ),
-            _ => format!("{:.0} % used", node.utilization() * 100.0),
+        let described: Vec<String> = removed
+            .iter()
+            .map(|node| {
+                let why = match action {
+                    Action::Upgrade { .. } => format!(
+                        "it runs Kubernetes {}, the cluster {}",
+                        worker_version(status, &node.name),
+                        plan.kubernetes_version
+                    ),
+                    _ => format!("{:.0} % used", node.utilization() * 100.0),
+                };
+                format!(
+                    "{} ({}, {}, {why})",
+                    node.name,
+                    node.instance_type,
+                    usd(node.usd_per_hour)
+                )
+            })
+            .collect();
+        let (is, its, it) = match removed.len() {
+            1 => ("is", "its", "it"),
+            _ => ("are", "their", "them"),
         };
         let instead = if added.is_empty() {
-            "its pods fit on the other nodes".to_string()
+            format!("{its} pods fit on the other nodes")
         } else {
             let names: Vec<String> = added
                 .iter()
                 .map(|n| format!("{} ({}, {})", n.name, n.instance_type, n.zone))
                 .collect();
-            format!("replacing it with {} for {}", names.join(", "), usd(cost))
+            format!("replacing {it} with {} for {}", names.join(", "), usd(cost))
         };
         record_decision(
             status,
             SizingDecision {
                 time: now,
                 action: verb.into(),
-                pods: node.pods.len() as u32,
+                pods: removed.iter().map(|n| n.pods.len() as u32).sum(),
                 message: format!(
-                    "{} ({}, {}, {why}) is removed: {instead}; {}; decided in {millis:.1} ms",
-                    node.name,
-                    node.instance_type,
-                    usd(node.usd_per_hour),
+                    "{} {is} removed: {instead}; {}, by {} consolidation; decided in {millis:.1} ms",
+                    described.join(", "),
                     match action.saves_usd_per_hour() {
                         saves if saves < 0.0 => format!("costs {} more", usd(-saves)),
                         saves => format!("saves {}", usd(saves)),
-                    }
+                    },
+                    policy.name(),
                 ),
                 added,
-                removed: vec![node.name.clone()],
+                removed: removed.iter().map(|n| n.name.clone()).collect(),
                 usd_per_hour: cost,
                 lower_bound_usd_per_hour: None,
                 saves_usd_per_hour: Some(action.saves_usd_per_hour()),
