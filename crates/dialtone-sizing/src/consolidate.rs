@@ -375,7 +375,14 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
     let mut candidates: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].keep.is_none() && !nodes[i].draining)
         .collect();
-    let wasted = |n: &RunningNode| n.usd_per_hour * (1.0 - n.utilization().min(1.0));
+    // Most wasted dollars first; balanced, per pod a move would evict.
+    let wasted = |n: &RunningNode| {
+        let waste = n.usd_per_hour * (1.0 - n.utilization().min(1.0));
+        match cluster.policy {
+            Policy::Balanced => waste / (n.pods.len() + 1) as f64,
+            _ => waste,
+        }
+    };
     candidates.sort_by(|&a, &b| {
         nodes[b]
             .outdated

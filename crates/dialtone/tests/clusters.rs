@@ -250,6 +250,15 @@ async fn bad_cluster_requests_are_clear_4xx_and_provision_nothing() {
     assert_eq!(status, 422, "{body}");
     assert!(message(&body).contains("below minNodes"), "{body}");
 
+    let (status, body) = api
+        .post(&clusters, json!({"metadata": {"name": "x"}, "spec": {"type": "developer", "region": "us-east-1", "consolidation": "always"}}))
+        .await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert!(
+        message(&body).contains("whenEmpty") && message(&body).contains("aggressive"),
+        "lists the valid policies: {body}"
+    );
+
     create(&api, PROJECT, cluster("dup", "developer", "us-west-2")).await;
     let (status, body) = api
         .post(&clusters, cluster("dup", "developer", "us-west-2"))

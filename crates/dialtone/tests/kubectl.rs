@@ -853,7 +853,10 @@ async fn clusters_grow_for_their_pods_and_shrink_when_they_go() {
     ]);
     let text = String::from_utf8_lossy(&describe.stdout);
     assert!(
-        text.contains("Right-sizing:") && text.contains("ScaleUp") && text.contains("lower bound"),
+        text.contains("Right-sizing:")
+            && text.contains("ScaleUp")
+            && text.contains("lower bound")
+            && text.contains("balanced consolidation"),
         "{text}"
     );
     // Operators see the decisions, and how close scale-ups came to the bound, in /metrics.
