@@ -157,13 +157,14 @@ pub const PROPOSED_PER_DISRUPTION: usize = 4;
 pub struct Unneeded(BTreeMap<String, u64>);
 
 impl Unneeded {
-    /// Of `proposed` (every action worth taking now, in order), the first `budget` whose
-    /// every node each decision for `patience` (in the caller's unit of time, `now` in
-    /// the same) has wanted gone; upgrades do not wait. Nodes no action wants are
-    /// forgotten.
+    /// Of `proposed` (every action worth taking now on `nodes`, in order), the first
+    /// `budget` whose every node each decision for `patience` (in the caller's unit of
+    /// time, `now` in the same) has wanted gone; upgrades, and removals that evict no pod,
+    /// do not wait. Nodes no action wants are forgotten.
     pub fn ripe(
         &mut self,
         proposed: Vec<Action>,
+        nodes: &[RunningNode],
         now: u64,
         patience: u64,
         budget: usize,
@@ -173,11 +174,18 @@ impl Unneeded {
         for node in wanted {
             self.0.entry(node.to_string()).or_insert(now);
         }
+        let evicts_none = |action: &Action| {
+            nodes
+                .iter()
+                .filter(|n| action.nodes().contains(&n.name.as_str()))
+                .all(|n| n.pods.is_empty())
+        };
         let mut disrupted = 0;
         proposed
             .into_iter()
             .filter(|action| {
                 matches!(action, Action::Upgrade { .. })
+                    || evicts_none(action)
                     || action
                         .nodes()
                         .iter()
@@ -301,9 +309,9 @@ impl Action {
     }
 }
 
-/// The scheduler's placement of `pods` on `free` (indices into `nodes`, `None` for nodes
-/// that are not room): least allocated first, biggest pods first, within every per-node
-/// rule. Commits to `free` only if every pod fits.
+/// The scheduler's placement of `pods` on `free` (by node, `None` for nodes that are not
+/// room; `rooms` are the nodes' whole room): least allocated first, biggest pods first,
+/// within every per-node rule. Commits to `free` only if every pod fits.
 fn fits_elsewhere<'a>(
     pods: impl IntoIterator<Item = &'a RunningPod>,
     rooms: &[Resources],
@@ -465,6 +473,9 @@ fn replacement(
 ) -> Option<Action> {
     let nodes = cluster.nodes;
     let node = &nodes[removed[0]];
+    if cluster.policy == Policy::WhenEmpty && !node.outdated {
+        return None;
+    }
     let pods: Vec<&RunningPod> = removed.iter().flat_map(|&i| &nodes[i].pods).collect();
     let price: f64 = removed.iter().map(|&i| nodes[i].usd_per_hour).sum();
     let room: Vec<usize> = (0..nodes.len()).filter(|&i| free[i].is_some()).collect();

@@ -248,7 +248,7 @@ impl SimCluster {
         let patience = if waits { self.stabilization } else { 0 };
         let actions = self
             .unneeded
-            .ripe(proposed, self.now, patience, self.budget);
+            .ripe(proposed, &self.nodes, self.now, patience, self.budget);
         for action in &actions {
             for node in action.new_nodes() {
                 self.launch(&node.instance_type, &node.zone);

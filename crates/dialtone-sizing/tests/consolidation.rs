@@ -6,7 +6,7 @@
 
 use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_sizing::consolidate::{
-    Action, Cluster, Policy, RunningNode, RunningPod, consolidate, groups_of,
+    Action, Cluster, Policy, RunningNode, RunningPod, Unneeded, consolidate, groups_of,
 };
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{CostModel, NodeType, Placement, Resources, node_types};
@@ -739,4 +739,40 @@ fn nodes_no_one_of_which_can_go_are_merged_into_a_cheaper_one() {
         ..cluster(&nodes, &types, &zones)
     };
     assert_eq!(consolidate(&two), []);
+}
+
+#[test]
+fn a_balanced_move_waits_until_its_nodes_stay_unneeded_unless_it_evicts_nothing() {
+    let small = room(2_000, 8_192, 30);
+    let nodes = vec![
+        made_up("busy", small, 0.1, vec![pod(100, 128)]),
+        made_up("idle", small, 0.1, vec![]),
+    ];
+    let delete = |node: &str| Action::Delete {
+        node: node.into(),
+        saves_usd_per_hour: 0.1,
+    };
+    let mut unneeded = Unneeded::default();
+    // The empty node goes at once; the busy one waits five minutes of decisions.
+    let ripe = unneeded.ripe(vec![delete("busy"), delete("idle")], &nodes, 0, 5, 10);
+    assert_eq!(ripe, [delete("idle")]);
+    assert_eq!(unneeded.ripe(vec![delete("busy")], &nodes, 4, 5, 10), []);
+    assert_eq!(
+        unneeded.ripe(vec![delete("busy")], &nodes, 5, 5, 10),
+        [delete("busy")]
+    );
+    // A decision that no longer wants it gone starts the wait again.
+    let mut unneeded = Unneeded::default();
+    unneeded.ripe(vec![delete("busy")], &nodes, 0, 5, 10);
+    unneeded.ripe(Vec::new(), &nodes, 3, 5, 10);
+    assert_eq!(unneeded.ripe(vec![delete("busy")], &nodes, 6, 5, 10), []);
+    assert_eq!(
+        unneeded.ripe(vec![delete("busy")], &nodes, 11, 5, 10),
+        [delete("busy")]
+    );
+    // No more than the budget at once.
+    assert_eq!(
+        Unneeded::default().ripe(vec![delete("idle"), delete("idle")], &nodes, 0, 5, 1),
+        [delete("idle")]
+    );
 }

@@ -212,6 +212,7 @@ impl SizingMemory {
         &self,
         key: &str,
         proposed: Vec<Action>,
+        nodes: &[RunningNode],
         now: Timestamp,
         patience: Duration,
         budget: usize,
@@ -223,6 +224,7 @@ impl SizingMemory {
             .unneeded
             .ripe(
                 proposed,
+                nodes,
                 millis,
                 u64::try_from(patience.as_millis()).unwrap_or(u64::MAX),
                 budget,
@@ -519,16 +521,16 @@ fn rules_of<'a>(
     plan: &'a ClusterPlan,
     workers: &'a [Worker<'a>],
 ) -> Rules<'a> {
-    Rules {
+    Rules::new(
         observed,
-        workers: workers
+        workers
             .iter()
             .map(|w| (w.slot.name.as_str(), w.node))
             .collect(),
-        architectures: &plan.workers.architectures,
-        zones: &plan.workers.zones,
-        region: &plan.region,
-    }
+        &plan.workers.architectures,
+        &plan.workers.zones,
+        &plan.region,
+    )
 }
 
 /// How long a scale-up spends on packing patterns, for a cheaper plan and a tighter bound,
@@ -748,7 +750,7 @@ async fn consolidate(
     } else {
         Duration::ZERO
     };
-    let actions = memory.ripe(key, proposed, now, patience, budget);
+    let actions = memory.ripe(key, proposed, &nodes, now, patience, budget);
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for action in &actions {
         let removed_names = action.nodes();

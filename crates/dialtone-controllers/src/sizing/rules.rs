@@ -87,12 +87,37 @@ pub(super) struct PodRules {
 
 /// A cluster's workers and pods, as the rules of pending pods read them.
 pub(super) struct Rules<'a> {
-    pub observed: &'a Workload,
+    observed: &'a Workload,
+    /// The pods that have anti-affinity terms (most have none).
+    repelling: Vec<&'a PodView>,
     /// The workers right-sizing may place pods on: slot name and node.
-    pub workers: Vec<(&'a str, &'a NodeView)>,
-    pub architectures: &'a [Arch],
-    pub zones: &'a [String],
-    pub region: &'a str,
+    workers: Vec<(&'a str, &'a NodeView)>,
+    architectures: &'a [Arch],
+    zones: &'a [String],
+    region: &'a str,
+}
+
+impl<'a> Rules<'a> {
+    pub(super) fn new(
+        observed: &'a Workload,
+        workers: Vec<(&'a str, &'a NodeView)>,
+        architectures: &'a [Arch],
+        zones: &'a [String],
+        region: &'a str,
+    ) -> Self {
+        Rules {
+            observed,
+            repelling: observed
+                .pods
+                .iter()
+                .filter(|p| !p.anti_affinity.is_empty())
+                .collect(),
+            workers,
+            architectures,
+            zones,
+            region,
+        }
+    }
 }
 
 impl Rules<'_> {
@@ -234,9 +259,15 @@ impl Rules<'_> {
     /// The existing workers the pod may not join: its node selection or a taint rules
     /// them out, or anti-affinity, its own or a running pod's, keeps them apart.
     fn avoided(&self, pod: &PodView) -> BTreeSet<String> {
-        // Per topology key, the domains the pod may not join.
+        // Per topology key, the domains the pod may not join: from its own terms, over every
+        // running pod; from running pods' terms, over the few that have any.
         let mut barred: BTreeSet<(&str, &str)> = BTreeSet::new();
-        for other in &self.observed.pods {
+        let others: Vec<&PodView> = if pod.anti_affinity.is_empty() {
+            self.repelling.clone()
+        } else {
+            self.observed.pods.iter().collect()
+        };
+        for other in others {
             let Some(on) = other.node.as_deref() else {
                 continue;
             };
@@ -442,17 +473,12 @@ mod tests {
     }
 
     fn rules<'a>(observed: &'a Workload, zones: &'a [String]) -> Rules<'a> {
-        Rules {
-            observed,
-            workers: observed
-                .nodes
-                .iter()
-                .map(|n| (n.name.as_str(), n))
-                .collect(),
-            architectures: &[Arch::X86_64],
-            zones,
-            region: "us-east-1",
-        }
+        let workers = observed
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n))
+            .collect();
+        Rules::new(observed, workers, &[Arch::X86_64], zones, "us-east-1")
     }
 
     fn term(key: &str, operator: &str, values: &[&str]) -> NodeSelectorTerm {
