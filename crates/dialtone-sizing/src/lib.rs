@@ -11,8 +11,12 @@
 //!   baseline the benchmark compares against, on every allowed type or on the types of
 //!   Karpenter's recommended NodePool ([`karpenter::recommended_node_pool`]); [`ffd::plan`]
 //!   is a textbook first-fit-decreasing baseline.
-//! - [`consolidate::consolidate`] removes nodes whose pods fit elsewhere and replaces nodes
-//!   by cheaper ones (one by several, if several cost less).
+//! - [`consolidate::consolidate`] removes nodes whose pods fit elsewhere, replaces nodes
+//!   by cheaper ones (one by several, if several cost less) and merges several into fewer,
+//!   as the cluster's consolidation [`consolidate::Policy`] says a move must save.
+//! - Pods carry their scheduling rules: a [`Placement`] (architecture, zones), a
+//!   [`PerNode`] limit, the existing nodes they avoid; [`zones::share`] splits pods that
+//!   spread over zones.
 //! - [`bound::lower_bound`] is a proven lower bound on the cost of any placement of the same
 //!   pods: the linear-programming relaxation of the packing by resources (CPU, memory, pod
 //!   slots), per placement constraint; [`patterns::pattern_bound`] a tighter one, the
