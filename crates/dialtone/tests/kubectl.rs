@@ -1048,37 +1048,48 @@ fn apart(name: &str, replicas: u32, spec: Value) -> Value {
     })
 }
 
-/// Per running pod of `app`, its node's name and zone.
+/// Per running pod of `app`, its node's name and zone, from a pod list and a node list
+/// that agree (consolidation may replace a node between two reads: read again).
 fn nodes_and_zones_of(kubeconfig: &Path, app: &str) -> Vec<(String, String)> {
-    let nodes: Value =
-        serde_json::from_str(&ok(kubeconfig, &["get", "nodes", "-o", "json"])).unwrap();
-    let zone_of = |name: &str| {
-        nodes["items"]
+    let selector = format!("app={app}");
+    let started = Instant::now();
+    loop {
+        let pods: Value = serde_json::from_str(&ok(
+            kubeconfig,
+            &["get", "pods", "-l", &selector, "-o", "json"],
+        ))
+        .unwrap();
+        let nodes: Value =
+            serde_json::from_str(&ok(kubeconfig, &["get", "nodes", "-o", "json"])).unwrap();
+        let zone_of = |name: &str| {
+            nodes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["metadata"]["name"] == name)
+                .and_then(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str())
+                .map(str::to_string)
+        };
+        let placed: Option<Vec<(String, String)>> = pods["items"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|n| n["metadata"]["name"] == name)
-            .and_then(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let selector = format!("app={app}");
-    let pods: Value = serde_json::from_str(&ok(
-        kubeconfig,
-        &["get", "pods", "-l", &selector, "-o", "json"],
-    ))
-    .unwrap();
-    pods["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["status"]["phase"] == "Running")
-        .map(|p| {
-            let node = p["spec"]["nodeName"].as_str().unwrap().to_string();
-            let zone = zone_of(&node);
-            (node, zone)
-        })
-        .collect()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .map(|p| {
+                let node = p["spec"]["nodeName"].as_str().unwrap().to_string();
+                let zone = zone_of(&node)?;
+                Some((node, zone))
+            })
+            .collect();
+        match placed {
+            Some(placed) => return placed,
+            None => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "pods run on nodes the node list lacks: {pods:#}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// Scheduling rules on a live three-zone cluster: right-sizing adds the nodes a deployment
