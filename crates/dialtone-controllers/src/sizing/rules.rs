@@ -94,7 +94,8 @@ pub(super) struct Rules<'a> {
     workers: Vec<(&'a str, &'a NodeView)>,
     architectures: &'a [Arch],
     zones: &'a [String],
-    region: &'a str,
+    /// Every architecture in every zone, with the labels a new worker there carries.
+    new_workers: Vec<(Arch, &'a String, BTreeMap<String, String>)>,
 }
 
 impl<'a> Rules<'a> {
@@ -115,9 +116,28 @@ impl<'a> Rules<'a> {
             workers,
             architectures,
             zones,
-            region,
+            new_workers: Arch::ALL
+                .iter()
+                .flat_map(|&arch| zones.iter().map(move |zone| (arch, zone)))
+                .map(|(arch, zone)| (arch, zone, new_worker_labels(arch, zone, region)))
+                .collect(),
         }
     }
+}
+
+/// The labels a new worker of `arch` in `zone` carries before it runs.
+fn new_worker_labels(arch: Arch, zone: &str, region: &str) -> BTreeMap<String, String> {
+    [
+        ("kubernetes.io/os", "linux"),
+        ("beta.kubernetes.io/os", "linux"),
+        (ARCH, arch.label()),
+        ("beta.kubernetes.io/arch", arch.label()),
+        ("topology.kubernetes.io/region", region),
+        (ZONE, zone),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 impl Rules<'_> {
@@ -202,14 +222,15 @@ impl Rules<'_> {
             );
         }
         let archs: &[Arch] = if names_arch {
-            &[Arch::X86_64, Arch::Arm64]
+            &Arch::ALL
         } else {
             self.architectures
         };
-        let allowed: Vec<(Arch, &String)> = archs
+        let allowed: Vec<(Arch, &String)> = self
+            .new_workers
             .iter()
-            .flat_map(|&arch| self.zones.iter().map(move |zone| (arch, zone)))
-            .filter(|(arch, zone)| pod.allows_node("", &self.new_worker_labels(*arch, zone)))
+            .filter(|(arch, _, labels)| archs.contains(arch) && pod.allows_node("", labels))
+            .map(|(arch, zone, _)| (*arch, *zone))
             .collect();
         let arch_set: BTreeSet<Arch> = allowed.iter().map(|(a, _)| *a).collect();
         let zone_set: BTreeSet<&String> = allowed.iter().map(|(_, z)| *z).collect();
@@ -240,20 +261,6 @@ impl Rules<'_> {
                 zone_set.into_iter().cloned().collect()
             },
         })
-    }
-
-    fn new_worker_labels(&self, arch: Arch, zone: &str) -> BTreeMap<String, String> {
-        [
-            ("kubernetes.io/os", "linux"),
-            ("beta.kubernetes.io/os", "linux"),
-            (ARCH, arch.label()),
-            ("beta.kubernetes.io/arch", arch.label()),
-            ("topology.kubernetes.io/region", self.region),
-            (ZONE, zone),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
     }
 
     /// The existing workers the pod may not join: its node selection or a taint rules
@@ -298,10 +305,11 @@ impl Rules<'_> {
             .filter(|(_, node)| {
                 !pod.allows_node(&node.name, &node.labels)
                     || !pod.tolerates(&node.taints)
-                    || node
-                        .labels
-                        .iter()
-                        .any(|(k, v)| barred.contains(&(k.as_str(), v.as_str())))
+                    || !barred.is_empty()
+                        && node
+                            .labels
+                            .iter()
+                            .any(|(k, v)| barred.contains(&(k.as_str(), v.as_str())))
             })
             .map(|(slot, _)| slot.to_string())
             .collect()
