@@ -22,6 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{ExistingNode, NewNode, NodeType, PerNode, Placement, PodGroup, Resources, Snapshot};
 use dialtone_cloud::Arch;
+/// How much disruption consolidation accepts for a saving: the cluster's
+/// `spec.consolidation` (docs/sizing.md).
+pub use dialtone_types::cluster::ConsolidationPolicy as Policy;
 use serde::Serialize;
 
 /// A pod that runs on a node and would move if the node went.
@@ -133,19 +136,6 @@ pub struct Cluster<'a> {
     pub policy: Policy,
 }
 
-/// How much disruption consolidation accepts for a saving (docs/sizing.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Policy {
-    /// Only nodes that run no pods (daemon sets aside) are removed.
-    WhenEmpty,
-    /// A replacement or merge saves `min_saving` of what it removes, and every move
-    /// [`MIN_SAVING_PER_POD`] an hour for each pod it evicts.
-    #[default]
-    Balanced,
-    /// Any move that lowers the cost per hour.
-    Aggressive,
-}
-
 /// How many moves a policy that waits weighs for each it may take at once: the nodes that
 /// may go next wait alongside those that go now, and a large cluster's pass stays short.
 pub const PROPOSED_PER_DISRUPTION: usize = 4;
@@ -206,24 +196,18 @@ pub const MIN_SAVING_PER_POD: f64 = 0.005;
 /// The most nodes one merge removes.
 const MOST_MERGED: usize = 8;
 
-impl Policy {
-    /// Whether a node must stay unneeded for a while before it goes ([`Unneeded`]).
-    pub fn waits(&self) -> bool {
-        *self == Policy::Balanced
-    }
-
-    /// Whether removing nodes that cost `price` and run `pods` pods, for new nodes costing
-    /// `cost`, is worth it.
-    fn worth(&self, price: f64, cost: f64, pods: usize, min_saving: f64) -> bool {
-        let saving = price - cost;
-        match self {
-            Policy::WhenEmpty => pods == 0 && saving > 0.0,
-            Policy::Aggressive => saving > 1e-9,
-            Policy::Balanced => {
-                saving > 1e-9
-                    && saving >= price * min_saving
-                    && saving >= MIN_SAVING_PER_POD * pods as f64
-            }
+/// Whether removing nodes that cost `price` and run `pods` pods, for new nodes costing
+/// `cost`, is worth it under `policy`: balanced, a replacement or merge saves `min_saving`
+/// of what it removes, and every move [`MIN_SAVING_PER_POD`] for each pod it evicts.
+fn worth(policy: Policy, price: f64, cost: f64, pods: usize, min_saving: f64) -> bool {
+    let saving = price - cost;
+    match policy {
+        Policy::WhenEmpty => pods == 0 && saving > 0.0,
+        Policy::Aggressive => saving > 1e-9,
+        Policy::Balanced => {
+            saving > 1e-9
+                && saving >= price * min_saving
+                && saving >= MIN_SAVING_PER_POD * pods as f64
         }
     }
 }
@@ -340,10 +324,7 @@ fn fits_elsewhere<'a>(
                     .then(a.cmp(&b))
             });
         match best.and_then(|i| trial[i].as_mut()) {
-            Some(room) => {
-                room.free = room.free.saturating_sub(&pod.requests);
-                alone.join(&mut room.sets, 1);
-            }
+            Some(room) => room.take(&alone, 1),
             None => return false,
         }
     }
@@ -402,16 +383,20 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
     // The nodes the cluster will have once the actions so far are done.
     let mut count = nodes.iter().filter(|n| !n.draining).count();
     let mut actions = Vec::new();
-    for c in candidates {
+    for &c in &candidates {
         if actions.len() >= cluster.budget {
             break;
         }
         let node = &nodes[c];
         let own = free[c].take();
         let deletable = node.outdated
-            || cluster
-                .policy
-                .worth(node.usd_per_hour, 0.0, node.pods.len(), cluster.min_saving);
+            || worth(
+                cluster.policy,
+                node.usd_per_hour,
+                0.0,
+                node.pods.len(),
+                cluster.min_saving,
+            );
         if count > cluster.min_nodes && deletable && fits_elsewhere(&node.pods, &rooms, &mut free) {
             count -= 1;
             actions.push(Action::Delete {
@@ -430,13 +415,9 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
     // Several of the least used candidates left, merged into fewer nodes: the most that
     // save enough, as Karpenter's multi-node consolidation searches.
     let taken: BTreeSet<&str> = actions.iter().flat_map(Action::nodes).collect();
-    let mut left: Vec<usize> = (0..nodes.len())
-        .filter(|&i| {
-            nodes[i].keep.is_none()
-                && !nodes[i].draining
-                && !nodes[i].outdated
-                && !taken.contains(nodes[i].name.as_str())
-        })
+    let mut left: Vec<usize> = candidates
+        .into_iter()
+        .filter(|&i| !nodes[i].outdated && !taken.contains(nodes[i].name.as_str()))
         .collect();
     left.sort_by(|&a, &b| {
         nodes[a]
@@ -509,10 +490,7 @@ fn replacement(
     };
     let worth_it = plan.unplaceable.is_empty()
         && fewer
-        && (node.outdated
-            || cluster
-                .policy
-                .worth(price, cost, pods.len(), cluster.min_saving));
+        && (node.outdated || worth(cluster.policy, price, cost, pods.len(), cluster.min_saving));
     if !worth_it {
         return None;
     }
@@ -537,10 +515,8 @@ fn replacement(
         free.clone_from_slice(&trial[..free.len()]);
     } else if node.outdated {
         for &(g, existing, k) in &plan.on_existing {
-            let group = &snapshot.pending[g];
             if let Some(room) = free[room[existing]].as_mut() {
-                room.free = room.free.saturating_sub(&group.requests.times(k));
-                group.join(&mut room.sets, k);
+                room.take(&snapshot.pending[g], k);
             }
         }
     } else {

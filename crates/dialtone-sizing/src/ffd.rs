@@ -121,8 +121,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             for (n, node) in room.iter_mut().enumerate() {
                 let k = remaining[g].min(node.admits(&groups[g]));
                 if k > 0 {
-                    node.free = node.free.saturating_sub(&requests.times(k));
-                    groups[g].join(&mut node.sets, k);
+                    node.take(&groups[g], k);
                     remaining[g] -= k;
                     plan.on_existing.push((g, n, k));
                 }

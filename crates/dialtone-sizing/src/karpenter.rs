@@ -97,8 +97,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
         'pods: for _ in 0..group.count {
             for (n, node) in room.iter_mut().enumerate() {
                 if node.admits(group) > 0 {
-                    node.free = node.free.saturating_sub(&pod);
-                    group.join(&mut node.sets, 1);
+                    node.take(group, 1);
                     *on_existing.entry((g, n)).or_default() += 1;
                     continue 'pods;
                 }

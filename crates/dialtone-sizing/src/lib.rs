@@ -114,14 +114,6 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Only nodes of `arch`, if any, in `zone`, if any.
-    pub fn new(arch: Option<Arch>, zone: Option<&str>) -> Placement {
-        Placement {
-            arch,
-            zones: zone.into_iter().map(str::to_string).collect(),
-        }
-    }
-
     /// Whether a node of `arch` in `zone` may run the pod.
     pub fn allows(&self, arch: Arch, zone: &str) -> bool {
         self.arch.is_none_or(|a| a == arch)
@@ -227,6 +219,12 @@ impl ExistingNode {
         }
         (group.requests.times_in(&self.free).min(u32::MAX as u64) as u32)
             .min(group.admitted_beside(&self.sets))
+    }
+
+    /// Takes `k` of the group's pods: their requests out of its room, their set counted.
+    pub fn take(&mut self, group: &PodGroup, k: u32) {
+        self.free = self.free.saturating_sub(&group.requests.times(k));
+        group.join(&mut self.sets, k);
     }
 }
 

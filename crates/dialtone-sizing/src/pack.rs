@@ -40,8 +40,7 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
             let group = &groups[g];
             let k = remaining[g].min(node.admits(group));
             if k > 0 {
-                node.free = node.free.saturating_sub(&group.requests.times(k));
-                group.join(&mut node.sets, k);
+                node.take(group, k);
                 remaining[g] -= k;
                 plan.on_existing.push((g, node_index, k));
             }

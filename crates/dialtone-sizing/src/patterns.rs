@@ -392,12 +392,8 @@ fn rounded(snapshot: &Snapshot, generated: &Generated) -> Option<Plan> {
                 Origin::Existing { nodes } => {
                     let &node = nodes.iter().find(|&&n| !used_existing[n])?;
                     used_existing[node] = true;
-                    let residual_node = &mut residual.existing[node];
                     for (&g, &k) in &pods {
-                        let group = &snapshot.pending[g];
-                        residual_node.free =
-                            residual_node.free.saturating_sub(&group.requests.times(k));
-                        group.join(&mut residual_node.sets, k);
+                        residual.existing[node].take(&snapshot.pending[g], k);
                         result.on_existing.push((g, node, k));
                     }
                 }

@@ -115,6 +115,11 @@ impl ConsolidationPolicy {
         ConsolidationPolicy::Aggressive,
     ];
 
+    /// Whether a worker must stay unneeded for the stabilization window before it goes.
+    pub fn waits(self) -> bool {
+        self == ConsolidationPolicy::Balanced
+    }
+
     /// Its name in the spec.
     pub fn name(self) -> &'static str {
         match self {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use dialtone_cloud::{Arch, InstanceCatalog, volumes};
 use dialtone_kube::KubeError;
 use dialtone_kube::workload::{self, Evicted, NodeView, PodView, Workload};
-use dialtone_sizing::consolidate::{self, Action, Policy, RunningNode, RunningPod, Unneeded};
+use dialtone_sizing::consolidate::{self, Action, RunningNode, RunningPod, Unneeded};
 use dialtone_sizing::decision::{self, Decision};
 use dialtone_sizing::{CostModel, ExistingNode, NodeType, PodGroup, Resources, Snapshot};
 use dialtone_types::cluster::{
@@ -721,11 +721,6 @@ async fn consolidate(
         return Ok(false);
     }
     let types = node_types(plan, catalog, &model);
-    let rule = match policy {
-        ConsolidationPolicy::WhenEmpty => Policy::WhenEmpty,
-        ConsolidationPolicy::Balanced => Policy::Balanced,
-        ConsolidationPolicy::Aggressive => Policy::Aggressive,
-    };
     // A policy that waits weighs every move each pass, and takes those that waited.
     let proposed = consolidate::consolidate(&consolidate::Cluster {
         nodes: &nodes,
@@ -734,18 +729,18 @@ async fn consolidate(
         spread_zones: plan.workers.zones.len() > 1,
         min_nodes: plan.workers.min_nodes as usize,
         max_nodes: plan.workers.max_nodes as usize,
-        budget: if rule.waits() {
+        budget: if policy.waits() {
             budget * consolidate::PROPOSED_PER_DISRUPTION
         } else {
             budget
         },
         min_saving: options.min_saving,
-        policy: rule,
+        policy,
     });
     if proposed.is_empty() {
         memory.remember(key, input);
     }
-    let patience = if rule.waits() {
+    let patience = if policy.waits() {
         stabilization
     } else {
         Duration::ZERO
