@@ -672,12 +672,18 @@ fn cases() -> Vec<(&'static str, Change, Observe)> {
 
 /// The enforced rows without a case in `cases()`: `repair.maxLaunchAttempts` and the
 /// `autoscaling` rows, which act on a cluster's Kubernetes API, have their own tests below;
+/// the other `repair` rows act on broken nodes, which the binary's `repair` tests break
+/// with the sim's failure injection;
 /// the server checks `security.deletionProtection` (the `clusters` tests of the binary
 /// refuse a production cluster's delete and allow a developer one's) and
 /// `network.maxConnections` (the `scenarios` tests refuse a developer cluster's connection
 /// and a production cluster's 51st).
 const TESTED_ELSEWHERE: &[&str] = &[
     "repair.maxLaunchAttempts",
+    "repair.enabled",
+    "repair.unhealthyAfterSeconds",
+    "repair.maxUnhealthyPercent",
+    "repair.maxParallel",
     "autoscaling.enabled",
     "autoscaling.scaleDownDelaySeconds",
     "autoscaling.consolidation",

@@ -524,7 +524,7 @@ pub static DECISIONS: &[Decision] = &[
     row(
         "repair.enabled",
         Fixed(|s| s.repair.enabled.to_string()),
-        Advisory,
+        Enforced("whether broken nodes are replaced"),
         "Failed nodes are replaced without anyone paging.",
     ),
     row(
@@ -536,20 +536,20 @@ pub static DECISIONS: &[Decision] = &[
     row(
         "repair.unhealthyAfterSeconds",
         Fixed(|s| s.repair.unhealthy_after_seconds.to_string()),
-        Advisory,
-        "How long a node may be NotReady before it is replaced.",
+        Enforced("how long a node may be NotReady or unreachable before it is replaced"),
+        "How long a node may be NotReady or unreachable before it is replaced; a node that breaks again within an hour of its repair waits twice as long.",
     ),
     row(
         "repair.maxUnhealthyPercent",
         Fixed(|s| s.repair.max_unhealthy_percent.to_string()),
-        Advisory,
+        Enforced("the share of broken workers above which worker repairs stop"),
         "Above this, repair stops: mass failure is an outage to investigate, not nodes to churn.",
     ),
     row(
         "repair.maxParallel",
         Fixed(|s| s.repair.max_parallel.to_string()),
-        Advisory,
-        "Production repairs one node per zone at a time.",
+        Enforced("how many worker repairs run at once"),
+        "Production repairs up to three workers at once; control-plane nodes go one at a time whatever it says, to keep etcd's quorum.",
     ),
     row(
         "autoscaling.enabled",

@@ -263,6 +263,7 @@ impl Sim {
                 gone_at: None,
                 boot_failure: None,
                 died: None,
+                hung: None,
                 listed_from: None,
                 account: Some(account.to_string()),
                 requested: None,

@@ -35,6 +35,18 @@ impl FaultKind {
     }
 }
 
+/// What can happen to one running instance, on an operator's word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceFault {
+    /// Its host fails: the instance terminates.
+    Kill,
+    /// It keeps running but stops answering, as after a kernel hang or a lost network: its
+    /// status checks fail and its kubelet stops posting the node's status.
+    Hang,
+    /// A hung instance answers again.
+    Recover,
+}
+
 /// A fault to inject. Without `count` it stays until removed; with it, it is removed after
 /// firing that many times. `probability` (default 1) is the chance that a matching call is hit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

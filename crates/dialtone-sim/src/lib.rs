@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use customers::peering_state;
 pub use customers::{Account, OWN_ACCOUNT};
-pub use faults::{Fault, FaultKind, FaultSpec};
+pub use faults::{Fault, FaultKind, FaultSpec, InstanceFault};
 use persist::{Persister, Table, Write};
 
 /// How the sim behaves in time.
@@ -129,6 +129,10 @@ struct Record {
     /// Why an instance died after it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     died: Option<String>,
+    /// Why a running instance stopped answering (its status checks fail, its kubelet
+    /// posts nothing), until it recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hung: Option<String>,
     /// Until when describe does not show it yet (eventual consistency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     listed_from: Option<Timestamp>,
@@ -453,7 +457,12 @@ impl State {
                         reason: format!("zone {zone} is down"),
                     }
                 }
-                _ => ResourceState::Available,
+                _ => match &record.hung {
+                    Some(reason) => ResourceState::Impaired {
+                        reason: reason.clone(),
+                    },
+                    None => ResourceState::Available,
+                },
             },
         };
         Some(resource)
@@ -902,8 +911,18 @@ impl Sim {
 
     /// Kills a running instance, as a hardware failure would. `NotFound` for anything else.
     pub async fn kill_instance(&self, id: &str) -> CloudResult<CloudResource> {
+        self.break_instance(id, InstanceFault::Kill).await
+    }
+
+    /// Does to a running instance what `fault` says. `NotFound` for anything but a live
+    /// instance.
+    pub async fn break_instance(
+        &self,
+        id: &str,
+        fault: InstanceFault,
+    ) -> CloudResult<CloudResource> {
         let now = Timestamp::now();
-        let (killed, receiver) = {
+        let (changed, receiver) = {
             let mut state = self.lock();
             let observed = state.records.get(id).and_then(|r| state.observe(r, now));
             match observed {
@@ -917,13 +936,21 @@ impl Sim {
                         ) => {}
                 _ => return Err(CloudError::NotFound { id: id.to_string() }),
             }
-            let record = state
-                .modify(id, |record| {
-                    record.died = Some("the instance's host failed (simulated)".to_string());
-                })
-                .expect("observed above");
+            let record =
+                state
+                    .modify(id, |record| match fault {
+                        InstanceFault::Kill => {
+                            record.died = Some("the instance's host failed (simulated)".to_string())
+                        }
+                        InstanceFault::Hang => record.hung = Some(
+                            "the instance stopped answering: its status checks fail (simulated)"
+                                .to_string(),
+                        ),
+                        InstanceFault::Recover => record.hung = None,
+                    })
+                    .expect("observed above");
             let bytes = json(record);
-            let killed = state
+            let changed = state
                 .observe(&state.records[id], now)
                 .expect("still listed");
             let writes = vec![Write {
@@ -931,10 +958,10 @@ impl Sim {
                 key: id.to_string(),
                 value: Some(bytes),
             }];
-            (killed, self.queue(writes))
+            (changed, self.queue(writes))
         };
         self.persist(receiver).await?;
-        Ok(killed)
+        Ok(changed)
     }
 
     pub fn quotas(&self, region: &str) -> CloudResult<Quotas> {
@@ -1319,6 +1346,7 @@ impl Sim {
             gone_at: None,
             boot_failure,
             died: None,
+            hung: None,
             listed_from,
             account: None,
             requested: None,

@@ -322,6 +322,15 @@ pub enum ClusterCondition {
     Deleting,
     /// Whether its RBAC matches its access policies.
     AccessProjected,
+    /// Whether its Kubernetes API answers.
+    ApiServerAvailable,
+    /// Whether its control-plane nodes run and keep etcd's quorum.
+    ControlPlaneHealthy,
+    /// Whether every node of the plan runs and is Ready.
+    EveryNodeReady,
+    /// Whether broken nodes are being repaired: False while too many workers are unhealthy
+    /// at once (the type's `repair.maxUnhealthyPercent`) or repair is off.
+    RemediationAllowed,
 }
 
 impl ClusterCondition {
@@ -333,6 +342,10 @@ impl ClusterCondition {
             ClusterCondition::Degraded => "Degraded",
             ClusterCondition::Deleting => "Deleting",
             ClusterCondition::AccessProjected => "AccessProjected",
+            ClusterCondition::ApiServerAvailable => "APIServerAvailable",
+            ClusterCondition::ControlPlaneHealthy => "ControlPlaneHealthy",
+            ClusterCondition::EveryNodeReady => "EveryNodeReady",
+            ClusterCondition::RemediationAllowed => "RemediationAllowed",
         }
     }
 }
@@ -348,7 +361,7 @@ pub enum NodeState {
     Pending,
     /// Running and reachable.
     Running,
-    /// Running in a zone that is down.
+    /// Running but not answering: its zone is down or its status checks fail.
     Impaired,
     /// Being terminated.
     Deleting,
@@ -407,6 +420,29 @@ pub struct ClusterStatus {
     /// Right-sizing: its latest decisions, each explained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizing: Option<SizingStatus>,
+    /// The latest repairs of broken nodes, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<NodeRepair>,
+}
+
+/// A node replaced because it broke.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRepair {
+    /// When the replacement was decided.
+    pub time: Timestamp,
+    /// The node slot, for example `worker-2`.
+    pub node: String,
+    /// Control plane or worker.
+    pub role: NodeRole,
+    /// The instance replaced.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_id: String,
+    /// What was wrong with it.
+    pub reason: String,
+    /// How many times in a row this node was replaced because its previous replacement
+    /// broke soon after; each waits twice as long as the one before.
+    pub in_a_row: u32,
 }
 
 /// What right-sizing has decided for a cluster.
@@ -506,6 +542,32 @@ pub struct ClusterNode {
     /// Launches of this node that failed in a row, while they keep failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_backoff: Option<LaunchBackoff>,
+    /// What is wrong with its instance or node, and since when, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<Unhealthy>,
+    /// Its latest repair, while a failure soon after it would make the next one wait longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair: Option<LastRepair>,
+}
+
+/// A node that does not work: why, and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Unhealthy {
+    /// When it was first seen broken.
+    pub since: Timestamp,
+    /// What is wrong, as the cloud or the node says.
+    pub reason: String,
+}
+
+/// When a node slot was last repaired, and how many repairs in a row that was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRepair {
+    /// When its replacement was launched.
+    pub time: Timestamp,
+    /// Repairs in a row, each of a replacement that broke soon after the one before.
+    pub in_a_row: u32,
 }
 
 /// A node whose launches keep failing: how often, why the last one did, and when the next

@@ -580,7 +580,7 @@ impl ClusterSettings {
                 enabled: true,
                 max_launch_attempts: 3,
                 unhealthy_after_seconds: 600,
-                max_unhealthy_percent: 50,
+                max_unhealthy_percent: 40,
                 max_parallel: 1,
             },
             autoscaling: AutoscalingSettings {

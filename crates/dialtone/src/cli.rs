@@ -147,7 +147,7 @@ pub enum Command {
     /// The built-in simulated cloud: its resources, failure injection and quotas.
     #[command(subcommand)]
     #[command(
-        after_help = "Examples:\n  dialtone sim resources --region us-east-1\n  dialtone sim fault add boot-failure --region us-east-1 --count 3\n  dialtone sim kill i-00000000000000006\n  dialtone sim account create\n  dialtone sim vpc create --account 215561234567 --cidr 192.168.0.0/16\n  dialtone sim peering accept pcx-0000000000000002a --account 215561234567"
+        after_help = "Examples:\n  dialtone sim resources --region us-east-1\n  dialtone sim fault add boot-failure --region us-east-1 --count 3\n  dialtone sim kill i-00000000000000006\n  dialtone sim hang i-00000000000000007\n  dialtone sim account create\n  dialtone sim vpc create --account 215561234567 --cidr 192.168.0.0/16\n  dialtone sim peering accept pcx-0000000000000002a --account 215561234567"
     )]
     Sim(SimCommand),
     /// Smart Cluster types and the decisions each makes.
@@ -782,6 +782,11 @@ pub enum SimCommand {
     Fault(FaultCommand),
     /// Kill a running instance, as a host failure would.
     Kill { instance: String },
+    /// Make a running instance stop answering, as a kernel hang or a lost network would:
+    /// its status checks fail and its node turns NotReady.
+    Hang { instance: String },
+    /// Make a hung instance answer again.
+    Recover { instance: String },
     /// Customers' accounts: they own VPCs to peer with and answer peering requests.
     #[command(subcommand)]
     Account(AccountCommand),

@@ -708,6 +708,33 @@ fn describe(path: &ResourcePath, cluster: &Value) {
     }
 }
 
+/// `dialtone sim kill|hang|recover INSTANCE`.
+async fn break_instance(
+    client: &Client,
+    output: Output,
+    instance: &str,
+    operation: &str,
+    done: &str,
+) -> anyhow::Result<()> {
+    let changed: Value = client
+        .post(
+            &format!("/v1/sim/instances/{instance}/{operation}"),
+            &json!({}),
+        )
+        .await?;
+    match output {
+        Output::Table => {
+            let state = text(&changed["state"]);
+            match changed["reason"].as_str() {
+                Some(reason) => println!("instance {instance} {done}: {state}, {reason}"),
+                None => println!("instance {instance} {done}: {state}"),
+            }
+        }
+        _ => print_value(output, &changed)?,
+    }
+    Ok(())
+}
+
 pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow::Result<()> {
     let version: Value = client.get("/version", &[]).await?;
     if let Some(provider) = version["provider"].as_str().filter(|p| *p != "sim") {
@@ -810,15 +837,13 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
             }
         }
         SimCommand::Kill { instance } => {
-            let killed: Value = client
-                .post(&format!("/v1/sim/instances/{instance}/kill"), &json!({}))
-                .await?;
-            match output {
-                Output::Table => {
-                    println!("instance {instance} killed: {}", text(&killed["reason"]))
-                }
-                _ => print_value(output, &killed)?,
-            }
+            break_instance(client, output, &instance, "kill", "killed").await?
+        }
+        SimCommand::Hang { instance } => {
+            break_instance(client, output, &instance, "hang", "hung").await?
+        }
+        SimCommand::Recover { instance } => {
+            break_instance(client, output, &instance, "recover", "recovered").await?
         }
         SimCommand::Account(AccountCommand::Create) => {
             let account: Value = client.post("/v1/sim/accounts", &json!({})).await?;

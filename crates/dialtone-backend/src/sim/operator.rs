@@ -15,7 +15,7 @@ use axum::routing::{delete, get, post};
 use dialtone_cloud::CloudError;
 use dialtone_server::error::HttpResult;
 use dialtone_server::resources::{check_query, success, to_json};
-use dialtone_sim::{FaultSpec, Quotas, Sim};
+use dialtone_sim::{FaultSpec, InstanceFault, Quotas, Sim};
 use dialtone_types::{ApiError, Reason};
 use serde::de::DeserializeOwned;
 
@@ -28,7 +28,7 @@ pub fn routes(sim: Arc<Sim>) -> Router {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/faults/{id}", delete(remove_fault))
-        .route("/instances/{id}/kill", post(kill_instance))
+        .route("/instances/{id}/{fault}", post(break_instance))
         .route("/regions/{region}/quotas", get(get_quotas).put(set_quotas))
         .route("/accounts", get(list_accounts).post(create_account))
         .route("/accounts/{account}", get(get_account))
@@ -124,13 +124,26 @@ async fn clear_faults(State(sim): State<Arc<Sim>>) -> HttpResult<Response> {
     Ok(success(format!("{removed} fault(s) removed")))
 }
 
-/// `POST /v1/sim/instances/{id}/kill`: the instance dies, as if its host failed.
-async fn kill_instance(
+/// `POST /v1/sim/instances/{id}/kill`: the instance dies, as if its host failed;
+/// `…/hang`: it keeps running but stops answering; `…/recover`: a hung one answers again.
+async fn break_instance(
     State(sim): State<Arc<Sim>>,
-    Path(id): Path<String>,
+    Path((id, fault)): Path<(String, String)>,
 ) -> HttpResult<Response> {
-    let killed = sim.kill_instance(&id).await.map_err(cloud_error)?;
-    Ok(to_json(StatusCode::OK, &killed))
+    let fault = match fault.as_str() {
+        "kill" => InstanceFault::Kill,
+        "hang" => InstanceFault::Hang,
+        "recover" => InstanceFault::Recover,
+        other => {
+            return Err(ApiError::new(
+                Reason::NotFound,
+                format!("no instance operation `{other}`; valid operations: kill, hang, recover"),
+            )
+            .into());
+        }
+    };
+    let changed = sim.break_instance(&id, fault).await.map_err(cloud_error)?;
+    Ok(to_json(StatusCode::OK, &changed))
 }
 
 async fn get_quotas(

@@ -25,8 +25,8 @@ use dialtone_kube::workload::NodeView;
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError, from_raw};
 use dialtone_types::cluster::{
-    ClusterEvent, ClusterNode, ClusterPlan, ClusterStatus, LaunchBackoff, NodeCount, NodeRole,
-    parse_address_pool,
+    ClusterEvent, ClusterNode, ClusterPlan, ClusterStatus, LastRepair, LaunchBackoff, NodeCount,
+    NodeRepair, NodeRole, Unhealthy, parse_address_pool,
 };
 use dialtone_types::kinds::{CLUSTER, PROJECT};
 use dialtone_types::{
@@ -44,6 +44,7 @@ use crate::sizing::{self, SizingOptions, worker_index};
 mod bootstrap;
 /// Holds a cluster until its cloud resources are gone.
 mod provision;
+mod repair;
 mod slots;
 mod status;
 mod teardown;
@@ -133,6 +134,10 @@ enum Wait {
     WaitingForStore,
     Upgrading,
     ReplacingNode,
+    /// A broken node waits for its repair, or its replacement is on its way.
+    Repairing,
+    /// A broken node's repair is held back by the repair limits.
+    RepairHeld,
     BackingOff,
     TerminatingInstances,
     DeletingNetwork,
@@ -152,6 +157,8 @@ impl Wait {
             Wait::WaitingForStore => "WaitingForStore",
             Wait::Upgrading => "Upgrading",
             Wait::ReplacingNode => "ReplacingNode",
+            Wait::Repairing => "RepairingNode",
+            Wait::RepairHeld => "RepairHeld",
             Wait::BackingOff => "BackingOff",
             Wait::TerminatingInstances => "TerminatingInstances",
             Wait::DeletingNetwork => "DeletingNetwork",
@@ -209,29 +216,33 @@ impl Lifecycle {
         self
     }
 
-    /// Asks the cluster's API whether every running instance is a Ready node; its nodes.
-    /// A cluster not yet Ready is also asked whether its access is projected (after that,
-    /// the projection controller keeps the `AccessProjected` condition).
+    /// Asks the cluster's API whether every running instance is a Ready node: what it
+    /// waits for, if anything, and the nodes it read. A cluster not yet Ready is also
+    /// asked whether its access is projected (after that, the projection controller keeps
+    /// the `AccessProjected` condition).
     async fn check_api(
         &self,
         uid: &str,
         resources: &[CloudResource],
         status: &ClusterStatus,
-    ) -> Pass<Vec<NodeView>> {
+    ) -> (Option<Blocked>, Vec<NodeView>) {
         let Some(clients) = &self.kube else {
-            return Ok(Vec::new());
+            return (None, Vec::new());
         };
-        let waiting = |reason, message: String| Err(Blocked::Waiting(reason, message));
+        let waiting = |reason, message: String| Some(Blocked::Waiting(reason, message));
         let client = match clients.client(uid) {
             Ok(client) => client,
-            Err(e) => return waiting(Wait::WaitingForApi, e.to_string()),
+            Err(e) => return (waiting(Wait::WaitingForApi, e.to_string()), Vec::new()),
         };
         let nodes = match dialtone_kube::workload::nodes(&client).await {
             Ok(nodes) => nodes,
             Err(e) => {
-                return waiting(
-                    Wait::WaitingForApi,
-                    format!("the Kubernetes API does not answer: {e}"),
+                return (
+                    waiting(
+                        Wait::WaitingForApi,
+                        format!("the Kubernetes API does not answer: {e}"),
+                    ),
+                    Vec::new(),
                 );
             }
         };
@@ -243,20 +254,18 @@ impl Lifecycle {
             .count();
         let ready = nodes.iter().filter(|n| n.ready).count();
         if ready < running {
-            return waiting(
-                Wait::WaitingForNodes,
-                format!("{ready} of {running} running instances are Ready nodes"),
-            );
+            let message = format!("{ready} of {running} running instances are Ready nodes");
+            return (waiting(Wait::WaitingForNodes, message), nodes);
         }
         let holds = |type_| {
             status::condition(status, type_).is_some_and(|c| c.status == ConditionStatus::True)
         };
         if holds(ClusterCondition::Ready) && holds(ClusterCondition::AccessProjected) {
-            return Ok(nodes);
+            return (None, nodes);
         }
         // Ready means ready for its users: their access is in the cluster's RBAC.
-        match dialtone_kube::access::projected(&client).await {
-            Ok(true) => Ok(nodes),
+        let blocked = match dialtone_kube::access::projected(&client).await {
+            Ok(true) => None,
             Ok(false) => waiting(
                 Wait::WaitingForAccess,
                 "the access policies are not cast into the cluster's RBAC yet".into(),
@@ -265,7 +274,18 @@ impl Lifecycle {
                 Wait::WaitingForApi,
                 format!("the Kubernetes API does not answer: {e}"),
             ),
-        }
+        };
+        (blocked, nodes)
+    }
+
+    /// The cluster's nodes as its API lists them; none when it does not answer.
+    async fn read_nodes(&self, uid: &str) -> Vec<NodeView> {
+        let Some(client) = self.kube.as_ref().and_then(|c| c.client(uid).ok()) else {
+            return Vec::new();
+        };
+        dialtone_kube::workload::nodes(&client)
+            .await
+            .unwrap_or_default()
     }
 
     /// Right-sizes a settled cluster through its API; whether work is under way.
@@ -427,13 +447,14 @@ impl Lifecycle {
         let next = match observed {
             Ok(resources) => {
                 let (blocked, nodes) = match blocked {
-                    None => match self
-                        .check_api(&cluster.metadata.uid, &resources, &status)
-                        .await
-                    {
-                        Ok(nodes) => (None, nodes),
-                        Err(blocked) => (Some(blocked), Vec::new()),
-                    },
+                    None => {
+                        self.check_api(&cluster.metadata.uid, &resources, &status)
+                            .await
+                    }
+                    // A provisioned cluster's nodes still tell which are broken.
+                    blocked if status::provisioned(&status) => {
+                        (blocked, self.read_nodes(&cluster.metadata.uid).await)
+                    }
                     blocked => (blocked, Vec::new()),
                 };
                 refused = matches!(
@@ -442,14 +463,14 @@ impl Lifecycle {
                 );
                 let slots = desired_slots(&plan, &status);
                 let max_launch_attempts = plan.settings.repair.max_launch_attempts;
-                let next = self.observe(
-                    &mut status,
-                    &slots,
-                    &resources,
-                    blocked.as_ref(),
-                    max_launch_attempts,
-                    now,
-                );
+                let observed = status::Observed {
+                    plan: &plan,
+                    slots: &slots,
+                    resources: &resources,
+                    nodes: &nodes,
+                    blocked: blocked.as_ref(),
+                };
+                let next = self.observe(&mut status, observed, max_launch_attempts, now);
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);
                 let sizing = if settled {
                     self.right_size(&cluster, nodes, &plan, &mut status, now)

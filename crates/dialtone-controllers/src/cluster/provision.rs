@@ -2,6 +2,8 @@
 
 use dialtone_types::settings::{EndpointAccess, LoadBalancerScope};
 
+use super::repair::{self, Verdict};
+
 use super::*;
 
 /// `base` with the resource's part added.
@@ -203,6 +205,8 @@ impl Lifecycle {
         let slots = desired_slots(plan, status);
         let image = &plan.workers.node_image;
         let mut waiting: Option<(Wait, String)> = None;
+        let now = (self.clock)();
+        let limits = repair::Limits::new(plan, &slots, own, self.options.sizing.second, now);
         for slot in &slots {
             let instances: Vec<&CloudResource> = own
                 .iter()
@@ -210,21 +214,44 @@ impl Lifecycle {
                 .collect();
             let current = instances.iter().find(|r| attempt_of(r) == slot.attempt);
             let replacement_up = current.is_some_and(|c| c.state == ResourceState::Available);
-            // Instances of earlier attempts are replaced ones: terminate what is left of them,
-            // except a healthy one whose replacement is not up yet (an upgrade surges).
+            // Instances of earlier attempts are replaced ones. One still running stays
+            // until its replacement is up (an upgrade or a repair surges); a worker's is
+            // then drained; then it goes.
             for old in instances.iter().filter(|r| attempt_of(r) < slot.attempt) {
-                let surging = old.state == ResourceState::Available && !replacement_up;
-                if surging {
-                    waiting = Some((
-                        Wait::Upgrading,
+                let alive = matches!(
+                    old.state,
+                    ResourceState::Available | ResourceState::Impaired { .. }
+                );
+                let upgrade = old.spec.node_version() != Some(plan.kubernetes_version.as_str());
+                let why = if upgrade {
+                    Wait::Upgrading
+                } else {
+                    Wait::Repairing
+                };
+                if alive && !replacement_up {
+                    waiting.get_or_insert((
+                        why,
                         format!(
                             "{} ({}) waits for its replacement to boot",
                             slot.name, old.id
                         ),
                     ));
-                } else if old.state != ResourceState::Deleting {
-                    self.delete(region, &old.id).await?;
+                    continue;
                 }
+                if old.state == ResourceState::Deleting {
+                    continue;
+                }
+                if alive
+                    && slot.role == NodeRole::Worker
+                    && !self.drained(uid, slot, old, status).await?
+                {
+                    waiting.get_or_insert((
+                        why,
+                        format!("draining {}'s replaced node ({})", slot.name, old.id),
+                    ));
+                    continue;
+                }
+                self.delete(region, &old.id).await?;
             }
             if let Some(instance) = current
                 && slot.role == NodeRole::ControlPlane
@@ -232,11 +259,14 @@ impl Lifecycle {
                 && instance.spec.node_version() != Some(plan.kubernetes_version.as_str())
                 && waiting.is_none()
                 && control_plane_settled(own, &slots)
+                && !slots
+                    .iter()
+                    .any(|s| s.role == NodeRole::ControlPlane && s.unhealthy.is_some())
             {
                 // One control-plane node at a time, so that the others keep quorum.
                 record_event(
                     status,
-                    (self.clock)(),
+                    now,
                     false,
                     "Upgrading",
                     format!(
@@ -244,61 +274,77 @@ impl Lifecycle {
                         slot.name, instance.id, plan.kubernetes_version
                     ),
                 );
-                bump_attempt(status, slot, None);
+                bump_attempt(status, slot, None, None);
                 return Err(Blocked::Waiting(
                     Wait::Upgrading,
                     format!("upgrading {}", slot.name),
                 ));
             }
+            if let Some(broken) = repair::broken(slot, current.copied(), now) {
+                match limits.verdict(slot, &broken) {
+                    Verdict::Now(repair) => {
+                        let id = current.map_or("", |c| c.id.as_str());
+                        repair::record(status, slot, id, &broken, &repair);
+                        // Record the next attempt before launching it, so that a crash
+                        // between the two can neither launch it twice nor reuse the
+                        // token of the instance it replaces.
+                        bump_attempt(status, slot, None, Some(repair));
+                        return Err(Blocked::Waiting(
+                            Wait::ReplacingNode,
+                            format!("replacing {}", slot.name),
+                        ));
+                    }
+                    Verdict::Later => {
+                        waiting.get_or_insert((
+                            Wait::Repairing,
+                            format!(
+                                "{} is broken ({}); it is replaced if it stays so",
+                                slot.name, broken.reason
+                            ),
+                        ));
+                    }
+                    Verdict::Held(why) => {
+                        // Said once, not at every pass while it holds.
+                        if !status
+                            .events
+                            .iter()
+                            .any(|e| e.reason == Wait::RepairHeld.as_str() && e.message == why)
+                        {
+                            record_event(status, now, true, Wait::RepairHeld.as_str(), why.clone());
+                        }
+                        waiting.get_or_insert((Wait::RepairHeld, why));
+                    }
+                }
+                continue;
+            }
             match current {
                 Some(instance) if is_going(instance) => {
-                    // Record the next attempt before launching it, so that a crash between
-                    // the two can neither launch it twice nor reuse the dead one's token.
+                    // It never came up (one that ran is a repair, above): back off.
                     let reason = match &instance.state {
                         ResourceState::Terminated { reason } => reason.clone(),
                         _ => "it is being deleted".to_string(),
                     };
-                    let now = (self.clock)();
-                    // The last pass saw this attempt running, or it never came up: a node
-                    // that died is replaced at once, a launch that failed backs off.
-                    let ran = status
-                        .nodes
-                        .iter()
-                        .any(|n| n.name == slot.name && n.state == NodeState::Running);
-                    let backoff = if ran {
-                        record_event(
-                            status,
-                            now,
-                            true,
-                            "ReplacingNode",
-                            format!(
-                                "{} ({}) is gone: {reason}; launching a replacement",
-                                slot.name, instance.id
-                            ),
-                        );
-                        None
-                    } else {
-                        let failures = slot.launch_backoff.as_ref().map_or(0, |b| b.failures) + 1;
-                        let delay = self.options.retry.delay(failures);
-                        record_event(
-                            status,
-                            now,
-                            true,
-                            LAUNCH_FAILED,
-                            format!(
-                                "{} ({}) failed to launch: {reason}; {failures} failed in a row, next launch in {}",
-                                slot.name,
-                                instance.id,
-                                seconds(delay)
-                            ),
-                        );
-                        Some(LaunchBackoff {
-                            failures,
-                            last_error: reason,
-                            retry_after: now.checked_add(delay).unwrap_or(now),
-                        })
+                    let failures = slot.launch_backoff.as_ref().map_or(0, |b| b.failures) + 1;
+                    let delay = self.options.retry.delay(failures);
+                    record_event(
+                        status,
+                        now,
+                        true,
+                        LAUNCH_FAILED,
+                        format!(
+                            "{} ({}) failed to launch: {reason}; {failures} failed in a row, next launch in {}",
+                            slot.name,
+                            instance.id,
+                            seconds(delay)
+                        ),
+                    );
+                    let backoff = LaunchBackoff {
+                        failures,
+                        last_error: reason,
+                        retry_after: now.checked_add(delay).unwrap_or(now),
                     };
-                    bump_attempt(status, slot, backoff);
+                    // Recorded before the launch, as a repair's is.
+                    bump_attempt(status, slot, Some(backoff), None);
                     return Err(Blocked::Waiting(
                         Wait::ReplacingNode,
                         format!("replacing {}", slot.name),
@@ -315,7 +361,7 @@ impl Lifecycle {
                 None if slot
                     .launch_backoff
                     .as_ref()
-                    .is_some_and(|b| b.retry_after > (self.clock)()) =>
+                    .is_some_and(|b| b.retry_after > now) =>
                 {
                     let backoff = slot.launch_backoff.as_ref().expect("checked");
                     if waiting.is_none() {

@@ -11,6 +11,43 @@ pub(super) struct Slot {
     pub(super) instance_type: String,
     pub(super) attempt: u32,
     pub(super) launch_backoff: Option<LaunchBackoff>,
+    /// Whether the last pass saw its instance running: one that is gone now died.
+    pub(super) ran: bool,
+    pub(super) unhealthy: Option<Unhealthy>,
+    pub(super) last_repair: Option<LastRepair>,
+}
+
+impl Slot {
+    /// A slot as the cluster's status last recorded it.
+    fn from_status(node: &ClusterNode) -> Slot {
+        Slot {
+            name: node.name.clone(),
+            role: node.role,
+            zone: node.zone.clone(),
+            instance_type: node.instance_type.clone(),
+            attempt: node.attempt,
+            launch_backoff: node.launch_backoff.clone(),
+            // A node seen broken ran: one that never did failed to launch.
+            ran: node.state == NodeState::Running || node.unhealthy.is_some(),
+            unhealthy: node.unhealthy.clone(),
+            last_repair: node.last_repair.clone(),
+        }
+    }
+
+    /// A slot no instance has filled yet.
+    fn new(name: String, role: NodeRole, node: &dialtone_types::cluster::NodeSlot) -> Slot {
+        Slot {
+            name,
+            role,
+            zone: node.zone.clone(),
+            instance_type: node.instance_type.clone(),
+            attempt: 0,
+            launch_backoff: None,
+            ran: false,
+            unhealthy: None,
+            last_repair: None,
+        }
+    }
 }
 
 pub(super) fn part_of(resource: &CloudResource) -> &str {
@@ -80,14 +117,14 @@ pub(super) fn desired_slots(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<S
         .enumerate()
         .map(|(i, node)| {
             let name = control_plane_slot(i);
-            let was = before(&name);
-            Slot {
-                attempt: was.map_or(0, |n| n.attempt),
-                launch_backoff: was.and_then(|n| n.launch_backoff.clone()),
-                name,
-                role: NodeRole::ControlPlane,
-                zone: node.zone.clone(),
-                instance_type: node.instance_type.clone(),
+            match before(&name) {
+                // The plan decides where it runs and on what; the status, how it fares.
+                Some(was) => Slot {
+                    zone: node.zone.clone(),
+                    instance_type: node.instance_type.clone(),
+                    ..Slot::from_status(was)
+                },
+                None => Slot::new(name, NodeRole::ControlPlane, node),
             }
         })
         .collect();
@@ -98,27 +135,13 @@ pub(super) fn desired_slots(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<S
             .initial
             .iter()
             .enumerate()
-            .map(|(i, node)| Slot {
-                name: format!("worker-{i}"),
-                role: NodeRole::Worker,
-                zone: node.zone.clone(),
-                instance_type: node.instance_type.clone(),
-                attempt: 0,
-                launch_backoff: None,
-            })
+            .map(|(i, node)| Slot::new(format!("worker-{i}"), NodeRole::Worker, node))
             .collect()
     } else {
         previous
             .iter()
             .filter(|n| n.role == NodeRole::Worker)
-            .map(|n| Slot {
-                name: n.name.clone(),
-                role: NodeRole::Worker,
-                zone: n.zone.clone(),
-                instance_type: n.instance_type.clone(),
-                attempt: n.attempt,
-                launch_backoff: n.launch_backoff.clone(),
-            })
+            .map(Slot::from_status)
             .collect()
     };
     let default_type = plan
@@ -127,6 +150,7 @@ pub(super) fn desired_slots(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<S
         .first()
         .map(|s| s.instance_type.clone())
         .unwrap_or_else(|| plan.workers.initial_instance_type.clone());
+    let default_type = &default_type;
     let mut next = workers
         .iter()
         .filter_map(|w| worker_index(&w.name))
@@ -135,14 +159,11 @@ pub(super) fn desired_slots(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<S
         .max(next_worker);
     while workers.len() < plan.workers.min_nodes as usize {
         let zone = plan.workers.zones[workers.len() % plan.workers.zones.len()].clone();
-        workers.push(Slot {
-            name: format!("worker-{next}"),
-            role: NodeRole::Worker,
+        let node = dialtone_types::cluster::NodeSlot {
             zone,
             instance_type: default_type.clone(),
-            attempt: 0,
-            launch_backoff: None,
-        });
+        };
+        workers.push(Slot::new(format!("worker-{next}"), NodeRole::Worker, &node));
         next += 1;
     }
     let mut staying = 0;
@@ -157,27 +178,38 @@ pub(super) fn desired_slots(plan: &ClusterPlan, status: &ClusterStatus) -> Vec<S
     slots
 }
 
-/// Moves the slot to its next attempt, with the backoff its launches are under.
+/// Moves the slot to its next attempt, with the backoff its launches are under and, for a
+/// repair, the repair.
 pub(super) fn bump_attempt(
     status: &mut ClusterStatus,
     slot: &Slot,
     launch_backoff: Option<LaunchBackoff>,
+    repair: Option<LastRepair>,
 ) {
-    match status.nodes.iter_mut().find(|n| n.name == slot.name) {
-        Some(node) => {
-            node.attempt = slot.attempt + 1;
-            node.launch_backoff = launch_backoff;
+    let index = match status.nodes.iter().position(|n| n.name == slot.name) {
+        Some(index) => index,
+        None => {
+            status.nodes.push(ClusterNode {
+                name: slot.name.clone(),
+                role: slot.role,
+                zone: slot.zone.clone(),
+                instance_type: slot.instance_type.clone(),
+                instance_id: String::new(),
+                state: NodeState::Absent,
+                attempt: slot.attempt,
+                kubernetes_version: String::new(),
+                launch_backoff: None,
+                unhealthy: None,
+                last_repair: slot.last_repair.clone(),
+            });
+            status.nodes.len() - 1
         }
-        None => status.nodes.push(ClusterNode {
-            name: slot.name.clone(),
-            role: slot.role,
-            zone: slot.zone.clone(),
-            instance_type: slot.instance_type.clone(),
-            instance_id: String::new(),
-            state: NodeState::Absent,
-            attempt: slot.attempt + 1,
-            kubernetes_version: String::new(),
-            launch_backoff,
-        }),
+    };
+    let node = &mut status.nodes[index];
+    node.attempt = slot.attempt + 1;
+    node.launch_backoff = launch_backoff;
+    if repair.is_some() {
+        node.last_repair = repair;
+        node.unhealthy = None;
     }
 }

@@ -1,7 +1,20 @@
 //! The status step: conditions, phase and events from what the cloud holds and what the
 //! pass ran into.
 
+use super::repair::{self, Limits};
 use super::*;
+
+/// What a pass saw, for the status.
+pub(super) struct Observed<'a> {
+    pub(super) plan: &'a ClusterPlan,
+    pub(super) slots: &'a [Slot],
+    /// The cluster's cloud resources.
+    pub(super) resources: &'a [CloudResource],
+    /// Its nodes, as its API lists them; empty when the pass did not ask.
+    pub(super) nodes: &'a [NodeView],
+    /// What the pass stopped at, if anything.
+    pub(super) blocked: Option<&'a Blocked>,
+}
 
 impl Lifecycle {
     /// Fills nodes, counts, endpoint, conditions, phase and events from what the cloud
@@ -9,24 +22,29 @@ impl Lifecycle {
     pub(super) fn observe(
         &self,
         status: &mut ClusterStatus,
-        slots: &[Slot],
-        resources: &[CloudResource],
-        blocked: Option<&Blocked>,
+        observed: Observed<'_>,
         max_launch_attempts: u32,
         now: Timestamp,
     ) -> Next {
-        let instance_of = |slot: &Slot| {
-            resources.iter().find(|r| {
-                r.spec.kind() == ResourceKind::Instance
-                    && part_of(r) == slot.name
-                    && attempt_of(r) == slot.attempt
-            })
-        };
+        let Observed {
+            plan,
+            slots,
+            resources,
+            nodes,
+            blocked,
+        } = observed;
         status.nodes = slots
             .iter()
             .map(|slot| {
-                let instance = instance_of(slot);
+                let instance = repair::current(resources, slot);
                 let running = instance.is_some_and(|i| i.state == ResourceState::Available);
+                // Without the API's word this pass, a node keeps what the last one saw.
+                let unhealthy = match instance {
+                    Some(i) if i.state == ResourceState::Available && nodes.is_empty() => {
+                        slot.unhealthy.clone()
+                    }
+                    _ => repair::unhealthy(slot, instance, nodes, now),
+                };
                 ClusterNode {
                     name: slot.name.clone(),
                     role: slot.role,
@@ -45,6 +63,8 @@ impl Lifecycle {
                     } else {
                         slot.launch_backoff.clone()
                     },
+                    unhealthy,
+                    last_repair: slot.last_repair.clone(),
                 }
             })
             .collect();
@@ -95,8 +115,7 @@ impl Lifecycle {
             && workers_ready == workers_total;
         let serving =
             endpoint_up && cp_ready * 2 > cp_total && (workers_ready > 0 || workers_total == 0);
-        let provisioned_before = condition(status, ClusterCondition::Provisioning)
-            .is_some_and(|c| c.status == ConditionStatus::False);
+        let provisioned_before = provisioned(status);
         let (reason, message, warning) = match blocked {
             Some(Blocked::Waiting(wait, message)) => (wait.as_str(), message.clone(), false),
             Some(Blocked::Cloud(e)) => (
@@ -106,11 +125,22 @@ impl Lifecycle {
             ),
             None => ("", String::new(), false),
         };
-        let impaired = status
+        self.evaluate_nodes(
+            status,
+            &Limits::new(plan, slots, resources, self.options.sizing.second, now),
+            resources,
+            nodes,
+            blocked,
+            now,
+        );
+        let broken: Vec<String> = status
             .nodes
             .iter()
-            .find(|n| n.state == NodeState::Impaired)
-            .map(|n| n.zone.clone());
+            .filter_map(|n| {
+                let trouble = n.unhealthy.as_ref()?;
+                Some(format!("{}: {}", n.name, trouble.reason))
+            })
+            .collect();
         let scaling = matches!(
             blocked,
             Some(Blocked::Waiting(
@@ -247,13 +277,13 @@ impl Lifecycle {
             );
             status.phase = Some(Phase::Provisioning);
         } else {
-            let (degraded_reason, degraded_message) = match (&impaired, reason) {
-                (Some(zone), _) => (
-                    "ZoneOutage",
-                    format!("zone {zone} is down; {nodes_summary}"),
+            let (degraded_reason, degraded_message) = match (broken.is_empty(), reason) {
+                (false, _) => (
+                    "NodesUnhealthy",
+                    format!("{}; {nodes_summary}", broken.join("; ")),
                 ),
-                (None, "") => ("NodesNotRunning", nodes_summary.clone()),
-                (None, reason) => (reason, format!("{message}; {nodes_summary}")),
+                (true, "") => ("NodesNotRunning", nodes_summary.clone()),
+                (true, reason) => (reason, format!("{message}; {nodes_summary}")),
             };
             set_condition(
                 &mut status.conditions,
@@ -321,6 +351,166 @@ impl Lifecycle {
     }
 }
 
+impl Lifecycle {
+    /// Sets the conditions that evaluate the cluster's nodes and API against its plan:
+    /// `APIServerAvailable`, `ControlPlaneHealthy`, `EveryNodeReady` and
+    /// `RemediationAllowed`.
+    fn evaluate_nodes(
+        &self,
+        status: &mut ClusterStatus,
+        limits: &Limits<'_>,
+        resources: &[CloudResource],
+        nodes: &[NodeView],
+        blocked: Option<&Blocked>,
+        now: Timestamp,
+    ) {
+        use ConditionStatus::{False, True};
+        if self.kube.is_some() {
+            match blocked {
+                Some(Blocked::Waiting(Wait::WaitingForApi, message)) => set_condition(
+                    &mut status.conditions,
+                    ClusterCondition::ApiServerAvailable,
+                    False,
+                    "APIUnreachable",
+                    message.clone(),
+                    now,
+                ),
+                // The API answered this pass; when the pass did not ask, nothing changes.
+                _ if !nodes.is_empty() => set_condition(
+                    &mut status.conditions,
+                    ClusterCondition::ApiServerAvailable,
+                    True,
+                    "APIAnswers",
+                    format!("the Kubernetes API at {} answers", status.endpoint),
+                    now,
+                ),
+                _ => {}
+            }
+        }
+        // A control-plane member is a slot whose instance runs healthy, or, while it is
+        // replaced, whose earlier instance still does.
+        let members: Vec<&ClusterNode> = status
+            .nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::ControlPlane)
+            .collect();
+        let surging = |name: &str| {
+            resources.iter().any(|r| {
+                r.spec.kind() == ResourceKind::Instance
+                    && part_of(r) == name
+                    && r.state == ResourceState::Available
+            })
+        };
+        let healthy = members
+            .iter()
+            .filter(|n| {
+                (n.state == NodeState::Running && n.unhealthy.is_none())
+                    || (n.state != NodeState::Running && surging(&n.name))
+            })
+            .count();
+        let quorum = members.len() / 2 + 1;
+        let (cp_status, cp_reason, cp_message) = if healthy == members.len() {
+            (
+                True,
+                "AllMembersHealthy",
+                format!(
+                    "{healthy} of {} control-plane nodes (etcd members) are healthy",
+                    members.len()
+                ),
+            )
+        } else if healthy >= quorum {
+            (
+                False,
+                "MemberUnhealthy",
+                format!(
+                    "{healthy} of {} control-plane nodes are healthy; etcd keeps its quorum of {quorum}",
+                    members.len()
+                ),
+            )
+        } else {
+            (
+                False,
+                "QuorumLost",
+                format!(
+                    "{healthy} of {} control-plane nodes are healthy, short of etcd's quorum of {quorum}: the API cannot accept writes",
+                    members.len()
+                ),
+            )
+        };
+        set_condition(
+            &mut status.conditions,
+            ClusterCondition::ControlPlaneHealthy,
+            cp_status,
+            cp_reason,
+            cp_message,
+            now,
+        );
+        let broken: Vec<String> = status
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let trouble = n.unhealthy.as_ref()?;
+                Some(format!(
+                    "{} ({}) since {}",
+                    n.name,
+                    trouble.reason,
+                    trouble.since.strftime("%H:%M:%S")
+                ))
+            })
+            .collect();
+        let starting: Vec<&str> = status
+            .nodes
+            .iter()
+            .filter(|n| n.unhealthy.is_none() && n.state != NodeState::Running)
+            .map(|n| n.name.as_str())
+            .collect();
+        let (status_, reason, message) = if !broken.is_empty() {
+            (False, "NodesUnhealthy", broken.join("; "))
+        } else if !starting.is_empty() {
+            (
+                False,
+                "NodesStarting",
+                format!("not running yet: {}", starting.join(", ")),
+            )
+        } else {
+            (
+                True,
+                "AllNodesReady",
+                format!("all {} nodes run and are Ready", status.nodes.len()),
+            )
+        };
+        set_condition(
+            &mut status.conditions,
+            ClusterCondition::EveryNodeReady,
+            status_,
+            reason,
+            message,
+            now,
+        );
+        let (status_, reason, message) = match limits.short_circuit() {
+            _ if !limits.plan_repairs() => (
+                False,
+                "RepairDisabled",
+                "repair is off for this cluster's type".to_string(),
+            ),
+            Some(why) => (False, "TooManyUnhealthy", why),
+            None => (
+                True,
+                "RepairsAllowed",
+                "broken nodes are replaced within the type's repair limits".to_string(),
+            ),
+        };
+        set_condition(
+            &mut status.conditions,
+            ClusterCondition::RemediationAllowed,
+            status_,
+            reason,
+            message,
+            now,
+        );
+    }
+}
+
 pub(crate) fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: ClusterCondition,
@@ -330,6 +520,12 @@ pub(crate) fn set_condition(
     now: Timestamp,
 ) {
     Condition::set(conditions, type_.as_str(), status, reason, message, now);
+}
+
+/// Whether every planned resource has existed once.
+pub(super) fn provisioned(status: &ClusterStatus) -> bool {
+    condition(status, ClusterCondition::Provisioning)
+        .is_some_and(|c| c.status == ConditionStatus::False)
 }
 
 pub(super) fn condition(status: &ClusterStatus, type_: ClusterCondition) -> Option<&Condition> {

@@ -109,7 +109,7 @@ fn requests(pod: &PodView) -> Resources {
     }
 }
 
-fn is_daemon(pod: &PodView) -> bool {
+pub(crate) fn is_daemon(pod: &PodView) -> bool {
     pod.controller.as_deref() == Some("DaemonSet")
 }
 
@@ -127,6 +127,8 @@ fn new_slot(status: &mut ClusterStatus, instance_type: &str, zone: &str) -> Clus
         attempt: 0,
         kubernetes_version: String::new(),
         launch_backoff: None,
+        unhealthy: None,
+        last_repair: None,
     };
     status.nodes.push(node.clone());
     node

@@ -1,0 +1,411 @@
+//! Broken nodes are repaired within the type's limits: the real binary, the sim's failure
+//! injection (`dialtone sim kill|hang|recover`), and `/usr/bin/kubectl` watching the nodes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Api, start_with};
+use dialtone_testkit::DevServer;
+use serde_json::{Value, json};
+
+const PROJECT: &str = "/v1/orgs/demo/folders/eng/projects/web";
+/// Cloud latencies at 1/200 of a real cloud's: a developer cluster's nodes are replaced
+/// after 3 s NotReady (`repair.unhealthyAfterSeconds` 600), production's after 1.5 s.
+const FAST: &str = "0.005";
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Value {
+    let out = Command::new("/usr/bin/kubectl")
+        .args(args)
+        .args(["-o", "json"])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The cluster's nodes as kubectl lists them: (instance id, control plane, Ready).
+fn nodes(kubeconfig: &Path) -> Vec<(String, bool, bool)> {
+    let list = kubectl(kubeconfig, &["get", "nodes"]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let labels = &n["metadata"]["labels"];
+            let ready = n["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                labels["dialtone.dev/instance-id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                labels["node-role.kubernetes.io/control-plane"].is_string(),
+                ready,
+            )
+        })
+        .collect()
+}
+
+/// A dev server at `time_scale`, a cluster `name` of `flags` made with the CLI and Ready,
+/// and a kubeconfig for it.
+async fn cluster(
+    time_scale: &str,
+    name: &str,
+    flags: &[&str],
+) -> (DevServer, Api, tempfile::TempDir, PathBuf) {
+    let server = start_with(&["--sim-time-scale", time_scale]);
+    let api = Api::admin(&server);
+    api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
+    api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
+        .await;
+    let mut args = vec![
+        "cluster",
+        "create",
+        name,
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+        "--region",
+        "us-east-1",
+        "--wait",
+    ];
+    args.extend_from_slice(flags);
+    let out = server.cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    let out = server.cli(&[
+        "cluster",
+        "credentials",
+        name,
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (server, api, dir, kubeconfig)
+}
+
+/// `dialtone sim kill|hang|recover INSTANCE`.
+fn break_instance(server: &DevServer, operation: &str, instance: &str) {
+    let out = server.cli(&["sim", operation, instance]);
+    assert!(
+        out.status.success(),
+        "sim {operation} {instance}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn get(api: &Api, name: &str) -> Value {
+    let (status, cluster) = api.get(&format!("{PROJECT}/clusters/{name}")).await;
+    assert_eq!(status, 200, "{cluster}");
+    cluster
+}
+
+/// Polls the cluster until `done` holds, failing after `limit` with its last state.
+async fn wait_for(
+    api: &Api,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let cluster = get(api, name).await;
+        if done(&cluster) {
+            return cluster;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} never became {what}: {:#}",
+            cluster["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn slots<'a>(cluster: &'a Value, role: &str) -> Vec<&'a Value> {
+    cluster["status"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == role)
+        .collect()
+}
+
+fn instance_ids(cluster: &Value, role: &str) -> Vec<String> {
+    slots(cluster, role)
+        .iter()
+        .map(|n| n["instanceId"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn repairs(cluster: &Value) -> Vec<Value> {
+    cluster["status"]["repairs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn condition(cluster: &Value, type_: &str) -> (String, String, String) {
+    let c = cluster["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {:#}", cluster["status"]));
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    (text(&c["status"]), text(&c["reason"]), text(&c["message"]))
+}
+
+/// Every node Ready and no repair under way: the plan's nodes, each a Ready node.
+fn settled(cluster: &Value, kubeconfig: &Path, nodes_planned: usize) -> bool {
+    cluster["status"]["phase"] == "Ready" && {
+        let seen = nodes(kubeconfig);
+        seen.len() == nodes_planned && seen.iter().all(|(_, _, ready)| *ready)
+    }
+}
+
+#[tokio::test]
+async fn one_broken_worker_of_six_is_replaced_once_after_the_threshold_then_backs_off() {
+    let (server, api, _dir, kubeconfig) = cluster(
+        FAST,
+        "six",
+        &[
+            "--type",
+            "developer",
+            "--min-nodes",
+            "6",
+            "--max-nodes",
+            "6",
+        ],
+    )
+    .await;
+    let before = get(&api, "six").await;
+    let workers = instance_ids(&before, "worker");
+    assert_eq!(workers.len(), 6, "{:#}", before["status"]);
+    let (status, ..) = condition(&before, "EveryNodeReady");
+    assert_eq!(status, "True");
+
+    // A worker stops answering: its node turns NotReady, and it is replaced only once it
+    // has been so for the threshold.
+    let victim = workers[2].clone();
+    let hung_at = jiff::Timestamp::now();
+    break_instance(&server, "hang", &victim);
+    let start = Instant::now();
+    while nodes(&kubeconfig)
+        .iter()
+        .any(|(id, _, ready)| *id == victim && *ready)
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "never NotReady");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let broken = wait_for(&api, "six", "aware", Duration::from_secs(10), |c| {
+        condition(c, "EveryNodeReady").0 == "False"
+    })
+    .await;
+    let (_, reason, message) = condition(&broken, "EveryNodeReady");
+    assert_eq!(reason, "NodesUnhealthy");
+    assert!(message.contains("stopped answering"), "{message}");
+
+    let repaired = wait_for(&api, "six", "repaired", Duration::from_secs(30), |c| {
+        !repairs(c).is_empty() && settled(c, &kubeconfig, 7)
+    })
+    .await;
+    let done = repairs(&repaired);
+    assert_eq!(done.len(), 1, "exactly one repair: {done:#?}");
+    assert_eq!(done[0]["instanceId"], victim.as_str());
+    assert_eq!(done[0]["inARow"], 1);
+    let decided: jiff::Timestamp = done[0]["time"].as_str().unwrap().parse().unwrap();
+    let waited = decided.duration_since(hung_at).as_secs_f64();
+    assert!(
+        waited >= 2.9,
+        "replaced after {waited:.1}s, before the 3 s threshold"
+    );
+    let after = instance_ids(&repaired, "worker");
+    let changed: Vec<_> = workers.iter().zip(&after).filter(|(a, b)| a != b).collect();
+    assert_eq!(changed.len(), 1, "{workers:?} → {after:?}");
+    assert!(
+        !nodes(&kubeconfig).iter().any(|(id, ..)| *id == victim),
+        "the broken node is gone"
+    );
+    let (status, ..) = condition(&repaired, "EveryNodeReady");
+    assert_eq!(status, "True");
+
+    // Its replacement breaks right away: the next repair waits twice as long.
+    let again = after[2].clone();
+    let hung_at = jiff::Timestamp::now();
+    break_instance(&server, "hang", &again);
+    let twice = wait_for(
+        &api,
+        "six",
+        "repaired again",
+        Duration::from_secs(40),
+        |c| repairs(c).len() == 2 && settled(c, &kubeconfig, 7),
+    )
+    .await;
+    let second = &repairs(&twice)[1];
+    assert_eq!(second["instanceId"], again.as_str());
+    assert_eq!(second["inARow"], 2, "{second}");
+    let decided: jiff::Timestamp = second["time"].as_str().unwrap().parse().unwrap();
+    let waited = decided.duration_since(hung_at).as_secs_f64();
+    assert!(
+        waited >= 5.9,
+        "the second repair waited {waited:.1}s, not 6 s"
+    );
+}
+
+#[tokio::test]
+async fn three_broken_workers_of_six_are_an_outage_repairs_wait_until_fewer_are() {
+    let (server, api, _dir, kubeconfig) = cluster(
+        FAST,
+        "six",
+        &[
+            "--type",
+            "developer",
+            "--min-nodes",
+            "6",
+            "--max-nodes",
+            "6",
+        ],
+    )
+    .await;
+    let before = get(&api, "six").await;
+    let workers = instance_ids(&before, "worker");
+    for victim in &workers[..3] {
+        break_instance(&server, "hang", victim);
+    }
+    let held = wait_for(&api, "six", "held", Duration::from_secs(10), |c| {
+        condition(c, "RemediationAllowed").0 == "False"
+    })
+    .await;
+    let (_, reason, message) = condition(&held, "RemediationAllowed");
+    assert_eq!(reason, "TooManyUnhealthy");
+    assert!(
+        message.contains("3 of 6 workers") && message.contains("40%"),
+        "{message}"
+    );
+    // Twice the threshold later, still nothing was replaced.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let still = get(&api, "six").await;
+    assert!(repairs(&still).is_empty(), "{:#?}", repairs(&still));
+    assert_eq!(instance_ids(&still, "worker"), workers);
+    assert_eq!(still["status"]["phase"], "Degraded");
+    let ready_workers = nodes(&kubeconfig)
+        .iter()
+        .filter(|(_, cp, ready)| !cp && *ready)
+        .count();
+    assert_eq!(ready_workers, 3);
+
+    // One answers again: two of six broken is within the limit, and both are repaired.
+    break_instance(&server, "recover", &workers[0]);
+    let repaired = wait_for(&api, "six", "repaired", Duration::from_secs(40), |c| {
+        repairs(c).len() == 2 && settled(c, &kubeconfig, 7)
+    })
+    .await;
+    let replaced: std::collections::BTreeSet<String> = repairs(&repaired)
+        .iter()
+        .map(|r| r["instanceId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(replaced, [workers[1].clone(), workers[2].clone()].into());
+    assert_eq!(instance_ids(&repaired, "worker")[0], workers[0]);
+    let (status, reason, _) = condition(&repaired, "RemediationAllowed");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "RepairsAllowed")
+    );
+}
+
+#[tokio::test]
+async fn a_control_plane_node_is_replaced_while_two_stay_healthy_and_a_second_waits_its_turn() {
+    // Slower, so that a replacement takes long enough (1.5 s) to kill another node meanwhile.
+    let (server, api, _dir, kubeconfig) = cluster("0.05", "prod", &["--type", "production"]).await;
+    let before = get(&api, "prod").await;
+    let control_plane = instance_ids(&before, "controlPlane");
+    assert_eq!(control_plane.len(), 3);
+    let (status, ..) = condition(&before, "ControlPlaneHealthy");
+    assert_eq!(status, "True");
+
+    break_instance(&server, "kill", &control_plane[1]);
+    // The moment its repair is decided, a second control-plane node dies.
+    let repairing = wait_for(&api, "prod", "repairing", Duration::from_secs(10), |c| {
+        !repairs(c).is_empty()
+    })
+    .await;
+    assert_eq!(repairs(&repairing)[0]["node"], "cp-1");
+    let ready_cp = |nodes: &[(String, bool, bool)]| {
+        nodes.iter().filter(|(_, cp, ready)| *cp && *ready).count()
+    };
+    assert!(
+        ready_cp(&nodes(&kubeconfig)) >= 2,
+        "{:?}",
+        nodes(&kubeconfig)
+    );
+    break_instance(&server, "kill", &control_plane[2]);
+
+    // cp-2 waits until cp-1's replacement is a Ready node: never two at once.
+    let start = Instant::now();
+    let mut held = false;
+    let cluster = loop {
+        let cluster = get(&api, "prod").await;
+        let done = repairs(&cluster);
+        let cp1_back = slots(&cluster, "controlPlane")[1]["state"] == "running";
+        if done.len() == 1 {
+            held |= cluster["status"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["reason"] == "RepairHeld");
+        } else {
+            assert!(
+                cp1_back || done.len() < 2,
+                "cp-2 replaced before cp-1 was back"
+            );
+        }
+        if done.len() == 2 && settled(&cluster, &kubeconfig, 3 + slots(&cluster, "worker").len()) {
+            break cluster;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "{:#}",
+            cluster["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(held, "cp-2's repair was held while cp-1's ran");
+    let order: Vec<String> = repairs(&cluster)
+        .iter()
+        .map(|r| r["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, ["cp-1", "cp-2"]);
+    let after = instance_ids(&cluster, "controlPlane");
+    assert_eq!(after[0], control_plane[0], "cp-0 was never touched");
+    assert!(after[1] != control_plane[1] && after[2] != control_plane[2]);
+    assert_eq!(ready_cp(&nodes(&kubeconfig)), 3);
+    let (status, ..) = condition(&cluster, "ControlPlaneHealthy");
+    assert_eq!(status, "True");
+}
