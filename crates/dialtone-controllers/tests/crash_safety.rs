@@ -473,7 +473,24 @@ impl World {
             }
             self.live(1).await;
         }
-        Err("the clusters did not settle in 300 passes".into())
+        let mut unsettled = Vec::new();
+        for path in &self.clusters {
+            if let Ok(cluster) = self.registry.get::<Cluster>(path).await
+                && cluster.status.phase != Some(dialtone_types::Phase::Ready)
+            {
+                let ready = dialtone_types::ClusterCondition::Ready.as_str();
+                let why = cluster.status.conditions.iter().find(|c| c.type_ == ready);
+                unsettled.push(format!(
+                    "{path}: {:?} {}",
+                    cluster.status.phase,
+                    why.map_or(String::new(), |c| format!("{}: {}", c.reason, c.message))
+                ));
+            }
+        }
+        Err(format!(
+            "the clusters did not settle in 300 passes: {}",
+            unsettled.join("; ")
+        ))
     }
 }
 

@@ -309,6 +309,32 @@ impl fmt::Display for Phase {
     }
 }
 
+/// How a cluster fares against its type, in one word for lists: its evaluation
+/// conditions summed up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Health {
+    /// Every evaluation holds.
+    Healthy,
+    /// It serves, and something is off: a node broken, a repair held, access not projected.
+    Warning,
+    /// It does not serve: its API does not answer, or etcd lost its quorum.
+    Unhealthy,
+    /// Not evaluated yet: it is being provisioned or deleted.
+    Unknown,
+}
+
+impl Health {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Warning => "Warning",
+            Health::Unhealthy => "Unhealthy",
+            Health::Unknown => "Unknown",
+        }
+    }
+}
+
 /// A cluster's condition types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClusterCondition {
@@ -402,6 +428,9 @@ pub struct ClusterStatus {
     /// One word for lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Its evaluation conditions in one word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
     /// The Kubernetes API endpoint, once its load balancer exists.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endpoint: String,

@@ -23,7 +23,9 @@ pub mod settings;
 pub mod validation;
 
 pub use api::{ApiError, Reason, Status, StatusCause};
-pub use cluster::{Cluster, ClusterCondition, ClusterStatus, ClusterType, NodeState, Phase};
+pub use cluster::{
+    Cluster, ClusterCondition, ClusterStatus, ClusterType, Health, NodeState, Phase,
+};
 pub use connection::{Connection, ConnectionStatus, PeeringState};
 pub use kinds::{Folder, Group, Identity, KINDS, Kind, KindInfo, Namespace, Org, Project};
 pub use meta::{

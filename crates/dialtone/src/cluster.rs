@@ -189,8 +189,8 @@ async fn wait_gone(
     }
 }
 
-const HEADERS: [&str; 8] = [
-    "NAME", "TYPE", "REGION", "VERSION", "PHASE", "NODES", "ENDPOINT", "AGE",
+const HEADERS: [&str; 9] = [
+    "NAME", "TYPE", "REGION", "VERSION", "PHASE", "HEALTH", "NODES", "ENDPOINT", "AGE",
 ];
 
 fn row(cluster: &Value) -> Vec<String> {
@@ -200,6 +200,7 @@ fn row(cluster: &Value) -> Vec<String> {
         text(&cluster["spec"]["region"]).to_string(),
         text(&cluster["spec"]["kubernetesVersion"]).to_string(),
         text(&cluster["status"]["phase"]).to_string(),
+        text(&cluster["status"]["health"]).to_string(),
         nodes_summary(cluster),
         text(&cluster["status"]["endpoint"]).to_string(),
         age(&cluster["metadata"]["creationTimestamp"]),
@@ -565,6 +566,7 @@ fn describe(path: &ResourcePath, cluster: &Value) {
         field("Deleting", format!("since {deleting}"));
     }
     field("Phase", text(&status["phase"]).into());
+    field("Health", text(&status["health"]).into());
     field(
         "Endpoint",
         match text(&status["endpoint"]) {
@@ -658,6 +660,23 @@ fn describe(path: &ResourcePath, cluster: &Value) {
             &rows,
         );
     }
+    let repairs = status["repairs"].as_array().cloned().unwrap_or_default();
+    if !repairs.is_empty() {
+        println!("Repairs:");
+        for r in &repairs {
+            let in_a_row = match r["inARow"].as_u64() {
+                Some(n) if n > 1 => format!(" ({n} in a row)"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:>5} ago  {:<8} {}{in_a_row}: {}",
+                age(&r["time"]),
+                text(&r["node"]),
+                text(&r["instanceId"]),
+                text(&r["reason"])
+            );
+        }
+    }
     let sizing = &status["sizing"];
     if sizing.is_object() {
         println!(
@@ -689,7 +708,7 @@ fn describe(path: &ResourcePath, cluster: &Value) {
     println!("Conditions:");
     for c in status["conditions"].as_array().into_iter().flatten() {
         println!(
-            "  {:<13} {:<6} {:<22} {}",
+            "  {:<20} {:<6} {:<22} {}",
             text(&c["type"]),
             text(&c["status"]),
             text(&c["reason"]),

@@ -119,6 +119,22 @@ fn break_instance(server: &DevServer, operation: &str, instance: &str) {
     );
 }
 
+/// The cluster's row in `dialtone cluster list`.
+fn list_row(server: &DevServer, name: &str) -> Vec<String> {
+    let out = server.cli(&["cluster", "list", "--folder", "eng", "--project", "web"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[4..6], ["PHASE", "HEALTH"], "{text}");
+    text.lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .find(|row| row[0] == name)
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 async fn get(api: &Api, name: &str) -> Value {
     let (status, cluster) = api.get(&format!("{PROJECT}/clusters/{name}")).await;
     assert_eq!(status, 200, "{cluster}");
@@ -320,6 +336,7 @@ async fn three_broken_workers_of_six_are_an_outage_repairs_wait_until_fewer_are(
         .filter(|(_, cp, ready)| !cp && *ready)
         .count();
     assert_eq!(ready_workers, 3);
+    assert_eq!(list_row(&server, "six")[4..6], ["Degraded", "Warning"]);
 
     // One answers again: two of six broken is within the limit, and both are repaired.
     break_instance(&server, "recover", &workers[0]);
@@ -333,6 +350,7 @@ async fn three_broken_workers_of_six_are_an_outage_repairs_wait_until_fewer_are(
         .collect();
     assert_eq!(replaced, [workers[1].clone(), workers[2].clone()].into());
     assert_eq!(instance_ids(&repaired, "worker")[0], workers[0]);
+    assert_eq!(list_row(&server, "six")[4..6], ["Ready", "Healthy"]);
     let (status, reason, _) = condition(&repaired, "RemediationAllowed");
     assert_eq!(
         (status.as_str(), reason.as_str()),

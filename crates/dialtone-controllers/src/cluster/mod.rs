@@ -30,8 +30,8 @@ use dialtone_types::cluster::{
 };
 use dialtone_types::kinds::{CLUSTER, PROJECT};
 use dialtone_types::{
-    Cluster, ClusterCondition, ClusterType, Condition, ConditionStatus, NodeState, Object, Org,
-    Phase, ResourcePath,
+    Cluster, ClusterCondition, ClusterType, Condition, ConditionStatus, Health, NodeState, Object,
+    Org, Phase, ResourcePath,
 };
 use jiff::Timestamp;
 

@@ -9,7 +9,7 @@
 //!   not churned;
 //! - worker repairs stop while more than `repair.maxUnhealthyPercent` of the workers are
 //!   broken at once (a failure that wide is an outage to investigate, not nodes to
-//!   replace), and at most `repair.maxParallel` run at a time;
+//!   replace; one broken worker never is), and at most `repair.maxParallel` run at a time;
 //! - a control-plane node is replaced only while every other one is healthy and they keep
 //!   etcd's quorum without it: one at a time;
 //! - a replacement boots before the node it replaces goes; a worker's old node is then
@@ -156,11 +156,12 @@ impl<'a> Limits<'a> {
         (broken, workers.count())
     }
 
-    /// Why worker repairs stop, while more of the workers are broken than the type repairs.
+    /// Why worker repairs stop, while more of the workers are broken than the type
+    /// repairs. One broken worker is never an outage, however few workers there are.
     pub(super) fn short_circuit(&self) -> Option<String> {
         let (broken, total) = self.broken_workers();
         let most = self.plan.settings.repair.max_unhealthy_percent as usize;
-        (broken * 100 > most * total).then(|| {
+        (broken > 1 && broken * 100 > most * total).then(|| {
             format!(
                 "{broken} of {total} workers are broken at once, more than the {most}% this cluster repairs (repair.maxUnhealthyPercent): a failure this wide is an outage to investigate, so repairs wait until at most {most}% are broken"
             )

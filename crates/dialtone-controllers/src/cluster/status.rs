@@ -343,6 +343,7 @@ impl Lifecycle {
         if !reason.is_empty() && warning {
             record_event(status, now, true, reason, message);
         }
+        status.health = Some(health(status));
         match blocked {
             None if everything => Next::After(self.options.health_check),
             Some(Blocked::Waiting(Wait::ReplacingNode, _)) => Next::After(Duration::ZERO),
@@ -520,6 +521,34 @@ pub(crate) fn set_condition(
     now: Timestamp,
 ) {
     Condition::set(conditions, type_.as_str(), status, reason, message, now);
+}
+
+/// The cluster's evaluation conditions in one word.
+fn health(status: &ClusterStatus) -> Health {
+    let is = |type_, value| condition(status, type_).is_some_and(|c| c.status == value);
+    use ConditionStatus::{False, True};
+    if !provisioned(status) {
+        return Health::Unknown;
+    }
+    let quorum_lost = condition(status, ClusterCondition::ControlPlaneHealthy)
+        .is_some_and(|c| c.status == False && c.reason == "QuorumLost");
+    if is(ClusterCondition::Ready, False)
+        || is(ClusterCondition::ApiServerAvailable, False)
+        || quorum_lost
+    {
+        return Health::Unhealthy;
+    }
+    let warnings = [
+        ClusterCondition::ControlPlaneHealthy,
+        ClusterCondition::EveryNodeReady,
+        ClusterCondition::RemediationAllowed,
+        ClusterCondition::AccessProjected,
+    ];
+    if is(ClusterCondition::Degraded, True) || warnings.iter().any(|&c| is(c, False)) {
+        Health::Warning
+    } else {
+        Health::Healthy
+    }
 }
 
 /// Whether every planned resource has existed once.

@@ -51,6 +51,7 @@ impl Lifecycle {
                     );
                 }
                 status.phase = Some(Phase::Deleting);
+                status.health = Some(Health::Unknown);
                 set_condition(
                     &mut status.conditions,
                     ClusterCondition::Deleting,
