@@ -1,5 +1,5 @@
 //! Reading the Kubernetes protobuf encoding that kubectl's typed clients send (`kubectl create
-//! deployment|namespace|role…`, `kubectl auth can-i`): the `k8s\0` envelope around a
+//! deployment|namespace|role|pdb…`, `kubectl auth can-i`): the `k8s\0` envelope around a
 //! `runtime.Unknown`, and the fields of the kinds served here, by their numbers in upstream's
 //! `generated.proto`. Answers are always JSON, which those clients also accept.
 
@@ -319,6 +319,21 @@ const HPA_V1: &[(u32, &str, Field)] = &[
     (3, "status", Skip),
 ];
 
+const POD_DISRUPTION_BUDGET: &[(u32, &str, Field)] = &[
+    (1, "metadata", Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Msg(&[
+            (1, "minAvailable", IntOrString),
+            (2, "selector", Msg(LABEL_SELECTOR)),
+            (3, "maxUnavailable", IntOrString),
+            (4, "unhealthyPodEvictionPolicy", Str),
+        ]),
+    ),
+    (3, "status", Skip),
+];
+
 fn schema_of(api_version: &str, kind: &str) -> Option<&'static [(u32, &'static str, Field)]> {
     Some(match kind {
         "HorizontalPodAutoscaler" if api_version == "autoscaling/v1" => HPA_V1,
@@ -326,6 +341,7 @@ fn schema_of(api_version: &str, kind: &str) -> Option<&'static [(u32, &'static s
         "Pod" => POD,
         "Job" => JOB,
         "CronJob" => CRON_JOB,
+        "PodDisruptionBudget" => POD_DISRUPTION_BUDGET,
         "Namespace" => NAMESPACE,
         "ConfigMap" => CONFIG_MAP,
         "Service" => SERVICE,

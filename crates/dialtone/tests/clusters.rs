@@ -568,3 +568,109 @@ async fn background_tasks_that_panic_are_restarted_and_reported() {
         server.log()
     );
 }
+
+/// A quiet fleet writes nothing: once 50 clusters are Ready and settled, ten simulated
+/// minutes pass without a change to any object of Dialtone's store (its revision stays)
+/// or to a cluster's own API (its resourceVersion stays).
+#[tokio::test]
+async fn a_quiet_fleet_writes_nothing_for_ten_simulated_minutes() {
+    // A hundredth of real time: ten simulated minutes are six seconds.
+    let server = start_with(&["--sim-time-scale", "0.01"]);
+    let api = Api::admin(&server);
+    tree(&api).await;
+    const FLEET: usize = 50;
+    for i in 0..FLEET {
+        create(
+            &api,
+            PROJECT,
+            cluster(&format!("c{i}"), "developer", "us-east-1"),
+        )
+        .await;
+    }
+    let list = format!("{PROJECT}/clusters");
+    let start = Instant::now();
+    loop {
+        let (_, clusters) = api.get(&list).await;
+        let ready = clusters["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"]["phase"] == "Ready" && c["status"]["health"] == "Healthy")
+            .count();
+        if ready == FLEET {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{ready} of {FLEET} Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What a cluster's API holds, as its list of every kind the sim serves says.
+    let out = server.cli(&[
+        "cluster",
+        "credentials",
+        "c0",
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+        "--kubeconfig",
+        server.data_dir().join("c0.kubeconfig").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster_revision = || {
+        let out = std::process::Command::new("/usr/bin/kubectl")
+            .args(["get", "--raw", "/api/v1/nodes"])
+            .env("KUBECONFIG", server.data_dir().join("c0.kubeconfig"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let nodes: Value = serde_json::from_slice(&out.stdout).unwrap();
+        nodes["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let snapshot = || async {
+        let (_, clusters) = api.get(&list).await;
+        let versions: Vec<(String, String)> = clusters["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["metadata"]["name"].as_str().unwrap().to_string(),
+                    c["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect();
+        (clusters["metadata"]["resourceVersion"].clone(), versions)
+    };
+    // Settled: a simulated minute after the last Ready, then ten more.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (revision, versions) = snapshot().await;
+    let inside = cluster_revision();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (revision_after, versions_after) = snapshot().await;
+    let changed: Vec<_> = versions
+        .iter()
+        .zip(&versions_after)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0.clone())
+        .collect();
+    assert_eq!(changed, Vec::<String>::new(), "clusters rewritten");
+    assert_eq!(revision, revision_after, "the store was written");
+    assert_eq!(inside, cluster_revision(), "c0's API was written");
+}

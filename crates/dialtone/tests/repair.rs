@@ -427,3 +427,126 @@ async fn a_control_plane_node_is_replaced_while_two_stay_healthy_and_a_second_wa
     let (status, ..) = condition(&cluster, "ControlPlaneHealthy");
     assert_eq!(status, "True");
 }
+
+/// Pods that the scheduler has found no node for: `PodScheduled` False, `Unschedulable`.
+fn unplaceable(kubeconfig: &Path) -> Vec<String> {
+    let pods = kubectl(kubeconfig, &["get", "pods", "-A"]);
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c["type"] == "PodScheduled"
+                        && c["status"] == "False"
+                        && c["reason"] == "Unschedulable"
+                })
+        })
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_production_upgrade_keeps_two_control_plane_nodes_and_every_pod_placed() {
+    let (server, api, _dir, kubeconfig) = cluster(
+        "0.05",
+        "prod",
+        &["--type", "production", "--kubernetes-version", "1.33"],
+    )
+    .await;
+    let run = |args: &[&str]| {
+        let out = Command::new("/usr/bin/kubectl")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=6",
+    ]);
+    run(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--min-available=5",
+    ]);
+    let running = || {
+        kubectl(&kubeconfig, &["get", "pods", "-l", "app=web"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count()
+    };
+    let start = Instant::now();
+    while running() < 6 {
+        assert!(start.elapsed() < Duration::from_secs(20), "web never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let out = server.cli(&[
+        "cluster",
+        "update",
+        "prod",
+        "--folder",
+        "eng",
+        "--project",
+        "web",
+        "--kubernetes-version",
+        "1.34",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    let (mut fewest_control_plane, mut samples) = (usize::MAX, 0);
+    loop {
+        let seen = nodes(&kubeconfig);
+        let control_plane = seen.iter().filter(|(_, cp, ready)| *cp && *ready).count();
+        fewest_control_plane = fewest_control_plane.min(control_plane);
+        let stuck = unplaceable(&kubeconfig);
+        assert!(
+            stuck.is_empty(),
+            "unplaceable during the upgrade: {stuck:?}"
+        );
+        samples += 1;
+        let cluster = get(&api, "prod").await;
+        let upgraded = cluster["status"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["kubernetesVersion"] == "1.34" && n["state"] == "running");
+        if upgraded && settled(&cluster, &kubeconfig, seen.len()) && running() == 6 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{:#}",
+            cluster["status"]["events"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("{samples} samples; at least {fewest_control_plane} control-plane nodes Ready");
+    assert!(
+        fewest_control_plane >= 2,
+        "only {fewest_control_plane} control-plane nodes were Ready at one point"
+    );
+    let version = kubectl(&kubeconfig, &["version"]);
+    assert_eq!(version["serverVersion"]["minor"], "34", "{version}");
+}
