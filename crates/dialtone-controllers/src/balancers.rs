@@ -39,7 +39,7 @@ pub const INTERNAL: &str = "service.beta.kubernetes.io/aws-load-balancer-interna
 
 /// The node ports Services get; rules for them on the nodes' security group are this
 /// controller's, and no other rule of the plan uses them.
-const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+pub(crate) const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// The listeners a Service asks for; an error names what is wrong with its annotations.
 /// Ports still without a node port are left out until the cluster allocates one.

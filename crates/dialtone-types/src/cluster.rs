@@ -354,6 +354,9 @@ pub enum ClusterCondition {
     ControlPlaneHealthy,
     /// Whether every node of the plan runs and is Ready.
     EveryNodeReady,
+    /// Whether its network in the cloud is as planned (its security group's rules; drift
+    /// is put back, and the condition says what was).
+    NetworkCompliant,
     /// Whether broken nodes are being repaired: False while too many workers are unhealthy
     /// at once (the type's `repair.maxUnhealthyPercent`) or repair is off.
     RemediationAllowed,
@@ -371,6 +374,7 @@ impl ClusterCondition {
             ClusterCondition::ApiServerAvailable => "APIServerAvailable",
             ClusterCondition::ControlPlaneHealthy => "ControlPlaneHealthy",
             ClusterCondition::EveryNodeReady => "EveryNodeReady",
+            ClusterCondition::NetworkCompliant => "NetworkCompliant",
             ClusterCondition::RemediationAllowed => "RemediationAllowed",
         }
     }

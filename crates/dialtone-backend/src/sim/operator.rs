@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use dialtone_cloud::CloudError;
+use dialtone_cloud::{Change, CloudError, IngressRule, Provider};
 use dialtone_server::error::HttpResult;
 use dialtone_server::resources::{check_query, success, to_json};
 use dialtone_sim::{FaultSpec, InstanceFault, Quotas, Sim};
@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 pub fn routes(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/resources", get(list_resources))
+        .route("/resources/{id}/changes", post(change_resource))
         .route(
             "/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
@@ -87,6 +88,79 @@ async fn list_resources(
         StatusCode::OK,
         &serde_json::json!({ "items": items }),
     ))
+}
+
+/// A change made to a resource outside Dialtone, as a person at the cloud's console would
+/// make it: drift for the control plane to find.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConsoleChange {
+    /// `allowIngress` or `revokeIngress` (a security group), `removeRoute` (a route table).
+    change: String,
+    /// The rule's TCP port; none for every protocol and port.
+    #[serde(default)]
+    port: Option<u16>,
+    /// The rule's source range.
+    #[serde(default)]
+    source: Option<String>,
+    /// The route's destination range.
+    #[serde(default)]
+    destination: Option<String>,
+}
+
+impl ConsoleChange {
+    fn to_change(&self) -> Result<Change, String> {
+        let range = |field: &str, value: &Option<String>| -> Result<ipnet::Ipv4Net, String> {
+            let value = value.as_deref().ok_or(format!("`{field}` is required"))?;
+            value.parse().map_err(|_| {
+                format!("`{field}` must be an IPv4 CIDR such as 10.0.0.0/16, not `{value}`")
+            })
+        };
+        let rule = || -> Result<IngressRule, String> {
+            let source = range("source", &self.source)?;
+            Ok(match self.port {
+                Some(port) => IngressRule::tcp(port, source),
+                None => IngressRule::all(source),
+            })
+        };
+        match self.change.as_str() {
+            "allowIngress" => Ok(Change::AllowIngress(rule()?)),
+            "revokeIngress" => Ok(Change::RevokeIngress(rule()?)),
+            "removeRoute" => Ok(Change::RemoveRoute {
+                destination: range("destination", &self.destination)?,
+            }),
+            other => Err(format!(
+                "unknown change `{other}`; valid changes: allowIngress, revokeIngress, removeRoute"
+            )),
+        }
+    }
+}
+
+/// `POST /v1/sim/resources/{id}/changes`: changes a resource as someone outside Dialtone
+/// would.
+async fn change_resource(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let change: ConsoleChange = decode(&body)?;
+    let change = change
+        .to_change()
+        .map_err(|message| ApiError::new(Reason::BadRequest, message))?;
+    let resource = sim
+        .resources()
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("resource {id}")))?;
+    sim.modify(&resource.region, &id, change)
+        .await
+        .map_err(cloud_error)?;
+    let changed = sim
+        .resources()
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("resource {id}")))?;
+    Ok(to_json(StatusCode::OK, &changed))
 }
 
 async fn list_faults(State(sim): State<Arc<Sim>>) -> HttpResult<Response> {

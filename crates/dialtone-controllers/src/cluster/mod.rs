@@ -35,7 +35,7 @@ use dialtone_types::{
 };
 use jiff::Timestamp;
 
-use crate::balancers::Balancers;
+use crate::balancers::{Balancers, NODE_PORTS};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::controller::Controller;
 use crate::runtime::{Informer, Next, Reconciler, Supervisor, triggers};

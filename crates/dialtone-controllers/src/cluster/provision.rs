@@ -2,9 +2,36 @@
 
 use dialtone_types::settings::{EndpointAccess, LoadBalancerScope};
 
+use dialtone_cloud::{Change, Protocol};
+use dialtone_types::Connection;
+
 use super::repair::{self, Verdict};
 
 use super::*;
+
+/// The rules of the cluster's security group that its plan asks for.
+fn planned_ingress(plan: &ClusterPlan) -> Vec<IngressRule> {
+    let mut ingress: Vec<IngressRule> = plan
+        .network
+        .api_allowed_cidrs
+        .iter()
+        .map(|&source| IngressRule::tcp(KUBERNETES_API_PORT, source))
+        .collect();
+    // Nodes talk to each other freely: etcd's peers, kubelets, the pod network's overlay.
+    ingress.push(IngressRule::all(plan.network.vpc_cidr));
+    if plan.settings.security.ssh_access {
+        ingress.push(IngressRule::tcp(SSH_PORT, plan.network.vpc_cidr));
+    }
+    ingress
+}
+
+/// `port/protocol from source`, as events name a rule.
+fn rule_text(rule: &IngressRule) -> String {
+    match rule.protocol {
+        Protocol::All => format!("all traffic from {}", rule.source),
+        Protocol::Tcp => format!("tcp/{} from {}", rule.port, rule.source),
+    }
+}
 
 /// `base` with the resource's part added.
 fn tagged(base: &Tags, part: &str) -> Tags {
@@ -14,6 +41,80 @@ fn tagged(base: &Tags, part: &str) -> Tags {
 }
 
 impl Lifecycle {
+    /// Puts the security group's rules back as planned when they drifted: a planned rule
+    /// removed is allowed again, a rule nobody asked for is revoked. The rules of the
+    /// cluster's Services' load balancers (node ports) and of its connections (from their
+    /// peers' ranges) are their controllers', and left to them.
+    async fn restore_security_group(
+        &self,
+        path: &ResourcePath,
+        plan: &ClusterPlan,
+        sg: &CloudResource,
+        status: &mut ClusterStatus,
+    ) -> Pass {
+        let ResourceSpec::SecurityGroup { ingress, .. } = &sg.spec else {
+            return Ok(());
+        };
+        if sg.state != ResourceState::Available {
+            return Ok(());
+        }
+        let planned = planned_ingress(plan);
+        let missing: Vec<&IngressRule> = planned.iter().filter(|r| !ingress.contains(r)).collect();
+        let mut foreign: Vec<&IngressRule> = ingress
+            .iter()
+            .filter(|r| !planned.contains(r))
+            .filter(|r| !(r.protocol == Protocol::Tcp && NODE_PORTS.contains(&r.port)))
+            .collect();
+        if !foreign.is_empty() {
+            let connections = self
+                .registry
+                .list_under::<Connection>(path)
+                .await
+                .map_err(|e| Blocked::Waiting(Wait::WaitingForStore, e.to_string()))?;
+            let peers: Vec<ipnet::Ipv4Net> = connections
+                .iter()
+                .flat_map(|c| c.spec.peer_networks())
+                .collect();
+            foreign.retain(|r| !peers.iter().any(|peer| peer.contains(&r.source)));
+        }
+        let now = (self.clock)();
+        let mut restored = Vec::new();
+        for rule in missing {
+            self.provider
+                .modify(&plan.region, &sg.id, Change::AllowIngress(rule.clone()))
+                .await?;
+            restored.push(format!("{} was removed; allowed again", rule_text(rule)));
+        }
+        for rule in foreign {
+            self.provider
+                .modify(&plan.region, &sg.id, Change::RevokeIngress(rule.clone()))
+                .await?;
+            restored.push(format!(
+                "{} was added outside Dialtone; revoked",
+                rule_text(rule)
+            ));
+        }
+        let (reason, message) = if restored.is_empty() {
+            (
+                "AsPlanned",
+                format!("security group {} holds the planned rules", sg.id),
+            )
+        } else {
+            let message = format!("security group {}: {}", sg.id, restored.join("; "));
+            record_event(status, now, true, "DriftRestored", message.clone());
+            ("DriftRestored", message)
+        };
+        set_condition(
+            &mut status.conditions,
+            ClusterCondition::NetworkCompliant,
+            ConditionStatus::True,
+            reason,
+            message,
+            now,
+        );
+        Ok(())
+    }
+
     /// Makes the cloud hold what the plan asks for, one step after another: network,
     /// endpoint, nodes. Stops at the first step that must wait.
     pub(super) async fn provision(
@@ -34,6 +135,7 @@ impl Lifecycle {
             .describe(&plan.region, &Filter::tagged(TAG_CLUSTER, uid))
             .await?;
         let (sg, lb) = self.ensure_endpoint(&own, &tags, uid, plan, &net).await?;
+        self.restore_security_group(path, plan, &sg, status).await?;
         let waiting = self
             .ensure_nodes(&own, &tags, uid, plan, status, &net.1, (&sg, &lb))
             .await?;
@@ -144,18 +246,7 @@ impl Lifecycle {
         (vpc, subnet_ids): &(CloudResource, Vec<(String, CloudResource)>),
     ) -> Pass<(CloudResource, CloudResource)> {
         let region = plan.region.as_str();
-        let security = &plan.settings.security;
-        let mut ingress: Vec<IngressRule> = plan
-            .network
-            .api_allowed_cidrs
-            .iter()
-            .map(|&source| IngressRule::tcp(KUBERNETES_API_PORT, source))
-            .collect();
-        // Nodes talk to each other freely: etcd's peers, kubelets, the pod network's overlay.
-        ingress.push(IngressRule::all(plan.network.vpc_cidr));
-        if security.ssh_access {
-            ingress.push(IngressRule::tcp(SSH_PORT, plan.network.vpc_cidr));
-        }
+        let ingress = planned_ingress(plan);
         let sg = self
             .ensure(
                 region,

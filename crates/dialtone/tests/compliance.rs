@@ -1,5 +1,7 @@
-//! Broken nodes are repaired within the type's limits: the real binary, the sim's failure
-//! injection (`dialtone sim kill|hang|recover`), and `/usr/bin/kubectl` watching the nodes.
+//! Clusters kept as their type says: broken nodes repaired within the type's limits,
+//! upgrades that keep etcd's quorum, drift in the cloud put back. The real binary, the sim's
+//! failure injection (`dialtone sim kill|hang|recover`, changes made behind Dialtone's back)
+//! and `/usr/bin/kubectl` watching the nodes.
 
 mod common;
 
@@ -549,4 +551,96 @@ async fn a_production_upgrade_keeps_two_control_plane_nodes_and_every_pod_placed
     );
     let version = kubectl(&kubeconfig, &["version"]);
     assert_eq!(version["serverVersion"]["minor"], "34", "{version}");
+}
+
+#[tokio::test]
+async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
+    let (_server, api, _dir, _kubeconfig) = cluster(FAST, "dev", &["--type", "developer"]).await;
+    let cluster = get(&api, "dev").await;
+    let uid = cluster["metadata"]["uid"].as_str().unwrap();
+    let api_source = cluster["status"]["plan"]["network"]["apiAllowedCidrs"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let group = || async {
+        let (status, list) = api
+            .get(&format!("/v1/sim/resources?tag=dialtone.dev/cluster={uid}"))
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["spec"]["kind"] == "securityGroup")
+            .cloned()
+            .expect("the cluster's security group")
+    };
+    let rules = |group: &Value| -> std::collections::BTreeSet<(u64, String)> {
+        group["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["port"].as_u64().unwrap(),
+                    r["source"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let planned = rules(&group().await);
+    assert!(planned.contains(&(6443, api_source.clone())), "{planned:?}");
+    let id = group().await["id"].as_str().unwrap().to_string();
+    let change = |body: Value| {
+        let api = api.clone();
+        let path = format!("/v1/sim/resources/{id}/changes");
+        async move { api.post(&path, body).await }
+    };
+
+    // A change the sim does not know is refused, naming the ones it does, and changes nothing.
+    let (status, body) = change(json!({"change": "openEverything"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowIngress, revokeIngress, removeRoute"),
+        "{body}"
+    );
+    assert_eq!(rules(&group().await), planned);
+
+    // SSH opened to the internet, and the API's own rule revoked.
+    let (status, body) =
+        change(json!({"change": "allowIngress", "port": 22, "source": "0.0.0.0/0"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        change(json!({"change": "revokeIngress", "port": 6443, "source": api_source})).await;
+    assert_eq!(status, 200, "{body}");
+    let start = Instant::now();
+    while rules(&group().await) != planned {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never put back: {:?}, planned {planned:?}",
+            rules(&group().await)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let restored = get(&api, "dev").await;
+    let said: Vec<String> = restored["status"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "DriftRestored")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    let all = said.join("\n");
+    assert!(
+        all.contains("tcp/22 from 0.0.0.0/0 was added outside Dialtone; revoked")
+            && all.contains(&format!(
+                "tcp/6443 from {api_source} was removed; allowed again"
+            )),
+        "{all}"
+    );
+    let (status, ..) = condition(&restored, "NetworkCompliant");
+    assert_eq!(status, "True");
 }
