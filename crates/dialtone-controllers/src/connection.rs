@@ -19,8 +19,9 @@ use dialtone_cloud::{
     ResourceKind, ResourceSpec, ResourceState, Route, Tags,
 };
 use dialtone_store::registry::{Registry, RegistryError};
-use dialtone_types::cluster::ClusterPlan;
+use dialtone_types::cluster::{ClusterEvent, ClusterPlan};
 use dialtone_types::connection::CONNECTION;
+use dialtone_types::kinds::CLUSTER;
 use dialtone_types::{
     Cluster, ClusterStatus, Condition, ConditionStatus, Connection, ConnectionStatus, Object,
     ResourcePath,
@@ -94,6 +95,24 @@ fn set_condition(
     now: Timestamp,
 ) {
     Condition::set(conditions, type_.as_str(), status, reason, message, now);
+}
+
+/// Events kept in a connection's status.
+const EVENTS_KEPT: usize = 10;
+
+/// The routes through `peering_id` in `tables`, as `rtb-… → range`.
+fn routes_through(tables: &[&CloudResource], peering_id: &str) -> Vec<String> {
+    tables
+        .iter()
+        .flat_map(|table| match &table.spec {
+            ResourceSpec::RouteTable { routes, .. } => routes
+                .iter()
+                .filter(|r| r.target == peering_id)
+                .map(|r| format!("{} → {}", table.id, r.destination))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 /// The ingress rules the spec asks for, one set per peer range.
@@ -325,10 +344,34 @@ impl Connections {
             .iter()
             .filter(|r| r.spec.kind() == ResourceKind::RouteTable)
             .collect();
+        let before = routes_through(&tables, &peering.id);
         let routes = self
             .converge_routes(region, &tables, &peering.id, spec, active)
             .await?;
         self.converge_rules(region, site.uid, spec, active).await?;
+        // A route that was in place and had to be added again was taken away outside
+        // Dialtone.
+        let lost: Vec<&String> = routes
+            .iter()
+            .filter(|r| status.routes.contains(r) && !before.contains(*r))
+            .collect();
+        if !lost.is_empty() {
+            let message = format!(
+                "route(s) {} were removed outside Dialtone; added back",
+                lost.iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ClusterEvent::record(
+                &mut status.events,
+                EVENTS_KEPT,
+                now,
+                true,
+                "DriftRestored",
+                message,
+            );
+        }
         status.routes = routes;
         let (accepted, reason, message, next) = match progress.state {
             PeeringState::InitiatingRequest => (
@@ -729,6 +772,8 @@ pub fn spawn_connection_controller(
         queue.add(path);
     }
     triggers::on_cloud_changes(&*provider, queue.clone(), &CONNECTION);
+    // A route taken from the cluster's route tables is put back at once.
+    triggers::on_cloud_changes_under(&*provider, queue.clone(), connections.clone(), &CLUSTER);
     triggers::on_spec_changes(connections, queue);
     supervisor.spawn("connections", {
         let controller = controller.clone();

@@ -645,6 +645,36 @@ pub struct ClusterEvent {
     pub message: String,
 }
 
+impl ClusterEvent {
+    /// Adds an event to `events` unless it repeats the last one, keeping the latest `kept`;
+    /// whether it did.
+    pub fn record(
+        events: &mut Vec<ClusterEvent>,
+        kept: usize,
+        time: Timestamp,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) -> bool {
+        if events
+            .last()
+            .is_some_and(|e| e.reason == reason && e.message == message)
+        {
+            return false;
+        }
+        events.push(ClusterEvent {
+            time,
+            type_: if warning { "Warning" } else { "Normal" }.to_string(),
+            reason: reason.to_string(),
+            message,
+        });
+        if events.len() > kept {
+            events.remove(0);
+        }
+        true
+    }
+}
+
 /// One node of a plan: where it runs and on what.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

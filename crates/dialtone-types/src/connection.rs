@@ -160,6 +160,9 @@ pub struct ConnectionStatus {
     /// What a peering does not do: its MTU, no transitive routing, DNS across regions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<String>,
+    /// The latest events, oldest first: what drifted and was put back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<crate::cluster::ClusterEvent>,
 }
 
 /// How a peer range is read; the error says what is wrong.

@@ -1241,6 +1241,34 @@ async fn connections(cloud: Cloud) {
         "{peered:?}"
     );
 
+    // A route taken away behind Dialtone's back is put back, and the connection says so.
+    if cloud == Cloud::Sim {
+        let table = peered.tables.first().unwrap();
+        let (status, body) = world
+            .api
+            .post(
+                &format!("/v1/sim/resources/{table}/changes"),
+                json!({"change": "removeRoute", "destination": "192.168.0.0/16"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let restored = world
+            .wait_for(&db, "its route put back", |c| {
+                c["status"]["events"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["reason"] == "DriftRestored"))
+            })
+            .await;
+        let said = restored["status"]["events"].to_string();
+        assert!(
+            said.contains(&format!("{table} → 192.168.0.0/16"))
+                && said.contains("removed outside Dialtone; added back"),
+            "{said}"
+        );
+        let route = (table.clone(), "192.168.0.0/16".to_string(), peering.clone());
+        assert!(world.peered(&uid).await.routes.contains(&route));
+    }
+
     // Rejected: the state says so, and nothing of it is in the cloud.
     let other = world.customer("172.31.0.0/16").await;
     let (other_path, other_peering) = world

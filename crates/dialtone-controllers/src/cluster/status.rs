@@ -580,23 +580,14 @@ pub(crate) fn record_event(
     reason: &str,
     message: String,
 ) -> bool {
-    if status
-        .events
-        .last()
-        .is_some_and(|e| e.reason == reason && e.message == message)
-    {
-        return false;
-    }
-    status.events.push(ClusterEvent {
-        time: now,
-        type_: if warning { "Warning" } else { "Normal" }.to_string(),
-        reason: reason.to_string(),
+    ClusterEvent::record(
+        &mut status.events,
+        EVENTS_KEPT,
+        now,
+        warning,
+        reason,
         message,
-    });
-    if status.events.len() > EVENTS_KEPT {
-        status.events.remove(0);
-    }
-    true
+    )
 }
 
 /// `12s`, `1.5s`: a wait as the events print it.

@@ -55,3 +55,29 @@ pub fn on_cloud_changes(
         }
     }));
 }
+
+/// Queues the objects `informer` holds under the owner of every resource the provider's feed
+/// says changed, when the owner is an object of `parent`: a cluster's route table changed
+/// wakes the cluster's connections, which route through it.
+pub fn on_cloud_changes_under(
+    provider: &dyn Provider,
+    queue: WorkQueue<ResourcePath>,
+    informer: std::sync::Arc<Informer>,
+    parent: &'static KindInfo,
+) {
+    provider.subscribe(Box::new(move |change| {
+        let Some(owner) = change
+            .tags
+            .get(TAG_OWNER)
+            .and_then(|owner| ResourcePath::parse(owner).ok())
+            .filter(|path| std::ptr::eq(path.kind(), parent))
+        else {
+            return;
+        };
+        for path in informer.paths() {
+            if path.parent().as_ref() == Some(&owner) {
+                queue.add(path);
+            }
+        }
+    }));
+}
