@@ -924,3 +924,49 @@ async fn a_dead_instance_is_replaced_when_the_cloud_says_so_not_at_the_next_heal
     let cluster = registry.get::<Cluster>(&path).await.unwrap();
     assert_eq!(cluster.status.phase, Some(Phase::Ready));
 }
+
+/// `SecurityCompliant` holds what the cloud reports of each instance and the endpoint to
+/// the plan's security decisions: once the plan asks for more than the running nodes were
+/// launched with, the condition names each node and what differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_compliance_names_the_nodes_that_differ_from_the_plan() {
+    use dialtone_types::{ClusterCondition, ConditionStatus};
+    let mut world = world().await;
+    let (path, _, _) = world.plan(|_| {}).await;
+    world.drive(&path, Phase::Ready).await;
+    let compliance = |cluster: &Object<Cluster, ClusterStatus>| {
+        let condition = cluster
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ClusterCondition::SecurityCompliant.as_str())
+            .expect("evaluated")
+            .clone();
+        (condition.status, condition.message)
+    };
+    let ready: Object<Cluster, ClusterStatus> = world.registry.get(&path).await.unwrap();
+    assert_eq!(
+        compliance(&ready).0,
+        ConditionStatus::True,
+        "{:?}",
+        compliance(&ready)
+    );
+
+    // The plan now asks for a metadata service one hop further than the nodes have.
+    let mut changed = ready.clone();
+    let plan = changed.status.plan.as_mut().unwrap();
+    plan.settings.security.instance_metadata.hop_limit = 2;
+    world.registry.update_status(&path, changed).await.unwrap();
+    world.lifecycle.reconcile(&path).await.unwrap();
+    let evaluated: Object<Cluster, ClusterStatus> = world.registry.get(&path).await.unwrap();
+    let (status, message) = compliance(&evaluated);
+    assert_eq!(status, ConditionStatus::False, "{message}");
+    let nodes = evaluated.status.nodes.len();
+    assert_eq!(
+        message
+            .matches("hop limit 1, planned IMDSv2 required, hop limit 2")
+            .count(),
+        nodes,
+        "every node is named: {message}"
+    );
+}

@@ -354,6 +354,10 @@ pub enum ClusterCondition {
     ControlPlaneHealthy,
     /// Whether every node of the plan runs and is Ready.
     EveryNodeReady,
+    /// Whether what the cloud reports of its instances and endpoint keeps the plan's
+    /// security decisions: encrypted root disks, the metadata service's options, the API
+    /// endpoint's exposure.
+    SecurityCompliant,
     /// Whether its network in the cloud is as planned (its security group's rules; drift
     /// is put back, and the condition says what was).
     NetworkCompliant,
@@ -375,6 +379,7 @@ impl ClusterCondition {
             ClusterCondition::ControlPlaneHealthy => "ControlPlaneHealthy",
             ClusterCondition::EveryNodeReady => "EveryNodeReady",
             ClusterCondition::NetworkCompliant => "NetworkCompliant",
+            ClusterCondition::SecurityCompliant => "SecurityCompliant",
             ClusterCondition::RemediationAllowed => "RemediationAllowed",
         }
     }

@@ -1,6 +1,8 @@
 //! The status step: conditions, phase and events from what the cloud holds and what the
 //! pass ran into.
 
+use dialtone_types::settings::EndpointAccess;
+
 use super::repair::{self, Limits};
 use super::*;
 
@@ -488,6 +490,7 @@ impl Lifecycle {
             message,
             now,
         );
+        self.evaluate_security(status, limits.plan(), resources, now);
         let (status_, reason, message) = match limits.short_circuit() {
             _ if !limits.plan_repairs() => (
                 False,
@@ -523,6 +526,96 @@ pub(crate) fn set_condition(
     Condition::set(conditions, type_.as_str(), status, reason, message, now);
 }
 
+impl Lifecycle {
+    /// Sets `SecurityCompliant` from what the cloud reports: every instance's root disk
+    /// encryption and metadata options, and the API load balancer's exposure, against the
+    /// plan's security decisions.
+    fn evaluate_security(
+        &self,
+        status: &mut ClusterStatus,
+        plan: &ClusterPlan,
+        resources: &[CloudResource],
+        now: Timestamp,
+    ) {
+        let settings = &plan.settings;
+        let mut differences = Vec::new();
+        for resource in resources.iter().filter(|r| !is_going(r)) {
+            match &resource.spec {
+                ResourceSpec::Instance {
+                    disk_encrypted,
+                    metadata,
+                    ..
+                } => {
+                    let name = format!("{} ({})", part_of(resource), resource.id);
+                    if *disk_encrypted != settings.workers.disk_encryption {
+                        differences.push(format!(
+                            "{name}: root disk {}encrypted, planned {}encrypted",
+                            if *disk_encrypted { "" } else { "not " },
+                            if settings.workers.disk_encryption {
+                                ""
+                            } else {
+                                "not "
+                            }
+                        ));
+                    }
+                    if *metadata != settings.security.instance_metadata {
+                        differences.push(format!(
+                            "{name}: metadata service {metadata}, planned {}",
+                            settings.security.instance_metadata
+                        ));
+                    }
+                }
+                ResourceSpec::LoadBalancer { public, .. } if part_of(resource) == "api" => {
+                    let planned = settings.network.api_endpoint == EndpointAccess::Public;
+                    if *public != planned {
+                        let word = |public: bool| if public { "public" } else { "private" };
+                        differences.push(format!(
+                            "the API endpoint {} is {}, planned {}",
+                            resource.id,
+                            word(*public),
+                            word(planned)
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (state, reason, message) = if differences.is_empty() {
+            (
+                ConditionStatus::True,
+                "AsPlanned",
+                format!(
+                    "every instance's root disk {}, metadata service {}; API endpoint {}",
+                    if settings.workers.disk_encryption {
+                        "encrypted"
+                    } else {
+                        "unencrypted as planned"
+                    },
+                    settings.security.instance_metadata,
+                    settings.network.api_endpoint
+                ),
+            )
+        } else {
+            (
+                ConditionStatus::False,
+                "SettingsDiffer",
+                format!(
+                    "{}; a node keeps what it was launched with until it is replaced (by an upgrade or a repair)",
+                    differences.join("; ")
+                ),
+            )
+        };
+        set_condition(
+            &mut status.conditions,
+            ClusterCondition::SecurityCompliant,
+            state,
+            reason,
+            message,
+            now,
+        );
+    }
+}
+
 /// The cluster's evaluation conditions in one word.
 fn health(status: &ClusterStatus) -> Health {
     let is = |type_, value| condition(status, type_).is_some_and(|c| c.status == value);
@@ -539,6 +632,7 @@ fn health(status: &ClusterStatus) -> Health {
         return Health::Unhealthy;
     }
     let warnings = [
+        ClusterCondition::SecurityCompliant,
         ClusterCondition::ControlPlaneHealthy,
         ClusterCondition::EveryNodeReady,
         ClusterCondition::RemediationAllowed,
