@@ -358,6 +358,9 @@ pub enum ClusterCondition {
     /// security decisions: encrypted root disks, the metadata service's options, the API
     /// endpoint's exposure.
     SecurityCompliant,
+    /// Whether right-sizing has nothing left to do: no pod waits, no cheaper set of workers
+    /// holds the pods under the cluster's consolidation policy, no move is under way.
+    SizeEfficient,
     /// Whether its network in the cloud is as planned (its security group's rules; drift
     /// is put back, and the condition says what was).
     NetworkCompliant,
@@ -380,6 +383,7 @@ impl ClusterCondition {
             ClusterCondition::EveryNodeReady => "EveryNodeReady",
             ClusterCondition::NetworkCompliant => "NetworkCompliant",
             ClusterCondition::SecurityCompliant => "SecurityCompliant",
+            ClusterCondition::SizeEfficient => "SizeEfficient",
             ClusterCondition::RemediationAllowed => "RemediationAllowed",
         }
     }

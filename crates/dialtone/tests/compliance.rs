@@ -228,6 +228,22 @@ async fn one_broken_worker_of_six_is_replaced_once_after_the_threshold_then_back
     assert_eq!(workers.len(), 6, "{:#}", before["status"]);
     let (status, ..) = condition(&before, "EveryNodeReady");
     assert_eq!(status, "True");
+    // Six workers are the fewest it may have, and they run nothing: nothing cheaper.
+    let sized = wait_for(&api, "six", "sized", Duration::from_secs(10), |c| {
+        c["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "SizeEfficient")
+    })
+    .await;
+    let (status, reason, _) = condition(&sized, "SizeEfficient");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "NothingCheaper")
+    );
+    let (status, ..) = condition(&sized, "SecurityCompliant");
+    assert_eq!(status, "True");
 
     // A worker stops answering: its node turns NotReady, and it is replaced only once it
     // has been so for the threshold.

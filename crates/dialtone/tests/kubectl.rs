@@ -1158,6 +1158,31 @@ async fn pods_that_keep_apart_and_spread_over_zones_get_the_nodes_they_need() {
     phases_when_within(&kubeconfig, Duration::from_secs(60), |r, p| {
         r == 9 + 10 && p == 2 + 1
     });
+    // The cluster says it cannot be sized to its pods.
+    let started = Instant::now();
+    loop {
+        let status = sizing_of(&api).await;
+        let efficient = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "SizeEfficient")
+            .cloned()
+            .unwrap_or_default();
+        if efficient["reason"] == "PodsWaiting" {
+            assert_eq!(efficient["status"], "False", "{efficient}");
+            assert!(
+                efficient["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("3 pod(s) wait"),
+                "{efficient}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{efficient}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let crowd = nodes_and_zones_of(&kubeconfig, "crowd");
     let nodes: std::collections::BTreeSet<&String> = crowd.iter().map(|(n, _)| n).collect();
     assert_eq!(nodes.len(), 10, "{crowd:?}");

@@ -33,7 +33,8 @@ use dialtone_types::cluster::{
 };
 use jiff::Timestamp;
 
-use crate::cluster::record_event;
+use crate::cluster::{record_event, set_condition};
+use dialtone_types::{ClusterCondition, ConditionStatus};
 
 mod rules;
 use rules::{PodRules, PodSet, Rules};
@@ -282,17 +283,98 @@ pub(crate) async fn pass(
         if all_ready {
             drain(client, &observed, &draining, status, now).await?;
         }
+        efficiency(
+            status,
+            now,
+            false,
+            "Consolidating",
+            format!("draining {} worker(s) a decision removed", draining.len()),
+        );
         return Ok(true);
     }
     let autoscaling = &plan.settings.autoscaling;
     if autoscaling.enabled && scale_up(&observed, plan, catalog, status, now) {
+        efficiency(
+            status,
+            now,
+            false,
+            "ScalingUp",
+            "pods wait for the workers just added".into(),
+        );
         return Ok(true);
     }
     // While pods wait for a node, nothing is taken away.
-    if observed.pods.iter().any(|p| p.node.is_none()) {
+    let waiting = observed.pods.iter().filter(|p| p.node.is_none()).count();
+    if waiting > 0 {
+        efficiency(
+            status,
+            now,
+            false,
+            "PodsWaiting",
+            format!(
+                "{waiting} pod(s) wait, and no worker the plan allows can take them now (see the PodsUnplaceable event)"
+            ),
+        );
         return Ok(false);
     }
-    consolidate(client, sizer, &observed, plan, status, now).await
+    let consolidated = consolidate(client, sizer, &observed, plan, status, now).await?;
+    let (holds, reason, message) = match consolidated {
+        Consolidated::Moved(n) => (
+            false,
+            "Consolidating",
+            format!("{n} cheaper move(s) decided now (see the decisions)"),
+        ),
+        Consolidated::Waiting(n) => (
+            false,
+            "Consolidating",
+            format!(
+                "{n} cheaper move(s) wait for their nodes to stay unneeded through the stabilization window"
+            ),
+        ),
+        Consolidated::Nothing => (
+            true,
+            "NothingCheaper",
+            format!(
+                "nothing cheaper holds the pods under the {} consolidation policy",
+                sizer.policy.name()
+            ),
+        ),
+    };
+    efficiency(status, now, holds, reason, message);
+    Ok(matches!(consolidated, Consolidated::Moved(_)))
+}
+
+/// What consolidation found in a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Consolidated {
+    /// Moves decided now.
+    Moved(usize),
+    /// Moves that wait for their nodes to stay unneeded longer.
+    Waiting(usize),
+    Nothing,
+}
+
+/// Sets `SizeEfficient`: whether right-sizing has nothing left to do.
+fn efficiency(
+    status: &mut ClusterStatus,
+    now: Timestamp,
+    holds: bool,
+    reason: &str,
+    message: String,
+) {
+    let state = if holds {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    set_condition(
+        &mut status.conditions,
+        ClusterCondition::SizeEfficient,
+        state,
+        reason,
+        message,
+        now,
+    );
 }
 
 /// The node a worker slot's instance registered as.
@@ -620,7 +702,7 @@ async fn consolidate(
     plan: &ClusterPlan,
     status: &mut ClusterStatus,
     now: Timestamp,
-) -> Result<bool, KubeError> {
+) -> Result<Consolidated, KubeError> {
     let Sizer {
         catalog,
         options,
@@ -720,7 +802,7 @@ async fn consolidate(
         policy,
     ));
     if memory.holds(key, input) {
-        return Ok(false);
+        return Ok(Consolidated::Nothing);
     }
     let types = node_types(plan, catalog, &model);
     // A policy that waits weighs every move each pass, and takes those that waited.
@@ -747,6 +829,7 @@ async fn consolidate(
     } else {
         Duration::ZERO
     };
+    let candidates = proposed.len();
     let actions = memory.ripe(key, proposed, &nodes, now, patience, budget);
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     for action in &actions {
@@ -827,7 +910,11 @@ async fn consolidate(
             false,
         );
     }
-    Ok(!actions.is_empty())
+    Ok(match (candidates, actions.len()) {
+        (0, _) => Consolidated::Nothing,
+        (n, 0) => Consolidated::Waiting(n),
+        (_, moved) => Consolidated::Moved(moved),
+    })
 }
 
 #[cfg(test)]
