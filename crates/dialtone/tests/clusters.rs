@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Api, start_with};
+use common::{Api, slots, start_with};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "/v1/orgs/demo/folders/eng/projects/web";
@@ -43,15 +43,6 @@ async fn wait_for(api: &Api, path: &str, what: &str, done: impl Fn(&Value) -> bo
 
 async fn ready(api: &Api, path: &str) -> Value {
     wait_for(api, path, "Ready", |c| c["status"]["phase"] == "Ready").await
-}
-
-fn nodes<'a>(cluster: &'a Value, role: &str) -> Vec<&'a Value> {
-    cluster["status"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["role"] == role)
-        .collect()
 }
 
 async fn sim_resources(api: &Api, tag: Option<&str>) -> Vec<Value> {
@@ -99,12 +90,12 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
     }
 
     // Production: three control-plane nodes in three zones, its own network.
-    let cp = nodes(&prod, "controlPlane");
+    let cp = slots(&prod, "controlPlane");
     let mut zones: Vec<&str> = cp.iter().map(|n| n["zone"].as_str().unwrap()).collect();
     zones.dedup();
     assert_eq!(zones.len(), 3, "{cp:?}");
     assert!(cp.iter().all(|n| n["state"] == "running"));
-    assert!(nodes(&prod, "worker").len() >= 3);
+    assert!(slots(&prod, "worker").len() >= 3);
     assert!(
         prod["status"]["endpoint"]
             .as_str()
@@ -115,7 +106,7 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
     assert_eq!(network(&prod)["sharedVpc"], false);
 
     // Developer: one control-plane node; the project's two share a VPC in the region.
-    assert_eq!(nodes(&dev_a, "controlPlane").len(), 1);
+    assert_eq!(slots(&dev_a, "controlPlane").len(), 1);
     assert_eq!(network(&dev_a)["vpcCidr"], network(&dev_b)["vpcCidr"]);
     assert_ne!(
         network(&prod)["vpcCidr"],
@@ -134,7 +125,7 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
     );
 
     // An instance dies: the controller replaces it and the cluster is Ready again.
-    let victim = nodes(&prod, "worker")[0]["instanceId"]
+    let victim = slots(&prod, "worker")[0]["instanceId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -143,7 +134,7 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
         .await;
     assert_eq!(status, 200, "{killed}");
     let repaired = wait_for(&api, &format!("{PROJECT}/clusters/prod"), "repaired", |c| {
-        c["status"]["phase"] == "Ready" && nodes(c, "worker")[0]["instanceId"] != victim.as_str()
+        c["status"]["phase"] == "Ready" && slots(c, "worker")[0]["instanceId"] != victim.as_str()
     })
     .await;
     let reasons: Vec<&str> = repaired["status"]["events"]
@@ -163,7 +154,7 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
         &api,
         &format!("{PROJECT}/clusters/dev-a"),
         "3 workers",
-        |c| c["status"]["phase"] == "Ready" && nodes(c, "worker").len() == 3,
+        |c| c["status"]["phase"] == "Ready" && slots(c, "worker").len() == 3,
     )
     .await;
 
@@ -607,22 +598,7 @@ async fn a_quiet_fleet_writes_nothing_for_ten_simulated_minutes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // What a cluster's API holds, as its list of every kind the sim serves says.
-    let out = server.cli(&[
-        "cluster",
-        "credentials",
-        "c0",
-        "--folder",
-        "eng",
-        "--project",
-        "web",
-        "--kubeconfig",
-        server.data_dir().join("c0.kubeconfig").to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::credentials(&server, "c0", &server.data_dir().join("c0.kubeconfig"));
     let cluster_revision = || {
         let out = std::process::Command::new("/usr/bin/kubectl")
             .args(["get", "--raw", "/api/v1/nodes"])

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Api, start_with};
+use common::{Api, cli_ok, credentials, slots, start_with};
 use dialtone_testkit::DevServer;
 use serde_json::{Value, json};
 
@@ -84,47 +84,37 @@ async fn cluster(
         "--wait",
     ];
     args.extend_from_slice(flags);
-    let out = server.cli(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(&server, &args);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
-    let out = server.cli(&[
-        "cluster",
-        "credentials",
-        name,
-        "--folder",
-        "eng",
-        "--project",
-        "web",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    credentials(&server, name, &kubeconfig);
     (server, api, dir, kubeconfig)
+}
+
+/// A developer cluster `six` of exactly six workers.
+async fn six_workers() -> (DevServer, Api, tempfile::TempDir, PathBuf) {
+    let flags = [
+        "--type",
+        "developer",
+        "--min-nodes",
+        "6",
+        "--max-nodes",
+        "6",
+    ];
+    cluster(FAST, "six", &flags).await
 }
 
 /// `dialtone sim kill|hang|recover INSTANCE`.
 fn break_instance(server: &DevServer, operation: &str, instance: &str) {
-    let out = server.cli(&["sim", operation, instance]);
-    assert!(
-        out.status.success(),
-        "sim {operation} {instance}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(server, &["sim", operation, instance]);
 }
 
 /// The cluster's row in `dialtone cluster list`.
 fn list_row(server: &DevServer, name: &str) -> Vec<String> {
-    let out = server.cli(&["cluster", "list", "--folder", "eng", "--project", "web"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = cli_ok(
+        server,
+        &["cluster", "list", "--folder", "eng", "--project", "web"],
+    );
     let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header[4..6], ["PHASE", "HEALTH"], "{text}");
     text.lines()
@@ -166,15 +156,6 @@ async fn wait_for(
     }
 }
 
-fn slots<'a>(cluster: &'a Value, role: &str) -> Vec<&'a Value> {
-    cluster["status"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["role"] == role)
-        .collect()
-}
-
 fn instance_ids(cluster: &Value, role: &str) -> Vec<String> {
     slots(cluster, role)
         .iter()
@@ -210,19 +191,7 @@ fn settled(cluster: &Value, kubeconfig: &Path, nodes_planned: usize) -> bool {
 
 #[tokio::test]
 async fn one_broken_worker_of_six_is_replaced_once_after_the_threshold_then_backs_off() {
-    let (server, api, _dir, kubeconfig) = cluster(
-        FAST,
-        "six",
-        &[
-            "--type",
-            "developer",
-            "--min-nodes",
-            "6",
-            "--max-nodes",
-            "6",
-        ],
-    )
-    .await;
+    let (server, api, _dir, kubeconfig) = six_workers().await;
     let before = get(&api, "six").await;
     let workers = instance_ids(&before, "worker");
     assert_eq!(workers.len(), 6, "{:#}", before["status"]);
@@ -315,19 +284,7 @@ async fn one_broken_worker_of_six_is_replaced_once_after_the_threshold_then_back
 
 #[tokio::test]
 async fn three_broken_workers_of_six_are_an_outage_repairs_wait_until_fewer_are() {
-    let (server, api, _dir, kubeconfig) = cluster(
-        FAST,
-        "six",
-        &[
-            "--type",
-            "developer",
-            "--min-nodes",
-            "6",
-            "--max-nodes",
-            "6",
-        ],
-    )
-    .await;
+    let (server, api, _dir, kubeconfig) = six_workers().await;
     let before = get(&api, "six").await;
     let workers = instance_ids(&before, "worker");
     for victim in &workers[..3] {
@@ -516,7 +473,7 @@ async fn a_production_upgrade_keeps_two_control_plane_nodes_and_every_pod_placed
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let out = server.cli(&[
+    let update = [
         "cluster",
         "update",
         "prod",
@@ -524,13 +481,10 @@ async fn a_production_upgrade_keeps_two_control_plane_nodes_and_every_pod_placed
         "eng",
         "--project",
         "web",
-        "--kubernetes-version",
-        "1.34",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    ];
+    cli_ok(
+        &server,
+        &[&update[..], &["--kubernetes-version", "1.34"]].concat(),
     );
     let start = Instant::now();
     let (mut fewest_control_plane, mut samples) = (usize::MAX, 0);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Api, start_with};
+use common::{Api, cli_ok, credentials, start_with};
 use dialtone_testkit::DevServer;
 use serde_json::{Value, json};
 
@@ -132,22 +132,7 @@ async fn sim_cluster_on(
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
     // A Ready cluster's API answers, so its credentials can be written at once.
-    let out = server.cli(&[
-        "cluster",
-        "credentials",
-        "dev-1",
-        "--folder",
-        "eng",
-        "--project",
-        "web",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    credentials(&server, "dev-1", &kubeconfig);
     (server, dir, kubeconfig)
 }
 
@@ -1308,17 +1293,6 @@ async fn kubeconfig_for(as_identity: &Api, cluster: &str, file: &Path) {
         field("token"),
     );
     std::fs::write(file, config).unwrap();
-}
-
-/// Runs the CLI against the dev server, expecting success; its standard output.
-fn cli_ok(server: &DevServer, args: &[&str]) -> String {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "dialtone {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// Runs `kubectl` until it succeeds or fails as `want` says (within 20 s); its output.

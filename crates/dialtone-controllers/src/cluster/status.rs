@@ -135,14 +135,7 @@ impl Lifecycle {
             blocked,
             now,
         );
-        let broken: Vec<String> = status
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let trouble = n.unhealthy.as_ref()?;
-                Some(format!("{}: {}", n.name, trouble.reason))
-            })
-            .collect();
+        let broken = broken_nodes(status);
         let scaling = matches!(
             blocked,
             Some(Blocked::Waiting(
@@ -448,19 +441,7 @@ impl Lifecycle {
             cp_message,
             now,
         );
-        let broken: Vec<String> = status
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let trouble = n.unhealthy.as_ref()?;
-                Some(format!(
-                    "{} ({}) since {}",
-                    n.name,
-                    trouble.reason,
-                    trouble.since.strftime("%H:%M:%S")
-                ))
-            })
-            .collect();
+        let broken = broken_nodes(status);
         let starting: Vec<&str> = status
             .nodes
             .iter()
@@ -614,6 +595,23 @@ impl Lifecycle {
             now,
         );
     }
+}
+
+/// Each broken node: what is wrong and since when.
+fn broken_nodes(status: &ClusterStatus) -> Vec<String> {
+    status
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let trouble = n.unhealthy.as_ref()?;
+            Some(format!(
+                "{} ({}) since {}",
+                n.name,
+                trouble.reason,
+                trouble.since.strftime("%H:%M:%S")
+            ))
+        })
+        .collect()
 }
 
 /// The cluster's evaluation conditions in one word.

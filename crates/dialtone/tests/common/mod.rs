@@ -13,6 +13,46 @@ pub fn start_with(args: &[&str]) -> DevServer {
     DevServer::start(env!("CARGO_BIN_EXE_dialtone").as_ref(), args).expect("dev server starts")
 }
 
+/// A cluster's node slots of `role` (`controlPlane` or `worker`), from its status.
+pub fn slots<'a>(cluster: &'a Value, role: &str) -> Vec<&'a Value> {
+    cluster["status"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == role)
+        .collect()
+}
+
+/// Runs the CLI against the dev server, expecting success; its standard output.
+pub fn cli_ok(server: &DevServer, args: &[&str]) -> String {
+    let out = server.cli(args);
+    assert!(
+        out.status.success(),
+        "dialtone {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Writes a kubeconfig for the cluster `name` of project demo/eng/web to `kubeconfig`, as
+/// `dialtone cluster credentials` does.
+pub fn credentials(server: &DevServer, name: &str, kubeconfig: &std::path::Path) {
+    cli_ok(
+        server,
+        &[
+            "cluster",
+            "credentials",
+            name,
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+}
+
 /// A response's status and its body: JSON, or else the text as a JSON string.
 pub async fn answer(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
