@@ -672,8 +672,8 @@ fn cases() -> Vec<(&'static str, Change, Observe)> {
 
 /// The enforced rows without a case in `cases()`: `repair.maxLaunchAttempts` and the
 /// `autoscaling` rows, which act on a cluster's Kubernetes API, have their own tests below;
-/// the other `repair` rows act on broken nodes, which the binary's `repair` tests break
-/// with the sim's failure injection;
+/// so has `repair.enabled`; the other `repair` rows act on broken nodes, which the binary's
+/// `compliance` tests break with the sim's failure injection;
 /// the server checks `security.deletionProtection` (the `clusters` tests of the binary
 /// refuse a production cluster's delete and allow a developer one's) and
 /// `network.maxConnections` (the `scenarios` tests refuse a developer cluster's connection
@@ -968,5 +968,65 @@ async fn security_compliance_names_the_nodes_that_differ_from_the_plan() {
             .count(),
         nodes,
         "every node is named: {message}"
+    );
+}
+
+/// `repair.enabled`: off, a worker whose instance died stays dead, and the cluster says
+/// repairs are off; on (every type's default), the binary's `compliance` tests and the test
+/// above see it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_repair_off_a_dead_worker_stays_dead_and_the_cluster_says_why() {
+    use dialtone_types::cluster::NodeRole;
+    use dialtone_types::{ClusterCondition, ConditionStatus, NodeState};
+    let mut world = world().await;
+    let (path, _, _) = world
+        .plan(|i: &mut Inputs| i.settings.repair.enabled = false)
+        .await;
+    world.drive(&path, Phase::Ready).await;
+    let ready: Object<Cluster, ClusterStatus> = world.registry.get(&path).await.unwrap();
+    let worker = ready
+        .status
+        .nodes
+        .iter()
+        .find(|n| n.role == NodeRole::Worker)
+        .unwrap()
+        .clone();
+    world
+        .cloud
+        .sim
+        .kill_instance(&worker.instance_id)
+        .await
+        .unwrap();
+    world.drive_for(&path, Duration::from_millis(500)).await;
+    let after: Object<Cluster, ClusterStatus> = world.registry.get(&path).await.unwrap();
+    let slot = after
+        .status
+        .nodes
+        .iter()
+        .find(|n| n.name == worker.name)
+        .unwrap();
+    assert_eq!(
+        (slot.attempt, slot.state, slot.instance_id.as_str()),
+        (
+            worker.attempt,
+            NodeState::Terminated,
+            worker.instance_id.as_str()
+        ),
+        "not replaced"
+    );
+    assert!(
+        after.status.repairs.is_empty(),
+        "{:?}",
+        after.status.repairs
+    );
+    let remediation = after
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ClusterCondition::RemediationAllowed.as_str())
+        .unwrap();
+    assert_eq!(
+        (remediation.status, remediation.reason.as_str()),
+        (ConditionStatus::False, "RepairDisabled")
     );
 }
