@@ -142,11 +142,6 @@ impl<'a> Limits<'a> {
         }
     }
 
-    /// The plan the limits come from.
-    pub(super) fn plan(&self) -> &ClusterPlan {
-        self.plan
-    }
-
     /// Whether the cluster's type repairs nodes at all.
     pub(super) fn plan_repairs(&self) -> bool {
         self.plan.settings.repair.enabled

@@ -135,6 +135,7 @@ impl Lifecycle {
             blocked,
             now,
         );
+        self.evaluate_security(status, plan, resources, now);
         let broken = broken_nodes(status);
         let scaling = matches!(
             blocked,
@@ -471,7 +472,6 @@ impl Lifecycle {
             message,
             now,
         );
-        self.evaluate_security(status, limits.plan(), resources, now);
         let (status_, reason, message) = match limits.short_circuit() {
             _ if !limits.plan_repairs() => (
                 False,
