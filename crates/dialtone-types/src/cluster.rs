@@ -587,7 +587,7 @@ pub struct ClusterNode {
     /// What is wrong with its instance or node, and since when, while it lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy: Option<Unhealthy>,
-    /// Its latest repair, while a failure soon after it would make the next one wait longer.
+    /// Its latest repair: a failure within an hour of it makes the next repair wait longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repair: Option<LastRepair>,
 }

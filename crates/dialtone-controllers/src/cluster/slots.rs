@@ -11,7 +11,8 @@ pub(super) struct Slot {
     pub(super) instance_type: String,
     pub(super) attempt: u32,
     pub(super) launch_backoff: Option<LaunchBackoff>,
-    /// Whether the last pass saw its instance running: one that is gone now died.
+    /// Whether its instance ran (an earlier pass saw it running, or broken): one that is
+    /// gone now died, rather than failed to launch.
     pub(super) ran: bool,
     pub(super) unhealthy: Option<Unhealthy>,
     pub(super) last_repair: Option<LastRepair>,
