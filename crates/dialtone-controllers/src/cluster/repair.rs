@@ -45,26 +45,40 @@ pub(super) fn current<'a>(own: &'a [CloudResource], slot: &Slot) -> Option<&'a C
     })
 }
 
+/// How many of `members` etcd needs healthy to keep its quorum: a majority.
+pub(super) fn quorum(members: usize) -> usize {
+    members / 2 + 1
+}
+
+/// Why the slot's instance counts as dead: it is gone, or going, after it ran. One gone
+/// without having run failed to launch: that is not a repair.
+fn died(slot: &Slot, instance: &CloudResource) -> Option<String> {
+    match &instance.state {
+        ResourceState::Terminated { reason } if slot.ran => {
+            Some(format!("its instance {} is gone: {reason}", instance.id))
+        }
+        ResourceState::Deleting if slot.ran => {
+            Some(format!("its instance {} is being deleted", instance.id))
+        }
+        _ => None,
+    }
+}
+
 /// Whether the slot's node is broken, from its instance now and what earlier passes saw.
-/// An instance that is gone without having run failed to launch: that is not a repair.
 pub(super) fn broken(
     slot: &Slot,
     instance: Option<&CloudResource>,
     now: Timestamp,
 ) -> Option<Broken> {
     let instance = instance?;
-    let since = slot.unhealthy.as_ref().map_or(now, |u| u.since);
+    if let Some(reason) = died(slot, instance) {
+        return Some(Broken {
+            reason,
+            since: slot.unhealthy.as_ref().map_or(now, |u| u.since),
+            died: true,
+        });
+    }
     match &instance.state {
-        ResourceState::Terminated { reason } if slot.ran => Some(Broken {
-            reason: format!("its instance {} is gone: {reason}", instance.id),
-            since,
-            died: true,
-        }),
-        ResourceState::Deleting if slot.ran => Some(Broken {
-            reason: format!("its instance {} is being deleted", instance.id),
-            since,
-            died: true,
-        }),
         ResourceState::Available | ResourceState::Impaired { .. } => {
             slot.unhealthy.as_ref().map(|u| Broken {
                 reason: u.reason.clone(),
@@ -77,7 +91,8 @@ pub(super) fn broken(
 }
 
 /// What is wrong with a slot's instance or node now, for its status: the cloud's word for
-/// an impaired or dead instance, the API's for a NotReady node.
+/// an impaired or dead instance, the API's for a NotReady node. `nodes` empty means the
+/// pass did not hear from the API: a running instance's node keeps what the last pass saw.
 pub(super) fn unhealthy(
     slot: &Slot,
     instance: Option<&CloudResource>,
@@ -87,9 +102,7 @@ pub(super) fn unhealthy(
     let instance = instance?;
     let reason = match &instance.state {
         ResourceState::Impaired { reason } => reason.clone(),
-        ResourceState::Terminated { reason } if slot.ran => {
-            format!("its instance {} is gone: {reason}", instance.id)
-        }
+        ResourceState::Available if nodes.is_empty() => return slot.unhealthy.clone(),
         ResourceState::Available => {
             let node = nodes.iter().find(|n| n.instance_id == instance.id)?;
             if node.ready {
@@ -97,7 +110,7 @@ pub(super) fn unhealthy(
             }
             format!("node {} is NotReady", node.name)
         }
-        _ => return None,
+        _ => died(slot, instance)?,
     };
     Some(Unhealthy {
         since: slot.unhealthy.as_ref().map_or(now, |u| u.since),
@@ -242,7 +255,7 @@ impl<'a> Limits<'a> {
                     .iter()
                     .filter(|s| s.name != slot.name && self.healthy(s))
                     .count();
-                let quorum = members.len() / 2 + 1;
+                let quorum = quorum(members.len());
                 if members.len() > 1 && healthy_others < quorum {
                     return Verdict::Held(format!(
                         "{} waits: without it {healthy_others} of {} control-plane nodes are healthy, short of etcd's quorum of {quorum}; it is replaced once the others are",

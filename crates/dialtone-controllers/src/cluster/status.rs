@@ -40,13 +40,7 @@ impl Lifecycle {
             .map(|slot| {
                 let instance = repair::current(resources, slot);
                 let running = instance.is_some_and(|i| i.state == ResourceState::Available);
-                // Without the API's word this pass, a node keeps what the last one saw.
-                let unhealthy = match instance {
-                    Some(i) if i.state == ResourceState::Available && nodes.is_empty() => {
-                        slot.unhealthy.clone()
-                    }
-                    _ => repair::unhealthy(slot, instance, nodes, now),
-                };
+                let unhealthy = repair::unhealthy(slot, instance, nodes, now);
                 ClusterNode {
                     name: slot.name.clone(),
                     role: slot.role,
@@ -405,7 +399,7 @@ impl Lifecycle {
                     || (n.state != NodeState::Running && surging(&n.name))
             })
             .count();
-        let quorum = members.len() / 2 + 1;
+        let quorum = repair::quorum(members.len());
         let (cp_status, cp_reason, cp_message) = if healthy == members.len() {
             (
                 True,
