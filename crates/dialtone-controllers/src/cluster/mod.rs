@@ -182,6 +182,19 @@ impl From<CloudError> for Blocked {
 
 type Pass<T = ()> = Result<T, Blocked>;
 
+/// A client of the cluster's API and its nodes as the API lists them; why not, when it
+/// does not answer.
+async fn list_nodes(
+    clients: &dialtone_kube::Clients,
+    uid: &str,
+) -> Result<(dialtone_kube::Client, Vec<NodeView>), String> {
+    let client = clients.client(uid).map_err(|e| e.to_string())?;
+    match dialtone_kube::workload::nodes(&client).await {
+        Ok(nodes) => Ok((client, nodes)),
+        Err(e) => Err(format!("the Kubernetes API does not answer: {e}")),
+    }
+}
+
 /// The network a cluster lives in: its own, or its project's shared one in the region.
 pub fn network_key(path: &ResourcePath, uid: &str, plan: &ClusterPlan) -> String {
     if plan.network.shared_vpc {
@@ -230,21 +243,9 @@ impl Lifecycle {
             return (None, Vec::new());
         };
         let waiting = |reason, message: String| Some(Blocked::Waiting(reason, message));
-        let client = match clients.client(uid) {
-            Ok(client) => client,
-            Err(e) => return (waiting(Wait::WaitingForApi, e.to_string()), Vec::new()),
-        };
-        let nodes = match dialtone_kube::workload::nodes(&client).await {
-            Ok(nodes) => nodes,
-            Err(e) => {
-                return (
-                    waiting(
-                        Wait::WaitingForApi,
-                        format!("the Kubernetes API does not answer: {e}"),
-                    ),
-                    Vec::new(),
-                );
-            }
+        let (client, nodes) = match list_nodes(clients, uid).await {
+            Ok(listed) => listed,
+            Err(message) => return (waiting(Wait::WaitingForApi, message), Vec::new()),
         };
         let running = resources
             .iter()
@@ -280,12 +281,13 @@ impl Lifecycle {
 
     /// The cluster's nodes as its API lists them; none when it does not answer.
     async fn read_nodes(&self, uid: &str) -> Vec<NodeView> {
-        let Some(client) = self.kube.as_ref().and_then(|c| c.client(uid).ok()) else {
-            return Vec::new();
-        };
-        dialtone_kube::workload::nodes(&client)
-            .await
-            .unwrap_or_default()
+        match &self.kube {
+            Some(clients) => list_nodes(clients, uid)
+                .await
+                .map(|(_, nodes)| nodes)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     /// Right-sizes a settled cluster through its API; whether work is under way.
