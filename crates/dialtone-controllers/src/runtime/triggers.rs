@@ -1,8 +1,8 @@
 //! What wakes a controller whose keys are objects' paths: its informer's changes to what it
 //! acts on, and the cloud's feed about the resources an object owns.
 
-use dialtone_cloud::Provider;
 use dialtone_cloud::tags::TAG_OWNER;
+use dialtone_cloud::{Provider, ResourceChange};
 use dialtone_types::{KindInfo, ObjectMeta, ResourcePath};
 
 use super::informer::{Informer, Notice};
@@ -37,6 +37,15 @@ pub fn on_spec_changes(informer: &Informer, queue: WorkQueue<ResourcePath>) {
     });
 }
 
+/// The object of `kind` that owns a changed resource, by its `dialtone.dev/owner` tag.
+fn owner(change: &ResourceChange, kind: &'static KindInfo) -> Option<ResourcePath> {
+    change
+        .tags
+        .get(TAG_OWNER)
+        .and_then(|owner| ResourcePath::parse(owner).ok())
+        .filter(|path| std::ptr::eq(path.kind(), kind))
+}
+
 /// Queues the owner of every resource the provider's feed says changed, when the owner is
 /// an object of `kind`; nothing on a cloud without a feed.
 pub fn on_cloud_changes(
@@ -45,12 +54,7 @@ pub fn on_cloud_changes(
     kind: &'static KindInfo,
 ) {
     provider.subscribe(Box::new(move |change| {
-        if let Some(path) = change
-            .tags
-            .get(TAG_OWNER)
-            .and_then(|owner| ResourcePath::parse(owner).ok())
-            .filter(|path| std::ptr::eq(path.kind(), kind))
-        {
+        if let Some(path) = owner(change, kind) {
             queue.add(path);
         }
     }));
@@ -66,12 +70,7 @@ pub fn on_cloud_changes_under(
     parent: &'static KindInfo,
 ) {
     provider.subscribe(Box::new(move |change| {
-        let Some(owner) = change
-            .tags
-            .get(TAG_OWNER)
-            .and_then(|owner| ResourcePath::parse(owner).ok())
-            .filter(|path| std::ptr::eq(path.kind(), parent))
-        else {
+        let Some(owner) = owner(change, parent) else {
             return;
         };
         for path in informer.paths() {
