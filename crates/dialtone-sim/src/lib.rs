@@ -809,6 +809,13 @@ impl Sim {
             .collect()
     }
 
+    /// One resource of the provider's own account, as it is now.
+    pub fn resource(&self, id: &str) -> Option<CloudResource> {
+        let state = self.lock();
+        let record = state.records.get(id).filter(|r| r.account.is_none())?;
+        state.observe(record, Timestamp::now())
+    }
+
     /// The resources tagged `key=value` in every region, as they are now: what the sim's
     /// own clusters are built from.
     pub fn tagged(&self, key: &str, value: &str) -> Vec<CloudResource> {

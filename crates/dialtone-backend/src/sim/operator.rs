@@ -147,19 +147,15 @@ async fn change_resource(
     let change = change
         .to_change()
         .map_err(|message| ApiError::new(Reason::BadRequest, message))?;
-    let resource = sim
-        .resources()
-        .into_iter()
-        .find(|r| r.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("resource {id}")))?;
-    sim.modify(&resource.region, &id, change)
+    let found = |id: &str| {
+        sim.resource(id)
+            .ok_or_else(|| ApiError::not_found(format!("resource {id}")))
+    };
+    let region = found(&id)?.region;
+    sim.modify(&region, &id, change)
         .await
         .map_err(cloud_error)?;
-    let changed = sim
-        .resources()
-        .into_iter()
-        .find(|r| r.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("resource {id}")))?;
+    let changed = found(&id)?;
     Ok(to_json(StatusCode::OK, &changed))
 }
 
