@@ -715,16 +715,7 @@ fn describe(path: &ResourcePath, cluster: &Value) {
             text(&c["message"])
         );
     }
-    println!("Events:");
-    for e in status["events"].as_array().into_iter().flatten() {
-        println!(
-            "  {:>5} ago  {:<8} {:<16} {}",
-            age(&e["time"]),
-            text(&e["type"]),
-            text(&e["reason"]),
-            text(&e["message"])
-        );
-    }
+    crate::output::print_events(&status["events"]);
 }
 
 /// `dialtone sim kill|hang|recover INSTANCE`.

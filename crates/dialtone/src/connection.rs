@@ -193,17 +193,8 @@ fn describe(connection: &Value) {
             println!("  {}. {step}", i + 1);
         }
     }
-    let events = status["events"].as_array().cloned().unwrap_or_default();
-    if !events.is_empty() {
-        println!("Events:");
-        for e in &events {
-            println!(
-                "  {:<8} {:<14} {}",
-                text(&e["type"]),
-                text(&e["reason"]),
-                text(&e["message"])
-            );
-        }
+    if status["events"].as_array().is_some_and(|e| !e.is_empty()) {
+        crate::output::print_events(&status["events"]);
     }
     let limits = list(&status["limits"]);
     if !limits.is_empty() {

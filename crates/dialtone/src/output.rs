@@ -190,6 +190,20 @@ pub fn wide(
     (headers, rows)
 }
 
+/// A status's `events` under `Events:`, each with its age, type, reason and message.
+pub fn print_events(events: &Value) {
+    println!("Events:");
+    for e in events.as_array().into_iter().flatten() {
+        println!(
+            "  {:>5} ago  {:<8} {:<16} {}",
+            age(&e["time"]),
+            e["type"].as_str().unwrap_or_default(),
+            e["reason"].as_str().unwrap_or_default(),
+            e["message"].as_str().unwrap_or_default()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
