@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use dialtone_kube::workload::{self, Evicted};
+use dialtone_kube::workload;
 
 use super::*;
 
@@ -346,23 +346,10 @@ impl Lifecycle {
             .iter()
             .filter(|p| p.node.as_deref() == Some(&name) && !p.finished && !sizing::is_daemon(p))
             .collect();
-        for pod in &pods {
-            if let Evicted::Refused(message) = workload::evict(&client, &pod.namespace, &pod.name)
-                .await
-                .map_err(|e| unanswered(&e))?
-            {
-                record_event(
-                    status,
-                    (self.clock)(),
-                    false,
-                    "EvictionRefused",
-                    format!(
-                        "draining {}'s old node {name}: {}/{}: {message}; trying again",
-                        slot.name, pod.namespace, pod.name
-                    ),
-                );
-            }
-        }
+        let doing = format!("draining {}'s old node {name}", slot.name);
+        sizing::evict(&client, &pods, status, (self.clock)(), &doing)
+            .await
+            .map_err(|e| unanswered(&e))?;
         Ok(pods.is_empty())
     }
 }

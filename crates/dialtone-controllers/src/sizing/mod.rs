@@ -410,21 +410,34 @@ async fn drain(
             );
             continue;
         }
-        for pod in pods {
-            if let Evicted::Refused(message) =
-                workload::evict(client, &pod.namespace, &pod.name).await?
-            {
-                record_event(
-                    status,
-                    now,
-                    false,
-                    "EvictionRefused",
-                    format!(
-                        "draining {slot}: {}/{}: {message}; trying again",
-                        pod.namespace, pod.name
-                    ),
-                );
-            }
+        evict(client, &pods, status, now, &format!("draining {slot}")).await?;
+    }
+    Ok(())
+}
+
+/// Evicts `pods` through `pods/eviction`; each one a budget refuses for now is an event
+/// that says what the eviction was for (`doing`), and is tried again on a later pass.
+pub(crate) async fn evict(
+    client: &dialtone_kube::Client,
+    pods: &[&PodView],
+    status: &mut ClusterStatus,
+    now: Timestamp,
+    doing: &str,
+) -> Result<(), KubeError> {
+    for pod in pods {
+        if let Evicted::Refused(message) =
+            workload::evict(client, &pod.namespace, &pod.name).await?
+        {
+            record_event(
+                status,
+                now,
+                false,
+                "EvictionRefused",
+                format!(
+                    "{doing}: {}/{}: {message}; trying again",
+                    pod.namespace, pod.name
+                ),
+            );
         }
     }
     Ok(())
