@@ -23,9 +23,7 @@ use serde_json::{Value, json};
 
 use crate::secrets::ClusterSecrets;
 
-/// The patch release of each supported minor that nodes install, and Cilium's release.
-const KUBERNETES_PATCHES: &[(&str, &str)] =
-    &[("1.32", "1.32.9"), ("1.33", "1.33.5"), ("1.34", "1.34.1")];
+/// Cilium's release.
 const CILIUM_VERSION: &str = "1.18.2";
 const CILIUM_CLI_VERSION: &str = "v0.18.7";
 
@@ -65,12 +63,16 @@ impl TokenWebhook {
     }
 }
 
-/// The patch release nodes of the minor `version` install.
-pub fn kubernetes_patch(version: &str) -> Option<&'static str> {
-    KUBERNETES_PATCHES
-        .iter()
-        .find(|(minor, _)| *minor == version)
-        .map(|(_, patch)| *patch)
+/// The patch release a node installs and the minor whose package repository has it:
+/// `1.35.2` → (`1.35.2`, `1.35`). The version catalogue picks the patch.
+pub fn kubernetes_release(version: &str) -> Option<(&str, &str)> {
+    let mut parts = version.split('.');
+    let valid = parts.next() == Some("1")
+        && parts.next().is_some_and(|m| m.parse::<u32>().is_ok())
+        && parts.next().is_some_and(|p| p.parse::<u32>().is_ok())
+        && parts.next().is_none();
+    let minor_end = version.rfind('.')?;
+    valid.then(|| (version, &version[..minor_end]))
 }
 
 fn yaml(value: &Value) -> String {
@@ -352,8 +354,7 @@ fn control_plane_files(
 }
 
 /// The script the node runs once, as root, at first boot.
-fn bootstrap_script(boot: &NodeBootstrap, patch: &str) -> String {
-    let minor = &boot.kubernetes_version;
+fn bootstrap_script(boot: &NodeBootstrap, (patch, minor): (&str, &str)) -> String {
     let package = format!("{patch}-1.1");
     let mut script = format!(
         r#"#!/bin/sh
@@ -406,17 +407,13 @@ pub fn render(
     secrets: &ClusterSecrets,
     webhook: Option<&TokenWebhook>,
 ) -> Result<String, String> {
-    let patch = kubernetes_patch(&boot.kubernetes_version).ok_or_else(|| {
+    let release = kubernetes_release(&boot.kubernetes_version).ok_or_else(|| {
         format!(
-            "no node image for Kubernetes {}; supported: {}",
-            boot.kubernetes_version,
-            KUBERNETES_PATCHES
-                .iter()
-                .map(|(minor, _)| *minor)
-                .collect::<Vec<_>>()
-                .join(", ")
+            "`{}` is not a patch release such as 1.35.2, which nodes install",
+            boot.kubernetes_version
         )
     })?;
+    let patch = release.0;
     let mut files = vec![
         file(
             "/etc/modules-load.d/kubernetes.conf",
@@ -436,7 +433,7 @@ pub fn render(
         file(
             "/etc/dialtone/bootstrap.sh",
             "0700",
-            bootstrap_script(boot, patch),
+            bootstrap_script(boot, release),
         ),
     ];
     if boot.role != BootstrapRole::Worker {

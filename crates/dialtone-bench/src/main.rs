@@ -246,6 +246,7 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
             webhook_allowed_cidrs: Vec::new(),
         }),
         fault_panic_tasks: Vec::new(),
+        kubernetes_versions: None,
     })
     .await?;
     let token = running.admin_token.clone().context("no admin token")?.token;

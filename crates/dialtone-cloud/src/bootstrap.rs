@@ -32,7 +32,8 @@ pub struct NodeBootstrap {
     /// The cluster's uid: the provider's secrets for it are found by it.
     pub cluster_uid: String,
     pub role: BootstrapRole,
-    /// The Kubernetes minor (`1.34`); the provider pins the patch release.
+    /// The Kubernetes patch release the node installs (`1.35.2`), from the version
+    /// catalogue.
     pub kubernetes_version: String,
     /// Where the cluster's API answers: its load balancer's DNS name.
     pub api_endpoint: String,

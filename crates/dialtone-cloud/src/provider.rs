@@ -246,7 +246,8 @@ pub enum ResourceKind {
     VpcPeering,
 }
 
-/// Dialtone's node image for a Kubernetes version: one image per version, `dialtone-node-1.34`.
+/// Dialtone's node image for a Kubernetes release: one image per release,
+/// `dialtone-node-1.35.2`.
 pub fn node_image(kubernetes_version: &str) -> String {
     format!("dialtone-node-{kubernetes_version}")
 }

@@ -384,6 +384,8 @@ async fn world(seed: u64, cloud: Cloud) -> World {
             excluded_families: vec![],
             architectures: vec![],
             allow_burstable: false,
+            release_channel: None,
+            maintenance_window: None,
         };
         let context = PlanContext {
             catalog: InstanceCatalog::builtin(),

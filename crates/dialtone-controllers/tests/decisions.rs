@@ -319,6 +319,8 @@ impl World {
                 excluded_families: vec![],
                 architectures: vec![],
                 allow_burstable: false,
+                release_channel: None,
+                maintenance_window: None,
             },
             address_pool: "10.0.0.0/8",
         };
@@ -677,8 +679,15 @@ fn cases() -> Vec<(&'static str, Change, Observe)> {
 /// the server checks `security.deletionProtection` (the `clusters` tests of the binary
 /// refuse a production cluster's delete and allow a developer one's) and
 /// `network.maxConnections` (the `scenarios` tests refuse a developer cluster's connection
-/// and a production cluster's 51st).
+/// and a production cluster's 51st); the `upgrade` rows and `maintenance.window` act over
+/// days of a version catalogue, which the binary's `compliance` tests rewrite (a patch in
+/// the window and not before it, a developer cluster following the next minor, an
+/// unsupported minor moved despite an exclusion).
 const TESTED_ELSEWHERE: &[&str] = &[
+    "upgrade.channel",
+    "upgrade.autoMinor",
+    "upgrade.autoPatch",
+    "maintenance.window",
     "repair.maxLaunchAttempts",
     "repair.enabled",
     "repair.unhealthyAfterSeconds",

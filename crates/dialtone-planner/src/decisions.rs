@@ -487,20 +487,26 @@ pub static DECISIONS: &[Decision] = &[
     // Operations.
     row(
         "kubernetes.version",
-        Computed(|_| "the request's, default the newest supported".into()),
-        Enforced("the version every instance installs"),
-        "New clusters start on the newest supported minor.",
+        Computed(|_| "the request's, default the newest its channel offers".into()),
+        Enforced("the minor every instance installs, at the patch its channel offers"),
+        "New clusters start on the newest minor their channel offers.",
+    ),
+    row(
+        "upgrade.channel",
+        Fixed(|s| s.upgrade.channel.to_string()),
+        Enforced("how soon new releases reach the cluster (docs/versions.md)"),
+        "Developers see releases a week after upstream; production waits until others have run them for two weeks (patches) or three months (minors).",
     ),
     row(
         "upgrade.autoMinor",
         Fixed(|s| s.upgrade.auto_minor.to_string()),
-        Advisory,
-        "Developer clusters follow the newest minor; production upgrades when its owners say so.",
+        Enforced("whether the cluster moves to the next minor its channel offers, in its window"),
+        "Developer clusters follow the newest minor; production upgrades when its owners say so, or at the end of support.",
     ),
     row(
         "upgrade.autoPatch",
         Fixed(|s| s.upgrade.auto_patch.to_string()),
-        Advisory,
+        Enforced("whether the cluster moves to its channel's newest patch, in its window"),
         "Patch releases carry security fixes.",
     ),
     row(
@@ -517,8 +523,8 @@ pub static DECISIONS: &[Decision] = &[
     ),
     row(
         "maintenance.window",
-        Fixed(|s| s.maintenance.window.clone()),
-        Advisory,
+        Fixed(|s| s.maintenance.window.to_string()),
+        Enforced("when automatic upgrades may replace nodes"),
         "Disruptive production changes wait for a quiet window.",
     ),
     row(

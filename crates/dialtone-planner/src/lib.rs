@@ -11,6 +11,7 @@
 mod decisions;
 mod network;
 mod plan;
+pub mod versions;
 
 pub use decisions::{ClusterType, DECISIONS, Decision, Enforcement, How, Rule};
 pub use dialtone_types::ClusterSettings;
@@ -19,6 +20,5 @@ pub use dialtone_types::cluster::{
 };
 pub use network::AddressPlan;
 pub use plan::{
-    ClusterRequest, PlanContext, PlanError, Problem, SUPPORTED_VERSIONS, kept_families, plan,
-    plan_with_settings,
+    ClusterRequest, PlanContext, PlanError, Problem, kept_families, plan, plan_with_settings,
 };

@@ -8,16 +8,15 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use dialtone_types::cluster::{
-    ClusterPlan, ClusterType, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
+    ClusterPlan, ClusterType, ControlPlanePlan, MaintenanceWindow, NetworkPlan, NodeSlot,
+    ReleaseChannel, Subnet, WorkerPlan,
 };
 use dialtone_types::settings::VpcTenancy;
 use dialtone_types::{Cluster, ClusterSettings};
 
 use crate::decisions::{DECISIONS, Rule};
 use crate::network::AddressPlan;
-
-/// Supported Kubernetes minors, oldest first; new clusters default to the last.
-pub const SUPPORTED_VERSIONS: &[&str] = &["1.32", "1.33", "1.34"];
+use crate::versions::{Catalogue, minor_of};
 
 /// What the planner reads of a cluster's spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,8 +27,13 @@ pub struct ClusterRequest {
     pub cluster_type: ClusterType,
     /// The region it runs in, which must be in the catalogue.
     pub region: String,
-    /// A supported minor (`1.34`), or `None` for the newest.
+    /// A minor (`1.35`), or `None` for the newest of the built-in catalogue; the API
+    /// checks it against the catalogue and the channel, and names one, before planning.
     pub kubernetes_version: Option<String>,
+    /// The release channel, if the spec names one; the type's otherwise.
+    pub release_channel: Option<ReleaseChannel>,
+    /// The maintenance window, if the spec sets one; the type's otherwise.
+    pub maintenance_window: Option<MaintenanceWindow>,
     /// The fewest workers, if the spec bounds them; the type's default otherwise.
     pub min_nodes: Option<u32>,
     /// The most workers, if the spec bounds them; the type's default otherwise.
@@ -58,6 +62,8 @@ impl ClusterRequest {
             excluded_families: spec.excluded_families.clone(),
             architectures: spec.architectures.clone(),
             allow_burstable: spec.allow_burstable,
+            release_channel: spec.release_channel,
+            maintenance_window: spec.maintenance.as_ref().and_then(|m| m.window.clone()),
         }
     }
 }
@@ -167,6 +173,13 @@ pub fn plan_with_settings(
     context: &PlanContext<'_>,
 ) -> Result<ClusterPlan, PlanError> {
     let cluster_type = request.cluster_type;
+    let mut settings = settings;
+    if let Some(channel) = request.release_channel {
+        settings.upgrade.channel = channel;
+    }
+    if let Some(window) = &request.maintenance_window {
+        settings.maintenance.window = window.clone();
+    }
     let s = &settings;
     let mut problems = Vec::new();
     let mut problem =
@@ -183,17 +196,18 @@ pub fn plan_with_settings(
             ),
         );
     }
-    let version = request
-        .kubernetes_version
-        .clone()
-        .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string());
-    if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
+    let version = match &request.kubernetes_version {
+        Some(version) => version.clone(),
+        None => Catalogue::built_in()
+            .minors
+            .last()
+            .map(|m| m.minor.clone())
+            .unwrap_or_default(),
+    };
+    if minor_of(&version).is_none() {
         problem(
             "spec.kubernetesVersion",
-            format!(
-                "unsupported version `{version}`; supported: {}",
-                SUPPORTED_VERSIONS.join(", ")
-            ),
+            format!("`{version}` is not a Kubernetes minor such as 1.35"),
         );
     }
     let (min_bound, max_bound) = (s.workers.min_nodes, s.workers.max_nodes);

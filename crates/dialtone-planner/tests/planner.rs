@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_planner::{
     AddressPlan, ClusterPlan, ClusterRequest, ClusterSettings, ClusterType, DECISIONS, Decision,
-    Enforcement, How, PlanContext, PlanError, Rule, SUPPORTED_VERSIONS, plan, plan_with_settings,
+    Enforcement, How, PlanContext, PlanError, Rule, plan, plan_with_settings,
 };
 use dialtone_types::settings::VpcTenancy;
 use ipnet::Ipv4Net;
@@ -23,6 +23,8 @@ fn request(cluster_type: ClusterType) -> ClusterRequest {
         excluded_families: vec![],
         architectures: vec![],
         allow_burstable: false,
+        release_channel: None,
+        maintenance_window: None,
     }
 }
 
@@ -513,16 +515,21 @@ fn instance_families_and_the_initial_worker_type() {
 #[test]
 fn versions_images_and_every_problem_at_once() {
     let p = plan_of(&request(ClusterType::Developer));
-    assert_eq!(p.kubernetes_version, *SUPPORTED_VERSIONS.last().unwrap());
+    let newest = dialtone_planner::versions::Catalogue::built_in()
+        .minors
+        .last()
+        .unwrap()
+        .minor
+        .clone();
+    assert_eq!(p.kubernetes_version, newest);
     assert_eq!(
         p.workers.node_image,
         format!("dialtone-node-{}", p.kubernetes_version)
     );
     assert_eq!(p.decisions["workers.nodeImage"], p.workers.node_image);
-    assert!(SUPPORTED_VERSIONS.len() >= 3);
     let mut r = request(ClusterType::Production);
     r.region = "mars-1".into();
-    r.kubernetes_version = Some("1.20".into());
+    r.kubernetes_version = Some("latest".into());
     r.min_nodes = Some(9);
     r.max_nodes = Some(4);
     let error = plan_with(&r, &AddressPlan::default_pool(), None).unwrap_err();
@@ -532,7 +539,7 @@ fn versions_images_and_every_problem_at_once() {
     );
     let text = error.to_string();
     assert!(
-        text.contains("us-east-1, us-west-2, eu-west-1") && text.contains("1.32, 1.33, 1.34"),
+        text.contains("us-east-1, us-west-2, eu-west-1") && text.contains("such as 1.35"),
         "the valid values are listed: {text}"
     );
 }
@@ -560,7 +567,7 @@ fn any_request() -> impl Strategy<Value = (ClusterRequest, Vec<u8>)> {
     (
         prop::sample::select(vec![ClusterType::Developer, ClusterType::Production]),
         prop::sample::select(vec!["us-east-1", "us-west-2", "eu-west-1"]),
-        prop::sample::select(SUPPORTED_VERSIONS.to_vec()),
+        prop::sample::select(vec!["1.33", "1.34", "1.35"]),
         "[a-z][a-z0-9-]{0,20}",
         0u32..40,
         0u32..200,
@@ -591,6 +598,8 @@ fn any_request() -> impl Strategy<Value = (ClusterRequest, Vec<u8>)> {
                     excluded_families: vec![],
                     architectures: vec![],
                     allow_burstable: false,
+                    release_channel: None,
+                    maintenance_window: None,
                 };
                 (request, taken)
             },

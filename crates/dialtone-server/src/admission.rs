@@ -268,9 +268,21 @@ async fn check_members(app: &App, org: &ResourcePath, group: &Group) -> HttpResu
         .map_err(|e| ApiError::invalid(e).into())
 }
 
-/// Every problem of the object: its own fields first, then what the planner found.
-fn all_problems(object: &Object<Cluster, ClusterStatus>, planned: Option<PlanError>) -> ApiError {
+/// Every problem of the object: its own fields first, then its version's, then what the
+/// planner found.
+fn all_problems(
+    object: &Object<Cluster, ClusterStatus>,
+    version: Option<&str>,
+    planned: Option<PlanError>,
+) -> ApiError {
     let mut errors = validate(object);
+    if let Some(message) = version {
+        errors.push(
+            "spec.kubernetesVersion",
+            FieldReason::FieldValueInvalid,
+            message,
+        );
+    }
     for problem in planned.into_iter().flat_map(|e| e.0) {
         errors.push(
             problem.field,
@@ -281,26 +293,73 @@ fn all_problems(object: &Object<Cluster, ClusterStatus>, planned: Option<PlanErr
     ApiError::invalid(errors)
 }
 
-/// Plans the cluster, or says everything wrong with it at once. With an unknown type, the
-/// rest of the spec is still checked, against the developer type's rules.
+/// Plans the cluster, or says everything wrong with it at once (`version` is what the
+/// version catalogue found wrong with its version). With an unknown type, the rest of the
+/// spec is still checked, against the developer type's rules.
 fn plan_or_problems(
     object: &Object<Cluster, ClusterStatus>,
+    version: Option<&str>,
     context: &PlanContext<'_>,
 ) -> Result<ClusterPlan, ApiError> {
     let known_type = ClusterType::parse(&object.spec.cluster_type).is_ok();
     let request = request_of(&object.metadata.name, &object.spec);
     match dialtone_planner::plan(&request, context) {
-        Ok(plan) if known_type && validate(object).is_empty() => Ok(plan),
-        Ok(_) => Err(all_problems(object, None)),
-        Err(problems) if known_type => Err(all_problems(object, Some(problems))),
+        Ok(plan) if known_type && version.is_none() && validate(object).is_empty() => Ok(plan),
+        Ok(_) => Err(all_problems(object, version, None)),
+        Err(problems) if known_type => Err(all_problems(object, version, Some(problems))),
         Err(PlanError(problems)) => {
             let type_independent = problems
                 .into_iter()
                 .filter(|p| !matches!(p.field, "spec.minNodes" | "spec.maxNodes"))
                 .collect();
-            Err(all_problems(object, Some(PlanError(type_independent))))
+            Err(all_problems(
+                object,
+                version,
+                Some(PlanError(type_independent)),
+            ))
         }
     }
+}
+
+/// What is wrong with running `spec`'s version in its channel today, if anything. A
+/// version the planner cannot read is the planner's to report.
+fn version_problem(app: &App, spec: &Cluster) -> Option<String> {
+    let version = &spec.kubernetes_version;
+    dialtone_planner::versions::minor_of(version)?;
+    let today = dialtone_planner::versions::day_of((app.clock)());
+    app.versions
+        .current()
+        .check(version, spec.channel(), today)
+        .err()
+}
+
+/// Refuses to start an upgrade while another is under way.
+fn upgrade_under_way(current: &Object<Cluster, ClusterStatus>) -> HttpResult<()> {
+    let status = &current.status;
+    let planned = status.plan.as_ref().map(|p| p.kubernetes_version.as_str());
+    let release = status.version.as_ref().map(|v| v.release.as_str());
+    let behind = status
+        .nodes
+        .iter()
+        .filter(|n| {
+            !n.kubernetes_version.is_empty() && Some(n.kubernetes_version.as_str()) != release
+        })
+        .count();
+    let message = if planned.is_some_and(|p| p != current.spec.kubernetes_version) {
+        format!(
+            "the move to {} has not started yet; wait for it to finish",
+            current.spec.kubernetes_version
+        )
+    } else if behind > 0 {
+        format!(
+            "an upgrade to {} is under way ({behind} of {} nodes still to go); wait for it to finish",
+            release.unwrap_or_default(),
+            status.nodes.len()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(dialtone_types::Reason::Conflict, message).into())
 }
 
 /// The planner's request; an unknown type is checked as developer so the rest of the spec
@@ -326,6 +385,7 @@ async fn org_pool(app: &App, org: &str) -> HttpResult<ipnet::Ipv4Net> {
 fn pin_spec(spec: &mut Cluster, plan: &ClusterPlan) {
     // Defaults become explicit, as Kubernetes does, so that later plans read the same spec.
     spec.kubernetes_version = plan.kubernetes_version.clone();
+    spec.release_channel = Some(plan.settings.upgrade.channel);
     spec.min_nodes = Some(plan.workers.min_nodes);
     spec.max_nodes = Some(plan.workers.max_nodes);
     spec.deletion_protection
@@ -408,9 +468,18 @@ impl Admission for Cluster {
             existing_vpc: shared,
             kept_families: None,
         };
-        let plan = plan_or_problems(object, &context)?;
-        pin_spec(&mut object.spec, &plan);
         let now = (app.clock)();
+        if object.spec.kubernetes_version.is_empty()
+            && let Some(newest) = app.versions.current().default_minor(
+                object.spec.channel(),
+                dialtone_planner::versions::day_of(now),
+            )
+        {
+            object.spec.kubernetes_version = newest.minor.clone();
+        }
+        let version = version_problem(app, &object.spec);
+        let plan = plan_or_problems(object, version.as_deref(), &context)?;
+        pin_spec(&mut object.spec, &plan);
         object.status = ClusterStatus {
             observed_generation: 1,
             phase: Some(Phase::Provisioning),
@@ -456,6 +525,12 @@ impl Admission for Cluster {
         let mut errors = FieldErrors::default();
         current.spec.immutable_changes(&object.spec, &mut errors);
         errors.into_result().map_err(ApiError::invalid)?;
+        let version = (object.spec.kubernetes_version != current.spec.kubernetes_version)
+            .then(|| version_problem(app, &object.spec))
+            .flatten();
+        if object.spec.kubernetes_version != current.spec.kubernetes_version && version.is_none() {
+            upgrade_under_way(&current)?;
+        }
         let pool = org_pool(app, path.org_name()).await?;
         let context = PlanContext {
             catalog: app.provider.catalog(),
@@ -469,7 +544,7 @@ impl Admission for Cluster {
                 &object.spec.kubernetes_version,
             ),
         };
-        let plan = plan_or_problems(object, &context)?;
+        let plan = plan_or_problems(object, version.as_deref(), &context)?;
         pin_spec(&mut object.spec, &plan);
         Ok(())
     }

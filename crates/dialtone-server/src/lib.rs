@@ -22,6 +22,7 @@ pub mod paging;
 pub mod resources;
 pub mod tls;
 pub mod token_cache;
+pub mod versions;
 pub mod watch_cache;
 
 use std::net::SocketAddr;
@@ -81,6 +82,8 @@ pub struct App {
     pub continue_tokens: Arc<paging::ContinueTokens>,
     /// Every kind's latest changes, shared by the API's watchers.
     pub watches: Arc<watch_cache::WatchCache>,
+    /// The Kubernetes releases clusters can run.
+    pub versions: Arc<dialtone_planner::versions::Versions>,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -276,6 +279,7 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
             post(kube_access::create_credentials),
         )
         .route("/v1/clustertypes", get(cluster_types::list_cluster_types))
+        .route("/v1/versions", get(versions::list_versions))
         .route(
             "/v1/clustertypes/{type}",
             get(cluster_types::get_cluster_type),
@@ -364,6 +368,9 @@ pub struct ServerOptions {
     pub backend: BuildBackend,
     /// Background tasks to make panic once, to show they are restarted (tests only).
     pub fault_panic_tasks: Vec<String>,
+    /// The operator's version catalogue, read again when it changes; the built-in one
+    /// otherwise.
+    pub kubernetes_versions: Option<PathBuf>,
 }
 
 pub struct RunningServer {
@@ -520,6 +527,17 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         let (access, registry) = (access.clone(), registry.clone());
         move |run| access.clone().follow(registry.clone(), run)
     });
+    let catalogue = match &options.kubernetes_versions {
+        Some(path) => versions::read(path)?,
+        None => dialtone_planner::versions::Catalogue::built_in(),
+    };
+    let kubernetes_versions = Arc::new(dialtone_planner::versions::Versions::new(catalogue));
+    if let Some(path) = options.kubernetes_versions.clone() {
+        tasks.spawn("version-catalogue", {
+            let versions = kubernetes_versions.clone();
+            move |_| versions::follow(versions.clone(), path.clone())
+        });
+    }
     let watches = watch_cache::WatchCache::new();
     watches.follow(registry.clone(), &tasks);
     let app = App {
@@ -538,9 +556,11 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         tokens,
         continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
         watches,
+        versions: kubernetes_versions.clone(),
     };
     let lifecycle = Lifecycle::new(registry.clone(), provider.clone(), backend.lifecycle, now)
-        .with_kube(kube.clone());
+        .with_kube(kube.clone())
+        .with_versions(kubernetes_versions);
     let projection = Arc::new(dialtone_controllers::Projection {
         registry: registry.clone(),
         index: access,

@@ -197,6 +197,13 @@ impl Document {
             one_type,
         );
         self.operation("/v1/clustertypes/{type}", "get", json!({"operationId": "getClusterType", "tags": ["ClusterType"], "responses": responses}));
+        let versions = self.schema::<List<dialtone_types::cluster_types::KubernetesVersionInfo>>();
+        let responses = self.respond(
+            "200",
+            "Every Kubernetes minor of the version catalogue, with the patch each release channel offers today",
+            versions,
+        );
+        self.operation("/v1/versions", "get", json!({"operationId": "listKubernetesVersions", "tags": ["KubernetesVersion"], "responses": responses}));
         let (request, credentials) = (
             self.schema::<crate::kube_access::CredentialsRequest>(),
             self.schema::<crate::kube_access::ClusterCredentials>(),

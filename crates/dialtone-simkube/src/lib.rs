@@ -255,7 +255,7 @@ impl SimKube {
         let version = control_plane
             .iter()
             .map(|r| version_of(r))
-            .min_by_key(|v| minor(v))
+            .min_by_key(|v| release_order(v))
             .unwrap_or_default();
         let hosted = match self.hosted(uid) {
             Some(hosted) => hosted,
@@ -547,10 +547,20 @@ fn version_of(instance: &CloudResource) -> String {
     instance.spec.node_version().unwrap_or("1.34").to_string()
 }
 
-fn minor(version: &str) -> u32 {
-    version
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0)
+/// A release's place in upstream's order: `1.35` (a node image that names its minor only)
+/// before `1.35.0`.
+fn release_order(version: &str) -> (u32, i64) {
+    let mut parts = version.split('.').skip(1);
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(-1);
+    (minor, patch)
+}
+
+/// The `v1.35.2` form the API and the kubelet report a release in; a minor alone reads as
+/// its first patch.
+pub(crate) fn git_version(version: &str) -> String {
+    match version.split('.').count() {
+        2 => format!("v{version}.0"),
+        _ => format!("v{version}"),
+    }
 }

@@ -6,6 +6,10 @@ use std::fmt;
 
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
+
+pub use crate::maintenance::{
+    Maintenance, MaintenanceExclusion, MaintenanceWindow, ReleaseChannel, WindowDay,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -173,6 +177,13 @@ pub struct Cluster {
     /// omitted (`security.deletionProtection`: on for production).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_protection: Option<bool>,
+    /// `rapid`, `regular` or `stable`: how soon new Kubernetes releases reach the cluster;
+    /// the type's (`upgrade.channel`) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_channel: Option<ReleaseChannel>,
+    /// When automatic upgrades may replace its nodes: a window and exclusions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
 }
 
 impl Cluster {
@@ -195,7 +206,12 @@ impl Cluster {
             }
         }
         let (old, new) = (&self.kubernetes_version, &new.kubernetes_version);
-        let minor = |v: &str| v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
+        // A version that is no minor (`1.35.2`) is the version catalogue's to refuse.
+        let minor = |v: &str| {
+            (v.split('.').count() == 2)
+                .then(|| v.split('.').nth(1)?.parse::<u32>().ok())
+                .flatten()
+        };
         if old != new
             && let (Some(from), Some(to)) = (minor(old), minor(new))
             && to != from + 1
@@ -240,6 +256,20 @@ impl Kind for Cluster {
                 );
             }
         }
+        if let Some(maintenance) = &self.maintenance {
+            maintenance.validate(self.channel(), errors);
+        }
+    }
+}
+
+impl Cluster {
+    /// The release channel it follows: its own, or its type's.
+    pub fn channel(&self) -> ReleaseChannel {
+        self.release_channel.unwrap_or_else(|| {
+            ClusterType::parse(&self.cluster_type)
+                .map(|t| ClusterSettings::of(t).upgrade.channel)
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -367,6 +397,9 @@ pub enum ClusterCondition {
     /// Whether broken nodes are being repaired: False while too many workers are unhealthy
     /// at once (the type's `repair.maxUnhealthyPercent`) or repair is off.
     RemediationAllowed,
+    /// Whether its minor is supported and not about to stop being so; the message says
+    /// whether a newer patch of its channel waits for the maintenance window.
+    VersionSupported,
 }
 
 impl ClusterCondition {
@@ -385,6 +418,7 @@ impl ClusterCondition {
             ClusterCondition::SecurityCompliant => "SecurityCompliant",
             ClusterCondition::SizeEfficient => "SizeEfficient",
             ClusterCondition::RemediationAllowed => "RemediationAllowed",
+            ClusterCondition::VersionSupported => "VersionSupported",
         }
     }
 }
@@ -465,6 +499,30 @@ pub struct ClusterStatus {
     /// The latest repairs of broken nodes, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repairs: Vec<NodeRepair>,
+    /// The Kubernetes release its nodes run or move to, and what its channel offers next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionStatus>,
+}
+
+/// Where a cluster stands among Kubernetes releases.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStatus {
+    /// The patch release its nodes run, or move to while an upgrade is under way, such as
+    /// `1.35.2`.
+    pub release: String,
+    /// The channel it follows.
+    pub channel: ReleaseChannel,
+    /// The day its minor stops being supported; it is upgraded in the first maintenance
+    /// window from then on, exclusions notwithstanding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_support: Option<jiff::civil::Date>,
+    /// A newer release its channel offers, waiting for the maintenance window.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub available: String,
+    /// When the window next opens, while a release waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<Timestamp>,
 }
 
 /// A node replaced because it broke.

@@ -32,3 +32,26 @@ pub struct ClusterTypeInfo {
     /// How many are only recorded and shown.
     pub advisory: usize,
 }
+
+/// A Kubernetes minor of the version catalogue, and what each release channel offers of it
+/// on the day it is asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesVersionInfo {
+    /// `1.35`.
+    pub minor: String,
+    /// The day upstream published it.
+    pub released: jiff::civil::Date,
+    /// The first day it is no longer supported.
+    pub end_of_support: jiff::civil::Date,
+    /// Days from today to its end of support; negative once past.
+    pub days_to_end_of_support: i64,
+    /// The patch release each channel offers today, by channel; a channel that does not
+    /// offer the minor (yet, or any more) is absent.
+    pub channels: std::collections::BTreeMap<crate::cluster::ReleaseChannel, String>,
+    /// The channels whose new clusters get this minor when they name none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_for: Vec<crate::cluster::ReleaseChannel>,
+    /// Every patch release, oldest first.
+    pub patches: Vec<String>,
+}

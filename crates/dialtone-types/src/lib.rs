@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod cluster_types;
 pub mod connection;
 pub mod kinds;
+pub mod maintenance;
 pub mod meta;
 pub mod path;
 pub mod policy;

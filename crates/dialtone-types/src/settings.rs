@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::ClusterType;
+use crate::maintenance::{MaintenanceWindow, ReleaseChannel, WindowDay};
 
 /// An enum of named choices: its wire names (camelCase) and the words users read.
 macro_rules! choice {
@@ -413,6 +414,9 @@ pub struct SecuritySettings {
 #[serde(rename_all = "camelCase")]
 #[allow(missing_docs)]
 pub struct UpgradeSettings {
+    /// Stored plans from before channels follow the regular channel.
+    #[serde(default)]
+    pub channel: ReleaseChannel,
     pub auto_minor: bool,
     pub auto_patch: bool,
     pub max_surge: u32,
@@ -424,7 +428,7 @@ pub struct UpgradeSettings {
 #[serde(rename_all = "camelCase")]
 #[allow(missing_docs)]
 pub struct MaintenanceSettings {
-    pub window: String,
+    pub window: MaintenanceWindow,
 }
 
 /// How broken nodes are repaired.
@@ -568,13 +572,14 @@ impl ClusterSettings {
                 deletion_protection: false,
             },
             upgrade: UpgradeSettings {
+                channel: ReleaseChannel::Regular,
                 auto_minor: true,
                 auto_patch: true,
                 max_surge: 1,
                 max_unavailable: 0,
             },
             maintenance: MaintenanceSettings {
-                window: "any time".into(),
+                window: MaintenanceWindow::any_time(),
             },
             repair: RepairSettings {
                 enabled: true,
@@ -666,12 +671,17 @@ impl ClusterSettings {
                 ..developer.security
             },
             upgrade: UpgradeSettings {
+                channel: ReleaseChannel::Stable,
                 auto_minor: false,
                 max_surge: 3,
                 ..developer.upgrade
             },
             maintenance: MaintenanceSettings {
-                window: "Sat 02:00-06:00 UTC".into(),
+                window: MaintenanceWindow {
+                    day: WindowDay::Saturday,
+                    start: "02:00".into(),
+                    hours: 4,
+                },
             },
             repair: RepairSettings {
                 max_launch_attempts: 5,

@@ -111,7 +111,7 @@ pub enum Command {
     /// Smart Clusters: Kubernetes clusters of a type, in a region, in a project.
     #[command(subcommand)]
     #[command(
-        after_help = "Examples:\n  dialtone cluster create dev-1 --project web --type developer --region us-east-1 --wait --timeout 10m\n  dialtone cluster list -A -o wide\n  dialtone cluster describe dev-1 --project web\n  dialtone cluster credentials dev-1 --project web && kubectl get nodes\n  dialtone cluster update prod-1 --project web --kubernetes-version 1.34 --wait\n  dialtone cluster delete dev-1 --project web --wait --yes"
+        after_help = "Examples:\n  dialtone cluster create dev-1 --project web --type developer --region us-east-1 --wait --timeout 10m\n  dialtone cluster list -A -o wide\n  dialtone cluster describe dev-1 --project web\n  dialtone cluster credentials dev-1 --project web && kubectl get nodes\n  dialtone cluster update prod-1 --project web --kubernetes-version 1.37 --wait\n  dialtone cluster delete dev-1 --project web --wait --yes"
     )]
     Cluster(ClusterCommand),
     /// Connections: a production cluster's VPC peered with a customer's VPC.
@@ -156,6 +156,12 @@ pub enum Command {
         after_help = "Examples:\n  dialtone cluster-types list\n  dialtone cluster-types describe production"
     )]
     ClusterTypes(ClusterTypesCommand),
+    /// Kubernetes releases clusters can run, and what each release channel offers.
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone versions list\n  dialtone versions list --channel stable\n  dialtone versions list -o json"
+    )]
+    Versions(VersionsCommand),
     /// API tokens.
     #[command(subcommand)]
     #[command(
@@ -278,6 +284,11 @@ pub struct ServerArgs {
     /// With --dev: the name of the CLI context to write.
     #[arg(long, default_value = "dev")]
     pub context_name: String,
+    /// A version catalogue of your own (the built-in one's format, docs/versions.md) in
+    /// place of the built-in one; read again whenever the file changes, so that a patch
+    /// release added to it reaches clusters in their next maintenance window.
+    #[arg(long, value_name = "FILE")]
+    pub kubernetes_versions: Option<std::path::PathBuf>,
     /// Fault injection for tests: make this background task panic once (repeatable).
     #[arg(long, hide = true)]
     pub fault_panic_task: Vec<String>,
@@ -488,6 +499,16 @@ pub enum PolicyCommand {
 }
 
 #[derive(Subcommand)]
+pub enum VersionsCommand {
+    /// Every minor of the catalogue: its dates, and the patch each channel offers today.
+    List {
+        /// Only the minors this channel offers: rapid, regular or stable.
+        #[arg(long, value_parser = ["rapid", "regular", "stable"])]
+        channel: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ClusterTypesCommand {
     /// The types.
     List,
@@ -685,7 +706,8 @@ pub struct ClusterCreateArgs {
     /// For example `us-east-1`.
     #[arg(long, value_parser = Suggested(regions))]
     pub region: String,
-    /// A supported Kubernetes minor (default: the newest).
+    /// A Kubernetes minor its channel offers (default: the newest it offers; `dialtone
+    /// versions list`).
     #[arg(long = "kubernetes-version", value_parser = Suggested(versions))]
     pub kubernetes_version: Option<String>,
     /// The fewest workers (default: the type's).
@@ -714,6 +736,18 @@ pub struct ClusterCreateArgs {
     /// Refuse deletes until turned off (default: the type's; on for production).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,
+    /// How soon new Kubernetes releases reach the cluster: rapid, regular or stable
+    /// (default: the type's; docs/versions.md).
+    #[arg(long, value_parser = ["rapid", "regular", "stable"])]
+    pub release_channel: Option<String>,
+    /// When automatic upgrades may replace nodes, as DAY,HH:MM,HOURS in UTC: `daily` or
+    /// a day of the week, the start, and 4 to 24 hours (`saturday,02:00,4h`).
+    #[arg(long, value_name = "DAY,HH:MM,HOURS")]
+    pub maintenance_window: Option<String>,
+    /// No automatic upgrades from START to END (dates or RFC 3339 times), as
+    /// NAME,START,END (repeatable; replaces the list).
+    #[arg(long = "maintenance-exclusion", value_name = "NAME,START,END")]
+    pub maintenance_exclusions: Vec<String>,
     /// A label, `key=value` (repeatable).
     #[arg(long = "label", short = 'l')]
     pub labels: Vec<String>,
@@ -758,6 +792,21 @@ pub struct ClusterUpdateArgs {
     /// Turn deletion protection on or off (`--deletion-protection=false`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,
+    /// How soon new Kubernetes releases reach the cluster: rapid, regular or stable
+    /// (default: the type's; docs/versions.md).
+    #[arg(long, value_parser = ["rapid", "regular", "stable"])]
+    pub release_channel: Option<String>,
+    /// When automatic upgrades may replace nodes, as DAY,HH:MM,HOURS in UTC: `daily` or
+    /// a day of the week, the start, and 4 to 24 hours (`saturday,02:00,4h`).
+    #[arg(long, value_name = "DAY,HH:MM,HOURS")]
+    pub maintenance_window: Option<String>,
+    /// No automatic upgrades from START to END (dates or RFC 3339 times), as
+    /// NAME,START,END (repeatable; replaces the list).
+    #[arg(long = "maintenance-exclusion", value_name = "NAME,START,END")]
+    pub maintenance_exclusions: Vec<String>,
+    /// Remove every maintenance exclusion.
+    #[arg(long, conflicts_with = "maintenance_exclusions")]
+    pub clear_maintenance_exclusions: bool,
     /// Wait until the cluster is Ready with the change.
     #[arg(long)]
     pub wait: bool,
@@ -984,7 +1033,14 @@ fn regions() -> Vec<&'static str> {
 }
 
 fn versions() -> Vec<&'static str> {
-    dialtone_planner::SUPPORTED_VERSIONS.to_vec()
+    static BUILT_IN: std::sync::OnceLock<dialtone_planner::versions::Catalogue> =
+        std::sync::OnceLock::new();
+    BUILT_IN
+        .get_or_init(dialtone_planner::versions::Catalogue::built_in)
+        .minors
+        .iter()
+        .map(|m| m.minor.as_str())
+        .collect()
 }
 
 /// The command line, with each noun's placement flags that mean nothing for it (`--cluster`

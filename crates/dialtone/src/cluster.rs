@@ -59,6 +59,16 @@ fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
     if let Some(on) = args.deletion_protection {
         spec["deletionProtection"] = json!(on);
     }
+    if let Some(channel) = &args.release_channel {
+        spec["releaseChannel"] = json!(channel);
+    }
+    if let Some(maintenance) = maintenance(
+        &args.maintenance_window,
+        &args.maintenance_exclusions,
+        false,
+    )? {
+        spec["maintenance"] = maintenance;
+    }
     let name = args.name.rsplit('/').next().unwrap_or_default();
     Ok(json!({
         "apiVersion": dialtone_types::API_VERSION,
@@ -66,6 +76,55 @@ fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
         "metadata": {"name": name, "labels": labels_of(&args.labels)?},
         "spec": spec,
     }))
+}
+
+/// The spec's `maintenance` from `--maintenance-window` and `--maintenance-exclusion`
+/// (`clear`: with no exclusions), if either is given.
+fn maintenance(
+    window: &Option<String>,
+    exclusions: &[String],
+    clear: bool,
+) -> anyhow::Result<Option<Value>> {
+    let mut maintenance = serde_json::Map::new();
+    if let Some(window) = window {
+        let parts: Vec<&str> = window.split(',').map(str::trim).collect();
+        let [day, start, hours] = parts[..] else {
+            bail!(
+                "--maintenance-window `{window}` must be DAY,HH:MM,HOURS, such as saturday,02:00,4h"
+            );
+        };
+        let hours: u32 = hours
+            .trim_end_matches('h')
+            .parse()
+            .with_context(|| format!("--maintenance-window: `{hours}` is not a number of hours"))?;
+        maintenance.insert(
+            "window".into(),
+            json!({"day": day.to_lowercase(), "start": start, "hours": hours}),
+        );
+    }
+    if !exclusions.is_empty() || clear {
+        let mut list = Vec::new();
+        for exclusion in exclusions {
+            let parts: Vec<&str> = exclusion.split(',').map(str::trim).collect();
+            let [name, start, end] = parts[..] else {
+                bail!(
+                    "--maintenance-exclusion `{exclusion}` must be NAME,START,END, such as freeze,2026-12-20,2027-01-04"
+                );
+            };
+            let time = |text: &str| -> anyhow::Result<String> {
+                if let Ok(t) = text.parse::<jiff::Timestamp>() {
+                    return Ok(t.to_string());
+                }
+                let day: jiff::civil::Date = text.parse().with_context(|| {
+                    format!("--maintenance-exclusion: `{text}` is neither a date (2026-12-20) nor an RFC 3339 time")
+                })?;
+                Ok(format!("{day}T00:00:00Z"))
+            };
+            list.push(json!({"name": name, "start": time(start)?, "end": time(end)?}));
+        }
+        maintenance.insert("exclusions".into(), json!(list));
+    }
+    Ok((!maintenance.is_empty()).then_some(Value::Object(maintenance)))
 }
 
 pub(crate) fn condition<'a>(cluster: &'a Value, type_: &str) -> Option<&'a Value> {
@@ -198,7 +257,12 @@ fn row(cluster: &Value) -> Vec<String> {
         text(&cluster["metadata"]["name"]).to_string(),
         text(&cluster["spec"]["type"]).to_string(),
         text(&cluster["spec"]["region"]).to_string(),
-        text(&cluster["spec"]["kubernetesVersion"]).to_string(),
+        // The patch release the nodes run, once chosen; the minor asked for until then.
+        match text(&cluster["status"]["version"]["release"]) {
+            "" => text(&cluster["spec"]["kubernetesVersion"]),
+            release => release,
+        }
+        .to_string(),
         text(&cluster["status"]["phase"]).to_string(),
         text(&cluster["status"]["health"]).to_string(),
         nodes_summary(cluster),
@@ -299,9 +363,13 @@ pub async fn run(
                 && args.allow_burstable.is_none()
                 && args.consolidation.is_none()
                 && args.deletion_protection.is_none()
+                && args.release_channel.is_none()
+                && args.maintenance_window.is_none()
+                && args.maintenance_exclusions.is_empty()
+                && !args.clear_maintenance_exclusions
             {
                 bail!(
-                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family, --arch, --allow-burstable, --consolidation or --deletion-protection"
+                    "nothing to change: pass --min-nodes, --max-nodes, --kubernetes-version, --allow-family, --exclude-family, --arch, --allow-burstable, --consolidation, --deletion-protection, --release-channel, --maintenance-window, --maintenance-exclusion or --clear-maintenance-exclusions"
                 );
             }
             // A merge patch of the fields asked for: the controller writes the status all
@@ -333,6 +401,16 @@ pub async fn run(
             }
             if let Some(on) = args.deletion_protection {
                 spec.insert("deletionProtection".into(), json!(on));
+            }
+            if let Some(channel) = &args.release_channel {
+                spec.insert("releaseChannel".into(), json!(channel));
+            }
+            if let Some(maintenance) = maintenance(
+                &args.maintenance_window,
+                &args.maintenance_exclusions,
+                args.clear_maintenance_exclusions,
+            )? {
+                spec.insert("maintenance".into(), maintenance);
             }
             let mut updated: Value = client
                 .merge_patch(&api_path(&path), &json!({ "spec": spec }))
@@ -537,6 +615,71 @@ async fn list(
     Ok(())
 }
 
+/// `1.35.2 (regular channel; 1.35 supported until 2027-02-28, 83 days; 1.35.3 waits for
+/// the window opening …)`.
+fn kubernetes(spec: &Value, status: &Value, plan: &Value) -> String {
+    let version = &status["version"];
+    let release = match text(&version["release"]) {
+        "" => text(&spec["kubernetesVersion"]),
+        release => release,
+    };
+    let mut line = release.to_string();
+    let channel = text(&version["channel"]);
+    if !channel.is_empty() || !plan.is_null() {
+        let channel = if channel.is_empty() {
+            text(&spec["releaseChannel"])
+        } else {
+            channel
+        };
+        line.push_str(&format!(" ({channel} channel"));
+        if let Some(end) = version["endOfSupport"].as_str() {
+            let days = end
+                .parse::<jiff::civil::Date>()
+                .ok()
+                .map(|d| (d - jiff::Zoned::now().date()).get_days());
+            line.push_str(&format!(
+                "; {} supported until {end}",
+                text(&spec["kubernetesVersion"])
+            ));
+            match days {
+                Some(d) if d < 0 => line.push_str(&format!(", {} days ago", -d)),
+                Some(d) => line.push_str(&format!(", {d} days")),
+                None => {}
+            }
+        }
+        if let Some(available) = version["available"].as_str() {
+            line.push_str(&format!("; {available} waits for the window"));
+            if let Some(at) = version["nextWindow"].as_str() {
+                line.push_str(&format!(" opening {at}"));
+            }
+        }
+        line.push(')');
+    }
+    line
+}
+
+/// The window in effect and the exclusions, if the cluster is planned.
+fn maintenance_line(spec: &Value, plan: &Value) -> Option<String> {
+    let window = plan["decisions"]["maintenance.window"].as_str()?;
+    let mut line = window.to_string();
+    for e in spec["maintenance"]["exclusions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        line.push_str(&format!(
+            "; no upgrades {}–{}{}",
+            text(&e["start"]),
+            text(&e["end"]),
+            match text(&e["name"]) {
+                "" => String::new(),
+                name => format!(" ({name})"),
+            }
+        ));
+    }
+    Some(line)
+}
+
 fn describe(path: &ResourcePath, cluster: &Value) {
     let meta = &cluster["metadata"];
     let spec = &cluster["spec"];
@@ -548,7 +691,10 @@ fn describe(path: &ResourcePath, cluster: &Value) {
     field("UID", text(&meta["uid"]).into());
     field("Type", text(&spec["type"]).into());
     field("Region", text(&spec["region"]).into());
-    field("Kubernetes", text(&spec["kubernetesVersion"]).into());
+    field("Kubernetes", kubernetes(spec, status, plan));
+    if let Some(maintenance) = maintenance_line(spec, plan) {
+        field("Maintenance", maintenance);
+    }
     field(
         "Workers",
         format!("{}–{}", spec["minNodes"], spec["maxNodes"]),

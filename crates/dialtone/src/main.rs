@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::cli::{
     AuditCommand, Cli, ClusterTypesCommand, Command, ConfigCommand, Output, TokenCommand,
+    VersionsCommand,
 };
 use crate::output::{print_list, print_table, print_value, printable};
 
@@ -137,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Sim(c) => cluster::sim(c, &client, output).await,
                 Command::Connection(c) => connection::run(c, &client, &context, output).await,
                 Command::ClusterTypes(c) => cluster_types(c, &client, output).await,
+                Command::Versions(c) => versions(c, &client, output).await,
                 Command::Token(c) => token(c, &client, &context, output).await,
                 Command::Audit(c) => audit(c, &client, &context, output).await,
                 Command::Whoami => {
@@ -242,6 +244,75 @@ async fn token(
             println!("token {id} revoked");
         }
     }
+    Ok(())
+}
+
+async fn versions(command: VersionsCommand, client: &Client, output: Output) -> anyhow::Result<()> {
+    let VersionsCommand::List { channel } = command;
+    let list: Value = client.get("/v1/versions", &[]).await?;
+    let items: Vec<Value> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            channel
+                .as_deref()
+                .is_none_or(|c| !v["channels"][c].is_null())
+        })
+        .cloned()
+        .collect();
+    if !output.is_table() {
+        return print_list(output, "KubernetesVersionInfo", items);
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|v| {
+            let days = v["daysToEndOfSupport"].as_i64().unwrap_or_default();
+            let mut row = vec![
+                text(&v["minor"]),
+                text(&v["released"]),
+                match days {
+                    d if d < 0 => format!("{} (past)", text(&v["endOfSupport"])),
+                    d => format!("{} ({d}d)", text(&v["endOfSupport"])),
+                },
+            ];
+            for c in ["rapid", "regular", "stable"] {
+                let mut cell = text(&v["channels"][c]);
+                if v["defaultFor"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|x| x == c))
+                {
+                    cell.push_str(" (default)");
+                }
+                row.push(cell);
+            }
+            if output == Output::Wide {
+                row.push(
+                    v["patches"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p.as_str().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+            row
+        })
+        .collect();
+    let mut header = vec![
+        "MINOR",
+        "RELEASED",
+        "END OF SUPPORT",
+        "RAPID",
+        "REGULAR",
+        "STABLE",
+    ];
+    if output == Output::Wide {
+        header.push("PATCHES");
+    }
+    print_table(&header, &rows);
     Ok(())
 }
 

@@ -74,6 +74,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
             }),
         },
         fault_panic_tasks: args.fault_panic_task.clone(),
+        kubernetes_versions: args.kubernetes_versions.clone(),
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Api, slots, start_with};
+use common::{Api, THREE_MINORS, slots, start_with, start_with_versions};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "/v1/orgs/demo/folders/eng/projects/web";
@@ -214,7 +214,8 @@ async fn developer_and_production_clusters_become_ready_and_leave_nothing_behind
 
 #[tokio::test]
 async fn bad_cluster_requests_are_clear_4xx_and_provision_nothing() {
-    let server = start_with(&["--sim-time-scale", "0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start_with_versions(dir.path(), THREE_MINORS, &["--sim-time-scale", "0"]);
     let api = Api::admin(&server);
     tree(&api).await;
     let clusters = format!("{PROJECT}/clusters");
@@ -228,7 +229,7 @@ async fn bad_cluster_requests_are_clear_4xx_and_provision_nothing() {
     for expected in [
         "developer, production",
         "us-east-1, us-west-2, eu-west-1",
-        "1.32, 1.33, 1.34",
+        "the regular channel offers 1.33, 1.34, 1.35",
     ] {
         assert!(
             text.contains(expected),
@@ -649,4 +650,108 @@ async fn a_quiet_fleet_writes_nothing_for_ten_simulated_minutes() {
     assert_eq!(changed, Vec::<String>::new(), "clusters rewritten");
     assert_eq!(revision, revision_after, "the store was written");
     assert_eq!(inside, cluster_revision(), "c0's API was written");
+}
+
+#[tokio::test]
+async fn bad_versions_channels_windows_and_exclusions_are_clear_4xx_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start_with_versions(dir.path(), THREE_MINORS, &["--sim-time-scale", "0"]);
+    let api = Api::admin(&server);
+    tree(&api).await;
+    let clusters = format!("{PROJECT}/clusters");
+    let today = jiff::Zoned::now().date();
+    let in_days = |days: i64| {
+        format!(
+            "{}T00:00:00Z",
+            today.checked_add(jiff::Span::new().days(days)).unwrap()
+        )
+    };
+    let refused = [
+        (
+            json!({"kubernetesVersion": "1.40"}),
+            "`1.40` is not in the version catalogue; the regular channel offers 1.33, 1.34, 1.35",
+        ),
+        (json!({"kubernetesVersion": "1.35.0"}), "name a minor"),
+        (json!({"releaseChannel": "fast"}), "rapid"),
+        (
+            json!({"maintenance": {"window": {"day": "funday", "start": "02:00", "hours": 4}}}),
+            "saturday",
+        ),
+        (
+            json!({"maintenance": {"window": {"day": "sunday", "start": "02:00", "hours": 3}}}),
+            "a window lasts 4 to 24 hours",
+        ),
+        (
+            json!({"maintenance": {"window": {"day": "sunday", "start": "2am", "hours": 4}}}),
+            "use HH:MM in UTC",
+        ),
+        (
+            json!({"maintenance": {"exclusions": [{"start": in_days(1), "end": in_days(61)}]}}),
+            "the regular channel allows exclusions of up to 30 days",
+        ),
+    ];
+    for (fields, expected) in refused {
+        let mut body = cluster("v", "developer", "us-east-1");
+        for (key, value) in fields.as_object().unwrap() {
+            body["spec"][key] = value.clone();
+        }
+        let (status, answer) = api.post(&clusters, body).await;
+        assert!(status == 400 || status == 422, "{status} {answer}");
+        assert!(
+            answer.to_string().contains(expected),
+            "{expected}: {answer}"
+        );
+        assert_eq!(
+            api.get(&format!("{clusters}/v")).await.0,
+            404,
+            "nothing was made"
+        );
+    }
+
+    let update = |version: &str| {
+        server.cli(&[
+            "cluster",
+            "update",
+            "v",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+            "--kubernetes-version",
+            version,
+        ])
+    };
+    let mut body = cluster("v", "developer", "us-east-1");
+    body["spec"]["kubernetesVersion"] = json!("1.33");
+    // Held, so that no automatic upgrade starts: the upgrades are the ones asked for.
+    body["spec"]["maintenance"] =
+        json!({"exclusions": [{"start": in_days(-1), "end": in_days(10)}]});
+    create(&api, PROJECT, body).await;
+    wait_for(&api, &format!("{clusters}/v"), "Ready", |c| {
+        c["status"]["phase"] == "Ready"
+    })
+    .await;
+    for (version, expected) in [
+        ("1.35", "upgrade one minor version at a time"),
+        ("1.32", "downgrades are not supported"),
+        ("1.33.1", "name a minor"),
+    ] {
+        let out = update(version);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{version}: {stderr}"
+        );
+    }
+    let version = |c: &Value| c["spec"]["kubernetesVersion"].clone();
+    assert_eq!(version(&api.get(&format!("{clusters}/v")).await.1), "1.33");
+    // One upgrade at a time.
+    assert!(update("1.34").status.success());
+    let out = update("1.35");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("wait for it to finish"),
+        "{stderr}"
+    );
+    assert_eq!(version(&api.get(&format!("{clusters}/v")).await.1), "1.34");
 }

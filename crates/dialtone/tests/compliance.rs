@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Api, cli_ok, credentials, slots, start_with};
+use common::{
+    Api, THREE_MINORS, TestMinor, cli_ok, credentials, slots, start_with_versions, write_catalogue,
+};
 use dialtone_testkit::DevServer;
 use serde_json::{Value, json};
 
@@ -60,13 +62,24 @@ fn nodes(kubeconfig: &Path) -> Vec<(String, bool, bool)> {
 }
 
 /// A dev server at `time_scale`, a cluster `name` of `flags` made with the CLI and Ready,
-/// and a kubeconfig for it.
+/// and a kubeconfig for it; the server's version catalogue is `versions.json` beside it.
 async fn cluster(
     time_scale: &str,
     name: &str,
     flags: &[&str],
 ) -> (DevServer, Api, tempfile::TempDir, PathBuf) {
-    let server = start_with(&["--sim-time-scale", time_scale]);
+    cluster_of(THREE_MINORS, time_scale, name, flags).await
+}
+
+/// `cluster` with a version catalogue of `minors`.
+async fn cluster_of(
+    minors: &[TestMinor<'_>],
+    time_scale: &str,
+    name: &str,
+    flags: &[&str],
+) -> (DevServer, Api, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start_with_versions(dir.path(), minors, &["--sim-time-scale", time_scale]);
     let api = Api::admin(&server);
     api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
     api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
@@ -85,7 +98,6 @@ async fn cluster(
     ];
     args.extend_from_slice(flags);
     cli_ok(&server, &args);
-    let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
     credentials(&server, name, &kubeconfig);
     (server, api, dir, kubeconfig)
@@ -503,7 +515,7 @@ async fn a_production_upgrade_keeps_two_control_plane_nodes_and_every_pod_placed
             .as_array()
             .unwrap()
             .iter()
-            .all(|n| n["kubernetesVersion"] == "1.34" && n["state"] == "running");
+            .all(|n| n["kubernetesVersion"] == "1.34.1" && n["state"] == "running");
         if upgraded && settled(&cluster, &kubeconfig, seen.len()) && running() == 6 {
             break;
         }
@@ -613,4 +625,246 @@ async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
     );
     let (status, ..) = condition(&restored, "NetworkCompliant");
     assert_eq!(status, "True");
+}
+
+/// The Kubernetes release every node of the cluster runs, if they agree, as kubectl sees
+/// the kubelets.
+fn kubelet_release(kubeconfig: &Path) -> Option<String> {
+    let list = kubectl(kubeconfig, &["get", "nodes"]);
+    let versions: std::collections::BTreeSet<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            n["status"]["nodeInfo"]["kubeletVersion"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (versions.len() == 1).then(|| versions.into_iter().next().unwrap())
+}
+
+fn has_event(cluster: &Value, reason: &str, containing: &str) -> bool {
+    cluster["status"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["reason"] == reason && e["message"].as_str().unwrap_or("").contains(containing))
+}
+
+#[tokio::test]
+async fn a_patch_release_reaches_a_regular_cluster_in_its_window_and_not_before() {
+    // A four-hour window opening on the first whole minute at least 25 s from now: time
+    // for the cluster to be built before it.
+    let opens = {
+        let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(25)).as_second();
+        jiff::Timestamp::from_second(soon + (60 - soon.rem_euclid(60)) % 60).unwrap()
+    };
+    let utc = opens.to_zoned(jiff::tz::TimeZone::UTC);
+    let window = format!(
+        "{},{},4h",
+        format!("{:?}", utc.weekday()).to_lowercase(),
+        utc.strftime("%H:%M")
+    );
+    let flags = [
+        "--type",
+        "developer",
+        "--kubernetes-version",
+        "1.35",
+        "--release-channel",
+        "regular",
+        "--maintenance-window",
+        &window,
+    ];
+    let (server, api, dir, kubeconfig) = cluster_of(THREE_MINORS, "0.05", "dev", &flags).await;
+    let cluster = get(&api, "dev").await;
+    assert_eq!(cluster["status"]["version"]["release"], "1.35.0");
+    assert_eq!(condition(&cluster, "VersionSupported").1, "Current");
+    assert_eq!(kubelet_release(&kubeconfig).as_deref(), Some("v1.35.0"));
+
+    // Upstream publishes 1.35.1; ten days on, the regular channel offers it.
+    let mut minors = THREE_MINORS.to_vec();
+    minors[2] = ("1.35", 300, 450, &[("1.35.0", 300), ("1.35.1", 10)]);
+    write_catalogue(&dir.path().join("versions.json"), &minors);
+    let cluster = wait_for(
+        &api,
+        "dev",
+        "told of 1.35.1",
+        Duration::from_secs(30),
+        |c| c["status"]["version"]["available"] == "1.35.1",
+    )
+    .await;
+    assert!(
+        jiff::Timestamp::now() < opens,
+        "the cluster took too long to build for this test to see the time before its window"
+    );
+    let (status, reason, message) = condition(&cluster, "VersionSupported");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "PatchAvailable"),
+        "{message}"
+    );
+    assert_eq!(
+        cluster["status"]["version"]["nextWindow"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok()),
+        Some(opens)
+    );
+    let described = cli_ok(
+        &server,
+        &[
+            "cluster",
+            "describe",
+            "dev",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+        ],
+    );
+    assert!(
+        described.contains("1.35.1 waits for the window"),
+        "{described}"
+    );
+
+    // Nothing moves before the window opens.
+    while jiff::Timestamp::now() < opens - jiff::SignedDuration::from_secs(1) {
+        let cluster = get(&api, "dev").await;
+        assert_eq!(
+            cluster["status"]["version"]["release"], "1.35.0",
+            "moved before the window"
+        );
+        assert_eq!(kubelet_release(&kubeconfig).as_deref(), Some("v1.35.0"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // In it, every node moves to 1.35.1.
+    let cluster = wait_for(&api, "dev", "on 1.35.1", Duration::from_secs(90), |c| {
+        c["status"]["phase"] == "Ready"
+            && c["status"]["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["kubernetesVersion"] == "1.35.1" && n["state"] == "running")
+    })
+    .await;
+    assert!(jiff::Timestamp::now() >= opens);
+    assert!(
+        has_event(&cluster, "PatchUpgrade", "from 1.35.0 to 1.35.1"),
+        "{:#}",
+        cluster["status"]["events"]
+    );
+    assert_eq!(condition(&cluster, "VersionSupported").1, "Current");
+    let start = Instant::now();
+    while kubelet_release(&kubeconfig).as_deref() != Some("v1.35.1") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "kubelets never all reported v1.35.1"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_version_past_its_end_of_support_is_upgraded_despite_an_exclusion() {
+    let minors: &[TestMinor] = &[
+        ("1.34", 400, 20, &[("1.34.0", 400), ("1.34.1", 300)]),
+        ("1.35", 300, 450, &[("1.35.0", 300)]),
+    ];
+    let today = jiff::Zoned::now().date();
+    let exclusion = format!(
+        "freeze,{},{}",
+        today.yesterday().unwrap(),
+        today.checked_add(jiff::Span::new().days(10)).unwrap()
+    );
+    let flags = [
+        "--type",
+        "developer",
+        "--kubernetes-version",
+        "1.34",
+        "--maintenance-exclusion",
+        &exclusion,
+    ];
+    let (_server, api, dir, kubeconfig) = cluster_of(minors, "0.05", "old", &flags).await;
+    let cluster = get(&api, "old").await;
+    // Said in advance.
+    let (status, reason, message) = condition(&cluster, "VersionSupported");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "EndOfSupportSoon"),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            &today
+                .checked_add(jiff::Span::new().days(20))
+                .unwrap()
+                .to_string()
+        ),
+        "{message}"
+    );
+    assert_eq!(cluster["status"]["health"], "Warning");
+
+    // Upstream's end of support passes: the any-time window moves it to 1.35 at once,
+    // the exclusion notwithstanding.
+    let past: &[TestMinor] = &[("1.34", 400, -1, minors[0].3), minors[1]];
+    write_catalogue(&dir.path().join("versions.json"), past);
+    let cluster = wait_for(&api, "old", "on 1.35", Duration::from_secs(120), |c| {
+        c["spec"]["kubernetesVersion"] == "1.35"
+            && c["status"]["phase"] == "Ready"
+            && c["status"]["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["kubernetesVersion"] == "1.35.0" && n["state"] == "running")
+    })
+    .await;
+    assert!(
+        has_event(&cluster, "ForcedUpgrade", "despite the exclusion `freeze`"),
+        "{:#}",
+        cluster["status"]["events"]
+    );
+    assert_eq!(condition(&cluster, "VersionSupported").1, "Current");
+    let start = Instant::now();
+    while kubelet_release(&kubeconfig).as_deref() != Some("v1.35.0") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "kubelets never all reported v1.35.0"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_developer_cluster_follows_the_next_minor_its_channel_offers() {
+    let (_server, api, _dir, kubeconfig) = cluster(
+        FAST,
+        "dev",
+        &["--type", "developer", "--kubernetes-version", "1.34"],
+    )
+    .await;
+    // `upgrade.autoMinor` and an any-time window: on to 1.35 at once, and no further.
+    let cluster = wait_for(&api, "dev", "on 1.35", Duration::from_secs(60), |c| {
+        c["spec"]["kubernetesVersion"] == "1.35"
+            && c["status"]["phase"] == "Ready"
+            && c["status"]["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["kubernetesVersion"] == "1.35.0" && n["state"] == "running")
+    })
+    .await;
+    assert!(
+        has_event(&cluster, "MinorUpgrade", "moving from 1.34"),
+        "{:#}",
+        cluster["status"]["events"]
+    );
+    let start = Instant::now();
+    while kubelet_release(&kubeconfig).as_deref() != Some("v1.35.0") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "kubelets never all reported v1.35.0"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

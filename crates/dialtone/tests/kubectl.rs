@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Api, cli_ok, credentials, start_with};
+use common::{Api, THREE_MINORS, cli_ok, credentials, hold_upgrades, start_with_versions};
 use dialtone_testkit::DevServer;
 use serde_json::{Value, json};
 
@@ -97,7 +97,8 @@ async fn sim_cluster_on(
 ) -> (DevServer, tempfile::TempDir, PathBuf) {
     let mut server_args = vec!["--sim-time-scale", "0"];
     server_args.extend_from_slice(server_flags);
-    let server = start_with(&server_args);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start_with_versions(dir.path(), THREE_MINORS, &server_args);
     let api = Api::admin(&server);
     api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
     api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
@@ -129,7 +130,6 @@ async fn sim_cluster_on(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
     // A Ready cluster's API answers, so its credentials can be written at once.
     credentials(&server, "dev-1", &kubeconfig);
@@ -1178,11 +1178,19 @@ async fn pods_that_keep_apart_and_spread_over_zones_get_the_nodes_they_need() {
 #[tokio::test]
 async fn an_upgrade_replaces_every_node_and_moves_workers_to_the_best_families() {
     // Created on 1.33 with only c6i allowed; c7i allowed later changes nothing until the
-    // upgrade.
+    // upgrade. Automatic upgrades hold, so that the upgrade is the one asked for.
+    let hold = hold_upgrades();
     let (server, dir, kubeconfig) = sim_cluster_with(
         2,
         6,
-        &["--kubernetes-version", "1.33", "--allow-family", "c6i"],
+        &[
+            "--kubernetes-version",
+            "1.33",
+            "--allow-family",
+            "c6i",
+            "--maintenance-exclusion",
+            &hold,
+        ],
     )
     .await;
     let api = Api::admin(&server);
@@ -1240,7 +1248,7 @@ async fn an_upgrade_replaces_every_node_and_moves_workers_to_the_best_families()
         let nodes = status["nodes"].as_array().unwrap();
         let all_new = nodes
             .iter()
-            .all(|n| n["kubernetesVersion"] == "1.34" && n["state"] == "running");
+            .all(|n| n["kubernetesVersion"] == "1.34.1" && n["state"] == "running");
         let kubelets = ok(&kubeconfig, &["get", "nodes"]);
         if all_new
             && status["phase"] == "Ready"

@@ -58,6 +58,7 @@ struct World {
     server: DevServer,
     aws: Option<Aws>,
     _moto: Option<MotoServer>,
+    _versions: tempfile::TempDir,
 }
 
 fn tags_of<'a>(
@@ -75,10 +76,19 @@ fn dialtones(tags: &BTreeMap<String, String>) -> bool {
 impl World {
     async fn start(cloud: Cloud) -> World {
         let binary = env!("CARGO_BIN_EXE_dialtone");
+        // A catalogue dated from today, so that clusters (and the user data snapshots) get
+        // the same release whatever the day.
+        let versions = tempfile::tempdir().unwrap();
+        let catalogue = versions.path().join("versions.json");
+        common::write_catalogue(&catalogue, common::THREE_MINORS);
+        let catalogue = catalogue.to_str().unwrap();
         let (server, aws, moto) = match cloud {
             Cloud::Sim => (
-                DevServer::start(binary.as_ref(), &["--sim-time-scale", "0"])
-                    .expect("dev server starts"),
+                DevServer::start(
+                    binary.as_ref(),
+                    &["--sim-time-scale", "0", "--kubernetes-versions", catalogue],
+                )
+                .expect("dev server starts"),
                 None,
                 None,
             ),
@@ -98,6 +108,8 @@ impl World {
                         "ami-12c6146b",
                         "--aws-time-scale",
                         "0.01",
+                        "--kubernetes-versions",
+                        catalogue,
                     ],
                     &[
                         ("AWS_ACCESS_KEY_ID", "testing"),
@@ -127,6 +139,7 @@ impl World {
             server,
             aws,
             _moto: moto,
+            _versions: versions,
         }
     }
 

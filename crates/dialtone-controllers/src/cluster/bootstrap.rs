@@ -4,11 +4,12 @@ use dialtone_cloud::{BootstrapRole, NodeBootstrap};
 
 use super::*;
 
-/// The bootstrap of an instance of `role` in the cluster `uid`, whose API is at `endpoint`:
-/// the plan's typed settings, as the instance's kubeadm and kubelet need them.
+/// The bootstrap of an instance of `role` and Kubernetes `release` in the cluster `uid`,
+/// whose API is at `endpoint`: the plan's typed settings, as the instance's kubeadm and
+/// kubelet need them.
 pub(super) fn node_bootstrap(
     uid: &str,
-    plan: &ClusterPlan,
+    (plan, release): (&ClusterPlan, &str),
     role: BootstrapRole,
     endpoint: &str,
 ) -> NodeBootstrap {
@@ -16,7 +17,7 @@ pub(super) fn node_bootstrap(
     NodeBootstrap {
         cluster_uid: uid.to_string(),
         role,
-        kubernetes_version: plan.kubernetes_version.clone(),
+        kubernetes_version: release.to_string(),
         api_endpoint: endpoint.to_string(),
         pod_cidr: plan.network.pod_cidr,
         service_cidr: plan.network.service_cidr,

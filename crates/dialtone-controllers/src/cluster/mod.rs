@@ -22,6 +22,7 @@ use dialtone_cloud::{
     ResourceSpec, ResourceState, Tags,
 };
 use dialtone_kube::workload::NodeView;
+use dialtone_planner::versions::Versions;
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, plan};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError, from_raw};
 use dialtone_types::cluster::{
@@ -48,6 +49,7 @@ mod repair;
 mod slots;
 mod status;
 mod teardown;
+mod versions;
 
 use slots::{
     Slot, attempt_of, bump_attempt, control_plane_settled, control_plane_slot, desired_slots,
@@ -118,6 +120,8 @@ pub struct Lifecycle {
     refused: std::sync::Mutex<std::collections::HashMap<ResourcePath, u32>>,
     /// What right-sizing last found nothing to consolidate in, by cluster uid.
     sizing_memory: sizing::SizingMemory,
+    /// The Kubernetes releases clusters run, by channel.
+    versions: Arc<Versions>,
 }
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
@@ -220,7 +224,14 @@ impl Lifecycle {
             kube: None,
             refused: Default::default(),
             sizing_memory: Default::default(),
+            versions: Default::default(),
         }
+    }
+
+    /// Reads Kubernetes releases from `versions` (the built-in catalogue otherwise).
+    pub fn with_versions(mut self, versions: Arc<Versions>) -> Self {
+        self.versions = versions;
+        self
     }
 
     /// Checks and bootstraps clusters through their Kubernetes API as well.
@@ -433,9 +444,28 @@ impl Lifecycle {
         status.plan = Some(plan.clone());
         status.observed_generation = cluster.metadata.generation;
 
+        let release = match self
+            .keep_current(path, &cluster, &plan, &mut status, now)
+            .await?
+        {
+            versions::Decided::Release(release) => release,
+            versions::Decided::MovedMinor => {
+                // The spec changed under this pass: the next one plans the new minor.
+                let moved: Object<Cluster, ClusterStatus> = self.registry.get(path).await?;
+                self.write_status(path, &moved, status).await?;
+                return Ok(Next::After(self.options.poll));
+            }
+        };
         let network = network_key(path, &cluster.metadata.uid, &plan);
         let blocked = self
-            .provision(path, &cluster.metadata.uid, &network, &plan, &mut status)
+            .provision(
+                path,
+                &cluster.metadata.uid,
+                &network,
+                &plan,
+                &release,
+                &mut status,
+            )
             .await
             .err();
         let observed = self

@@ -123,6 +123,7 @@ impl Lifecycle {
         uid: &str,
         network: &str,
         plan: &ClusterPlan,
+        release: &str,
         status: &mut ClusterStatus,
     ) -> Pass {
         let net = self.ensure_network(path, network, plan).await?;
@@ -137,7 +138,15 @@ impl Lifecycle {
         let (sg, lb) = self.ensure_endpoint(&own, &tags, uid, plan, &net).await?;
         self.restore_security_group(path, plan, &sg, status).await?;
         let waiting = self
-            .ensure_nodes(&own, &tags, uid, plan, status, &net.1, (&sg, &lb))
+            .ensure_nodes(
+                &own,
+                &tags,
+                uid,
+                (plan, release),
+                status,
+                &net.1,
+                (&sg, &lb),
+            )
             .await?;
         if lb.state == ResourceState::Pending {
             return Err(Blocked::Waiting(
@@ -278,23 +287,24 @@ impl Lifecycle {
         Ok((sg, lb))
     }
 
-    /// The control-plane and worker steps: an instance for each slot of the plan (one
-    /// control-plane node replaced at a time in an upgrade), failed launches backed off,
-    /// instances no slot wants terminated. What the nodes still wait for, if anything.
+    /// The control-plane and worker steps: an instance of `release` for each slot of the
+    /// plan (one control-plane node replaced at a time in an upgrade), failed launches
+    /// backed off, instances no slot wants terminated. What the nodes still wait for, if
+    /// anything.
     #[allow(clippy::too_many_arguments)]
     async fn ensure_nodes(
         &self,
         own: &[CloudResource],
         tags: &Tags,
         uid: &str,
-        plan: &ClusterPlan,
+        (plan, release): (&ClusterPlan, &str),
         status: &mut ClusterStatus,
         subnet_ids: &[(String, CloudResource)],
         (sg, lb): (&CloudResource, &CloudResource),
     ) -> Pass<Option<(Wait, String)>> {
         let region = plan.region.as_str();
         let slots = desired_slots(plan, status);
-        let image = &plan.workers.node_image;
+        let image = dialtone_cloud::node_image(release);
         let mut waiting: Option<(Wait, String)> = None;
         let now = (self.clock)();
         let limits = repair::Limits::new(plan, &slots, own, self.options.sizing.second, now);
@@ -313,7 +323,7 @@ impl Lifecycle {
                     old.state,
                     ResourceState::Available | ResourceState::Impaired { .. }
                 );
-                let upgrade = old.spec.node_version() != Some(plan.kubernetes_version.as_str());
+                let upgrade = old.spec.node_version() != Some(release);
                 let why = if upgrade {
                     Wait::Upgrading
                 } else {
@@ -347,7 +357,7 @@ impl Lifecycle {
             if let Some(instance) = current
                 && slot.role == NodeRole::ControlPlane
                 && instance.state == ResourceState::Available
-                && instance.spec.node_version() != Some(plan.kubernetes_version.as_str())
+                && instance.spec.node_version() != Some(release)
                 && waiting.is_none()
                 && control_plane_settled(own, &slots)
                 && !slots
@@ -361,8 +371,8 @@ impl Lifecycle {
                     false,
                     "Upgrading",
                     format!(
-                        "replacing {} ({}) with a Kubernetes {} node",
-                        slot.name, instance.id, plan.kubernetes_version
+                        "replacing {} ({}) with a Kubernetes {release} node",
+                        slot.name, instance.id
                     ),
                 );
                 bump_attempt(status, slot, None, None);
@@ -503,7 +513,7 @@ impl Lifecycle {
                         tags,
                         bootstrap: Some(bootstrap::node_bootstrap(
                             uid,
-                            plan,
+                            (plan, release),
                             bootstrap::role_of(slot, own),
                             &lb.address,
                         )),

@@ -629,6 +629,7 @@ fn health(status: &ClusterStatus) -> Health {
         ClusterCondition::EveryNodeReady,
         ClusterCondition::RemediationAllowed,
         ClusterCondition::AccessProjected,
+        ClusterCondition::VersionSupported,
     ];
     if is(ClusterCondition::Degraded, True) || warnings.iter().any(|&c| is(c, False)) {
         Health::Warning

@@ -699,6 +699,14 @@ fn schedulable_workers<'a>(
         .collect()
 }
 
+/// The Kubernetes release the cluster's nodes are to run.
+fn release_of(plan: &ClusterPlan, status: &ClusterStatus) -> String {
+    status
+        .version
+        .as_ref()
+        .map_or_else(|| plan.kubernetes_version.clone(), |v| v.release.clone())
+}
+
 fn worker_version(status: &ClusterStatus, name: &str) -> String {
     status
         .nodes
@@ -729,6 +737,7 @@ async fn consolidate(
     let consolidating = autoscaling.enabled && autoscaling.consolidation;
     let stabilization = options.second * autoscaling.scale_down_delay_seconds;
     let model = cost_model(plan, observed);
+    let release = release_of(plan, status);
     let workers = schedulable_workers(observed, status, catalog, &model);
     let rules = rules_of(observed, plan, &workers);
     let nodes: Vec<RunningNode> = workers
@@ -758,7 +767,7 @@ async fn consolidate(
                 })
                 .collect();
             let outdated = !worker.slot.kubernetes_version.is_empty()
-                && worker.slot.kubernetes_version != plan.kubernetes_version;
+                && worker.slot.kubernetes_version != release;
             // An upgrade does not wait for a node to settle; budgets it does respect.
             let young = !outdated && !workload::older_than(worker.node, now, stabilization);
             let keep = if !outdated && !consolidating {
@@ -873,7 +882,7 @@ async fn consolidate(
                     Action::Upgrade { .. } => format!(
                         "it runs Kubernetes {}, the cluster {}",
                         worker_version(status, &node.name),
-                        plan.kubernetes_version
+                        release_of(plan, status)
                     ),
                     _ => format!("{:.0} % used", node.utilization() * 100.0),
                 };

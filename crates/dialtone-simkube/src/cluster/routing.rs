@@ -21,7 +21,7 @@ pub(super) fn version_of(cluster_version: &str) -> Value {
     let minor = cluster_version.split('.').nth(1).unwrap_or("0");
     json!({
         "major": "1", "minor": minor,
-        "gitVersion": format!("v{cluster_version}.0-dialtone"),
+        "gitVersion": format!("{}-dialtone", crate::git_version(cluster_version)),
         "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
         "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
     })

@@ -100,8 +100,8 @@ fn node_object(facts: &NodeFacts, existing: Option<&Value>) -> Value {
                 {"type": "Hostname", "address": facts.name},
             ],
             "nodeInfo": {
-                "kubeletVersion": format!("v{version}.0"),
-                "kubeProxyVersion": format!("v{version}.0"),
+                "kubeletVersion": crate::git_version(version),
+                "kubeProxyVersion": crate::git_version(version),
                 "containerRuntimeVersion": "containerd://2.0.0",
                 "osImage": dialtone_cloud::node_image(version),
                 "operatingSystem": "linux",

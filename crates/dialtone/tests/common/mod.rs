@@ -306,3 +306,66 @@ pub fn event(e: &Value) -> (String, String) {
             .to_string(),
     )
 }
+
+/// One minor of a test catalogue: its name, days since its release, days to its end of
+/// support (negative: past), and its patches with the days since each was released.
+pub type TestMinor<'a> = (&'a str, i64, i64, &'a [(&'a str, i64)]);
+
+/// Writes a version catalogue of `minors` to `path`, dated relative to today so that
+/// tests do not age as real releases reach their end of support.
+pub fn write_catalogue(path: &std::path::Path, minors: &[TestMinor]) {
+    let today = jiff::Zoned::now().date();
+    let day = |offset: i64| {
+        today
+            .checked_add(jiff::Span::new().days(offset))
+            .unwrap()
+            .to_string()
+    };
+    let minors: Vec<Value> = minors
+        .iter()
+        .map(|(minor, released, end, patches)| {
+            json!({
+                "minor": minor,
+                "released": day(-released),
+                "endOfSupport": day(*end),
+                "patches": patches
+                    .iter()
+                    .map(|(version, released)| json!({"version": version, "released": day(-released)}))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    // Written whole, then moved into place, so that a server reading it never sees half.
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, json!({"minors": minors}).to_string()).unwrap();
+    std::fs::rename(partial, path).unwrap();
+}
+
+/// 1.33, 1.34 and 1.35, each offered by every channel and supported for a year more.
+pub const THREE_MINORS: &[TestMinor] = &[
+    ("1.33", 500, 365, &[("1.33.0", 500), ("1.33.1", 400)]),
+    ("1.34", 400, 400, &[("1.34.0", 400), ("1.34.1", 300)]),
+    ("1.35", 300, 450, &[("1.35.0", 300)]),
+];
+
+/// A dev server with `args`, reading a catalogue of `minors` written in `dir`; the test
+/// may rewrite the file, whose path is returned.
+pub fn start_with_versions(
+    dir: &std::path::Path,
+    minors: &[TestMinor],
+    args: &[&str],
+) -> (DevServer, std::path::PathBuf) {
+    let path = dir.join("versions.json");
+    write_catalogue(&path, minors);
+    let mut all = vec!["--kubernetes-versions", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    (start_with(&all), path)
+}
+
+/// `--maintenance-exclusion` for an exclusion from yesterday to ten days on: automatic
+/// upgrades hold (a developer cluster on an older minor stays on it).
+pub fn hold_upgrades() -> String {
+    let today = jiff::Zoned::now().date();
+    let later = today.checked_add(jiff::Span::new().days(10)).unwrap();
+    format!("hold,{},{later}", today.yesterday().unwrap())
+}
