@@ -831,6 +831,28 @@ pub(crate) async fn modify(ec2: &Client, id: &str, change: Change) -> CloudResul
             .await
             .map(drop)
             .map_err(|e| (code_of(&e), cloud_error(e, id))),
+        Change::SetTags(tags) => ec2
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| (code_of(&e), cloud_error(e, id))),
+        Change::RemoveTags(keys) => ec2
+            .delete_tags()
+            .resources(id)
+            .set_tags(Some(
+                keys.iter().map(|k| Tag::builder().key(k).build()).collect(),
+            ))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| (code_of(&e), cloud_error(e, id))),
     };
     match (outcome, &change) {
         (Ok(()), _) => Ok(()),

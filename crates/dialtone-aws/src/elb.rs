@@ -338,6 +338,24 @@ pub(crate) async fn modify(clients: &Clients, arn: &str, change: Change) -> Clou
             }
             Ok(())
         }
+        Change::SetTags(tags) => clients
+            .elb
+            .add_tags()
+            .resource_arns(arn)
+            .set_tags(Some(elb_tags(&tags)))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| cloud_error(e, arn)),
+        Change::RemoveTags(keys) => clients
+            .elb
+            .remove_tags()
+            .resource_arns(arn)
+            .set_tag_keys(Some(keys))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| cloud_error(e, arn)),
         other => Err(CloudError::Invalid {
             message: format!("a load balancer cannot take {other:?}"),
         }),

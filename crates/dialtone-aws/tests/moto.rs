@@ -11,6 +11,7 @@ use dialtone_testkit::MotoServer;
 
 const REGION: &str = "us-east-1";
 const CLUSTER: &str = "dialtone.dev/cluster";
+const PART: &str = "dialtone.dev/part";
 
 async fn provider(moto: &MotoServer, secrets: &tempfile::TempDir) -> AwsProvider {
     AwsProvider::new(AwsOptions {
@@ -65,6 +66,16 @@ async fn create(
         .unwrap_or_else(|e| panic!("creating {part}: {e}"))
 }
 
+/// The `dialtone.dev/part` tag of the cluster's resource `id`, as describe reports it.
+async fn part_tag(aws: &AwsProvider, uid: &str, id: &str) -> Option<String> {
+    let found = aws
+        .describe(REGION, &Filter::tagged(CLUSTER, uid))
+        .await
+        .unwrap();
+    let resource = found.into_iter().find(|r| r.id == id)?;
+    resource.tags.get(PART).cloned()
+}
+
 async fn of_cluster(provider: &AwsProvider, uid: &str) -> Vec<CloudResource> {
     provider
         .describe(REGION, &Filter::tagged(CLUSTER, uid))
@@ -114,6 +125,23 @@ async fn a_clusters_resources_are_made_found_by_tags_and_removed() {
         subnets.push(create(&aws, uid, &format!("subnet-{zone}"), spec).await);
     }
     let subnet_ids: Vec<String> = subnets.iter().map(|s| s.id.clone()).collect();
+    // A tag removed at the console, and put back, as drift is.
+    aws.modify(
+        REGION,
+        &subnet_ids[0],
+        Change::RemoveTags(vec![PART.into()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(part_tag(&aws, uid, &subnet_ids[0]).await, None);
+    let tag = Tags::from([(PART.to_string(), "subnet-us-east-1a".to_string())]);
+    aws.modify(REGION, &subnet_ids[0], Change::SetTags(tag))
+        .await
+        .unwrap();
+    assert_eq!(
+        part_tag(&aws, uid, &subnet_ids[0]).await.as_deref(),
+        Some("subnet-us-east-1a")
+    );
     let table = create(
         &aws,
         uid,

@@ -161,6 +161,10 @@ pub enum Change {
     SetListeners(Vec<Listener>),
     /// To a Service's load balancer: the instances it forwards to, all of them.
     SetTargets(Vec<String>),
+    /// To any resource: these tags, added or overwritten (EC2's CreateTags).
+    SetTags(Tags),
+    /// To any resource: these tags removed (EC2's DeleteTags).
+    RemoveTags(Vec<String>),
 }
 
 /// A peering as the cloud reports it, beyond its [`ResourceState`].

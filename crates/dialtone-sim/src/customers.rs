@@ -267,6 +267,7 @@ impl Sim {
                 listed_from: None,
                 account: Some(account.to_string()),
                 requested: None,
+                requested_tags: None,
                 peering: None,
                 user_data: None,
             };

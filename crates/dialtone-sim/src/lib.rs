@@ -143,6 +143,10 @@ struct Record {
     /// repeated with the same token still names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     requested: Option<ResourceSpec>,
+    /// The tags it was created with, once a change has made them differ, for the same
+    /// reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_tags: Option<dialtone_cloud::Tags>,
     /// A peering's answer and deadlines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peering: Option<Peering>,
@@ -1018,7 +1022,11 @@ impl Provider for Sim {
                 Some(id) => {
                     let record = &state.records[&id];
                     let requested = record.requested.as_ref().unwrap_or(&record.resource.spec);
-                    if *requested != request.spec || record.resource.tags != request.tags {
+                    let tags = record
+                        .requested_tags
+                        .as_ref()
+                        .unwrap_or(&record.resource.tags);
+                    if *requested != request.spec || *tags != request.tags {
                         Err(CloudError::IdempotentParameterMismatch {
                             token: request.client_token.clone(),
                         })
@@ -1143,7 +1151,20 @@ impl Sim {
             .filter(|r| r.resource.region == region && r.account.is_none() && r.gone_at.is_none())
             .ok_or_else(|| not_found(id))?;
         let mut spec = record.resource.spec.clone();
+        let mut tags = record.resource.tags.clone();
         match (&mut spec, change) {
+            (_, Change::SetTags(set)) => {
+                if set.iter().all(|(k, v)| tags.get(k) == Some(v)) {
+                    return Ok(());
+                }
+                tags.extend(set);
+            }
+            (_, Change::RemoveTags(keys)) => {
+                if !keys.iter().any(|k| tags.contains_key(k)) {
+                    return Ok(());
+                }
+                tags.retain(|k, _| !keys.contains(k));
+            }
             (ResourceSpec::RouteTable { vpc_id, routes, .. }, Change::AddRoute(route)) => {
                 let target = state
                     .records
@@ -1233,7 +1254,11 @@ impl Sim {
                 record
                     .requested
                     .get_or_insert_with(|| record.resource.spec.clone());
+                record
+                    .requested_tags
+                    .get_or_insert_with(|| record.resource.tags.clone());
                 record.resource.spec = spec;
+                record.resource.tags = tags;
             })
             .expect("found above");
         writes.push(Write {
@@ -1357,6 +1382,7 @@ impl Sim {
             listed_from,
             account: None,
             requested: None,
+            requested_tags: None,
             peering,
             user_data: request.bootstrap,
         };

@@ -586,7 +586,7 @@ async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("allowIngress, revokeIngress, removeRoute"),
+            .contains("allowIngress, revokeIngress, removeRoute, removeTag"),
         "{body}"
     );
     assert_eq!(rules(&group().await), planned);
@@ -623,6 +623,56 @@ async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
             )),
         "{all}"
     );
+    let (status, ..) = condition(&restored, "NetworkCompliant");
+    assert_eq!(status, "True");
+}
+
+#[tokio::test]
+async fn subnet_tags_removed_behind_dialtones_back_are_put_back() {
+    let (_server, api, _dir, _kubeconfig) = cluster(FAST, "prod", &["--type", "production"]).await;
+    let path = "orgs/demo/folders/eng/projects/web/clusters/prod";
+    let subnets = || async {
+        let (status, list) = api
+            .get(&format!("/v1/sim/resources?tag=dialtone.dev/owner={path}"))
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["spec"]["kind"] == "subnet")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let before = subnets().await;
+    assert_eq!(before.len(), 3, "a production cluster's three zones");
+    let id = before[0]["id"].as_str().unwrap().to_string();
+    let changes = format!("/v1/sim/resources/{id}/changes");
+    let (status, body) = api.post(&changes, json!({"change": "removeTag"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("`key` is required"), "{body}");
+    let (status, body) = api
+        .post(
+            &changes,
+            json!({"change": "removeTag", "key": "dialtone.dev/owner"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let restored = wait_for(
+        &api,
+        "prod",
+        "told of the tag",
+        Duration::from_secs(20),
+        |c| {
+            has_event(
+                c,
+                "DriftRestored",
+                &format!("subnet {id}: tag dialtone.dev/owner was removed"),
+            )
+        },
+    )
+    .await;
+    assert_eq!(subnets().await.len(), 3, "the tag is back on {id}");
     let (status, ..) = condition(&restored, "NetworkCompliant");
     assert_eq!(status, "True");
 }

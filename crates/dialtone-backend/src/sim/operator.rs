@@ -95,7 +95,8 @@ async fn list_resources(
 #[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ConsoleChange {
-    /// `allowIngress` or `revokeIngress` (a security group), `removeRoute` (a route table).
+    /// `allowIngress` or `revokeIngress` (a security group), `removeRoute` (a route table),
+    /// `removeTag` (any resource).
     change: String,
     /// The rule's TCP port; none for every protocol and port.
     #[serde(default)]
@@ -106,6 +107,9 @@ struct ConsoleChange {
     /// The route's destination range.
     #[serde(default)]
     destination: Option<String>,
+    /// The tag's key.
+    #[serde(default)]
+    key: Option<String>,
 }
 
 impl ConsoleChange {
@@ -129,8 +133,11 @@ impl ConsoleChange {
             "removeRoute" => Ok(Change::RemoveRoute {
                 destination: range("destination", &self.destination)?,
             }),
+            "removeTag" => Ok(Change::RemoveTags(vec![
+                self.key.clone().ok_or("`key` is required")?,
+            ])),
             other => Err(format!(
-                "unknown change `{other}`; valid changes: allowIngress, revokeIngress, removeRoute"
+                "unknown change `{other}`; valid changes: allowIngress, revokeIngress, removeRoute, removeTag"
             )),
         }
     }

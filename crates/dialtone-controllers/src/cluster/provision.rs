@@ -40,16 +40,77 @@ fn tagged(base: &Tags, part: &str) -> Tags {
     tags
 }
 
+/// The tags of the cluster's network resources: which network, and who owns it (the
+/// project's developer clusters share one in a region).
+fn network_tags(path: &ResourcePath, network: &str, plan: &ClusterPlan) -> Tags {
+    let owner = if plan.network.shared_vpc {
+        network.to_string()
+    } else {
+        path.to_string()
+    };
+    Tags::from([
+        (TAG_NETWORK.to_string(), network.to_string()),
+        (TAG_OWNER.to_string(), owner),
+    ])
+}
+
 impl Lifecycle {
+    /// Puts back the tags Dialtone gave the VPC and the subnets that were removed or
+    /// changed (what reads them, such as the triggers that wake a cluster at a change of
+    /// its resources, would miss them); says what it put back.
+    async fn restore_network_tags(
+        &self,
+        path: &ResourcePath,
+        network: &str,
+        plan: &ClusterPlan,
+        (vpc, subnets): &(CloudResource, Vec<(String, CloudResource)>),
+    ) -> Pass<Vec<String>> {
+        let base = network_tags(path, network, plan);
+        let resources = std::iter::once((vpc, tagged(&base, "vpc"))).chain(
+            subnets
+                .iter()
+                .map(|(zone, subnet)| (subnet, tagged(&base, &subnet_part(zone)))),
+        );
+        let mut restored = Vec::new();
+        for (resource, planned) in resources {
+            let drifted: Tags = planned
+                .into_iter()
+                .filter(|(k, v)| resource.tags.get(k) != Some(v))
+                .collect();
+            if drifted.is_empty() {
+                continue;
+            }
+            self.provider
+                .modify(&plan.region, &resource.id, Change::SetTags(drifted.clone()))
+                .await?;
+            let what: Vec<String> = drifted
+                .iter()
+                .map(|(k, v)| match resource.tags.get(k) {
+                    Some(was) => format!("{k} was `{was}`; set to `{v}` again"),
+                    None => format!("{k} was removed; set to `{v}` again"),
+                })
+                .collect();
+            restored.push(format!(
+                "{} {}: tag {}",
+                resource.spec.kind(),
+                resource.id,
+                what.join(", tag ")
+            ));
+        }
+        Ok(restored)
+    }
+
     /// Puts the security group's rules back as planned when they drifted: a planned rule
     /// removed is allowed again, a rule nobody asked for is revoked. The rules of the
     /// cluster's Services' load balancers (node ports) and of its connections (from their
-    /// peers' ranges) are their controllers', and left to them.
+    /// peers' ranges) are their controllers', and left to them. What was put back, with
+    /// what the pass `restored` of the network before, is an event and `NetworkCompliant`.
     async fn restore_security_group(
         &self,
         path: &ResourcePath,
         plan: &ClusterPlan,
         sg: &CloudResource,
+        mut restored: Vec<String>,
         status: &mut ClusterStatus,
     ) -> Pass {
         let ResourceSpec::SecurityGroup { ingress, .. } = &sg.spec else {
@@ -78,29 +139,36 @@ impl Lifecycle {
             foreign.retain(|r| !peers.iter().any(|peer| peer.contains(&r.source)));
         }
         let now = (self.clock)();
-        let mut restored = Vec::new();
         for rule in missing {
             self.provider
                 .modify(&plan.region, &sg.id, Change::AllowIngress(rule.clone()))
                 .await?;
-            restored.push(format!("{} was removed; allowed again", rule_text(rule)));
+            restored.push(format!(
+                "security group {}: {} was removed; allowed again",
+                sg.id,
+                rule_text(rule)
+            ));
         }
         for rule in foreign {
             self.provider
                 .modify(&plan.region, &sg.id, Change::RevokeIngress(rule.clone()))
                 .await?;
             restored.push(format!(
-                "{} was added outside Dialtone; revoked",
+                "security group {}: {} was added outside Dialtone; revoked",
+                sg.id,
                 rule_text(rule)
             ));
         }
         let (reason, message) = if restored.is_empty() {
             (
                 "AsPlanned",
-                format!("security group {} holds the planned rules", sg.id),
+                format!(
+                    "the network's tags are as planned, and security group {} holds the planned rules",
+                    sg.id
+                ),
             )
         } else {
-            let message = format!("security group {}: {}", sg.id, restored.join("; "));
+            let message = restored.join("; ");
             record_event(status, now, true, "DriftRestored", message.clone());
             ("DriftRestored", message)
         };
@@ -127,6 +195,7 @@ impl Lifecycle {
         status: &mut ClusterStatus,
     ) -> Pass {
         let net = self.ensure_network(path, network, plan).await?;
+        let restored = self.restore_network_tags(path, network, plan, &net).await?;
         let tags = Tags::from([
             (TAG_CLUSTER.to_string(), uid.to_string()),
             (TAG_OWNER.to_string(), path.to_string()),
@@ -136,7 +205,8 @@ impl Lifecycle {
             .describe(&plan.region, &Filter::tagged(TAG_CLUSTER, uid))
             .await?;
         let (sg, lb) = self.ensure_endpoint(&own, &tags, uid, plan, &net).await?;
-        self.restore_security_group(path, plan, &sg, status).await?;
+        self.restore_security_group(path, plan, &sg, restored, status)
+            .await?;
         let waiting = self
             .ensure_nodes(
                 &own,
@@ -169,15 +239,7 @@ impl Lifecycle {
         plan: &ClusterPlan,
     ) -> Pass<(CloudResource, Vec<(String, CloudResource)>)> {
         let region = plan.region.as_str();
-        let network_owner = if plan.network.shared_vpc {
-            network.to_string()
-        } else {
-            path.to_string()
-        };
-        let network_tags = Tags::from([
-            (TAG_NETWORK.to_string(), network.to_string()),
-            (TAG_OWNER.to_string(), network_owner),
-        ]);
+        let network_tags = network_tags(path, network, plan);
         let net = self
             .provider
             .describe(region, &Filter::tagged(TAG_NETWORK, network))
