@@ -86,10 +86,14 @@ impl Projection {
             Err(KubeError::NotServing) => return Ok(Next::After(NOT_SERVING_YET)),
             Err(e) => return Err(e.to_string()),
         };
+        // New namespaces start at the plan's level; the lifecycle keeps them there.
+        let pod_security = object.status.plan.as_ref().map_or("baseline", |p| {
+            p.settings.security.pod_security_level.as_str()
+        });
         let mut replaced = Vec::new();
         let applied = async {
             ensure_guard(&client, &self.guard).await?;
-            sync_namespaces(&client, &namespaces).await?;
+            sync_namespaces(&client, &namespaces, pod_security).await?;
             let current = managed_rbac(&client).await?;
             let todo = changes(&current, &desired);
             if !todo.is_empty() {

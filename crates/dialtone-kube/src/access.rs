@@ -17,6 +17,9 @@ use dialtone_policy::projection::{Changes, Desired, Key, Managed, ObjectKind};
 
 use crate::{KubeError, MANAGED_BY};
 
+/// The label Pod Security Admission reads a namespace's enforced level from.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
 /// The name of the drift guard's webhook configuration in every cluster.
 pub const GUARD_NAME: &str = "dialtone-rbac-guard";
 
@@ -130,6 +133,7 @@ pub async fn ensure_guard(
 pub async fn sync_namespaces(
     client: &kube::Client,
     wanted: &BTreeSet<String>,
+    pod_security: &str,
 ) -> Result<(), KubeError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let existing = api.list(&ListParams::default()).await?;
@@ -150,8 +154,13 @@ pub async fn sync_namespaces(
         present.insert(name);
     }
     for name in wanted.difference(&present) {
+        let mut metadata = managed_meta(name);
+        metadata
+            .labels
+            .get_or_insert_default()
+            .insert(POD_SECURITY_ENFORCE.to_string(), pod_security.to_string());
         let namespace = Namespace {
-            metadata: managed_meta(name),
+            metadata,
             ..Default::default()
         };
         ignore(
@@ -162,6 +171,34 @@ pub async fn sync_namespaces(
         )?;
     }
     Ok(())
+}
+
+/// Sets the Pod Security level of every namespace Dialtone manages back to `level` where
+/// it was changed or removed: each namespace put back, with the level it had.
+pub async fn restore_pod_security(
+    client: &kube::Client,
+    level: &str,
+) -> Result<Vec<(String, Option<String>)>, KubeError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut restored = Vec::new();
+    for namespace in api.list(&managed()).await?.items {
+        let labels = namespace.metadata.labels.unwrap_or_default();
+        let had = labels.get(POD_SECURITY_ENFORCE);
+        if had.map(String::as_str) == Some(level) || namespace.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let name = namespace.metadata.name.unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {"labels": {POD_SECURITY_ENFORCE: level}}});
+        api.patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+        restored.push((name, had.cloned()));
+    }
+    Ok(restored)
 }
 
 /// The RBAC objects Dialtone manages in the cluster, as the projection describes them.

@@ -918,3 +918,59 @@ async fn a_developer_cluster_follows_the_next_minor_its_channel_offers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_managed_namespaces_pod_security_level_changed_in_the_cluster_is_put_back() {
+    let (server, api, _dir, kubeconfig) = cluster(FAST, "dev", &["--type", "developer"]).await;
+    cli_ok(
+        &server,
+        &["namespace", "create", "demo/eng/web/dev/payments"],
+    );
+    let level = || {
+        let out = Command::new("/usr/bin/kubectl")
+            .args(["get", "namespace", "payments", "-o", "json"])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        out.status.success().then(|| {
+            let namespace: Value = serde_json::from_slice(&out.stdout).unwrap();
+            namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"].clone()
+        })
+    };
+    let start = Instant::now();
+    while level() != Some(json!("baseline")) {
+        assert!(start.elapsed() < Duration::from_secs(20), "{:?}", level());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Someone with access to the cluster lowers it.
+    let out = Command::new("/usr/bin/kubectl")
+        .args([
+            "label",
+            "namespace",
+            "payments",
+            "pod-security.kubernetes.io/enforce=privileged",
+            "--overwrite",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster = wait_for(&api, "dev", "told of the namespace", Duration::from_secs(20), |c| {
+        has_event(
+            c,
+            "DriftRestored",
+            "namespace payments: pod-security.kubernetes.io/enforce was `privileged`; set to `baseline` again",
+        )
+    })
+    .await;
+    assert_eq!(
+        level(),
+        Some(json!("baseline")),
+        "{:#}",
+        cluster["status"]["events"]
+    );
+}

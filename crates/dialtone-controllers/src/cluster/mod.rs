@@ -290,6 +290,43 @@ impl Lifecycle {
         (blocked, nodes)
     }
 
+    /// Puts back what the plan owns inside the cluster when it was changed there: the Pod
+    /// Security level of the namespaces Dialtone manages. An API that does not answer is
+    /// the health check's to report; this tries again next pass.
+    async fn restore_in_cluster(
+        &self,
+        uid: &str,
+        plan: &ClusterPlan,
+        status: &mut ClusterStatus,
+        now: Timestamp,
+    ) {
+        let Some(client) = self.kube.as_ref().and_then(|k| k.client(uid).ok()) else {
+            return;
+        };
+        let level = plan.settings.security.pod_security_level.as_str();
+        match dialtone_kube::access::restore_pod_security(&client, level).await {
+            Ok(restored) => {
+                for (namespace, had) in restored {
+                    let was = match had {
+                        Some(had) => format!("was `{had}`"),
+                        None => "was removed".to_string(),
+                    };
+                    record_event(
+                        status,
+                        now,
+                        true,
+                        "DriftRestored",
+                        format!(
+                            "namespace {namespace}: {} {was}; set to `{level}` again (security.podSecurityLevel)",
+                            dialtone_kube::access::POD_SECURITY_ENFORCE
+                        ),
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(cluster = uid, error = %e, "cannot check namespaces"),
+        }
+    }
+
     /// The cluster's nodes as its API lists them; none when it does not answer.
     async fn read_nodes(&self, uid: &str) -> Vec<NodeView> {
         match &self.kube {
@@ -504,6 +541,10 @@ impl Lifecycle {
                 };
                 let next = self.observe(&mut status, observed, max_launch_attempts, now);
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);
+                if settled {
+                    self.restore_in_cluster(&cluster.metadata.uid, &plan, &mut status, now)
+                        .await;
+                }
                 let sizing = if settled {
                     self.right_size(&cluster, nodes, &plan, &mut status, now)
                         .await
