@@ -21,6 +21,7 @@ mod openapi;
 mod openapi_v2;
 mod patch;
 mod pki;
+pub mod pod_security;
 mod proto;
 pub use dialtone_kube::quantity;
 pub mod selectors;
@@ -277,6 +278,7 @@ impl SimKube {
                 service_cidr: bootstrap.service_cidr,
                 pod_cidr: bootstrap.pod_cidr,
             });
+            hosted.api.set_pod_security(bootstrap.pod_security);
         }
         if let Some(network) = hosted.api.network() {
             let api_servers: Vec<String> =

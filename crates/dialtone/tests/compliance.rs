@@ -457,6 +457,15 @@ async fn a_production_upgrade_keeps_two_control_plane_nodes_and_every_pod_placed
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    // A production cluster enforces the restricted Pod Security level; nginx's plain pod
+    // is not, so its owner relaxes the namespace to baseline first.
+    run(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=baseline",
+        "--overwrite",
+    ]);
     run(&[
         "create",
         "deployment",
@@ -942,6 +951,29 @@ async fn a_managed_namespaces_pod_security_level_changed_in_the_cluster_is_put_b
         assert!(start.elapsed() < Duration::from_secs(20), "{:?}", level());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Baseline holds there: a privileged pod is refused, as upstream's admission words it.
+    let privileged = || {
+        Command::new("/usr/bin/kubectl")
+            .args([
+                "run",
+                "root",
+                "-n",
+                "payments",
+                "--image=busybox",
+                "--overrides",
+                r#"{"spec": {"containers": [{"name": "root", "image": "busybox", "securityContext": {"privileged": true}}]}}"#,
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let refused = privileged();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("violates PodSecurity \"baseline:latest\": privileged (container \"root\" must not set securityContext.privileged=true)"),
+        "{stderr}"
+    );
     // Someone with access to the cluster lowers it.
     let out = Command::new("/usr/bin/kubectl")
         .args([
@@ -973,4 +1005,5 @@ async fn a_managed_namespaces_pod_security_level_changed_in_the_cluster_is_put_b
         "{:#}",
         cluster["status"]["events"]
     );
+    assert!(!privileged().status.success(), "baseline holds again");
 }

@@ -1009,10 +1009,13 @@ async fn scale_ups_follow_the_cost_model_and_the_daemon_sets_kubectl_adds() {
 /// A deployment of `replicas` pods of 100m and 128 MiB labelled `app: name`, whose pods keep
 /// apart by hostname; `spec` is merged into the pod spec.
 fn apart(name: &str, replicas: u32, spec: Value) -> Value {
+    // Hardened as the restricted Pod Security level asks, which production clusters enforce.
     let mut pod = json!({
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{
             "name": name, "image": "nginx",
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
         }],
         "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
             "topologyKey": "kubernetes.io/hostname",

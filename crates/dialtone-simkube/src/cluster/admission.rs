@@ -27,6 +27,12 @@ impl ClusterApi {
         if !causes.is_empty() {
             return Err(KubeError::invalid(&r.group, &r.kind, name, causes));
         }
+        if r.plural == "pods"
+            && old.is_none()
+            && let Some(refusal) = self.pod_security_refusal(namespace, &object)
+        {
+            return Err(KubeError::forbidden(refusal));
+        }
         // Defaults must leave a well-formed object; this checks they did.
         decode_request(r, &object, FieldValidation::Ignore)?;
         self.prevent_escalation(user, r, namespace, &object)?;

@@ -60,6 +60,9 @@ pub struct ClusterApi {
     /// The ranges the control plane was booted with; `None` until a control-plane node's
     /// user data has been read.
     network: std::sync::RwLock<Option<ClusterNetwork>>,
+    /// The Pod Security level namespaces without a label of their own enforce, as the
+    /// control plane was booted with it; privileged (no check) until it is known.
+    pod_security: std::sync::RwLock<Option<dialtone_cloud::PodSecurityLevel>>,
     /// Held while a Service's addresses are chosen and stored, so that two Services never
     /// get the same cluster IP or node port.
     pub(crate) allocating: tokio::sync::Mutex<()>,
@@ -111,6 +114,25 @@ impl ClusterApi {
         *self.network.read().expect("lock")
     }
 
+    /// Takes the control plane's default Pod Security level, as its API server reads it at
+    /// boot.
+    pub fn set_pod_security(&self, level: dialtone_cloud::PodSecurityLevel) {
+        *self.pod_security.write().expect("lock") = Some(level);
+    }
+
+    /// Why Pod Security Admission refuses to create `pod` in `namespace`, if it does.
+    pub(crate) fn pod_security_refusal(&self, namespace: &str, pod: &Value) -> Option<String> {
+        let default = (*self.pod_security.read().expect("lock"))
+            .unwrap_or(dialtone_cloud::PodSecurityLevel::Privileged);
+        let labels = self
+            .objects
+            .get(&metadata::key("namespaces", "", namespace))
+            .map(|ns| ns["metadata"]["labels"].clone())
+            .unwrap_or_default();
+        let level = crate::pod_security::level_of(namespace, &labels, default)?;
+        crate::pod_security::refusal(level, pod)
+    }
+
     /// Takes the control plane's ranges, as its API server reads them at boot.
     pub fn set_network(&self, network: ClusterNetwork) {
         let mut current = self.network.write().expect("lock");
@@ -157,6 +179,7 @@ impl ClusterApi {
                 rbac: Default::default(),
                 served: Default::default(),
                 network: Default::default(),
+                pod_security: Default::default(),
                 allocating: Default::default(),
             });
         }
@@ -172,6 +195,7 @@ impl ClusterApi {
             rbac: Default::default(),
             served: Default::default(),
             network: Default::default(),
+            pod_security: Default::default(),
             allocating: Default::default(),
         };
         for (resource, object) in crate::defaults::objects() {

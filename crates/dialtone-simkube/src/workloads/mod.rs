@@ -222,6 +222,17 @@ fn pod_from_template(
 /// Creates a pod and records it on its controller, as upstream's controllers do.
 fn create_pod(cluster: &ClusterApi, owner: &Value, (key, pod): (ObjectKey, Value)) {
     let name = key.name.clone();
+    if let Some(refusal) = cluster.pod_security_refusal(&key.namespace, &pod) {
+        crate::events::record(
+            cluster,
+            owner,
+            EventType::Warning,
+            "FailedCreate",
+            &format!("Error creating: {refusal}"),
+            &controller_name(owner),
+        );
+        return;
+    }
     if cluster.objects.create(key, pod).is_ok() {
         crate::events::record(
             cluster,
