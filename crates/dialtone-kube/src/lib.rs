@@ -118,6 +118,11 @@ impl Clients {
         Ok(client)
     }
 
+    /// How Dialtone reaches the cluster with this uid, while its API is up.
+    pub fn connection(&self, cluster_uid: &str) -> Option<Connection> {
+        self.access.connection(cluster_uid)
+    }
+
     /// Forgets the client of a cluster that is gone.
     pub fn forget(&self, cluster_uid: &str) {
         self.cache.lock().expect("lock").remove(cluster_uid);

@@ -124,3 +124,120 @@ impl Authority {
         ))
     }
 }
+
+/// When a certificate a cluster presents is valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: jiff::Timestamp,
+    pub not_after: jiff::Timestamp,
+}
+
+/// Whether a cluster's serving certificate is as certificates must be: no longer-lived
+/// than [`LEAF_LIFETIME`] (a day's slack for clocks), and not within `warn_days` of
+/// expiring at `now`. What is wrong, if anything.
+pub fn certificate_findings(
+    validity: &Validity,
+    now: jiff::Timestamp,
+    warn_days: i64,
+) -> Vec<String> {
+    let day = jiff::SignedDuration::from_hours(24);
+    let lifetime = validity.not_after.duration_since(validity.not_before);
+    let mut found = Vec::new();
+    let longest = day * (LEAF_LIFETIME.whole_days() as i32 + 1);
+    if lifetime > longest {
+        found.push(format!(
+            "the API's serving certificate is valid for {} days, longer than the {} a certificate may live",
+            lifetime.as_secs() / 86_400,
+            LEAF_LIFETIME.whole_days()
+        ));
+    }
+    if validity.not_after <= now {
+        found.push(format!(
+            "the API's serving certificate expired at {}",
+            validity.not_after
+        ));
+    } else if validity.not_after.duration_since(now) < day * warn_days as i32 {
+        found.push(format!(
+            "the API's serving certificate expires at {}; replacing the control plane's nodes (an upgrade) renews it",
+            validity.not_after
+        ));
+    }
+    found
+}
+
+/// The validity of the certificate the cluster at `endpoint` serves, read from a TLS
+/// handshake checked against the cluster's CA.
+pub async fn serving_certificate(endpoint: &crate::Endpoint) -> Result<Validity, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(endpoint.ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let address = endpoint
+        .server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let name = ServerName::try_from(endpoint.tls_server_name.clone()).map_err(|e| e.to_string())?;
+    let handshake = async {
+        let tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| format!("cannot reach {address}: {e}"))?;
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {address}: {e}"))
+    };
+    let stream = tokio::time::timeout(std::time::Duration::from_secs(10), handshake)
+        .await
+        .map_err(|_| format!("no TLS answer from {address} within 10 s"))??;
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or("the API presented no certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        jiff::Timestamp::from_second(t.timestamp()).map_err(|e| e.to_string())
+    };
+    Ok(Validity {
+        not_before: at(cert.validity().not_before)?,
+        not_after: at(cert.validity().not_after)?,
+    })
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::*;
+
+    fn validity(from: &str, days: i64) -> Validity {
+        let not_before: jiff::Timestamp = from.parse().unwrap();
+        Validity {
+            not_before,
+            not_after: not_before + jiff::SignedDuration::from_hours(24 * days),
+        }
+    }
+
+    #[test]
+    fn long_lived_expiring_and_expired_certificates_are_found() {
+        let now: jiff::Timestamp = "2026-12-07T00:00:00Z".parse().unwrap();
+        assert!(certificate_findings(&validity("2026-12-01T00:00:00Z", 365), now, 30).is_empty());
+        let long = certificate_findings(&validity("2026-12-01T00:00:00Z", 3650), now, 30);
+        assert!(
+            long[0].contains("valid for 3650 days, longer than the 365"),
+            "{long:?}"
+        );
+        let soon = certificate_findings(&validity("2026-01-01T00:00:00Z", 350), now, 30);
+        assert!(soon[0].contains("expires at 2026-12-17"), "{soon:?}");
+        let gone = certificate_findings(&validity("2025-12-01T00:00:00Z", 365), now, 30);
+        assert!(gone[0].contains("expired at 2026-12-01"), "{gone:?}");
+    }
+}

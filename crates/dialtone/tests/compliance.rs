@@ -634,6 +634,21 @@ async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
     );
     let (status, ..) = condition(&restored, "NetworkCompliant");
     assert_eq!(status, "True");
+    // The certificate the API serves, read from a TLS handshake: kubeadm's one year.
+    let (status, reason, message) = condition(&restored, "SecurityCompliant");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AsPlanned"),
+        "{message}"
+    );
+    let until: jiff::Timestamp = message
+        .split("serving a certificate valid until ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{message}"))
+        .parse()
+        .unwrap();
+    let days = until.duration_since(jiff::Timestamp::now()).as_secs() / 86_400;
+    assert!((363..=365).contains(&days), "{days} days: {message}");
 }
 
 #[tokio::test]

@@ -122,6 +122,13 @@ pub struct Lifecycle {
     sizing_memory: sizing::SizingMemory,
     /// The Kubernetes releases clusters run, by channel.
     versions: Arc<Versions>,
+    /// Each cluster's API serving certificate as last read, and when, by cluster uid.
+    certificates: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (Timestamp, Result<dialtone_kube::pki::Validity, String>),
+        >,
+    >,
 }
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
@@ -225,6 +232,7 @@ impl Lifecycle {
             refused: Default::default(),
             sizing_memory: Default::default(),
             versions: Default::default(),
+            certificates: Default::default(),
         }
     }
 
@@ -288,6 +296,27 @@ impl Lifecycle {
             ),
         };
         (blocked, nodes)
+    }
+
+    /// The certificate the cluster's API serves, read through a TLS handshake at most once
+    /// an hour (of the plan's seconds); `None` when Dialtone has no way in.
+    async fn serving_certificate(
+        &self,
+        uid: &str,
+        now: Timestamp,
+    ) -> Option<Result<dialtone_kube::pki::Validity, String>> {
+        let every = self.options.sizing.second * 3600;
+        let fresh = |at: Timestamp| now.duration_since(at).unsigned_abs() < every;
+        let lock = || self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, read)) = lock().get(uid)
+            && fresh(*at)
+        {
+            return Some(read.clone());
+        }
+        let connection = self.kube.as_ref()?.connection(uid)?;
+        let read = dialtone_kube::pki::serving_certificate(&connection.endpoint).await;
+        lock().insert(uid.to_string(), (now, read.clone()));
+        Some(read)
     }
 
     /// Puts back what the plan owns inside the cluster when it was changed there: the Pod
@@ -532,12 +561,18 @@ impl Lifecycle {
                 );
                 let slots = desired_slots(&plan, &status);
                 let max_launch_attempts = plan.settings.repair.max_launch_attempts;
+                // Its nodes listed, the API answers: its certificate can be read.
+                let certificate = match nodes.is_empty() {
+                    true => None,
+                    false => self.serving_certificate(&cluster.metadata.uid, now).await,
+                };
                 let observed = status::Observed {
                     plan: &plan,
                     slots: &slots,
                     resources: &resources,
                     nodes: &nodes,
                     blocked: blocked.as_ref(),
+                    certificate: certificate.as_ref(),
                 };
                 let next = self.observe(&mut status, observed, max_launch_attempts, now);
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);

@@ -16,6 +16,9 @@ pub(super) struct Observed<'a> {
     pub(super) nodes: &'a [NodeView],
     /// What the pass stopped at, if anything.
     pub(super) blocked: Option<&'a Blocked>,
+    /// The API's serving certificate as last read, or why it could not be; `None` before
+    /// the API answers.
+    pub(super) certificate: Option<&'a Result<dialtone_kube::pki::Validity, String>>,
 }
 
 impl Lifecycle {
@@ -34,6 +37,7 @@ impl Lifecycle {
             resources,
             nodes,
             blocked,
+            certificate,
         } = observed;
         status.nodes = slots
             .iter()
@@ -129,7 +133,7 @@ impl Lifecycle {
             blocked,
             now,
         );
-        self.evaluate_security(status, plan, resources, now);
+        self.evaluate_security(status, plan, resources, certificate, now);
         let broken = broken_nodes(status);
         let scaling = matches!(
             blocked,
@@ -501,15 +505,20 @@ pub(crate) fn set_condition(
     Condition::set(conditions, type_.as_str(), status, reason, message, now);
 }
 
+/// How long before its serving certificate expires a cluster is told.
+const CERTIFICATE_WARN_DAYS: i64 = 30;
+
 impl Lifecycle {
-    /// Sets `SecurityCompliant` from what the cloud reports: every instance's root disk
+    /// Sets `SecurityCompliant` from what the cloud reports (every instance's root disk
     /// encryption and metadata options, and the API load balancer's exposure, against the
-    /// plan's security decisions.
+    /// plan's security decisions) and from the certificate the API serves (its lifetime,
+    /// and how soon it expires).
     fn evaluate_security(
         &self,
         status: &mut ClusterStatus,
         plan: &ClusterPlan,
         resources: &[CloudResource],
+        certificate: Option<&Result<dialtone_kube::pki::Validity, String>>,
         now: Timestamp,
     ) {
         let settings = &plan.settings;
@@ -555,28 +564,47 @@ impl Lifecycle {
                 _ => {}
             }
         }
-        let (state, reason, message) = if differences.is_empty() {
-            (
-                ConditionStatus::True,
-                "AsPlanned",
-                format!(
-                    "every instance's root disk {}, metadata service {}; API endpoint {}",
-                    if settings.workers.disk_encryption {
-                        "encrypted"
-                    } else {
-                        "unencrypted as planned"
-                    },
-                    settings.security.instance_metadata,
-                    settings.network.api_endpoint
-                ),
-            )
-        } else {
+        let certificate_findings = match certificate {
+            Some(Ok(validity)) => {
+                dialtone_kube::pki::certificate_findings(validity, now, CERTIFICATE_WARN_DAYS)
+            }
+            // Unread (the API was just down): the last verdict stands until it is read.
+            Some(Err(_)) | None => Vec::new(),
+        };
+        let (state, reason, message) = if !differences.is_empty() {
+            differences.extend(certificate_findings);
             (
                 ConditionStatus::False,
                 "SettingsDiffer",
                 format!(
                     "{}; a node keeps what it was launched with until it is replaced (by an upgrade or a repair)",
                     differences.join("; ")
+                ),
+            )
+        } else if !certificate_findings.is_empty() {
+            (
+                ConditionStatus::False,
+                "CertificateNotCompliant",
+                certificate_findings.join("; "),
+            )
+        } else {
+            (
+                ConditionStatus::True,
+                "AsPlanned",
+                format!(
+                    "every instance's root disk {}, metadata service {}; API endpoint {}{}",
+                    if settings.workers.disk_encryption {
+                        "encrypted"
+                    } else {
+                        "unencrypted as planned"
+                    },
+                    settings.security.instance_metadata,
+                    settings.network.api_endpoint,
+                    match certificate {
+                        Some(Ok(validity)) =>
+                            format!(", serving a certificate valid until {}", validity.not_after),
+                        _ => String::new(),
+                    }
                 ),
             )
         };
