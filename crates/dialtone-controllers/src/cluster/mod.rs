@@ -107,6 +107,9 @@ impl LifecycleOptions {
     }
 }
 
+/// A cluster's API serving certificate as read at a time, or why it could not be.
+type CertificateRead = (Timestamp, Result<dialtone_kube::pki::Validity, String>);
+
 /// The lifecycle controller's logic, one cluster at a time.
 pub struct Lifecycle {
     registry: Registry,
@@ -123,12 +126,7 @@ pub struct Lifecycle {
     /// The Kubernetes releases clusters run, by channel.
     versions: Arc<Versions>,
     /// Each cluster's API serving certificate as last read, and when, by cluster uid.
-    certificates: std::sync::Mutex<
-        std::collections::HashMap<
-            String,
-            (Timestamp, Result<dialtone_kube::pki::Validity, String>),
-        >,
-    >,
+    certificates: std::sync::Mutex<std::collections::HashMap<String, CertificateRead>>,
 }
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
