@@ -312,3 +312,60 @@ pub async fn apply(client: &kube::Client, changes: &Changes) -> Result<Vec<Key>,
     }
     Ok(usurpers)
 }
+
+/// What a cluster's API server was seen to do with a pod its Pod Security level forbids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodSecurityProbe {
+    /// It refused it.
+    Enforced,
+    /// It admitted it: why that falls short.
+    NotEnforced(String),
+    /// Nothing to try: `default` names a level of its own, or the level forbids nothing.
+    Unobservable,
+}
+
+/// Whether the cluster's API server enforces the Pod Security `level` where no namespace
+/// says otherwise: a pod that level forbids (a privileged container) is created in
+/// `default` as a server-side dry run, which runs admission and stores nothing.
+pub async fn probe_pod_security(
+    client: &kube::Client,
+    level: &str,
+) -> Result<PodSecurityProbe, KubeError> {
+    use k8s_openapi::api::core::v1::Pod;
+
+    if level == "privileged" {
+        return Ok(PodSecurityProbe::Unobservable);
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let default = namespaces.get_opt("default").await?;
+    let labelled = default
+        .as_ref()
+        .and_then(|n| n.metadata.labels.as_ref())
+        .is_some_and(|l| l.contains_key(POD_SECURITY_ENFORCE));
+    if default.is_none() || labelled {
+        return Ok(PodSecurityProbe::Unobservable);
+    }
+    let probe: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "dialtone-pod-security-probe"},
+        "spec": {"containers": [{
+            "name": "probe",
+            "image": "registry.k8s.io/pause:3.10",
+            "securityContext": {"privileged": true},
+        }]},
+    }))
+    .map_err(|e| KubeError::Config(e.to_string()))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match pods.create(&dry_run, &probe).await {
+        Ok(_) => Ok(PodSecurityProbe::NotEnforced(format!(
+            "the API server admits a privileged pod in namespace default (tried as a dry run), which the plan's `{level}` Pod Security level forbids"
+        ))),
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("PodSecurity") => {
+            Ok(PodSecurityProbe::Enforced)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

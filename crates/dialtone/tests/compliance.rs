@@ -634,16 +634,22 @@ async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
     );
     let (status, ..) = condition(&restored, "NetworkCompliant");
     assert_eq!(status, "True");
-    // The certificate the API serves, read from a TLS handshake: kubeadm's one year.
+    // The certificate the API serves, read from a TLS handshake: kubeadm's one year; and
+    // the plan's Pod Security level, which a dry-run privileged pod finds enforced.
     let (status, reason, message) = condition(&restored, "SecurityCompliant");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("True", "AsPlanned"),
         "{message}"
     );
+    assert!(
+        message.ends_with("; Pod Security `baseline` enforced (a privileged pod is refused)"),
+        "{message}"
+    );
     let until: jiff::Timestamp = message
         .split("serving a certificate valid until ")
         .nth(1)
+        .and_then(|rest| rest.split(';').next())
         .unwrap_or_else(|| panic!("{message}"))
         .parse()
         .unwrap();

@@ -44,6 +44,7 @@ use crate::sizing::{self, SizingOptions, worker_index};
 
 mod bootstrap;
 /// Holds a cluster until its cloud resources are gone.
+mod probes;
 mod provision;
 mod repair;
 mod slots;
@@ -107,9 +108,6 @@ impl LifecycleOptions {
     }
 }
 
-/// A cluster's API serving certificate as read at a time, or why it could not be.
-type CertificateRead = (Timestamp, Result<dialtone_kube::pki::Validity, String>);
-
 /// The lifecycle controller's logic, one cluster at a time.
 pub struct Lifecycle {
     registry: Registry,
@@ -125,8 +123,8 @@ pub struct Lifecycle {
     sizing_memory: sizing::SizingMemory,
     /// The Kubernetes releases clusters run, by channel.
     versions: Arc<Versions>,
-    /// Each cluster's API serving certificate as last read, and when, by cluster uid.
-    certificates: std::sync::Mutex<std::collections::HashMap<String, CertificateRead>>,
+    /// What each cluster last answered about its security.
+    probes: probes::Probes,
 }
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
@@ -230,7 +228,7 @@ impl Lifecycle {
             refused: Default::default(),
             sizing_memory: Default::default(),
             versions: Default::default(),
-            certificates: Default::default(),
+            probes: Default::default(),
         }
     }
 
@@ -294,27 +292,6 @@ impl Lifecycle {
             ),
         };
         (blocked, nodes)
-    }
-
-    /// The certificate the cluster's API serves, read through a TLS handshake at most once
-    /// an hour (of the plan's seconds); `None` when Dialtone has no way in.
-    async fn serving_certificate(
-        &self,
-        uid: &str,
-        now: Timestamp,
-    ) -> Option<Result<dialtone_kube::pki::Validity, String>> {
-        let every = self.options.sizing.second * 3600;
-        let fresh = |at: Timestamp| now.duration_since(at).unsigned_abs() < every;
-        let lock = || self.certificates.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, read)) = lock().get(uid)
-            && fresh(*at)
-        {
-            return Some(read.clone());
-        }
-        let connection = self.kube.as_ref()?.connection(uid)?;
-        let read = dialtone_kube::pki::serving_certificate(&connection.endpoint).await;
-        lock().insert(uid.to_string(), (now, read.clone()));
-        Some(read)
     }
 
     /// Puts back what the plan owns inside the cluster when it was changed there: the Pod
@@ -559,10 +536,10 @@ impl Lifecycle {
                 );
                 let slots = desired_slots(&plan, &status);
                 let max_launch_attempts = plan.settings.repair.max_launch_attempts;
-                // Its nodes listed, the API answers: its certificate can be read.
-                let certificate = match nodes.is_empty() {
+                // Its nodes listed, the API answers: it can be asked about its security.
+                let probed = match nodes.is_empty() {
                     true => None,
-                    false => self.serving_certificate(&cluster.metadata.uid, now).await,
+                    false => self.probe(&cluster.metadata.uid, &plan, now).await,
                 };
                 let observed = status::Observed {
                     plan: &plan,
@@ -570,7 +547,7 @@ impl Lifecycle {
                     resources: &resources,
                     nodes: &nodes,
                     blocked: blocked.as_ref(),
-                    certificate: certificate.as_ref(),
+                    probed: probed.as_ref(),
                 };
                 let next = self.observe(&mut status, observed, max_launch_attempts, now);
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);

@@ -16,9 +16,8 @@ pub(super) struct Observed<'a> {
     pub(super) nodes: &'a [NodeView],
     /// What the pass stopped at, if anything.
     pub(super) blocked: Option<&'a Blocked>,
-    /// The API's serving certificate as last read, or why it could not be; `None` before
-    /// the API answers.
-    pub(super) certificate: Option<&'a Result<dialtone_kube::pki::Validity, String>>,
+    /// What the cluster last answered about its security; `None` before its API answers.
+    pub(super) probed: Option<&'a super::probes::Probed>,
 }
 
 impl Lifecycle {
@@ -37,7 +36,7 @@ impl Lifecycle {
             resources,
             nodes,
             blocked,
-            certificate,
+            probed,
         } = observed;
         status.nodes = slots
             .iter()
@@ -133,7 +132,7 @@ impl Lifecycle {
             blocked,
             now,
         );
-        self.evaluate_security(status, plan, resources, certificate, now);
+        self.evaluate_security(status, plan, resources, probed, now);
         let broken = broken_nodes(status);
         let scaling = matches!(
             blocked,
@@ -505,20 +504,17 @@ pub(crate) fn set_condition(
     Condition::set(conditions, type_.as_str(), status, reason, message, now);
 }
 
-/// How long before its serving certificate expires a cluster is told.
-const CERTIFICATE_WARN_DAYS: i64 = 30;
-
 impl Lifecycle {
     /// Sets `SecurityCompliant` from what the cloud reports (every instance's root disk
     /// encryption and metadata options, and the API load balancer's exposure, against the
-    /// plan's security decisions) and from the certificate the API serves (its lifetime,
-    /// and how soon it expires).
+    /// plan's security decisions) and from what the cluster answers (the certificate its API
+    /// serves, and whether it enforces the plan's Pod Security level).
     fn evaluate_security(
         &self,
         status: &mut ClusterStatus,
         plan: &ClusterPlan,
         resources: &[CloudResource],
-        certificate: Option<&Result<dialtone_kube::pki::Validity, String>>,
+        probed: Option<&super::probes::Probed>,
         now: Timestamp,
     ) {
         let settings = &plan.settings;
@@ -564,15 +560,9 @@ impl Lifecycle {
                 _ => {}
             }
         }
-        let certificate_findings = match certificate {
-            Some(Ok(validity)) => {
-                dialtone_kube::pki::certificate_findings(validity, now, CERTIFICATE_WARN_DAYS)
-            }
-            // Unread (the API was just down): the last verdict stands until it is read.
-            Some(Err(_)) | None => Vec::new(),
-        };
+        let cluster_findings = probed.map_or_else(Vec::new, |p| p.findings(now));
         let (state, reason, message) = if !differences.is_empty() {
-            differences.extend(certificate_findings);
+            differences.extend(cluster_findings);
             (
                 ConditionStatus::False,
                 "SettingsDiffer",
@@ -581,18 +571,18 @@ impl Lifecycle {
                     differences.join("; ")
                 ),
             )
-        } else if !certificate_findings.is_empty() {
+        } else if !cluster_findings.is_empty() {
             (
                 ConditionStatus::False,
-                "CertificateNotCompliant",
-                certificate_findings.join("; "),
+                "ClusterNotCompliant",
+                cluster_findings.join("; "),
             )
         } else {
             (
                 ConditionStatus::True,
                 "AsPlanned",
                 format!(
-                    "every instance's root disk {}, metadata service {}; API endpoint {}{}",
+                    "every instance's root disk {}, metadata service {}; API endpoint {}{}{}",
                     if settings.workers.disk_encryption {
                         "encrypted"
                     } else {
@@ -600,9 +590,16 @@ impl Lifecycle {
                     },
                     settings.security.instance_metadata,
                     settings.network.api_endpoint,
-                    match certificate {
+                    match probed.map(|p| &p.certificate) {
                         Some(Ok(validity)) =>
                             format!(", serving a certificate valid until {}", validity.not_after),
+                        _ => String::new(),
+                    },
+                    match probed.map(|p| &p.pod_security) {
+                        Some(Ok(dialtone_kube::access::PodSecurityProbe::Enforced)) => format!(
+                            "; Pod Security `{}` enforced (a privileged pod is refused)",
+                            settings.security.pod_security_level
+                        ),
                         _ => String::new(),
                     }
                 ),

@@ -23,10 +23,7 @@ impl Lifecycle {
             clients.forget(uid);
         }
         self.sizing_memory.forget(uid);
-        self.certificates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(uid);
+        self.probes.forget(uid);
         let now = (self.clock)();
         let mut status = cluster.status.clone();
         let outcome = match &status.plan {
