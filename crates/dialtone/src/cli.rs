@@ -736,6 +736,22 @@ pub struct ClusterCreateArgs {
     /// Refuse deletes until turned off (default: the type's; on for production).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,
+    #[command(flatten)]
+    pub upgrades: UpgradeArgs,
+    /// A label, `key=value` (repeatable).
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// Wait until the cluster is Ready.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, e.g. `10m` (default: no limit).
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    pub timeout: Option<Duration>,
+}
+
+/// When and how a cluster's Kubernetes is upgraded by itself (docs/versions.md).
+#[derive(Args)]
+pub struct UpgradeArgs {
     /// How soon new Kubernetes releases reach the cluster: rapid, regular or stable
     /// (default: the type's; docs/versions.md).
     #[arg(long, value_parser = ["rapid", "regular", "stable"])]
@@ -748,15 +764,6 @@ pub struct ClusterCreateArgs {
     /// NAME,START,END (repeatable; replaces the list).
     #[arg(long = "maintenance-exclusion", value_name = "NAME,START,END")]
     pub maintenance_exclusions: Vec<String>,
-    /// A label, `key=value` (repeatable).
-    #[arg(long = "label", short = 'l')]
-    pub labels: Vec<String>,
-    /// Wait until the cluster is Ready.
-    #[arg(long)]
-    pub wait: bool,
-    /// With --wait: give up after this long, e.g. `10m` (default: no limit).
-    #[arg(long, value_parser = parse_duration, requires = "wait")]
-    pub timeout: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -792,18 +799,8 @@ pub struct ClusterUpdateArgs {
     /// Turn deletion protection on or off (`--deletion-protection=false`).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub deletion_protection: Option<bool>,
-    /// How soon new Kubernetes releases reach the cluster: rapid, regular or stable
-    /// (default: the type's; docs/versions.md).
-    #[arg(long, value_parser = ["rapid", "regular", "stable"])]
-    pub release_channel: Option<String>,
-    /// When automatic upgrades may replace nodes, as DAY,HH:MM,HOURS in UTC: `daily` or
-    /// a day of the week, the start, and 4 to 24 hours (`saturday,02:00,4h`).
-    #[arg(long, value_name = "DAY,HH:MM,HOURS")]
-    pub maintenance_window: Option<String>,
-    /// No automatic upgrades from START to END (dates or RFC 3339 times), as
-    /// NAME,START,END (repeatable; replaces the list).
-    #[arg(long = "maintenance-exclusion", value_name = "NAME,START,END")]
-    pub maintenance_exclusions: Vec<String>,
+    #[command(flatten)]
+    pub upgrades: UpgradeArgs,
     /// Remove every maintenance exclusion.
     #[arg(long, conflicts_with = "maintenance_exclusions")]
     pub clear_maintenance_exclusions: bool,

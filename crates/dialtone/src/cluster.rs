@@ -59,12 +59,12 @@ fn create_body(args: &ClusterCreateArgs) -> anyhow::Result<Value> {
     if let Some(on) = args.deletion_protection {
         spec["deletionProtection"] = json!(on);
     }
-    if let Some(channel) = &args.release_channel {
+    if let Some(channel) = &args.upgrades.release_channel {
         spec["releaseChannel"] = json!(channel);
     }
     if let Some(maintenance) = maintenance(
-        &args.maintenance_window,
-        &args.maintenance_exclusions,
+        &args.upgrades.maintenance_window,
+        &args.upgrades.maintenance_exclusions,
         false,
     )? {
         spec["maintenance"] = maintenance;
@@ -363,9 +363,9 @@ pub async fn run(
                 && args.allow_burstable.is_none()
                 && args.consolidation.is_none()
                 && args.deletion_protection.is_none()
-                && args.release_channel.is_none()
-                && args.maintenance_window.is_none()
-                && args.maintenance_exclusions.is_empty()
+                && args.upgrades.release_channel.is_none()
+                && args.upgrades.maintenance_window.is_none()
+                && args.upgrades.maintenance_exclusions.is_empty()
                 && !args.clear_maintenance_exclusions
             {
                 bail!(
@@ -402,12 +402,12 @@ pub async fn run(
             if let Some(on) = args.deletion_protection {
                 spec.insert("deletionProtection".into(), json!(on));
             }
-            if let Some(channel) = &args.release_channel {
+            if let Some(channel) = &args.upgrades.release_channel {
                 spec.insert("releaseChannel".into(), json!(channel));
             }
             if let Some(maintenance) = maintenance(
-                &args.maintenance_window,
-                &args.maintenance_exclusions,
+                &args.upgrades.maintenance_window,
+                &args.upgrades.maintenance_exclusions,
                 args.clear_maintenance_exclusions,
             )? {
                 spec.insert("maintenance".into(), maintenance);

@@ -725,6 +725,35 @@ fn kubelet_release(kubeconfig: &Path) -> Option<String> {
     (versions.len() == 1).then(|| versions.into_iter().next().unwrap())
 }
 
+/// Waits until every node of `name` runs `release` on a Ready cluster, then until kubectl
+/// sees every kubelet report it; the cluster as it was when its nodes had moved.
+async fn on_release(
+    api: &Api,
+    name: &str,
+    kubeconfig: &Path,
+    release: &str,
+    limit: Duration,
+) -> Value {
+    let cluster = wait_for(api, name, &format!("on {release}"), limit, |c| {
+        c["status"]["phase"] == "Ready"
+            && c["status"]["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["kubernetesVersion"] == release && n["state"] == "running")
+    })
+    .await;
+    let start = Instant::now();
+    while kubelet_release(kubeconfig) != Some(format!("v{release}")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "kubelets never all reported v{release}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster
+}
+
 fn has_event(cluster: &Value, reason: &str, containing: &str) -> bool {
     cluster["status"]["events"]
         .as_array()
@@ -819,15 +848,7 @@ async fn a_patch_release_reaches_a_regular_cluster_in_its_window_and_not_before(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // In it, every node moves to 1.35.1.
-    let cluster = wait_for(&api, "dev", "on 1.35.1", Duration::from_secs(90), |c| {
-        c["status"]["phase"] == "Ready"
-            && c["status"]["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|n| n["kubernetesVersion"] == "1.35.1" && n["state"] == "running")
-    })
-    .await;
+    let cluster = on_release(&api, "dev", &kubeconfig, "1.35.1", Duration::from_secs(90)).await;
     assert!(jiff::Timestamp::now() >= opens);
     assert!(
         has_event(&cluster, "PatchUpgrade", "from 1.35.0 to 1.35.1"),
@@ -835,14 +856,6 @@ async fn a_patch_release_reaches_a_regular_cluster_in_its_window_and_not_before(
         cluster["status"]["events"]
     );
     assert_eq!(condition(&cluster, "VersionSupported").1, "Current");
-    let start = Instant::now();
-    while kubelet_release(&kubeconfig).as_deref() != Some("v1.35.1") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "kubelets never all reported v1.35.1"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]
@@ -889,30 +902,14 @@ async fn a_version_past_its_end_of_support_is_upgraded_despite_an_exclusion() {
     // the exclusion notwithstanding.
     let past: &[TestMinor] = &[("1.34", 400, -1, minors[0].3), minors[1]];
     write_catalogue(&dir.path().join("versions.json"), past);
-    let cluster = wait_for(&api, "old", "on 1.35", Duration::from_secs(120), |c| {
-        c["spec"]["kubernetesVersion"] == "1.35"
-            && c["status"]["phase"] == "Ready"
-            && c["status"]["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|n| n["kubernetesVersion"] == "1.35.0" && n["state"] == "running")
-    })
-    .await;
+    let cluster = on_release(&api, "old", &kubeconfig, "1.35.0", Duration::from_secs(120)).await;
+    assert_eq!(cluster["spec"]["kubernetesVersion"], "1.35");
     assert!(
         has_event(&cluster, "ForcedUpgrade", "despite the exclusion `freeze`"),
         "{:#}",
         cluster["status"]["events"]
     );
     assert_eq!(condition(&cluster, "VersionSupported").1, "Current");
-    let start = Instant::now();
-    while kubelet_release(&kubeconfig).as_deref() != Some("v1.35.0") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "kubelets never all reported v1.35.0"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]
@@ -924,29 +921,13 @@ async fn a_developer_cluster_follows_the_next_minor_its_channel_offers() {
     )
     .await;
     // `upgrade.autoMinor` and an any-time window: on to 1.35 at once, and no further.
-    let cluster = wait_for(&api, "dev", "on 1.35", Duration::from_secs(60), |c| {
-        c["spec"]["kubernetesVersion"] == "1.35"
-            && c["status"]["phase"] == "Ready"
-            && c["status"]["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|n| n["kubernetesVersion"] == "1.35.0" && n["state"] == "running")
-    })
-    .await;
+    let cluster = on_release(&api, "dev", &kubeconfig, "1.35.0", Duration::from_secs(60)).await;
+    assert_eq!(cluster["spec"]["kubernetesVersion"], "1.35");
     assert!(
         has_event(&cluster, "MinorUpgrade", "moving from 1.34"),
         "{:#}",
         cluster["status"]["events"]
     );
-    let start = Instant::now();
-    while kubelet_release(&kubeconfig).as_deref() != Some("v1.35.0") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "kubelets never all reported v1.35.0"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]
