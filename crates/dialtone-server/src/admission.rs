@@ -325,6 +325,13 @@ fn plan_or_problems(
 /// version the planner cannot read is the planner's to report.
 fn version_problem(app: &App, spec: &Cluster) -> Option<String> {
     let version = &spec.kubernetes_version;
+    if version.is_empty() {
+        // Named none, and the channel had none to give.
+        return Some(format!(
+            "the {} channel offers no supported minor today; the version catalogue needs newer releases",
+            spec.channel()
+        ));
+    }
     dialtone_planner::versions::minor_of(version)?;
     let today = dialtone_planner::versions::day_of((app.clock)());
     app.versions

@@ -655,7 +655,8 @@ async fn a_quiet_fleet_writes_nothing_for_ten_simulated_minutes() {
 #[tokio::test]
 async fn bad_versions_channels_windows_and_exclusions_are_clear_4xx_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, _) = start_with_versions(dir.path(), THREE_MINORS, &["--sim-time-scale", "0"]);
+    let (server, catalogue) =
+        start_with_versions(dir.path(), THREE_MINORS, &["--sim-time-scale", "0"]);
     let api = Api::admin(&server);
     tree(&api).await;
     let clusters = format!("{PROJECT}/clusters");
@@ -754,4 +755,32 @@ async fn bad_versions_channels_windows_and_exclusions_are_clear_4xx_and_change_n
         "{stderr}"
     );
     assert_eq!(version(&api.get(&format!("{clusters}/v")).await.1), "1.34");
+
+    // The operator's catalogue is read again when it changes; once nothing in it is
+    // supported, a cluster that names no version is refused, saying why.
+    common::write_catalogue(&catalogue, &[("1.34", 500, -1, &[("1.34.0", 500)])]);
+    let start = Instant::now();
+    loop {
+        let (status, list) = api.get("/v1/versions").await;
+        assert_eq!(status, 200, "{list}");
+        if list["items"].as_array().unwrap().len() == 1 {
+            assert_eq!(list["items"][0]["channels"], json!({}), "{list}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never read again: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, answer) = api
+        .post(&clusters, cluster("w", "developer", "us-east-1"))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer
+            .to_string()
+            .contains("the regular channel offers no supported minor today"),
+        "{answer}"
+    );
 }
