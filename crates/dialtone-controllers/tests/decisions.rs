@@ -812,10 +812,21 @@ async fn right_sizing_actions(world: &mut World, change: fn(&mut Inputs)) -> BTr
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
                 "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "web", "image": "nginx",
-                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
-                }]},
+                // Hardened as the restricted Pod Security level, production's, asks.
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [{
+                        "name": "web", "image": "nginx",
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }],
+                },
             },
         },
     }))
