@@ -139,6 +139,19 @@ fn list_row(server: &DevServer, name: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
+/// The sim's resources of `kind` tagged `tag` (`key=value`), as its operator API lists them.
+async fn sim_resources(api: &Api, tag: &str, kind: &str) -> Vec<Value> {
+    let (status, list) = api.get(&format!("/v1/sim/resources?tag={tag}")).await;
+    assert_eq!(status, 200, "{list}");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["spec"]["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
 async fn get(api: &Api, name: &str) -> Value {
     let (status, cluster) = api.get(&format!("{PROJECT}/clusters/{name}")).await;
     assert_eq!(status, 200, "{cluster}");
@@ -554,17 +567,14 @@ async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
         .unwrap()
         .to_string();
     let group = || async {
-        let (status, list) = api
-            .get(&format!("/v1/sim/resources?tag=dialtone.dev/cluster={uid}"))
-            .await;
-        assert_eq!(status, 200, "{list}");
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["spec"]["kind"] == "securityGroup")
-            .cloned()
-            .expect("the cluster's security group")
+        sim_resources(
+            &api,
+            &format!("dialtone.dev/cluster={uid}"),
+            "securityGroup",
+        )
+        .await
+        .pop()
+        .expect("the cluster's security group")
     };
     let rules = |group: &Value| -> std::collections::BTreeSet<(u64, String)> {
         group["spec"]["ingress"]
@@ -661,19 +671,8 @@ async fn security_group_rules_changed_behind_dialtones_back_are_put_back() {
 async fn subnet_tags_removed_behind_dialtones_back_are_put_back() {
     let (_server, api, _dir, _kubeconfig) = cluster(FAST, "prod", &["--type", "production"]).await;
     let path = "orgs/demo/folders/eng/projects/web/clusters/prod";
-    let subnets = || async {
-        let (status, list) = api
-            .get(&format!("/v1/sim/resources?tag=dialtone.dev/owner={path}"))
-            .await;
-        assert_eq!(status, 200, "{list}");
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["spec"]["kind"] == "subnet")
-            .cloned()
-            .collect::<Vec<Value>>()
-    };
+    let owned = format!("dialtone.dev/owner={path}");
+    let subnets = || sim_resources(&api, &owned, "subnet");
     let before = subnets().await;
     assert_eq!(before.len(), 3, "a production cluster's three zones");
     let id = before[0]["id"].as_str().unwrap().to_string();
