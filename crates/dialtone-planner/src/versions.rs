@@ -86,7 +86,8 @@ pub fn minor_name(version: &str) -> String {
     version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
 }
 
-fn patch_of(version: &str) -> Option<u32> {
+/// The patch of a release: `1.35.2` → 2; `None` for a minor alone (`1.35`).
+pub fn patch_of(version: &str) -> Option<u32> {
     let mut parts = version.split('.');
     (parts.next()? == "1").then_some(())?;
     parts.next()?.parse::<u32>().ok()?;
@@ -106,9 +107,12 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// The catalogue built into Dialtone.
-    pub fn built_in() -> Catalogue {
-        Catalogue::parse(BUILT_IN).expect("the built-in catalogue is checked by its tests")
+    /// The catalogue built into Dialtone, read once.
+    pub fn built_in() -> &'static Catalogue {
+        static PARSED: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
+        PARSED.get_or_init(|| {
+            Catalogue::parse(BUILT_IN).expect("the built-in catalogue is checked by its tests")
+        })
     }
 
     /// Reads a catalogue, checking that every minor and patch is named and dated in order.
@@ -255,7 +259,7 @@ impl Versions {
 
 impl Default for Versions {
     fn default() -> Self {
-        Versions::new(Catalogue::built_in())
+        Versions::new(Catalogue::built_in().clone())
     }
 }
 

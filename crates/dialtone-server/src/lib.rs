@@ -529,7 +529,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     });
     let catalogue = match &options.kubernetes_versions {
         Some(path) => versions::read(path)?,
-        None => dialtone_planner::versions::Catalogue::built_in(),
+        None => dialtone_planner::versions::Catalogue::built_in().clone(),
     };
     let kubernetes_versions = Arc::new(dialtone_planner::versions::Versions::new(catalogue));
     if let Some(path) = options.kubernetes_versions.clone() {

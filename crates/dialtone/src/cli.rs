@@ -1030,10 +1030,7 @@ fn regions() -> Vec<&'static str> {
 }
 
 fn versions() -> Vec<&'static str> {
-    static BUILT_IN: std::sync::OnceLock<dialtone_planner::versions::Catalogue> =
-        std::sync::OnceLock::new();
-    BUILT_IN
-        .get_or_init(dialtone_planner::versions::Catalogue::built_in)
+    dialtone_planner::versions::Catalogue::built_in()
         .minors
         .iter()
         .map(|m| m.minor.as_str())

@@ -490,9 +490,11 @@ impl Lifecycle {
             .await?
         {
             versions::Decided::Release(release) => release,
-            versions::Decided::MovedMinor => {
+            versions::Decided::MovedMinor(moved) => {
                 // The spec changed under this pass: the next one plans the new minor.
-                let moved: Object<Cluster, ClusterStatus> = self.registry.get(path).await?;
+                let Some(moved) = moved else {
+                    return Ok(Next::Done);
+                };
                 self.write_status(path, &moved, status).await?;
                 return Ok(Next::After(self.options.poll));
             }

@@ -4,7 +4,7 @@
 //! to the next in the first window regardless of exclusions. The upgrade itself (one
 //! control-plane node at a time, then workers by surge) is the node step's.
 
-use dialtone_planner::versions::{Catalogue, MinorRelease, day_of, minor_name};
+use dialtone_planner::versions::{Catalogue, MinorRelease, day_of, minor_name, patch_of};
 use dialtone_store::registry::RegistryError;
 use dialtone_types::cluster::{ClusterPlan, ClusterStatus, MaintenanceWindow, VersionStatus};
 use dialtone_types::{Cluster, ClusterCondition, ConditionStatus, Object, Phase, ResourcePath};
@@ -19,18 +19,15 @@ const WARN_DAYS: i64 = 30;
 pub(super) enum Decided {
     /// The nodes should run this release.
     Release(String),
-    /// The spec moved to the next minor; the pass ends, and the next one plans it.
-    MovedMinor,
+    /// The spec moved to the next minor (the cluster as stored now, `None` if it went
+    /// meanwhile); the pass ends, and the next one plans it.
+    MovedMinor(Option<Box<Object<Cluster, ClusterStatus>>>),
 }
 
 /// The patch order of a release within its minor; a release named by its minor only (as
 /// clusters from before the catalogue are) comes before every patch.
 fn patch_number(release: &str) -> i64 {
-    release
-        .split('.')
-        .nth(2)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(-1)
+    patch_of(release).map_or(-1, i64::from)
 }
 
 impl Lifecycle {
@@ -199,10 +196,11 @@ impl Lifecycle {
     ) -> Result<Decided, RegistryError> {
         let mut moved = cluster.clone();
         moved.spec.kubernetes_version = next.minor.clone();
-        if self.registry.update(path, moved).await?.is_some() {
+        let moved = self.registry.update(path, moved).await?.map(Box::new);
+        if moved.is_some() {
             record_event(status, now, false, reason, message);
         }
-        Ok(Decided::MovedMinor)
+        Ok(Decided::MovedMinor(moved))
     }
 }
 
@@ -238,12 +236,11 @@ fn verdict(
     now: Timestamp,
 ) {
     let today = day_of(now);
-    let next = catalogue
-        .next_minor(&minor.minor)
-        .map_or("a newer minor".to_string(), |m| m.minor.clone());
+    let next_minor = catalogue.next_minor(&minor.minor);
+    let next = next_minor.map_or("a newer minor", |m| m.minor.as_str());
     let when = next_window.map_or_else(String::new, |t| format!(", which opens {t}"));
     let (value, reason, message) = if !minor.supported(today) {
-        let then = match catalogue.next_minor(&minor.minor) {
+        let then = match next_minor {
             Some(_) => format!(
                 "it moves to {next} in the next maintenance window{when}, exclusions notwithstanding"
             ),
