@@ -660,13 +660,7 @@ async fn bad_versions_channels_windows_and_exclusions_are_clear_4xx_and_change_n
     let api = Api::admin(&server);
     tree(&api).await;
     let clusters = format!("{PROJECT}/clusters");
-    let today = jiff::Zoned::now().date();
-    let in_days = |days: i64| {
-        format!(
-            "{}T00:00:00Z",
-            today.checked_add(jiff::Span::new().days(days)).unwrap()
-        )
-    };
+    let in_days = |days: i64| format!("{}T00:00:00Z", common::day(days));
     let refused = [
         (
             json!({"kubernetesVersion": "1.40"}),

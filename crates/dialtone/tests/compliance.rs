@@ -863,12 +863,7 @@ async fn a_version_past_its_end_of_support_is_upgraded_despite_an_exclusion() {
         ("1.34", 400, 20, &[("1.34.0", 400), ("1.34.1", 300)]),
         ("1.35", 300, 450, &[("1.35.0", 300)]),
     ];
-    let today = jiff::Zoned::now().date();
-    let exclusion = format!(
-        "freeze,{},{}",
-        today.yesterday().unwrap(),
-        today.checked_add(jiff::Span::new().days(10)).unwrap()
-    );
+    let exclusion = common::exclusion("freeze");
     let flags = [
         "--type",
         "developer",
@@ -886,15 +881,7 @@ async fn a_version_past_its_end_of_support_is_upgraded_despite_an_exclusion() {
         ("False", "EndOfSupportSoon"),
         "{message}"
     );
-    assert!(
-        message.contains(
-            &today
-                .checked_add(jiff::Span::new().days(20))
-                .unwrap()
-                .to_string()
-        ),
-        "{message}"
-    );
+    assert!(message.contains(&common::day(20).to_string()), "{message}");
     assert_eq!(cluster["status"]["health"], "Warning");
 
     // Upstream's end of support passes: the any-time window moves it to 1.35 at once,

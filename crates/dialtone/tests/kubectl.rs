@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Api, THREE_MINORS, cli_ok, credentials, hold_upgrades, start_with_versions};
+use common::{Api, THREE_MINORS, cli_ok, credentials, exclusion, start_with_versions};
 use dialtone_testkit::DevServer;
 use serde_json::{Value, json};
 
@@ -1182,7 +1182,7 @@ async fn pods_that_keep_apart_and_spread_over_zones_get_the_nodes_they_need() {
 async fn an_upgrade_replaces_every_node_and_moves_workers_to_the_best_families() {
     // Created on 1.33 with only c6i allowed; c7i allowed later changes nothing until the
     // upgrade. Automatic upgrades hold, so that the upgrade is the one asked for.
-    let hold = hold_upgrades();
+    let hold = exclusion("hold");
     let (server, dir, kubeconfig) = sim_cluster_with(
         2,
         6,

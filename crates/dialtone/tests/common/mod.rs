@@ -311,16 +311,18 @@ pub fn event(e: &Value) -> (String, String) {
 /// support (negative: past), and its patches with the days since each was released.
 pub type TestMinor<'a> = (&'a str, i64, i64, &'a [(&'a str, i64)]);
 
+/// The day `offset` days from today, in UTC as the server counts days.
+pub fn day(offset: i64) -> jiff::civil::Date {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    today.checked_add(jiff::Span::new().days(offset)).unwrap()
+}
+
 /// Writes a version catalogue of `minors` to `path`, dated relative to today so that
 /// tests do not age as real releases reach their end of support.
 pub fn write_catalogue(path: &std::path::Path, minors: &[TestMinor]) {
-    let today = jiff::Zoned::now().date();
-    let day = |offset: i64| {
-        today
-            .checked_add(jiff::Span::new().days(offset))
-            .unwrap()
-            .to_string()
-    };
+    let day = |offset: i64| day(offset).to_string();
     let minors: Vec<Value> = minors
         .iter()
         .map(|(minor, released, end, patches)| {
@@ -362,10 +364,8 @@ pub fn start_with_versions(
     (start_with(&all), path)
 }
 
-/// `--maintenance-exclusion` for an exclusion from yesterday to ten days on: automatic
-/// upgrades hold (a developer cluster on an older minor stays on it).
-pub fn hold_upgrades() -> String {
-    let today = jiff::Zoned::now().date();
-    let later = today.checked_add(jiff::Span::new().days(10)).unwrap();
-    format!("hold,{},{later}", today.yesterday().unwrap())
+/// `--maintenance-exclusion` for an exclusion `name` from yesterday to ten days on:
+/// automatic upgrades hold (a developer cluster on an older minor stays on it).
+pub fn exclusion(name: &str) -> String {
+    format!("{name},{},{}", day(-1), day(10))
 }
