@@ -16,9 +16,7 @@
 //! - **Joining** retries until the first control-plane node answers: the controller
 //!   launches every node of a new cluster at once.
 
-use dialtone_cloud::{
-    AuditPolicy, BootstrapRole, EvictionThresholds, NodeBootstrap, SecretsEncryption,
-};
+use dialtone_cloud::{BootstrapRole, EvictionThresholds, NodeBootstrap, SecretsEncryption};
 use serde_json::{Value, json};
 
 use crate::secrets::ClusterSecrets;
@@ -229,25 +227,6 @@ fn kubeadm_config(
     Ok(documents.iter().map(yaml).collect::<Vec<_>>().join("---\n"))
 }
 
-/// What the audit log keeps: never Secrets' bodies, and for production every write's.
-fn audit_policy(audit: AuditPolicy) -> String {
-    let mut rules = vec![
-        json!({"level": "None", "users": ["system:kube-proxy"], "verbs": ["watch"]}),
-        json!({"level": "None", "nonResourceURLs": ["/healthz*", "/livez*", "/readyz*", "/version"]}),
-        json!({"level": "Metadata", "resources": [{"group": "", "resources": ["secrets", "configmaps"]}]}),
-    ];
-    if audit == AuditPolicy::RequestResponseForWrites {
-        rules.push(json!({"level": "RequestResponse", "verbs": ["create", "update", "patch", "delete", "deletecollection"]}));
-    }
-    rules.push(json!({"level": "Metadata"}));
-    yaml(&json!({
-        "apiVersion": "audit.k8s.io/v1",
-        "kind": "Policy",
-        "omitStages": ["RequestReceived"],
-        "rules": rules,
-    }))
-}
-
 fn control_plane_files(
     boot: &NodeBootstrap,
     secrets: &ClusterSecrets,
@@ -287,7 +266,11 @@ fn control_plane_files(
             "0644",
             &secrets.service_account_public_pem,
         ),
-        file(AUDIT_POLICY, "0600", audit_policy(boot.audit)),
+        file(
+            AUDIT_POLICY,
+            "0600",
+            dialtone_cloud::bootstrap::audit_policy(boot.audit).to_yaml(),
+        ),
         file(
             ADMISSION_CONFIG,
             "0600",

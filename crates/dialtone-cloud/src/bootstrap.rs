@@ -54,3 +54,40 @@ pub struct NodeBootstrap {
     /// When the kubelet evicts pods.
     pub eviction_hard: EvictionThresholds,
 }
+
+/// The API server's audit policy for `audit`: health checks and kube-proxy's watches not
+/// logged, Secrets' and ConfigMaps' bodies never, and with `RequestResponseForWrites` the
+/// bodies of every other write. Every provider's control plane boots with it, and Dialtone
+/// puts it back when it drifts inside the cluster.
+pub fn audit_policy(audit: AuditPolicy) -> dialtone_kubeapi::audit::Policy {
+    use dialtone_kubeapi::audit::{GroupResources, Level, Policy, Rule};
+
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut rules = vec![
+        Rule {
+            users: strings(&["system:kube-proxy"]),
+            verbs: strings(&["watch"]),
+            ..Rule::at(Level::None)
+        },
+        Rule {
+            non_resource_urls: strings(&["/healthz*", "/livez*", "/readyz*", "/version"]),
+            ..Rule::at(Level::None)
+        },
+        Rule {
+            resources: vec![GroupResources {
+                group: String::new(),
+                resources: strings(&["secrets", "configmaps"]),
+                resource_names: Vec::new(),
+            }],
+            ..Rule::at(Level::Metadata)
+        },
+    ];
+    if audit == AuditPolicy::RequestResponseForWrites {
+        rules.push(Rule {
+            verbs: strings(&["create", "update", "patch", "delete", "deletecollection"]),
+            ..Rule::at(Level::RequestResponse)
+        });
+    }
+    rules.push(Rule::at(Level::Metadata));
+    Policy::new(strings(&["RequestReceived"]), rules)
+}

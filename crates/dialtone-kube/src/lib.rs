@@ -10,6 +10,7 @@ use std::time::Duration;
 /// A connection to one cluster's API (kube-rs's).
 pub use kube::Client;
 pub mod access;
+pub mod audit;
 pub mod pki;
 pub mod quantity;
 pub mod services;

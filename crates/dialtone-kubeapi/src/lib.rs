@@ -6,6 +6,7 @@
 //! - [`resources`]: every resource sim clusters serve, with its group, version, scope and
 //!   verbs, decoded into `k8s-openapi`'s types as upstream decodes ([`decode`]).
 //! - [`rbac`]: rule matching, the authorizer and its index by subject.
+//! - [`audit`]: audit policies and which level a request is logged at.
 //! - [`defaults`]: the bootstrap policy every cluster holds (cluster-admin, admin, edit,
 //!   view, discovery).
 //!
@@ -13,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod decode;
 pub mod defaults;
 pub mod rbac;

@@ -10,6 +10,7 @@
 //! server checks through [`Authenticator`], as a webhook token authenticator would.
 
 mod apply;
+pub mod audit;
 pub mod cluster;
 pub mod custom;
 mod disruption;
@@ -270,7 +271,8 @@ impl SimKube {
             },
         };
         hosted.api.set_version(&version);
-        // The API server's ranges are its node's user data, read once it runs.
+        // The API server's ranges, Pod Security default and audit policy are its node's user
+        // data, read once it runs.
         if hosted.api.network().is_none()
             && let Some(bootstrap) = control_plane.iter().find_map(|r| self.sim.user_data(&r.id))
         {
@@ -279,6 +281,11 @@ impl SimKube {
                 pod_cidr: bootstrap.pod_cidr,
             });
             hosted.api.set_pod_security(bootstrap.pod_security);
+            hosted.api.set_audit(audit::AuditLog::open(
+                self.dir.join(uid).join("audit"),
+                dialtone_cloud::bootstrap::audit_policy(bootstrap.audit),
+                bootstrap.audit_log_retention_days,
+            ));
         }
         if let Some(network) = hosted.api.network() {
             let api_servers: Vec<String> =

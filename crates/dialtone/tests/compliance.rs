@@ -995,3 +995,167 @@ async fn a_managed_namespaces_pod_security_level_changed_in_the_cluster_is_put_b
     );
     assert!(!privileged().status.success(), "baseline holds again");
 }
+
+/// `kubectl` with `args`, its output when it succeeds, its error when it does not.
+fn kubectl_text(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("/usr/bin/kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl runs");
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// The events of the cluster's audit log, as `kubectl get --raw` reads them from `/logs/`.
+fn audit_events(kubeconfig: &Path) -> Vec<Value> {
+    let log = kubectl_text(
+        kubeconfig,
+        &["get", "--raw", "/logs/kubernetes/audit/audit.log"],
+    )
+    .unwrap();
+    log.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The audit policy in the cluster, as its ConfigMap holds it.
+fn audit_policy(kubeconfig: &Path) -> String {
+    let config_map = kubectl(
+        kubeconfig,
+        &["get", "configmap", "audit-policy", "-n", "kube-system"],
+    );
+    config_map["data"]["policy.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// An audit policy that logs nothing, in a ConfigMap labelled `labels`.
+fn silent_policy(labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "audit-policy", "namespace": "kube-system", "labels": labels},
+        "data": {"policy.yaml": "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n"},
+    })
+}
+
+#[tokio::test]
+async fn the_audit_log_records_writes_and_a_silenced_policy_is_put_back_or_reported() {
+    let (server, api, dir, kubeconfig) = cluster(FAST, "dev", &["--type", "developer"]).await;
+    // The control plane booted with the plan's policy and uploaded it.
+    assert!(
+        audit_policy(&kubeconfig).contains("level: Metadata"),
+        "{}",
+        audit_policy(&kubeconfig)
+    );
+    kubectl_text(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "ledger",
+            "--from-literal=owner=payments",
+        ],
+    )
+    .unwrap();
+    // Who created what, at Metadata: no body, as security.auditLogging says for developer.
+    let events = audit_events(&kubeconfig);
+    let created = events
+        .iter()
+        .find(|e| e["verb"] == "create" && e["objectRef"]["name"] == "ledger")
+        .unwrap_or_else(|| panic!("no event for the create in {events:#?}"));
+    assert_eq!(created["level"], "Metadata", "{created:#}");
+    assert_eq!(created["objectRef"]["resource"], "configmaps");
+    assert_eq!(created["objectRef"]["namespace"], "default");
+    assert_eq!(created["responseStatus"]["code"], 201);
+    assert!(created["requestObject"].is_null(), "{created:#}");
+    assert!(
+        created["user"]["username"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty() && !u.starts_with("dialtone:")),
+        "{created:#}"
+    );
+    // Health checks are not logged.
+    kubectl_text(&kubeconfig, &["get", "--raw", "/healthz"]).unwrap();
+    assert!(
+        !audit_events(&kubeconfig)
+            .iter()
+            .any(|e| e["requestURI"] == "/healthz"),
+        "the policy logs no health check"
+    );
+
+    // Someone with access to the cluster silences the log.
+    let manifest = dir.path().join("silent.json");
+    std::fs::write(&manifest, silent_policy(json!({})).to_string()).unwrap();
+    kubectl_text(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]).unwrap();
+    wait_for(&api, "dev", "told of the policy", Duration::from_secs(20), |c| {
+        has_event(
+            c,
+            "DriftRestored",
+            "audit policy kube-system/audit-policy was `None for everything`; set to the plan's again (security.auditLogging: Metadata)",
+        )
+    })
+    .await;
+    assert!(audit_policy(&kubeconfig).contains("level: Metadata"));
+
+    // A webhook that fails every update of a labelled policy keeps Dialtone from putting
+    // it back: the cluster then says its log is not written.
+    let webhook = dir.path().join("lock.json");
+    std::fs::write(
+        &webhook,
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "lock-audit-policy"},
+            "webhooks": [{
+                "name": "lock.audit.example.com",
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["configmaps"]}],
+                "objectSelector": {"matchLabels": {"locked": "true"}},
+                "clientConfig": {"url": "https://127.0.0.1:9/"},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+            }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    kubectl_text(&kubeconfig, &["apply", "-f", webhook.to_str().unwrap()]).unwrap();
+    std::fs::write(
+        &manifest,
+        silent_policy(json!({"locked": "true"})).to_string(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        // Dialtone may put a removed policy back between the delete and the create.
+        let _ = kubectl_text(
+            &kubeconfig,
+            &["delete", "configmap", "audit-policy", "-n", "kube-system"],
+        );
+        if kubectl_text(&kubeconfig, &["create", "-f", manifest.to_str().unwrap()]).is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+    let cluster = wait_for(&api, "dev", "not compliant", Duration::from_secs(60), |c| {
+        condition(c, "SecurityCompliant").0 == "False"
+    })
+    .await;
+    let (_, reason, message) = condition(&cluster, "SecurityCompliant");
+    assert_eq!(reason, "ClusterNotCompliant");
+    assert!(
+        message.contains("the API server did not write request dialtone-audit-probe-")
+            && message.contains("to its audit log"),
+        "{message}"
+    );
+    assert_eq!(
+        list_row(&server, "dev")[5],
+        "Warning",
+        "{:?}",
+        list_row(&server, "dev")
+    );
+}

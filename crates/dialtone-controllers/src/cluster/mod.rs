@@ -295,7 +295,7 @@ impl Lifecycle {
     }
 
     /// Puts back what the plan owns inside the cluster when it was changed there: the Pod
-    /// Security level of the namespaces Dialtone manages. An API that does not answer is
+    /// Security level of the namespaces Dialtone manages, and the audit policy. An API that does not answer is
     /// the health check's to report; this tries again next pass.
     async fn restore_in_cluster(
         &self,
@@ -328,6 +328,26 @@ impl Lifecycle {
                 }
             }
             Err(e) => tracing::debug!(cluster = uid, error = %e, "cannot check namespaces"),
+        }
+        let audit = plan.settings.security.audit_logging;
+        let planned = dialtone_cloud::bootstrap::audit_policy(audit);
+        match dialtone_kube::audit::restore_policy(&client, &planned).await {
+            Ok(Some(drifted)) => {
+                let (namespace, name) = dialtone_kube::audit::POLICY_CONFIGMAP;
+                record_event(
+                    status,
+                    now,
+                    true,
+                    "DriftRestored",
+                    format!(
+                        "audit policy {namespace}/{name} {drifted}; set to the plan's again (security.auditLogging: {audit})"
+                    ),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(cluster = uid, error = %e, "cannot put the audit policy back")
+            }
         }
     }
 

@@ -22,6 +22,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::audit::AuditLog;
 use crate::custom::Served;
 use crate::decode::{FieldValidation, Typed, Undecodable};
 use crate::rbac::{self, Decision, RbacIndex, RbacSource, UserInfo};
@@ -45,6 +46,16 @@ use routing::*;
 /// (`user.SystemPrivilegedGroup`): kubeadm's `admin.conf`, and Dialtone's control plane.
 const PRIVILEGED_GROUP: &str = "system:masters";
 
+/// What serving a request learned of it, for its audit event: the verb and what it is
+/// for, when it named a resource, who it acted as, and its body.
+#[derive(Default)]
+struct Noted {
+    request: Option<(&'static str, RequestInfo)>,
+    impersonated: Option<UserInfo>,
+    /// The body as JSON, a protobuf one decoded.
+    body: Option<Bytes>,
+}
+
 pub struct ClusterApi {
     pub uid: String,
     /// `1.34`: the oldest control-plane node's, as upstream's skew policy would have it.
@@ -63,6 +74,8 @@ pub struct ClusterApi {
     /// The Pod Security level namespaces without a label of their own enforce, as the
     /// control plane was booted with it; privileged (no check) until it is known.
     pod_security: std::sync::RwLock<Option<dialtone_cloud::PodSecurityLevel>>,
+    /// The audit log, once the control plane's user data has said its policy.
+    audit: std::sync::RwLock<Option<Arc<AuditLog>>>,
     /// Held while a Service's addresses are chosen and stored, so that two Services never
     /// get the same cluster IP or node port.
     pub(crate) allocating: tokio::sync::Mutex<()>,
@@ -118,6 +131,27 @@ impl ClusterApi {
     /// boot.
     pub fn set_pod_security(&self, level: dialtone_cloud::PodSecurityLevel) {
         *self.pod_security.write().expect("lock") = Some(level);
+    }
+
+    /// Starts the audit log, as the API server does at boot, and uploads its policy to
+    /// the cluster unless the cluster holds one already.
+    pub fn set_audit(&self, log: AuditLog) {
+        let (namespace, name) = dialtone_kubeapi::audit::POLICY_CONFIGMAP;
+        let config_map = json!({
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "dialtone"}},
+            "data": {dialtone_kubeapi::audit::POLICY_KEY: log.boot_policy().to_yaml()},
+        });
+        let r = resources::by_plural("configmaps");
+        let stamped = stamp_new(config_map, r, namespace);
+        // Already there: the cluster's copy is the one in force.
+        let _ = self
+            .objects
+            .create(key(r.stored_name(), namespace, name), stamped);
+        *self.audit.write().expect("lock") = Some(Arc::new(log));
+    }
+
+    fn audit_log(&self) -> Option<Arc<AuditLog>> {
+        self.audit.read().expect("lock").clone()
     }
 
     /// Why Pod Security Admission refuses to create `pod` in `namespace`, if it does.
@@ -180,6 +214,7 @@ impl ClusterApi {
                 served: Default::default(),
                 network: Default::default(),
                 pod_security: Default::default(),
+                audit: Default::default(),
                 allocating: Default::default(),
             });
         }
@@ -196,6 +231,7 @@ impl ClusterApi {
             served: Default::default(),
             network: Default::default(),
             pod_security: Default::default(),
+            audit: Default::default(),
             allocating: Default::default(),
         };
         for (resource, object) in crate::defaults::objects() {
@@ -254,7 +290,7 @@ impl ClusterApi {
         index
     }
 
-    /// Serves one request from an authenticated user.
+    /// Serves one request from an authenticated user, and logs it as the audit policy says.
     #[allow(clippy::too_many_arguments)]
     pub async fn handle(
         self: &Arc<Self>,
@@ -266,13 +302,74 @@ impl ClusterApi {
         body: Bytes,
         webhook_client: &webhooks::Caller,
     ) -> Response {
-        match self
-            .serve(user, method, path, raw_query, headers, body, webhook_client)
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => axum::response::IntoResponse::into_response(e),
+        let received = Timestamp::now();
+        // Upstream takes the client's Audit-ID, so that a client can find its request.
+        let audit_id = headers
+            .get("audit-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| !id.is_empty() && id.len() <= 128)
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        let audit = self.audit_log();
+        let logged = audit.as_ref().map(|_| user.clone());
+        let mut noted = Noted::default();
+        let served = self
+            .serve(
+                user,
+                method.clone(),
+                path,
+                raw_query,
+                headers,
+                body,
+                webhook_client,
+                &mut noted,
+            )
+            .await;
+        let mut response = served.unwrap_or_else(axum::response::IntoResponse::into_response);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&audit_id) {
+            response.headers_mut().insert("audit-id", value);
         }
+        let (Some(audit), Some(user)) = (audit, logged) else {
+            return response;
+        };
+        let method_verb = method.as_str().to_lowercase();
+        let (verb, target, api_version) = match &noted.request {
+            Some((verb, info)) => (
+                *verb,
+                dialtone_kubeapi::audit::Target::Resource {
+                    group: &info.resource.group,
+                    resource: &info.resource.plural,
+                    subresource: &info.subresource,
+                    namespace: &info.namespace,
+                    name: &info.name,
+                },
+                info.resource.api_version(),
+            ),
+            None => (
+                method_verb.as_str(),
+                dialtone_kubeapi::audit::Target::NonResource { path },
+                String::new(),
+            ),
+        };
+        let request_uri = match raw_query.filter(|q| !q.is_empty()) {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
+        let seen = crate::audit::Seen {
+            audit_id: &audit_id,
+            user: &user,
+            impersonated: noted.impersonated.as_ref(),
+            verb,
+            target,
+            api_version: &api_version,
+            request_uri: &request_uri,
+            user_agent: headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            received,
+        };
+        let body = noted.body.unwrap_or_default();
+        audit.record(&self.objects, seen, &body, response).await
     }
 
     fn impersonate(&self, user: UserInfo, headers: &HeaderMap) -> KubeResult<UserInfo> {
@@ -329,8 +426,12 @@ impl ClusterApi {
         headers: &HeaderMap,
         body: Bytes,
         webhook_client: &webhooks::Caller,
+        noted: &mut Noted,
     ) -> KubeResult<Response> {
         let user = self.impersonate(user, headers)?;
+        if headers.contains_key("impersonate-user") {
+            noted.impersonated = Some(user.clone());
+        }
         let protobuf = headers
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -343,6 +444,7 @@ impl ClusterApi {
         } else {
             body
         };
+        noted.body = Some(body.clone());
         let mut query = parse_query(raw_query)?;
         query.agent = headers
             .get(axum::http::header::USER_AGENT)
@@ -370,6 +472,7 @@ impl ClusterApi {
             Route::Resource(info) => info,
         };
         let verb = verb_of(&method, &info, &query);
+        noted.request = Some((verb, info.clone()));
         let request = rbac::Request::Resource {
             verb: verb.to_string(),
             namespace: info.namespace.clone(),
@@ -549,6 +652,11 @@ impl ClusterApi {
                 axum::http::HeaderValue::from_static(AGGREGATED),
             );
             return Ok(response);
+        }
+        if trimmed == dialtone_kubeapi::audit::LOG_PATH
+            && let Some(log) = self.audit_log()
+        {
+            return log.serve(headers);
         }
         let body = match path.trim_end_matches('/') {
             "/version" => version_of(&self.version()),

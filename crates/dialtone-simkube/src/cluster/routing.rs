@@ -5,6 +5,7 @@
 use super::*;
 
 /// What a request path names, as upstream's RequestInfoFactory reads it.
+#[derive(Clone)]
 pub(super) struct RequestInfo {
     pub(super) resource: Arc<ResourceType>,
     pub(super) namespace: String,
