@@ -20,8 +20,8 @@ pub use catalog::{Arch, CatalogError, InstanceCatalog, InstanceType};
 pub use performance::Processor;
 pub use provider::{
     Change, ChangeHandler, CloudError, CloudResource, CloudResult, CreateRequest, DiskType, Filter,
-    IngressRule, InstanceMetadata, Listener, PeeringState, PeeringStatus, Protocol, Provider,
-    ResourceChange, ResourceKind, ResourceSpec, ResourceState, Route, Tags, node_image,
-    node_image_version, tags,
+    IngressRule, InstanceLifetime, InstanceMetadata, LIFETIME_RETENTION_DAYS, Listener,
+    PeeringState, PeeringStatus, Protocol, Provider, ResourceChange, ResourceKind, ResourceSpec,
+    ResourceState, Route, Tags, node_image, node_image_version, tags,
 };
 pub use regions::{REGIONS, Region};

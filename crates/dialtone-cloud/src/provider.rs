@@ -374,6 +374,28 @@ pub struct CloudResource {
     pub peering: Option<PeeringStatus>,
 }
 
+/// An instance's billable life, as a cloud's usage report gives it: from when it started
+/// running to when it was terminated or died. Kept after the instance is gone (the sim keeps
+/// ended ones [`LIFETIME_RETENTION_DAYS`] days), so that usage is metered to the second
+/// whenever it is read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceLifetime {
+    pub id: String,
+    pub region: String,
+    pub instance_type: String,
+    pub tags: Tags,
+    /// When it started running: billing starts there.
+    pub started_at: Timestamp,
+    /// When it was asked to terminate, or died; `None` while it runs. At or before
+    /// `started_at` for an instance that never ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+}
+
+/// How long the sim reports an ended instance's lifetime.
+pub const LIFETIME_RETENTION_DAYS: i64 = 7;
+
 /// A create call. The same `client_token` always names the same resource: repeating a
 /// call whose answer was lost creates nothing new.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -499,6 +521,18 @@ pub trait Provider: Send + Sync {
 
     /// Changes a resource in place: a route table's routes, a security group's rules.
     async fn modify(&self, region: &str, id: &str, change: Change) -> CloudResult<()>;
+
+    /// The lifetimes of the region's instances: every one that runs or has not started,
+    /// and those that ended at or after `ended_since`.
+    async fn lifetimes(
+        &self,
+        _region: &str,
+        _ended_since: Timestamp,
+    ) -> CloudResult<Vec<InstanceLifetime>> {
+        Err(CloudError::Unavailable {
+            message: format!("the {} provider reports no instance lifetimes", self.name()),
+        })
+    }
 
     /// How long, at most, describe may miss a resource after its create returned (EC2's
     /// eventual consistency): a caller that finds nothing it may have made waits this long

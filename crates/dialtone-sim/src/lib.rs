@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use dialtone_cloud::{
     Change, ChangeHandler, CloudError, CloudResource, CloudResult, CreateRequest, Filter,
-    InstanceCatalog, Provider, REGIONS, Region, ResourceChange, ResourceKind, ResourceSpec,
-    ResourceState,
+    InstanceCatalog, InstanceLifetime, LIFETIME_RETENTION_DAYS, Provider, REGIONS, Region,
+    ResourceChange, ResourceKind, ResourceSpec, ResourceState,
 };
 use jiff::{SignedDuration, Timestamp};
 use rand::SeedableRng;
@@ -223,6 +223,12 @@ struct State {
     /// When deleted resources are gone: `(gone_at, id)`, so that forgetting them reads
     /// only those due.
     going: BTreeSet<(Timestamp, String)>,
+    /// Instances' lifetimes by id: every instance's that runs or will, and ended ones
+    /// until they are [`LIFETIME_RETENTION_DAYS`] old.
+    lifetimes: BTreeMap<String, InstanceLifetime>,
+    /// When kept lifetimes ended: `(ended_at, id)`, so that dropping old ones reads only
+    /// those due.
+    ended: BTreeSet<(Timestamp, String)>,
     feed: Arc<Feed>,
 }
 
@@ -472,8 +478,38 @@ impl State {
         Some(resource)
     }
 
-    /// Forgets resources whose deletion has finished.
+    /// Records that the instance `id` stopped running at `at`, if it had not already.
+    fn end_lifetime(&mut self, id: &str, at: Timestamp, writes: &mut Vec<Write>) {
+        let Some(lifetime) = self.lifetimes.get_mut(id) else {
+            return;
+        };
+        if lifetime.ended_at.is_some() {
+            return;
+        }
+        lifetime.ended_at = Some(at);
+        self.ended.insert((at, id.to_string()));
+        writes.push(Write {
+            table: Table::Lifetimes,
+            key: id.to_string(),
+            value: Some(json(&*lifetime)),
+        });
+    }
+
+    /// Forgets resources whose deletion has finished, and lifetimes past their retention.
     fn purge(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
+        let kept_from = now - jiff::SignedDuration::from_hours(LIFETIME_RETENTION_DAYS * 24);
+        while let Some((at, id)) = self.ended.first().cloned() {
+            if at >= kept_from {
+                break;
+            }
+            self.ended.pop_first();
+            self.lifetimes.remove(&id);
+            writes.push(Write {
+                table: Table::Lifetimes,
+                key: id,
+                value: None,
+            });
+        }
         while let Some((at, id)) = self.going.first().cloned() {
             if at > now {
                 break;
@@ -611,8 +647,18 @@ impl Sim {
             rng: StdRng::seed_from_u64(options.seed),
             timeline: BTreeSet::new(),
             going: BTreeSet::new(),
+            lifetimes: BTreeMap::new(),
+            ended: BTreeSet::new(),
             feed: feed.clone(),
         };
+        for bytes in loaded.lifetimes {
+            let lifetime: InstanceLifetime = serde_json::from_slice(&bytes)
+                .map_err(|e| SimError(format!("a corrupt lifetime: {e}")))?;
+            if let Some(ended_at) = lifetime.ended_at {
+                state.ended.insert((ended_at, lifetime.id.clone()));
+            }
+            state.lifetimes.insert(lifetime.id.clone(), lifetime);
+        }
         for bytes in loaded.resources {
             let record: Record = serde_json::from_slice(&bytes)
                 .map_err(|e| SimError(format!("a corrupt resource record: {e}")))?;
@@ -964,11 +1010,14 @@ impl Sim {
             let changed = state
                 .observe(&state.records[id], now)
                 .expect("still listed");
-            let writes = vec![Write {
+            let mut writes = vec![Write {
                 table: Table::Resources,
                 key: id.to_string(),
                 value: Some(bytes),
             }];
+            if fault == InstanceFault::Kill {
+                state.end_lifetime(id, now, &mut writes);
+            }
             (changed, self.queue(writes))
         };
         self.persist(receiver).await?;
@@ -1080,6 +1129,20 @@ impl Provider for Sim {
             .unwrap_or_else(|e| e.into_inner())
             .push(handler);
         true
+    }
+
+    async fn lifetimes(
+        &self,
+        region: &str,
+        ended_since: Timestamp,
+    ) -> CloudResult<Vec<InstanceLifetime>> {
+        let state = self.lock();
+        Ok(state
+            .lifetimes
+            .values()
+            .filter(|l| l.region == region && l.ended_at.is_none_or(|end| end >= ended_since))
+            .cloned()
+            .collect())
     }
 
     async fn delete(&self, region: &str, id: &str) -> CloudResult<()> {
@@ -1392,6 +1455,24 @@ impl Sim {
             value: Some(json(&record)),
         });
         writes.push(Self::meta_write("counters", json(&state.counters)));
+        if let ResourceSpec::Instance { instance_type, .. } = &record.resource.spec
+            && record.boot_failure.is_none()
+        {
+            let lifetime = InstanceLifetime {
+                id: id.clone(),
+                region: record.resource.region.clone(),
+                instance_type: instance_type.clone(),
+                tags: record.resource.tags.clone(),
+                started_at: record.ready_at,
+                ended_at: None,
+            };
+            writes.push(Write {
+                table: Table::Lifetimes,
+                key: id.clone(),
+                value: Some(json(&lifetime)),
+            });
+            state.lifetimes.insert(id.clone(), lifetime);
+        }
         state.insert(record);
         Ok(state
             .observe(&state.records[&id], now)
@@ -1435,6 +1516,8 @@ impl Sim {
             key: id.to_string(),
             value: Some(json(record)),
         });
+        // Billing stops when termination starts, as EC2's does.
+        state.end_lifetime(id, now, writes);
         Ok(())
     }
 }

@@ -14,11 +14,14 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The Kubernetes objects of the sim's clusters, by `{cluster uid}/…`: read one cluster at
 /// a time, when its API comes up, not at open.
 const CLUSTER_OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster_objects");
+/// Instances' lifetimes by id, as JSON: kept after the instances are gone.
+const LIFETIMES: TableDefinition<&str, &[u8]> = TableDefinition::new("lifetimes");
 
 pub enum Table {
     Resources,
     Meta,
     ClusterObjects,
+    Lifetimes,
 }
 
 /// One change to persist; `None` deletes the key.
@@ -41,6 +44,7 @@ pub struct Persister {
 pub struct Loaded {
     pub resources: Vec<Vec<u8>>,
     pub meta: Vec<(String, Vec<u8>)>,
+    pub lifetimes: Vec<Vec<u8>>,
 }
 
 impl Persister {
@@ -52,15 +56,22 @@ impl Persister {
         wtx.open_table(RESOURCES).map_err(|e| e.to_string())?;
         wtx.open_table(META).map_err(|e| e.to_string())?;
         wtx.open_table(CLUSTER_OBJECTS).map_err(|e| e.to_string())?;
+        wtx.open_table(LIFETIMES).map_err(|e| e.to_string())?;
         wtx.commit().map_err(|e| e.to_string())?;
         let loaded = {
             let rtx = db.begin_read().map_err(|e| e.to_string())?;
             let resources = rtx.open_table(RESOURCES).map_err(|e| e.to_string())?;
             let meta = rtx.open_table(META).map_err(|e| e.to_string())?;
+            let lifetimes = rtx.open_table(LIFETIMES).map_err(|e| e.to_string())?;
             let mut loaded = Loaded {
                 resources: Vec::new(),
                 meta: Vec::new(),
+                lifetimes: Vec::new(),
             };
+            for entry in lifetimes.iter().map_err(|e| e.to_string())? {
+                let (_, value) = entry.map_err(|e| e.to_string())?;
+                loaded.lifetimes.push(value.value().to_vec());
+            }
             for entry in resources.iter().map_err(|e| e.to_string())? {
                 let (_, value) = entry.map_err(|e| e.to_string())?;
                 loaded.resources.push(value.value().to_vec());
@@ -157,11 +168,13 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut resources = wtx.open_table(RESOURCES)?;
         let mut meta = wtx.open_table(META)?;
         let mut cluster_objects = wtx.open_table(CLUSTER_OBJECTS)?;
+        let mut lifetimes = wtx.open_table(LIFETIMES)?;
         for write in group.iter().flat_map(|(writes, _)| writes) {
             let table = match write.table {
                 Table::Resources => &mut resources,
                 Table::Meta => &mut meta,
                 Table::ClusterObjects => &mut cluster_objects,
+                Table::Lifetimes => &mut lifetimes,
             };
             match &write.value {
                 Some(value) => {

@@ -702,3 +702,59 @@ async fn a_peering_waits_for_the_customer_and_routes_go_through_it_only_once_it_
     sim.delete(REGION, &peering.id).await.unwrap();
     assert_eq!(peering_state(&sim, &peering.id).await, None);
 }
+
+#[tokio::test]
+async fn instances_lifetimes_run_from_running_to_termination_or_death_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = jiff::Timestamp::now();
+    let (deleted, killed, running) = {
+        let sim = fast(&dir);
+        let (subnet, sg) = network(&sim, "a").await;
+        let mut ids = Vec::new();
+        for name in ["deleted", "killed", "running"] {
+            let token = format!("a/{name}");
+            let created = sim
+                .create(
+                    REGION,
+                    request(&token, instance("m5.large", &subnet, &sg), "a"),
+                )
+                .await
+                .unwrap();
+            ids.push(created.id);
+        }
+        sim.delete(REGION, &ids[0]).await.unwrap();
+        sim.kill_instance(&ids[1]).await.unwrap();
+        (ids[0].clone(), ids[1].clone(), ids[2].clone())
+    };
+    // Reopened: what a restart of the server finds.
+    let sim = fast(&dir);
+    let lifetimes = sim.lifetimes(REGION, before).await.unwrap();
+    let of = |id: &str| lifetimes.iter().find(|l| l.id == id).unwrap().clone();
+    for id in [&deleted, &killed, &running] {
+        let lifetime = of(id);
+        assert_eq!(lifetime.instance_type, "m5.large");
+        assert_eq!(lifetime.tags["owner"], "a");
+        assert!(lifetime.started_at >= before);
+    }
+    assert!(of(&deleted).ended_at.is_some_and(|end| end >= before));
+    assert!(of(&killed).ended_at.is_some_and(|end| end >= before));
+    assert_eq!(of(&running).ended_at, None);
+    // Those that ended before the time asked about are left out; the running one is not.
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let ids: Vec<String> = sim
+        .lifetimes(REGION, later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(ids, [running]);
+    // An instance gone from describe still has its lifetime.
+    let described = sim
+        .describe(REGION, &Filter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|r| r.id == deleted);
+    assert!(!described, "time_scale 0: the deletion has finished");
+}
