@@ -9,6 +9,7 @@ pub mod cluster;
 mod compactor;
 pub mod connection;
 mod deletion;
+pub mod metering;
 pub mod rbac;
 pub mod runtime;
 mod sizing;

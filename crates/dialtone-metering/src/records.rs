@@ -1,15 +1,15 @@
-//! Usage intervals and the per-hour records they are owed.
+//! Usage intervals and the per-period records they are owed.
 //!
 //! An interval is measured in whole seconds: its start rounded down, its end rounded up,
 //! so a pod that lived a tenth of a second holds one second and no second is split between
-//! two records. Hours are UTC and start on whole seconds, so cutting an interval at them
-//! loses nothing.
+//! two records. Periods (an hour, by default) are aligned to the Unix epoch in UTC and are
+//! whole seconds long, so cutting an interval at them loses nothing.
 //!
-//! An hour of an interval is final, and its record due, once the interval has ended or has
-//! been seen running after that hour. A record is never rewritten: when what is known of
-//! an hour changes (an end learned after the hour was recorded as whole), a correction
-//! carries the difference, linked to the hour's first record, so that the hour's records
-//! always sum to what it held.
+//! A period of an interval is final, and its record due, once the interval has ended or has
+//! been seen running after that period. A record is never rewritten: when what is known of
+//! a period changes (an end learned after the period was recorded as whole), a correction
+//! carries the difference, linked to the period's first record, so that the period's
+//! records always sum to what it held.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +18,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::rates::RateCard;
-
-const HOUR_SECONDS: i64 = 3600;
 
 /// What is metered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +44,8 @@ pub enum Subject {
 }
 
 impl Subject {
-    /// What tells it apart from every other subject of its cluster.
-    fn key(&self) -> String {
+    /// What tells it apart from every other subject of its cluster: `node/i-…`, `pod/{uid}`.
+    pub fn key(&self) -> String {
         match self {
             Subject::Node { instance_id, .. } => format!("node/{instance_id}"),
             Subject::Pod { uid, .. } => format!("pod/{uid}"),
@@ -100,22 +98,22 @@ pub struct Interval {
     pub end: Option<Timestamp>,
 }
 
-/// One hour of one interval (or a correction of one), as it is kept: immutable.
+/// One period of one interval (or a correction of one), as it is kept: immutable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRecord {
-    /// Derived from the cluster, the subject, the hour and the correction's number: the same
-    /// record always has the same id.
+    /// Derived from the cluster, the subject, the period and the correction's number: the
+    /// same record always has the same id.
     pub id: String,
-    /// The hour's start.
-    pub hour: Timestamp,
+    /// The period's start.
+    pub period: Timestamp,
     /// Whose it is.
     pub owner: Owner,
     /// What it measures.
     pub subject: Subject,
     /// What the subject holds in each second.
     pub size: Size,
-    /// The seconds of the hour it covers: `[from, to)`.
+    /// The seconds of the period it covers: `[from, to)`.
     pub from: Timestamp,
     /// The end of those seconds.
     pub to: Timestamp,
@@ -127,7 +125,7 @@ pub struct UsageRecord {
     pub cost_micros: i64,
     /// The rates it was priced at.
     pub rates: RateCard,
-    /// The id of the hour's first record, for a correction.
+    /// The id of the period's first record, for a correction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrects: Option<String>,
 }
@@ -137,8 +135,9 @@ fn floor_second(at: Timestamp) -> i64 {
     at.as_second() - i64::from(at.subsec_nanosecond() < 0)
 }
 
-/// The first whole second at or after `at`.
-fn ceil_second(at: Timestamp) -> i64 {
+/// The first whole second at or after `at`: where an interval that ends at `at` stops
+/// counting.
+pub fn ceil_second(at: Timestamp) -> i64 {
     at.as_second() + i64::from(at.subsec_nanosecond() > 0)
 }
 
@@ -147,14 +146,14 @@ fn second(s: i64) -> Timestamp {
 }
 
 /// The record's id: a digest of what it measures and which correction it is (0 for the
-/// hour's first record).
-fn record_id(owner: &Owner, subject: &Subject, hour: i64, correction: usize) -> String {
+/// period's first record).
+fn record_id(owner: &Owner, subject: &Subject, period: i64, correction: usize) -> String {
     let mut digest = Sha256::new();
     digest.update(owner.cluster_uid.as_bytes());
     digest.update(b"\0");
     digest.update(subject.key().as_bytes());
     digest.update(b"\0");
-    digest.update(hour.to_string().as_bytes());
+    digest.update(period.to_string().as_bytes());
     digest.update(b"\0");
     digest.update(correction.to_string().as_bytes());
     let hex: String = digest
@@ -167,58 +166,71 @@ fn record_id(owner: &Owner, subject: &Subject, hour: i64, correction: usize) -> 
 }
 
 impl Interval {
-    /// The seconds of each hour that are final by `seen_running_at` (when the subject was
-    /// last seen still running; ignored once it has ended): `(hour, from, to)`, whole
-    /// seconds.
-    pub fn final_hours(&self, seen_running_at: Timestamp) -> Vec<(i64, i64, i64)> {
+    /// The seconds of each `period`-second period that are final by `seen_running_at`
+    /// (when the subject was last seen still running; ignored once it has ended), from the
+    /// period that starts at `from` on: `(period, from, to)`, whole seconds.
+    pub fn final_periods(
+        &self,
+        period: i64,
+        from: i64,
+        seen_running_at: Timestamp,
+    ) -> Vec<(i64, i64, i64)> {
         let start = floor_second(self.start);
         let limit = match self.end {
             Some(end) => ceil_second(end).max(start),
-            // Only hours wholly before the one it was seen in.
-            None => floor_second(seen_running_at).div_euclid(HOUR_SECONDS) * HOUR_SECONDS,
+            // Only periods wholly before the one it was seen in.
+            None => period_of(floor_second(seen_running_at), period),
         };
-        let mut hours = Vec::new();
-        let mut hour = start.div_euclid(HOUR_SECONDS) * HOUR_SECONDS;
-        while hour < limit {
-            let (from, to) = (start.max(hour), limit.min(hour + HOUR_SECONDS));
-            if to > from {
-                hours.push((hour, from, to));
+        let mut periods = Vec::new();
+        let mut at = period_of(start, period).max(period_of(from, period));
+        while at < limit {
+            let (first, last) = (start.max(at), limit.min(at + period));
+            if last > first {
+                periods.push((at, first, last));
             }
-            hour += HOUR_SECONDS;
+            at += period;
         }
-        hours
+        periods
     }
 }
 
-/// The records `interval` is owed, beyond those `written` for it: a first record for each
-/// final hour that has none, and a correction for each hour whose records no longer sum to
-/// what it held (an end learned late, an end earlier than an hour recorded).
+/// The start of the `period`-second period that holds second `at`.
+pub fn period_of(at: i64, period: i64) -> i64 {
+    at.div_euclid(period) * period
+}
+
+/// The records `interval` is owed for its periods of `period` seconds from the one that
+/// starts at `from` on, beyond those `written` for them: a first record for each final
+/// period that has none, and a correction for each period whose records no longer sum to
+/// what it held (an end learned late, an end earlier than a period recorded).
 pub fn reconcile(
     interval: &Interval,
     written: &[UsageRecord],
+    period: i64,
+    from: i64,
     seen_running_at: Timestamp,
     rates: RateCard,
 ) -> Vec<UsageRecord> {
-    let mut by_hour: BTreeMap<i64, Vec<&UsageRecord>> = BTreeMap::new();
+    let mut by_period: BTreeMap<i64, Vec<&UsageRecord>> = BTreeMap::new();
     for record in written {
-        by_hour
-            .entry(record.hour.as_second())
-            .or_default()
-            .push(record);
+        let at = record.period.as_second();
+        if at >= period_of(from, period) {
+            by_period.entry(at).or_default().push(record);
+        }
     }
     let size = interval.size;
     let mut due = Vec::new();
     let mut held: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-    for (hour, from, to) in interval.final_hours(seen_running_at) {
-        held.insert(hour, (from, to));
+    for (at, first, last) in interval.final_periods(period, from, seen_running_at) {
+        held.insert(at, (first, last));
     }
-    // Hours with records but no longer held (an end earlier than thought) are owed a
+    // Periods with records but no longer held (an end earlier than thought) are owed a
     // correction to nothing.
-    let hours: std::collections::BTreeSet<i64> =
-        held.keys().chain(by_hour.keys()).copied().collect();
-    for hour in hours {
-        let records = by_hour.get(&hour).map(Vec::as_slice).unwrap_or(&[]);
-        let (from, to) = held.get(&hour).copied().unwrap_or((hour, hour));
+    let periods: std::collections::BTreeSet<i64> =
+        held.keys().chain(by_period.keys()).copied().collect();
+    for at in periods {
+        let records = by_period.get(&at).map(Vec::as_slice).unwrap_or(&[]);
+        let (from, to) = held.get(&at).copied().unwrap_or((at, at));
         let seconds = to - from;
         let cpu = seconds * size.millicpu as i64;
         let memory = seconds * size.memory_mib as i64;
@@ -236,13 +248,13 @@ pub fn reconcile(
             continue;
         }
         let first = records.iter().find(|r| r.corrects.is_none());
-        // Priced at the rates of the hour's first record, so that a correction restates
-        // the hour rather than repricing it.
+        // Priced at the rates of the period's first record, so that a correction restates
+        // the period rather than repricing it.
         let rates = first.map_or(rates, |r| r.rates);
         let (cpu_delta, memory_delta) = (cpu - net_cpu, memory - net_memory);
         due.push(UsageRecord {
-            id: record_id(&interval.owner, &interval.subject, hour, records.len()),
-            hour: second(hour),
+            id: record_id(&interval.owner, &interval.subject, at, records.len()),
+            period: second(at),
             owner: interval.owner.clone(),
             subject: interval.subject.clone(),
             size,
@@ -266,6 +278,8 @@ pub fn after(at: Timestamp, seconds: i64) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: i64 = 3600;
 
     const RATES: RateCard = RateCard {
         vcpu_hour_micros: 36_000,
@@ -313,7 +327,7 @@ mod tests {
     fn a_node_of_known_size_and_life_yields_exactly_its_vcpu_and_memory_seconds_and_cost() {
         // 2 vCPUs and 8 GiB for 2 h 30 min: 18,000 vCPU-seconds, 72,000 GiB-seconds.
         let interval = node("2026-12-07T10:00:00Z", Some("2026-12-07T12:30:00Z"));
-        let records = reconcile(&interval, &[], at("2026-12-07T13:00:00Z"), RATES);
+        let records = reconcile(&interval, &[], HOUR, 0, at("2026-12-07T13:00:00Z"), RATES);
         assert_eq!(records.len(), 3);
         let (cpu, memory, cost) = sum(&records);
         assert_eq!(cpu, 18_000 * 1000);
@@ -323,7 +337,17 @@ mod tests {
         assert_eq!(records[2].from, at("2026-12-07T12:00:00Z"));
         assert_eq!(records[2].to, at("2026-12-07T12:30:00Z"));
         // Written again (a restart, a second server), nothing more is owed.
-        assert!(reconcile(&interval, &records, at("2026-12-07T14:00:00Z"), RATES).is_empty());
+        assert!(
+            reconcile(
+                &interval,
+                &records,
+                HOUR,
+                0,
+                at("2026-12-07T14:00:00Z"),
+                RATES
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -339,20 +363,20 @@ mod tests {
         let hour = |records: Vec<UsageRecord>| {
             records
                 .into_iter()
-                .filter(|r| r.hour == at("2026-12-07T10:00:00Z"))
+                .filter(|r| r.period == at("2026-12-07T10:00:00Z"))
                 .map(|r| r.cpu_milli_seconds / 2000)
                 .sum::<i64>()
         };
-        let old_seconds = hour(reconcile(&old, &[], seen, RATES));
-        let new_seconds = hour(reconcile(&new, &[], seen, RATES));
+        let old_seconds = hour(reconcile(&old, &[], HOUR, 0, seen, RATES));
+        let new_seconds = hour(reconcile(&new, &[], HOUR, 0, seen, RATES));
         assert_eq!((old_seconds, new_seconds), (1_200, 2_400));
     }
 
     #[test]
     fn a_running_node_is_recorded_only_for_hours_wholly_past() {
         let interval = node("2026-12-07T10:15:00Z", None);
-        assert!(reconcile(&interval, &[], at("2026-12-07T10:59:59Z"), RATES).is_empty());
-        let records = reconcile(&interval, &[], at("2026-12-07T12:00:00Z"), RATES);
+        assert!(reconcile(&interval, &[], HOUR, 0, at("2026-12-07T10:59:59Z"), RATES).is_empty());
+        let records = reconcile(&interval, &[], HOUR, 0, at("2026-12-07T12:00:00Z"), RATES);
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].cpu_milli_seconds, 2700 * 2000);
         assert_eq!(records[1].cpu_milli_seconds, 3600 * 2000);
@@ -370,7 +394,7 @@ mod tests {
             millicpu: 250,
             memory_mib: 64,
         };
-        let records = reconcile(&pod, &[], at("2026-12-07T10:00:01Z"), RATES);
+        let records = reconcile(&pod, &[], HOUR, 0, at("2026-12-07T10:00:01Z"), RATES);
         assert_eq!(records.len(), 1);
         assert_eq!(
             (records[0].cpu_milli_seconds, records[0].memory_mib_seconds),
@@ -383,10 +407,10 @@ mod tests {
         // Seen running at 12:00:05, so 10:00–11:00 and 11:00–12:00 were recorded whole;
         // then the provider says it ended at 11:30:00.
         let running = node("2026-12-07T10:00:00Z", None);
-        let written = reconcile(&running, &[], at("2026-12-07T12:00:05Z"), RATES);
+        let written = reconcile(&running, &[], HOUR, 0, at("2026-12-07T12:00:05Z"), RATES);
         assert_eq!(written.len(), 2);
         let ended = node("2026-12-07T10:00:00Z", Some("2026-12-07T11:30:00Z"));
-        let corrections = reconcile(&ended, &written, at("2026-12-07T12:10:00Z"), RATES);
+        let corrections = reconcile(&ended, &written, HOUR, 0, at("2026-12-07T12:10:00Z"), RATES);
         assert_eq!(corrections.len(), 1);
         let correction = &corrections[0];
         assert_eq!(correction.corrects.as_ref(), Some(&written[1].id));
@@ -400,7 +424,7 @@ mod tests {
             "the hours' costs are restated exactly"
         );
         // And nothing more once the correction is written.
-        assert!(reconcile(&ended, &all, at("2026-12-07T13:00:00Z"), RATES).is_empty());
+        assert!(reconcile(&ended, &all, HOUR, 0, at("2026-12-07T13:00:00Z"), RATES).is_empty());
     }
 
     proptest::proptest! {
@@ -422,10 +446,10 @@ mod tests {
             for s in seen {
                 // Seen running, even after its end (a stale answer): corrected later.
                 let observed = interval.clone();
-                written.extend(reconcile(&observed, &written, after(base, s), RATES));
+                written.extend(reconcile(&observed, &written, HOUR, 0, after(base, s), RATES));
             }
             interval.end = Some(after(base, end));
-            written.extend(reconcile(&interval, &written, after(base, 50_000), RATES));
+            written.extend(reconcile(&interval, &written, HOUR, 0, after(base, 50_000), RATES));
             proptest::prop_assert_eq!(sum(&written).0, length * 2000);
             proptest::prop_assert_eq!(sum(&written).1, length * 8192);
             let ids: std::collections::BTreeSet<&str> = written.iter().map(|r| r.id.as_str()).collect();

@@ -87,11 +87,13 @@ pub enum TreeResource {
     Audit,
     /// Clusters' connections (VPC peerings with customers' networks).
     Connections,
+    /// Usage and what it costs (`billing.view` is get and list on it).
+    Billing,
 }
 
 impl TreeResource {
     /// Every resource, in the order permissions are numbered.
-    pub const ALL: [TreeResource; 12] = [
+    pub const ALL: [TreeResource; 13] = [
         TreeResource::Orgs,
         TreeResource::Folders,
         TreeResource::Projects,
@@ -104,6 +106,7 @@ impl TreeResource {
         TreeResource::Tokens,
         TreeResource::Audit,
         TreeResource::Connections,
+        TreeResource::Billing,
     ];
 
     /// The resource as the API's paths spell it: `orgs`, `clusters`, …
@@ -121,6 +124,7 @@ impl TreeResource {
             TreeResource::Tokens => "tokens",
             TreeResource::Audit => "audit",
             TreeResource::Connections => "connections",
+            TreeResource::Billing => "billing",
         }
     }
 
@@ -326,7 +330,10 @@ fn builtin(level: Level, strength: &str) -> Role {
             ];
             permissions = permissions
                 .grant(&TreeVerb::ALL, &people)
-                .grant(&TreeVerb::READ, &[TreeResource::Audit])
+                .grant(
+                    &TreeVerb::READ,
+                    &[TreeResource::Audit, TreeResource::Billing],
+                )
                 .with(Permission::new(TreeVerb::Update, TreeResource::Orgs));
         }
     }
@@ -356,6 +363,20 @@ fn builtin(level: Level, strength: &str) -> Role {
         permissions,
         kube,
         description,
+    }
+}
+
+/// `org.billing`: usage and cost of everything in the org, and nothing else but the org
+/// itself, for finance.
+fn billing() -> Role {
+    Role {
+        name: "org.billing".into(),
+        level: Level::Org,
+        permissions: Permissions::default()
+            .grant(&[TreeVerb::Get], &[TreeResource::Orgs])
+            .grant(&TreeVerb::READ, &[TreeResource::Billing]),
+        kube: KubeGrant::None,
+        description: "see the usage and cost of everything under it".into(),
     }
 }
 
@@ -401,10 +422,11 @@ pub struct Catalogue {
 
 impl Default for Catalogue {
     fn default() -> Self {
-        let roles = Level::ALL
+        let mut roles: Vec<Role> = Level::ALL
             .into_iter()
             .flat_map(|level| ["admin", "edit", "view"].map(|s| builtin(level, s)))
             .collect();
+        roles.push(billing());
         Catalogue { roles }
     }
 }
@@ -459,7 +481,7 @@ mod tests {
     #[test]
     fn built_in_roles_reach_their_level_and_below() {
         let catalogue = Catalogue::default();
-        assert_eq!(catalogue.roles().len(), 15);
+        assert_eq!(catalogue.roles().len(), 16);
         let view = catalogue.get("cluster.view").unwrap();
         let get = |r| Permission::new(TreeVerb::Get, r);
         assert!(view.permissions.has(get(TreeResource::Clusters)));
@@ -538,6 +560,7 @@ mod tests {
             Permission::new(TreeVerb::Delete, TreeResource::Tokens),
             Permission::new(TreeVerb::Get, TreeResource::Audit),
             Permission::new(TreeVerb::Update, TreeResource::Orgs),
+            Permission::new(TreeVerb::Get, TreeResource::Billing),
         ] {
             assert!(role("org.admin").permissions.has(org_only), "{org_only:?}");
             for other in ["org.edit", "folder.admin"] {
@@ -547,6 +570,25 @@ mod tests {
                 );
             }
         }
+        // Finance sees money and the org, and nothing of its clusters or people.
+        let billing = role("org.billing");
+        assert!(
+            billing
+                .permissions
+                .has(Permission::new(TreeVerb::List, TreeResource::Billing))
+        );
+        for hidden in [
+            TreeResource::Folders,
+            TreeResource::Clusters,
+            TreeResource::Audit,
+        ] {
+            assert!(
+                !billing
+                    .permissions
+                    .has(Permission::new(TreeVerb::Get, hidden))
+            );
+        }
+        assert_eq!(billing.kube, KubeGrant::None);
     }
 
     #[test]
@@ -583,7 +625,8 @@ mod tests {
                 "groups",
                 "tokens",
                 "audit",
-                "connections"
+                "connections",
+                "billing"
             ]
         );
         for resource in TreeResource::ALL {

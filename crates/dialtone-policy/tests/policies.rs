@@ -796,7 +796,7 @@ fn subjects_groups_and_custom_roles_are_checked_by_name() {
     assert!(catalogue.add(custom("cluster.view")).is_err(), "built-in");
     catalogue.add(custom("auditor")).unwrap();
     assert!(catalogue.add(custom("auditor")).is_err(), "taken");
-    assert_eq!(catalogue.roles().len(), 16);
+    assert_eq!(catalogue.roles().len(), 17);
     let policies = Policies::new(catalogue);
     assert!(policies.catalogue().get("auditor").is_some());
 

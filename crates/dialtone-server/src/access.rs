@@ -172,6 +172,7 @@ impl PolicyAuthorizer {
                         Part::Policy => TreeResource::Policies,
                         Part::Credentials => TreeResource::Credentials,
                         Part::Audit => TreeResource::Audit,
+                        Part::Billing => TreeResource::Billing,
                         // Everyone manages their own tokens: those of the identity it is,
                         // not of any node that happens to share its name.
                         Part::Tokens

@@ -88,6 +88,8 @@ pub enum Part {
     Tokens,
     /// An org's audit log.
     Audit,
+    /// The usage and cost of a node and everything under it.
+    Billing,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

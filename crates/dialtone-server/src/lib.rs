@@ -22,6 +22,7 @@ pub mod paging;
 pub mod resources;
 pub mod tls;
 pub mod token_cache;
+pub mod usage;
 pub mod versions;
 pub mod watch_cache;
 
@@ -72,6 +73,8 @@ pub struct App {
     pub networks: Arc<NetworkIndex>,
     /// How Dialtone reaches each cluster's Kubernetes API (the endpoint users are given).
     pub clusters_access: Arc<dyn dialtone_kube::ClusterAccess>,
+    /// The meter: its period and rates, for usage reports.
+    pub meter: Arc<dialtone_controllers::metering::Meter>,
     /// The background tasks, for `/readyz?verbose` and `/metrics`.
     pub tasks: Arc<Supervisor>,
     /// Every cluster as last seen, shared with the controllers.
@@ -261,6 +264,7 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
         .route("/v1/orgs/{org}/tokens", get(account::list_tokens))
         .route("/v1/orgs/{org}/tokens/{id}", delete(account::revoke_token))
         .route("/v1/orgs/{org}/audit", get(audit::list_audit))
+        .route("/v1/orgs/{org}/usage", get(usage::usage))
         .route("/v1/retiredorgs", get(audit::list_retired_orgs))
         .route(
             "/v1/retiredorgs/{uid}/audit",
@@ -371,6 +375,26 @@ pub struct ServerOptions {
     /// The operator's version catalogue, read again when it changes; the built-in one
     /// otherwise.
     pub kubernetes_versions: Option<PathBuf>,
+    /// How usage is metered.
+    pub metering: MeteringOptions,
+}
+
+/// How usage is metered (`--metering-period`, `--metering-interval`).
+#[derive(Clone, Copy, Debug)]
+pub struct MeteringOptions {
+    /// Seconds per usage record; fixed for a store once its first record is cut.
+    pub period_seconds: i64,
+    /// How often the meter reads the provider's instance lifetimes.
+    pub interval: Duration,
+}
+
+impl Default for MeteringOptions {
+    fn default() -> Self {
+        MeteringOptions {
+            period_seconds: dialtone_controllers::metering::DEFAULT_PERIOD_SECONDS,
+            interval: Duration::from_secs(60),
+        }
+    }
 }
 
 pub struct RunningServer {
@@ -540,7 +564,16 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     }
     let watches = watch_cache::WatchCache::new();
     watches.follow(registry.clone(), &tasks);
+    let meter = Arc::new(dialtone_controllers::metering::Meter {
+        registry: registry.clone(),
+        provider: provider.clone(),
+        clock: now,
+        period: options.metering.period_seconds,
+        every: options.metering.interval,
+    });
+    meter.claim_period().await.map_err(anyhow::Error::msg)?;
     let app = App {
+        meter: meter.clone(),
         registry: registry.clone(),
         authorizer: Arc::new(access::PolicyAuthorizer {
             index: access.clone(),
@@ -605,6 +638,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
                 now,
             )
         }
+    });
+    tasks.spawn("meter", {
+        let meter = meter.clone();
+        move |_| meter.clone().run()
     });
     dialtone_controllers::spawn_deletion_controller(&tasks, registry, Duration::from_secs(300));
     let compaction_interval = options.compaction_interval;

@@ -162,6 +162,20 @@ impl Document {
         ]);
         let responses = self.respond("200", "Audit records, oldest first", audit.clone());
         self.operation("/v1/orgs/{org}/audit", "get", json!({"operationId": "listAudit", "tags": ["Audit"], "parameters": paging, "responses": responses}));
+        let report = self.schema::<dialtone_types::usage::UsageReport>();
+        let responses = self.respond(
+            "200",
+            "Usage and cost over the range, grouped; the total is the exact sum of the rows",
+            report,
+        );
+        self.operation("/v1/orgs/{org}/usage", "get", json!({"operationId": "getUsage", "tags": ["Usage"], "parameters": [
+            query("folder", "Only this folder", json!({"type": "string"})),
+            query("project", "Only this project of the folder", json!({"type": "string"})),
+            query("cluster", "Only this cluster of the project", json!({"type": "string"})),
+            query("from", "A day (2026-12-01), a month (2026-12) or an RFC 3339 time, UTC; default: the start of this month", json!({"type": "string"})),
+            query("to", "The end, excluded; default: now. At most 400 days after from", json!({"type": "string"})),
+            query("by", "none, folder, project, cluster, day or hour", json!({"type": "string"})),
+        ], "responses": responses}));
         let retired = self.schema::<List<RetiredOrg>>();
         let responses = self.respond(
             "200",

@@ -21,6 +21,7 @@ pub mod path;
 pub mod policy;
 pub mod selector;
 pub mod settings;
+pub mod usage;
 pub mod validation;
 
 pub use api::{ApiError, Reason, Status, StatusCause};

@@ -19,7 +19,7 @@ pub struct Cli {
     /// The CLI configuration file.
     #[arg(long, global = true, env = "DIALTONE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Output format: wide, name, json, yaml, jsonpath=TEMPLATE or
+    /// Output format: wide, name, json, yaml, csv (usage), jsonpath=TEMPLATE or
     /// custom-columns=HEADER:.path,… (default: a table).
     #[arg(short, long, global = true, value_parser = parse_output, default_value = "table")]
     pub output: Output,
@@ -40,6 +40,8 @@ pub enum Output {
     JsonPath(&'static str),
     /// `HEADER:.path` pairs, comma-separated.
     CustomColumns(&'static str),
+    /// Comma-separated values, for spreadsheets (`dialtone usage`).
+    Csv,
 }
 
 impl Output {
@@ -59,6 +61,7 @@ pub fn parse_output(text: &str) -> Result<Output, String> {
         "name" => Output::Name,
         "json" => Output::Json,
         "yaml" => Output::Yaml,
+        "csv" => Output::Csv,
         other => match other.split_once('=') {
             Some(("jsonpath", template)) => {
                 crate::jsonpath::render(template, &serde_json::Value::Null)?;
@@ -76,7 +79,7 @@ pub fn parse_output(text: &str) -> Result<Output, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown output format `{other}`; valid formats: wide, name, json, yaml, jsonpath=TEMPLATE, custom-columns=HEADER:.path,…"
+                    "unknown output format `{other}`; valid formats: wide, name, json, yaml, csv, jsonpath=TEMPLATE, custom-columns=HEADER:.path,…"
                 ));
             }
         },
@@ -174,6 +177,11 @@ pub enum Command {
         after_help = "Examples:\n  dialtone audit list --tail 20\n  dialtone audit list -o json"
     )]
     Audit(AuditCommand),
+    /// Usage and cost, to the second, of an org, folder, project or cluster.
+    #[command(
+        after_help = "Examples:\n  dialtone usage --by cluster\n  dialtone usage --folder eng --by project --from 2026-11 --to 2026-12\n  dialtone usage --folder eng --project web --cluster dev --by day -o csv"
+    )]
+    Usage(UsageArgs),
     /// Who the current token belongs to.
     Whoami,
     /// Sign in to a Dialtone server: checks the token, then saves a context for it and
@@ -236,6 +244,14 @@ pub struct ServerArgs {
     /// resume within one interval.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub compaction_interval: u64,
+    /// Seconds of usage per metering record (an hour). A store keeps the period its first
+    /// records were cut at; a server started with another refuses to start. Shorter periods
+    /// are for tests and demos.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub metering_period: u64,
+    /// How often the meter reads the cloud's instance lifetimes, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub metering_interval_ms: u64,
     /// The cloud clusters are built in.
     #[arg(long, value_enum, default_value_t = ProviderKind::Sim)]
     pub provider: ProviderKind,
@@ -530,6 +546,32 @@ pub enum AuditCommand {
         #[arg(long)]
         tail: Option<usize>,
     },
+}
+
+#[derive(Args)]
+pub struct UsageArgs {
+    /// The org (default: the context's).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Only this folder.
+    #[arg(long)]
+    pub folder: Option<String>,
+    /// Only this project (with --folder).
+    #[arg(long, requires = "folder")]
+    pub project: Option<String>,
+    /// Only this cluster (with --folder and --project).
+    #[arg(long, requires = "project")]
+    pub cluster: Option<String>,
+    /// The start: a day (2026-12-01), a month (2026-12) or an RFC 3339 time, UTC (default:
+    /// the start of this month).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The end, excluded (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Rows by none, folder, project, cluster, day or hour.
+    #[arg(long, default_value = "none")]
+    pub by: String,
 }
 
 #[derive(Args)]

@@ -10,6 +10,7 @@ mod output;
 mod policy;
 mod server;
 mod tree;
+mod usage;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -141,6 +142,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Versions(c) => versions(c, &client, output).await,
                 Command::Token(c) => token(c, &client, &context, output).await,
                 Command::Audit(c) => audit(c, &client, &context, output).await,
+                Command::Usage(args) => {
+                    let org = org_of(args.org.clone(), &context)?;
+                    usage::run(args, org, &client, output).await
+                }
                 Command::Whoami => {
                     let me: WhoAmI = client.get("/v1/whoami", &[]).await?;
                     match output {

@@ -34,6 +34,9 @@ pub fn print_value(format: Output, value: &Value) -> anyhow::Result<()> {
                 crate::jsonpath::render(template, value).map_err(anyhow::Error::msg)?
             )
         }
+        Output::Csv => anyhow::bail!(
+            "-o csv is offered by `dialtone usage`; here use json, yaml, jsonpath or custom-columns"
+        ),
         Output::CustomColumns(columns) => {
             let columns: Vec<(&str, &str)> = columns
                 .split(',')

@@ -75,6 +75,10 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         },
         fault_panic_tasks: args.fault_panic_task.clone(),
         kubernetes_versions: args.kubernetes_versions.clone(),
+        metering: dialtone_server::MeteringOptions {
+            period_seconds: args.metering_period as i64,
+            interval: std::time::Duration::from_millis(args.metering_interval_ms),
+        },
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

@@ -567,7 +567,8 @@ async fn background_tasks_that_panic_are_restarted_and_reported() {
 #[tokio::test]
 async fn a_quiet_fleet_writes_nothing_for_ten_simulated_minutes() {
     // A hundredth of real time: ten simulated minutes are six seconds.
-    let server = start_with(&["--sim-time-scale", "0.01"]);
+    // Metered in day-long periods, so that no period closes (and is recorded) while it is watched.
+    let server = start_with(&["--sim-time-scale", "0.01", "--metering-period", "86400"]);
     let api = Api::admin(&server);
     tree(&api).await;
     const FLEET: usize = 50;

@@ -24,6 +24,7 @@ pub fn routes(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/resources", get(list_resources))
         .route("/resources/{id}/changes", post(change_resource))
+        .route("/lifetimes", get(list_lifetimes))
         .route(
             "/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
@@ -84,6 +85,31 @@ async fn list_resources(
         .filter(|r| query.get("region").is_none_or(|region| &r.region == region))
         .filter(|r| tag.is_none_or(|(k, v)| r.tags.get(k).is_some_and(|t| t == v)))
         .collect();
+    Ok(to_json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items }),
+    ))
+}
+
+/// `GET /v1/sim/lifetimes?region=`: every instance's lifetime the sim still reports (those
+/// that ended within a week), as its usage report gives them: what metering is checked
+/// against.
+async fn list_lifetimes(
+    State(sim): State<Arc<Sim>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    check_query(&query, &["region"])?;
+    let mut items = Vec::new();
+    for region in sim.regions() {
+        if query.get("region").is_some_and(|r| r != region.name) {
+            continue;
+        }
+        items.extend(
+            sim.lifetimes(region.name, jiff::Timestamp::UNIX_EPOCH)
+                .await
+                .map_err(cloud_error)?,
+        );
+    }
     Ok(to_json(
         StatusCode::OK,
         &serde_json::json!({ "items": items }),

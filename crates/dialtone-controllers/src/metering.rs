@@ -1,0 +1,435 @@
+//! The meter: every node's life, as the provider reports its instance's (from running to
+//! termination or death), kept as a usage interval with the cluster that owns it, and cut
+//! into immutable usage records, one per period (an hour) once that period is final.
+//!
+//! Exactly once, whatever crashes: a record's key is derived from what it measures, and a
+//! pass writes an interval's new records and its cursor (`recordedUntil`) in one
+//! transaction that holds only if the interval is as the pass read it and none of the
+//! records exists. A server killed mid-pass wrote all or nothing; a second server metering
+//! the same store conflicts and reads again. An end learned after its period was recorded
+//! whole (the provider said "running" a little too long) becomes a correction record.
+//!
+//! Keys: `/usage/intervals/{cluster uid}/{subject}` for intervals,
+//! `/usage/records/{org uid}/{period start, 12 digits}/{cluster uid}/{subject}/{record id}`
+//! for records, so that an org's usage over a time range is one range read; `/usage/period`
+//! holds the period the store's records were cut at, which a server started with another
+//! refuses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_cloud::tags::{TAG_CLUSTER, TAG_OWNER};
+use dialtone_cloud::{InstanceLifetime, LIFETIME_RETENTION_DAYS, Provider};
+use dialtone_metering::{
+    Interval, Owner, RateCard, Size, Subject, UsageRecord, ceil_second, period_of,
+};
+use dialtone_store::registry::Registry;
+use dialtone_store::{KeyRange, Revision, Store, Txn, TxnOutcome};
+use dialtone_types::ResourcePath;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+const INTERVALS: &str = "/usage/intervals/";
+const RECORDS: &str = "/usage/records/";
+const PERIOD_KEY: &str = "/usage/period";
+
+/// One period, unless the server is told otherwise (`--metering-period`).
+pub const DEFAULT_PERIOD_SECONDS: i64 = 3600;
+
+/// An interval as the meter keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredInterval {
+    pub interval: Interval,
+    /// Every second before this one has its records: a period's start while the interval
+    /// runs, the second after its end once it has ended.
+    pub recorded_until: i64,
+}
+
+impl StoredInterval {
+    /// Whether nothing more is owed: it ended and every period up to its end is recorded.
+    fn done(&self) -> bool {
+        self.interval
+            .end
+            .is_some_and(|end| self.recorded_until >= ceil_second(end))
+    }
+}
+
+fn interval_key(cluster_uid: &str, subject: &Subject) -> String {
+    format!("{INTERVALS}{cluster_uid}/{}", subject.key())
+}
+
+fn period_prefix(org_uid: &str, period: i64) -> String {
+    format!("{RECORDS}{org_uid}/{period:012}/")
+}
+
+fn record_key(record: &UsageRecord) -> String {
+    format!(
+        "{}{}/{}/{}",
+        period_prefix(&record.owner.org_uid, record.period.as_second()),
+        record.owner.cluster_uid,
+        record.subject.key(),
+        record.id
+    )
+}
+
+/// The records of `org_uid` whose periods start in `[from, to)` (seconds).
+pub async fn records(
+    store: &dyn Store,
+    org_uid: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<UsageRecord>, String> {
+    let range = KeyRange {
+        start: period_prefix(org_uid, from.max(0)).into_bytes(),
+        end: Some(period_prefix(org_uid, to.max(0)).into_bytes()),
+    };
+    read_all(store, &range).await
+}
+
+/// The intervals that have not ended, or ended at or after `since`.
+pub async fn intervals(store: &dyn Store) -> Result<Vec<(StoredInterval, Revision)>, String> {
+    let range = KeyRange::prefix(INTERVALS);
+    let mut found = Vec::new();
+    let mut next = range.clone();
+    loop {
+        let page = store
+            .range(&next, None, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        for kv in &page.kvs {
+            let stored: StoredInterval = serde_json::from_slice(&kv.value)
+                .map_err(|e| format!("a corrupt usage interval: {e}"))?;
+            found.push((stored, kv.mod_revision));
+        }
+        match (page.more, page.kvs.last()) {
+            (true, Some(last)) => {
+                let mut after = last.key.clone();
+                after.push(0);
+                next = range.starting_at(after);
+            }
+            _ => return Ok(found),
+        }
+    }
+}
+
+async fn read_all<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    range: &KeyRange,
+) -> Result<Vec<T>, String> {
+    let mut found = Vec::new();
+    let mut next = range.clone();
+    loop {
+        let page = store
+            .range(&next, None, 5000)
+            .await
+            .map_err(|e| e.to_string())?;
+        for kv in &page.kvs {
+            found.push(
+                serde_json::from_slice(&kv.value)
+                    .map_err(|e| format!("a corrupt usage record: {e}"))?,
+            );
+        }
+        match (page.more, page.kvs.last()) {
+            (true, Some(last)) => {
+                let mut after = last.key.clone();
+                after.push(0);
+                next = range.starting_at(after);
+            }
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Metered {
+    /// Records written.
+    pub records: usize,
+    /// Intervals first seen.
+    pub new_intervals: usize,
+    /// Transactions another writer got to first (read again next pass).
+    pub conflicts: usize,
+}
+
+/// The meter.
+pub struct Meter {
+    pub registry: Registry,
+    pub provider: Arc<dyn Provider>,
+    pub clock: fn() -> Timestamp,
+    /// Seconds per period.
+    pub period: i64,
+    /// How often it reads the provider.
+    pub every: Duration,
+}
+
+impl Meter {
+    /// Records the store's period, or refuses one that differs from it: records cut at two
+    /// periods would not add up.
+    pub async fn claim_period(&self) -> Result<(), String> {
+        let store = self.registry.store();
+        let stored = store
+            .get(PERIOD_KEY.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        match stored {
+            Some(kv) => {
+                let stored: i64 = String::from_utf8_lossy(&kv.value).parse().unwrap_or(0);
+                if stored != self.period {
+                    return Err(format!(
+                        "this store's usage is metered in periods of {stored} s; start the server with --metering-period {stored}"
+                    ));
+                }
+                Ok(())
+            }
+            None => {
+                let txn = Txn::default()
+                    .when(PERIOD_KEY, 0)
+                    .put(PERIOD_KEY, self.period.to_string());
+                store.txn(txn).await.map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The rates of `region`: the catalogue's, times the region's price factor.
+    pub fn rates(&self, region: &str) -> RateCard {
+        let base = RateCard::derived(self.provider.catalog());
+        let factor = self
+            .provider
+            .regions()
+            .iter()
+            .find(|r| r.name == region)
+            .map_or(1.0, |r| r.price_factor);
+        RateCard {
+            vcpu_hour_micros: (base.vcpu_hour_micros as f64 * factor).round() as u64,
+            gib_hour_micros: (base.gib_hour_micros as f64 * factor).round() as u64,
+        }
+    }
+
+    /// Meters forever, a pass every `every`.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            match self.pass().await {
+                Ok(metered) if metered != Metered::default() => {
+                    tracing::debug!(?metered, "metered")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot meter usage"),
+            }
+            tokio::time::sleep(self.every).await;
+        }
+    }
+
+    /// One pass: every region's lifetimes against the kept intervals.
+    pub async fn pass(&self) -> Result<Metered, String> {
+        let now = (self.clock)();
+        let store = self.registry.store().clone();
+        let mut kept: BTreeMap<String, (StoredInterval, Revision)> = intervals(&*store)
+            .await?
+            .into_iter()
+            .map(|(s, rev)| {
+                (
+                    interval_key(&s.interval.owner.cluster_uid, &s.interval.subject),
+                    (s, rev),
+                )
+            })
+            .collect();
+        let since = now - SignedDuration::from_hours(LIFETIME_RETENTION_DAYS * 24);
+        let mut metered = Metered::default();
+        let mut reported = BTreeSet::new();
+        let mut every_region_answered = true;
+        let mut orgs: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for region in self.provider.regions() {
+            let lifetimes = match self.provider.lifetimes(region.name, since).await {
+                Ok(lifetimes) => lifetimes,
+                Err(e) => {
+                    every_region_answered = false;
+                    tracing::debug!(region = region.name, error = %e, "no lifetimes");
+                    continue;
+                }
+            };
+            let rates = self.rates(region.name);
+            for lifetime in lifetimes {
+                let Some(cluster_uid) = lifetime.tags.get(TAG_CLUSTER) else {
+                    continue;
+                };
+                let subject = Subject::Node {
+                    instance_id: lifetime.id.clone(),
+                    instance_type: lifetime.instance_type.clone(),
+                };
+                let key = interval_key(cluster_uid, &subject);
+                reported.insert(key.clone());
+                let (mut stored, revision) = match kept.remove(&key) {
+                    Some(found) => found,
+                    None => {
+                        let Some(interval) = self
+                            .interval_of(&lifetime, cluster_uid, subject, &mut orgs)
+                            .await?
+                        else {
+                            continue;
+                        };
+                        metered.new_intervals += 1;
+                        let start = interval.start.as_second();
+                        let stored = StoredInterval {
+                            interval,
+                            recorded_until: period_of(start, self.period),
+                        };
+                        (stored, 0)
+                    }
+                };
+                let end_learned = stored.interval.end.is_none() && lifetime.ended_at.is_some();
+                if end_learned {
+                    stored.interval.end = lifetime.ended_at.map(|end| end.max(lifetime.started_at));
+                }
+                match self
+                    .settle(&*store, stored, revision, end_learned, now, rates)
+                    .await?
+                {
+                    Settled::Wrote(n) => metered.records += n,
+                    Settled::Conflict => metered.conflicts += 1,
+                    Settled::Nothing => {}
+                }
+            }
+        }
+        // What the provider no longer reports and is done with is forgotten; its records
+        // stay.
+        if every_region_answered {
+            for (key, (stored, revision)) in kept {
+                if !reported.contains(&key) && stored.done() {
+                    let _ = store
+                        .txn(Txn::default().when(key.clone(), revision).delete(key))
+                        .await;
+                }
+            }
+        }
+        Ok(metered)
+    }
+
+    /// A new interval for `lifetime`, owned by the cluster its tags name; `None` when its
+    /// owner cannot be told (no owner tag, an org that is gone).
+    async fn interval_of(
+        &self,
+        lifetime: &InstanceLifetime,
+        cluster_uid: &str,
+        subject: Subject,
+        orgs: &mut BTreeMap<String, Option<String>>,
+    ) -> Result<Option<Interval>, String> {
+        let Some(path) = lifetime
+            .tags
+            .get(TAG_OWNER)
+            .and_then(|p| ResourcePath::parse(p).ok())
+        else {
+            return Ok(None);
+        };
+        let names: Vec<&str> = path.names().collect();
+        let [org, folder, project, cluster] = names[..] else {
+            return Ok(None);
+        };
+        let org_uid = match orgs.get(org) {
+            Some(uid) => uid.clone(),
+            None => {
+                let uid = self
+                    .registry
+                    .org_uid(org)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                orgs.insert(org.to_string(), uid.clone());
+                uid
+            }
+        };
+        let Some(org_uid) = org_uid else {
+            return Ok(None);
+        };
+        let Some(facts) = self.provider.catalog().get(&lifetime.instance_type) else {
+            return Ok(None);
+        };
+        Ok(Some(Interval {
+            owner: Owner {
+                org_uid,
+                folder: folder.to_string(),
+                project: project.to_string(),
+                cluster: cluster.to_string(),
+                cluster_uid: cluster_uid.to_string(),
+                region: lifetime.region.clone(),
+            },
+            subject,
+            size: Size {
+                millicpu: u64::from(facts.vcpus) * 1000,
+                memory_mib: facts.memory_mib,
+            },
+            start: lifetime.started_at,
+            end: None,
+        }))
+    }
+
+    /// Writes what `stored` is owed by `now`, with its new cursor, in one transaction;
+    /// `end_learned` when its end was found this pass.
+    async fn settle(
+        &self,
+        store: &dyn Store,
+        mut stored: StoredInterval,
+        revision: Revision,
+        end_learned: bool,
+        now: Timestamp,
+        rates: RateCard,
+    ) -> Result<Settled, String> {
+        let cursor = stored.recorded_until;
+        let interval = &stored.interval;
+        if revision != 0 && !end_learned && stored.done() {
+            return Ok(Settled::Nothing);
+        }
+        // An end before the cursor reopens the periods from the end's on.
+        let from = match interval.end {
+            Some(end) if ceil_second(end) < cursor => period_of(end.as_second(), self.period),
+            _ => cursor,
+        };
+        let due = interval.final_periods(self.period, from, now);
+        if revision != 0 && !end_learned && due.is_empty() {
+            return Ok(Settled::Nothing);
+        }
+        // The records already there: of the periods due, and of those reopened.
+        let upto = due.last().map_or(from, |d| d.0).max(cursor - 1);
+        let mut written = Vec::new();
+        let mut at = period_of(from, self.period);
+        while at <= upto {
+            let prefix = format!(
+                "{}{}/{}/",
+                period_prefix(&interval.owner.org_uid, at),
+                interval.owner.cluster_uid,
+                interval.subject.key()
+            );
+            written.extend(read_all::<UsageRecord>(store, &KeyRange::prefix(prefix)).await?);
+            at += self.period;
+        }
+        let owed = dialtone_metering::reconcile(interval, &written, self.period, from, now, rates);
+        stored.recorded_until = match interval.end {
+            Some(end) => ceil_second(end),
+            None => period_of(now.as_second(), self.period),
+        };
+        let key = interval_key(&stored.interval.owner.cluster_uid, &stored.interval.subject);
+        let mut txn = Txn::default().when(key.clone(), revision);
+        for record in &owed {
+            let record_key = record_key(record);
+            txn = txn.when(record_key.clone(), 0).put(
+                record_key,
+                serde_json::to_vec(record).expect("a record serializes"),
+            );
+        }
+        txn = txn.put(
+            key,
+            serde_json::to_vec(&stored).expect("an interval serializes"),
+        );
+        match store.txn(txn).await.map_err(|e| e.to_string())? {
+            TxnOutcome::Committed { .. } => Ok(Settled::Wrote(owed.len())),
+            TxnOutcome::Conflict => Ok(Settled::Conflict),
+        }
+    }
+}
+
+enum Settled {
+    Nothing,
+    Wrote(usize),
+    Conflict,
+}

@@ -1,0 +1,280 @@
+//! `GET /v1/orgs/{org}/usage`: the usage and cost of an org, folder, project or cluster over
+//! a time range, grouped, from the meter's records (see `dialtone_controllers::metering`).
+//! Who may see money is the tree's policies' word: `billing` (in `org.admin` and
+//! `org.billing`) on the scope or above; anyone else gets 403 on a node they can see and
+//! 404 on one they cannot.
+//!
+//! A range is cut at the meter's periods (an hour): `from` rounds down and `to` up, and a
+//! record counts in the range its period starts in. What has been used since the last
+//! closed record is shown apart, as provisional, priced at today's rates.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use dialtone_metering::{Interval, UsageRecord, period_of};
+use dialtone_types::kinds::{CLUSTER, FOLDER, ORG, PROJECT};
+use dialtone_types::usage::{UsageAmounts, UsageGrouping, UsageReport, UsageRow};
+use dialtone_types::{ApiError, Reason, ResourcePath};
+use jiff::{SignedDuration, Timestamp};
+
+use crate::App;
+use crate::auth::{Part, Principal, Verb};
+use crate::error::HttpResult;
+use crate::resources::{authorized_part, check_query, object_path, to_json};
+
+/// The longest range one request may cover.
+const MAX_DAYS: i64 = 400;
+
+fn bad(message: impl Into<String>) -> crate::error::HttpError {
+    ApiError::new(Reason::BadRequest, message).into()
+}
+
+/// `2026-12-07`, `2026-12`, or an RFC 3339 time, read as UTC.
+fn parse_time(name: &str, text: &str) -> HttpResult<Timestamp> {
+    if let Ok(at) = text.parse::<Timestamp>() {
+        return Ok(at);
+    }
+    let date = text
+        .parse::<jiff::civil::Date>()
+        .or_else(|_| format!("{text}-01").parse::<jiff::civil::Date>());
+    date.ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| {
+            bad(format!(
+                "{name} `{text}` is not a time: give a day (2026-12-07), a month (2026-12) or an RFC 3339 time (2026-12-07T10:00:00Z)"
+            ))
+        })
+}
+
+/// The first second of `at`'s month, UTC.
+fn month_start(at: Timestamp) -> Timestamp {
+    let date = at.to_zoned(jiff::tz::TimeZone::UTC).date();
+    jiff::civil::date(date.year(), date.month(), 1)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map_or(at, |z| z.timestamp())
+}
+
+/// Who a record or interval is, as the scope and the grouping see it.
+struct Place<'a> {
+    folder: &'a str,
+    project: &'a str,
+    cluster: &'a str,
+}
+
+fn in_scope(scope: &[&str], place: &Place) -> bool {
+    [place.folder, place.project, place.cluster]
+        .iter()
+        .zip(scope)
+        .all(|(have, want)| have == want)
+}
+
+fn group_of(by: UsageGrouping, scope: &str, place: &Place, period: i64) -> String {
+    let at = Timestamp::from_second(period).unwrap_or_default();
+    match by {
+        UsageGrouping::None => scope.to_string(),
+        UsageGrouping::Folder => place.folder.to_string(),
+        UsageGrouping::Project => format!("{}/{}", place.folder, place.project),
+        UsageGrouping::Cluster => format!("{}/{}/{}", place.folder, place.project, place.cluster),
+        UsageGrouping::Day => at.strftime("%Y-%m-%d").to_string(),
+        UsageGrouping::Hour => at.strftime("%Y-%m-%dT%H:00Z").to_string(),
+    }
+}
+
+fn empty_row(group: String) -> UsageRow {
+    UsageRow {
+        group,
+        recorded: UsageAmounts::default(),
+        provisional: UsageAmounts::default(),
+        records: 0,
+    }
+}
+
+/// The row of `group`, empty at first.
+fn entry(rows: &mut BTreeMap<String, UsageRow>, group: String) -> &mut UsageRow {
+    rows.entry(group.clone())
+        .or_insert_with(|| empty_row(group))
+}
+
+fn add(amounts: &mut UsageAmounts, cpu: i64, memory: i64, cost: i64) {
+    amounts.cpu_milli_seconds += cpu;
+    amounts.memory_mib_seconds += memory;
+    amounts.cost_micros += cost;
+}
+
+fn place_of(interval: &Interval) -> Place<'_> {
+    Place {
+        folder: &interval.owner.folder,
+        project: &interval.owner.project,
+        cluster: &interval.owner.cluster,
+    }
+}
+
+fn record_place(record: &UsageRecord) -> Place<'_> {
+    Place {
+        folder: &record.owner.folder,
+        project: &record.owner.project,
+        cluster: &record.owner.cluster,
+    }
+}
+
+pub async fn usage(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    check_query(
+        &query,
+        &["folder", "project", "cluster", "from", "to", "by"],
+    )?;
+    let org = object_path(&ORG, &params)?;
+    let names: Vec<&str> = ["folder", "project", "cluster"]
+        .iter()
+        .map_while(|k| query.get(*k).map(String::as_str))
+        .collect();
+    if let Some(orphan) = ["folder", "project", "cluster"]
+        .iter()
+        .skip(names.len())
+        .find(|k| query.contains_key(**k))
+    {
+        return Err(bad(format!(
+            "{orphan} names a node under a {}: give every level above it (folder, project, cluster)",
+            ["folder", "project"][names.len().min(1)]
+        )));
+    }
+    let scope = match names.len() {
+        0 => org.clone(),
+        n => {
+            let kind = [&FOLDER, &PROJECT, &CLUSTER][n - 1];
+            let all: Vec<String> = std::iter::once(org.org_name())
+                .chain(names.iter().copied())
+                .map(String::from)
+                .collect();
+            ResourcePath::from_names(kind, &all).map_err(|e| bad(e.to_string()))?
+        }
+    };
+    authorized_part(&app, &principal, &scope, Verb::List, Part::Billing).await?;
+    let org_uid = app
+        .registry
+        .org_uid(org.org_name())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&org))?;
+    let by = match query.get("by") {
+        None => UsageGrouping::None,
+        Some(by) => UsageGrouping::parse(by).ok_or_else(|| {
+            let valid: Vec<&str> = UsageGrouping::ALL.iter().map(|g| g.name()).collect();
+            bad(format!(
+                "unknown grouping `{by}`; valid: {}",
+                valid.join(", ")
+            ))
+        })?,
+    };
+    let now = (app.clock)();
+    let period = app.meter.period;
+    let from = match query.get("from") {
+        Some(text) => parse_time("from", text)?,
+        None => month_start(now),
+    };
+    let to = match query.get("to") {
+        Some(text) => parse_time("to", text)?,
+        None => now,
+    };
+    if to <= from {
+        return Err(bad(format!(
+            "the range is empty or inverted: from {from} is not before to {to}"
+        )));
+    }
+    if to.duration_since(from) > SignedDuration::from_hours(MAX_DAYS * 24) {
+        return Err(bad(format!(
+            "the range covers more than {MAX_DAYS} days; ask for less"
+        )));
+    }
+    let (from, to) = (
+        period_of(from.as_second(), period),
+        period_of(to.as_second() + period - 1, period),
+    );
+    let store = app.registry.store();
+    let scope_names: Vec<&str> = names.clone();
+    let scope_text = scope.names().collect::<Vec<_>>().join("/");
+    let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
+    let records = dialtone_controllers::metering::records(&**store, &org_uid, from, to)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
+    for record in &records {
+        let place = record_place(record);
+        if !in_scope(&scope_names, &place) {
+            continue;
+        }
+        let group = group_of(by, &scope_text, &place, record.period.as_second());
+        let entry = entry(&mut rows, group);
+        add(
+            &mut entry.recorded,
+            record.cpu_milli_seconds,
+            record.memory_mib_seconds,
+            record.cost_micros,
+        );
+        entry.records += 1;
+    }
+    // What intervals hold beyond their records, up to now.
+    let intervals = dialtone_controllers::metering::intervals(&**store)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
+    for (stored, _) in intervals {
+        let interval = &stored.interval;
+        if interval.owner.org_uid != org_uid || !in_scope(&scope_names, &place_of(interval)) {
+            continue;
+        }
+        let mut open = interval.clone();
+        let cut = open.end.map_or(now, |end| end.min(now));
+        open.end = Some(cut.max(open.start));
+        let from_second = stored.recorded_until.max(from);
+        let rates = app.meter.rates(&interval.owner.region);
+        for (at, first, last) in open.final_periods(period, from_second, now) {
+            if at >= to || last <= from_second {
+                continue;
+            }
+            let seconds = last - first.max(from_second);
+            let cpu = seconds * interval.size.millicpu as i64;
+            let memory = seconds * interval.size.memory_mib as i64;
+            let group = group_of(by, &scope_text, &place_of(interval), at);
+            add(
+                &mut entry(&mut rows, group).provisional,
+                cpu,
+                memory,
+                rates.cost_micros(cpu, memory),
+            );
+        }
+    }
+    let mut total = empty_row("TOTAL".into());
+    for row in rows.values() {
+        let (r, p) = (row.recorded, row.provisional);
+        add(
+            &mut total.recorded,
+            r.cpu_milli_seconds,
+            r.memory_mib_seconds,
+            r.cost_micros,
+        );
+        add(
+            &mut total.provisional,
+            p.cpu_milli_seconds,
+            p.memory_mib_seconds,
+            p.cost_micros,
+        );
+        total.records += row.records;
+    }
+    let stamp = |s: i64| Timestamp::from_second(s).unwrap_or_default().to_string();
+    let report = UsageReport {
+        scope: scope_text,
+        from: stamp(from),
+        to: stamp(to),
+        by,
+        period_seconds: period,
+        rows: rows.into_values().collect(),
+        total,
+    };
+    Ok(to_json(StatusCode::OK, &report))
+}

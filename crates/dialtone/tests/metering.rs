@@ -1,0 +1,331 @@
+//! Usage metered to the second, exactly once: the real binary with the sim, whose own
+//! instance lifetimes (`GET /v1/sim/lifetimes`) are what every total is checked against,
+//! through scale events, deletion and `kill -9` of the server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Api, cli_ok};
+use dialtone_cloud::InstanceCatalog;
+use dialtone_testkit::DevServer;
+use serde_json::{Value, json};
+
+/// Two-second periods, read five times a second: an hour's behaviour in seconds.
+const METERING: [&str; 4] = ["--metering-period", "2", "--metering-interval-ms", "200"];
+
+fn start() -> DevServer {
+    let mut args = vec!["--sim-time-scale", "0.005"];
+    args.extend(METERING);
+    common::start_with(&args)
+}
+
+async fn tree(api: &Api) {
+    api.create("/v1/orgs/demo/folders", "eng", json!({})).await;
+    api.create("/v1/orgs/demo/folders/eng/projects", "web", json!({}))
+        .await;
+}
+
+fn create_cluster(server: &DevServer, name: &str) {
+    cli_ok(
+        server,
+        &[
+            "cluster",
+            "create",
+            name,
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+            "--type",
+            "developer",
+            "--region",
+            "us-east-1",
+            "--wait",
+        ],
+    );
+}
+
+async fn cluster_uid(api: &Api, name: &str) -> String {
+    let (status, cluster) = api
+        .get(&format!(
+            "/v1/orgs/demo/folders/eng/projects/web/clusters/{name}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{cluster}");
+    cluster["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+/// What the sim says the cluster's instances ran: (milli-vCPU-seconds, MiB-seconds), each
+/// lifetime in whole seconds, its start rounded down and its end up.
+async fn provider_usage(api: &Api, uid: &str) -> (i64, i64, usize) {
+    let (status, list) = api.get("/v1/sim/lifetimes").await;
+    assert_eq!(status, 200, "{list}");
+    let catalog = InstanceCatalog::builtin();
+    let mut totals = (0, 0, 0);
+    for lifetime in list["items"].as_array().unwrap() {
+        if lifetime["tags"]["dialtone.dev/cluster"] != uid {
+            continue;
+        }
+        let time = |v: &Value| v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+        let start = time(&lifetime["startedAt"]);
+        let end = time(&lifetime["endedAt"]);
+        let ceil = end.as_second() + i64::from(end.subsec_nanosecond() > 0);
+        let seconds = (ceil - start.as_second()).max(0);
+        let facts = catalog
+            .get(lifetime["instanceType"].as_str().unwrap())
+            .unwrap();
+        totals.0 += seconds * i64::from(facts.vcpus) * 1000;
+        totals.1 += seconds * facts.memory_mib as i64;
+        totals.2 += 1;
+    }
+    totals
+}
+
+async fn usage(api: &Api, query: &str) -> Value {
+    let (status, report) = api
+        .get(&format!("/v1/orgs/demo/usage?from=2026-01-01&{query}"))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+fn amount(row: &Value, part: &str, field: &str) -> i64 {
+    row[part][field].as_i64().unwrap()
+}
+
+/// Waits until every second of the cluster's lifetimes is recorded (nothing provisional
+/// left) and returns the usage report by cluster.
+async fn settled_usage(api: &Api, uid: &str) -> (Value, (i64, i64, usize)) {
+    let start = Instant::now();
+    loop {
+        let expected = provider_usage(api, uid).await;
+        let report = usage(api, "by=cluster").await;
+        let total = &report["total"];
+        if amount(total, "provisional", "cpuMilliSeconds") == 0
+            && amount(total, "recorded", "cpuMilliSeconds") == expected.0
+        {
+            return (report, expected);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "usage never matched the provider's lifetimes {expected:?}: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The rows of a report add up to its total, exactly, in every unit.
+fn rows_sum_to_total(report: &Value) {
+    for part in ["recorded", "provisional"] {
+        for field in ["cpuMilliSeconds", "memoryMibSeconds", "costMicros"] {
+            let sum: i64 = report["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| amount(r, part, field))
+                .sum();
+            assert_eq!(
+                sum,
+                amount(&report["total"], part, field),
+                "{part}.{field}: {report:#}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_clusters_usage_equals_its_instances_lifetimes_to_the_second_through_a_scale_event() {
+    let server = start();
+    let api = Api::admin(&server);
+    tree(&api).await;
+    create_cluster(&server, "dev");
+    let uid = cluster_uid(&api, "dev").await;
+    // While it runs, what it used shows as provisional and closed periods as records.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let running = usage(&api, "by=cluster").await;
+    assert!(
+        amount(&running["total"], "recorded", "cpuMilliSeconds") > 0,
+        "{running:#}"
+    );
+    assert_eq!(running["rows"][0]["group"], "eng/web/dev");
+    // A scale event in the middle of a period.
+    cli_ok(
+        &server,
+        &[
+            "cluster",
+            "update",
+            "dev",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+            "--min-nodes",
+            "2",
+            "--max-nodes",
+            "2",
+            "--wait",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cli_ok(
+        &server,
+        &[
+            "cluster",
+            "delete",
+            "dev",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+            "--wait",
+            "--yes",
+        ],
+    );
+    let (report, (cpu, memory, instances)) = settled_usage(&api, &uid).await;
+    assert!(instances >= 3, "a control plane and two workers ran");
+    let total = &report["total"];
+    assert_eq!(amount(total, "recorded", "cpuMilliSeconds"), cpu);
+    assert_eq!(amount(total, "recorded", "memoryMibSeconds"), memory);
+    assert!(amount(total, "recorded", "costMicros") > 0);
+    rows_sum_to_total(&report);
+    // Any grouping adds up to the same total.
+    for by in ["none", "folder", "project", "day", "hour"] {
+        let grouped = usage(&api, &format!("by={by}")).await;
+        rows_sum_to_total(&grouped);
+        assert_eq!(grouped["total"], report["total"], "by {by}");
+    }
+    // The CLI shows it; CSV carries the exact integers.
+    let table = cli_ok(
+        &server,
+        &["usage", "--by", "cluster", "--from", "2026-01-01"],
+    );
+    assert!(table.contains("eng/web/dev"), "{table}");
+    let csv = cli_ok(
+        &server,
+        &[
+            "usage",
+            "--by",
+            "cluster",
+            "--from",
+            "2026-01-01",
+            "-o",
+            "csv",
+        ],
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(&format!("eng/web/dev,{cpu},{memory},"))),
+        "{csv}"
+    );
+}
+
+#[tokio::test]
+async fn kill_9_of_the_server_while_it_meters_leaves_neither_a_gap_nor_a_double_count() {
+    let mut server = start();
+    let api = Api::admin(&server);
+    tree(&api).await;
+    create_cluster(&server, "dev");
+    let uid = cluster_uid(&api, "dev").await;
+    // Killed at a different point of its metering each time, by seed.
+    let mut seed: u64 = 0x5eed;
+    for _ in 0..6 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(150 + (seed >> 33) % 1200);
+        tokio::time::sleep(delay).await;
+        server.kill9();
+        // Down long enough for periods to close unrecorded.
+        tokio::time::sleep(Duration::from_millis((seed >> 40) % 2500)).await;
+        server.start_again().unwrap();
+    }
+    let api = Api::admin(&server);
+    cli_ok(
+        &server,
+        &[
+            "cluster",
+            "delete",
+            "dev",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+            "--wait",
+            "--yes",
+        ],
+    );
+    let (report, (_, memory, _)) = settled_usage(&api, &uid).await;
+    assert_eq!(
+        amount(&report["total"], "recorded", "memoryMibSeconds"),
+        memory
+    );
+    rows_sum_to_total(&report);
+}
+
+#[tokio::test]
+async fn money_is_seen_by_org_admins_and_billing_only_and_bad_ranges_are_refused() {
+    let server = start();
+    let admin = Api::admin(&server);
+    tree(&admin).await;
+    for who in ["finance", "dev"] {
+        admin
+            .create("/v1/orgs/demo/identities", who, json!({}))
+            .await;
+    }
+    let (status, policy) = admin
+        .put_policy(
+            "/v1/orgs/demo/policy",
+            json!([
+                {"role": "org.billing", "subjects": ["user:finance"]},
+                {"role": "folder.admin", "subjects": ["user:dev"]},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{policy}");
+    let token = |who: &'static str| {
+        let admin = &admin;
+        async move {
+            let (status, token) = admin
+                .post(&format!("/v1/orgs/demo/identities/{who}/tokens"), json!({}))
+                .await;
+            assert_eq!(status, 201, "{token}");
+            admin.with_token(token["token"].as_str().unwrap())
+        }
+    };
+    let (finance, dev) = (token("finance").await, token("dev").await);
+    let (status, report) = finance.get("/v1/orgs/demo/usage?by=cluster").await;
+    assert_eq!(status, 200, "{report}");
+    let (status, report) = finance
+        .get("/v1/orgs/demo/usage?folder=eng&project=web")
+        .await;
+    assert_eq!(status, 200, "{report}");
+    // A folder admin sees the folder, not its money: 403 where it can see, 404 above.
+    let (status, error) = dev.get("/v1/orgs/demo/usage?folder=eng").await;
+    assert_eq!(status, 403, "{error}");
+    let (status, error) = dev.get("/v1/orgs/demo/usage").await;
+    assert_eq!(status, 404, "{error}");
+    // Another tenant's org is not there at all, for anyone of this one.
+    admin.tenant("other").await;
+    let (status, error) = finance.get("/v1/orgs/other/usage").await;
+    assert_eq!(status, 404, "{error}");
+    // Bad input: a clear 400 naming what is valid.
+    for (query, says) in [
+        ("from=2026-12-08&to=2026-12-01", "inverted"),
+        ("from=2020-01-01&to=2026-01-01", "more than 400 days"),
+        (
+            "by=galaxy",
+            "valid: none, folder, project, cluster, day, hour",
+        ),
+        ("from=yesterday", "give a day (2026-12-07)"),
+        ("project=web", "give every level above it"),
+        ("currency=eur", "unknown query parameter"),
+    ] {
+        let (status, error) = admin.get(&format!("/v1/orgs/demo/usage?{query}")).await;
+        assert_eq!(status, 400, "{query}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(says),
+            "{query}: {error}"
+        );
+    }
+}
