@@ -49,7 +49,7 @@ pub struct StoredInterval {
 
 impl StoredInterval {
     /// Whether nothing more is owed: it ended and every period up to its end is recorded.
-    fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.interval
             .end
             .is_some_and(|end| self.recorded_until >= ceil_second(end))
@@ -162,6 +162,17 @@ pub struct Meter {
     pub period: i64,
     /// How often it reads the provider.
     pub every: Duration,
+    /// What the instances running at the last pass cost per hour.
+    pub burning: std::sync::Mutex<Vec<Burn>>,
+}
+
+/// What one cluster's running instances cost per hour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Burn {
+    pub org: String,
+    /// `folder/project/cluster`.
+    pub cluster: String,
+    pub micros_per_hour: i64,
 }
 
 impl Meter {
@@ -208,6 +219,14 @@ impl Meter {
         }
     }
 
+    /// What each cluster's running instances cost per hour, as of the last pass.
+    pub fn burn_rates(&self) -> Vec<Burn> {
+        self.burning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Meters forever, a pass every `every`.
     pub async fn run(self: Arc<Self>) {
         loop {
@@ -241,6 +260,7 @@ impl Meter {
         let mut reported = BTreeSet::new();
         let mut every_region_answered = true;
         let mut orgs: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut burning: BTreeMap<(String, String), i64> = BTreeMap::new();
         for region in self.provider.regions() {
             let lifetimes = match self.provider.lifetimes(region.name, since).await {
                 Ok(lifetimes) => lifetimes,
@@ -279,6 +299,13 @@ impl Meter {
                         (stored, 0)
                     }
                 };
+                if lifetime.ended_at.is_none() && lifetime.started_at <= now {
+                    let (owner, size) = (&stored.interval.owner, stored.interval.size);
+                    let hour = rates
+                        .cost_micros(size.millicpu as i64 * 3600, size.memory_mib as i64 * 3600);
+                    let cluster = format!("{}/{}/{}", owner.folder, owner.project, owner.cluster);
+                    *burning.entry((owner.org.clone(), cluster)).or_default() += hour;
+                }
                 let end_learned = stored.interval.end.is_none() && lifetime.ended_at.is_some();
                 if end_learned {
                     stored.interval.end = lifetime.ended_at.map(|end| end.max(lifetime.started_at));
@@ -292,6 +319,16 @@ impl Meter {
                     Settled::Nothing => {}
                 }
             }
+        }
+        if every_region_answered {
+            *self.burning.lock().unwrap_or_else(|e| e.into_inner()) = burning
+                .into_iter()
+                .map(|((org, cluster), micros_per_hour)| Burn {
+                    org,
+                    cluster,
+                    micros_per_hour,
+                })
+                .collect();
         }
         // What the provider no longer reports and is done with is forgotten; its records
         // stay.
@@ -348,6 +385,7 @@ impl Meter {
         Ok(Some(Interval {
             owner: Owner {
                 org_uid,
+                org: org.to_string(),
                 folder: folder.to_string(),
                 project: project.to_string(),
                 cluster: cluster.to_string(),

@@ -59,6 +59,8 @@ impl Subject {
 pub struct Owner {
     /// The org's uid: records are filed by it.
     pub org_uid: String,
+    /// The org's name.
+    pub org: String,
     /// The folder's name.
     pub folder: String,
     /// The project's name.
@@ -294,6 +296,7 @@ mod tests {
         Interval {
             owner: Owner {
                 org_uid: "o1".into(),
+                org: "demo".into(),
                 folder: "eng".into(),
                 project: "web".into(),
                 cluster: "dev".into(),

@@ -147,6 +147,7 @@ async fn serve_metrics(
     // Reading the statuses brings the controllers' queue depths up to date.
     app.tasks.controllers().statuses();
     app.metrics.record_clusters(&app.clusters);
+    app.metrics.record_burn(&app.meter.burn_rates());
     Ok((
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.encode(),
@@ -265,6 +266,7 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
         .route("/v1/orgs/{org}/tokens/{id}", delete(account::revoke_token))
         .route("/v1/orgs/{org}/audit", get(audit::list_audit))
         .route("/v1/orgs/{org}/usage", get(usage::usage))
+        .route("/v1/orgs/{org}/invoices/{month}", get(usage::invoice))
         .route("/v1/retiredorgs", get(audit::list_retired_orgs))
         .route(
             "/v1/retiredorgs/{uid}/audit",
@@ -570,6 +572,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         clock: now,
         period: options.metering.period_seconds,
         every: options.metering.interval,
+        burning: Default::default(),
     });
     meter.claim_period().await.map_err(anyhow::Error::msg)?;
     let app = App {

@@ -56,6 +56,24 @@ struct ActionLabels {
     action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgLabels {
+    org: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    org: String,
+    /// `folder/project/cluster`, or `(others)` beyond the costliest of the org.
+    cluster: String,
+}
+
+/// How many of an org's clusters get a burn-rate series of their own; the rest are summed
+/// in one, so that the series stay bounded however many clusters an org runs.
+pub const BURN_CLUSTERS_PER_ORG: usize = 20;
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -73,6 +91,8 @@ pub struct Metrics {
     time_to_ready: Histogram,
     sizing_decisions: Family<ActionLabels, Counter>,
     scale_up_cost_ratio: Histogram,
+    org_burn: Family<OrgLabels, FloatGauge>,
+    cluster_burn: Family<ClusterLabels, FloatGauge>,
 }
 
 impl Metrics {
@@ -144,7 +164,21 @@ impl Metrics {
             "A scale-up's cost per hour over the proven lower bound for the same pods",
             scale_up_cost_ratio.clone(),
         );
+        let org_burn = Family::<OrgLabels, FloatGauge>::default();
+        registry.register(
+            "org_burn_rate_usd_per_hour",
+            "What each org's running nodes cost per hour, at its rates, as of the meter's last pass",
+            org_burn.clone(),
+        );
+        let cluster_burn = Family::<ClusterLabels, FloatGauge>::default();
+        registry.register(
+            "cluster_burn_rate_usd_per_hour",
+            "The same for each org's 20 costliest clusters, the others summed as cluster=\"(others)\"",
+            cluster_burn.clone(),
+        );
         Metrics {
+            org_burn,
+            cluster_burn,
             registry,
             clusters,
             time_to_ready,
@@ -184,6 +218,46 @@ impl Metrics {
                 .set(i64::from(task.running));
             let restarts = self.task_restarts.get_or_create(&labels);
             restarts.inc_by(u64::from(task.restarts).saturating_sub(restarts.get()));
+        }
+    }
+
+    /// Sets the burn rates from the meter's last pass, before a scrape: series of orgs
+    /// and clusters no longer running go.
+    pub fn record_burn(&self, burning: &[dialtone_controllers::metering::Burn]) {
+        let mut by_org: std::collections::BTreeMap<&str, Vec<(&str, i64)>> = Default::default();
+        for burn in burning {
+            by_org
+                .entry(&burn.org)
+                .or_default()
+                .push((&burn.cluster, burn.micros_per_hour));
+        }
+        self.org_burn.clear();
+        self.cluster_burn.clear();
+        let usd = |micros: i64| micros as f64 / 1e6;
+        for (org, mut clusters) in by_org {
+            clusters.sort_by_key(|(name, micros)| (std::cmp::Reverse(*micros), *name));
+            let total: i64 = clusters.iter().map(|(_, m)| m).sum();
+            self.org_burn
+                .get_or_create(&OrgLabels { org: org.into() })
+                .set(usd(total));
+            let others: i64 = clusters
+                .iter()
+                .skip(BURN_CLUSTERS_PER_ORG)
+                .map(|(_, m)| m)
+                .sum();
+            let named = clusters
+                .iter()
+                .take(BURN_CLUSTERS_PER_ORG)
+                .map(|(n, m)| (*n, *m));
+            let rest = (clusters.len() > BURN_CLUSTERS_PER_ORG).then_some(("(others)", others));
+            for (cluster, micros) in named.chain(rest) {
+                self.cluster_burn
+                    .get_or_create(&ClusterLabels {
+                        org: org.into(),
+                        cluster: cluster.into(),
+                    })
+                    .set(usd(micros));
+            }
         }
     }
 

@@ -162,6 +162,17 @@ impl Document {
         ]);
         let responses = self.respond("200", "Audit records, oldest first", audit.clone());
         self.operation("/v1/orgs/{org}/audit", "get", json!({"operationId": "listAudit", "tags": ["Audit"], "parameters": paging, "responses": responses}));
+        let invoice = self.schema::<dialtone_types::usage::Invoice>();
+        let responses = self.respond(
+            "200",
+            "A line per cluster, each the sum of the month's records; closed once every second of the month is recorded",
+            invoice,
+        );
+        self.operation(
+            "/v1/orgs/{org}/invoices/{month}",
+            "get",
+            json!({"operationId": "getInvoice", "tags": ["Usage"], "responses": responses}),
+        );
         let report = self.schema::<dialtone_types::usage::UsageReport>();
         let responses = self.respond(
             "200",

@@ -16,7 +16,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use dialtone_metering::{Interval, UsageRecord, period_of};
 use dialtone_types::kinds::{CLUSTER, FOLDER, ORG, PROJECT};
-use dialtone_types::usage::{UsageAmounts, UsageGrouping, UsageReport, UsageRow};
+use dialtone_types::usage::{
+    Invoice, InvoiceLine, InvoiceStatus, UsageAmounts, UsageGrouping, UsageReport, UsageRow,
+};
 use dialtone_types::{ApiError, Reason, ResourcePath};
 use jiff::{SignedDuration, Timestamp};
 
@@ -277,4 +279,119 @@ pub async fn usage(
         total,
     };
     Ok(to_json(StatusCode::OK, &report))
+}
+
+/// `2026-12`: its first second and the next month's, UTC.
+fn month_range(text: &str) -> HttpResult<(Timestamp, Timestamp)> {
+    let start = format!("{text}-01")
+        .parse::<jiff::civil::Date>()
+        .ok()
+        .filter(|_| text.len() == 7)
+        .ok_or_else(|| {
+            bad(format!(
+                "`{text}` is not a month: give it as YYYY-MM (2026-12)"
+            ))
+        })?;
+    let at = |date: jiff::civil::Date| {
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|e| bad(e.to_string()))
+    };
+    let next = start
+        .checked_add(jiff::Span::new().months(1))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((at(start)?, at(next)?))
+}
+
+/// `GET /v1/orgs/{org}/invoices/{month}`: a line per cluster, each the sum of the month's
+/// records, closed once every second of the month is recorded.
+pub async fn invoice(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    check_query(&query, &[])?;
+    let month = params
+        .iter()
+        .find(|(k, _)| k == "month")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let org_params: Vec<(String, String)> =
+        params.into_iter().filter(|(k, _)| k != "month").collect();
+    let org = object_path(&ORG, &org_params)?;
+    authorized_part(&app, &principal, &org, Verb::Get, Part::Billing).await?;
+    let (start, end) = month_range(&month)?;
+    let now = (app.clock)();
+    if start > now {
+        return Err(bad(format!("{month} has not begun: no invoice yet")));
+    }
+    let org_uid = app
+        .registry
+        .org_uid(org.org_name())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&org))?;
+    let store = app.registry.store();
+    let (from, to) = (start.as_second(), end.as_second());
+    let records = dialtone_controllers::metering::records(&**store, &org_uid, from, to)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
+    let mut lines: BTreeMap<(String, String), InvoiceLine> = BTreeMap::new();
+    for record in &records {
+        let owner = &record.owner;
+        let cluster = format!("{}/{}/{}", owner.folder, owner.project, owner.cluster);
+        let line = lines
+            .entry((cluster.clone(), owner.cluster_uid.clone()))
+            .or_insert_with(|| InvoiceLine {
+                cluster,
+                cluster_uid: owner.cluster_uid.clone(),
+                region: owner.region.clone(),
+                amounts: UsageAmounts::default(),
+                records: 0,
+            });
+        add(
+            &mut line.amounts,
+            record.cpu_milli_seconds,
+            record.memory_mib_seconds,
+            record.cost_micros,
+        );
+        line.records += 1;
+    }
+    // Closed once the month is over and no interval still owes it a record.
+    let owed = dialtone_controllers::metering::intervals(&**store)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?
+        .into_iter()
+        .any(|(stored, _)| {
+            let interval = &stored.interval;
+            interval.owner.org_uid == org_uid
+                && interval.start.as_second() < to
+                && interval.end.is_none_or(|e| e.as_second() >= from)
+                && !stored.done()
+                && stored.recorded_until < to
+        });
+    let status = match now >= end && !owed {
+        true => InvoiceStatus::Closed,
+        false => InvoiceStatus::Open,
+    };
+    let lines: Vec<InvoiceLine> = lines.into_values().collect();
+    let mut total = UsageAmounts::default();
+    for line in &lines {
+        let a = line.amounts;
+        add(
+            &mut total,
+            a.cpu_milli_seconds,
+            a.memory_mib_seconds,
+            a.cost_micros,
+        );
+    }
+    let invoice = Invoice {
+        org: org.org_name().to_string(),
+        month,
+        status,
+        records: lines.iter().map(|l| l.records).sum(),
+        lines,
+        total,
+    };
+    Ok(to_json(StatusCode::OK, &invoice))
 }

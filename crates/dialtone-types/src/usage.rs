@@ -100,3 +100,48 @@ pub struct UsageReport {
     /// The sum of the rows, exactly.
     pub total: UsageRow,
 }
+
+/// Whether an invoice can still change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InvoiceStatus {
+    /// The month has not ended, or some of its seconds are not recorded yet.
+    Open,
+    /// Every second of the month is recorded: the invoice is final.
+    Closed,
+}
+
+/// One cluster's part of an invoice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvoiceLine {
+    /// `folder/project/cluster`.
+    pub cluster: String,
+    /// The cluster's uid: a cluster deleted and made again under its name is another line.
+    pub cluster_uid: String,
+    /// Its region.
+    pub region: String,
+    /// What its records for the month hold.
+    pub amounts: UsageAmounts,
+    /// How many records.
+    pub records: u64,
+}
+
+/// An org's invoice for a calendar month (UTC): a line per cluster, each the sum of its
+/// records, the total the sum of the lines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Invoice {
+    /// The org's name.
+    pub org: String,
+    /// `2026-12`.
+    pub month: String,
+    /// Final, or still to change.
+    pub status: InvoiceStatus,
+    /// A line per cluster, by `cluster`.
+    pub lines: Vec<InvoiceLine>,
+    /// The sum of the lines, exactly.
+    pub total: UsageAmounts,
+    /// How many records.
+    pub records: u64,
+}

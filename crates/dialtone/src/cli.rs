@@ -182,6 +182,12 @@ pub enum Command {
         after_help = "Examples:\n  dialtone usage --by cluster\n  dialtone usage --folder eng --by project --from 2026-11 --to 2026-12\n  dialtone usage --folder eng --project web --cluster dev --by day -o csv"
     )]
     Usage(UsageArgs),
+    /// Monthly invoices: a line per cluster, each the sum of its usage records.
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone invoice get\n  dialtone invoice get 2026-11 -o csv"
+    )]
+    Invoice(InvoiceCommand),
     /// Who the current token belongs to.
     Whoami,
     /// Sign in to a Dialtone server: checks the token, then saves a context for it and
@@ -545,6 +551,18 @@ pub enum AuditCommand {
         /// Only the last N records.
         #[arg(long)]
         tail: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum InvoiceCommand {
+    /// One month's invoice (UTC).
+    Get {
+        /// `2026-12` (default: this month, still open).
+        month: Option<String>,
+        /// The org (default: the context's).
+        #[arg(long)]
+        org: Option<String>,
     },
 }
 

@@ -348,7 +348,10 @@ pub async fn run(
             let path = resolve(&CLUSTER, &name, &placement, context)?;
             let cluster: Value = client.get(&api_path(&path), &[]).await?;
             match output {
-                Output::Table => describe(&path, &cluster),
+                Output::Table => {
+                    let cost = month_cost(client, &path).await;
+                    describe(&path, &cluster, cost)
+                }
                 _ => print_value(output, &cluster)?,
             }
         }
@@ -680,7 +683,30 @@ fn maintenance_line(spec: &Value, plan: &Value) -> Option<String> {
     Some(line)
 }
 
-fn describe(path: &ResourcePath, cluster: &Value) {
+/// What the cluster has cost since the month began, and the provisional part of it; `None`
+/// for a caller who may not see money (or a server that cannot say).
+async fn month_cost(client: &Client, path: &ResourcePath) -> Option<(i64, i64)> {
+    let names: Vec<&str> = path.names().collect();
+    let [org, folder, project, cluster] = names[..] else {
+        return None;
+    };
+    let query = [
+        ("folder", folder.to_string()),
+        ("project", project.to_string()),
+        ("cluster", cluster.to_string()),
+    ];
+    let report: dialtone_types::usage::UsageReport = client
+        .get(&format!("/v1/orgs/{org}/usage"), &query)
+        .await
+        .ok()?;
+    let total = report.total;
+    Some((
+        total.recorded.cost_micros + total.provisional.cost_micros,
+        total.provisional.cost_micros,
+    ))
+}
+
+fn describe(path: &ResourcePath, cluster: &Value, month_cost: Option<(i64, i64)>) {
     let meta = &cluster["metadata"];
     let spec = &cluster["spec"];
     let status = &cluster["status"];
@@ -694,6 +720,16 @@ fn describe(path: &ResourcePath, cluster: &Value) {
     field("Kubernetes", kubernetes(spec, status, plan));
     if let Some(maintenance) = maintenance_line(spec, plan) {
         field("Maintenance", maintenance);
+    }
+    if let Some((cost, provisional)) = month_cost {
+        field(
+            "Cost",
+            format!(
+                "{} this month (UTC), {} of it provisional",
+                crate::usage::dollars(cost),
+                crate::usage::dollars(provisional)
+            ),
+        );
     }
     field(
         "Workers",

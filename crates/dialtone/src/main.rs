@@ -142,6 +142,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Versions(c) => versions(c, &client, output).await,
                 Command::Token(c) => token(c, &client, &context, output).await,
                 Command::Audit(c) => audit(c, &client, &context, output).await,
+                Command::Invoice(cli::InvoiceCommand::Get { month, org }) => {
+                    let org = org_of(org, &context)?;
+                    usage::invoice(month, org, &client, output).await
+                }
                 Command::Usage(args) => {
                     let org = org_of(args.org.clone(), &context)?;
                     usage::run(args, org, &client, output).await

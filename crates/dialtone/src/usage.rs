@@ -1,9 +1,9 @@
-//! `dialtone usage`: usage and cost from `GET /v1/orgs/{org}/usage`, as a table for people
-//! (amounts so far, the provisional part of the cost apart), CSV of the exact integers for
-//! spreadsheets, or the report as JSON or YAML.
+//! `dialtone usage` and `dialtone invoice`: usage and cost from `GET /v1/orgs/{org}/usage`
+//! and `…/invoices/{month}`, as a table for people (amounts so far, the provisional part of
+//! the cost apart), CSV of the exact integers for spreadsheets, or JSON or YAML.
 
 use dialtone_client::Client;
-use dialtone_types::usage::{UsageAmounts, UsageReport, UsageRow};
+use dialtone_types::usage::{Invoice, UsageAmounts, UsageReport, UsageRow};
 
 use crate::cli::{Output, UsageArgs};
 use crate::output::{print_table, print_value};
@@ -103,6 +103,66 @@ pub async fn run(
             }
         }
         _ => print_value(output, &serde_json::to_value(&report)?)?,
+    }
+    Ok(())
+}
+
+/// `dialtone invoice get`.
+pub async fn invoice(
+    month: Option<String>,
+    org: String,
+    client: &Client,
+    output: Output,
+) -> anyhow::Result<()> {
+    let month = month.unwrap_or_else(|| jiff::Timestamp::now().strftime("%Y-%m").to_string());
+    let invoice: Invoice = client
+        .get(&format!("/v1/orgs/{org}/invoices/{month}"), &[])
+        .await?;
+    match output {
+        Output::Table | Output::Wide => {
+            let line = |name: &str, region: &str, a: UsageAmounts| {
+                vec![
+                    name.to_string(),
+                    region.to_string(),
+                    thousandths(a.cpu_milli_seconds),
+                    gib_seconds(a.memory_mib_seconds),
+                    dollars(a.cost_micros),
+                ]
+            };
+            let mut rows: Vec<Vec<String>> = invoice
+                .lines
+                .iter()
+                .map(|l| line(&l.cluster, &l.region, l.amounts))
+                .collect();
+            rows.push(line("TOTAL", "", invoice.total));
+            print_table(
+                &["CLUSTER", "REGION", "VCPU-SECONDS", "GIB-SECONDS", "COST"],
+                &rows,
+            );
+            println!(
+                "{} {} invoice, {:?}: {} records",
+                invoice.org, invoice.month, invoice.status, invoice.records
+            );
+        }
+        Output::Csv => {
+            println!(
+                "cluster,cluster_uid,region,cpu_milli_seconds,memory_mib_seconds,cost_micros,records"
+            );
+            for l in &invoice.lines {
+                let a = l.amounts;
+                println!(
+                    "{},{},{},{},{},{},{}",
+                    csv_field(&l.cluster),
+                    l.cluster_uid,
+                    l.region,
+                    a.cpu_milli_seconds,
+                    a.memory_mib_seconds,
+                    a.cost_micros,
+                    l.records
+                );
+            }
+        }
+        _ => print_value(output, &serde_json::to_value(&invoice)?)?,
     }
     Ok(())
 }

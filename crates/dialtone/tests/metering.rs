@@ -168,6 +168,42 @@ async fn a_clusters_usage_equals_its_instances_lifetimes_to_the_second_through_a
         ],
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    // What it burns per hour is in /metrics; what it cost this month, in describe.
+    let (status, _, metrics) = api.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    let burn = |series: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    let org_burn = burn("dialtone_org_burn_rate_usd_per_hour{org=\"demo\"}");
+    let cluster_burn =
+        burn("dialtone_cluster_burn_rate_usd_per_hour{org=\"demo\",cluster=\"eng/web/dev\"}");
+    assert!(
+        org_burn > 0.0 && (org_burn - cluster_burn).abs() < 1e-9,
+        "{metrics}"
+    );
+    let described = cli_ok(
+        &server,
+        &[
+            "cluster",
+            "describe",
+            "dev",
+            "--folder",
+            "eng",
+            "--project",
+            "web",
+        ],
+    );
+    assert!(
+        described
+            .lines()
+            .any(|l| l.starts_with("Cost:") && l.contains("this month (UTC)")),
+        "{described}"
+    );
     cli_ok(
         &server,
         &[
@@ -194,6 +230,31 @@ async fn a_clusters_usage_equals_its_instances_lifetimes_to_the_second_through_a
         let grouped = usage(&api, &format!("by={by}")).await;
         rows_sum_to_total(&grouped);
         assert_eq!(grouped["total"], report["total"], "by {by}");
+    }
+    // This month's invoice: one line for the cluster, equal to its records; still open.
+    let month = jiff::Timestamp::now().strftime("%Y-%m").to_string();
+    let (status, invoice) = api.get(&format!("/v1/orgs/demo/invoices/{month}")).await;
+    assert_eq!(status, 200, "{invoice}");
+    assert_eq!(invoice["status"], "open");
+    let lines = invoice["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{invoice:#}");
+    assert_eq!(lines[0]["cluster"], "eng/web/dev");
+    assert_eq!(lines[0]["clusterUid"], uid.as_str());
+    assert_eq!(lines[0]["amounts"], total["recorded"]);
+    assert_eq!(invoice["total"], total["recorded"]);
+    // A month long past, with nothing in it, is closed and empty.
+    let (status, old) = api.get("/v1/orgs/demo/invoices/2026-01").await;
+    assert_eq!(status, 200, "{old}");
+    assert_eq!(
+        (
+            old["status"].as_str(),
+            old["lines"].as_array().map(Vec::len)
+        ),
+        (Some("closed"), Some(0))
+    );
+    for bad in ["2026-13", "december", "2099-01"] {
+        let (status, error) = api.get(&format!("/v1/orgs/demo/invoices/{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {error}");
     }
     // The CLI shows it; CSV carries the exact integers.
     let table = cli_ok(
