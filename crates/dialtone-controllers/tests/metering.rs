@@ -1,0 +1,213 @@
+//! Two meters, as two servers would run them, over one real etcd and one cloud: each
+//! second of each instance is recorded once, whatever order their passes interleave in,
+//! while instances come, go and die.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialtone_cloud::tags::{TAG_CLUSTER, TAG_OWNER};
+use dialtone_cloud::{CreateRequest, DiskType, InstanceMetadata, Provider, ResourceSpec, Tags};
+use dialtone_controllers::metering::{Meter, records};
+use dialtone_metering::ceil_second;
+use dialtone_sim::{Sim, SimOptions};
+use dialtone_store::registry::Registry;
+use dialtone_store::{EtcdStore, Store};
+use dialtone_testkit::EtcdCluster;
+
+const REGION: &str = "us-east-1";
+const CLUSTER_UID: &str = "3f1c0c52-0000-4000-8000-000000000001";
+
+fn request(token: &str, spec: ResourceSpec) -> CreateRequest {
+    CreateRequest {
+        client_token: token.to_string(),
+        spec,
+        tags: Tags::from([
+            (TAG_CLUSTER.to_string(), CLUSTER_UID.to_string()),
+            (
+                TAG_OWNER.to_string(),
+                "orgs/acme/folders/eng/projects/web/clusters/dev".to_string(),
+            ),
+        ]),
+        bootstrap: None,
+    }
+}
+
+/// A subnet and a security group to launch instances in.
+async fn network(sim: &Sim) -> (String, String) {
+    let vpc = sim
+        .create(
+            REGION,
+            request(
+                "vpc",
+                ResourceSpec::Vpc {
+                    cidr: "10.1.0.0/16".parse().unwrap(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let subnet = sim
+        .create(
+            REGION,
+            request(
+                "subnet",
+                ResourceSpec::Subnet {
+                    vpc_id: vpc.id.clone(),
+                    zone: "us-east-1a".into(),
+                    cidr: "10.1.0.0/20".parse().unwrap(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let sg = sim
+        .create(
+            REGION,
+            request(
+                "sg",
+                ResourceSpec::SecurityGroup {
+                    vpc_id: vpc.id,
+                    ingress: Vec::new(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    (subnet.id, sg.id)
+}
+
+fn instance(subnet: &str, sg: &str) -> ResourceSpec {
+    ResourceSpec::Instance {
+        instance_type: "m7i.large".into(),
+        zone: "us-east-1a".into(),
+        subnet_id: subnet.into(),
+        security_group_id: sg.into(),
+        image: "dialtone-node-1.35".into(),
+        root_disk_gib: 50,
+        disk_type: DiskType::Gp3,
+        disk_encrypted: true,
+        metadata: InstanceMetadata {
+            tokens_required: true,
+            hop_limit: 1,
+        },
+    }
+}
+
+fn meter(store: Arc<dyn Store>, sim: Arc<Sim>) -> Meter {
+    Meter {
+        registry: Registry::new(store, "local", jiff::Timestamp::now),
+        provider: sim,
+        clock: jiff::Timestamp::now,
+        period: 1,
+        every: Duration::from_millis(50),
+        burning: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn two_meters_on_one_etcd_record_each_second_once() {
+    let etcd = EtcdCluster::start(1).expect("etcd runs");
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&etcd.endpoints()).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Arc::new(
+        Sim::open(
+            &dir.path().join("sim.redb"),
+            SimOptions {
+                time_scale: 0.0,
+                ..SimOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let registry = Registry::new(store.clone(), "local", jiff::Timestamp::now);
+    common::acme_project(&registry).await;
+    let org_uid = registry.org_uid("acme").await.unwrap().unwrap();
+    let (subnet, sg) = network(&sim).await;
+    let (first, second) = (
+        meter(store.clone(), sim.clone()),
+        meter(store.clone(), sim.clone()),
+    );
+    first.claim_period().await.unwrap();
+    second.claim_period().await.unwrap();
+
+    // Instances come, go and die while both meters run, passes racing each other.
+    let mut running: Vec<String> = Vec::new();
+    let mut seed: u64 = 7;
+    let mut conflicts = 0;
+    for step in 0..40 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        match (seed >> 33) % 4 {
+            0 | 1 => {
+                let launched = sim
+                    .create(
+                        REGION,
+                        request(&format!("i-{step}"), instance(&subnet, &sg)),
+                    )
+                    .await
+                    .unwrap();
+                running.push(launched.id);
+            }
+            2 if !running.is_empty() => {
+                let id = running.remove((seed >> 40) as usize % running.len());
+                sim.delete(REGION, &id).await.unwrap();
+            }
+            3 if !running.is_empty() => {
+                let id = running.remove((seed >> 40) as usize % running.len());
+                sim.kill_instance(&id).await.unwrap();
+            }
+            _ => {}
+        }
+        let (a, b) = tokio::join!(first.pass(), second.pass());
+        conflicts += a.unwrap().conflicts + b.unwrap().conflicts;
+        tokio::time::sleep(Duration::from_millis((seed >> 50) % 150)).await;
+    }
+    for id in running.drain(..) {
+        sim.delete(REGION, &id).await.unwrap();
+    }
+    // Once the last second has closed, both settle what is left.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        let (a, b) = tokio::join!(first.pass(), second.pass());
+        conflicts += a.unwrap().conflicts + b.unwrap().conflicts;
+    }
+
+    let lifetimes = sim
+        .lifetimes(REGION, jiff::Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap();
+    let expected: i64 = lifetimes
+        .iter()
+        .map(|l| {
+            let end = ceil_second(l.ended_at.expect("every instance ended"));
+            (end - l.started_at.as_second()).max(0) * 2000
+        })
+        .sum();
+    let written = records(&*store, &org_uid, 0, i64::MAX / 2).await.unwrap();
+    let recorded: i64 = written.iter().map(|r| r.cpu_milli_seconds).sum();
+    assert_eq!(
+        recorded,
+        expected,
+        "{} lifetimes, {} records, {conflicts} conflicts",
+        lifetimes.len(),
+        written.len()
+    );
+    // One first record per instance and period, whoever wrote it.
+    let firsts: Vec<_> = written
+        .iter()
+        .filter(|r| r.corrects.is_none())
+        .map(|r| (r.subject.key(), r.period))
+        .collect();
+    let unique: BTreeSet<_> = firsts.iter().cloned().collect();
+    assert_eq!(unique.len(), firsts.len(), "a period recorded twice");
+    assert!(lifetimes.len() >= 10, "{} instances", lifetimes.len());
+    eprintln!(
+        "{} instances, {} records, {conflicts} passes lost a race and read again",
+        lifetimes.len(),
+        written.len()
+    );
+}
