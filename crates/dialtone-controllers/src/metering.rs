@@ -11,9 +11,12 @@
 //!
 //! Keys: `/usage/intervals/{cluster uid}/{subject}` for intervals,
 //! `/usage/records/{org uid}/{period start, 12 digits}/{cluster uid}/{subject}/{record id}`
-//! for records, so that an org's usage over a time range is one range read; `/usage/period`
-//! holds the period the store's records were cut at, which a server started with another
-//! refuses.
+//! for records, so that an org's usage over a time range is one range read;
+//! `/usage/days/{org uid}/{day start}/{cluster uid}/{subject}` for each interval's records
+//! of a UTC day summed, written in the same transaction as the records, so that a report
+//! over whole days reads one key per interval and day instead of one per period;
+//! `/usage/period` holds the period the store's records were cut at, which a server started
+//! with another refuses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use std::time::Duration;
 use dialtone_cloud::tags::{TAG_CLUSTER, TAG_OWNER};
 use dialtone_cloud::{InstanceLifetime, LIFETIME_RETENTION_DAYS, Provider};
 use dialtone_metering::{
-    Interval, Owner, RateCard, Size, Subject, UsageRecord, ceil_second, period_of,
+    Interval, Owner, RateCard, Size, Subject, Totals, UsageRecord, ceil_second, period_of,
 };
 use dialtone_store::registry::Registry;
 use dialtone_store::{KeyRange, Revision, Store, Txn, TxnOutcome};
@@ -32,6 +35,9 @@ use serde::{Deserialize, Serialize};
 
 const INTERVALS: &str = "/usage/intervals/";
 const RECORDS: &str = "/usage/records/";
+const DAYS: &str = "/usage/days/";
+/// Seconds in a UTC day.
+pub const DAY: i64 = 86_400;
 const PERIOD_KEY: &str = "/usage/period";
 
 /// One period, unless the server is told otherwise (`--metering-period`).
@@ -72,6 +78,40 @@ fn record_key(record: &UsageRecord) -> String {
         record.subject.key(),
         record.id
     )
+}
+
+/// One interval's records of one UTC day, summed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DayTotals {
+    pub owner: Owner,
+    /// The day's first second.
+    pub day: i64,
+    pub totals: Totals,
+}
+
+fn day_key(owner: &Owner, subject: &Subject, day: i64) -> String {
+    format!(
+        "{DAYS}{}/{day:012}/{}/{}",
+        owner.org_uid,
+        owner.cluster_uid,
+        subject.key()
+    )
+}
+
+/// The day totals of `org_uid` for the days that start in `[from, to)` (seconds).
+pub async fn day_totals(
+    store: &dyn Store,
+    org_uid: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<DayTotals>, String> {
+    let key = |at: i64| format!("{DAYS}{org_uid}/{:012}/", at.max(0)).into_bytes();
+    let range = KeyRange {
+        start: key(from),
+        end: Some(key(to)),
+    };
+    read_all(store, &range).await
 }
 
 /// The records of `org_uid` whose periods start in `[from, to)` (seconds).
@@ -310,11 +350,18 @@ impl Meter {
                 if end_learned {
                     stored.interval.end = lifetime.ended_at.map(|end| end.max(lifetime.started_at));
                 }
-                match self
-                    .settle(&*store, stored, revision, end_learned, now, rates)
-                    .await?
+                match settle(
+                    &*store,
+                    self.period,
+                    stored,
+                    revision,
+                    end_learned,
+                    now,
+                    rates,
+                )
+                .await?
                 {
-                    Settled::Wrote(n) => metered.records += n,
+                    Settled::Wrote { records, .. } => metered.records += records,
                     Settled::Conflict => metered.conflicts += 1,
                     Settled::Nothing => {}
                 }
@@ -401,73 +448,107 @@ impl Meter {
             end: None,
         }))
     }
+}
 
-    /// Writes what `stored` is owed by `now`, with its new cursor, in one transaction;
-    /// `end_learned` when its end was found this pass.
-    async fn settle(
-        &self,
-        store: &dyn Store,
-        mut stored: StoredInterval,
-        revision: Revision,
-        end_learned: bool,
-        now: Timestamp,
-        rates: RateCard,
-    ) -> Result<Settled, String> {
-        let cursor = stored.recorded_until;
-        let interval = &stored.interval;
-        if revision != 0 && !end_learned && stored.done() {
-            return Ok(Settled::Nothing);
-        }
-        // An end before the cursor reopens the periods from the end's on.
-        let from = match interval.end {
-            Some(end) if ceil_second(end) < cursor => period_of(end.as_second(), self.period),
-            _ => cursor,
-        };
-        let due = interval.final_periods(self.period, from, now);
-        if revision != 0 && !end_learned && due.is_empty() {
-            return Ok(Settled::Nothing);
-        }
-        // The records already there: of the periods due, and of those reopened.
-        let upto = due.last().map_or(from, |d| d.0).max(cursor - 1);
-        let mut written = Vec::new();
-        let mut at = period_of(from, self.period);
-        while at <= upto {
-            let prefix = format!(
-                "{}{}/{}/",
-                period_prefix(&interval.owner.org_uid, at),
-                interval.owner.cluster_uid,
-                interval.subject.key()
-            );
-            written.extend(read_all::<UsageRecord>(store, &KeyRange::prefix(prefix)).await?);
-            at += self.period;
-        }
-        let owed = dialtone_metering::reconcile(interval, &written, self.period, from, now, rates);
-        stored.recorded_until = match interval.end {
-            Some(end) => ceil_second(end),
-            None => period_of(now.as_second(), self.period),
-        };
-        let key = interval_key(&stored.interval.owner.cluster_uid, &stored.interval.subject);
-        let mut txn = Txn::default().when(key.clone(), revision);
-        for record in &owed {
-            let record_key = record_key(record);
-            txn = txn.when(record_key.clone(), 0).put(
-                record_key,
-                serde_json::to_vec(record).expect("a record serializes"),
-            );
-        }
-        txn = txn.put(
-            key,
-            serde_json::to_vec(&stored).expect("an interval serializes"),
+/// Writes what `stored` is owed by `now`, with its new cursor, in one transaction;
+/// `end_learned` when its end was found this pass.
+pub async fn settle(
+    store: &dyn Store,
+    period: i64,
+    mut stored: StoredInterval,
+    revision: Revision,
+    end_learned: bool,
+    now: Timestamp,
+    rates: RateCard,
+) -> Result<Settled, String> {
+    let cursor = stored.recorded_until;
+    let interval = &stored.interval;
+    if revision != 0 && !end_learned && stored.done() {
+        return Ok(Settled::Nothing);
+    }
+    // An end before the cursor reopens the periods from the end's on.
+    let from = match interval.end {
+        Some(end) if ceil_second(end) < cursor => period_of(end.as_second(), period),
+        _ => cursor,
+    };
+    let due = interval.final_periods(period, from, now);
+    if revision != 0 && !end_learned && due.is_empty() {
+        return Ok(Settled::Nothing);
+    }
+    // The records already there: of the periods due, and of those reopened.
+    let upto = due.last().map_or(from, |d| d.0).max(cursor - 1);
+    let mut written = Vec::new();
+    let mut at = period_of(from, period);
+    while at <= upto {
+        let prefix = format!(
+            "{}{}/{}/",
+            period_prefix(&interval.owner.org_uid, at),
+            interval.owner.cluster_uid,
+            interval.subject.key()
         );
-        match store.txn(txn).await.map_err(|e| e.to_string())? {
-            TxnOutcome::Committed { .. } => Ok(Settled::Wrote(owed.len())),
-            TxnOutcome::Conflict => Ok(Settled::Conflict),
-        }
+        written.extend(read_all::<UsageRecord>(store, &KeyRange::prefix(prefix)).await?);
+        at += period;
+    }
+    let owed = dialtone_metering::reconcile(interval, &written, period, from, now, rates);
+    stored.recorded_until = match interval.end {
+        Some(end) => ceil_second(end),
+        None => period_of(now.as_second(), period),
+    };
+    let key = interval_key(&stored.interval.owner.cluster_uid, &stored.interval.subject);
+    let mut txn = Txn::default().when(key.clone(), revision);
+    let mut days: BTreeMap<i64, Totals> = BTreeMap::new();
+    for record in &owed {
+        let record_key = record_key(record);
+        txn = txn.when(record_key.clone(), 0).put(
+            record_key,
+            serde_json::to_vec(record).expect("a record serializes"),
+        );
+        days.entry(period_of(record.period.as_second(), DAY))
+            .or_default()
+            .add(record);
+    }
+    // Only this interval's transactions write its day totals, each guarded as this one is.
+    for (day, added) in days {
+        let day_key = day_key(&stored.interval.owner, &stored.interval.subject, day);
+        let mut totals = match store
+            .get(day_key.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(kv) => serde_json::from_slice::<DayTotals>(&kv.value)
+                .map_err(|e| format!("corrupt day totals: {e}"))?,
+            None => DayTotals {
+                owner: stored.interval.owner.clone(),
+                day,
+                totals: Totals::default(),
+            },
+        };
+        totals.totals.merge(&added);
+        txn = txn.put(
+            day_key,
+            serde_json::to_vec(&totals).expect("day totals serialize"),
+        );
+    }
+    txn = txn.put(
+        key,
+        serde_json::to_vec(&stored).expect("an interval serializes"),
+    );
+    match store.txn(txn).await.map_err(|e| e.to_string())? {
+        TxnOutcome::Committed { revision } => Ok(Settled::Wrote {
+            records: owed.len(),
+            revision,
+        }),
+        TxnOutcome::Conflict => Ok(Settled::Conflict),
     }
 }
 
-enum Settled {
+/// What [`settle`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Nothing was owed.
     Nothing,
-    Wrote(usize),
+    /// `records` were written, with the interval, at `revision`.
+    Wrote { records: usize, revision: Revision },
+    /// Another writer changed the interval first; it is read again next pass.
     Conflict,
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dialtone_cloud::tags::{TAG_CLUSTER, TAG_OWNER};
 use dialtone_cloud::{CreateRequest, DiskType, InstanceMetadata, Provider, ResourceSpec, Tags};
-use dialtone_controllers::metering::{Meter, records};
+use dialtone_controllers::metering::{Meter, day_totals, records};
 use dialtone_metering::ceil_second;
 use dialtone_sim::{Sim, SimOptions};
 use dialtone_store::registry::Registry;
@@ -196,6 +196,12 @@ async fn two_meters_on_one_etcd_record_each_second_once() {
         lifetimes.len(),
         written.len()
     );
+    // The day totals, written beside the records, sum them.
+    let days = day_totals(&*store, &org_uid, 0, i64::MAX / 2)
+        .await
+        .unwrap();
+    let summed: i64 = days.iter().map(|d| d.totals.cpu_milli_seconds).sum();
+    assert_eq!(summed, recorded);
     // One first record per instance and period, whoever wrote it.
     let firsts: Vec<_> = written
         .iter()

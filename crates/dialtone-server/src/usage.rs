@@ -14,7 +14,8 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use dialtone_metering::{Interval, UsageRecord, period_of};
+use dialtone_controllers::metering::{self, DAY};
+use dialtone_metering::{Owner, period_of};
 use dialtone_types::kinds::{CLUSTER, FOLDER, ORG, PROJECT};
 use dialtone_types::usage::{
     Invoice, InvoiceLine, InvoiceStatus, UsageAmounts, UsageGrouping, UsageReport, UsageRow,
@@ -107,19 +108,11 @@ fn add(amounts: &mut UsageAmounts, cpu: i64, memory: i64, cost: i64) {
     amounts.cost_micros += cost;
 }
 
-fn place_of(interval: &Interval) -> Place<'_> {
+fn owner_place(owner: &Owner) -> Place<'_> {
     Place {
-        folder: &interval.owner.folder,
-        project: &interval.owner.project,
-        cluster: &interval.owner.cluster,
-    }
-}
-
-fn record_place(record: &UsageRecord) -> Place<'_> {
-    Place {
-        folder: &record.owner.folder,
-        project: &record.owner.project,
-        cluster: &record.owner.cluster,
+        folder: &owner.folder,
+        project: &owner.project,
+        cluster: &owner.cluster,
     }
 }
 
@@ -199,85 +192,18 @@ pub async fn usage(
         period_of(from.as_second(), period),
         period_of(to.as_second() + period - 1, period),
     );
-    let store = app.registry.store();
-    let scope_names: Vec<&str> = names.clone();
-    let scope_text = scope.names().collect::<Vec<_>>().join("/");
-    let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
-    let records = dialtone_controllers::metering::records(&**store, &org_uid, from, to)
-        .await
-        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
-    for record in &records {
-        let place = record_place(record);
-        if !in_scope(&scope_names, &place) {
-            continue;
-        }
-        let group = group_of(by, &scope_text, &place, record.period.as_second());
-        let entry = entry(&mut rows, group);
-        add(
-            &mut entry.recorded,
-            record.cpu_milli_seconds,
-            record.memory_mib_seconds,
-            record.cost_micros,
-        );
-        entry.records += 1;
-    }
-    // What intervals hold beyond their records, up to now.
-    let intervals = dialtone_controllers::metering::intervals(&**store)
-        .await
-        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
-    for (stored, _) in intervals {
-        let interval = &stored.interval;
-        if interval.owner.org_uid != org_uid || !in_scope(&scope_names, &place_of(interval)) {
-            continue;
-        }
-        let mut open = interval.clone();
-        let cut = open.end.map_or(now, |end| end.min(now));
-        open.end = Some(cut.max(open.start));
-        let from_second = stored.recorded_until.max(from);
-        let rates = app.meter.rates(&interval.owner.region);
-        for (at, first, last) in open.final_periods(period, from_second, now) {
-            if at >= to || last <= from_second {
-                continue;
-            }
-            let seconds = last - first.max(from_second);
-            let cpu = seconds * interval.size.millicpu as i64;
-            let memory = seconds * interval.size.memory_mib as i64;
-            let group = group_of(by, &scope_text, &place_of(interval), at);
-            add(
-                &mut entry(&mut rows, group).provisional,
-                cpu,
-                memory,
-                rates.cost_micros(cpu, memory),
-            );
-        }
-    }
-    let mut total = empty_row("TOTAL".into());
-    for row in rows.values() {
-        let (r, p) = (row.recorded, row.provisional);
-        add(
-            &mut total.recorded,
-            r.cpu_milli_seconds,
-            r.memory_mib_seconds,
-            r.cost_micros,
-        );
-        add(
-            &mut total.provisional,
-            p.cpu_milli_seconds,
-            p.memory_mib_seconds,
-            p.cost_micros,
-        );
-        total.records += row.records;
-    }
-    let stamp = |s: i64| Timestamp::from_second(s).unwrap_or_default().to_string();
-    let report = UsageReport {
-        scope: scope_text,
-        from: stamp(from),
-        to: stamp(to),
+    let question = Question {
+        org_uid: &org_uid,
+        scope: &names,
+        scope_text: scope.names().collect::<Vec<_>>().join("/"),
+        from,
+        to,
         by,
-        period_seconds: period,
-        rows: rows.into_values().collect(),
-        total,
+        now,
     };
+    let report = report(&**app.registry.store(), &app.meter, &question)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
     Ok(to_json(StatusCode::OK, &report))
 }
 
@@ -333,12 +259,13 @@ pub async fn invoice(
         .ok_or_else(|| ApiError::not_found(&org))?;
     let store = app.registry.store();
     let (from, to) = (start.as_second(), end.as_second());
-    let records = dialtone_controllers::metering::records(&**store, &org_uid, from, to)
+    // A month is whole days: its day totals, which sum its records.
+    let days = metering::day_totals(&**store, &org_uid, from, to)
         .await
         .map_err(|e| ApiError::new(Reason::InternalError, e))?;
     let mut lines: BTreeMap<(String, String), InvoiceLine> = BTreeMap::new();
-    for record in &records {
-        let owner = &record.owner;
+    for day in &days {
+        let owner = &day.owner;
         let cluster = format!("{}/{}/{}", owner.folder, owner.project, owner.cluster);
         let line = lines
             .entry((cluster.clone(), owner.cluster_uid.clone()))
@@ -349,16 +276,17 @@ pub async fn invoice(
                 amounts: UsageAmounts::default(),
                 records: 0,
             });
+        let t = day.totals;
         add(
             &mut line.amounts,
-            record.cpu_milli_seconds,
-            record.memory_mib_seconds,
-            record.cost_micros,
+            t.cpu_milli_seconds,
+            t.memory_mib_seconds,
+            t.cost_micros,
         );
-        line.records += 1;
+        line.records += t.records;
     }
     // Closed once the month is over and no interval still owes it a record.
-    let owed = dialtone_controllers::metering::intervals(&**store)
+    let owed = metering::intervals(&**store)
         .await
         .map_err(|e| ApiError::new(Reason::InternalError, e))?
         .into_iter()
@@ -394,4 +322,136 @@ pub async fn invoice(
         total,
     };
     Ok(to_json(StatusCode::OK, &invoice))
+}
+
+/// What a usage report is asked.
+pub struct Question<'a> {
+    /// The org's uid.
+    pub org_uid: &'a str,
+    /// The folder, project and cluster names the scope narrows to (none: the org).
+    pub scope: &'a [&'a str],
+    /// The scope as the report names it: `demo/eng`.
+    pub scope_text: String,
+    /// The range, in seconds at periods' starts.
+    pub from: i64,
+    pub to: i64,
+    pub by: UsageGrouping,
+    pub now: Timestamp,
+}
+
+/// The report `question` asks for: the org's records over the range, those in scope summed
+/// by group, with what intervals have used since their last record as provisional.
+pub async fn report(
+    store: &dyn dialtone_store::Store,
+    meter: &metering::Meter,
+    question: &Question<'_>,
+) -> Result<UsageReport, String> {
+    let Question {
+        org_uid,
+        scope: scope_names,
+        from,
+        to,
+        by,
+        now,
+        ..
+    } = *question;
+    let scope_text = &question.scope_text;
+    let period = meter.period;
+    let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
+    // Whole days are read from the day totals, the hours at either end from the records.
+    let whole = (period_of(from + DAY - 1, DAY), period_of(to, DAY));
+    let spans = if by != UsageGrouping::Hour && whole.0 < whole.1 {
+        for day in metering::day_totals(store, org_uid, whole.0, whole.1).await? {
+            let place = owner_place(&day.owner);
+            if !in_scope(scope_names, &place) {
+                continue;
+            }
+            let entry = entry(&mut rows, group_of(by, scope_text, &place, day.day));
+            let t = day.totals;
+            add(
+                &mut entry.recorded,
+                t.cpu_milli_seconds,
+                t.memory_mib_seconds,
+                t.cost_micros,
+            );
+            entry.records += t.records;
+        }
+        vec![(from, whole.0), (whole.1, to)]
+    } else {
+        vec![(from, to)]
+    };
+    for (first, last) in spans.into_iter().filter(|(a, b)| a < b) {
+        for record in metering::records(store, org_uid, first, last).await? {
+            let place = owner_place(&record.owner);
+            if !in_scope(scope_names, &place) {
+                continue;
+            }
+            let group = group_of(by, scope_text, &place, record.period.as_second());
+            let entry = entry(&mut rows, group);
+            add(
+                &mut entry.recorded,
+                record.cpu_milli_seconds,
+                record.memory_mib_seconds,
+                record.cost_micros,
+            );
+            entry.records += 1;
+        }
+    }
+    // What intervals hold beyond their records, up to now.
+    let intervals = metering::intervals(store).await?;
+    for (stored, _) in intervals {
+        let interval = &stored.interval;
+        if interval.owner.org_uid != *org_uid
+            || !in_scope(scope_names, &owner_place(&interval.owner))
+        {
+            continue;
+        }
+        let mut open = interval.clone();
+        let cut = open.end.map_or(now, |end| end.min(now));
+        open.end = Some(cut.max(open.start));
+        let from_second = stored.recorded_until.max(from);
+        let rates = meter.rates(&interval.owner.region);
+        for (at, first, last) in open.final_periods(period, from_second, now) {
+            if at >= to || last <= from_second {
+                continue;
+            }
+            let seconds = last - first.max(from_second);
+            let cpu = seconds * interval.size.millicpu as i64;
+            let memory = seconds * interval.size.memory_mib as i64;
+            let group = group_of(by, scope_text, &owner_place(&interval.owner), at);
+            add(
+                &mut entry(&mut rows, group).provisional,
+                cpu,
+                memory,
+                rates.cost_micros(cpu, memory),
+            );
+        }
+    }
+    let mut total = empty_row("TOTAL".into());
+    for row in rows.values() {
+        let (r, p) = (row.recorded, row.provisional);
+        add(
+            &mut total.recorded,
+            r.cpu_milli_seconds,
+            r.memory_mib_seconds,
+            r.cost_micros,
+        );
+        add(
+            &mut total.provisional,
+            p.cpu_milli_seconds,
+            p.memory_mib_seconds,
+            p.cost_micros,
+        );
+        total.records += row.records;
+    }
+    let stamp = |s: i64| Timestamp::from_second(s).unwrap_or_default().to_string();
+    Ok(UsageReport {
+        scope: scope_text.clone(),
+        from: stamp(from),
+        to: stamp(to),
+        by,
+        period_seconds: period,
+        rows: rows.into_values().collect(),
+        total,
+    })
 }

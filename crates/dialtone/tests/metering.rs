@@ -82,9 +82,18 @@ async fn provider_usage(api: &Api, uid: &str) -> (i64, i64, usize) {
     totals
 }
 
+/// The usage report over this year until tomorrow: whole days read from the day totals
+/// (but by hour, which reads the records).
 async fn usage(api: &Api, query: &str) -> Value {
+    let tomorrow = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .tomorrow()
+        .unwrap();
     let (status, report) = api
-        .get(&format!("/v1/orgs/demo/usage?from=2026-01-01&{query}"))
+        .get(&format!(
+            "/v1/orgs/demo/usage?from=2026-01-01&to={tomorrow}&{query}"
+        ))
         .await;
     assert_eq!(status, 200, "{report}");
     report
