@@ -128,35 +128,31 @@ pub async fn records(
     read_all(store, &range).await
 }
 
-/// The intervals that have not ended, or ended at or after `since`.
+/// Every interval the meter keeps, with its revision.
 pub async fn intervals(store: &dyn Store) -> Result<Vec<(StoredInterval, Revision)>, String> {
-    let range = KeyRange::prefix(INTERVALS);
-    let mut found = Vec::new();
-    let mut next = range.clone();
-    loop {
-        let page = store
-            .range(&next, None, 1000)
-            .await
-            .map_err(|e| e.to_string())?;
-        for kv in &page.kvs {
-            let stored: StoredInterval = serde_json::from_slice(&kv.value)
-                .map_err(|e| format!("a corrupt usage interval: {e}"))?;
-            found.push((stored, kv.mod_revision));
-        }
-        match (page.more, page.kvs.last()) {
-            (true, Some(last)) => {
-                let mut after = last.key.clone();
-                after.push(0);
-                next = range.starting_at(after);
-            }
-            _ => return Ok(found),
-        }
-    }
+    scan(store, &KeyRange::prefix(INTERVALS), |kv| {
+        let stored = serde_json::from_slice(&kv.value)
+            .map_err(|e| format!("a corrupt usage interval: {e}"))?;
+        Ok((stored, kv.mod_revision))
+    })
+    .await
 }
 
 async fn read_all<T: serde::de::DeserializeOwned>(
     store: &dyn Store,
     range: &KeyRange,
+) -> Result<Vec<T>, String> {
+    scan(store, range, |kv| {
+        serde_json::from_slice(&kv.value).map_err(|e| format!("corrupt usage: {e}"))
+    })
+    .await
+}
+
+/// Every key of `range`, a page at a time, as `take` reads it.
+async fn scan<T>(
+    store: &dyn Store,
+    range: &KeyRange,
+    mut take: impl FnMut(&dialtone_store::KeyValue) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
     let mut found = Vec::new();
     let mut next = range.clone();
@@ -166,10 +162,7 @@ async fn read_all<T: serde::de::DeserializeOwned>(
             .await
             .map_err(|e| e.to_string())?;
         for kv in &page.kvs {
-            found.push(
-                serde_json::from_slice(&kv.value)
-                    .map_err(|e| format!("a corrupt usage record: {e}"))?,
-            );
+            found.push(take(kv)?);
         }
         match (page.more, page.kvs.last()) {
             (true, Some(last)) => {

@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use dialtone_controllers::metering::{self, DAY};
-use dialtone_metering::{Owner, period_of};
+use dialtone_metering::{Owner, ceil_second, period_of};
 use dialtone_types::kinds::{CLUSTER, FOLDER, ORG, PROJECT};
 use dialtone_types::usage::{
     Invoice, InvoiceLine, InvoiceStatus, UsageAmounts, UsageGrouping, UsageReport, UsageRow,
@@ -190,7 +190,7 @@ pub async fn usage(
     }
     let (from, to) = (
         period_of(from.as_second(), period),
-        period_of(to.as_second() + period - 1, period),
+        period_of(ceil_second(to) + period - 1, period),
     );
     let question = Question {
         org_uid: &org_uid,

@@ -46,6 +46,11 @@ fn create_cluster(server: &DevServer, name: &str) {
     );
 }
 
+fn delete_cluster(server: &DevServer, name: &str) {
+    let args = ["--folder", "eng", "--project", "web", "--wait", "--yes"];
+    cli_ok(server, &[&["cluster", "delete", name][..], &args].concat());
+}
+
 async fn cluster_uid(api: &Api, name: &str) -> String {
     let (status, cluster) = api
         .get(&format!(
@@ -213,20 +218,7 @@ async fn a_clusters_usage_equals_its_instances_lifetimes_to_the_second_through_a
             .any(|l| l.starts_with("Cost:") && l.contains("this month (UTC)")),
         "{described}"
     );
-    cli_ok(
-        &server,
-        &[
-            "cluster",
-            "delete",
-            "dev",
-            "--folder",
-            "eng",
-            "--project",
-            "web",
-            "--wait",
-            "--yes",
-        ],
-    );
+    delete_cluster(&server, "dev");
     let (report, (cpu, memory, instances)) = settled_usage(&api, &uid).await;
     assert!(instances >= 3, "a control plane and two workers ran");
     let total = &report["total"];
@@ -311,20 +303,7 @@ async fn kill_9_of_the_server_while_it_meters_leaves_neither_a_gap_nor_a_double_
         server.start_again().unwrap();
     }
     let api = Api::admin(&server);
-    cli_ok(
-        &server,
-        &[
-            "cluster",
-            "delete",
-            "dev",
-            "--folder",
-            "eng",
-            "--project",
-            "web",
-            "--wait",
-            "--yes",
-        ],
-    );
+    delete_cluster(&server, "dev");
     let (report, (_, memory, _)) = settled_usage(&api, &uid).await;
     assert_eq!(
         amount(&report["total"], "recorded", "memoryMibSeconds"),
