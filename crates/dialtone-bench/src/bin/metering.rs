@@ -2,7 +2,8 @@
 //! whole month) ingested hour by hour through the meter's own write path (`settle`: read the
 //! period's records, reconcile, one guarded transaction per interval and period) into the
 //! embedded store, then the usage report by day and by cluster over the month, as the API
-//! builds it (`dialtone_server::usage::report`), timed.
+//! builds it (`dialtone_server::usage::report`, from the day totals), timed beside the same
+//! month summed by day from every record.
 //!
 //! `cargo run --release -p dialtone-bench --bin metering [-- --clusters 1000 --days 30]`
 
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dialtone_controllers::metering::{Meter, Settled, StoredInterval, settle};
+use dialtone_controllers::metering::{DAY, Meter, Settled, StoredInterval, records, settle};
+use dialtone_metering::rollup::rollup;
 use dialtone_metering::{Interval, Owner, Size, Subject, period_of};
 use dialtone_server::usage::{Question, report};
 use dialtone_store::registry::Registry;
@@ -160,6 +162,27 @@ async fn main() -> anyhow::Result<()> {
         millis(percentile(&mut latencies, 0.99)),
     );
     let end = start + SignedDuration::from_hours(args.days * 24);
+    // Side by side: the same month by day from every record, as a report would without
+    // the day totals.
+    let mut from_records = Vec::new();
+    for _ in 0..args.queries.min(3) {
+        let t = Instant::now();
+        let records = records(&*store, &org_uid, start.as_second(), end.as_second())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let by_day = rollup(&records, |r| period_of(r.period.as_second(), DAY));
+        from_records.push(t.elapsed());
+        assert_eq!(
+            by_day.values().map(|t| t.records).sum::<u64>() as usize,
+            written
+        );
+    }
+    let records_p50 = percentile(&mut from_records, 0.5);
+    println!(
+        "by day from the records: p50 {} ({} reads)",
+        millis(records_p50),
+        from_records.len()
+    );
     for by in [UsageGrouping::Day, UsageGrouping::Cluster] {
         let mut samples = Vec::new();
         let mut rows = 0;
@@ -181,11 +204,13 @@ async fn main() -> anyhow::Result<()> {
             rows = answer.rows.len();
             assert_eq!(answer.total.records as usize, written);
         }
+        let p50 = percentile(&mut samples, 0.5);
         println!(
-            "report by {}: {rows} rows over {written} records: p50 {} p99 {}",
+            "report by {}: {rows} rows over {written} records: p50 {} p99 {}; from the records / report: {:.1}",
             by.name(),
-            millis(percentile(&mut samples, 0.5)),
+            millis(p50),
             millis(percentile(&mut samples, 0.99)),
+            records_p50.as_secs_f64() / p50.as_secs_f64(),
         );
     }
     Ok(())

@@ -295,8 +295,9 @@ impl Lifecycle {
     }
 
     /// Puts back what the plan owns inside the cluster when it was changed there: the Pod
-    /// Security level of the namespaces Dialtone manages, and the audit policy. An API that does not answer is
-    /// the health check's to report; this tries again next pass.
+    /// Security level of the namespaces Dialtone manages, and the audit policy. An API that
+    /// does not answer is the health check's to report, and a policy that cannot be put back
+    /// shows in the audit probe's finding; this tries again next pass.
     async fn restore_in_cluster(
         &self,
         uid: &str,
@@ -346,7 +347,7 @@ impl Lifecycle {
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(cluster = uid, error = %e, "cannot put the audit policy back")
+                tracing::debug!(cluster = uid, error = %e, "cannot put the audit policy back")
             }
         }
     }
