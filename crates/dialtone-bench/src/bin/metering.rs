@@ -146,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
             latencies.push(took);
         }
         if hour % 24 == 0 {
+            // As the server's compactor does, so that old revisions do not pile up.
+            store.compact(store.revision().await?).await?;
             eprintln!(
                 "day {}: {written} records, {:.0}/s",
                 hour / 24,
