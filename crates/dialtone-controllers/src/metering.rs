@@ -195,8 +195,10 @@ pub struct Meter {
     pub period: i64,
     /// How often it reads the provider.
     pub every: Duration,
+    /// The rates fitted to the provider's catalogue, before a region's price factor.
+    base_rates: RateCard,
     /// What the instances running at the last pass cost per hour.
-    pub burning: std::sync::Mutex<Vec<Burn>>,
+    burning: std::sync::Mutex<Vec<Burn>>,
 }
 
 /// What one cluster's running instances cost per hour.
@@ -209,6 +211,27 @@ pub struct Burn {
 }
 
 impl Meter {
+    /// A meter of `period`-second records reading `provider` every `every`; its rates are
+    /// fitted to the provider's catalogue once, here.
+    pub fn new(
+        registry: Registry,
+        provider: Arc<dyn Provider>,
+        clock: fn() -> Timestamp,
+        period: i64,
+        every: Duration,
+    ) -> Self {
+        let base_rates = RateCard::derived(provider.catalog());
+        Meter {
+            registry,
+            provider,
+            clock,
+            period,
+            every,
+            base_rates,
+            burning: Default::default(),
+        }
+    }
+
     /// Records the store's period, or refuses one that differs from it: records cut at two
     /// periods would not add up.
     pub async fn claim_period(&self) -> Result<(), String> {
@@ -239,7 +262,7 @@ impl Meter {
 
     /// The rates of `region`: the catalogue's, times the region's price factor.
     pub fn rates(&self, region: &str) -> RateCard {
-        let base = RateCard::derived(self.provider.catalog());
+        let base = self.base_rates;
         let factor = self
             .provider
             .regions()
@@ -336,8 +359,9 @@ impl Meter {
                     let (owner, size) = (&stored.interval.owner, stored.interval.size);
                     let hour = rates
                         .cost_micros(size.millicpu as i64 * 3600, size.memory_mib as i64 * 3600);
-                    let cluster = format!("{}/{}/{}", owner.folder, owner.project, owner.cluster);
-                    *burning.entry((owner.org.clone(), cluster)).or_default() += hour;
+                    *burning
+                        .entry((owner.org.clone(), owner.cluster_path()))
+                        .or_default() += hour;
                 }
                 let end_learned = stored.interval.end.is_none() && lifetime.ended_at.is_some();
                 if end_learned {
@@ -369,10 +393,8 @@ impl Meter {
                     micros_per_hour,
                 })
                 .collect();
-        }
-        // What the provider no longer reports and is done with is forgotten; its records
-        // stay.
-        if every_region_answered {
+            // What the provider no longer reports and is done with is forgotten; its
+            // records stay.
             for (key, (stored, revision)) in kept {
                 if !reported.contains(&key) && stored.done() {
                     let _ = store

@@ -97,14 +97,13 @@ fn instance(subnet: &str, sg: &str) -> ResourceSpec {
 }
 
 fn meter(store: Arc<dyn Store>, sim: Arc<Sim>) -> Meter {
-    Meter {
-        registry: Registry::new(store, "local", jiff::Timestamp::now),
-        provider: sim,
-        clock: jiff::Timestamp::now,
-        period: 1,
-        every: Duration::from_millis(50),
-        burning: Default::default(),
-    }
+    Meter::new(
+        Registry::new(store, "local", jiff::Timestamp::now),
+        sim,
+        jiff::Timestamp::now,
+        1,
+        Duration::from_millis(50),
+    )
 }
 
 #[tokio::test]

@@ -73,6 +73,13 @@ pub struct Owner {
     pub region: String,
 }
 
+impl Owner {
+    /// `folder/project/cluster`: the cluster as its org's reports and invoices name it.
+    pub fn cluster_path(&self) -> String {
+        format!("{}/{}/{}", self.folder, self.project, self.cluster)
+    }
+}
+
 /// What a subject holds in each second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -566,14 +566,13 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     }
     let watches = watch_cache::WatchCache::new();
     watches.follow(registry.clone(), &tasks);
-    let meter = Arc::new(dialtone_controllers::metering::Meter {
-        registry: registry.clone(),
-        provider: provider.clone(),
-        clock: now,
-        period: options.metering.period_seconds,
-        every: options.metering.interval,
-        burning: Default::default(),
-    });
+    let meter = Arc::new(dialtone_controllers::metering::Meter::new(
+        registry.clone(),
+        provider.clone(),
+        now,
+        options.metering.period_seconds,
+        options.metering.interval,
+    ));
     meter.claim_period().await.map_err(anyhow::Error::msg)?;
     let app = App {
         meter: meter.clone(),

@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use dialtone_controllers::metering::{self, DAY};
-use dialtone_metering::{Owner, ceil_second, period_of};
+use dialtone_metering::{Owner, Totals, ceil_second, period_of};
 use dialtone_types::kinds::{CLUSTER, FOLDER, ORG, PROJECT};
 use dialtone_types::usage::{
     Invoice, InvoiceLine, InvoiceStatus, UsageAmounts, UsageGrouping, UsageReport, UsageRow,
@@ -61,58 +61,49 @@ fn month_start(at: Timestamp) -> Timestamp {
         .map_or(at, |z| z.timestamp())
 }
 
-/// Who a record or interval is, as the scope and the grouping see it.
-struct Place<'a> {
-    folder: &'a str,
-    project: &'a str,
-    cluster: &'a str,
-}
-
-fn in_scope(scope: &[&str], place: &Place) -> bool {
-    [place.folder, place.project, place.cluster]
+fn in_scope(scope: &[&str], owner: &Owner) -> bool {
+    [&owner.folder, &owner.project, &owner.cluster]
         .iter()
         .zip(scope)
         .all(|(have, want)| have == want)
 }
 
-fn group_of(by: UsageGrouping, scope: &str, place: &Place, period: i64) -> String {
+fn group_of(by: UsageGrouping, scope: &str, owner: &Owner, period: i64) -> String {
     let at = Timestamp::from_second(period).unwrap_or_default();
     match by {
         UsageGrouping::None => scope.to_string(),
-        UsageGrouping::Folder => place.folder.to_string(),
-        UsageGrouping::Project => format!("{}/{}", place.folder, place.project),
-        UsageGrouping::Cluster => format!("{}/{}/{}", place.folder, place.project, place.cluster),
+        UsageGrouping::Folder => owner.folder.clone(),
+        UsageGrouping::Project => format!("{}/{}", owner.folder, owner.project),
+        UsageGrouping::Cluster => owner.cluster_path(),
         UsageGrouping::Day => at.strftime("%Y-%m-%d").to_string(),
         UsageGrouping::Hour => at.strftime("%Y-%m-%dT%H:00Z").to_string(),
     }
 }
 
-fn empty_row(group: String) -> UsageRow {
-    UsageRow {
-        group,
-        recorded: UsageAmounts::default(),
-        provisional: UsageAmounts::default(),
-        records: 0,
+/// Totals as the API shows them.
+fn amounts(totals: &Totals) -> UsageAmounts {
+    UsageAmounts {
+        cpu_milli_seconds: totals.cpu_milli_seconds,
+        memory_mib_seconds: totals.memory_mib_seconds,
+        cost_micros: totals.cost_micros,
     }
 }
 
-/// The row of `group`, empty at first.
-fn entry(rows: &mut BTreeMap<String, UsageRow>, group: String) -> &mut UsageRow {
-    rows.entry(group.clone())
-        .or_insert_with(|| empty_row(group))
+/// A group's recorded and provisional totals.
+#[derive(Default)]
+struct Sums {
+    recorded: Totals,
+    provisional: Totals,
 }
 
-fn add(amounts: &mut UsageAmounts, cpu: i64, memory: i64, cost: i64) {
-    amounts.cpu_milli_seconds += cpu;
-    amounts.memory_mib_seconds += memory;
-    amounts.cost_micros += cost;
-}
-
-fn owner_place(owner: &Owner) -> Place<'_> {
-    Place {
-        folder: &owner.folder,
-        project: &owner.project,
-        cluster: &owner.cluster,
+impl Sums {
+    fn row(&self, group: String) -> UsageRow {
+        UsageRow {
+            group,
+            recorded: amounts(&self.recorded),
+            provisional: amounts(&self.provisional),
+            records: self.recorded.records,
+        }
     }
 }
 
@@ -263,28 +254,29 @@ pub async fn invoice(
     let days = metering::day_totals(&**store, &org_uid, from, to)
         .await
         .map_err(|e| ApiError::new(Reason::InternalError, e))?;
-    let mut lines: BTreeMap<(String, String), InvoiceLine> = BTreeMap::new();
+    let mut clusters: BTreeMap<(String, &str), (&Owner, Totals)> = BTreeMap::new();
     for day in &days {
         let owner = &day.owner;
-        let cluster = format!("{}/{}/{}", owner.folder, owner.project, owner.cluster);
-        let line = lines
-            .entry((cluster.clone(), owner.cluster_uid.clone()))
-            .or_insert_with(|| InvoiceLine {
+        clusters
+            .entry((owner.cluster_path(), &owner.cluster_uid))
+            .or_insert((owner, Totals::default()))
+            .1
+            .merge(&day.totals);
+    }
+    let mut total = Totals::default();
+    let lines: Vec<InvoiceLine> = clusters
+        .into_iter()
+        .map(|((cluster, _), (owner, totals))| {
+            total.merge(&totals);
+            InvoiceLine {
                 cluster,
                 cluster_uid: owner.cluster_uid.clone(),
                 region: owner.region.clone(),
-                amounts: UsageAmounts::default(),
-                records: 0,
-            });
-        let t = day.totals;
-        add(
-            &mut line.amounts,
-            t.cpu_milli_seconds,
-            t.memory_mib_seconds,
-            t.cost_micros,
-        );
-        line.records += t.records;
-    }
+                amounts: amounts(&totals),
+                records: totals.records,
+            }
+        })
+        .collect();
     // Closed once the month is over and no interval still owes it a record.
     let owed = metering::intervals(&**store)
         .await
@@ -302,24 +294,13 @@ pub async fn invoice(
         true => InvoiceStatus::Closed,
         false => InvoiceStatus::Open,
     };
-    let lines: Vec<InvoiceLine> = lines.into_values().collect();
-    let mut total = UsageAmounts::default();
-    for line in &lines {
-        let a = line.amounts;
-        add(
-            &mut total,
-            a.cpu_milli_seconds,
-            a.memory_mib_seconds,
-            a.cost_micros,
-        );
-    }
     let invoice = Invoice {
         org: org.org_name().to_string(),
         month,
         status,
-        records: lines.iter().map(|l| l.records).sum(),
+        records: total.records,
         lines,
-        total,
+        total: amounts(&total),
     };
     Ok(to_json(StatusCode::OK, &invoice))
 }
@@ -357,24 +338,15 @@ pub async fn report(
     } = *question;
     let scope_text = &question.scope_text;
     let period = meter.period;
-    let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
+    let mut sums: BTreeMap<String, Sums> = BTreeMap::new();
     // Whole days are read from the day totals, the hours at either end from the records.
     let whole = (period_of(from + DAY - 1, DAY), period_of(to, DAY));
     let spans = if by != UsageGrouping::Hour && whole.0 < whole.1 {
         for day in metering::day_totals(store, org_uid, whole.0, whole.1).await? {
-            let place = owner_place(&day.owner);
-            if !in_scope(scope_names, &place) {
-                continue;
+            if in_scope(scope_names, &day.owner) {
+                let group = group_of(by, scope_text, &day.owner, day.day);
+                sums.entry(group).or_default().recorded.merge(&day.totals);
             }
-            let entry = entry(&mut rows, group_of(by, scope_text, &place, day.day));
-            let t = day.totals;
-            add(
-                &mut entry.recorded,
-                t.cpu_milli_seconds,
-                t.memory_mib_seconds,
-                t.cost_micros,
-            );
-            entry.records += t.records;
         }
         vec![(from, whole.0), (whole.1, to)]
     } else {
@@ -382,35 +354,24 @@ pub async fn report(
     };
     for (first, last) in spans.into_iter().filter(|(a, b)| a < b) {
         for record in metering::records(store, org_uid, first, last).await? {
-            let place = owner_place(&record.owner);
-            if !in_scope(scope_names, &place) {
-                continue;
+            if in_scope(scope_names, &record.owner) {
+                let group = group_of(by, scope_text, &record.owner, record.period.as_second());
+                sums.entry(group).or_default().recorded.add(&record);
             }
-            let group = group_of(by, scope_text, &place, record.period.as_second());
-            let entry = entry(&mut rows, group);
-            add(
-                &mut entry.recorded,
-                record.cpu_milli_seconds,
-                record.memory_mib_seconds,
-                record.cost_micros,
-            );
-            entry.records += 1;
         }
     }
     // What intervals hold beyond their records, up to now.
-    let intervals = metering::intervals(store).await?;
-    for (stored, _) in intervals {
+    for (stored, _) in metering::intervals(store).await? {
         let interval = &stored.interval;
-        if interval.owner.org_uid != *org_uid
-            || !in_scope(scope_names, &owner_place(&interval.owner))
-        {
+        let owner = &interval.owner;
+        if owner.org_uid != *org_uid || !in_scope(scope_names, owner) {
             continue;
         }
         let mut open = interval.clone();
         let cut = open.end.map_or(now, |end| end.min(now));
         open.end = Some(cut.max(open.start));
         let from_second = stored.recorded_until.max(from);
-        let rates = meter.rates(&interval.owner.region);
+        let rates = meter.rates(&owner.region);
         for (at, first, last) in open.final_periods(period, from_second, now) {
             if at >= to || last <= from_second {
                 continue;
@@ -418,31 +379,20 @@ pub async fn report(
             let seconds = last - first.max(from_second);
             let cpu = seconds * interval.size.millicpu as i64;
             let memory = seconds * interval.size.memory_mib as i64;
-            let group = group_of(by, scope_text, &owner_place(&interval.owner), at);
-            add(
-                &mut entry(&mut rows, group).provisional,
-                cpu,
-                memory,
-                rates.cost_micros(cpu, memory),
-            );
+            let used = Totals {
+                cpu_milli_seconds: cpu,
+                memory_mib_seconds: memory,
+                cost_micros: rates.cost_micros(cpu, memory),
+                records: 0,
+            };
+            let group = group_of(by, scope_text, owner, at);
+            sums.entry(group).or_default().provisional.merge(&used);
         }
     }
-    let mut total = empty_row("TOTAL".into());
-    for row in rows.values() {
-        let (r, p) = (row.recorded, row.provisional);
-        add(
-            &mut total.recorded,
-            r.cpu_milli_seconds,
-            r.memory_mib_seconds,
-            r.cost_micros,
-        );
-        add(
-            &mut total.provisional,
-            p.cpu_milli_seconds,
-            p.memory_mib_seconds,
-            p.cost_micros,
-        );
-        total.records += row.records;
+    let mut all = Sums::default();
+    for sum in sums.values() {
+        all.recorded.merge(&sum.recorded);
+        all.provisional.merge(&sum.provisional);
     }
     let stamp = |s: i64| Timestamp::from_second(s).unwrap_or_default().to_string();
     Ok(UsageReport {
@@ -451,7 +401,10 @@ pub async fn report(
         to: stamp(to),
         by,
         period_seconds: period,
-        rows: rows.into_values().collect(),
-        total,
+        rows: sums
+            .into_iter()
+            .map(|(group, sum)| sum.row(group))
+            .collect(),
+        total: all.row("TOTAL".into()),
     })
 }

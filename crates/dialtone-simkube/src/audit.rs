@@ -170,7 +170,10 @@ impl AuditLog {
             }
             event["objectRef"] = object;
         }
-        let body = serde_json::from_slice::<Value>(request_body).ok();
+        // Read only where the event takes something from it.
+        let body = (level >= Level::Request || seen.verb == "create")
+            .then(|| serde_json::from_slice::<Value>(request_body).ok())
+            .flatten();
         // A create names its object in its body, as upstream's event then says.
         if seen.verb == "create"
             && event["objectRef"].is_object()

@@ -67,14 +67,13 @@ async fn main() -> anyhow::Result<()> {
         &dir.path().join("sim.redb"),
         dialtone_sim::SimOptions::default(),
     )?);
-    let meter = Meter {
-        registry: registry.clone(),
-        provider: sim.clone(),
-        clock: Timestamp::now,
-        period: 3600,
-        every: Duration::from_secs(60),
-        burning: Default::default(),
-    };
+    let meter = Meter::new(
+        registry.clone(),
+        sim.clone(),
+        Timestamp::now,
+        3600,
+        Duration::from_secs(60),
+    );
     let rates = meter.rates("us-east-1");
     let start: Timestamp = "2026-11-01T00:00:00Z".parse()?;
     let mut intervals: Vec<(StoredInterval, i64)> = Vec::new();
