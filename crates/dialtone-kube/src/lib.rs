@@ -14,6 +14,7 @@ pub mod audit;
 pub mod pki;
 pub mod quantity;
 pub mod services;
+pub mod usage;
 pub mod workload;
 
 /// The label that marks the objects Dialtone owns inside a cluster.

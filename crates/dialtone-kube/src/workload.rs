@@ -232,17 +232,9 @@ fn node_view(node: Node) -> NodeView {
 }
 
 fn pod_view(pod: Pod) -> PodView {
+    let (millicores, memory_mib) = crate::usage::pod_requests(&pod);
     let spec = pod.spec.unwrap_or_default();
     let status = pod.status.unwrap_or_default();
-    let (mut millicores, mut memory) = (0.0, 0.0);
-    for container in &spec.containers {
-        let requests = container
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref());
-        millicores += amount(requests, "cpu") * 1000.0;
-        memory += amount(requests, "memory");
-    }
     PodView {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: name_of(&pod.metadata),
@@ -252,8 +244,8 @@ fn pod_view(pod: Pod) -> PodView {
                 && c.status == "False"
                 && c.reason.as_deref() == Some("Unschedulable")
         }),
-        millicores: millicores.ceil() as u64,
-        memory_mib: (memory / 1024.0 / 1024.0).ceil() as u64,
+        millicores,
+        memory_mib,
         node_selector: spec.node_selector.unwrap_or_default(),
         node_affinity: spec
             .affinity

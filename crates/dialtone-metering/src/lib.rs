@@ -21,5 +21,7 @@ pub mod records;
 pub mod rollup;
 
 pub use rates::RateCard;
-pub use records::{Interval, Owner, Size, Subject, UsageRecord, ceil_second, period_of, reconcile};
+pub use records::{
+    Interval, Measure, Owner, Size, Subject, UsageRecord, ceil_second, period_of, reconcile,
+};
 pub use rollup::Totals;

@@ -51,6 +51,30 @@ impl Subject {
             Subject::Pod { uid, .. } => format!("pod/{uid}"),
         }
     }
+
+    /// Which side of the bill it is on.
+    pub fn measure(&self) -> Measure {
+        match self {
+            Subject::Node { .. } => Measure::Capacity,
+            Subject::Pod { namespace, .. } => Measure::Requests {
+                namespace: namespace.clone(),
+            },
+        }
+    }
+}
+
+/// Which side of the bill a usage is on: what nodes offer, or what a namespace's pods ask.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Measure {
+    /// Nodes' capacity.
+    #[default]
+    Capacity,
+    /// The requests of a namespace's pods.
+    Requests {
+        /// The namespace.
+        namespace: String,
+    },
 }
 
 /// Where a usage belongs in the tree: uids say whose it is, names how it is shown.

@@ -29,6 +29,13 @@ impl Totals {
         self.records += 1;
     }
 
+    /// Takes other totals' amounts away (not their records: they are still read).
+    pub fn remove(&mut self, other: &Totals) {
+        self.cpu_milli_seconds -= other.cpu_milli_seconds;
+        self.memory_mib_seconds -= other.memory_mib_seconds;
+        self.cost_micros -= other.cost_micros;
+    }
+
     /// Adds other totals.
     pub fn merge(&mut self, other: &Totals) {
         self.cpu_milli_seconds += other.cpu_milli_seconds;

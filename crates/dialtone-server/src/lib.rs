@@ -266,6 +266,10 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
         .route("/v1/orgs/{org}/tokens/{id}", delete(account::revoke_token))
         .route("/v1/orgs/{org}/audit", get(audit::list_audit))
         .route("/v1/orgs/{org}/usage", get(usage::usage))
+        .route(
+            "/v1/orgs/{org}/billing",
+            get(usage::get_billing).put(usage::put_billing),
+        )
         .route("/v1/orgs/{org}/invoices/{month}", get(usage::invoice))
         .route("/v1/retiredorgs", get(audit::list_retired_orgs))
         .route(
@@ -596,6 +600,13 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let lifecycle = Lifecycle::new(registry.clone(), provider.clone(), backend.lifecycle, now)
         .with_kube(kube.clone())
         .with_versions(kubernetes_versions);
+    let pod_meter = Arc::new(dialtone_controllers::metering::pods::PodMeter {
+        registry: registry.clone(),
+        clients: kube.clone(),
+        clusters: clusters.clone(),
+        clock: now,
+        every: options.metering.interval,
+    });
     let projection = Arc::new(dialtone_controllers::Projection {
         registry: registry.clone(),
         index: access,
@@ -645,6 +656,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         let meter = meter.clone();
         move |_| meter.clone().run()
     });
+    tasks.spawn("pod-meter", move |_| pod_meter.clone().run());
     dialtone_controllers::spawn_deletion_controller(&tasks, registry, Duration::from_secs(300));
     let compaction_interval = options.compaction_interval;
     tasks.spawn("compactor", {

@@ -15,16 +15,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use dialtone_controllers::metering::{self, DAY};
-use dialtone_metering::{Owner, Totals, ceil_second, period_of};
+use dialtone_metering::{Measure, Owner, Totals, ceil_second, period_of};
 use dialtone_types::kinds::{CLUSTER, FOLDER, ORG, PROJECT};
 use dialtone_types::usage::{
-    Invoice, InvoiceLine, InvoiceStatus, UsageAmounts, UsageGrouping, UsageReport, UsageRow,
+    Billing, BillingMode, BillingSettings, Invoice, InvoiceLine, InvoiceStatus, RegionPrice,
+    RegionRates, UsageAmounts, UsageGrouping, UsageReport, UsageRow,
 };
 use dialtone_types::{ApiError, Reason, ResourcePath};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::App;
-use crate::auth::{Part, Principal, Verb};
+use crate::auth::{Part, Principal, Target, Verb, enforce};
 use crate::error::HttpResult;
 use crate::resources::{authorized_part, check_query, object_path, to_json};
 
@@ -68,9 +69,21 @@ fn in_scope(scope: &[&str], owner: &Owner) -> bool {
         .all(|(have, want)| have == want)
 }
 
-fn group_of(by: UsageGrouping, scope: &str, owner: &Owner, period: i64) -> String {
+/// The group a usage of `owner` in the period at `period` belongs to; by namespace, a
+/// node's (the capacity's) is `(idle)` and a pod's its namespace.
+fn group_of(
+    by: UsageGrouping,
+    scope: &str,
+    owner: &Owner,
+    measure: &Measure,
+    period: i64,
+) -> String {
     let at = Timestamp::from_second(period).unwrap_or_default();
     match by {
+        UsageGrouping::Namespace => match measure {
+            Measure::Capacity => IDLE.to_string(),
+            Measure::Requests { namespace } => format!("{}/{namespace}", owner.cluster_path()),
+        },
         UsageGrouping::None => scope.to_string(),
         UsageGrouping::Folder => owner.folder.clone(),
         UsageGrouping::Project => format!("{}/{}", owner.folder, owner.project),
@@ -89,20 +102,103 @@ fn amounts(totals: &Totals) -> UsageAmounts {
     }
 }
 
-/// A group's recorded and provisional totals.
+/// The group of the capacity no pod requested, by namespace.
+const IDLE: &str = "(idle)";
+
+/// Recorded and provisional totals of one side of the bill.
 #[derive(Default)]
-struct Sums {
+struct Side {
     recorded: Totals,
     provisional: Totals,
 }
 
+impl Side {
+    fn part(&mut self, recorded: bool) -> &mut Totals {
+        match recorded {
+            true => &mut self.recorded,
+            false => &mut self.provisional,
+        }
+    }
+
+    fn both(&self) -> Totals {
+        let mut both = self.recorded;
+        both.merge(&self.provisional);
+        both
+    }
+}
+
+/// A group's totals: nodes' capacity and pods' requests.
+#[derive(Default)]
+struct Sums {
+    capacity: Side,
+    requests: Side,
+    records: u64,
+}
+
 impl Sums {
-    fn row(&self, group: String) -> UsageRow {
+    fn merge(&mut self, other: &Sums) {
+        for (mine, theirs) in [
+            (&mut self.capacity, &other.capacity),
+            (&mut self.requests, &other.requests),
+        ] {
+            mine.recorded.merge(&theirs.recorded);
+            mine.provisional.merge(&theirs.provisional);
+        }
+        self.records += other.records;
+    }
+
+    fn row(&self, group: String, mode: BillingMode) -> UsageRow {
+        let billed = match mode {
+            BillingMode::Capacity => &self.capacity,
+            BillingMode::Requests => &self.requests,
+        };
+        let (capacity, requests) = (self.capacity.both(), self.requests.both());
+        let mut idle = capacity;
+        idle.remove(&requests);
         UsageRow {
             group,
-            recorded: amounts(&self.recorded),
-            provisional: amounts(&self.provisional),
-            records: self.recorded.records,
+            recorded: amounts(&billed.recorded),
+            provisional: amounts(&billed.provisional),
+            records: self.records,
+            capacity: amounts(&capacity),
+            requests: amounts(&requests),
+            idle: amounts(&idle),
+        }
+    }
+}
+
+/// Every group's sums, as usages are added.
+struct Groups<'a> {
+    by: UsageGrouping,
+    scope: &'a str,
+    sums: BTreeMap<String, Sums>,
+}
+
+impl Groups<'_> {
+    /// Adds what an interval of `owner` measuring `measure` used in the period at
+    /// `period`: `recorded` in closed records, or provisional. By namespace, a pod's
+    /// requests are its namespace's share of the capacity, taken from `(idle)`.
+    fn add(
+        &mut self,
+        owner: &Owner,
+        measure: &Measure,
+        period: i64,
+        used: &Totals,
+        recorded: bool,
+    ) {
+        let group = group_of(self.by, self.scope, owner, measure, period);
+        let sums = self.sums.entry(group).or_default();
+        sums.records += used.records;
+        match measure {
+            Measure::Capacity => sums.capacity.part(recorded).merge(used),
+            Measure::Requests { .. } => {
+                sums.requests.part(recorded).merge(used);
+                if self.by == UsageGrouping::Namespace {
+                    sums.capacity.part(recorded).merge(used);
+                    let idle = self.sums.entry(IDLE.to_string()).or_default();
+                    idle.capacity.part(recorded).remove(used);
+                }
+            }
         }
     }
 }
@@ -254,8 +350,19 @@ pub async fn invoice(
     let days = metering::day_totals(&**store, &org_uid, from, to)
         .await
         .map_err(|e| ApiError::new(Reason::InternalError, e))?;
+    let mode = metering::billing(&**store, &org_uid)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?
+        .mode;
     let mut clusters: BTreeMap<(String, &str), (&Owner, Totals)> = BTreeMap::new();
     for day in &days {
+        let billed = match day.measure {
+            Measure::Capacity => BillingMode::Capacity,
+            Measure::Requests { .. } => BillingMode::Requests,
+        };
+        if billed != mode {
+            continue;
+        }
         let owner = &day.owner;
         clusters
             .entry((owner.cluster_path(), &owner.cluster_uid))
@@ -298,6 +405,7 @@ pub async fn invoice(
         org: org.org_name().to_string(),
         month,
         status,
+        mode,
         records: total.records,
         lines,
         total: amounts(&total),
@@ -338,14 +446,18 @@ pub async fn report(
     } = *question;
     let scope_text = &question.scope_text;
     let period = meter.period;
-    let mut sums: BTreeMap<String, Sums> = BTreeMap::new();
+    let store_billing = metering::billing(store, org_uid).await?;
+    let mut groups = Groups {
+        by,
+        scope: scope_text,
+        sums: BTreeMap::new(),
+    };
     // Whole days are read from the day totals, the hours at either end from the records.
     let whole = (period_of(from + DAY - 1, DAY), period_of(to, DAY));
     let spans = if by != UsageGrouping::Hour && whole.0 < whole.1 {
         for day in metering::day_totals(store, org_uid, whole.0, whole.1).await? {
             if in_scope(scope_names, &day.owner) {
-                let group = group_of(by, scope_text, &day.owner, day.day);
-                sums.entry(group).or_default().recorded.merge(&day.totals);
+                groups.add(&day.owner, &day.measure, day.day, &day.totals, true);
             }
         }
         vec![(from, whole.0), (whole.1, to)]
@@ -355,8 +467,16 @@ pub async fn report(
     for (first, last) in spans.into_iter().filter(|(a, b)| a < b) {
         for record in metering::records(store, org_uid, first, last).await? {
             if in_scope(scope_names, &record.owner) {
-                let group = group_of(by, scope_text, &record.owner, record.period.as_second());
-                sums.entry(group).or_default().recorded.add(&record);
+                let mut one = Totals::default();
+                one.add(&record);
+                let measure = record.subject.measure();
+                groups.add(
+                    &record.owner,
+                    &measure,
+                    record.period.as_second(),
+                    &one,
+                    true,
+                );
             }
         }
     }
@@ -371,7 +491,8 @@ pub async fn report(
         let cut = open.end.map_or(now, |end| end.min(now));
         open.end = Some(cut.max(open.start));
         let from_second = stored.recorded_until.max(from);
-        let rates = meter.rates(&owner.region);
+        let rates = meter.rates(&store_billing, &owner.region);
+        let measure = interval.subject.measure();
         for (at, first, last) in open.final_periods(period, from_second, now) {
             if at >= to || last <= from_second {
                 continue;
@@ -385,15 +506,14 @@ pub async fn report(
                 cost_micros: rates.cost_micros(cpu, memory),
                 records: 0,
             };
-            let group = group_of(by, scope_text, owner, at);
-            sums.entry(group).or_default().provisional.merge(&used);
+            groups.add(owner, &measure, at, &used, false);
         }
     }
     let mut all = Sums::default();
-    for sum in sums.values() {
-        all.recorded.merge(&sum.recorded);
-        all.provisional.merge(&sum.provisional);
+    for sum in groups.sums.values() {
+        all.merge(sum);
     }
+    let mode = store_billing.mode;
     let stamp = |s: i64| Timestamp::from_second(s).unwrap_or_default().to_string();
     Ok(UsageReport {
         scope: scope_text.clone(),
@@ -401,10 +521,115 @@ pub async fn report(
         to: stamp(to),
         by,
         period_seconds: period,
-        rows: sums
+        mode,
+        rows: groups
+            .sums
             .into_iter()
-            .map(|(group, sum)| sum.row(group))
+            .map(|(group, sum)| sum.row(group, mode))
             .collect(),
-        total: all.row("TOTAL".into()),
+        total: all.row("TOTAL".into(), mode),
+    })
+}
+
+/// `GET /v1/orgs/{org}/billing`: what the org pays for and at what prices, region by
+/// region, for whoever may see its money.
+pub async fn get_billing(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> HttpResult<Response> {
+    check_query(&query, &[])?;
+    let org = object_path(&ORG, &params)?;
+    authorized_part(&app, &principal, &org, Verb::Get, Part::Billing).await?;
+    let billing = shown_billing(&app, &org).await?;
+    Ok(to_json(StatusCode::OK, &billing))
+}
+
+/// `PUT /v1/orgs/{org}/billing`: sets what the org pays for and its own prices. Prices are
+/// the platform's to set, so only platform admins may; records already written keep the
+/// rates they carry.
+pub async fn put_billing(
+    State(app): State<App>,
+    Extension(principal): Extension<Principal>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> HttpResult<Response> {
+    check_query(&query, &[])?;
+    let org = object_path(&ORG, &params)?;
+    // Whoever cannot see the org's money learns nothing more from a refusal.
+    authorized_part(&app, &principal, &org, Verb::Get, Part::Billing).await?;
+    enforce(
+        app.authorizer
+            .authorize(&principal, Verb::Update, Target::Platform),
+        &org,
+    )?;
+    let settings: BillingSettings = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("the body is not billing settings: {e}")))?;
+    let regions: Vec<&str> = app.provider.regions().iter().map(|r| r.name).collect();
+    let mut causes = Vec::new();
+    for (region, rates) in &settings.rates {
+        if !regions.contains(&region.as_str()) {
+            causes.push(format!(
+                "rates.{region}: no such region; valid: {}",
+                regions.join(", ")
+            ));
+        }
+        for (field, price) in [
+            ("vcpuHourMicros", rates.vcpu_hour_micros),
+            ("gibHourMicros", rates.gib_hour_micros),
+        ] {
+            if price < 0 {
+                causes.push(format!(
+                    "rates.{region}.{field}: a price cannot be negative ({price})"
+                ));
+            }
+        }
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::new(Reason::Invalid, causes.join("; ")).into());
+    }
+    let org_uid = app
+        .registry
+        .org_uid(org.org_name())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&org))?;
+    metering::set_billing(&**app.registry.store(), &org_uid, &settings)
+        .await
+        .map_err(|e| ApiError::new(Reason::ServiceUnavailable, e))?;
+    let billing = shown_billing(&app, &org).await?;
+    Ok(to_json(StatusCode::OK, &billing))
+}
+
+async fn shown_billing(app: &App, org: &ResourcePath) -> HttpResult<Billing> {
+    let org_uid = app
+        .registry
+        .org_uid(org.org_name())
+        .await?
+        .ok_or_else(|| ApiError::not_found(org))?;
+    let settings = metering::billing(&**app.registry.store(), &org_uid)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
+    let regions = app
+        .provider
+        .regions()
+        .iter()
+        .map(|region| {
+            let rates = app.meter.rates(&settings, region.name);
+            RegionPrice {
+                region: region.name.to_string(),
+                rates: RegionRates {
+                    vcpu_hour_micros: rates.vcpu_hour_micros as i64,
+                    gib_hour_micros: rates.gib_hour_micros as i64,
+                },
+                overridden: settings.rates.contains_key(region.name),
+            }
+        })
+        .collect();
+    Ok(Billing {
+        org: org.org_name().to_string(),
+        mode: settings.mode,
+        regions,
     })
 }

@@ -22,17 +22,21 @@ pub enum UsageGrouping {
     Day,
     /// Hour by hour, UTC (`2026-12-07T10:00Z`).
     Hour,
+    /// Namespace by namespace (`folder/project/cluster/namespace`), each its pods'
+    /// requests, with the nodes' capacity no pod requested as `(idle)`.
+    Namespace,
 }
 
 impl UsageGrouping {
     /// Every grouping.
-    pub const ALL: [UsageGrouping; 6] = [
+    pub const ALL: [UsageGrouping; 7] = [
         UsageGrouping::None,
         UsageGrouping::Folder,
         UsageGrouping::Project,
         UsageGrouping::Cluster,
         UsageGrouping::Day,
         UsageGrouping::Hour,
+        UsageGrouping::Namespace,
     ];
 
     /// As the API and the CLI spell it.
@@ -44,6 +48,7 @@ impl UsageGrouping {
             UsageGrouping::Cluster => "cluster",
             UsageGrouping::Day => "day",
             UsageGrouping::Hour => "hour",
+            UsageGrouping::Namespace => "namespace",
         }
     }
 
@@ -69,16 +74,23 @@ pub struct UsageAmounts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRow {
-    /// The group: a folder, `folder/project`, `folder/project/cluster`, a day or an hour;
-    /// the scope's path for `none`.
+    /// The group: a folder, `folder/project`, `folder/project/cluster`, a day, an hour or
+    /// `folder/project/cluster/namespace`; the scope's path for `none`.
     pub group: String,
-    /// What its closed records hold.
+    /// What its closed records bill, as the org is billed (by capacity or by requests).
     pub recorded: UsageAmounts,
-    /// What it has used since its last closed record, priced at today's rates: the next
-    /// records will hold it.
+    /// What it has used since its last closed record, billed likewise and priced at
+    /// today's rates: the next records will hold it.
     pub provisional: UsageAmounts,
-    /// How many records.
+    /// How many records were read for it.
     pub records: u64,
+    /// Its nodes' capacity, recorded and provisional. By namespace: what its pods
+    /// requested of it, or, for `(idle)`, what no pod requested.
+    pub capacity: UsageAmounts,
+    /// What its pods requested, recorded and provisional.
+    pub requests: UsageAmounts,
+    /// Capacity no pod requested: `capacity - requests`.
+    pub idle: UsageAmounts,
 }
 
 /// An answer of the usage API.
@@ -95,6 +107,8 @@ pub struct UsageReport {
     pub by: UsageGrouping,
     /// Seconds per record.
     pub period_seconds: i64,
+    /// What the org pays for, which `recorded` and `provisional` bill.
+    pub mode: BillingMode,
     /// One row per group, in the group's order.
     pub rows: Vec<UsageRow>,
     /// The sum of the rows, exactly.
@@ -121,7 +135,7 @@ pub struct InvoiceLine {
     pub cluster_uid: String,
     /// Its region.
     pub region: String,
-    /// What its records for the month hold.
+    /// What its records for the month bill.
     pub amounts: UsageAmounts,
     /// How many records.
     pub records: u64,
@@ -138,10 +152,81 @@ pub struct Invoice {
     pub month: String,
     /// Final, or still to change.
     pub status: InvoiceStatus,
+    /// What the org pays for, which the lines bill.
+    pub mode: BillingMode,
     /// A line per cluster, by `cluster`.
     pub lines: Vec<InvoiceLine>,
     /// The sum of the lines, exactly.
     pub total: UsageAmounts,
     /// How many records.
     pub records: u64,
+}
+
+/// What an org pays for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BillingMode {
+    /// Its nodes' vCPUs and memory, from launch to termination, used or not.
+    #[default]
+    Capacity,
+    /// What its pods request, from start to end: "only the vCPUs and RAM you have used".
+    Requests,
+}
+
+impl BillingMode {
+    /// As the API and the CLI spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BillingMode::Capacity => "capacity",
+            BillingMode::Requests => "requests",
+        }
+    }
+}
+
+/// Prices of one region, in micro-dollars.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegionRates {
+    /// Per vCPU-hour.
+    pub vcpu_hour_micros: i64,
+    /// Per GiB-hour of memory.
+    pub gib_hour_micros: i64,
+}
+
+/// How an org is billed: set by platform admins (`PUT /v1/orgs/{org}/billing`), read by
+/// whoever may see the org's money.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BillingSettings {
+    /// What the org pays for; `capacity` unless set.
+    #[serde(default)]
+    pub mode: BillingMode,
+    /// Prices that replace the defaults in the regions named, by region.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rates: std::collections::BTreeMap<String, RegionRates>,
+}
+
+/// An org's billing as `GET /v1/orgs/{org}/billing` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Billing {
+    /// The org's name.
+    pub org: String,
+    /// What it pays for.
+    pub mode: BillingMode,
+    /// The prices in effect in every region.
+    pub regions: Vec<RegionPrice>,
+}
+
+/// The prices in effect in a region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionPrice {
+    /// The region.
+    pub region: String,
+    /// Its prices.
+    #[serde(flatten)]
+    pub rates: RegionRates,
+    /// Whether they are the org's own, not the defaults derived from the catalogue.
+    pub overridden: bool,
 }

@@ -179,7 +179,7 @@ pub enum Command {
     Audit(AuditCommand),
     /// Usage and cost, to the second, of an org, folder, project or cluster.
     #[command(
-        after_help = "Examples:\n  dialtone usage --by cluster\n  dialtone usage --folder eng --by project --from 2026-11 --to 2026-12\n  dialtone usage --folder eng --project web --cluster dev --by day -o csv"
+        after_help = "Examples:\n  dialtone usage --by cluster\n  dialtone usage --folder eng --by project --from 2026-11 --to 2026-12\n  dialtone usage --folder eng --project web --cluster dev --by day -o csv\n  dialtone usage --by namespace"
     )]
     Usage(UsageArgs),
     /// Monthly invoices: a line per cluster, each the sum of its usage records.
@@ -188,6 +188,12 @@ pub enum Command {
         after_help = "Examples:\n  dialtone invoice get\n  dialtone invoice get 2026-11 -o csv"
     )]
     Invoice(InvoiceCommand),
+    /// How an org is billed: by its nodes' capacity or its pods' requests, and its prices.
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone billing get\n  dialtone billing set --org acme --mode requests --rate us-east-1=0.04,0.004"
+    )]
+    Billing(BillingCommand),
     /// Who the current token belongs to.
     Whoami,
     /// Sign in to a Dialtone server: checks the token, then saves a context for it and
@@ -566,6 +572,40 @@ pub enum InvoiceCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum BillingCommand {
+    /// What the org pays for and its prices in every region.
+    Get {
+        /// The org (default: the context's).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Sets what the org pays for or its own prices (platform admins only).
+    Set {
+        /// The org (default: the context's).
+        #[arg(long)]
+        org: Option<String>,
+        /// `capacity` (its nodes) or `requests` (its pods' requests).
+        #[arg(long)]
+        mode: Option<String>,
+        /// `REGION=VCPU_HOUR,GIB_HOUR`, in dollars: the org's own prices in a region.
+        #[arg(long = "rate")]
+        rates: Vec<String>,
+        /// A region whose own prices go back to the defaults.
+        #[arg(long = "default-rate")]
+        default_rates: Vec<String>,
+    },
+}
+
+impl BillingCommand {
+    /// The org it names, if any.
+    pub fn org(&self) -> Option<String> {
+        match self {
+            BillingCommand::Get { org } | BillingCommand::Set { org, .. } => org.clone(),
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct UsageArgs {
     /// The org (default: the context's).
@@ -587,7 +627,7 @@ pub struct UsageArgs {
     /// The end, excluded (default: now).
     #[arg(long)]
     pub to: Option<String>,
-    /// Rows by none, folder, project, cluster, day or hour.
+    /// Rows by none, folder, project, cluster, day, hour or namespace.
     #[arg(long, default_value = "none")]
     pub by: String,
 }

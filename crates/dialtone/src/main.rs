@@ -146,6 +146,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let org = org_of(org, &context)?;
                     usage::invoice(month, org, &client, output).await
                 }
+                Command::Billing(c) => {
+                    let org = org_of(c.org(), &context)?;
+                    usage::billing(c, org, &client, output).await
+                }
                 Command::Usage(args) => {
                     let org = org_of(args.org.clone(), &context)?;
                     usage::run(args, org, &client, output).await

@@ -378,3 +378,299 @@ async fn money_is_seen_by_org_admins_and_billing_only_and_bad_ranges_are_refused
         );
     }
 }
+
+/// A pod of `cpu` milli-vCPUs and `memory` MiB requested, in `default`.
+fn pod_manifest(name: &str, cpu: u32, memory: u32) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  containers:\n  - name: app\n    image: nginx\n    resources:\n      requests:\n        cpu: {cpu}m\n        memory: {memory}Mi\n"
+    )
+}
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("/usr/bin/kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Creates the pod and waits until a kubelet started it: its `startTime`.
+async fn started_pod(
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    cpu: u32,
+    memory: u32,
+) -> jiff::Timestamp {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, pod_manifest(name, cpu, memory)).unwrap();
+    kubectl(kubeconfig, &["apply", "-f", file.to_str().unwrap()]);
+    let begun = Instant::now();
+    loop {
+        let pod: Value =
+            serde_json::from_str(&kubectl(kubeconfig, &["get", "pod", name, "-o", "json"]))
+                .unwrap();
+        if let Some(started) = pod["status"]["startTime"].as_str() {
+            return started.parse().unwrap();
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "{name} never started: {pod:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn row<'a>(report: &'a Value, group: &str) -> &'a Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == group)
+        .unwrap_or_else(|| panic!("no row {group}: {report:#}"))
+}
+
+/// Every amount of the rows adds up to the total's.
+fn every_side_sums_to_total(report: &Value) {
+    for part in ["recorded", "provisional", "capacity", "requests", "idle"] {
+        for field in ["cpuMilliSeconds", "memoryMibSeconds", "costMicros"] {
+            let sum: i64 = report["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| amount(r, part, field))
+                .sum();
+            assert_eq!(
+                sum,
+                amount(&report["total"], part, field),
+                "{part}.{field}: {report:#}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn pods_requests_are_metered_to_the_second_and_an_org_billed_by_requests_pays_them() {
+    let server = start();
+    let api = Api::admin(&server);
+    tree(&api).await;
+    // Billed by requests at $1 a vCPU-second and nothing for memory, so that a cost shows
+    // the org's own prices were used: a milli-vCPU-second costs 1,000 micro-dollars.
+    let (status, billing) = api
+        .put(
+            "/v1/orgs/demo/billing",
+            json!({"mode": "requests", "rates": {"us-east-1": {"vcpuHourMicros": 3_600_000_000i64, "gibHourMicros": 0}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{billing}");
+    assert_eq!(billing["mode"], "requests");
+    let east = billing["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == "us-east-1")
+        .unwrap();
+    assert_eq!(
+        (
+            east["vcpuHourMicros"].as_i64(),
+            east["overridden"].as_bool()
+        ),
+        (Some(3_600_000_000), Some(true))
+    );
+    create_cluster(&server, "dev");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    common::credentials(&server, "dev", &kubeconfig);
+    // One pod deleted as soon as it started, one that runs a few seconds.
+    let steady_start = started_pod(&kubeconfig, dir.path(), "steady", 250, 64).await;
+    started_pod(&kubeconfig, dir.path(), "blink", 100, 128).await;
+    kubectl(&kubeconfig, &["delete", "pod", "blink", "--wait=false"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = jiff::Timestamp::now();
+    kubectl(&kubeconfig, &["delete", "pod", "steady", "--wait=false"]);
+    let after = jiff::Timestamp::now();
+    // Both pods' seconds are recorded once nothing of `default` is provisional.
+    let begun = Instant::now();
+    let report = loop {
+        let report = usage(&api, "by=namespace").await;
+        let settled = report["rows"].as_array().unwrap().iter().any(|r| {
+            r["group"] == "eng/web/dev/default"
+                && amount(r, "provisional", "cpuMilliSeconds") == 0
+                && amount(r, "recorded", "cpuMilliSeconds") > 0
+        });
+        if settled {
+            break report;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "the pods' usage never settled: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let default = row(&report, "eng/web/dev/default");
+    let (cpu, memory) = (
+        amount(default, "requests", "cpuMilliSeconds"),
+        amount(default, "requests", "memoryMibSeconds"),
+    );
+    // 250 a + 100 b = cpu and 64 a + 128 b = memory, for a and b the pods' seconds.
+    let steady = (128 * cpu - 100 * memory) / 25_600;
+    let blink = (memory - 64 * steady) / 128;
+    assert_eq!(
+        (250 * steady + 100 * blink, 64 * steady + 128 * blink),
+        (cpu, memory),
+        "{default:#}"
+    );
+    assert!(
+        (1..=2).contains(&blink),
+        "a pod deleted as it started counts its second: {blink}"
+    );
+    let ceil = |t: jiff::Timestamp| t.as_second() + i64::from(t.subsec_nanosecond() > 0);
+    assert!(
+        (before.as_second() - steady_start.as_second()
+            ..=ceil(after) + 1 - steady_start.as_second())
+            .contains(&steady),
+        "steady ran {steady} s, from {steady_start} until it was deleted between {before} and {after}"
+    );
+    // Billed by requests, at the org's own prices; the namespace's share of the capacity
+    // is what it requested, and what nobody requested is `(idle)`.
+    assert_eq!(default["recorded"], default["requests"]);
+    assert_eq!(amount(default, "requests", "costMicros"), 1000 * cpu);
+    assert_eq!(amount(default, "idle", "cpuMilliSeconds"), 0);
+    let idle = row(&report, "(idle)");
+    assert_eq!(idle["idle"], idle["capacity"]);
+    assert_eq!(
+        amount(idle, "recorded", "costMicros"),
+        0,
+        "idle capacity is not billed by requests"
+    );
+    every_side_sums_to_total(&report);
+    // The cluster deleted, its pods end with it; the invoice bills the requests' records.
+    let uid = cluster_uid(&api, "dev").await;
+    delete_cluster(&server, "dev");
+    let begun = Instant::now();
+    let settled = loop {
+        let (capacity, _, _) = provider_usage(&api, &uid).await;
+        let report = usage(&api, "by=cluster").await;
+        let total = &report["total"];
+        if amount(total, "provisional", "cpuMilliSeconds") == 0
+            && amount(total, "capacity", "cpuMilliSeconds") == capacity
+        {
+            break report;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "never settled: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    every_side_sums_to_total(&settled);
+    let by_namespace = usage(&api, "by=namespace").await;
+    every_side_sums_to_total(&by_namespace);
+    assert_eq!(
+        by_namespace["total"], settled["total"],
+        "every grouping sums to one total"
+    );
+    let month = jiff::Timestamp::now().strftime("%Y-%m").to_string();
+    let (status, invoice) = api.get(&format!("/v1/orgs/demo/invoices/{month}")).await;
+    assert_eq!(status, 200, "{invoice}");
+    assert_eq!(invoice["mode"], "requests");
+    assert_eq!(
+        invoice["total"], settled["total"]["recorded"],
+        "{invoice:#}"
+    );
+}
+
+#[tokio::test]
+async fn only_platform_admins_set_an_orgs_billing_and_bad_prices_change_nothing() {
+    let server = start();
+    let admin = Api::admin(&server);
+    admin
+        .create("/v1/orgs/demo/identities", "owner", json!({}))
+        .await;
+    let (status, policy) = admin
+        .put_policy(
+            "/v1/orgs/demo/policy",
+            json!([{"role": "org.admin", "subjects": ["user:owner"]}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{policy}");
+    let (status, token) = admin
+        .post("/v1/orgs/demo/identities/owner/tokens", json!({}))
+        .await;
+    assert_eq!(status, 201, "{token}");
+    let owner = admin.with_token(token["token"].as_str().unwrap());
+    let (status, before) = owner.get("/v1/orgs/demo/billing").await;
+    assert_eq!(status, 200, "an org admin sees the org's prices: {before}");
+    assert_eq!(before["mode"], "capacity");
+    let (status, error) = owner
+        .put("/v1/orgs/demo/billing", json!({"mode": "requests"}))
+        .await;
+    assert_eq!(
+        status, 403,
+        "an org admin cannot set its own prices: {error}"
+    );
+    for (body, code, says) in [
+        (
+            json!({"mode": "free"}),
+            400,
+            "expected `capacity` or `requests`",
+        ),
+        (
+            json!({"rates": {"us-east-1": {"vcpuHourMicros": -1, "gibHourMicros": 0}}}),
+            422,
+            "cannot be negative",
+        ),
+        (
+            json!({"rates": {"us-east-1": {"vcpuHourMicros": 1}}}),
+            400,
+            "gibHourMicros",
+        ),
+        (
+            json!({"rates": {"mars-1": {"vcpuHourMicros": 1, "gibHourMicros": 1}}}),
+            422,
+            "valid: us-east-1",
+        ),
+        (json!({"currency": "eur"}), 400, "unknown field"),
+    ] {
+        let (status, error) = admin.put("/v1/orgs/demo/billing", body.clone()).await;
+        assert_eq!(status, code, "{body}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(says),
+            "{body}: {error}"
+        );
+    }
+    let (_, after) = owner.get("/v1/orgs/demo/billing").await;
+    assert_eq!(after, before, "a refused change changed nothing");
+    // The CLI sets and shows them.
+    cli_ok(
+        &server,
+        &[
+            "billing",
+            "set",
+            "--mode",
+            "requests",
+            "--rate",
+            "us-east-1=0.05,0.005",
+        ],
+    );
+    let shown = cli_ok(&server, &["billing", "get"]);
+    assert!(
+        shown.contains("$0.050000")
+            && shown.contains("org's own")
+            && shown.contains("billed by requests"),
+        "{shown}"
+    );
+    let out = server.cli(&["billing", "set", "--mode", "free"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("valid: capacity, requests"));
+    // Another tenant's billing is not there.
+    admin.tenant("other").await;
+    let (status, error) = owner.get("/v1/orgs/other/billing").await;
+    assert_eq!(status, 404, "{error}");
+}

@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         3600,
         Duration::from_secs(60),
     );
-    let rates = meter.rates("us-east-1");
+    let rates = meter.default_rates("us-east-1");
     let start: Timestamp = "2026-11-01T00:00:00Z".parse()?;
     let mut intervals: Vec<(StoredInterval, i64)> = Vec::new();
     for c in 0..args.clusters {

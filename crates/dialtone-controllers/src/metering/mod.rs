@@ -25,11 +25,12 @@ use std::time::Duration;
 use dialtone_cloud::tags::{TAG_CLUSTER, TAG_OWNER};
 use dialtone_cloud::{InstanceLifetime, LIFETIME_RETENTION_DAYS, Provider};
 use dialtone_metering::{
-    Interval, Owner, RateCard, Size, Subject, Totals, UsageRecord, ceil_second, period_of,
+    Interval, Measure, Owner, RateCard, Size, Subject, Totals, UsageRecord, ceil_second, period_of,
 };
 use dialtone_store::registry::Registry;
 use dialtone_store::{KeyRange, Revision, Store, Txn, TxnOutcome};
 use dialtone_types::ResourcePath;
+use dialtone_types::usage::{BillingMode, BillingSettings};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,9 @@ const DAYS: &str = "/usage/days/";
 /// Seconds in a UTC day.
 pub const DAY: i64 = 86_400;
 const PERIOD_KEY: &str = "/usage/period";
+const BILLING: &str = "/billing/";
+
+pub mod pods;
 
 /// One period, unless the server is told otherwise (`--metering-period`).
 pub const DEFAULT_PERIOD_SECONDS: i64 = 3600;
@@ -66,6 +70,44 @@ fn interval_key(cluster_uid: &str, subject: &Subject) -> String {
     format!("{INTERVALS}{cluster_uid}/{}", subject.key())
 }
 
+/// The org's billing settings (the defaults, while none were set).
+pub async fn billing(store: &dyn Store, org_uid: &str) -> Result<BillingSettings, String> {
+    let key = format!("{BILLING}{org_uid}");
+    match store.get(key.as_bytes()).await.map_err(|e| e.to_string())? {
+        Some(kv) => serde_json::from_slice(&kv.value)
+            .map_err(|e| format!("corrupt billing settings of org {org_uid}: {e}")),
+        None => Ok(BillingSettings::default()),
+    }
+}
+
+/// Replaces the org's billing settings. Records already written keep the rates they carry.
+pub async fn set_billing(
+    store: &dyn Store,
+    org_uid: &str,
+    settings: &BillingSettings,
+) -> Result<(), String> {
+    let value = serde_json::to_vec(settings).expect("settings serialize");
+    store
+        .txn(Txn::default().put(format!("{BILLING}{org_uid}"), value))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The pod intervals of the cluster with uid `cluster_uid`, with their revisions.
+async fn pod_intervals(
+    store: &dyn Store,
+    cluster_uid: &str,
+) -> Result<Vec<(StoredInterval, Revision)>, String> {
+    let prefix = format!("{INTERVALS}{cluster_uid}/pod/");
+    scan(store, &KeyRange::prefix(prefix), |kv| {
+        let stored = serde_json::from_slice(&kv.value)
+            .map_err(|e| format!("a corrupt usage interval: {e}"))?;
+        Ok((stored, kv.mod_revision))
+    })
+    .await
+}
+
 fn period_prefix(org_uid: &str, period: i64) -> String {
     format!("{RECORDS}{org_uid}/{period:012}/")
 }
@@ -85,6 +127,9 @@ fn record_key(record: &UsageRecord) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct DayTotals {
     pub owner: Owner,
+    /// Nodes' capacity, or a namespace's pods' requests.
+    #[serde(default)]
+    pub measure: Measure,
     /// The day's first second.
     pub day: i64,
     pub totals: Totals,
@@ -186,6 +231,53 @@ pub struct Metered {
     pub conflicts: usize,
 }
 
+impl Metered {
+    /// Counts what settling one interval did and, while it runs and its org is billed
+    /// for what it measures (`billed_as`), adds its cost per hour to its cluster's burn.
+    fn add(
+        &mut self,
+        one: SettledInterval,
+        burning: Option<&mut BTreeMap<(String, String), i64>>,
+        billed_as: BillingMode,
+    ) {
+        match one.settled {
+            Settled::Wrote { records, .. } => self.records += records,
+            Settled::Conflict => self.conflicts += 1,
+            Settled::Nothing => {}
+        }
+        if let Some(burning) = burning
+            && one.mode == billed_as
+        {
+            *burning
+                .entry((one.owner.org.clone(), one.owner.cluster_path()))
+                .or_default() += one.micros_per_hour;
+        }
+    }
+}
+
+/// What settling one interval did, with what it costs while it runs.
+struct SettledInterval {
+    settled: Settled,
+    owner: Owner,
+    /// How its org is billed.
+    mode: BillingMode,
+    micros_per_hour: i64,
+}
+
+/// Orgs' billing settings, each read once a pass.
+#[derive(Default)]
+struct Settings(BTreeMap<String, BillingSettings>);
+
+impl Settings {
+    async fn of(&mut self, store: &dyn Store, org_uid: &str) -> Result<&BillingSettings, String> {
+        if !self.0.contains_key(org_uid) {
+            let found = billing(store, org_uid).await?;
+            self.0.insert(org_uid.to_string(), found);
+        }
+        Ok(&self.0[org_uid])
+    }
+}
+
 /// The meter.
 pub struct Meter {
     pub registry: Registry,
@@ -260,8 +352,19 @@ impl Meter {
         }
     }
 
-    /// The rates of `region`: the catalogue's, times the region's price factor.
-    pub fn rates(&self, region: &str) -> RateCard {
+    /// The rates an org with `settings` pays in `region`: its own, or the defaults.
+    pub fn rates(&self, settings: &BillingSettings, region: &str) -> RateCard {
+        match settings.rates.get(region) {
+            Some(own) => RateCard {
+                vcpu_hour_micros: own.vcpu_hour_micros.max(0) as u64,
+                gib_hour_micros: own.gib_hour_micros.max(0) as u64,
+            },
+            None => self.default_rates(region),
+        }
+    }
+
+    /// The default rates of `region`: the catalogue's, times the region's price factor.
+    pub fn default_rates(&self, region: &str) -> RateCard {
         let base = self.base_rates;
         let factor = self
             .provider
@@ -297,7 +400,8 @@ impl Meter {
         }
     }
 
-    /// One pass: every region's lifetimes against the kept intervals.
+    /// One pass: every region's lifetimes against the kept intervals, then the pods'
+    /// intervals (which the [`pods::PodMeter`] keeps) settled.
     pub async fn pass(&self) -> Result<Metered, String> {
         let now = (self.clock)();
         let store = self.registry.store().clone();
@@ -316,6 +420,7 @@ impl Meter {
         let mut reported = BTreeSet::new();
         let mut every_region_answered = true;
         let mut orgs: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut settings = Settings::default();
         let mut burning: BTreeMap<(String, String), i64> = BTreeMap::new();
         for region in self.provider.regions() {
             let lifetimes = match self.provider.lifetimes(region.name, since).await {
@@ -326,7 +431,6 @@ impl Meter {
                     continue;
                 }
             };
-            let rates = self.rates(region.name);
             for lifetime in lifetimes {
                 let Some(cluster_uid) = lifetime.tags.get(TAG_CLUSTER) else {
                     continue;
@@ -355,34 +459,42 @@ impl Meter {
                         (stored, 0)
                     }
                 };
-                if lifetime.ended_at.is_none() && lifetime.started_at <= now {
-                    let (owner, size) = (&stored.interval.owner, stored.interval.size);
-                    let hour = rates
-                        .cost_micros(size.millicpu as i64 * 3600, size.memory_mib as i64 * 3600);
-                    *burning
-                        .entry((owner.org.clone(), owner.cluster_path()))
-                        .or_default() += hour;
-                }
                 let end_learned = stored.interval.end.is_none() && lifetime.ended_at.is_some();
                 if end_learned {
                     stored.interval.end = lifetime.ended_at.map(|end| end.max(lifetime.started_at));
                 }
-                match settle(
-                    &*store,
-                    self.period,
-                    stored,
-                    revision,
-                    end_learned,
-                    now,
-                    rates,
-                )
-                .await?
-                {
-                    Settled::Wrote { records, .. } => metered.records += records,
-                    Settled::Conflict => metered.conflicts += 1,
-                    Settled::Nothing => {}
-                }
+                let running = lifetime.ended_at.is_none() && lifetime.started_at <= now;
+                metered.add(
+                    self.settle_one(&*store, &mut settings, stored, revision, end_learned, now)
+                        .await?,
+                    running.then_some(&mut burning),
+                    BillingMode::Capacity,
+                );
             }
+        }
+        // Pods' intervals: their ends come from the pod meter, their records from here.
+        for (stored, revision) in kept.values() {
+            if !matches!(stored.interval.subject, Subject::Pod { .. }) {
+                continue;
+            }
+            let late_end = stored
+                .interval
+                .end
+                .is_some_and(|end| ceil_second(end) < stored.recorded_until);
+            let running = stored.interval.end.is_none();
+            metered.add(
+                self.settle_one(
+                    &*store,
+                    &mut settings,
+                    stored.clone(),
+                    *revision,
+                    late_end,
+                    now,
+                )
+                .await?,
+                running.then_some(&mut burning),
+                BillingMode::Requests,
+            );
         }
         if every_region_answered {
             *self.burning.lock().unwrap_or_else(|e| e.into_inner()) = burning
@@ -394,7 +506,7 @@ impl Meter {
                 })
                 .collect();
             // What the provider no longer reports and is done with is forgotten; its
-            // records stay.
+            // records stay. A pod's interval is done once its end is recorded.
             for (key, (stored, revision)) in kept {
                 if !reported.contains(&key) && stored.done() {
                     let _ = store
@@ -404,6 +516,40 @@ impl Meter {
             }
         }
         Ok(metered)
+    }
+
+    /// Settles one interval at its org's rates: what was written, and what the interval
+    /// costs per hour, priced as its org is billed.
+    async fn settle_one(
+        &self,
+        store: &dyn Store,
+        settings: &mut Settings,
+        stored: StoredInterval,
+        revision: Revision,
+        end_learned: bool,
+        now: Timestamp,
+    ) -> Result<SettledInterval, String> {
+        let owner = stored.interval.owner.clone();
+        let size = stored.interval.size;
+        let billing = settings.of(store, &owner.org_uid).await?;
+        let rates = self.rates(billing, &owner.region);
+        let hour = rates.cost_micros(size.millicpu as i64 * 3600, size.memory_mib as i64 * 3600);
+        let settled = settle(
+            store,
+            self.period,
+            stored,
+            revision,
+            end_learned,
+            now,
+            rates,
+        )
+        .await?;
+        Ok(SettledInterval {
+            settled,
+            owner,
+            mode: billing.mode,
+            micros_per_hour: hour,
+        })
     }
 
     /// A new interval for `lifetime`, owned by the cluster its tags name; `None` when its
@@ -534,6 +680,7 @@ pub async fn settle(
                 .map_err(|e| format!("corrupt day totals: {e}"))?,
             None => DayTotals {
                 owner: stored.interval.owner.clone(),
+                measure: stored.interval.subject.measure(),
                 day,
                 totals: Totals::default(),
             },
