@@ -11,8 +11,9 @@ use aws_sdk_ec2::types::{
     VolumeType, VpcPeeringConnectionStateReasonCode, VpcState,
 };
 use dialtone_cloud::{
-    Change, CloudError, CloudResource, CloudResult, DiskType, IngressRule, InstanceMetadata,
-    PeeringState, PeeringStatus, Protocol, ResourceKind, ResourceSpec, ResourceState, Route, Tags,
+    Change, CloudError, CloudResource, CloudResult, DiskType, IngressRule, InstanceLifetime,
+    InstanceMetadata, PeeringState, PeeringStatus, Protocol, ResourceKind, ResourceSpec,
+    ResourceState, Route, Tags,
 };
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
@@ -663,6 +664,83 @@ fn instance(region: &str, i: &Instance) -> Option<CloudResource> {
     })
 }
 
+/// When EC2 says an instance changed state: the time in its `StateTransitionReason`
+/// ("User initiated (2026-12-07 10:00:00 GMT)"; moto writes UTC), to the second.
+fn transition_time(reason: &str) -> Option<Timestamp> {
+    let inside = reason.split_once('(')?.1.split_once(')')?.0;
+    let civil = inside
+        .trim_end_matches(" GMT")
+        .trim_end_matches(" UTC")
+        .replace(' ', "T");
+    civil
+        .parse::<jiff::civil::DateTime>()
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+/// The lifetimes of the instances Dialtone launched (those with a cluster tag) that are
+/// running or ended at or after `ended_since`: from `LaunchTime` to the time of the
+/// transition that stopped or terminated it, or, when EC2 gives none, `now`, the first
+/// moment it is known to have ended. EC2 lists a terminated instance for about an hour,
+/// so the meter, reading every minute, sees each end.
+pub(crate) async fn lifetimes(
+    ec2: &Client,
+    region: &str,
+    ended_since: Timestamp,
+    now: Timestamp,
+) -> CloudResult<Vec<InstanceLifetime>> {
+    let dialtones = Ec2Filter::builder()
+        .name("tag-key")
+        .values(dialtone_cloud::tags::TAG_CLUSTER)
+        .build();
+    let mut found = Vec::new();
+    let mut pages = ec2
+        .describe_instances()
+        .filters(dialtones)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for i in page
+            .map_err(|e| cloud_error(e, ""))?
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+        {
+            let Some(started_at) = i
+                .launch_time()
+                .and_then(|t| Timestamp::from_second(t.secs()).ok())
+            else {
+                continue;
+            };
+            let ended_at = match i.state().and_then(|s| s.name()) {
+                Some(InstanceStateName::Pending | InstanceStateName::Running) => None,
+                _ => Some(
+                    i.state_transition_reason()
+                        .and_then(transition_time)
+                        .unwrap_or(now),
+                ),
+            };
+            if ended_at.is_some_and(|end| end < ended_since) {
+                continue;
+            }
+            found.push(InstanceLifetime {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                region: region.to_string(),
+                instance_type: i
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                tags: tags_of(i.tags()),
+                started_at,
+                ended_at,
+            });
+        }
+    }
+    Ok(found)
+}
+
 /// Deletes the resource `id` names by its prefix; `NotFound` once it is gone.
 pub(crate) async fn delete(ec2: &Client, id: &str) -> CloudResult<()> {
     let prefix = id.split('-').next().unwrap_or("");
@@ -892,4 +970,23 @@ where
         .and_then(|e| e.code())
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_transition_says_when_in_ec2s_words_and_motos() {
+        let at: Timestamp = "2026-12-07T10:00:05Z".parse().unwrap();
+        for reason in [
+            "User initiated (2026-12-07 10:00:05 GMT)",
+            "User initiated (2026-12-07 10:00:05 UTC)",
+        ] {
+            assert_eq!(transition_time(reason), Some(at), "{reason}");
+        }
+        for reason in ["", "Server.InternalError", "User initiated (soon)"] {
+            assert_eq!(transition_time(reason), None, "{reason}");
+        }
+    }
 }

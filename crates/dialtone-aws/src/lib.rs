@@ -38,8 +38,9 @@ use base64::Engine;
 use dialtone_cloud::tags::{ROLE_CONTROL_PLANE, TAG_CLUSTER, TAG_ROLE};
 use dialtone_cloud::{
     Arch, Change, CloudError, CloudResource, CloudResult, CreateRequest, Filter, InstanceCatalog,
-    NodeBootstrap, Provider, REGIONS, Region, ResourceKind, ResourceSpec,
+    InstanceLifetime, NodeBootstrap, Provider, REGIONS, Region, ResourceKind, ResourceSpec,
 };
+use jiff::Timestamp;
 use secrets::SecretStore;
 
 /// Calls the SDK makes before giving up on a throttled or failing request.
@@ -315,6 +316,20 @@ impl Provider for AwsProvider {
         Ok(all)
     }
 
+    async fn lifetimes(
+        &self,
+        region: &str,
+        ended_since: Timestamp,
+    ) -> CloudResult<Vec<InstanceLifetime>> {
+        ec2::lifetimes(
+            &self.clients(region).ec2,
+            region,
+            ended_since,
+            Timestamp::now(),
+        )
+        .await
+    }
+
     /// EC2 documents its describes as eventually consistent, usually for seconds.
     fn consistency_window(&self) -> std::time::Duration {
         std::time::Duration::from_secs(15)
@@ -361,7 +376,7 @@ impl AwsProvider {
         }
         let mut tags = request.tags.clone();
         tags.insert(TAG_CLIENT_TOKEN.into(), request.client_token.clone());
-        tags.insert(TAG_CREATED_AT.into(), jiff::Timestamp::now().to_string());
+        tags.insert(TAG_CREATED_AT.into(), Timestamp::now().to_string());
         let id = match &request.spec {
             ResourceSpec::LoadBalancer {
                 subnet_ids,

@@ -585,3 +585,46 @@ async fn a_service_load_balancer_terminates_tls_follows_its_workers_and_goes() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn instances_lifetimes_run_from_launch_to_the_termination_ec2_records() {
+    let moto = MotoServer::start().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let aws = provider(&moto, &secrets).await;
+    let uid = "metered";
+    let (_, node) = one_zone(&aws, uid, 5).await;
+    let before = jiff::Timestamp::now();
+    let kept = create(&aws, uid, "worker-0", node.clone()).await;
+    let ended = create(&aws, uid, "worker-1", node).await;
+    aws.delete(REGION, &ended.id).await.unwrap();
+    let after = jiff::Timestamp::now();
+    let lifetimes = aws
+        .lifetimes(REGION, before - jiff::SignedDuration::from_hours(1))
+        .await
+        .unwrap();
+    let of = |id: &str| {
+        lifetimes
+            .iter()
+            .find(|l| l.id == id)
+            .unwrap_or_else(|| panic!("no lifetime of {id}: {lifetimes:?}"))
+    };
+    // Launch and termination times, to EC2's second.
+    let within =
+        |t: jiff::Timestamp| (before.as_second()..=after.as_second()).contains(&t.as_second());
+    let running = of(&kept.id);
+    assert!(within(running.started_at), "{running:?}");
+    assert_eq!(running.ended_at, None);
+    assert_eq!(running.instance_type, "t3.medium");
+    assert_eq!(running.tags.get(CLUSTER).map(String::as_str), Some(uid));
+    let gone = of(&ended.id);
+    assert!(within(gone.started_at), "{gone:?}");
+    let end = gone.ended_at.expect("a terminated instance's end");
+    assert!(within(end) && end >= gone.started_at, "{gone:?}");
+    // What ended before the meter's horizon is not reported again.
+    let later = aws
+        .lifetimes(REGION, after + jiff::SignedDuration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(later.iter().all(|l| l.id != ended.id), "{later:?}");
+    assert!(later.iter().any(|l| l.id == kept.id));
+}

@@ -51,6 +51,9 @@ struct Aws {
     elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
+/// Two-second usage periods, metered five times a second.
+const METERING: [&str; 4] = ["--metering-period", "2", "--metering-interval-ms", "200"];
+
 /// A dev server on one of the clouds. The server is dropped before moto.
 struct World {
     cloud: Cloud,
@@ -86,7 +89,11 @@ impl World {
             Cloud::Sim => (
                 DevServer::start(
                     binary.as_ref(),
-                    &["--sim-time-scale", "0", "--kubernetes-versions", catalogue],
+                    &[
+                        &["--sim-time-scale", "0", "--kubernetes-versions", catalogue][..],
+                        &METERING,
+                    ]
+                    .concat(),
                 )
                 .expect("dev server starts"),
                 None,
@@ -110,6 +117,10 @@ impl World {
                         "0.01",
                         "--kubernetes-versions",
                         catalogue,
+                        "--metering-period",
+                        METERING[1],
+                        "--metering-interval-ms",
+                        METERING[3],
                     ],
                     &[
                         ("AWS_ACCESS_KEY_ID", "testing"),
@@ -205,6 +216,35 @@ impl World {
     }
 
     /// Every live resource Dialtone made, read from the cloud.
+    /// Waits until the usage of each of `clusters` is recorded to its last second, from
+    /// the cloud's own instance lifetimes.
+    async fn metered(&self, clusters: &[&str]) {
+        let start = Instant::now();
+        loop {
+            let (status, report) = self
+                .api
+                .get("/v1/orgs/demo/usage?by=cluster&from=2026-01-01")
+                .await;
+            assert_eq!(status, 200, "{report}");
+            let recorded = |name: &str| {
+                report["rows"].as_array().unwrap().iter().any(|r| {
+                    r["group"] == name && r["recorded"]["cpuMilliSeconds"].as_i64() > Some(0)
+                })
+            };
+            if clusters.iter().all(|c| recorded(c))
+                && report["total"]["provisional"]["cpuMilliSeconds"] == 0
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{clusters:?} never metered on {:?}: {report:#}",
+                self.cloud
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn resources(&self) -> Vec<Seen> {
         match &self.aws {
             None => self.sim_resources().await,
@@ -786,6 +826,7 @@ async fn developer_clusters(cloud: Cloud) {
     );
     world.delete(&b).await;
     world.assert_empty().await;
+    world.metered(&["eng/web/dev-a", "eng/web/dev-b"]).await;
 }
 
 /// The sim's own commands refuse on another cloud; a cloud that does not answer stops the
