@@ -173,6 +173,22 @@ impl Document {
             "get",
             json!({"operationId": "getInvoice", "tags": ["Usage"], "responses": responses}),
         );
+        let (billing, settings) = (
+            self.schema::<dialtone_types::usage::Billing>(),
+            self.schema::<dialtone_types::usage::BillingSettings>(),
+        );
+        let responses = self.respond(
+            "200",
+            "What the org pays for (its nodes' capacity or its pods' requests) and the prices in effect in every region",
+            billing.clone(),
+        );
+        self.operation(
+            "/v1/orgs/{org}/billing",
+            "get",
+            json!({"operationId": "getBilling", "tags": ["Usage"], "responses": responses}),
+        );
+        let responses = self.respond("200", "The org's billing as it now is", billing);
+        self.operation("/v1/orgs/{org}/billing", "put", json!({"operationId": "setBilling", "tags": ["Usage"], "description": "Platform admins only. Records already written keep the rates they carry.", "requestBody": {"required": true, "content": {"application/json": {"schema": settings}}}, "responses": responses}));
         let report = self.schema::<dialtone_types::usage::UsageReport>();
         let responses = self.respond(
             "200",
@@ -185,7 +201,7 @@ impl Document {
             query("cluster", "Only this cluster of the project", json!({"type": "string"})),
             query("from", "A day (2026-12-01), a month (2026-12) or an RFC 3339 time, UTC; default: the start of this month", json!({"type": "string"})),
             query("to", "The end, excluded; default: now. At most 400 days after from", json!({"type": "string"})),
-            query("by", "none, folder, project, cluster, day or hour", json!({"type": "string"})),
+            query("by", "none, folder, project, cluster, day, hour or namespace", json!({"type": "string"})),
         ], "responses": responses}));
         let retired = self.schema::<List<RetiredOrg>>();
         let responses = self.respond(
