@@ -1,6 +1,7 @@
 //! Two meters, as two servers would run them, over one real etcd and one cloud: each
 //! second of each instance is recorded once, whatever order their passes interleave in,
-//! while instances come, go and die.
+//! while instances come, go and die; and two pod meters following one cluster's changes
+//! keep each pod's interval once, whichever applies a change first.
 
 mod common;
 
@@ -10,12 +11,15 @@ use std::time::Duration;
 
 use dialtone_cloud::tags::{TAG_CLUSTER, TAG_OWNER};
 use dialtone_cloud::{CreateRequest, DiskType, InstanceMetadata, Provider, ResourceSpec, Tags};
+use dialtone_controllers::metering::pods::{Followed, follow_changes, read_cursor};
 use dialtone_controllers::metering::{Meter, day_totals, records};
-use dialtone_metering::ceil_second;
+use dialtone_kube::usage::PodUsage;
+use dialtone_metering::{Owner, Subject, ceil_second};
 use dialtone_sim::{Sim, SimOptions};
 use dialtone_store::registry::Registry;
 use dialtone_store::{EtcdStore, Store};
 use dialtone_testkit::EtcdCluster;
+use futures::StreamExt;
 
 const REGION: &str = "us-east-1";
 const CLUSTER_UID: &str = "3f1c0c52-0000-4000-8000-000000000001";
@@ -213,6 +217,147 @@ async fn two_meters_on_one_etcd_record_each_second_once() {
     eprintln!(
         "{} instances, {} records, {conflicts} passes lost a race and read again",
         lifetimes.len(),
+        written.len()
+    );
+}
+
+/// One cluster's pod changes, as its watch would bring them: each pod started, then
+/// changed in ways metering ignores, then deleted; `(version, usage)` in version order.
+fn pod_changes(base: jiff::Timestamp) -> Vec<(u64, PodUsage)> {
+    let mut seed: u64 = 11;
+    let mut timed = Vec::new();
+    for i in 0..30 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let start = base + jiff::SignedDuration::from_secs(i * 2);
+        let end = start + jiff::SignedDuration::from_millis(300 + (seed >> 40) as i64 % 20_000);
+        let pod = PodUsage {
+            uid: format!("pod-{i}"),
+            namespace: ["default", "shop"][i as usize % 2].into(),
+            name: format!("p{i}"),
+            millicpu: 100 * (1 + i as u64 % 4),
+            memory_mib: 64,
+            started: Some(start),
+            ended: None,
+        };
+        timed.push((start, pod.clone()));
+        timed.push((start + jiff::SignedDuration::from_millis(10), pod.clone()));
+        timed.push((
+            end,
+            PodUsage {
+                ended: Some(end),
+                ..pod
+            },
+        ));
+    }
+    timed.sort_by_key(|(at, _)| *at);
+    timed
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, usage))| (i as u64 + 1, usage))
+        .collect()
+}
+
+/// Follows `changes` from wherever the cursor is until every one is applied, starting
+/// over from the cursor whenever the other follower moved it first; how often it did.
+async fn follow_all(
+    store: &dyn Store,
+    owner: &Owner,
+    changes: &[(u64, PodUsage)],
+    seed: u64,
+) -> usize {
+    let mut overtaken = 0;
+    let mut seed = seed;
+    loop {
+        let (cursor, revision) = read_cursor(store, &owner.cluster_uid).await.unwrap();
+        let after: u64 = cursor.as_deref().map_or(0, |v| v.parse().unwrap());
+        if after == changes.len() as u64 {
+            return overtaken;
+        }
+        // A watch brings a few changes at a time, at its own pace.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let batch: Vec<_> = changes
+            .iter()
+            .filter(|(v, _)| *v > after)
+            .take(1 + (seed >> 40) as usize % 8)
+            .map(|(v, usage)| Ok((usage.clone(), format!("{v}"))))
+            .collect();
+        let paced = futures::stream::iter(batch).then(|change| async move {
+            tokio::task::yield_now().await;
+            change
+        });
+        let version = cursor.unwrap_or_else(|| "0".into());
+        match follow_changes(store, owner, paced, version, revision)
+            .await
+            .unwrap()
+        {
+            Followed::Overtaken => overtaken += 1,
+            Followed::Ended => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_pod_meters_following_one_cluster_on_one_etcd_record_each_pods_seconds_once() {
+    let etcd = EtcdCluster::start(1).expect("etcd runs");
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&etcd.endpoints()).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Arc::new(
+        Sim::open(
+            &dir.path().join("sim.redb"),
+            SimOptions {
+                time_scale: 0.0,
+                ..SimOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let registry = Registry::new(store.clone(), "local", jiff::Timestamp::now);
+    common::acme_project(&registry).await;
+    let org_uid = registry.org_uid("acme").await.unwrap().unwrap();
+    let owner = Owner {
+        org_uid: org_uid.clone(),
+        org: "acme".into(),
+        folder: "eng".into(),
+        project: "web".into(),
+        cluster: "dev".into(),
+        cluster_uid: CLUSTER_UID.into(),
+        region: REGION.into(),
+    };
+    // Pods of the last few minutes, so that every period of theirs is final.
+    let changes = pod_changes(jiff::Timestamp::now() - jiff::SignedDuration::from_mins(3));
+    let (a, b) = tokio::join!(
+        follow_all(&*store, &owner, &changes, 1),
+        follow_all(&*store, &owner, &changes, 2)
+    );
+    let meter = meter(store.clone(), sim);
+    meter.claim_period().await.unwrap();
+    meter.pass().await.unwrap();
+
+    let written = records(&*store, &org_uid, 0, i64::MAX / 2).await.unwrap();
+    for (_, usage) in changes.iter().filter(|(_, u)| u.ended.is_some()) {
+        let (start, end) = (usage.started.unwrap(), usage.ended.unwrap());
+        let seconds = (ceil_second(end) - start.as_second()).max(1);
+        let recorded: i64 = written
+            .iter()
+            .filter(|r| matches!(&r.subject, Subject::Pod { uid, .. } if *uid == usage.uid))
+            .map(|r| r.cpu_milli_seconds)
+            .sum();
+        assert_eq!(recorded, seconds * usage.millicpu as i64, "{}", usage.uid);
+    }
+    let firsts: Vec<_> = written
+        .iter()
+        .filter(|r| r.corrects.is_none())
+        .map(|r| (r.subject.key(), r.period))
+        .collect();
+    let unique: BTreeSet<_> = firsts.iter().cloned().collect();
+    assert_eq!(unique.len(), firsts.len(), "a period recorded twice");
+    assert!(a + b > 0, "the followers never raced");
+    eprintln!(
+        "{} records; the followers were overtaken {a} and {b} times",
         written.len()
     );
 }

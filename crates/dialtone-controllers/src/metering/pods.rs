@@ -226,40 +226,33 @@ impl PodMeter {
         let uid = &owner.cluster_uid;
         let client = self.clients.client(uid).map_err(|e| e.to_string())?;
         let store = self.registry.store().clone();
-        let (cursor, mut revision) = read_cursor(&*store, uid).await?;
-        let Some(cursor) = cursor else {
+        let (cursor, revision) = read_cursor(&*store, uid).await?;
+        let Some(version) = cursor else {
             return self.relist(&client, owner, revision).await;
         };
-        let changes = match watch_pods(&client, &cursor.resource_version, WATCH_SECONDS).await {
+        let changes = match watch_pods(&client, &version, WATCH_SECONDS).await {
             Ok(changes) => changes,
             Err(WatchError::Expired) => return self.relist(&client, owner, revision).await,
             Err(e) => return Err(e.to_string()),
         };
-        let mut changes = std::pin::pin!(changes);
-        let mut seen = cursor.resource_version.clone();
-        while let Some(change) = changes.next().await {
-            let (change, version) = match change {
-                Ok(change) => change,
-                Err(WatchError::Expired) => return self.relist(&client, owner, revision).await,
-                Err(e) => return Err(e.to_string()),
-            };
-            let usage = match change {
-                PodChange::Applied(pod) => pod_usage(&pod, None),
-                PodChange::Deleted(pod) => pod_usage(&pod, Some((self.clock)())),
-            };
-            match apply(&*store, owner, vec![usage], &version, revision).await? {
-                Applied::Unchanged => {}
-                Applied::Wrote(now_at) => revision = now_at,
-                Applied::Conflict => return Ok(()),
+        let clock = self.clock;
+        let usages = changes.map(move |change| {
+            change.map(|(change, version)| {
+                let usage = match change {
+                    PodChange::Applied(pod) => pod_usage(&pod, None),
+                    PodChange::Deleted(pod) => pod_usage(&pod, Some(clock())),
+                };
+                (usage, version)
+            })
+        });
+        match follow_changes(&*store, owner, usages, version.clone(), revision).await {
+            Err(WatchError::Expired) => {
+                let (_, revision) = read_cursor(&*store, uid).await?;
+                self.relist(&client, owner, revision).await
             }
-            seen = version;
+            Err(e) => Err(e.to_string()),
+            Ok(_) => Ok(()),
         }
-        // Changes that changed no interval move the cursor once the watch ends, so that
-        // the next resumes after them.
-        if seen != cursor.resource_version {
-            write_cursor(&*store, owner, &seen, revision).await?;
-        }
-        Ok(())
     }
 
     /// Lists the cluster's pods and applies what they say; a pod known to be running and
@@ -296,7 +289,6 @@ impl PodMeter {
                 read_cursor(&*store, &owner.cluster_uid)
                     .await?
                     .0
-                    .map(|c| c.resource_version)
                     .unwrap_or_default()
             };
             match apply(&*store, owner, chunk, &at, revision).await? {
@@ -344,7 +336,63 @@ fn cursor_at(owner: &Owner, version: &str) -> Cursor {
     }
 }
 
-async fn read_cursor(
+/// How following a cluster's changes ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Followed {
+    /// The changes ran out (the watch ended); the cursor is after the last.
+    Ended,
+    /// Another writer moved the cursor first: follow again from where it is.
+    Overtaken,
+}
+
+/// Applies a cluster's pod `changes` (each with the resourceVersion it brought), which
+/// follow `version`, where the cursor stood at `revision`: every change to an interval
+/// moves the cursor with it, in one guarded transaction; changes that change no interval
+/// move it once the changes end.
+pub async fn follow_changes<S>(
+    store: &dyn Store,
+    owner: &Owner,
+    changes: S,
+    version: String,
+    mut revision: Revision,
+) -> Result<Followed, WatchError>
+where
+    S: futures::Stream<Item = Result<(PodUsage, String), WatchError>>,
+{
+    let failed = |e: String| WatchError::Kube(dialtone_kube::KubeError::Config(e));
+    let mut changes = std::pin::pin!(changes);
+    let mut seen = version.clone();
+    while let Some(change) = changes.next().await {
+        let (usage, at) = change?;
+        match apply(store, owner, vec![usage], &at, revision)
+            .await
+            .map_err(failed)?
+        {
+            Applied::Unchanged => {}
+            Applied::Wrote(now_at) => revision = now_at,
+            Applied::Conflict => return Ok(Followed::Overtaken),
+        }
+        seen = at;
+    }
+    if seen != version {
+        write_cursor(store, owner, &seen, revision)
+            .await
+            .map_err(failed)?;
+    }
+    Ok(Followed::Ended)
+}
+
+/// Where the cluster's pod watch has got to (`None`: nowhere yet), and the cursor's
+/// revision (0 when there is none).
+pub async fn read_cursor(
+    store: &dyn Store,
+    cluster_uid: &str,
+) -> Result<(Option<String>, Revision), String> {
+    let (cursor, revision) = stored_cursor(store, cluster_uid).await?;
+    Ok((cursor.map(|c| c.resource_version), revision))
+}
+
+async fn stored_cursor(
     store: &dyn Store,
     cluster_uid: &str,
 ) -> Result<(Option<Cursor>, Revision), String> {
