@@ -319,6 +319,17 @@ impl Objects {
             let mut inner = self.lock();
             let removed = inner.objects.remove(key).ok_or(StoreError::NotFound)?;
             let mut last = (*removed).clone();
+            // A pod's last state says when it was deleted, as upstream's carries the
+            // deletionTimestamp its graceful deletion set: whoever replays the change later
+            // (metering) learns when the pod ended, not when it heard.
+            if key.resource == "pods" && last["metadata"]["deletionTimestamp"].is_null() {
+                last["metadata"]["deletionTimestamp"] = Value::String(
+                    jiff::Timestamp::now()
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string(),
+                );
+                last["metadata"]["deletionGracePeriodSeconds"] = Value::from(0);
+            }
             Self::stamp(&mut inner, &mut last);
             self.commit(&mut inner, EventType::Deleted, key.clone(), Arc::new(last))
         };
@@ -391,5 +402,27 @@ mod tests {
             .map(|c| (c.kind, c.key.name.as_str()))
             .collect();
         assert_eq!(seen, [(EventType::Added, "b"), (EventType::Deleted, "a")]);
+    }
+
+    #[test]
+    fn a_deleted_pods_last_state_says_when_it_was_deleted() {
+        let objects = Objects::default();
+        objects.create(key("a"), json!({"metadata": {}})).unwrap();
+        let after = objects.revision();
+        let before = jiff::Timestamp::now().as_second();
+        let last = objects.delete(&key("a")).unwrap();
+        let at: jiff::Timestamp = last["metadata"]["deletionTimestamp"]
+            .as_str()
+            .expect("a deletion time")
+            .parse()
+            .unwrap();
+        assert!((before..=before + 1).contains(&at.as_second()), "{at}");
+        assert_eq!(last["metadata"]["deletionGracePeriodSeconds"], json!(0));
+        let (backlog, _) = objects.watch(after).unwrap();
+        assert_eq!(
+            backlog.last().unwrap().object,
+            last,
+            "the change logged says so too"
+        );
     }
 }

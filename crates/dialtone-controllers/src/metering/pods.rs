@@ -35,8 +35,15 @@ use crate::runtime::backoff::Backoff;
 
 const CURSORS: &str = "/usage/pods/";
 
-/// How long one watch request lasts before it is made again from the cursor.
-const WATCH_SECONDS: u32 = 300;
+/// How long one watch lasts before its cluster gives its turn to the next.
+const WATCH_SECONDS: u32 = 60;
+
+/// How many clusters' pods are watched at once. Each watch holds a connection (two file
+/// descriptors, both ends being in this process for sim clusters); a fleet larger than
+/// this is followed in turns, each cluster's watch resuming from its cursor, which the
+/// cluster's API replays. Pods' ends come from their objects, so a change applied late
+/// counts the same seconds.
+const MAX_WATCHES: usize = 256;
 
 /// How many intervals one transaction changes at most (etcd allows 128 operations).
 const CHUNK: usize = 40;
@@ -86,6 +93,7 @@ impl PodMeter {
     pub async fn run(self: Arc<Self>) {
         let mut following = tokio::task::JoinSet::new();
         let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+        let turns = Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES));
         loop {
             while following.try_join_next().is_some() {}
             let mut wanted = HashSet::new();
@@ -101,7 +109,7 @@ impl PodMeter {
                 let region = raw.spec["region"].as_str().unwrap_or_default().to_string();
                 match self.owner(&path, &uid, region).await {
                     Ok(Some(owner)) => {
-                        let task = following.spawn(self.clone().follow(owner));
+                        let task = following.spawn(self.clone().follow(owner, turns.clone()));
                         tasks.insert(uid, task);
                     }
                     Ok(None) => {}
@@ -205,11 +213,17 @@ impl PodMeter {
         Ok(())
     }
 
-    /// Follows one cluster's pods until its API is gone.
-    async fn follow(self: Arc<Self>, owner: Owner) {
+    /// Follows one cluster's pods until its API is gone, a watch at a time, each in a turn
+    /// of its own (first come, first served).
+    async fn follow(self: Arc<Self>, owner: Owner, turns: Arc<tokio::sync::Semaphore>) {
         let mut failures = 0;
         while self.clients.connection(&owner.cluster_uid).is_some() {
-            match self.watch(&owner).await {
+            let Ok(turn) = turns.acquire().await else {
+                return;
+            };
+            let watched = self.watch(&owner).await;
+            drop(turn);
+            match watched {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
