@@ -110,8 +110,16 @@ fn meter(store: Arc<dyn Store>, sim: Arc<Sim>) -> Meter {
     )
 }
 
-#[tokio::test]
-async fn two_meters_on_one_etcd_record_each_second_once() {
+/// One real etcd with org acme's project eng/web in it, and one cloud.
+struct World {
+    _etcd: EtcdCluster,
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    sim: Arc<Sim>,
+    org_uid: String,
+}
+
+async fn world() -> World {
     let etcd = EtcdCluster::start(1).expect("etcd runs");
     let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&etcd.endpoints()).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +136,24 @@ async fn two_meters_on_one_etcd_record_each_second_once() {
     let registry = Registry::new(store.clone(), "local", jiff::Timestamp::now);
     common::acme_project(&registry).await;
     let org_uid = registry.org_uid("acme").await.unwrap().unwrap();
+    World {
+        _etcd: etcd,
+        _dir: dir,
+        store,
+        sim,
+        org_uid,
+    }
+}
+
+#[tokio::test]
+async fn two_meters_on_one_etcd_record_each_second_once() {
+    let World {
+        store,
+        sim,
+        org_uid,
+        ..
+    } = &world().await;
+    let (store, sim) = (store.clone(), sim.clone());
     let (subnet, sg) = network(&sim).await;
     let (first, second) = (
         meter(store.clone(), sim.clone()),
@@ -302,22 +328,13 @@ async fn follow_all(
 
 #[tokio::test]
 async fn two_pod_meters_following_one_cluster_on_one_etcd_record_each_pods_seconds_once() {
-    let etcd = EtcdCluster::start(1).expect("etcd runs");
-    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&etcd.endpoints()).await.unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Arc::new(
-        Sim::open(
-            &dir.path().join("sim.redb"),
-            SimOptions {
-                time_scale: 0.0,
-                ..SimOptions::default()
-            },
-        )
-        .unwrap(),
-    );
-    let registry = Registry::new(store.clone(), "local", jiff::Timestamp::now);
-    common::acme_project(&registry).await;
-    let org_uid = registry.org_uid("acme").await.unwrap().unwrap();
+    let World {
+        store,
+        sim,
+        org_uid,
+        ..
+    } = &world().await;
+    let (store, sim) = (store.clone(), sim.clone());
     let owner = Owner {
         org_uid: org_uid.clone(),
         org: "acme".into(),

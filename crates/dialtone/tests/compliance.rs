@@ -21,18 +21,8 @@ const PROJECT: &str = "/v1/orgs/demo/folders/eng/projects/web";
 const FAST: &str = "0.005";
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Value {
-    let out = Command::new("/usr/bin/kubectl")
-        .args(args)
-        .args(["-o", "json"])
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let json = common::kubectl_ok(kubeconfig, &[args, &["-o", "json"]].concat());
+    serde_json::from_str(&json).unwrap()
 }
 
 /// The cluster's nodes as kubectl lists them: (instance id, control plane, Ready).

@@ -129,9 +129,14 @@ async fn settled_usage(api: &Api, uid: &str) -> (Value, (i64, i64, usize)) {
     }
 }
 
-/// The rows of a report add up to its total, exactly, in every unit.
+/// The rows of a report add up to its total, exactly, in every unit of what is billed.
 fn rows_sum_to_total(report: &Value) {
-    for part in ["recorded", "provisional"] {
+    parts_sum_to_total(report, &["recorded", "provisional"]);
+}
+
+/// The rows' `parts` add up to the total's, exactly, in every unit.
+fn parts_sum_to_total(report: &Value, parts: &[&str]) {
+    for part in parts {
         for field in ["cpuMilliSeconds", "memoryMibSeconds", "costMicros"] {
             let sum: i64 = report["rows"]
                 .as_array()
@@ -386,20 +391,6 @@ fn pod_manifest(name: &str, cpu: u32, memory: u32) -> String {
     )
 }
 
-fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("/usr/bin/kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// Creates the pod and waits until a kubelet started it: its `startTime`.
 async fn started_pod(
     kubeconfig: &std::path::Path,
@@ -410,12 +401,14 @@ async fn started_pod(
 ) -> jiff::Timestamp {
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, pod_manifest(name, cpu, memory)).unwrap();
-    kubectl(kubeconfig, &["apply", "-f", file.to_str().unwrap()]);
+    common::kubectl_ok(kubeconfig, &["apply", "-f", file.to_str().unwrap()]);
     let begun = Instant::now();
     loop {
-        let pod: Value =
-            serde_json::from_str(&kubectl(kubeconfig, &["get", "pod", name, "-o", "json"]))
-                .unwrap();
+        let pod: Value = serde_json::from_str(&common::kubectl_ok(
+            kubeconfig,
+            &["get", "pod", name, "-o", "json"],
+        ))
+        .unwrap();
         if let Some(started) = pod["status"]["startTime"].as_str() {
             return started.parse().unwrap();
         }
@@ -438,21 +431,10 @@ fn row<'a>(report: &'a Value, group: &str) -> &'a Value {
 
 /// Every amount of the rows adds up to the total's.
 fn every_side_sums_to_total(report: &Value) {
-    for part in ["recorded", "provisional", "capacity", "requests", "idle"] {
-        for field in ["cpuMilliSeconds", "memoryMibSeconds", "costMicros"] {
-            let sum: i64 = report["rows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| amount(r, part, field))
-                .sum();
-            assert_eq!(
-                sum,
-                amount(&report["total"], part, field),
-                "{part}.{field}: {report:#}"
-            );
-        }
-    }
+    parts_sum_to_total(
+        report,
+        &["recorded", "provisional", "capacity", "requests", "idle"],
+    );
 }
 
 #[tokio::test]
@@ -490,10 +472,10 @@ async fn pods_requests_are_metered_to_the_second_and_an_org_billed_by_requests_p
     // One pod deleted as soon as it started, one that runs a few seconds.
     let steady_start = started_pod(&kubeconfig, dir.path(), "steady", 250, 64).await;
     started_pod(&kubeconfig, dir.path(), "blink", 100, 128).await;
-    kubectl(&kubeconfig, &["delete", "pod", "blink", "--wait=false"]);
+    common::kubectl_ok(&kubeconfig, &["delete", "pod", "blink", "--wait=false"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = jiff::Timestamp::now();
-    kubectl(&kubeconfig, &["delete", "pod", "steady", "--wait=false"]);
+    common::kubectl_ok(&kubeconfig, &["delete", "pod", "steady", "--wait=false"]);
     let after = jiff::Timestamp::now();
     // Both pods' seconds are recorded once nothing of `default` is provisional.
     let begun = Instant::now();

@@ -53,6 +53,22 @@ pub fn credentials(server: &DevServer, name: &str, kubeconfig: &std::path::Path)
     );
 }
 
+/// Runs `/usr/bin/kubectl` against the cluster of `kubeconfig`: what it printed, once it
+/// succeeded.
+pub fn kubectl_ok(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("/usr/bin/kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// A response's status and its body: JSON, or else the text as a JSON string.
 pub async fn answer(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
