@@ -147,13 +147,8 @@ async fn world() -> World {
 
 #[tokio::test]
 async fn two_meters_on_one_etcd_record_each_second_once() {
-    let World {
-        store,
-        sim,
-        org_uid,
-        ..
-    } = &world().await;
-    let (store, sim) = (store.clone(), sim.clone());
+    let world = world().await;
+    let (store, sim, org_uid) = (world.store.clone(), world.sim.clone(), &world.org_uid);
     let (subnet, sg) = network(&sim).await;
     let (first, second) = (
         meter(store.clone(), sim.clone()),
@@ -216,7 +211,7 @@ async fn two_meters_on_one_etcd_record_each_second_once() {
             (end - l.started_at.as_second()).max(0) * 2000
         })
         .sum();
-    let written = records(&*store, &org_uid, 0, i64::MAX / 2).await.unwrap();
+    let written = records(&*store, org_uid, 0, i64::MAX / 2).await.unwrap();
     let recorded: i64 = written.iter().map(|r| r.cpu_milli_seconds).sum();
     assert_eq!(
         recorded,
@@ -226,9 +221,7 @@ async fn two_meters_on_one_etcd_record_each_second_once() {
         written.len()
     );
     // The day totals, written beside the records, sum them.
-    let days = day_totals(&*store, &org_uid, 0, i64::MAX / 2)
-        .await
-        .unwrap();
+    let days = day_totals(&*store, org_uid, 0, i64::MAX / 2).await.unwrap();
     let summed: i64 = days.iter().map(|d| d.totals.cpu_milli_seconds).sum();
     assert_eq!(summed, recorded);
     // One first record per instance and period, whoever wrote it.
@@ -328,13 +321,8 @@ async fn follow_all(
 
 #[tokio::test]
 async fn two_pod_meters_following_one_cluster_on_one_etcd_record_each_pods_seconds_once() {
-    let World {
-        store,
-        sim,
-        org_uid,
-        ..
-    } = &world().await;
-    let (store, sim) = (store.clone(), sim.clone());
+    let world = world().await;
+    let (store, sim, org_uid) = (world.store.clone(), world.sim.clone(), &world.org_uid);
     let owner = Owner {
         org_uid: org_uid.clone(),
         org: "acme".into(),
@@ -354,7 +342,7 @@ async fn two_pod_meters_following_one_cluster_on_one_etcd_record_each_pods_secon
     meter.claim_period().await.unwrap();
     meter.pass().await.unwrap();
 
-    let written = records(&*store, &org_uid, 0, i64::MAX / 2).await.unwrap();
+    let written = records(&*store, org_uid, 0, i64::MAX / 2).await.unwrap();
     for (_, usage) in changes.iter().filter(|(_, u)| u.ended.is_some()) {
         let (start, end) = (usage.started.unwrap(), usage.ended.unwrap());
         let seconds = (ceil_second(end) - start.as_second()).max(1);
