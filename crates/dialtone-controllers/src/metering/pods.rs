@@ -97,7 +97,12 @@ impl PodMeter {
         loop {
             while following.try_join_next().is_some() {}
             let mut wanted = HashSet::new();
-            for (path, raw) in self.clusters.snapshot() {
+            let clusters = self.clusters.snapshot();
+            let known: HashSet<&str> = clusters
+                .iter()
+                .map(|(_, raw)| raw.metadata.uid.as_str())
+                .collect();
+            for (path, raw) in &clusters {
                 let uid = raw.metadata.uid.clone();
                 if self.clients.connection(&uid).is_none() {
                     continue;
@@ -107,7 +112,7 @@ impl PodMeter {
                     continue;
                 }
                 let region = raw.spec["region"].as_str().unwrap_or_default().to_string();
-                match self.owner(&path, &uid, region).await {
+                match self.owner(path, &uid, region).await {
                     Ok(Some(owner)) => {
                         let task = following.spawn(self.clone().follow(owner, turns.clone()));
                         tasks.insert(uid, task);
@@ -123,7 +128,7 @@ impl PodMeter {
                 }
                 keep
             });
-            if let Err(e) = self.close_gone().await {
+            if let Err(e) = self.close_gone(&known).await {
                 tracing::debug!(error = %e, "cannot close the pods of deleted clusters");
             }
             tokio::time::sleep(self.every).await;
@@ -160,8 +165,10 @@ impl PodMeter {
     }
 
     /// Ends the pods of clusters that are gone: their API went with them, so they ended
-    /// by the time the meter sees the cluster's object gone (within one `every`).
-    async fn close_gone(&self) -> Result<(), String> {
+    /// by the time the meter sees the cluster's object gone (within one `every`). A
+    /// cluster the informer does not know (`known`) is looked up in the store before its
+    /// pods are ended, as the informer may lag another server's create.
+    async fn close_gone(&self, known: &HashSet<&str>) -> Result<(), String> {
         let store = self.registry.store().clone();
         let cursors = super::scan(&*store, &KeyRange::prefix(CURSORS), |kv| {
             let cursor: Cursor = serde_json::from_slice(&kv.value)
@@ -171,6 +178,9 @@ impl PodMeter {
         })
         .await?;
         for (uid, cursor, mut revision) in cursors {
+            if known.contains(uid.as_str()) {
+                continue;
+            }
             let Ok(path) = ResourcePath::parse(&cursor.cluster) else {
                 continue;
             };
