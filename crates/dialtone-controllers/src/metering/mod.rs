@@ -1,6 +1,9 @@
 //! The meter: every node's life, as the provider reports its instance's (from running to
 //! termination or death), kept as a usage interval with the cluster that owns it, and cut
-//! into immutable usage records, one per period (an hour) once that period is final.
+//! into immutable usage records, one per period (an hour) once that period is final; the
+//! pods' intervals, which the [`pods::PodMeter`] keeps, are cut the same way. Each record is
+//! priced at its org's rates (`/billing/{org uid}`: by capacity or by requests, and its own
+//! prices per region, else the catalogue's).
 //!
 //! Exactly once, whatever crashes: a record's key is derived from what it measures, and a
 //! pass writes an interval's new records and its cursor (`recordedUntil`) in one
