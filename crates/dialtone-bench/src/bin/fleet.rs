@@ -35,6 +35,10 @@ struct Args {
     /// The dialtone binary (default: target/release/dialtone).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// How often the server's meters look for clusters, in milliseconds (the server's
+    /// default, a minute, is longer than a run: the pod meter would watch no cluster).
+    #[arg(long, default_value_t = 1000)]
+    metering_interval_ms: u64,
 }
 
 /// User plus system CPU seconds of a process so far.
@@ -126,7 +130,11 @@ async fn run_fleet(
     args: &Args,
     clusters: usize,
 ) -> anyhow::Result<Figures> {
-    let server = DevServer::start(binary, &["--sim-time-scale", "0"])?;
+    let interval = args.metering_interval_ms.to_string();
+    let server = DevServer::start(
+        binary,
+        &["--sim-time-scale", "0", "--metering-interval-ms", &interval],
+    )?;
     let pid = server.pid().context("the server runs")?;
     let api = Arc::new(DialtoneApi::admin(&server)?);
     let post = reqwest::Method::POST;
