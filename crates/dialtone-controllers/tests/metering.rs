@@ -14,7 +14,7 @@ use dialtone_cloud::{CreateRequest, DiskType, InstanceMetadata, Provider, Resour
 use dialtone_controllers::metering::pods::{Followed, follow_changes, read_cursor};
 use dialtone_controllers::metering::{Meter, day_totals, records};
 use dialtone_kube::usage::PodUsage;
-use dialtone_metering::{Owner, Subject, ceil_second};
+use dialtone_metering::{Owner, Subject, UsageRecord, ceil_second};
 use dialtone_sim::{Sim, SimOptions};
 use dialtone_store::registry::Registry;
 use dialtone_store::{EtcdStore, Store};
@@ -98,6 +98,17 @@ fn instance(subnet: &str, sg: &str) -> ResourceSpec {
             hop_limit: 1,
         },
     }
+}
+
+/// One first record per subject and period, whoever wrote it.
+fn one_first_record_per_period(written: &[UsageRecord]) {
+    let firsts: Vec<_> = written
+        .iter()
+        .filter(|r| r.corrects.is_none())
+        .map(|r| (r.subject.key(), r.period))
+        .collect();
+    let unique: BTreeSet<_> = firsts.iter().cloned().collect();
+    assert_eq!(unique.len(), firsts.len(), "a period recorded twice");
 }
 
 fn meter(store: Arc<dyn Store>, sim: Arc<Sim>) -> Meter {
@@ -224,14 +235,7 @@ async fn two_meters_on_one_etcd_record_each_second_once() {
     let days = day_totals(&*store, org_uid, 0, i64::MAX / 2).await.unwrap();
     let summed: i64 = days.iter().map(|d| d.totals.cpu_milli_seconds).sum();
     assert_eq!(summed, recorded);
-    // One first record per instance and period, whoever wrote it.
-    let firsts: Vec<_> = written
-        .iter()
-        .filter(|r| r.corrects.is_none())
-        .map(|r| (r.subject.key(), r.period))
-        .collect();
-    let unique: BTreeSet<_> = firsts.iter().cloned().collect();
-    assert_eq!(unique.len(), firsts.len(), "a period recorded twice");
+    one_first_record_per_period(&written);
     assert!(lifetimes.len() >= 10, "{} instances", lifetimes.len());
     eprintln!(
         "{} instances, {} records, {conflicts} passes lost a race and read again",
@@ -353,13 +357,7 @@ async fn two_pod_meters_following_one_cluster_on_one_etcd_record_each_pods_secon
             .sum();
         assert_eq!(recorded, seconds * usage.millicpu as i64, "{}", usage.uid);
     }
-    let firsts: Vec<_> = written
-        .iter()
-        .filter(|r| r.corrects.is_none())
-        .map(|r| (r.subject.key(), r.period))
-        .collect();
-    let unique: BTreeSet<_> = firsts.iter().cloned().collect();
-    assert_eq!(unique.len(), firsts.len(), "a period recorded twice");
+    one_first_record_per_period(&written);
     assert!(a + b > 0, "the followers never raced");
     eprintln!(
         "{} records; the followers were overtaken {a} and {b} times",
