@@ -70,7 +70,7 @@ fn in_scope(scope: &[&str], owner: &Owner) -> bool {
 }
 
 /// The group a usage of `owner` in the period at `period` belongs to; by namespace, a
-/// node's (the capacity's) is `(idle)` and a pod's its namespace.
+/// node's (the capacity's) is its cluster's `(idle)` and a pod's its namespace.
 fn group_of(
     by: UsageGrouping,
     scope: &str,
@@ -81,7 +81,7 @@ fn group_of(
     let at = Timestamp::from_second(period).unwrap_or_default();
     match by {
         UsageGrouping::Namespace => match measure {
-            Measure::Capacity => IDLE.to_string(),
+            Measure::Capacity => idle_of(owner),
             Measure::Requests { namespace } => format!("{}/{namespace}", owner.cluster_path()),
         },
         UsageGrouping::None => scope.to_string(),
@@ -102,8 +102,11 @@ fn amounts(totals: &Totals) -> UsageAmounts {
     }
 }
 
-/// The group of the capacity no pod requested, by namespace.
-const IDLE: &str = "(idle)";
+/// The group of a cluster's capacity no pod requested, by namespace:
+/// `folder/project/cluster/(idle)`.
+fn idle_of(owner: &Owner) -> String {
+    format!("{}/(idle)", owner.cluster_path())
+}
 
 /// Recorded and provisional totals of one side of the bill.
 #[derive(Default)]
@@ -195,7 +198,7 @@ impl Groups<'_> {
                 sums.requests.part(recorded).merge(used);
                 if self.by == UsageGrouping::Namespace {
                     sums.capacity.part(recorded).merge(used);
-                    let idle = self.sums.entry(IDLE.to_string()).or_default();
+                    let idle = self.sums.entry(idle_of(owner)).or_default();
                     idle.capacity.part(recorded).remove(used);
                 }
             }

@@ -23,7 +23,8 @@ pub enum UsageGrouping {
     /// Hour by hour, UTC (`2026-12-07T10:00Z`).
     Hour,
     /// Namespace by namespace (`folder/project/cluster/namespace`), each its pods'
-    /// requests, with the nodes' capacity no pod requested as `(idle)`.
+    /// requests, with each cluster's capacity no pod requested as
+    /// `folder/project/cluster/(idle)`.
     Namespace,
 }
 

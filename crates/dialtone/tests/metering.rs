@@ -524,7 +524,7 @@ async fn pods_requests_are_metered_to_the_second_and_an_org_billed_by_requests_p
     assert_eq!(default["recorded"], default["requests"]);
     assert_eq!(amount(default, "requests", "costMicros"), 1000 * cpu);
     assert_eq!(amount(default, "idle", "cpuMilliSeconds"), 0);
-    let idle = row(&report, "(idle)");
+    let idle = row(&report, "eng/web/dev/(idle)");
     assert_eq!(idle["idle"], idle["capacity"]);
     assert_eq!(
         amount(idle, "recorded", "costMicros"),
