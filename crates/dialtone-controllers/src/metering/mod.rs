@@ -103,12 +103,22 @@ async fn pod_intervals(
     cluster_uid: &str,
 ) -> Result<Vec<(StoredInterval, Revision)>, String> {
     let prefix = format!("{INTERVALS}{cluster_uid}/pod/");
-    scan(store, &KeyRange::prefix(prefix), |kv| {
-        let stored = serde_json::from_slice(&kv.value)
-            .map_err(|e| format!("a corrupt usage interval: {e}"))?;
-        Ok((stored, kv.mod_revision))
-    })
-    .await
+    scan(store, &KeyRange::prefix(prefix), stored_interval).await
+}
+
+/// A kept interval and its revision.
+fn stored_interval(kv: &dialtone_store::KeyValue) -> Result<(StoredInterval, Revision), String> {
+    let stored =
+        serde_json::from_slice(&kv.value).map_err(|e| format!("a corrupt usage interval: {e}"))?;
+    Ok((stored, kv.mod_revision))
+}
+
+/// Which billing mode pays for what `measure` measures.
+pub fn billed_by(measure: &Measure) -> BillingMode {
+    match measure {
+        Measure::Capacity => BillingMode::Capacity,
+        Measure::Requests { .. } => BillingMode::Requests,
+    }
 }
 
 fn period_prefix(org_uid: &str, period: i64) -> String {
@@ -178,12 +188,7 @@ pub async fn records(
 
 /// Every interval the meter keeps, with its revision.
 pub async fn intervals(store: &dyn Store) -> Result<Vec<(StoredInterval, Revision)>, String> {
-    scan(store, &KeyRange::prefix(INTERVALS), |kv| {
-        let stored = serde_json::from_slice(&kv.value)
-            .map_err(|e| format!("a corrupt usage interval: {e}"))?;
-        Ok((stored, kv.mod_revision))
-    })
-    .await
+    scan(store, &KeyRange::prefix(INTERVALS), stored_interval).await
 }
 
 async fn read_all<T: serde::de::DeserializeOwned>(
@@ -236,20 +241,15 @@ pub struct Metered {
 
 impl Metered {
     /// Counts what settling one interval did and, while it runs and its org is billed
-    /// for what it measures (`billed_as`), adds its cost per hour to its cluster's burn.
-    fn add(
-        &mut self,
-        one: SettledInterval,
-        burning: Option<&mut BTreeMap<(String, String), i64>>,
-        billed_as: BillingMode,
-    ) {
+    /// for what it measures, adds its cost per hour to its cluster's burn.
+    fn add(&mut self, one: SettledInterval, burning: Option<&mut BTreeMap<(String, String), i64>>) {
         match one.settled {
             Settled::Wrote { records, .. } => self.records += records,
             Settled::Conflict => self.conflicts += 1,
             Settled::Nothing => {}
         }
         if let Some(burning) = burning
-            && one.mode == billed_as
+            && one.billed
         {
             *burning
                 .entry((one.owner.org.clone(), one.owner.cluster_path()))
@@ -262,8 +262,8 @@ impl Metered {
 struct SettledInterval {
     settled: Settled,
     owner: Owner,
-    /// How its org is billed.
-    mode: BillingMode,
+    /// Whether its org is billed for what it measures.
+    billed: bool,
     micros_per_hour: i64,
 }
 
@@ -471,7 +471,6 @@ impl Meter {
                     self.settle_one(&*store, &mut settings, stored, revision, end_learned, now)
                         .await?,
                     running.then_some(&mut burning),
-                    BillingMode::Capacity,
                 );
             }
         }
@@ -480,10 +479,6 @@ impl Meter {
             if !matches!(stored.interval.subject, Subject::Pod { .. }) {
                 continue;
             }
-            let late_end = stored
-                .interval
-                .end
-                .is_some_and(|end| ceil_second(end) < stored.recorded_until);
             let running = stored.interval.end.is_none();
             metered.add(
                 self.settle_one(
@@ -491,12 +486,11 @@ impl Meter {
                     &mut settings,
                     stored.clone(),
                     *revision,
-                    late_end,
+                    false,
                     now,
                 )
                 .await?,
                 running.then_some(&mut burning),
-                BillingMode::Requests,
             );
         }
         if every_region_answered {
@@ -534,6 +528,7 @@ impl Meter {
     ) -> Result<SettledInterval, String> {
         let owner = stored.interval.owner.clone();
         let size = stored.interval.size;
+        let measured = billed_by(&stored.interval.subject.measure());
         let billing = settings.of(store, &owner.org_uid).await?;
         let rates = self.rates(billing, &owner.region);
         let hour = rates.cost_micros(size.millicpu as i64 * 3600, size.memory_mib as i64 * 3600);
@@ -550,7 +545,7 @@ impl Meter {
         Ok(SettledInterval {
             settled,
             owner,
-            mode: billing.mode,
+            billed: billing.mode == measured,
             micros_per_hour: hour,
         })
     }
@@ -627,14 +622,13 @@ pub async fn settle(
 ) -> Result<Settled, String> {
     let cursor = stored.recorded_until;
     let interval = &stored.interval;
-    if revision != 0 && !end_learned && stored.done() {
+    // An end before the cursor (learned after its periods were recorded as whole, from
+    // the provider or the pod meter) reopens the periods from the end's on.
+    let reopened = interval.end.filter(|end| ceil_second(*end) < cursor);
+    if revision != 0 && !end_learned && reopened.is_none() && stored.done() {
         return Ok(Settled::Nothing);
     }
-    // An end before the cursor reopens the periods from the end's on.
-    let from = match interval.end {
-        Some(end) if ceil_second(end) < cursor => period_of(end.as_second(), period),
-        _ => cursor,
-    };
+    let from = reopened.map_or(cursor, |end| period_of(end.as_second(), period));
     let due = interval.final_periods(period, from, now);
     if revision != 0 && !end_learned && due.is_empty() {
         return Ok(Settled::Nothing);
