@@ -243,11 +243,7 @@ pub async fn usage(
         }
     };
     authorized_part(&app, &principal, &scope, Verb::List, Part::Billing).await?;
-    let org_uid = app
-        .registry
-        .org_uid(org.org_name())
-        .await?
-        .ok_or_else(|| ApiError::not_found(&org))?;
+    let org_uid = org_uid(&app, &org).await?;
     let by = match query.get("by") {
         None => UsageGrouping::None,
         Some(by) => UsageGrouping::parse(by).ok_or_else(|| {
@@ -342,11 +338,7 @@ pub async fn invoice(
     if start > now {
         return Err(bad(format!("{month} has not begun: no invoice yet")));
     }
-    let org_uid = app
-        .registry
-        .org_uid(org.org_name())
-        .await?
-        .ok_or_else(|| ApiError::not_found(&org))?;
+    let org_uid = org_uid(&app, &org).await?;
     let store = app.registry.store();
     let (from, to) = (start.as_second(), end.as_second());
     // A month is whole days: its day totals, which sum its records.
@@ -359,11 +351,7 @@ pub async fn invoice(
         .mode;
     let mut clusters: BTreeMap<(String, &str), (&Owner, Totals)> = BTreeMap::new();
     for day in &days {
-        let billed = match day.measure {
-            Measure::Capacity => BillingMode::Capacity,
-            Measure::Requests { .. } => BillingMode::Requests,
-        };
-        if billed != mode {
+        if metering::billed_by(&day.measure) != mode {
             continue;
         }
         let owner = &day.owner;
@@ -545,8 +533,13 @@ pub async fn get_billing(
     check_query(&query, &[])?;
     let org = object_path(&ORG, &params)?;
     authorized_part(&app, &principal, &org, Verb::Get, Part::Billing).await?;
-    let billing = shown_billing(&app, &org).await?;
-    Ok(to_json(StatusCode::OK, &billing))
+    let settings = metering::billing(&**app.registry.store(), &org_uid(&app, &org).await?)
+        .await
+        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
+    Ok(to_json(
+        StatusCode::OK,
+        &shown_billing(&app, &org, &settings),
+    ))
 }
 
 /// `PUT /v1/orgs/{org}/billing`: sets what the org pays for and its own prices. Prices are
@@ -593,33 +586,33 @@ pub async fn put_billing(
     if !causes.is_empty() {
         return Err(ApiError::new(Reason::Invalid, causes.join("; ")).into());
     }
-    let org_uid = app
-        .registry
-        .org_uid(org.org_name())
-        .await?
-        .ok_or_else(|| ApiError::not_found(&org))?;
+    let org_uid = org_uid(&app, &org).await?;
     metering::set_billing(&**app.registry.store(), &org_uid, &settings)
         .await
         .map_err(|e| ApiError::new(Reason::ServiceUnavailable, e))?;
-    let billing = shown_billing(&app, &org).await?;
-    Ok(to_json(StatusCode::OK, &billing))
+    Ok(to_json(
+        StatusCode::OK,
+        &shown_billing(&app, &org, &settings),
+    ))
 }
 
-async fn shown_billing(app: &App, org: &ResourcePath) -> HttpResult<Billing> {
-    let org_uid = app
+/// The uid of `org`, which must exist.
+async fn org_uid(app: &App, org: &ResourcePath) -> HttpResult<String> {
+    Ok(app
         .registry
         .org_uid(org.org_name())
         .await?
-        .ok_or_else(|| ApiError::not_found(org))?;
-    let settings = metering::billing(&**app.registry.store(), &org_uid)
-        .await
-        .map_err(|e| ApiError::new(Reason::InternalError, e))?;
+        .ok_or_else(|| ApiError::not_found(org))?)
+}
+
+/// `settings` as the org's billing shows them: the prices in effect in every region.
+fn shown_billing(app: &App, org: &ResourcePath, settings: &BillingSettings) -> Billing {
     let regions = app
         .provider
         .regions()
         .iter()
         .map(|region| {
-            let rates = app.meter.rates(&settings, region.name);
+            let rates = app.meter.rates(settings, region.name);
             RegionPrice {
                 region: region.name.to_string(),
                 rates: RegionRates {
@@ -630,9 +623,9 @@ async fn shown_billing(app: &App, org: &ResourcePath) -> HttpResult<Billing> {
             }
         })
         .collect();
-    Ok(Billing {
+    Billing {
         org: org.org_name().to_string(),
         mode: settings.mode,
         regions,
-    })
+    }
 }
