@@ -328,6 +328,15 @@ impl PodMeter {
     }
 }
 
+/// What `usage` measures.
+fn subject_of(usage: &PodUsage) -> Subject {
+    Subject::Pod {
+        uid: usage.uid.clone(),
+        namespace: usage.namespace.clone(),
+        name: usage.name.clone(),
+    }
+}
+
 /// The usage that ends the pod `interval` measures at `end`.
 fn ended(interval: Interval, end: Timestamp) -> Option<PodUsage> {
     let Subject::Pod {
@@ -440,14 +449,19 @@ async fn write_cursor(
     version: &str,
     revision: Revision,
 ) -> Result<(), String> {
-    let key = cursor_key(&owner.cluster_uid);
-    let cursor = cursor_at(owner, version);
-    let txn = Txn::default().when(key.clone(), revision).put(
-        key,
-        serde_json::to_vec(&cursor).expect("a cursor serializes"),
-    );
+    let txn = with_cursor(Txn::default(), owner, version, revision);
     store.txn(txn).await.map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// `txn` moving the cursor of `owner`'s cluster to `version`, if it is still at `revision`.
+fn with_cursor(txn: Txn, owner: &Owner, version: &str, revision: Revision) -> Txn {
+    let key = cursor_key(&owner.cluster_uid);
+    let cursor = cursor_at(owner, version);
+    txn.when(key.clone(), revision).put(
+        key,
+        serde_json::to_vec(&cursor).expect("a cursor serializes"),
+    )
 }
 
 /// What `usage` changes of its pod's interval: a new interval, or an end; `None` when
@@ -476,11 +490,7 @@ fn changed(
             Some(StoredInterval {
                 interval: Interval {
                     owner: owner.clone(),
-                    subject: Subject::Pod {
-                        uid: usage.uid.clone(),
-                        namespace: usage.namespace.clone(),
-                        name: usage.name.clone(),
-                    },
+                    subject: subject_of(usage),
                     size: Size {
                         millicpu: usage.millicpu,
                         memory_mib: usage.memory_mib,
@@ -507,12 +517,7 @@ async fn apply(
     let mut changes = 0;
     let mut touched = BTreeSet::new();
     for usage in usages {
-        let subject = Subject::Pod {
-            uid: usage.uid.clone(),
-            namespace: usage.namespace.clone(),
-            name: usage.name.clone(),
-        };
-        let key = interval_key(&owner.cluster_uid, &subject);
+        let key = interval_key(&owner.cluster_uid, &subject_of(&usage));
         if !touched.insert(key.clone()) {
             continue;
         }
@@ -537,12 +542,7 @@ async fn apply(
     if changes == 0 {
         return Ok(Applied::Unchanged);
     }
-    let key = cursor_key(&owner.cluster_uid);
-    let cursor = cursor_at(owner, version);
-    txn = txn.when(key.clone(), revision).put(
-        key,
-        serde_json::to_vec(&cursor).expect("a cursor serializes"),
-    );
+    txn = with_cursor(txn, owner, version, revision);
     match store.txn(txn).await.map_err(|e| e.to_string())? {
         TxnOutcome::Committed { revision } => Ok(Applied::Wrote(revision)),
         TxnOutcome::Conflict => Ok(Applied::Conflict),
