@@ -26,7 +26,7 @@ use dialtone_store::{KeyRange, Revision, Store, Txn, TxnOutcome};
 use dialtone_types::kinds::CLUSTER;
 use dialtone_types::{Cluster, ResourcePath};
 use futures::StreamExt;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{StoredInterval, interval_key, pod_intervals};
@@ -473,8 +473,11 @@ fn changed(
     current: Option<&StoredInterval>,
     owner: &Owner,
 ) -> Option<StoredInterval> {
-    let at_least_a_second =
-        |start: Timestamp, end: Timestamp| end.max(start + SignedDuration::from_secs(1));
+    // The end of the second the pod started in, not a second after a start with a
+    // fraction: that would count a second it never began.
+    let at_least_a_second = |start: Timestamp, end: Timestamp| {
+        end.max(Timestamp::from_second(start.as_second() + 1).unwrap_or(end))
+    };
     match current {
         Some(current) => {
             let end = usage.ended.filter(|_| current.interval.end.is_none())?;
