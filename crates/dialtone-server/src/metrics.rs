@@ -2,12 +2,14 @@
 //! open watches. The store is measured by wrapping it, so no backend knows about metrics.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use dialtone_store::{KeyRange, RangeResult, Revision, Store, Txn, TxnOutcome, WatchStream};
+use dialtone_store::{
+    KeyRange, LeaseId, RangeResult, Revision, Store, Txn, TxnOutcome, WatchStream,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -448,5 +450,17 @@ impl Store for MeteredStore {
 
     async fn revision(&self) -> dialtone_store::Result<Revision> {
         self.inner.revision().await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> dialtone_store::Result<LeaseId> {
+        self.inner.grant_lease(ttl).await
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> dialtone_store::Result<()> {
+        self.inner.keep_alive(lease).await
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> dialtone_store::Result<()> {
+        self.inner.revoke_lease(lease).await
     }
 }

@@ -25,7 +25,7 @@ type Case = fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, ()>;
 /// Runs every case against `store`, which may hold other keys but must not be used by
 /// anything else meanwhile.
 pub async fn run_all(store: Arc<dyn Store>) {
-    let cases: [(&str, Case); 10] = [
+    let cases: [(&str, Case); 11] = [
         ("revisions_and_versions", |s| {
             Box::pin(revisions_and_versions(s))
         }),
@@ -42,6 +42,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
         ("watch_every_event_once_in_order", |s| {
             Box::pin(watch_every_event_once_in_order(s))
         }),
+        ("leases", |s| Box::pin(leases(s))),
         ("compaction", |s| Box::pin(compaction(s))),
         ("compaction_keeps_every_later_revision", |s| {
             Box::pin(compaction_keeps_every_later_revision(s))
@@ -240,6 +241,96 @@ pub async fn atomic_multi_op_txn(store: Arc<dyn Store>) {
     assert_eq!(outcome, TxnOutcome::Conflict);
     assert!(store.get(&key("/c/multi", "w")).await.unwrap().is_none());
     assert!(store.get(&key("/c/multi", "y")).await.unwrap().is_some());
+}
+
+/// A leased key lives while its lease is kept alive; when the lease expires, or is revoked,
+/// the key is deleted and watchers see the deletion. A write with an ended lease fails and
+/// changes nothing, and a plain write of a leased key frees it from the lease.
+pub async fn leases(store: Arc<dyn Store>) {
+    use std::time::Duration;
+    let store = store.as_ref();
+    let ttl = Duration::from_secs(2);
+    let (kept, revoked, freed) = (
+        key("/c/lease", "kept"),
+        key("/c/lease", "revoked"),
+        key("/c/lease", "freed"),
+    );
+    let lease = store.grant_lease(ttl).await.expect("grant");
+    let other = store.grant_lease(ttl).await.expect("grant");
+    let start = commit(
+        store,
+        Txn::default()
+            .put_leased(kept.clone(), "1", lease)
+            .put_leased(freed.clone(), "1", lease)
+            .put_leased(revoked.clone(), "1", other),
+    )
+    .await;
+    commit(store, Txn::default().put(freed.clone(), "2")).await;
+    let mut watch = store
+        .watch(KeyRange::prefix(b"/c/lease/".to_vec()), start + 2)
+        .await
+        .unwrap();
+
+    store.revoke_lease(other).await.expect("revoke");
+    let event = next_event(&mut watch).await;
+    assert_eq!(
+        (event.kind, event.kv.key.clone()),
+        (EventKind::Delete, revoked.clone()),
+        "a revoked lease's key goes"
+    );
+    let answer = store.keep_alive(other).await;
+    assert!(
+        matches!(answer, Err(StoreError::LeaseNotFound(_))),
+        "keep-alive of a revoked lease: {answer:?}"
+    );
+
+    // Kept alive for twice its time to live, the key stays.
+    for _ in 0..8 {
+        tokio::time::sleep(ttl / 2).await;
+        store
+            .keep_alive(lease)
+            .await
+            .expect("keep-alive of a live lease");
+    }
+    assert!(
+        store.get(&kept).await.unwrap().is_some(),
+        "a kept lease's key stays"
+    );
+
+    // Left alone, it expires: its key goes, the freed key stays.
+    let event = tokio::time::timeout(ttl * 5, watch.next())
+        .await
+        .expect("the lease never expired")
+        .expect("watch ended")
+        .expect("watch failed");
+    assert_eq!(
+        (event.kind, event.kv.key.clone()),
+        (EventKind::Delete, kept.clone())
+    );
+    assert!(
+        store.get(&freed).await.unwrap().is_some(),
+        "a key written without the lease stays"
+    );
+    let answer = store.keep_alive(lease).await;
+    assert!(
+        matches!(answer, Err(StoreError::LeaseNotFound(_))),
+        "keep-alive of an expired lease: {answer:?}"
+    );
+    let refused = store
+        .txn(
+            Txn::default()
+                .put(key("/c/lease", "late"), "1")
+                .put_leased(kept.clone(), "2", lease),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseNotFound(_))),
+        "{refused:?}"
+    );
+    assert!(
+        store.get(&key("/c/lease", "late")).await.unwrap().is_none(),
+        "a refused txn changed something"
+    );
 }
 
 /// How long a case waits for a watch event before it calls the event lost.

@@ -12,25 +12,32 @@
 //!
 //! Watchers read a cursor over the log: the recent revisions from an in-memory window, older
 //! ones from disk. A watcher can therefore never skip or repeat an event.
+//!
+//! Leases live in memory, since only this process can hold the file open; `leased` records
+//! which lease each leased key lives by. The writer thread ends expired leases (deleting
+//! their keys as one transaction), and on opening it deletes every key a lease of an
+//! earlier process held, as etcd does when such a lease expires.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::{
-    Event, EventKind, KeyRange, KeyValue, RangeResult, Result, Revision, Store, StoreError, Txn,
-    TxnOutcome, WatchStream,
+    Event, EventKind, KeyRange, KeyValue, LeaseId, Op, RangeResult, Result, Revision, Store,
+    StoreError, Txn, TxnOutcome, WatchStream,
 };
 
 const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
 const HISTORY: TableDefinition<(&[u8], i64), &[u8]> = TableDefinition::new("history");
 const LOG: TableDefinition<i64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+const LEASED: TableDefinition<&[u8], i64> = TableDefinition::new("leased");
 const HEAD: &str = "revision";
 const COMPACTED: &str = "compacted";
 
@@ -38,6 +45,8 @@ const COMPACTED: &str = "compacted";
 const RECENT_REVISIONS: usize = 16_384;
 /// How many queued transactions one commit may carry.
 const MAX_GROUP: usize = 1024;
+/// How often the writer looks for expired leases when no write wakes it.
+const LEASE_CHECK: Duration = Duration::from_millis(100);
 
 /// A key's state at one revision, as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,10 +72,19 @@ impl Record {
 enum WriteRequest {
     Txn(Txn, oneshot::Sender<Result<TxnOutcome>>),
     Compact(Revision, oneshot::Sender<Result<()>>),
+    Revoke(LeaseId, oneshot::Sender<()>),
+}
+
+/// A live lease: how long it lasts after a keep-alive, and when it ends without one.
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
 }
 
 struct Shared {
     db: Database,
+    leases: Mutex<HashMap<LeaseId, Lease>>,
+    next_lease: AtomicI64,
     /// Contiguous revisions, oldest first.
     recent: RwLock<VecDeque<(Revision, Arc<[Event]>)>>,
     head: watch::Sender<Revision>,
@@ -132,6 +150,7 @@ impl EmbeddedStore {
             wtx.open_table(LATEST).map_err(internal)?;
             wtx.open_table(HISTORY).map_err(internal)?;
             wtx.open_table(LOG).map_err(internal)?;
+            wtx.open_table(LEASED).map_err(internal)?;
             let meta = wtx.open_table(META).map_err(internal)?;
             let read = |k| meta.get(k).map(|v| v.map_or(0, |v| v.value()));
             (
@@ -140,8 +159,12 @@ impl EmbeddedStore {
             )
         };
         wtx.commit().map_err(internal)?;
+        // Ids that no earlier process's lease had, so a stale id never names a new lease.
+        let first_lease = jiff::Timestamp::now().as_nanosecond() as i64 & i64::MAX;
         let shared = Arc::new(Shared {
             db,
+            leases: Mutex::default(),
+            next_lease: AtomicI64::new(first_lease.max(1)),
             recent: RwLock::new(VecDeque::new()),
             head: watch::Sender::new(head),
             compacted: AtomicI64::new(compacted),
@@ -286,6 +309,32 @@ impl Store for EmbeddedStore {
         Ok(*self.shared.head.borrow())
     }
 
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let id = self.shared.next_lease.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + ttl;
+        self.shared
+            .lock_leases()
+            .insert(id, Lease { ttl, deadline });
+        Ok(id)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let now = Instant::now();
+        match self.shared.lock_leases().get_mut(&lease) {
+            Some(held) if held.deadline > now => {
+                held.deadline = now + held.ttl;
+                Ok(())
+            }
+            _ => Err(StoreError::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.send(WriteRequest::Revoke(lease, reply)).await?;
+        done.await.map_err(closed)
+    }
+
     async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream> {
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if from < compacted {
@@ -324,19 +373,57 @@ impl Store for EmbeddedStore {
     }
 }
 
+impl Shared {
+    fn lock_leases(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseId, Lease>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `lease` is live now.
+    fn lease_live(&self, lease: LeaseId) -> bool {
+        let now = Instant::now();
+        self.lock_leases()
+            .get(&lease)
+            .is_some_and(|held| held.deadline > now)
+    }
+
+    /// The leases whose time is up, forgotten.
+    fn take_expired(&self) -> BTreeSet<LeaseId> {
+        let now = Instant::now();
+        let mut leases = self.lock_leases();
+        let expired: BTreeSet<LeaseId> = leases
+            .iter()
+            .filter(|(_, held)| held.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        leases.retain(|id, _| !expired.contains(id));
+        expired
+    }
+}
+
 fn write_loop(shared: Arc<Shared>, requests: mpsc::Receiver<WriteRequest>, mut head: Revision) {
-    while let Ok(first) = requests.recv() {
+    // Every key still leased was held by an earlier process, whose leases are gone.
+    head = end_leases(&shared, None, head);
+    loop {
+        let first = match requests.recv_timeout(LEASE_CHECK) {
+            Ok(request) => Some(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut txns = Vec::new();
         let mut compactions = Vec::new();
+        let mut revocations = Vec::new();
         let mut push = |request| match request {
             WriteRequest::Txn(txn, reply) => txns.push((txn, reply)),
             WriteRequest::Compact(revision, reply) => compactions.push((revision, reply)),
+            WriteRequest::Revoke(lease, reply) => revocations.push((lease, reply)),
         };
-        push(first);
-        for _ in 1..MAX_GROUP {
-            match requests.try_recv() {
-                Ok(request) => push(request),
-                Err(_) => break,
+        if let Some(first) = first {
+            push(first);
+            for _ in 1..MAX_GROUP {
+                match requests.try_recv() {
+                    Ok(request) => push(request),
+                    Err(_) => break,
+                }
             }
         }
         if !txns.is_empty() {
@@ -345,13 +432,66 @@ fn write_loop(shared: Arc<Shared>, requests: mpsc::Receiver<WriteRequest>, mut h
         for (revision, reply) in compactions {
             let _ = reply.send(compact(&shared, revision, head));
         }
+        let mut ended = shared.take_expired();
+        {
+            let mut leases = shared.lock_leases();
+            for (lease, _) in &revocations {
+                leases.remove(lease);
+                ended.insert(*lease);
+            }
+        }
+        if !ended.is_empty() {
+            head = end_leases(&shared, Some(&ended), head);
+        }
+        for (_, reply) in revocations {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// Deletes, as one transaction, every key leased by one of `leases` (every leased key if
+/// `None`). Returns the new head.
+fn end_leases(shared: &Shared, leases: Option<&BTreeSet<LeaseId>>, head: Revision) -> Revision {
+    let keys = (|| -> Result<Vec<Vec<u8>>> {
+        let rtx = shared.db.begin_read().map_err(internal)?;
+        let leased = rtx.open_table(LEASED).map_err(internal)?;
+        let mut keys = Vec::new();
+        for entry in leased.iter().map_err(internal)? {
+            let (key, lease) = entry.map_err(internal)?;
+            if leases.is_none_or(|ended| ended.contains(&lease.value())) {
+                keys.push(key.value().to_vec());
+            }
+        }
+        Ok(keys)
+    })();
+    match keys {
+        Ok(keys) if keys.is_empty() => head,
+        Ok(keys) => {
+            let txn = keys
+                .into_iter()
+                .fold(Txn::default(), |txn, key| txn.delete(key));
+            let (reply, _) = oneshot::channel();
+            commit_group(shared, vec![(txn, reply)], head)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the leased keys");
+            head
+        }
     }
 }
 
 type Tables<'t> = (
     Table<'t, &'static [u8], &'static [u8]>,
     Table<'t, (&'static [u8], i64), &'static [u8]>,
+    Table<'t, &'static [u8], i64>,
 );
+
+/// What became of one transaction of a group.
+enum Applied {
+    Committed(Revision, Vec<Event>),
+    Conflict,
+    NoLease(LeaseId),
+}
 
 /// Applies a group of transactions in one durable commit and answers each. Returns the new head.
 fn commit_group(
@@ -359,9 +499,7 @@ fn commit_group(
     txns: Vec<(Txn, oneshot::Sender<Result<TxnOutcome>>)>,
     head: Revision,
 ) -> Revision {
-    // Per transaction: its revision and events, or `None` when a compare failed.
-    type Applied = (Vec<Option<(Revision, Vec<Event>)>>, Revision);
-    let applied = (|| -> Result<Applied> {
+    let applied = (|| -> Result<(Vec<Applied>, Revision)> {
         let wtx = shared.db.begin_write().map_err(internal)?;
         let mut revision = head;
         let mut outcomes = Vec::with_capacity(txns.len());
@@ -369,11 +507,22 @@ fn commit_group(
             let mut tables: Tables = (
                 wtx.open_table(LATEST).map_err(internal)?,
                 wtx.open_table(HISTORY).map_err(internal)?,
+                wtx.open_table(LEASED).map_err(internal)?,
             );
             let mut log = wtx.open_table(LOG).map_err(internal)?;
             for (txn, _) in &txns {
                 if !compares_hold(&tables.0, txn)? {
-                    outcomes.push(None);
+                    outcomes.push(Applied::Conflict);
+                    continue;
+                }
+                let ended = txn.ops.iter().find_map(|op| match op {
+                    Op::Put {
+                        lease: Some(lease), ..
+                    } if !shared.lease_live(*lease) => Some(*lease),
+                    _ => None,
+                });
+                if let Some(lease) = ended {
+                    outcomes.push(Applied::NoLease(lease));
                     continue;
                 }
                 let events = apply_ops(&mut tables, txn, revision + 1)?;
@@ -382,7 +531,7 @@ fn commit_group(
                     log.insert(revision, encode(&events)?.as_slice())
                         .map_err(internal)?;
                 }
-                outcomes.push(Some((revision, events)));
+                outcomes.push(Applied::Committed(revision, events));
             }
             wtx.open_table(META)
                 .map_err(internal)?
@@ -403,8 +552,10 @@ fn commit_group(
         Ok((outcomes, new_head)) => {
             {
                 let mut recent = shared.recent.write().expect("lock poisoned");
-                for (revision, events) in outcomes.iter().flatten() {
-                    if !events.is_empty() {
+                for outcome in &outcomes {
+                    if let Applied::Committed(revision, events) = outcome
+                        && !events.is_empty()
+                    {
                         recent.push_back((*revision, Arc::from(events.clone())));
                     }
                 }
@@ -414,10 +565,11 @@ fn commit_group(
             }
             shared.head.send_replace(new_head);
             for ((_, reply), outcome) in txns.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(match outcome {
-                    Some((revision, _)) => TxnOutcome::Committed { revision },
-                    None => TxnOutcome::Conflict,
-                }));
+                let _ = reply.send(match outcome {
+                    Applied::Committed(revision, _) => Ok(TxnOutcome::Committed { revision }),
+                    Applied::Conflict => Ok(TxnOutcome::Conflict),
+                    Applied::NoLease(lease) => Err(StoreError::LeaseNotFound(lease)),
+                });
             }
             new_head
         }
@@ -438,7 +590,7 @@ fn compares_hold(latest: &Table<&'static [u8], &'static [u8]>, txn: &Txn) -> Res
 }
 
 fn apply_ops(tables: &mut Tables, txn: &Txn, revision: Revision) -> Result<Vec<Event>> {
-    let (latest, history) = tables;
+    let (latest, history, leased) = tables;
     let mut events = Vec::new();
     for op in &txn.ops {
         let key = op.key();
@@ -449,7 +601,12 @@ fn apply_ops(tables: &mut Tables, txn: &Txn, revision: Revision) -> Result<Vec<E
             .transpose()?;
         let prev_kv = prev.clone().map(|p| p.into_kv(key.to_vec()));
         match op {
-            crate::Op::Put { value, .. } => {
+            Op::Put { value, lease, .. } => {
+                match lease {
+                    Some(lease) => leased.insert(key, *lease).map(drop),
+                    None => leased.remove(key).map(drop),
+                }
+                .map_err(internal)?;
                 let record = Record {
                     create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
                     mod_revision: revision,
@@ -467,10 +624,11 @@ fn apply_ops(tables: &mut Tables, txn: &Txn, revision: Revision) -> Result<Vec<E
                     prev: prev_kv,
                 });
             }
-            crate::Op::Delete { .. } => {
+            Op::Delete { .. } => {
                 if prev.is_none() {
                     continue;
                 }
+                leased.remove(key).map_err(internal)?;
                 latest.remove(key).map_err(internal)?;
                 history
                     .insert((key, revision), encode(&None::<Record>)?.as_slice())
@@ -608,5 +766,43 @@ mod tests {
                 .unwrap();
             assert_eq!(event.kv.mod_revision, expected);
         }
+    }
+
+    /// A leased key outlives no process: reopened, the store has deleted it (its lease ended
+    /// with the process that held it), and kept the key written without a lease.
+    #[tokio::test]
+    async fn keys_leased_by_an_earlier_process_are_gone_when_it_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+            let txn = Txn::default()
+                .put_leased("/leader", "me", lease)
+                .put("/plain", "v");
+            store.txn(txn).await.unwrap();
+        }
+        // The writer thread lets go of the file once its handle is dropped.
+        let store = loop {
+            match EmbeddedStore::open(&path) {
+                Ok(store) => break store,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let mut watch = store.watch(KeyRange::prefix("/"), 1).await.unwrap();
+        let mut deleted = None;
+        while deleted.is_none() {
+            let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+                .await
+                .expect("the leased key was never deleted")
+                .unwrap()
+                .unwrap();
+            if event.kind == EventKind::Delete {
+                deleted = Some(event.kv.key);
+            }
+        }
+        assert_eq!(deleted.as_deref(), Some(&b"/leader"[..]));
+        assert!(store.get(b"/leader").await.unwrap().is_none());
+        assert!(store.get(b"/plain").await.unwrap().is_some());
     }
 }

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, CompactionOptions, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType,
-    GetOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
+    GetOptions, PutOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
 };
 use futures::StreamExt;
 
 use crate::{
-    Event, EventKind, KeyRange, KeyValue, Op, RangeResult, Result, Revision, Store, StoreError,
-    Txn, TxnOutcome, WatchStream,
+    Event, EventKind, KeyRange, KeyValue, LeaseId, Op, RangeResult, Result, Revision, Store,
+    StoreError, Txn, TxnOutcome, WatchStream,
 };
 
 /// The store over an etcd cluster.
@@ -82,6 +82,19 @@ impl EtcdStore {
 
 fn map_error(e: etcd_client::Error) -> StoreError {
     classify(&e)
+}
+
+/// Whether etcd refused a request because its lease has ended.
+fn is_lease_gone(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+fn lease_error(lease: LeaseId, e: etcd_client::Error) -> StoreError {
+    if is_lease_gone(&e) {
+        StoreError::LeaseNotFound(lease)
+    } else {
+        map_error(e)
+    }
 }
 
 /// Maps an etcd error onto the store's: revisions out of range, or no member answering.
@@ -194,7 +207,11 @@ impl Store for EtcdStore {
             .ops
             .iter()
             .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key.clone(), value.clone(), None),
+                Op::Put { key, value, lease } => TxnOp::put(
+                    key.clone(),
+                    value.clone(),
+                    lease.map(|id| PutOptions::new().with_lease(id)),
+                ),
                 Op::Delete { key } => TxnOp::delete(key.clone(), None),
             })
             .collect();
@@ -208,6 +225,13 @@ impl Store for EtcdStore {
                     return Ok(TxnOutcome::Committed { revision });
                 }
                 Ok(_) => return Ok(TxnOutcome::Conflict),
+                Err(e) if is_lease_gone(&e) => {
+                    let lease = txn.ops.iter().find_map(|op| match op {
+                        Op::Put { lease, .. } => *lease,
+                        Op::Delete { .. } => None,
+                    });
+                    return Err(StoreError::LeaseNotFound(lease.unwrap_or_default()));
+                }
                 Err(e) => match retry_wait(Request::Write, attempt, &e) {
                     Some(wait) => {
                         attempt += 1;
@@ -227,6 +251,45 @@ impl Store for EtcdStore {
         Ok(())
     }
 
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let response = self
+            .client
+            .lease_client()
+            .grant(seconds, None)
+            .await
+            .map_err(map_error)?;
+        Ok(response.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let gone = |e| lease_error(lease, e);
+        let (mut keeper, mut responses) = self
+            .client
+            .lease_client()
+            .keep_alive(lease)
+            .await
+            .map_err(gone)?;
+        keeper.keep_alive().await.map_err(gone)?;
+        match responses.message().await.map_err(gone)? {
+            // etcd answers a lease it no longer has with a time to live of zero.
+            Some(answer) if answer.ttl() > 0 => Ok(()),
+            Some(_) => Err(StoreError::LeaseNotFound(lease)),
+            None => Err(StoreError::Unavailable(
+                "etcd closed the keep-alive stream".into(),
+            )),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        match self.client.lease_client().revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) => match lease_error(lease, e) {
+                StoreError::LeaseNotFound(_) => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
     async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream> {
         let mut options = WatchOptions::new()
             .with_start_revision(from.max(1))

@@ -29,6 +29,10 @@ pub use etcd::EtcdStore;
 /// A store revision. Revisions start at 1 and grow by one per committed change.
 pub type Revision = i64;
 
+/// A lease, as etcd grants one: keys written with it are deleted when it expires or is
+/// revoked. Leader election holds its key with one.
+pub type LeaseId = i64;
+
 /// A key with its value and revisions, as etcd reports one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
@@ -157,6 +161,8 @@ pub enum Op {
         key: Vec<u8>,
         /// Its new value.
         value: Vec<u8>,
+        /// The lease the key lives by, if any: it is deleted when the lease ends.
+        lease: Option<LeaseId>,
     },
     /// Delete `key` (nothing, if it is absent).
     Delete {
@@ -197,6 +203,21 @@ impl Txn {
         self.ops.push(Op::Put {
             key: key.into(),
             value: value.into(),
+            lease: None,
+        });
+        self
+    }
+    /// Adds a write of `value` to `key`, which lives only as long as `lease`.
+    pub fn put_leased(
+        mut self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Self {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
         });
         self
     }
@@ -241,6 +262,12 @@ pub enum StoreError {
     /// No member answered; the call may be retried.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The lease has expired or was revoked (or never existed).
+    #[error("lease {0:x} is not found: it expired or was revoked")]
+    LeaseNotFound(LeaseId),
+    /// This server's leadership ended, so the write it guarded was not made.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     /// The store failed in a way a retry does not mend.
     #[error("the store failed: {0}")]
     Internal(String),
@@ -276,6 +303,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets history before `revision`: reads and watches before it fail with `Compacted`.
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// Grants a lease that ends `ttl` after its last keep-alive (the store may round the
+    /// time up to its minimum, as etcd does). Both backends have leases; a wrapper that
+    /// does not pass them on has none.
+    async fn grant_lease(&self, _ttl: std::time::Duration) -> Result<LeaseId> {
+        Err(StoreError::Internal(format!(
+            "the {} store has no leases",
+            self.backend()
+        )))
+    }
+
+    /// Restarts the lease's time; `LeaseNotFound` once it has ended.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        Err(StoreError::LeaseNotFound(lease))
+    }
+
+    /// Ends the lease now, deleting its keys.
+    async fn revoke_lease(&self, _lease: LeaseId) -> Result<()> {
+        Ok(())
+    }
 
     /// The latest revision.
     async fn revision(&self) -> Result<Revision> {
