@@ -52,6 +52,12 @@ impl From<StoreError> for HttpError {
                     "the store is unavailable; retry shortly",
                 )
             }
+            // The API's own writes hold no lease; these reach it only from a controller's
+            // write made on its behalf, which the leader then makes again.
+            StoreError::LeaseNotFound(_) | StoreError::NotLeader(_) => ApiError::new(
+                Reason::ServiceUnavailable,
+                "this server's leadership ended; retry shortly",
+            ),
             StoreError::Internal(m) => {
                 tracing::error!(error = %m, "store failure");
                 ApiError::new(Reason::InternalError, "internal error; see the server log")
