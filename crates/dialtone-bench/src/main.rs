@@ -248,6 +248,7 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
         fault_panic_tasks: Vec::new(),
         kubernetes_versions: None,
         metering: Default::default(),
+        leadership: Default::default(),
     })
     .await?;
     let token = running.admin_token.clone().context("no admin token")?.token;

@@ -775,12 +775,12 @@ pub fn spawn_connection_controller(
     // A route taken from the cluster's route tables is put back at once.
     triggers::on_cloud_changes_under(&*provider, queue.clone(), connections.clone(), &CLUSTER);
     triggers::on_spec_changes(connections, queue);
-    supervisor.spawn("connections", {
+    supervisor.spawn_leading("connections", {
         let controller = controller.clone();
         move |_| controller.clone().run()
     });
     let connections = connections.clone();
-    supervisor.spawn("connections-resync", move |_| {
+    supervisor.spawn_leading("connections-resync", move |_| {
         let connections = connections.clone();
         controller
             .clone()

@@ -95,7 +95,7 @@ pub fn spawn_deletion_controller(
         4,
         supervisor.controllers().controller("deletion"),
     );
-    supervisor.spawn("deletion", {
+    supervisor.spawn_leading("deletion", {
         let controller = controller.clone();
         move |_| controller.clone().run()
     });
@@ -116,7 +116,7 @@ pub fn spawn_deletion_controller(
             }
         }
     });
-    supervisor.spawn("deletion-resync", move |_| {
+    supervisor.spawn_leading("deletion-resync", move |_| {
         let registry = registry.clone();
         controller.clone().resync(resync, move || {
             let registry = registry.clone();

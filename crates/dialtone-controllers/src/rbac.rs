@@ -195,7 +195,7 @@ pub fn spawn_projection_controller(
         16,
         supervisor.controllers().controller("rbac-projection"),
     );
-    supervisor.spawn("rbac-projection", {
+    supervisor.spawn_leading("rbac-projection", {
         let controller = controller.clone();
         move |_| controller.clone().run()
     });
@@ -215,7 +215,7 @@ pub fn spawn_projection_controller(
             }
         }
     });
-    supervisor.spawn("rbac-projection-resync", move |_| {
+    supervisor.spawn_leading("rbac-projection-resync", move |_| {
         let index = index.clone();
         controller.clone().resync(resync, move || {
             std::future::ready(index.clusters().into_iter().collect())

@@ -165,8 +165,8 @@ async fn two_meters_on_one_etcd_record_each_second_once() {
         meter(store.clone(), sim.clone()),
         meter(store.clone(), sim.clone()),
     );
-    first.claim_period().await.unwrap();
-    second.claim_period().await.unwrap();
+    first.claim_period(store.as_ref()).await.unwrap();
+    second.claim_period(store.as_ref()).await.unwrap();
 
     // Instances come, go and die while both meters run, passes racing each other.
     let mut running: Vec<String> = Vec::new();
@@ -343,7 +343,7 @@ async fn two_pod_meters_following_one_cluster_on_one_etcd_record_each_pods_secon
         follow_all(&*store, &owner, &changes, 2)
     );
     let meter = meter(store.clone(), sim);
-    meter.claim_period().await.unwrap();
+    meter.claim_period(store.as_ref()).await.unwrap();
     meter.pass().await.unwrap();
 
     let written = records(&*store, org_uid, 0, i64::MAX / 2).await.unwrap();

@@ -26,6 +26,10 @@ impl From<RegistryError> for HttpError {
                 ApiError::new(Reason::AlreadyExists, format!("{what} already exists"))
             }
             RegistryError::Conflict(message) => ApiError::new(Reason::Conflict, message),
+            RegistryError::GuardMoved(what) => ApiError::new(
+                Reason::Conflict,
+                format!("{what} changed while this request was decided; retry"),
+            ),
             RegistryError::Invalid(errors) => ApiError::invalid(errors),
             RegistryError::Gone(message) => ApiError::new(Reason::Gone, message),
             RegistryError::BadRequest(message) => ApiError::new(Reason::BadRequest, message),

@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use dialtone_cloud::Provider;
-use dialtone_controllers::runtime::Informer;
+use dialtone_controllers::runtime::{Election, FencedStore, Informer, Role};
 use dialtone_controllers::{Lifecycle, Supervisor};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError};
 use dialtone_store::{EmbeddedStore, EtcdStore, Store};
@@ -144,6 +144,7 @@ async fn serve_metrics(
         "metrics",
     )?;
     app.metrics.record_tasks(&app.tasks.statuses());
+    app.metrics.record_leadership(app.tasks.leadership());
     // Reading the statuses brings the controllers' queue depths up to date.
     app.tasks.controllers().statuses();
     app.metrics.record_clusters(&app.clusters);
@@ -188,12 +189,27 @@ async fn readyz(
         Ok(_) => "[+]store ok".to_string(),
         Err(e) => format!("[-]store failed: {e}"),
     }];
+    lines.push(match app.tasks.leadership().role() {
+        Role::Leading(term) => format!(
+            "[+]leader this server ({}, since {})",
+            term.holder.identity, term.holder.since
+        ),
+        Role::Following(Some(leader)) => format!(
+            "[+]leader {} (since {}); this server stands by",
+            leader.identity, leader.since
+        ),
+        Role::Following(None) => "[+]leader none yet; this server is campaigning".to_string(),
+    });
     for task in app.tasks.statuses() {
         let restarts = match &task.last_failure {
             Some((at, why)) => format!(" ({} restarts; last at {at}: {why})", task.restarts),
             None => String::new(),
         };
-        let state = if task.running { "ok" } else { "restarting" };
+        let state = match (task.running, task.standby) {
+            (true, false) => "ok",
+            (true, true) => "standby",
+            (false, _) => "restarting",
+        };
         let sign = if task.running { '+' } else { '-' };
         lines.push(format!("[{sign}]task {} {state}{restarts}", task.name));
     }
@@ -383,6 +399,39 @@ pub struct ServerOptions {
     pub kubernetes_versions: Option<PathBuf>,
     /// How usage is metered.
     pub metering: MeteringOptions,
+    /// How this server takes part in leader election.
+    pub leadership: LeadershipOptions,
+}
+
+/// How a server takes part in its region's leader election (`--server-id`,
+/// `--leader-lease-seconds`).
+#[derive(Clone, Debug)]
+pub struct LeadershipOptions {
+    /// How this server names itself to the others; host, listen address and process id
+    /// when `None`.
+    pub identity: Option<String>,
+    /// How long a dead leader keeps its leadership: the longest handover.
+    pub lease: Duration,
+}
+
+impl Default for LeadershipOptions {
+    fn default() -> Self {
+        LeadershipOptions {
+            identity: None,
+            lease: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LeadershipOptions {
+    fn identity(&self, listen: SocketAddr) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host} {listen} pid {}", std::process::id())
+        })
+    }
 }
 
 /// How usage is metered (`--metering-period`, `--metering-interval`).
@@ -505,11 +554,22 @@ async fn bootstrap(
 /// Opens the store, bootstraps it, binds the listener and starts serving and the controllers.
 pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let tasks = Supervisor::with_injected_panics(options.fault_panic_tasks.clone());
-    let metrics = Arc::new(Metrics::new(tasks.controllers()));
     let raw_store = options.store.open().await?;
+    // Every server serves the API; the controllers run on the one that wins the election.
+    let (election, leadership) = Election::new(
+        raw_store.clone(),
+        "controllers",
+        options.leadership.identity(options.listen),
+        options.leadership.lease,
+    );
+    let tasks = Supervisor::new(options.fault_panic_tasks.clone(), leadership.clone());
+    tasks.spawn("leader-election", move |_| election.clone().run());
+    let metrics = Arc::new(Metrics::new(tasks.controllers()));
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(raw_store, metrics.clone()));
     let registry = Registry::new(store.clone(), &options.region, now);
+    // What the leader's controllers write through: refused once its term has ended.
+    let fenced: Arc<dyn Store> = Arc::new(FencedStore::new(store.clone(), leadership));
+    let leader_registry = Registry::new(fenced.clone(), &options.region, now);
     let admin_token = bootstrap(&registry, &options).await?;
     let tls_files = match &options.tls {
         Some(files) => files.clone(),
@@ -571,13 +631,16 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let watches = watch_cache::WatchCache::new();
     watches.follow(registry.clone(), &tasks);
     let meter = Arc::new(dialtone_controllers::metering::Meter::new(
-        registry.clone(),
+        leader_registry.clone(),
         provider.clone(),
         now,
         options.metering.period_seconds,
         options.metering.interval,
     ));
-    meter.claim_period().await.map_err(anyhow::Error::msg)?;
+    meter
+        .claim_period(store.as_ref())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let app = App {
         meter: meter.clone(),
         registry: registry.clone(),
@@ -597,18 +660,23 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         watches,
         versions: kubernetes_versions.clone(),
     };
-    let lifecycle = Lifecycle::new(registry.clone(), provider.clone(), backend.lifecycle, now)
-        .with_kube(kube.clone())
-        .with_versions(kubernetes_versions);
+    let lifecycle = Lifecycle::new(
+        leader_registry.clone(),
+        provider.clone(),
+        backend.lifecycle,
+        now,
+    )
+    .with_kube(kube.clone())
+    .with_versions(kubernetes_versions);
     let pod_meter = Arc::new(dialtone_controllers::metering::pods::PodMeter {
-        registry: registry.clone(),
+        registry: leader_registry.clone(),
         clients: kube.clone(),
         clusters: clusters.clone(),
         clock: now,
         every: options.metering.interval,
     });
     let projection = Arc::new(dialtone_controllers::Projection {
-        registry: registry.clone(),
+        registry: leader_registry.clone(),
         index: access,
         clients: kube,
         guard: guard.clone(),
@@ -630,7 +698,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         &tasks,
         &connections,
         Arc::new(dialtone_controllers::Connections {
-            registry: registry.clone(),
+            registry: leader_registry.clone(),
             provider: provider.clone(),
             clock: now,
             poll: Duration::from_secs(30),
@@ -642,8 +710,8 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     tasks.spawn("connection-informer", move |run| {
         connections.clone().follow(run)
     });
-    tasks.spawn("record-sweeper", {
-        let registry = registry.clone();
+    tasks.spawn_leading("record-sweeper", {
+        let registry = leader_registry.clone();
         move |_| {
             dialtone_controllers::run_record_sweeper(
                 registry.clone(),
@@ -652,15 +720,19 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
             )
         }
     });
-    tasks.spawn("meter", {
+    tasks.spawn_leading("meter", {
         let meter = meter.clone();
         move |_| meter.clone().run()
     });
-    tasks.spawn("pod-meter", move |_| pod_meter.clone().run());
-    dialtone_controllers::spawn_deletion_controller(&tasks, registry, Duration::from_secs(300));
+    tasks.spawn_leading("pod-meter", move |_| pod_meter.clone().run());
+    dialtone_controllers::spawn_deletion_controller(
+        &tasks,
+        leader_registry,
+        Duration::from_secs(300),
+    );
     let compaction_interval = options.compaction_interval;
-    tasks.spawn("compactor", {
-        let store = store.clone();
+    tasks.spawn_leading("compactor", {
+        let store = fenced;
         move |_| dialtone_controllers::run_compactor(store.clone(), compaction_interval)
     });
     let generated_in = options

@@ -89,6 +89,7 @@ pub struct Metrics {
     watches: Gauge<i64, std::sync::atomic::AtomicI64>,
     task_running: Family<TaskLabels, Gauge>,
     task_restarts: Family<TaskLabels, Counter>,
+    leader: Gauge,
     clusters: Family<PhaseLabels, Gauge>,
     time_to_ready: Histogram,
     sizing_decisions: Family<ActionLabels, Counter>,
@@ -133,6 +134,12 @@ impl Metrics {
             "task_running",
             "Whether a background task runs (1) or waits to be restarted (0)",
             task_running.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "Whether this server leads its region's controllers (1) or stands by (0)",
+            leader.clone(),
         );
         let task_restarts = Family::<TaskLabels, Counter>::default();
         registry.register(
@@ -192,6 +199,7 @@ impl Metrics {
             watches,
             task_running,
             task_restarts,
+            leader,
         }
     }
 }
@@ -210,6 +218,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 impl Metrics {
     /// Brings the background tasks' series up to date, before a scrape.
+    /// Sets the leader gauge before a scrape.
+    pub fn record_leadership(&self, leadership: &dialtone_controllers::runtime::Leadership) {
+        self.leader.set(i64::from(leadership.term().is_some()));
+    }
+
     pub fn record_tasks(&self, tasks: &[dialtone_controllers::TaskStatus]) {
         for task in tasks {
             let labels = TaskLabels {

@@ -3,17 +3,22 @@
 //! stays proportional to the networks, not to the clusters' stored size, and a fleet of
 //! thousands plans in constant time per cluster.
 //!
-//! Allocation is serialised by this index's lock: admission holds it from reading the
-//! allocations until the new cluster is stored and recorded. A cluster recorded by admission
-//! before its watch event arrives is kept through a re-list that predates it, so that no
-//! admission ever plans against an index missing a stored cluster.
+//! Allocation is serialised across servers by a guard key per org (`/allocations/{org}`):
+//! admission reads it, waits until this index reflects its revision, plans, and stores the
+//! cluster only if the key has not moved, writing it in the same transaction; a server that
+//! lost the race plans again. Within a server, this index's lock keeps its own admissions
+//! from racing each other. A cluster recorded by admission before its watch event arrives
+//! is kept through a re-list that predates it, so that no admission ever plans against an
+//! index missing a stored cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use dialtone_controllers::runtime::{Informer, Notice};
-use dialtone_store::Revision;
+use std::time::Duration;
+
 use dialtone_store::registry::RawObject;
+use dialtone_store::{Compare, Revision, Store};
 use dialtone_types::ResourcePath;
 use dialtone_types::cluster::ClusterPlan;
 use ipnet::Ipv4Net;
@@ -73,14 +78,27 @@ impl Networks {
 pub struct NetworkIndex {
     networks: Mutex<Networks>,
     allocation: tokio::sync::Mutex<()>,
+    clusters: Arc<Informer>,
+}
+
+/// How long admission waits for this server's index to reflect another server's allocation.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Why an org's allocations cannot be read now.
+#[derive(Debug)]
+pub enum GuardError {
+    Store(dialtone_store::StoreError),
+    /// The index has not caught up with the store within [`CATCH_UP`].
+    Behind(Revision),
 }
 
 impl NetworkIndex {
     /// Builds the index from the cluster informer and follows it.
-    pub fn follow(clusters: &Informer) -> Arc<Self> {
+    pub fn follow(clusters: &Arc<Informer>) -> Arc<Self> {
         let index = Arc::new(NetworkIndex {
             networks: Mutex::default(),
             allocation: tokio::sync::Mutex::new(()),
+            clusters: clusters.clone(),
         });
         index.relisted(&clusters.snapshot(), clusters.revision());
         let handler = index.clone();
@@ -91,6 +109,23 @@ impl NetworkIndex {
     /// Held while a network is chosen and its cluster stored.
     pub async fn allocating(&self) -> MutexGuard<'_, ()> {
         self.allocation.lock().await
+    }
+
+    /// The org's allocation guard as it is now, once this index reflects every allocation
+    /// it covers: a create guarded by it fails if any server allocated meanwhile.
+    pub async fn guard(&self, store: &dyn Store, org: &str) -> Result<Compare, GuardError> {
+        let key = format!("/allocations/{org}").into_bytes();
+        let mod_revision = store
+            .get(&key)
+            .await
+            .map_err(GuardError::Store)?
+            .map_or(0, |kv| kv.mod_revision);
+        // The guard moves in the transaction that stores a cluster, so the cluster
+        // informer sees that revision.
+        if !self.clusters.caught_up(mod_revision, CATCH_UP).await {
+            return Err(GuardError::Behind(mod_revision));
+        }
+        Ok(Compare { key, mod_revision })
     }
 
     /// The networks of the org's clusters.

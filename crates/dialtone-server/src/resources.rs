@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use dialtone_store::registry::{Deletion, ListOptions, Registry};
+use dialtone_store::registry::{Deletion, ListOptions, Registry, RegistryError};
 use dialtone_store::{KeyRange, StoreError};
 use dialtone_types::kinds::{IDENTITY, ORG};
 use dialtone_types::validation::is_dns1123_label;
@@ -198,10 +198,45 @@ async fn create<K: Admission>(
         true => Some(app.networks.allocating().await),
         false => None,
     };
-    K::admit_create(&app, parent.as_ref(), &mut object).await?;
-    let created = app.registry.create(parent.as_ref(), object).await?;
+    // Another server may allocate from the same org meanwhile: then plan again.
+    let mut attempts = 0;
+    let created = loop {
+        let guard = match (K::ALLOCATES, &parent) {
+            (true, Some(parent)) => Some(allocation_guard(&app, parent.org_name()).await?),
+            _ => None,
+        };
+        let mut admitted = object.clone();
+        K::admit_create(&app, parent.as_ref(), &mut admitted).await?;
+        match app
+            .registry
+            .create_guarded(parent.as_ref(), admitted, guard)
+            .await
+        {
+            Err(RegistryError::GuardMoved(_)) if attempts < ALLOCATION_ATTEMPTS => attempts += 1,
+            created => break created?,
+        }
+    };
     K::stored(&app, &created);
     Ok(to_json(StatusCode::CREATED, &created))
+}
+
+/// How many times a create plans again after other servers allocated from its org first.
+const ALLOCATION_ATTEMPTS: u32 = 8;
+
+async fn allocation_guard(app: &App, org: &str) -> HttpResult<dialtone_store::Compare> {
+    app.networks
+        .guard(app.registry.store().as_ref(), org)
+        .await
+        .map_err(|e| match e {
+            crate::networks::GuardError::Store(e) => e.into(),
+            crate::networks::GuardError::Behind(revision) => ApiError::new(
+                Reason::ServiceUnavailable,
+                format!(
+                    "this server's view of the clusters has not caught up with the store (revision {revision}); retry shortly"
+                ),
+            )
+            .into(),
+        })
 }
 
 async fn get_one<K: Kind>(

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::records::{audit_committed, decode_record, encode_record, pending_audit, retired_key};
-use crate::{EventKind, KeyRange, KeyValue, Revision, Store, StoreError, Txn, TxnOutcome};
+use crate::{Compare, EventKind, KeyRange, KeyValue, Revision, Store, StoreError, Txn, TxnOutcome};
 
 /// The finalizer that holds a node whose children are still being deleted.
 pub const CHILDREN_FINALIZER: &str = "dialtone.dev/children";
@@ -51,6 +51,10 @@ pub enum RegistryError {
     /// The request cannot be read (a malformed body, a foreign continue token).
     #[error("{0}")]
     BadRequest(String),
+    /// The guard of a guarded create moved: another writer decided from the same state
+    /// first. Read again and decide again.
+    #[error("{0} changed meanwhile; retry")]
+    GuardMoved(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -438,6 +442,19 @@ impl Registry {
         parent: Option<&ResourcePath>,
         object: Object<K, K::Status>,
     ) -> Result<Object<K, K::Status>> {
+        self.create_guarded(parent, object, None).await
+    }
+
+    /// Creates `object` only if `guard`'s key still has the mod revision it was read at, and
+    /// writes the key again: writers on any server that read a guard, decide from what it
+    /// covers (an org's address allocations) and create, never both decide from the same
+    /// state. `GuardMoved` when another writer moved it first.
+    pub async fn create_guarded<K: Kind>(
+        &self,
+        parent: Option<&ResourcePath>,
+        object: Object<K, K::Status>,
+        guard: Option<Compare>,
+    ) -> Result<Object<K, K::Status>> {
         validate(&object)
             .into_result()
             .map_err(RegistryError::Invalid)?;
@@ -472,6 +489,11 @@ impl Registry {
             let mut txn = Txn::default()
                 .when(key.clone(), 0)
                 .put(key.clone(), value.clone());
+            if let Some(guard) = &guard {
+                txn = txn
+                    .when(guard.key.clone(), guard.mod_revision)
+                    .put(guard.key.clone(), path.to_string());
+            }
             let audit = pending_audit(201, (self.clock)());
             if let Some((_, audit_key, record)) = &audit {
                 txn = txn.put(audit_key.clone(), record.clone());
@@ -502,6 +524,14 @@ impl Registry {
                 TxnOutcome::Conflict => {
                     if self.exists(&path).await? {
                         return Err(RegistryError::AlreadyExists(path.to_string()));
+                    }
+                    if let Some(guard) = &guard {
+                        let now = self.store.get(&guard.key).await?;
+                        if now.map_or(0, |kv| kv.mod_revision) != guard.mod_revision {
+                            return Err(RegistryError::GuardMoved(
+                                String::from_utf8_lossy(&guard.key).into_owned(),
+                            ));
+                        }
                     }
                     // The parent changed under us: look at it again.
                 }

@@ -317,6 +317,14 @@ pub struct ServerArgs {
     /// release added to it reaches clusters in their next maintenance window.
     #[arg(long, value_name = "FILE")]
     pub kubernetes_versions: Option<std::path::PathBuf>,
+    /// How this server names itself to the other servers of its store (in `/readyz` and
+    /// leader election); host, listen address and process id by default.
+    #[arg(long, value_name = "NAME")]
+    pub server_id: Option<String>,
+    /// Servers sharing one etcd cluster elect one to run the controllers; a leader that
+    /// dies is replaced within this many seconds (its lease's time to live).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=60))]
+    pub leader_lease_seconds: u64,
     /// Fault injection for tests: make this background task panic once (repeatable).
     #[arg(long, hide = true)]
     pub fault_panic_task: Vec<String>,

@@ -79,6 +79,10 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
             period_seconds: args.metering_period as i64,
             interval: std::time::Duration::from_millis(args.metering_interval_ms),
         },
+        leadership: dialtone_server::LeadershipOptions {
+            identity: args.server_id.clone(),
+            lease: std::time::Duration::from_secs(args.leader_lease_seconds),
+        },
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

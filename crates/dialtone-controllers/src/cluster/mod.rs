@@ -773,12 +773,12 @@ pub fn spawn_cluster_controller(
     // (an instance dies, a zone goes down), so a repair need not wait for a health check.
     triggers::on_cloud_changes(&*provider, queue.clone(), &CLUSTER);
     triggers::on_spec_changes(clusters, queue);
-    supervisor.spawn("cluster-lifecycle", {
+    supervisor.spawn_leading("cluster-lifecycle", {
         let controller = controller.clone();
         move |_| controller.clone().run()
     });
     let clusters = clusters.clone();
-    supervisor.spawn("cluster-lifecycle-resync", move |_| {
+    supervisor.spawn_leading("cluster-lifecycle-resync", move |_| {
         let clusters = clusters.clone();
         controller
             .clone()

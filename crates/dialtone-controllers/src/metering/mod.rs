@@ -328,29 +328,29 @@ impl Meter {
     }
 
     /// Records the store's period, or refuses one that differs from it: records cut at two
-    /// periods would not add up.
-    pub async fn claim_period(&self) -> Result<(), String> {
-        let store = self.registry.store();
-        let stored = store
-            .get(PERIOD_KEY.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        match stored {
-            Some(kv) => {
+    /// periods would not add up. Called at startup on every server, leader or not, so it
+    /// writes through `store`, not the meter's fenced registry.
+    pub async fn claim_period(&self, store: &dyn dialtone_store::Store) -> Result<(), String> {
+        loop {
+            let stored = store
+                .get(PERIOD_KEY.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(kv) = stored {
                 let stored: i64 = String::from_utf8_lossy(&kv.value).parse().unwrap_or(0);
                 if stored != self.period {
                     return Err(format!(
                         "this store's usage is metered in periods of {stored} s; start the server with --metering-period {stored}"
                     ));
                 }
-                Ok(())
+                return Ok(());
             }
-            None => {
-                let txn = Txn::default()
-                    .when(PERIOD_KEY, 0)
-                    .put(PERIOD_KEY, self.period.to_string());
-                store.txn(txn).await.map_err(|e| e.to_string())?;
-                Ok(())
+            let txn = Txn::default()
+                .when(PERIOD_KEY, 0)
+                .put(PERIOD_KEY, self.period.to_string());
+            // On a conflict another server claimed it first: read what it claimed.
+            if let TxnOutcome::Committed { .. } = store.txn(txn).await.map_err(|e| e.to_string())? {
+                return Ok(());
             }
         }
     }

@@ -78,13 +78,17 @@ impl<R: Reconciler> Controller<R> {
         futures::future::join_all((0..self.workers).map(|_| self.clone().work())).await;
     }
 
-    /// Every `every`, queues every key `keys` gives, spread over the period: a safety net
-    /// for changes no trigger saw, at a steady cost.
+    /// Queues every key `keys` gives at once, then every `every` spread over the period: a
+    /// safety net for changes no trigger saw, at a steady cost. Run as a leader-only task,
+    /// its start is a new term's look at everything.
     pub async fn resync<F, Fut>(self: Arc<Self>, every: Duration, keys: F)
     where
         F: Fn() -> Fut + Send,
         Fut: Future<Output = Vec<R::Key>> + Send,
     {
+        for key in keys().await {
+            self.queue.add(key);
+        }
         loop {
             tokio::time::sleep(every).await;
             let keys = keys().await;
@@ -95,6 +99,11 @@ impl<R: Reconciler> Controller<R> {
     async fn work(self: Arc<Self>) {
         loop {
             let key = self.queue.next().await;
+            // A worker dropped mid-pass (its server's term ended) puts the key back.
+            let held = Held {
+                queue: &self.queue,
+                key: Some(key.clone()),
+            };
             let started = Instant::now();
             let outcome = AssertUnwindSafe(self.reconciler.reconcile(&key))
                 .catch_unwind()
@@ -134,12 +143,36 @@ impl<R: Reconciler> Controller<R> {
                     self.queue.add_after(key.clone(), delay);
                 }
             }
-            self.queue.done(&key);
+            held.release();
         }
     }
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<R::Key, u32>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A key a worker has taken from the queue: done when released, queued again if the
+/// worker is dropped before that.
+struct Held<'q, K: Key> {
+    queue: &'q WorkQueue<K>,
+    key: Option<K>,
+}
+
+impl<K: Key> Held<'_, K> {
+    fn release(mut self) {
+        if let Some(key) = self.key.take() {
+            self.queue.done(&key);
+        }
+    }
+}
+
+impl<K: Key> Drop for Held<'_, K> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.queue.add(key.clone());
+            self.queue.done(&key);
+        }
     }
 }
 

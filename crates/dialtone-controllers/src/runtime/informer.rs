@@ -202,6 +202,15 @@ impl Informer {
             .collect()
     }
 
+    /// Waits until the cache reflects `revision` or later, for at most `patience`; whether
+    /// it does.
+    pub async fn caught_up(&self, revision: Revision, patience: std::time::Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(patience, applied.wait_for(|at| *at >= revision))
+            .await
+            .is_ok_and(|waited| waited.is_ok())
+    }
+
     /// The revision the cache reflects.
     pub fn revision(&self) -> Revision {
         *self.applied.borrow()

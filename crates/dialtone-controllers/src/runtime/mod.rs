@@ -3,11 +3,13 @@
 //! keeps one kind in memory over it and tells handlers what changed; a
 //! [`controller::Controller`] runs a [`controller::Reconciler`] over a [`queue::WorkQueue`]
 //! with per-key backoff; the [`supervisor::Supervisor`] owns every background task,
-//! restarts it, and holds the controllers' [`metrics`].
+//! restarts it, and holds the controllers' [`metrics`]. Controllers and the other tasks that
+//! act for the whole region run only on the [`leader`], whose writes are fenced by its term.
 
 pub mod backoff;
 pub mod controller;
 pub mod informer;
+pub mod leader;
 pub mod metrics;
 pub mod queue;
 pub mod reflector;
@@ -16,4 +18,5 @@ pub mod triggers;
 
 pub use controller::{Controller, Next, Reconciler};
 pub use informer::{Informer, Notice};
+pub use leader::{Election, FencedStore, Leadership, Role};
 pub use supervisor::{Supervisor, TaskStatus};

@@ -1,7 +1,9 @@
 //! Every background task of the server runs under one supervisor, as omicron's background
 //! tasks do: registered by name, restarted with backoff when it ends or panics, and its
 //! state (running, restarts, last failure) readable for `/readyz?verbose` and `/metrics`.
-//! A task that dies no longer stops for good while the API keeps serving.
+//! A task that dies no longer stops for good while the API keeps serving. A task spawned
+//! with [`Supervisor::spawn_leading`] runs only while this server leads: it is dropped when
+//! a term ends and built again when the next one begins.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,6 +15,7 @@ use jiff::Timestamp;
 
 use super::backoff::Backoff;
 use super::controller::panic_message;
+use super::leader::Leadership;
 use super::metrics::ControllerMetrics;
 
 /// What a task is doing, for operators.
@@ -20,6 +23,8 @@ use super::metrics::ControllerMetrics;
 pub struct TaskStatus {
     pub name: &'static str,
     pub running: bool,
+    /// Waiting to lead: a task that runs only on the leader, on a server that does not.
+    pub standby: bool,
     /// How many times it ended or panicked and was started again.
     pub restarts: u32,
     /// Why it last stopped, and when.
@@ -28,9 +33,11 @@ pub struct TaskStatus {
 
 type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-#[derive(Default)]
 pub struct Supervisor {
     tasks: Mutex<BTreeMap<&'static str, TaskStatus>>,
+    /// The names of the tasks that run only while this server leads.
+    leading_only: Mutex<Vec<&'static str>>,
+    leadership: Leadership,
     /// Tasks told to panic on their first run, to show that supervision works
     /// (`dialtone server --fault-panic-task`).
     panic_once: Mutex<Vec<String>>,
@@ -38,13 +45,68 @@ pub struct Supervisor {
     controllers: ControllerMetrics,
 }
 
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor {
+            tasks: Mutex::default(),
+            leading_only: Mutex::default(),
+            leadership: Leadership::always(),
+            panic_once: Mutex::default(),
+            controllers: ControllerMetrics::default(),
+        }
+    }
+}
+
 impl Supervisor {
-    /// A supervisor whose tasks named in `panic_once` panic on their first run.
-    pub fn with_injected_panics(panic_once: Vec<String>) -> Arc<Self> {
+    /// A supervisor whose tasks named in `panic_once` panic on their first run, and whose
+    /// leader-only tasks run while `leadership` says this server leads.
+    pub fn new(panic_once: Vec<String>, leadership: Leadership) -> Arc<Self> {
         Arc::new(Supervisor {
             panic_once: Mutex::new(panic_once),
+            leadership,
             ..Default::default()
         })
+    }
+
+    /// A supervisor of the only process, whose tasks named in `panic_once` panic on their
+    /// first run.
+    pub fn with_injected_panics(panic_once: Vec<String>) -> Arc<Self> {
+        Self::new(panic_once, Leadership::always())
+    }
+
+    /// Whether this server leads, and who does if not.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// Like [`Supervisor::spawn`], but the task runs only while this server leads: it is
+    /// built at the start of each term and dropped at its end, so what it was doing stops
+    /// there (a controller's key being reconciled goes back to its queue).
+    pub fn spawn_leading<F, Fut>(self: &Arc<Self>, name: &'static str, make: F)
+    where
+        F: Fn(u32) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.leading_only
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name);
+        let leadership = self.leadership.clone();
+        let make = Arc::new(make);
+        self.spawn(name, move |run| {
+            let (leadership, make) = (leadership.clone(), make.clone());
+            async move {
+                loop {
+                    let term = leadership.leading().await;
+                    tokio::select! {
+                        () = make(run) => return,
+                        () = leadership.ended(&term) => {
+                            tracing::info!(task = name, "stopped: this server's term ended");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Runs the task `make` builds until the process ends. `make` is given the run's
@@ -59,6 +121,7 @@ impl Supervisor {
             TaskStatus {
                 name,
                 running: true,
+                standby: false,
                 restarts: 0,
                 last_failure: None,
             },
@@ -113,7 +176,16 @@ impl Supervisor {
 
     /// Every task's status, by name.
     pub fn statuses(&self) -> Vec<TaskStatus> {
-        self.lock().values().cloned().collect()
+        let following = self.leadership.term().is_none();
+        let leading_only = self.leading_only.lock().unwrap_or_else(|e| e.into_inner());
+        self.lock()
+            .values()
+            .cloned()
+            .map(|mut status| {
+                status.standby = following && leading_only.contains(&status.name);
+                status
+            })
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, TaskStatus>> {
