@@ -396,7 +396,10 @@ mod tests {
     async fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Duration {
         let started = Instant::now();
         while !done() {
-            assert!(started.elapsed() < Duration::from_secs(10), "{what} never happened");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{what} never happened"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         started.elapsed()
@@ -416,9 +419,10 @@ mod tests {
         let a_task = tokio::spawn(a.run());
         wait_for("a's election", || a_view.term().is_some()).await;
         let b_task = tokio::spawn(b.run());
-        wait_for("b following a", || {
-            matches!(b_view.role(), Role::Following(Some(ref h)) if h.identity == "a")
-        })
+        wait_for(
+            "b following a",
+            || matches!(b_view.role(), Role::Following(Some(ref h)) if h.identity == "a"),
+        )
         .await;
 
         let (a_store, b_store) = (
@@ -444,7 +448,10 @@ mod tests {
         assert!(handover <= ttl * 2, "handover took {handover:?}");
         assert!(a_view.term().is_some(), "a still believes it leads");
         let refused = a_store.txn(write("a2")).await;
-        assert!(matches!(refused, Err(StoreError::NotLeader(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::NotLeader(_))),
+            "{refused:?}"
+        );
         assert!(matches!(
             b_store.txn(write("b2")).await,
             Ok(TxnOutcome::Committed { .. })
