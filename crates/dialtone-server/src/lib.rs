@@ -459,12 +459,19 @@ pub struct RunningServer {
     /// Set when the server minted a token for the bootstrap admin.
     pub admin_token: Option<NewToken>,
     task: tokio::task::JoinHandle<()>,
+    election: Arc<Election>,
 }
 
 impl RunningServer {
     /// Serves until the process ends.
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+
+    /// Before a graceful stop: gives up the leadership, if this server holds it, so that
+    /// another server takes over at once rather than when the lease expires.
+    pub async fn resign(&self) {
+        self.election.resign().await;
     }
 }
 
@@ -563,7 +570,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         options.leadership.lease,
     );
     let tasks = Supervisor::new(options.fault_panic_tasks.clone(), leadership.clone());
-    tasks.spawn("leader-election", move |_| election.clone().run());
+    tasks.spawn("leader-election", {
+        let election = election.clone();
+        move |_| election.clone().run()
+    });
     let metrics = Arc::new(Metrics::new(tasks.controllers()));
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(raw_store, metrics.clone()));
     let registry = Registry::new(store.clone(), &options.region, now);
@@ -753,5 +763,6 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         store_backend: store.backend(),
         admin_token,
         task,
+        election,
     })
 }

@@ -45,7 +45,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let running = dialtone_server::start(ServerOptions {
+    let mut running = dialtone_server::start(ServerOptions {
         listen: args.listen,
         store,
         data_dir: data_dir.clone(),
@@ -129,9 +129,13 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
             );
         }
     }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
     tokio::select! {
         _ = running.wait() => {}
         _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+        _ = terminate.recv() => eprintln!("stopping"),
     }
+    running.resign().await;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Several servers over one etcd cluster: every one serves the API, one leads the
-//! controllers, addresses are allocated once across all of them, and a leader killed with
-//! `kill -9` is replaced within its lease.
+//! controllers, addresses are allocated once across all of them, a leader killed with
+//! `kill -9` is replaced within its lease, and one stopped gracefully at once.
 
 mod common;
 
@@ -155,4 +155,26 @@ async fn three_servers_on_one_etcd_elect_one_leader_and_hand_over_when_it_is_kil
         .await;
     assert_eq!(status, 201, "{body}");
     ready(follower, &format!("{PROJECT}/clusters/after")).await;
+
+    // A leader stopped gracefully (SIGTERM) resigns: the last server leads at once, not
+    // when the lease would have expired.
+    let pid = servers[successor].pid().expect("the new leader runs");
+    let stopped = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let last: Vec<(usize, &Api)> = survivors
+        .iter()
+        .copied()
+        .filter(|(i, _)| *i != successor)
+        .collect();
+    the_leader(&last, Duration::from_secs(20)).await;
+    let resigned = stopped.elapsed();
+    eprintln!("handover after a graceful stop took {resigned:?}");
+    assert!(
+        resigned < Duration::from_secs(LEASE_SECONDS) / 2,
+        "a resigning leader was replaced only after {resigned:?}"
+    );
 }

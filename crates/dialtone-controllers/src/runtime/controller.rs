@@ -282,4 +282,55 @@ mod tests {
         assert_eq!(b, 6);
         assert!(!running.is_finished());
     }
+
+    /// Blocks its first pass of every key for good; counts passes.
+    struct Stuck {
+        passes: Mutex<HashMap<String, u32>>,
+    }
+
+    impl Reconciler for Stuck {
+        type Key = String;
+        type Error = String;
+
+        async fn reconcile(&self, key: &String) -> Result<Next, String> {
+            let pass = {
+                let mut passes = self.passes.lock().unwrap();
+                let count = passes.entry(key.clone()).or_default();
+                *count += 1;
+                *count
+            };
+            if pass == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(Next::Done)
+        }
+    }
+
+    /// Workers dropped mid-pass (a term that ended) leave the key queued, so the next
+    /// term's workers take it up again.
+    #[tokio::test]
+    async fn a_key_whose_worker_is_dropped_mid_pass_is_queued_again() {
+        let stuck = Arc::new(Stuck {
+            passes: Mutex::default(),
+        });
+        let metrics = ControllerMetrics::default();
+        let controller = Controller::new(stuck.clone(), 1, metrics.controller("stuck"));
+        controller.queue().add("a".to_string());
+        let passes = || stuck.passes.lock().unwrap().get("a").copied().unwrap_or(0);
+        let first = tokio::spawn(controller.clone().run());
+        while passes() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first.abort();
+        let _ = first.await;
+        let depth = controller.queue().depth();
+        assert_eq!((depth.ready, depth.running), (1, 0), "{depth:?}");
+        let second = tokio::spawn(controller.clone().run());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while passes() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the key was lost");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        second.abort();
+    }
 }

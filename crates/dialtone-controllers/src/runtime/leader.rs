@@ -73,6 +73,13 @@ impl Leadership {
         Leadership { role }
     }
 
+    /// A leadership that the test holding the sender moves by hand.
+    #[cfg(test)]
+    pub(crate) fn by_hand(role: Role) -> (watch::Sender<Role>, Self) {
+        let (sender, role) = watch::channel(role);
+        (sender, Leadership { role })
+    }
+
     pub fn role(&self) -> Role {
         self.role.borrow().clone()
     }

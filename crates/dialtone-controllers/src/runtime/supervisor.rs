@@ -234,4 +234,74 @@ mod tests {
             "{status:?}"
         );
     }
+
+    /// Sets `flag` while it lives.
+    struct Alive(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} never happened"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leading_task_runs_only_while_its_server_leads() {
+        use super::super::leader::{Holder, Role, Term};
+        use std::sync::atomic::AtomicBool;
+        let term = || {
+            Role::Leading(Arc::new(Term {
+                holder: Holder {
+                    identity: "here".into(),
+                    since: Timestamp::now(),
+                },
+                fence: None,
+            }))
+        };
+        let (role, leadership) = Leadership::by_hand(Role::Following(None));
+        let supervisor = Supervisor::new(Vec::new(), leadership);
+        let (runs, live) = (
+            Arc::new(AtomicU32::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        supervisor.spawn_leading("leader-only", {
+            let (runs, live) = (runs.clone(), live.clone());
+            move |_| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let live = live.clone();
+                async move {
+                    live.store(true, Ordering::SeqCst);
+                    let _alive = Alive(live);
+                    std::future::pending::<()>().await
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "it ran on a follower");
+        assert!(supervisor.statuses()[0].standby);
+
+        role.send_replace(term());
+        wait_for("the first term's run", || live.load(Ordering::SeqCst)).await;
+        assert!(!supervisor.statuses()[0].standby);
+
+        role.send_replace(Role::Following(None));
+        wait_for("the task dropped at the term's end", || {
+            !live.load(Ordering::SeqCst)
+        })
+        .await;
+        role.send_replace(term());
+        wait_for("the next term's run", || live.load(Ordering::SeqCst)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        let status = &supervisor.statuses()[0];
+        assert_eq!(status.restarts, 0, "a term's end is no failure: {status:?}");
+    }
 }
