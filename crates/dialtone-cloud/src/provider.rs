@@ -411,9 +411,12 @@ pub struct CreateRequest {
 }
 
 /// Which resources to describe: all of `tags` must match, and the kind if given.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Filter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ResourceKind>,
+    #[serde(default)]
     pub tags: Tags,
 }
 
@@ -488,7 +491,7 @@ pub type CloudResult<T> = Result<T, CloudError>;
 
 /// A resource that a provider's event feed reports changed: made, changed state, going or
 /// gone. Those told describe again for what it is now.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceChange {
     pub region: String,
     pub id: String,

@@ -19,8 +19,35 @@ pub struct Egress {
     /// The control plane's own listeners: never a destination, whatever the allow-list says.
     pub own: Vec<SocketAddr>,
     /// Exact URLs of the control plane's own endpoints that clusters are meant to call
-    /// (the drift guard).
-    pub trusted: Vec<String>,
+    /// (the drift guard): shared, so that a sim service can trust each Dialtone server's as
+    /// the server registers.
+    pub trusted: TrustedUrls,
+}
+
+/// A set of exact URLs, shared by whoever holds a clone.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedUrls(std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>);
+
+impl TrustedUrls {
+    pub fn new(urls: impl IntoIterator<Item = String>) -> Self {
+        TrustedUrls(std::sync::Arc::new(std::sync::RwLock::new(
+            urls.into_iter().collect(),
+        )))
+    }
+
+    pub fn add(&self, url: String) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(url);
+    }
+
+    pub fn contains(&self, url: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(url)
+    }
 }
 
 /// Where a checked call goes.
@@ -123,7 +150,7 @@ impl Egress {
     /// Checks a URL a tenant set, resolving its host; the error says why it is refused.
     pub async fn check(&self, url: &str) -> Result<Destination, String> {
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-        if self.trusted.iter().any(|trusted| trusted == url) {
+        if self.trusted.contains(url) {
             return Ok(Destination {
                 url: parsed,
                 pinned: None,
@@ -170,7 +197,7 @@ mod tests {
         Egress {
             allowed: parse_cidrs("10.20.0.0/16").unwrap(),
             own: vec!["127.0.0.1:7443".parse().unwrap()],
-            trusted: vec!["https://127.0.0.1:7443/v1/admission/rbac-guard".into()],
+            trusted: TrustedUrls::new(["https://127.0.0.1:7443/v1/admission/rbac-guard".into()]),
         }
     }
 

@@ -267,29 +267,22 @@ pub struct ServerArgs {
     /// The cloud clusters are built in.
     #[arg(long, value_enum, default_value_t = ProviderKind::Sim)]
     pub provider: ProviderKind,
-    /// The sim cloud's latencies relative to a real cloud's: 1 looks like a cloud (instances
-    /// boot in about 30 s), 0.1 is ten times faster, 0 is instant.
-    #[arg(long, default_value_t = 1.0)]
-    pub sim_time_scale: f64,
-    /// The sim cloud's eventual consistency: for up to this many milliseconds after a
-    /// create, describe may not show the new resource, as EC2's DescribeInstances may miss an
-    /// instance RunInstances just returned (each resource draws its lag, seeded).
-    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub sim_describe_lag_ms: u64,
-    /// How long a peering request waits for the customer's answer before it expires, in
-    /// seconds of real time (AWS: 7 days).
-    #[arg(long, value_name = "SECONDS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub sim_peering_expiry: u64,
-    /// Where the sim's clusters serve the Kubernetes API (one port for all; the TLS server
-    /// name picks the cluster).
-    #[arg(long, default_value = "127.0.0.1:6443")]
-    pub kube_listen: std::net::SocketAddr,
-    /// Private or special address ranges that clusters' admission webhooks may call
-    /// (comma-separated CIDRs, e.g. 10.20.0.0/16). Webhooks are called over HTTPS only, and
-    /// never at loopback, link-local or private addresses outside these ranges, nor at the
-    /// control plane's own listeners.
-    #[arg(long, value_name = "CIDRS", value_parser = parse_cidrs, default_value = "")]
-    pub webhook_allowed_cidrs: Cidrs,
+    #[command(flatten)]
+    pub sim: SimCloudArgs,
+    /// With --provider sim: use the shared sim cloud of `dialtone sim serve` at this URL
+    /// (`https://host:port`) instead of one in this process, so that several servers on one
+    /// etcd share one cloud. Needs --sim-ca and --sim-token-file; the --sim-* settings above
+    /// are then the service's.
+    #[arg(long, value_name = "URL", requires_all = ["sim_ca", "sim_token_file"])]
+    pub sim_url: Option<String>,
+    /// With --sim-url: the CA that signed the service's certificate (`tls/ca.pem` in its
+    /// data directory).
+    #[arg(long, value_name = "FILE")]
+    pub sim_ca: Option<PathBuf>,
+    /// With --sim-url: the file holding the service's token (`sim-token` in its data
+    /// directory).
+    #[arg(long, value_name = "FILE")]
+    pub sim_token_file: Option<PathBuf>,
     /// With --provider aws: send every AWS call here instead of AWS's endpoints (a moto
     /// server, a proxy). Credentials come from the SDK's standard chain.
     #[arg(long, value_name = "URL")]
@@ -328,6 +321,51 @@ pub struct ServerArgs {
     /// Fault injection for tests: make this background task panic once (repeatable).
     #[arg(long, hide = true)]
     pub fault_panic_task: Vec<String>,
+}
+
+/// The sim cloud's settings, for `dialtone server` (its own sim) and `dialtone sim serve`.
+#[derive(Args)]
+pub struct SimCloudArgs {
+    /// The sim cloud's latencies relative to a real cloud's: 1 looks like a cloud (instances
+    /// boot in about 30 s), 0.1 is ten times faster, 0 is instant.
+    #[arg(long, default_value_t = 1.0)]
+    pub sim_time_scale: f64,
+    /// The sim cloud's eventual consistency: for up to this many milliseconds after a
+    /// create, describe may not show the new resource, as EC2's DescribeInstances may miss an
+    /// instance RunInstances just returned (each resource draws its lag, seeded).
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub sim_describe_lag_ms: u64,
+    /// How long a peering request waits for the customer's answer before it expires, in
+    /// seconds of real time (AWS: 7 days).
+    #[arg(long, value_name = "SECONDS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sim_peering_expiry: u64,
+    /// Where the sim's clusters serve the Kubernetes API (one port for all; the TLS server
+    /// name picks the cluster).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub kube_listen: std::net::SocketAddr,
+    /// Private or special address ranges that clusters' admission webhooks may call
+    /// (comma-separated CIDRs, e.g. 10.20.0.0/16). Webhooks are called over HTTPS only, and
+    /// never at loopback, link-local or private addresses outside these ranges, nor at the
+    /// control plane's own listeners.
+    #[arg(long, value_name = "CIDRS", value_parser = parse_cidrs, default_value = "")]
+    pub webhook_allowed_cidrs: Cidrs,
+}
+
+/// `dialtone sim serve`.
+#[derive(Args)]
+pub struct SimServeArgs {
+    /// Where the cloud API listens, `host:port`.
+    #[arg(long, default_value = "127.0.0.1:7444")]
+    pub listen: SocketAddr,
+    /// Where the cloud, its clusters, its certificates (`tls/`) and its token (`sim-token`)
+    /// live (default: ~/.local/share/dialtone/sim).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Another DNS name or IP for the generated certificate (repeatable).
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
+    #[command(flatten)]
+    pub sim: SimCloudArgs,
 }
 
 /// The clouds `dialtone server` can run against.
@@ -922,6 +960,9 @@ pub struct ClusterUpdateArgs {
 
 #[derive(Subcommand)]
 pub enum SimCommand {
+    /// Run the sim cloud as a service of its own, which several servers share through
+    /// `dialtone server --sim-url`.
+    Serve(SimServeArgs),
     /// The sim cloud's resources.
     Resources {
         /// Only this region, e.g. `us-east-1`.

@@ -936,6 +936,7 @@ pub async fn sim(command: SimCommand, client: &Client, output: Output) -> anyhow
         );
     }
     match command {
+        SimCommand::Serve(_) => unreachable!("`sim serve` runs before any context is read"),
         SimCommand::Resources { region, tag } => {
             let mut query = Vec::new();
             if let Some(r) = region {

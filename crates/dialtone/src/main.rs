@@ -121,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config(command) => config(command, &config_path),
         Command::Login(args) => login(args, &config_path).await,
+        Command::Sim(cli::SimCommand::Serve(args)) => server::sim_serve(args).await,
         command => {
             let config = CliConfig::load(&config_path)?;
             let context = config.context(cli.context.as_deref())?.clone();

@@ -8,8 +8,10 @@ use dialtone_server::{ServerOptions, StoreLocation, tls::TlsFiles};
 
 use dialtone_backend::aws::AwsBackendOptions;
 use dialtone_backend::sim::SimBackendOptions;
+use dialtone_backend::sim::remote::RemoteSimOptions;
+use dialtone_backend::sim::service::SimServiceOptions;
 
-use crate::cli::{ProviderKind, ServerArgs};
+use crate::cli::{ProviderKind, ServerArgs, SimServeArgs};
 
 /// The machine images `--aws-image-id` and `--aws-arm64-image-id` name.
 fn aws_images(args: &ServerArgs) -> dialtone_backend::aws::MachineImages {
@@ -19,21 +21,56 @@ fn aws_images(args: &ServerArgs) -> dialtone_backend::aws::MachineImages {
     }
 }
 
-fn default_data_dir(dev: bool) -> PathBuf {
+/// `~/.local/share/dialtone/{name}` (or under `$XDG_DATA_HOME`).
+fn default_data_dir(name: &str) -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
         });
-    base.join("dialtone")
-        .join(if dev { "dev" } else { "server" })
+    base.join("dialtone").join(name)
+}
+
+/// `dialtone sim serve`: the sim cloud for several servers, until Ctrl-C or SIGTERM.
+pub async fn sim_serve(args: SimServeArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir("sim"));
+    let running = dialtone_backend::sim::service::serve(SimServiceOptions {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        kube_listen: args.sim.kube_listen,
+        time_scale: args.sim.sim_time_scale,
+        describe_lag: std::time::Duration::from_millis(args.sim.sim_describe_lag_ms),
+        peering_expiry: std::time::Duration::from_secs(args.sim.sim_peering_expiry),
+        webhook_allowed_cidrs: args.sim.webhook_allowed_cidrs.0,
+        tls_names: args.tls_names,
+    })
+    .await?;
+    println!(
+        "dialtone sim service listening on https://{} (clusters on {})
+
+Start servers with:
+  dialtone server --sim-url https://{} --sim-ca {} --sim-token-file {}",
+        running.addr,
+        args.sim.kube_listen,
+        running.addr,
+        running.ca_cert.display(),
+        running.token_file.display(),
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = running.wait() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+        _ = terminate.recv() => eprintln!("stopping"),
+    }
+    Ok(())
 }
 
 pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .clone()
-        .unwrap_or_else(|| default_data_dir(args.dev));
+        .unwrap_or_else(|| default_data_dir(if args.dev { "dev" } else { "server" }));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let store = StoreLocation::parse(&args.store, &data_dir)?;
@@ -57,14 +94,21 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
         mint_admin_token: args.dev,
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval),
         backend: match args.provider {
-            ProviderKind::Sim => dialtone_backend::sim::backend(SimBackendOptions {
-                data_dir: data_dir.clone(),
-                time_scale: args.sim_time_scale,
-                describe_lag: std::time::Duration::from_millis(args.sim_describe_lag_ms),
-                peering_expiry: std::time::Duration::from_secs(args.sim_peering_expiry),
-                kube_listen: args.kube_listen,
-                webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
-            }),
+            ProviderKind::Sim => match &args.sim_url {
+                Some(url) => dialtone_backend::sim::remote::backend(RemoteSimOptions {
+                    url: url.clone(),
+                    ca: args.sim_ca.clone().unwrap_or_default(),
+                    token_file: args.sim_token_file.clone().unwrap_or_default(),
+                }),
+                None => dialtone_backend::sim::backend(SimBackendOptions {
+                    data_dir: data_dir.clone(),
+                    time_scale: args.sim.sim_time_scale,
+                    describe_lag: std::time::Duration::from_millis(args.sim.sim_describe_lag_ms),
+                    peering_expiry: std::time::Duration::from_secs(args.sim.sim_peering_expiry),
+                    kube_listen: args.sim.kube_listen,
+                    webhook_allowed_cidrs: args.sim.webhook_allowed_cidrs.0.clone(),
+                }),
+            },
             ProviderKind::Aws => dialtone_backend::aws::backend(AwsBackendOptions {
                 data_dir: data_dir.clone(),
                 endpoint_url: args.aws_endpoint_url.clone(),

@@ -1,7 +1,12 @@
 //! The built-in `sim` backend: the simulated cloud, its clusters' Kubernetes APIs (served by
-//! this process on one port) and the operator API at `/v1/sim`.
+//! this process on one port) and the operator API at `/v1/sim`; or, with `--sim-url`, the
+//! same served by a `dialtone sim serve` that several servers share ([`service`],
+//! [`remote`]).
 
 pub mod operator;
+pub mod remote;
+pub mod service;
+pub mod wire;
 
 pub use dialtone_simkube::egress::parse_cidrs as parse_webhook_cidrs;
 
@@ -66,7 +71,7 @@ async fn build(options: SimBackendOptions, context: BackendContext) -> anyhow::R
         Egress {
             allowed: options.webhook_allowed_cidrs,
             own: vec![context.server_addr],
-            trusted: vec![context.guard_url],
+            trusted: dialtone_simkube::egress::TrustedUrls::new([context.guard_url]),
         },
     )?;
     context.tasks.spawn("cluster-apis", {
