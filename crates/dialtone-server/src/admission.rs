@@ -38,6 +38,20 @@ pub trait Admission: Kind {
         Ok(())
     }
 
+    /// Admits a new object as [`Admission::admit_create`] does, and says whether it took
+    /// something new from the org's pool, so that its create must be guarded against
+    /// another server's allocation; one that reuses what the org already holds (a developer
+    /// cluster in its project's shared network) need not be. Decided from the same view of
+    /// the pool as the admission itself.
+    async fn admit_create_allocating(
+        app: &App,
+        parent: Option<&ResourcePath>,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<bool> {
+        Self::admit_create(app, parent, object).await?;
+        Ok(Self::ALLOCATES)
+    }
+
     /// Called with the object just created, while the allocation lock is still held.
     fn stored(_app: &App, _object: &Object<Self, Self::Status>) {}
 
@@ -450,6 +464,16 @@ impl Admission for Cluster {
         parent: Option<&ResourcePath>,
         object: &mut Object<Self, Self::Status>,
     ) -> HttpResult<()> {
+        Self::admit_create_allocating(app, parent, object)
+            .await
+            .map(drop)
+    }
+
+    async fn admit_create_allocating(
+        app: &App,
+        parent: Option<&ResourcePath>,
+        object: &mut Object<Self, Self::Status>,
+    ) -> HttpResult<bool> {
         let parent = parent.expect("clusters live in projects");
         let request = request_of(&object.metadata.name, &object.spec);
         // The caller holds the allocation lock until the cluster, which records its network,
@@ -501,7 +525,7 @@ impl Admission for Cluster {
             ..Default::default()
         };
         hold_with(&mut object.metadata, CLUSTER_FINALIZER);
-        Ok(())
+        Ok(shared.is_none())
     }
 
     fn stored(app: &App, object: &Object<Self, Self::Status>) {

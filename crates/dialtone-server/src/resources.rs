@@ -206,13 +206,19 @@ async fn create<K: Admission>(
             _ => None,
         };
         let mut admitted = object.clone();
-        K::admit_create(&app, parent.as_ref(), &mut admitted).await?;
+        let anew = K::admit_create_allocating(&app, parent.as_ref(), &mut admitted).await?;
+        let guard = guard.filter(|_| anew);
         match app
             .registry
             .create_guarded(parent.as_ref(), admitted, guard)
             .await
         {
-            Err(RegistryError::GuardMoved(_)) if attempts < ALLOCATION_ATTEMPTS => attempts += 1,
+            Err(RegistryError::GuardMoved(_)) if attempts < ALLOCATION_ATTEMPTS => {
+                attempts += 1;
+                // Servers that lost together should not all try again at once.
+                let jitter = rand::random_range(0..10 * u64::from(attempts));
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
             created => break created?,
         }
     };

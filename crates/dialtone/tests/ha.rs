@@ -1,13 +1,15 @@
-//! Several servers over one etcd cluster: every one serves the API, one leads the
-//! controllers, addresses are allocated once across all of them, a leader killed with
-//! `kill -9` is replaced within its lease, and one stopped gracefully at once.
+//! Several servers over one etcd cluster and one shared sim cloud (`dialtone sim serve`):
+//! every one serves the API, one leads the controllers, addresses are allocated once across
+//! all of them, a leader killed with `kill -9` is replaced within its lease (and its work
+//! finished, with nothing in the cloud made twice or left behind), and one stopped
+//! gracefully is replaced at once.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{Api, start_with};
-use dialtone_testkit::{DevServer, EtcdCluster};
+use dialtone_testkit::{DevServer, EtcdCluster, SimService};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "/v1/orgs/demo/folders/eng/projects/web";
@@ -72,25 +74,38 @@ fn cluster(name: &str, cluster_type: &str) -> Value {
     json!({"metadata": {"name": name}, "spec": {"type": cluster_type, "region": "us-east-1"}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_servers_on_one_etcd_elect_one_leader_and_hand_over_when_it_is_killed() {
+/// A 3-member etcd cluster, a sim service, and three servers over both.
+fn region() -> (EtcdCluster, SimService, Vec<DevServer>) {
     let etcd = EtcdCluster::start(3).expect("etcd");
+    let sim = SimService::start(
+        env!("CARGO_BIN_EXE_dialtone").as_ref(),
+        &["--sim-time-scale", "0"],
+    )
+    .expect("the sim service starts");
     let store = etcd.url();
     let lease = LEASE_SECONDS.to_string();
-    let mut servers: Vec<DevServer> = (0..3)
+    let servers = (0..3)
         .map(|i| {
-            start_with(&[
+            let id = format!("server-{i}");
+            let mut args = vec![
                 "--store",
                 &store,
-                "--sim-time-scale",
-                "0",
                 "--server-id",
-                &format!("server-{i}"),
+                &id,
                 "--leader-lease-seconds",
                 &lease,
-            ])
+            ];
+            let shared = sim.server_args();
+            args.extend(shared.iter().map(String::as_str));
+            start_with(&args)
         })
         .collect();
+    (etcd, sim, servers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_servers_on_one_etcd_elect_one_leader_and_hand_over_when_it_is_killed() {
+    let (_etcd, _sim, mut servers) = region();
     let apis: Vec<Api> = servers.iter().map(Api::admin).collect();
     let all: Vec<(usize, &Api)> = apis.iter().enumerate().collect();
     let leader = the_leader(&all, Duration::from_secs(20)).await;
@@ -177,4 +192,133 @@ async fn three_servers_on_one_etcd_elect_one_leader_and_hand_over_when_it_is_kil
         resigned < Duration::from_secs(LEASE_SECONDS) / 2,
         "a resigning leader was replaced only after {resigned:?}"
     );
+}
+
+/// Every resource in the shared cloud, as a platform admin reads it through a server.
+async fn cloud(api: &Api) -> Vec<Value> {
+    let (status, list) = api.get("/v1/sim/resources").await;
+    assert_eq!(status, 200, "{list}");
+    list["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_clusters_become_ready_when_the_leader_dies_mid_creation_with_nothing_made_twice() {
+    let (_etcd, _sim, mut servers) = region();
+    let apis: Vec<Api> = servers.iter().map(Api::admin).collect();
+    let all: Vec<(usize, &Api)> = apis.iter().enumerate().collect();
+    let leader = the_leader(&all, Duration::from_secs(20)).await;
+    let projects: Vec<String> = (0..5)
+        .map(|p| format!("/v1/orgs/demo/folders/eng/projects/p{p}"))
+        .collect();
+    apis[0]
+        .create("/v1/orgs/demo/folders", "eng", json!({}))
+        .await;
+    for p in 0..5 {
+        apis[0]
+            .create(
+                "/v1/orgs/demo/folders/eng/projects",
+                &format!("p{p}"),
+                json!({}),
+            )
+            .await;
+    }
+    let create = |api: Api, n: usize| {
+        let project = projects[n % 5].clone();
+        async move {
+            let (status, body) = api
+                .post(
+                    &format!("{project}/clusters"),
+                    cluster(&format!("c{n}"), "developer"),
+                )
+                .await;
+            assert_eq!(status, 201, "c{n}: {body}");
+        }
+    };
+    // Half through every server, then the leader dies while they are being provisioned,
+    // and the other half goes through the survivors.
+    futures::future::join_all((0..25).map(|n| create(apis[n % 3].clone(), n))).await;
+    servers[leader].kill9();
+    let killed = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    futures::future::join_all((25..50).map(|n| create(apis[survivors[n % 2]].clone(), n))).await;
+    let api = &apis[survivors[0]];
+    let others: Vec<(usize, &Api)> = survivors.iter().map(|i| (*i, &apis[*i])).collect();
+    let successor = the_leader(&others, Duration::from_secs(20)).await;
+    eprintln!(
+        "server-{successor} leads {:?} after server-{leader} was killed",
+        killed.elapsed()
+    );
+    let mut uids = std::collections::BTreeMap::new();
+    let mut ranges = std::collections::BTreeMap::new();
+    for n in 0..50 {
+        let ready = ready(api, &format!("{}/clusters/c{n}", projects[n % 5])).await;
+        uids.insert(
+            ready["metadata"]["uid"].as_str().unwrap().to_string(),
+            ready.clone(),
+        );
+        ranges
+            .entry(n % 5)
+            .or_insert_with(std::collections::BTreeSet::new)
+            .insert(ready["status"]["plan"]["network"]["vpcCidr"].to_string());
+    }
+    eprintln!(
+        "all 50 clusters Ready {:?} after the kill",
+        killed.elapsed()
+    );
+
+    // Each project's clusters share one range, and no two projects got the same.
+    assert!(ranges.values().all(|r| r.len() == 1), "{ranges:?}");
+    let distinct: std::collections::BTreeSet<_> = ranges.values().flatten().collect();
+    assert_eq!(distinct.len(), 5, "one range handed out twice: {ranges:?}");
+
+    // In the cloud: every live instance belongs to one of the clusters, each node slot
+    // has exactly one, and each cluster has as many as its status says it runs.
+    let resources = cloud(api).await;
+    let mut slots = std::collections::BTreeMap::<(String, String), usize>::new();
+    for resource in &resources {
+        let live = !matches!(resource["state"].as_str(), Some("terminated" | "deleting"));
+        if resource["spec"]["kind"] != "instance" || !live {
+            continue;
+        }
+        let tags = &resource["tags"];
+        let cluster = tags["dialtone.dev/cluster"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            uids.contains_key(&cluster),
+            "an instance of no cluster: {resource:#}"
+        );
+        let part = tags["dialtone.dev/part"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        *slots.entry((cluster, part)).or_default() += 1;
+    }
+    let doubled: Vec<_> = slots.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "node slots with two live instances: {doubled:?}"
+    );
+    for (uid, cluster) in &uids {
+        let nodes = cluster["status"]["nodes"].as_array().map_or(0, Vec::len);
+        let running = slots.keys().filter(|(c, _)| c == uid).count();
+        assert_eq!(
+            running, nodes,
+            "{} runs {running} instances for {nodes} nodes",
+            cluster["metadata"]["name"]
+        );
+    }
+    // Load balancers: one API endpoint per cluster.
+    let balancers = resources
+        .iter()
+        .filter(|r| r["spec"]["kind"] == "loadBalancer" && r["state"] != "deleting")
+        .count();
+    assert_eq!(balancers, 50, "API load balancers");
+    // Networks: one shared VPC per project.
+    let vpcs = resources
+        .iter()
+        .filter(|r| r["spec"]["kind"] == "vpc" && r["state"] != "deleting")
+        .count();
+    assert_eq!(vpcs, 5, "VPCs");
 }
