@@ -3,7 +3,7 @@
 //! stays proportional to the networks, not to the clusters' stored size, and a fleet of
 //! thousands plans in constant time per cluster.
 //!
-//! Allocation is serialised across servers by a guard key per org (`/allocations/{org}`):
+//! Allocation is serialised across servers by a guard key per org (`Registry::allocation_guard`):
 //! admission reads it, waits until this index reflects its revision, plans, and stores the
 //! cluster only if the key has not moved, writing it in the same transaction; a server that
 //! lost the race plans again. Within a server, this index's lock keeps its own admissions
@@ -18,7 +18,8 @@ use dialtone_controllers::runtime::{Informer, Notice};
 use std::time::Duration;
 
 use dialtone_store::registry::RawObject;
-use dialtone_store::{Compare, Revision, Store};
+use dialtone_store::registry::Registry;
+use dialtone_store::{Compare, Revision};
 use dialtone_types::ResourcePath;
 use dialtone_types::cluster::ClusterPlan;
 use ipnet::Ipv4Net;
@@ -87,7 +88,7 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 /// Why an org's allocations cannot be read now.
 #[derive(Debug)]
 pub enum GuardError {
-    Store(dialtone_store::StoreError),
+    Registry(dialtone_store::registry::RegistryError),
     /// The index has not caught up with the store within [`CATCH_UP`].
     Behind(Revision),
 }
@@ -113,19 +114,17 @@ impl NetworkIndex {
 
     /// The org's allocation guard as it is now, once this index reflects every allocation
     /// it covers: a create guarded by it fails if any server allocated meanwhile.
-    pub async fn guard(&self, store: &dyn Store, org: &str) -> Result<Compare, GuardError> {
-        let key = format!("/allocations/{org}").into_bytes();
-        let mod_revision = store
-            .get(&key)
+    pub async fn guard(&self, registry: &Registry, org: &str) -> Result<Compare, GuardError> {
+        let guard = registry
+            .allocation_guard(org)
             .await
-            .map_err(GuardError::Store)?
-            .map_or(0, |kv| kv.mod_revision);
+            .map_err(GuardError::Registry)?;
         // The guard moves in the transaction that stores a cluster, so the cluster
         // informer sees that revision.
-        if !self.clusters.caught_up(mod_revision, CATCH_UP).await {
-            return Err(GuardError::Behind(mod_revision));
+        if !self.clusters.caught_up(guard.mod_revision, CATCH_UP).await {
+            return Err(GuardError::Behind(guard.mod_revision));
         }
-        Ok(Compare { key, mod_revision })
+        Ok(guard)
     }
 
     /// The networks of the org's clusters.

@@ -231,10 +231,10 @@ const ALLOCATION_ATTEMPTS: u32 = 8;
 
 async fn allocation_guard(app: &App, org: &str) -> HttpResult<dialtone_store::Compare> {
     app.networks
-        .guard(app.registry.store().as_ref(), org)
+        .guard(&app.registry, org)
         .await
         .map_err(|e| match e {
-            crate::networks::GuardError::Store(e) => e.into(),
+            crate::networks::GuardError::Registry(e) => e.into(),
             crate::networks::GuardError::Behind(revision) => ApiError::new(
                 Reason::ServiceUnavailable,
                 format!(

@@ -436,6 +436,15 @@ impl Registry {
         Ok(object)
     }
 
+    /// The guard of the org's address allocations as it is now: the key a create that takes
+    /// a new range compares and moves (`create_guarded`), so that no two servers hand out
+    /// one range.
+    pub async fn allocation_guard(&self, org: &str) -> Result<Compare> {
+        let key = format!("/allocations/{org}").into_bytes();
+        let mod_revision = self.store.get(&key).await?.map_or(0, |kv| kv.mod_revision);
+        Ok(Compare { key, mod_revision })
+    }
+
     /// Creates `object` under `parent`. The server sets every server-managed field.
     pub async fn create<K: Kind>(
         &self,

@@ -48,7 +48,7 @@ impl SimService {
     pub fn server_args(&self) -> Vec<String> {
         vec![
             "--sim-url".into(),
-            format!("https://127.0.0.1:{}", self.port),
+            self.url(),
             "--sim-ca".into(),
             self.dir
                 .path()
@@ -62,6 +62,21 @@ impl SimService {
 
     fn token_file(&self) -> PathBuf {
         self.dir.path().join("data/sim-token")
+    }
+
+    /// `https://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The service's token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file()).unwrap_or_default()
+    }
+
+    /// The CA that signed the service's certificate.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/tls/ca.pem")).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {

@@ -425,10 +425,23 @@ struct Reviewers {
 
 impl Reviewers {
     fn register(&self, registration: ServerRegistration) -> Result<(), String> {
-        let ca = reqwest::Certificate::from_pem(registration.ca_pem.as_bytes())
-            .map_err(|e| format!("caPem is not a PEM certificate: {e}"))?;
+        for (field, url) in [
+            ("url", &registration.url),
+            ("guardUrl", &registration.guard_url),
+        ] {
+            if reqwest::Url::parse(url)
+                .map(|u| u.scheme() != "https")
+                .unwrap_or(true)
+            {
+                return Err(format!("{field} must be an https URL, not `{url}`"));
+            }
+        }
+        let cas = reqwest::Certificate::from_pem_bundle(registration.ca_pem.as_bytes())
+            .ok()
+            .filter(|cas| !cas.is_empty())
+            .ok_or("caPem holds no PEM certificate")?;
         let client = reqwest::Client::builder()
-            .tls_certs_only([ca])
+            .tls_certs_only(cas)
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot make a client for {}: {e}", registration.url))?;
