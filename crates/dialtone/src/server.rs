@@ -11,7 +11,7 @@ use dialtone_backend::sim::SimBackendOptions;
 use dialtone_backend::sim::remote::RemoteSimOptions;
 use dialtone_backend::sim::service::SimServiceOptions;
 
-use crate::cli::{ProviderKind, ServerArgs, SimServeArgs};
+use crate::cli::{ProviderKind, ServerArgs, SimCloudArgs, SimServeArgs};
 
 /// The machine images `--aws-image-id` and `--aws-arm64-image-id` name.
 fn aws_images(args: &ServerArgs) -> dialtone_backend::aws::MachineImages {
@@ -31,39 +31,48 @@ fn default_data_dir(name: &str) -> PathBuf {
     base.join("dialtone").join(name)
 }
 
+/// The sim cloud `--sim-*` and `--kube-listen` describe, kept in `data_dir`.
+fn sim_options(args: &SimCloudArgs, data_dir: PathBuf) -> SimBackendOptions {
+    SimBackendOptions {
+        data_dir,
+        time_scale: args.sim_time_scale,
+        describe_lag: std::time::Duration::from_millis(args.sim_describe_lag_ms),
+        peering_expiry: std::time::Duration::from_secs(args.sim_peering_expiry),
+        kube_listen: args.kube_listen,
+        webhook_allowed_cidrs: args.webhook_allowed_cidrs.0.clone(),
+    }
+}
+
+/// Waits until `serving` ends or the process is told to stop (Ctrl-C, SIGTERM).
+async fn until_stopped(serving: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = serving => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+        _ = terminate.recv() => eprintln!("stopping"),
+    }
+    Ok(())
+}
+
 /// `dialtone sim serve`: the sim cloud for several servers, until Ctrl-C or SIGTERM.
 pub async fn sim_serve(args: SimServeArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir("sim"));
     let running = dialtone_backend::sim::service::serve(SimServiceOptions {
-        data_dir: data_dir.clone(),
+        cloud: sim_options(&args.sim, data_dir),
         listen: args.listen,
-        kube_listen: args.sim.kube_listen,
-        time_scale: args.sim.sim_time_scale,
-        describe_lag: std::time::Duration::from_millis(args.sim.sim_describe_lag_ms),
-        peering_expiry: std::time::Duration::from_secs(args.sim.sim_peering_expiry),
-        webhook_allowed_cidrs: args.sim.webhook_allowed_cidrs.0,
         tls_names: args.tls_names,
     })
     .await?;
     println!(
-        "dialtone sim service listening on https://{} (clusters on {})
-
-Start servers with:
-  dialtone server --sim-url https://{} --sim-ca {} --sim-token-file {}",
+        "dialtone sim service listening on https://{} (clusters on {})\n\nStart servers with:\n  dialtone server --sim-url https://{} --sim-ca {} --sim-token-file {}",
         running.addr,
         args.sim.kube_listen,
         running.addr,
         running.ca_cert.display(),
         running.token_file.display(),
     );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = running.wait() => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
-        _ = terminate.recv() => eprintln!("stopping"),
-    }
-    Ok(())
+    until_stopped(running.wait()).await
 }
 
 pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
@@ -100,14 +109,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
                     ca: args.sim_ca.clone().unwrap_or_default(),
                     token_file: args.sim_token_file.clone().unwrap_or_default(),
                 }),
-                None => dialtone_backend::sim::backend(SimBackendOptions {
-                    data_dir: data_dir.clone(),
-                    time_scale: args.sim.sim_time_scale,
-                    describe_lag: std::time::Duration::from_millis(args.sim.sim_describe_lag_ms),
-                    peering_expiry: std::time::Duration::from_secs(args.sim.sim_peering_expiry),
-                    kube_listen: args.sim.kube_listen,
-                    webhook_allowed_cidrs: args.sim.webhook_allowed_cidrs.0.clone(),
-                }),
+                None => dialtone_backend::sim::backend(sim_options(&args.sim, data_dir.clone())),
             },
             ProviderKind::Aws => dialtone_backend::aws::backend(AwsBackendOptions {
                 data_dir: data_dir.clone(),
@@ -173,13 +175,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
             );
         }
     }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = running.wait() => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
-        _ = terminate.recv() => eprintln!("stopping"),
-    }
+    until_stopped(running.wait()).await?;
     running.resign().await;
     Ok(())
 }

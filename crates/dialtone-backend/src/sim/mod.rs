@@ -17,12 +17,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dialtone_controllers::LifecycleOptions;
+use dialtone_controllers::Supervisor;
+use dialtone_kube::Authenticator;
 use dialtone_server::backend::{Backend, BackendContext, BuildBackend};
 use dialtone_sim::Sim;
 use dialtone_simkube::SimKube;
-use dialtone_simkube::egress::Egress;
+use dialtone_simkube::egress::{Egress, TrustedUrls};
 
-/// What `dialtone server --provider sim` is given.
+/// What `dialtone server --provider sim` (or `dialtone sim serve`) is given.
 pub struct SimBackendOptions {
     /// Where the sim keeps its cloud (`sim.redb`) and its clusters (`clusters/`).
     pub data_dir: PathBuf,
@@ -44,6 +46,35 @@ pub fn backend(options: SimBackendOptions) -> BuildBackend {
 }
 
 async fn build(options: SimBackendOptions, context: BackendContext) -> anyhow::Result<Backend> {
+    let lifecycle = LifecycleOptions::for_time_scale(options.time_scale);
+    let (sim, kube) = open(
+        options,
+        context.authenticator,
+        context.server_addr,
+        TrustedUrls::new([context.guard_url]),
+        &context.tasks,
+    )
+    .await?;
+    Ok(Backend {
+        provider: sim.clone(),
+        clusters: kube,
+        lifecycle,
+        operator_routes: Some(operator::routes(sim)),
+    })
+}
+
+/// The sim cloud and its clusters, as one process runs them (a server its own, or a sim
+/// service for several servers): the cloud opened from the data directory, its clusters
+/// served on `--kube-listen`, and the tasks that move both on under `tasks`. `own` is the
+/// listener clusters' webhooks must never call, `trusted` the control plane's endpoints
+/// they may.
+pub(crate) async fn open(
+    options: SimBackendOptions,
+    authenticator: Arc<dyn Authenticator>,
+    own: SocketAddr,
+    trusted: TrustedUrls,
+    tasks: &Arc<Supervisor>,
+) -> anyhow::Result<(Arc<Sim>, Arc<SimKube>)> {
     let sim = Arc::new(
         Sim::open(
             &options.data_dir.join("sim.redb"),
@@ -67,30 +98,25 @@ async fn build(options: SimBackendOptions, context: BackendContext) -> anyhow::R
         sim.clone(),
         options.data_dir.join("clusters"),
         &listener,
-        context.authenticator,
+        authenticator,
         Egress {
             allowed: options.webhook_allowed_cidrs,
-            own: vec![context.server_addr],
-            trusted: dialtone_simkube::egress::TrustedUrls::new([context.guard_url]),
+            own: vec![own],
+            trusted,
         },
     )?;
-    context.tasks.spawn("cluster-apis", {
+    tasks.spawn("cluster-apis", {
         let kube = kube.clone();
         move |_| kube.clone().accept_loop(listener.clone())
     });
     // The sim's event feed: what becomes available, listed or gone with time.
-    context.tasks.spawn("sim-clock", {
+    tasks.spawn("sim-clock", {
         let sim = sim.clone();
         move |_| sim.clone().run_clock()
     });
-    context.tasks.spawn("cluster-nodes", {
+    tasks.spawn("cluster-nodes", {
         let kube = kube.clone();
         move |_| kube.clone().sync_loop()
     });
-    Ok(Backend {
-        provider: sim.clone(),
-        clusters: kube,
-        lifecycle: LifecycleOptions::for_time_scale(options.time_scale),
-        operator_routes: Some(operator::routes(sim)),
-    })
+    Ok((sim, kube))
 }

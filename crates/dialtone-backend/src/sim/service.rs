@@ -31,7 +31,7 @@ use dialtone_controllers::Supervisor;
 use dialtone_kube::{Authenticator, UserInfo};
 use dialtone_sim::Sim;
 use dialtone_simkube::SimKube;
-use dialtone_simkube::egress::{Egress, TrustedUrls};
+use dialtone_simkube::egress::TrustedUrls;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
@@ -40,18 +40,12 @@ use super::wire::{CloudInfo, ClusterConnection, ServerRegistration};
 
 /// What `dialtone sim serve` is given.
 pub struct SimServiceOptions {
-    /// Where the cloud (`sim.redb`), its clusters, its certificates and its token live.
-    pub data_dir: PathBuf,
+    /// The cloud: where it lives (with the service's certificates and token beside it),
+    /// how fast it is, where its clusters listen. Its webhook ranges should include the
+    /// Dialtone servers' if their drift guards are at private addresses.
+    pub cloud: super::SimBackendOptions,
     /// Where the cloud API listens.
     pub listen: SocketAddr,
-    /// Where the clusters serve the Kubernetes API.
-    pub kube_listen: SocketAddr,
-    pub time_scale: f64,
-    pub describe_lag: Duration,
-    pub peering_expiry: Duration,
-    /// Private or special ranges clusters' webhooks may call, such as the Dialtone servers'
-    /// for their drift guard.
-    pub webhook_allowed_cidrs: Vec<ipnet::IpNet>,
     /// More names for the generated certificate.
     pub tls_names: Vec<String>,
 }
@@ -87,67 +81,29 @@ struct Service {
 
 pub async fn serve(options: SimServiceOptions) -> anyhow::Result<RunningSimService> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&options.data_dir)
-        .with_context(|| format!("cannot create {}", options.data_dir.display()))?;
-    let token_file = options.data_dir.join("sim-token");
+    let data_dir = options.cloud.data_dir.clone();
+    let info = CloudInfo {
+        describe_lag_ms: options.cloud.describe_lag.as_millis() as u64,
+        time_scale: options.cloud.time_scale,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let token_file = data_dir.join("sim-token");
     let token = ensure_token(&token_file)?;
-    let sim = Arc::new(
-        Sim::open(
-            &options.data_dir.join("sim.redb"),
-            dialtone_sim::SimOptions {
-                time_scale: options.time_scale,
-                describe_lag: options.describe_lag,
-                peering_expiry: options.peering_expiry,
-                ..Default::default()
-            },
-        )
-        .context("cannot open the sim cloud")?,
-    );
-    let tls_files = dialtone_server::tls::ensure_certificates(
-        &options.data_dir.join("tls"),
-        &options.tls_names,
-    )?;
+    let tls_files =
+        dialtone_server::tls::ensure_certificates(&data_dir.join("tls"), &options.tls_names)?;
     let serving = dialtone_server::tls::ServingCertificate::load(&tls_files)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
-    let kube_listener = Arc::new(
-        tokio::net::TcpListener::bind(options.kube_listen)
-            .await
-            .with_context(|| {
-                format!("cannot listen on {} for cluster APIs", options.kube_listen)
-            })?,
-    );
     let trusted = TrustedUrls::default();
     let servers = Arc::new(Reviewers {
         by_url: RwLock::default(),
         guards: trusted.clone(),
     });
-    let kube = SimKube::new(
-        sim.clone(),
-        options.data_dir.join("clusters"),
-        &kube_listener,
-        servers.clone(),
-        Egress {
-            allowed: options.webhook_allowed_cidrs,
-            own: vec![addr],
-            trusted,
-        },
-    )?;
     let tasks = Supervisor::with_injected_panics(Vec::new());
-    tasks.spawn("cluster-apis", {
-        let kube = kube.clone();
-        move |_| kube.clone().accept_loop(kube_listener.clone())
-    });
-    tasks.spawn("sim-clock", {
-        let sim = sim.clone();
-        move |_| sim.clone().run_clock()
-    });
-    tasks.spawn("cluster-nodes", {
-        let kube = kube.clone();
-        move |_| kube.clone().sync_loop()
-    });
+    let (sim, kube) = super::open(options.cloud, servers.clone(), addr, trusted, &tasks).await?;
     let (feed, _) = broadcast::channel(FEED_BACKLOG);
     sim.subscribe(Box::new({
         let feed = feed.clone();
@@ -160,13 +116,10 @@ pub async fn serve(options: SimServiceOptions) -> anyhow::Result<RunningSimServi
         kube,
         feed,
         servers,
-        info: CloudInfo {
-            describe_lag_ms: options.describe_lag.as_millis() as u64,
-            time_scale: options.time_scale,
-        },
+        info,
     };
     let router = Router::new()
-        .route("/v1/cloud", get(info))
+        .route("/v1/cloud", get(cloud_info))
         .route("/v1/cloud/changes", get(changes))
         .route("/v1/cloud/servers", put(register))
         .route("/v1/cloud/clusters/{uid}/connection", get(connection))
@@ -277,7 +230,7 @@ fn answer<T: Serialize>(status: StatusCode, result: Result<T, CloudError>) -> Re
     }
 }
 
-async fn info(State(service): State<Service>) -> Response {
+async fn cloud_info(State(service): State<Service>) -> Response {
     json(StatusCode::OK, &service.info)
 }
 
