@@ -10,6 +10,7 @@
 //! in time, before the store could have let it expire.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -128,6 +129,8 @@ pub struct Election {
     identity: String,
     ttl: Duration,
     role: watch::Sender<Role>,
+    /// Set by [`Election::resign`]: this server campaigns no more.
+    resigned: AtomicBool,
 }
 
 /// Where an election's key lives.
@@ -151,6 +154,7 @@ impl Election {
             identity,
             ttl,
             role,
+            resigned: AtomicBool::new(false),
         });
         (election, Leadership { role: view })
     }
@@ -164,6 +168,9 @@ impl Election {
         };
         let mut failures = 0;
         loop {
+            if self.resigned.load(Ordering::SeqCst) {
+                return std::future::pending().await;
+            }
             match self.campaign().await {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -177,9 +184,10 @@ impl Election {
         }
     }
 
-    /// Gives the leadership up at once (a graceful shutdown), so the next leader need not
-    /// wait for the lease to expire.
+    /// Gives the leadership up at once and campaigns no more (a graceful shutdown), so the
+    /// next leader need not wait for the lease to expire.
     pub async fn resign(&self) {
+        self.resigned.store(true, Ordering::SeqCst);
         if let Role::Leading(term) = self.role.send_replace(Role::Following(None))
             && let Some(fence) = &term.fence
         {
@@ -257,7 +265,30 @@ impl Election {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                why = key_deleted(&mut gone) => return why,
+                watched = key_deleted(&mut gone) => match watched {
+                    Watched::Deleted => return "the leader's key was deleted".into(),
+                    // A watch may fail while the term goes on (a store member died): look
+                    // at the key itself, then watch again; the keep-alive decides meanwhile.
+                    Watched::Failed(e) => {
+                        tracing::warn!(election = %self.name(), "{e}; watching again");
+                        match self.store.range(&KeyRange::key(self.key.clone()), None, 1).await {
+                            Ok(now) if now.kvs.first().is_none_or(|kv| kv.mod_revision != revision) => {
+                                return "the leader's key was deleted".into();
+                            }
+                            Ok(now) => {
+                                gone = self
+                                    .store
+                                    .watch(KeyRange::key(self.key.clone()), now.revision + 1)
+                                    .await
+                                    .unwrap_or_else(|_| Box::pin(futures::stream::pending()));
+                            }
+                            Err(_) => gone = Box::pin(futures::stream::pending()),
+                        }
+                    }
+                },
+            }
+            if self.resigned.load(Ordering::SeqCst) {
+                return "this server resigned".into();
             }
             let sent = Instant::now();
             match tokio::time::timeout(every, self.store.keep_alive(lease)).await {
@@ -294,23 +325,29 @@ impl Election {
             .store
             .watch(KeyRange::key(self.key.clone()), revision + 1)
             .await?;
+        // Deleted, or the watch failed: either way, campaign again (and follow again if
+        // the leader is still there).
         key_deleted(&mut watch).await;
         Ok(())
     }
 }
 
-/// Waits until the watched key is deleted (or the watch fails); why.
-async fn key_deleted(watch: &mut WatchStream) -> String {
+/// How a watch of the leader's key ended.
+enum Watched {
+    Deleted,
+    Failed(String),
+}
+
+/// Waits until the watched key is deleted, or the watch fails.
+async fn key_deleted(watch: &mut WatchStream) -> Watched {
     while let Some(event) = watch.next().await {
         match event {
-            Ok(event) if event.kind == EventKind::Delete => {
-                return "the leader's key was deleted".into();
-            }
+            Ok(event) if event.kind == EventKind::Delete => return Watched::Deleted,
             Ok(_) => {}
-            Err(e) => return format!("the watch of the leader's key failed: {e}"),
+            Err(e) => return Watched::Failed(format!("the watch of the leader's key failed: {e}")),
         }
     }
-    "the watch of the leader's key ended".into()
+    Watched::Failed("the watch of the leader's key ended".into())
 }
 
 /// The store as the leader's controllers write to it: every transaction is fenced by the
@@ -466,5 +503,33 @@ mod tests {
         let value = store.get(b"/x").await.unwrap().unwrap().value;
         assert_eq!(value, b"b2");
         b_task.abort();
+    }
+
+    /// A server that resigns hands over at once and never campaigns again, even when no
+    /// one else is left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resigned_server_hands_over_at_once_and_campaigns_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let ttl = Duration::from_secs(2);
+        let (a, a_view) = Election::new(store.clone(), "test", "a".into(), ttl);
+        let (b, b_view) = Election::new(store.clone(), "test", "b".into(), ttl);
+        let a_task = tokio::spawn(a.clone().run());
+        wait_for("a's election", || a_view.term().is_some()).await;
+        let b_task = tokio::spawn(b.run());
+        a.resign().await;
+        let handover = wait_for("b's election", || b_view.term().is_some()).await;
+        assert!(
+            handover < ttl / 2,
+            "a resignation took {handover:?} to hand over"
+        );
+        b_task.abort();
+        tokio::time::sleep(ttl * 3).await;
+        assert!(
+            a_view.term().is_none(),
+            "a resigned server campaigned again"
+        );
+        a_task.abort();
     }
 }
