@@ -3,22 +3,20 @@
 //! stays proportional to the networks, not to the clusters' stored size, and a fleet of
 //! thousands plans in constant time per cluster.
 //!
-//! Allocation is serialised across servers by a guard key per org (`Registry::allocation_guard`):
-//! admission reads it, waits until this index reflects its revision, plans, and stores the
-//! cluster only if the key has not moved, writing it in the same transaction; a server that
-//! lost the race plans again. Within a server, this index's lock keeps its own admissions
+//! Allocation is serialised across servers by a guard key per org
+//! (`Registry::allocation_guard`): admission reads it, waits until this index reflects its
+//! revision, plans, and stores the cluster only if the key has not moved, writing it in the
+//! same transaction; a server that lost the race plans again. Within a server, this index's lock keeps its own admissions
 //! from racing each other. A cluster recorded by admission before its watch event arrives
 //! is kept through a re-list that predates it, so that no admission ever plans against an
 //! index missing a stored cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-
-use dialtone_controllers::runtime::{Informer, Notice};
 use std::time::Duration;
 
-use dialtone_store::registry::RawObject;
-use dialtone_store::registry::Registry;
+use dialtone_controllers::runtime::{Informer, Notice};
+use dialtone_store::registry::{RawObject, Registry};
 use dialtone_store::{Compare, Revision};
 use dialtone_types::ResourcePath;
 use dialtone_types::cluster::ClusterPlan;

@@ -122,6 +122,14 @@ async fn only_the_token_opens_it_bad_input_changes_nothing_and_the_feed_tells_of
         (status, error["message"].as_str()),
         (400, Some("endedSince is required"))
     );
+    let since = jiff::Timestamp::now();
+    let path = format!("/v1/cloud/regions/us-east-1/lifetimes?endedSince={since}");
+    let (status, lifetimes) = client.call("GET", &path, None).await;
+    assert_eq!(
+        (status, lifetimes.as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{lifetimes}"
+    );
     let (status, error) = client
         .call("GET", "/v1/cloud/clusters/no-such-uid/connection", None)
         .await;
