@@ -41,10 +41,15 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let is_server = matches!(cli.command, Command::Server(_));
+    // Long-running services write to sockets whose peers may die at any time.
+    let is_server = matches!(
+        cli.command,
+        Command::Server(_) | Command::Sim(cli::SimCommand::Serve(_))
+    );
     if !is_server {
         // A CLI whose output is piped into `head` should end quietly when the reader goes,
-        // as Unix tools do, not panic on the write. The server keeps ignoring SIGPIPE.
+        // as Unix tools do, not panic on the write. The server and the sim service keep
+        // ignoring SIGPIPE, which a write to a dead peer's socket would otherwise raise.
         // SAFETY: called before any thread starts; restores the default disposition.
         #[allow(unsafe_code)]
         unsafe {

@@ -56,18 +56,40 @@ async fn the_leader(apis: &[(usize, &Api)], patience: Duration) -> usize {
 }
 
 async fn ready(api: &Api, path: &str) -> Value {
+    ready_or(api, path, || String::new()).await
+}
+
+/// Like [`ready`], with `logs` in the failure's message.
+async fn ready_or(api: &Api, path: &str, logs: impl Fn() -> String) -> Value {
     let started = Instant::now();
     loop {
         let (status, cluster) = api.get(path).await;
         if status == 200 && cluster["status"]["phase"] == "Ready" {
             return cluster;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "{path} never became Ready: {status} {cluster:#}"
-        );
+        if started.elapsed() > Duration::from_secs(90) {
+            let (_, _, readyz) = api.get_text("/readyz?verbose").await;
+            panic!(
+                "{path} never became Ready: {status} {cluster:#}\n{readyz}\n{}",
+                logs()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Every server's log and the sim service's, for a failure's message.
+fn logs(servers: &[DevServer], sim: &SimService) -> String {
+    let mut text = String::new();
+    for (i, server) in servers.iter().enumerate() {
+        text.push_str(&format!("--- server-{i}:\n{}\n", server.log()));
+    }
+    let port = std::net::TcpStream::connect(sim.url().trim_start_matches("https://"));
+    text.push_str(&format!(
+        "--- the sim service (its port: {port:?}):\n{}",
+        sim.log()
+    ));
+    text
 }
 
 fn cluster(name: &str, cluster_type: &str) -> Value {
@@ -105,7 +127,7 @@ fn region() -> (EtcdCluster, SimService, Vec<DevServer>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_on_one_etcd_elect_one_leader_and_hand_over_when_it_is_killed() {
-    let (_etcd, _sim, mut servers) = region();
+    let (_etcd, sim, mut servers) = region();
     let apis: Vec<Api> = servers.iter().map(Api::admin).collect();
     let all: Vec<(usize, &Api)> = apis.iter().enumerate().collect();
     let leader = the_leader(&all, Duration::from_secs(20)).await;
@@ -129,7 +151,10 @@ async fn three_servers_on_one_etcd_elect_one_leader_and_hand_over_when_it_is_kil
     futures::future::join_all(creates).await;
     let mut ranges = Vec::new();
     for i in 0..9 {
-        let ready = ready(api, &format!("{PROJECT}/clusters/p{i}")).await;
+        let ready = ready_or(api, &format!("{PROJECT}/clusters/p{i}"), || {
+            logs(&servers, &sim)
+        })
+        .await;
         ranges.push(ready["status"]["plan"]["network"]["vpcCidr"].clone());
     }
     let mut distinct = ranges.clone();
@@ -169,7 +194,10 @@ async fn three_servers_on_one_etcd_elect_one_leader_and_hand_over_when_it_is_kil
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    ready(follower, &format!("{PROJECT}/clusters/after")).await;
+    ready_or(follower, &format!("{PROJECT}/clusters/after"), || {
+        logs(&servers, &sim)
+    })
+    .await;
 
     // A leader stopped gracefully (SIGTERM) resigns: the last server leads at once, not
     // when the lease would have expired.

@@ -183,7 +183,7 @@ impl RemoteSim {
         }
         let response = request.send().await.map_err(|e| {
             if e.is_connect() {
-                unavailable(format!("cannot reach the sim service: {e}"))
+                unavailable(format!("cannot reach the sim service: {}", with_causes(&e)))
             } else {
                 // Sent, but its answer was lost: it may have been applied.
                 CloudError::Timeout
@@ -223,7 +223,7 @@ impl RemoteSim {
             .request(reqwest::Method::GET, "/v1/cloud/changes")
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| with_causes(&e))?;
         if !response.status().is_success() {
             return Err(read_error(response).await.to_string());
         }
@@ -233,7 +233,7 @@ impl RemoteSim {
             let chunk = match tokio::time::timeout(FEED_SILENCE, body.next()).await {
                 Err(_) => return Err(format!("silent for {FEED_SILENCE:?}")),
                 Ok(None) => return Ok(()),
-                Ok(Some(chunk)) => chunk.map_err(|e| e.to_string())?,
+                Ok(Some(chunk)) => chunk.map_err(|e| with_causes(&e))?,
             };
             pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
@@ -293,6 +293,17 @@ impl RemoteSim {
     fn lock_asking(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.asking.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// An error and what caused it, as reqwest's own message leaves the cause out.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
 }
 
 /// The service's `CloudError`, or what went wrong if the answer is not one.
