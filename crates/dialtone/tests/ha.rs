@@ -56,7 +56,7 @@ async fn the_leader(apis: &[(usize, &Api)], patience: Duration) -> usize {
 }
 
 async fn ready(api: &Api, path: &str) -> Value {
-    ready_or(api, path, || String::new()).await
+    ready_or(api, path, String::new).await
 }
 
 /// Like [`ready`], with `logs` in the failure's message.
