@@ -55,11 +55,8 @@ async fn the_leader(apis: &[(usize, &Api)], patience: Duration) -> usize {
     }
 }
 
-async fn ready(api: &Api, path: &str) -> Value {
-    ready_or(api, path, String::new).await
-}
-
-/// Like [`ready`], with `logs` in the failure's message.
+/// Polls the cluster at `path` until it is Ready, failing after 90 s with its state and
+/// `logs`.
 async fn ready_or(api: &Api, path: &str, logs: impl Fn() -> String) -> Value {
     let started = Instant::now();
     loop {
@@ -231,7 +228,7 @@ async fn cloud(api: &Api) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_clusters_become_ready_when_the_leader_dies_mid_creation_with_nothing_made_twice() {
-    let (_etcd, _sim, mut servers) = region();
+    let (_etcd, sim, mut servers) = region();
     let apis: Vec<Api> = servers.iter().map(Api::admin).collect();
     let all: Vec<(usize, &Api)> = apis.iter().enumerate().collect();
     let leader = the_leader(&all, Duration::from_secs(20)).await;
@@ -279,7 +276,8 @@ async fn fifty_clusters_become_ready_when_the_leader_dies_mid_creation_with_noth
     let mut uids = std::collections::BTreeMap::new();
     let mut ranges = std::collections::BTreeMap::new();
     for n in 0..50 {
-        let ready = ready(api, &format!("{}/clusters/c{n}", projects[n % 5])).await;
+        let path = format!("{}/clusters/c{n}", projects[n % 5]);
+        let ready = ready_or(api, &path, || logs(&servers, &sim)).await;
         uids.insert(
             ready["metadata"]["uid"].as_str().unwrap().to_string(),
             ready.clone(),
