@@ -148,7 +148,12 @@ async fn serve_metrics(
     // Reading the statuses brings the controllers' queue depths up to date.
     app.tasks.controllers().statuses();
     app.metrics.record_clusters(&app.clusters);
-    app.metrics.record_burn(&app.meter.burn_rates());
+    // Only the leader's meter runs: a former leader's last figures are no longer current.
+    let burning = match app.tasks.leadership().term() {
+        Some(_) => app.meter.burn_rates(),
+        None => Vec::new(),
+    };
+    app.metrics.record_burn(&burning);
     Ok((
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.encode(),
