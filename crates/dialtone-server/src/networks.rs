@@ -114,11 +114,11 @@ impl NetworkIndex {
     /// it covers: a create guarded by it fails if any server allocated meanwhile.
     pub async fn guard(&self, registry: &Registry, org: &str) -> Result<Compare, GuardError> {
         let guard = registry
-            .allocation_guard(org)
+            .allocation_guard(org, &dialtone_types::kinds::CLUSTER)
             .await
             .map_err(GuardError::Registry)?;
-        // The guard moves in the transaction that stores a cluster, so the cluster
-        // informer sees that revision.
+        // The clusters' guard moves only in the transaction that stores a cluster, so the
+        // cluster informer sees that revision.
         if !self.clusters.caught_up(guard.mod_revision, CATCH_UP).await {
             return Err(GuardError::Behind(guard.mod_revision));
         }

@@ -436,11 +436,11 @@ impl Registry {
         Ok(object)
     }
 
-    /// The guard of the org's address allocations as it is now: the key a create that takes
-    /// a new range compares and moves (`create_guarded`), so that no two servers hand out
-    /// one range.
-    pub async fn allocation_guard(&self, org: &str) -> Result<Compare> {
-        let key = format!("/allocations/{org}").into_bytes();
+    /// The guard of the org's allocations of one kind as it is now (a cluster's address
+    /// range, a connection's peer range and slot): the key a create that allocates
+    /// compares and moves (`create_guarded`), so that no two servers hand out one range.
+    pub async fn allocation_guard(&self, org: &str, kind: &KindInfo) -> Result<Compare> {
+        let key = format!("/allocations/{org}/{}", kind.plural).into_bytes();
         let mod_revision = self.store.get(&key).await?.map_or(0, |kv| kv.mod_revision);
         Ok(Compare { key, mod_revision })
     }
