@@ -6,6 +6,7 @@
 use dialtone_controllers::CONNECTION_FINALIZER;
 use dialtone_controllers::cluster::CLUSTER_FINALIZER;
 use dialtone_planner::{AddressPlan, ClusterRequest, PlanContext, PlanError};
+use dialtone_store::Compare;
 use dialtone_store::registry::ListOptions;
 use dialtone_store::registry::validate;
 use dialtone_types::cluster::{ClusterPlan, ClusterStatus, parse_address_pool};
@@ -19,6 +20,7 @@ use dialtone_types::{ClusterCondition, Phase};
 
 use crate::App;
 use crate::error::HttpResult;
+use crate::networks::GuardError;
 
 #[async_trait::async_trait]
 pub trait Admission: Kind {
@@ -36,6 +38,14 @@ pub trait Admission: Kind {
         _object: &mut Object<Self, Self::Status>,
     ) -> HttpResult<()> {
         Ok(())
+    }
+
+    /// The org's guard of this kind's allocations as it is now, read before admission
+    /// decides, so that a create guarded by it fails if another server allocated meanwhile.
+    /// An admission that reads what it checks from the store, after the guard, needs no
+    /// more than the guard.
+    async fn allocation_guard(app: &App, org: &str) -> HttpResult<Compare> {
+        Ok(app.registry.allocation_guard(org, Self::INFO).await?)
     }
 
     /// Admits a new object as [`Admission::admit_create`] does, and says whether it took
@@ -467,6 +477,24 @@ impl Admission for Cluster {
         Self::admit_create_allocating(app, parent, object)
             .await
             .map(drop)
+    }
+
+    /// Clusters are planned from this server's network index, so the guard waits until the
+    /// index reflects it.
+    async fn allocation_guard(app: &App, org: &str) -> HttpResult<Compare> {
+        app.networks
+            .guard(&app.registry, org)
+            .await
+            .map_err(|e| match e {
+                GuardError::Registry(e) => e.into(),
+                GuardError::Behind(revision) => ApiError::new(
+                    dialtone_types::Reason::ServiceUnavailable,
+                    format!(
+                        "this server's view of the clusters has not caught up with the store (revision {revision}); retry shortly"
+                    ),
+                )
+                .into(),
+            })
     }
 
     async fn admit_create_allocating(

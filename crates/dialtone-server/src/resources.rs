@@ -202,7 +202,7 @@ async fn create<K: Admission>(
     let mut attempts = 0;
     let created = loop {
         let guard = match (K::ALLOCATES, &parent) {
-            (true, Some(parent)) => Some(allocation_guard(&app, parent.org_name(), K::INFO).await?),
+            (true, Some(parent)) => Some(K::allocation_guard(&app, parent.org_name()).await?),
             _ => None,
         };
         let mut admitted = object.clone();
@@ -228,32 +228,6 @@ async fn create<K: Admission>(
 
 /// How many times a create plans again after other servers allocated from its org first.
 const ALLOCATION_ATTEMPTS: u32 = 8;
-
-/// The org's allocation guard for `kind`. Clusters are planned from this server's network
-/// index, so their guard waits until the index reflects it; other kinds' admissions read
-/// what they check from the store, after the guard.
-async fn allocation_guard(
-    app: &App,
-    org: &str,
-    kind: &'static KindInfo,
-) -> HttpResult<dialtone_store::Compare> {
-    if kind.kind != dialtone_types::kinds::CLUSTER.kind {
-        return Ok(app.registry.allocation_guard(org, kind).await?);
-    }
-    app.networks
-        .guard(&app.registry, org)
-        .await
-        .map_err(|e| match e {
-            crate::networks::GuardError::Registry(e) => e.into(),
-            crate::networks::GuardError::Behind(revision) => ApiError::new(
-                Reason::ServiceUnavailable,
-                format!(
-                    "this server's view of the clusters has not caught up with the store (revision {revision}); retry shortly"
-                ),
-            )
-            .into(),
-        })
-}
 
 async fn get_one<K: Kind>(
     State(app): State<App>,
