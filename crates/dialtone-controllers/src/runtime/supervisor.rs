@@ -23,6 +23,8 @@ use super::metrics::ControllerMetrics;
 pub struct TaskStatus {
     pub name: &'static str,
     pub running: bool,
+    /// Runs only while this server leads ([`Supervisor::spawn_leading`]).
+    pub leading_only: bool,
     /// Waiting to lead: a task that runs only on the leader, on a server that does not.
     pub standby: bool,
     /// How many times it ended or panicked and was started again.
@@ -35,8 +37,6 @@ type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub struct Supervisor {
     tasks: Mutex<BTreeMap<&'static str, TaskStatus>>,
-    /// The names of the tasks that run only while this server leads.
-    leading_only: Mutex<Vec<&'static str>>,
     leadership: Leadership,
     /// Tasks told to panic on their first run, to show that supervision works
     /// (`dialtone server --fault-panic-task`).
@@ -49,7 +49,6 @@ impl Default for Supervisor {
     fn default() -> Self {
         Supervisor {
             tasks: Mutex::default(),
-            leading_only: Mutex::default(),
             leadership: Leadership::always(),
             panic_once: Mutex::default(),
             controllers: ControllerMetrics::default(),
@@ -87,13 +86,9 @@ impl Supervisor {
         F: Fn(u32) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.leading_only
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(name);
         let leadership = self.leadership.clone();
         let make = Arc::new(make);
-        self.spawn(name, move |run| {
+        self.spawn_task(name, true, move |run| {
             let (leadership, make) = (leadership.clone(), make.clone());
             async move {
                 loop {
@@ -116,11 +111,20 @@ impl Supervisor {
         F: Fn(u32) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_task(name, false, make);
+    }
+
+    fn spawn_task<F, Fut>(self: &Arc<Self>, name: &'static str, leading_only: bool, make: F)
+    where
+        F: Fn(u32) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         self.lock().insert(
             name,
             TaskStatus {
                 name,
                 running: true,
+                leading_only,
                 standby: false,
                 restarts: 0,
                 last_failure: None,
@@ -177,12 +181,11 @@ impl Supervisor {
     /// Every task's status, by name.
     pub fn statuses(&self) -> Vec<TaskStatus> {
         let following = self.leadership.term().is_none();
-        let leading_only = self.leading_only.lock().unwrap_or_else(|e| e.into_inner());
         self.lock()
             .values()
             .cloned()
             .map(|mut status| {
-                status.standby = following && leading_only.contains(&status.name);
+                status.standby = following && status.leading_only;
                 status
             })
             .collect()
