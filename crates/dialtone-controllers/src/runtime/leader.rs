@@ -96,28 +96,30 @@ impl Leadership {
     /// Waits until this server leads; its term.
     pub async fn leading(&self) -> Arc<Term> {
         let mut role = self.role.clone();
-        loop {
-            if let Role::Leading(term) = &*role.borrow_and_update() {
-                return term.clone();
-            }
-            if role.changed().await.is_err() {
-                // The election is gone for good: this server never leads again.
-                std::future::pending::<()>().await;
-            }
+        let term = match role.wait_for(|r| matches!(r, Role::Leading(_))).await {
+            Ok(role) => match &*role {
+                Role::Leading(term) => Some(term.clone()),
+                Role::Following(_) => None,
+            },
+            Err(_) => None,
+        };
+        match term {
+            Some(term) => term,
+            // The election is gone for good: this server never leads again.
+            None => std::future::pending().await,
         }
     }
 
     /// Waits until `term` ends on this server.
     pub async fn ended(&self, term: &Arc<Term>) {
         let mut role = self.role.clone();
-        loop {
-            match &*role.borrow_and_update() {
-                Role::Leading(current) if Arc::ptr_eq(current, term) => {}
-                _ => return,
-            }
-            if role.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+        let ended = role
+            .wait_for(|r| !matches!(r, Role::Leading(current) if Arc::ptr_eq(current, term)))
+            .await
+            .is_ok();
+        if !ended {
+            // The election is gone for good, leaving the term as it was.
+            std::future::pending().await
         }
     }
 }
@@ -133,11 +135,6 @@ pub struct Election {
     resigned: AtomicBool,
 }
 
-/// Where an election's key lives.
-pub fn election_key(name: &str) -> Vec<u8> {
-    format!("/leaders/{name}").into_bytes()
-}
-
 impl Election {
     /// An election for `name` that this server (`identity`) enters with leases of `ttl`,
     /// and the view of it the server's leader-only tasks share.
@@ -150,7 +147,7 @@ impl Election {
         let (role, view) = watch::channel(Role::Following(None));
         let election = Arc::new(Election {
             store,
-            key: election_key(name),
+            key: format!("/leaders/{name}").into_bytes(),
             identity,
             ttl,
             role,
