@@ -3,7 +3,7 @@
 //! service's cloud API, follows its event feed for the lifecycle's triggers, and hands out
 //! its clusters' connections; the server's `/v1/sim/…` is passed on to the service.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -91,10 +91,13 @@ async fn build(options: RemoteSimOptions, context: BackendContext) -> anyhow::Re
     })
 }
 
-/// A cluster's connection as last asked for.
+/// A cluster's connection as the service last gave it, and whether it is being asked for.
+#[derive(Default)]
 struct Known {
     connection: Option<Connection>,
-    asked: Instant,
+    /// When the service last answered; `None` before its first answer.
+    answered: Option<Instant>,
+    asking: bool,
 }
 
 /// The sim cloud of a sim service.
@@ -105,7 +108,6 @@ pub struct RemoteSim {
     info: CloudInfo,
     handlers: RwLock<Vec<ChangeHandler>>,
     connections: Mutex<HashMap<String, Known>>,
-    asking: Mutex<HashSet<String>>,
 }
 
 fn unavailable(message: impl std::fmt::Display) -> CloudError {
@@ -141,7 +143,6 @@ impl RemoteSim {
             },
             handlers: RwLock::default(),
             connections: Mutex::default(),
-            asking: Mutex::default(),
         };
         remote.info = remote
             .call(reqwest::Method::GET, "/v1/cloud", None::<&()>)
@@ -267,31 +268,25 @@ impl RemoteSim {
                 None::<&()>,
             )
             .await;
-        let connection = match asked {
-            Ok(wire) => Some(Connection::from(wire)),
-            Err(CloudError::NotFound { .. }) => None,
+        let answer = match asked {
+            Ok(wire) => Some(Some(Connection::from(wire))),
+            Err(CloudError::NotFound { .. }) => Some(None),
             Err(e) => {
                 tracing::debug!(cluster = %uid, "cannot ask for the cluster's connection: {e}");
-                self.lock_asking().remove(&uid);
-                return;
+                None
             }
         };
-        self.lock_connections().insert(
-            uid.clone(),
-            Known {
-                connection,
-                asked: Instant::now(),
-            },
-        );
-        self.lock_asking().remove(&uid);
+        let mut connections = self.lock_connections();
+        let known = connections.entry(uid).or_default();
+        known.asking = false;
+        if let Some(connection) = answer {
+            known.connection = connection;
+            known.answered = Some(Instant::now());
+        }
     }
 
     fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_asking(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.asking.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -383,23 +378,21 @@ impl ClusterAccess for RemoteClusters {
     /// until the first answer, which callers take as an API not up yet and try again.
     fn connection(&self, cluster_uid: &str) -> Option<Connection> {
         let remote = &self.0;
-        let (known, fresh) = match remote.lock_connections().get(cluster_uid) {
-            Some(known) => {
-                let freshness = match known.connection {
-                    Some(_) => CONNECTION_FRESH,
-                    None => NOT_HOSTED_FRESH,
-                };
-                (known.connection.clone(), known.asked.elapsed() < freshness)
-            }
-            None => (None, false),
+        let mut connections = remote.lock_connections();
+        let known = connections.entry(cluster_uid.to_string()).or_default();
+        let freshness = match known.connection {
+            Some(_) => CONNECTION_FRESH,
+            None => NOT_HOSTED_FRESH,
         };
-        if !fresh
-            && remote.lock_asking().insert(cluster_uid.to_string())
+        let stale = known.answered.is_none_or(|at| at.elapsed() >= freshness);
+        if stale
+            && !known.asking
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            known.asking = true;
             runtime.spawn(remote.clone().ask_connection(cluster_uid.to_string()));
         }
-        known
+        known.connection.clone()
     }
 }
 
