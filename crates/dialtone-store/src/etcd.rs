@@ -290,6 +290,7 @@ impl Store for EtcdStore {
             },
         }
     }
+
     async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream> {
         let mut options = WatchOptions::new()
             .with_start_revision(from.max(1))
