@@ -3,8 +3,8 @@
 //!
 //! Each candidate node (most wasted dollars first) is tried two ways: **delete**, when its
 //! pods fit in the room the other nodes leave, placed as the scheduler places them (on the
-//! least allocated node that holds each pod, biggest pods first), so that what the plan
-//! promises the scheduler can keep; and **replace**, when Dialtone's scale-up packs its pods
+//! least allocated node that holds each pod, whether the biggest or the smallest pods come
+//! back first), so that what the plan promises the scheduler can keep; and **replace**, when Dialtone's scale-up packs its pods
 //! into the other nodes' room plus new nodes costing less than it (several small nodes may
 //! replace one big one). Then the least used candidates left are tried together: **merge**
 //! several into fewer new nodes. A node being disrupted is no longer room for the next
@@ -294,17 +294,36 @@ impl Action {
 }
 
 /// The scheduler's placement of `pods` on `free` (by node, `None` for nodes that are not
-/// room; `rooms` are the nodes' whole room): least allocated first, biggest pods first,
-/// within every per-node rule. Commits to `free` only if every pod fits.
+/// room; `rooms` are the nodes' whole room): each pod on the least allocated node that
+/// holds it, within every per-node rule. The scheduler takes pods in the order they come
+/// back, which no plan knows, so they must fit both biggest first and smallest first (the
+/// order in which small pods spread over the emptiest nodes and leave big ones no room).
+/// Commits the biggest-first placement to `free` only if every pod fits both ways.
 fn fits_elsewhere<'a>(
     pods: impl IntoIterator<Item = &'a RunningPod>,
     rooms: &[Resources],
     free: &mut [Option<ExistingNode>],
 ) -> bool {
-    let mut trial = free.to_vec();
     let mut order: Vec<&RunningPod> = pods.into_iter().collect();
     order.sort_by_key(|p| std::cmp::Reverse(p.requests.millicores * 4 + p.requests.memory_mib));
-    for pod in order {
+    let Some(placed) = placed_in_order(order.iter().copied(), rooms, free) else {
+        return false;
+    };
+    if placed_in_order(order.iter().rev().copied(), rooms, free).is_none() {
+        return false;
+    }
+    free.clone_from_slice(&placed);
+    true
+}
+
+/// Where the scheduler puts `pods`, taken in this order, or `None` if one finds no room.
+fn placed_in_order<'a>(
+    pods: impl IntoIterator<Item = &'a RunningPod>,
+    rooms: &[Resources],
+    free: &[Option<ExistingNode>],
+) -> Option<Vec<Option<ExistingNode>>> {
+    let mut trial = free.to_vec();
+    for pod in pods {
         let alone = pod.alone();
         let share = |room: &ExistingNode, whole: &Resources| {
             let left = room.free.saturating_sub(&pod.requests);
@@ -322,14 +341,10 @@ fn fits_elsewhere<'a>(
                 share(ra.expect("room"), &rooms[a])
                     .total_cmp(&share(rb.expect("room"), &rooms[b]))
                     .then(a.cmp(&b))
-            });
-        match best.and_then(|i| trial[i].as_mut()) {
-            Some(room) => room.take(&alone, 1),
-            None => return false,
-        }
+            })?;
+        trial[best].as_mut()?.take(&alone, 1);
     }
-    free.clone_from_slice(&trial);
-    true
+    Some(trial)
 }
 
 /// Pods grouped by shape, as scale-up takes them.
