@@ -249,6 +249,7 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
         kubernetes_versions: None,
         metering: Default::default(),
         leadership: Default::default(),
+        regions: None,
     })
     .await?;
     let token = running.admin_token.clone().context("no admin token")?.token;

@@ -163,6 +163,9 @@ impl Connections {
             Err(RegistryError::NotFound(_)) => return Ok(Next::Done),
             Err(e) => return Err(e.into()),
         };
+        if !self.registry.homed_here(&connection.metadata) {
+            return Ok(Next::Done);
+        }
         let Some(cluster_path) = path.parent() else {
             return Ok(Next::Done);
         };

@@ -25,7 +25,7 @@ pub async fn reconcile_deletion(
         Err(RegistryError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if object.metadata.deletion_timestamp.is_none() {
+    if object.metadata.deletion_timestamp.is_none() || !registry.homed_here(&object.metadata) {
         return Ok(None);
     }
     // By uid: the object read above may be gone, and another made under its name, by now.

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod networks;
 pub mod openapi;
 pub mod paging;
+pub mod regions;
 pub mod resources;
 pub mod tls;
 pub mod token_cache;
@@ -87,6 +88,8 @@ pub struct App {
     pub watches: Arc<watch_cache::WatchCache>,
     /// The Kubernetes releases clusters can run.
     pub versions: Arc<dialtone_planner::versions::Versions>,
+    /// This region's peers: where writes to their objects go.
+    pub regions: Arc<regions::Regions>,
 }
 
 /// The API of one kind: its routes and its part of the OpenAPI document.
@@ -255,8 +258,17 @@ async fn no_such_path() -> HttpResult<Response> {
     Err(ApiError::new(Reason::NotFound, "no such path; see /openapi.json").into())
 }
 
+/// Which listener a router serves.
+pub enum Listener {
+    /// The API, for users: writes homed in another region are forwarded there.
+    Public,
+    /// The region listener, for peers: their replication routes, and the writes they
+    /// forward, made here only if this is the object's home.
+    Peers(Router<App>),
+}
+
 /// The whole HTTP API, with the backend's operator routes if it has any.
-pub fn router(app: App, operator_routes: Option<Router>) -> Router {
+pub fn router(app: App, operator_routes: Option<Router>, listener: Listener) -> Router {
     let mut api = Router::new();
     if let Some(routes) = operator_routes {
         api = api.merge(
@@ -302,6 +314,8 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
             get(audit::list_retired_tokens),
         )
         .route("/v1/whoami", get(account::whoami))
+        .route("/v1/regions", get(regions::list_regions))
+        .route("/v1/regions/digests", get(regions::region_digests))
         .route(
             &format!(
                 "{}/credentials",
@@ -324,6 +338,17 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
             app.clone(),
             auth::require_authentication,
         ));
+    // Outside authentication and audit: the home region does both for a forwarded write.
+    let (api, peer_routes) = match listener {
+        Listener::Public => (
+            api.layer(from_fn_with_state(app.clone(), regions::forward_writes)),
+            Router::new(),
+        ),
+        Listener::Peers(routes) => (
+            api.layer(from_fn_with_state(app.clone(), regions::refuse_misdirected)),
+            routes,
+        ),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -334,6 +359,7 @@ pub fn router(app: App, operator_routes: Option<Router>) -> Router {
             post(kube_access::token_review),
         )
         .merge(api)
+        .merge(peer_routes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn_with_state(app.clone(), metrics::record_requests))
         .layer(from_fn(error::normalize_errors))
@@ -406,6 +432,8 @@ pub struct ServerOptions {
     pub metering: MeteringOptions,
     /// How this server takes part in leader election.
     pub leadership: LeadershipOptions,
+    /// The other regions, if this control plane has several.
+    pub regions: Option<regions::RegionsOptions>,
 }
 
 /// How a server takes part in its region's leader election (`--server-id`,
@@ -586,6 +614,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let fenced: Arc<dyn Store> = Arc::new(FencedStore::new(store.clone(), leadership));
     let leader_registry = Registry::new(fenced.clone(), &options.region, now);
     let admin_token = bootstrap(&registry, &options).await?;
+    let regions = match &options.regions {
+        Some(peers) => regions::Regions::new(&options.region, peers)?,
+        None => regions::Regions::alone(&options.region),
+    };
     let tls_files = match &options.tls {
         Some(files) => files.clone(),
         None => tls::ensure_certificates(&options.data_dir.join("tls"), &options.tls_names)?,
@@ -674,6 +706,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         continue_tokens: Arc::new(paging::ContinueTokens::load(&registry).await?),
         watches,
         versions: kubernetes_versions.clone(),
+        regions: regions.clone(),
     };
     let lifecycle = Lifecycle::new(
         leader_registry.clone(),
@@ -747,7 +780,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     );
     let compaction_interval = options.compaction_interval;
     tasks.spawn_leading("compactor", {
-        let store = fenced;
+        let store = fenced.clone();
         move |_| dialtone_controllers::run_compactor(store.clone(), compaction_interval)
     });
     let generated_in = options
@@ -757,10 +790,37 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     tasks.spawn("certificate-renewal", move |_| {
         tls::keep_renewed(serving.clone(), generated_in.clone())
     });
+    if let Some(options) = &options.regions {
+        tasks.spawn("replication-progress", {
+            let (regions, store) = (regions.clone(), store.clone());
+            move |_| regions.clone().follow_progress(store.clone())
+        });
+        for peer in options.peers.keys() {
+            // Named once per peer, for the life of the process.
+            let name: &'static str = Box::leak(format!("replication-from-{peer}").into_boxed_str());
+            tasks.spawn_leading(name, {
+                let (regions, store, peer) = (regions.clone(), fenced.clone(), peer.clone());
+                move |_| regions::pull(regions.clone(), peer.clone(), store.clone())
+            });
+        }
+        let peers = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("cannot listen for peers on {}", options.listen))?;
+        let routes = regions::peer_routes(store.clone(), regions.clone());
+        tokio::spawn(tls::serve_with(
+            peers,
+            regions::listener_config(&options.tls)?,
+            router(app.clone(), None, Listener::Peers(routes)),
+            |connection, router| match regions::peer_region(connection) {
+                Some(peer) => router.layer(axum::Extension(peer)),
+                None => router,
+            },
+        ));
+    }
     let task = tokio::spawn(tls::serve(
         listener,
         tls_config,
-        router(app, backend.operator_routes),
+        router(app, backend.operator_routes, Listener::Public),
     ));
     Ok(RunningServer {
         addr,

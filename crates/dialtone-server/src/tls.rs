@@ -100,6 +100,52 @@ pub fn ensure_certificates(dir: &Path, extra_names: &[String]) -> anyhow::Result
     Ok(files)
 }
 
+/// A region CA in `dir` (`region-ca.pem`, made on first use) and, for each of `regions`, a
+/// certificate named after it (`{region}.pem`, `{region}-key.pem`) that serves its region
+/// listener and is its client certificate towards its peers, valid for loopback and
+/// `names`. Returns the files written.
+pub fn region_certificates(
+    dir: &Path,
+    regions: &[String],
+    names: &[String],
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (ca_cert, ca_key_path) = (dir.join("region-ca.pem"), dir.join("region-ca-key.pem"));
+    let ca_key = if ca_cert.exists() && ca_key_path.exists() {
+        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)?
+    } else {
+        let mut params = ca_params()?;
+        valid_for(&mut params, CA_LIFETIME);
+        let key = KeyPair::generate()?;
+        write_private(&ca_key_path, &key.serialize_pem())?;
+        std::fs::write(&ca_cert, params.self_signed(&key)?.pem())?;
+        key
+    };
+    let ca = Issuer::new(ca_params()?, ca_key);
+    let mut written = vec![ca_cert];
+    for region in regions {
+        let mut all = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        all.extend(names.iter().cloned());
+        let mut params = CertificateParams::new(all)?;
+        params.distinguished_name.push(DnType::CommonName, region);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        valid_for(&mut params, SERVER_LIFETIME);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca)?;
+        let (cert_path, key_path) = (
+            dir.join(format!("{region}.pem")),
+            dir.join(format!("{region}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem())?;
+        write_private(&key_path, &key.serialize_pem())?;
+        written.extend([cert_path, key_path]);
+    }
+    Ok(written)
+}
+
 /// The server's certificate, swapped in place when it is renewed, so that a server that
 /// runs for longer than a certificate lasts keeps serving a valid one.
 #[derive(Debug)]
@@ -181,6 +227,17 @@ pub async fn keep_renewed(
 
 /// Serves `router` over TLS on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: Router) {
+    serve_with(listener, config, router, |_, router| router).await
+}
+
+/// Serves like [`serve`], with `per_connection` making each connection's router from what
+/// the handshake told (the region listener names the peer from its certificate).
+pub async fn serve_with(
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+    router: Router,
+    per_connection: fn(&rustls::ServerConnection, Router) -> Router,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     loop {
         let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
@@ -208,6 +265,7 @@ pub async fn serve(listener: TcpListener, config: rustls::ServerConfig, router: 
                     return;
                 }
             };
+            let router = per_connection(tls.get_ref().1, router);
             let service = hyper_util::service::TowerToHyperService::new(router);
             if let Err(e) = dialtone_https::http_server()
                 .serve_connection(TokioIo::new(tls), service)

@@ -22,6 +22,7 @@ pub mod embedded;
 pub mod etcd;
 pub mod records;
 pub mod registry;
+pub mod replication;
 
 pub use embedded::EmbeddedStore;
 pub use etcd::EtcdStore;

@@ -354,6 +354,12 @@ impl Registry {
         &self.region
     }
 
+    /// Whether an object is homed in this registry's region: only there do controllers act
+    /// on it (elsewhere it is a replica, see `replication`).
+    pub fn homed_here(&self, metadata: &ObjectMeta) -> bool {
+        metadata.home_region == self.region
+    }
+
     async fn get_kv(&self, path: &ResourcePath) -> Result<(KeyValue, RawObject)> {
         let kv = self
             .store

@@ -1,18 +1,20 @@
 //! What tests and benchmarks need to run Dialtone for real on one machine: a real etcd
 //! cluster (Debian's `etcd-server`) on loopback ports, a moto server for the AWS APIs, the
-//! real `dialtone` binary as a dev server and as a shared sim service, and an HTTPS
-//! admission webhook. Everything started here is stopped when its handle drops.
+//! real `dialtone` binary as a dev server and as a shared sim service, an HTTPS admission
+//! webhook, and a TCP proxy that cuts links. Everything started here is stopped when its handle drops.
 //!
 //! Depends on no Dialtone crate, so that any of them can use it in tests.
 
 mod etcd;
 mod moto;
+mod proxy;
 mod server;
 mod sim;
 mod webhook;
 
 pub use etcd::EtcdCluster;
 pub use moto::MotoServer;
+pub use proxy::CutProxy;
 pub use server::DevServer;
 pub use sim::SimService;
 pub use webhook::AdmissionWebhook;

@@ -194,6 +194,13 @@ pub enum Command {
         after_help = "Examples:\n  dialtone billing get\n  dialtone billing set --org acme --mode requests --rate us-east-1=0.04,0.004"
     )]
     Billing(BillingCommand),
+    /// The regions of this control plane: how stale each one's copy of the others is, and
+    /// whether they hold the same.
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dialtone regions list\n  dialtone regions status\n  dialtone regions certificates --dir region-tls --region us-east-1 --region eu-west-1"
+    )]
+    Regions(RegionsCommand),
     /// Who the current token belongs to.
     Whoami,
     /// Sign in to a Dialtone server: checks the token, then saves a context for it and
@@ -318,6 +325,24 @@ pub struct ServerArgs {
     /// dies is replaced within this many seconds (its lease's time to live).
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=60))]
     pub leader_lease_seconds: u64,
+    /// Another region of this control plane and its region listener,
+    /// `REGION=https://host:port` (repeatable). Needs --region-listen and the region
+    /// certificates (`dialtone regions certificates`).
+    #[arg(long = "peer", value_name = "REGION=URL", value_parser = parse_peer, requires_all = ["region_listen", "region_ca", "region_cert", "region_key"])]
+    pub peers: Vec<(String, String)>,
+    /// With --peer: where this region's peers reach it (`host:port`), over TLS with
+    /// certificates both ways.
+    #[arg(long, value_name = "ADDR")]
+    pub region_listen: Option<SocketAddr>,
+    /// With --peer: the CA that signed every region's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub region_ca: Option<PathBuf>,
+    /// With --peer: this region's certificate, named after it.
+    #[arg(long, value_name = "FILE")]
+    pub region_cert: Option<PathBuf>,
+    /// With --peer: its key.
+    #[arg(long, value_name = "FILE")]
+    pub region_key: Option<PathBuf>,
     /// Fault injection for tests: make this background task panic once (repeatable).
     #[arg(long, hide = true)]
     pub fault_panic_task: Vec<String>,
@@ -580,6 +605,39 @@ pub enum VersionsCommand {
         #[arg(long, value_parser = ["rapid", "regular", "stable"])]
         channel: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum RegionsCommand {
+    /// Each region: whether this one reaches it, and how stale this one's copy of its
+    /// objects is.
+    List,
+    /// The same, and whether every region holds the same of every org (platform admins).
+    Status,
+    /// Make a region CA and a certificate for each region, for `--region-ca`,
+    /// `--region-cert` and `--region-key`.
+    Certificates {
+        /// Where to write them; a CA already there is kept.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// A region to make a certificate for (repeatable).
+        #[arg(long = "region", required = true)]
+        regions: Vec<String>,
+        /// Another DNS name or IP the certificates are valid for (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+fn parse_peer(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((region, url)) if !region.is_empty() && url.starts_with("https://") => {
+            Ok((region.to_string(), url.to_string()))
+        }
+        _ => Err(format!(
+            "expected REGION=https://host:port, as in eu-west-1=https://10.0.1.5:7444, not {text:?}"
+        )),
+    }
 }
 
 #[derive(Subcommand)]

@@ -127,6 +127,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(command) => config(command, &config_path),
         Command::Login(args) => login(args, &config_path).await,
         Command::Sim(cli::SimCommand::Serve(args)) => server::sim_serve(args).await,
+        Command::Regions(cli::RegionsCommand::Certificates {
+            dir,
+            regions,
+            names,
+        }) => {
+            for file in dialtone_server::tls::region_certificates(&dir, &regions, &names)? {
+                println!("{}", file.display());
+            }
+            Ok(())
+        }
         command => {
             let config = CliConfig::load(&config_path)?;
             let context = config.context(cli.context.as_deref())?.clone();
@@ -160,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let org = org_of(args.org.clone(), &context)?;
                     usage::run(args, org, &client, output).await
                 }
+                Command::Regions(c) => regions(c, &client, output).await,
                 Command::Whoami => {
                     let me: WhoAmI = client.get("/v1/whoami", &[]).await?;
                     match output {
@@ -261,6 +272,72 @@ async fn token(
                 .delete(&format!("/v1/orgs/{org}/tokens/{id}"), &[])
                 .await?;
             println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn regions(
+    command: cli::RegionsCommand,
+    client: &Client,
+    output: Output,
+) -> anyhow::Result<()> {
+    let list: Value = client.get("/v1/regions", &[]).await?;
+    let items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+    let digests: Option<Value> = match command {
+        cli::RegionsCommand::Status => Some(client.get("/v1/regions/digests", &[]).await?),
+        _ => None,
+    };
+    if !output.is_table() {
+        return match digests {
+            Some(digests) => print_value(
+                output,
+                &serde_json::json!({"regions": items, "convergence": digests}),
+            ),
+            None => print_list(output, "Region", items),
+        };
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|r| {
+            let name = match r["this"].as_bool() {
+                Some(true) => format!("{} (this)", text(&r["name"])),
+                _ => text(&r["name"]),
+            };
+            vec![
+                name,
+                match (r["this"].as_bool(), r["reachable"].as_bool()) {
+                    (Some(true), _) => "-".into(),
+                    (_, Some(true)) => "yes".into(),
+                    _ => format!("no: {}", text(&r["error"])),
+                },
+                r["lagSeconds"]
+                    .as_f64()
+                    .map_or("-".into(), |s| format!("{s:.1}s")),
+                text(&r["caughtUpAt"]),
+                r["appliedRevision"]
+                    .as_i64()
+                    .map_or("-".into(), |r| r.to_string()),
+            ]
+        })
+        .collect();
+    print_table(
+        &["REGION", "REACHABLE", "LAG", "CAUGHT UP AT", "APPLIED"],
+        &rows,
+    );
+    if let Some(d) = digests {
+        println!();
+        match d["converged"].as_bool() {
+            Some(true) => println!("digests match in every region"),
+            _ => {
+                for pair in d["differing"].as_array().into_iter().flatten() {
+                    println!("digests differ: {}", text(pair));
+                }
+                for (region, why) in d["unreachable"].as_object().into_iter().flatten() {
+                    println!("not compared: {region} ({})", text(why));
+                }
+            }
         }
     }
     Ok(())

@@ -14,6 +14,22 @@ use dialtone_backend::sim::service::SimServiceOptions;
 use crate::cli::{ProviderKind, ServerArgs, SimCloudArgs, SimServeArgs};
 
 /// The machine images `--aws-image-id` and `--aws-arm64-image-id` name.
+/// `--peer` and the region listener's settings; clap has checked that they come together.
+fn region_options(args: &ServerArgs) -> Option<dialtone_server::regions::RegionsOptions> {
+    if args.peers.is_empty() {
+        return None;
+    }
+    Some(dialtone_server::regions::RegionsOptions {
+        peers: args.peers.iter().cloned().collect(),
+        listen: args.region_listen?,
+        tls: dialtone_server::regions::RegionTlsFiles {
+            ca: args.region_ca.clone()?,
+            cert: args.region_cert.clone()?,
+            key: args.region_key.clone()?,
+        },
+    })
+}
+
 fn aws_images(args: &ServerArgs) -> dialtone_backend::aws::MachineImages {
     dialtone_backend::aws::MachineImages {
         amd64: args.aws_image_id.clone().unwrap_or_default(),
@@ -129,6 +145,7 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
             identity: args.server_id.clone(),
             lease: std::time::Duration::from_secs(args.leader_lease_seconds),
         },
+        regions: region_options(&args),
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

@@ -440,6 +440,9 @@ impl Lifecycle {
             }
             Err(e) => return Err(e),
         };
+        if !self.registry.homed_here(&cluster.metadata) {
+            return Ok(Next::Done);
+        }
         if cluster.metadata.deletion_timestamp.is_some() {
             return self.tear_down(path, cluster).await;
         }

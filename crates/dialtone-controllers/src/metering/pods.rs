@@ -104,7 +104,8 @@ impl PodMeter {
                 .collect();
             for (path, raw) in &clusters {
                 let uid = raw.metadata.uid.clone();
-                if self.clients.connection(&uid).is_none() {
+                // A cluster homed in another region is metered there.
+                if !self.registry.homed_here(&raw.metadata) || self.clients.connection(&uid).is_none() {
                     continue;
                 }
                 wanted.insert(uid.clone());

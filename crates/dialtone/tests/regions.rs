@@ -1,0 +1,323 @@
+//! Three regions, each a server over its own store and its own simulated cloud, linked by
+//! TCP proxies that the test can cut: objects are written in their home region through any
+//! region's endpoint, replicated to every region, and verifiably the same everywhere; a
+//! region cut off keeps serving and repairing its own clusters, refuses writes homed
+//! elsewhere with an error that names the home, and catches up once the link heals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Api, start_with};
+use dialtone_testkit::{CutProxy, DevServer, free_port};
+use serde_json::{Value, json};
+
+const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-west-1"];
+
+struct Regions {
+    servers: Vec<DevServer>,
+    /// `links[i][j]`: how region i reaches region j.
+    links: Vec<Vec<Option<CutProxy>>>,
+    _certs: tempfile::TempDir,
+}
+
+impl Regions {
+    fn start() -> Regions {
+        let certs = tempfile::tempdir().unwrap();
+        let dir = certs.path().to_str().unwrap().to_string();
+        let mut args = vec!["regions", "certificates", "--dir", &dir];
+        for region in REGIONS {
+            args.extend(["--region", region]);
+        }
+        let made = std::process::Command::new(env!("CARGO_BIN_EXE_dialtone"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let listens: Vec<u16> = REGIONS.iter().map(|_| free_port()).collect();
+        let links: Vec<Vec<Option<CutProxy>>> = (0..3)
+            .map(|i| {
+                (0..3)
+                    .map(|j| {
+                        (i != j).then(|| {
+                            CutProxy::start(([127, 0, 0, 1], listens[j]).into()).unwrap()
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let servers = (0..3)
+            .map(|i| {
+                let region = REGIONS[i];
+                let mut args: Vec<String> = [
+                    "--sim-time-scale",
+                    "0",
+                    "--region",
+                    region,
+                    "--bootstrap-org",
+                    &format!("home-{region}"),
+                    "--region-listen",
+                    &format!("127.0.0.1:{}", listens[i]),
+                    "--region-ca",
+                    &format!("{dir}/region-ca.pem"),
+                    "--region-cert",
+                    &format!("{dir}/{region}.pem"),
+                    "--region-key",
+                    &format!("{dir}/{region}-key.pem"),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                for (j, link) in links[i].iter().enumerate() {
+                    if let Some(link) = link {
+                        args.push("--peer".into());
+                        args.push(format!("{}=https://127.0.0.1:{}", REGIONS[j], link.port()));
+                    }
+                }
+                start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+        Regions {
+            servers,
+            links,
+            _certs: certs,
+        }
+    }
+
+    /// Cuts every link into and out of region `i`.
+    fn cut(&self, i: usize) {
+        for j in 0..3 {
+            for link in [&self.links[i][j], &self.links[j][i]].into_iter().flatten() {
+                link.cut();
+            }
+        }
+    }
+
+    fn heal(&self, i: usize) {
+        for j in 0..3 {
+            for link in [&self.links[i][j], &self.links[j][i]].into_iter().flatten() {
+                link.heal();
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.servers
+            .iter()
+            .zip(REGIONS)
+            .map(|(s, r)| format!("--- {r}:\n{}\n", s.log()))
+            .collect()
+    }
+}
+
+/// Polls `path` through `api` until `done` holds, failing after `patience` with `logs`.
+async fn until(
+    api: &Api,
+    path: &str,
+    patience: Duration,
+    done: impl Fn(u16, &Value) -> bool,
+    logs: impl Fn() -> String,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = api.get(path).await;
+        if done(status, &body) {
+            return body;
+        }
+        if started.elapsed() > patience {
+            panic!("{path}: still {status} {body:#} after {patience:?}\n{}", logs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every region holds the same of every org, as region `api` compares them;
+/// how long it took.
+async fn converged(api: &Api, patience: Duration, logs: impl Fn() -> String) -> Duration {
+    let started = Instant::now();
+    until(
+        api,
+        "/v1/regions/digests",
+        patience,
+        |status, body| status == 200 && body["converged"] == true,
+        logs,
+    )
+    .await;
+    started.elapsed()
+}
+
+fn cluster(name: &str, region: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"type": "developer", "region": region}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
+    let regions = Regions::start();
+    let logs = || regions.logs();
+    let apis: Vec<Api> = regions.servers.iter().map(Api::admin).collect();
+    let (east, west, eu) = (&apis[0], &apis[1], &apis[2]);
+
+    // Each region's bootstrap org, homed there, reaches the others.
+    let took = converged(east, Duration::from_secs(60), logs).await;
+    println!("three bootstrap orgs converged in {took:?}");
+    for api in &apis {
+        let (status, orgs) = api.get("/v1/orgs").await;
+        assert_eq!(status, 200, "{orgs}");
+        let homes: Vec<(String, String)> = orgs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["metadata"]["name"].as_str().unwrap().to_string(),
+                    o["metadata"]["homeRegion"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for region in REGIONS {
+            assert!(
+                homes.contains(&(format!("home-{region}"), region.to_string())),
+                "{homes:?}"
+            );
+        }
+    }
+
+    // A folder of the east's org, written through the EU: made in the east.
+    let org = "/v1/orgs/home-us-east-1";
+    let (status, folder) = eu
+        .post(&format!("{org}/folders"), json!({"metadata": {"name": "eng"}}))
+        .await;
+    assert_eq!(status, 201, "{folder}");
+    assert_eq!(folder["metadata"]["homeRegion"], "us-east-1", "{folder}");
+    let (status, _) = east
+        .post(
+            &format!("{org}/folders/eng/projects"),
+            json!({"metadata": {"name": "web"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let project = format!("{org}/folders/eng/projects/web");
+
+    // A cluster in each other region, created through the east: homed and built where it
+    // runs, and seen Ready from everywhere.
+    until(west, &project, Duration::from_secs(30), |s, _| s == 200, logs).await;
+    let (status, body) = east
+        .post(&format!("{project}/clusters"), cluster("west-1", "us-west-2"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["metadata"]["homeRegion"], "us-west-2", "{body}");
+    let (status, body) = west
+        .post(&format!("{project}/clusters"), cluster("eu-1", "eu-west-1"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = east
+        .post(&format!("{project}/clusters"), cluster("nowhere", "ap-south-1"))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("us-west-2"),
+        "the error lists the regions: {body}"
+    );
+    for api in &apis {
+        for name in ["west-1", "eu-1"] {
+            until(
+                api,
+                &format!("{project}/clusters/{name}"),
+                Duration::from_secs(90),
+                |s, c| s == 200 && c["status"]["phase"] == "Ready",
+                logs,
+            )
+            .await;
+        }
+    }
+    // Each cloud has only its own region's cluster.
+    for (api, expected) in [(east, 0), (west, 1), (eu, 1)] {
+        let (_, lbs) = api.get("/v1/sim/resources").await;
+        let balancers = lbs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["spec"]["kind"] == "loadBalancer")
+            .count();
+        assert_eq!(balancers, expected, "{lbs:#}");
+    }
+    let took = converged(east, Duration::from_secs(60), logs).await;
+    println!("clusters converged in {took:?}");
+
+    // The EU is cut off.
+    regions.cut(2);
+    let eu_cluster = format!("{project}/clusters/eu-1");
+    // It keeps serving its own cluster.
+    let mut served = 0;
+    for _ in 0..200 {
+        let (status, _) = eu.get(&eu_cluster).await;
+        served += usize::from(status == 200);
+    }
+    assert!(served >= 200 * 999 / 1000, "{served} of 200 reads served");
+    // It repairs a node killed during the cut.
+    let (_, before) = eu.get(&eu_cluster).await;
+    let victim = common::slots(&before, "worker")[0]["instanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, killed) = eu
+        .post(&format!("/v1/sim/instances/{victim}/kill"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{killed}");
+    // It refuses writes homed elsewhere, naming the home.
+    let (status, refused) = eu
+        .post(&format!("{org}/folders"), json!({"metadata": {"name": "cut"}}))
+        .await;
+    assert_eq!(status, 503, "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("us-east-1") && message.contains("last heard"),
+        "{message}"
+    );
+    // The east goes on writing its own objects.
+    let (status, _) = east
+        .post(
+            &format!("{org}/folders"),
+            json!({"metadata": {"name": "during-cut"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    until(
+        eu,
+        &eu_cluster,
+        Duration::from_secs(90),
+        |s, c| {
+            s == 200
+                && c["status"]["phase"] == "Ready"
+                && common::slots(c, "worker")[0]["instanceId"] != victim.as_str()
+        },
+        logs,
+    )
+    .await;
+    let (status, _) = eu.get(&format!("{org}/folders/during-cut")).await;
+    assert_eq!(status, 404, "nothing reaches a region cut off");
+
+    // Healed: everything written anywhere is everywhere, and the digests match.
+    regions.heal(2);
+    let took = converged(eu, Duration::from_secs(60), logs).await;
+    println!("converged {took:?} after healing");
+    for api in &apis {
+        let (status, _) = api.get(&format!("{org}/folders/during-cut")).await;
+        assert_eq!(status, 200);
+        let (_, repaired) = api.get(&eu_cluster).await;
+        assert_ne!(
+            common::slots(&repaired, "worker")[0]["instanceId"],
+            victim.as_str()
+        );
+    }
+    let (status, list) = eu.get("/v1/regions").await;
+    assert_eq!(status, 200, "{list}");
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["reachable"] == true),
+        "{list:#}"
+    );
+}
