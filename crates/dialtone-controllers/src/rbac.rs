@@ -67,7 +67,9 @@ impl Projection {
             Err(RegistryError::NotFound(_)) => return Ok(Next::Done),
             Err(e) => return Err(e.to_string()),
         };
-        if object.metadata.deletion_timestamp.is_some() || !self.registry.homed_here(&object.metadata) {
+        if object.metadata.deletion_timestamp.is_some()
+            || !self.registry.homed_here(&object.metadata)
+        {
             return Ok(Next::Done);
         }
         let Some(Some((desired, namespaces))) = self.index.read(org, |policies| {

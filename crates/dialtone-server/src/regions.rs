@@ -632,7 +632,41 @@ pub async fn region_digests(
     Ok(axum::Json(app.regions.convergence(store).await?).into_response())
 }
 
-/// Where a write belongs: `None` to serve it here.
+/// Refuses to delete a node with clusters under it homed in another region: this region
+/// cannot delete them (only their home does), and a cascade that waited for them would wait
+/// for ever. The caller deletes them first, each through any region.
+pub fn check_cascade(app: &App, path: &ResourcePath) -> HttpResult<()> {
+    let under = |cluster: &ResourcePath| {
+        let mut at = cluster.parent();
+        while let Some(p) = at {
+            if &p == path {
+                return true;
+            }
+            at = p.parent();
+        }
+        false
+    };
+    let elsewhere: Vec<String> = app
+        .clusters
+        .snapshot()
+        .into_iter()
+        .filter(|(cluster, object)| under(cluster) && !app.registry.homed_here(&object.metadata))
+        .map(|(cluster, object)| format!("{cluster} (in {})", object.metadata.home_region))
+        .collect();
+    if elsewhere.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Reason::Conflict,
+        format!(
+            "{path} holds clusters homed in other regions, which only they can delete; delete them first: {}",
+            elsewhere.join(", ")
+        ),
+    )
+    .into())
+}
+
+/// Where a write belongs.
 enum Home {
     Here,
     Peer(String),
@@ -802,10 +836,7 @@ pub async fn forward_writes(State(app): State<App>, request: Request, next: Next
         {
             Err(e) => return crate::error::HttpError(e).into_response(),
             Ok(Home::Peer(home)) => regions.forward(&home, &parts, body).await,
-            Ok(Home::Here) => {
-                next.run(Request::from_parts(parts, Body::from(body)))
-                    .await
-            }
+            Ok(Home::Here) => next.run(Request::from_parts(parts, Body::from(body))).await,
         }
     };
     if let Some(lag) = lag {

@@ -361,6 +361,7 @@ async fn delete<K: Kind>(
     let path = authorized_path(&app, &principal, K::INFO, &params, Verb::Delete)?;
     check_query(&query, &["cascade"])?;
     let cascade = parse_bool(&query, "cascade")?;
+    crate::regions::check_cascade(&app, &path)?;
     crate::admission::check_deletion_protection(&app, &path, cascade).await?;
     let deletion = app.registry.delete(&path, cascade).await;
     forget_tokens_held_by(&app, K::INFO);

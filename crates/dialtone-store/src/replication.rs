@@ -260,7 +260,10 @@ impl Replication {
                     .range(&range.starting_at(start.clone()), Some(revision), PAGE)
                     .await?;
                 for kv in &page.kvs {
-                    out.push((String::from_utf8_lossy(&kv.key).into_owned(), kv.value.clone()));
+                    out.push((
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        kv.value.clone(),
+                    ));
                 }
                 match (page.more, page.kvs.last()) {
                     (true, Some(last)) => {
@@ -343,7 +346,8 @@ impl Replication {
                     let mut txn = txn.put(change.key.clone(), value.clone().into_bytes());
                     // A child written here moves its parent's marker, as a create does, so
                     // that a delete of the parent racing it fails here too.
-                    if let Some(parent) = path_of_key(change.key.as_bytes()).and_then(|p| p.parent())
+                    if let Some(parent) =
+                        path_of_key(change.key.as_bytes()).and_then(|p| p.parent())
                     {
                         txn = txn.put(format!("/m/{parent}"), Vec::new());
                     }
@@ -427,11 +431,7 @@ impl Replication {
                 home,
                 org,
                 keys,
-                sha256: hash
-                    .finalize()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
+                sha256: hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
             })
             .collect())
     }

@@ -25,11 +25,7 @@ impl CutProxy {
             open: Arc::default(),
             stopped: Arc::default(),
         };
-        let (cut, open, stopped) = (
-            proxy.cut.clone(),
-            proxy.open.clone(),
-            proxy.stopped.clone(),
-        );
+        let (cut, open, stopped) = (proxy.cut.clone(), proxy.open.clone(), proxy.stopped.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stopped.load(Ordering::SeqCst) {

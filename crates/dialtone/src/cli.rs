@@ -92,7 +92,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  dialtone server --dev\n  dialtone server --dev --sim-time-scale 0.1\n  dialtone server --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --tls-cert server.pem --tls-key server-key.pem"
     )]
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Orgs: isolated tenants.
     #[command(subcommand)]
     #[command(

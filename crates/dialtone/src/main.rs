@@ -107,7 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_path = config_path(&cli);
     let output = cli.output;
     match cli.command {
-        Command::Server(args) => server::run(args, config_path).await,
+        Command::Server(args) => server::run(*args, config_path).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

@@ -39,9 +39,8 @@ impl Regions {
             .map(|i| {
                 (0..3)
                     .map(|j| {
-                        (i != j).then(|| {
-                            CutProxy::start(([127, 0, 0, 1], listens[j]).into()).unwrap()
-                        })
+                        (i != j)
+                            .then(|| CutProxy::start(([127, 0, 0, 1], listens[j]).into()).unwrap())
                     })
                     .collect()
             })
@@ -125,7 +124,10 @@ async fn until(
             return body;
         }
         if started.elapsed() > patience {
-            panic!("{path}: still {status} {body:#} after {patience:?}\n{}", logs());
+            panic!(
+                "{path}: still {status} {body:#} after {patience:?}\n{}",
+                logs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -185,7 +187,10 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
     // A folder of the east's org, written through the EU: made in the east.
     let org = "/v1/orgs/home-us-east-1";
     let (status, folder) = eu
-        .post(&format!("{org}/folders"), json!({"metadata": {"name": "eng"}}))
+        .post(
+            &format!("{org}/folders"),
+            json!({"metadata": {"name": "eng"}}),
+        )
         .await;
     assert_eq!(status, 201, "{folder}");
     assert_eq!(folder["metadata"]["homeRegion"], "us-east-1", "{folder}");
@@ -200,9 +205,19 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
 
     // A cluster in each other region, created through the east: homed and built where it
     // runs, and seen Ready from everywhere.
-    until(west, &project, Duration::from_secs(30), |s, _| s == 200, logs).await;
+    until(
+        west,
+        &project,
+        Duration::from_secs(30),
+        |s, _| s == 200,
+        logs,
+    )
+    .await;
     let (status, body) = east
-        .post(&format!("{project}/clusters"), cluster("west-1", "us-west-2"))
+        .post(
+            &format!("{project}/clusters"),
+            cluster("west-1", "us-west-2"),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["metadata"]["homeRegion"], "us-west-2", "{body}");
@@ -211,7 +226,10 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = east
-        .post(&format!("{project}/clusters"), cluster("nowhere", "ap-south-1"))
+        .post(
+            &format!("{project}/clusters"),
+            cluster("nowhere", "ap-south-1"),
+        )
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(
@@ -244,6 +262,54 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
     let took = converged(east, Duration::from_secs(60), logs).await;
     println!("clusters converged in {took:?}");
 
+    // Only a cluster's home deletes it: a cascade from its org's home is refused, naming it.
+    let (status, refused) = east.delete(&format!("{project}?cascade=true")).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("west-1 (in us-west-2)"),
+        "{refused}"
+    );
+
+    // A token minted in the east authenticates in the EU; revoked through the EU (in the
+    // east), it stops authenticating there too, and stays revoked while the EU is cut off.
+    let (status, _) = east
+        .post(
+            &format!("{org}/identities"),
+            json!({"metadata": {"name": "ci"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, minted) = east
+        .post(
+            &format!("{org}/identities/ci/tokens"),
+            json!({"description": "ci"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let ci = eu.with_token(minted["token"].as_str().unwrap());
+    until(
+        &ci,
+        "/v1/whoami",
+        Duration::from_secs(30),
+        |s, _| s == 200,
+        logs,
+    )
+    .await;
+    let id = minted["info"]["id"].as_str().unwrap();
+    let (status, body) = eu.delete(&format!("{org}/tokens/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    until(
+        &ci,
+        "/v1/whoami",
+        Duration::from_secs(30),
+        |s, _| s == 401,
+        logs,
+    )
+    .await;
+
     // The EU is cut off.
     regions.cut(2);
     let eu_cluster = format!("{project}/clusters/eu-1");
@@ -266,13 +332,21 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
     assert_eq!(status, 200, "{killed}");
     // It refuses writes homed elsewhere, naming the home.
     let (status, refused) = eu
-        .post(&format!("{org}/folders"), json!({"metadata": {"name": "cut"}}))
+        .post(
+            &format!("{org}/folders"),
+            json!({"metadata": {"name": "cut"}}),
+        )
         .await;
     assert_eq!(status, 503, "{refused}");
     let message = refused["message"].as_str().unwrap();
     assert!(
         message.contains("us-east-1") && message.contains("last heard"),
         "{message}"
+    );
+    let (status, _) = ci.get("/v1/whoami").await;
+    assert_eq!(
+        status, 401,
+        "a revocation replicated before the cut holds during it"
     );
     // The east goes on writing its own objects.
     let (status, _) = east

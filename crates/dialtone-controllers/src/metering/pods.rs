@@ -105,7 +105,9 @@ impl PodMeter {
             for (path, raw) in &clusters {
                 let uid = raw.metadata.uid.clone();
                 // A cluster homed in another region is metered there.
-                if !self.registry.homed_here(&raw.metadata) || self.clients.connection(&uid).is_none() {
+                if !self.registry.homed_here(&raw.metadata)
+                    || self.clients.connection(&uid).is_none()
+                {
                     continue;
                 }
                 wanted.insert(uid.clone());
