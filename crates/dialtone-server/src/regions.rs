@@ -34,7 +34,7 @@ use dialtone_controllers::backoff::Backoff;
 use dialtone_store::replication::{Applied, Batch, Digest, Replication, Snapshot};
 use dialtone_store::{Revision, Store, StoreError};
 use dialtone_types::kinds::CLUSTER;
-use dialtone_types::{ApiError, Reason, ResourcePath};
+use dialtone_types::{ApiError, List, ListMeta, Reason, ResourcePath};
 use futures::StreamExt;
 use jiff::Timestamp;
 use rustls::pki_types::pem::PemObject;
@@ -97,7 +97,7 @@ struct Peer {
 }
 
 /// One region, as `GET /v1/regions` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegionStatus {
     pub name: String,
@@ -122,7 +122,7 @@ pub struct RegionStatus {
 }
 
 /// `GET /v1/regions/digests`: what every region holds of every home's keys, per org.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Convergence {
     /// Each reachable region's digests.
@@ -614,7 +614,8 @@ async fn digests(State(replication): State<Replication>) -> HttpResult<Response>
 
 /// `GET /v1/regions`: every region, whether this one reaches it and how stale its copy is.
 pub async fn list_regions(State(app): State<App>) -> HttpResult<Response> {
-    Ok(axum::Json(serde_json::json!({ "items": app.regions.statuses().await })).into_response())
+    let items = app.regions.statuses().await;
+    Ok(axum::Json(List::new("Region", ListMeta::default(), items)).into_response())
 }
 
 /// `GET /v1/regions/digests`, for platform admins (digests name every org): whether every

@@ -76,7 +76,7 @@ pub struct Applied {
 }
 
 /// What one region holds of one home region's keys in one org.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Digest {
     /// The region that owns the keys.
