@@ -264,13 +264,21 @@ impl Document {
             "Every region of the control plane: whether this one reaches it, and how stale its copy of that region's objects is",
             regions,
         );
-        self.operation("/v1/regions", "get", json!({"operationId": "listRegions", "tags": ["Region"], "responses": responses}));
+        self.operation(
+            "/v1/regions",
+            "get",
+            json!({"operationId": "listRegions", "tags": ["Region"], "responses": responses}),
+        );
         let responses = self.respond(
             "200",
             "What every region holds of every org's objects, by home region, and whether they match (platform admins)",
             digests,
         );
-        self.operation("/v1/regions/digests", "get", json!({"operationId": "getRegionDigests", "tags": ["Region"], "responses": responses}));
+        self.operation(
+            "/v1/regions/digests",
+            "get",
+            json!({"operationId": "getRegionDigests", "tags": ["Region"], "responses": responses}),
+        );
         self.describe_access();
         let text =
             json!({"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}});

@@ -50,6 +50,19 @@ pub const LAG_HEADER: &str = "dialtone-replication-lag";
 /// The header a forwarded write's answer carries: the region that made it.
 pub const SERVED_BY_HEADER: &str = "dialtone-served-by-region";
 
+/// Headers of one connection, not of the request: never passed on.
+const HOP_BY_HOP: [&str; 9] = [
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// How often a change stream says how far it has seen.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a forwarded request may take.
@@ -757,7 +770,7 @@ impl Regions {
             .timeout(FORWARD_TIMEOUT)
             .body(body);
         for (name, value) in &parts.headers {
-            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
                 request = request.header(name, value);
             }
         }
@@ -765,9 +778,7 @@ impl Regions {
             Ok(answer) => {
                 let mut response = Response::builder().status(answer.status());
                 for (name, value) in answer.headers() {
-                    if name != axum::http::header::CONTENT_LENGTH
-                        && name != axum::http::header::TRANSFER_ENCODING
-                    {
+                    if !HOP_BY_HOP.contains(&name.as_str()) {
                         response = response.header(name, value);
                     }
                 }
@@ -776,11 +787,25 @@ impl Regions {
                     Ok(bytes) => response
                         .body(Body::from(bytes))
                         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()),
-                    Err(e) => self.unreachable(home, &reqwest_error(&e)),
+                    Err(e) => self.unanswered(home, &reqwest_error(&e)),
                 }
             }
-            Err(e) => self.unreachable(home, &reqwest_error(&e)),
+            Err(e) if e.is_connect() => self.unreachable(home, &reqwest_error(&e)),
+            Err(e) => self.unanswered(home, &reqwest_error(&e)),
         }
+    }
+
+    /// 503 too, but saying that the write reached its home, which did not answer: it may
+    /// have been made.
+    fn unanswered(&self, home: &str, why: &str) -> Response {
+        tracing::info!(region = %home, error = %why, "a forwarded write got no answer");
+        crate::error::HttpError(ApiError::new(
+            Reason::ServiceUnavailable,
+            format!(
+                "this object's home region {home} took the write but did not answer ({why}); it may have been made: read the object back before retrying"
+            ),
+        ))
+        .into_response()
     }
 
     /// 503, naming the home region and when it was last heard from.

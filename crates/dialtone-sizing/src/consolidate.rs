@@ -134,6 +134,21 @@ pub struct Cluster<'a> {
     pub min_saving: f64,
     /// How much disruption a saving must be worth.
     pub policy: Policy,
+    /// In which orders moved pods must fit.
+    pub orders: PodOrders,
+}
+
+/// In which orders the pods a move evicts are checked to fit, placed as the scheduler
+/// places them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodOrders {
+    /// Biggest first and smallest first: the scheduler takes evicted pods in the order
+    /// their controllers recreate them, which no plan knows. Dialtone's.
+    #[default]
+    Either,
+    /// Biggest first only, as Karpenter's scheduling simulation sorts them (the replay's
+    /// baseline).
+    BiggestFirst,
 }
 
 /// How many moves a policy that waits weighs for each it may take at once: the nodes that
@@ -296,20 +311,24 @@ impl Action {
 /// The scheduler's placement of `pods` on `free` (by node, `None` for nodes that are not
 /// room; `rooms` are the nodes' whole room): each pod on the least allocated node that
 /// holds it, within every per-node rule. The scheduler takes pods in the order they come
-/// back, which no plan knows, so they must fit both biggest first and smallest first (the
-/// order in which small pods spread over the emptiest nodes and leave big ones no room).
-/// Commits the biggest-first placement to `free` only if every pod fits both ways.
+/// back, which no plan knows, so under [`PodOrders::Either`] they must fit both biggest first
+/// and smallest first (the order in which small pods spread over the emptiest nodes and
+/// leave big ones no room). Commits the biggest-first placement to `free` only if every
+/// pod fits.
 fn fits_elsewhere<'a>(
     pods: impl IntoIterator<Item = &'a RunningPod>,
     rooms: &[Resources],
     free: &mut [Option<ExistingNode>],
+    orders: PodOrders,
 ) -> bool {
     let mut order: Vec<&RunningPod> = pods.into_iter().collect();
     order.sort_by_key(|p| std::cmp::Reverse(p.requests.millicores * 4 + p.requests.memory_mib));
     let Some(placed) = placed_in_order(order.iter().copied(), rooms, free) else {
         return false;
     };
-    if placed_in_order(order.iter().rev().copied(), rooms, free).is_none() {
+    if orders == PodOrders::Either
+        && placed_in_order(order.iter().rev().copied(), rooms, free).is_none()
+    {
         return false;
     }
     free.clone_from_slice(&placed);
@@ -412,7 +431,10 @@ pub fn consolidate(cluster: &Cluster) -> Vec<Action> {
                 node.pods.len(),
                 cluster.min_saving,
             );
-        if count > cluster.min_nodes && deletable && fits_elsewhere(&node.pods, &rooms, &mut free) {
+        if count > cluster.min_nodes
+            && deletable
+            && fits_elsewhere(&node.pods, &rooms, &mut free, cluster.orders)
+        {
             count -= 1;
             actions.push(Action::Delete {
                 node: node.name.clone(),
@@ -526,7 +548,7 @@ fn replacement(
             sets: BTreeMap::new(),
         }));
     }
-    if fits_elsewhere(pods.iter().copied(), &rooms, &mut trial) {
+    if fits_elsewhere(pods.iter().copied(), &rooms, &mut trial, cluster.orders) {
         free.clone_from_slice(&trial[..free.len()]);
     } else if node.outdated {
         for &(g, existing, k) in &plan.on_existing {

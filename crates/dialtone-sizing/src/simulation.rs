@@ -4,8 +4,8 @@
 //! cluster (new nodes first, then the disrupted nodes' pods move).
 
 use crate::consolidate::{
-    Cluster, PROPOSED_PER_DISRUPTION, Policy, RunningNode, RunningPod, Unneeded, consolidate,
-    groups_of,
+    Cluster, PROPOSED_PER_DISRUPTION, PodOrders, Policy, RunningNode, RunningPod, Unneeded,
+    consolidate, groups_of,
 };
 use crate::{NodeType, PerNode, Plan, Resources, Snapshot};
 
@@ -59,6 +59,8 @@ pub struct SimCluster {
     pub planner: fn(&Snapshot) -> Plan,
     /// What consolidation's moves must be worth.
     pub policy: Policy,
+    /// In which orders moved pods must fit.
+    pub orders: PodOrders,
     /// The current step.
     pub now: u64,
     next_name: usize,
@@ -83,6 +85,7 @@ impl SimCluster {
             stabilization: 0,
             planner: crate::plan,
             policy: Policy::Balanced,
+            orders: PodOrders::Either,
             now: 0,
             next_name: 0,
             unneeded: Unneeded::default(),
@@ -244,6 +247,7 @@ impl SimCluster {
             },
             min_saving: self.min_saving,
             policy: self.policy,
+            orders: self.orders,
         });
         let patience = if waits { self.stabilization } else { 0 };
         let actions = self

@@ -6,7 +6,7 @@
 
 use dialtone_cloud::{Arch, InstanceCatalog};
 use dialtone_sizing::consolidate::{
-    Action, Cluster, Policy, RunningNode, RunningPod, Unneeded, consolidate, groups_of,
+    Action, Cluster, PodOrders, Policy, RunningNode, RunningPod, Unneeded, consolidate, groups_of,
 };
 use dialtone_sizing::simulation::SimCluster;
 use dialtone_sizing::{CostModel, NodeType, Placement, Resources, node_types};
@@ -78,6 +78,7 @@ fn cluster<'a>(
         budget: 10,
         min_saving: 0.1,
         policy: Policy::Balanced,
+        orders: PodOrders::Either,
     }
 }
 
@@ -299,6 +300,7 @@ proptest! {
             budget,
             min_saving: 0.1,
             policy: Policy::Balanced,
+            orders: PodOrders::Either,
         });
         prop_assert_eq!(decide(), decide());
     }

@@ -158,9 +158,9 @@ async fn run(seed: u64) {
             _ => {
                 let r = rng.below(3);
                 let up = rng.below(2) == 0;
-                for other in 0..3 {
-                    links[r][other] = up;
-                    links[other][r] = up;
+                links[r] = [up; 3];
+                for row in links.iter_mut() {
+                    row[r] = up;
                 }
                 schedule.push(format!(
                     "{step}: {} {}",

@@ -1,5 +1,7 @@
 //! A TCP proxy on loopback that can cut the link it carries, as a network partition does:
-//! while cut, it closes every connection it holds and every new one at once.
+//! while cut, it closes every connection it holds and every new one at once. Given several
+//! targets, it is a load balancer in front of them: each connection goes to the first that
+//! accepts it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,6 +19,11 @@ pub struct CutProxy {
 impl CutProxy {
     /// Proxies a new loopback port to `target`.
     pub fn start(target: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_to(vec![target])
+    }
+
+    /// Proxies a new loopback port to the first of `targets` that accepts each connection.
+    pub fn start_to(targets: Vec<SocketAddr>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let proxy = CutProxy {
@@ -36,7 +43,7 @@ impl CutProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(target) else {
+                let Some(server) = targets.iter().find_map(|t| TcpStream::connect(t).ok()) else {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };

@@ -1,23 +1,28 @@
-//! Three regions, each a server over its own store and its own simulated cloud, linked by
-//! TCP proxies that the test can cut: objects are written in their home region through any
-//! region's endpoint, replicated to every region, and verifiably the same everywhere; a
-//! region cut off keeps serving and repairing its own clusters, refuses writes homed
-//! elsewhere with an error that names the home, and catches up once the link heals.
+//! Three regions, each over its own store and its own simulated cloud, linked by TCP
+//! proxies that the test can cut: the east is two servers over one etcd behind a proxy
+//! that balances between them, the others one server over an embedded store. Objects are
+//! written in their home region through any region's endpoint, replicated to every region,
+//! and verifiably the same everywhere; the east's leader dies and its other server takes
+//! over its replication; a region cut off keeps serving and repairing its own clusters,
+//! refuses writes homed elsewhere with an error that names the home, and catches up once
+//! the link heals.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{Api, start_with};
-use dialtone_testkit::{CutProxy, DevServer, free_port};
+use dialtone_testkit::{CutProxy, DevServer, EtcdCluster, free_port};
 use serde_json::{Value, json};
 
 const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-west-1"];
 
 struct Regions {
-    servers: Vec<DevServer>,
+    /// Each server, with the index of its region.
+    servers: Vec<(usize, DevServer)>,
     /// `links[i][j]`: how region i reaches region j.
     links: Vec<Vec<Option<CutProxy>>>,
+    _etcd: EtcdCluster,
     _certs: tempfile::TempDir,
 }
 
@@ -34,19 +39,29 @@ impl Regions {
             .output()
             .unwrap();
         assert!(made.status.success(), "{made:?}");
-        let listens: Vec<u16> = REGIONS.iter().map(|_| free_port()).collect();
+        // The east's two servers, then one for each other region.
+        let placement = [0, 0, 1, 2];
+        let listens: Vec<u16> = placement.iter().map(|_| free_port()).collect();
         let links: Vec<Vec<Option<CutProxy>>> = (0..3)
             .map(|i| {
                 (0..3)
                     .map(|j| {
-                        (i != j)
-                            .then(|| CutProxy::start(([127, 0, 0, 1], listens[j]).into()).unwrap())
+                        let targets = placement
+                            .iter()
+                            .zip(&listens)
+                            .filter(|(r, _)| **r == j)
+                            .map(|(_, port)| ([127, 0, 0, 1], *port).into())
+                            .collect();
+                        (i != j).then(|| CutProxy::start_to(targets).unwrap())
                     })
                     .collect()
             })
             .collect();
-        let servers = (0..3)
-            .map(|i| {
+        let etcd = EtcdCluster::start(1).unwrap();
+        let servers = placement
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
                 let region = REGIONS[i];
                 let mut args: Vec<String> = [
                     "--sim-time-scale",
@@ -56,7 +71,7 @@ impl Regions {
                     "--bootstrap-org",
                     &format!("home-{region}"),
                     "--region-listen",
-                    &format!("127.0.0.1:{}", listens[i]),
+                    &format!("127.0.0.1:{}", listens[k]),
                     "--region-ca",
                     &format!("{dir}/region-ca.pem"),
                     "--region-cert",
@@ -73,12 +88,19 @@ impl Regions {
                         args.push(format!("{}=https://127.0.0.1:{}", REGIONS[j], link.port()));
                     }
                 }
-                start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                if i == 0 {
+                    args.extend(["--store".into(), etcd.url()]);
+                    args.extend(["--leader-lease-seconds".into(), "3".into()]);
+                    args.extend(["--server-id".into(), format!("east-{k}")]);
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                (i, start_with(&args))
             })
             .collect();
         Regions {
             servers,
             links,
+            _etcd: etcd,
             _certs: certs,
         }
     }
@@ -103,8 +125,7 @@ impl Regions {
     fn logs(&self) -> String {
         self.servers
             .iter()
-            .zip(REGIONS)
-            .map(|(s, r)| format!("--- {r}:\n{}\n", s.log()))
+            .map(|(r, s)| format!("--- {}:\n{}\n", REGIONS[*r], s.log()))
             .collect()
     }
 }
@@ -148,21 +169,38 @@ async fn converged(api: &Api, patience: Duration, logs: impl Fn() -> String) -> 
     started.elapsed()
 }
 
+/// Which of `servers` leads, once one does.
+async fn leader_of(servers: &[Api]) -> usize {
+    let started = Instant::now();
+    loop {
+        for (i, api) in servers.iter().enumerate() {
+            let (_, _, readyz) = api.get_text("/readyz?verbose").await;
+            if readyz.contains("[+]leader this server") {
+                return i;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn cluster(name: &str, region: &str) -> Value {
     json!({"metadata": {"name": name}, "spec": {"type": "developer", "region": region}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
-    let regions = Regions::start();
+    let mut regions = Regions::start();
+    let apis: Vec<Api> = regions.servers.iter().map(|(_, s)| Api::admin(s)).collect();
+    let (west, eu) = (&apis[2], &apis[3]);
+    let east_leader = leader_of(&apis[..2]).await;
+    let east = &apis[east_leader];
     let logs = || regions.logs();
-    let apis: Vec<Api> = regions.servers.iter().map(Api::admin).collect();
-    let (east, west, eu) = (&apis[0], &apis[1], &apis[2]);
 
     // Each region's bootstrap org, homed there, reaches the others.
     let took = converged(east, Duration::from_secs(60), logs).await;
     println!("three bootstrap orgs converged in {took:?}");
-    for api in &apis {
+    for api in [east, west, eu] {
         let (status, orgs) = api.get("/v1/orgs").await;
         assert_eq!(status, 200, "{orgs}");
         let homes: Vec<(String, String)> = orgs["items"]
@@ -236,7 +274,7 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
         body["message"].as_str().unwrap().contains("us-west-2"),
         "the error lists the regions: {body}"
     );
-    for api in &apis {
+    for api in [east, west, eu] {
         for name in ["west-1", "eu-1"] {
             until(
                 api,
@@ -310,6 +348,49 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
     )
     .await;
 
+    // The east's leader dies: its other server leads, pulls the others' changes and
+    // takes the writes forwarded to the east.
+    regions.servers[east_leader].1.kill9();
+    let east = &apis[1 - east_leader];
+    let logs = || regions.logs();
+    let killed = Instant::now();
+    assert_eq!(leader_of(&apis[1 - east_leader..][..1]).await, 0);
+    println!(
+        "the east's other server leads {:?} after the kill",
+        killed.elapsed()
+    );
+    let west_org = "/v1/orgs/home-us-west-2";
+    let (status, body) = eu
+        .post(
+            &format!("{west_org}/folders"),
+            json!({"metadata": {"name": "after-kill"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = west
+        .post(
+            &format!("{org}/folders"),
+            json!({"metadata": {"name": "after-kill"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    until(
+        east,
+        &format!("{west_org}/folders/after-kill"),
+        Duration::from_secs(30),
+        |s, _| s == 200,
+        logs,
+    )
+    .await;
+    until(
+        eu,
+        &format!("{org}/folders/after-kill"),
+        Duration::from_secs(30),
+        |s, _| s == 200,
+        logs,
+    )
+    .await;
+
     // The EU is cut off.
     regions.cut(2);
     let eu_cluster = format!("{project}/clusters/eu-1");
@@ -375,7 +456,7 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
     regions.heal(2);
     let took = converged(eu, Duration::from_secs(60), logs).await;
     println!("converged {took:?} after healing");
-    for api in &apis {
+    for api in [east, west, eu] {
         let (status, _) = api.get(&format!("{org}/folders/during-cut")).await;
         assert_eq!(status, 200);
         let (_, repaired) = api.get(&eu_cluster).await;
@@ -384,6 +465,13 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
             victim.as_str()
         );
     }
+    let status = common::cli_ok(&regions.servers[3].1, &["regions", "status"]);
+    assert!(
+        status.contains("eu-west-1 (this)")
+            && status.contains("us-east-1")
+            && status.contains("digests match in every region"),
+        "{status}"
+    );
     let (status, list) = eu.get("/v1/regions").await;
     assert_eq!(status, 200, "{list}");
     assert!(

@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dialtone_cloud::{Arch, InstanceCatalog, InstanceType};
-use dialtone_sizing::consolidate::{Policy, RunningPod};
+use dialtone_sizing::consolidate::{PodOrders, Policy, RunningPod};
 use dialtone_sizing::decision::decide;
 use dialtone_sizing::patterns::pattern_bound;
 use dialtone_sizing::simulation::SimCluster;
@@ -659,25 +659,27 @@ fn replay(hours: u64, step_minutes: u64, steady_hours: u64, seed: u64) -> anyhow
     // WhenEmptyOrUnderutilized taking any saving (its replacements packed as Dialtone packs
     // them, which only makes it cheaper) and WhenEmpty.
     let stabilization = (5 / step_minutes).max(1);
-    let cluster = |planner: fn(&Snapshot) -> Plan, policy| {
+    let cluster = |planner: fn(&Snapshot) -> Plan, policy, orders| {
         let mut sim = SimCluster::new(types.clone(), zones.clone(), 1_000);
         sim.stabilization = stabilization;
         sim.planner = planner;
         sim.policy = policy;
+        sim.orders = orders;
         sim
     };
     let mut clusters = [
         (
             "dialtone (balanced)",
-            cluster(dialtone_sizing::plan, Policy::Balanced),
+            cluster(dialtone_sizing::plan, Policy::Balanced, PodOrders::Either),
         ),
         (
             "karpenter (underutilized)",
-            cluster(karpenter::plan, Policy::Aggressive),
+            // Karpenter checks a move with its scheduling simulation, pods biggest first.
+            cluster(karpenter::plan, Policy::Aggressive, PodOrders::BiggestFirst),
         ),
         (
             "karpenter (empty)",
-            cluster(karpenter::plan, Policy::WhenEmpty),
+            cluster(karpenter::plan, Policy::WhenEmpty, PodOrders::BiggestFirst),
         ),
     ];
     let mut current = vec![0usize; deployments.len()];

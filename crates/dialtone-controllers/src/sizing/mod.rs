@@ -842,6 +842,7 @@ async fn consolidate(
         },
         min_saving: options.min_saving,
         policy,
+        orders: consolidate::PodOrders::Either,
     });
     if proposed.is_empty() {
         memory.remember(key, input);
