@@ -609,10 +609,14 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     });
     let metrics = Arc::new(Metrics::new(tasks.controllers()));
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(raw_store, metrics.clone()));
-    let registry = Registry::new(store.clone(), &options.region, now);
+    let replicated = |registry: Registry| match options.regions {
+        Some(_) => registry.replicated(),
+        None => registry,
+    };
+    let registry = replicated(Registry::new(store.clone(), &options.region, now));
     // What the leader's controllers write through: refused once its term has ended.
     let fenced: Arc<dyn Store> = Arc::new(FencedStore::new(store.clone(), leadership));
-    let leader_registry = Registry::new(fenced.clone(), &options.region, now);
+    let leader_registry = replicated(Registry::new(fenced.clone(), &options.region, now));
     let admin_token = bootstrap(&registry, &options).await?;
     let regions = match &options.regions {
         Some(peers) => regions::Regions::new(&options.region, peers)?,

@@ -172,6 +172,9 @@ pub enum AccessChange {
 pub struct Registry {
     store: Arc<dyn Store>,
     region: String,
+    /// Whether other regions replicate into this store: only then is an object homed
+    /// elsewhere someone else's.
+    replicated: bool,
     clock: fn() -> Timestamp,
 }
 
@@ -340,7 +343,16 @@ impl Registry {
         Registry {
             store,
             region: region.into(),
+            replicated: false,
             clock,
+        }
+    }
+
+    /// The same, for a region whose store also holds other regions' objects.
+    pub fn replicated(self) -> Self {
+        Registry {
+            replicated: true,
+            ..self
         }
     }
 
@@ -355,9 +367,10 @@ impl Registry {
     }
 
     /// Whether an object is homed in this registry's region: only there do controllers act
-    /// on it (elsewhere it is a replica, see `replication`).
+    /// on it (elsewhere it is a replica, see `replication`). A region alone owns every
+    /// object in its store, whatever region it was made under.
     pub fn homed_here(&self, metadata: &ObjectMeta) -> bool {
-        metadata.home_region == self.region
+        !self.replicated || metadata.home_region == self.region
     }
 
     async fn get_kv(&self, path: &ResourcePath) -> Result<(KeyValue, RawObject)> {
