@@ -329,6 +329,7 @@ impl World {
         let mut address_plan = AddressPlan {
             pool: inputs.address_pool.parse().unwrap(),
             allocated: Vec::new(),
+            start: Default::default(),
         };
         address_plan.allocated = address_plan
             .pool

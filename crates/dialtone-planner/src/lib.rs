@@ -18,7 +18,7 @@ pub use dialtone_types::ClusterSettings;
 pub use dialtone_types::cluster::{
     ClusterPlan, ControlPlanePlan, NetworkPlan, NodeSlot, Subnet, WorkerPlan,
 };
-pub use network::AddressPlan;
+pub use network::{AddressPlan, PoolShare};
 pub use plan::{
     ClusterRequest, PlanContext, PlanError, Problem, kept_families, plan, plan_with_settings,
 };

@@ -10,6 +10,30 @@ pub struct AddressPlan {
     pub pool: Ipv4Net,
     /// The ranges already in use, which a new VPC must not overlap.
     pub allocated: Vec<Ipv4Net>,
+    /// Where in the pool the search for a free range starts.
+    pub start: PoolShare,
+}
+
+/// A region's share of an org's pool: with several regions, each starts its search for a
+/// free range at its own fraction of the pool (region `index` of `regions`, in name order)
+/// and wraps around, so that two regions allocating at once, each before it has seen the
+/// other's cluster, do not pick the same range until one has used up its share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShare {
+    /// This region's position.
+    pub index: usize,
+    /// How many regions share the pool.
+    pub regions: usize,
+}
+
+impl Default for PoolShare {
+    /// A region alone: from the start of the pool.
+    fn default() -> Self {
+        PoolShare {
+            index: 0,
+            regions: 1,
+        }
+    }
 }
 
 pub(crate) fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
@@ -22,17 +46,28 @@ impl AddressPlan {
         AddressPlan {
             pool: "10.0.0.0/8".parse().expect("a valid network"),
             allocated: Vec::new(),
+            start: PoolShare::default(),
         }
     }
 
-    /// The first `/prefix` of the pool that overlaps nothing taken.
+    /// The first `/prefix` of the pool, from this region's share on, that overlaps nothing
+    /// taken.
     pub fn next_free(&self, prefix: u8) -> Option<Ipv4Net> {
-        self.pool.subnets(prefix).ok()?.find(|candidate| {
-            !self
-                .allocated
-                .iter()
-                .any(|taken| overlaps(candidate, taken))
-        })
+        let count = 1usize
+            .checked_shl(u32::from(prefix.checked_sub(self.pool.prefix_len())?))
+            .unwrap_or(usize::MAX);
+        let regions = self.start.regions.max(1);
+        let skip = (count / regions).saturating_mul(self.start.index.min(regions - 1));
+        let subnets = self.pool.subnets(prefix).ok()?;
+        subnets
+            .skip(skip)
+            .chain(subnets.take(skip))
+            .find(|candidate| {
+                !self
+                    .allocated
+                    .iter()
+                    .any(|taken| overlaps(candidate, taken))
+            })
     }
 }
 
@@ -53,5 +88,23 @@ mod tests {
         );
         plan.allocated.push("10.0.0.0/8".parse().unwrap());
         assert_eq!(plan.next_free(16), None);
+    }
+
+    #[test]
+    fn each_region_starts_at_its_share_of_the_pool_and_wraps() {
+        let mut plan = AddressPlan::default_pool();
+        plan.start = PoolShare {
+            index: 2,
+            regions: 3,
+        };
+        assert_eq!(plan.next_free(16).unwrap().to_string(), "10.170.0.0/16");
+        plan.allocated.push("10.170.0.0/16".parse().unwrap());
+        assert_eq!(plan.next_free(16).unwrap().to_string(), "10.171.0.0/16");
+        // Its share and everything after it taken: it wraps to the start.
+        plan.allocated.push("10.170.0.0/15".parse().unwrap());
+        plan.allocated.push("10.172.0.0/14".parse().unwrap());
+        plan.allocated.push("10.176.0.0/12".parse().unwrap());
+        plan.allocated.push("10.192.0.0/10".parse().unwrap());
+        assert_eq!(plan.next_free(16).unwrap().to_string(), "10.0.0.0/16");
     }
 }

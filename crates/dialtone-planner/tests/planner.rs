@@ -320,6 +320,7 @@ fn production_vpcs_come_from_the_address_plan_without_overlap() {
             "10.0.0.0/16".parse().unwrap(),
             "10.1.4.0/24".parse().unwrap(),
         ],
+        start: Default::default(),
     };
     let first = plan_with(&request(ClusterType::Production), &address_plan, None).unwrap();
     assert_eq!(first.network.vpc_cidr.to_string(), "10.2.0.0/16");
@@ -335,6 +336,7 @@ fn production_vpcs_come_from_the_address_plan_without_overlap() {
     let full = AddressPlan {
         pool: "10.0.0.0/16".parse().unwrap(),
         allocated: vec!["10.0.0.0/16".parse().unwrap()],
+        start: Default::default(),
     };
     assert_eq!(
         fields(plan_with(&request(ClusterType::Production), &full, None).unwrap_err()),
@@ -614,7 +616,7 @@ proptest! {
     fn every_plan_satisfies_its_type(input in any_request()) {
         let (request, taken) = input;
         let allocated: Vec<Ipv4Net> = taken.iter().map(|b| format!("10.{b}.0.0/16").parse().unwrap()).collect();
-        let address_plan = AddressPlan { pool: "10.0.0.0/8".parse().unwrap(), allocated: allocated.clone() };
+        let address_plan = AddressPlan { pool: "10.0.0.0/8".parse().unwrap(), allocated: allocated.clone(), start: Default::default() };
         let p = plan_with(&request, &address_plan, None).unwrap();
         let cp_zones: BTreeSet<_> = p.control_plane.nodes.iter().map(|n| n.zone.clone()).collect();
         let worker_zones: BTreeSet<_> = p.workers.initial.iter().map(|n| n.zone.clone()).collect();

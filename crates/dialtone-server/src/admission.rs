@@ -523,7 +523,11 @@ impl Admission for Cluster {
         allocated.dedup();
         let context = PlanContext {
             catalog: app.provider.catalog(),
-            address_plan: &AddressPlan { pool, allocated },
+            address_plan: &AddressPlan {
+                pool,
+                allocated,
+                start: app.regions.pool_share(),
+            },
             existing_vpc: shared,
             kept_families: None,
         };
@@ -596,6 +600,7 @@ impl Admission for Cluster {
             address_plan: &AddressPlan {
                 pool,
                 allocated: Vec::new(),
+                start: Default::default(),
             },
             existing_vpc: current.status.plan.as_ref().map(|p| p.network.vpc_cidr),
             kept_families: dialtone_planner::kept_families(

@@ -148,6 +148,7 @@ async fn serve_metrics(
     )?;
     app.metrics.record_tasks(&app.tasks.statuses());
     app.metrics.record_leadership(app.tasks.leadership());
+    app.metrics.record_replication(&app.regions.lags());
     // Reading the statuses brings the controllers' queue depths up to date.
     app.tasks.controllers().statuses();
     app.metrics.record_clusters(&app.clusters);

@@ -48,6 +48,11 @@ struct TaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegionLabels {
+    region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
 }
@@ -90,6 +95,7 @@ pub struct Metrics {
     task_running: Family<TaskLabels, Gauge>,
     task_restarts: Family<TaskLabels, Counter>,
     leader: Gauge,
+    replication_lag: Family<RegionLabels, FloatGauge>,
     clusters: Family<PhaseLabels, Gauge>,
     time_to_ready: Histogram,
     sizing_decisions: Family<ActionLabels, Counter>,
@@ -140,6 +146,12 @@ impl Metrics {
             "leader",
             "Whether this server leads its region's controllers (1) or stands by (0)",
             leader.clone(),
+        );
+        let replication_lag = Family::<RegionLabels, FloatGauge>::default();
+        registry.register(
+            "replication_lag_seconds",
+            "Since this region last knew it held all of a peer region's objects: how stale its copy is",
+            replication_lag.clone(),
         );
         let task_restarts = Family::<TaskLabels, Counter>::default();
         registry.register(
@@ -200,6 +212,7 @@ impl Metrics {
             task_running,
             task_restarts,
             leader,
+            replication_lag,
         }
     }
 }
@@ -217,12 +230,24 @@ impl Drop for WatchGuard {
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 impl Metrics {
-    /// Brings the background tasks' series up to date, before a scrape.
     /// Sets the leader gauge before a scrape.
     pub fn record_leadership(&self, leadership: &dialtone_controllers::runtime::Leadership) {
         self.leader.set(i64::from(leadership.term().is_some()));
     }
 
+    /// Sets each peer region's replication lag before a scrape (none for a peer never
+    /// replicated).
+    pub fn record_replication(&self, lags: &[(String, f64)]) {
+        for (region, lag) in lags {
+            self.replication_lag
+                .get_or_create(&RegionLabels {
+                    region: region.clone(),
+                })
+                .set(*lag);
+        }
+    }
+
+    /// Brings the background tasks' series up to date, before a scrape.
     pub fn record_tasks(&self, tasks: &[dialtone_controllers::TaskStatus]) {
         for task in tasks {
             let labels = TaskLabels {

@@ -273,6 +273,16 @@ impl Regions {
         names
     }
 
+    /// Where this region starts looking for a free range in an org's pool: its place among
+    /// the regions in name order.
+    pub fn pool_share(&self) -> dialtone_planner::PoolShare {
+        let names = self.names();
+        dialtone_planner::PoolShare {
+            index: names.iter().position(|n| n == &self.region).unwrap_or(0),
+            regions: names.len(),
+        }
+    }
+
     /// The region a cluster in cloud region `cloud_region` is homed in: the Dialtone region
     /// of that name; with no peers, this one, whatever the cloud region.
     pub fn home_of_cluster(&self, cloud_region: &str) -> Result<String, ApiError> {
@@ -294,6 +304,14 @@ impl Regions {
     fn lag_of(&self, applied: &Applied) -> f64 {
         let since = Timestamp::now().duration_since(applied.at);
         since.as_secs_f64().max(0.0)
+    }
+
+    /// Each peer's lag in seconds, for those replicated at least once.
+    pub fn lags(&self) -> Vec<(String, f64)> {
+        let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+        seen.iter()
+            .map(|(name, applied)| (name.clone(), self.lag_of(applied)))
+            .collect()
     }
 
     /// The header value that says how stale each peer's objects are here.

@@ -429,6 +429,21 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
         status, 401,
         "a revocation replicated before the cut holds during it"
     );
+    // Both sides of the cut make production clusters, each with a network of its own: each
+    // region allocates from its own share of the org's pool, so they do not collide
+    // although neither sees the other's.
+    let prod = |name: &str, region: &str| json!({"metadata": {"name": name}, "spec": {"type": "production", "region": region}});
+    let (status, body) = east
+        .post(
+            &format!("{project}/clusters"),
+            prod("east-prod", "us-east-1"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = eu
+        .post(&format!("{project}/clusters"), prod("eu-prod", "eu-west-1"))
+        .await;
+    assert_eq!(status, 201, "{body}");
     // The east goes on writing its own objects.
     let (status, _) = east
         .post(
@@ -465,12 +480,38 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
             victim.as_str()
         );
     }
+    let (_, clusters) = west.get(&format!("{project}/clusters")).await;
+    let mut ranges: Vec<String> = clusters["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["status"]["plan"]["network"]["vpcCidr"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ranges.len(), 4, "{clusters:#}");
+    ranges.sort();
+    ranges.dedup();
+    assert_eq!(
+        ranges.len(),
+        4,
+        "each cluster has a range of its own: {ranges:?}"
+    );
     let status = common::cli_ok(&regions.servers[3].1, &["regions", "status"]);
     assert!(
         status.contains("eu-west-1 (this)")
             && status.contains("us-east-1")
             && status.contains("digests match in every region"),
         "{status}"
+    );
+    let (status, _, metrics) = eu.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("replication_lag_seconds{region=\"us-east-1\"}"),
+        "{metrics}"
     );
     let (status, list) = eu.get("/v1/regions").await;
     assert_eq!(status, 200, "{list}");

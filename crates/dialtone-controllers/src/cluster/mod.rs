@@ -679,6 +679,7 @@ impl Lifecycle {
             address_plan: &AddressPlan {
                 pool,
                 allocated: Vec::new(),
+                start: Default::default(),
             },
             existing_vpc: Some(existing_vpc),
             kept_families: dialtone_planner::kept_families(
