@@ -3,10 +3,14 @@
 //! idempotent apply of a peer's batches, and digests that show whether two regions hold the
 //! same state.
 //!
-//! What is replicated: objects (`/o/`), their access policies (`/p/o/`) and tokens
-//! (`/tokens/`). An object's owner is its `metadata.homeRegion`; a policy's is its node's; a
-//! token's is its org's. Audit records, usage, children markers, leases and allocation
-//! guards stay in the region that wrote them. Every region keeps, at `/replicas/{region}`,
+//! What is replicated: objects (`/o/`), their access policies (`/p/o/`), tokens
+//! (`/tokens/`), orgs' billing settings (`/billing/`), and usage records and day totals
+//! (`/usage/records/`, `/usage/days/`), so that every region reports and invoices all of
+//! an org's clusters. An object's owner is its `metadata.homeRegion`; a policy's is its
+//! node's; a token's and billing settings' their org's; usage's the region of the cluster
+//! it was metered in (`owner.region`), whose meter wrote it. Audit records, the meters'
+//! own state, children markers, leases and allocation guards stay in the region that
+//! wrote them. Every region keeps, at `/replicas/{region}`,
 //! the last revision of that region's store it applied, in the transaction that applied it,
 //! so a puller resumes exactly where it stopped.
 
@@ -26,6 +30,9 @@ use crate::{Event, EventKind, KeyRange, Revision, Store, StoreError, Txn};
 const OBJECTS: &str = "/o/";
 const POLICIES: &str = "/p/o/";
 const TOKENS: &str = "/tokens/";
+const BILLING: &str = "/billing/";
+const USAGE: [&str; 2] = ["/usage/records/", "/usage/days/"];
+const ORGS: &str = "/o/orgs/";
 
 /// The most operations one transaction carries (etcd allows 128).
 const TXN_OPS: usize = 100;
@@ -112,31 +119,130 @@ fn object_home(value: &[u8]) -> Option<String> {
         .map(|s| s.metadata.home_region)
 }
 
-/// The org a replicated key belongs to, for digests.
-fn org_of(key: &str, value: &[u8]) -> Option<String> {
+/// What decides the home of a replicated key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owner {
+    /// The home of this object (a `/o/` key): itself, a policy's node, a token's org.
+    Object(String),
+    /// The org with this uid (billing settings).
+    OrgUid(String),
+    /// This region, named by the value (usage, by the region it was metered in).
+    Region(String),
+}
+
+/// Usage records and day totals name whose they are.
+#[derive(Deserialize)]
+struct Metered {
+    owner: MeteredOwner,
+}
+
+#[derive(Deserialize)]
+struct MeteredOwner {
+    org: String,
+    region: String,
+}
+
+/// What decides `key`'s home, from its key and value; `None` for keys that are not
+/// replicated.
+fn owner_of(key: &str, value: Option<&[u8]>) -> Option<Owner> {
+    if key.starts_with(OBJECTS) {
+        Some(Owner::Object(key.to_string()))
+    } else if let Some(object) = key.strip_prefix("/p") {
+        object
+            .starts_with(OBJECTS)
+            .then(|| Owner::Object(object.to_string()))
+    } else if key.starts_with(TOKENS) {
+        let token: StoredToken = serde_json::from_slice(value?).ok()?;
+        let org = dialtone_types::ResourcePath::org(&token.info.org);
+        Some(Owner::Object(object_key(&org)))
+    } else if let Some(uid) = key.strip_prefix(BILLING) {
+        Some(Owner::OrgUid(uid.to_string()))
+    } else if USAGE.iter().any(|p| key.starts_with(p)) {
+        let metered: Metered = serde_json::from_slice(value?).ok()?;
+        Some(Owner::Region(metered.owner.region))
+    } else {
+        None
+    }
+}
+
+/// The org a replicated key belongs to, for digests; `orgs` names orgs by uid.
+fn org_of(key: &str, value: &[u8], orgs: &HashMap<String, String>) -> Option<String> {
     if key.starts_with(TOKENS) {
         return serde_json::from_slice::<StoredToken>(value)
             .ok()
             .map(|t| t.info.org);
+    }
+    if let Some(uid) = key.strip_prefix(BILLING) {
+        return orgs.get(uid).cloned();
+    }
+    if USAGE.iter().any(|p| key.starts_with(p)) {
+        return serde_json::from_slice::<Metered>(value)
+            .ok()
+            .map(|m| m.owner.org);
     }
     let object = key.strip_prefix("/p").unwrap_or(key);
     let path = path_of_key(object.as_bytes())?;
     path.names().next().map(String::from)
 }
 
-/// The object key whose home decides the owner of `key`: itself, a policy's node, a token's
-/// org. `None` for keys that are not replicated.
-fn owner_object(key: &str, value: Option<&[u8]>) -> Option<String> {
-    if key.starts_with(OBJECTS) {
-        Some(key.to_string())
-    } else if let Some(object) = key.strip_prefix("/p") {
-        object.starts_with(OBJECTS).then(|| object.to_string())
-    } else if key.starts_with(TOKENS) {
-        let token: StoredToken = serde_json::from_slice(value?).ok()?;
-        let org = dialtone_types::ResourcePath::org(&token.info.org);
-        Some(object_key(&org))
-    } else {
-        None
+/// An org's uid and name, from its stored value.
+fn org_uid(value: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        uid: String,
+    }
+    #[derive(Deserialize)]
+    struct Stored {
+        metadata: Meta,
+    }
+    serde_json::from_slice::<Stored>(value)
+        .ok()
+        .map(|s| s.metadata.uid)
+}
+
+/// A scanned key, its value, and the region that owns it (if this store can tell).
+type Homed = (String, Vec<u8>, Option<String>);
+
+/// Homes learned from objects' values: by object key, and orgs' by uid with their names.
+#[derive(Default)]
+struct Known {
+    objects: HashMap<String, String>,
+    orgs: HashMap<String, (String, String)>,
+}
+
+impl Known {
+    /// Learns from `key`'s value, if it is an object.
+    fn learn(&mut self, key: &str, value: Option<&[u8]>) {
+        let Some(value) = value.filter(|_| key.starts_with(OBJECTS)) else {
+            return;
+        };
+        let Some(home) = object_home(value) else {
+            return;
+        };
+        if let Some(name) = key.strip_prefix(ORGS)
+            && let Some(uid) = org_uid(value)
+        {
+            self.orgs.insert(uid, (name.to_string(), home.clone()));
+        }
+        self.objects.insert(key.to_string(), home);
+    }
+
+    /// The home of `owner`, from what was learned only.
+    fn home(&self, owner: &Owner) -> Option<String> {
+        match owner {
+            Owner::Region(region) => Some(region.clone()),
+            Owner::Object(object) => self.objects.get(object).cloned(),
+            Owner::OrgUid(uid) => self.orgs.get(uid).map(|(_, home)| home.clone()),
+        }
+    }
+
+    /// Org names by uid.
+    fn org_names(&self) -> HashMap<String, String> {
+        self.orgs
+            .iter()
+            .map(|(uid, (name, _))| (uid.clone(), name.clone()))
+            .collect()
     }
 }
 
@@ -154,39 +260,47 @@ impl Replication {
         }
     }
 
-    /// The home of the object at `object` (a `/o/` key): from `known` (this revision's
-    /// changes), else from the store.
-    async fn home_of(
-        &self,
-        object: &str,
-        known: &HashMap<String, String>,
-    ) -> Result<Option<String>, StoreError> {
-        if let Some(home) = known.get(object) {
-            return Ok(Some(home.clone()));
+    /// The region `owner` names: from `known` (what this revision's changes or a scan
+    /// said), else from the store.
+    async fn home_of(&self, owner: &Owner, known: &Known) -> Result<Option<String>, StoreError> {
+        match owner {
+            Owner::Region(region) => Ok(Some(region.clone())),
+            Owner::Object(object) => {
+                if let Some(home) = known.objects.get(object) {
+                    return Ok(Some(home.clone()));
+                }
+                Ok(self
+                    .store
+                    .get(object.as_bytes())
+                    .await?
+                    .and_then(|kv| object_home(&kv.value)))
+            }
+            Owner::OrgUid(uid) => {
+                if let Some((_, home)) = known.orgs.get(uid) {
+                    return Ok(Some(home.clone()));
+                }
+                // Billing settings change seldom: the orgs are read to find theirs.
+                let orgs = self.store.range(&KeyRange::prefix(ORGS), None, 0).await?;
+                Ok(orgs
+                    .kvs
+                    .iter()
+                    .find(|kv| org_uid(&kv.value).as_deref() == Some(uid.as_str()))
+                    .and_then(|kv| object_home(&kv.value)))
+            }
         }
-        Ok(self
-            .store
-            .get(object.as_bytes())
-            .await?
-            .and_then(|kv| object_home(&kv.value)))
     }
 
     /// The changes of one revision this region owns.
     async fn owned(&self, events: Vec<Event>) -> Result<Vec<Change>, StoreError> {
         // Objects first: a policy or token changed in the same transaction as its node is
         // owned by the node's home even if the node went.
-        let mut known = HashMap::new();
+        let mut known = Known::default();
         for event in &events {
-            let key = String::from_utf8_lossy(&event.kv.key);
-            if key.starts_with(OBJECTS) {
-                let value = match event.kind {
-                    EventKind::Put => Some(&event.kv.value),
-                    EventKind::Delete => event.prev.as_ref().map(|p| &p.value),
-                };
-                if let Some(home) = value.and_then(|v| object_home(v)) {
-                    known.insert(key.into_owned(), home);
-                }
-            }
+            let value = match event.kind {
+                EventKind::Put => Some(event.kv.value.as_slice()),
+                EventKind::Delete => event.prev.as_ref().map(|p| p.value.as_slice()),
+            };
+            known.learn(&String::from_utf8_lossy(&event.kv.key), value);
         }
         let mut changes = Vec::new();
         for event in events {
@@ -195,10 +309,10 @@ impl Replication {
                 EventKind::Put => Some(event.kv.value.as_slice()),
                 EventKind::Delete => event.prev.as_ref().map(|p| p.value.as_slice()),
             };
-            let Some(object) = owner_object(&key, value) else {
+            let Some(owner) = owner_of(&key, value) else {
                 continue;
             };
-            if self.home_of(&object, &known).await?.as_deref() != Some(&self.region) {
+            if self.home_of(&owner, &known).await?.as_deref() != Some(&self.region) {
                 continue;
             }
             changes.push(Change {
@@ -251,7 +365,7 @@ impl Replication {
     async fn scan(&self) -> Result<(Revision, Vec<(String, Vec<u8>)>), StoreError> {
         let revision = self.store.revision().await?;
         let mut out = Vec::new();
-        for prefix in [OBJECTS, POLICIES, TOKENS] {
+        for prefix in [OBJECTS, POLICIES, TOKENS, BILLING, USAGE[0], USAGE[1]] {
             let range = KeyRange::prefix(prefix);
             let mut start = range.start.clone();
             loop {
@@ -277,26 +391,28 @@ impl Replication {
         Ok((revision, out))
     }
 
-    /// Each scanned key with the region that owns it, as this store knows it.
-    fn owners(keys: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>, Option<String>)> {
-        let homes: HashMap<String, String> = keys
-            .iter()
-            .filter(|(k, _)| k.starts_with(OBJECTS))
-            .filter_map(|(k, v)| object_home(v).map(|h| (k.clone(), h)))
-            .collect();
-        keys.into_iter()
+    /// Each scanned key with the region that owns it, as this store knows it, and the
+    /// orgs' names by uid.
+    fn owners(keys: Vec<(String, Vec<u8>)>) -> (Vec<Homed>, HashMap<String, String>) {
+        let mut known = Known::default();
+        for (key, value) in &keys {
+            known.learn(key, Some(value));
+        }
+        let owned = keys
+            .into_iter()
             .map(|(key, value)| {
-                let home = owner_object(&key, Some(&value)).and_then(|o| homes.get(&o).cloned());
+                let home = owner_of(&key, Some(&value)).and_then(|o| known.home(&o));
                 (key, value, home)
             })
-            .collect()
+            .collect();
+        (owned, known.org_names())
     }
 
     /// Every key this region owns, at one revision.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let (revision, keys) = self.scan().await?;
         let mut changes = Vec::new();
-        for (key, value, home) in Self::owners(keys) {
+        for (key, value, home) in Self::owners(keys).0 {
             if home.as_deref() == Some(&self.region) {
                 changes.push(Change {
                     key,
@@ -320,10 +436,10 @@ impl Replication {
     /// overwrites it.
     async fn own(&self, key: &str) -> Result<bool, StoreError> {
         let value = self.store.get(key.as_bytes()).await?.map(|kv| kv.value);
-        let Some(object) = owner_object(key, value.as_deref()) else {
+        let Some(owner) = owner_of(key, value.as_deref()) else {
             return Ok(false);
         };
-        Ok(self.home_of(&object, &HashMap::new()).await?.as_deref() == Some(&self.region))
+        Ok(self.home_of(&owner, &Known::default()).await?.as_deref() == Some(&self.region))
     }
 
     /// Writes `changes` and then records `revision` of `source` as applied: in transactions
@@ -390,7 +506,7 @@ impl Replication {
             .collect();
         let mut changes: Vec<Change> = Vec::new();
         let mut held = BTreeMap::new();
-        for (key, value, home) in Self::owners(keys) {
+        for (key, value, home) in Self::owners(keys).0 {
             if home.as_deref() == Some(source) && !wanted.contains_key(key.as_str()) {
                 changes.push(Change { key, value: None });
             } else {
@@ -414,8 +530,9 @@ impl Replication {
     pub async fn digests(&self) -> Result<Vec<Digest>, StoreError> {
         let (_, keys) = self.scan().await?;
         let mut hashes: BTreeMap<(String, String), (usize, Sha256)> = BTreeMap::new();
-        for (key, value, home) in Self::owners(keys) {
-            let (Some(home), Some(org)) = (home, org_of(&key, &value)) else {
+        let (owned, orgs) = Self::owners(keys);
+        for (key, value, home) in owned {
+            let (Some(home), Some(org)) = (home, org_of(&key, &value, &orgs)) else {
                 continue;
             };
             let (count, hash) = hashes.entry((home, org)).or_default();

@@ -66,6 +66,10 @@ impl Regions {
                 let mut args: Vec<String> = [
                     "--sim-time-scale",
                     "0",
+                    "--metering-period",
+                    "2",
+                    "--metering-interval-ms",
+                    "200",
                     "--region",
                     region,
                     "--bootstrap-org",
@@ -299,6 +303,32 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
     }
     let took = converged(east, Duration::from_secs(60), logs).await;
     println!("clusters converged in {took:?}");
+
+    // Each cluster is metered where it runs, and its usage reported in every region.
+    let tomorrow = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .tomorrow()
+        .unwrap();
+    let report = format!("{org}/usage?by=cluster&from=2026-01-01&to={tomorrow}");
+    for api in [east, west, eu] {
+        until(
+            api,
+            &report,
+            Duration::from_secs(30),
+            |s, r| {
+                s == 200
+                    && ["eng/web/west-1", "eng/web/eu-1"].iter().all(|cluster| {
+                        r["rows"].as_array().into_iter().flatten().any(|row| {
+                            row["group"] == *cluster
+                                && row["recorded"]["cpuMilliSeconds"].as_i64() > Some(0)
+                        })
+                    })
+            },
+            logs,
+        )
+        .await;
+    }
 
     // Only a cluster's home deletes it: a cascade from its org's home is refused, naming it.
     let (status, refused) = east.delete(&format!("{project}?cascade=true")).await;
