@@ -808,13 +808,21 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
                 move |_| regions::pull(regions.clone(), peer.clone(), store.clone())
             });
         }
+        let certificate = regions
+            .certificate()
+            .context("a region with peers has a certificate")?
+            .clone();
+        tasks.spawn("region-certificate-reload", {
+            let certificate = certificate.clone();
+            move |_| tls::keep_renewed(certificate.clone(), None)
+        });
         let peers = tokio::net::TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("cannot listen for peers on {}", options.listen))?;
         let routes = regions::peer_routes(store.clone(), regions.clone());
         tokio::spawn(tls::serve_with(
             peers,
-            regions::listener_config(&options.tls)?,
+            regions::listener_config(&options.tls, certificate.clone())?,
             router(app.clone(), None, Listener::Peers(routes)),
             |connection, router| match regions::peer_region(connection) {
                 Some(peer) => router.layer(axum::Extension(peer)),

@@ -183,6 +183,21 @@ impl rustls::server::ResolvesServerCert for ServingCertificate {
     }
 }
 
+/// A region's certificate is its client certificate towards its peers too.
+impl rustls::client::ResolvesClientCert for ServingCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.serving())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 fn certified_key(files: &TlsFiles) -> anyhow::Result<Arc<CertifiedKey>> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .with_context(|| format!("cannot read {}", files.cert.display()))?
@@ -191,7 +206,15 @@ fn certified_key(files: &TlsFiles) -> anyhow::Result<Arc<CertifiedKey>> {
         .with_context(|| format!("cannot read {}", files.key.display()))?;
     let key = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| anyhow::anyhow!("{}: {e}", files.key.display()))?;
-    Ok(Arc::new(CertifiedKey::new(certs, key)))
+    let certified = CertifiedKey::new(certs, key);
+    certified.keys_match().map_err(|e| {
+        anyhow::anyhow!(
+            "{} and {} do not go together: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
+    Ok(Arc::new(certified))
 }
 
 pub fn server_config(certificate: Arc<ServingCertificate>) -> rustls::ServerConfig {

@@ -81,6 +81,8 @@ pub struct Regions {
     /// What each peer's stream last confirmed, as the store holds it (refreshed every
     /// heartbeat, on every server of the region).
     seen: RwLock<BTreeMap<String, Applied>>,
+    /// The region certificate, with peers.
+    certificate: Option<Arc<crate::tls::ServingCertificate>>,
 }
 
 struct Peer {
@@ -134,16 +136,21 @@ impl Regions {
             region: region.to_string(),
             peers: BTreeMap::new(),
             seen: RwLock::default(),
+            certificate: None,
         })
     }
 
     /// This region and its peers, reached with the region certificate.
     pub fn new(region: &str, options: &RegionsOptions) -> anyhow::Result<Arc<Regions>> {
-        let (certs, key) = peers::identity(&options.tls)?;
+        let certificate = crate::tls::ServingCertificate::load(&crate::tls::TlsFiles {
+            ca_cert: options.tls.ca.clone(),
+            cert: options.tls.cert.clone(),
+            key: options.tls.key.clone(),
+        })
+        .context("cannot load the region certificate (--region-cert, --region-key)")?;
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(peers::roots(&options.tls)?)
-            .with_client_auth_cert(certs, key)
-            .context("--region-cert and --region-key do not go together")?;
+            .with_client_cert_resolver(certificate.clone());
         let mut peers = BTreeMap::new();
         for (name, url) in &options.peers {
             anyhow::ensure!(
@@ -166,7 +173,14 @@ impl Regions {
             region: region.to_string(),
             peers,
             seen: RwLock::default(),
+            certificate: Some(certificate),
         }))
+    }
+
+    /// The region certificate, served to peers and presented to them, read again from its
+    /// files twice a day (the operator renews it with `dialtone regions certificates`).
+    pub fn certificate(&self) -> Option<&Arc<crate::tls::ServingCertificate>> {
+        self.certificate.as_ref()
     }
 
     /// This region's name.

@@ -18,8 +18,8 @@ use dialtone_store::replication::{Batch, Replication, Snapshot};
 use dialtone_store::{Revision, Store};
 use dialtone_types::{ApiError, Reason};
 use futures::StreamExt;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use super::{FORWARD_TIMEOUT, HEARTBEAT, Peer, RegionTlsFiles, Regions, reqwest_error};
@@ -63,27 +63,17 @@ pub(super) fn roots(files: &RegionTlsFiles) -> anyhow::Result<rustls::RootCertSt
     Ok(roots)
 }
 
-pub(super) fn identity(
-    files: &RegionTlsFiles,
-) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .with_context(|| format!("cannot read --region-cert {}", files.cert.display()))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("cannot read --region-key {}", files.key.display()))?;
-    Ok((certs, key))
-}
-
 /// The region listener's TLS: its certificate, and only clients with one from the region CA.
-pub fn listener_config(files: &RegionTlsFiles) -> anyhow::Result<rustls::ServerConfig> {
+pub fn listener_config(
+    files: &RegionTlsFiles,
+    certificate: Arc<crate::tls::ServingCertificate>,
+) -> anyhow::Result<rustls::ServerConfig> {
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots(files)?))
         .build()
         .context("cannot verify peers with --region-ca")?;
-    let (certs, key) = identity(files)?;
     let mut config = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .context("--region-cert and --region-key do not go together")?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
