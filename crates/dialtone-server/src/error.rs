@@ -112,3 +112,15 @@ pub async fn normalize_errors(
     };
     HttpError(ApiError::new(reason, message)).into_response()
 }
+
+/// An error and what caused it, as reqwest's own message leaves the cause out (a refused
+/// connection, a certificate not trusted).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
+}

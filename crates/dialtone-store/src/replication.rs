@@ -181,8 +181,7 @@ fn org_of(key: &str, value: &[u8], orgs: &HashMap<String, String>) -> Option<Str
             .map(|m| m.owner.org);
     }
     let object = key.strip_prefix("/p").unwrap_or(key);
-    let path = path_of_key(object.as_bytes())?;
-    path.names().next().map(String::from)
+    path_of_key(object.as_bytes()).map(|path| path.org_name().to_string())
 }
 
 /// An org's uid and name, from its stored value.

@@ -132,6 +132,23 @@ impl ResourcePath {
         })
     }
 
+    /// The path down to the first node of `kind` on it (itself, if it is one).
+    pub fn up_to(&self, kind: &'static KindInfo) -> Option<ResourcePath> {
+        let end = self
+            .segments
+            .iter()
+            .position(|(k, _)| std::ptr::eq(*k, kind))?;
+        Some(ResourcePath {
+            segments: self.segments[..=end].to_vec(),
+        })
+    }
+
+    /// Whether the path lies below `ancestor` (and is not `ancestor` itself).
+    pub fn is_below(&self, ancestor: &ResourcePath) -> bool {
+        self.segments.len() > ancestor.segments.len()
+            && self.segments.starts_with(&ancestor.segments)
+    }
+
     /// The names along the path, top first.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().map(|(_, n)| n.as_str())
@@ -198,6 +215,26 @@ mod tests {
             ResourcePath::org("acme")
         );
         assert!(ResourcePath::tree_node("a/b/c/d/e/f").is_err());
+    }
+
+    #[test]
+    fn a_path_knows_its_nodes_of_a_kind_and_what_it_lies_below() {
+        let namespace = ResourcePath::tree_node("acme/eng/web/prod-1/payments").unwrap();
+        let cluster = ResourcePath::tree_node("acme/eng/web/prod-1").unwrap();
+        assert_eq!(
+            namespace.up_to(&crate::kinds::CLUSTER),
+            Some(cluster.clone())
+        );
+        assert_eq!(cluster.up_to(&crate::kinds::CLUSTER), Some(cluster.clone()));
+        assert_eq!(
+            cluster.parent().unwrap().up_to(&crate::kinds::CLUSTER),
+            None
+        );
+        let project = cluster.parent().unwrap();
+        assert!(namespace.is_below(&project) && cluster.is_below(&project));
+        assert!(!project.is_below(&project), "not below itself");
+        assert!(!cluster.is_below(&ResourcePath::tree_node("acme/eng/webs").unwrap()));
+        assert!(!project.is_below(&cluster));
     }
 
     #[test]

@@ -13,7 +13,6 @@ use dialtone_backend::sim::service::SimServiceOptions;
 
 use crate::cli::{ProviderKind, ServerArgs, SimCloudArgs, SimServeArgs};
 
-/// The machine images `--aws-image-id` and `--aws-arm64-image-id` name.
 /// `--peer` and the region listener's settings; clap has checked that they come together.
 fn region_options(args: &ServerArgs) -> Option<dialtone_server::regions::RegionsOptions> {
     if args.peers.is_empty() {
@@ -22,14 +21,15 @@ fn region_options(args: &ServerArgs) -> Option<dialtone_server::regions::Regions
     Some(dialtone_server::regions::RegionsOptions {
         peers: args.peers.iter().cloned().collect(),
         listen: args.region_listen?,
-        tls: dialtone_server::regions::RegionTlsFiles {
-            ca: args.region_ca.clone()?,
+        tls: dialtone_server::tls::TlsFiles {
+            ca_cert: args.region_ca.clone()?,
             cert: args.region_cert.clone()?,
             key: args.region_key.clone()?,
         },
     })
 }
 
+/// The machine images `--aws-image-id` and `--aws-arm64-image-id` name.
 fn aws_images(args: &ServerArgs) -> dialtone_backend::aws::MachineImages {
     dialtone_backend::aws::MachineImages {
         amd64: args.aws_image_id.clone().unwrap_or_default(),

@@ -22,6 +22,7 @@ use dialtone_controllers::LifecycleOptions;
 use dialtone_controllers::runtime::backoff::Backoff;
 use dialtone_kube::{ClusterAccess, Connection};
 use dialtone_server::backend::{Backend, BackendContext, BuildBackend};
+use dialtone_server::error::with_causes;
 use futures::StreamExt;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -288,17 +289,6 @@ impl RemoteSim {
     fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// An error and what caused it, as reqwest's own message leaves the cause out.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(e) = cause {
-        text.push_str(&format!(": {e}"));
-        cause = e.source();
-    }
-    text
 }
 
 /// The service's `CloudError`, or what went wrong if the answer is not one.

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use dialtone_types::kinds::CLUSTER;
 use dialtone_types::{ApiError, Reason, ResourcePath};
 
-use super::{FORWARD_TIMEOUT, LAG_HEADER, Regions, SERVED_BY_HEADER, reqwest_error};
+use super::{FORWARD_TIMEOUT, LAG_HEADER, Regions, SERVED_BY_HEADER};
 use crate::App;
+use crate::error::with_causes;
 
 /// Headers of one connection, not of the request: never passed on.
 const HOP_BY_HOP: [&str; 9] = [
@@ -67,16 +68,8 @@ impl Regions {
             return Ok(Home::Here);
         }
         let credential = path.ends_with("/credentials");
-        let mut cluster = None;
-        let mut at = (!credential).then(|| node.clone());
-        while let Some(p) = at {
-            if p.kind().plural == CLUSTER.plural {
-                cluster = Some(p);
-                break;
-            }
-            at = p.parent();
-        }
-        let org = ResourcePath::org(node.names().next().unwrap_or_default());
+        let cluster = node.up_to(&CLUSTER).filter(|_| !credential);
+        let org = ResourcePath::org(node.org_name());
         let home = if creates_cluster && *method == Method::POST {
             let spec: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
             match spec["spec"]["region"].as_str() {
@@ -132,11 +125,11 @@ impl Regions {
                     Ok(bytes) => response
                         .body(Body::from(bytes))
                         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()),
-                    Err(e) => self.unanswered(home, &reqwest_error(&e)),
+                    Err(e) => self.unanswered(home, &with_causes(&e)),
                 }
             }
-            Err(e) if e.is_connect() => self.unreachable(home, &reqwest_error(&e)),
-            Err(e) => self.unanswered(home, &reqwest_error(&e)),
+            Err(e) if e.is_connect() => self.unreachable(home, &with_causes(&e)),
+            Err(e) => self.unanswered(home, &with_causes(&e)),
         }
     }
 

@@ -24,7 +24,6 @@ pub use peers::{PeerRegion, listener_config, peer_region, peer_routes, pull};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -40,7 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::App;
 use crate::auth::{Principal, Target, Verb, enforce};
-use crate::error::HttpResult;
+use crate::error::{HttpResult, with_causes};
+use crate::tls::{ServingCertificate, TlsFiles};
 
 /// The header that says how stale this region's copy of each peer's objects is.
 pub const LAG_HEADER: &str = "dialtone-replication-lag";
@@ -54,15 +54,6 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a peer has to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The certificate a region presents to its peers, its key, and the CA that signed every
-/// region's.
-#[derive(Clone, Debug)]
-pub struct RegionTlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// `--peer`, `--region-listen` and the region certificates.
 #[derive(Clone, Debug)]
 pub struct RegionsOptions {
@@ -70,7 +61,9 @@ pub struct RegionsOptions {
     pub peers: BTreeMap<String, String>,
     /// Where this region's listener for its peers listens.
     pub listen: SocketAddr,
-    pub tls: RegionTlsFiles,
+    /// The certificate a region presents to its peers (as server and as client), its key,
+    /// and the CA that signed every region's.
+    pub tls: TlsFiles,
 }
 
 /// The peers of this region, and how far it has replicated each. Without peers (a single
@@ -82,7 +75,7 @@ pub struct Regions {
     /// heartbeat, on every server of the region).
     seen: RwLock<BTreeMap<String, Applied>>,
     /// The region certificate, with peers.
-    certificate: Option<Arc<crate::tls::ServingCertificate>>,
+    certificate: Option<Arc<ServingCertificate>>,
 }
 
 struct Peer {
@@ -142,12 +135,8 @@ impl Regions {
 
     /// This region and its peers, reached with the region certificate.
     pub fn new(region: &str, options: &RegionsOptions) -> anyhow::Result<Arc<Regions>> {
-        let certificate = crate::tls::ServingCertificate::load(&crate::tls::TlsFiles {
-            ca_cert: options.tls.ca.clone(),
-            cert: options.tls.cert.clone(),
-            key: options.tls.key.clone(),
-        })
-        .context("cannot load the region certificate (--region-cert, --region-key)")?;
+        let certificate = ServingCertificate::load(&options.tls)
+            .context("cannot load the region certificate (--region-cert, --region-key)")?;
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(peers::roots(&options.tls)?)
             .with_client_cert_resolver(certificate.clone());
@@ -179,7 +168,7 @@ impl Regions {
 
     /// The region certificate, served to peers and presented to them, read again from its
     /// files twice a day (the operator renews it with `dialtone regions certificates`).
-    pub fn certificate(&self) -> Option<&Arc<crate::tls::ServingCertificate>> {
+    pub fn certificate(&self) -> Option<&Arc<ServingCertificate>> {
         self.certificate.as_ref()
     }
 
@@ -295,7 +284,7 @@ impl Regions {
             let error = match answer {
                 Ok(r) if r.status().is_success() => None,
                 Ok(r) => Some(format!("it answered {}", r.status())),
-                Err(e) => Some(reqwest_error(&e)),
+                Err(e) => Some(with_causes(&e)),
             };
             (name.clone(), peer.url.clone(), error)
         });
@@ -334,7 +323,7 @@ impl Regions {
                     .timeout(FORWARD_TIMEOUT)
                     .send()
                     .await
-                    .map_err(|e| reqwest_error(&e))?;
+                    .map_err(|e| with_causes(&e))?;
                 if !response.status().is_success() {
                     return Err(format!("it answered {}", response.status()));
                 }
@@ -382,17 +371,6 @@ impl Regions {
     }
 }
 
-fn reqwest_error(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
-    message
-}
-
 /// `GET /v1/regions`: every region, whether this one reaches it and how stale its copy is.
 pub async fn list_regions(State(app): State<App>) -> HttpResult<Response> {
     let items = app.regions.statuses().await;
@@ -422,21 +400,13 @@ pub fn check_cascade(app: &App, path: &ResourcePath) -> HttpResult<()> {
     if app.regions.peers.is_empty() {
         return Ok(());
     }
-    let under = |cluster: &ResourcePath| {
-        let mut at = cluster.parent();
-        while let Some(p) = at {
-            if &p == path {
-                return true;
-            }
-            at = p.parent();
-        }
-        false
-    };
     let elsewhere: Vec<String> = app
         .clusters
         .snapshot()
         .into_iter()
-        .filter(|(cluster, object)| under(cluster) && !app.registry.homed_here(&object.metadata))
+        .filter(|(cluster, object)| {
+            cluster.is_below(path) && !app.registry.homed_here(&object.metadata)
+        })
         .map(|(cluster, object)| format!("{cluster} (in {})", object.metadata.home_region))
         .collect();
     if elsewhere.is_empty() {

@@ -22,8 +22,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
-use super::{FORWARD_TIMEOUT, HEARTBEAT, Peer, RegionTlsFiles, Regions, reqwest_error};
-use crate::error::HttpResult;
+use super::{FORWARD_TIMEOUT, HEARTBEAT, Peer, Regions};
+use crate::error::{HttpResult, with_causes};
+use crate::tls::{ServingCertificate, TlsFiles};
 
 /// Retries of a broken stream, from a second up to half a minute.
 const RECONNECT: Backoff = Backoff {
@@ -53,10 +54,10 @@ fn common_name(der: &CertificateDer<'_>) -> Option<String> {
 }
 
 /// The region CA's roots.
-pub(super) fn roots(files: &RegionTlsFiles) -> anyhow::Result<rustls::RootCertStore> {
+pub(super) fn roots(files: &TlsFiles) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&files.ca)
-        .with_context(|| format!("cannot read --region-ca {}", files.ca.display()))?
+    for cert in CertificateDer::pem_file_iter(&files.ca_cert)
+        .with_context(|| format!("cannot read --region-ca {}", files.ca_cert.display()))?
     {
         roots.add(cert?)?;
     }
@@ -65,8 +66,8 @@ pub(super) fn roots(files: &RegionTlsFiles) -> anyhow::Result<rustls::RootCertSt
 
 /// The region listener's TLS: its certificate, and only clients with one from the region CA.
 pub fn listener_config(
-    files: &RegionTlsFiles,
-    certificate: Arc<crate::tls::ServingCertificate>,
+    files: &TlsFiles,
+    certificate: Arc<ServingCertificate>,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots(files)?))
         .build()
@@ -127,7 +128,7 @@ async fn pull_once(replication: &Replication, peer: &Peer, name: &str) -> anyhow
         ))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!(reqwest_error(&e)))?;
+        .map_err(|e| anyhow::anyhow!(with_causes(&e)))?;
     if response.status() == StatusCode::GONE {
         restore(replication, peer, name).await?;
         return Ok(());
@@ -166,7 +167,7 @@ async fn restore(replication: &Replication, peer: &Peer, name: &str) -> anyhow::
         .timeout(FORWARD_TIMEOUT * 4)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!(reqwest_error(&e)))?
+        .map_err(|e| anyhow::anyhow!(with_causes(&e)))?
         .error_for_status()?
         .json()
         .await?;
