@@ -22,7 +22,8 @@ use crate::resources::{
     authorized_part, check_query, object_path, parse_limit, to_json, whole_list,
 };
 
-fn is_mutating(method: &Method) -> bool {
+/// Whether a request with this method writes (and so is audited, and made in its home region).
+pub(crate) fn is_mutating(method: &Method) -> bool {
     matches!(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE

@@ -11,6 +11,7 @@ use dialtone_types::{ApiError, Reason, ResourcePath};
 
 use super::{FORWARD_TIMEOUT, LAG_HEADER, Regions, SERVED_BY_HEADER};
 use crate::App;
+use crate::audit::is_mutating;
 use crate::error::with_causes;
 
 /// Headers of one connection, not of the request: never passed on.
@@ -137,13 +138,12 @@ impl Regions {
     /// have been made.
     fn unanswered(&self, home: &str, why: &str) -> Response {
         tracing::info!(region = %home, error = %why, "a forwarded write got no answer");
-        crate::error::HttpError(ApiError::new(
+        refusal(ApiError::new(
             Reason::ServiceUnavailable,
             format!(
                 "this object's home region {home} took the write but did not answer ({why}); it may have been made: read the object back before retrying"
             ),
         ))
-        .into_response()
     }
 
     /// 503, naming the home region and when it was last heard from.
@@ -158,14 +158,52 @@ impl Regions {
             ),
             None => "never heard from".to_string(),
         };
-        crate::error::HttpError(ApiError::new(
+        refusal(ApiError::new(
             Reason::ServiceUnavailable,
             format!(
                 "this object's home region {home} cannot be reached ({last}); its objects are read here from what was last replicated, and writes to them wait until {home} is back"
             ),
         ))
-        .into_response()
     }
+}
+
+/// A request as the regions see it.
+enum Routed {
+    /// Not a write to the tree: served here untouched.
+    Pass(Request),
+    /// A write to the tree, its body read, and the region that must make it.
+    Write {
+        home: Home,
+        parts: axum::http::request::Parts,
+        body: bytes::Bytes,
+    },
+}
+
+impl Routed {
+    /// Where `request` belongs; an answer of its own when it cannot tell (a body too large,
+    /// a cluster in a region no region serves).
+    async fn of(app: &App, request: Request) -> Result<Routed, Response> {
+        if !is_mutating(request.method()) || !request.uri().path().starts_with("/v1/orgs") {
+            return Ok(Routed::Pass(request));
+        }
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await else {
+            return Err(refusal(ApiError::new(
+                Reason::RequestEntityTooLarge,
+                format!("the body is larger than {} bytes", crate::MAX_BODY_BYTES),
+            )));
+        };
+        let home = app
+            .regions
+            .home_of_write(app, &parts.method, parts.uri.path(), &body)
+            .await
+            .map_err(refusal)?;
+        Ok(Routed::Write { home, parts, body })
+    }
+}
+
+fn refusal(error: ApiError) -> Response {
+    crate::error::HttpError(error).into_response()
 }
 
 /// Middleware of the public API: a write to an object homed in another region goes there;
@@ -176,32 +214,19 @@ pub async fn forward_writes(State(app): State<App>, request: Request, next: Next
         return next.run(request).await;
     }
     let lag = regions.lag_header();
-    let reads = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    let mut response = if reads || !request.uri().path().starts_with("/v1/orgs") {
-        next.run(request).await
-    } else {
-        let (parts, body) = request.into_parts();
-        let body = match axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await {
-            Ok(body) => body,
-            Err(_) => {
-                return crate::error::HttpError(ApiError::new(
-                    Reason::RequestEntityTooLarge,
-                    format!("the body is larger than {} bytes", crate::MAX_BODY_BYTES),
-                ))
-                .into_response();
-            }
-        };
-        match regions
-            .home_of_write(&app, &parts.method, parts.uri.path(), &body)
-            .await
-        {
-            Err(e) => return crate::error::HttpError(e).into_response(),
-            Ok(Home::Peer(home)) => regions.forward(&home, &parts, body).await,
-            Ok(Home::Here) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        }
+    let mut response = match Routed::of(&app, request).await {
+        Err(refused) => return refused,
+        Ok(Routed::Pass(request)) => next.run(request).await,
+        Ok(Routed::Write {
+            home: Home::Here,
+            parts,
+            body,
+        }) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        Ok(Routed::Write {
+            home: Home::Peer(home),
+            parts,
+            body,
+        }) => regions.forward(&home, &parts, body).await,
     };
     if let Some(lag) = lag {
         response
@@ -214,28 +239,23 @@ pub async fn forward_writes(State(app): State<App>, request: Request, next: Next
 /// Middleware of the region listener: a forwarded write is made here only if this is its
 /// home, so that two regions never both think the other is.
 pub async fn refuse_misdirected(State(app): State<App>, request: Request, next: Next) -> Response {
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if reads || !request.uri().path().starts_with("/v1/orgs") {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-    };
-    match app
-        .regions
-        .home_of_write(&app, &parts.method, parts.uri.path(), &body)
-        .await
-    {
-        Ok(Home::Peer(home)) => crate::error::HttpError(ApiError::new(
+    match Routed::of(&app, request).await {
+        Err(refused) => refused,
+        Ok(Routed::Pass(request)) => next.run(request).await,
+        Ok(Routed::Write {
+            home: Home::Here,
+            parts,
+            body,
+        }) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        Ok(Routed::Write {
+            home: Home::Peer(home),
+            ..
+        }) => refusal(ApiError::new(
             Reason::ServiceUnavailable,
             format!(
                 "{} is not this object's home region ({home} is, as {} last heard); retry",
                 app.regions.region, app.regions.region
             ),
-        ))
-        .into_response(),
-        Err(e) => crate::error::HttpError(e).into_response(),
-        Ok(Home::Here) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        )),
     }
 }
