@@ -277,6 +277,9 @@ pub enum StoreError {
 /// A store call's result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How many keys [`Store::range_all`] reads at a time.
+pub const RANGE_PAGE: usize = 1_000;
+
 /// Events in revision order, each exactly once; ends with an error if the watcher fell
 /// behind a compaction.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
@@ -333,6 +336,26 @@ pub trait Store: Send + Sync + 'static {
             .revision)
     }
 
+    /// Every key in `range`, read [`RANGE_PAGE`] keys at a time, each page at revision
+    /// `at` (with `None`, at the latest as each page is read).
+    async fn range_all(&self, range: &KeyRange, at: Option<Revision>) -> Result<Vec<KeyValue>> {
+        let mut found = Vec::new();
+        let mut next = range.clone();
+        loop {
+            let page = self.range(&next, at, RANGE_PAGE).await?;
+            let more = page.more;
+            found.extend(page.kvs);
+            match found.last().filter(|_| more) {
+                Some(last) => {
+                    let mut after = last.key.clone();
+                    after.push(0);
+                    next = range.starting_at(after);
+                }
+                None => return Ok(found),
+            }
+        }
+    }
+
     /// One key at the latest revision.
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         Ok(self
@@ -357,5 +380,38 @@ mod tests {
         assert_eq!(prefix_end(&[0xff]), None);
         let k = KeyRange::key(b"a".to_vec());
         assert!(k.contains(b"a") && !k.contains(b"a\0") && !k.contains(b"ab"));
+    }
+    #[tokio::test]
+    async fn range_all_reads_every_key_over_several_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+        let count = RANGE_PAGE * 2 + 1;
+        for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+            let mut txn = Txn::default();
+            for i in chunk {
+                txn = txn.put(format!("/r/{i:05}"), i.to_string());
+            }
+            store.txn(txn).await.unwrap();
+        }
+        store
+            .txn(Txn::default().put("/s", "outside"))
+            .await
+            .unwrap();
+        let all = store
+            .range_all(&KeyRange::prefix("/r/"), None)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), count);
+        assert!(
+            all.windows(2).all(|w| w[0].key < w[1].key),
+            "in key order, once each"
+        );
+        let before = store.revision().await.unwrap();
+        store.txn(Txn::default().delete("/r/00000")).await.unwrap();
+        let then = store
+            .range_all(&KeyRange::prefix("/r/"), Some(before))
+            .await
+            .unwrap();
+        assert_eq!(then.len(), count, "as of the revision asked for");
     }
 }

@@ -10,9 +10,9 @@
 //! node's; a token's and billing settings' their org's; usage's the region of the cluster
 //! it was metered in (`owner.region`), whose meter wrote it. Audit records, the meters'
 //! own state, children markers, leases and allocation guards stay in the region that
-//! wrote them. Every region keeps, at `/replicas/{region}`,
-//! the last revision of that region's store it applied, in the transaction that applied it,
-//! so a puller resumes exactly where it stopped.
+//! wrote them. Every region keeps, at `/replicas/{region}`, the last revision of that
+//! region's store it applied, in the transaction that applied it, so a puller resumes
+//! exactly where it stopped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,9 +36,6 @@ const ORGS: &str = "/o/orgs/";
 
 /// The most operations one transaction carries (etcd allows 128).
 const TXN_OPS: usize = 100;
-
-/// Keys read per range while scanning.
-const PAGE: usize = 1_000;
 
 fn applied_key(source: &str) -> String {
     format!("/replicas/{source}")
@@ -103,20 +100,37 @@ pub struct Replication {
     region: String,
 }
 
-/// The home region an object's stored value records.
-fn object_home(value: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Meta {
-        #[serde(rename = "homeRegion", default)]
-        home_region: String,
-    }
+/// What replication reads of a stored object: its uid and home region.
+#[derive(Deserialize)]
+struct StoredMeta {
+    #[serde(default)]
+    uid: String,
+    #[serde(rename = "homeRegion", default)]
+    home_region: String,
+}
+
+/// The metadata a stored object's value records.
+fn object_meta(value: &[u8]) -> Option<StoredMeta> {
     #[derive(Deserialize)]
     struct Stored {
-        metadata: Meta,
+        metadata: StoredMeta,
     }
     serde_json::from_slice::<Stored>(value)
         .ok()
-        .map(|s| s.metadata.home_region)
+        .map(|s| s.metadata)
+}
+
+/// The home region an object's stored value records.
+fn object_home(value: &[u8]) -> Option<String> {
+    object_meta(value).map(|m| m.home_region)
+}
+
+/// What an event's key held: its new value, or for a delete its last.
+fn event_value(event: &Event) -> Option<&[u8]> {
+    match event.kind {
+        EventKind::Put => Some(event.kv.value.as_slice()),
+        EventKind::Delete => event.prev.as_ref().map(|p| p.value.as_slice()),
+    }
 }
 
 /// What decides the home of a replicated key.
@@ -184,22 +198,6 @@ fn org_of(key: &str, value: &[u8], orgs: &HashMap<String, String>) -> Option<Str
     path_of_key(object.as_bytes()).map(|path| path.org_name().to_string())
 }
 
-/// An org's uid and name, from its stored value.
-fn org_uid(value: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Meta {
-        #[serde(default)]
-        uid: String,
-    }
-    #[derive(Deserialize)]
-    struct Stored {
-        metadata: Meta,
-    }
-    serde_json::from_slice::<Stored>(value)
-        .ok()
-        .map(|s| s.metadata.uid)
-}
-
 /// A scanned key, its value, and the region that owns it (if this store can tell).
 type Homed = (String, Vec<u8>, Option<String>);
 
@@ -216,15 +214,14 @@ impl Known {
         let Some(value) = value.filter(|_| key.starts_with(OBJECTS)) else {
             return;
         };
-        let Some(home) = object_home(value) else {
+        let Some(meta) = object_meta(value) else {
             return;
         };
-        if let Some(name) = key.strip_prefix(ORGS)
-            && let Some(uid) = org_uid(value)
-        {
-            self.orgs.insert(uid, (name.to_string(), home.clone()));
+        if let Some(name) = key.strip_prefix(ORGS) {
+            let home = meta.home_region.clone();
+            self.orgs.insert(meta.uid, (name.to_string(), home));
         }
-        self.objects.insert(key.to_string(), home);
+        self.objects.insert(key.to_string(), meta.home_region);
     }
 
     /// The home of `owner`, from what was learned only.
@@ -262,30 +259,26 @@ impl Replication {
     /// The region `owner` names: from `known` (what this revision's changes or a scan
     /// said), else from the store.
     async fn home_of(&self, owner: &Owner, known: &Known) -> Result<Option<String>, StoreError> {
+        if let Some(home) = known.home(owner) {
+            return Ok(Some(home));
+        }
         match owner {
             Owner::Region(region) => Ok(Some(region.clone())),
-            Owner::Object(object) => {
-                if let Some(home) = known.objects.get(object) {
-                    return Ok(Some(home.clone()));
-                }
-                Ok(self
-                    .store
-                    .get(object.as_bytes())
-                    .await?
-                    .and_then(|kv| object_home(&kv.value)))
-            }
-            Owner::OrgUid(uid) => {
-                if let Some((_, home)) = known.orgs.get(uid) {
-                    return Ok(Some(home.clone()));
-                }
-                // Billing settings change seldom: the orgs are read to find theirs.
-                let orgs = self.store.range(&KeyRange::prefix(ORGS), None, 0).await?;
-                Ok(orgs
-                    .kvs
-                    .iter()
-                    .find(|kv| org_uid(&kv.value).as_deref() == Some(uid.as_str()))
-                    .and_then(|kv| object_home(&kv.value)))
-            }
+            Owner::Object(object) => Ok(self
+                .store
+                .get(object.as_bytes())
+                .await?
+                .and_then(|kv| object_home(&kv.value))),
+            // Billing settings change seldom: the orgs are read to find theirs.
+            Owner::OrgUid(uid) => Ok(self
+                .store
+                .range(&KeyRange::prefix(ORGS), None, 0)
+                .await?
+                .kvs
+                .iter()
+                .filter_map(|kv| object_meta(&kv.value))
+                .find(|meta| &meta.uid == uid)
+                .map(|meta| meta.home_region)),
         }
     }
 
@@ -295,20 +288,12 @@ impl Replication {
         // owned by the node's home even if the node went.
         let mut known = Known::default();
         for event in &events {
-            let value = match event.kind {
-                EventKind::Put => Some(event.kv.value.as_slice()),
-                EventKind::Delete => event.prev.as_ref().map(|p| p.value.as_slice()),
-            };
-            known.learn(&String::from_utf8_lossy(&event.kv.key), value);
+            known.learn(&String::from_utf8_lossy(&event.kv.key), event_value(event));
         }
         let mut changes = Vec::new();
         for event in events {
             let key = String::from_utf8_lossy(&event.kv.key).into_owned();
-            let value = match event.kind {
-                EventKind::Put => Some(event.kv.value.as_slice()),
-                EventKind::Delete => event.prev.as_ref().map(|p| p.value.as_slice()),
-            };
-            let Some(owner) = owner_of(&key, value) else {
+            let Some(owner) = owner_of(&key, event_value(&event)) else {
                 continue;
             };
             if self.home_of(&owner, &known).await?.as_deref() != Some(&self.region) {
@@ -326,8 +311,9 @@ impl Replication {
     }
 
     /// This region's changes from revision `from` on, one batch per revision (empty when
-    /// the revision changed no owned key, so that the reader knows how far it has seen). Fails with `Compacted` when `from` is older than the store keeps: the
-    /// puller then starts again from a [`Replication::snapshot`].
+    /// the revision changed no owned key, so that the reader knows how far it has seen).
+    /// Fails with `Compacted` when `from` is older than the store keeps: the puller then
+    /// starts again from a [`Replication::snapshot`].
     pub async fn changes(
         &self,
         from: Revision,
@@ -365,27 +351,14 @@ impl Replication {
         let revision = self.store.revision().await?;
         let mut out = Vec::new();
         for prefix in [OBJECTS, POLICIES, TOKENS, BILLING, USAGE[0], USAGE[1]] {
-            let range = KeyRange::prefix(prefix);
-            let mut start = range.start.clone();
-            loop {
-                let page = self
-                    .store
-                    .range(&range.starting_at(start.clone()), Some(revision), PAGE)
-                    .await?;
-                for kv in &page.kvs {
-                    out.push((
-                        String::from_utf8_lossy(&kv.key).into_owned(),
-                        kv.value.clone(),
-                    ));
-                }
-                match (page.more, page.kvs.last()) {
-                    (true, Some(last)) => {
-                        start = last.key.clone();
-                        start.push(0);
-                    }
-                    _ => break,
-                }
-            }
+            let kvs = self
+                .store
+                .range_all(&KeyRange::prefix(prefix), Some(revision))
+                .await?;
+            out.extend(
+                kvs.into_iter()
+                    .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value)),
+            );
         }
         Ok((revision, out))
     }

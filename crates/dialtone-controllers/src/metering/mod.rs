@@ -205,27 +205,13 @@ async fn read_all<T: serde::de::DeserializeOwned>(
 async fn scan<T>(
     store: &dyn Store,
     range: &KeyRange,
-    mut take: impl FnMut(&dialtone_store::KeyValue) -> Result<T, String>,
+    take: impl FnMut(&dialtone_store::KeyValue) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
-    let mut found = Vec::new();
-    let mut next = range.clone();
-    loop {
-        let page = store
-            .range(&next, None, 5000)
-            .await
-            .map_err(|e| e.to_string())?;
-        for kv in &page.kvs {
-            found.push(take(kv)?);
-        }
-        match (page.more, page.kvs.last()) {
-            (true, Some(last)) => {
-                let mut after = last.key.clone();
-                after.push(0);
-                next = range.starting_at(after);
-            }
-            _ => return Ok(found),
-        }
-    }
+    let kvs = store
+        .range_all(range, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    kvs.iter().map(take).collect()
 }
 
 /// What one pass did.
