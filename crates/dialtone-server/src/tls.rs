@@ -70,18 +70,7 @@ pub fn ensure_certificates(dir: &Path, extra_names: &[String]) -> anyhow::Result
         return Ok(files);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let ca_key = if have_ca {
-        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)?
-    } else {
-        let mut params = ca_params()?;
-        valid_for(&mut params, CA_LIFETIME);
-        let ca_key = KeyPair::generate()?;
-        write_private(&ca_key_path, &ca_key.serialize_pem())?;
-        std::fs::write(&files.ca_cert, params.self_signed(&ca_key)?.pem())?;
-        ca_key
-    };
-    // An issuer is its name, key usages and key: the same parameters sign as the CA did.
-    let ca = Issuer::new(ca_params()?, ca_key);
+    let ca = certificate_authority(&files.ca_cert, &ca_key_path)?;
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -92,12 +81,40 @@ pub fn ensure_certificates(dir: &Path, extra_names: &[String]) -> anyhow::Result
     server_params
         .distinguished_name
         .push(DnType::CommonName, "dialtone server");
-    valid_for(&mut server_params, SERVER_LIFETIME);
-    let server_key = KeyPair::generate()?;
-    let server_cert = server_params.signed_by(&server_key, &ca)?;
-    std::fs::write(&files.cert, server_cert.pem())?;
-    write_private(&files.key, &server_key.serialize_pem())?;
+    issue(&ca, server_params, &files.cert, &files.key)?;
     Ok(files)
+}
+
+/// The CA whose certificate and key are at `cert` and `key`, made there if either is
+/// missing.
+fn certificate_authority(cert: &Path, key: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
+    let ca_key = if cert.exists() && key.exists() {
+        KeyPair::from_pem(&std::fs::read_to_string(key)?)?
+    } else {
+        let mut params = ca_params()?;
+        valid_for(&mut params, CA_LIFETIME);
+        let ca_key = KeyPair::generate()?;
+        write_private(key, &ca_key.serialize_pem())?;
+        std::fs::write(cert, params.self_signed(&ca_key)?.pem())?;
+        ca_key
+    };
+    // An issuer is its name, key usages and key: the same parameters sign as the CA did.
+    Ok(Issuer::new(ca_params()?, ca_key))
+}
+
+/// Signs `params` with `ca` for a leaf's lifetime and writes the certificate to `cert` and
+/// a new key to `key` (readable by its owner only).
+fn issue(
+    ca: &Issuer<'static, KeyPair>,
+    mut params: CertificateParams,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<()> {
+    valid_for(&mut params, SERVER_LIFETIME);
+    let leaf_key = KeyPair::generate()?;
+    std::fs::write(cert, params.signed_by(&leaf_key, ca)?.pem())?;
+    write_private(key, &leaf_key.serialize_pem())?;
+    Ok(())
 }
 
 /// A region CA in `dir` (`region-ca.pem`, made on first use) and, for each of `regions`, a
@@ -110,18 +127,8 @@ pub fn region_certificates(
     names: &[String],
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let (ca_cert, ca_key_path) = (dir.join("region-ca.pem"), dir.join("region-ca-key.pem"));
-    let ca_key = if ca_cert.exists() && ca_key_path.exists() {
-        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?)?
-    } else {
-        let mut params = ca_params()?;
-        valid_for(&mut params, CA_LIFETIME);
-        let key = KeyPair::generate()?;
-        write_private(&ca_key_path, &key.serialize_pem())?;
-        std::fs::write(&ca_cert, params.self_signed(&key)?.pem())?;
-        key
-    };
-    let ca = Issuer::new(ca_params()?, ca_key);
+    let ca_cert = dir.join("region-ca.pem");
+    let ca = certificate_authority(&ca_cert, &dir.join("region-ca-key.pem"))?;
     let mut written = vec![ca_cert];
     for region in regions {
         let mut all = vec!["localhost".to_string(), "127.0.0.1".to_string()];
@@ -132,15 +139,11 @@ pub fn region_certificates(
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        valid_for(&mut params, SERVER_LIFETIME);
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca)?;
         let (cert_path, key_path) = (
             dir.join(format!("{region}.pem")),
             dir.join(format!("{region}-key.pem")),
         );
-        std::fs::write(&cert_path, cert.pem())?;
-        write_private(&key_path, &key.serialize_pem())?;
+        issue(&ca, params, &cert_path, &key_path)?;
         written.extend([cert_path, key_path]);
     }
     Ok(written)
