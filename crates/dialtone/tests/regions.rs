@@ -158,6 +158,11 @@ async fn until(
     }
 }
 
+/// Waits until `path` answers 200 through `api`: what was written has reached its region.
+async fn present(api: &Api, path: &str, logs: impl Fn() -> String) {
+    until(api, path, Duration::from_secs(30), |s, _| s == 200, logs).await;
+}
+
 /// Waits until every region holds the same of every org, as region `api` compares them;
 /// how long it took.
 async fn converged(api: &Api, patience: Duration, logs: impl Fn() -> String) -> Duration {
@@ -188,8 +193,8 @@ async fn leader_of(servers: &[Api]) -> usize {
     }
 }
 
-fn cluster(name: &str, region: &str) -> Value {
-    json!({"metadata": {"name": name}, "spec": {"type": "developer", "region": region}})
+fn cluster(name: &str, cluster_type: &str, region: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"type": cluster_type, "region": region}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -228,49 +233,34 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
 
     // A folder of the east's org, written through the EU: made in the east.
     let org = "/v1/orgs/home-us-east-1";
-    let (status, folder) = eu
-        .post(
-            &format!("{org}/folders"),
-            json!({"metadata": {"name": "eng"}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{folder}");
+    let folder = eu.create(&format!("{org}/folders"), "eng", json!({})).await;
     assert_eq!(folder["metadata"]["homeRegion"], "us-east-1", "{folder}");
-    let (status, _) = east
-        .post(
-            &format!("{org}/folders/eng/projects"),
-            json!({"metadata": {"name": "web"}}),
-        )
+    east.create(&format!("{org}/folders/eng/projects"), "web", json!({}))
         .await;
-    assert_eq!(status, 201);
     let project = format!("{org}/folders/eng/projects/web");
 
     // A cluster in each other region, created through the east: homed and built where it
     // runs, and seen Ready from everywhere.
-    until(
-        west,
-        &project,
-        Duration::from_secs(30),
-        |s, _| s == 200,
-        logs,
-    )
-    .await;
+    present(west, &project, logs).await;
     let (status, body) = east
         .post(
             &format!("{project}/clusters"),
-            cluster("west-1", "us-west-2"),
+            cluster("west-1", "developer", "us-west-2"),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["metadata"]["homeRegion"], "us-west-2", "{body}");
     let (status, body) = west
-        .post(&format!("{project}/clusters"), cluster("eu-1", "eu-west-1"))
+        .post(
+            &format!("{project}/clusters"),
+            cluster("eu-1", "developer", "eu-west-1"),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = east
         .post(
             &format!("{project}/clusters"),
-            cluster("nowhere", "ap-south-1"),
+            cluster("nowhere", "developer", "ap-south-1"),
         )
         .await;
     assert_eq!(status, 422, "{body}");
@@ -343,13 +333,8 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
 
     // A token minted in the east authenticates in the EU; revoked through the EU (in the
     // east), it stops authenticating there too, and stays revoked while the EU is cut off.
-    let (status, _) = east
-        .post(
-            &format!("{org}/identities"),
-            json!({"metadata": {"name": "ci"}}),
-        )
+    east.create(&format!("{org}/identities"), "ci", json!({}))
         .await;
-    assert_eq!(status, 201);
     let (status, minted) = east
         .post(
             &format!("{org}/identities/ci/tokens"),
@@ -358,14 +343,7 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
         .await;
     assert_eq!(status, 201, "{minted}");
     let ci = eu.with_token(minted["token"].as_str().unwrap());
-    until(
-        &ci,
-        "/v1/whoami",
-        Duration::from_secs(30),
-        |s, _| s == 200,
-        logs,
-    )
-    .await;
+    present(&ci, "/v1/whoami", logs).await;
     let id = minted["info"]["id"].as_str().unwrap();
     let (status, body) = eu.delete(&format!("{org}/tokens/{id}")).await;
     assert_eq!(status, 200, "{body}");
@@ -390,36 +368,12 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
         killed.elapsed()
     );
     let west_org = "/v1/orgs/home-us-west-2";
-    let (status, body) = eu
-        .post(
-            &format!("{west_org}/folders"),
-            json!({"metadata": {"name": "after-kill"}}),
-        )
+    eu.create(&format!("{west_org}/folders"), "after-kill", json!({}))
         .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = west
-        .post(
-            &format!("{org}/folders"),
-            json!({"metadata": {"name": "after-kill"}}),
-        )
+    west.create(&format!("{org}/folders"), "after-kill", json!({}))
         .await;
-    assert_eq!(status, 201, "{body}");
-    until(
-        east,
-        &format!("{west_org}/folders/after-kill"),
-        Duration::from_secs(30),
-        |s, _| s == 200,
-        logs,
-    )
-    .await;
-    until(
-        eu,
-        &format!("{org}/folders/after-kill"),
-        Duration::from_secs(30),
-        |s, _| s == 200,
-        logs,
-    )
-    .await;
+    present(east, &format!("{west_org}/folders/after-kill"), logs).await;
+    present(eu, &format!("{org}/folders/after-kill"), logs).await;
 
     // The EU is cut off.
     regions.cut(2);
@@ -462,26 +416,23 @@ async fn regions_replicate_forward_writes_and_keep_serving_when_cut_off() {
     // Both sides of the cut make production clusters, each with a network of its own: each
     // region allocates from its own share of the org's pool, so they do not collide
     // although neither sees the other's.
-    let prod = |name: &str, region: &str| json!({"metadata": {"name": name}, "spec": {"type": "production", "region": region}});
     let (status, body) = east
         .post(
             &format!("{project}/clusters"),
-            prod("east-prod", "us-east-1"),
+            cluster("east-prod", "production", "us-east-1"),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = eu
-        .post(&format!("{project}/clusters"), prod("eu-prod", "eu-west-1"))
+        .post(
+            &format!("{project}/clusters"),
+            cluster("eu-prod", "production", "eu-west-1"),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     // The east goes on writing its own objects.
-    let (status, _) = east
-        .post(
-            &format!("{org}/folders"),
-            json!({"metadata": {"name": "during-cut"}}),
-        )
+    east.create(&format!("{org}/folders"), "during-cut", json!({}))
         .await;
-    assert_eq!(status, 201);
     until(
         eu,
         &eu_cluster,
