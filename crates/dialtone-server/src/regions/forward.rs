@@ -169,11 +169,11 @@ impl Regions {
 
 /// A request as the regions see it.
 enum Routed {
-    /// Not a write to the tree: served here untouched.
-    Pass(Request),
-    /// A write to the tree, its body read, and the region that must make it.
-    Write {
-        home: Home,
+    /// To be served here: a read, or a write homed here.
+    Here(Request),
+    /// A write homed in another region, its body read.
+    Elsewhere {
+        home: String,
         parts: axum::http::request::Parts,
         body: bytes::Bytes,
     },
@@ -184,7 +184,7 @@ impl Routed {
     /// a cluster in a region no region serves).
     async fn of(app: &App, request: Request) -> Result<Routed, Response> {
         if !is_mutating(request.method()) || !request.uri().path().starts_with("/v1/orgs") {
-            return Ok(Routed::Pass(request));
+            return Ok(Routed::Here(request));
         }
         let (parts, body) = request.into_parts();
         let Ok(body) = axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await else {
@@ -198,7 +198,10 @@ impl Routed {
             .home_of_write(app, &parts.method, parts.uri.path(), &body)
             .await
             .map_err(refusal)?;
-        Ok(Routed::Write { home, parts, body })
+        Ok(match home {
+            Home::Here => Routed::Here(Request::from_parts(parts, Body::from(body))),
+            Home::Peer(home) => Routed::Elsewhere { home, parts, body },
+        })
     }
 }
 
@@ -216,17 +219,8 @@ pub async fn forward_writes(State(app): State<App>, request: Request, next: Next
     let lag = regions.lag_header();
     let mut response = match Routed::of(&app, request).await {
         Err(refused) => return refused,
-        Ok(Routed::Pass(request)) => next.run(request).await,
-        Ok(Routed::Write {
-            home: Home::Here,
-            parts,
-            body,
-        }) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Ok(Routed::Write {
-            home: Home::Peer(home),
-            parts,
-            body,
-        }) => regions.forward(&home, &parts, body).await,
+        Ok(Routed::Here(request)) => next.run(request).await,
+        Ok(Routed::Elsewhere { home, parts, body }) => regions.forward(&home, &parts, body).await,
     };
     if let Some(lag) = lag {
         response
@@ -241,16 +235,8 @@ pub async fn forward_writes(State(app): State<App>, request: Request, next: Next
 pub async fn refuse_misdirected(State(app): State<App>, request: Request, next: Next) -> Response {
     match Routed::of(&app, request).await {
         Err(refused) => refused,
-        Ok(Routed::Pass(request)) => next.run(request).await,
-        Ok(Routed::Write {
-            home: Home::Here,
-            parts,
-            body,
-        }) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Ok(Routed::Write {
-            home: Home::Peer(home),
-            ..
-        }) => refusal(ApiError::new(
+        Ok(Routed::Here(request)) => next.run(request).await,
+        Ok(Routed::Elsewhere { home, .. }) => refusal(ApiError::new(
             Reason::ServiceUnavailable,
             format!(
                 "{} is not this object's home region ({home} is, as {} last heard); retry",
