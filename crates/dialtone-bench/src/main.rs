@@ -250,6 +250,7 @@ async fn bench_api(location: StoreLocation, args: &Args) -> anyhow::Result<Resul
         metering: Default::default(),
         leadership: Default::default(),
         regions: None,
+        cluster_resync: None,
     })
     .await?;
     let token = running.admin_token.clone().context("no admin token")?.token;

@@ -797,15 +797,10 @@ async fn max_launch_attempts_is_how_many_launches_fail_before_the_cluster_does()
     );
 }
 
-/// What right-sizing did over a burst of pods and its end: the actions of its decisions.
-async fn right_sizing_actions(world: &mut World, change: fn(&mut Inputs)) -> BTreeSet<String> {
+/// Twelve pods of a whole vCPU, more than three two-vCPU workers hold, in `default`.
+async fn burst(client: kube::Client) -> kube::Api<k8s_openapi::api::apps::v1::Deployment> {
     use k8s_openapi::api::apps::v1::Deployment;
-    use kube::api::{DeleteParams, PostParams};
-
-    let (path, uid, _) = world.plan(change).await;
-    let client = world.ready_for_users(&path, &uid).await;
     let deployments: kube::Api<Deployment> = kube::Api::namespaced(client, "default");
-    // Twelve pods of a whole vCPU: more than three two-vCPU workers hold.
     let web: Deployment = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web"},
         "spec": {
@@ -833,9 +828,19 @@ async fn right_sizing_actions(world: &mut World, change: fn(&mut Inputs)) -> BTr
     }))
     .unwrap();
     deployments
-        .create(&PostParams::default(), &web)
+        .create(&kube::api::PostParams::default(), &web)
         .await
         .unwrap();
+    deployments
+}
+
+/// What right-sizing did over a burst of pods and its end: the actions of its decisions.
+async fn right_sizing_actions(world: &mut World, change: fn(&mut Inputs)) -> BTreeSet<String> {
+    use kube::api::DeleteParams;
+
+    let (path, uid, _) = world.plan(change).await;
+    let client = world.ready_for_users(&path, &uid).await;
+    let deployments = burst(client).await;
     world.drive_for(&path, Duration::from_secs(3)).await;
     deployments
         .delete("web", &DeleteParams::default())
@@ -944,6 +949,94 @@ async fn a_dead_instance_is_replaced_when_the_cloud_says_so_not_at_the_next_heal
     );
     let cluster = registry.get::<Cluster>(&path).await.unwrap();
     assert_eq!(cluster.status.phase, Some(Phase::Ready));
+}
+
+/// A settled cluster's watches wake the lifecycle: with health checks and resyncs an hour
+/// apart, a burst of pods on a Ready cluster gets workers added within seconds, and one
+/// stream of the cluster's one connection carries each watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_waiting_for_a_node_wake_right_sizing_not_the_next_resync() {
+    use dialtone_controllers::runtime::Informer;
+    use dialtone_controllers::{Supervisor, spawn_cluster_controller};
+    use dialtone_types::cluster::NodeRole;
+
+    let hour = Duration::from_secs(3600);
+    let mut options = LifecycleOptions::for_time_scale(0.0);
+    options.health_check = hour;
+    options.resync = hour;
+    let mut world = world_with(options, true).await;
+    let (path, uid, _) = world.plan(|_| {}).await;
+    let client = world.ready_for_users(&path, &uid).await;
+    let endpoint = world
+        .kube
+        .as_ref()
+        .unwrap()
+        .connection(&uid)
+        .unwrap()
+        .endpoint;
+    let World {
+        _dir,
+        registry,
+        lifecycle,
+        ..
+    } = world;
+    let lifecycle = Arc::new(lifecycle);
+    let supervisor = Supervisor::with_injected_panics(Vec::new());
+    let clusters = Informer::load(&registry, &CLUSTER).await.unwrap();
+    spawn_cluster_controller(&supervisor, &clusters, lifecycle.clone(), 2, hour);
+    supervisor.spawn("cluster-informer", move |run| clusters.clone().follow(run));
+    // The controller's first pass finds the cluster settled, follows its changes, and
+    // would otherwise wait an hour.
+    for _ in 0..100 {
+        if lifecycle.followed() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lifecycle.followed(), 1, "the settled cluster is followed");
+    let workers = || async {
+        let cluster = registry.get::<Cluster>(&path).await.unwrap();
+        let slots = cluster.status.nodes.iter();
+        slots.filter(|n| n.role == NodeRole::Worker).count()
+    };
+    let before = workers().await;
+    burst(client).await;
+    let mut after = before;
+    for _ in 0..100 {
+        after = workers().await;
+        if after > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        after > before,
+        "workers added within 5 s: {before} → {after}"
+    );
+    // The lifecycle's calls and its four watches share one connection, and this test's
+    // client has another.
+    let port = endpoint.server.rsplit(':').next().unwrap();
+    let port = format!("{:04X}", port.parse::<u16>().unwrap());
+    let connected = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            let lines: Vec<String> = table.lines().skip(1).map(str::to_string).collect();
+            lines
+        })
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // The client's end: the remote address is the listener's, established (01).
+            fields
+                .get(2)
+                .is_some_and(|remote| remote.ends_with(&format!(":{port}")))
+                && fields.get(3) == Some(&"01")
+        })
+        .count();
+    assert!(
+        connected <= 2,
+        "{connected} connections to the cluster's API"
+    );
 }
 
 /// `SecurityCompliant` holds what the cloud reports of each instance and the endpoint to

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub use kube::Client;
 pub mod access;
 pub mod audit;
+pub mod changes;
 pub mod pki;
 pub mod quantity;
 pub mod services;
@@ -136,8 +137,12 @@ fn base64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// A kube-rs client for `connection`, as a kubeconfig with the same fields would make one.
+/// A kube-rs client for `connection`, as a kubeconfig with the same fields would make one,
+/// speaking HTTP/2 when the cluster offers it (as kubectl and client-go do): every call and
+/// every watch of the cluster then shares one connection, so that a watch of a quiet
+/// cluster costs a stream, not a connection of its own.
 pub fn build(connection: &Connection) -> Result<kube::Client, KubeError> {
+    use kube::client::ConfigExt;
     let invalid = |e: String| KubeError::Config(e);
     let url = connection
         .endpoint
@@ -147,10 +152,6 @@ pub fn build(connection: &Connection) -> Result<kube::Client, KubeError> {
     let mut config = kube::Config::new(url);
     let roots = pem_certificates(&connection.endpoint.ca_pem).map_err(invalid)?;
     config.root_cert = Some(roots);
-    config.tls_server_name = Some(connection.endpoint.tls_server_name.clone());
-    config.connect_timeout = Some(TIMEOUT);
-    config.read_timeout = Some(TIMEOUT);
-    config.write_timeout = Some(TIMEOUT);
     match &connection.credential {
         Credential::ClientCertificate { cert_pem, key_pem } => {
             config.auth_info.client_certificate_data = Some(base64(cert_pem));
@@ -158,7 +159,84 @@ pub fn build(connection: &Connection) -> Result<kube::Client, KubeError> {
         }
         Credential::BearerToken(token) => config.auth_info.token = Some(token.clone().into()),
     }
-    kube::Client::try_from(config).map_err(|e| invalid(e.to_string()))
+    let server_name =
+        rustls::pki_types::ServerName::try_from(connection.endpoint.tls_server_name.clone())
+            .map_err(|e| invalid(format!("the cluster's TLS server name: {e}")))?;
+    let tls = config
+        .rustls_client_config()
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(TIMEOUT));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name))
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A connection that carries watches is pinged while it does, so that a cluster gone
+        // quiet for good is told from one with nothing to say.
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .http2_keep_alive_timeout(TIMEOUT)
+        .build(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer().map_err(|e| invalid(e.to_string()))?)
+        .layer(tower::layer::layer_fn(CallTimeout))
+        .service(http);
+    Ok(kube::client::ClientBuilder::new(service, config.default_namespace).build())
+}
+
+/// How often a connection with open watches is pinged.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
+/// Fails a call whose response has not begun within [`TIMEOUT`], so one stuck cluster
+/// cannot hold a controller; a watch (`watch=true`) is long by design and ends on the
+/// server's side at its `timeoutSeconds`.
+#[derive(Clone)]
+struct CallTimeout<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for CallTimeout<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let watch = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+        let call = self.0.call(request);
+        Box::pin(async move {
+            if watch {
+                return call.await.map_err(Into::into);
+            }
+            match tokio::time::timeout(TIMEOUT, call).await {
+                Ok(answered) => answered.map_err(Into::into),
+                Err(_) => Err(format!(
+                    "the cluster's API did not answer within {} s",
+                    TIMEOUT.as_secs()
+                )
+                .into()),
+            }
+        })
+    }
 }
 
 /// The DER certificates of a PEM bundle.

@@ -41,7 +41,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use dialtone_cloud::Provider;
 use dialtone_controllers::runtime::{Election, FencedStore, Informer, Role};
-use dialtone_controllers::{Lifecycle, Supervisor};
+use dialtone_controllers::{Lifecycle, LifecycleOptions, Supervisor};
 use dialtone_store::registry::{ListOptions, Registry, RegistryError};
 use dialtone_store::{EmbeddedStore, EtcdStore, Store};
 use dialtone_types::auth::NewToken;
@@ -435,6 +435,9 @@ pub struct ServerOptions {
     pub leadership: LeadershipOptions,
     /// The other regions, if this control plane has several.
     pub regions: Option<regions::RegionsOptions>,
+    /// How often a settled cluster whose changes the cloud's feed and its own watches tell
+    /// of is looked at anyway (`--cluster-resync-seconds`); the cloud's default otherwise.
+    pub cluster_resync: Option<Duration>,
 }
 
 /// How a server takes part in its region's leader election (`--server-id`,
@@ -716,7 +719,10 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
     let lifecycle = Lifecycle::new(
         leader_registry.clone(),
         provider.clone(),
-        backend.lifecycle,
+        LifecycleOptions {
+            resync: options.cluster_resync.unwrap_or(backend.lifecycle.resync),
+            ..backend.lifecycle
+        },
         now,
     )
     .with_kube(kube.clone())
@@ -744,7 +750,9 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<RunningServer> {
         &clusters,
         Arc::new(lifecycle),
         16,
-        Duration::from_secs(60),
+        // Each pass asks for its next (a health check, or a followed cluster's resync):
+        // this resync only catches a wake that was lost.
+        Duration::from_secs(1800),
     );
     let connections = Informer::load(&registry, &dialtone_types::connection::CONNECTION).await?;
     dialtone_controllers::spawn_connection_controller(

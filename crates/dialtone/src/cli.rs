@@ -271,6 +271,13 @@ pub struct ServerArgs {
     /// How often the meter reads the cloud's instance lifetimes, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub metering_interval_ms: u64,
+    /// How often a Ready cluster is looked at anyway, in seconds, on a cloud whose event
+    /// feed tells of its resources' changes (the sim) while watches of the cluster tell of
+    /// its pods', Services', namespaces' and `kube-system` config maps'. Default: ten
+    /// minutes at real speed (`--sim-time-scale` scales it, to at least 5 s). A cloud with no
+    /// feed is health-checked every 10 s instead.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_resync_seconds: Option<u64>,
     /// The cloud clusters are built in.
     #[arg(long, value_enum, default_value_t = ProviderKind::Sim)]
     pub provider: ProviderKind,

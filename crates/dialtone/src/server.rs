@@ -146,6 +146,9 @@ pub async fn run(args: ServerArgs, config_path: PathBuf) -> anyhow::Result<()> {
             lease: std::time::Duration::from_secs(args.leader_lease_seconds),
         },
         regions: region_options(&args),
+        cluster_resync: args
+            .cluster_resync_seconds
+            .map(std::time::Duration::from_secs),
     })
     .await?;
     let endpoint = format!("https://{}", running.addr);

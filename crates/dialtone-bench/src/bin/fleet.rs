@@ -1,7 +1,9 @@
 //! `fleet`: creates a fleet of developer clusters against the real `dialtone` binary with the
 //! sim cloud in fast mode, and prints clusters per second to Ready, the control plane's CPU
 //! time per cluster and its memory per cluster (read from /proc for the server process
-//! alone; every Ready cluster is also serving its Kubernetes API from that process). A fleet a tenth the
+//! alone; every Ready cluster is also serving its Kubernetes API from that process, unless
+//! `--sim-process` runs the sim in a process of its own, whose figures are then printed
+//! apart), and the steady state once every cluster is Ready. A fleet a tenth the
 //! size runs first on a fresh server, so that the ratio of CPU per cluster between the two
 //! shows whether the control plane's cost per cluster grows with the fleet.
 //!
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use dialtone_bench::{DialtoneApi, rss_bytes};
-use dialtone_testkit::DevServer;
+use dialtone_testkit::{DevServer, SimService};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -39,6 +41,15 @@ struct Args {
     /// default, a minute, is longer than a run: the pod meter would watch no cluster).
     #[arg(long, default_value_t = 1000)]
     metering_interval_ms: u64,
+    /// How often the server looks at each Ready cluster anyway (`--cluster-resync-seconds`;
+    /// its default at real speed is 600); the steady state is measured over one such period.
+    #[arg(long, default_value_t = 60)]
+    resync_seconds: u64,
+    /// Run the sim cloud, and with it every cluster's Kubernetes API, as `dialtone sim
+    /// serve` in a process of its own, as a real cloud is. With both ends of each cluster's
+    /// connection in one process, the server holds two file descriptors per cluster.
+    #[arg(long)]
+    sim_process: bool,
 }
 
 /// User plus system CPU seconds of a process so far.
@@ -55,12 +66,6 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
-/// How often the lifecycle controller re-checks a Ready cluster at time scale 0.
-const HEALTH_CHECK_SECONDS: f64 = 1.0;
-
-/// How long the steady state is measured for.
-const STEADY_WINDOW: Duration = Duration::from_secs(5);
-
 /// What one fleet run measured.
 struct Figures {
     clusters: usize,
@@ -70,8 +75,14 @@ struct Figures {
     resources: usize,
     /// Growth of the server's resident memory from before the first create to all Ready.
     memory_bytes: f64,
-    /// CPU seconds per second once every cluster is Ready: the periodic health checks.
+    /// CPU seconds per second once every cluster is Ready, over one resync period.
     steady_cpu_per_second: f64,
+    /// The lifecycle's passes over the steady window.
+    steady_passes: f64,
+    resync_seconds: u64,
+    /// The sim service's CPU seconds to Ready, memory growth and steady CPU per second,
+    /// when it runs in a process of its own.
+    sim: Option<(f64, f64, f64)>,
 }
 
 impl Figures {
@@ -108,20 +119,51 @@ impl Figures {
             self.memory_bytes / 1024.0 / n
         );
         println!(
-            "    steady state             {:>8.1} % of a core, {:.0} µs per cluster per health check (every {HEALTH_CHECK_SECONDS} s in fast mode)",
+            "    steady state             {:>8.2} % of a core, {:.1} µs of CPU per cluster per second \
+             (each Ready cluster followed and looked at every {} s)",
             self.steady_cpu_per_second * 100.0,
-            self.steady_cpu_per_second * HEALTH_CHECK_SECONDS * 1e6 / n
+            self.steady_cpu_per_second * 1e6 / n,
+            self.resync_seconds,
         );
+        println!(
+            "    lifecycle passes         {:>8.0} in the steady state, {:.2} per cluster",
+            self.steady_passes,
+            self.steady_passes / n
+        );
+        if let Some((cpu, memory, steady)) = self.sim {
+            println!(
+                "    sim process              {:>8.1} s of CPU to Ready ({:.1} ms per cluster), {:.0} KiB per cluster, \
+                 steady state {:.2} % of a core",
+                cpu,
+                cpu * 1000.0 / n,
+                memory / 1024.0 / n,
+                steady * 100.0
+            );
+        }
     }
+}
+
+/// The value of one series in the server's `/metrics` (0 while it has none).
+async fn metric(api: &DialtoneApi, series: &str) -> anyhow::Result<f64> {
+    let metrics = api.text("/metrics").await?;
+    let value = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '));
+    Ok(value.map_or(Ok(0.0), str::parse)?)
 }
 
 /// How many clusters the server counts Ready in `/metrics`.
 async fn ready_clusters(api: &DialtoneApi) -> anyhow::Result<usize> {
-    let metrics = api.text("/metrics").await?;
-    Ok(metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("dialtone_clusters{phase=\"Ready\"} "))
-        .map_or(Ok(0), str::parse)?)
+    Ok(metric(api, "dialtone_clusters{phase=\"Ready\"}").await? as usize)
+}
+
+/// The lifecycle controller's passes so far.
+async fn lifecycle_passes(api: &DialtoneApi) -> anyhow::Result<f64> {
+    metric(
+        api,
+        "dialtone_controller_passes_total{controller=\"cluster-lifecycle\"}",
+    )
+    .await
 }
 
 /// Starts a fresh server, creates `clusters` developer clusters and waits until all are Ready.
@@ -131,11 +173,25 @@ async fn run_fleet(
     clusters: usize,
 ) -> anyhow::Result<Figures> {
     let interval = args.metering_interval_ms.to_string();
-    let server = DevServer::start(
-        binary,
-        &["--sim-time-scale", "0", "--metering-interval-ms", &interval],
-    )?;
+    let resync = args.resync_seconds.to_string();
+    let mut server_args = vec![
+        "--metering-interval-ms".to_string(),
+        interval,
+        "--cluster-resync-seconds".to_string(),
+        resync,
+    ];
+    let sim = match args.sim_process {
+        true => Some(SimService::start(binary, &["--sim-time-scale", "0"])?),
+        false => None,
+    };
+    match &sim {
+        Some(sim) => server_args.extend(sim.server_args()),
+        None => server_args.extend(["--sim-time-scale".to_string(), "0".to_string()]),
+    }
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let server = DevServer::start(binary, &server_args)?;
     let pid = server.pid().context("the server runs")?;
+    let sim_pid = sim.as_ref().map(SimService::pid);
     let api = Arc::new(DialtoneApi::admin(&server)?);
     let post = reqwest::Method::POST;
     // An account's default quotas (5,000 load balancers) hold half of 10,000 clusters;
@@ -162,6 +218,10 @@ async fn run_fleet(
     }
     let cpu_before = cpu_seconds(pid)?;
     let rss_before = rss_bytes(pid)?;
+    let sim_before = match sim_pid {
+        Some(sim) => Some((cpu_seconds(sim)?, rss_bytes(sim)?)),
+        None => None,
+    };
     let start = Instant::now();
     let creates = futures::stream::iter(0..clusters)
         .map(|i| {
@@ -201,10 +261,25 @@ async fn run_fleet(
     eprint!("\r{:30}\r", "");
     let ready_in = start.elapsed();
     let cpu_ready = cpu_seconds(pid)?;
-    tokio::time::sleep(STEADY_WINDOW).await;
+    let sim_ready = match sim_pid {
+        Some(sim) => Some(cpu_seconds(sim)?),
+        None => None,
+    };
+    let window = Duration::from_secs(args.resync_seconds);
+    let passes_ready = lifecycle_passes(&api).await?;
+    tokio::time::sleep(window).await;
+    let steady_passes = lifecycle_passes(&api).await? - passes_ready;
     // After the steady window, so that every Ready cluster's API is hosted.
     let memory_bytes = rss_bytes(pid)? - rss_before;
-    let steady_cpu_per_second = (cpu_seconds(pid)? - cpu_ready) / STEADY_WINDOW.as_secs_f64();
+    let steady_cpu_per_second = (cpu_seconds(pid)? - cpu_ready) / window.as_secs_f64();
+    let sim_figures = match (sim_pid, sim_before, sim_ready) {
+        (Some(sim), Some((cpu_before, rss_before)), Some(cpu_ready)) => Some((
+            cpu_ready - cpu_before,
+            rss_bytes(sim)? - rss_before,
+            (cpu_seconds(sim)? - cpu_ready) / window.as_secs_f64(),
+        )),
+        _ => None,
+    };
     let resources = api
         .call(reqwest::Method::GET, "/v1/sim/resources", None)
         .await?["items"]
@@ -218,6 +293,9 @@ async fn run_fleet(
         resources,
         memory_bytes,
         steady_cpu_per_second,
+        steady_passes,
+        resync_seconds: args.resync_seconds,
+        sim: sim_figures,
     })
 }
 

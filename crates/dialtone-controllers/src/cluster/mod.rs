@@ -79,6 +79,10 @@ pub struct LifecycleOptions {
     pub poll: Duration,
     /// How often a settled cluster is checked against the cloud, to repair what broke.
     pub health_check: Duration,
+    /// How often a settled cluster is looked at anyway when the cloud's event feed and
+    /// watches inside the cluster tell of its changes (each wait jittered by a tenth, so
+    /// that a fleet made together is not looked at together).
+    pub resync: Duration,
     pub sizing: SizingOptions,
     /// Between launches of a node that keeps failing, and between passes that the cloud
     /// or the cluster's API refuses.
@@ -93,6 +97,7 @@ impl LifecycleOptions {
         LifecycleOptions {
             poll: scaled(2_000.0, 20),
             health_check: scaled(10_000.0, 1_000),
+            resync: scaled(600_000.0, 5_000),
             // A real cloud's launch failures are retried from 10 s up to 5 min apart.
             retry: Backoff {
                 base: scaled(10_000.0, 50),
@@ -125,7 +130,16 @@ pub struct Lifecycle {
     versions: Arc<Versions>,
     /// What each cluster last answered about its security.
     probes: probes::Probes,
+    /// Wakes the controller for a cluster; set when the lifecycle runs under one, which
+    /// then follows each settled cluster's changes inside.
+    wake: std::sync::OnceLock<Wake>,
+    /// Whether the provider tells of every change of a resource (`Provider::subscribe`).
+    cloud_feed: std::sync::atomic::AtomicBool,
+    /// The task following each settled cluster's changes, by uid.
+    following: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
 }
+
+type Wake = Arc<dyn Fn(ResourcePath) + Send + Sync>;
 
 /// What a pass waits for, when it stops short of the plan; each is the reason on the
 /// conditions it sets.
@@ -229,6 +243,9 @@ impl Lifecycle {
             sizing_memory: Default::default(),
             versions: Default::default(),
             probes: Default::default(),
+            wake: Default::default(),
+            cloud_feed: Default::default(),
+            following: Default::default(),
         }
     }
 
@@ -350,6 +367,79 @@ impl Lifecycle {
                 tracing::debug!(cluster = uid, error = %e, "cannot put the audit policy back")
             }
         }
+    }
+
+    /// Follows the settled cluster's changes inside (`dialtone_kube::changes`), waking the
+    /// controller for it on each; whether they are followed (under a controller, with
+    /// clients into clusters).
+    fn follow(&self, path: &ResourcePath, uid: &str) -> bool {
+        let (Some(wake), Some(clients)) = (self.wake.get(), &self.kube) else {
+            return false;
+        };
+        let mut following = self.following.lock().unwrap_or_else(|e| e.into_inner());
+        if following.get(uid).is_some_and(|f| !f.is_finished()) {
+            return true;
+        }
+        let (wake, path) = (wake.clone(), path.clone());
+        let follow = dialtone_kube::changes::follow(clients.clone(), uid.to_string(), move || {
+            wake(path.clone())
+        });
+        following.insert(uid.to_string(), tokio::spawn(follow));
+        true
+    }
+
+    /// Stops following a cluster that is going.
+    pub(super) fn unfollow(&self, uid: &str) {
+        let mut following = self.following.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(follow) = following.remove(uid) {
+            follow.abort();
+        }
+    }
+
+    /// How many clusters' changes are followed.
+    pub fn followed(&self) -> usize {
+        let following = self.following.lock().unwrap_or_else(|e| e.into_inner());
+        following.values().filter(|f| !f.is_finished()).count()
+    }
+
+    /// When a settled cluster is looked at next: at its health check, unless the cloud's
+    /// feed and its followed changes tell of what changed; then at the resync, or when its
+    /// youngest worker leaves right-sizing's stabilization window, whichever comes first,
+    /// since consolidation may then remove it.
+    fn settled_next(
+        &self,
+        path: &ResourcePath,
+        uid: &str,
+        plan: &ClusterPlan,
+        status: &ClusterStatus,
+        nodes: &[NodeView],
+        now: Timestamp,
+    ) -> Next {
+        let told =
+            self.cloud_feed.load(std::sync::atomic::Ordering::Relaxed) && self.follow(path, uid);
+        if !told {
+            return Next::After(self.options.health_check);
+        }
+        let autoscaling = &plan.settings.autoscaling;
+        let window = self.options.sizing.second * autoscaling.scale_down_delay_seconds;
+        let consolidating = autoscaling.enabled && autoscaling.consolidation;
+        let settles = status
+            .nodes
+            .iter()
+            .filter(|slot| consolidating && slot.role == NodeRole::Worker)
+            .filter_map(|slot| nodes.iter().find(|n| n.instance_id == slot.instance_id))
+            .filter_map(|node| node.created)
+            .filter_map(|created| {
+                let age = Duration::try_from(now.duration_since(created)).unwrap_or_default();
+                window.checked_sub(age)
+            })
+            .min();
+        use rand::Rng;
+        let resync = self
+            .options
+            .resync
+            .mul_f64(0.9 + 0.2 * rand::rng().random::<f64>());
+        Next::After(settles.map_or(resync, |s| s.min(resync)))
     }
 
     /// The cluster's nodes as its API lists them; none when it does not answer.
@@ -577,6 +667,13 @@ impl Lifecycle {
                 };
                 let next = self.observe(&mut status, observed, max_launch_attempts, now);
                 let settled = blocked.is_none() && next == Next::After(self.options.health_check);
+                let followed = match settled {
+                    true => {
+                        let uid = &cluster.metadata.uid;
+                        Some(self.settled_next(path, uid, &plan, &status, &nodes, now))
+                    }
+                    false => None,
+                };
                 if settled {
                     self.restore_in_cluster(&cluster.metadata.uid, &plan, &mut status, now)
                         .await;
@@ -599,10 +696,15 @@ impl Lifecycle {
                         )
                         .await;
                 sizing::account(&mut status, self.provider.catalog());
-                if sizing || balancing {
-                    Next::After(self.options.poll)
-                } else {
-                    next
+                // Right-sizing that waits (pods without a node, moves waiting out the
+                // stabilization window) looks again at the health check, not the resync.
+                let sizing_waits = status::condition(&status, ClusterCondition::SizeEfficient)
+                    .is_some_and(|c| c.status == ConditionStatus::False);
+                match followed {
+                    _ if sizing || balancing => Next::After(self.options.poll),
+                    Some(_) if sizing_waits => Next::After(self.options.health_check),
+                    Some(followed) => followed,
+                    None => next,
                 }
             }
             // The cloud did not answer; report what the pass ran into and try again soon.
@@ -764,6 +866,7 @@ pub fn spawn_cluster_controller(
     resync: Duration,
 ) {
     let provider = lifecycle.provider.clone();
+    let follows = lifecycle.clone();
     let controller = Controller::new(
         lifecycle,
         workers,
@@ -775,7 +878,14 @@ pub fn spawn_cluster_controller(
     }
     // A cloud with an event feed wakes the cluster a resource belongs to as it changes
     // (an instance dies, a zone goes down), so a repair need not wait for a health check.
-    triggers::on_cloud_changes(&*provider, queue.clone(), &CLUSTER);
+    let told = triggers::on_cloud_changes(&*provider, queue.clone(), &CLUSTER);
+    follows
+        .cloud_feed
+        .store(told, std::sync::atomic::Ordering::Relaxed);
+    let _ = follows.wake.set(Arc::new({
+        let queue = queue.clone();
+        move |path| queue.add(path)
+    }));
     triggers::on_spec_changes(clusters, queue);
     supervisor.spawn_leading("cluster-lifecycle", {
         let controller = controller.clone();

@@ -24,6 +24,7 @@ impl Lifecycle {
         }
         self.sizing_memory.forget(uid);
         self.probes.forget(uid);
+        self.unfollow(uid);
         let now = (self.clock)();
         let mut status = cluster.status.clone();
         let outcome = match &status.plan {

@@ -47,17 +47,17 @@ fn owner(change: &ResourceChange, kind: &'static KindInfo) -> Option<ResourcePat
 }
 
 /// Queues the owner of every resource the provider's feed says changed, when the owner is
-/// an object of `kind`; nothing on a cloud without a feed.
+/// an object of `kind`; nothing on a cloud without a feed. Whether the cloud has one.
 pub fn on_cloud_changes(
     provider: &dyn Provider,
     queue: WorkQueue<ResourcePath>,
     kind: &'static KindInfo,
-) {
+) -> bool {
     provider.subscribe(Box::new(move |change| {
         if let Some(path) = owner(change, kind) {
             queue.add(path);
         }
-    }));
+    }))
 }
 
 /// Queues the objects `informer` holds under the owner of every resource the provider's feed
