@@ -1013,7 +1013,7 @@ async fn pods_waiting_for_a_node_wake_right_sizing_not_the_next_resync() {
         after > before,
         "workers added within 5 s: {before} → {after}"
     );
-    // The lifecycle's calls and its four watches share one connection, and this test's
+    // The lifecycle's calls and its three watches share one connection, and this test's
     // client has another.
     let port = endpoint.server.rsplit(':').next().unwrap();
     let port = format!("{:04X}", port.parse::<u16>().unwrap());

@@ -1,18 +1,19 @@
 //! What tells the control plane that a settled cluster changed inside, so that it looks
 //! again then rather than on a timer: watches of what its passes read there (pods, for
 //! right-sizing, as Karpenter watches its cluster's pods; Services, for their load
-//! balancers; namespaces and `kube-system`'s config maps, for the Pod Security labels and the
-//! audit policy the plan owns). Nodes are not watched: their instances are the cloud's, whose
-//! feed tells of them.
+//! balancers; namespaces, for the Pod Security labels the plan owns). Nodes are not watched:
+//! their instances are the cloud's, whose feed tells of them. The audit policy is put back at
+//! the resync: a watch of `kube-system`'s config maps would put a policy deleted and created
+//! again back between the two, before an operator's replacement arrives.
 //!
 //! Each watch is a stream of the cluster's one HTTP/2 connection ([`crate::build`]), so
-//! following a cluster costs four streams, not four connections.
+//! following a cluster costs three streams, not three connections.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 
 /// How long a watch runs before the server ends it and it is resumed where it stopped:
@@ -32,12 +33,6 @@ pub async fn follow(clients: Arc<crate::Clients>, uid: String, changed: impl Fn(
         follow_one(clients, uid, Api::<Pod>::all, changed),
         follow_one(clients, uid, Api::<Service>::all, changed),
         follow_one(clients, uid, Api::<Namespace>::all, changed),
-        follow_one(
-            clients,
-            uid,
-            |client| Api::<ConfigMap>::namespaced(client, "kube-system"),
-            changed
-        ),
     );
 }
 

@@ -273,7 +273,7 @@ pub struct ServerArgs {
     pub metering_interval_ms: u64,
     /// How often a Ready cluster is looked at anyway, in seconds, on a cloud whose event
     /// feed tells of its resources' changes (the sim) while watches of the cluster tell of
-    /// its pods', Services', namespaces' and `kube-system` config maps'. Default: ten
+    /// its pods', Services' and namespaces'. Default: ten
     /// minutes at real speed (`--sim-time-scale` scales it, to at least 5 s). A cloud with no
     /// feed is health-checked every 10 s instead.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
