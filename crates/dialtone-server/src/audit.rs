@@ -16,7 +16,7 @@ use dialtone_types::auth::AuditRecord;
 use dialtone_types::{ApiError, List, ListMeta, Reason, ResourcePath};
 
 use crate::App;
-use crate::auth::{Decision, Part, Principal, Target, Verb, enforce};
+use crate::auth::{Decision, Part, Principal, Target, Verb, enforce_platform};
 use crate::error::HttpResult;
 use crate::resources::{
     authorized_part, check_query, object_path, parse_limit, to_json, whole_list,
@@ -175,22 +175,14 @@ pub async fn list_retired_orgs(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
 ) -> HttpResult<Response> {
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::List, Target::Platform),
-        "",
-    )?;
+    enforce_platform(&app, &principal, Verb::List, "")?;
     let orgs = app.registry.retired_orgs().await?;
     whole_list(&app, "RetiredOrg", orgs).await
 }
 
 /// The deleted org with uid `uid`, once the caller is a platform admin.
 async fn retired_org(app: &App, principal: &Principal, uid: &str) -> HttpResult<()> {
-    enforce(
-        app.authorizer
-            .authorize(principal, Verb::Get, Target::Platform),
-        "",
-    )?;
+    enforce_platform(app, principal, Verb::Get, "")?;
     let known = app.registry.retired_orgs().await?;
     match known.iter().any(|org| org.uid == uid) {
         true => Ok(()),

@@ -116,6 +116,19 @@ pub fn enforce(decision: Decision, missing: impl std::fmt::Display) -> Result<()
     }
 }
 
+/// Lets only a platform admin on: `enforce` of the authorizer's decision on the platform.
+pub fn enforce_platform(
+    app: &App,
+    principal: &Principal,
+    verb: Verb,
+    missing: impl std::fmt::Display,
+) -> Result<(), HttpError> {
+    enforce(
+        app.authorizer.authorize(principal, verb, Target::Platform),
+        missing,
+    )
+}
+
 const DEFAULT_TTL: SignedDuration = SignedDuration::from_hours(90 * 24);
 const MAX_TTL_SECONDS: u64 = 400 * 24 * 3600;
 

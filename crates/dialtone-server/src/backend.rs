@@ -16,7 +16,7 @@ use dialtone_types::{ApiError, Reason};
 use futures::future::BoxFuture;
 
 use crate::App;
-use crate::auth::{Principal, Target, Verb, enforce};
+use crate::auth::{Principal, Verb, enforce_platform};
 use crate::error::HttpResult;
 
 /// A cloud, the way to its clusters' Kubernetes APIs, and what else only it offers.
@@ -70,9 +70,6 @@ pub(crate) async fn require_platform_admin(
         axum::http::Method::DELETE => Verb::Delete,
         _ => Verb::Update,
     };
-    enforce(
-        app.authorizer.authorize(principal, verb, Target::Platform),
-        request.uri().path(),
-    )?;
+    enforce_platform(&app, principal, verb, request.uri().path())?;
     Ok(next.run(request).await)
 }

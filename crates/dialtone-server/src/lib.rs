@@ -53,7 +53,7 @@ use dialtone_types::{
 use jiff::Timestamp;
 
 use crate::admission::Admission;
-use crate::auth::{Authorizer, Principal, Target, Verb, enforce};
+use crate::auth::{Authorizer, Principal, Verb, enforce_platform};
 use crate::backend::{BackendContext, BuildBackend};
 use crate::error::HttpResult;
 use crate::metrics::{MeteredStore, Metrics};
@@ -141,11 +141,7 @@ async fn serve_metrics(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
 ) -> HttpResult<Response> {
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Get, Target::Platform),
-        "metrics",
-    )?;
+    enforce_platform(&app, &principal, Verb::Get, "metrics")?;
     app.metrics.record_tasks(&app.tasks.statuses());
     app.metrics.record_leadership(app.tasks.leadership());
     app.metrics.record_replication(&app.regions.lags());

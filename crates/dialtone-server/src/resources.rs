@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::App;
 use crate::admission::Admission;
-use crate::auth::{Principal, Target, Verb, enforce};
+use crate::auth::{Principal, Target, Verb, enforce, enforce_platform};
 use crate::error::{HttpError, HttpResult, json_response};
 use crate::watch_cache::{CachedChange, watch_line};
 
@@ -161,10 +161,7 @@ fn authorized_body<K: Kind>(
 ) -> HttpResult<Object<K, K::Status>> {
     let object = Registry::decode_body::<K>(body)?;
     if object.spec.requires_platform_admin() {
-        enforce(
-            app.authorizer.authorize(principal, verb, Target::Platform),
-            "",
-        )?;
+        enforce_platform(app, principal, verb, "")?;
     }
     Ok(object)
 }

@@ -25,7 +25,7 @@ use dialtone_types::{ApiError, Reason, ResourcePath};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::App;
-use crate::auth::{Part, Principal, Target, Verb, enforce};
+use crate::auth::{Part, Principal, Verb, enforce_platform};
 use crate::error::HttpResult;
 use crate::resources::{authorized_part, check_query, object_path, to_json};
 
@@ -556,11 +556,7 @@ pub async fn put_billing(
     let org = object_path(&ORG, &params)?;
     // Whoever cannot see the org's money learns nothing more from a refusal.
     authorized_part(&app, &principal, &org, Verb::Get, Part::Billing).await?;
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Update, Target::Platform),
-        &org,
-    )?;
+    enforce_platform(&app, &principal, Verb::Update, &org)?;
     let settings: BillingSettings = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("the body is not billing settings: {e}")))?;
     let regions: Vec<&str> = app.provider.regions().iter().map(|r| r.name).collect();

@@ -38,7 +38,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::App;
-use crate::auth::{Principal, Target, Verb, enforce};
+use crate::auth::{Principal, Verb, enforce_platform};
 use crate::error::{HttpResult, with_causes};
 use crate::tls::{ServingCertificate, TlsFiles};
 
@@ -383,11 +383,7 @@ pub async fn region_digests(
     State(app): State<App>,
     Extension(principal): Extension<Principal>,
 ) -> HttpResult<Response> {
-    enforce(
-        app.authorizer
-            .authorize(&principal, Verb::Get, Target::Platform),
-        "region digests",
-    )?;
+    enforce_platform(&app, &principal, Verb::Get, "region digests")?;
     let store = app.registry.store().clone();
     Ok(axum::Json(app.regions.convergence(store).await?).into_response())
 }
